@@ -1,0 +1,155 @@
+"""``python -m controller``: serve, regenerate certificates, or run the demo.
+
+Exit codes: 0 ok, 1 the run failed (a demo scenario failed, the port is taken), 2 usage, config or certificate
+error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import socket
+import ssl
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from controller.app import create_app
+from controller.config import Config, ConfigError, load_config
+from controller.pki import PKIError, ensure_certs, generate_certs
+from controller.server import ServerError, bind_sockets, serve, server_ssl_context
+
+logger = logging.getLogger("controller")
+
+DEMO_SCENARIOS = ("seed", "contrast")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        cfg = load_config(args.config)
+        cfg = _with_overrides(cfg, args.host, args.port)
+        if args.command == "certs":
+            return _regenerate_certs(cfg)
+        ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, [cfg.switch.switch_id])
+        ssl_context = server_ssl_context(cfg.controller.certs_dir)
+    except (ConfigError, PKIError, ServerError) as exc:
+        print(f"controller: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sockets = bind_sockets(cfg.controller.host, cfg.controller.port)
+    except ServerError as exc:
+        print(f"controller: {exc}", file=sys.stderr)
+        return 1
+    if args.command == "demo":
+        return asyncio.run(_demo(cfg, ssl_context, sockets, args.config, args.scenario or list(DEMO_SCENARIOS)))
+    asyncio.run(_serve_until_signalled(cfg, ssl_context, sockets))
+    return 0
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m controller",
+        description="The controller end of the dial-out pair: GET /ping?interval=SECONDS over HTTP/2 with mTLS.",
+    )
+    parser.add_argument(
+        "command", nargs="?", choices=("serve", "certs", "demo"), default="serve",
+        help="serve (default); certs: make a new CA and all certificates; "
+        "demo: serve, run the switch's scenarios against it, stop",
+    )  # fmt: skip
+    parser.add_argument("--config", type=Path, default=Path("config.yaml"), help="default: %(default)s")
+    parser.add_argument("--host", help="listen address (default: controller.host in the config)")
+    parser.add_argument("--port", type=int, help="listen port, 0 for any free one (default: controller.port)")
+    parser.add_argument(
+        "--scenario", action="append", help=f"demo only: a scenario to run, repeatable (default: {DEMO_SCENARIOS})"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="also log when each request arrives")
+    return parser.parse_args(argv)
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d controller %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Hypercorn's INFO lines repeat our own "listening on"; keep its warnings and errors.
+    logging.getLogger("hypercorn.error").setLevel(logging.WARNING)
+    for noisy in ("asyncio", "quart", "hpack", "h2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _with_overrides(cfg: Config, host: str | None, port: int | None) -> Config:
+    controller = cfg.controller
+    if host is not None:
+        controller = dataclasses.replace(controller, host=host)
+    if port is not None:
+        if not 0 <= port <= 65535:
+            raise ConfigError("--port", f"must be 0 to 65535, got {port}")
+        controller = dataclasses.replace(controller, port=port)
+    return dataclasses.replace(cfg, controller=controller)
+
+
+def _regenerate_certs(cfg: Config) -> int:
+    written = generate_certs(cfg.controller.certs_dir, cfg.controller.hostnames, [cfg.switch.switch_id])
+    print(f"controller: wrote {len(written)} files to {cfg.controller.certs_dir}", file=sys.stderr)
+    return 0
+
+
+async def _serve_until_signalled(cfg: Config, ssl_context: ssl.SSLContext, sockets: list[socket.socket]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _on_signal, signum, stop)
+    await serve(create_app(cfg.controller.max_interval_s), cfg.controller, ssl_context, sockets, stop.wait)
+    logger.info("stopped")
+
+
+def _on_signal(signum: int, stop: asyncio.Event) -> None:
+    logger.info("%s: finishing in-flight requests, then stopping", signal.Signals(signum).name)
+    stop.set()
+
+
+async def _demo(
+    cfg: Config, ssl_context: ssl.SSLContext, sockets: list[socket.socket], config_path: Path,
+    scenarios: list[str],
+) -> int:  # fmt: skip
+    """Serve in this process and run ``python -m sim_switch`` once per scenario as a child: the sockets are
+    already listening, so the switch can dial at once and the demo needs no waiting or polling."""
+    for name in scenarios:
+        cfg.scenario(name)  # fail before anything runs if a name is wrong
+    port = sockets[0].getsockname()[1]
+    url = urlunsplit(urlsplit(cfg.switch.controller_url)._replace(netloc=f"{_url_host(cfg)}:{port}"))
+    stop = asyncio.Event()
+    server = asyncio.create_task(
+        serve(create_app(cfg.controller.max_interval_s), cfg.controller, ssl_context, sockets, stop.wait)
+    )
+    failed: list[str] = []
+    try:
+        for name in scenarios:
+            print(f"\n=== scenario {name} ===", flush=True)
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sim_switch", "--config", str(config_path), "--scenario", name, "--url", url
+            )
+            if await child.wait() != 0:
+                failed.append(name)
+    finally:
+        stop.set()
+        await server
+    print(f"\ndemo: {len(scenarios) - len(failed)} of {len(scenarios)} scenarios passed"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)  # fmt: skip
+    return 1 if failed else 0
+
+
+def _url_host(cfg: Config) -> str:
+    host = urlsplit(cfg.switch.controller_url).hostname or "localhost"
+    return f"[{host}]" if ":" in host else host
+
+
+if __name__ == "__main__":
+    sys.exit(main())

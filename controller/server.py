@@ -1,0 +1,132 @@
+"""Serving the controller app with Hypercorn over HTTP/2 with mutual TLS."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+from hypercorn.utils import wrap_app
+from quart import Quart
+
+from controller.config import ControllerConfig
+from controller.pki import ca_cert_path, controller_identity
+
+logger = logging.getLogger(__name__)
+
+# RFC 9113 section 9.2: HTTP/2 over TLS needs TLS >= 1.2 and, for 1.2, an AEAD cipher with ephemeral key exchange.
+MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+# h2 first: a client that offers both gets HTTP/2; one that offers only http/1.1 (or no ALPN) gets HTTP/1.1.
+ALPN_PROTOCOLS = ("h2", "http/1.1")
+
+
+class ServerError(Exception):
+    """The controller cannot start: unusable certificates, or an address it cannot listen on."""
+
+
+def server_ssl_context(certs_dir: Path) -> ssl.SSLContext:
+    """TLS for the controller: our certificate, and a client certificate REQUIRED and verified against our CA."""
+    identity = controller_identity(certs_dir)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = MINIMUM_TLS_VERSION
+    context.options |= ssl.OP_NO_COMPRESSION  # RFC 9113 section 9.2.1
+    context.set_ciphers(TLS12_CIPHERS)
+    context.set_alpn_protocols(list(ALPN_PROTOCOLS))
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_cert_chain(identity.cert, identity.key)
+        context.load_verify_locations(cafile=ca_cert_path(certs_dir))
+    except FileNotFoundError as exc:
+        raise ServerError(f"controller certificate file missing: {exc.filename}") from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise ServerError(f"cannot load the controller's certificates from {certs_dir}: {exc}") from exc
+    return context
+
+
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` resolves to (``localhost`` is both 127.0.0.1 and ::1), all
+    on one port. An address family the machine has switched off is skipped as long as one address binds."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServerError(f"cannot resolve controller host {host!r}: {exc.strerror}") from exc
+    sockets: list[socket.socket] = []
+    skipped: list[str] = []
+    addresses = dict.fromkeys((family, str(address[0])) for family, _, _, _, address in infos)
+    for family, ip in addresses:
+        bind_port = sockets[0].getsockname()[1] if sockets else port
+        try:
+            sockets.append(socket.create_server((ip, bind_port), family=family))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                skipped.append(f"{ip} ({exc.strerror})")
+                continue
+            for sock in sockets:
+                sock.close()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ServerError(f"cannot listen on {ip} port {bind_port}: {reason}") from exc
+    if not sockets:
+        raise ServerError(f"cannot listen on any address of {host!r}: {', '.join(skipped)}")
+    return sockets
+
+
+class _Config(HypercornConfig):
+    """Hypercorn's config, serving a TLS context we built and checked ourselves (Hypercorn would build its own
+    from file names, late, and without our cipher and verification policy)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        self._ssl_context = ssl_context
+
+    def create_ssl_context(self) -> ssl.SSLContext:
+        return self._ssl_context
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return True
+
+
+def hypercorn_config(cfg: ControllerConfig, ssl_context: ssl.SSLContext) -> HypercornConfig:
+    config = _Config(ssl_context)
+    config.h2_max_concurrent_streams = cfg.max_concurrent_streams
+    config.keep_alive_max_requests = cfg.keep_alive_max_requests
+    config.graceful_timeout = cfg.graceful_timeout_s
+    config.alpn_protocols = list(ALPN_PROTOCOLS)
+    # Route Hypercorn's own messages through logging, so __main__ decides where they go.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.accesslog = None  # the app logs one line per request itself
+    return config
+
+
+async def serve(
+    app: Quart,
+    cfg: ControllerConfig,
+    ssl_context: ssl.SSLContext,
+    sockets: list[socket.socket],
+    shutdown_trigger: Callable[[], Awaitable[object]],
+) -> None:
+    """Serve ``app`` on already-listening ``sockets`` until ``shutdown_trigger`` returns, then let in-flight
+    requests finish for up to ``graceful_timeout_s``.
+
+    The sockets are bound by the caller, so a test can use port 0 and know the port before the first request,
+    and connections that arrive before Hypercorn starts accepting wait in the listen backlog instead of failing.
+    ``worker_serve`` is Hypercorn's internal entry point that takes sockets (the public ``serve`` does not):
+    hence the pin to the 0.18 series.
+    """
+    config = hypercorn_config(cfg, ssl_context)
+    for sock in sockets:
+        host, port = sock.getsockname()[:2]
+        logger.info("listening on https://%s:%d", f"[{host}]" if ":" in host else host, port)
+    await worker_serve(
+        wrap_app(app, config.wsgi_max_body_size, "asgi"),
+        config,
+        sockets=Sockets(secure_sockets=sockets, insecure_sockets=[], quic_sockets=[]),
+        shutdown_trigger=shutdown_trigger,
+    )
