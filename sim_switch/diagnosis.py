@@ -1,0 +1,91 @@
+"""Why a ping failed, in one line a person can act on.
+
+httpx wraps the real cause (a refused connect, a certificate the controller did not like) two or three exceptions
+deep; ``explain`` walks the chain and names it.
+
+One case hides its cause: under TLS 1.3 the client's handshake completes before the server has checked the client
+certificate, so a server that refuses it sends its alert (``certificate required``, ``unknown ca``) after the
+handshake, and httpcore, busy writing its request, sees only a broken pipe. ``probe_client_certificate`` finds out
+by opening one more connection and reading from it, where the alert surfaces as an ``ssl.SSLError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import httpx
+
+# OpenSSL alert reasons a server sends when it refuses the client's certificate.
+_CLIENT_CERT_REFUSALS = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "we sent no client certificate",
+    "TLSV1_ALERT_UNKNOWN_CA": "our certificate is from a CA it does not trust",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "it found our certificate bad",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "our certificate has expired (or is not yet valid)",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "it could not verify our certificate",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "our certificate is not valid for client authentication",
+    "TLSV1_ALERT_ACCESS_DENIED": "access denied",
+}
+PROBE_TIMEOUT_S = 5.0
+
+
+def explain(exc: BaseException, timeout_s: float | None = None) -> str:
+    chain = _chain(exc)
+    for cause in chain:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            reason = cause.verify_message or cause.reason or "verification failed"
+            hint = "" if "mismatch" in reason.lower() else " (not issued by the CA in the switch's ca.pem)"
+            return f"the controller's certificate is not trusted: {reason}{hint}"
+        if isinstance(cause, ssl.SSLError) and cause.reason in _CLIENT_CERT_REFUSALS:
+            return f"the controller refused our client certificate: {_CLIENT_CERT_REFUSALS[cause.reason]}"
+        if isinstance(cause, ConnectionRefusedError):
+            return f"the controller is down: connection refused ({cause.strerror or cause})"
+    for cause in chain:
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed: {cause.reason or cause}"
+        if isinstance(cause, httpx.ConnectTimeout):
+            return "the controller did not accept the TCP connection in time (connect timeout)"
+        if isinstance(cause, httpx.TimeoutException | TimeoutError):
+            limit = f" within {timeout_s:g} s (switch.request_timeout_s)" if timeout_s is not None else ""
+            return f"no complete answer from the controller{limit}"
+        if isinstance(cause, httpx.RemoteProtocolError):
+            return f"the controller broke the protocol or closed the connection: {cause}"
+        if isinstance(cause, httpx.ConnectError):
+            return f"cannot connect to the controller: {_innermost(exc)}"
+        if isinstance(cause, httpx.ReadError | httpx.WriteError):
+            return f"the connection to the controller broke: {_innermost(exc)}"
+    return f"{type(exc).__name__}: {_innermost(exc)}"
+
+
+async def probe_client_certificate(host: str, port: int, context: ssl.SSLContext) -> str | None:
+    """Dial once more and read: a refusal of our certificate comes back as an explanation, anything else
+    (the controller speaks first, or stays silent) as None."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
+            try:
+                await reader.read(1)
+            finally:
+                writer.close()
+    except ssl.SSLError as exc:
+        explanation = explain(exc)
+        return explanation if exc.reason in _CLIENT_CERT_REFUSALS else None
+    except (OSError, TimeoutError):
+        return None
+    return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _innermost(exc: BaseException) -> str:
+    for cause in reversed(_chain(exc)):
+        if str(cause):
+            return str(cause)
+    return type(exc).__name__

@@ -1,0 +1,181 @@
+"""What the user reads: trace lines, the summary, the verdict, and the ``--json`` object scripts rely on."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from sim_switch.client import PingResult, RunResult, format_interval
+from sim_switch.tracing import ConnectionRecord, TraceEvent
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool  # every ping got 200 and every expectation held
+    multiplexed: bool  # some connection carried two or more pings at the same time
+    line: str
+    failures: tuple[str, ...]
+
+
+def judge(result: RunResult) -> Verdict:
+    pings = result.pings
+    failed = [ping for ping in pings if not ping.ok]
+    failures = [f"ping {ping.number} ({format_interval(ping.interval_s)} s): {ping.error}" for ping in failed]
+    failures += _unmet_expectations(result)
+    multiplexed = max((peak_in_flight(result, record) for record in result.connections), default=0) >= 2
+    return Verdict(not failures, multiplexed, _verdict_line(result, failed, multiplexed), tuple(failures))
+
+
+def peak_in_flight(result: RunResult, record: ConnectionRecord) -> int:
+    """The most pings that were open on ``record`` at once: from request headers written to response end."""
+    edges: list[tuple[float, int]] = []
+    for ping in result.pings:
+        if ping.connection == record.number and ping.headers_sent_at_s is not None and ping.finished_at_s is not None:
+            edges += [(ping.headers_sent_at_s, 1), (ping.finished_at_s, -1)]
+    peak = in_flight = 0
+    for _, change in sorted(edges):  # at equal times an end (-1) sorts before a start: touching is not overlap
+        in_flight += change
+        peak = max(peak, in_flight)
+    return peak
+
+
+def _unmet_expectations(result: RunResult) -> list[str]:
+    expect = result.scenario.expect
+    unmet: list[str] = []
+    opened = len(result.connections)
+    if expect.connections is not None and opened != expect.connections:
+        unmet.append(f"expected {_plural(expect.connections, 'connection')}, opened {opened}")
+    if expect.http_version is not None:
+        others = [ping for ping in result.pings if ping.http_version not in (None, expect.http_version)]
+        if others:
+            got = ", ".join(f"{ping.http_version} for ping {ping.number}" for ping in others)
+            unmet.append(f"expected {expect.http_version} for every ping, got {got}")
+    return unmet
+
+
+def _verdict_line(result: RunResult, failed: list[PingResult], multiplexed: bool) -> str:
+    count = len(result.pings)
+    if failed:
+        reasons = Counter(ping.error for ping in failed)
+        reason = next(iter(reasons)) if len(reasons) == 1 else f"{len(reasons)} different errors, see above"
+        return f"FAILED: {len(failed)} of {_plural(count, 'ping')} failed: {reason}"
+    connections = len(result.connections)
+    versions = "/".join(sorted({ping.http_version or "?" for ping in result.pings}))
+    longest = max(ping.interval_s for ping in result.pings)
+    timing = f"{result.wall_time_s:.2f} s for a longest interval of {format_interval(longest)} s"
+    if count == 1:
+        return f"NOTHING TO MULTIPLEX: 1 ping on 1 connection ({versions}), {timing}"
+    if multiplexed:
+        return (
+            f"MULTIPLEXED: {count} pings as {count} streams on {_plural(connections, 'connection')} ({versions}), "
+            f"{timing}"
+        )
+    return f"NOT MULTIPLEXED: {count} pings on {_plural(connections, 'connection')} ({versions}), {timing}"
+
+
+def render_event(event: TraceEvent) -> str:
+    ping = f"ping {event.ping}" if event.ping is not None else "switch"
+    connection = f"conn #{event.connection}" if event.connection is not None else ""
+    return f"{event.at_s:+9.3f}s  {ping:<8} {connection:<8} {event.text}"
+
+
+def render_summary(result: RunResult, verdict: Verdict) -> str:
+    connections = result.connections
+    alpn = ", ".join(sorted({record.alpn or "none" for record in connections})) or "none"
+    handshakes = sum(1 for record in connections if record.tls_version)
+    lines = [f"connections opened: {len(connections)} (TLS handshakes: {handshakes}; ALPN: {alpn})"]
+    for record in connections:
+        streams = [ping.stream_id for ping in result.pings if ping.connection == record.number and ping.stream_id]
+        ids = f" (stream ids {', '.join(map(str, streams))})" if streams else ""
+        lines.append(
+            f"  conn #{record.number}  {record.local_address} -> {record.remote_address}  {record.tls_version}  "
+            f"ALPN {record.alpn or 'none'}  {_plural(len(record.pings), 'ping')}{ids}, "
+            f"{peak_in_flight(result, record)} at once"
+        )
+    lines.append("pings:")
+    for ping in result.pings:
+        lines.append("  " + _render_ping(ping))
+    longest = max(ping.interval_s for ping in result.pings)
+    total = sum(ping.interval_s for ping in result.pings)
+    lines.append(
+        f"wall time: {result.wall_time_s:.3f} s = {_ratio(result.wall_time_s, longest)} the longest interval "
+        f"({format_interval(longest)} s), {_ratio(result.wall_time_s, total)} the sum ({total:g} s)"
+    )
+    expect = result.scenario.expect
+    if expect.connections is not None:
+        held = "ok" if len(connections) == expect.connections else "FAILED"
+        lines.append(f"expect connections = {expect.connections}: {held} ({len(connections)})")
+    if expect.http_version is not None:
+        seen = sorted({ping.http_version for ping in result.pings if ping.http_version})
+        held = "ok" if seen == [expect.http_version] else "FAILED"
+        lines.append(f"expect http_version = {expect.http_version}: {held} ({', '.join(seen) or 'none'})")
+    lines += [f"failure: {failure}" for failure in verdict.failures]
+    lines.append(verdict.line)
+    return "\n".join(lines)
+
+
+def _render_ping(ping: PingResult) -> str:
+    head = f"ping {ping.number}  interval {format_interval(ping.interval_s):>4} s  "
+    if not ping.ok:
+        return f"{head}FAILED after {ping.elapsed_s:.3f} s: {ping.error}"
+    stream = f" stream {ping.stream_id}" if ping.stream_id else ""
+    overhead_ms = (ping.elapsed_s - ping.interval_s) * 1000
+    return (
+        f"{head}{ping.status} {ping.http_version}  conn #{ping.connection}{stream}  "
+        f"{ping.elapsed_s:.3f} s ({overhead_ms:+.0f} ms over its interval)"
+    )
+
+
+def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
+    """The ``--json`` report. Scripts rely on these names: add fields, never rename or remove them."""
+    return {
+        "scenario": result.scenario.name,
+        "controller": result.controller_url,
+        "ok": verdict.ok,
+        "multiplexed": verdict.multiplexed,
+        "verdict": verdict.line,
+        "connections_opened": len(result.connections),
+        "tls_handshakes": sum(1 for record in result.connections if record.tls_version),
+        "alpn": [record.alpn for record in result.connections],
+        "wall_time_s": round(result.wall_time_s, 6),
+        "longest_interval_s": max(ping.interval_s for ping in result.pings),
+        "sum_of_intervals_s": round(sum(ping.interval_s for ping in result.pings), 6),
+        "failures": list(verdict.failures),
+        "connections": [
+            {
+                "connection": record.number,
+                "local_address": record.local_address,
+                "remote_address": record.remote_address,
+                "local_port": record.local_port,
+                "tls_version": record.tls_version,
+                "alpn": record.alpn,
+                "cipher": record.cipher,
+                "controller_subject": record.controller_subject,
+                "pings": list(record.pings),
+                "peak_in_flight": peak_in_flight(result, record),
+            }
+            for record in result.connections
+        ],
+        "pings": [
+            {
+                "interval_s": ping.interval_s,
+                "status": ping.status,
+                "http_version": ping.http_version,
+                "connection": ping.connection,
+                "stream_id": ping.stream_id,
+                "local_port": ping.local_port,
+                "elapsed_s": round(ping.elapsed_s, 6),
+                "error": ping.error,
+            }
+            for ping in result.pings
+        ],
+    }
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}x" if reference > 0 else "n/a x"
