@@ -18,6 +18,7 @@ from quart import Quart
 
 from controller.config import ControllerConfig
 from controller.pki import ca_cert_path, controller_identity
+from controller.tls_alerts import send_handshake_alerts
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ class ServerError(Exception):
 def server_ssl_context(certs_dir: Path) -> ssl.SSLContext:
     """TLS for the controller: our certificate, and a client certificate REQUIRED and verified against our CA."""
     identity = controller_identity(certs_dir)
+    ca_file = ca_cert_path(certs_dir)
+    missing = [str(path) for path in (ca_file, identity.cert, identity.key) if not path.is_file()]
+    if missing:
+        raise ServerError(f"certificate file missing: {', '.join(missing)} (`python -m controller certs` makes them)")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = MINIMUM_TLS_VERSION
     context.options |= ssl.OP_NO_COMPRESSION  # RFC 9113 section 9.2.1
@@ -43,9 +48,7 @@ def server_ssl_context(certs_dir: Path) -> ssl.SSLContext:
     context.verify_mode = ssl.CERT_REQUIRED
     try:
         context.load_cert_chain(identity.cert, identity.key)
-        context.load_verify_locations(cafile=ca_cert_path(certs_dir))
-    except FileNotFoundError as exc:
-        raise ServerError(f"controller certificate file missing: {exc.filename}") from exc
+        context.load_verify_locations(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise ServerError(f"cannot load the controller's certificates from {certs_dir}: {exc}") from exc
     return context
@@ -120,6 +123,7 @@ async def serve(
     ``worker_serve`` is Hypercorn's internal entry point that takes sockets (the public ``serve`` does not):
     hence the pin to the 0.18 series.
     """
+    send_handshake_alerts()
     config = hypercorn_config(cfg, ssl_context)
     for sock in sockets:
         host, port = sock.getsockname()[:2]

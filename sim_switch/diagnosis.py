@@ -12,8 +12,10 @@ by opening one more connection and reading from it, where the alert surfaces as 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
+import httpcore
 import httpx
 
 # OpenSSL alert reasons a server sends when it refuses the client's certificate.
@@ -25,6 +27,8 @@ _CLIENT_CERT_REFUSALS = {
     "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "it could not verify our certificate",
     "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "our certificate is not valid for client authentication",
     "TLSV1_ALERT_ACCESS_DENIED": "access denied",
+    # TLS 1.2 has no "certificate required" alert; a server that wanted one sends this generic one.
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake failure (under TLS 1.2 this usually means we sent no certificate)",
 }
 PROBE_TIMEOUT_S = 5.0
 
@@ -43,16 +47,16 @@ def explain(exc: BaseException, timeout_s: float | None = None) -> str:
     for cause in chain:
         if isinstance(cause, ssl.SSLError):
             return f"TLS failed: {cause.reason or cause}"
-        if isinstance(cause, httpx.ConnectTimeout):
+        if isinstance(cause, httpx.ConnectTimeout | httpcore.ConnectTimeout):
             return "the controller did not accept the TCP connection in time (connect timeout)"
-        if isinstance(cause, httpx.TimeoutException | TimeoutError):
+        if isinstance(cause, httpx.TimeoutException | httpcore.TimeoutException | TimeoutError):
             limit = f" within {timeout_s:g} s (switch.request_timeout_s)" if timeout_s is not None else ""
             return f"no complete answer from the controller{limit}"
-        if isinstance(cause, httpx.RemoteProtocolError):
+        if isinstance(cause, httpx.RemoteProtocolError | httpcore.RemoteProtocolError):
             return f"the controller broke the protocol or closed the connection: {cause}"
-        if isinstance(cause, httpx.ConnectError):
+        if isinstance(cause, httpx.ConnectError | httpcore.ConnectError):
             return f"cannot connect to the controller: {_innermost(exc)}"
-        if isinstance(cause, httpx.ReadError | httpx.WriteError):
+        if isinstance(cause, httpx.ReadError | httpx.WriteError | httpcore.ReadError | httpcore.WriteError):
             return f"the connection to the controller broke: {_innermost(exc)}"
     return f"{type(exc).__name__}: {_innermost(exc)}"
 
@@ -60,17 +64,21 @@ def explain(exc: BaseException, timeout_s: float | None = None) -> str:
 async def probe_client_certificate(host: str, port: int, context: ssl.SSLContext) -> str | None:
     """Dial once more and read: a refusal of our certificate comes back as an explanation, anything else
     (the controller speaks first, or stays silent) as None."""
+    return await asyncio.to_thread(_probe, host, port, context)
+
+
+def _probe(host: str, port: int, context: ssl.SSLContext) -> str | None:
+    # A blocking socket, because it reports a TLS alert that arrives after the handshake as the ssl.SSLError it
+    # is; an asyncio stream may report the same close as a plain end of file.
     try:
-        async with asyncio.timeout(PROBE_TIMEOUT_S):
-            reader, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
-            try:
-                await reader.read(1)
-            finally:
-                writer.close()
+        with (
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            tls.recv(1)
     except ssl.SSLError as exc:
-        explanation = explain(exc)
-        return explanation if exc.reason in _CLIENT_CERT_REFUSALS else None
-    except (OSError, TimeoutError):
+        return explain(exc) if exc.reason in _CLIENT_CERT_REFUSALS else None
+    except OSError:
         return None
     return None
 

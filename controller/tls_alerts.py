@@ -1,0 +1,45 @@
+"""Make asyncio's TLS send the fatal alert when a handshake fails, so a refused switch learns why.
+
+asyncio's ``SSLProtocol`` force-closes the transport on a failed handshake without flushing what OpenSSL queued
+for the peer: the fatal alert (``certificate required``, ``unknown ca``, ``bad certificate``). A switch that dials
+without a certificate, or with one from another CA, then sees only "EOF occurred in violation of protocol" or a
+broken pipe, and cannot tell a refused certificate from a crashed controller. Blocking ``ssl`` sockets, nginx and
+Go all send the alert. CPython gh-98078 (fixed by PR #153620, July 2026) does what this module does; Python 3.11,
+which we run on, does not have it.
+
+The backport wraps ``SSLProtocol._do_handshake``: when the handshake raises ``ssl.SSLError``, flush the outgoing
+buffer, then let asyncio fail the connection as before. Flushing twice is harmless, so it stays correct on a Python
+that has the fix. Delete this module once the oldest supported Python has gh-98078;
+``tests/test_tls.py::test_controller_sends_the_alert_for_a_refused_certificate`` fails loudly if the backport stops
+taking effect.
+"""
+
+from __future__ import annotations
+
+import ssl
+from asyncio import sslproto
+from collections.abc import Callable
+from typing import Any
+
+_PATCHED_MARK = "_dialout_sends_handshake_alerts"
+
+
+def send_handshake_alerts() -> None:
+    """Install the backport (once per process; later calls do nothing)."""
+    original: Callable[[Any], None] = sslproto.SSLProtocol._do_handshake  # type: ignore[attr-defined]
+    if getattr(original, _PATCHED_MARK, False):
+        return
+
+    def _do_handshake(self: Any) -> None:  # noqa: ANN401 - asyncio's private SSLProtocol has no type stubs
+        try:
+            self._sslobj.do_handshake()
+        except sslproto.SSLAgainErrors:
+            self._process_outgoing()
+        except ssl.SSLError as exc:
+            self._process_outgoing()  # the fix: send the alert OpenSSL has queued before the transport is dropped
+            self._on_handshake_complete(exc)
+        else:
+            self._on_handshake_complete(None)
+
+    setattr(_do_handshake, _PATCHED_MARK, True)
+    sslproto.SSLProtocol._do_handshake = _do_handshake  # type: ignore[attr-defined]
