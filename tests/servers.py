@@ -1,0 +1,127 @@
+"""Real controllers for the tests: in this test's event loop, or as a ``python -m controller`` child process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.app import create_app
+from controller.config import ControllerConfig
+from controller.server import serve, server_ssl_context
+
+# Generous: these bound a wait for something that normally takes milliseconds, on a shared, noisy machine.
+STARTUP_TIMEOUT_S = 30.0
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RunningController:
+    url: str  # https://127.0.0.1:PORT
+    port: int
+
+
+@contextlib.asynccontextmanager
+async def run_controller(cfg: ControllerConfig) -> AsyncIterator[RunningController]:
+    """Serve the controller app on Hypercorn in the running loop. The socket is bound and listening before the
+    server task starts, so the first request needs no waiting."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    stop = asyncio.Event()
+    app = create_app(cfg.max_interval_s)
+    task = asyncio.create_task(serve(app, cfg, server_ssl_context(cfg.certs_dir), [sock], stop.wait))
+    try:
+        yield RunningController(f"https://127.0.0.1:{port}", port)
+    finally:
+        stop.set()
+        await task
+
+
+class ControllerProcess:
+    """``python -m controller`` as a child. Its stderr is read by a thread, line by line, so a test can wait for
+    a line (the port it listens on, a request arriving) instead of sleeping."""
+
+    def __init__(self, process: subprocess.Popen[str], config: Path) -> None:
+        self.process = process
+        self.config = config
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        match = self.wait_for(r"listening on https://(\S+):(\d+)")
+        self.port = int(match.group(2))
+        self.url = f"https://127.0.0.1:{self.port}"
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, config: Path, *args: str) -> Iterator[ControllerProcess]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "controller", "--config", str(config), "--port", "0", *args],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            yield cls(process, config)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            process.wait(timeout=STARTUP_TIMEOUT_S)
+            assert process.stderr is not None
+            process.stderr.close()
+
+    def wait_for(self, pattern: str, timeout_s: float = STARTUP_TIMEOUT_S) -> re.Match[str]:
+        """The first line from now on that matches ``pattern``; fails if the process ends first."""
+        regex = re.compile(pattern)
+        while True:
+            try:
+                line = self._queue.get(timeout=timeout_s)
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout_s} s: {self.lines}") from None
+            if line is None:
+                raise AssertionError(f"controller exited before printing {pattern!r}: {self.lines}")
+            found = regex.search(line)
+            if found:
+                return found
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+            self._queue.put(line)
+        self._queue.put(None)
+
+
+def write_config(directory: Path, pings: str = "[0.3, 0.6, 0.9]", extra: str = "") -> Path:
+    """A config like the repo's, with short intervals and its certificates in ``directory/certs``."""
+    path = directory / "config.yaml"
+    path.write_text(
+        f"""\
+controller:
+  host: 127.0.0.1
+  port: 0
+  certs_dir: certs
+switch:
+  id: switch-1
+  controller_url: https://127.0.0.1:8443
+  certs_dir: certs
+  request_timeout_s: 30
+scenarios:
+  seed:
+    pings: {pings}
+    http2: true
+    expect: {{connections: 1, http_version: HTTP/2}}
+  contrast:
+    pings: {pings}
+    http2: false
+    expect: {{connections: 3, http_version: HTTP/1.1}}
+{extra}""",
+        encoding="utf-8",
+    )
+    return path

@@ -1,0 +1,175 @@
+"""Both command lines, in-process (``main([...])``) and as ``python -m``, against a real controller process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controller.__main__ import main as controller_main
+from sim_switch.__main__ import main as switch_main
+from sim_switch.tls import client_ssl_context
+from tests.servers import REPO, ControllerProcess, write_config
+
+JSON_FIELDS = {
+    "scenario", "controller", "ok", "multiplexed", "connections_opened", "tls_handshakes", "alpn", "wall_time_s",
+    "failures", "pings",
+}  # fmt: skip
+PING_FIELDS = {"interval_s", "status", "http_version", "connection", "stream_id", "local_port", "elapsed_s", "error"}
+
+
+def run_module(module: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+
+
+def test_switch_module_proves_multiplexing(controller_process: ControllerProcess) -> None:
+    done = run_module("sim_switch", "--config", str(controller_process.config), "--url", controller_process.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "TLS handshake done: TLSv1.3, ALPN h2" in done.stdout
+    assert "connection reused" in done.stdout
+    assert "MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2)" in done.stdout
+    assert done.stderr == ""
+
+
+def test_switch_json_report_in_process(
+    controller_process: ControllerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = switch_main(["--config", str(controller_process.config), "--url", controller_process.url, "--json"])
+    out = capsys.readouterr().out
+    report = json.loads(out)  # exactly one JSON object: nothing else on stdout
+    assert code == 0
+    assert set(report) >= JSON_FIELDS
+    assert report["scenario"] == "seed"
+    assert report["controller"] == controller_process.url
+    assert report["ok"] is True
+    assert report["multiplexed"] is True
+    assert report["connections_opened"] == 1
+    assert report["tls_handshakes"] == 1
+    assert report["alpn"] == ["h2"]
+    assert report["failures"] == []
+    assert 0.9 <= report["wall_time_s"] < 1.8  # at least the longest interval, less than their sum
+    assert [set(ping) for ping in report["pings"]] == [PING_FIELDS] * 3
+    assert [ping["interval_s"] for ping in report["pings"]] == [0.3, 0.6, 0.9]
+    assert {(ping["status"], ping["http_version"], ping["connection"]) for ping in report["pings"]} == {
+        (200, "HTTP/2", 1)
+    }
+    assert sorted(ping["stream_id"] for ping in report["pings"]) == [1, 3, 5]
+    assert len({ping["local_port"] for ping in report["pings"]}) == 1
+
+
+def test_switch_contrast_in_process(controller_process: ControllerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    code = switch_main(
+        ["--config", str(controller_process.config), "--url", controller_process.url, "--scenario", "contrast"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "NOT MULTIPLEXED: 3 pings on 3 connections (HTTP/1.1)" in out
+    assert "expect connections = 3: ok (3)" in out
+
+
+def test_switch_with_the_controller_down_says_so_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    # A bound socket that is not listening: connecting to it is refused, and no one else can take the port.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"https://127.0.0.1:{closed.getsockname()[1]}"
+        code = switch_main(["--config", str(config), "--url", url, "--json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 1
+    assert report["ok"] is False
+    assert {ping["error"] for ping in report["pings"]} == {
+        f"the controller is down: connection refused (Connect call failed ('127.0.0.1', {url.rsplit(':', 1)[1]}))"
+    }
+    assert captured.err.startswith("sim_switch: FAILED: 3 of 3 pings failed: the controller is down")
+    assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("module", ["sim_switch", "controller"])
+def test_config_errors_exit_2_with_one_line(tmp_path: Path, module: str) -> None:
+    config = write_config(tmp_path, pings="[0.3, yes]")
+    done = run_module(module, "--config", str(config))
+    assert done.returncode == 2
+    assert done.stderr == f"{module}: {config}:12: scenarios.seed.pings[1]: must be a finite number >= 0, got True " \
+        "(a YAML boolean: yes/no/on/off/true/false)\n"  # fmt: skip
+
+
+def test_unknown_scenario_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert switch_main(["--config", str(write_config(tmp_path)), "--scenario", "nope"]) == 2
+    assert "no scenario named 'nope' (known: seed, contrast)" in capsys.readouterr().err
+
+
+def test_switch_url_must_be_https(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert switch_main(["--config", str(write_config(tmp_path)), "--url", "http://127.0.0.1:1"]) == 2
+    assert "--url: must be an https:// URL" in capsys.readouterr().err
+
+
+def test_controller_on_a_taken_port_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code = controller_main(["--config", str(write_config(tmp_path)), "--port", str(port)])
+    assert code == 1
+    assert f"cannot listen on 127.0.0.1 port {port}: Address already in use" in capsys.readouterr().err
+
+
+def test_controller_certs_command_regenerates_everything(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    assert controller_main(["certs", "--config", str(config)]) == 0
+    first = (tmp_path / "certs" / "ca.pem").read_bytes()
+    assert controller_main(["certs", "--config", str(config)]) == 0
+    assert (tmp_path / "certs" / "ca.pem").read_bytes() != first
+    assert stat.S_IMODE((tmp_path / "certs" / "switch-1.key").stat().st_mode) == 0o600
+
+
+def test_importing_the_switch_does_not_import_quart_or_hypercorn() -> None:
+    code = (
+        "import sys, sim_switch.__main__, sim_switch.client, sim_switch.report, sim_switch.tls;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('quart', 'hypercorn', 'werkzeug')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_demo_serves_runs_both_scenarios_and_stops(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    done = run_module("controller", "demo", "--config", str(config), "--port", "0")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2)" in done.stdout
+    assert "NOT MULTIPLEXED: 3 pings on 3 connections (HTTP/1.1)" in done.stdout
+    assert "demo: 2 of 2 scenarios passed" in done.stdout
+    assert "made a new CA" in done.stderr  # certificates appeared by themselves
+    assert stat.S_IMODE((tmp_path / "certs" / "controller.key").stat().st_mode) == 0o600
+
+
+def test_sigterm_lets_the_in_flight_ping_finish(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with ControllerProcess.start(config, "--verbose") as process, ThreadPoolExecutor(1) as pool:
+        context = client_ssl_context(tmp_path / "certs", "switch-1")
+        in_flight = pool.submit(ping, f"{process.url}/ping?interval=1", context)
+        process.wait_for(r"GET /ping: received")
+        process.process.send_signal(signal.SIGTERM)
+        process.wait_for(r"SIGTERM: finishing in-flight requests")
+        response = in_flight.result(timeout=60)
+        assert process.process.wait(timeout=60) == 0
+    assert response.status_code == 200
+    assert response.json()["interval_s"] == 1.0
+    assert any(line.endswith("stopped") for line in process.lines)
+
+
+def ping(url: str, context: ssl.SSLContext) -> httpx.Response:
+    with httpx.Client(http2=True, verify=context, trust_env=False) as client:
+        return client.get(url)

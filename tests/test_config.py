@@ -1,0 +1,115 @@
+"""config.yaml: strict, typed, and every error names the file, the line and the key path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from controller.config import (
+    DEFAULT_KEEP_ALIVE_MAX_REQUESTS,
+    ConfigError,
+    Expectation,
+    load_config,
+    parse_config,
+)
+from tests.servers import REPO
+
+
+def load_text(tmp_path: Path, text: str) -> ConfigError:
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value
+
+
+def test_the_repos_config_has_the_reports_scenarios() -> None:
+    cfg = load_config(REPO / "config.yaml")
+    seed, contrast = cfg.scenario("seed"), cfg.scenario("contrast")
+    assert seed.pings_s == (5.0, 10.0, 15.0)
+    assert seed.http2 is True
+    assert seed.expect == Expectation(connections=1, http_version="HTTP/2")
+    assert contrast.pings_s == seed.pings_s
+    assert contrast.http2 is False
+    assert contrast.expect == Expectation(connections=3, http_version="HTTP/1.1")
+    assert cfg.controller.port == 8443
+    assert cfg.controller.max_concurrent_streams == 100
+    assert cfg.controller.keep_alive_max_requests == DEFAULT_KEEP_ALIVE_MAX_REQUESTS
+    assert cfg.controller.hostnames == ("localhost", "127.0.0.1", "::1")
+    assert cfg.switch.switch_id == "switch-1"
+    # Relative paths resolve against the config file's directory, not the working directory.
+    assert cfg.controller.certs_dir == REPO / "certs"
+
+
+def test_bad_ping_interval_names_line_and_key_path(tmp_path: Path) -> None:
+    error = load_text(
+        tmp_path,
+        """\
+        scenarios:
+          seed:
+            pings:
+              - 5
+              - 10
+              - abc
+        """,
+    )
+    assert (
+        str(error) == f"{tmp_path / 'config.yaml'}:6: scenarios.seed.pings[2]: must be a finite number >= 0, got 'abc'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("controller:\n  port: 8443\n  prot: 1\n", 3, "controller.prot: unknown key (allowed: "),
+        ("controller:\n  max_interval_s: yes\n", 2, "controller.max_interval_s: must be a finite number > 0, got True"),
+        ("controller:\n  port: 70000\n", 2, "controller.port: must be a whole number from 0 to 65535, got 70000"),
+        ("controller:\n  port: '8443'\n", 2, "controller.port: must be a whole number from 0 to 65535, got '8443'"),
+        ("controller:\n  max_concurrent_streams: 1000\n", 2,
+         "controller.max_concurrent_streams: must be a whole number from 1 to 999"),
+        ("controller:\n  hostnames: []\n", 2, "controller.hostnames: must name at least one hostname"),
+        ("controller: [1, 2]\n", 1, "controller: must be a mapping, got a list"),
+        ("switch:\n  controller_url: http://localhost:8443\n", 2, "switch.controller_url: must be an https:// URL"),
+        ("switch:\n  id: switch_1\n", 2, "switch.id: must be a DNS-style name"),
+        ("switch:\n  request_timeout_s: 0\n", 2, "switch.request_timeout_s: must be a finite number > 0, got 0"),
+        ("scenarios:\n  seed:\n    http2: true\n", 2, "scenarios.seed.pings: missing: list the ping intervals"),
+        ("scenarios:\n  seed:\n    pings: []\n", 3, "scenarios.seed.pings: must be a non-empty list"),
+        ("scenarios:\n  seed:\n    pings: [1]\n    http2: 'no'\n", 4,
+         "scenarios.seed.http2: must be true or false, got 'no'"),
+        ("scenarios:\n  seed:\n    pings: [-1]\n", 3, "scenarios.seed.pings[0]: must be a finite number >= 0, got -1"),
+        ("scenarios:\n  seed:\n    pings: [.nan]\n", 3,
+         "scenarios.seed.pings[0]: must be a finite number >= 0, got nan"),
+        ("scenarios:\n  seed:\n    pings: [1]\n    expect: {http_version: HTTP/3}\n", 4,
+         "scenarios.seed.expect.http_version: must be one of HTTP/1.1, HTTP/2, got 'HTTP/3'"),
+        ("scenarios:\n  seed:\n    pings: [1]\n    expect: {connections: 0}\n", 4,
+         "scenarios.seed.expect.connections: must be a whole number from 1"),
+        ("scenarios:\n  seed:\n    pings: [1]\n  seed:\n    pings: [2]\n", 4, "scenarios.seed: duplicate key"),
+        ("controller:\n  port: [8443\n", 3, "not valid YAML"),
+    ],
+)  # fmt: skip
+def test_config_errors_name_line_and_key(tmp_path: Path, text: str, line: int, message: str) -> None:
+    error = load_text(tmp_path, text)
+    assert str(error).startswith(f"{tmp_path / 'config.yaml'}:{line}: {message}")
+
+
+def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml: cannot read config: No such file or directory"):
+        load_config(tmp_path / "nowhere.yaml")
+
+
+def test_an_empty_file_means_all_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("", encoding="utf-8")
+    cfg = load_config(path)
+    assert cfg.controller.port == 8443
+    assert cfg.switch.controller_url == "https://localhost:8443"
+    assert cfg.scenarios == ()
+    with pytest.raises(ConfigError, match="no scenario named 'seed' \\(known: none\\)"):
+        cfg.scenario("seed")
+
+
+def test_switch_url_follows_the_controller_port_by_default() -> None:
+    cfg = parse_config({"controller": {"port": 9443}})
+    assert cfg.switch.controller_url == "https://localhost:9443"

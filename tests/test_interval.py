@@ -1,0 +1,96 @@
+"""/ping's interval: every malformed value gets 400 with a JSON error that says what was wrong."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controller.interval import IntervalError, parse_interval
+from sim_switch.tls import client_ssl_context
+from tests.servers import RunningController
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("0", 0.0), ("5", 5.0), ("0.25", 0.25), (".5", 0.5), ("2.", 2.0), ("1e0", 1.0), ("-0", 0.0)]
+)
+def test_valid_intervals(text: str, seconds: float) -> None:
+    assert parse_interval([text], max_interval_s=60) == seconds
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([], "missing query parameter 'interval'"),
+        (["abc"], "interval must be a number of seconds, got 'abc'"),
+        ([""], "interval must be a number of seconds, got ''"),
+        (["-1"], "interval must be >= 0, got '-1'"),
+        (["nan"], "interval must be a number of seconds, got 'nan'"),
+        (["inf"], "interval must be a number of seconds, got 'inf'"),
+        (["1e309"], "interval must be a finite number, got '1e309'"),
+        (["61"], "interval must be <= 60 s (max_interval_s), got '61'"),
+        (["1_0"], "interval must be a number of seconds, got '1_0'"),
+        ([" 5"], "interval must be a number of seconds, got ' 5'"),
+        (["1", "2"], "'interval' given 2 times; give it once"),
+        (["9" * 100], "interval must be a number of seconds, got '99999999999999999999999999999999...'"),
+    ],
+)
+def test_invalid_intervals(values: list[str], message: str) -> None:
+    with pytest.raises(IntervalError) as caught:
+        parse_interval(values, max_interval_s=60)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.fixture
+async def client(certs_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
+    context: ssl.SSLContext = client_ssl_context(certs_dir, "switch-1")
+    async with httpx.AsyncClient(http2=True, verify=context, trust_env=False) as http:
+        yield http
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", "missing query parameter 'interval'"),
+        ("?interval=abc", "got 'abc'"),
+        ("?interval=-1", "must be >= 0"),
+        ("?interval=nan", "got 'nan'"),
+        ("?interval=inf", "got 'inf'"),
+        ("?interval=1e309", "must be a finite number"),
+        ("?interval=6", "must be <= 5 s"),
+        ("?interval=1&interval=2", "given 2 times"),
+    ],
+)
+async def test_bad_interval_gets_400_json(
+    controller: RunningController, client: httpx.AsyncClient, query: str, message: str
+) -> None:
+    response = await client.get(f"{controller.url}/ping{query}")
+    assert response.status_code == 400
+    assert response.http_version == "HTTP/2"
+    assert response.headers["content-type"] == "application/json"
+    assert message in response.json()["error"]
+
+
+async def test_good_ping_answers_with_its_json(controller: RunningController, client: httpx.AsyncClient) -> None:
+    response = await client.get(f"{controller.url}/ping?interval=0.05")
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"interval_s", "http_version", "client", "received_at", "responded_at"}
+    assert body["interval_s"] == 0.05
+    assert body["http_version"] == "HTTP/2"
+    assert body["client"].startswith("127.0.0.1:")
+    assert body["received_at"] < body["responded_at"]
+
+
+async def test_unknown_path_and_method_get_json_errors(
+    controller: RunningController, client: httpx.AsyncClient
+) -> None:
+    missing = await client.get(f"{controller.url}/nope")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "404 Not Found: GET /nope"}
+    wrong_method = await client.post(f"{controller.url}/ping?interval=0")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json() == {"error": "405 Method Not Allowed: POST /ping"}

@@ -1,0 +1,72 @@
+"""Certificates appear by themselves, keys are 0600, and nothing is replaced that should be kept."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from controller.pki import PKIError, ca_cert_path, controller_identity, ensure_certs, switch_identity
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def load(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_first_run_makes_a_ca_and_every_identity_with_private_keys_0600(tmp_path: Path) -> None:
+    written = ensure_certs(tmp_path, ["localhost", "127.0.0.1", "::1"], ["switch-1"])
+    names = sorted(path.name for path in written)
+    assert names == sorted(["ca.pem", "ca.key", "controller.pem", "controller.key", "switch-1.pem", "switch-1.key"])
+    for path in written:
+        assert mode(path) == (0o600 if path.suffix == ".key" else 0o644), path
+    assert not list(tmp_path.glob(".*")), "no temporary files are left behind"
+
+    switch = load(switch_identity(tmp_path, "switch-1").cert)
+    assert switch.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "switch-1"
+    assert switch.issuer == load(ca_cert_path(tmp_path)).subject
+    validity = switch.not_valid_after_utc - switch.not_valid_before_utc
+    assert 360 <= validity.days <= 370
+
+    server = load(controller_identity(tmp_path).cert)
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert sorted(str(ip) for ip in san.get_values_for_type(x509.IPAddress)) == ["127.0.0.1", "::1"]
+
+
+def test_second_run_writes_nothing(tmp_path: Path) -> None:
+    ensure_certs(tmp_path, ["localhost"], ["switch-1"])
+    before = {path: path.read_bytes() for path in tmp_path.iterdir()}
+    assert ensure_certs(tmp_path, ["localhost"], ["switch-1"]) == []
+    assert {path: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_a_new_switch_gets_a_certificate_from_the_existing_ca(tmp_path: Path) -> None:
+    ensure_certs(tmp_path, ["localhost"], ["switch-1"])
+    ca_before = ca_cert_path(tmp_path).read_bytes()
+    written = ensure_certs(tmp_path, ["localhost"], ["switch-1", "switch-2"])
+    assert sorted(path.name for path in written) == ["switch-2.key", "switch-2.pem"]
+    assert ca_cert_path(tmp_path).read_bytes() == ca_before
+    assert load(switch_identity(tmp_path, "switch-2").cert).issuer == load(ca_cert_path(tmp_path)).subject
+
+
+def test_changed_hostnames_reissue_the_controller_certificate(tmp_path: Path) -> None:
+    ensure_certs(tmp_path, ["localhost"], ["switch-1"])
+    written = ensure_certs(tmp_path, ["localhost", "controller.example"], ["switch-1"])
+    assert sorted(path.name for path in written) == ["controller.key", "controller.pem"]
+
+
+def test_a_ca_certificate_without_its_key_is_kept_and_the_error_says_why(tmp_path: Path) -> None:
+    ensure_certs(tmp_path, ["localhost"], ["switch-1"])
+    (tmp_path / "ca.key").unlink()
+    ca_before = ca_cert_path(tmp_path).read_bytes()
+    assert ensure_certs(tmp_path, ["localhost"], ["switch-1"]) == []  # nothing needed issuing: fine
+    with pytest.raises(PKIError, match=r"ca\.key is missing"):
+        ensure_certs(tmp_path, ["localhost"], ["switch-9"])
+    assert ca_cert_path(tmp_path).read_bytes() == ca_before

@@ -1,0 +1,129 @@
+"""Mutual TLS fails closed, in both directions, and the switch says which side refused and why."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+
+from controller.config import ControllerConfig, Scenario
+from controller.pki import ca_cert_path, generate_certs, switch_identity
+from sim_switch.client import RunResult, run_scenario
+from sim_switch.report import judge
+from sim_switch.tls import SwitchSetupError, client_ssl_context
+from tests.servers import RunningController, run_controller
+
+SCENARIO = Scenario("tls", (0.0, 0.0, 0.0))
+
+
+def context_trusting(ca_dir: Path, cert_dir: Path | None, max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """A switch context that trusts ``ca_dir``'s CA and presents ``cert_dir``'s switch-1 (or nothing)."""
+    context = ssl.create_default_context(cafile=ca_cert_path(ca_dir))
+    if cert_dir is not None:
+        identity = switch_identity(cert_dir, "switch-1")
+        context.load_cert_chain(identity.cert, identity.key)
+    if max_version is not None:
+        context.maximum_version = max_version
+    return context
+
+
+async def run(url: str, context: ssl.SSLContext) -> RunResult:
+    return await run_scenario(SCENARIO, url, context, 10.0, lambda event: None)
+
+
+def only_error(result: RunResult) -> str:
+    errors = {ping.error for ping in result.pings}
+    assert len(errors) == 1, errors
+    (error,) = errors
+    assert error is not None
+    return error
+
+
+def read_after_handshake(port: int, context: ssl.SSLContext) -> bytes:
+    """A blocking TLS client: it reports an alert that comes after the handshake as the ssl.SSLError it is."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        return tls.recv(1)
+
+
+@pytest.mark.parametrize(
+    ("cert_dir", "max_version", "alert"),
+    [
+        (None, None, "TLSV13_ALERT_CERTIFICATE_REQUIRED"),
+        ("foreign", None, "TLSV1_ALERT_UNKNOWN_CA"),
+        (None, ssl.TLSVersion.TLSv1_2, "SSLV3_ALERT_HANDSHAKE_FAILURE"),
+        ("foreign", ssl.TLSVersion.TLSv1_2, "TLSV1_ALERT_UNKNOWN_CA"),
+    ],
+)
+async def test_controller_sends_the_alert_for_a_refused_certificate(
+    controller: RunningController,
+    certs_dir: Path,
+    foreign_certs_dir: Path,
+    cert_dir: str | None,
+    max_version: ssl.TLSVersion | None,
+    alert: str,
+) -> None:
+    """Pins controller/tls_alerts.py: without it asyncio drops the alert and the switch sees only an EOF."""
+    context = context_trusting(certs_dir, foreign_certs_dir if cert_dir else None, max_version)
+    with pytest.raises(ssl.SSLError) as caught:
+        await asyncio.to_thread(read_after_handshake, controller.port, context)
+    assert caught.value.reason == alert
+
+
+async def test_controller_refuses_a_switch_without_certificate(controller: RunningController, certs_dir: Path) -> None:
+    no_cert = context_trusting(certs_dir, None)
+    result = await run(controller.url, no_cert)
+    assert not any(ping.ok for ping in result.pings)
+    assert only_error(result) == "the controller refused our client certificate: we sent no client certificate"
+
+
+async def test_controller_refuses_a_switch_without_certificate_over_tls12(
+    controller: RunningController, certs_dir: Path
+) -> None:
+    # Under TLS 1.2 the server checks the client certificate inside the handshake, so the handshake itself fails.
+    result = await run(controller.url, context_trusting(certs_dir, None, ssl.TLSVersion.TLSv1_2))
+    assert only_error(result).startswith("the controller refused our client certificate")
+
+
+async def test_controller_refuses_a_certificate_from_a_foreign_ca(
+    controller: RunningController, certs_dir: Path, foreign_certs_dir: Path
+) -> None:
+    result = await run(controller.url, context_trusting(certs_dir, foreign_certs_dir))
+    assert only_error(result) == (
+        "the controller refused our client certificate: our certificate is from a CA it does not trust"
+    )
+
+
+async def test_switch_refuses_a_controller_from_a_foreign_ca(
+    controller: RunningController, foreign_certs_dir: Path
+) -> None:
+    result = await run(controller.url, client_ssl_context(foreign_certs_dir, "switch-1"))
+    assert only_error(result).startswith("the controller's certificate is not trusted: ")
+    assert judge(result).line.startswith("FAILED: 3 of 3 pings failed: the controller's certificate is not trusted")
+
+
+async def test_switch_refuses_a_controller_certificate_for_another_hostname(tmp_path: Path) -> None:
+    generate_certs(tmp_path, ["controller.invalid"], ["switch-1"])
+    async with run_controller(ControllerConfig(certs_dir=tmp_path)) as running:
+        result = await run(running.url, client_ssl_context(tmp_path, "switch-1"))
+    # OpenSSL says "IP address mismatch" for an IP SAN and "Hostname mismatch" for a DNS one.
+    assert only_error(result).startswith("the controller's certificate is not trusted: ")
+    assert only_error(result).endswith("mismatch, certificate is not valid for '127.0.0.1'.")
+
+
+async def test_tls12_switch_still_gets_http2(controller: RunningController, certs_dir: Path) -> None:
+    result = await run(controller.url, context_trusting(certs_dir, certs_dir, ssl.TLSVersion.TLSv1_2))
+    assert judge(result).ok
+    assert [(record.tls_version, record.alpn) for record in result.connections] == [("TLSv1.2", "h2")]
+
+
+def test_switch_without_its_certificate_files_says_which_file(tmp_path: Path) -> None:
+    with pytest.raises(
+        SwitchSetupError, match=r"certificate file missing: .*ca\.pem, .*switch-1\.pem, .*switch-1\.key"
+    ):
+        client_ssl_context(tmp_path, "switch-1")
