@@ -72,22 +72,18 @@ def ensure_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterable
     (certificates copied from a controller) is kept, and issuing from it is an error that says so, rather than
     silently replacing the trust anchor the other side relies on.
     """
-    hostnames = tuple(hostnames)
     ca_files = _ca_identity(certs_dir)
     if not ca_files.cert.exists() and not ca_files.key.exists():
         return generate_certs(certs_dir, hostnames, switch_ids)
 
-    wanted: list[tuple[Identity, tuple[str, ...], str]] = [
-        (controller_identity(certs_dir), hostnames, "dialout controller")
-    ]
-    wanted += [(switch_identity(certs_dir, sid), (sid,), sid) for sid in switch_ids]
-    stale = [(identity, names, cn) for identity, names, cn in wanted if _needs_issuing(identity, names)]
+    wanted = [_controller_leaf(certs_dir, hostnames)] + [_switch_leaf(certs_dir, sid) for sid in switch_ids]
+    stale = [leaf for leaf in wanted if _needs_issuing(leaf)]
     if not stale:
         return []
     ca = _load_ca(ca_files)
     written: list[Path] = []
-    for identity, names, common_name in stale:
-        written += _issue(ca, identity, names, common_name)
+    for leaf in stale:
+        written += _issue(ca, leaf)
     return written
 
 
@@ -100,36 +96,55 @@ def generate_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterab
     _write_atomically(ca_files.cert, ca.cert_pem.bytes(), CERT_FILE_MODE)
     written = [ca_files.key, ca_files.cert]
     logger.info("made a new CA: %s", ca_files.cert)
-    written += _issue(ca, controller_identity(certs_dir), tuple(hostnames), "dialout controller")
+    written += _issue(ca, _controller_leaf(certs_dir, hostnames))
     for switch_id in switch_ids:
-        written += _issue(ca, switch_identity(certs_dir, switch_id), (switch_id,), switch_id)
+        written += _issue(ca, _switch_leaf(certs_dir, switch_id))
     return written
 
 
-def _issue(ca: trustme.CA, identity: Identity, names: tuple[str, ...], common_name: str) -> list[Path]:
+@dataclass(frozen=True)
+class _Leaf:
+    """A certificate the CA issues: where it goes, the names it is valid for, and who it is."""
+
+    identity: Identity
+    names: tuple[str, ...]  # subject alternative names
+    common_name: str
+    unit: str
+
+
+def _controller_leaf(certs_dir: Path, hostnames: Iterable[str]) -> _Leaf:
+    return _Leaf(controller_identity(certs_dir), tuple(hostnames), "dialout controller", "dialout controller")
+
+
+def _switch_leaf(certs_dir: Path, switch_id: str) -> _Leaf:
+    return _Leaf(switch_identity(certs_dir, switch_id), (switch_id,), switch_id, "dialout switch")
+
+
+def _issue(ca: trustme.CA, leaf: _Leaf) -> list[Path]:
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)  # trustme wants naive UTC
-    leaf = ca.issue_cert(
-        *names,
-        common_name=common_name,
+    issued = ca.issue_cert(
+        *leaf.names,
+        common_name=leaf.common_name,
         organization_name="dialout",
-        organization_unit_name="dialout controller" if common_name == "dialout controller" else "dialout switch",
+        organization_unit_name=leaf.unit,
         not_before=now - CLOCK_SKEW_ALLOWANCE,
         not_after=now + LEAF_VALIDITY,
     )
+    identity = leaf.identity
     identity.cert.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(identity.key, leaf.private_key_pem.bytes(), KEY_FILE_MODE)
-    _write_atomically(identity.cert, b"".join(blob.bytes() for blob in leaf.cert_chain_pems), CERT_FILE_MODE)
-    logger.info("issued %s for %s (valid until %s)", identity.cert, common_name, (now + LEAF_VALIDITY).date())
+    _write_atomically(identity.key, issued.private_key_pem.bytes(), KEY_FILE_MODE)
+    _write_atomically(identity.cert, b"".join(blob.bytes() for blob in issued.cert_chain_pems), CERT_FILE_MODE)
+    logger.info("issued %s for %s (valid until %s)", identity.cert, leaf.common_name, (now + LEAF_VALIDITY).date())
     return [identity.key, identity.cert]
 
 
-def _needs_issuing(identity: Identity, names: tuple[str, ...]) -> bool:
-    if not identity.cert.exists() or not identity.key.exists():
+def _needs_issuing(leaf: _Leaf) -> bool:
+    if not leaf.identity.cert.exists() or not leaf.identity.key.exists():
         return True
-    cert = _read_cert(identity.cert)
+    cert = _read_cert(leaf.identity.cert)
     if cert.not_valid_after_utc - RENEW_BEFORE < datetime.datetime.now(datetime.UTC):
         return True
-    return _subject_alt_names(cert) != {_normalise_name(name) for name in names}
+    return _subject_alt_names(cert) != {_normalise_name(name) for name in leaf.names}
 
 
 def _read_cert(path: Path) -> x509.Certificate:

@@ -78,6 +78,9 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
             raise ServerError(f"cannot listen on {ip} port {bind_port}: {reason}") from exc
     if not sockets:
         raise ServerError(f"cannot listen on any address of {host!r}: {', '.join(skipped)}")
+    for sock in sockets:  # listening from here on: connections wait in the backlog until Hypercorn accepts them
+        bound_host, bound_port = sock.getsockname()[:2]
+        logger.info("listening on https://%s:%d", f"[{bound_host}]" if ":" in bound_host else bound_host, bound_port)
     return sockets
 
 
@@ -125,9 +128,6 @@ async def serve(
     """
     send_handshake_alerts()
     config = hypercorn_config(cfg, ssl_context)
-    for sock in sockets:
-        host, port = sock.getsockname()[:2]
-        logger.info("listening on https://%s:%d", f"[{host}]" if ":" in host else host, port)
     await worker_serve(
         wrap_app(app, config.wsgi_max_body_size, "asgi"),
         config,

@@ -11,20 +11,30 @@ from sim_switch.tracing import ConnectionRecord, TraceEvent
 
 
 @dataclass(frozen=True)
+class Check:
+    """One ``expect:`` entry of the scenario, held against the run."""
+
+    expected: str  # e.g. "connections = 1"
+    seen: str
+    failure: str | None  # None when it held
+
+
+@dataclass(frozen=True)
 class Verdict:
     ok: bool  # every ping got 200 and every expectation held
     multiplexed: bool  # some connection carried two or more pings at the same time
     line: str
+    checks: tuple[Check, ...]
     failures: tuple[str, ...]
 
 
 def judge(result: RunResult) -> Verdict:
-    pings = result.pings
-    failed = [ping for ping in pings if not ping.ok]
+    failed = [ping for ping in result.pings if not ping.ok]
+    checks = tuple(_check_expectations(result))
     failures = [f"ping {ping.number} ({format_interval(ping.interval_s)} s): {ping.error}" for ping in failed]
-    failures += _unmet_expectations(result)
+    failures += [check.failure for check in checks if check.failure]
     multiplexed = max((peak_in_flight(result, record) for record in result.connections), default=0) >= 2
-    return Verdict(not failures, multiplexed, _verdict_line(result, failed, multiplexed), tuple(failures))
+    return Verdict(not failures, multiplexed, _verdict_line(result, failed, multiplexed), checks, tuple(failures))
 
 
 def peak_in_flight(result: RunResult, record: ConnectionRecord) -> int:
@@ -40,18 +50,21 @@ def peak_in_flight(result: RunResult, record: ConnectionRecord) -> int:
     return peak
 
 
-def _unmet_expectations(result: RunResult) -> list[str]:
+def _check_expectations(result: RunResult) -> list[Check]:
     expect = result.scenario.expect
-    unmet: list[str] = []
-    opened = len(result.connections)
-    if expect.connections is not None and opened != expect.connections:
-        unmet.append(f"expected {_plural(expect.connections, 'connection')}, opened {opened}")
+    checks: list[Check] = []
+    if expect.connections is not None:
+        opened = len(result.connections)
+        failure = f"expected {_plural(expect.connections, 'connection')}, opened {opened}"
+        held = opened == expect.connections
+        checks.append(Check(f"connections = {expect.connections}", str(opened), None if held else failure))
     if expect.http_version is not None:
-        others = [ping for ping in result.pings if ping.http_version not in (None, expect.http_version)]
-        if others:
-            got = ", ".join(f"{ping.http_version} for ping {ping.number}" for ping in others)
-            unmet.append(f"expected {expect.http_version} for every ping, got {got}")
-    return unmet
+        others = [ping for ping in result.pings if ping.http_version != expect.http_version]
+        got = ", ".join(f"{ping.http_version or 'no answer'} for ping {ping.number}" for ping in others)
+        seen = ", ".join(sorted({ping.http_version or "no answer" for ping in result.pings}))
+        failure = f"expected {expect.http_version} for every ping, got {got}"
+        checks.append(Check(f"http_version = {expect.http_version}", seen, failure if others else None))
+    return checks
 
 
 def _verdict_line(result: RunResult, failed: list[PingResult], multiplexed: bool) -> str:
@@ -102,14 +115,9 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         f"wall time: {result.wall_time_s:.3f} s = {_ratio(result.wall_time_s, longest)} the longest interval "
         f"({format_interval(longest)} s), {_ratio(result.wall_time_s, total)} the sum ({total:g} s)"
     )
-    expect = result.scenario.expect
-    if expect.connections is not None:
-        held = "ok" if len(connections) == expect.connections else "FAILED"
-        lines.append(f"expect connections = {expect.connections}: {held} ({len(connections)})")
-    if expect.http_version is not None:
-        seen = sorted({ping.http_version for ping in result.pings if ping.http_version})
-        held = "ok" if seen == [expect.http_version] else "FAILED"
-        lines.append(f"expect http_version = {expect.http_version}: {held} ({', '.join(seen) or 'none'})")
+    lines += [
+        f"expect {check.expected}: {'FAILED' if check.failure else 'ok'} ({check.seen})" for check in verdict.checks
+    ]
     lines += [f"failure: {failure}" for failure in verdict.failures]
     lines.append(verdict.line)
     return "\n".join(lines)
