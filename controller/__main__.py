@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from controller.app import create_app
 from controller.config import Config, ConfigError, load_config
+from controller.connections import ConnectionRegistry
 from controller.pki import PKIError, ensure_certs, generate_certs
-from controller.server import ServerError, bind_sockets, serve, server_ssl_context
+from controller.server import ServerError, bind_sockets, new_registry, serve, server_ssl_context
 
 logger = logging.getLogger("controller")
 
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = _with_overrides(cfg, args.host, args.port)
         if args.command == "certs":
             return _regenerate_certs(cfg)
-        ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, [cfg.switch.switch_id])
+        ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.switch_ids)
         ssl_context = server_ssl_context(cfg.controller.certs_dir)
     except (ConfigError, PKIError, ServerError) as exc:
         print(f"controller: {exc}", file=sys.stderr)
@@ -96,7 +96,7 @@ def _with_overrides(cfg: Config, host: str | None, port: int | None) -> Config:
 
 
 def _regenerate_certs(cfg: Config) -> int:
-    written = generate_certs(cfg.controller.certs_dir, cfg.controller.hostnames, [cfg.switch.switch_id])
+    written = generate_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.switch_ids)
     print(f"controller: wrote {len(written)} files to {cfg.controller.certs_dir}", file=sys.stderr)
     return 0
 
@@ -106,8 +106,9 @@ async def _serve_until_signalled(cfg: Config, ssl_context: ssl.SSLContext, socke
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signum, stop)
-    await serve(create_app(cfg.controller.max_interval_s), cfg.controller, ssl_context, sockets, stop.wait)
-    logger.info("stopped")
+    registry = new_registry(cfg.controller.certs_dir)
+    await serve(cfg.controller, ssl_context, sockets, stop.wait, registry)
+    _log_summary(registry)
 
 
 def _on_signal(signum: int, stop: asyncio.Event) -> None:
@@ -126,9 +127,8 @@ async def _demo(
     port = sockets[0].getsockname()[1]
     url = urlunsplit(urlsplit(cfg.switch.controller_url)._replace(netloc=f"{_url_host(cfg)}:{port}"))
     stop = asyncio.Event()
-    server = asyncio.create_task(
-        serve(create_app(cfg.controller.max_interval_s), cfg.controller, ssl_context, sockets, stop.wait)
-    )
+    registry = new_registry(cfg.controller.certs_dir)
+    server = asyncio.create_task(serve(cfg.controller, ssl_context, sockets, stop.wait, registry))
     failed: list[str] = []
     try:
         for name in scenarios:
@@ -141,9 +141,18 @@ async def _demo(
     finally:
         stop.set()
         await server
+    _log_summary(registry)
     print(f"\ndemo: {len(scenarios) - len(failed)} of {len(scenarios)} scenarios passed"
           + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)  # fmt: skip
     return 1 if failed else 0
+
+
+def _log_summary(registry: ConnectionRegistry) -> None:
+    """One line per switch: what the controller saw over its whole run."""
+    for switch, totals in registry.totals().items():
+        logger.info("stopped; %s: %s", switch, totals.describe())
+    if not registry.totals():
+        logger.info("stopped; no switch connected")
 
 
 def _url_host(cfg: Config) -> str:

@@ -1,38 +1,57 @@
-"""The controller's HTTP surface: ``GET /ping?interval=SECONDS`` and JSON errors for everything else."""
+"""The controller's HTTP surface: ``GET /ping?interval=SECONDS``, ``GET /connections``, JSON errors for the rest.
+
+Every request is tied to the switch that sent it: the CN of the client certificate its connection verified (the
+ASGI TLS extension), never anything the request says about itself. A CN that is not in the fleet gets 403.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
+import functools
 import logging
 import time
+from collections.abc import Collection
+from typing import Any
 
+from cryptography import x509
 from quart import Quart, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from controller.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
+from controller.connections import ConnectionRegistry, ControllerConnection, format_address, utc_now
 from controller.interval import IntervalError, parse_interval
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(max_interval_s: float) -> Quart:
+def create_app(max_interval_s: float, fleet: Collection[str], registry: ConnectionRegistry) -> Quart:
     app = Quart(__name__)
+    app.asgi_app = ConnectionScopeMiddleware(app.asgi_app)  # type: ignore[method-assign]  # Quart's documented way
+    known_switches = frozenset(fleet)
 
     @app.before_request
-    async def start_clock() -> None:
+    async def identify() -> tuple[Response, int] | None:
         g.started = time.perf_counter()
-        g.received_at = _utc_now()
-        logger.debug("%s HTTP/%s %s %s: received", _peer(), request.http_version, request.method, request.path)
+        g.received_at = utc_now()
+        extensions = request.scope.get("extensions") or {}
+        g.switch = _switch_of(extensions)
+        g.connection, g.stream = _connection_of(extensions)
+        logger.debug("%s %s %s: received", _who(), request.method, request.path)
+        if g.switch is None:
+            return jsonify({"error": "no verified client certificate on this connection"}), 403
+        if g.switch not in known_switches:
+            known = ", ".join(sorted(known_switches))
+            return jsonify({"error": f"switch {g.switch!r} is not in this controller's fleet (known: {known})"}), 403
+        return None
 
     @app.after_request
     async def log_request(response: Response) -> Response:
-        # A request refused before it reached the app (TLS, framing) never gets here; Hypercorn logs those.
-        elapsed_s = time.perf_counter() - g.started
+        # A connection refused before it reached the app (TLS, framing) never gets here.
         query = request.query_string.decode("latin-1")
         logger.info(
-            "%s HTTP/%s %s %s%s -> %d in %.3f s",
-            _peer(), request.http_version, request.method, request.path, f"?{query}" if query else "",
-            response.status_code, elapsed_s,
+            "%s %s HTTP/%s %s %s%s -> %d in %.3f s",
+            _who(), _peer(), request.http_version, request.method, request.path, f"?{query}" if query else "",
+            response.status_code, time.perf_counter() - g.started,
         )  # fmt: skip
         return response
 
@@ -48,10 +67,27 @@ def create_app(max_interval_s: float) -> Quart:
             "interval_s": interval_s,
             "http_version": f"HTTP/{request.http_version}",
             "client": _peer(),
+            "switch": g.switch,
+            "connection": g.connection.id if g.connection else None,
+            "stream": g.stream,
             "received_at": g.received_at,
-            "responded_at": _utc_now(),
+            "responded_at": utc_now(),
         }
         return jsonify(body), 200
+
+    @app.get("/connections")
+    async def connections() -> Response:
+        switch = request.args.get("switch")
+        return jsonify(
+            {
+                "connections": [connection.to_json() for connection in registry.connections(switch)],
+                "switches": {
+                    name: {"connections": t.connections, "streams": t.streams, "peak_in_flight": t.peak_in_flight}
+                    for name, t in registry.totals().items()
+                    if switch is None or name == switch
+                },
+            }
+        )
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -61,13 +97,28 @@ def create_app(max_interval_s: float) -> Quart:
     return app
 
 
+def _switch_of(extensions: dict[str, Any]) -> str | None:
+    chain = extensions.get("tls", {}).get("client_cert_chain") or []
+    return _common_name(chain[0]) if chain else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _common_name(pem: str) -> str | None:
+    """The CN of a PEM certificate; parsed once per distinct certificate, not once per request."""
+    names = x509.load_pem_x509_certificate(pem.encode()).subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
+
+
+def _connection_of(extensions: dict[str, Any]) -> tuple[ControllerConnection | None, int | None]:
+    entry = extensions.get(CONNECTION_EXTENSION)
+    return (entry["connection"], entry["stream"]) if entry else (None, None)
+
+
+def _who() -> str:
+    connection = f"conn #{g.connection.id} stream {g.stream}" if g.connection else "conn ?"
+    return f"{g.switch or '(no certificate)'} {connection}"
+
+
 def _peer() -> str:
     client = request.scope.get("client")
-    if not client:
-        return "unknown"
-    host, port = client[0], client[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+    return format_address(str(client[0]), int(client[1])) if client else "unknown"

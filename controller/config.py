@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 from urllib.parse import urlsplit
@@ -70,6 +70,7 @@ class ControllerConfig:
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
     keep_alive_max_requests: int = DEFAULT_KEEP_ALIVE_MAX_REQUESTS
     graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S
+    switches: tuple[str, ...] = ("switch-1",)  # the fleet: CNs allowed to dial in
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,11 @@ class Config:
     controller: ControllerConfig
     switch: SwitchConfig
     scenarios: tuple[Scenario, ...]
+
+    @property
+    def switch_ids(self) -> tuple[str, ...]:
+        """Every switch that needs a certificate: the fleet, and the switch this file runs as."""
+        return tuple(dict.fromkeys((*self.controller.switches, self.switch.switch_id)))
 
     def scenario(self, name: str) -> Scenario:
         for scenario in self.scenarios:
@@ -184,6 +190,9 @@ def parse_config(data: object, base_dir: Path = Path()) -> Config:
     root = _mapping(data, "", {"controller", "switch", "scenarios"})
     controller = _parse_controller(root.get("controller", {}), base_dir)
     switch = _parse_switch(root.get("switch", {}), base_dir, controller)
+    if "switches" not in root.get("controller", {}):
+        # The fleet defaults to the one switch this file describes, so the demo needs no list.
+        controller = replace(controller, switches=(switch.switch_id,))
     scenarios_data = _mapping(root.get("scenarios", {}), "scenarios", None)
     scenarios = tuple(_parse_scenario(name, value, f"scenarios.{name}") for name, value in scenarios_data.items())
     return Config(controller=controller, switch=switch, scenarios=scenarios)
@@ -193,7 +202,7 @@ def _parse_controller(data: object, base_dir: Path) -> ControllerConfig:
     path = "controller"
     keys = {
         "host", "port", "certs_dir", "hostnames", "max_interval_s", "max_concurrent_streams",
-        "keep_alive_max_requests", "graceful_timeout_s",
+        "keep_alive_max_requests", "graceful_timeout_s", "switches",
     }  # fmt: skip
     section = _mapping(data, path, keys)
     default = ControllerConfig()
@@ -215,6 +224,7 @@ def _parse_controller(data: object, base_dir: Path) -> ControllerConfig:
         ),
         graceful_timeout_s=_optional(section, "graceful_timeout_s", path, _number_at_least_0,
                                      default.graceful_timeout_s),
+        switches=_optional(section, "switches", path, _switch_ids, default.switches),
     )  # fmt: skip
 
 
@@ -222,9 +232,7 @@ def _parse_switch(data: object, base_dir: Path, controller: ControllerConfig) ->
     path = "switch"
     section = _mapping(data, path, {"id", "controller_url", "certs_dir", "request_timeout_s"})
     default = SwitchConfig()
-    switch_id = _optional(section, "id", path, _string, default.switch_id)
-    if not _SWITCH_ID.fullmatch(switch_id):
-        raise ConfigError(f"{path}.id", f"must be a DNS-style name (letters, digits, '-', '.'), got {switch_id!r}")
+    switch_id = _optional(section, "id", path, _switch_id, default.switch_id)
     url = _optional(section, "controller_url", path, _string, f"https://localhost:{controller.port}")
     check_controller_url(url, f"{path}.controller_url")
     return SwitchConfig(
@@ -293,6 +301,19 @@ def _string_list(value: object, path: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ConfigError(path, f"must be a list of strings, got {_describe(value)}")
     return tuple(_string(item, f"{path}[{index}]") for index, item in enumerate(value))
+
+
+def _switch_id(value: object, path: str) -> str:
+    switch_id = _string(value, path)
+    if not _SWITCH_ID.fullmatch(switch_id):
+        raise ConfigError(path, f"must be a DNS-style name (letters, digits, '-', '.'), got {switch_id!r}")
+    return switch_id
+
+
+def _switch_ids(value: object, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(path, f"must be a non-empty list of switch ids, got {_describe(value)}")
+    return tuple(dict.fromkeys(_switch_id(item, f"{path}[{index}]") for index, item in enumerate(value)))
 
 
 def _bool(value: object, path: str) -> bool:

@@ -14,9 +14,12 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
-from quart import Quart
 
+from controller import asgi_tls
+from controller.app import create_app
+from controller.asgi_tls import REGISTRY_ATTRIBUTE
 from controller.config import ControllerConfig
+from controller.connections import ConnectionRegistry
 from controller.pki import ca_cert_path, controller_identity
 from controller.tls_alerts import send_handshake_alerts
 
@@ -99,8 +102,11 @@ class _Config(HypercornConfig):
         return True
 
 
-def hypercorn_config(cfg: ControllerConfig, ssl_context: ssl.SSLContext) -> HypercornConfig:
+def hypercorn_config(
+    cfg: ControllerConfig, ssl_context: ssl.SSLContext, registry: ConnectionRegistry
+) -> HypercornConfig:
     config = _Config(ssl_context)
+    setattr(config, REGISTRY_ATTRIBUTE, registry)  # where our TCPServer records this server's connections
     config.h2_max_concurrent_streams = cfg.max_concurrent_streams
     config.keep_alive_max_requests = cfg.keep_alive_max_requests
     config.graceful_timeout = cfg.graceful_timeout_s
@@ -111,15 +117,23 @@ def hypercorn_config(cfg: ControllerConfig, ssl_context: ssl.SSLContext) -> Hype
     return config
 
 
+def new_registry(certs_dir: Path) -> ConnectionRegistry:
+    """A connection registry that knows the certificate this controller presents (the TLS extension's
+    ``server_cert``)."""
+    pem = controller_identity(certs_dir).cert.read_text(encoding="ascii")
+    end = "-----END CERTIFICATE-----"
+    return ConnectionRegistry(server_cert_pem=pem[: pem.index(end) + len(end)] + "\n" if end in pem else None)
+
+
 async def serve(
-    app: Quart,
     cfg: ControllerConfig,
     ssl_context: ssl.SSLContext,
     sockets: list[socket.socket],
     shutdown_trigger: Callable[[], Awaitable[object]],
+    registry: ConnectionRegistry,
 ) -> None:
-    """Serve ``app`` on already-listening ``sockets`` until ``shutdown_trigger`` returns, then let in-flight
-    requests finish for up to ``graceful_timeout_s``.
+    """Serve the controller on already-listening ``sockets`` until ``shutdown_trigger`` returns, then let
+    in-flight requests finish for up to ``graceful_timeout_s``. Every connection is recorded in ``registry``.
 
     The sockets are bound by the caller, so a test can use port 0 and know the port before the first request,
     and connections that arrive before Hypercorn starts accepting wait in the listen backlog instead of failing.
@@ -127,7 +141,9 @@ async def serve(
     hence the pin to the 0.18 series.
     """
     send_handshake_alerts()
-    config = hypercorn_config(cfg, ssl_context)
+    asgi_tls.install()
+    app = create_app(cfg.max_interval_s, cfg.switches, registry)
+    config = hypercorn_config(cfg, ssl_context, registry)
     await worker_serve(
         wrap_app(app, config.wsgi_max_body_size, "asgi"),
         config,

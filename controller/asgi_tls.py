@@ -1,0 +1,133 @@
+"""Fill the ASGI TLS extension, and tell the app which connection each request came on.
+
+Why this exists: Hypercorn 0.18 does not fill ``scope["extensions"]["tls"]`` (pgjones/hypercorn#62, open), so an
+app cannot see which certificate the peer presented, and nothing in the scope says which connection a request
+came on. Both are facts of the connection, known when Hypercorn accepts it; so:
+
+1. ``install()`` swaps Hypercorn's per-connection ``TCPServer`` (looked up by name in ``hypercorn.asyncio.run``)
+   for a subclass that, when a connection starts, records it in the server's ``ConnectionRegistry`` from its own
+   verified TLS session (never from anything the client sends in HTTP) and sets a context variable. Hypercorn
+   runs every request of that connection in a task created inside it, so each one inherits the variable.
+2. ``ConnectionScopeMiddleware`` reads the variable and adds ``scope["extensions"]["tls"]`` (asgiref
+   specs/tls.rst) and ``scope["extensions"]["dialout.connection"]`` (``{"connection": ControllerConnection,
+   "stream": n}``), and counts the stream.
+
+Delete 1 and the "tls" half of 2 once Hypercorn fills the extension itself: the middleware already leaves an
+extension the server provides untouched. ``tests/test_identity.py`` pins the Hypercorn internals used here and
+fails loudly if an upgrade moves them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ssl
+from typing import Any, cast
+
+from cryptography import x509
+from hypercorn.asyncio import run as hypercorn_run
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+
+from controller.connections import ConnectionRegistry, ControllerConnection, format_address
+
+# The attribute of Hypercorn's Config through which our TCPServer finds the registry of the server it serves.
+REGISTRY_ATTRIBUTE = "dialout_connections"
+CONNECTION_EXTENSION = "dialout.connection"
+# RFC 8446 section 4.1.2 and RFC 5246 appendix A.1: the wire values of the versions we allow.
+_TLS_VERSION_CODES = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+_current_connection: contextvars.ContextVar[ControllerConnection | None] = contextvars.ContextVar(
+    "dialout_connection", default=None
+)
+_cipher_codes: dict[str, int] = {}
+
+
+class _ConnectionAwareTCPServer(TCPServer):
+    _registry: ConnectionRegistry | None = None
+    _connection: ControllerConnection | None = None
+
+    async def run(self) -> None:
+        registry = getattr(self.config, REGISTRY_ATTRIBUTE, None)
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        if not isinstance(registry, ConnectionRegistry) or ssl_object is None:
+            await super().run()
+            return
+        self._registry = registry
+        self._connection = _open(registry, ssl_object, self.writer.get_extra_info("peername"))
+        token = _current_connection.set(self._connection)
+        try:
+            await super().run()
+        finally:
+            _current_connection.reset(token)
+            registry.close(self._connection)
+
+    async def _read_data(self) -> None:
+        # The connection is over for the peer when reading ends (EOF, reset); Hypercorn's run() itself returns
+        # only once the connection's idle timer has run out, up to keep_alive_timeout later.
+        try:
+            await super()._read_data()
+        finally:
+            if self._registry is not None and self._connection is not None:
+                self._registry.close(self._connection)
+
+
+def install() -> None:
+    """Make Hypercorn's asyncio worker use our TCPServer (idempotent; only servers whose Config carries a
+    registry are affected)."""
+    setattr(hypercorn_run, "TCPServer", _ConnectionAwareTCPServer)  # noqa: B010 - the module does not export it
+
+
+class ConnectionScopeMiddleware:
+    def __init__(self, app: ASGIFramework) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        connection = _current_connection.get()
+        if connection is None or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        extensions: dict[str, Any] = dict(scope.get("extensions") or {})
+        extensions.setdefault("tls", connection.tls)  # a server that fills it itself knows best
+        stream = connection.begin_stream()
+        extensions[CONNECTION_EXTENSION] = {"connection": connection, "stream": stream}
+        try:
+            await self.app(cast(Scope, {**scope, "extensions": extensions}), receive, send)
+        finally:
+            connection.end_stream()
+
+
+def _open(registry: ConnectionRegistry, ssl_object: ssl.SSLObject, peername: Any) -> ControllerConnection:  # noqa: ANN401
+    der = ssl_object.getpeercert(binary_form=True)
+    certificate = x509.load_der_x509_certificate(der) if der else None
+    common_names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME) if certificate else []
+    version = ssl_object.version()
+    cipher = ssl_object.cipher()
+    tls = {
+        "server_cert": registry.server_cert_pem,
+        # Python before 3.13 exposes only the peer's leaf certificate, not the chain it sent.
+        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_name": certificate.subject.rfc4514_string() if certificate else None,
+        "client_cert_error": None,  # CERT_REQUIRED: a certificate that fails verification never gets here
+        "tls_version": _TLS_VERSION_CODES.get(version or ""),
+        "cipher_suite": _cipher_code(ssl_object, cipher[0]) if cipher else None,
+    }
+    return registry.open(
+        peer=_format_peer(peername),
+        switch=str(common_names[0].value) if common_names else None,
+        alpn=ssl_object.selected_alpn_protocol(),
+        tls_version=version,
+        tls=tls,
+    )
+
+
+def _cipher_code(ssl_object: ssl.SSLObject, name: str) -> int | None:
+    """The IANA number of a cipher suite: OpenSSL's cipher id is 0x0300XXXX, XXXX being that number."""
+    if name not in _cipher_codes:
+        _cipher_codes.update({c["name"]: c["id"] & 0xFFFF for c in ssl_object.context.get_ciphers()})
+    return _cipher_codes.get(name)
+
+
+def _format_peer(peername: Any) -> str:  # noqa: ANN401 - a socket address, whose shape depends on the family
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        return format_address(str(peername[0]), int(peername[1]))
+    return str(peername)
