@@ -66,7 +66,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"scenario {scenario.name}: {len(scenario.pings_s)} concurrent pings ({intervals} s) to {url} "
               f"as {cfg.switch.switch_id}, {transport}", flush=True)  # fmt: skip
     try:
-        result = asyncio.run(run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show))
+        result = asyncio.run(
+            run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show, cfg.switch.switch_id)
+        )
     except KeyboardInterrupt:
         print("sim_switch: interrupted", file=sys.stderr)
         return 1

@@ -6,45 +6,19 @@ import asyncio
 import json
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import httpx
 
 from controller.config import Scenario
+from sim_switch.controller_view import ask_controller
 from sim_switch.diagnosis import explain, probe_client_certificate
-from sim_switch.tracing import ConnectionRecord, TraceEvent, Tracer
+from sim_switch.results import ControllerView, PingResult, RunResult, format_interval
+from sim_switch.tracing import TraceEvent, Tracer
 
 # A connect that takes longer than this on a network of one machine is not going to succeed.
 CONNECT_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class PingResult:
-    number: int  # 1-based, in the scenario's order
-    interval_s: float
-    elapsed_s: float  # from handing the request to the client to the end of the response body (or the failure)
-    status: int | None = None
-    http_version: str | None = None
-    connection: int | None = None  # ConnectionRecord.number
-    stream_id: int | None = None  # HTTP/2 only
-    local_port: int | None = None
-    headers_sent_at_s: float | None = None  # since the run started
-    finished_at_s: float | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.status == 200
-
-
-@dataclass(frozen=True)
-class RunResult:
-    scenario: Scenario
-    controller_url: str
-    pings: tuple[PingResult, ...]
-    connections: tuple[ConnectionRecord, ...]
-    wall_time_s: float
 
 
 async def run_scenario(
@@ -53,7 +27,9 @@ async def run_scenario(
     ssl_context: ssl.SSLContext,
     request_timeout_s: float,
     emit: Callable[[TraceEvent], None],
+    switch_id: str,
 ) -> RunResult:
+    """Fire the scenario's pings at once, then ask the controller what it saw of them (as ``switch_id``)."""
     tracer = Tracer(emit)
     timeout = httpx.Timeout(request_timeout_s, connect=min(CONNECT_TIMEOUT_S, request_timeout_s))
     async with httpx.AsyncClient(
@@ -65,15 +41,18 @@ async def run_scenario(
                 for number, interval_s in enumerate(scenario.pings_s, start=1)
             ]
         wall_time_s = tracer.now_s()
-    outcomes = [task.result() for task in tasks]
-    pings = [ping for ping, _ in outcomes]
+        outcomes = [task.result() for task in tasks]
+        pings = [ping for ping, _ in outcomes]
+        view: ControllerView | None = None
+        if any(ping.status is not None for ping in pings):
+            view = await ask_controller(client, controller_url, switch_id, tracer, pings)
     if not any(ping.ok for ping in pings) and any(_broke_after_handshake(exc) for _, exc in outcomes):
         pings = await _diagnose_refused_certificate(pings, controller_url, ssl_context, tracer)
     for ping in pings:
         record = tracer.connections[ping.connection - 1] if ping.connection else None
         if record is not None:
             record.pings.append(ping.number)
-    return RunResult(scenario, controller_url, tuple(pings), tuple(tracer.connections), wall_time_s)
+    return RunResult(scenario, controller_url, tuple(pings), tuple(tracer.connections), wall_time_s, view)
 
 
 async def _ping(
@@ -121,11 +100,6 @@ async def _ping(
     if refusal:
         tracer.event(number, f"failed: {refusal}", result.connection)
     return replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, error=refusal), None
-
-
-def format_interval(interval_s: float) -> str:
-    """5.0 -> '5', 0.3 -> '0.3': the shortest text that reads back as the same float."""
-    return str(int(interval_s)) if interval_s.is_integer() else repr(interval_s)
 
 
 def _error_text(body: bytes) -> str:

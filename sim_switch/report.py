@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from sim_switch.client import PingResult, RunResult, format_interval
-from sim_switch.tracing import ConnectionRecord, TraceEvent
+from sim_switch.results import PingResult, RunResult, format_interval, plural
+from sim_switch.tracing import TraceEvent
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,8 @@ class Check:
 
 @dataclass(frozen=True)
 class Verdict:
-    ok: bool  # every ping got 200 and every expectation held
-    multiplexed: bool  # some connection carried two or more pings at the same time
+    ok: bool  # every ping got 200, every expectation held, and the controller agrees
+    multiplexed: bool  # some connection carried two or more pings at once, and the controller saw it too
     line: str
     checks: tuple[Check, ...]
     failures: tuple[str, ...]
@@ -33,21 +33,14 @@ def judge(result: RunResult) -> Verdict:
     checks = tuple(_check_expectations(result))
     failures = [f"ping {ping.number} ({format_interval(ping.interval_s)} s): {ping.error}" for ping in failed]
     failures += [check.failure for check in checks if check.failure]
-    multiplexed = max((peak_in_flight(result, record) for record in result.connections), default=0) >= 2
+    view = result.controller_view
+    if view is not None:
+        failures += [f"controller view: {problem}" for problem in view.disagreements]
+        failures += [f"controller view: {view.error}"] if view.error else []
+    switch_saw_it = max((result.peak_in_flight(record.number) for record in result.connections), default=0) >= 2
+    # Proven only when both ends agree: the controller counted the same streams, at the same time.
+    multiplexed = switch_saw_it and view is not None and view.agrees
     return Verdict(not failures, multiplexed, _verdict_line(result, failed, multiplexed), checks, tuple(failures))
-
-
-def peak_in_flight(result: RunResult, record: ConnectionRecord) -> int:
-    """The most pings that were open on ``record`` at once: from request headers written to response end."""
-    edges: list[tuple[float, int]] = []
-    for ping in result.pings:
-        if ping.connection == record.number and ping.headers_sent_at_s is not None and ping.finished_at_s is not None:
-            edges += [(ping.headers_sent_at_s, 1), (ping.finished_at_s, -1)]
-    peak = in_flight = 0
-    for _, change in sorted(edges):  # at equal times an end (-1) sorts before a start: touching is not overlap
-        in_flight += change
-        peak = max(peak, in_flight)
-    return peak
 
 
 def _check_expectations(result: RunResult) -> list[Check]:
@@ -55,7 +48,7 @@ def _check_expectations(result: RunResult) -> list[Check]:
     checks: list[Check] = []
     if expect.connections is not None:
         opened = len(result.connections)
-        failure = f"expected {_plural(expect.connections, 'connection')}, opened {opened}"
+        failure = f"expected {plural(expect.connections, 'connection')}, opened {opened}"
         held = opened == expect.connections
         checks.append(Check(f"connections = {expect.connections}", str(opened), None if held else failure))
     if expect.http_version is not None:
@@ -72,7 +65,7 @@ def _verdict_line(result: RunResult, failed: list[PingResult], multiplexed: bool
     if failed:
         reasons = Counter(ping.error for ping in failed)
         reason = next(iter(reasons)) if len(reasons) == 1 else f"{len(reasons)} different errors, see above"
-        return f"FAILED: {len(failed)} of {_plural(count, 'ping')} failed: {reason}"
+        return f"FAILED: {len(failed)} of {plural(count, 'ping')} failed: {reason}"
     connections = len(result.connections)
     versions = "/".join(sorted({ping.http_version or "?" for ping in result.pings}))
     longest = max(ping.interval_s for ping in result.pings)
@@ -81,10 +74,10 @@ def _verdict_line(result: RunResult, failed: list[PingResult], multiplexed: bool
         return f"NOTHING TO MULTIPLEX: 1 ping on 1 connection ({versions}), {timing}"
     if multiplexed:
         return (
-            f"MULTIPLEXED: {count} pings as {count} streams on {_plural(connections, 'connection')} ({versions}), "
+            f"MULTIPLEXED: {count} pings as {count} streams on {plural(connections, 'connection')} ({versions}), "
             f"{timing}"
         )
-    return f"NOT MULTIPLEXED: {count} pings on {_plural(connections, 'connection')} ({versions}), {timing}"
+    return f"NOT MULTIPLEXED: {count} pings on {plural(connections, 'connection')} ({versions}), {timing}"
 
 
 def render_event(event: TraceEvent) -> str:
@@ -103,8 +96,8 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         ids = f" (stream ids {', '.join(map(str, streams))})" if streams else ""
         lines.append(
             f"  conn #{record.number}  {record.local_address} -> {record.remote_address}  {record.tls_version}  "
-            f"ALPN {record.alpn or 'none'}  {_plural(len(record.pings), 'ping')}{ids}, "
-            f"{peak_in_flight(result, record)} at once"
+            f"ALPN {record.alpn or 'none'}  {plural(len(record.pings), 'ping')}{ids}, "
+            f"{result.peak_in_flight(record.number)} at once"
         )
     lines.append("pings:")
     for ping in result.pings:
@@ -119,6 +112,10 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         f"expect {check.expected}: {'FAILED' if check.failure else 'ok'} ({check.seen})" for check in verdict.checks
     ]
     lines += [f"failure: {failure}" for failure in verdict.failures]
+    view = result.controller_view
+    if view is not None:
+        agreement = "" if view.error else ("; both views agree" if view.agrees else "; the views DISAGREE")
+        lines.append(view.describe() + agreement)
     lines.append(verdict.line)
     return "\n".join(lines)
 
@@ -150,6 +147,7 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
         "longest_interval_s": max(ping.interval_s for ping in result.pings),
         "sum_of_intervals_s": round(sum(ping.interval_s for ping in result.pings), 6),
         "failures": list(verdict.failures),
+        "controller_view": _view_json(result),
         "connections": [
             {
                 "connection": record.number,
@@ -161,7 +159,7 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
                 "cipher": record.cipher,
                 "controller_subject": record.controller_subject,
                 "pings": list(record.pings),
-                "peak_in_flight": peak_in_flight(result, record),
+                "peak_in_flight": result.peak_in_flight(record.number),
             }
             for record in result.connections
         ],
@@ -181,8 +179,21 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
     }
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def _view_json(result: RunResult) -> dict[str, Any] | None:
+    view = result.controller_view
+    if view is None:
+        return None
+    return {
+        "switch": view.switch,
+        "agrees": view.agrees,
+        "connections": len(view.records),
+        "streams": view.streams,
+        "peak_in_flight": view.peak_in_flight,
+        "unused_connections": view.unused,
+        "disagreements": list(view.disagreements),
+        "error": view.error,
+        "records": list(view.records),
+    }
 
 
 def _ratio(value: float, reference: float) -> str:

@@ -1,0 +1,87 @@
+"""The other end's account: what the controller saw of this run, held against what the switch saw.
+
+After the pings the switch asks ``GET /connections?switch=ID`` on the same client, and matches the controller's
+records to its own connections by address (the controller's peer address is the switch's local address). The
+query is itself a stream, on a connection the response names, so it is subtracted before comparing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from sim_switch.diagnosis import explain
+from sim_switch.results import ControllerView, PingResult, peak_in_flight
+from sim_switch.tracing import ConnectionRecord, Tracer
+
+
+async def ask_controller(
+    client: httpx.AsyncClient,
+    controller_url: str,
+    switch_id: str,
+    tracer: Tracer,
+    pings: Sequence[PingResult],
+) -> ControllerView:
+    url = f"{controller_url.rstrip('/')}/connections"
+    tracer.event(None, f"asking the controller what it saw: GET {url}?switch={switch_id}")
+    try:
+        response = await client.get(url, params={"switch": switch_id})
+        response.raise_for_status()
+        records = response.json()["connections"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        return ControllerView(switch_id, error=f"GET /connections failed: {explain(exc)}")
+    query_on = tracer.connection_of(response.extensions.get("network_stream"))
+    view = compare(switch_id, tracer.connections, pings, records, query_on.number if query_on else None)
+    tracer.event(None, view.describe())
+    return view
+
+
+def compare(
+    switch_id: str,
+    connections: Sequence[ConnectionRecord],
+    pings: Sequence[PingResult],
+    records: Sequence[dict[str, Any]],
+    query_connection: int | None,
+) -> ControllerView:
+    """Match the controller's records to the switch's connections and list every number they disagree on."""
+    latest: dict[str, dict[str, Any]] = {}
+    for entry in sorted(records, key=lambda r: int(r["id"])):  # a port can be reused: the newest record wins
+        latest[str(entry["peer"])] = entry
+    disagreements: list[str] = []
+    matched: list[dict[str, Any]] = []
+    streams = 0
+    for connection in connections:
+        record = latest.get(connection.local_address)
+        if record is None:
+            disagreements.append(
+                f"conn #{connection.number} ({connection.local_address}): the switch opened it, "
+                f"the controller has no record of it"
+            )
+            continue
+        matched.append(record)
+        query = 1 if connection.number == query_connection else 0
+        sent = sum(1 for ping in pings if ping.connection == connection.number and ping.status is not None) + query
+        seen = int(record["streams"])
+        streams += seen - query
+        if sent != seen:
+            disagreements.append(
+                f"conn #{connection.number} ({connection.local_address}): the switch sent {sent} streams, "
+                f"the controller saw {seen}"
+            )
+        switch_peak = peak_in_flight(ping for ping in pings if ping.connection == connection.number)
+        controller_peak = int(record["peak_in_flight"])
+        if (switch_peak >= 2) != (controller_peak >= 2):
+            disagreements.append(
+                f"conn #{connection.number} ({connection.local_address}): the switch had {switch_peak} streams "
+                f"in flight at once, the controller {controller_peak}"
+            )
+    return ControllerView(
+        switch=switch_id,
+        records=tuple(matched),
+        streams=streams,
+        peak_in_flight=max((int(record["peak_in_flight"]) for record in matched), default=0),
+        unused=sum(1 for record in matched if int(record["streams"]) == 0),
+        disagreements=tuple(disagreements),
+    )

@@ -1,0 +1,93 @@
+"""What a run produced, as data: each ping's result, the run's, and the controller's view of it.
+
+No I/O here: the client fills these in, the report reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from controller.config import Scenario
+from sim_switch.tracing import ConnectionRecord
+
+
+@dataclass(frozen=True)
+class PingResult:
+    number: int  # 1-based, in the scenario's order
+    interval_s: float
+    elapsed_s: float  # from handing the request to the client to the end of the response body (or the failure)
+    status: int | None = None
+    http_version: str | None = None
+    connection: int | None = None  # ConnectionRecord.number
+    stream_id: int | None = None  # HTTP/2 only
+    local_port: int | None = None
+    headers_sent_at_s: float | None = None  # since the run started
+    finished_at_s: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status == 200
+
+
+@dataclass(frozen=True)
+class ControllerView:
+    """What the controller says it saw of this run's connections (``GET /connections``)."""
+
+    switch: str
+    records: tuple[dict[str, Any], ...] = ()  # the controller's records of this run's connections
+    streams: int = 0  # on those connections, not counting the query that asked
+    peak_in_flight: int = 0
+    unused: int = 0  # connections that carried no stream at all
+    disagreements: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def agrees(self) -> bool:
+        return self.error is None and not self.disagreements
+
+    def describe(self) -> str:
+        if self.error:
+            return f"controller view unavailable: {self.error}"
+        unused = f" ({self.unused} carried no stream)" if self.unused else ""
+        return (
+            f"controller saw {self.switch}: {plural(len(self.records), 'connection')}{unused}, "
+            f"{plural(self.streams, 'stream')}, {self.peak_in_flight} at once"
+        )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    scenario: Scenario
+    controller_url: str
+    pings: tuple[PingResult, ...]
+    connections: tuple[ConnectionRecord, ...]
+    wall_time_s: float
+    controller_view: ControllerView | None = None  # None when no ping got an answer to ask about
+
+    def peak_in_flight(self, connection: int) -> int:
+        return peak_in_flight(ping for ping in self.pings if ping.connection == connection)
+
+
+def peak_in_flight(pings: Iterable[PingResult]) -> int:
+    """The most of ``pings`` open at once, from request headers written to response end."""
+    edges: list[tuple[float, int]] = []
+    for ping in pings:
+        if ping.headers_sent_at_s is not None and ping.finished_at_s is not None:
+            edges += [(ping.headers_sent_at_s, 1), (ping.finished_at_s, -1)]
+    peak = in_flight = 0
+    for _, change in sorted(edges):  # at equal times an end (-1) sorts before a start: touching is not overlap
+        in_flight += change
+        peak = max(peak, in_flight)
+    return peak
+
+
+def format_interval(interval_s: float) -> str:
+    """5.0 -> '5', 0.3 -> '0.3': the shortest text that reads back as the same float."""
+    return str(int(interval_s)) if interval_s.is_integer() else repr(interval_s)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
