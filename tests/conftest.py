@@ -35,7 +35,7 @@ def foreign_certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 async def controller(certs_dir: Path) -> AsyncIterator[RunningController]:
     """The controller app on Hypercorn, in this test's event loop, with real mutual TLS."""
-    async with run_controller(ControllerConfig(certs_dir=certs_dir, max_interval_s=5)) as running:
+    async with run_controller(ControllerConfig(certs_dir=certs_dir, max_interval_s=5, switches=SWITCH_IDS)) as running:
         yield running
 
 

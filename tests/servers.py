@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.app import create_app
 from controller.config import ControllerConfig
-from controller.server import serve, server_ssl_context
+from controller.connections import ConnectionRegistry
+from controller.server import new_registry, serve, server_ssl_context
 
 # Generous: these bound a wait for something that normally takes milliseconds, on a shared, noisy machine.
 STARTUP_TIMEOUT_S = 30.0
@@ -28,19 +28,20 @@ REPO = Path(__file__).resolve().parent.parent
 class RunningController:
     url: str  # https://127.0.0.1:PORT
     port: int
+    registry: ConnectionRegistry
 
 
 @contextlib.asynccontextmanager
 async def run_controller(cfg: ControllerConfig) -> AsyncIterator[RunningController]:
-    """Serve the controller app on Hypercorn in the running loop. The socket is bound and listening before the
+    """Serve the controller on Hypercorn in the running loop. The socket is bound and listening before the
     server task starts, so the first request needs no waiting."""
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     stop = asyncio.Event()
-    app = create_app(cfg.max_interval_s)
-    task = asyncio.create_task(serve(app, cfg, server_ssl_context(cfg.certs_dir), [sock], stop.wait))
+    registry = new_registry(cfg.certs_dir)
+    task = asyncio.create_task(serve(cfg, server_ssl_context(cfg.certs_dir), [sock], stop.wait, registry))
     try:
-        yield RunningController(f"https://127.0.0.1:{port}", port)
+        yield RunningController(f"https://127.0.0.1:{port}", port, registry)
     finally:
         stop.set()
         await task

@@ -40,6 +40,7 @@ def test_switch_module_proves_multiplexing(controller_process: ControllerProcess
     assert "TLS handshake done: TLSv1.3, ALPN h2" in done.stdout
     assert "connection reused" in done.stdout
     assert "MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2)" in done.stdout
+    assert "controller saw switch-1: 1 connection, 3 streams, 3 at once; both views agree" in done.stdout
     assert done.stderr == ""
 
 
@@ -67,6 +68,9 @@ def test_switch_json_report_in_process(
     }
     assert sorted(ping["stream_id"] for ping in report["pings"]) == [1, 3, 5]
     assert len({ping["local_port"] for ping in report["pings"]}) == 1
+    view = report["controller_view"]
+    assert (view["switch"], view["agrees"], view["connections"], view["streams"]) == ("switch-1", True, 1, 3)
+    assert view["records"][0]["peer"] == f"127.0.0.1:{report['pings'][0]['local_port']}"
 
 
 def test_switch_contrast_in_process(controller_process: ControllerProcess, capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,6 +81,7 @@ def test_switch_contrast_in_process(controller_process: ControllerProcess, capsy
     assert code == 0, out
     assert "NOT MULTIPLEXED: 3 pings on 3 connections (HTTP/1.1)" in out
     assert "expect connections = 3: ok (3)" in out
+    assert "controller saw switch-1: 3 connections, 3 streams, 1 at once; both views agree" in out
 
 
 def test_switch_with_the_controller_down_says_so_and_exits_1(
@@ -167,7 +172,7 @@ def test_sigterm_lets_the_in_flight_ping_finish(tmp_path: Path) -> None:
         assert process.process.wait(timeout=60) == 0
     assert response.status_code == 200
     assert response.json()["interval_s"] == 1.0
-    assert any(line.endswith("stopped") for line in process.lines)
+    assert any(line.endswith("stopped; switch-1: 1 connection, 1 stream, peak 1 at once") for line in process.lines)
 
 
 def ping(url: str, context: ssl.SSLContext) -> httpx.Response:

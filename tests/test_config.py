@@ -39,6 +39,7 @@ def test_the_repos_config_has_the_reports_scenarios() -> None:
     assert cfg.controller.keep_alive_max_requests == DEFAULT_KEEP_ALIVE_MAX_REQUESTS
     assert cfg.controller.hostnames == ("localhost", "127.0.0.1", "::1")
     assert cfg.switch.switch_id == "switch-1"
+    assert cfg.controller.switches == ("switch-1",)
     # Relative paths resolve against the config file's directory, not the working directory.
     assert cfg.controller.certs_dir == REPO / "certs"
 
@@ -73,6 +74,8 @@ def test_bad_ping_interval_names_line_and_key_path(tmp_path: Path) -> None:
         ("controller: [1, 2]\n", 1, "controller: must be a mapping, got a list"),
         ("switch:\n  controller_url: http://localhost:8443\n", 2, "switch.controller_url: must be an https:// URL"),
         ("switch:\n  id: switch_1\n", 2, "switch.id: must be a DNS-style name"),
+        ("controller:\n  switches: [ok-1, bad_2]\n", 2, "controller.switches[1]: must be a DNS-style name"),
+        ("controller:\n  switches: []\n", 2, "controller.switches: must be a non-empty list of switch ids"),
         ("switch:\n  request_timeout_s: 0\n", 2, "switch.request_timeout_s: must be a finite number > 0, got 0"),
         ("scenarios:\n  seed:\n    http2: true\n", 2, "scenarios.seed.pings: missing: list the ping intervals"),
         ("scenarios:\n  seed:\n    pings: []\n", 3, "scenarios.seed.pings: must be a non-empty list"),
@@ -108,6 +111,15 @@ def test_an_empty_file_means_all_defaults(tmp_path: Path) -> None:
     assert cfg.scenarios == ()
     with pytest.raises(ConfigError, match="no scenario named 'seed' \\(known: none\\)"):
         cfg.scenario("seed")
+
+
+def test_the_fleet_defaults_to_the_configured_switch() -> None:
+    cfg = parse_config({"switch": {"id": "edge-7"}})
+    assert cfg.controller.switches == ("edge-7",)
+    assert cfg.switch_ids == ("edge-7",)
+    listed = parse_config({"controller": {"switches": ["a-1", "b-2", "a-1"]}, "switch": {"id": "c-3"}})
+    assert listed.controller.switches == ("a-1", "b-2")  # duplicates dropped, order kept
+    assert listed.switch_ids == ("a-1", "b-2", "c-3")  # every one gets a certificate
 
 
 def test_switch_url_follows_the_controller_port_by_default() -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from controller.config import Expectation, Scenario
-from sim_switch.client import RunResult, run_scenario
-from sim_switch.report import judge, peak_in_flight, render_summary
+from sim_switch.client import run_scenario
+from sim_switch.report import judge, render_summary
+from sim_switch.results import RunResult
 from sim_switch.tls import client_ssl_context
 from sim_switch.tracing import TraceEvent
 from tests.servers import RunningController
@@ -16,7 +17,7 @@ INTERVALS_S = (0.3, 0.6, 0.9)
 
 async def run(url: str, certs_dir: Path, scenario: Scenario, events: list[TraceEvent] | None = None) -> RunResult:
     sink = events.append if events is not None else (lambda event: None)
-    return await run_scenario(scenario, url, client_ssl_context(certs_dir, "switch-1"), 30.0, sink)
+    return await run_scenario(scenario, url, client_ssl_context(certs_dir, "switch-1"), 30.0, sink, "switch-1")
 
 
 async def test_seed_pings_share_one_http2_connection(controller: RunningController, certs_dir: Path) -> None:
@@ -33,7 +34,7 @@ async def test_seed_pings_share_one_http2_connection(controller: RunningControll
     assert {ping.http_version for ping in result.pings} == {"HTTP/2"}
     assert {ping.connection for ping in result.pings} == {1}
     assert sorted(ping.stream_id or 0 for ping in result.pings) == [1, 3, 5]
-    assert peak_in_flight(result, result.connections[0]) == 3
+    assert result.peak_in_flight(1) == 3
     # One after another they would need the sum of the intervals; together, about the longest.
     assert result.wall_time_s < sum(INTERVALS_S)
     assert verdict.line.startswith("MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2), ")

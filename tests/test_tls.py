@@ -11,8 +11,9 @@ import pytest
 
 from controller.config import ControllerConfig, Scenario
 from controller.pki import ca_cert_path, generate_certs, switch_identity
-from sim_switch.client import RunResult, run_scenario
+from sim_switch.client import run_scenario
 from sim_switch.report import judge
+from sim_switch.results import RunResult
 from sim_switch.tls import SwitchSetupError, client_ssl_context
 from tests.servers import RunningController, run_controller
 
@@ -31,7 +32,7 @@ def context_trusting(ca_dir: Path, cert_dir: Path | None, max_version: ssl.TLSVe
 
 
 async def run(url: str, context: ssl.SSLContext) -> RunResult:
-    return await run_scenario(SCENARIO, url, context, 10.0, lambda event: None)
+    return await run_scenario(SCENARIO, url, context, 10.0, lambda event: None, "switch-1")
 
 
 def only_error(result: RunResult) -> str:

@@ -1,0 +1,290 @@
+"""The controller knows its switches: identity from the verified certificate, per-connection accounting, and a
+verdict that both ends must agree on."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from hypercorn.asyncio import run as hypercorn_run
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.config import Sockets
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.utils import wrap_app
+
+from controller import asgi_tls
+from controller.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
+from controller.config import ControllerConfig, Scenario
+from controller.connections import ConnectionRegistry
+from controller.pki import ca_cert_path, controller_identity, generate_certs, switch_identity
+from controller.server import hypercorn_config, new_registry, server_ssl_context
+from sim_switch.client import run_scenario
+from sim_switch.controller_view import compare
+from sim_switch.report import judge
+from sim_switch.results import PingResult, RunResult
+from sim_switch.tls import client_ssl_context
+from sim_switch.tracing import ConnectionRecord
+from tests.conftest import HOSTNAMES
+from tests.servers import ControllerProcess, RunningController, run_controller
+
+
+def http_client(certs_dir: Path, switch_id: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(http2=True, verify=client_ssl_context(certs_dir, switch_id), trust_env=False)
+
+
+# --- the adapter, pinned against Hypercorn --------------------------------------------------------------------
+
+
+async def echo_tls(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """A bare ASGI app that answers with what the scope says about TLS and the connection."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    extensions: dict[str, Any] = dict(scope.get("extensions") or {})
+    entry = extensions.get(CONNECTION_EXTENSION) or {}
+    body = json.dumps(
+        {"tls": extensions.get("tls"), "connection": entry["connection"].id, "stream": entry["stream"]}
+    ).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+@pytest.fixture
+async def echo_server(certs_dir: Path) -> AsyncIterator[tuple[str, ConnectionRegistry]]:
+    sock = socket.create_server(("127.0.0.1", 0))
+    registry = new_registry(certs_dir)
+    config = hypercorn_config(ControllerConfig(certs_dir=certs_dir), server_ssl_context(certs_dir), registry)
+    asgi_tls.install()
+    stop = asyncio.Event()
+    app = wrap_app(ConnectionScopeMiddleware(echo_tls), config.wsgi_max_body_size, "asgi")
+    sockets = Sockets(secure_sockets=[sock], insecure_sockets=[], quic_sockets=[])
+    task = asyncio.create_task(worker_serve(app, config, sockets=sockets, shutdown_trigger=stop.wait))
+    yield f"https://127.0.0.1:{sock.getsockname()[1]}", registry
+    stop.set()
+    await task
+
+
+def test_hypercorn_still_has_what_the_adapter_replaces() -> None:
+    """If a Hypercorn upgrade moves these, controller/asgi_tls.py must change: fail here, loudly."""
+    assert getattr(hypercorn_run, "TCPServer") in (TCPServer, asgi_tls._ConnectionAwareTCPServer)  # noqa: B009
+    parameters = inspect.signature(TCPServer.__init__).parameters
+    assert {"app", "config", "reader", "writer"} <= set(parameters)
+    assert inspect.iscoroutinefunction(TCPServer.run)
+    assert inspect.iscoroutinefunction(TCPServer._read_data)
+    asgi_tls.install()
+    assert getattr(hypercorn_run, "TCPServer") is asgi_tls._ConnectionAwareTCPServer  # noqa: B009
+    assert issubclass(asgi_tls._ConnectionAwareTCPServer, TCPServer)
+
+
+async def test_scope_carries_the_asgi_tls_extension(
+    echo_server: tuple[str, ConnectionRegistry], certs_dir: Path
+) -> None:
+    url, registry = echo_server
+    async with http_client(certs_dir, "switch-2") as client:
+        first = (await client.get(f"{url}/")).json()
+        second = (await client.get(f"{url}/")).json()
+    tls = first["tls"]
+    assert set(tls) == {"server_cert", "client_cert_chain", "client_cert_name", "client_cert_error", "tls_version",
+                        "cipher_suite"}  # fmt: skip
+    leaf = x509.load_pem_x509_certificate(tls["client_cert_chain"][0].encode())
+    assert leaf == x509.load_pem_x509_certificate(switch_identity(certs_dir, "switch-2").cert.read_bytes())
+    assert tls["client_cert_name"] == leaf.subject.rfc4514_string()
+    assert "CN=switch-2" in tls["client_cert_name"]
+    assert tls["client_cert_error"] is None
+    assert tls["tls_version"] == 0x0304
+    assert tls["cipher_suite"] in (0x1301, 0x1302, 0x1303)  # the TLS 1.3 suites (RFC 8446 appendix B.4)
+    server = x509.load_pem_x509_certificate(tls["server_cert"].encode())
+    assert server == x509.load_pem_x509_certificate(controller_identity(certs_dir).cert.read_bytes())
+    assert (first["connection"], first["stream"]) == (1, 1)
+    assert (second["connection"], second["stream"]) == (1, 2)
+    [record] = registry.connections()
+    assert (record.switch, record.alpn, record.streams) == ("switch-2", "h2", 2)
+
+
+async def test_cipher_suite_under_tls12(echo_server: tuple[str, ConnectionRegistry], certs_dir: Path) -> None:
+    url, _ = echo_server
+    context = client_ssl_context(certs_dir, "switch-1")
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    async with httpx.AsyncClient(http2=True, verify=context, trust_env=False) as client:
+        tls = (await client.get(f"{url}/")).json()["tls"]
+    assert tls["tls_version"] == 0x0303
+    # ECDHE-ECDSA-AES256-GCM-SHA384 or -AES128-: RFC 5289 gives them 0xC02C and 0xC02B.
+    assert tls["cipher_suite"] in (0xC02B, 0xC02C, 0xCCA9)
+
+
+# --- identity in the controller's answers -----------------------------------------------------------------------
+
+
+async def test_two_switches_at_once_are_told_apart(controller: RunningController, certs_dir: Path) -> None:
+    async with http_client(certs_dir, "switch-1") as one, http_client(certs_dir, "switch-2") as two:
+        answers = await asyncio.gather(
+            one.get(f"{controller.url}/ping?interval=0.2"),
+            two.get(f"{controller.url}/ping?interval=0.2"),
+            one.get(f"{controller.url}/ping?interval=0.2"),
+        )
+        only_one = (await one.get(f"{controller.url}/connections", params={"switch": "switch-1"})).json()
+        everyone = (await two.get(f"{controller.url}/connections")).json()
+    bodies = [answer.json() for answer in answers]
+    assert [body["switch"] for body in bodies] == ["switch-1", "switch-2", "switch-1"]
+    assert bodies[0]["connection"] == bodies[2]["connection"] != bodies[1]["connection"]
+    assert sorted([bodies[0]["stream"], bodies[2]["stream"]]) == [1, 2]
+    assert [record["switch"] for record in only_one["connections"]] == ["switch-1"]
+    assert only_one["connections"][0]["streams"] == 3  # two pings and this query
+    assert only_one["switches"] == {"switch-1": {"connections": 1, "streams": 3, "peak_in_flight": 2}}
+    assert sorted(record["switch"] for record in everyone["connections"]) == ["switch-1", "switch-2"]
+
+
+async def test_a_valid_certificate_for_an_unknown_switch_gets_403(tmp_path: Path) -> None:
+    generate_certs(tmp_path, HOSTNAMES, ["switch-1", "rogue-1"])
+    async with (
+        run_controller(ControllerConfig(certs_dir=tmp_path, switches=("switch-1",))) as running,
+        http_client(tmp_path, "rogue-1") as rogue,
+    ):
+        ping = await rogue.get(f"{running.url}/ping?interval=0")
+        listing = await rogue.get(f"{running.url}/connections")
+        [record] = running.registry.connections()
+    assert ping.status_code == 403
+    assert ping.json() == {"error": "switch 'rogue-1' is not in this controller's fleet (known: switch-1)"}
+    assert listing.status_code == 403
+    assert (record.switch, record.streams) == ("rogue-1", 2)  # refused, but seen
+
+
+async def test_a_switch_without_certificate_never_reaches_the_app(
+    controller: RunningController, certs_dir: Path
+) -> None:
+    context = ssl.create_default_context(cafile=ca_cert_path(certs_dir))
+    async with httpx.AsyncClient(verify=context, trust_env=False) as anonymous:
+        # The refusal surfaces as the TLS alert or as the broken connection, depending on who is faster.
+        with pytest.raises((httpx.HTTPError, ssl.SSLError)):
+            await anonymous.get(f"{controller.url}/ping?interval=0")
+    assert controller.registry.connections() == []
+    assert controller.registry.totals() == {}
+
+
+async def test_a_connection_that_carries_nothing_is_on_record(controller: RunningController, certs_dir: Path) -> None:
+    context = client_ssl_context(certs_dir, "switch-1")
+    _, writer = await asyncio.open_connection("127.0.0.1", controller.port, ssl=context, server_hostname="127.0.0.1")
+    local = "{}:{}".format(*writer.get_extra_info("sockname")[:2])
+    writer.close()
+    await writer.wait_closed()
+    async with http_client(certs_dir, "switch-1") as client:
+        records = (await client.get(f"{controller.url}/connections")).json()["connections"]
+    idle = next(record for record in records if record["peer"] == local)
+    assert (idle["switch"], idle["streams"], idle["peak_in_flight"]) == ("switch-1", 0, 0)
+
+
+# --- both ends must agree -------------------------------------------------------------------------------------
+
+
+async def test_seed_run_is_confirmed_by_the_controller(controller: RunningController, certs_dir: Path) -> None:
+    scenario = Scenario("seed", (0.3, 0.6, 0.9))
+    result = await run_scenario(scenario, controller.url, client_ssl_context(certs_dir, "switch-1"), 30.0,
+                                lambda event: None, "switch-1")  # fmt: skip
+    view = result.controller_view
+    assert view is not None
+    assert view.agrees, view.disagreements
+    assert (len(view.records), view.streams, view.peak_in_flight, view.unused) == (1, 3, 3, 0)
+    assert view.records[0]["peer"] == result.connections[0].local_address
+    assert view.describe() == "controller saw switch-1: 1 connection, 3 streams, 3 at once"
+    assert judge(result).multiplexed
+
+
+def a_run(pings: list[PingResult], connections: list[ConnectionRecord]) -> RunResult:
+    return RunResult(Scenario("unit", tuple(p.interval_s for p in pings)), "https://127.0.0.1:1", tuple(pings),
+                     tuple(connections), 1.0)  # fmt: skip
+
+
+def ping(number: int, connection: int, sent_at_s: float = 0.0, finished_at_s: float = 1.0) -> PingResult:
+    return PingResult(number, 1.0, 1.0, status=200, http_version="HTTP/2", connection=connection,
+                      headers_sent_at_s=sent_at_s, finished_at_s=finished_at_s)  # fmt: skip
+
+
+def connection(number: int, port: int) -> ConnectionRecord:
+    return ConnectionRecord(number, 0.0, f"127.0.0.1:{port}", "127.0.0.1:8443", port, "TLSv1.3", "h2")
+
+
+def record(id_: int, port: int, streams: int, peak: int) -> dict[str, Any]:
+    return {"id": id_, "peer": f"127.0.0.1:{port}", "switch": "switch-1", "streams": streams, "peak_in_flight": peak}
+
+
+def test_views_agree_when_every_number_matches() -> None:
+    pings = [ping(1, 1), ping(2, 1), ping(3, 1)]
+    view = compare("switch-1", [connection(1, 5000)], pings, [record(7, 5000, 4, 3)], query_connection=1)
+    assert view.agrees
+    assert (view.streams, view.peak_in_flight) == (3, 3)
+
+
+def test_a_disagreement_names_both_numbers() -> None:
+    pings = [ping(1, 1), ping(2, 1), ping(3, 2)]
+    records = [record(7, 5000, 1, 1), record(3, 5001, 9, 9), record(9, 5001, 1, 1)]  # newest record of a port wins
+    view = compare("switch-1", [connection(1, 5000), connection(2, 5001)], pings, records, query_connection=None)
+    assert view.disagreements == (
+        "conn #1 (127.0.0.1:5000): the switch sent 2 streams, the controller saw 1",
+        "conn #1 (127.0.0.1:5000): the switch had 2 streams in flight at once, the controller 1",
+    )
+    run = a_run(pings, [connection(1, 5000), connection(2, 5001)])
+    verdict = judge(RunResult(**{**run.__dict__, "controller_view": view}))
+    assert not verdict.ok
+    assert not verdict.multiplexed  # the switch saw it; unproven until the controller does too
+
+
+def test_a_connection_the_controller_never_saw_is_a_disagreement() -> None:
+    view = compare("switch-1", [connection(1, 5000)], [ping(1, 1)], [], query_connection=None)
+    assert view.disagreements == ("conn #1 (127.0.0.1:5000): the switch opened it, the controller has no record of it",)
+
+
+def test_unused_connections_are_shown() -> None:
+    view = compare("switch-1", [connection(1, 5000), connection(2, 5001)], [ping(1, 1)],
+                   [record(1, 5000, 1, 1), record(2, 5001, 0, 0)], query_connection=None)  # fmt: skip
+    assert view.agrees
+    assert view.describe() == "controller saw switch-1: 2 connections (1 carried no stream), 1 stream, 1 at once"
+
+
+# --- a client we did not write ----------------------------------------------------------------------------------
+
+
+def curl_local_ports(process: ControllerProcess, *mode: str) -> list[int]:
+    certs_dir = process.config.parent / "certs"
+    identity = switch_identity(certs_dir, "switch-1")
+    command = ["curl", "--silent", "--show-error", "--no-progress-meter", "--http2", *mode,
+               "--cacert", str(ca_cert_path(certs_dir)), "--cert", str(identity.cert), "--key", str(identity.key),
+               "--write-out", "%{local_port}\\n"]  # fmt: skip
+    for interval in (0.3, 0.6, 0.9):
+        command += [f"{process.url}/ping?interval={interval}", "--output", "/dev/null"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    return [int(line) for line in done.stdout.split()]
+
+
+async def controller_records(process: ControllerProcess, ports: set[int]) -> list[dict[str, Any]]:
+    async with http_client(process.config.parent / "certs", "switch-1") as client:
+        records = (await client.get(f"{process.url}/connections", params={"switch": "switch-1"})).json()
+    return [record for record in records["connections"] if int(record["peer"].rsplit(":", 1)[1]) in ports]
+
+
+async def test_curl_parallel_is_one_connection_with_three_streams(controller_process: ControllerProcess) -> None:
+    ports = await asyncio.to_thread(curl_local_ports, controller_process, "--parallel")
+    assert len(set(ports)) == 1
+    [record] = await controller_records(controller_process, set(ports))
+    assert (record["streams"], record["peak_in_flight"], record["alpn"]) == (3, 3, "h2")
+
+
+async def test_curl_parallel_immediate_is_three_connections_of_one_stream(
+    controller_process: ControllerProcess,
+) -> None:
+    ports = await asyncio.to_thread(curl_local_ports, controller_process, "--parallel", "--parallel-immediate")
+    assert len(set(ports)) == 3
+    records = await controller_records(controller_process, set(ports))
+    assert sorted((r["streams"], r["peak_in_flight"]) for r in records) == [(1, 1)] * 3
