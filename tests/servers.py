@@ -29,6 +29,7 @@ class RunningController:
     url: str  # https://127.0.0.1:PORT
     port: int
     registry: ConnectionRegistry
+    listener: socket.socket
 
 
 @contextlib.asynccontextmanager
@@ -41,7 +42,7 @@ async def run_controller(cfg: ControllerConfig) -> AsyncIterator[RunningControll
     registry = new_registry(cfg.certs_dir)
     task = asyncio.create_task(serve(cfg, server_ssl_context(cfg.certs_dir), [sock], stop.wait, registry))
     try:
-        yield RunningController(f"https://127.0.0.1:{port}", port, registry)
+        yield RunningController(f"https://127.0.0.1:{port}", port, registry, sock)
     finally:
         stop.set()
         await task

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -86,6 +87,14 @@ async def test_good_ping_answers_with_its_json(controller: RunningController, cl
     assert body["http_version"] == "HTTP/2"
     assert body["client"].startswith("127.0.0.1:")
     assert body["received_at"] < body["responded_at"]
+
+
+async def test_accepted_connections_do_not_wait_for_nagle(
+    controller: RunningController, client: httpx.AsyncClient
+) -> None:
+    # Linux passes TCP_NODELAY from the listening socket to the ones it accepts; asyncio would not set it on them.
+    await client.get(f"{controller.url}/ping?interval=0")
+    assert controller.listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
 
 async def test_unknown_path_and_method_get_json_errors(
