@@ -20,8 +20,10 @@ fails loudly if an upgrade moves them.
 from __future__ import annotations
 
 import contextvars
+import logging
 import ssl
-from typing import Any, cast
+import weakref
+from typing import Any, ClassVar, cast
 
 from cryptography import x509
 from hypercorn.asyncio import run as hypercorn_run
@@ -36,6 +38,8 @@ CONNECTION_EXTENSION = "dialout.connection"
 # RFC 8446 section 4.1.2 and RFC 5246 appendix A.1: the wire values of the versions we allow.
 _TLS_VERSION_CODES = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
+logger = logging.getLogger(__name__)
+
 _current_connection: contextvars.ContextVar[ControllerConnection | None] = contextvars.ContextVar(
     "dialout_connection", default=None
 )
@@ -45,8 +49,11 @@ _cipher_codes: dict[str, int] = {}
 class _ConnectionAwareTCPServer(TCPServer):
     _registry: ConnectionRegistry | None = None
     _connection: ControllerConnection | None = None
+    # Every connection being served, so a shutdown can reach them (controller/graceful.py).
+    live: ClassVar[weakref.WeakSet[_ConnectionAwareTCPServer]] = weakref.WeakSet()
 
     async def run(self) -> None:
+        self.live.add(self)
         registry = getattr(self.config, REGISTRY_ATTRIBUTE, None)
         ssl_object = self.writer.get_extra_info("ssl_object")
         if not isinstance(registry, ConnectionRegistry) or ssl_object is None:
@@ -57,6 +64,11 @@ class _ConnectionAwareTCPServer(TCPServer):
         token = _current_connection.set(self._connection)
         try:
             await super().run()
+        except (ssl.SSLError, TimeoutError) as exc:
+            # Hypercorn's close waits for the TLS shutdown and lets these escape as an "Unhandled exception"
+            # traceback (pgjones/hypercorn#342 for the timeout); typically the switch was still sending after our
+            # close_notify. The connection is over either way.
+            logger.info("conn #%d: TLS close: %s", self._connection.id, getattr(exc, "reason", None) or exc)
         finally:
             _current_connection.reset(token)
             registry.close(self._connection)
@@ -69,6 +81,11 @@ class _ConnectionAwareTCPServer(TCPServer):
         finally:
             if self._registry is not None and self._connection is not None:
                 self._registry.close(self._connection)
+
+
+def live_servers(config: object) -> list[TCPServer]:
+    """The connections that the server with this Hypercorn ``config`` is serving now."""
+    return [server for server in list(_ConnectionAwareTCPServer.live) if server.config is config]
 
 
 def install() -> None:

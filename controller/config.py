@@ -74,11 +74,37 @@ class ControllerConfig:
 
 
 @dataclass(frozen=True)
+class ReconnectPolicy:
+    """How a switch redials after losing the controller: exponential backoff with jitter (RFC 8071 leaves the
+    schedule to the implementation; this is the usual one)."""
+
+    initial_s: float = 0.1
+    max_s: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.2  # each delay is scaled by a random factor in [1 - jitter, 1 + jitter]
+    give_up_after_s: float = 60.0  # a ping still failing this long after its first try fails for good
+
+    def delay_s(self, attempt: int, unit_random: float) -> float:
+        """The wait before redial ``attempt`` (1, 2, ...); ``unit_random`` is uniform in [0, 1)."""
+        base = min(self.max_s, self.initial_s * self.multiplier ** (attempt - 1))
+        return base * (1 + self.jitter * (2 * unit_random - 1))
+
+
+# A ping is retried only when it is known not to have been processed: it never left the switch, the controller
+# refused its stream (RST_STREAM REFUSED_STREAM), or its GOAWAY said so (RFC 9113 sections 6.8 and 8.7).
+RETRY_SAFE = "safe"
+# Also retry a ping whose connection broke while it was in flight: GET is idempotent (RFC 9110 section 9.2.2).
+RETRY_IDEMPOTENT = "idempotent"
+
+
+@dataclass(frozen=True)
 class SwitchConfig:
     switch_id: str = "switch-1"
     controller_url: str = f"https://localhost:{DEFAULT_PORT}"
     certs_dir: Path = Path("certs")
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    reconnect: ReconnectPolicy = ReconnectPolicy()
+    retry: str = RETRY_SAFE
 
 
 @dataclass(frozen=True)
@@ -90,9 +116,30 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """A persistent session: a batch of pings every ``every_s``, for ``duration_s`` or until ``count`` pings."""
+
+    every_s: float
+    batch: int
+    interval_s: float
+    duration_s: float | None = None
+    count: int | None = None
+
+    def batches(self) -> int:
+        if self.count is not None:
+            return -(-self.count // self.batch)
+        assert self.duration_s is not None
+        return max(1, math.ceil(self.duration_s / self.every_s))
+
+    def total_pings(self) -> int:
+        return self.count if self.count is not None else self.batches() * self.batch
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
-    pings_s: tuple[float, ...]
+    pings_s: tuple[float, ...] = ()  # a one-shot run: these pings, all at once
+    persistent: Schedule | None = None  # or a session that stays up
     http2: bool = True
     description: str = ""
     expect: Expectation = Expectation()
@@ -230,7 +277,7 @@ def _parse_controller(data: object, base_dir: Path) -> ControllerConfig:
 
 def _parse_switch(data: object, base_dir: Path, controller: ControllerConfig) -> SwitchConfig:
     path = "switch"
-    section = _mapping(data, path, {"id", "controller_url", "certs_dir", "request_timeout_s"})
+    section = _mapping(data, path, {"id", "controller_url", "certs_dir", "request_timeout_s", "reconnect", "retry"})
     default = SwitchConfig()
     switch_id = _optional(section, "id", path, _switch_id, default.switch_id)
     url = _optional(section, "controller_url", path, _string, f"https://localhost:{controller.port}")
@@ -241,19 +288,45 @@ def _parse_switch(data: object, base_dir: Path, controller: ControllerConfig) ->
         certs_dir=base_dir / _optional(section, "certs_dir", path, _string, str(default.certs_dir)),
         request_timeout_s=_optional(section, "request_timeout_s", path, _positive_number,
                                     default.request_timeout_s),
+        reconnect=_parse_reconnect(section.get("reconnect", {}), f"{path}.reconnect"),
+        retry=_optional(section, "retry", path, _one_of(RETRY_SAFE, RETRY_IDEMPOTENT), default.retry),
     )  # fmt: skip
+
+
+def _parse_reconnect(data: object, path: str) -> ReconnectPolicy:
+    section = _mapping(data, path, {"initial_s", "max_s", "multiplier", "jitter", "give_up_after_s"})
+    default = ReconnectPolicy()
+    policy = ReconnectPolicy(
+        initial_s=_optional(section, "initial_s", path, _positive_number, default.initial_s),
+        max_s=_optional(section, "max_s", path, _positive_number, default.max_s),
+        multiplier=_optional(section, "multiplier", path, _number_range(1, 100), default.multiplier),
+        jitter=_optional(section, "jitter", path, _number_range(0, 1), default.jitter),
+        give_up_after_s=_optional(section, "give_up_after_s", path, _number_at_least_0, default.give_up_after_s),
+    )
+    if policy.max_s < policy.initial_s:
+        raise ConfigError(f"{path}.max_s", f"must be >= initial_s ({policy.initial_s:g}), got {policy.max_s:g}")
+    return policy
 
 
 def _parse_scenario(name: str, data: object, path: str) -> Scenario:
     if not isinstance(name, str) or not _SCENARIO_NAME.fullmatch(name):
         raise ConfigError(path, f"scenario names are letters, digits, '-' and '_', got {name!r}")
-    section = _mapping(data, path, {"description", "pings", "http2", "expect"})
-    if "pings" not in section:
-        raise ConfigError(f"{path}.pings", "missing: list the ping intervals in seconds, e.g. [5, 10, 15]")
-    pings = section["pings"]
-    if not isinstance(pings, list) or not pings:
-        raise ConfigError(f"{path}.pings", f"must be a non-empty list of intervals in seconds, got {pings!r}")
-    intervals = tuple(_number_at_least_0(value, f"{path}.pings[{index}]") for index, value in enumerate(pings))
+    section = _mapping(data, path, {"description", "pings", "persistent", "http2", "expect"})
+    if ("pings" in section) == ("persistent" in section):
+        raise ConfigError(
+            f"{path}.pings",
+            "give either pings (a one-shot run, e.g. [5, 10, 15]) or persistent (a session), not "
+            + ("both" if "pings" in section else "neither"),
+        )
+    intervals: tuple[float, ...] = ()
+    schedule = None
+    if "pings" in section:
+        pings = section["pings"]
+        if not isinstance(pings, list) or not pings:
+            raise ConfigError(f"{path}.pings", f"must be a non-empty list of intervals in seconds, got {pings!r}")
+        intervals = tuple(_number_at_least_0(value, f"{path}.pings[{index}]") for index, value in enumerate(pings))
+    else:
+        schedule = _parse_schedule(section["persistent"], f"{path}.persistent")
     expect_data = _mapping(section.get("expect", {}), f"{path}.expect", {"connections", "http_version"})
     expect = Expectation(
         connections=_optional(expect_data, "connections", f"{path}.expect", _int_range(1, 1_000_000), None),
@@ -262,9 +335,27 @@ def _parse_scenario(name: str, data: object, path: str) -> Scenario:
     return Scenario(
         name=name,
         pings_s=intervals,
+        persistent=schedule,
         http2=_optional(section, "http2", path, _bool, True),
         description=_optional(section, "description", path, _string, ""),
         expect=expect,
+    )
+
+
+def _parse_schedule(data: object, path: str) -> Schedule:
+    section = _mapping(data, path, {"duration_s", "count", "every_s", "batch", "interval_s"})
+    if ("duration_s" in section) == ("count" in section):
+        raise ConfigError(f"{path}.duration_s", "give either duration_s (seconds) or count (pings in all), not "
+                          + ("both" if "count" in section else "neither"))  # fmt: skip
+    for key in ("every_s", "interval_s"):
+        if key not in section:
+            raise ConfigError(f"{path}.{key}", "missing")
+    return Schedule(
+        every_s=_positive_number(section["every_s"], f"{path}.every_s"),
+        batch=_optional(section, "batch", path, _int_range(1, 10_000), 1),
+        interval_s=_number_at_least_0(section["interval_s"], f"{path}.interval_s"),
+        duration_s=_optional(section, "duration_s", path, _positive_number, None),
+        count=_optional(section, "count", path, _int_range(1, 10_000_000), None),
     )
 
 
@@ -351,10 +442,25 @@ def _int_range(low: int, high: int) -> Callable[[object, str], int]:
 _port = _int_range(0, 65535)
 
 
-def _http_version(value: object, path: str) -> str:
-    if value not in HTTP_VERSIONS:
-        raise ConfigError(path, f"must be one of {', '.join(HTTP_VERSIONS)}, got {_describe(value)}")
-    return str(value)
+def _number_range(low: float, high: float) -> Callable[[object, str], float]:
+    def read(value: object, path: str) -> float:
+        if not _is_finite_number(value) or not low <= value <= high:
+            raise ConfigError(path, f"must be a number from {low:g} to {high:g}, got {_describe(value)}")
+        return float(value)
+
+    return read
+
+
+def _one_of(*choices: str) -> Callable[[object, str], str]:
+    def read(value: object, path: str) -> str:
+        if value not in choices:
+            raise ConfigError(path, f"must be one of {', '.join(choices)}, got {_describe(value)}")
+        return str(value)
+
+    return read
+
+
+_http_version = _one_of(*HTTP_VERSIONS)
 
 
 def check_controller_url(url: str, path: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -20,6 +21,7 @@ from controller.app import create_app
 from controller.asgi_tls import REGISTRY_ATTRIBUTE
 from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
+from controller.graceful import refuse_new_streams
 from controller.pki import ca_cert_path, controller_identity
 from controller.tls_alerts import send_handshake_alerts
 
@@ -131,9 +133,11 @@ async def serve(
     sockets: list[socket.socket],
     shutdown_trigger: Callable[[], Awaitable[object]],
     registry: ConnectionRegistry,
+    stopping: asyncio.Event | None = None,
 ) -> None:
     """Serve the controller on already-listening ``sockets`` until ``shutdown_trigger`` returns, then let
     in-flight requests finish for up to ``graceful_timeout_s``. Every connection is recorded in ``registry``.
+    ``stopping`` is set once the shutdown has begun and new streams are refused.
 
     The sockets are bound by the caller, so a test can use port 0 and know the port before the first request,
     and connections that arrive before Hypercorn starts accepting wait in the listen backlog instead of failing.
@@ -150,9 +154,16 @@ async def serve(
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     app = create_app(cfg.max_interval_s, cfg.switches, registry)
     config = hypercorn_config(cfg, ssl_context, registry)
+
+    async def begin_shutdown() -> None:
+        await shutdown_trigger()
+        await refuse_new_streams(config)
+        if stopping is not None:
+            stopping.set()
+
     await worker_serve(
         wrap_app(app, config.wsgi_max_body_size, "asgi"),
         config,
         sockets=Sockets(secure_sockets=sockets, insecure_sockets=[], quic_sockets=[]),
-        shutdown_trigger=shutdown_trigger,
+        shutdown_trigger=begin_shutdown,
     )

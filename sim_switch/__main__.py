@@ -15,12 +15,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from controller.config import ConfigError, check_controller_url, load_config
+from controller.config import ConfigError, Scenario, check_controller_url, load_config
 from controller.pki import PKIError, ensure_certs
 from sim_switch.client import run_scenario
 from sim_switch.report import judge, render_event, render_summary, to_json
+from sim_switch.session import run_session
 from sim_switch.tls import SwitchSetupError, client_ssl_context
-from sim_switch.tracing import TraceEvent
+from sim_switch.tracing import CONNECTION, DETAIL, REQUEST, SESSION, TraceEvent
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,10 +50,14 @@ def _run(args: argparse.Namespace) -> int:
         return 2
 
     trace_stream = None if args.json and not args.verbose else (sys.stderr if args.json else sys.stdout)
+    # A session's requests would drown its story (connections, failures, reconnects): those need -v.
+    shown = {CONNECTION, REQUEST, SESSION} if scenario.persistent is None else {CONNECTION, SESSION}
+    if args.verbose:
+        shown |= {REQUEST, DETAIL}
 
     def show(event: TraceEvent) -> None:
         nonlocal trace_stream
-        if trace_stream is None or (event.detail and not args.verbose):
+        if trace_stream is None or event.kind not in shown:
             return
         try:
             print(render_event(event), file=trace_stream, flush=True)
@@ -61,14 +66,15 @@ def _run(args: argparse.Namespace) -> int:
             trace_stream = None
 
     if not args.json:
-        intervals = ", ".join(f"{interval:g}" for interval in scenario.pings_s)
-        transport = "HTTP/2 (ALPN h2, http/1.1)" if scenario.http2 else "HTTP/1.1 only (ALPN http/1.1)"
-        print(f"scenario {scenario.name}: {len(scenario.pings_s)} concurrent pings ({intervals} s) to {url} "
-              f"as {cfg.switch.switch_id}, {transport}", flush=True)  # fmt: skip
+        print(f"scenario {scenario.name}: {_describe(scenario)} to {url} as {cfg.switch.switch_id}, "
+              f"{'HTTP/2 (ALPN h2, http/1.1)' if scenario.http2 else 'HTTP/1.1 only (ALPN http/1.1)'}",
+              flush=True)  # fmt: skip
+    if scenario.persistent is None:
+        run = run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show, cfg.switch.switch_id)
+    else:
+        run = run_session(scenario, url, ssl_context, cfg.switch, show)
     try:
-        result = asyncio.run(
-            run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show, cfg.switch.switch_id)
-        )
+        result = asyncio.run(run)
     except KeyboardInterrupt:
         print("sim_switch: interrupted", file=sys.stderr)
         return 1
@@ -80,6 +86,18 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(render_summary(result, verdict), flush=True)
     return 0 if verdict.ok else 1
+
+
+def _describe(scenario: Scenario) -> str:
+    schedule = scenario.persistent
+    if schedule is None:
+        intervals = ", ".join(f"{interval:g}" for interval in scenario.pings_s)
+        return f"{len(scenario.pings_s)} concurrent pings ({intervals} s)"
+    span = f"for {schedule.duration_s:g} s" if schedule.duration_s is not None else f"{schedule.count} pings in all"
+    return (
+        f"a persistent session, {schedule.batch} ping(s) of {schedule.interval_s:g} s every {schedule.every_s:g} s "
+        f"{span}"
+    )
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

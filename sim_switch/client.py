@@ -1,4 +1,8 @@
-"""Running a scenario: one httpx client, the scenario's pings fired at once, every one traced and accounted for."""
+"""A one-shot run: one httpx client, the scenario's pings fired at once, every one traced and accounted for.
+
+``attempt_ping`` (one try of one ping) and ``finish_run`` (what every run does at its end) serve the persistent
+session too.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import json
 import ssl
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import httpx
@@ -15,7 +19,7 @@ from controller.config import Scenario
 from sim_switch.controller_view import ask_controller
 from sim_switch.diagnosis import explain, probe_client_certificate
 from sim_switch.results import ControllerView, PingResult, RunResult, format_interval
-from sim_switch.tracing import TraceEvent, Tracer
+from sim_switch.tracing import SESSION, TraceEvent, Tracer
 
 # A connect that takes longer than this on a network of one machine is not going to succeed.
 CONNECT_TIMEOUT_S = 10.0
@@ -31,35 +35,62 @@ async def run_scenario(
 ) -> RunResult:
     """Fire the scenario's pings at once, then ask the controller what it saw of them (as ``switch_id``)."""
     tracer = Tracer(emit)
-    timeout = httpx.Timeout(request_timeout_s, connect=min(CONNECT_TIMEOUT_S, request_timeout_s))
-    async with httpx.AsyncClient(
-        http1=True, http2=scenario.http2, verify=ssl_context, trust_env=False, timeout=timeout
-    ) as client:
+    async with new_client(scenario.http2, ssl_context, request_timeout_s) as client:
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(_ping(client, tracer, controller_url, number, interval_s, request_timeout_s))
+                group.create_task(attempt_ping(client, tracer, controller_url, number, interval_s, request_timeout_s))
                 for number, interval_s in enumerate(scenario.pings_s, start=1)
             ]
-        wall_time_s = tracer.now_s()
-        outcomes = [task.result() for task in tasks]
-        pings = [ping for ping, _ in outcomes]
-        view: ControllerView | None = None
-        if any(ping.status is not None for ping in pings):
-            view = await ask_controller(client, controller_url, switch_id, tracer, pings)
-    if not any(ping.ok for ping in pings) and any(_broke_after_handshake(exc) for _, exc in outcomes):
+        attempts = [task.result() for task in tasks]
+        return await finish_run(client, tracer, scenario, controller_url, ssl_context, switch_id, attempts)
+
+
+def new_client(http2: bool, ssl_context: ssl.SSLContext, request_timeout_s: float) -> httpx.AsyncClient:
+    """One client per run: its pool is the switch's set of connections to the controller."""
+    timeout = httpx.Timeout(request_timeout_s, connect=min(CONNECT_TIMEOUT_S, request_timeout_s))
+    return httpx.AsyncClient(http1=True, http2=http2, verify=ssl_context, trust_env=False, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of one ping: its result, and, when it failed, why and whether the request ever left."""
+
+    result: PingResult
+    exception: BaseException | None = None
+    request_sent: bool = False
+
+
+async def finish_run(
+    client: httpx.AsyncClient,
+    tracer: Tracer,
+    scenario: Scenario,
+    controller_url: str,
+    ssl_context: ssl.SSLContext,
+    switch_id: str,
+    attempts: list[Attempt],
+    reconnects: int = 0,
+) -> RunResult:
+    """Stop the clock, ask the controller what it saw, explain a refused certificate, and account every ping."""
+    wall_time_s = tracer.now_s()
+    pings = [attempt.result for attempt in attempts]
+    view: ControllerView | None = None
+    if any(ping.status is not None for ping in pings):
+        # A controller that restarted during the run has no record of the connections before it.
+        view = await ask_controller(client, controller_url, switch_id, tracer, pings, forgot_earlier=reconnects > 0)
+    if not any(ping.ok for ping in pings) and any(_broke_after_handshake(a.exception) for a in attempts):
         pings = await _diagnose_refused_certificate(pings, controller_url, ssl_context, tracer)
     for ping in pings:
         record = tracer.connections[ping.connection - 1] if ping.connection else None
         if record is not None:
             record.pings.append(ping.number)
-    return RunResult(scenario, controller_url, tuple(pings), tuple(tracer.connections), wall_time_s, view)
+    return RunResult(scenario, controller_url, tuple(pings), tuple(tracer.connections), wall_time_s, view, reconnects)
 
 
-async def _ping(
+async def attempt_ping(
     client: httpx.AsyncClient, tracer: Tracer, controller_url: str, number: int, interval_s: float,
     request_timeout_s: float,
-) -> tuple[PingResult, BaseException | None]:  # fmt: skip
-    """One ping, never raising: every outcome is a PingResult (and the exception, for diagnosis)."""
+) -> Attempt:  # fmt: skip
+    """One try of one ping, never raising: every outcome is an Attempt."""
     trace = tracer.for_ping(number)
     url = f"{controller_url.rstrip('/')}/ping?interval={format_interval(interval_s)}"
     started_s = tracer.now_s()
@@ -92,14 +123,16 @@ async def _ping(
                 await response.aclose()
     except Exception as exc:  # every failure becomes this ping's result; the run goes on
         reason = explain(exc, request_timeout_s)
-        tracer.event(number, f"failed: {reason}", result.connection)
+        tracer.event(number, f"failed: {reason}", result.connection, kind=SESSION)
         finished_s = tracer.now_s()
-        return replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, error=reason), exc
+        failed = replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, error=reason)
+        return Attempt(failed, exc, request_sent=trace.headers_sent_at_s is not None)
     finished_s = tracer.now_s()
     refusal = None if response.status_code == 200 else f"HTTP {response.status_code}: {_error_text(body)}"
     if refusal:
-        tracer.event(number, f"failed: {refusal}", result.connection)
-    return replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, error=refusal), None
+        tracer.event(number, f"failed: {refusal}", result.connection, kind=SESSION)
+    answered = replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, error=refusal)
+    return Attempt(answered, request_sent=True)
 
 
 def _error_text(body: bytes) -> str:
@@ -119,9 +152,11 @@ async def _diagnose_refused_certificate(
 ) -> list[PingResult]:
     parts = urlsplit(controller_url)
     host, port = parts.hostname or "localhost", parts.port or 443
-    tracer.event(None, "every ping lost its connection after the TLS handshake: dialing once more to read why")
+    tracer.event(
+        None, "every ping lost its connection after the TLS handshake: dialing once more to read why", kind=SESSION
+    )
     reason = await probe_client_certificate(host, port, ssl_context)
     if reason is None:
         return pings
-    tracer.event(None, f"diagnosis: {reason}")
+    tracer.event(None, f"diagnosis: {reason}", kind=SESSION)
     return [replace(ping, error=reason) if ping.error else ping for ping in pings]

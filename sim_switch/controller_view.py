@@ -14,7 +14,7 @@ import httpx
 
 from sim_switch.diagnosis import explain
 from sim_switch.results import ControllerView, PingResult, peak_in_flight
-from sim_switch.tracing import ConnectionRecord, Tracer
+from sim_switch.tracing import SESSION, ConnectionRecord, Tracer
 
 
 async def ask_controller(
@@ -23,9 +23,10 @@ async def ask_controller(
     switch_id: str,
     tracer: Tracer,
     pings: Sequence[PingResult],
+    forgot_earlier: bool = False,
 ) -> ControllerView:
     url = f"{controller_url.rstrip('/')}/connections"
-    tracer.event(None, f"asking the controller what it saw: GET {url}?switch={switch_id}")
+    tracer.event(None, f"asking the controller what it saw: GET {url}?switch={switch_id}", kind=SESSION)
     try:
         response = await client.get(url, params={"switch": switch_id})
         response.raise_for_status()
@@ -33,8 +34,9 @@ async def ask_controller(
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         return ControllerView(switch_id, error=f"GET /connections failed: {explain(exc)}")
     query_on = tracer.connection_of(response.extensions.get("network_stream"))
-    view = compare(switch_id, tracer.connections, pings, records, query_on.number if query_on else None)
-    tracer.event(None, view.describe())
+    view = compare(switch_id, tracer.connections, pings, records, query_on.number if query_on else None,
+                   forgot_earlier)  # fmt: skip
+    tracer.event(None, view.describe(), kind=SESSION)
     return view
 
 
@@ -44,16 +46,22 @@ def compare(
     pings: Sequence[PingResult],
     records: Sequence[dict[str, Any]],
     query_connection: int | None,
+    forgot_earlier: bool = False,
 ) -> ControllerView:
-    """Match the controller's records to the switch's connections and list every number they disagree on."""
+    """Match the controller's records to the switch's connections and list every number they disagree on.
+    With ``forgot_earlier`` (the controller restarted during the run) a connection it has no record of is
+    counted as forgotten, not as a disagreement."""
     latest: dict[str, dict[str, Any]] = {}
     for entry in sorted(records, key=lambda r: int(r["id"])):  # a port can be reused: the newest record wins
         latest[str(entry["peer"])] = entry
     disagreements: list[str] = []
     matched: list[dict[str, Any]] = []
-    streams = 0
+    streams = forgotten = 0
     for connection in connections:
         record = latest.get(connection.local_address)
+        if record is None and forgot_earlier:
+            forgotten += 1
+            continue
         if record is None:
             disagreements.append(
                 f"conn #{connection.number} ({connection.local_address}): the switch opened it, "
@@ -84,4 +92,5 @@ def compare(
         peak_in_flight=max((int(record["peak_in_flight"]) for record in matched), default=0),
         unused=sum(1 for record in matched if int(record["streams"]) == 0),
         disagreements=tuple(disagreements),
+        forgotten=forgotten,
     )

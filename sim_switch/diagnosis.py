@@ -17,6 +17,8 @@ import ssl
 
 import httpcore
 import httpx
+from h2.errors import ErrorCodes
+from h2.events import ConnectionTerminated, StreamReset
 
 # OpenSSL alert reasons a server sends when it refuses the client's certificate.
 _CLIENT_CERT_REFUSALS = {
@@ -31,10 +33,22 @@ _CLIENT_CERT_REFUSALS = {
     "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake failure (under TLS 1.2 this usually means we sent no certificate)",
 }
 PROBE_TIMEOUT_S = 5.0
+_NOT_DELIVERED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpcore.ConnectError,
+                  httpcore.ConnectTimeout, httpcore.PoolTimeout)  # fmt: skip
 
 
 def explain(exc: BaseException, timeout_s: float | None = None) -> str:
     chain = _chain(exc)
+    for event in _h2_events(chain):
+        if isinstance(event, StreamReset) and event.error_code == ErrorCodes.REFUSED_STREAM:
+            return "the controller refused the stream (REFUSED_STREAM: not processed; it is shutting down or full)"
+        if isinstance(event, StreamReset):
+            return f"the controller reset the stream ({_error_name(event.error_code)})"
+        if isinstance(event, ConnectionTerminated):
+            return (
+                f"the controller closed the connection (GOAWAY {_error_name(event.error_code)}, last stream "
+                f"{event.last_stream_id}) while the ping was in flight"
+            )
     for cause in chain:
         if isinstance(cause, ssl.SSLCertVerificationError):
             reason = cause.verify_message or cause.reason or "verification failed"
@@ -61,6 +75,23 @@ def explain(exc: BaseException, timeout_s: float | None = None) -> str:
     return f"{type(exc).__name__}: {_innermost(exc)}"
 
 
+def is_retry_safe(exc: BaseException, request_sent: bool) -> bool:
+    """Whether a failed ping is known not to have been processed by the controller, so that sending it again
+    cannot make it count twice: the request never left the switch, or the controller refused its stream
+    (RFC 9113 section 8.7: REFUSED_STREAM means not processed). A GOAWAY that excludes the stream is the
+    other case; httpcore already retries those itself, on a new connection."""
+    if not request_sent:
+        return True
+    chain = _chain(exc)
+    # A connect that failed means the last try never reached the controller, and httpcore only retries a request
+    # on a new connection internally when the old one had not processed it (ConnectionNotAvailable).
+    if any(isinstance(cause, _NOT_DELIVERED) for cause in chain):
+        return True
+    return any(
+        isinstance(event, StreamReset) and event.error_code == ErrorCodes.REFUSED_STREAM for event in _h2_events(chain)
+    )
+
+
 async def probe_client_certificate(host: str, port: int, context: ssl.SSLContext) -> str | None:
     """Dial once more and read: a refusal of our certificate comes back as an explanation, anything else
     (the controller speaks first, or stays silent) as None."""
@@ -81,6 +112,15 @@ def _probe(host: str, port: int, context: ssl.SSLContext) -> str | None:
     except OSError:
         return None
     return None
+
+
+def _h2_events(chain: list[BaseException]) -> list[object]:
+    """The h2 events that httpcore raises RemoteProtocolError with (a stream reset, a GOAWAY)."""
+    return [cause.args[0] for cause in chain if isinstance(cause, httpcore.RemoteProtocolError) and cause.args]
+
+
+def _error_name(code: object) -> str:
+    return code.name if isinstance(code, ErrorCodes) else str(code)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -9,6 +9,9 @@ from typing import Any
 from sim_switch.results import PingResult, RunResult, format_interval, plural
 from sim_switch.tracing import TraceEvent
 
+# Summary lines list at most this many pings, stream ids or failures; --json has them all.
+MAX_LISTED = 12
+
 
 @dataclass(frozen=True)
 class Check:
@@ -61,6 +64,8 @@ def _check_expectations(result: RunResult) -> list[Check]:
 
 
 def _verdict_line(result: RunResult, failed: list[PingResult], multiplexed: bool) -> str:
+    if result.scenario.persistent is not None:
+        return _session_line(result, failed)
     count = len(result.pings)
     if failed:
         reasons = Counter(ping.error for ping in failed)
@@ -80,6 +85,21 @@ def _verdict_line(result: RunResult, failed: list[PingResult], multiplexed: bool
     return f"NOT MULTIPLEXED: {count} pings on {plural(connections, 'connection')} ({versions}), {timing}"
 
 
+def _session_line(result: RunResult, failed: list[PingResult]) -> str:
+    outcomes = Counter(ping.outcome for ping in result.pings)
+    count = len(result.pings)
+    tally = (
+        f"{outcomes['ok']} ok, {outcomes['retried-then-ok']} retried then ok, {outcomes['failed']} failed; "
+        f"{plural(result.reconnects, 'reconnect')}, {plural(len(result.connections), 'connection')}"
+    )
+    if failed:
+        reasons = Counter(ping.error for ping in failed)
+        reason = next(iter(reasons)) if len(reasons) == 1 else f"{len(reasons)} different errors, see above"
+        return f"SESSION FAILED: {len(failed)} of {plural(count, 'ping')} failed for good ({tally}): {reason}"
+    peak = max((result.peak_in_flight(record.number) for record in result.connections), default=0)
+    return f"SESSION OK: {plural(count, 'ping')}, {tally}, up to {peak} at once, {result.wall_time_s:.2f} s"
+
+
 def render_event(event: TraceEvent) -> str:
     ping = f"ping {event.ping}" if event.ping is not None else "switch"
     connection = f"conn #{event.connection}" if event.connection is not None else ""
@@ -93,25 +113,37 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
     lines = [f"connections opened: {len(connections)} (TLS handshakes: {handshakes}; ALPN: {alpn})"]
     for record in connections:
         streams = [ping.stream_id for ping in result.pings if ping.connection == record.number and ping.stream_id]
-        ids = f" (stream ids {', '.join(map(str, streams))})" if streams else ""
+        ids = f" (stream ids {', '.join(map(str, streams))})" if 0 < len(streams) <= MAX_LISTED else ""
         lines.append(
             f"  conn #{record.number}  {record.local_address} -> {record.remote_address}  {record.tls_version}  "
             f"ALPN {record.alpn or 'none'}  {plural(len(record.pings), 'ping')}{ids}, "
             f"{result.peak_in_flight(record.number)} at once"
         )
-    lines.append("pings:")
-    for ping in result.pings:
-        lines.append("  " + _render_ping(ping))
-    longest = max(ping.interval_s for ping in result.pings)
-    total = sum(ping.interval_s for ping in result.pings)
-    lines.append(
-        f"wall time: {result.wall_time_s:.3f} s = {_ratio(result.wall_time_s, longest)} the longest interval "
-        f"({format_interval(longest)} s), {_ratio(result.wall_time_s, total)} the sum ({total:g} s)"
-    )
+    if result.scenario.persistent is None:
+        lines.append("pings:")
+        lines += ["  " + _render_ping(ping) for ping in result.pings]
+        longest = max(ping.interval_s for ping in result.pings)
+        total = sum(ping.interval_s for ping in result.pings)
+        lines.append(
+            f"wall time: {result.wall_time_s:.3f} s = {_ratio(result.wall_time_s, longest)} the longest interval "
+            f"({format_interval(longest)} s), {_ratio(result.wall_time_s, total)} the sum ({total:g} s)"
+        )
+    else:
+        outcomes = Counter(ping.outcome for ping in result.pings)
+        lines.append(
+            f"pings: {len(result.pings)} sent, {outcomes['ok']} ok, {outcomes['retried-then-ok']} retried then ok, "
+            f"{outcomes['failed']} failed; {plural(result.reconnects, 'reconnect')}"
+        )
+        unusual = [ping for ping in result.pings if ping.outcome != "ok"]
+        lines += ["  " + _render_ping(ping) for ping in unusual[:MAX_LISTED]]
+        if len(unusual) > MAX_LISTED:
+            lines.append(f"  ... and {len(unusual) - MAX_LISTED} more")
     lines += [
         f"expect {check.expected}: {'FAILED' if check.failure else 'ok'} ({check.seen})" for check in verdict.checks
     ]
-    lines += [f"failure: {failure}" for failure in verdict.failures]
+    lines += [f"failure: {failure}" for failure in verdict.failures[:MAX_LISTED]]
+    if len(verdict.failures) > MAX_LISTED:
+        lines.append(f"failure: ... and {len(verdict.failures) - MAX_LISTED} more (all of them in --json)")
     view = result.controller_view
     if view is not None:
         agreement = "" if view.error else ("; both views agree" if view.agrees else "; the views DISAGREE")
@@ -121,7 +153,8 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
 
 
 def _render_ping(ping: PingResult) -> str:
-    head = f"ping {ping.number}  interval {format_interval(ping.interval_s):>4} s  "
+    tries = f" after {ping.attempts} tries" if ping.attempts > 1 else ""
+    head = f"ping {ping.number}  interval {format_interval(ping.interval_s):>4} s{tries}  "
     if not ping.ok:
         return f"{head}FAILED after {ping.elapsed_s:.3f} s: {ping.error}"
     stream = f" stream {ping.stream_id}" if ping.stream_id else ""
@@ -136,6 +169,7 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
     """The ``--json`` report. Scripts rely on these names: add fields, never rename or remove them."""
     return {
         "scenario": result.scenario.name,
+        "mode": "one-shot" if result.scenario.persistent is None else "persistent",
         "controller": result.controller_url,
         "ok": verdict.ok,
         "multiplexed": verdict.multiplexed,
@@ -147,6 +181,11 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
         "longest_interval_s": max(ping.interval_s for ping in result.pings),
         "sum_of_intervals_s": round(sum(ping.interval_s for ping in result.pings), 6),
         "failures": list(verdict.failures),
+        "sent": len(result.pings),
+        "answered_ok": sum(1 for ping in result.pings if ping.outcome == "ok"),
+        "retried_then_ok": sum(1 for ping in result.pings if ping.outcome == "retried-then-ok"),
+        "failed": sum(1 for ping in result.pings if ping.outcome == "failed"),
+        "reconnects": result.reconnects,
         "controller_view": _view_json(result),
         "connections": [
             {
@@ -173,6 +212,8 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
                 "local_port": ping.local_port,
                 "elapsed_s": round(ping.elapsed_s, 6),
                 "error": ping.error,
+                "attempts": ping.attempts,
+                "outcome": ping.outcome,
             }
             for ping in result.pings
         ],

@@ -26,10 +26,18 @@ class PingResult:
     headers_sent_at_s: float | None = None  # since the run started
     finished_at_s: float | None = None
     error: str | None = None
+    attempts: int = 1
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.status == 200
+
+    @property
+    def outcome(self) -> str:
+        """Exactly one of: ok, retried-then-ok, failed."""
+        if not self.ok:
+            return "failed"
+        return "ok" if self.attempts == 1 else "retried-then-ok"
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class ControllerView:
     unused: int = 0  # connections that carried no stream at all
     disagreements: tuple[str, ...] = ()
     error: str | None = None
+    forgotten: int = 0  # connections from before the controller restarted, which it no longer knows
 
     @property
     def agrees(self) -> bool:
@@ -52,9 +61,12 @@ class ControllerView:
         if self.error:
             return f"controller view unavailable: {self.error}"
         unused = f" ({self.unused} carried no stream)" if self.unused else ""
+        forgotten = (
+            f"; it restarted and no longer knows {plural(self.forgotten, 'earlier one')}" if self.forgotten else ""
+        )
         return (
             f"controller saw {self.switch}: {plural(len(self.records), 'connection')}{unused}, "
-            f"{plural(self.streams, 'stream')}, {self.peak_in_flight} at once"
+            f"{plural(self.streams, 'stream')}, {self.peak_in_flight} at once{forgotten}"
         )
 
 
@@ -66,6 +78,7 @@ class RunResult:
     connections: tuple[ConnectionRecord, ...]
     wall_time_s: float
     controller_view: ControllerView | None = None  # None when no ping got an answer to ask about
+    reconnects: int = 0  # times the link went down and came back (persistent sessions)
 
     def peak_in_flight(self, connection: int) -> int:
         return peak_in_flight(ping for ping in self.pings if ping.connection == connection)

@@ -25,13 +25,12 @@ from sim_switch.diagnosis import explain
 
 TraceCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 
-# httpcore step names that are plumbing rather than news: shown only with --verbose.
-_DETAIL_STEPS = frozenset(
-    {
-        "send_request_body", "receive_response_body", "receive_response_headers.started",
-        "receive_remote_settings", "response_closed.started",
-    }
-)  # fmt: skip
+# What an event is about, so a long session can show its connections and not every request.
+CONNECTION = "connection"  # TCP, TLS, the controller's SETTINGS
+REQUEST = "request"  # one ping's steps: connection reused, headers written, first byte, closed
+SESSION = "session"  # the run itself: failures, retries, reconnects, the controller's view
+DETAIL = "detail"  # plumbing, shown only when asked for
+_CONNECTION_STEPS = frozenset({"connect_tcp", "start_tls", "receive_remote_settings", "retry"})
 _CERT_FIELD_ABBREVIATIONS = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU"}
 
 
@@ -41,7 +40,7 @@ class TraceEvent:
     ping: int | None  # 1-based ping number, or None for events of no single ping
     text: str
     connection: int | None = None
-    detail: bool = False  # plumbing: shown only when asked for
+    kind: str = REQUEST
 
 
 @dataclass
@@ -75,8 +74,11 @@ class Tracer:
     def now_s(self) -> float:
         return time.perf_counter() - self._start
 
-    def event(self, ping: int | None, text: str, connection: int | None = None, at_s: float | None = None) -> None:
-        self.emit(TraceEvent(self.now_s() if at_s is None else at_s, ping, text, connection))
+    def event(
+        self, ping: int | None, text: str, connection: int | None = None, at_s: float | None = None,
+        kind: str = REQUEST,
+    ) -> None:  # fmt: skip
+        self.emit(TraceEvent(self.now_s() if at_s is None else at_s, ping, text, connection, kind))
 
     def connection_of(self, network_stream: object) -> ConnectionRecord | None:
         entry = self._by_stream.get(id(network_stream))
@@ -124,13 +126,12 @@ class PingTrace:
         step_name, _, phase = step.rpartition(".")
         number = self.connection
         text: str | None = None
-        detail = step_name in _DETAIL_STEPS or step in _DETAIL_STEPS
+        kind = CONNECTION if step_name in _CONNECTION_STEPS else REQUEST
 
         if phase == "failed":
             exc = info.get("exception")
             reason = explain(exc) if isinstance(exc, BaseException) else "unknown error"
             text = f"{step_name.replace('_', ' ')} failed: {reason}"
-            detail = False
         elif step == "connect_tcp.started":
             text = f"TCP connect start: {info.get('host')}:{info.get('port')}"
         elif step == "connect_tcp.complete":
@@ -143,10 +144,9 @@ class PingTrace:
             text = self._tls_done(info["return_value"], self.opened)
         elif step == "receive_remote_settings.complete":
             text = f"controller SETTINGS: {_describe_settings(info.get('return_value'))}"
-            detail = False
         elif step == "send_connection_init.complete":
             text = "HTTP/2 connection preface and SETTINGS sent"
-            detail = True
+            kind = DETAIL
         elif step == "send_request_headers.started":
             if self.opened is None:
                 text = "connection reused (got an open connection from the pool)"
@@ -163,10 +163,10 @@ class PingTrace:
             text = "connect retry"
         else:
             text = step.replace("_", " ").replace(".", " ")
-            detail = True
+            kind = DETAIL
 
         if text is not None:
-            tracer.emit(TraceEvent(at_s, self.ping, text, number, detail))
+            tracer.emit(TraceEvent(at_s, self.ping, text, number, kind))
 
     def _tls_done(self, tls_stream: AsyncNetworkStream, record: ConnectionRecord) -> str:
         self._tracer.alias(tls_stream, record)

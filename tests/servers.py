@@ -30,19 +30,23 @@ class RunningController:
     port: int
     registry: ConnectionRegistry
     listener: socket.socket
+    stop: asyncio.Event  # set it to begin the shutdown
+    stopping: asyncio.Event  # set by the server once new streams are refused
 
 
 @contextlib.asynccontextmanager
-async def run_controller(cfg: ControllerConfig) -> AsyncIterator[RunningController]:
+async def run_controller(cfg: ControllerConfig, port: int = 0) -> AsyncIterator[RunningController]:
     """Serve the controller on Hypercorn in the running loop. The socket is bound and listening before the
     server task starts, so the first request needs no waiting."""
-    sock = socket.create_server(("127.0.0.1", 0))
+    sock = socket.create_server(("127.0.0.1", port))
     port = sock.getsockname()[1]
-    stop = asyncio.Event()
+    stop, stopping = asyncio.Event(), asyncio.Event()
     registry = new_registry(cfg.certs_dir)
-    task = asyncio.create_task(serve(cfg, server_ssl_context(cfg.certs_dir), [sock], stop.wait, registry))
+    task = asyncio.create_task(
+        serve(cfg, server_ssl_context(cfg.certs_dir), [sock], stop.wait, registry, stopping=stopping)
+    )
     try:
-        yield RunningController(f"https://127.0.0.1:{port}", port, registry, sock)
+        yield RunningController(f"https://127.0.0.1:{port}", port, registry, sock, stop, stopping)
     finally:
         stop.set()
         await task

@@ -24,7 +24,10 @@ JSON_FIELDS = {
     "scenario", "controller", "ok", "multiplexed", "connections_opened", "tls_handshakes", "alpn", "wall_time_s",
     "failures", "pings",
 }  # fmt: skip
-PING_FIELDS = {"interval_s", "status", "http_version", "connection", "stream_id", "local_port", "elapsed_s", "error"}
+PING_FIELDS = {
+    "interval_s", "status", "http_version", "connection", "stream_id", "local_port", "elapsed_s", "error", "attempts",
+    "outcome",
+}  # fmt: skip
 
 
 def run_module(module: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,135 @@
+"""A persistent session: the switch keeps calling home (RFC 8071), redials when the controller goes away, and
+accounts for every ping.
+
+Pings go out in batches on a schedule, like a switch's keep-alive. When a ping fails in a way that is safe to
+repeat (``diagnosis.is_retry_safe``), the ``Link`` goes down: one ping at a time redials, after an exponential
+backoff with jitter, and the others wait for it rather than hammering a controller that is down. The first
+success brings the link up again and everyone waiting goes at once. Each ping ends in exactly one of: ok,
+retried-then-ok, failed (with its reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import replace
+
+import httpx
+
+from controller.config import RETRY_IDEMPOTENT, ReconnectPolicy, Scenario, SwitchConfig
+from sim_switch.client import Attempt, attempt_ping, finish_run, new_client
+from sim_switch.diagnosis import is_retry_safe
+from sim_switch.results import RunResult
+from sim_switch.tracing import SESSION, TraceEvent, Tracer
+
+
+class Link:
+    """The switch's view of its call-home link: up, or down and being redialled by one ping (the leader)."""
+
+    def __init__(self, policy: ReconnectPolicy, tracer: Tracer, unit_random: Callable[[], float]) -> None:
+        self._policy = policy
+        self._tracer = tracer
+        self._random = unit_random
+        self._up = asyncio.Event()
+        self._up.set()
+        self._leader: int | None = None
+        self._attempt = 0
+        self._down_since_s = 0.0
+        self.reconnects = 0
+
+    async def wait_turn(self, ping: int) -> None:
+        """Return when ``ping`` may try: the link is up, or this ping is the one redialling it."""
+        while not self._up.is_set() and self._leader != ping:
+            await self._up.wait()
+
+    async def failed(self, ping: int, reason: str) -> None:
+        """A ping failed in a way worth retrying. The first to fail leads the redial and sleeps the backoff;
+        the others return at once and wait in ``wait_turn``."""
+        if self._leader is None:
+            self._leader = ping
+            self._attempt = 0
+            self._down_since_s = self._tracer.now_s()
+            self._up.clear()
+            self._tracer.event(None, f"link down: {reason}", kind=SESSION)
+        if self._leader != ping:
+            return
+        self._attempt += 1
+        delay_s = self._policy.delay_s(self._attempt, self._random())
+        self._tracer.event(ping, f"reconnect #{self._attempt} in {delay_s:.1f} s: {reason}", kind=SESSION)
+        await asyncio.sleep(delay_s)
+
+    def succeeded(self, ping: int, connection: int | None) -> None:
+        if self._leader != ping:
+            return
+        down_s = self._tracer.now_s() - self._down_since_s
+        self._tracer.event(
+            ping, f"link up again after {self._attempt} redials, {down_s:.1f} s down", connection, kind=SESSION
+        )
+        self.reconnects += 1
+        self._release()
+
+    def gave_up(self, ping: int) -> None:
+        """The leader stops; the others get their turn (and one of them leads if it fails too)."""
+        if self._leader == ping:
+            self._release()
+
+    def _release(self) -> None:
+        self._leader = None
+        self._attempt = 0
+        self._up.set()
+
+
+async def run_session(
+    scenario: Scenario,
+    controller_url: str,
+    ssl_context: ssl.SSLContext,
+    switch: SwitchConfig,
+    emit: Callable[[TraceEvent], None],
+    unit_random: Callable[[], float] = random.random,
+) -> RunResult:
+    schedule = scenario.persistent
+    if schedule is None:
+        raise ValueError(f"scenario {scenario.name!r} is not a persistent session")
+    tracer = Tracer(emit)
+    link = Link(switch.reconnect, tracer, unit_random)
+    tasks: list[asyncio.Task[Attempt]] = []
+    async with new_client(scenario.http2, ssl_context, switch.request_timeout_s) as client:
+        async with asyncio.TaskGroup() as group:
+            for batch in range(schedule.batches()):
+                # Keep the schedule, like a switch's keep-alive timer: a batch does not wait for the last one.
+                await asyncio.sleep(max(0.0, batch * schedule.every_s - tracer.now_s()))
+                for _ in range(min(schedule.batch, schedule.total_pings() - len(tasks))):
+                    number = len(tasks) + 1
+                    tasks.append(group.create_task(_send(client, tracer, link, switch, controller_url, number,
+                                                         schedule.interval_s)))  # fmt: skip
+        attempts = [task.result() for task in tasks]
+        return await finish_run(client, tracer, scenario, controller_url, ssl_context, switch.switch_id, attempts,
+                                reconnects=link.reconnects)  # fmt: skip
+
+
+async def _send(
+    client: httpx.AsyncClient, tracer: Tracer, link: Link, switch: SwitchConfig, controller_url: str, number: int,
+    interval_s: float,
+) -> Attempt:  # fmt: skip
+    """One ping, retried while that is safe and the give-up time has not passed."""
+    first_try_s = tracer.now_s()
+    tries = 0
+    while True:
+        await link.wait_turn(number)
+        tries += 1
+        attempt = await attempt_ping(client, tracer, controller_url, number, interval_s, switch.request_timeout_s)
+        # A retried ping's latency is the whole wait, from its first try.
+        result = replace(attempt.result, attempts=tries, elapsed_s=tracer.now_s() - first_try_s)
+        if attempt.exception is None:  # the controller answered, whatever it said
+            link.succeeded(number, result.connection)
+            return replace(attempt, result=result)
+        safe = is_retry_safe(attempt.exception, attempt.request_sent) or switch.retry == RETRY_IDEMPOTENT
+        trying_for_s = tracer.now_s() - first_try_s
+        if not safe or trying_for_s >= switch.reconnect.give_up_after_s:
+            link.gave_up(number)
+            why = "not safe to retry: it may have been processed" if not safe else "gave up"
+            error = f"{result.error} ({why}; {tries} {'try' if tries == 1 else 'tries'} over {trying_for_s:.1f} s)"
+            return replace(attempt, result=replace(result, error=error))
+        await link.failed(number, result.error or "failed")
