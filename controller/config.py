@@ -32,6 +32,9 @@ MAX_CONCURRENT_STREAMS_LIMIT = 999
 # "never"; lower it only to test GOAWAY handling.
 DEFAULT_KEEP_ALIVE_MAX_REQUESTS = 2**31 - 1
 DEFAULT_GRACEFUL_TIMEOUT_S = 20.0
+# The request line and headers of one request: larger ones are refused (HTTP/1.1: 431) before they cost memory.
+# 16 KiB is Hypercorn's own HTTP/1.1 default, far above what a ping needs.
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_REQUEST_TIMEOUT_S = 90.0
 DEFAULT_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -71,6 +74,7 @@ class ControllerConfig:
     keep_alive_max_requests: int = DEFAULT_KEEP_ALIVE_MAX_REQUESTS
     graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S
     switches: tuple[str, ...] = ("switch-1",)  # the fleet: CNs allowed to dial in
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
 
 
 @dataclass(frozen=True)
@@ -249,7 +253,7 @@ def _parse_controller(data: object, base_dir: Path) -> ControllerConfig:
     path = "controller"
     keys = {
         "host", "port", "certs_dir", "hostnames", "max_interval_s", "max_concurrent_streams",
-        "keep_alive_max_requests", "graceful_timeout_s", "switches",
+        "keep_alive_max_requests", "graceful_timeout_s", "switches", "max_header_bytes",
     }  # fmt: skip
     section = _mapping(data, path, keys)
     default = ControllerConfig()
@@ -272,6 +276,8 @@ def _parse_controller(data: object, base_dir: Path) -> ControllerConfig:
         graceful_timeout_s=_optional(section, "graceful_timeout_s", path, _number_at_least_0,
                                      default.graceful_timeout_s),
         switches=_optional(section, "switches", path, _switch_ids, default.switches),
+        max_header_bytes=_optional(section, "max_header_bytes", path, _int_range(1024, 1024 * 1024),
+                                   default.max_header_bytes),
     )  # fmt: skip
 
 

@@ -61,8 +61,12 @@ def switch_identity(certs_dir: Path, switch_id: str) -> Identity:
     return Identity(certs_dir / f"{switch_id}.pem", certs_dir / f"{switch_id}.key")
 
 
+def ca_private_key_path(certs_dir: Path) -> Path:
+    return certs_dir / "ca.key"
+
+
 def _ca_identity(certs_dir: Path) -> Identity:
-    return Identity(ca_cert_path(certs_dir), certs_dir / "ca.key")
+    return Identity(ca_cert_path(certs_dir), ca_private_key_path(certs_dir))
 
 
 def ensure_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterable[str]) -> list[Path]:

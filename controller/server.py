@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import ssl
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from controller.asgi_tls import REGISTRY_ATTRIBUTE
 from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
 from controller.graceful import refuse_new_streams
-from controller.pki import ca_cert_path, controller_identity
+from controller.pki import ca_cert_path, ca_private_key_path, controller_identity
 from controller.tls_alerts import send_handshake_alerts
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ def server_ssl_context(certs_dir: Path) -> ssl.SSLContext:
     missing = [str(path) for path in (ca_file, identity.cert, identity.key) if not path.is_file()]
     if missing:
         raise ServerError(f"certificate file missing: {', '.join(missing)} (`python -m controller certs` makes them)")
+    for key in (identity.key, ca_private_key_path(certs_dir)):
+        _check_private(key)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = MINIMUM_TLS_VERSION
     context.options |= ssl.OP_NO_COMPRESSION  # RFC 9113 section 9.2.1
@@ -57,6 +60,16 @@ def server_ssl_context(certs_dir: Path) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ServerError(f"cannot load the controller's certificates from {certs_dir}: {exc}") from exc
     return context
+
+
+def _check_private(key: Path) -> None:
+    """Refuse a private key that others can read: a key anyone can copy identifies no one."""
+    try:
+        mode = stat.S_IMODE(key.stat().st_mode)
+    except FileNotFoundError:
+        return  # the CA key may live elsewhere; the controller does not need it to serve
+    if mode & 0o077:
+        raise ServerError(f"private key {key} is readable by others (mode {mode:04o}): run `chmod 600 {key}`")
 
 
 def bind_sockets(host: str, port: int) -> list[socket.socket]:
@@ -112,6 +125,8 @@ def hypercorn_config(
     config.h2_max_concurrent_streams = cfg.max_concurrent_streams
     config.keep_alive_max_requests = cfg.keep_alive_max_requests
     config.graceful_timeout = cfg.graceful_timeout_s
+    config.h11_max_incomplete_size = cfg.max_header_bytes
+    config.h2_max_header_list_size = cfg.max_header_bytes
     config.alpn_protocols = list(ALPN_PROTOCOLS)
     # Route Hypercorn's own messages through logging, so __main__ decides where they go.
     config.errorlog = logging.getLogger("hypercorn.error")

@@ -1,11 +1,16 @@
 """A persistent session: the switch keeps calling home (RFC 8071), redials when the controller goes away, and
 accounts for every ping.
 
-Pings go out in batches on a schedule, like a switch's keep-alive. When a ping fails in a way that is safe to
+Pings go out in batches on a schedule, like a switch's keep-alive. The first ping dials alone and the rest wait
+for the link to come up, so that they then share its connection. When a ping fails in a way that is safe to
 repeat (``diagnosis.is_retry_safe``), the ``Link`` goes down: one ping at a time redials, after an exponential
 backoff with jitter, and the others wait for it rather than hammering a controller that is down. The first
 success brings the link up again and everyone waiting goes at once. Each ping ends in exactly one of: ok,
 retried-then-ok, failed (with its reason).
+
+Dialling alone also keeps clear of an httpcore pool bug (a relative of encode/httpcore#1093): requests that wait
+on the same half-open HTTP/2 connection, whose first connect fails and a later one succeeds, leave that
+connection outside the pool, never closed (the controller then waits its whole graceful timeout on shutdown).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import httpx
 from controller.config import RETRY_IDEMPOTENT, ReconnectPolicy, Scenario, SwitchConfig
 from sim_switch.client import Attempt, attempt_ping, finish_run, new_client
 from sim_switch.diagnosis import is_retry_safe
-from sim_switch.results import RunResult
+from sim_switch.results import RunResult, plural
 from sim_switch.tracing import SESSION, TraceEvent, Tracer
 
 
@@ -32,17 +37,22 @@ class Link:
         self._policy = policy
         self._tracer = tracer
         self._random = unit_random
-        self._up = asyncio.Event()
-        self._up.set()
+        self._up = False  # until the first dial succeeds
+        self._changed = asyncio.Event()  # set (and replaced) whenever the link or its leader changes
         self._leader: int | None = None
         self._attempt = 0
         self._down_since_s = 0.0
+        self._down_reported = False
         self.reconnects = 0
 
     async def wait_turn(self, ping: int) -> None:
-        """Return when ``ping`` may try: the link is up, or this ping is the one redialling it."""
-        while not self._up.is_set() and self._leader != ping:
-            await self._up.wait()
+        """Return when ``ping`` may try: the link is up, or this ping is the one (re)dialling it."""
+        while not self._up and self._leader != ping:
+            if self._leader is None:  # nobody is dialling: this ping does
+                self._leader = ping
+                self._down_since_s = self._tracer.now_s()
+                return
+            await self._changed.wait()
 
     async def failed(self, ping: int, reason: str) -> None:
         """A ping failed in a way worth retrying. The first to fail leads the redial and sleeps the backoff;
@@ -51,7 +61,9 @@ class Link:
             self._leader = ping
             self._attempt = 0
             self._down_since_s = self._tracer.now_s()
-            self._up.clear()
+            self._up = False
+        if not self._down_reported:
+            self._down_reported = True
             self._tracer.event(None, f"link down: {reason}", kind=SESSION)
         if self._leader != ping:
             return
@@ -63,22 +75,27 @@ class Link:
     def succeeded(self, ping: int, connection: int | None) -> None:
         if self._leader != ping:
             return
-        down_s = self._tracer.now_s() - self._down_since_s
-        self._tracer.event(
-            ping, f"link up again after {self._attempt} redials, {down_s:.1f} s down", connection, kind=SESSION
-        )
-        self.reconnects += 1
+        if self._attempt:
+            down_s = self._tracer.now_s() - self._down_since_s
+            text = f"link up again after {plural(self._attempt, 'redial')}, {down_s:.1f} s down"
+            self.reconnects += 1
+        else:
+            text = "link up"
+        self._tracer.event(ping, text, connection, kind=SESSION)
+        self._up = True
+        self._down_reported = False
         self._release()
 
     def gave_up(self, ping: int) -> None:
-        """The leader stops; the others get their turn (and one of them leads if it fails too)."""
+        """The leader stops; another waiting ping takes over the dialling (the link stays down)."""
         if self._leader == ping:
             self._release()
 
     def _release(self) -> None:
         self._leader = None
         self._attempt = 0
-        self._up.set()
+        self._changed.set()
+        self._changed = asyncio.Event()
 
 
 async def run_session(

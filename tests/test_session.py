@@ -1,0 +1,219 @@
+"""Dial-out that survives: persistent sessions redial with backoff, retry only what is safe, and account for
+every ping across controller restarts (graceful and not)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controller.config import RETRY_IDEMPOTENT, ControllerConfig, ReconnectPolicy, Scenario, Schedule, SwitchConfig
+from sim_switch.diagnosis import explain, is_retry_safe
+from sim_switch.report import judge
+from sim_switch.results import RunResult
+from sim_switch.session import run_session
+from sim_switch.tls import client_ssl_context
+from sim_switch.tracing import TraceEvent
+from tests.conftest import SWITCH_IDS
+from tests.servers import ControllerProcess, RunningController, run_controller, write_config
+
+FAST_REDIAL = ReconnectPolicy(initial_s=0.05, max_s=0.5, multiplier=2, jitter=0.2, give_up_after_s=60)
+
+
+def session(schedule: Schedule) -> Scenario:
+    return Scenario("session", persistent=schedule)
+
+
+def switch_config(certs_dir: Path, **changes: object) -> SwitchConfig:
+    return SwitchConfig(certs_dir=certs_dir, request_timeout_s=30, reconnect=FAST_REDIAL, **changes)  # type: ignore[arg-type]
+
+
+class Waiter:
+    """Trace events in, asyncio events out: a test waits for "link down" instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.events: list[TraceEvent] = []
+        self._wanted: dict[str, asyncio.Event] = {}
+
+    def __call__(self, event: TraceEvent) -> None:
+        self.events.append(event)
+        for prefix, happened in self._wanted.items():
+            if event.text.startswith(prefix):
+                happened.set()
+
+    def on(self, prefix: str) -> asyncio.Event:
+        return self._wanted.setdefault(prefix, asyncio.Event())
+
+
+def outcomes(result: RunResult) -> Counter[str]:
+    return Counter(ping.outcome for ping in result.pings)
+
+
+def test_backoff_grows_caps_and_jitters() -> None:
+    policy = ReconnectPolicy(initial_s=0.1, max_s=1.0, multiplier=2, jitter=0.2)
+    assert [policy.delay_s(attempt, 0.5) for attempt in (1, 2, 3, 4, 5, 6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert policy.delay_s(1, 0.0) == pytest.approx(0.08)  # 1 - jitter
+    assert policy.delay_s(1, 0.999999) == pytest.approx(0.12, abs=1e-6)  # just under 1 + jitter
+
+
+async def test_a_quiet_session_is_all_ok_on_one_connection(controller: RunningController, certs_dir: Path) -> None:
+    schedule = Schedule(every_s=0.1, batch=2, interval_s=0.05, count=6)
+    result = await run_session(session(schedule), controller.url, client_ssl_context(certs_dir, "switch-1"),
+                               switch_config(certs_dir), lambda event: None)  # fmt: skip
+    verdict = judge(result)
+    assert verdict.ok, verdict.failures
+    assert outcomes(result) == Counter({"ok": 6})
+    assert (len(result.connections), result.reconnects) == (1, 0)
+    assert verdict.line.startswith("SESSION OK: 6 pings, 6 ok, 0 retried then ok, 0 failed; 0 reconnects, 1 connection")
+    assert result.controller_view is not None
+    assert result.controller_view.agrees
+
+
+async def test_a_switch_dials_until_the_controller_comes_up(certs_dir: Path) -> None:
+    # A bound socket that does not listen: dialling it is refused, and the port stays ours until we serve on it.
+    reserved = socket.socket()
+    reserved.bind(("127.0.0.1", 0))
+    port = reserved.getsockname()[1]
+    waiter = Waiter()
+    link_down = waiter.on("link down")
+    schedule = Schedule(every_s=0.1, batch=2, interval_s=0.0, count=4)
+    run = asyncio.create_task(run_session(session(schedule), f"https://127.0.0.1:{port}",
+                                          client_ssl_context(certs_dir, "switch-1"), switch_config(certs_dir),
+                                          waiter))  # fmt: skip
+    await link_down.wait()
+    reserved.close()
+    async with run_controller(ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS), port=port):
+        result = await run
+    assert judge(result).ok, judge(result).failures
+    assert result.reconnects == 1
+    assert outcomes(result)["failed"] == 0
+    assert outcomes(result)["retried-then-ok"] >= 1
+    texts = [event.text for event in waiter.events]
+    assert any(text.startswith("reconnect #1 in ") and "connection refused" in text for text in texts)
+    assert any(text.startswith("link up again after ") for text in texts)
+
+
+# --- what the controller does when it is told to stop -----------------------------------------------------
+
+
+class LogWaiter(logging.Handler):
+    """Sets an asyncio event when the controller logs a line containing ``needle``."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.needle = needle
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.seen.set()
+
+
+@pytest.fixture
+def ping_received() -> Iterator[LogWaiter]:
+    logger = logging.getLogger("controller.app")
+    waiter = LogWaiter("GET /ping: received")
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(waiter)
+    yield waiter
+    logger.removeHandler(waiter)
+    logger.setLevel(old_level)
+
+
+async def test_a_stream_that_arrives_during_shutdown_is_refused_as_not_processed(
+    certs_dir: Path, ping_received: LogWaiter
+) -> None:
+    async with (
+        run_controller(ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS)) as running,
+        httpx.AsyncClient(http2=True, verify=client_ssl_context(certs_dir, "switch-1"), trust_env=False) as client,
+    ):
+        in_flight = asyncio.create_task(client.get(f"{running.url}/ping?interval=0.5"))
+        await ping_received.seen.wait()
+        running.stop.set()
+        await running.stopping.wait()
+        with pytest.raises(httpx.RemoteProtocolError) as refused:
+            await client.get(f"{running.url}/ping?interval=0")
+        finished = await in_flight
+    assert finished.status_code == 200  # the ping in flight was let finish
+    assert is_retry_safe(refused.value, request_sent=True)
+    assert explain(refused.value).startswith("the controller refused the stream (REFUSED_STREAM")
+
+
+async def test_an_idle_connection_hears_goaway_and_the_next_ping_is_safe_to_retry(certs_dir: Path) -> None:
+    async with (
+        run_controller(ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS)) as running,
+        httpx.AsyncClient(http2=True, verify=client_ssl_context(certs_dir, "switch-1"), trust_env=False) as client,
+    ):
+        assert (await client.get(f"{running.url}/ping?interval=0")).status_code == 200
+        running.stop.set()
+        await running.stopping.wait()
+        with pytest.raises(httpx.HTTPError) as lost:
+            await client.get(f"{running.url}/ping?interval=0")
+    # The GOAWAY said the connection would take no more; httpcore dialled again and the listener was closed.
+    assert isinstance(lost.value, httpx.ConnectError)
+    assert is_retry_safe(lost.value, request_sent=True)
+
+
+# --- the whole story with real controller processes -----------------------------------------------------------
+
+
+async def run_across_a_restart(tmp_path: Path, kill: signal.Signals, retry: str = "safe") -> tuple[RunResult, int]:
+    """A persistent session against `python -m controller`, which is stopped with ``kill`` while pings are in
+    flight and started again on the same port. Returns the session's result and the old controller's exit code."""
+    config = write_config(tmp_path)
+    certs_dir = tmp_path / "certs"
+    with ControllerProcess.start(config, "--verbose") as first:
+        port = first.port
+        schedule = Schedule(every_s=0.4, batch=2, interval_s=0.3, count=16)
+        cfg = switch_config(certs_dir, retry=retry)
+        run = asyncio.create_task(run_session(session(schedule), first.url, client_ssl_context(certs_dir, "switch-1"),
+                                              cfg, lambda event: None))  # fmt: skip
+        for _ in range(4):  # a few pings have been answered; now one is in flight
+            await asyncio.to_thread(first.wait_for, r"GET /ping: received")
+        first.process.send_signal(kill)
+        exit_code = await asyncio.to_thread(first.process.wait, 60)
+    with ControllerProcess.start(config, "--port", str(port)):
+        result = await run
+    return result, exit_code
+
+
+async def test_sigterm_restart_loses_no_ping(tmp_path: Path) -> None:
+    result, exit_code = await run_across_a_restart(tmp_path, signal.SIGTERM)
+    verdict = judge(result)
+    assert exit_code == 0
+    assert verdict.ok, verdict.failures
+    counts = outcomes(result)
+    assert counts["failed"] == 0
+    assert counts["ok"] + counts["retried-then-ok"] == 16
+    assert result.reconnects >= 1
+    assert len(result.connections) >= 2
+
+
+async def test_sigkill_fails_the_pings_in_flight_and_the_session_recovers(tmp_path: Path) -> None:
+    result, exit_code = await run_across_a_restart(tmp_path, signal.SIGKILL)
+    verdict = judge(result)
+    assert exit_code == -signal.SIGKILL
+    assert not verdict.ok
+    counts = outcomes(result)
+    assert counts["failed"] >= 1  # the ping the controller had received when it died, at least
+    assert counts["ok"] + counts["retried-then-ok"] + counts["failed"] == 16
+    failed = [ping for ping in result.pings if ping.outcome == "failed"]
+    assert all("not safe to retry: it may have been processed" in (ping.error or "") for ping in failed)
+    assert result.pings[-1].ok  # the session came back
+    assert verdict.line.startswith(f"SESSION FAILED: {counts['failed']} of 16 pings failed for good")
+
+
+async def test_sigkill_with_idempotent_retries_loses_nothing(tmp_path: Path) -> None:
+    result, _ = await run_across_a_restart(tmp_path, signal.SIGKILL, retry=RETRY_IDEMPOTENT)
+    counts = outcomes(result)
+    assert counts["failed"] == 0, [ping.error for ping in result.pings if ping.error]
+    assert counts["retried-then-ok"] >= 1
+    assert judge(result).ok
