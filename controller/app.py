@@ -10,7 +10,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography import x509
@@ -18,16 +18,18 @@ from quart import Quart, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from controller.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
+from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry, ControllerConnection, format_address, utc_now
 from controller.interval import IntervalError, parse_interval
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(max_interval_s: float, fleet: Collection[str], registry: ConnectionRegistry) -> Quart:
+def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
     app = Quart(__name__)
     app.asgi_app = ConnectionScopeMiddleware(app.asgi_app)  # type: ignore[method-assign]  # Quart's documented way
-    known_switches = frozenset(fleet)
+    known_switches = frozenset(cfg.switches)
+    max_interval_s = cfg.max_interval_s
 
     @app.before_request
     async def identify() -> tuple[Response, int] | None:
@@ -37,6 +39,12 @@ def create_app(max_interval_s: float, fleet: Collection[str], registry: Connecti
         g.switch = _switch_of(extensions)
         g.connection, g.stream = _connection_of(extensions)
         logger.debug("%s %s %s: received", _who(), request.method, request.path)
+        # Hypercorn's own limits bite only on a request that arrives in pieces (HTTP/1.1) or on the whole
+        # connection (HTTP/2); this holds every request to the configured size and answers 431 (RFC 6585).
+        size = _header_bytes(request.scope)
+        if size > cfg.max_header_bytes:
+            return jsonify({"error": f"request line and headers are {size} bytes, over max_header_bytes "
+                                     f"({cfg.max_header_bytes})"}), 431  # fmt: skip
         if g.switch is None:
             return jsonify({"error": "no verified client certificate on this connection"}), 403
         if g.switch not in known_switches:
@@ -95,6 +103,12 @@ def create_app(max_interval_s: float, fleet: Collection[str], registry: Connecti
         return jsonify({"error": f"{status} {exc.name}: {request.method} {request.path}"}), status
 
     return app
+
+
+def _header_bytes(scope: Mapping[str, Any]) -> int:
+    """About what the request line and headers took on the wire (HTTP/1.1 framing)."""
+    line = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 16
+    return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
 
 
 def _switch_of(extensions: dict[str, Any]) -> str | None:

@@ -167,7 +167,7 @@ async def serve(
         # written separately) waited ~40 ms for the client's delayed ACK (Nagle).
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    app = create_app(cfg.max_interval_s, cfg.switches, registry)
+    app = create_app(cfg, registry)
     config = hypercorn_config(cfg, ssl_context, registry)
 
     async def begin_shutdown() -> None:

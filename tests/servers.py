@@ -104,8 +104,9 @@ class ControllerProcess:
         self._queue.put(None)
 
 
-def write_config(directory: Path, pings: str = "[0.3, 0.6, 0.9]", extra: str = "") -> Path:
-    """A config like the repo's, with short intervals and its certificates in ``directory/certs``."""
+def write_config(directory: Path, pings: str = "[0.3, 0.6, 0.9]", extra: str = "", controller: str = "") -> Path:
+    """A config like the repo's, with short intervals and its certificates in ``directory/certs``. ``extra`` is
+    more scenarios, ``controller`` more lines of the controller section (indented two spaces)."""
     path = directory / "config.yaml"
     path.write_text(
         f"""\
@@ -113,7 +114,7 @@ controller:
   host: 127.0.0.1
   port: 0
   certs_dir: certs
-switch:
+{controller}switch:
   id: switch-1
   controller_url: https://127.0.0.1:8443
   certs_dir: certs

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
 import socket
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
+import trustme
 
+from controller.__main__ import main as controller_main
 from controller.config import ControllerConfig, Scenario
 from controller.pki import ca_cert_path, generate_certs, switch_identity
 from sim_switch.client import run_scenario
 from sim_switch.report import judge
 from sim_switch.results import RunResult
 from sim_switch.tls import SwitchSetupError, client_ssl_context
-from tests.servers import RunningController, run_controller
+from tests.servers import ControllerProcess, RunningController, run_controller, write_config
 
 SCENARIO = Scenario("tls", (0.0, 0.0, 0.0))
 
@@ -128,3 +133,94 @@ def test_switch_without_its_certificate_files_says_which_file(tmp_path: Path) ->
         SwitchSetupError, match=r"certificate file missing: .*ca\.pem, .*switch-1\.pem, .*switch-1\.key"
     ):
         client_ssl_context(tmp_path, "switch-1")
+
+
+# --- fail closed: dates, versions, ALPN, key files ------------------------------------------------------------
+
+
+def switch_context_with_validity(certs_dir: Path, tmp_path: Path, not_before: datetime.datetime,
+                                 not_after: datetime.datetime) -> ssl.SSLContext:  # fmt: skip
+    """A switch-1 certificate from the controller's own CA, valid only between the two dates."""
+    ca = trustme.CA.from_pem(ca_cert_path(certs_dir).read_bytes(), (certs_dir / "ca.key").read_bytes())
+    leaf = ca.issue_cert("switch-1", common_name="switch-1", not_before=not_before, not_after=not_after)
+    chain = tmp_path / "leaf.pem"
+    chain.write_bytes(leaf.private_key_and_cert_chain_pem.bytes())
+    context = ssl.create_default_context(cafile=ca_cert_path(certs_dir))
+    context.load_cert_chain(chain)
+    return context
+
+
+NOW = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+@pytest.mark.parametrize(
+    ("not_before", "not_after"),
+    [
+        (NOW - datetime.timedelta(days=30), NOW - datetime.timedelta(days=1)),  # expired
+        (NOW + datetime.timedelta(days=1), NOW + datetime.timedelta(days=30)),  # not yet valid
+    ],
+    ids=["expired", "not-yet-valid"],
+)
+async def test_controller_refuses_a_certificate_outside_its_validity(
+    controller: RunningController, certs_dir: Path, tmp_path: Path, not_before: datetime.datetime,
+    not_after: datetime.datetime,
+) -> None:  # fmt: skip
+    context = switch_context_with_validity(certs_dir, tmp_path, not_before, not_after)
+    with pytest.raises(ssl.SSLError) as caught:
+        await asyncio.to_thread(read_after_handshake, controller.port, context)
+    assert caught.value.reason in ("SSLV3_ALERT_CERTIFICATE_EXPIRED", "SSLV3_ALERT_BAD_CERTIFICATE")
+    result = await run(controller.url, context)
+    assert only_error(result).startswith("the controller refused our client certificate")
+    assert controller.registry.connections() == []
+
+
+def test_controller_refuses_tls11(controller_process: ControllerProcess) -> None:
+    certs_dir = controller_process.config.parent / "certs"
+    identity = switch_identity(certs_dir, "switch-1")
+    # SECLEVEL=0 lets this OpenSSL offer TLS 1.1 at all, so that what refuses it is the controller.
+    done = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{controller_process.port}", "-tls1_1",
+         "-cipher", "DEFAULT@SECLEVEL=0", "-cert", str(identity.cert), "-key", str(identity.key),
+         "-CAfile", str(ca_cert_path(certs_dir))],
+        input="", capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "alert protocol version" in done.stderr
+
+
+async def test_a_client_without_alpn_gets_http11_and_is_reported_so(
+    controller: RunningController, certs_dir: Path
+) -> None:
+    context = client_ssl_context(certs_dir, "switch-1")  # no ALPN list set on it: the client offers none
+
+    def plain_request() -> bytes:
+        with (
+            socket.create_connection(("127.0.0.1", controller.port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.selected_alpn_protocol() is None
+            tls.sendall(b"GET /ping?interval=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return b"".join(iter(lambda: tls.recv(65536), b""))
+
+    answer = await asyncio.to_thread(plain_request)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert json.loads(body)["http_version"] == "HTTP/1.1"
+    [record] = controller.registry.connections()
+    assert record.alpn is None
+    assert record.to_json()["alpn"] is None
+
+
+@pytest.mark.parametrize("key", ["controller.key", "ca.key"])
+def test_controller_refuses_to_start_with_a_key_others_can_read(
+    tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    assert controller_main(["certs", "--config", str(config)]) == 0
+    (tmp_path / "certs" / key).chmod(0o644)
+    assert controller_main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        f"controller: private key {tmp_path / 'certs' / key} is readable by others (mode 0644): "
+        f"run `chmod 600 {tmp_path / 'certs' / key}`"
+    )
