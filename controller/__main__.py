@@ -30,7 +30,7 @@ DEMO_SCENARIOS = ("seed", "contrast")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose, args.quiet)
     try:
         cfg = load_config(args.config)
         cfg = _with_overrides(cfg, args.host, args.port)
@@ -68,11 +68,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenario", action="append", help=f"demo only: a scenario to run, repeatable (default: {DEMO_SCENARIOS})"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="also log when each request arrives")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also log when each request arrives")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="no line per request or connection")
     return parser.parse_args(argv)
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(verbose: bool, quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d controller %(message)s", datefmt="%H:%M:%S"))
     root = logging.getLogger()
@@ -82,6 +84,9 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("hypercorn.error").setLevel(logging.WARNING)
     for noisy in ("asyncio", "quart", "hpack", "h2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if quiet:  # start, stop and trouble only: a soak or a bench makes millions of requests
+        for chatty in ("controller.app", "controller.connections", "controller.asgi_tls"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _with_overrides(cfg: Config, host: str | None, port: int | None) -> Config:

@@ -1,0 +1,129 @@
+"""Bounded soak: one switch keeps N pings in flight at interval 0 on one HTTP/2 connection for COUNT pings, and the
+controller's memory must stay flat.
+
+    .venv/bin/python bench/soak.py [--count 200000] [--in-flight 100] [--max-seconds 900]
+
+Not part of CI. Loopback only; it stops by itself after --count pings or --max-seconds, whichever comes first.
+Prints pings ok/failed, the rate, the connections used, and the controller's RSS every tenth of the run; the
+end must be within 10% of the figure at the middle of the run.
+
+Why the middle, not the start: h2 remembers the last 2**16 closed streams of each connection
+(H2Connection.MAX_CLOSED_STREAMS), a bounded table that fills during the first 65,536 streams, and the allocator
+settles after it. A leak keeps growing through the second half; a warm-up does not. So the run must be long
+enough for its first half to pass that table: at least 140,000 pings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from controller.pki import generate_certs  # noqa: E402
+from sim_switch.tls import client_ssl_context  # noqa: E402
+
+RSS_FLAT_WITHIN = 0.10
+MIN_COUNT_FOR_A_VERDICT = 140_000  # its first half passes h2's 2**16 remembered closed streams
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def start_controller(workdir: Path) -> tuple[subprocess.Popen[str], int]:
+    config = workdir / "config.yaml"
+    config.write_text("controller: {host: 127.0.0.1, port: 0, certs_dir: certs}\nswitch: {certs_dir: certs}\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "controller", "--config", str(config), "--quiet"],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:  # blocks until the controller says where it listens
+        if "listening on https://" in line:
+            port = int(line.rsplit(":", 1)[1])
+            break
+    else:
+        raise RuntimeError("controller exited before listening")
+    # Keep reading, so that a controller with something to say never blocks on a full pipe.
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    return process, port
+
+
+async def soak(url: str, certs: Path, count: int, in_flight: int, max_seconds: float, pid: int) -> None:
+    ok = failed = sent = 0
+    streams: set[int] = set()
+    warm_at = max(1, count // 2)
+    checkpoints = {warm_at} | {count * tenth // 10 for tenth in range(1, 11)}
+    rss_at: dict[int, int] = {0: rss_kib(pid)}
+    deadline = time.monotonic() + max_seconds
+    context = client_ssl_context(certs, "switch-1")
+    limits = httpx.Limits(max_connections=1)
+    async with httpx.AsyncClient(http2=True, verify=context, trust_env=False, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal ok, failed, sent
+            while sent < count and time.monotonic() < deadline:
+                sent += 1
+                try:
+                    response = await client.get(f"{url}/ping?interval=0")
+                    streams.add(id(response.extensions.get("network_stream")))
+                    ok += response.status_code == 200
+                    failed += response.status_code != 200
+                except httpx.HTTPError:
+                    failed += 1
+                if ok + failed in checkpoints and ok + failed not in rss_at:
+                    rss_at[ok + failed] = rss_kib(pid)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        elapsed = time.perf_counter() - started
+        end_rss = rss_kib(pid)
+        view = (await client.get(f"{url}/connections")).json()["switches"]
+    warm_rss = rss_at.get(warm_at, end_rss)
+    growth = (end_rss - warm_rss) / warm_rss
+    print("controller RSS by pings answered: " + ", ".join(f"{n}: {kib} KiB" for n, kib in sorted(rss_at.items())))
+    print(f"pings: {ok + failed} sent, {ok} ok, {failed} failed in {elapsed:.1f} s ({(ok + failed) / elapsed:.0f}/s)")
+    print(f"connections used by the switch: {len(streams)}; controller saw: {view}")
+    print(f"controller RSS: {warm_rss} KiB at the middle ({warm_at} pings), {end_rss} KiB at the end ({growth:+.1%})")
+    if count < MIN_COUNT_FOR_A_VERDICT:
+        print(f"soak: too short for a verdict on memory (under {MIN_COUNT_FOR_A_VERDICT} pings)")
+        return
+    verdict = "FLAT" if abs(growth) <= RSS_FLAT_WITHIN and failed == 0 else "NOT FLAT OR FAILURES"
+    print(f"soak: {verdict} (limit {RSS_FLAT_WITHIN:.0%})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200_000)
+    parser.add_argument("--in-flight", type=int, default=100)
+    parser.add_argument("--max-seconds", type=float, default=900)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        generate_certs(workdir / "certs", ["localhost", "127.0.0.1"], ["switch-1"])
+        process, port = start_controller(workdir)
+        try:
+            print(f"controller pid {process.pid} on 127.0.0.1:{port}; RSS after start-up {rss_kib(process.pid)} KiB")
+            asyncio.run(soak(f"https://127.0.0.1:{port}", workdir / "certs", args.count, args.in_flight,
+                             args.max_seconds, process.pid))  # fmt: skip
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
