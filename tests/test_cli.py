@@ -181,3 +181,23 @@ def test_sigterm_lets_the_in_flight_ping_finish(tmp_path: Path) -> None:
 def ping(url: str, context: ssl.SSLContext) -> httpx.Response:
     with httpx.Client(http2=True, verify=context, trust_env=False) as client:
         return client.get(url)
+
+
+def test_a_persistent_session_from_the_command_line(tmp_path: Path) -> None:
+    session = "  keepalive:\n    persistent: {count: 6, every_s: 0.1, batch: 2, interval_s: 0.05}\n"
+    config = write_config(tmp_path, extra=session)
+    with ControllerProcess.start(config) as process:
+        done = run_module("sim_switch", "--config", str(config), "--url", process.url, "--scenario", "keepalive",
+                          "--json")  # fmt: skip
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert (report["mode"], report["sent"], report["answered_ok"], report["retried_then_ok"], report["failed"]) == (
+        "persistent",
+        6,
+        6,
+        0,
+        0,
+    )
+    assert report["reconnects"] == 0
+    assert {(ping["attempts"], ping["outcome"]) for ping in report["pings"]} == {(1, "ok")}
+    assert report["verdict"].startswith("SESSION OK: 6 pings")
