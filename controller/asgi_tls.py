@@ -54,6 +54,13 @@ class _ConnectionAwareTCPServer(TCPServer):
 
     async def run(self) -> None:
         self.live.add(self)
+        try:
+            await self._run()
+        finally:
+            # A finished server may live on until the garbage collector breaks its cycles: not live any more.
+            self.live.discard(self)
+
+    async def _run(self) -> None:
         registry = getattr(self.config, REGISTRY_ATTRIBUTE, None)
         ssl_object = self.writer.get_extra_info("ssl_object")
         if not isinstance(registry, ConnectionRegistry) or ssl_object is None:

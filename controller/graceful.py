@@ -17,11 +17,13 @@ from __future__ import annotations
 import functools
 import logging
 
+import h2.exceptions
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from hypercorn.protocol.h2 import H2Protocol
 
 from controller.asgi_tls import live_servers
+from controller.connections import plural
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +37,15 @@ async def refuse_new_streams(config: object) -> None:
         connection = getattr(protocol, "connection", None)
         if not isinstance(protocol, H2Protocol) or not isinstance(connection, H2Connection):
             continue  # HTTP/1.1: Hypercorn closes idle connections and ends busy ones after their response
+        if server.writer.is_closing() or protocol.closed:
+            continue  # over already; Hypercorn keeps its task until the idle timer runs out
         if protocol.idle:
-            connection.close_connection()  # GOAWAY, last stream = the highest it has seen
-            await protocol._flush()
+            try:
+                connection.close_connection()  # GOAWAY, last stream = the highest it has seen
+                await protocol._flush()
+            except (OSError, RuntimeError, h2.exceptions.ProtocolError) as exc:
+                logger.info("GOAWAY not sent on a closing connection: %s", exc)  # the shutdown goes on
+                continue
             idle += 1
         else:
             connection.reset_stream = functools.partial(  # type: ignore[method-assign]
@@ -47,6 +55,6 @@ async def refuse_new_streams(config: object) -> None:
         # The worker context is shared by every connection; Hypercorn sets it too, a moment later.
         await servers[0].context.terminated.set()
     logger.info(
-        "shutting down: %d connections open (%d idle HTTP/2 sent GOAWAY); new streams are refused (REFUSED_STREAM)",
-        len(servers), idle,
+        "shutting down: %s open (%d idle HTTP/2 sent GOAWAY); new streams are refused (REFUSED_STREAM)",
+        plural(len(servers), "connection"), idle,
     )  # fmt: skip

@@ -4,6 +4,7 @@ every ping across controller restarts (graceful and not)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -116,16 +117,24 @@ class LogWaiter(logging.Handler):
             self.seen.set()
 
 
-@pytest.fixture
-def ping_received() -> Iterator[LogWaiter]:
-    logger = logging.getLogger("controller.app")
-    waiter = LogWaiter("GET /ping: received")
+@contextlib.contextmanager
+def waiting_for_log(logger_name: str, needle: str) -> Iterator[LogWaiter]:
+    logger = logging.getLogger(logger_name)
+    waiter = LogWaiter(needle)
     old_level = logger.level
     logger.setLevel(logging.DEBUG)
     logger.addHandler(waiter)
-    yield waiter
-    logger.removeHandler(waiter)
-    logger.setLevel(old_level)
+    try:
+        yield waiter
+    finally:
+        logger.removeHandler(waiter)
+        logger.setLevel(old_level)
+
+
+@pytest.fixture
+def ping_received() -> Iterator[LogWaiter]:
+    with waiting_for_log("controller.app", "GET /ping: received") as waiter:
+        yield waiter
 
 
 async def test_a_stream_that_arrives_during_shutdown_is_refused_as_not_processed(
@@ -217,3 +226,19 @@ async def test_sigkill_with_idempotent_retries_loses_nothing(tmp_path: Path) -> 
     assert counts["failed"] == 0, [ping.error for ping in result.pings if ping.error]
     assert counts["retried-then-ok"] >= 1
     assert judge(result).ok
+
+
+async def test_shutdown_skips_connections_that_are_already_over(certs_dir: Path) -> None:
+    """A connection the switch has closed lingers in Hypercorn until its idle timer runs out: the shutdown must
+    pass it by (writing a GOAWAY to it once crashed the controller)."""
+    with waiting_for_log("controller.connections", "closed: switch-1") as closed:
+        async with run_controller(ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS)) as running:
+            async with httpx.AsyncClient(
+                http2=True, verify=client_ssl_context(certs_dir, "switch-1"), trust_env=False
+            ) as client:
+                assert (await client.get(f"{running.url}/ping?interval=0")).status_code == 200
+            await closed.seen.wait()
+            running.stop.set()
+            await running.stopping.wait()
+    [record] = running.registry.connections()
+    assert record.closed_at is not None
