@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeGuard, TypeVar
-from urllib.parse import urlsplit
 
 import yaml
+
+from controller import config_fields as field
+from controller.config_fields import ConfigError, check_controller_url
+
+__all__ = [
+    "HTTP_VERSIONS", "RETRY_IDEMPOTENT", "RETRY_SAFE", "Config", "ConfigError", "ControllerConfig", "Expectation",
+    "ReconnectPolicy", "Scenario", "Schedule", "SwitchConfig", "check_controller_url", "load_config", "parse_config",
+]  # fmt: skip
 
 DEFAULT_PORT = 8443
 DEFAULT_MAX_INTERVAL_S = 60.0
@@ -39,28 +45,7 @@ DEFAULT_REQUEST_TIMEOUT_S = 90.0
 DEFAULT_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 
 HTTP_VERSIONS = ("HTTP/1.1", "HTTP/2")
-# A switch id becomes a certificate CN, a DNS name in its SAN and a file name in certs/: keep it to what all
-# three accept.
-_SWITCH_ID = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-)
 _SCENARIO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-
-
-class ConfigError(Exception):
-    """The config is unusable. ``path`` is the YAML key path (``scenarios.seed.pings[2]``); ``location`` is
-    ``file:line`` once the loader knows it."""
-
-    def __init__(self, path: str, message: str, location: str | None = None) -> None:
-        super().__init__(path, message, location)
-        self.path = path
-        self.message = message
-        self.location = location
-
-    def __str__(self) -> str:
-        prefix = f"{self.location}: " if self.location else ""
-        key = f"{self.path}: " if self.path else ""
-        return f"{prefix}{key}{self.message}"
 
 
 @dataclass(frozen=True)
@@ -238,13 +223,13 @@ def _line_of(path: str, lines: Mapping[str, int]) -> int | str:
 def parse_config(data: object, base_dir: Path = Path()) -> Config:
     """Turn a mapping (as YAML gives it) into a ``Config``. Relative paths resolve against ``base_dir``, the
     config file's directory, never the working directory."""
-    root = _mapping(data, "", {"controller", "switch", "scenarios"})
+    root = field.mapping(data, "", {"controller", "switch", "scenarios"})
     controller = _parse_controller(root.get("controller", {}), base_dir)
     switch = _parse_switch(root.get("switch", {}), base_dir, controller)
     if "switches" not in root.get("controller", {}):
         # The fleet defaults to the one switch this file describes, so the demo needs no list.
         controller = replace(controller, switches=(switch.switch_id,))
-    scenarios_data = _mapping(root.get("scenarios", {}), "scenarios", None)
+    scenarios_data = field.mapping(root.get("scenarios", {}), "scenarios", None)
     scenarios = tuple(_parse_scenario(name, value, f"scenarios.{name}") for name, value in scenarios_data.items())
     return Config(controller=controller, switch=switch, scenarios=scenarios)
 
@@ -255,59 +240,63 @@ def _parse_controller(data: object, base_dir: Path) -> ControllerConfig:
         "host", "port", "certs_dir", "hostnames", "max_interval_s", "max_concurrent_streams",
         "keep_alive_max_requests", "graceful_timeout_s", "switches", "max_header_bytes",
     }  # fmt: skip
-    section = _mapping(data, path, keys)
+    section = field.mapping(data, path, keys)
     default = ControllerConfig()
-    hostnames = _optional(section, "hostnames", path, _string_list, default.hostnames)
+    hostnames = field.optional(section, "hostnames", path, field.string_list, default.hostnames)
     if not hostnames:
         raise ConfigError(f"{path}.hostnames", "must name at least one hostname for the controller certificate")
     return ControllerConfig(
-        host=_optional(section, "host", path, _string, default.host),
-        port=_optional(section, "port", path, _port, default.port),
-        certs_dir=base_dir / _optional(section, "certs_dir", path, _string, str(default.certs_dir)),
+        host=field.optional(section, "host", path, field.string, default.host),
+        port=field.optional(section, "port", path, field.port, default.port),
+        certs_dir=base_dir / field.optional(section, "certs_dir", path, field.string, str(default.certs_dir)),
         hostnames=hostnames,
-        max_interval_s=_optional(section, "max_interval_s", path, _positive_number, default.max_interval_s),
-        max_concurrent_streams=_optional(
-            section, "max_concurrent_streams", path, _int_range(1, MAX_CONCURRENT_STREAMS_LIMIT),
+        max_interval_s=field.optional(section, "max_interval_s", path, field.positive_number, default.max_interval_s),
+        max_concurrent_streams=field.optional(
+            section, "max_concurrent_streams", path, field.int_range(1, MAX_CONCURRENT_STREAMS_LIMIT),
             default.max_concurrent_streams,
         ),
-        keep_alive_max_requests=_optional(
-            section, "keep_alive_max_requests", path, _int_range(1, 2**31 - 1), default.keep_alive_max_requests
+        keep_alive_max_requests=field.optional(
+            section, "keep_alive_max_requests", path, field.int_range(1, 2**31 - 1), default.keep_alive_max_requests
         ),
-        graceful_timeout_s=_optional(section, "graceful_timeout_s", path, _number_at_least_0,
+        graceful_timeout_s=field.optional(section, "graceful_timeout_s", path, field.number_at_least_0,
                                      default.graceful_timeout_s),
-        switches=_optional(section, "switches", path, _switch_ids, default.switches),
-        max_header_bytes=_optional(section, "max_header_bytes", path, _int_range(1024, 1024 * 1024),
+        switches=field.optional(section, "switches", path, field.switch_ids, default.switches),
+        max_header_bytes=field.optional(section, "max_header_bytes", path, field.int_range(1024, 1024 * 1024),
                                    default.max_header_bytes),
     )  # fmt: skip
 
 
 def _parse_switch(data: object, base_dir: Path, controller: ControllerConfig) -> SwitchConfig:
     path = "switch"
-    section = _mapping(data, path, {"id", "controller_url", "certs_dir", "request_timeout_s", "reconnect", "retry"})
+    section = field.mapping(
+        data, path, {"id", "controller_url", "certs_dir", "request_timeout_s", "reconnect", "retry"}
+    )
     default = SwitchConfig()
-    switch_id = _optional(section, "id", path, _switch_id, default.switch_id)
-    url = _optional(section, "controller_url", path, _string, f"https://localhost:{controller.port}")
+    switch_id = field.optional(section, "id", path, field.switch_id, default.switch_id)
+    url = field.optional(section, "controller_url", path, field.string, f"https://localhost:{controller.port}")
     check_controller_url(url, f"{path}.controller_url")
     return SwitchConfig(
         switch_id=switch_id,
         controller_url=url,
-        certs_dir=base_dir / _optional(section, "certs_dir", path, _string, str(default.certs_dir)),
-        request_timeout_s=_optional(section, "request_timeout_s", path, _positive_number,
+        certs_dir=base_dir / field.optional(section, "certs_dir", path, field.string, str(default.certs_dir)),
+        request_timeout_s=field.optional(section, "request_timeout_s", path, field.positive_number,
                                     default.request_timeout_s),
         reconnect=_parse_reconnect(section.get("reconnect", {}), f"{path}.reconnect"),
-        retry=_optional(section, "retry", path, _one_of(RETRY_SAFE, RETRY_IDEMPOTENT), default.retry),
+        retry=field.optional(section, "retry", path, field.one_of(RETRY_SAFE, RETRY_IDEMPOTENT), default.retry),
     )  # fmt: skip
 
 
 def _parse_reconnect(data: object, path: str) -> ReconnectPolicy:
-    section = _mapping(data, path, {"initial_s", "max_s", "multiplier", "jitter", "give_up_after_s"})
+    section = field.mapping(data, path, {"initial_s", "max_s", "multiplier", "jitter", "give_up_after_s"})
     default = ReconnectPolicy()
     policy = ReconnectPolicy(
-        initial_s=_optional(section, "initial_s", path, _positive_number, default.initial_s),
-        max_s=_optional(section, "max_s", path, _positive_number, default.max_s),
-        multiplier=_optional(section, "multiplier", path, _number_range(1, 100), default.multiplier),
-        jitter=_optional(section, "jitter", path, _number_range(0, 1), default.jitter),
-        give_up_after_s=_optional(section, "give_up_after_s", path, _number_at_least_0, default.give_up_after_s),
+        initial_s=field.optional(section, "initial_s", path, field.positive_number, default.initial_s),
+        max_s=field.optional(section, "max_s", path, field.positive_number, default.max_s),
+        multiplier=field.optional(section, "multiplier", path, field.number_range(1, 100), default.multiplier),
+        jitter=field.optional(section, "jitter", path, field.number_range(0, 1), default.jitter),
+        give_up_after_s=field.optional(
+            section, "give_up_after_s", path, field.number_at_least_0, default.give_up_after_s
+        ),
     )
     if policy.max_s < policy.initial_s:
         raise ConfigError(f"{path}.max_s", f"must be >= initial_s ({policy.initial_s:g}), got {policy.max_s:g}")
@@ -317,7 +306,7 @@ def _parse_reconnect(data: object, path: str) -> ReconnectPolicy:
 def _parse_scenario(name: str, data: object, path: str) -> Scenario:
     if not isinstance(name, str) or not _SCENARIO_NAME.fullmatch(name):
         raise ConfigError(path, f"scenario names are letters, digits, '-' and '_', got {name!r}")
-    section = _mapping(data, path, {"description", "pings", "persistent", "http2", "expect"})
+    section = field.mapping(data, path, {"description", "pings", "persistent", "http2", "expect"})
     if ("pings" in section) == ("persistent" in section):
         raise ConfigError(
             f"{path}.pings",
@@ -330,26 +319,26 @@ def _parse_scenario(name: str, data: object, path: str) -> Scenario:
         pings = section["pings"]
         if not isinstance(pings, list) or not pings:
             raise ConfigError(f"{path}.pings", f"must be a non-empty list of intervals in seconds, got {pings!r}")
-        intervals = tuple(_number_at_least_0(value, f"{path}.pings[{index}]") for index, value in enumerate(pings))
+        intervals = tuple(field.number_at_least_0(value, f"{path}.pings[{index}]") for index, value in enumerate(pings))
     else:
         schedule = _parse_schedule(section["persistent"], f"{path}.persistent")
-    expect_data = _mapping(section.get("expect", {}), f"{path}.expect", {"connections", "http_version"})
+    expect_data = field.mapping(section.get("expect", {}), f"{path}.expect", {"connections", "http_version"})
     expect = Expectation(
-        connections=_optional(expect_data, "connections", f"{path}.expect", _int_range(1, 1_000_000), None),
-        http_version=_optional(expect_data, "http_version", f"{path}.expect", _http_version, None),
+        connections=field.optional(expect_data, "connections", f"{path}.expect", field.int_range(1, 1_000_000), None),
+        http_version=field.optional(expect_data, "http_version", f"{path}.expect", _http_version, None),
     )
     return Scenario(
         name=name,
         pings_s=intervals,
         persistent=schedule,
-        http2=_optional(section, "http2", path, _bool, True),
-        description=_optional(section, "description", path, _string, ""),
+        http2=field.optional(section, "http2", path, field.boolean, True),
+        description=field.optional(section, "description", path, field.string, ""),
         expect=expect,
     )
 
 
 def _parse_schedule(data: object, path: str) -> Schedule:
-    section = _mapping(data, path, {"duration_s", "count", "every_s", "batch", "interval_s"})
+    section = field.mapping(data, path, {"duration_s", "count", "every_s", "batch", "interval_s"})
     if ("duration_s" in section) == ("count" in section):
         raise ConfigError(f"{path}.duration_s", "give either duration_s (seconds) or count (pings in all), not "
                           + ("both" if "count" in section else "neither"))  # fmt: skip
@@ -357,135 +346,12 @@ def _parse_schedule(data: object, path: str) -> Schedule:
         if key not in section:
             raise ConfigError(f"{path}.{key}", "missing")
     return Schedule(
-        every_s=_positive_number(section["every_s"], f"{path}.every_s"),
-        batch=_optional(section, "batch", path, _int_range(1, 10_000), 1),
-        interval_s=_number_at_least_0(section["interval_s"], f"{path}.interval_s"),
-        duration_s=_optional(section, "duration_s", path, _positive_number, None),
-        count=_optional(section, "count", path, _int_range(1, 10_000_000), None),
+        every_s=field.positive_number(section["every_s"], f"{path}.every_s"),
+        batch=field.optional(section, "batch", path, field.int_range(1, 10_000), 1),
+        interval_s=field.number_at_least_0(section["interval_s"], f"{path}.interval_s"),
+        duration_s=field.optional(section, "duration_s", path, field.positive_number, None),
+        count=field.optional(section, "count", path, field.int_range(1, 10_000_000), None),
     )
 
 
-# --- typed field readers: each takes (value, path) and returns the value or raises ConfigError ---------------
-
-T = TypeVar("T")
-
-
-def _optional(section: Mapping[str, object], key: str, path: str, read: Callable[[object, str], T],
-              default: T) -> T:  # fmt: skip
-    if key not in section:
-        return default
-    return read(section[key], f"{path}.{key}")
-
-
-def _mapping(value: object, path: str, allowed: set[str] | None) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(path, f"must be a mapping, got {_describe(value)}")
-    if allowed is not None:
-        unknown = sorted(str(key) for key in value if key not in allowed)
-        if unknown:
-            child = f"{path}.{unknown[0]}" if path else unknown[0]
-            raise ConfigError(child, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-    return value
-
-
-def _string(value: object, path: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(path, f"must be a non-empty string, got {_describe(value)}")
-    return value
-
-
-def _string_list(value: object, path: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise ConfigError(path, f"must be a list of strings, got {_describe(value)}")
-    return tuple(_string(item, f"{path}[{index}]") for index, item in enumerate(value))
-
-
-def _switch_id(value: object, path: str) -> str:
-    switch_id = _string(value, path)
-    if not _SWITCH_ID.fullmatch(switch_id):
-        raise ConfigError(path, f"must be a DNS-style name (letters, digits, '-', '.'), got {switch_id!r}")
-    return switch_id
-
-
-def _switch_ids(value: object, path: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(path, f"must be a non-empty list of switch ids, got {_describe(value)}")
-    return tuple(dict.fromkeys(_switch_id(item, f"{path}[{index}]") for index, item in enumerate(value)))
-
-
-def _bool(value: object, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(path, f"must be true or false, got {_describe(value)}")
-    return value
-
-
-def _is_finite_number(value: object) -> TypeGuard[int | float]:
-    # bool is an int in Python, and YAML 1.1 reads `yes`/`on` as true: refuse it explicitly.
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-
-
-def _number_at_least_0(value: object, path: str) -> float:
-    if not _is_finite_number(value) or value < 0:
-        raise ConfigError(path, f"must be a finite number >= 0, got {_describe(value)}")
-    return float(value)
-
-
-def _positive_number(value: object, path: str) -> float:
-    if not _is_finite_number(value) or value <= 0:
-        raise ConfigError(path, f"must be a finite number > 0, got {_describe(value)}")
-    return float(value)
-
-
-def _int_range(low: int, high: int) -> Callable[[object, str], int]:
-    def read(value: object, path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(path, f"must be a whole number from {low} to {high}, got {_describe(value)}")
-        return value
-
-    return read
-
-
-_port = _int_range(0, 65535)
-
-
-def _number_range(low: float, high: float) -> Callable[[object, str], float]:
-    def read(value: object, path: str) -> float:
-        if not _is_finite_number(value) or not low <= value <= high:
-            raise ConfigError(path, f"must be a number from {low:g} to {high:g}, got {_describe(value)}")
-        return float(value)
-
-    return read
-
-
-def _one_of(*choices: str) -> Callable[[object, str], str]:
-    def read(value: object, path: str) -> str:
-        if value not in choices:
-            raise ConfigError(path, f"must be one of {', '.join(choices)}, got {_describe(value)}")
-        return str(value)
-
-    return read
-
-
-_http_version = _one_of(*HTTP_VERSIONS)
-
-
-def check_controller_url(url: str, path: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise ConfigError(path, f"must be an https:// URL (the controller always speaks TLS), got {url!r}")
-    try:
-        parts.port  # noqa: B018 - urlsplit checks the port lazily, here
-    except ValueError as exc:
-        raise ConfigError(path, f"has a bad port: {url!r}") from exc
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, bool):
-        return f"{value!r} (a YAML boolean: yes/no/on/off/true/false)"
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, dict | list):
-        return f"a {'mapping' if isinstance(value, dict) else 'list'}"
-    return repr(value)
+_http_version = field.one_of(*HTTP_VERSIONS)
