@@ -130,6 +130,7 @@ class Scenario:
     pings_s: tuple[float, ...] = ()  # a one-shot run: these pings, all at once
     persistent: Schedule | None = None  # or a session that stays up
     http2: bool = True
+    streams: str = "queue"  # a full connection: wait for a free stream (queue) or open another (spill)
     description: str = ""
     expect: Expectation = Expectation()
 
@@ -306,7 +307,7 @@ def _parse_reconnect(data: object, path: str) -> ReconnectPolicy:
 def _parse_scenario(name: str, data: object, path: str) -> Scenario:
     if not isinstance(name, str) or not _SCENARIO_NAME.fullmatch(name):
         raise ConfigError(path, f"scenario names are letters, digits, '-' and '_', got {name!r}")
-    section = field.mapping(data, path, {"description", "pings", "persistent", "http2", "expect"})
+    section = field.mapping(data, path, {"description", "pings", "persistent", "http2", "streams", "expect"})
     if ("pings" in section) == ("persistent" in section):
         raise ConfigError(
             f"{path}.pings",
@@ -317,8 +318,18 @@ def _parse_scenario(name: str, data: object, path: str) -> Scenario:
     schedule = None
     if "pings" in section:
         pings = section["pings"]
+        if isinstance(pings, dict):  # {count: 1000, interval_s: 1}: many pings of one interval
+            many = field.mapping(pings, f"{path}.pings", {"count", "interval_s"})
+            for key in ("count", "interval_s"):
+                if key not in many:
+                    raise ConfigError(f"{path}.pings.{key}", "missing")
+            count = field.int_range(1, 100_000)(many["count"], f"{path}.pings.count")
+            pings = [field.number_at_least_0(many["interval_s"], f"{path}.pings.interval_s")] * count
         if not isinstance(pings, list) or not pings:
-            raise ConfigError(f"{path}.pings", f"must be a non-empty list of intervals in seconds, got {pings!r}")
+            raise ConfigError(
+                f"{path}.pings",
+                f"must be a non-empty list of intervals in seconds, or {{count, interval_s}}, got {pings!r}",
+            )
         intervals = tuple(field.number_at_least_0(value, f"{path}.pings[{index}]") for index, value in enumerate(pings))
     else:
         schedule = _parse_schedule(section["persistent"], f"{path}.persistent")
@@ -332,6 +343,7 @@ def _parse_scenario(name: str, data: object, path: str) -> Scenario:
         pings_s=intervals,
         persistent=schedule,
         http2=field.optional(section, "http2", path, field.boolean, True),
+        streams=field.optional(section, "streams", path, field.one_of("queue", "spill"), "queue"),
         description=field.optional(section, "description", path, field.string, ""),
         expect=expect,
     )

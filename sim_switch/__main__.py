@@ -69,10 +69,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"scenario {scenario.name}: {_describe(scenario)} to {url} as {cfg.switch.switch_id}, "
               f"{'HTTP/2 (ALPN h2, http/1.1)' if scenario.http2 else 'HTTP/1.1 only (ALPN http/1.1)'}",
               flush=True)  # fmt: skip
+    per_connection = cfg.controller.max_concurrent_streams  # what our controller takes; httpcore caps it at 100
     if scenario.persistent is None:
-        run = run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show, cfg.switch.switch_id)
+        run = run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show, cfg.switch.switch_id,
+                           streams_per_connection=per_connection)  # fmt: skip
     else:
-        run = run_session(scenario, url, ssl_context, cfg.switch, show)
+        run = run_session(scenario, url, ssl_context, cfg.switch, show, streams_per_connection=per_connection)
     try:
         result = asyncio.run(run)
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from controller.config import Scenario
 from sim_switch.controller_view import ask_controller
 from sim_switch.diagnosis import explain, probe_client_certificate
 from sim_switch.results import ControllerView, PingResult, RunResult, format_interval
+from sim_switch.streams import HTTPCORE_MAX_STREAMS, QUEUE, StreamPool
 from sim_switch.tracing import SESSION, TraceEvent, Tracer
 
 # A connect that takes longer than this on a network of one machine is not going to succeed.
@@ -32,23 +33,37 @@ async def run_scenario(
     request_timeout_s: float,
     emit: Callable[[TraceEvent], None],
     switch_id: str,
+    streams_per_connection: int = HTTPCORE_MAX_STREAMS,
 ) -> RunResult:
     """Fire the scenario's pings at once, then ask the controller what it saw of them (as ``switch_id``)."""
     tracer = Tracer(emit)
-    async with new_client(scenario.http2, ssl_context, request_timeout_s) as client:
+    pool = new_pool(scenario, ssl_context, request_timeout_s, streams_per_connection)
+    try:
+
+        async def ping(number: int, interval_s: float) -> Attempt:
+            async with pool.slot() as client:
+                return await attempt_ping(client, tracer, controller_url, number, interval_s, request_timeout_s)
+
         async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(attempt_ping(client, tracer, controller_url, number, interval_s, request_timeout_s))
-                for number, interval_s in enumerate(scenario.pings_s, start=1)
-            ]
+            tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(scenario.pings_s, start=1)]
         attempts = [task.result() for task in tasks]
-        return await finish_run(client, tracer, scenario, controller_url, ssl_context, switch_id, attempts)
+        return await finish_run(pool.primary, tracer, scenario, controller_url, ssl_context, switch_id, attempts)
+    finally:
+        await pool.aclose()
 
 
-def new_client(http2: bool, ssl_context: ssl.SSLContext, request_timeout_s: float) -> httpx.AsyncClient:
-    """One client per run: its pool is the switch's set of connections to the controller."""
+def new_pool(
+    scenario: Scenario, ssl_context: ssl.SSLContext, request_timeout_s: float, streams_per_connection: int
+) -> StreamPool:
+    """The run's clients (``sim_switch.streams``): one, or one per block of streams when the scenario spills."""
     timeout = httpx.Timeout(request_timeout_s, connect=min(CONNECT_TIMEOUT_S, request_timeout_s))
-    return httpx.AsyncClient(http1=True, http2=http2, verify=ssl_context, trust_env=False, timeout=timeout)
+
+    def new_client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(http1=True, http2=scenario.http2, verify=ssl_context, trust_env=False, timeout=timeout)
+
+    # HTTP/1.1 has one stream per connection and httpx's pool opens connections as needed: nothing to spill.
+    policy = scenario.streams if scenario.http2 else QUEUE
+    return StreamPool(new_client, policy, streams_per_connection)
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,7 @@ async def attempt_ping(
                 trace.connection = record.number if record else None
                 result = replace(
                     result,
+                    stream_wait_s=trace.stream_wait_s,
                     status=response.status_code,
                     http_version=response.http_version,
                     connection=record.number if record else None,

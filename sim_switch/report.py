@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sim_switch.results import PingResult, RunResult, format_interval, plural
+from sim_switch.streams import HTTPCORE_MAX_STREAMS
 from sim_switch.tracing import TraceEvent
 
 # Summary lines list at most this many pings, stream ids or failures; --json has them all.
@@ -121,7 +122,11 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         )
     if result.scenario.persistent is None:
         lines.append("pings:")
-        lines += ["  " + _render_ping(ping) for ping in result.pings]
+        lines += ["  " + _render_ping(ping) for ping in result.pings[:MAX_LISTED]]
+        if len(result.pings) > MAX_LISTED:
+            slowest = max(result.pings, key=lambda ping: ping.elapsed_s)
+            lines.append(f"  ... and {len(result.pings) - MAX_LISTED} more (all in --json); the slowest:")
+            lines.append("  " + _render_ping(slowest))
         longest = max(ping.interval_s for ping in result.pings)
         total = sum(ping.interval_s for ping in result.pings)
         lines.append(
@@ -138,6 +143,13 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         lines += ["  " + _render_ping(ping) for ping in unusual[:MAX_LISTED]]
         if len(unusual) > MAX_LISTED:
             lines.append(f"  ... and {len(unusual) - MAX_LISTED} more")
+    waited = _waited_for_a_stream(result)
+    if waited:
+        longest_wait = max(ping.stream_wait_s or 0.0 for ping in waited)
+        lines.append(
+            f"stream waits: {plural(len(waited), 'ping')} waited for a free stream, up to {longest_wait:.3f} s "
+            f"(streams: {result.scenario.streams}; `streams: spill` opens another connection instead)"
+        )
     lines += [
         f"expect {check.expected}: {'FAILED' if check.failure else 'ok'} ({check.seen})" for check in verdict.checks
     ]
@@ -150,6 +162,10 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         lines.append(view.describe() + agreement)
     lines.append(verdict.line)
     return "\n".join(lines)
+
+
+def _waited_for_a_stream(result: RunResult) -> list[PingResult]:
+    return result.queued_for_a_stream(HTTPCORE_MAX_STREAMS)
 
 
 def _render_ping(ping: PingResult) -> str:
@@ -186,6 +202,9 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
         "retried_then_ok": sum(1 for ping in result.pings if ping.outcome == "retried-then-ok"),
         "failed": sum(1 for ping in result.pings if ping.outcome == "failed"),
         "reconnects": result.reconnects,
+        "streams": result.scenario.streams,
+        "pings_that_waited_for_a_stream": len(_waited_for_a_stream(result)),
+        "stream_wait_max_s": round(max((ping.stream_wait_s or 0.0 for ping in result.pings), default=0.0), 6),
         "controller_view": _view_json(result),
         "connections": [
             {
@@ -214,6 +233,7 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
                 "error": ping.error,
                 "attempts": ping.attempts,
                 "outcome": ping.outcome,
+                "stream_wait_s": None if ping.stream_wait_s is None else round(ping.stream_wait_s, 6),
             }
             for ping in result.pings
         ],

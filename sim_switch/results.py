@@ -5,6 +5,8 @@ No I/O here: the client fills these in, the report reads them.
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,7 @@ class PingResult:
     finished_at_s: float | None = None
     error: str | None = None
     attempts: int = 1
+    stream_wait_s: float | None = None  # waited, its connection ready, before it could open a stream
 
     @property
     def ok(self) -> bool:
@@ -82,6 +85,33 @@ class RunResult:
 
     def peak_in_flight(self, connection: int) -> int:
         return peak_in_flight(ping for ping in self.pings if ping.connection == connection)
+
+    def queued_for_a_stream(self, stream_limit: int) -> list[PingResult]:
+        """The pings that found their connection carrying as many streams as it takes (the controller's SETTINGS,
+        at most ``stream_limit``) and waited for one to finish: at least that many others on the connection went
+        out before them and were still open when they were ready. Counted from the timeline rather than from the
+        wait itself, which also holds the first SETTINGS round trip and the encoding of a burst."""
+        queued: list[PingResult] = []
+        for record in self.connections:
+            limit = min(stream_limit, record.max_streams or stream_limit)
+            sent = sorted(
+                (
+                    ping
+                    for ping in self.pings
+                    if ping.connection == record.number and ping.headers_sent_at_s is not None
+                ),
+                key=lambda ping: ping.headers_sent_at_s or 0.0,
+            )
+            ends_so_far: list[float] = []  # finish times of the pings sent before this one, sorted
+            for ping in sent:
+                if ping.stream_wait_s is not None and ping.headers_sent_at_s is not None:
+                    ready_at_s = ping.headers_sent_at_s - ping.stream_wait_s
+                    still_open = len(ends_so_far) - bisect.bisect_right(ends_so_far, ready_at_s)
+                    if still_open >= limit:
+                        queued.append(ping)
+                finished = ping.finished_at_s if ping.finished_at_s is not None else math.inf
+                bisect.insort(ends_so_far, finished)
+        return sorted(queued, key=lambda ping: ping.number)
 
 
 def peak_in_flight(pings: Iterable[PingResult]) -> int:

@@ -21,12 +21,11 @@ import ssl
 from collections.abc import Callable
 from dataclasses import replace
 
-import httpx
-
 from controller.config import RETRY_IDEMPOTENT, ReconnectPolicy, Scenario, SwitchConfig
-from sim_switch.client import Attempt, attempt_ping, finish_run, new_client
+from sim_switch.client import Attempt, attempt_ping, finish_run, new_pool
 from sim_switch.diagnosis import is_retry_safe
 from sim_switch.results import RunResult, plural
+from sim_switch.streams import HTTPCORE_MAX_STREAMS, StreamPool
 from sim_switch.tracing import SESSION, TraceEvent, Tracer
 
 
@@ -105,6 +104,7 @@ async def run_session(
     switch: SwitchConfig,
     emit: Callable[[TraceEvent], None],
     unit_random: Callable[[], float] = random.random,
+    streams_per_connection: int = HTTPCORE_MAX_STREAMS,
 ) -> RunResult:
     schedule = scenario.persistent
     if schedule is None:
@@ -112,22 +112,25 @@ async def run_session(
     tracer = Tracer(emit)
     link = Link(switch.reconnect, tracer, unit_random)
     tasks: list[asyncio.Task[Attempt]] = []
-    async with new_client(scenario.http2, ssl_context, switch.request_timeout_s) as client:
+    pool = new_pool(scenario, ssl_context, switch.request_timeout_s, streams_per_connection)
+    try:
         async with asyncio.TaskGroup() as group:
             for batch in range(schedule.batches()):
                 # Keep the schedule, like a switch's keep-alive timer: a batch does not wait for the last one.
                 await asyncio.sleep(max(0.0, batch * schedule.every_s - tracer.now_s()))
                 for _ in range(min(schedule.batch, schedule.total_pings() - len(tasks))):
                     number = len(tasks) + 1
-                    tasks.append(group.create_task(_send(client, tracer, link, switch, controller_url, number,
+                    tasks.append(group.create_task(_send(pool, tracer, link, switch, controller_url, number,
                                                          schedule.interval_s)))  # fmt: skip
         attempts = [task.result() for task in tasks]
-        return await finish_run(client, tracer, scenario, controller_url, ssl_context, switch.switch_id, attempts,
-                                reconnects=link.reconnects)  # fmt: skip
+        return await finish_run(pool.primary, tracer, scenario, controller_url, ssl_context, switch.switch_id,
+                                attempts, reconnects=link.reconnects)  # fmt: skip
+    finally:
+        await pool.aclose()
 
 
 async def _send(
-    client: httpx.AsyncClient, tracer: Tracer, link: Link, switch: SwitchConfig, controller_url: str, number: int,
+    pool: StreamPool, tracer: Tracer, link: Link, switch: SwitchConfig, controller_url: str, number: int,
     interval_s: float,
 ) -> Attempt:  # fmt: skip
     """One ping, retried while that is safe and the give-up time has not passed."""
@@ -136,7 +139,8 @@ async def _send(
     while True:
         await link.wait_turn(number)
         tries += 1
-        attempt = await attempt_ping(client, tracer, controller_url, number, interval_s, switch.request_timeout_s)
+        async with pool.slot() as client:
+            attempt = await attempt_ping(client, tracer, controller_url, number, interval_s, switch.request_timeout_s)
         # A retried ping's latency is the whole wait, from its first try.
         result = replace(attempt.result, attempts=tries, elapsed_s=tracer.now_s() - first_try_s)
         if attempt.exception is None:  # the controller answered, whatever it said

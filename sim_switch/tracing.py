@@ -56,6 +56,7 @@ class ConnectionRecord:
     alpn: str | None = None
     cipher: str | None = None
     controller_subject: str | None = None
+    max_streams: int | None = None  # the controller's SETTINGS_MAX_CONCURRENT_STREAMS, once heard
     pings: list[int] = field(default_factory=list)  # numbers of the pings answered on it
 
     @property
@@ -116,8 +117,20 @@ class PingTrace:
         self.opened: ConnectionRecord | None = None
         self.connection: int | None = None  # known at once when this ping opened it, else once the response says
         self.stream_id: int | None = None
+        self.created_at_s = tracer.now_s()
+        self.tls_done_at_s: float | None = None
+        self.headers_started_at_s: float | None = None
         self.headers_sent_at_s: float | None = None
         self.first_byte_at_s: float | None = None
+
+    @property
+    def stream_wait_s(self) -> float | None:
+        """How long the ping waited, with its connection ready, before it could open a stream: near 0 unless the
+        connection had all the streams it takes (or, at its very start, had not heard the controller's SETTINGS)."""
+        if self.headers_started_at_s is None:
+            return None
+        ready_at_s = self.tls_done_at_s if self.tls_done_at_s is not None else self.created_at_s
+        return max(0.0, self.headers_started_at_s - ready_at_s)
 
     async def __call__(self, name: str, info: dict[str, Any]) -> None:
         tracer = self._tracer
@@ -141,13 +154,19 @@ class PingTrace:
         elif step == "start_tls.started":
             text = f"TLS handshake start (SNI {info.get('server_hostname')})"
         elif step == "start_tls.complete" and self.opened is not None:
+            self.tls_done_at_s = at_s
             text = self._tls_done(info["return_value"], self.opened)
         elif step == "receive_remote_settings.complete":
-            text = f"controller SETTINGS: {_describe_settings(info.get('return_value'))}"
+            settings = info.get("return_value")
+            text = f"controller SETTINGS: {_describe_settings(settings)}"
+            changed = getattr(settings, "changed_settings", {}).get(SettingCodes.MAX_CONCURRENT_STREAMS)
+            if self.opened is not None and changed is not None:
+                self.opened.max_streams = changed.new_value
         elif step == "send_connection_init.complete":
             text = "HTTP/2 connection preface and SETTINGS sent"
             kind = DETAIL
         elif step == "send_request_headers.started":
+            self.headers_started_at_s = at_s
             if self.opened is None:
                 text = "connection reused (got an open connection from the pool)"
         elif step == "send_request_headers.complete":

@@ -26,7 +26,7 @@ JSON_FIELDS = {
 }  # fmt: skip
 PING_FIELDS = {
     "interval_s", "status", "http_version", "connection", "stream_id", "local_port", "elapsed_s", "error", "attempts",
-    "outcome",
+    "outcome", "stream_wait_s",
 }  # fmt: skip
 
 

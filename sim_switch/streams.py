@@ -1,0 +1,57 @@
+"""Where a ping's stream goes when a connection is full: wait for a free stream (queue) or open another
+connection (spill).
+
+httpcore hard-codes its own SETTINGS_MAX_CONCURRENT_STREAMS at 100 and, when a connection has that many streams
+open, queues further requests on it rather than open a second connection (encode/httpcore#598). The effective
+limit is the smaller of that and the controller's setting. ``queue`` keeps httpcore's behaviour: one client, one
+HTTP/2 connection, pings wait their turn, and the report says how long. ``spill`` gives each further block of
+``per_connection`` concurrent pings a client of its own, so a connection is never asked for more streams than it
+takes: the way past the cap without touching httpcore's internals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+
+HTTPCORE_MAX_STREAMS = 100  # httpcore/_async/http2.py: local SETTINGS_MAX_CONCURRENT_STREAMS
+QUEUE = "queue"
+SPILL = "spill"
+
+
+class StreamPool:
+    """The switch's HTTP clients for one run: one, or (spill) as many as the pings in flight need."""
+
+    def __init__(self, new_client: Callable[[], httpx.AsyncClient], policy: str, per_connection: int) -> None:
+        self._new_client = new_client
+        self._spill = policy == SPILL
+        self._per_connection = max(1, min(per_connection, HTTPCORE_MAX_STREAMS))
+        self._in_flight: dict[httpx.AsyncClient, int] = {}
+
+    @property
+    def primary(self) -> httpx.AsyncClient:
+        """The first client: the one that asks the controller what it saw."""
+        return self._client_with_room() if not self._in_flight else next(iter(self._in_flight))
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[httpx.AsyncClient]:
+        client = self._client_with_room()
+        self._in_flight[client] += 1
+        try:
+            yield client
+        finally:
+            self._in_flight[client] -= 1
+
+    def _client_with_room(self) -> httpx.AsyncClient:
+        for client, in_flight in self._in_flight.items():
+            if not self._spill or in_flight < self._per_connection:
+                return client
+        client = self._new_client()
+        self._in_flight[client] = 0
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._in_flight:
+            await client.aclose()

@@ -1,0 +1,80 @@
+"""A full connection: the switch queues for a free stream (and says how long) or spills onto another connection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from controller.config import ControllerConfig, Scenario, parse_config
+from sim_switch.client import run_scenario
+from sim_switch.report import judge, render_summary, to_json
+from sim_switch.results import RunResult
+from sim_switch.streams import HTTPCORE_MAX_STREAMS
+from sim_switch.tls import client_ssl_context
+from tests.conftest import SWITCH_IDS
+from tests.servers import RunningController, run_controller
+
+INTERVAL_S = 0.3
+
+
+@pytest.fixture
+async def five_streams(certs_dir: Path) -> AsyncIterator[RunningController]:
+    """A controller that takes 5 concurrent streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS)."""
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, max_concurrent_streams=5)
+    async with run_controller(cfg) as running:
+        yield running
+
+
+async def run(url: str, certs_dir: Path, scenario: Scenario, per_connection: int) -> RunResult:
+    context = client_ssl_context(certs_dir, "switch-1")
+    return await run_scenario(scenario, url, context, 30.0, lambda event: None, "switch-1",
+                              streams_per_connection=per_connection)  # fmt: skip
+
+
+def waited(result: RunResult) -> list[int]:
+    return [ping.number for ping in result.queued_for_a_stream(HTTPCORE_MAX_STREAMS)]
+
+
+async def test_queue_keeps_one_connection_and_reports_the_wait(
+    five_streams: RunningController, certs_dir: Path
+) -> None:
+    result = await run(five_streams.url, certs_dir, Scenario("q", (INTERVAL_S,) * 10, streams="queue"), 5)
+    verdict = judge(result)
+    assert verdict.ok, verdict.failures
+    assert len(result.connections) == 1
+    assert result.peak_in_flight(1) == 5
+    assert len(waited(result)) == 5  # the second five waited for the first five
+    assert min(result.pings[number - 1].stream_wait_s or 0 for number in waited(result)) > INTERVAL_S / 2
+    assert "stream waits: 5 pings waited for a free stream" in render_summary(result, verdict)
+    assert to_json(result, verdict)["pings_that_waited_for_a_stream"] == 5
+
+
+async def test_spill_opens_another_connection_instead(five_streams: RunningController, certs_dir: Path) -> None:
+    result = await run(five_streams.url, certs_dir, Scenario("s", (INTERVAL_S,) * 10, streams="spill"), 5)
+    verdict = judge(result)
+    assert verdict.ok, verdict.failures
+    assert len(result.connections) == 2
+    assert sorted(len(record.pings) for record in result.connections) == [5, 5]
+    assert waited(result) == []
+    assert result.wall_time_s < 2 * INTERVAL_S  # all ten at once, not in two rounds
+    assert verdict.multiplexed
+
+
+async def test_httpcore_caps_a_connection_at_100_streams(controller: RunningController, certs_dir: Path) -> None:
+    """The controller takes 100 by default, and httpcore never asks one connection for more than 100 either."""
+    queued = await run(controller.url, certs_dir, Scenario("q", (INTERVAL_S,) * 120, streams="queue"), 999)
+    assert len(queued.connections) == 1
+    assert queued.peak_in_flight(1) == HTTPCORE_MAX_STREAMS
+    assert len(waited(queued)) == 20
+    spilled = await run(controller.url, certs_dir, Scenario("s", (INTERVAL_S,) * 120, streams="spill"), 999)
+    assert sorted(len(record.pings) for record in spilled.connections) == [20, 100]
+    assert waited(spilled) == []
+
+
+def test_many_pings_of_one_interval_and_the_stream_policy_parse() -> None:
+    cfg = parse_config({"scenarios": {"deep": {"pings": {"count": 1000, "interval_s": 1}, "streams": "spill"}}})
+    deep = cfg.scenario("deep")
+    assert deep.pings_s == (1.0,) * 1000
+    assert deep.streams == "spill"
