@@ -21,7 +21,14 @@ from urllib.parse import urlsplit, urlunsplit
 from controller.config import Config, ConfigError, load_config
 from controller.connections import ConnectionRegistry
 from controller.pki import PKIError, ensure_certs, generate_certs
-from controller.server import ServerError, bind_sockets, new_registry, serve, server_ssl_context
+from controller.server import (
+    ServerError,
+    bind_sockets,
+    check_loopback_only,
+    new_registry,
+    serve,
+    server_ssl_context,
+)
 
 logger = logging.getLogger("controller")
 
@@ -34,10 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
         cfg = _with_overrides(cfg, args.host, args.port)
+        if args.client_certs_optional:
+            cfg = dataclasses.replace(cfg, controller=dataclasses.replace(cfg.controller, client_certs_optional=True))
         if args.command == "certs":
             return _regenerate_certs(cfg)
         ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.switch_ids)
-        ssl_context = server_ssl_context(cfg.controller.certs_dir)
+        ssl_context = server_ssl_context(cfg.controller.certs_dir, cfg.controller.client_certs_optional)
     except (ConfigError, PKIError, ServerError) as exc:
         print(f"controller: {exc}", file=sys.stderr)
         return 2
@@ -46,6 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServerError as exc:
         print(f"controller: {exc}", file=sys.stderr)
         return 1
+    if cfg.controller.client_certs_optional:
+        try:
+            check_loopback_only(sockets)
+        except ServerError as exc:
+            for sock in sockets:
+                sock.close()
+            print(f"controller: {exc}", file=sys.stderr)
+            return 2
     if args.command == "demo":
         return asyncio.run(_demo(cfg, ssl_context, sockets, args.config, args.scenario or list(DEMO_SCENARIOS)))
     asyncio.run(_serve_until_signalled(cfg, ssl_context, sockets))
@@ -68,6 +85,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenario", action="append", help=f"demo only: a scenario to run, repeatable (default: {DEMO_SCENARIOS})"
     )
+    parser.add_argument(
+        "--client-certs-optional", action="store_true",
+        help="bench mode, loopback only: serve clients without a certificate (h2load cannot present one)",
+    )  # fmt: skip
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true", help="also log when each request arrives")
     loudness.add_argument("-q", "--quiet", action="store_true", help="no line per request or connection")

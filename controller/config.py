@@ -60,6 +60,9 @@ class ControllerConfig:
     graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S
     switches: tuple[str, ...] = ("switch-1",)  # the fleet: CNs allowed to dial in
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    # Bench mode only (h2load cannot present a client certificate, nghttp2 issue #1479): a connection without one is
+    # served as an anonymous switch. Never read from config.yaml; the CLI allows it on loopback addresses only.
+    client_certs_optional: bool = False
 
 
 @dataclass(frozen=True)

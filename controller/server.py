@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -39,8 +40,9 @@ class ServerError(Exception):
     """The controller cannot start: unusable certificates, or an address it cannot listen on."""
 
 
-def server_ssl_context(certs_dir: Path) -> ssl.SSLContext:
-    """TLS for the controller: our certificate, and a client certificate REQUIRED and verified against our CA."""
+def server_ssl_context(certs_dir: Path, client_certs_optional: bool = False) -> ssl.SSLContext:
+    """TLS for the controller: our certificate, and a client certificate REQUIRED and verified against our CA
+    (OPTIONAL, but verified when sent, in bench mode)."""
     identity = controller_identity(certs_dir)
     ca_file = ca_cert_path(certs_dir)
     missing = [str(path) for path in (ca_file, identity.cert, identity.key) if not path.is_file()]
@@ -53,7 +55,7 @@ def server_ssl_context(certs_dir: Path) -> ssl.SSLContext:
     context.options |= ssl.OP_NO_COMPRESSION  # RFC 9113 section 9.2.1
     context.set_ciphers(TLS12_CIPHERS)
     context.set_alpn_protocols(list(ALPN_PROTOCOLS))
-    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_mode = ssl.CERT_OPTIONAL if client_certs_optional else ssl.CERT_REQUIRED
     try:
         context.load_cert_chain(identity.cert, identity.key)
         context.load_verify_locations(cafile=ca_file)
@@ -70,6 +72,14 @@ def _check_private(key: Path) -> None:
         return  # the CA key may live elsewhere; the controller does not need it to serve
     if mode & 0o077:
         raise ServerError(f"private key {key} is readable by others (mode {mode:04o}): run `chmod 600 {key}`")
+
+
+def check_loopback_only(sockets: list[socket.socket]) -> None:
+    """Bench mode serves clients without certificates: allowed only where nothing but this machine can dial."""
+    for sock in sockets:
+        host = sock.getsockname()[0]
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ServerError(f"--client-certs-optional is for benches on loopback only; {host} is not loopback")
 
 
 def bind_sockets(host: str, port: int) -> list[socket.socket]:

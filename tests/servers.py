@@ -43,7 +43,14 @@ async def run_controller(cfg: ControllerConfig, port: int = 0) -> AsyncIterator[
     stop, stopping = asyncio.Event(), asyncio.Event()
     registry = new_registry(cfg.certs_dir)
     task = asyncio.create_task(
-        serve(cfg, server_ssl_context(cfg.certs_dir), [sock], stop.wait, registry, stopping=stopping)
+        serve(
+            cfg,
+            server_ssl_context(cfg.certs_dir, cfg.client_certs_optional),
+            [sock],
+            stop.wait,
+            registry,
+            stopping=stopping,
+        )
     )
     try:
         yield RunningController(f"https://127.0.0.1:{port}", port, registry, sock, stop, stopping)

@@ -10,6 +10,7 @@ import ssl
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 import trustme
 
@@ -224,3 +225,27 @@ def test_controller_refuses_to_start_with_a_key_others_can_read(
         f"controller: private key {tmp_path / 'certs' / key} is readable by others (mode 0644): "
         f"run `chmod 600 {tmp_path / 'certs' / key}`"
     )
+
+
+# --- bench mode -------------------------------------------------------------------------------------------------
+
+
+async def test_bench_mode_serves_a_client_without_certificate_but_still_checks_one_that_is_sent(
+    certs_dir: Path, foreign_certs_dir: Path
+) -> None:
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=("switch-1",), client_certs_optional=True)
+    async with run_controller(cfg) as running:
+        anonymous = ssl.create_default_context(cafile=ca_cert_path(certs_dir))
+        async with httpx.AsyncClient(http2=True, verify=anonymous, trust_env=False) as client:
+            answer = await client.get(f"{running.url}/ping?interval=0")
+        foreign = await run(running.url, context_trusting(certs_dir, foreign_certs_dir))
+    assert answer.status_code == 200
+    assert answer.json()["switch"] is None
+    assert only_error(foreign).startswith("the controller refused our client certificate")
+
+
+def test_bench_mode_is_refused_off_loopback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path)
+    code = controller_main(["--config", str(config), "--client-certs-optional", "--host", "0.0.0.0", "--port", "0"])
+    assert code == 2
+    assert "--client-certs-optional is for benches on loopback only; 0.0.0.0 is not loopback" in capsys.readouterr().err
