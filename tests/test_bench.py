@@ -1,0 +1,22 @@
+"""The bench runs from a clean checkout: a smoke run with tiny counts (its figures live in bench/RESULTS.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.servers import REPO
+
+
+def test_bench_smoke_prints_its_table() -> None:
+    done = subprocess.run([sys.executable, "bench/run.py", "--smoke"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("measure")
+    names = [line.split("  ")[0] for line in lines[1:]]
+    assert any(name.startswith("controller / bare ASGI, h2load -c 1 -m 100") for name in names)
+    assert any(name.startswith("sim-switch / h2load") for name in names)
+    assert any("streams: spill" in name for name in names)
+    assert all(("req/s" in line or "pings/s" in line or "wall" in line or "KiB" in line or "not built" in line)
+               for line in lines[1:])  # fmt: skip
