@@ -40,9 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, args.quiet)
     try:
         cfg = load_config(args.config)
-        cfg = _with_overrides(cfg, args.host, args.port)
-        if args.client_certs_optional:
-            cfg = dataclasses.replace(cfg, controller=dataclasses.replace(cfg.controller, client_certs_optional=True))
+        cfg = _with_overrides(cfg, args.host, args.port, args.client_certs_optional)
         if args.command == "certs":
             return _regenerate_certs(cfg)
         ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.switch_ids)
@@ -110,8 +108,8 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
             logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
-def _with_overrides(cfg: Config, host: str | None, port: int | None) -> Config:
-    controller = cfg.controller
+def _with_overrides(cfg: Config, host: str | None, port: int | None, client_certs_optional: bool) -> Config:
+    controller = dataclasses.replace(cfg.controller, client_certs_optional=client_certs_optional)
     if host is not None:
         controller = dataclasses.replace(controller, host=host)
     if port is not None:
