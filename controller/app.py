@@ -7,6 +7,7 @@ ASGI TLS extension), never anything the request says about itself. A CN that is 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import functools
 import logging
 import time
@@ -28,7 +29,8 @@ logger = logging.getLogger(__name__)
 def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
     app = Quart(__name__)
     app.asgi_app = ConnectionScopeMiddleware(app.asgi_app)  # type: ignore[method-assign]  # Quart's documented way
-    known_switches = frozenset(cfg.switches)
+    known_switches = frozenset(switch for switch in cfg.switches if "*" not in switch)
+    known_patterns = tuple(switch for switch in cfg.switches if "*" in switch)
     max_interval_s = cfg.max_interval_s
 
     @app.before_request
@@ -49,8 +51,8 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
             return None  # bench mode: an anonymous client (h2load) is served, on loopback only
         if g.switch is None:
             return jsonify({"error": "no verified client certificate on this connection"}), 403
-        if g.switch not in known_switches:
-            known = ", ".join(sorted(known_switches))
+        if g.switch not in known_switches and not any(fnmatch.fnmatchcase(g.switch, p) for p in known_patterns):
+            known = ", ".join(cfg.switches)
             return jsonify({"error": f"switch {g.switch!r} is not in this controller's fleet (known: {known})"}), 403
         return None
 

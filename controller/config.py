@@ -58,7 +58,7 @@ class ControllerConfig:
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
     keep_alive_max_requests: int = DEFAULT_KEEP_ALIVE_MAX_REQUESTS
     graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S
-    switches: tuple[str, ...] = ("switch-1",)  # the fleet: CNs allowed to dial in
+    switches: tuple[str, ...] = ("switch-1",)  # the fleet: CNs allowed to dial in, or patterns of them (fleet-*)
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     # Bench mode only (h2load cannot present a client certificate, nghttp2 issue #1479): a connection without one is
     # served as an anonymous switch. Never read from config.yaml; the CLI allows it on loopback addresses only.
@@ -128,10 +128,26 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class Fleet:
+    """Many switches at once, each with its own certificate, client and connection, each sending ``pings``
+    concurrent pings of ``interval_s``; their starts spread over ``ramp_up_s``."""
+
+    switches: int
+    id_pattern: str  # str.format with n = 1, 2, ...: "fleet-{n:04d}"
+    pings: int
+    interval_s: float
+    ramp_up_s: float = 0.0
+
+    def switch_ids(self) -> list[str]:
+        return [self.id_pattern.format(n=n) for n in range(1, self.switches + 1)]
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     pings_s: tuple[float, ...] = ()  # a one-shot run: these pings, all at once
     persistent: Schedule | None = None  # or a session that stays up
+    fleet: Fleet | None = None  # or many switches at once
     http2: bool = True
     streams: str = "queue"  # a full connection: wait for a free stream (queue) or open another (spill)
     description: str = ""
@@ -146,8 +162,10 @@ class Config:
 
     @property
     def switch_ids(self) -> tuple[str, ...]:
-        """Every switch that needs a certificate: the fleet, and the switch this file runs as."""
-        return tuple(dict.fromkeys((*self.controller.switches, self.switch.switch_id)))
+        """Every switch that needs a certificate: the fleet (not its patterns), and the switch this file runs as.
+        A fleet scenario's generated ids get theirs when it runs."""
+        listed = (switch for switch in self.controller.switches if "*" not in switch)
+        return tuple(dict.fromkeys((*listed, self.switch.switch_id)))
 
     def scenario(self, name: str) -> Scenario:
         for scenario in self.scenarios:
@@ -310,15 +328,17 @@ def _parse_reconnect(data: object, path: str) -> ReconnectPolicy:
 def _parse_scenario(name: str, data: object, path: str) -> Scenario:
     if not isinstance(name, str) or not _SCENARIO_NAME.fullmatch(name):
         raise ConfigError(path, f"scenario names are letters, digits, '-' and '_', got {name!r}")
-    section = field.mapping(data, path, {"description", "pings", "persistent", "http2", "streams", "expect"})
-    if ("pings" in section) == ("persistent" in section):
+    section = field.mapping(data, path, {"description", "pings", "persistent", "fleet", "http2", "streams", "expect"})
+    kinds = [kind for kind in ("pings", "persistent", "fleet") if kind in section]
+    if len(kinds) != 1:
         raise ConfigError(
-            f"{path}.pings",
-            "give either pings (a one-shot run, e.g. [5, 10, 15]) or persistent (a session), not "
-            + ("both" if "pings" in section else "neither"),
+            f"{path}.{kinds[1] if kinds[1:] else 'pings'}",
+            "give one of pings (a one-shot run, e.g. [5, 10, 15]), persistent (a session) or fleet (many switches), "
+            + (f"not {' and '.join(kinds)}" if kinds else "got none"),
         )
     intervals: tuple[float, ...] = ()
     schedule = None
+    fleet = _parse_fleet(section["fleet"], f"{path}.fleet") if "fleet" in section else None
     if "pings" in section:
         pings = section["pings"]
         if isinstance(pings, dict):  # {count: 1000, interval_s: 1}: many pings of one interval
@@ -334,7 +354,7 @@ def _parse_scenario(name: str, data: object, path: str) -> Scenario:
                 f"must be a non-empty list of intervals in seconds, or {{count, interval_s}}, got {pings!r}",
             )
         intervals = tuple(field.number_at_least_0(value, f"{path}.pings[{index}]") for index, value in enumerate(pings))
-    else:
+    elif "persistent" in section:
         schedule = _parse_schedule(section["persistent"], f"{path}.persistent")
     expect_data = field.mapping(section.get("expect", {}), f"{path}.expect", {"connections", "http_version"})
     expect = Expectation(
@@ -345,6 +365,7 @@ def _parse_scenario(name: str, data: object, path: str) -> Scenario:
         name=name,
         pings_s=intervals,
         persistent=schedule,
+        fleet=fleet,
         http2=field.optional(section, "http2", path, field.boolean, True),
         streams=field.optional(section, "streams", path, field.one_of("queue", "spill"), "queue"),
         description=field.optional(section, "description", path, field.string, ""),
@@ -367,6 +388,31 @@ def _parse_schedule(data: object, path: str) -> Schedule:
         duration_s=field.optional(section, "duration_s", path, field.positive_number, None),
         count=field.optional(section, "count", path, field.int_range(1, 10_000_000), None),
     )
+
+
+def _parse_fleet(data: object, path: str) -> Fleet:
+    section = field.mapping(data, path, {"switches", "id_pattern", "pings", "interval_s", "ramp_up_s"})
+    for key in ("switches", "pings", "interval_s"):
+        if key not in section:
+            raise ConfigError(f"{path}.{key}", "missing")
+    fleet = Fleet(
+        switches=field.int_range(1, 100_000)(section["switches"], f"{path}.switches"),
+        id_pattern=field.optional(section, "id_pattern", path, field.string, "fleet-{n:04d}"),
+        pings=field.int_range(1, 10_000)(section["pings"], f"{path}.pings"),
+        interval_s=field.number_at_least_0(section["interval_s"], f"{path}.interval_s"),
+        ramp_up_s=field.optional(section, "ramp_up_s", path, field.number_at_least_0, 0.0),
+    )
+    try:
+        ids = {fleet.id_pattern.format(n=1), fleet.id_pattern.format(n=2)}
+        for generated in ids:
+            field.switch_id(generated, f"{path}.id_pattern")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"{path}.id_pattern", f"must be a str.format pattern of n, e.g. 'fleet-{{n:04d}}': {exc}"
+        ) from exc
+    if len(ids) < 2:
+        raise ConfigError(f"{path}.id_pattern", "must contain {n}, so that every switch gets its own id")
+    return fleet
 
 
 _http_version = field.one_of(*HTTP_VERSIONS)

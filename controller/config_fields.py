@@ -72,10 +72,18 @@ def switch_id(value: object, path: str) -> str:
     return switch_id
 
 
+def switch_id_or_pattern(value: object, path: str) -> str:
+    """A switch id, or a shell-style pattern of them (``fleet-*``) that a fleet's generated ids match."""
+    text = string(value, path)
+    if "*" in text and _SWITCH_ID.fullmatch(text.replace("*", "x")):
+        return text
+    return switch_id(text, path)
+
+
 def switch_ids(value: object, path: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(path, f"must be a non-empty list of switch ids, got {_describe(value)}")
-    return tuple(dict.fromkeys(switch_id(item, f"{path}[{index}]") for index, item in enumerate(value)))
+    return tuple(dict.fromkeys(switch_id_or_pattern(item, f"{path}[{index}]") for index, item in enumerate(value)))
 
 
 def boolean(value: object, path: str) -> bool:

@@ -39,7 +39,7 @@ def test_the_repos_config_has_the_reports_scenarios() -> None:
     assert cfg.controller.keep_alive_max_requests == DEFAULT_KEEP_ALIVE_MAX_REQUESTS
     assert cfg.controller.hostnames == ("localhost", "127.0.0.1", "::1")
     assert cfg.switch.switch_id == "switch-1"
-    assert cfg.controller.switches == ("switch-1",)
+    assert cfg.controller.switches == ("switch-1", "fleet-*")
     # Relative paths resolve against the config file's directory, not the working directory.
     assert cfg.controller.certs_dir == REPO / "certs"
 
@@ -77,7 +77,7 @@ def test_bad_ping_interval_names_line_and_key_path(tmp_path: Path) -> None:
         ("controller:\n  switches: [ok-1, bad_2]\n", 2, "controller.switches[1]: must be a DNS-style name"),
         ("controller:\n  switches: []\n", 2, "controller.switches: must be a non-empty list of switch ids"),
         ("switch:\n  request_timeout_s: 0\n", 2, "switch.request_timeout_s: must be a finite number > 0, got 0"),
-        ("scenarios:\n  seed:\n    http2: true\n", 2, "scenarios.seed.pings: give either pings (a one-shot run"),
+        ("scenarios:\n  seed:\n    http2: true\n", 2, "scenarios.seed.pings: give one of pings (a one-shot run"),
         ("scenarios:\n  seed:\n    pings: []\n", 3, "scenarios.seed.pings: must be a non-empty list"),
         ("scenarios:\n  seed:\n    pings: [1]\n    http2: 'no'\n", 4,
          "scenarios.seed.http2: must be true or false, got 'no'"),
