@@ -12,12 +12,16 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
-from controller.config import ConfigError, Scenario, check_controller_url, load_config
+from controller.config import ConfigError, Scenario, SwitchConfig, check_controller_url, load_config
 from controller.pki import PKIError, ensure_certs
 from sim_switch.client import run_scenario
+from sim_switch.fleet import run_fleet
+from sim_switch.fleet_report import fleet_json, judge_fleet, render_fleet
 from sim_switch.report import judge, render_event, render_summary, to_json
 from sim_switch.session import run_session
 from sim_switch.tls import SwitchSetupError, client_ssl_context
@@ -43,15 +47,23 @@ def _run(args: argparse.Namespace) -> int:
         url = args.url or cfg.switch.controller_url
         if args.url:
             check_controller_url(args.url, "--url")
-        ensure_certs(cfg.switch.certs_dir, cfg.controller.hostnames, [cfg.switch.switch_id])
+        ids = scenario.fleet.switch_ids() if scenario.fleet else [cfg.switch.switch_id]
+        if scenario.fleet:  # one line for the fleet's certificates, not one per switch
+            logging.getLogger("controller.pki").setLevel(logging.WARNING)
+        written = ensure_certs(cfg.switch.certs_dir, cfg.controller.hostnames, ids)
+        if len(written) > 6:  # a fleet's first run: say it once, not once per switch
+            print(f"sim_switch: issued {len(written) // 2} certificates in {cfg.switch.certs_dir}", file=sys.stderr)
         ssl_context = client_ssl_context(cfg.switch.certs_dir, cfg.switch.switch_id)
     except (ConfigError, PKIError, SwitchSetupError) as exc:
         print(f"sim_switch: {exc}", file=sys.stderr)
         return 2
 
     trace_stream = None if args.json and not args.verbose else (sys.stderr if args.json else sys.stdout)
-    # A session's requests would drown its story (connections, failures, reconnects): those need -v.
+    # A session's requests would drown its story (connections, failures, reconnects): those need -v. A fleet's
+    # thousand traces would interleave beyond reading: it shows its summary and a progress line, -v shows all.
     shown = {CONNECTION, REQUEST, SESSION} if scenario.persistent is None else {CONNECTION, SESSION}
+    if scenario.fleet is not None:
+        shown = set()
     if args.verbose:
         shown |= {REQUEST, DETAIL}
 
@@ -70,6 +82,8 @@ def _run(args: argparse.Namespace) -> int:
               f"{'HTTP/2 (ALPN h2, http/1.1)' if scenario.http2 else 'HTTP/1.1 only (ALPN http/1.1)'}",
               flush=True)  # fmt: skip
     per_connection = cfg.controller.max_concurrent_streams  # what our controller takes; httpcore caps it at 100
+    if scenario.fleet is not None:
+        return _run_fleet(scenario, url, cfg.switch, show, per_connection, args.json)
     if scenario.persistent is None:
         run = run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show, cfg.switch.switch_id,
                            streams_per_connection=per_connection)  # fmt: skip
@@ -90,7 +104,64 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if verdict.ok else 1
 
 
+def _run_fleet(
+    scenario: Scenario, url: str, switch: SwitchConfig, show: Callable[[TraceEvent], None], per_connection: int,
+    as_json: bool,
+) -> int:  # fmt: skip
+    progress = Progress(sys.stderr)
+    try:
+        result = asyncio.run(run_fleet(scenario, url, switch.certs_dir, switch, show, progress, per_connection))
+    except KeyboardInterrupt:
+        print("sim_switch: interrupted", file=sys.stderr)
+        return 1
+    progress.finish()
+    verdict = judge_fleet(result)
+    if as_json:
+        print(json.dumps(fleet_json(result, verdict), indent=2))
+        if not verdict.ok:
+            print(f"sim_switch: {verdict.line}", file=sys.stderr)
+    else:
+        print(render_fleet(result, verdict), flush=True)
+    return 0 if verdict.ok else 1
+
+
+class Progress:
+    """A progress line on stderr for a run that lasts more than a couple of seconds: redrawn in place on a
+    terminal, a line per tenth of the run otherwise (a log should not fill with carriage returns)."""
+
+    QUIET_FOR_S = 2.0
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._started = time.monotonic()
+        self._tty = stream.isatty()
+        self._last_tenth = 0
+        self._drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if time.monotonic() - self._started < self.QUIET_FOR_S:
+            return
+        tenth = done * 10 // total
+        if not self._tty and tenth == self._last_tenth:
+            return
+        self._last_tenth = tenth
+        bar = "#" * (done * 30 // total)
+        start, end = ("\r", "") if self._tty else ("", "\n")
+        self._stream.write(f"{start}fleet: [{bar:<30}] {done}/{total} switches done{end}")
+        self._stream.flush()
+        self._drawn = True
+
+    def finish(self) -> None:
+        if self._drawn and self._tty:
+            self._stream.write("\n")
+
+
 def _describe(scenario: Scenario) -> str:
+    if scenario.fleet is not None:
+        fleet = scenario.fleet
+        ramp = f", starts spread over {fleet.ramp_up_s:g} s" if fleet.ramp_up_s else ""
+        each = f"each {fleet.pings} concurrent pings of {fleet.interval_s:g} s"
+        return f"a fleet of {fleet.switches} switches, {each}{ramp}"
     schedule = scenario.persistent
     if schedule is None:
         intervals = ", ".join(f"{interval:g}" for interval in scenario.pings_s)

@@ -34,8 +34,9 @@ async def run_scenario(
     emit: Callable[[TraceEvent], None],
     switch_id: str,
     streams_per_connection: int = HTTPCORE_MAX_STREAMS,
+    ask: bool = True,
 ) -> RunResult:
-    """Fire the scenario's pings at once, then ask the controller what it saw of them (as ``switch_id``)."""
+    """Fire the scenario's pings at once, then (``ask``) ask the controller what it saw of them (as ``switch_id``)."""
     tracer = Tracer(emit)
     pool = new_pool(scenario, ssl_context, request_timeout_s, streams_per_connection)
     try:
@@ -47,7 +48,8 @@ async def run_scenario(
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(scenario.pings_s, start=1)]
         attempts = [task.result() for task in tasks]
-        return await finish_run(pool.primary, tracer, scenario, controller_url, ssl_context, switch_id, attempts)
+        return await finish_run(pool.primary, tracer, scenario, controller_url, ssl_context, switch_id, attempts,
+                                ask=ask)  # fmt: skip
     finally:
         await pool.aclose()
 
@@ -84,12 +86,13 @@ async def finish_run(
     switch_id: str,
     attempts: list[Attempt],
     reconnects: int = 0,
+    ask: bool = True,
 ) -> RunResult:
     """Stop the clock, ask the controller what it saw, explain a refused certificate, and account every ping."""
     wall_time_s = tracer.now_s()
     pings = [attempt.result for attempt in attempts]
     view: ControllerView | None = None
-    if any(ping.status is not None for ping in pings):
+    if ask and any(ping.status is not None for ping in pings):
         # A controller that restarted during the run has no record of the connections before it.
         view = await ask_controller(client, controller_url, switch_id, tracer, pings, forgot_earlier=reconnects > 0)
     if not any(ping.ok for ping in pings) and any(_broke_after_handshake(a.exception) for a in attempts):

@@ -57,6 +57,7 @@ class ConnectionRecord:
     cipher: str | None = None
     controller_subject: str | None = None
     max_streams: int | None = None  # the controller's SETTINGS_MAX_CONCURRENT_STREAMS, once heard
+    handshake_s: float | None = None  # how long the TLS handshake took
     pings: list[int] = field(default_factory=list)  # numbers of the pings answered on it
 
     @property
@@ -118,6 +119,7 @@ class PingTrace:
         self.connection: int | None = None  # known at once when this ping opened it, else once the response says
         self.stream_id: int | None = None
         self.created_at_s = tracer.now_s()
+        self.tls_started_at_s: float | None = None
         self.tls_done_at_s: float | None = None
         self.headers_started_at_s: float | None = None
         self.headers_sent_at_s: float | None = None
@@ -152,9 +154,11 @@ class PingTrace:
             number = self.connection = self.opened.number
             text = f"TCP connect done: {self.opened.local_address} -> {self.opened.remote_address}"
         elif step == "start_tls.started":
+            self.tls_started_at_s = at_s
             text = f"TLS handshake start (SNI {info.get('server_hostname')})"
         elif step == "start_tls.complete" and self.opened is not None:
             self.tls_done_at_s = at_s
+            self.opened.handshake_s = at_s - (self.tls_started_at_s or at_s)
             text = self._tls_done(info["return_value"], self.opened)
         elif step == "receive_remote_settings.complete":
             settings = info.get("return_value")
