@@ -9,7 +9,8 @@
 2. switch as load generator: the sim-switch's pings/s (1 connection, 100 in flight) / h2load's, same controller.
 3. multiplexing at depth: 1000 pings of 1 s, queue and spill: wall time, overhead p50/p99.
 4. memory: controller RSS per in-flight stream (1000 in flight against idle).
-Fleet mode is not built yet (issue 5); its row says so.
+5. fleet: 1000 switches, each its own certificate, client and connection, x 10 pings at 5 s: wall time, TLS
+   handshake per switch, pings/s, errors (must be 0).
 
 Loopback only, bounded counts. Installs h2load (Debian's nghttp2-client) when it is missing.
 """
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,9 +35,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from controller.config import Scenario  # noqa: E402
-from controller.pki import generate_certs  # noqa: E402
+from controller.config import Fleet, Scenario, SwitchConfig  # noqa: E402
+from controller.pki import ensure_certs, generate_certs  # noqa: E402
 from sim_switch.client import run_scenario  # noqa: E402
+from sim_switch.fleet import run_fleet  # noqa: E402
+from sim_switch.fleet_report import fleet_json, judge_fleet  # noqa: E402
 from sim_switch.tls import client_ssl_context  # noqa: E402
 
 
@@ -46,6 +50,19 @@ class Row:
     ratio: float | None
     goal: str
     met: bool | None
+
+
+class Table:
+    """Prints its header at once and each row as soon as it is measured: a long run shows progress, and a crash
+    late in the run loses nothing already measured."""
+
+    def __init__(self) -> None:
+        print(f"{'measure':<58} {'figure':<64} {'ratio':>7}  goal", flush=True)
+
+    def append(self, row: Row) -> None:
+        shown = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+        met = {True: "met", False: "NOT met", None: "-"}[row.met]
+        print(f"{row.name:<58} {row.figure:<64} {shown:>7}  {row.goal} ({met})", flush=True)
 
 
 def ensure_h2load() -> str:
@@ -69,6 +86,8 @@ def server(command: list[str]) -> Iterator[tuple[int, int]]:
         if "listening on https://" in line:
             port = int(line.rsplit(":", 1)[1])
             break
+    # Keep reading: a server whose stderr pipe fills up blocks on its next log line, shutdown included.
+    threading.Thread(target=process.stderr.read, daemon=True).start()
     try:
         if not port:
             raise RuntimeError(f"{command[2]} exited before listening")
@@ -120,6 +139,18 @@ async def depth_with_rss(url: str, certs: Path, pid: int, count: int) -> tuple[f
     return wall_s, overheads, busy_rss
 
 
+def fleet_row(url: str, certs: Path, fleet: Fleet) -> Row:
+    scenario = Scenario("fleet", fleet=fleet)
+    result = asyncio.run(run_fleet(scenario, url, certs, SwitchConfig(certs_dir=certs), lambda event: None))
+    verdict = judge_fleet(result)
+    report = fleet_json(result, verdict)
+    handshake_ms = report["tls_handshake_s"].get("p50", 0.0) * 1000
+    figure = (f"{result.wall_time_s:.2f} s wall, {report['pings_per_s']:.0f} pings/s, TLS p50 {handshake_ms:.1f} ms, "
+              f"{report['failed']} errors")  # fmt: skip
+    name = f"fleet: {fleet.switches} switches x {fleet.pings} pings at {fleet.interval_s:g} s"
+    return Row(name, figure, result.wall_time_s / fleet.interval_s, "error-free", report["failed"] == 0)
+
+
 def percentile(values: list[float], fraction: float) -> float:
     return values[min(len(values) - 1, int(fraction * len(values)))]
 
@@ -129,13 +160,17 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny counts, to check that everything runs")
     args = parser.parse_args()
     requests, repeats, depth = (300, 1, 50) if args.smoke else (20_000, 3, 1000)
+    fleet = Fleet(switches=20, id_pattern="fleet-{n:04d}", pings=2, interval_s=0.1) if args.smoke else \
+        Fleet(switches=1000, id_pattern="fleet-{n:04d}", pings=10, interval_s=5.0)  # fmt: skip
     h2load = ensure_h2load()
-    rows: list[Row] = []
+    rows = Table()
     with tempfile.TemporaryDirectory() as tmp:
         certs = Path(tmp) / "certs"
         generate_certs(certs, ["localhost", "127.0.0.1"], ["switch-1"])
+        ensure_certs(certs, ["localhost", "127.0.0.1"], fleet.switch_ids())
         config = Path(tmp) / "config.yaml"
-        config.write_text("controller: {host: 127.0.0.1, port: 0, certs_dir: certs}\nswitch: {certs_dir: certs}\n")
+        config.write_text("controller: {host: 127.0.0.1, port: 0, certs_dir: certs, switches: [switch-1, 'fleet-*']}\n"
+                          "switch: {certs_dir: certs}\n")  # fmt: skip
         controller = [sys.executable, "-m", "controller", "--config", str(config), "-q", "--client-certs-optional"]
         bare = [sys.executable, "bench/bare_app.py", "--certs", str(certs)]
         with server(controller) as (pid, port), server(bare) as (_, bare_port):
@@ -166,12 +201,7 @@ def main() -> int:
             rows.append(Row(f"controller RSS per in-flight stream ({depth} in flight vs idle)",
                             f"{per_stream:.1f} KiB ({idle_rss} -> {busy_rss} KiB)", None, "<= 20 KiB",
                             per_stream <= 20))  # fmt: skip
-    rows.append(Row("fleet: 1000 switches x 10 pings at 5 s", "not built yet (issue 5)", None, "error-free", None))
-    print(f"{'measure':<58} {'figure':<52} {'ratio':>7}  goal")
-    for row in rows:
-        shown = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
-        met = {True: "met", False: "NOT met", None: "-"}[row.met]
-        print(f"{row.name:<58} {row.figure:<52} {shown:>7}  {row.goal} ({met})")
+            rows.append(fleet_row(url, certs, fleet))
     return 0
 
 
