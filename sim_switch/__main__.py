@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from controller.config import ConfigError, Scenario, SwitchConfig, check_controller_url, load_config
 from controller.pki import PKIError, ensure_certs
@@ -95,13 +95,8 @@ def _run(args: argparse.Namespace) -> int:
         print("sim_switch: interrupted", file=sys.stderr)
         return 1
     verdict = judge(result)
-    if args.json:
-        print(json.dumps(to_json(result, verdict), indent=2))
-        if not verdict.ok:
-            print(f"sim_switch: {verdict.line}", file=sys.stderr)
-    else:
-        print(render_summary(result, verdict), flush=True)
-    return 0 if verdict.ok else 1
+    return _report(args.json, lambda: to_json(result, verdict), lambda: render_summary(result, verdict),
+                   verdict.ok, verdict.line)  # fmt: skip
 
 
 def _run_fleet(
@@ -116,13 +111,21 @@ def _run_fleet(
         return 1
     progress.finish()
     verdict = judge_fleet(result)
+    return _report(as_json, lambda: fleet_json(result, verdict), lambda: render_fleet(result, verdict),
+                   verdict.ok, verdict.line)  # fmt: skip
+
+
+def _report(
+    as_json: bool, report: Callable[[], dict[str, Any]], summary: Callable[[], str], ok: bool, verdict: str
+) -> int:
+    """stdout: exactly one JSON object, or the summary; with --json a failure is also one line on stderr."""
     if as_json:
-        print(json.dumps(fleet_json(result, verdict), indent=2))
-        if not verdict.ok:
-            print(f"sim_switch: {verdict.line}", file=sys.stderr)
+        print(json.dumps(report(), indent=2))
+        if not ok:
+            print(f"sim_switch: {verdict}", file=sys.stderr)
     else:
-        print(render_fleet(result, verdict), flush=True)
-    return 0 if verdict.ok else 1
+        print(summary(), flush=True)
+    return 0 if ok else 1
 
 
 class Progress:
