@@ -40,7 +40,9 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
         extensions = request.scope.get("extensions") or {}
         g.switch = _switch_of(extensions)
         g.connection, g.stream = _connection_of(extensions)
-        logger.debug("%s %s %s: received", _who(), request.method, request.path)
+        # Log arguments are built only when the line will be written: this runs on every request, -q or not.
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s %s: received", _who(), request.method, request.path)
         # Hypercorn's own limits bite only on a request that arrives in pieces (HTTP/1.1) or on the whole
         # connection (HTTP/2); this holds every request to the configured size and answers 431 (RFC 6585).
         size = _header_bytes(request.scope)
@@ -59,6 +61,8 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
     @app.after_request
     async def log_request(response: Response) -> Response:
         # A connection refused before it reached the app (TLS, framing) never gets here.
+        if not logger.isEnabledFor(logging.INFO):
+            return response
         query = request.query_string.decode("latin-1")
         logger.info(
             "%s %s HTTP/%s %s %s%s -> %d in %.3f s",
