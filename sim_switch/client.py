@@ -24,6 +24,7 @@ from sim_switch.tracing import SESSION, TraceEvent, Tracer
 
 # A connect that takes longer than this on a network of one machine is not going to succeed.
 CONNECT_TIMEOUT_S = 10.0
+HTTPX_MAX_CONNECTIONS = 100  # httpx.Limits' default max_connections, which the clients keep
 
 
 async def run_scenario(
@@ -42,8 +43,10 @@ async def run_scenario(
     try:
 
         async def ping(number: int, interval_s: float) -> Attempt:
+            asked_at_s = tracer.now_s()
             async with pool.slot() as client:
-                return await attempt_ping(client, tracer, controller_url, number, interval_s, request_timeout_s)
+                return await attempt_ping(client, tracer, controller_url, number, interval_s, request_timeout_s,
+                                          asked_at_s)  # fmt: skip
 
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(scenario.pings_s, start=1)]
@@ -63,9 +66,11 @@ def new_pool(
     def new_client() -> httpx.AsyncClient:
         return httpx.AsyncClient(http1=True, http2=scenario.http2, verify=ssl_context, trust_env=False, timeout=timeout)
 
-    # HTTP/1.1 has one stream per connection and httpx's pool opens connections as needed: nothing to spill.
-    policy = scenario.streams if scenario.http2 else QUEUE
-    return StreamPool(new_client, policy, streams_per_connection)
+    if scenario.http2:
+        return StreamPool(new_client, scenario.streams, streams_per_connection)
+    # HTTP/1.1 has one request per connection at a time, and httpx's pool opens connections as needed up to its
+    # default limit: nothing to spill, and as many in flight as that limit.
+    return StreamPool(new_client, QUEUE, HTTPX_MAX_CONNECTIONS)
 
 
 @dataclass(frozen=True)
@@ -106,13 +111,15 @@ async def finish_run(
 
 async def attempt_ping(
     client: httpx.AsyncClient, tracer: Tracer, controller_url: str, number: int, interval_s: float,
-    request_timeout_s: float,
+    request_timeout_s: float, asked_at_s: float | None = None,
 ) -> Attempt:  # fmt: skip
-    """One try of one ping, never raising: every outcome is an Attempt."""
-    trace = tracer.for_ping(number)
+    """One try of one ping, never raising: every outcome is an Attempt. ``asked_at_s`` is when the ping wanted
+    to go, if it waited for a free stream before this (``StreamPool.slot``): its latency and stream wait count
+    from then. The request timeout counts from now: it is about the controller's answer."""
+    started_s = tracer.now_s() if asked_at_s is None else asked_at_s
+    trace = tracer.for_ping(number, started_s)
     url = f"{controller_url.rstrip('/')}/ping?interval={format_interval(interval_s)}"
-    started_s = tracer.now_s()
-    tracer.event(number, f"get connection: GET {url}")
+    tracer.event(number, f"get connection: GET {url}", at_s=started_s)
     result = PingResult(number=number, interval_s=interval_s, elapsed_s=0.0)
     try:
         async with asyncio.timeout(request_timeout_s):

@@ -139,8 +139,10 @@ async def _send(
     while True:
         await link.wait_turn(number)
         tries += 1
+        asked_at_s = tracer.now_s()
         async with pool.slot() as client:
-            attempt = await attempt_ping(client, tracer, controller_url, number, interval_s, switch.request_timeout_s)
+            attempt = await attempt_ping(client, tracer, controller_url, number, interval_s, switch.request_timeout_s,
+                                         asked_at_s)  # fmt: skip
         # A retried ping's latency is the whole wait, from its first try.
         result = replace(attempt.result, attempts=tries, elapsed_s=tracer.now_s() - first_try_s)
         if attempt.exception is None:  # the controller answered, whatever it said

@@ -86,8 +86,8 @@ class Tracer:
         entry = self._by_stream.get(id(network_stream))
         return entry[1] if entry is not None and entry[0] is network_stream else None
 
-    def for_ping(self, ping: int) -> PingTrace:
-        return PingTrace(self, ping)
+    def for_ping(self, ping: int, asked_at_s: float) -> PingTrace:
+        return PingTrace(self, ping, asked_at_s)
 
     def record_connection(self, stream: AsyncNetworkStream) -> ConnectionRecord:
         local = stream.get_extra_info("client_addr") or ("?", None)
@@ -112,13 +112,13 @@ class PingTrace:
     """The trace callback of one ping (pass it as ``extensions={"trace": ping_trace}``), and what it learnt:
     the connection this ping opened (if any), the HTTP/2 stream id and when the first response byte came."""
 
-    def __init__(self, tracer: Tracer, ping: int) -> None:
+    def __init__(self, tracer: Tracer, ping: int, asked_at_s: float) -> None:
         self._tracer = tracer
         self.ping = ping
         self.opened: ConnectionRecord | None = None
         self.connection: int | None = None  # known at once when this ping opened it, else once the response says
         self.stream_id: int | None = None
-        self.created_at_s = tracer.now_s()
+        self.asked_at_s = asked_at_s
         self.tls_started_at_s: float | None = None
         self.tls_done_at_s: float | None = None
         self.headers_started_at_s: float | None = None
@@ -131,7 +131,7 @@ class PingTrace:
         connection had all the streams it takes (or, at its very start, had not heard the controller's SETTINGS)."""
         if self.headers_started_at_s is None:
             return None
-        ready_at_s = self.tls_done_at_s if self.tls_done_at_s is not None else self.created_at_s
+        ready_at_s = self.tls_done_at_s if self.tls_done_at_s is not None else self.asked_at_s
         return max(0.0, self.headers_started_at_s - ready_at_s)
 
     async def __call__(self, name: str, info: dict[str, Any]) -> None:

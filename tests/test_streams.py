@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from controller.config import ControllerConfig, Scenario, parse_config
 from sim_switch.client import run_scenario
 from sim_switch.report import judge, render_summary, to_json
 from sim_switch.results import RunResult
-from sim_switch.streams import HTTPCORE_MAX_STREAMS
+from sim_switch.streams import HTTPCORE_MAX_STREAMS, QUEUE, StreamPool
 from sim_switch.tls import client_ssl_context
 from tests.conftest import SWITCH_IDS
 from tests.servers import RunningController, run_controller
@@ -47,6 +49,8 @@ async def test_queue_keeps_one_connection_and_reports_the_wait(
     assert result.peak_in_flight(1) == 5
     assert len(waited(result)) == 5  # the second five waited for the first five
     assert min(result.pings[number - 1].stream_wait_s or 0 for number in waited(result)) > INTERVAL_S / 2
+    # Their latency counts from when they wanted to go: the wait, then the interval.
+    assert min(result.pings[number - 1].elapsed_s for number in waited(result)) > 1.5 * INTERVAL_S
     assert "stream waits: 5 pings waited for a free stream" in render_summary(result, verdict)
     assert to_json(result, verdict)["pings_that_waited_for_a_stream"] == 5
 
@@ -71,6 +75,33 @@ async def test_httpcore_caps_a_connection_at_100_streams(controller: RunningCont
     spilled = await run(controller.url, certs_dir, Scenario("s", (INTERVAL_S,) * 120, streams="spill"), 999)
     assert sorted(len(record.pings) for record in spilled.connections) == [20, 100]
     assert waited(spilled) == []
+
+
+async def test_queue_hands_httpcore_no_more_requests_than_streams() -> None:
+    """httpcore's pool rescans every request it holds whenever one comes or goes: queue holds the rest back."""
+    pool = StreamPool(lambda: httpx.AsyncClient(), QUEUE, per_connection=3)
+    inside = peak = 0
+    release = asyncio.Event()
+
+    async def request() -> None:
+        nonlocal inside, peak
+        async with pool.slot():
+            inside += 1
+            peak = max(peak, inside)
+            await release.wait()
+            inside -= 1
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(10):
+                group.create_task(request())
+            async with asyncio.timeout(5):  # a pool that lets none in would hang here
+                while peak < 3:  # yield until the ten tasks have run up to their slot
+                    await asyncio.sleep(0)
+            release.set()
+    finally:
+        await pool.aclose()
+    assert peak == 3
 
 
 def test_many_pings_of_one_interval_and_the_stream_policy_parse() -> None:
