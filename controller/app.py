@@ -12,6 +12,7 @@ import functools
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -35,27 +36,25 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
 
     @app.before_request
     async def identify() -> tuple[Response, int] | None:
-        g.started = time.perf_counter()
-        g.received_at = utc_now()
-        extensions = request.scope.get("extensions") or {}
-        g.switch = _switch_of(extensions)
-        g.connection, g.stream = _connection_of(extensions)
+        scope = request.scope
+        g.arrival = arrival = _arrival(scope)
+        switch = arrival.switch
         # Log arguments are built only when the line will be written: this runs on every request, -q or not.
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s %s %s: received", _who(), request.method, request.path)
+            logger.debug("%s %s %s: received", _who(arrival), request.method, request.path)
         # Hypercorn's own limits bite only on a request that arrives in pieces (HTTP/1.1) or on the whole
         # connection (HTTP/2); this holds every request to the configured size and answers 431 (RFC 6585).
-        size = _header_bytes(request.scope)
+        size = _header_bytes(scope)
         if size > cfg.max_header_bytes:
             return jsonify({"error": f"request line and headers are {size} bytes, over max_header_bytes "
                                      f"({cfg.max_header_bytes})"}), 431  # fmt: skip
-        if g.switch is None and cfg.client_certs_optional:
+        if switch is None and cfg.client_certs_optional:
             return None  # bench mode: an anonymous client (h2load) is served, on loopback only
-        if g.switch is None:
+        if switch is None:
             return jsonify({"error": "no verified client certificate on this connection"}), 403
-        if g.switch not in known_switches and not any(fnmatch.fnmatchcase(g.switch, p) for p in known_patterns):
+        if switch not in known_switches and not any(fnmatch.fnmatchcase(switch, p) for p in known_patterns):
             known = ", ".join(cfg.switches)
-            return jsonify({"error": f"switch {g.switch!r} is not in this controller's fleet (known: {known})"}), 403
+            return jsonify({"error": f"switch {switch!r} is not in this controller's fleet (known: {known})"}), 403
         return None
 
     @app.after_request
@@ -63,11 +62,12 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
         # A connection refused before it reached the app (TLS, framing) never gets here.
         if not logger.isEnabledFor(logging.INFO):
             return response
+        arrival: Arrival = g.arrival
         query = request.query_string.decode("latin-1")
         logger.info(
             "%s %s HTTP/%s %s %s%s -> %d in %.3f s",
-            _who(), _peer(), request.http_version, request.method, request.path, f"?{query}" if query else "",
-            response.status_code, time.perf_counter() - g.started,
+            _who(arrival), _peer(request.scope), request.http_version, request.method, request.path,
+            f"?{query}" if query else "", response.status_code, time.perf_counter() - arrival.started,
         )  # fmt: skip
         return response
 
@@ -79,17 +79,25 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
             return jsonify({"error": str(exc)}), 400
         # The point of the controller: hold the stream open for `interval_s` without holding anything else.
         await asyncio.sleep(interval_s)
-        body = {
-            "interval_s": interval_s,
-            "http_version": f"HTTP/{request.http_version}",
-            "client": _peer(),
-            "switch": g.switch,
-            "connection": g.connection.id if g.connection else None,
-            "stream": g.stream,
-            "received_at": g.received_at,
-            "responded_at": utc_now(),
-        }
-        return jsonify(body), 200
+        arrival: Arrival = g.arrival
+        response = jsonify(
+            {
+                "interval_s": interval_s,
+                "http_version": f"HTTP/{request.http_version}",
+                "client": _peer(request.scope),
+                "switch": arrival.switch,
+                "connection": arrival.connection.id if arrival.connection else None,
+                "stream": arrival.stream,
+                "received_at": arrival.received_at,
+                "responded_at": utc_now(),
+            }
+        )
+        # Quart bounds the sending of every response with asyncio.wait_for, on Python 3.11 a task of its own per
+        # request: 7% of this app's instructions per ping (bench/app_cost.py, callgrind). A few hundred bytes need
+        # no bound: they wait only on a client that stops reading, at most max_concurrent_streams of them per
+        # connection, and only until that connection ends (or the shutdown's graceful_timeout_s).
+        response.timeout = None
+        return response, 200
 
     @app.get("/connections")
     async def connections() -> Response:
@@ -119,6 +127,24 @@ def _header_bytes(scope: Mapping[str, Any]) -> int:
     return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """Who sent a request, on which connection and stream, and when it arrived: read once per request, kept in
+    ``g.arrival`` (each ``g.x`` is a context-local lookup)."""
+
+    switch: str | None  # the CN of the connection's verified client certificate
+    connection: ControllerConnection | None
+    stream: int | None  # its number on the connection: 1, 2, ...
+    received_at: str  # UTC, ISO 8601
+    started: float  # time.perf_counter(), for the request's duration in the log
+
+
+def _arrival(scope: Mapping[str, Any]) -> Arrival:
+    extensions = scope.get("extensions") or {}
+    connection, stream = _connection_of(extensions)
+    return Arrival(_switch_of(extensions), connection, stream, utc_now(), time.perf_counter())
+
+
 def _switch_of(extensions: dict[str, Any]) -> str | None:
     chain = extensions.get("tls", {}).get("client_cert_chain") or []
     return _common_name(chain[0]) if chain else None
@@ -136,11 +162,11 @@ def _connection_of(extensions: dict[str, Any]) -> tuple[ControllerConnection | N
     return (entry["connection"], entry["stream"]) if entry else (None, None)
 
 
-def _who() -> str:
-    connection = f"conn #{g.connection.id} stream {g.stream}" if g.connection else "conn ?"
-    return f"{g.switch or '(no certificate)'} {connection}"
+def _who(arrival: Arrival) -> str:
+    connection = f"conn #{arrival.connection.id} stream {arrival.stream}" if arrival.connection else "conn ?"
+    return f"{arrival.switch or '(no certificate)'} {connection}"
 
 
-def _peer() -> str:
-    client = request.scope.get("client")
+def _peer(scope: Mapping[str, Any]) -> str:
+    client = scope.get("client")
     return format_address(str(client[0]), int(client[1])) if client else "unknown"
