@@ -5,10 +5,12 @@
 
 1. controller efficiency: h2load against the controller / h2load against bench/bare_app.py (the same Hypercorn
    settings and TLS, no Quart), at -c 1 -m 100 and -c 10 -m 10. h2load cannot present a client certificate
-   (nghttp2 issue #1479), so both serve with client certificates optional, on loopback only.
-2. switch as load generator: the sim-switch's pings/s (1 connection, 100 in flight) / h2load's, same controller.
+   (nghttp2 issue #1479), so both serve with client certificates optional, on loopback only. Then where the
+   difference goes: the CPU per request of the ASGI app alone, in this process (bench/app_cost.py).
+2. switch as load generator: the sim-switch's pings/s (1 connection, 100 in flight) / h2load's, same controller;
+   and the reference beneath it, a bare httpx client keeping 100 requests in flight on one connection.
 3. multiplexing at depth: 1000 pings of 1 s, queue and spill: wall time, overhead p50/p99.
-4. memory: controller RSS per in-flight stream (1000 in flight against idle).
+4. memory: RSS per in-flight stream (1000 held open against idle), of the controller and of the switch.
 5. fleet: 1000 switches, each its own certificate, client and connection, x 10 pings at 5 s: wall time, TLS
    handshake per switch, pings/s, errors (must be 0).
 
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +37,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+import app_cost  # noqa: E402
+import httpx  # noqa: E402
+from procfs import rss_kib  # noqa: E402
 
 from controller.config import Fleet, Scenario, SwitchConfig  # noqa: E402
 from controller.pki import ensure_certs, generate_certs  # noqa: E402
@@ -61,8 +68,8 @@ class Table:
 
     def append(self, row: Row) -> None:
         shown = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
-        met = {True: "met", False: "NOT met", None: "-"}[row.met]
-        print(f"{row.name:<58} {row.figure:<64} {shown:>7}  {row.goal} ({met})", flush=True)
+        met = {True: " (met)", False: " (NOT met)", None: ""}[row.met]
+        print(f"{row.name:<58} {row.figure:<64} {shown:>7}  {row.goal}{met}", flush=True)
 
 
 def ensure_h2load() -> str:
@@ -114,13 +121,6 @@ def median_rate(h2load: str, port: int, requests: int, clients: int, streams: in
     return statistics.median(h2load_rate(h2load, port, requests, clients, streams) for _ in range(repeats))
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
 async def switch_run(url: str, certs: Path, pings: tuple[float, ...], streams: str) -> tuple[float, list[float]]:
     result = await run_scenario(Scenario("bench", pings, streams=streams), url, client_ssl_context(certs, "switch-1"),
                                 120.0, lambda event: None, "switch-1")  # fmt: skip
@@ -130,13 +130,57 @@ async def switch_run(url: str, certs: Path, pings: tuple[float, ...], streams: s
     return result.wall_time_s, sorted(ping.elapsed_s - ping.interval_s for ping in result.pings)
 
 
-async def depth_with_rss(url: str, certs: Path, pid: int, count: int) -> tuple[float, list[float], int]:
-    """A depth run (spill) and the controller's RSS while all ``count`` pings are in flight."""
-    run = asyncio.create_task(switch_run(url, certs, (1.0,) * count, "spill"))
-    await asyncio.sleep(0.6)  # measurement timing, not synchronisation: mid-way through the 1 s interval
-    busy_rss = rss_kib(pid)
-    wall_s, overheads = await run
-    return wall_s, overheads, busy_rss
+async def bare_httpx_rate(url: str, certs: Path, requests: int, in_flight: int) -> float:
+    """The switch's ceiling: one httpx client, ``in_flight`` loops of GET /ping on one HTTP/2 connection, no
+    tracing, no accounting. What the sim-switch adds is the difference."""
+    left = requests
+    async with httpx.AsyncClient(http2=True, verify=client_ssl_context(certs, "switch-1"), trust_env=False) as client:
+
+        async def loop() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                response = await client.get(f"{url}/ping?interval=0")
+                if response.status_code != 200:
+                    raise RuntimeError(f"/ping answered {response.status_code}")
+
+        started = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for _ in range(in_flight):
+                group.create_task(loop())
+        return requests / (time.perf_counter() - started)
+
+
+HOLD_S = 3.0  # the interval of the pings held open while memory is read
+
+
+async def memory_in_flight(url: str, certs: Path, pid: int, count: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """RSS (KiB, idle then busy) of the controller and of this process, the switch: idle, and with ``count`` pings
+    of HOLD_S held open, read once the controller counts every one of them in flight (its /connections), not at
+    a guessed moment."""
+    async with httpx.AsyncClient(http2=True, verify=client_ssl_context(certs, "switch-1"), trust_env=False) as observer:
+
+        async def in_flight() -> int:
+            response = await observer.get(f"{url}/connections?switch=switch-1")
+            return sum(connection["in_flight"] for connection in response.json()["connections"])
+
+        await in_flight()  # the observer's connection is open before the idle figure, like everything else
+        await switch_run(url, certs, (0.0,), "spill")  # the first TLS and httpx use of this process
+        idle = rss_kib(pid), rss_kib()
+        run = asyncio.create_task(switch_run(url, certs, (HOLD_S,) * count, "spill"))
+        async with asyncio.timeout(HOLD_S * 0.9):
+            while await in_flight() < count + 1:  # + 1: the observer's own request
+                await asyncio.sleep(0.05)  # polling interval
+        busy = rss_kib(pid), rss_kib()
+        await run
+    return (idle[0], busy[0]), (idle[1], busy[1])
+
+
+def memory_row(who: str, count: int, idle_busy: tuple[int, int]) -> Row:
+    idle, busy = idle_busy
+    per_stream = (busy - idle) / count
+    return Row(f"{who} RSS per in-flight stream ({count} held open vs idle)",
+               f"{per_stream:.1f} KiB ({idle:,} -> {busy:,} KiB)", None, "<= 20 KiB", per_stream <= 20)  # fmt: skip
 
 
 def fleet_row(url: str, certs: Path, fleet: Fleet) -> Row:
@@ -155,19 +199,82 @@ def percentile(values: list[float], fraction: float) -> float:
     return values[min(len(values) - 1, int(fraction * len(values)))]
 
 
+@dataclass(frozen=True)
+class Counts:
+    requests: int  # per h2load run, and per switch run
+    repeats: int  # runs per figure (the median is shown)
+    depth: int
+    app_requests: int  # per round of bench/app_cost.py
+    fleet: Fleet
+
+
+FULL = Counts(20_000, 3, 1000, 3000, Fleet(switches=1000, id_pattern="fleet-{n:04d}", pings=10, interval_s=5.0))
+SMOKE = Counts(300, 1, 50, 200, Fleet(switches=20, id_pattern="fleet-{n:04d}", pings=2, interval_s=0.1))
+
+
+def controller_rows(rows: Table, h2load: str, port: int, bare_port: int, counts: Counts) -> float:
+    """Rows 1: the controller against the bare ASGI app, then the app's share. Returns h2load's rate at -c 1
+    -m 100 against the controller, the switch's reference."""
+    rates = {}
+    for clients, streams in ((1, 100), (10, 10)):
+        ours = median_rate(h2load, port, counts.requests, clients, streams, counts.repeats)
+        ceiling = median_rate(h2load, bare_port, counts.requests, clients, streams, counts.repeats)
+        rates[(clients, streams)] = ours
+        ratio = ours / ceiling
+        name = f"controller / bare ASGI, h2load -c {clients} -m {streams}"
+        rows.append(Row(name, f"{ours:.0f} / {ceiling:.0f} req/s", ratio, ">= 0.9x", ratio >= 0.9))
+    with tempfile.TemporaryDirectory() as tmp:
+        apps = app_cost.apps(Path(tmp))
+        us = asyncio.run(app_cost.measure(apps, counts.app_requests, max(counts.repeats, 3)))
+    figure = " / ".join(f"{us[name]:.0f}" for name in apps) + " us CPU"
+    rows.append(Row("app alone in process: ours / smallest Quart / bare ASGI", figure,
+                    us["controller app"] / us["bare ASGI"], "(where the difference goes)", None))  # fmt: skip
+    return rates[(1, 100)]
+
+
+def switch_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load_rate: float) -> None:
+    """Rows 2, taking turns so that a noisy moment hits both alike."""
+    ours: list[float] = []
+    bare: list[float] = []
+    for _ in range(counts.repeats):
+        wall_s, _ = asyncio.run(switch_run(url, certs, (0.0,) * counts.requests, "queue"))
+        ours.append(counts.requests / wall_s)
+        bare.append(asyncio.run(bare_httpx_rate(url, certs, counts.requests, 100)))
+    switch_rate, bare_rate = statistics.median(ours), statistics.median(bare)
+    rows.append(Row("sim-switch / h2load, 1 connection x 100 streams", f"{switch_rate:.0f} / {h2load_rate:.0f} pings/s",
+                    switch_rate / h2load_rate, ">= 1.0x", switch_rate >= h2load_rate))  # fmt: skip
+    rows.append(Row("  sim-switch / bare httpx client, the same", f"{switch_rate:.0f} / {bare_rate:.0f} pings/s",
+                    switch_rate / bare_rate, "(what the switch adds)", None))  # fmt: skip
+
+
+def depth_rows(rows: Table, url: str, certs: Path, depth: int) -> None:
+    """Rows 3."""
+    for policy in ("spill", "queue"):
+        wall, over = asyncio.run(switch_run(url, certs, (1.0,) * depth, policy))
+        rows.append(Row(f"{depth} pings x 1 s, streams: {policy}",
+                        f"{wall:.2f} s wall; overhead p50 {percentile(over, 0.5) * 1000:.0f} ms, "
+                        f"p99 {percentile(over, 0.99) * 1000:.0f} ms", wall / 1.0, "<= 1.3x the interval",
+                        wall <= 1.3))  # fmt: skip
+
+
+def memory_rows(rows: Table, url: str, certs: Path, pid: int, depth: int) -> None:
+    """Rows 4."""
+    controller_rss, switch_rss = asyncio.run(memory_in_flight(url, certs, pid, depth))
+    rows.append(memory_row("controller", depth, controller_rss))
+    rows.append(memory_row("sim-switch", depth, switch_rss))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny counts, to check that everything runs")
     args = parser.parse_args()
-    requests, repeats, depth = (300, 1, 50) if args.smoke else (20_000, 3, 1000)
-    fleet = Fleet(switches=20, id_pattern="fleet-{n:04d}", pings=2, interval_s=0.1) if args.smoke else \
-        Fleet(switches=1000, id_pattern="fleet-{n:04d}", pings=10, interval_s=5.0)  # fmt: skip
+    counts = SMOKE if args.smoke else FULL
     h2load = ensure_h2load()
     rows = Table()
     with tempfile.TemporaryDirectory() as tmp:
         certs = Path(tmp) / "certs"
         generate_certs(certs, ["localhost", "127.0.0.1"], ["switch-1"])
-        ensure_certs(certs, ["localhost", "127.0.0.1"], fleet.switch_ids())
+        ensure_certs(certs, ["localhost", "127.0.0.1"], counts.fleet.switch_ids())
         config = Path(tmp) / "config.yaml"
         config.write_text("controller: {host: 127.0.0.1, port: 0, certs_dir: certs, switches: [switch-1, 'fleet-*']}\n"
                           "switch: {certs_dir: certs}\n")  # fmt: skip
@@ -175,33 +282,13 @@ def main() -> int:
         bare = [sys.executable, "bench/bare_app.py", "--certs", str(certs)]
         with server(controller) as (pid, port), server(bare) as (_, bare_port):
             url = f"https://127.0.0.1:{port}"
-            rates = {}
-            for clients, streams in ((1, 100), (10, 10)):
-                ours = median_rate(h2load, port, requests, clients, streams, repeats)
-                ceiling = median_rate(h2load, bare_port, requests, clients, streams, repeats)
-                rates[(clients, streams)] = ours
-                ratio = ours / ceiling
-                name = f"controller / bare ASGI, h2load -c {clients} -m {streams}"
-                rows.append(Row(name, f"{ours:.0f} / {ceiling:.0f} req/s", ratio, ">= 0.9x", ratio >= 0.9))
-            wall_s, _ = asyncio.run(switch_run(url, certs, (0.0,) * requests, "queue"))
-            switch_rate = requests / wall_s
-            h2load_1x100 = rates[(1, 100)]
-            rows.append(Row("sim-switch / h2load, 1 connection x 100 streams",
-                            f"{switch_rate:.0f} / {h2load_1x100:.0f} pings/s", switch_rate / h2load_1x100, ">= 1.0x",
-                            switch_rate >= h2load_1x100))  # fmt: skip
-            idle_rss = rss_kib(pid)
-            spill_wall, spill_over, busy_rss = asyncio.run(depth_with_rss(url, certs, pid, depth))
-            queue_wall, queue_over = asyncio.run(switch_run(url, certs, (1.0,) * depth, "queue"))
-            for policy, wall, over in (("spill", spill_wall, spill_over), ("queue", queue_wall, queue_over)):
-                rows.append(Row(f"{depth} pings x 1 s, streams: {policy}",
-                                f"{wall:.2f} s wall; overhead p50 {percentile(over, 0.5) * 1000:.0f} ms, "
-                                f"p99 {percentile(over, 0.99) * 1000:.0f} ms", wall / 1.0, "<= 1.3x the interval",
-                                wall <= 1.3))  # fmt: skip
-            per_stream = (busy_rss - idle_rss) / depth
-            rows.append(Row(f"controller RSS per in-flight stream ({depth} in flight vs idle)",
-                            f"{per_stream:.1f} KiB ({idle_rss} -> {busy_rss} KiB)", None, "<= 20 KiB",
-                            per_stream <= 20))  # fmt: skip
-            rows.append(fleet_row(url, certs, fleet))
+            # Memory first: Python keeps the heap it grew, so a process that has already held many requests at
+            # once would hold 1000 more in memory it has, and show next to nothing per stream.
+            memory_rows(rows, url, certs, pid, counts.depth)
+            h2load_rate = controller_rows(rows, h2load, port, bare_port, counts)
+            depth_rows(rows, url, certs, counts.depth)
+            switch_rows(rows, url, certs, counts, h2load_rate)
+            rows.append(fleet_row(url, certs, counts.fleet))
     return 0
 
 

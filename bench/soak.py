@@ -29,18 +29,13 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from procfs import rss_kib  # noqa: E402
+
 from controller.pki import generate_certs  # noqa: E402
 from sim_switch.tls import client_ssl_context  # noqa: E402
 
 RSS_FLAT_WITHIN = 0.10
 MIN_COUNT_FOR_A_VERDICT = 140_000  # its first half passes h2's 2**16 remembered closed streams
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def start_controller(workdir: Path) -> tuple[subprocess.Popen[str], int]:

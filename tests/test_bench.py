@@ -18,8 +18,10 @@ def test_bench_smoke_prints_its_table() -> None:
     assert any(name.startswith("controller / bare ASGI, h2load -c 1 -m 100") for name in names)
     assert any(name.startswith("sim-switch / h2load") for name in names)
     assert any("streams: spill" in name for name in names)
+    assert any(name.startswith("app alone in process") for name in names)
+    assert any(name.startswith("sim-switch RSS per in-flight stream") for name in names)
     fleet = [line for line in lines[1:] if line.startswith("fleet: 20 switches")]
     assert len(fleet) == 1
     assert "0 errors" in fleet[0]
     assert fleet[0].endswith("error-free (met)")
-    assert all(("req/s" in line or "pings/s" in line or "wall" in line or "KiB" in line) for line in lines[1:])
+    assert all(any(unit in line for unit in ("req/s", "pings/s", "wall", "KiB", "us CPU")) for line in lines[1:])
