@@ -28,10 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import app_cost  # noqa: E402
 import httpx  # noqa: E402
-from procfs import rss_kib  # noqa: E402
+from processes import rss_kib, server  # noqa: E402
 
 from controller.config import Fleet, Scenario, SwitchConfig  # noqa: E402
 from controller.pki import ensure_certs, generate_certs  # noqa: E402
@@ -80,29 +77,6 @@ def ensure_h2load() -> str:
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True, env=env)
     return shutil.which("h2load") or "h2load"
-
-
-@contextmanager
-def server(command: list[str]) -> Iterator[tuple[int, int]]:
-    """Start a server that prints 'listening on https://127.0.0.1:PORT' on stderr; yield (pid, port)."""
-    process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert process.stderr is not None
-    port = 0
-    for line in process.stderr:
-        if "listening on https://" in line:
-            port = int(line.rsplit(":", 1)[1])
-            break
-    # Keep reading: a server whose stderr pipe fills up blocks on its next log line, shutdown included.
-    threading.Thread(target=process.stderr.read, daemon=True).start()
-    try:
-        if not port:
-            raise RuntimeError(f"{command[2]} exited before listening")
-        yield process.pid, port
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        process.stderr.close()
 
 
 def h2load_rate(h2load: str, port: int, requests: int, clients: int, streams: int) -> float:

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -29,32 +27,13 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from procfs import rss_kib  # noqa: E402
+from processes import rss_kib, server  # noqa: E402
 
 from controller.pki import generate_certs  # noqa: E402
 from sim_switch.tls import client_ssl_context  # noqa: E402
 
 RSS_FLAT_WITHIN = 0.10
 MIN_COUNT_FOR_A_VERDICT = 140_000  # its first half passes h2's 2**16 remembered closed streams
-
-
-def start_controller(workdir: Path) -> tuple[subprocess.Popen[str], int]:
-    config = workdir / "config.yaml"
-    config.write_text("controller: {host: 127.0.0.1, port: 0, certs_dir: certs}\nswitch: {certs_dir: certs}\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "controller", "--config", str(config), "--quiet"],
-        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stderr is not None
-    for line in process.stderr:  # blocks until the controller says where it listens
-        if "listening on https://" in line:
-            port = int(line.rsplit(":", 1)[1])
-            break
-    else:
-        raise RuntimeError("controller exited before listening")
-    # Keep reading, so that a controller with something to say never blocks on a full pipe.
-    threading.Thread(target=process.stderr.read, daemon=True).start()
-    return process, port
 
 
 async def soak(url: str, certs: Path, count: int, in_flight: int, max_seconds: float, pid: int) -> None:
@@ -109,14 +88,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         generate_certs(workdir / "certs", ["localhost", "127.0.0.1"], ["switch-1"])
-        process, port = start_controller(workdir)
-        try:
-            print(f"controller pid {process.pid} on 127.0.0.1:{port}; RSS after start-up {rss_kib(process.pid)} KiB")
+        config = workdir / "config.yaml"
+        config.write_text("controller: {host: 127.0.0.1, port: 0, certs_dir: certs}\nswitch: {certs_dir: certs}\n")
+        with server([sys.executable, "-m", "controller", "--config", str(config), "--quiet"]) as (pid, port):
+            print(f"controller pid {pid} on 127.0.0.1:{port}; RSS after start-up {rss_kib(pid)} KiB")
             asyncio.run(soak(f"https://127.0.0.1:{port}", workdir / "certs", args.count, args.in_flight,
-                             args.max_seconds, process.pid))  # fmt: skip
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+                             args.max_seconds, pid))  # fmt: skip
     return 0
 
 
