@@ -24,7 +24,9 @@ from sim_switch.tracing import SESSION, TraceEvent, Tracer
 
 # A connect that takes longer than this on a network of one machine is not going to succeed.
 CONNECT_TIMEOUT_S = 10.0
-HTTPX_MAX_CONNECTIONS = 100  # httpx.Limits' default max_connections, which the clients keep
+# httpx's own default limits, stated here because an HTTP/1.1 run keeps as many pings in flight as connections.
+MAX_CONNECTIONS = 100
+CLIENT_LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20)
 
 
 async def run_scenario(
@@ -64,13 +66,14 @@ def new_pool(
     timeout = httpx.Timeout(request_timeout_s, connect=min(CONNECT_TIMEOUT_S, request_timeout_s))
 
     def new_client() -> httpx.AsyncClient:
-        return httpx.AsyncClient(http1=True, http2=scenario.http2, verify=ssl_context, trust_env=False, timeout=timeout)
+        return httpx.AsyncClient(http1=True, http2=scenario.http2, verify=ssl_context, trust_env=False, timeout=timeout,
+                                 limits=CLIENT_LIMITS)  # fmt: skip
 
     if scenario.http2:
         return StreamPool(new_client, scenario.streams, streams_per_connection)
-    # HTTP/1.1 has one request per connection at a time, and httpx's pool opens connections as needed up to its
-    # default limit: nothing to spill, and as many in flight as that limit.
-    return StreamPool(new_client, QUEUE, HTTPX_MAX_CONNECTIONS)
+    # HTTP/1.1 has one request per connection at a time, and httpx's pool opens connections as needed up to
+    # its limit: nothing to spill, and as many in flight as that limit.
+    return StreamPool(new_client, QUEUE, MAX_CONNECTIONS)
 
 
 @dataclass(frozen=True)
