@@ -11,20 +11,21 @@ thing.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
 from controller import config_fields as field
 from controller.config_fields import ConfigError, check_controller_url
+from controller.config_schema import build, read_settings, setting, subsection
+from controller.config_yaml import line_of, load_yaml
 
 __all__ = [
-    "HTTP_VERSIONS", "RETRY_IDEMPOTENT", "RETRY_SAFE", "Config", "ConfigError", "ControllerConfig", "Expectation",
-    "ReconnectPolicy", "Scenario", "Schedule", "SwitchConfig", "check_controller_url", "load_config", "parse_config",
+    "HTTP_VERSIONS", "RETRY_IDEMPOTENT", "RETRY_SAFE", "VIEW_OPTIONAL", "VIEW_REQUIRED", "Config", "ConfigError",
+    "ControllerConfig", "ControllerTLS", "Expectation", "Fleet", "Listener", "ReconnectPolicy", "Request", "Scenario",
+    "Schedule", "SwitchConfig", "SwitchTLS", "check_controller_url", "load_config", "parse_config",
 ]  # fmt: skip
 
 DEFAULT_PORT = 8443
@@ -49,17 +50,41 @@ _SCENARIO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
+class ControllerTLS:
+    """The controller's own PKI instead of dialout's: any file names, chains with intermediates, RSA or EC keys.
+    When set, nothing in ``certs_dir`` is made, reissued or read for the controller."""
+
+    cert: Path = setting(field.file_path, relative=True)  # its certificate, then any intermediates
+    key: Path = setting(field.file_path, relative=True)
+    client_ca: Path = setting(field.file_path, relative=True)  # the CA(s) that issue the switches' certificates
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A plain-TCP listener (h2c with prior knowledge, or HTTP/1.1), for proxies and the report's own h2c check."""
+
+    port: int = setting(field.port)
+    host: str = setting(field.string, "127.0.0.1")
+
+
+@dataclass(frozen=True)
 class ControllerConfig:
-    host: str = "localhost"
-    port: int = DEFAULT_PORT
-    certs_dir: Path = Path("certs")
-    hostnames: tuple[str, ...] = DEFAULT_HOSTNAMES
-    max_interval_s: float = DEFAULT_MAX_INTERVAL_S
-    max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
-    keep_alive_max_requests: int = DEFAULT_KEEP_ALIVE_MAX_REQUESTS
-    graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S
-    switches: tuple[str, ...] = ("switch-1",)  # the fleet: CNs allowed to dial in, or patterns of them (fleet-*)
-    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    host: str = setting(field.string, "localhost")
+    port: int = setting(field.port, DEFAULT_PORT)
+    certs_dir: Path = setting(field.file_path, Path("certs"), relative=True)
+    hostnames: tuple[str, ...] = setting(field.string_list, DEFAULT_HOSTNAMES)
+    max_interval_s: float = setting(field.positive_number, DEFAULT_MAX_INTERVAL_S)
+    max_concurrent_streams: int = setting(field.int_range(1, MAX_CONCURRENT_STREAMS_LIMIT),
+                                          DEFAULT_MAX_CONCURRENT_STREAMS)  # fmt: skip
+    keep_alive_max_requests: int = setting(field.int_range(1, 2**31 - 1), DEFAULT_KEEP_ALIVE_MAX_REQUESTS)
+    graceful_timeout_s: float = setting(field.number_at_least_0, DEFAULT_GRACEFUL_TIMEOUT_S)
+    # The fleet: CNs allowed to dial in, or patterns of them (fleet-*). Default: [switch.id].
+    switches: tuple[str, ...] = setting(field.switch_ids, ("switch-1",))
+    max_header_bytes: int = setting(field.int_range(1024, 1024 * 1024), DEFAULT_MAX_HEADER_BYTES)
+    # Proxies whose forwarded identity of a switch is believed: client-certificate CNs, or addresses/networks.
+    trusted_proxies: tuple[str, ...] = setting(field.proxy_identities, ())
+    tls: ControllerTLS | None = subsection(ControllerTLS, None)
+    cleartext: Listener | None = subsection(Listener, None)
     # Bench mode only (h2load cannot present a client certificate, nghttp2 issue #1479): a connection without one is
     # served as an anonymous switch. Never read from config.yaml; the CLI allows it on loopback addresses only.
     client_certs_optional: bool = False
@@ -70,11 +95,13 @@ class ReconnectPolicy:
     """How a switch redials after losing the controller: exponential backoff with jitter (RFC 8071 leaves the
     schedule to the implementation; this is the usual one)."""
 
-    initial_s: float = 0.1
-    max_s: float = 5.0
-    multiplier: float = 2.0
-    jitter: float = 0.2  # each delay is scaled by a random factor in [1 - jitter, 1 + jitter]
-    give_up_after_s: float = 60.0  # a ping still failing this long after its first try fails for good
+    initial_s: float = setting(field.positive_number, 0.1)
+    max_s: float = setting(field.positive_number, 5.0)
+    multiplier: float = setting(field.number_range(1, 100), 2.0)
+    # Each delay is scaled by a random factor in [1 - jitter, 1 + jitter].
+    jitter: float = setting(field.number_range(0, 1), 0.2)
+    # A ping still failing this long after its first try fails for good.
+    give_up_after_s: float = setting(field.number_at_least_0, 60.0)
 
     def delay_s(self, attempt: int, unit_random: float) -> float:
         """The wait before redial ``attempt`` (1, 2, ...); ``unit_random`` is uniform in [0, 1)."""
@@ -90,32 +117,67 @@ RETRY_IDEMPOTENT = "idempotent"
 
 
 @dataclass(frozen=True)
+class SwitchTLS:
+    """The switch's own PKI instead of dialout's. ``{id}`` in a path stands for the switch id (fleets)."""
+
+    cert: Path = setting(field.file_path, relative=True)  # its client certificate, then any intermediates
+    key: Path = setting(field.file_path, relative=True)
+    ca: Path = setting(field.file_path, relative=True)  # the CA chain that verifies the controller's certificate
+
+    def for_switch(self, switch_id: str) -> SwitchTLS:
+        return SwitchTLS(*(Path(str(path).replace("{id}", switch_id)) for path in (self.cert, self.key, self.ca)))
+
+
+@dataclass(frozen=True)
 class SwitchConfig:
-    switch_id: str = "switch-1"
-    controller_url: str = f"https://localhost:{DEFAULT_PORT}"
-    certs_dir: Path = Path("certs")
-    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
-    reconnect: ReconnectPolicy = ReconnectPolicy()
-    retry: str = RETRY_SAFE
+    switch_id: str = setting(field.switch_id, "switch-1", key="id")
+    # Default: https://localhost:<controller.port>
+    controller_url: str = setting(field.string, f"https://localhost:{DEFAULT_PORT}")
+    certs_dir: Path = setting(field.file_path, Path("certs"), relative=True)
+    request_timeout_s: float = setting(field.positive_number, DEFAULT_REQUEST_TIMEOUT_S)
+    reconnect: ReconnectPolicy = subsection(ReconnectPolicy, ReconnectPolicy())
+    retry: str = setting(field.one_of(RETRY_SAFE, RETRY_IDEMPOTENT), RETRY_SAFE)
+    tls: SwitchTLS | None = subsection(SwitchTLS, None)
+
+
+# expect.controller_view: whether a controller that keeps no account (no /connections) fails the run.
+VIEW_OPTIONAL = "optional"
+VIEW_REQUIRED = "required"
 
 
 @dataclass(frozen=True)
 class Expectation:
     """What a scenario must show to pass; ``None`` means "not checked"."""
 
-    connections: int | None = None
-    http_version: str | None = None
+    connections: int | None = setting(field.int_range(1, 1_000_000), None)
+    http_version: str | None = setting(field.one_of(*HTTP_VERSIONS), None)
+    controller_view: str = setting(field.one_of(VIEW_OPTIONAL, VIEW_REQUIRED), VIEW_OPTIONAL)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one ping is on the wire: dialout's ``GET /ping?interval=N`` by default, or a real controller's
+    long-poll endpoint. ``{interval}`` in the path is the ping's interval in seconds."""
+
+    method: str = setting(field.http_method, "GET")
+    path: str = setting(field.request_path, "/ping?interval={interval}")
+    headers: tuple[tuple[str, str], ...] = setting(field.headers, ())
+    body: str | None = setting(field.optional_string, None)
+    statuses: tuple[int, ...] = setting(field.statuses, (200,))  # the statuses that count as an answer
+
+    def target(self, interval: str) -> str:
+        return self.path.format(interval=interval)
 
 
 @dataclass(frozen=True)
 class Schedule:
     """A persistent session: a batch of pings every ``every_s``, for ``duration_s`` or until ``count`` pings."""
 
-    every_s: float
-    batch: int
-    interval_s: float
-    duration_s: float | None = None
-    count: int | None = None
+    every_s: float = setting(field.positive_number)
+    interval_s: float = setting(field.number_at_least_0)
+    batch: int = setting(field.int_range(1, 10_000), 1)
+    duration_s: float | None = setting(field.positive_number, None)
+    count: int | None = setting(field.int_range(1, 10_000_000), None)
 
     def batches(self) -> int:
         if self.count is not None:
@@ -132,11 +194,11 @@ class Fleet:
     """Many switches at once, each with its own certificate, client and connection, each sending ``pings``
     concurrent pings of ``interval_s``; their starts spread over ``ramp_up_s``."""
 
-    switches: int
-    id_pattern: str  # str.format with n = 1, 2, ...: "fleet-{n:04d}"
-    pings: int
-    interval_s: float
-    ramp_up_s: float = 0.0
+    switches: int = setting(field.int_range(1, 100_000))
+    pings: int = setting(field.int_range(1, 10_000))
+    interval_s: float = setting(field.number_at_least_0)
+    id_pattern: str = setting(field.string, "fleet-{n:04d}")  # str.format with n = 1, 2, ...
+    ramp_up_s: float = setting(field.number_at_least_0, 0.0)
 
     def switch_ids(self) -> list[str]:
         return [self.id_pattern.format(n=n) for n in range(1, self.switches + 1)]
@@ -145,13 +207,15 @@ class Fleet:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    pings_s: tuple[float, ...] = ()  # a one-shot run: these pings, all at once
-    persistent: Schedule | None = None  # or a session that stays up
-    fleet: Fleet | None = None  # or many switches at once
-    http2: bool = True
-    streams: str = "queue"  # a full connection: wait for a free stream (queue) or open another (spill)
-    description: str = ""
-    expect: Expectation = Expectation()
+    pings_s: tuple[float, ...] = ()  # a one-shot run: these pings, all at once (key `pings`, read apart)
+    persistent: Schedule | None = subsection(Schedule, None)  # or a session that stays up
+    fleet: Fleet | None = subsection(Fleet, None)  # or many switches at once
+    http2: bool = setting(field.boolean, True)
+    # A full connection: wait for a free stream (queue) or open another (spill).
+    streams: str = setting(field.one_of("queue", "spill"), "queue")
+    description: str = setting(field.string, "")
+    expect: Expectation = subsection(Expectation, Expectation())
+    request: Request = subsection(Request, Request())
 
 
 @dataclass(frozen=True)
@@ -181,62 +245,12 @@ class Config:
 def load_config(path: Path) -> Config:
     """Read and parse ``path``. Every failure, from a missing file to a bad value, is a ``ConfigError`` that
     names the file, and the line and key path where it has them."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read config: {exc.strerror or exc}", location=str(path)) from exc
-    loader = yaml.SafeLoader(text)
-    try:
-        # What yaml.safe_load does, in two steps: the node tree carries the line numbers.
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError("", f"not valid YAML: {problem}", location=where) from exc
-    finally:
-        loader.dispose()
-    lines: dict[str, int] = {}
-    if root is not None:
-        try:
-            _record_lines(root, "", lines)
-        except ConfigError as exc:
-            exc.location = f"{path}:{lines.get(exc.path, '?')}"
-            raise
+    data, lines = load_yaml(path)
     try:
         return parse_config(data if data is not None else {}, base_dir=path.parent)
     except ConfigError as exc:
-        exc.location = f"{path}:{_line_of(exc.path, lines)}" if lines else str(path)
+        exc.location = f"{path}:{line_of(exc.path, lines)}" if lines else str(path)
         raise
-
-
-def _record_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
-    """Map every key path below ``node`` to its 1-based line; reject duplicate keys, which PyYAML would let the
-    last one win silently."""
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            child = f"{path}.{key_node.value}" if path else str(key_node.value)
-            if child in lines:
-                lines[child] = key_node.start_mark.line + 1
-                raise ConfigError(child, "duplicate key")
-            lines[child] = key_node.start_mark.line + 1
-            _record_lines(value_node, child, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            child = f"{path}[{index}]"
-            lines[child] = item.start_mark.line + 1
-            _record_lines(item, child, lines)
-
-
-def _line_of(path: str, lines: Mapping[str, int]) -> int | str:
-    """The line of ``path``, or of its nearest ancestor that is in the file (a missing key is reported on the
-    line of the mapping that should hold it)."""
-    while path:
-        if path in lines:
-            return lines[path]
-        path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
-    return 1
 
 
 # --- parsing -------------------------------------------------------------------------------------------------
@@ -252,83 +266,66 @@ def parse_config(data: object, base_dir: Path = Path()) -> Config:
         # The fleet defaults to the one switch this file describes, so the demo needs no list.
         controller = replace(controller, switches=(switch.switch_id,))
     scenarios_data = field.mapping(root.get("scenarios", {}), "scenarios", None)
-    scenarios = tuple(_parse_scenario(name, value, f"scenarios.{name}") for name, value in scenarios_data.items())
+    scenarios = tuple(
+        _parse_scenario(name, value, f"scenarios.{name}", base_dir) for name, value in scenarios_data.items()
+    )
     return Config(controller=controller, switch=switch, scenarios=scenarios)
 
 
 def _parse_controller(data: object, base_dir: Path) -> ControllerConfig:
-    path = "controller"
-    keys = {
-        "host", "port", "certs_dir", "hostnames", "max_interval_s", "max_concurrent_streams",
-        "keep_alive_max_requests", "graceful_timeout_s", "switches", "max_header_bytes",
-    }  # fmt: skip
-    section = field.mapping(data, path, keys)
-    default = ControllerConfig()
-    hostnames = field.optional(section, "hostnames", path, field.string_list, default.hostnames)
-    if not hostnames:
-        raise ConfigError(f"{path}.hostnames", "must name at least one hostname for the controller certificate")
-    return ControllerConfig(
-        host=field.optional(section, "host", path, field.string, default.host),
-        port=field.optional(section, "port", path, field.port, default.port),
-        certs_dir=base_dir / field.optional(section, "certs_dir", path, field.string, str(default.certs_dir)),
-        hostnames=hostnames,
-        max_interval_s=field.optional(section, "max_interval_s", path, field.positive_number, default.max_interval_s),
-        max_concurrent_streams=field.optional(
-            section, "max_concurrent_streams", path, field.int_range(1, MAX_CONCURRENT_STREAMS_LIMIT),
-            default.max_concurrent_streams,
-        ),
-        keep_alive_max_requests=field.optional(
-            section, "keep_alive_max_requests", path, field.int_range(1, 2**31 - 1), default.keep_alive_max_requests
-        ),
-        graceful_timeout_s=field.optional(section, "graceful_timeout_s", path, field.number_at_least_0,
-                                     default.graceful_timeout_s),
-        switches=field.optional(section, "switches", path, field.switch_ids, default.switches),
-        max_header_bytes=field.optional(section, "max_header_bytes", path, field.int_range(1024, 1024 * 1024),
-                                   default.max_header_bytes),
-    )  # fmt: skip
+    controller = build(ControllerConfig, data, "controller", base_dir)
+    if not controller.hostnames:
+        raise ConfigError("controller.hostnames", "must name at least one hostname for the controller certificate")
+    cleartext = controller.cleartext
+    if cleartext is not None:
+        _check_cleartext_host(cleartext, controller.trusted_proxies)
+    return controller
+
+
+def _check_cleartext_host(listener: Listener, trusted_proxies: tuple[str, ...]) -> None:
+    """Cleartext carries no certificate: anyone who can reach it is served anonymously. Loopback only, unless a
+    trusted proxy is named by the address it listens on."""
+    try:
+        address = ipaddress.ip_address(listener.host)
+    except ValueError:
+        if listener.host != "localhost":
+            raise ConfigError("controller.cleartext.host", f"must be an IP address, got {listener.host!r}") from None
+        return
+    if address.is_loopback:
+        return
+    networks = [ipaddress.ip_network(entry) for entry in trusted_proxies if _is_network(entry)]
+    if not any(address in network for network in networks):
+        raise ConfigError(
+            "controller.cleartext.host",
+            f"{listener.host} is not loopback: cleartext listens on loopback only, unless controller.trusted_proxies "
+            "names the address of the proxy that uses it",
+        )
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_switch(data: object, base_dir: Path, controller: ControllerConfig) -> SwitchConfig:
-    path = "switch"
-    section = field.mapping(
-        data, path, {"id", "controller_url", "certs_dir", "request_timeout_s", "reconnect", "retry"}
-    )
-    default = SwitchConfig()
-    switch_id = field.optional(section, "id", path, field.switch_id, default.switch_id)
-    url = field.optional(section, "controller_url", path, field.string, f"https://localhost:{controller.port}")
-    check_controller_url(url, f"{path}.controller_url")
-    return SwitchConfig(
-        switch_id=switch_id,
-        controller_url=url,
-        certs_dir=base_dir / field.optional(section, "certs_dir", path, field.string, str(default.certs_dir)),
-        request_timeout_s=field.optional(section, "request_timeout_s", path, field.positive_number,
-                                    default.request_timeout_s),
-        reconnect=_parse_reconnect(section.get("reconnect", {}), f"{path}.reconnect"),
-        retry=field.optional(section, "retry", path, field.one_of(RETRY_SAFE, RETRY_IDEMPOTENT), default.retry),
-    )  # fmt: skip
-
-
-def _parse_reconnect(data: object, path: str) -> ReconnectPolicy:
-    section = field.mapping(data, path, {"initial_s", "max_s", "multiplier", "jitter", "give_up_after_s"})
-    default = ReconnectPolicy()
-    policy = ReconnectPolicy(
-        initial_s=field.optional(section, "initial_s", path, field.positive_number, default.initial_s),
-        max_s=field.optional(section, "max_s", path, field.positive_number, default.max_s),
-        multiplier=field.optional(section, "multiplier", path, field.number_range(1, 100), default.multiplier),
-        jitter=field.optional(section, "jitter", path, field.number_range(0, 1), default.jitter),
-        give_up_after_s=field.optional(
-            section, "give_up_after_s", path, field.number_at_least_0, default.give_up_after_s
-        ),
-    )
+    values, _section = read_settings(SwitchConfig, data, "switch", base_dir)
+    values.setdefault("controller_url", f"https://localhost:{controller.port}")
+    check_controller_url(values["controller_url"], "switch.controller_url")
+    switch = SwitchConfig(**values)
+    policy = switch.reconnect
     if policy.max_s < policy.initial_s:
-        raise ConfigError(f"{path}.max_s", f"must be >= initial_s ({policy.initial_s:g}), got {policy.max_s:g}")
-    return policy
+        raise ConfigError("switch.reconnect.max_s",
+                          f"must be >= initial_s ({policy.initial_s:g}), got {policy.max_s:g}")  # fmt: skip
+    return switch
 
 
-def _parse_scenario(name: str, data: object, path: str) -> Scenario:
+def _parse_scenario(name: str, data: object, path: str, base_dir: Path) -> Scenario:
     if not isinstance(name, str) or not _SCENARIO_NAME.fullmatch(name):
         raise ConfigError(path, f"scenario names are letters, digits, '-' and '_', got {name!r}")
-    section = field.mapping(data, path, {"description", "pings", "persistent", "fleet", "http2", "streams", "expect"})
+    section = field.mapping(data, path, None)
     kinds = [kind for kind in ("pings", "persistent", "fleet") if kind in section]
     if len(kinds) != 1:
         raise ConfigError(
@@ -336,83 +333,39 @@ def _parse_scenario(name: str, data: object, path: str) -> Scenario:
             "give one of pings (a one-shot run, e.g. [5, 10, 15]), persistent (a session) or fleet (many switches), "
             + (f"not {' and '.join(kinds)}" if kinds else "got none"),
         )
-    intervals: tuple[float, ...] = ()
-    schedule = None
-    fleet = _parse_fleet(section["fleet"], f"{path}.fleet") if "fleet" in section else None
+    values, _ = read_settings(Scenario, section, path, base_dir, also=frozenset({"pings"}))
     if "pings" in section:
-        pings = section["pings"]
-        if isinstance(pings, dict):  # {count: 1000, interval_s: 1}: many pings of one interval
-            many = field.mapping(pings, f"{path}.pings", {"count", "interval_s"})
-            for key in ("count", "interval_s"):
-                if key not in many:
-                    raise ConfigError(f"{path}.pings.{key}", "missing")
-            count = field.int_range(1, 100_000)(many["count"], f"{path}.pings.count")
-            pings = [field.number_at_least_0(many["interval_s"], f"{path}.pings.interval_s")] * count
-        if not isinstance(pings, list) or not pings:
-            raise ConfigError(
-                f"{path}.pings",
-                f"must be a non-empty list of intervals in seconds, or {{count, interval_s}}, got {pings!r}",
-            )
-        intervals = tuple(field.number_at_least_0(value, f"{path}.pings[{index}]") for index, value in enumerate(pings))
-    elif "persistent" in section:
-        schedule = _parse_schedule(section["persistent"], f"{path}.persistent")
-    expect_data = field.mapping(section.get("expect", {}), f"{path}.expect", {"connections", "http_version"})
-    expect = Expectation(
-        connections=field.optional(expect_data, "connections", f"{path}.expect", field.int_range(1, 1_000_000), None),
-        http_version=field.optional(expect_data, "http_version", f"{path}.expect", _http_version, None),
-    )
-    return Scenario(
-        name=name,
-        pings_s=intervals,
-        persistent=schedule,
-        fleet=fleet,
-        http2=field.optional(section, "http2", path, field.boolean, True),
-        streams=field.optional(section, "streams", path, field.one_of("queue", "spill"), "queue"),
-        description=field.optional(section, "description", path, field.string, ""),
-        expect=expect,
-    )
+        values["pings_s"] = _parse_pings(section["pings"], f"{path}.pings")
+    if "persistent" in section:
+        schedule: Schedule = values["persistent"]
+        if (schedule.duration_s is None) == (schedule.count is None):
+            raise ConfigError(f"{path}.persistent.duration_s", "give either duration_s (seconds) or count (pings in "
+                              "all), not " + ("both" if schedule.count is not None else "neither"))  # fmt: skip
+    if "fleet" in section:
+        _check_id_pattern(values["fleet"], f"{path}.fleet.id_pattern")
+    return Scenario(name=name, **values)
 
 
-def _parse_schedule(data: object, path: str) -> Schedule:
-    section = field.mapping(data, path, {"duration_s", "count", "every_s", "batch", "interval_s"})
-    if ("duration_s" in section) == ("count" in section):
-        raise ConfigError(f"{path}.duration_s", "give either duration_s (seconds) or count (pings in all), not "
-                          + ("both" if "count" in section else "neither"))  # fmt: skip
-    for key in ("every_s", "interval_s"):
-        if key not in section:
-            raise ConfigError(f"{path}.{key}", "missing")
-    return Schedule(
-        every_s=field.positive_number(section["every_s"], f"{path}.every_s"),
-        batch=field.optional(section, "batch", path, field.int_range(1, 10_000), 1),
-        interval_s=field.number_at_least_0(section["interval_s"], f"{path}.interval_s"),
-        duration_s=field.optional(section, "duration_s", path, field.positive_number, None),
-        count=field.optional(section, "count", path, field.int_range(1, 10_000_000), None),
-    )
+def _parse_pings(pings: object, path: str) -> tuple[float, ...]:
+    if isinstance(pings, dict):  # {count: 1000, interval_s: 1}: many pings of one interval
+        many = field.mapping(pings, path, {"count", "interval_s"})
+        for key in ("count", "interval_s"):
+            if key not in many:
+                raise ConfigError(f"{path}.{key}", "missing")
+        count = field.int_range(1, 100_000)(many["count"], f"{path}.count")
+        pings = [field.number_at_least_0(many["interval_s"], f"{path}.interval_s")] * count
+    if not isinstance(pings, list) or not pings:
+        raise ConfigError(path, f"must be a non-empty list of intervals in seconds, or {{count, interval_s}}, "
+                                f"got {pings!r}")  # fmt: skip
+    return tuple(field.number_at_least_0(value, f"{path}[{index}]") for index, value in enumerate(pings))
 
 
-def _parse_fleet(data: object, path: str) -> Fleet:
-    section = field.mapping(data, path, {"switches", "id_pattern", "pings", "interval_s", "ramp_up_s"})
-    for key in ("switches", "pings", "interval_s"):
-        if key not in section:
-            raise ConfigError(f"{path}.{key}", "missing")
-    fleet = Fleet(
-        switches=field.int_range(1, 100_000)(section["switches"], f"{path}.switches"),
-        id_pattern=field.optional(section, "id_pattern", path, field.string, "fleet-{n:04d}"),
-        pings=field.int_range(1, 10_000)(section["pings"], f"{path}.pings"),
-        interval_s=field.number_at_least_0(section["interval_s"], f"{path}.interval_s"),
-        ramp_up_s=field.optional(section, "ramp_up_s", path, field.number_at_least_0, 0.0),
-    )
+def _check_id_pattern(fleet: Fleet, path: str) -> None:
     try:
         ids = {fleet.id_pattern.format(n=1), fleet.id_pattern.format(n=2)}
         for generated in ids:
-            field.switch_id(generated, f"{path}.id_pattern")
+            field.switch_id(generated, path)
     except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(
-            f"{path}.id_pattern", f"must be a str.format pattern of n, e.g. 'fleet-{{n:04d}}': {exc}"
-        ) from exc
+        raise ConfigError(path, f"must be a str.format pattern of n, e.g. 'fleet-{{n:04d}}': {exc}") from exc
     if len(ids) < 2:
-        raise ConfigError(f"{path}.id_pattern", "must contain {n}, so that every switch gets its own id")
-    return fleet
-
-
-_http_version = field.one_of(*HTTP_VERSIONS)
+        raise ConfigError(path, "must contain {n}, so that every switch gets its own id")

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 from urllib.parse import urlsplit
 
@@ -14,6 +17,9 @@ from urllib.parse import urlsplit
 _SWITCH_ID = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
+
+# RFC 9110 section 5.6.2: what a method or a header name may be made of.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class ConfigError(Exception):
@@ -141,12 +147,75 @@ def one_of(*choices: str) -> Callable[[object, str], str]:
 
 def check_controller_url(url: str, path: str) -> None:
     parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise ConfigError(path, f"must be an https:// URL (the controller always speaks TLS), got {url!r}")
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(path, f"must be an https:// URL (or http:// for a cleartext listener), got {url!r}")
     try:
         parts.port  # noqa: B018 - urlsplit checks the port lazily, here
     except ValueError as exc:
         raise ConfigError(path, f"has a bad port: {url!r}") from exc
+
+
+def file_path(value: object, path: str) -> Path:
+    return Path(string(value, path))
+
+
+def proxy_identity(value: object, path: str) -> str:
+    """A trusted proxy: the CN of its client certificate, or the address (or network) it connects from."""
+    text = string(value, path)
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_network(text, strict=False))
+    return switch_id(text, path)
+
+
+def proxy_identities(value: object, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(path, f"must be a list of certificate CNs or addresses, got {_describe(value)}")
+    return tuple(dict.fromkeys(proxy_identity(item, f"{path}[{index}]") for index, item in enumerate(value)))
+
+
+def http_method(value: object, path: str) -> str:
+    method = string(value, path)
+    if not _TOKEN.fullmatch(method):
+        raise ConfigError(path, f"must be an HTTP method such as GET or POST, got {method!r}")
+    return method.upper()
+
+
+def request_path(value: object, path: str) -> str:
+    """A request target with an optional ``{interval}`` placeholder: ``/ping?interval={interval}``."""
+    text = string(value, path)
+    if not text.startswith("/"):
+        raise ConfigError(path, f"must start with '/', got {text!r}")
+    try:
+        text.format(interval="1")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(path, f"may hold {{interval}} and nothing else in braces, got {text!r}") from exc
+    return text
+
+
+def headers(value: object, path: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise ConfigError(path, f"must be a mapping of header names to values, got {_describe(value)}")
+    pairs: list[tuple[str, str]] = []
+    for name, text in value.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ConfigError(f"{path}.{name}", "is not a valid header name")
+        if not isinstance(text, str) or any(c in text for c in "\r\n\0"):
+            raise ConfigError(f"{path}.{name}", f"must be a one-line string, got {_describe(text)}")
+        pairs.append((name, text))
+    return tuple(pairs)
+
+
+def statuses(value: object, path: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(path, f"must be a non-empty list of HTTP statuses, got {_describe(value)}")
+    read = int_range(100, 599)
+    return tuple(dict.fromkeys(read(item, f"{path}[{index}]") for index, item in enumerate(value)))
+
+
+def optional_string(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(path, f"must be a string, got {_describe(value)}")
+    return value
 
 
 def _describe(value: object) -> str:

@@ -121,8 +121,8 @@ def test_unknown_scenario_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "no scenario named 'nope' (known: seed, contrast)" in capsys.readouterr().err
 
 
-def test_switch_url_must_be_https(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert switch_main(["--config", str(write_config(tmp_path)), "--url", "http://127.0.0.1:1"]) == 2
+def test_switch_url_must_be_http_or_https(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert switch_main(["--config", str(write_config(tmp_path)), "--url", "ws://127.0.0.1:1"]) == 2
     assert "--url: must be an https:// URL" in capsys.readouterr().err
 
 

@@ -72,7 +72,23 @@ def test_bad_ping_interval_names_line_and_key_path(tmp_path: Path) -> None:
          "controller.max_concurrent_streams: must be a whole number from 1 to 999"),
         ("controller:\n  hostnames: []\n", 2, "controller.hostnames: must name at least one hostname"),
         ("controller: [1, 2]\n", 1, "controller: must be a mapping, got a list"),
-        ("switch:\n  controller_url: http://localhost:8443\n", 2, "switch.controller_url: must be an https:// URL"),
+        ("switch:\n  controller_url: ftp://localhost:8443\n", 2, "switch.controller_url: must be an https:// URL"),
+        ("switch:\n  tls: {cert: a.pem, key: a.key}\n", 2, "switch.tls.ca: missing"),
+        ("switch:\n  tls: {cert: a.pem, key: a.key, ca: c.pem, crl: x}\n", 2,
+         "switch.tls.crl: unknown key (allowed: ca, cert, key)"),
+        ("controller:\n  tls: {cert: a.pem, key: a.key}\n", 2, "controller.tls.client_ca: missing"),
+        ("controller:\n  trusted_proxies: [nginx_1]\n", 2, "controller.trusted_proxies[0]: must be a DNS-style name"),
+        ("controller:\n  cleartext: {host: 192.0.2.1, port: 8080}\n", 2,
+         "controller.cleartext.host: 192.0.2.1 is not loopback"),
+        ("controller:\n  cleartext: {host: 127.0.0.1}\n", 2, "controller.cleartext.port: missing"),
+        ("scenarios:\n  seed:\n    pings: [1]\n    request: {path: ping}\n", 4,
+         "scenarios.seed.request.path: must start with '/'"),
+        ("scenarios:\n  seed:\n    pings: [1]\n    request: {path: '/p?i={seconds}'}\n", 4,
+         "scenarios.seed.request.path: may hold {interval} and nothing else in braces"),
+        ("scenarios:\n  seed:\n    pings: [1]\n    request: {statuses: [200, 99]}\n", 4,
+         "scenarios.seed.request.statuses[1]: must be a whole number from 100 to 599"),
+        ("scenarios:\n  seed:\n    pings: [1]\n    expect: {controller_view: always}\n", 4,
+         "scenarios.seed.expect.controller_view: must be one of optional, required"),
         ("switch:\n  id: switch_1\n", 2, "switch.id: must be a DNS-style name"),
         ("controller:\n  switches: [ok-1, bad_2]\n", 2, "controller.switches[1]: must be a DNS-style name"),
         ("controller:\n  switches: []\n", 2, "controller.switches: must be a non-empty list of switch ids"),
@@ -125,3 +141,32 @@ def test_the_fleet_defaults_to_the_configured_switch() -> None:
 def test_switch_url_follows_the_controller_port_by_default() -> None:
     cfg = parse_config({"controller": {"port": 9443}})
     assert cfg.switch.controller_url == "https://localhost:9443"
+
+
+def test_a_section_accepts_exactly_its_dataclass_fields(tmp_path: Path) -> None:
+    """The allowed keys come from the section's dataclass: the error lists every one of them."""
+    error = load_text(tmp_path, "controller:\n  prot: 1\n")
+    allowed = str(error).split("(allowed: ")[1].rstrip(")").split(", ")
+    assert "trusted_proxies" in allowed
+    assert "tls" in allowed
+    assert "cleartext" in allowed
+    assert "client_certs_optional" not in allowed  # bench mode is a command-line flag only
+
+
+def test_own_pki_paths_resolve_against_the_config_and_take_the_switch_id(tmp_path: Path) -> None:
+    cfg = parse_config(
+        {
+            "controller": {"tls": {"cert": "pki/c.pem", "key": "pki/c.key", "client_ca": "/etc/pki/ca.pem"}},
+            "switch": {"tls": {"cert": "pki/client.{id}.cert.pem", "key": "pki/client.{id}.key.pem", "ca": "ca.pem"}},
+            "scenarios": {"poll": {"pings": [1], "request": {"method": "post", "headers": {"X-Tenant": "t1"}}}},
+        },
+        base_dir=tmp_path,
+    )
+    assert cfg.controller.tls is not None
+    assert cfg.controller.tls.client_ca == Path("/etc/pki/ca.pem")
+    assert cfg.controller.tls.cert == tmp_path / "pki/c.pem"
+    assert cfg.switch.tls is not None
+    assert cfg.switch.tls.for_switch("fleet-0001").cert == tmp_path / "pki/client.fleet-0001.cert.pem"
+    request = cfg.scenario("poll").request
+    assert (request.method, request.headers, request.statuses) == ("POST", (("X-Tenant", "t1"),), (200,))
+    assert request.target("2.5") == "/ping?interval=2.5"

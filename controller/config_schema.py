@@ -1,0 +1,79 @@
+"""A config section is its dataclass: the fields that config.yaml may set say so with ``setting`` (how to read the
+value, under which key) or ``subsection`` (a nested section), and ``build`` reads a YAML mapping into the class.
+
+So a section's allowed keys, their readers and their defaults are written once, on the field; adding a key is one
+edit. Fields without either (``client_certs_optional``, a scenario's ``name``) are not config keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from controller.config_fields import ConfigError, mapping
+
+T = TypeVar("T")
+Reader = Callable[[object, str], Any]
+
+_READ = "dialout.read"
+_KEY = "dialout.key"
+_RELATIVE = "dialout.relative"
+_SECTION = "dialout.section"
+
+
+def setting(
+    read: Reader,
+    default: Any = dataclasses.MISSING,  # noqa: ANN401 - any field's default
+    *,
+    key: str | None = None,
+    relative: bool = False,
+) -> Any:  # noqa: ANN401 - stands where the field's default would
+    """A field config.yaml may set under ``key`` (default: the field's name), read by ``read(value, key_path)``.
+    ``relative``: the value is a path that resolves against config.yaml's directory. No default: required."""
+    metadata = {_READ: read, _KEY: key, _RELATIVE: relative}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def subsection(cls: type[Any], default: Any = dataclasses.MISSING) -> Any:  # noqa: ANN401
+    """A field that is a nested section under the field's name, itself a dataclass of settings."""
+    return dataclasses.field(default=default, metadata={_SECTION: cls})
+
+
+def keys_of(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
+    """config.yaml's keys for section ``cls``, each with its field."""
+    return {
+        field.metadata.get(_KEY) or field.name: field
+        for field in dataclasses.fields(cls)
+        if _READ in field.metadata or _SECTION in field.metadata
+    }
+
+
+def read_settings(cls: type[Any], data: object, path: str, base_dir: Path, *, also: frozenset[str] = frozenset()
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The field values that ``data`` (a YAML mapping) sets for section ``cls``, keyed by field name, and the
+    mapping itself. ``also`` names further keys the caller reads itself. A required key that is missing, an
+    unknown key and a bad value are each a ``ConfigError`` naming the key path."""
+    keys = keys_of(cls)
+    section = mapping(data, path, set(keys) | also)
+    values: dict[str, Any] = {}
+    for key, field in keys.items():
+        child = f"{path}.{key}" if path else key
+        if key not in section:
+            if field.default is dataclasses.MISSING:
+                raise ConfigError(child, "missing")
+            continue
+        nested = field.metadata.get(_SECTION)
+        if nested is not None:
+            values[field.name] = build(nested, section[key], child, base_dir)
+            continue
+        value = field.metadata[_READ](section[key], child)
+        values[field.name] = base_dir / value if field.metadata[_RELATIVE] else value
+    return values, section
+
+
+def build(cls: type[T], data: object, path: str, base_dir: Path) -> T:
+    """Section ``cls`` as ``data`` sets it, every other field at its default."""
+    values, _ = read_settings(cls, data, path, base_dir)
+    return cls(**values)
