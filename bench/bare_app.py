@@ -57,8 +57,8 @@ async def serve(certs: Path, port: int) -> None:
     sock = socket.create_server(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the controller does (controller/server.py)
     print(f"listening on https://127.0.0.1:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
-    cfg = ControllerConfig(certs_dir=certs)
-    config = hypercorn_config(cfg, server_ssl_context(certs, client_certs_optional=True), ConnectionRegistry())
+    cfg = ControllerConfig(certs_dir=certs, client_certs_optional=True)
+    config = hypercorn_config(cfg, server_ssl_context(cfg), ConnectionRegistry())
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)

@@ -159,7 +159,7 @@ def memory_row(who: str, count: int, idle_busy: tuple[int, int]) -> Row:
 
 def fleet_row(url: str, certs: Path, fleet: Fleet) -> Row:
     scenario = Scenario("fleet", fleet=fleet)
-    result = asyncio.run(run_fleet(scenario, url, certs, SwitchConfig(certs_dir=certs), lambda event: None))
+    result = asyncio.run(run_fleet(scenario, url, SwitchConfig(certs_dir=certs), lambda event: None))
     verdict = judge_fleet(result)
     report = fleet_json(result, verdict)
     handshake_ms = report["tls_handshake_s"].get("p50", 0.0) * 1000

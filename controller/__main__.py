@@ -29,6 +29,7 @@ from controller.server import (
     serve,
     server_ssl_context,
 )
+from controller.tls_files import check_other_half
 
 logger = logging.getLogger("controller")
 
@@ -43,8 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = _with_overrides(cfg, args.host, args.port, args.client_certs_optional)
         if args.command == "certs":
             return _regenerate_certs(cfg)
-        ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.switch_ids)
-        ssl_context = server_ssl_context(cfg.controller.certs_dir, cfg.controller.client_certs_optional)
+        if cfg.controller.tls is None:  # the user's own PKI is never touched
+            ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.switch_ids)
+        ssl_context = server_ssl_context(cfg.controller)
+        check_other_half(cfg, "controller")
     except (ConfigError, PKIError, ServerError) as exc:
         print(f"controller: {exc}", file=sys.stderr)
         return 2
@@ -130,7 +133,7 @@ async def _serve_until_signalled(cfg: Config, ssl_context: ssl.SSLContext, socke
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signum, stop)
-    registry = new_registry(cfg.controller.certs_dir)
+    registry = new_registry(cfg.controller)
     await serve(cfg.controller, ssl_context, sockets, stop.wait, registry)
     _log_summary(registry)
 
@@ -151,7 +154,7 @@ async def _demo(
     port = sockets[0].getsockname()[1]
     url = urlunsplit(urlsplit(cfg.switch.controller_url)._replace(netloc=f"{_url_host(cfg)}:{port}"))
     stop = asyncio.Event()
-    registry = new_registry(cfg.controller.certs_dir)
+    registry = new_registry(cfg.controller)
     server = asyncio.create_task(serve(cfg.controller, ssl_context, sockets, stop.wait, registry))
     failed: list[str] = []
     try:

@@ -25,85 +25,99 @@ from pathlib import Path
 
 import trustme
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from controller.tls_files import (
+    Identity,
+    PKIError,
+    ca_cert_path,
+    ca_private_key_path,
+    check_validity,
+    controller_identity,
+    read_certificates,
+    switch_identity,
+)
+
+__all__ = [
+    "Identity", "PKIError", "ca_cert_path", "ca_private_key_path", "controller_identity", "ensure_certs",
+    "generate_certs", "switch_identity",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
-
-LEAF_VALIDITY = datetime.timedelta(days=365)
-# Issue leaves an hour in the past so a peer whose clock is a little behind still accepts them.
-CLOCK_SKEW_ALLOWANCE = datetime.timedelta(hours=1)
-# Reissue a leaf this long before it expires, so a long run never starts on a certificate about to lapse.
-RENEW_BEFORE = datetime.timedelta(days=7)
-KEY_FILE_MODE = 0o600
-CERT_FILE_MODE = 0o644
-
-
-class PKIError(Exception):
-    """Certificates are missing and cannot be made, or are unreadable."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A certificate chain (leaf first) and its private key, as files."""
-
-    cert: Path
-    key: Path
-
-
-def ca_cert_path(certs_dir: Path) -> Path:
-    return certs_dir / "ca.pem"
-
-
-def controller_identity(certs_dir: Path) -> Identity:
-    return Identity(certs_dir / "controller.pem", certs_dir / "controller.key")
-
-
-def switch_identity(certs_dir: Path, switch_id: str) -> Identity:
-    return Identity(certs_dir / f"{switch_id}.pem", certs_dir / f"{switch_id}.key")
-
-
-def ca_private_key_path(certs_dir: Path) -> Path:
-    return certs_dir / "ca.key"
 
 
 def _ca_identity(certs_dir: Path) -> Identity:
     return Identity(ca_cert_path(certs_dir), ca_private_key_path(certs_dir))
 
 
+LEAF_VALIDITY = datetime.timedelta(days=365)
+# Issue leaves an hour in the past so a peer whose clock is a little behind still accepts them.
+CLOCK_SKEW_ALLOWANCE = datetime.timedelta(hours=1)
+# Reissue a leaf this long before it expires, so a long run never starts on a certificate about to lapse.
+RENEW_BEFORE = datetime.timedelta(days=7)
+# The organisational units dialout writes into what it issues: with the CA's signature, how it knows its own.
+CA_UNIT = "dialout controller CA"
+CONTROLLER_UNIT = "dialout controller"
+SWITCH_UNIT = "dialout switch"
+KEY_FILE_MODE = 0o600
+CERT_FILE_MODE = 0o644
+
+
 def ensure_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterable[str]) -> list[Path]:
-    """Make whatever is missing, expiring or stale in ``certs_dir``; return the files written.
+    """Make whatever of dialout's PKI is missing, expiring or stale in ``certs_dir``; return the files written.
 
     A brand-new CA is made only when neither ``ca.pem`` nor ``ca.key`` exists: a CA certificate without its key
     (certificates copied from a controller) is kept, and issuing from it is an error that says so, rather than
     silently replacing the trust anchor the other side relies on.
+
+    Only a certificate that dialout issued is ever replaced (``_issued_by_dialout``): one a user placed there is
+    used as it is, or refused with a line that says why, never overwritten.
     """
     ca_files = _ca_identity(certs_dir)
     if not ca_files.cert.exists() and not ca_files.key.exists():
         return generate_certs(certs_dir, hostnames, switch_ids)
 
     wanted = [_controller_leaf(certs_dir, hostnames)] + [_switch_leaf(certs_dir, sid) for sid in switch_ids]
-    stale = [leaf for leaf in wanted if _needs_issuing(leaf)]
-    if not stale:
+    reasons = {leaf: why for leaf in wanted if (why := _why_issue(leaf, ca_files.cert)) is not None}
+    if not reasons:
         return []
     ca = _load_ca(ca_files)
     written: list[Path] = []
-    for leaf in stale:
-        written += _issue(ca, leaf)
+    for leaf, why in reasons.items():
+        written += _issue(ca, leaf, why)
     return written
 
 
 def generate_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterable[str]) -> list[Path]:
-    """Make a new CA and issue every identity from it, replacing whatever was there."""
+    """Make a new CA and issue every identity from it, replacing what dialout had issued there before; a file it
+    did not issue is never replaced (PKIError names it)."""
+    leaves = [_controller_leaf(certs_dir, hostnames)] + [_switch_leaf(certs_dir, sid) for sid in switch_ids]
+    _refuse_foreign(certs_dir, leaves)
     certs_dir.mkdir(parents=True, exist_ok=True)
-    ca = trustme.CA(organization_name="dialout", organization_unit_name="dialout controller CA")
+    ca = trustme.CA(organization_name="dialout", organization_unit_name=CA_UNIT)
     ca_files = _ca_identity(certs_dir)
     _write_atomically(ca_files.key, ca.private_key_pem.bytes(), KEY_FILE_MODE)
     _write_atomically(ca_files.cert, ca.cert_pem.bytes(), CERT_FILE_MODE)
     written = [ca_files.key, ca_files.cert]
     logger.info("made a new CA: %s", ca_files.cert)
-    written += _issue(ca, _controller_leaf(certs_dir, hostnames))
-    for switch_id in switch_ids:
-        written += _issue(ca, _switch_leaf(certs_dir, switch_id))
+    for leaf in leaves:
+        written += _issue(ca, leaf)
     return written
+
+
+def _refuse_foreign(certs_dir: Path, leaves: list[_Leaf]) -> None:
+    """Raise PKIError if replacing dialout's PKI in ``certs_dir`` would overwrite a file dialout did not write."""
+    ca_files = _ca_identity(certs_dir)
+    if ca_files.cert.exists() and not any(_unit(ca) == CA_UNIT for ca in read_certificates(ca_files.cert)):
+        raise PKIError(f"{ca_files.cert}: not dialout's CA; dialout will not replace it (move it, or point "
+                       "certs_dir elsewhere)")  # fmt: skip
+    for leaf in leaves:
+        cert, key = leaf.identity.cert, leaf.identity.key
+        if cert.exists() and not _issued_by_dialout(_read_cert(cert), ca_files.cert):
+            raise PKIError(f"{cert}: not issued by dialout; dialout will not replace it (move it, or point "
+                           "certs_dir elsewhere)")  # fmt: skip
+        if key.exists() and not cert.exists():
+            raise _orphan_key(leaf.identity)
 
 
 @dataclass(frozen=True)
@@ -117,14 +131,14 @@ class _Leaf:
 
 
 def _controller_leaf(certs_dir: Path, hostnames: Iterable[str]) -> _Leaf:
-    return _Leaf(controller_identity(certs_dir), tuple(hostnames), "dialout controller", "dialout controller")
+    return _Leaf(controller_identity(certs_dir), tuple(hostnames), "dialout controller", CONTROLLER_UNIT)
 
 
 def _switch_leaf(certs_dir: Path, switch_id: str) -> _Leaf:
-    return _Leaf(switch_identity(certs_dir, switch_id), (switch_id,), switch_id, "dialout switch")
+    return _Leaf(switch_identity(certs_dir, switch_id), (switch_id,), switch_id, SWITCH_UNIT)
 
 
-def _issue(ca: trustme.CA, leaf: _Leaf) -> list[Path]:
+def _issue(ca: trustme.CA, leaf: _Leaf, why: str = "new") -> list[Path]:
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)  # trustme wants naive UTC
     issued = ca.issue_cert(
         *leaf.names,
@@ -138,17 +152,69 @@ def _issue(ca: trustme.CA, leaf: _Leaf) -> list[Path]:
     identity.cert.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(identity.key, issued.private_key_pem.bytes(), KEY_FILE_MODE)
     _write_atomically(identity.cert, b"".join(blob.bytes() for blob in issued.cert_chain_pems), CERT_FILE_MODE)
-    logger.info("issued %s for %s (valid until %s)", identity.cert, leaf.common_name, (now + LEAF_VALIDITY).date())
+    until = (now + LEAF_VALIDITY).date()
+    if why == "new":
+        logger.info("issued %s for %s (valid until %s)", identity.cert, leaf.common_name, until)
+    else:  # replacing a file: say so, and why dialout may
+        logger.info("reissued %s for %s (valid until %s): dialout issued it (signed by its CA, OU=%s) and %s",
+                    identity.cert, leaf.common_name, until, leaf.unit, why)  # fmt: skip
     return [identity.key, identity.cert]
 
 
-def _needs_issuing(leaf: _Leaf) -> bool:
-    if not leaf.identity.cert.exists() or not leaf.identity.key.exists():
+def _why_issue(leaf: _Leaf, ca_cert: Path) -> str | None:
+    """Why ``leaf`` needs issuing (None: it does not). Raises PKIError for files dialout may not touch."""
+    identity = leaf.identity
+    if not identity.cert.exists():
+        if identity.key.exists():
+            raise _orphan_key(identity)
+        return "new"
+    cert = _read_cert(identity.cert)
+    if not _issued_by_dialout(cert, ca_cert):
+        # Not ours: used as it is (its names are the user's business), unless it cannot work at all.
+        if not identity.key.exists():
+            raise PKIError(f"{identity.key}: private key file missing for {identity.cert}")
+        check_validity(cert, identity.cert)
+        return None
+    if not identity.key.exists():
+        return "its key was missing"
+    expires = cert.not_valid_after_utc
+    if expires - RENEW_BEFORE < datetime.datetime.now(datetime.UTC):
+        return f"it expires on {expires:%Y-%m-%d}"
+    names = _subject_alt_names(cert)
+    wanted = {_normalise_name(name) for name in leaf.names}
+    if names != wanted:
+        return f"its names were {', '.join(sorted(names))}, now {', '.join(sorted(wanted))}"
+    return None
+
+
+def _orphan_key(identity: Identity) -> PKIError:
+    return PKIError(f"{identity.key} exists without its certificate {identity.cert}: dialout replaces only what it "
+                    "issued itself; remove the key to have a new pair issued")  # fmt: skip
+
+
+def _issued_by_dialout(cert: x509.Certificate, ca_cert: Path) -> bool:
+    """How dialout knows a certificate is its own: the CA in certs_dir (dialout's, by its subject) signed it, and it
+    carries one of the units dialout issues to. A file the user placed there fails one of these."""
+    if _unit(cert) not in (CONTROLLER_UNIT, SWITCH_UNIT):
+        return False
+    try:
+        cas = read_certificates(ca_cert)
+    except PKIError:
+        return False
+    for ca in cas:
+        if _unit(ca) != CA_UNIT:
+            continue
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
         return True
-    cert = _read_cert(leaf.identity.cert)
-    if cert.not_valid_after_utc - RENEW_BEFORE < datetime.datetime.now(datetime.UTC):
-        return True
-    return _subject_alt_names(cert) != {_normalise_name(name) for name in leaf.names}
+    return False
+
+
+def _unit(cert: x509.Certificate) -> str | None:
+    units = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME)
+    return str(units[0].value) if units else None
 
 
 def _read_cert(path: Path) -> x509.Certificate:

@@ -13,6 +13,7 @@ import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
@@ -24,8 +25,8 @@ from controller.asgi_tls import REGISTRY_ATTRIBUTE
 from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
 from controller.graceful import refuse_new_streams
-from controller.pki import ca_cert_path, ca_private_key_path, controller_identity
 from controller.tls_alerts import send_handshake_alerts
+from controller.tls_files import PKIError, ca_private_key_path, controller_files
 
 logger = logging.getLogger(__name__)
 
@@ -40,27 +41,23 @@ class ServerError(Exception):
     """The controller cannot start: unusable certificates, or an address it cannot listen on."""
 
 
-def server_ssl_context(certs_dir: Path, client_certs_optional: bool = False) -> ssl.SSLContext:
-    """TLS for the controller: our certificate, and a client certificate REQUIRED and verified against our CA
-    (OPTIONAL, but verified when sent, in bench mode)."""
-    identity = controller_identity(certs_dir)
-    ca_file = ca_cert_path(certs_dir)
-    missing = [str(path) for path in (ca_file, identity.cert, identity.key) if not path.is_file()]
-    if missing:
-        raise ServerError(f"certificate file missing: {', '.join(missing)} (`python -m controller certs` makes them)")
-    for key in (identity.key, ca_private_key_path(certs_dir)):
+def server_ssl_context(cfg: ControllerConfig) -> ssl.SSLContext:
+    """TLS for the controller: its certificate (dialout's, or ``controller.tls``), and a client certificate
+    REQUIRED and verified against the client CA (OPTIONAL, but verified when sent, in bench mode). Raises PKIError,
+    one line naming the file, for anything unusable."""
+    files = controller_files(cfg)
+    files.identity.check()
+    guarded = [files.identity.key] if files.own else [files.identity.key, ca_private_key_path(cfg.certs_dir)]
+    for key in guarded:
         _check_private(key)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = MINIMUM_TLS_VERSION
     context.options |= ssl.OP_NO_COMPRESSION  # RFC 9113 section 9.2.1
     context.set_ciphers(TLS12_CIPHERS)
     context.set_alpn_protocols(list(ALPN_PROTOCOLS))
-    context.verify_mode = ssl.CERT_OPTIONAL if client_certs_optional else ssl.CERT_REQUIRED
-    try:
-        context.load_cert_chain(identity.cert, identity.key)
-        context.load_verify_locations(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ServerError(f"cannot load the controller's certificates from {certs_dir}: {exc}") from exc
+    context.verify_mode = ssl.CERT_OPTIONAL if cfg.client_certs_optional else ssl.CERT_REQUIRED
+    files.identity.configure_cert(context)
+    files.trust.configure_trust(context)
     return context
 
 
@@ -71,7 +68,7 @@ def _check_private(key: Path) -> None:
     except FileNotFoundError:
         return  # the CA key may live elsewhere; the controller does not need it to serve
     if mode & 0o077:
-        raise ServerError(f"private key {key} is readable by others (mode {mode:04o}): run `chmod 600 {key}`")
+        raise PKIError(f"{key}: private key is readable by others (mode {mode:04o}): run `chmod 600 {key}`")
 
 
 def check_loopback_only(sockets: list[socket.socket]) -> None:
@@ -144,12 +141,11 @@ def hypercorn_config(
     return config
 
 
-def new_registry(certs_dir: Path) -> ConnectionRegistry:
+def new_registry(cfg: ControllerConfig) -> ConnectionRegistry:
     """A connection registry that knows the certificate this controller presents (the TLS extension's
     ``server_cert``)."""
-    pem = controller_identity(certs_dir).cert.read_text(encoding="ascii")
-    end = "-----END CERTIFICATE-----"
-    return ConnectionRegistry(server_cert_pem=pem[: pem.index(end) + len(end)] + "\n" if end in pem else None)
+    leaf = controller_files(cfg).identity.chain()[0]
+    return ConnectionRegistry(server_cert_pem=leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"))
 
 
 async def serve(

@@ -17,14 +17,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from controller.config import ConfigError, Scenario, SwitchConfig, check_controller_url, load_config
+from controller.config import Config, ConfigError, Scenario, SwitchConfig, check_controller_url, load_config
 from controller.pki import PKIError, ensure_certs
+from controller.tls_files import check_other_half, switch_files
 from sim_switch.client import run_scenario
 from sim_switch.fleet import run_fleet
 from sim_switch.fleet_report import fleet_json, judge_fleet, render_fleet
 from sim_switch.report import judge, render_event, render_summary, to_json
 from sim_switch.session import run_session
-from sim_switch.tls import SwitchSetupError, client_ssl_context
+from sim_switch.tls import switch_ssl_context
 from sim_switch.tracing import CONNECTION, DETAIL, REQUEST, SESSION, TraceEvent
 
 
@@ -48,13 +49,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.url:
             check_controller_url(args.url, "--url")
         ids = scenario.fleet.switch_ids() if scenario.fleet else [cfg.switch.switch_id]
-        if scenario.fleet:  # one line for the fleet's certificates, not one per switch
-            logging.getLogger("controller.pki").setLevel(logging.WARNING)
-        written = ensure_certs(cfg.switch.certs_dir, cfg.controller.hostnames, ids)
-        if len(written) > 6:  # a fleet's first run: say it once, not once per switch
-            print(f"sim_switch: issued {len(written) // 2} certificates in {cfg.switch.certs_dir}", file=sys.stderr)
-        ssl_context = client_ssl_context(cfg.switch.certs_dir, cfg.switch.switch_id)
-    except (ConfigError, PKIError, SwitchSetupError) as exc:
+        if cfg.switch.tls is None:  # the user's own PKI is never touched
+            _ensure_certs(cfg, ids, quiet=scenario.fleet is not None)
+        ssl_context = switch_ssl_context(switch_files(cfg.switch, cfg.switch.switch_id))
+        check_other_half(cfg, "switch", url)
+    except (ConfigError, PKIError) as exc:
         print(f"sim_switch: {exc}", file=sys.stderr)
         return 2
 
@@ -99,13 +98,21 @@ def _run(args: argparse.Namespace) -> int:
                    verdict.ok, verdict.line)  # fmt: skip
 
 
+def _ensure_certs(cfg: Config, ids: list[str], quiet: bool) -> None:
+    if quiet:  # one line for the fleet's certificates, not one per switch
+        logging.getLogger("controller.pki").setLevel(logging.WARNING)
+    written = ensure_certs(cfg.switch.certs_dir, cfg.controller.hostnames, ids)
+    if quiet and written:
+        print(f"sim_switch: issued {len(written) // 2} certificates in {cfg.switch.certs_dir}", file=sys.stderr)
+
+
 def _run_fleet(
     scenario: Scenario, url: str, switch: SwitchConfig, show: Callable[[TraceEvent], None], per_connection: int,
     as_json: bool,
 ) -> int:  # fmt: skip
     progress = Progress(sys.stderr)
     try:
-        result = asyncio.run(run_fleet(scenario, url, switch.certs_dir, switch, show, progress, per_connection))
+        result = asyncio.run(run_fleet(scenario, url, switch, show, progress, per_connection))
     except KeyboardInterrupt:
         print("sim_switch: interrupted", file=sys.stderr)
         return 1

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from controller.config import Scenario, SwitchConfig
+from controller.tls_files import switch_files
 from sim_switch.client import run_scenario
 from sim_switch.results import RunResult
-from sim_switch.tls import client_ssl_context
+from sim_switch.tls import switch_ssl_context
 from sim_switch.tracing import TraceEvent
 
 
@@ -30,7 +30,6 @@ class FleetResult:
 async def run_fleet(
     scenario: Scenario,
     controller_url: str,
-    certs_dir: Path,
     switch: SwitchConfig,
     emit: Callable[[TraceEvent], None],
     progress: Callable[[int, int], None] = lambda done, total: None,
@@ -42,7 +41,7 @@ async def run_fleet(
     ids = fleet.switch_ids()
     one_switch = Scenario(scenario.name, (fleet.interval_s,) * fleet.pings, http2=scenario.http2,
                           streams=scenario.streams)  # fmt: skip
-    contexts = {switch_id: client_ssl_context(certs_dir, switch_id) for switch_id in ids}
+    contexts = {switch_id: switch_ssl_context(switch_files(switch, switch_id)) for switch_id in ids}
     loop = asyncio.get_running_loop()
     started = loop.time()
     done = 0

@@ -41,11 +41,11 @@ async def run_controller(cfg: ControllerConfig, port: int = 0) -> AsyncIterator[
     sock = socket.create_server(("127.0.0.1", port))
     port = sock.getsockname()[1]
     stop, stopping = asyncio.Event(), asyncio.Event()
-    registry = new_registry(cfg.certs_dir)
+    registry = new_registry(cfg)
     task = asyncio.create_task(
         serve(
             cfg,
-            server_ssl_context(cfg.certs_dir, cfg.client_certs_optional),
+            server_ssl_context(cfg),
             [sock],
             stop.wait,
             registry,

@@ -65,8 +65,9 @@ async def echo_tls(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCal
 @pytest.fixture
 async def echo_server(certs_dir: Path) -> AsyncIterator[tuple[str, ConnectionRegistry]]:
     sock = socket.create_server(("127.0.0.1", 0))
-    registry = new_registry(certs_dir)
-    config = hypercorn_config(ControllerConfig(certs_dir=certs_dir), server_ssl_context(certs_dir), registry)
+    cfg = ControllerConfig(certs_dir=certs_dir)
+    registry = new_registry(cfg)
+    config = hypercorn_config(cfg, server_ssl_context(cfg), registry)
     asgi_tls.install()
     stop = asyncio.Event()
     app = wrap_app(ConnectionScopeMiddleware(echo_tls), config.wsgi_max_body_size, "asgi")

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import datetime
+import logging
 import stat
 from pathlib import Path
 
 import pytest
+import trustme
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from controller.pki import PKIError, ca_cert_path, controller_identity, ensure_certs, switch_identity
+from controller.pki import (
+    PKIError,
+    ca_cert_path,
+    controller_identity,
+    ensure_certs,
+    generate_certs,
+    switch_identity,
+)
 
 
 def mode(path: Path) -> int:
@@ -70,3 +80,46 @@ def test_a_ca_certificate_without_its_key_is_kept_and_the_error_says_why(tmp_pat
     with pytest.raises(PKIError, match=r"ca\.key is missing"):
         ensure_certs(tmp_path, ["localhost"], ["switch-9"])
     assert ca_cert_path(tmp_path).read_bytes() == ca_before
+
+
+def test_dialout_reissues_its_own_stale_certificate_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ensure_certs(tmp_path, ["localhost"], ["switch-1"])
+    with caplog.at_level(logging.INFO, logger="controller.pki"):
+        ensure_certs(tmp_path, ["localhost", "controller.example"], ["switch-1"])
+    assert f"reissued {controller_identity(tmp_path).cert} for dialout controller" in caplog.text
+    assert (
+        "dialout issued it (signed by its CA, OU=dialout controller) and its names were localhost, now " in caplog.text
+    )
+
+
+def user_certificate(directory: Path, name: str, not_before: datetime.datetime | None = None,
+                     not_after: datetime.datetime | None = None) -> bytes:  # fmt: skip
+    """A certificate from a CA that is not dialout's, for ``name``, placed where dialout keeps ``name``'s."""
+    issued = trustme.CA().issue_cert(name, "other-name.example", common_name=name, not_before=not_before,
+                                     not_after=not_after)  # fmt: skip
+    identity = switch_identity(directory, name)
+    identity.cert.write_bytes(issued.cert_chain_pems[0].bytes())
+    identity.key.write_bytes(issued.private_key_pem.bytes())
+    return identity.cert.read_bytes()
+
+
+def test_a_certificate_the_user_placed_is_never_reissued(tmp_path: Path) -> None:
+    ensure_certs(tmp_path, ["localhost"], ["switch-1"])
+    placed = user_certificate(tmp_path, "switch-1")  # other names, other CA: "stale" were it dialout's
+    assert ensure_certs(tmp_path, ["localhost"], ["switch-1"]) == []
+    assert switch_identity(tmp_path, "switch-1").cert.read_bytes() == placed
+    with pytest.raises(PKIError, match=r"switch-1\.pem: not issued by dialout; dialout will not replace it"):
+        generate_certs(tmp_path, ["localhost"], ["switch-1"])
+    assert switch_identity(tmp_path, "switch-1").cert.read_bytes() == placed
+
+
+def test_an_expired_certificate_the_user_placed_is_an_error_not_a_reissue(tmp_path: Path) -> None:
+    ensure_certs(tmp_path, ["localhost"], ["switch-1"])
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    placed = user_certificate(tmp_path, "switch-1", not_before=now - datetime.timedelta(days=9),
+                              not_after=now - datetime.timedelta(days=2))  # fmt: skip
+    with pytest.raises(PKIError, match=r"switch-1\.pem: the certificate of CN=switch-1,.* expired on "):
+        ensure_certs(tmp_path, ["localhost"], ["switch-1"])
+    assert switch_identity(tmp_path, "switch-1").cert.read_bytes() == placed

@@ -16,11 +16,11 @@ import trustme
 
 from controller.__main__ import main as controller_main
 from controller.config import ControllerConfig, Scenario
-from controller.pki import ca_cert_path, generate_certs, switch_identity
+from controller.pki import PKIError, ca_cert_path, generate_certs, switch_identity
 from sim_switch.client import run_scenario
 from sim_switch.report import judge
 from sim_switch.results import RunResult
-from sim_switch.tls import SwitchSetupError, client_ssl_context
+from sim_switch.tls import client_ssl_context
 from tests.servers import ControllerProcess, RunningController, run_controller, write_config
 
 SCENARIO = Scenario("tls", (0.0, 0.0, 0.0))
@@ -130,9 +130,7 @@ async def test_tls12_switch_still_gets_http2(controller: RunningController, cert
 
 
 def test_switch_without_its_certificate_files_says_which_file(tmp_path: Path) -> None:
-    with pytest.raises(
-        SwitchSetupError, match=r"certificate file missing: .*ca\.pem, .*switch-1\.pem, .*switch-1\.key"
-    ):
+    with pytest.raises(PKIError, match=r"^\S*switch-1\.pem: certificate file missing$"):
         client_ssl_context(tmp_path, "switch-1")
 
 
@@ -222,7 +220,7 @@ def test_controller_refuses_to_start_with_a_key_others_can_read(
     assert controller_main(["--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (
-        f"controller: private key {tmp_path / 'certs' / key} is readable by others (mode 0644): "
+        f"controller: {tmp_path / 'certs' / key}: private key is readable by others (mode 0644): "
         f"run `chmod 600 {tmp_path / 'certs' / key}`"
     )
 
