@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from controller.config import Config, ConfigError, load_config
 from controller.connections import ConnectionRegistry
+from controller.nginx_conf import render, state_dir
 from controller.pki import PKIError, ensure_certs, generate_certs
 from controller.server import (
     ServerError,
@@ -45,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "certs":
             return _regenerate_certs(cfg)
         if cfg.controller.tls is None:  # the user's own PKI is never touched
-            ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.switch_ids)
+            ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.client_ids)
+        if args.command == "nginx-conf":
+            return _print_nginx_conf(cfg, args.listen, args.full)
         ssl_context = server_ssl_context(cfg.controller)
         check_other_half(cfg, "controller")
     except (ConfigError, PKIError, ServerError) as exc:
@@ -76,9 +79,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="The controller end of the dial-out pair: GET /ping?interval=SECONDS over HTTP/2 with mTLS.",
     )
     parser.add_argument(
-        "command", nargs="?", choices=("serve", "certs", "demo"), default="serve",
+        "command", nargs="?", choices=("serve", "certs", "demo", "nginx-conf"), default="serve",
         help="serve (default); certs: make a new CA and all certificates; "
-        "demo: serve, run the switch's scenarios against it, stop",
+        "demo: serve, run the switch's scenarios against it, stop; "
+        "nginx-conf: print an nginx server block that fronts this controller, as in the report",
     )  # fmt: skip
     parser.add_argument("--config", type=Path, default=Path("config.yaml"), help="default: %(default)s")
     parser.add_argument("--host", help="listen address (default: controller.host in the config)")
@@ -90,6 +94,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--client-certs-optional", action="store_true",
         help="bench mode, loopback only: serve clients without a certificate (h2load cannot present one)",
     )  # fmt: skip
+    parser.add_argument("--listen", default="127.0.0.1:9443",
+                        help="nginx-conf only: where nginx listens for switches (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--full", action="store_true", help="nginx-conf only: a whole file for `nginx -c FILE`, not just the block"
+    )
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true", help="also log when each request arrives")
     loudness.add_argument("-q", "--quiet", action="store_true", help="no line per request or connection")
@@ -123,8 +132,19 @@ def _with_overrides(cfg: Config, host: str | None, port: int | None, client_cert
 
 
 def _regenerate_certs(cfg: Config) -> int:
-    written = generate_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.switch_ids)
+    written = generate_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.client_ids)
     print(f"controller: wrote {len(written)} files to {cfg.controller.certs_dir}", file=sys.stderr)
+    return 0
+
+
+def _print_nginx_conf(cfg: Config, listen: str, full: bool) -> int:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("--listen", f"must be HOST:PORT, e.g. 127.0.0.1:9443, got {listen!r}")
+    text = render(cfg, listen, full)
+    if full:
+        state_dir(listen).mkdir(mode=0o755, exist_ok=True)  # nginx's workers (nobody) use what is in it
+    print(text, end="")
     return 0
 
 

@@ -8,28 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import functools
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
 from quart import Quart, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from controller.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
 from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry, ControllerConnection, format_address, utc_now
+from controller.forwarded import ProxyPolicy
 from controller.interval import IntervalError, parse_interval
+from controller.tls_files import controller_files
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
     app = Quart(__name__)
-    app.asgi_app = ConnectionScopeMiddleware(app.asgi_app)  # type: ignore[method-assign]  # Quart's documented way
+    proxies = ProxyPolicy(cfg.trusted_proxies, controller_files(cfg).trust)
+    app.asgi_app = ConnectionScopeMiddleware(app.asgi_app, registry, proxies)  # type: ignore[method-assign]
     known_switches = frozenset(switch for switch in cfg.switches if "*" not in switch)
     known_patterns = tuple(switch for switch in cfg.switches if "*" in switch)
     max_interval_s = cfg.max_interval_s
@@ -48,6 +49,8 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
         if size > cfg.max_header_bytes:
             return jsonify({"error": f"request line and headers are {size} bytes, over max_header_bytes "
                                      f"({cfg.max_header_bytes})"}), 431  # fmt: skip
+        if arrival.refusal is not None:  # through a trusted proxy, with a certificate we could not verify
+            return jsonify({"error": arrival.refusal}), 403
         if switch is None and cfg.client_certs_optional:
             return None  # bench mode: an anonymous client (h2load) is served, on loopback only
         if switch is None:
@@ -132,34 +135,20 @@ class Arrival:
     """Who sent a request, on which connection and stream, and when it arrived: read once per request, kept in
     ``g.arrival`` (each ``g.x`` is a context-local lookup)."""
 
-    switch: str | None  # the CN of the connection's verified client certificate
+    switch: str | None  # the CN of the verified client certificate of the connection (behind a proxy: the switch's)
     connection: ControllerConnection | None
     stream: int | None  # its number on the connection: 1, 2, ...
     received_at: str  # UTC, ISO 8601
     started: float  # time.perf_counter(), for the request's duration in the log
+    refusal: str | None = None  # why a switch behind a trusted proxy is not believed
 
 
 def _arrival(scope: Mapping[str, Any]) -> Arrival:
-    extensions = scope.get("extensions") or {}
-    connection, stream = _connection_of(extensions)
-    return Arrival(_switch_of(extensions), connection, stream, utc_now(), time.perf_counter())
-
-
-def _switch_of(extensions: dict[str, Any]) -> str | None:
-    chain = extensions.get("tls", {}).get("client_cert_chain") or []
-    return _common_name(chain[0]) if chain else None
-
-
-@functools.lru_cache(maxsize=1024)
-def _common_name(pem: str) -> str | None:
-    """The CN of a PEM certificate; parsed once per distinct certificate, not once per request."""
-    names = x509.load_pem_x509_certificate(pem.encode()).subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else None
-
-
-def _connection_of(extensions: dict[str, Any]) -> tuple[ControllerConnection | None, int | None]:
-    entry = extensions.get(CONNECTION_EXTENSION)
-    return (entry["connection"], entry["stream"]) if entry else (None, None)
+    entry = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
+    if entry is None:  # served without our TCP server (a test app, the bench): nobody known
+        return Arrival(None, None, None, utc_now(), time.perf_counter())
+    connection: ControllerConnection = entry["connection"]
+    return Arrival(connection.switch, connection, entry["stream"], utc_now(), time.perf_counter(), entry["refusal"])
 
 
 def _who(arrival: Arrival) -> str:

@@ -28,9 +28,10 @@ from typing import Any, ClassVar, cast
 from cryptography import x509
 from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
 from controller.connections import ConnectionRegistry, ControllerConnection, format_address
+from controller.forwarded import Identified, ProxyPolicy, carries_forwarding, read_forwarded
 
 # The attribute of Hypercorn's Config through which our TCPServer finds the registry of the server it serves.
 REGISTRY_ATTRIBUTE = "dialout_connections"
@@ -102,8 +103,15 @@ def install() -> None:
 
 
 class ConnectionScopeMiddleware:
-    def __init__(self, app: ASGIFramework) -> None:
+    """Fills the scope's extensions from the connection a request came on, and counts its stream there. Through a
+    trusted proxy (``controller.forwarded``), the request is counted on the switch's connection to that proxy
+    too, and that is the connection the app sees."""
+
+    def __init__(self, app: ASGIFramework, registry: ConnectionRegistry | None = None,
+                 proxies: ProxyPolicy | None = None) -> None:  # fmt: skip
         self.app = app
+        self.registry = registry
+        self.proxies = proxies
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         connection = _current_connection.get()
@@ -113,11 +121,47 @@ class ConnectionScopeMiddleware:
         extensions: dict[str, Any] = dict(scope.get("extensions") or {})
         extensions.setdefault("tls", connection.tls)  # a server that fills it itself knows best
         stream = connection.begin_stream()
-        extensions[CONNECTION_EXTENSION] = {"connection": connection, "stream": stream}
+        switch_side = self._through_proxy(connection, scope)
+        if switch_side is None:
+            extensions[CONNECTION_EXTENSION] = {"connection": connection, "stream": stream, "refusal": None}
+        else:
+            seen_as, identified, number = switch_side
+            extensions[CONNECTION_EXTENSION] = {"connection": seen_as, "stream": number, "refusal": identified.refusal}
         try:
             await self.app(cast(Scope, {**scope, "extensions": extensions}), receive, send)
         finally:
             connection.end_stream()
+            if switch_side is not None:
+                switch_side[0].end_stream()
+
+    def _through_proxy(
+        self, connection: ControllerConnection, scope: Scope
+    ) -> tuple[ControllerConnection, Identified, int] | None:
+        """The switch's connection to a trusted proxy that this request came through, or None: not through a
+        proxy, or through a peer that is not trusted (whose forwarded headers are then ignored, and said so)."""
+        headers = cast(HTTPScope, scope)["headers"]  # an http or websocket scope: both have them
+        peer_host = connection.peer.rpartition(":")[0].strip("[]")
+        if not self.proxies or self.registry is None or not self.proxies.trusts(connection.switch, peer_host):
+            if not connection.forwarding_noted and carries_forwarding(headers):
+                connection.forwarding_noted = True
+                logger.warning(
+                    "conn #%d: %s from %s sent X-Dialout-* headers but is not in controller.trusted_proxies: "
+                    "ignored; its requests are its own", connection.id, connection.switch, connection.peer,
+                )  # fmt: skip
+            return None
+        forwarded = read_forwarded(headers)
+        if forwarded is None:  # the proxy's own request
+            return None
+        identified = self.proxies.identify(forwarded)
+        via = connection.switch or peer_host
+        seen_as = self.registry.proxied(
+            via, forwarded.connection, forwarded.peer, identified.switch, forwarded.alpn, forwarded.tls_version,
+            {"client_cert_chain": [forwarded.cert_pem] if forwarded.cert_pem else [],
+             "client_cert_error": identified.refusal},
+        )  # fmt: skip
+        seen_as.upstream.add(connection.id)
+        number = seen_as.begin_stream()
+        return seen_as, identified, forwarded.request or number
 
 
 def _open(registry: ConnectionRegistry, ssl_object: ssl.SSLObject, peername: Any) -> ControllerConnection:  # noqa: ANN401

@@ -231,6 +231,12 @@ class Config:
         listed = (switch for switch in self.controller.switches if "*" not in switch)
         return tuple(dict.fromkeys((*listed, self.switch.switch_id)))
 
+    @property
+    def client_ids(self) -> tuple[str, ...]:
+        """Every client certificate dialout's PKI issues: the switches', and the trusted proxies' (named by CN)."""
+        proxies = (entry for entry in self.controller.trusted_proxies if not _is_network(entry))
+        return tuple(dict.fromkeys((*self.switch_ids, *proxies)))
+
     def scenario(self, name: str) -> Scenario:
         for scenario in self.scenarios:
             if scenario.name == name:

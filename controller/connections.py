@@ -15,9 +15,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_HISTORY = 10_000
 
 
+# What a proxy cannot tell us of the switch's connection to it, and so is never filled in for one: when it closed,
+# its HTTP/2 stream ids, and connections that carried no request (the proxy forwards requests, not connections).
+UNKNOWN_THROUGH_A_PROXY = ("closed_at", "stream_ids", "connections_without_requests")
+
+
 @dataclass
 class ControllerConnection:
-    """One accepted TLS connection. ``tls`` is its ASGI TLS extension dict (asgiref specs/tls.rst)."""
+    """One connection of a switch: accepted by us (TLS), or, with ``via``, the switch's connection to a trusted
+    proxy, as the proxy told us of it request by request. ``tls`` is its ASGI TLS extension dict (asgiref
+    specs/tls.rst)."""
 
     id: int
     peer: str  # "ip:port", "[ip6]:port"
@@ -30,6 +37,9 @@ class ControllerConnection:
     streams: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
+    via: str | None = None  # the trusted proxy that told us of this connection (its CN or address)
+    upstream: set[int] = field(default_factory=set)  # our connections from that proxy that carried its requests
+    forwarding_noted: bool = False  # forwarded headers from an untrusted peer: logged once per connection
     _totals: SwitchTotals | None = field(default=None, repr=False)
 
     def begin_stream(self) -> int:
@@ -46,7 +56,7 @@ class ControllerConnection:
         self.in_flight -= 1
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "id": self.id,
             "switch": self.switch,
             "peer": self.peer,
@@ -57,7 +67,12 @@ class ControllerConnection:
             "streams": self.streams,
             "in_flight": self.in_flight,
             "peak_in_flight": self.peak_in_flight,
+            "via": self.via,
         }
+        if self.via is not None:
+            record["upstream_connections"] = sorted(self.upstream)
+            record["unknown"] = list(UNKNOWN_THROUGH_A_PROXY)
+        return record
 
 
 @dataclass
@@ -79,18 +94,36 @@ class ConnectionRegistry:
         self._recent: deque[ControllerConnection] = deque(maxlen=history)
         self._totals: dict[str, SwitchTotals] = {}
         self._next_id = 1
+        self._history = history
+        # Connections behind a proxy, by (proxy, the proxy's number for the connection, the switch's address).
+        self._proxied: dict[tuple[str, str, str], ControllerConnection] = {}
 
     def open(self, peer: str, switch: str | None, alpn: str | None, tls_version: str | None,
-             tls: dict[str, Any]) -> ControllerConnection:  # fmt: skip
+             tls: dict[str, Any], via: str | None = None) -> ControllerConnection:  # fmt: skip
         totals = self._totals.setdefault(switch or "(no certificate)", SwitchTotals())
         totals.connections += 1
         connection = ControllerConnection(
             id=self._next_id, peer=peer, switch=switch, alpn=alpn, tls_version=tls_version, tls=tls,
-            opened_at=utc_now(), _totals=totals,
+            opened_at=utc_now(), via=via, _totals=totals,
         )  # fmt: skip
         self._next_id += 1
         self._recent.append(connection)
-        logger.info("conn #%d opened by %s from %s (%s, ALPN %s)", connection.id, switch, peer, tls_version, alpn)
+        through = f" via {via}" if via else ""
+        logger.info("conn #%d opened by %s from %s%s (%s, ALPN %s)", connection.id, switch, peer, through, tls_version,
+                    alpn)  # fmt: skip
+        return connection
+
+    def proxied(self, via: str, key: str, peer: str, switch: str | None, alpn: str | None, tls_version: str | None,
+                tls: dict[str, Any]) -> ControllerConnection:  # fmt: skip
+        """The switch's connection to proxy ``via`` that the proxy numbers ``key``: recorded on its first request,
+        and found again for the requests after it."""
+        index = (via, key, peer)
+        connection = self._proxied.get(index)
+        if connection is None:
+            connection = self.open(peer, switch, alpn, tls_version, tls, via=via)
+            if len(self._proxied) >= self._history:
+                self._proxied.pop(next(iter(self._proxied)))
+            self._proxied[index] = connection
         return connection
 
     def close(self, connection: ControllerConnection) -> None:

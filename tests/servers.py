@@ -59,16 +59,57 @@ async def run_controller(cfg: ControllerConfig, port: int = 0) -> AsyncIterator[
         await task
 
 
-class ControllerProcess:
-    """``python -m controller`` as a child. Its stderr is read by a thread, line by line, so a test can wait for
-    a line (the port it listens on, a request arriving) instead of sleeping."""
+class LineReader:
+    """A child process whose stderr is read by a thread, line by line, so a test can wait for a line (the port it
+    listens on, a request arriving) instead of sleeping."""
 
-    def __init__(self, process: subprocess.Popen[str], config: Path) -> None:
+    def __init__(self, process: subprocess.Popen[str], name: str) -> None:
         self.process = process
-        self.config = config
+        self.name = name
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
+
+    def wait_for(self, pattern: str, timeout_s: float = STARTUP_TIMEOUT_S) -> re.Match[str]:
+        """The first line from now on that matches ``pattern``; fails if the process ends first."""
+        regex = re.compile(pattern)
+        while True:
+            try:
+                line = self._queue.get(timeout=timeout_s)
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout_s} s: {self.lines}") from None
+            if line is None:
+                raise AssertionError(f"{self.name} exited before printing {pattern!r}: {self.lines}")
+            found = regex.search(line)
+            if found:
+                return found
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+            self._queue.put(line)
+        self._queue.put(None)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def stopped_at_exit(process: subprocess.Popen[str]) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            process.wait(timeout=STARTUP_TIMEOUT_S)
+            assert process.stderr is not None
+            process.stderr.close()
+
+
+class ControllerProcess(LineReader):
+    """``python -m controller`` as a child, on port 0."""
+
+    def __init__(self, process: subprocess.Popen[str], config: Path) -> None:
+        super().__init__(process, "controller")
+        self.config = config
         match = self.wait_for(r"listening on https://(\S+):(\d+)")
         self.port = int(match.group(2))
         self.url = f"https://127.0.0.1:{self.port}"
@@ -80,35 +121,8 @@ class ControllerProcess:
             [sys.executable, "-m", "controller", "--config", str(config), "--port", "0", *args],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        try:
+        with cls.stopped_at_exit(process):
             yield cls(process, config)
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            process.wait(timeout=STARTUP_TIMEOUT_S)
-            assert process.stderr is not None
-            process.stderr.close()
-
-    def wait_for(self, pattern: str, timeout_s: float = STARTUP_TIMEOUT_S) -> re.Match[str]:
-        """The first line from now on that matches ``pattern``; fails if the process ends first."""
-        regex = re.compile(pattern)
-        while True:
-            try:
-                line = self._queue.get(timeout=timeout_s)
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r} within {timeout_s} s: {self.lines}") from None
-            if line is None:
-                raise AssertionError(f"controller exited before printing {pattern!r}: {self.lines}")
-            found = regex.search(line)
-            if found:
-                return found
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
-            self._queue.put(line)
-        self._queue.put(None)
 
 
 def write_config(directory: Path, pings: str = "[0.3, 0.6, 0.9]", extra: str = "", controller: str = "") -> Path:

@@ -1,0 +1,157 @@
+"""The report's topology: switch -> nginx (HTTP/2 + mTLS, Debian's package) -> controller, nginx configured by the
+file that ``python -m controller nginx-conf --full`` printed. Both ends must still agree on what the switch did."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from controller.pki import ca_cert_path, switch_identity
+from sim_switch.tls import client_ssl_context
+from tests.servers import REPO, ControllerProcess, LineReader, write_config
+from tests.test_curl import curl
+
+PROXY = "nginx-proxy"
+
+
+class Nginx(LineReader):
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        super().__init__(process, "nginx")
+        self.port = port
+        self.wait_for("start worker process")  # listening (the master binds before it starts workers)
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def nginx_in_front_of(controller: ControllerProcess) -> Iterator[Nginx]:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    assert Path(binary).exists(), "nginx is needed for these tests (.ci/run installs Debian's package)"
+    port = free_port()
+    printed = subprocess.run(
+        [sys.executable, "-m", "controller", "nginx-conf", "--full", "--listen", f"127.0.0.1:{port}",
+         "--config", str(controller.config), "--port", str(controller.port)],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    conf = controller.config.parent / f"nginx-{port}.conf"
+    conf.write_text(printed.stdout, encoding="utf-8")
+    process = subprocess.Popen(
+        [binary, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    with LineReader.stopped_at_exit(process):
+        yield Nginx(process, port)
+
+
+@pytest.fixture(scope="module")
+def behind_nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControllerProcess, Nginx]]:
+    config = write_config(tmp_path_factory.mktemp("nginx"), controller=f"  trusted_proxies: [{PROXY}]\n")
+    with ControllerProcess.start(config) as controller, nginx_in_front_of(controller) as nginx:
+        yield controller, nginx
+
+
+def run_switch(config: Path, url: str, scenario: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sim_switch", "--config", str(config), "--url", url, "--scenario", scenario, "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def via_proxy(controller: ControllerProcess) -> list[dict[str, object]]:
+    """The controller's records of switch-1's connections to nginx, asked directly (not through nginx)."""
+    certs = controller.config.parent / "certs"
+    with httpx.Client(verify=client_ssl_context(certs, "switch-1"), trust_env=False) as client:
+        records = client.get(f"{controller.url}/connections", params={"switch": "switch-1"}).json()["connections"]
+    return [record for record in records if record["via"] == PROXY]
+
+
+def test_seed_through_nginx_is_multiplexed_and_both_views_agree(behind_nginx: tuple[ControllerProcess, Nginx]) -> None:
+    controller, nginx = behind_nginx
+    done = run_switch(controller.config, nginx.url, "seed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["multiplexed"] is True
+    assert report["verdict"].startswith("MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2)")
+    view = report["controller_view"]
+    assert view["agrees"] is True
+    (record,) = view["records"]
+    assert record["via"] == PROXY
+    assert record["peer"] == report["connections"][0]["local_address"]  # nginx's $remote_addr:$remote_port
+    assert (record["alpn"], record["streams"], record["peak_in_flight"]) == ("h2", 4, 3)  # 3 pings + the query
+    assert record["closed_at"] is None  # a proxy cannot tell when the switch's connection closed: not invented
+    assert "closed_at" in record["unknown"]
+    assert len(record["upstream_connections"]) >= 3  # nginx to us: HTTP/1.1, one request at a time on each
+
+
+def test_contrast_through_nginx_is_three_connections(behind_nginx: tuple[ControllerProcess, Nginx]) -> None:
+    controller, nginx = behind_nginx
+    done = run_switch(controller.config, nginx.url, "contrast")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["verdict"].startswith("NOT MULTIPLEXED: 3 pings on 3 connections (HTTP/1.1)")
+    assert report["controller_view"]["agrees"] is True
+    assert {record["alpn"] for record in report["controller_view"]["records"]} == {"http/1.1"}
+    assert len(report["controller_view"]["records"]) == 3
+
+
+@pytest.mark.parametrize(("option", "connections"), [("--parallel-immediate", 3), ("--no-progress-meter", 1)])
+def test_curl_through_nginx_is_seen_connection_by_connection(
+    behind_nginx: tuple[ControllerProcess, Nginx], option: str, connections: int
+) -> None:
+    """curl --parallel --parallel-immediate dials one connection per transfer; --parallel alone shares one."""
+    controller, nginx = behind_nginx
+    before = {record["id"] for record in via_proxy(controller)}
+    transfers = curl(nginx.url, controller.config.parent / "certs", "--parallel", option)
+    assert [code for code, _, _ in transfers] == ["200"] * 3
+    new = [record for record in via_proxy(controller) if record["id"] not in before]
+    assert len(new) == connections
+    assert sum(int(str(record["streams"])) for record in new) == 3
+
+
+def test_forged_identity_headers_from_an_untrusted_peer_are_ignored(
+    behind_nginx: tuple[ControllerProcess, Nginx],
+) -> None:
+    """switch-1 is not a trusted proxy: forwarding another valid certificate of the same CA changes nothing."""
+    controller, _ = behind_nginx
+    certs = controller.config.parent / "certs"
+    other = switch_identity(certs, PROXY).cert
+    forged = {
+        "X-Dialout-Client-Cert": quote(other.read_text(encoding="ascii"), safe=""),
+        "X-Dialout-Client-Verify": "SUCCESS", "X-Dialout-Connection": "999999", "X-Dialout-Peer": "192.0.2.7:4242",
+    }  # fmt: skip
+    with httpx.Client(verify=client_ssl_context(certs, "switch-1"), trust_env=False) as client:
+        answer = client.get(f"{controller.url}/ping", params={"interval": "0"}, headers=forged).json()
+        records = client.get(f"{controller.url}/connections").json()["connections"]
+    assert answer["switch"] == "switch-1"
+    assert not [record for record in records if record["peer"] == "192.0.2.7:4242"]
+    controller.wait_for(r"sent X-Dialout-\* headers but is not in controller.trusted_proxies: ignored")
+
+
+def test_the_printed_file_is_one_nginx_accepts(behind_nginx: tuple[ControllerProcess, Nginx]) -> None:
+    controller, nginx = behind_nginx
+    conf = controller.config.parent / f"nginx-{nginx.port}.conf"
+    checked = subprocess.run(
+        [shutil.which("nginx") or "/usr/sbin/nginx", "-t", "-c", str(conf)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert ca_cert_path(controller.config.parent / "certs").exists()
+    assert (controller.config.parent / "certs" / f"{PROXY}.pem").exists(), "the proxy's certificate was issued"
