@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from controller.config import Scenario
+from controller.config import Request, Scenario
 from sim_switch.controller_view import ask_controller
 from sim_switch.diagnosis import explain, probe_client_certificate
 from sim_switch.results import ControllerView, PingResult, RunResult, format_interval
 from sim_switch.streams import HTTPCORE_MAX_STREAMS, QUEUE, StreamPool
 from sim_switch.tracing import SESSION, TraceEvent, Tracer
 
+DIALOUT_PING = Request()  # GET /ping?interval=N
 # A connect that takes longer than this on a network of one machine is not going to succeed.
 CONNECT_TIMEOUT_S = 10.0
 # httpx's own default limits, stated here because an HTTP/1.1 run keeps as many pings in flight as connections.
@@ -48,7 +49,7 @@ async def run_scenario(
             asked_at_s = tracer.now_s()
             async with pool.slot() as client:
                 return await attempt_ping(client, tracer, controller_url, number, interval_s, request_timeout_s,
-                                          asked_at_s)  # fmt: skip
+                                          asked_at_s, scenario.request)  # fmt: skip
 
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(scenario.pings_s, start=1)]
@@ -114,19 +115,21 @@ async def finish_run(
 
 async def attempt_ping(
     client: httpx.AsyncClient, tracer: Tracer, controller_url: str, number: int, interval_s: float,
-    request_timeout_s: float, asked_at_s: float | None = None,
+    request_timeout_s: float, asked_at_s: float | None = None, ping: Request = DIALOUT_PING,
 ) -> Attempt:  # fmt: skip
-    """One try of one ping, never raising: every outcome is an Attempt. ``asked_at_s`` is when the ping wanted
-    to go, if it waited for a free stream before this (``StreamPool.slot``): its latency and stream wait count
-    from then. The request timeout counts from now: it is about the controller's answer."""
+    """One try of one ping (``ping``: what it is on the wire), never raising: every outcome is an Attempt.
+    ``asked_at_s`` is when the ping wanted to go, if it waited for a free stream before this
+    (``StreamPool.slot``): its latency and stream wait count from then. The request timeout counts from now: it
+    is about the controller's answer."""
     started_s = tracer.now_s() if asked_at_s is None else asked_at_s
     trace = tracer.for_ping(number, started_s)
-    url = f"{controller_url.rstrip('/')}/ping?interval={format_interval(interval_s)}"
-    tracer.event(number, f"get connection: GET {url}", at_s=started_s)
+    url = controller_url.rstrip("/") + ping.target(format_interval(interval_s))
+    tracer.event(number, f"get connection: {ping.method} {url}", at_s=started_s)
     result = PingResult(number=number, interval_s=interval_s, elapsed_s=0.0)
     try:
         async with asyncio.timeout(request_timeout_s):
-            request = client.build_request("GET", url, extensions={"trace": trace})
+            request = client.build_request(ping.method, url, headers=ping.headers, extensions={"trace": trace},
+                                           content=None if ping.body is None else ping.body.encode())  # fmt: skip
             response = await client.send(request, stream=True)
             try:
                 record = tracer.connection_of(response.extensions.get("network_stream"))
@@ -157,7 +160,7 @@ async def attempt_ping(
         failed = replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, error=reason)
         return Attempt(failed, exc, request_sent=trace.headers_sent_at_s is not None)
     finished_s = tracer.now_s()
-    refusal = None if response.status_code == 200 else f"HTTP {response.status_code}: {_error_text(body)}"
+    refusal = None if response.status_code in ping.statuses else f"HTTP {response.status_code}: {_error_text(body)}"
     if refusal:
         tracer.event(number, f"failed: {refusal}", result.connection, kind=SESSION)
     answered = replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, error=refusal)

@@ -29,15 +29,37 @@ async def ask_controller(
     tracer.event(None, f"asking the controller what it saw: GET {url}?switch={switch_id}", kind=SESSION)
     try:
         response = await client.get(url, params={"switch": switch_id})
-        response.raise_for_status()
-        records = response.json()["connections"]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+    except httpx.HTTPError as exc:
         return ControllerView(switch_id, error=f"GET /connections failed: {explain(exc)}")
+    records = _records(response)
+    if records is None:  # someone else's controller: it answered, but not with dialout's account
+        view = ControllerView(switch_id, no_account=f"GET /connections: {_answer(response)}")
+        tracer.event(None, view.describe(), kind=SESSION)
+        return view
     query_on = tracer.connection_of(response.extensions.get("network_stream"))
     view = compare(switch_id, tracer.connections, pings, records, query_on.number if query_on else None,
                    forgot_earlier)  # fmt: skip
     tracer.event(None, view.describe(), kind=SESSION)
     return view
+
+
+def _records(response: httpx.Response) -> list[dict[str, Any]] | None:
+    """The controller's connection records, or None when the answer is not dialout's account."""
+    if response.status_code != 200:
+        return None
+    try:
+        records = response.json().get("connections")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and {"id", "peer", "streams"} <= r.keys()
+                                                 for r in records):  # fmt: skip
+        return None
+    return records
+
+
+def _answer(response: httpx.Response) -> str:
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    return f"{response.status_code} {response.reason_phrase}, {kind}"
 
 
 def compare(

@@ -40,7 +40,7 @@ async def run_fleet(
         raise ValueError(f"scenario {scenario.name!r} is not a fleet")
     ids = fleet.switch_ids()
     one_switch = Scenario(scenario.name, (fleet.interval_s,) * fleet.pings, http2=scenario.http2,
-                          streams=scenario.streams)  # fmt: skip
+                          streams=scenario.streams, request=scenario.request)  # fmt: skip
     contexts = {switch_id: switch_ssl_context(switch_files(switch, switch_id)) for switch_id in ids}
     loop = asyncio.get_running_loop()
     started = loop.time()

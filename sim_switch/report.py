@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from controller.config import VIEW_REQUIRED
 from sim_switch.results import PingResult, RunResult, format_interval, plural
 from sim_switch.streams import HTTPCORE_MAX_STREAMS
 from sim_switch.tracing import TraceEvent
@@ -38,13 +39,19 @@ def judge(result: RunResult) -> Verdict:
     failures = [f"ping {ping.number} ({format_interval(ping.interval_s)} s): {ping.error}" for ping in failed]
     failures += [check.failure for check in checks if check.failure]
     view = result.controller_view
+    required = result.scenario.expect.controller_view == VIEW_REQUIRED
+    one_sided = view is not None and view.no_account is not None
     if view is not None:
         failures += [f"controller view: {problem}" for problem in view.disagreements]
         failures += [f"controller view: {view.error}"] if view.error else []
+        if one_sided and required:
+            failures.append(f"controller view: required (expect.controller_view), but {view.describe()}")
     switch_saw_it = max((result.peak_in_flight(record.number) for record in result.connections), default=0) >= 2
-    # Proven only when both ends agree: the controller counted the same streams, at the same time.
-    multiplexed = switch_saw_it and view is not None and view.agrees
-    return Verdict(not failures, multiplexed, _verdict_line(result, failed, multiplexed), checks, tuple(failures))
+    # Proven only when both ends agree: the controller counted the same streams, at the same time. A controller
+    # that keeps no account (not dialout's) leaves the switch's view, said as such, unless the scenario requires both.
+    multiplexed = switch_saw_it and view is not None and (view.agrees or (one_sided and not required))
+    line = _verdict_line(result, failed, switch_saw_it if one_sided else multiplexed, one_sided)
+    return Verdict(not failures, multiplexed, line, checks, tuple(failures))
 
 
 def _check_expectations(result: RunResult) -> list[Check]:
@@ -64,7 +71,7 @@ def _check_expectations(result: RunResult) -> list[Check]:
     return checks
 
 
-def _verdict_line(result: RunResult, failed: list[PingResult], multiplexed: bool) -> str:
+def _verdict_line(result: RunResult, failed: list[PingResult], multiplexed: bool, one_sided: bool = False) -> str:
     if result.scenario.persistent is not None:
         return _session_line(result, failed)
     count = len(result.pings)
@@ -76,14 +83,15 @@ def _verdict_line(result: RunResult, failed: list[PingResult], multiplexed: bool
     versions = "/".join(sorted({ping.http_version or "?" for ping in result.pings}))
     longest = max(ping.interval_s for ping in result.pings)
     timing = f"{result.wall_time_s:.2f} s for a longest interval of {format_interval(longest)} s"
+    whose = " (the switch's view; the controller keeps no account)" if one_sided else ""
     if count == 1:
-        return f"NOTHING TO MULTIPLEX: 1 ping on 1 connection ({versions}), {timing}"
+        return f"NOTHING TO MULTIPLEX{whose}: 1 ping on 1 connection ({versions}), {timing}"
     if multiplexed:
         return (
-            f"MULTIPLEXED: {count} pings as {count} streams on {plural(connections, 'connection')} ({versions}), "
-            f"{timing}"
+            f"MULTIPLEXED{whose}: {count} pings as {count} streams on {plural(connections, 'connection')} "
+            f"({versions}), {timing}"
         )
-    return f"NOT MULTIPLEXED: {count} pings on {plural(connections, 'connection')} ({versions}), {timing}"
+    return f"NOT MULTIPLEXED{whose}: {count} pings on {plural(connections, 'connection')} ({versions}), {timing}"
 
 
 def _session_line(result: RunResult, failed: list[PingResult]) -> str:
@@ -158,7 +166,9 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         lines.append(f"failure: ... and {len(verdict.failures) - MAX_LISTED} more (all of them in --json)")
     view = result.controller_view
     if view is not None:
-        agreement = "" if view.error else ("; both views agree" if view.agrees else "; the views DISAGREE")
+        agreement = (
+            "" if view.error or view.no_account else ("; both views agree" if view.agrees else "; the views DISAGREE")
+        )
         lines.append(view.describe() + agreement)
     lines.append(verdict.line)
     return "\n".join(lines)
@@ -253,6 +263,8 @@ def _view_json(result: RunResult) -> dict[str, Any] | None:
         "unused_connections": view.unused,
         "disagreements": list(view.disagreements),
         "error": view.error,
+        "kept_account": view.no_account is None,
+        "no_account": view.no_account,
         "records": list(view.records),
     }
 

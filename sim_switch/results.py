@@ -33,7 +33,8 @@ class PingResult:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.status == 200
+        """Answered with one of the scenario's statuses (the client sets ``error`` for any other)."""
+        return self.error is None and self.status is not None
 
     @property
     def outcome(self) -> str:
@@ -55,14 +56,17 @@ class ControllerView:
     disagreements: tuple[str, ...] = ()
     error: str | None = None
     forgotten: int = 0  # connections from before the controller restarted, which it no longer knows
+    no_account: str | None = None  # not dialout's controller: what it answered when asked for its account
 
     @property
     def agrees(self) -> bool:
-        return self.error is None and not self.disagreements
+        return self.error is None and self.no_account is None and not self.disagreements
 
     def describe(self) -> str:
         if self.error:
             return f"controller view unavailable: {self.error}"
+        if self.no_account:
+            return f"the controller keeps no account of its connections ({self.no_account}): the switch's view alone"
         unused = f" ({self.unused} carried no stream)" if self.unused else ""
         forgotten = (
             f"; it restarted and no longer knows {plural(self.forgotten, 'earlier one')}" if self.forgotten else ""

@@ -21,7 +21,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import replace
 
-from controller.config import RETRY_IDEMPOTENT, ReconnectPolicy, Scenario, SwitchConfig
+from controller.config import RETRY_IDEMPOTENT, ReconnectPolicy, Request, Scenario, SwitchConfig
 from sim_switch.client import Attempt, attempt_ping, finish_run, new_pool
 from sim_switch.diagnosis import is_retry_safe
 from sim_switch.results import RunResult, plural
@@ -121,7 +121,7 @@ async def run_session(
                 for _ in range(min(schedule.batch, schedule.total_pings() - len(tasks))):
                     number = len(tasks) + 1
                     tasks.append(group.create_task(_send(pool, tracer, link, switch, controller_url, number,
-                                                         schedule.interval_s)))  # fmt: skip
+                                                         schedule.interval_s, scenario.request)))  # fmt: skip
         attempts = [task.result() for task in tasks]
         return await finish_run(pool.primary, tracer, scenario, controller_url, ssl_context, switch.switch_id,
                                 attempts, reconnects=link.reconnects)  # fmt: skip
@@ -131,7 +131,7 @@ async def run_session(
 
 async def _send(
     pool: StreamPool, tracer: Tracer, link: Link, switch: SwitchConfig, controller_url: str, number: int,
-    interval_s: float,
+    interval_s: float, ping: Request,
 ) -> Attempt:  # fmt: skip
     """One ping, retried while that is safe and the give-up time has not passed."""
     first_try_s = tracer.now_s()
@@ -142,7 +142,7 @@ async def _send(
         asked_at_s = tracer.now_s()
         async with pool.slot() as client:
             attempt = await attempt_ping(client, tracer, controller_url, number, interval_s, switch.request_timeout_s,
-                                         asked_at_s)  # fmt: skip
+                                         asked_at_s, ping)  # fmt: skip
         # A retried ping's latency is the whole wait, from its first try.
         result = replace(attempt.result, attempts=tries, elapsed_s=tracer.now_s() - first_try_s)
         if attempt.exception is None:  # the controller answered, whatever it said
