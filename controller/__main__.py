@@ -54,8 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, PKIError, ServerError) as exc:
         print(f"controller: {exc}", file=sys.stderr)
         return 2
+    cleartext = cfg.controller.cleartext
     try:
         sockets = bind_sockets(cfg.controller.host, cfg.controller.port)
+        plain = bind_sockets(cleartext.host, cleartext.port, scheme="http") if cleartext else []
     except ServerError as exc:
         print(f"controller: {exc}", file=sys.stderr)
         return 1
@@ -68,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"controller: {exc}", file=sys.stderr)
             return 2
     if args.command == "demo":
-        return asyncio.run(_demo(cfg, ssl_context, sockets, args.config, args.scenario or list(DEMO_SCENARIOS)))
-    asyncio.run(_serve_until_signalled(cfg, ssl_context, sockets))
+        return asyncio.run(_demo(cfg, ssl_context, sockets, plain, args.config, args.scenario or list(DEMO_SCENARIOS)))
+    asyncio.run(_serve_until_signalled(cfg, ssl_context, sockets, plain))
     return 0
 
 
@@ -148,13 +150,15 @@ def _print_nginx_conf(cfg: Config, listen: str, full: bool) -> int:
     return 0
 
 
-async def _serve_until_signalled(cfg: Config, ssl_context: ssl.SSLContext, sockets: list[socket.socket]) -> None:
+async def _serve_until_signalled(
+    cfg: Config, ssl_context: ssl.SSLContext, sockets: list[socket.socket], plain: list[socket.socket]
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signum, stop)
     registry = new_registry(cfg.controller)
-    await serve(cfg.controller, ssl_context, sockets, stop.wait, registry)
+    await serve(cfg.controller, ssl_context, sockets, stop.wait, registry, cleartext_sockets=plain)
     _log_summary(registry)
 
 
@@ -164,8 +168,8 @@ def _on_signal(signum: int, stop: asyncio.Event) -> None:
 
 
 async def _demo(
-    cfg: Config, ssl_context: ssl.SSLContext, sockets: list[socket.socket], config_path: Path,
-    scenarios: list[str],
+    cfg: Config, ssl_context: ssl.SSLContext, sockets: list[socket.socket], plain: list[socket.socket],
+    config_path: Path, scenarios: list[str],
 ) -> int:  # fmt: skip
     """Serve in this process and run ``python -m sim_switch`` once per scenario as a child: the sockets are
     already listening, so the switch can dial at once and the demo needs no waiting or polling."""
@@ -175,7 +179,8 @@ async def _demo(
     url = urlunsplit(urlsplit(cfg.switch.controller_url)._replace(netloc=f"{_url_host(cfg)}:{port}"))
     stop = asyncio.Event()
     registry = new_registry(cfg.controller)
-    server = asyncio.create_task(serve(cfg.controller, ssl_context, sockets, stop.wait, registry))
+    server = asyncio.create_task(serve(cfg.controller, ssl_context, sockets, stop.wait, registry,
+                                       cleartext_sockets=plain))  # fmt: skip
     failed: list[str] = []
     try:
         for name in scenarios:

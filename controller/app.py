@@ -51,8 +51,8 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
                                      f"({cfg.max_header_bytes})"}), 431  # fmt: skip
         if arrival.refusal is not None:  # through a trusted proxy, with a certificate we could not verify
             return jsonify({"error": arrival.refusal}), 403
-        if switch is None and cfg.client_certs_optional:
-            return None  # bench mode: an anonymous client (h2load) is served, on loopback only
+        if switch is None and (cfg.client_certs_optional or (arrival.connection and arrival.connection.cleartext)):
+            return None  # bench mode (h2load) or the cleartext listener: an anonymous switch, on loopback only
         if switch is None:
             return jsonify({"error": "no verified client certificate on this connection"}), 403
         if switch not in known_switches and not any(fnmatch.fnmatchcase(switch, p) for p in known_patterns):

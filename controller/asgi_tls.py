@@ -63,8 +63,8 @@ class _ConnectionAwareTCPServer(TCPServer):
 
     async def _run(self) -> None:
         registry = getattr(self.config, REGISTRY_ATTRIBUTE, None)
-        ssl_object = self.writer.get_extra_info("ssl_object")
-        if not isinstance(registry, ConnectionRegistry) or ssl_object is None:
+        ssl_object = self.writer.get_extra_info("ssl_object")  # None on the cleartext listener
+        if not isinstance(registry, ConnectionRegistry):
             await super().run()
             return
         self._registry = registry
@@ -119,7 +119,8 @@ class ConnectionScopeMiddleware:
             await self.app(scope, receive, send)
             return
         extensions: dict[str, Any] = dict(scope.get("extensions") or {})
-        extensions.setdefault("tls", connection.tls)  # a server that fills it itself knows best
+        if not connection.cleartext:  # the extension is for TLS connections only (asgiref specs/tls.rst)
+            extensions.setdefault("tls", connection.tls)  # a server that fills it itself knows best
         stream = connection.begin_stream()
         switch_side = self._through_proxy(connection, scope)
         if switch_side is None:
@@ -164,7 +165,10 @@ class ConnectionScopeMiddleware:
         return seen_as, identified, forwarded.request or number
 
 
-def _open(registry: ConnectionRegistry, ssl_object: ssl.SSLObject, peername: Any) -> ControllerConnection:  # noqa: ANN401
+def _open(registry: ConnectionRegistry, ssl_object: ssl.SSLObject | None, peername: Any) -> ControllerConnection:  # noqa: ANN401
+    if ssl_object is None:  # the cleartext listener: no certificate, so an anonymous switch
+        return registry.open(peer=_format_peer(peername), switch=None, alpn=None, tls_version=None, tls={},
+                             cleartext=True)  # fmt: skip
     der = ssl_object.getpeercert(binary_form=True)
     certificate = x509.load_der_x509_certificate(der) if der else None
     common_names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME) if certificate else []

@@ -38,6 +38,7 @@ class ControllerConnection:
     in_flight: int = 0
     peak_in_flight: int = 0
     via: str | None = None  # the trusted proxy that told us of this connection (its CN or address)
+    cleartext: bool = False  # on the cleartext listener: no TLS, no certificate
     upstream: set[int] = field(default_factory=set)  # our connections from that proxy that carried its requests
     forwarding_noted: bool = False  # forwarded headers from an untrusted peer: logged once per connection
     _totals: SwitchTotals | None = field(default=None, repr=False)
@@ -68,6 +69,7 @@ class ControllerConnection:
             "in_flight": self.in_flight,
             "peak_in_flight": self.peak_in_flight,
             "via": self.via,
+            "cleartext": self.cleartext,
         }
         if self.via is not None:
             record["upstream_connections"] = sorted(self.upstream)
@@ -99,16 +101,16 @@ class ConnectionRegistry:
         self._proxied: dict[tuple[str, str, str], ControllerConnection] = {}
 
     def open(self, peer: str, switch: str | None, alpn: str | None, tls_version: str | None,
-             tls: dict[str, Any], via: str | None = None) -> ControllerConnection:  # fmt: skip
+             tls: dict[str, Any], via: str | None = None, cleartext: bool = False) -> ControllerConnection:  # fmt: skip
         totals = self._totals.setdefault(switch or "(no certificate)", SwitchTotals())
         totals.connections += 1
         connection = ControllerConnection(
             id=self._next_id, peer=peer, switch=switch, alpn=alpn, tls_version=tls_version, tls=tls,
-            opened_at=utc_now(), via=via, _totals=totals,
+            opened_at=utc_now(), via=via, cleartext=cleartext, _totals=totals,
         )  # fmt: skip
         self._next_id += 1
         self._recent.append(connection)
-        through = f" via {via}" if via else ""
+        through = f" via {via}" if via else " in cleartext" if cleartext else ""
         logger.info("conn #%d opened by %s from %s%s (%s, ALPN %s)", connection.id, switch, peer, through, tls_version,
                     alpn)  # fmt: skip
         return connection

@@ -10,7 +10,7 @@ import os
 import socket
 import ssl
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -79,7 +79,7 @@ def check_loopback_only(sockets: list[socket.socket]) -> None:
             raise ServerError(f"--client-certs-optional is for benches on loopback only; {host} is not loopback")
 
 
-def bind_sockets(host: str, port: int) -> list[socket.socket]:
+def bind_sockets(host: str, port: int, scheme: str = "https") -> list[socket.socket]:
     """Listening sockets for every address ``host`` resolves to (``localhost`` is both 127.0.0.1 and ::1), all
     on one port. An address family the machine has switched off is skipped as long as one address binds."""
     try:
@@ -105,7 +105,8 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
         raise ServerError(f"cannot listen on any address of {host!r}: {', '.join(skipped)}")
     for sock in sockets:  # listening from here on: connections wait in the backlog until Hypercorn accepts them
         bound_host, bound_port = sock.getsockname()[:2]
-        logger.info("listening on https://%s:%d", f"[{bound_host}]" if ":" in bound_host else bound_host, bound_port)
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        logger.info("listening on %s://%s:%d", scheme, shown, bound_port)
     return sockets
 
 
@@ -155,10 +156,12 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[object]],
     registry: ConnectionRegistry,
     stopping: asyncio.Event | None = None,
+    cleartext_sockets: Sequence[socket.socket] = (),
 ) -> None:
     """Serve the controller on already-listening ``sockets`` until ``shutdown_trigger`` returns, then let
     in-flight requests finish for up to ``graceful_timeout_s``. Every connection is recorded in ``registry``.
-    ``stopping`` is set once the shutdown has begun and new streams are refused.
+    ``stopping`` is set once the shutdown has begun and new streams are refused. ``cleartext_sockets`` serve the
+    same app without TLS (``controller.cleartext``: h2c with prior knowledge, or HTTP/1.1).
 
     The sockets are bound by the caller, so a test can use port 0 and know the port before the first request,
     and connections that arrive before Hypercorn starts accepting wait in the listen backlog instead of failing.
@@ -167,7 +170,7 @@ async def serve(
     """
     send_handshake_alerts()
     asgi_tls.install()
-    for sock in sockets:
+    for sock in (*sockets, *cleartext_sockets):
         # Accepted sockets inherit this (Linux). asyncio sets TCP_NODELAY itself only on sockets whose proto is
         # IPPROTO_TCP, and socket.create_server's are proto 0: without it, an HTTP/1.1 response (headers and body
         # written separately) waited ~40 ms for the client's delayed ACK (Nagle).
@@ -185,6 +188,6 @@ async def serve(
     await worker_serve(
         wrap_app(app, config.wsgi_max_body_size, "asgi"),
         config,
-        sockets=Sockets(secure_sockets=sockets, insecure_sockets=[], quic_sockets=[]),
+        sockets=Sockets(secure_sockets=sockets, insecure_sockets=list(cleartext_sockets), quic_sockets=[]),
         shutdown_trigger=begin_shutdown,
     )

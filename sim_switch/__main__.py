@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from controller.config import Config, ConfigError, Scenario, SwitchConfig, check_controller_url, load_config
 from controller.pki import PKIError, ensure_certs
@@ -49,10 +50,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.url:
             check_controller_url(args.url, "--url")
         ids = scenario.fleet.switch_ids() if scenario.fleet else [cfg.switch.switch_id]
-        if cfg.switch.tls is None:  # the user's own PKI is never touched
-            _ensure_certs(cfg, ids, quiet=scenario.fleet is not None)
-        ssl_context = switch_ssl_context(switch_files(cfg.switch, cfg.switch.switch_id))
-        check_other_half(cfg, "switch", url)
+        ssl_context = None  # an http:// URL: cleartext, no certificate to present or check
+        if urlsplit(url).scheme == "https":
+            if cfg.switch.tls is None:  # the user's own PKI is never touched
+                _ensure_certs(cfg, ids, quiet=scenario.fleet is not None)
+            ssl_context = switch_ssl_context(switch_files(cfg.switch, cfg.switch.switch_id))
+            check_other_half(cfg, "switch", url)
     except (ConfigError, PKIError) as exc:
         print(f"sim_switch: {exc}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ CLIENT_LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_conn
 async def run_scenario(
     scenario: Scenario,
     controller_url: str,
-    ssl_context: ssl.SSLContext,
+    ssl_context: ssl.SSLContext | None,
     request_timeout_s: float,
     emit: Callable[[TraceEvent], None],
     switch_id: str,
@@ -61,14 +61,17 @@ async def run_scenario(
 
 
 def new_pool(
-    scenario: Scenario, ssl_context: ssl.SSLContext, request_timeout_s: float, streams_per_connection: int
+    scenario: Scenario, ssl_context: ssl.SSLContext | None, request_timeout_s: float, streams_per_connection: int
 ) -> StreamPool:
-    """The run's clients (``sim_switch.streams``): one, or one per block of streams when the scenario spills."""
+    """The run's clients (``sim_switch.streams``): one, or one per block of streams when the scenario spills.
+    No ``ssl_context``: an ``http://`` URL, where no ALPN can offer HTTP/2, so it is spoken with prior knowledge
+    (RFC 9113 section 3.3) when the scenario asks for it, and HTTP/1.1 otherwise."""
     timeout = httpx.Timeout(request_timeout_s, connect=min(CONNECT_TIMEOUT_S, request_timeout_s))
+    prior_knowledge = ssl_context is None and scenario.http2
 
     def new_client() -> httpx.AsyncClient:
-        return httpx.AsyncClient(http1=True, http2=scenario.http2, verify=ssl_context, trust_env=False, timeout=timeout,
-                                 limits=CLIENT_LIMITS)  # fmt: skip
+        return httpx.AsyncClient(http1=not prior_knowledge, http2=scenario.http2, verify=ssl_context or False,
+                                 trust_env=False, timeout=timeout, limits=CLIENT_LIMITS)  # fmt: skip
 
     if scenario.http2:
         return StreamPool(new_client, scenario.streams, streams_per_connection)
@@ -91,7 +94,7 @@ async def finish_run(
     tracer: Tracer,
     scenario: Scenario,
     controller_url: str,
-    ssl_context: ssl.SSLContext,
+    ssl_context: ssl.SSLContext | None,
     switch_id: str,
     attempts: list[Attempt],
     reconnects: int = 0,
@@ -103,8 +106,11 @@ async def finish_run(
     view: ControllerView | None = None
     if ask and any(ping.status is not None for ping in pings):
         # A controller that restarted during the run has no record of the connections before it.
-        view = await ask_controller(client, controller_url, switch_id, tracer, pings, forgot_earlier=reconnects > 0)
-    if not any(ping.ok for ping in pings) and any(_broke_after_handshake(a.exception) for a in attempts):
+        # In cleartext the controller knows no switch by name (no certificate): ask for every connection.
+        asked_as = switch_id if ssl_context is not None else None
+        view = await ask_controller(client, controller_url, asked_as, tracer, pings, forgot_earlier=reconnects > 0)
+    refused = not any(ping.ok for ping in pings) and any(_broke_after_handshake(a.exception) for a in attempts)
+    if refused and ssl_context is not None:
         pings = await _diagnose_refused_certificate(pings, controller_url, ssl_context, tracer)
     for ping in pings:
         record = tracer.connections[ping.connection - 1] if ping.connection else None

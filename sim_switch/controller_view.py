@@ -20,24 +20,28 @@ from sim_switch.tracing import SESSION, ConnectionRecord, Tracer
 async def ask_controller(
     client: httpx.AsyncClient,
     controller_url: str,
-    switch_id: str,
+    switch_id: str | None,
     tracer: Tracer,
     pings: Sequence[PingResult],
     forgot_earlier: bool = False,
 ) -> ControllerView:
+    """``switch_id`` None: an anonymous switch (cleartext), whose connections are found by address alone."""
     url = f"{controller_url.rstrip('/')}/connections"
-    tracer.event(None, f"asking the controller what it saw: GET {url}?switch={switch_id}", kind=SESSION)
+    query = {"switch": switch_id} if switch_id is not None else {}
+    shown = f"{url}?switch={switch_id}" if switch_id is not None else url
+    tracer.event(None, f"asking the controller what it saw: GET {shown}", kind=SESSION)
+    label = switch_id or "an anonymous switch"
     try:
-        response = await client.get(url, params={"switch": switch_id})
+        response = await client.get(url, params=query)
     except httpx.HTTPError as exc:
-        return ControllerView(switch_id, error=f"GET /connections failed: {explain(exc)}")
+        return ControllerView(label, error=f"GET /connections failed: {explain(exc)}")
     records = _records(response)
     if records is None:  # someone else's controller: it answered, but not with dialout's account
-        view = ControllerView(switch_id, no_account=f"GET /connections: {_answer(response)}")
+        view = ControllerView(label, no_account=f"GET /connections: {_answer(response)}")
         tracer.event(None, view.describe(), kind=SESSION)
         return view
     query_on = tracer.connection_of(response.extensions.get("network_stream"))
-    view = compare(switch_id, tracer.connections, pings, records, query_on.number if query_on else None,
+    view = compare(label, tracer.connections, pings, records, query_on.number if query_on else None,
                    forgot_earlier)  # fmt: skip
     tracer.event(None, view.describe(), kind=SESSION)
     return view

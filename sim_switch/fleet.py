@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from controller.config import Scenario, SwitchConfig
 from controller.tls_files import switch_files
@@ -41,7 +42,8 @@ async def run_fleet(
     ids = fleet.switch_ids()
     one_switch = Scenario(scenario.name, (fleet.interval_s,) * fleet.pings, http2=scenario.http2,
                           streams=scenario.streams, request=scenario.request)  # fmt: skip
-    contexts = {switch_id: switch_ssl_context(switch_files(switch, switch_id)) for switch_id in ids}
+    tls = urlsplit(controller_url).scheme == "https"  # in cleartext, switches present no certificate
+    contexts = {switch_id: switch_ssl_context(switch_files(switch, switch_id)) if tls else None for switch_id in ids}
     loop = asyncio.get_running_loop()
     started = loop.time()
     done = 0

@@ -100,7 +100,7 @@ class Link:
 async def run_session(
     scenario: Scenario,
     controller_url: str,
-    ssl_context: ssl.SSLContext,
+    ssl_context: ssl.SSLContext | None,
     switch: SwitchConfig,
     emit: Callable[[TraceEvent], None],
     unit_random: Callable[[], float] = random.random,

@@ -60,10 +60,6 @@ class ConnectionRecord:
     handshake_s: float | None = None  # how long the TLS handshake took
     pings: list[int] = field(default_factory=list)  # numbers of the pings answered on it
 
-    @property
-    def http_version(self) -> str:
-        return "HTTP/2" if self.alpn == "h2" else "HTTP/1.1"
-
 
 class Tracer:
     def __init__(self, emit: Callable[[TraceEvent], None]) -> None:
