@@ -1,0 +1,65 @@
+"""A trusted proxy's word is checked, not taken: the controller verifies the forwarded certificate itself, and
+accepts only the proxy's SUCCESS. Here switch-2 plays the trusted proxy, with forged forwarding headers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from controller.config import ControllerConfig
+from controller.pki import switch_identity
+from sim_switch.tls import client_ssl_context
+from tests.servers import RunningController, run_controller
+
+
+@pytest.fixture
+async def proxied(certs_dir: Path) -> AsyncIterator[RunningController]:
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=("switch-1",), trusted_proxies=("switch-2",))
+    async with run_controller(cfg) as running:
+        yield running
+
+
+def forwarding(cert: Path, verify: str = "SUCCESS", connection: str = "7") -> dict[str, str]:
+    return {
+        "X-Dialout-Client-Cert": quote(cert.read_text(encoding="ascii"), safe=""), "X-Dialout-Client-Verify": verify,
+        "X-Dialout-Connection": connection, "X-Dialout-Peer": "127.0.0.9:5000", "X-Dialout-Request": "1",
+        "X-Dialout-Protocol": "HTTP/2.0", "X-Dialout-TLS": "TLSv1.3", "X-Dialout-ALPN": "h2",
+    }  # fmt: skip
+
+
+async def ping_as_proxy(running: RunningController, certs_dir: Path, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(verify=client_ssl_context(certs_dir, "switch-2"), trust_env=False) as proxy:
+        return await proxy.get(f"{running.url}/ping", params={"interval": "0"}, headers=headers)
+
+
+async def test_a_trusted_proxy_forwarding_a_verified_switch_is_believed(
+    proxied: RunningController, certs_dir: Path
+) -> None:
+    response = await ping_as_proxy(proxied, certs_dir, forwarding(switch_identity(certs_dir, "switch-1").cert))
+    assert response.status_code == 200
+    assert response.json()["switch"] == "switch-1"
+    (record,) = [c for c in proxied.registry.connections("switch-1") if c.via == "switch-2"]
+    assert (record.peer, record.alpn, record.streams) == ("127.0.0.9:5000", "h2", 1)
+
+
+async def test_a_certificate_from_another_ca_is_refused_even_from_a_trusted_proxy(
+    proxied: RunningController, certs_dir: Path, foreign_certs_dir: Path
+) -> None:
+    response = await ping_as_proxy(proxied, certs_dir, forwarding(switch_identity(foreign_certs_dir, "switch-1").cert))
+    assert response.status_code == 403
+    assert "the forwarded client certificate is not trusted here" in response.json()["error"]
+    assert "is not issued by the CA in" in response.json()["error"]
+
+
+async def test_only_the_proxys_success_counts(proxied: RunningController, certs_dir: Path) -> None:
+    headers = forwarding(switch_identity(certs_dir, "switch-1").cert, verify="FAILED:certificate has expired")
+    response = await ping_as_proxy(proxied, certs_dir, headers)
+    assert response.status_code == 403
+    assert response.json()["error"] == (
+        "no verified client certificate from the switch (the proxy's verification said "
+        "'FAILED:certificate has expired')"
+    )
