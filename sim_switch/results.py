@@ -59,6 +59,11 @@ class ControllerView:
     no_account: str | None = None  # not dialout's controller: what it answered when asked for its account
 
     @property
+    def via(self) -> tuple[str, ...]:
+        """The trusted proxies the controller saw these connections through."""
+        return tuple(sorted({str(record["via"]) for record in self.records if record.get("via")}))
+
+    @property
     def agrees(self) -> bool:
         return self.error is None and self.no_account is None and not self.disagreements
 
@@ -71,8 +76,9 @@ class ControllerView:
         forgotten = (
             f"; it restarted and no longer knows {plural(self.forgotten, 'earlier one')}" if self.forgotten else ""
         )
+        through = f" through {', '.join(self.via)}" if self.via else ""
         return (
-            f"controller saw {self.switch}: {plural(len(self.records), 'connection')}{unused}, "
+            f"controller saw {self.switch}{through}: {plural(len(self.records), 'connection')}{unused}, "
             f"{plural(self.streams, 'stream')}, {self.peak_in_flight} at once{forgotten}"
         )
 

@@ -70,7 +70,8 @@ def behind_nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Con
 
 def run_switch(config: Path, url: str, scenario: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sim_switch", "--config", str(config), "--url", url, "--scenario", scenario, "--json"],
+        [sys.executable, "-m", "sim_switch", "--config", str(config), "--url", url, "--scenario", scenario, "--json",
+         "-v"],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -90,6 +91,7 @@ def test_seed_through_nginx_is_multiplexed_and_both_views_agree(behind_nginx: tu
     report = json.loads(done.stdout)
     assert report["multiplexed"] is True
     assert report["verdict"].startswith("MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2)")
+    assert f"controller saw switch-1 through {PROXY}: 1 connection, 3 streams, 3 at once" in done.stderr
     view = report["controller_view"]
     assert view["agrees"] is True
     (record,) = view["records"]
