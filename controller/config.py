@@ -85,6 +85,12 @@ class ControllerConfig:
     trusted_proxies: tuple[str, ...] = setting(field.proxy_identities, ())
     tls: ControllerTLS | None = subsection(ControllerTLS, None)
     cleartext: Listener | None = subsection(Listener, None)
+
+    @property
+    def proxy_names(self) -> tuple[str, ...]:
+        """The trusted proxies named by the CN of their client certificate (the others are addresses)."""
+        return tuple(entry for entry in self.trusted_proxies if not _is_network(entry))
+
     # Bench mode only (h2load cannot present a client certificate, nghttp2 issue #1479): a connection without one is
     # served as an anonymous switch. Never read from config.yaml; the CLI allows it on loopback addresses only.
     client_certs_optional: bool = False
@@ -234,8 +240,7 @@ class Config:
     @property
     def client_ids(self) -> tuple[str, ...]:
         """Every client certificate dialout's PKI issues: the switches', and the trusted proxies' (named by CN)."""
-        proxies = (entry for entry in self.controller.trusted_proxies if not _is_network(entry))
-        return tuple(dict.fromkeys((*self.switch_ids, *proxies)))
+        return tuple(dict.fromkeys((*self.switch_ids, *self.controller.proxy_names)))
 
     def scenario(self, name: str) -> Scenario:
         for scenario in self.scenarios:

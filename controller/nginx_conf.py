@@ -11,7 +11,6 @@ foreground as any user: pid file and temporary directories in one directory of i
 
 from __future__ import annotations
 
-import ipaddress
 import tempfile
 from pathlib import Path
 
@@ -25,9 +24,8 @@ READ_TIMEOUT_MARGIN_S = 30
 
 def proxy_name(cfg: Config) -> str:
     """The CN of nginx's own client certificate: the first name (not address) in controller.trusted_proxies."""
-    for entry in cfg.controller.trusted_proxies:
-        if not _is_address(entry):
-            return entry
+    if cfg.controller.proxy_names:
+        return cfg.controller.proxy_names[0]
     raise ConfigError(
         "controller.trusted_proxies",
         "names no certificate CN for the proxy: add one (e.g. nginx-proxy), for nginx's own client certificate",
@@ -135,14 +133,6 @@ def _abs(path: Path) -> Path:
 
 def _quote(value: str) -> str:
     return f'"{value}"' if ":" in value else value
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_network(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_wildcard(host: str) -> bool:

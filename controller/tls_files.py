@@ -45,10 +45,7 @@ class Identity:
 
     def chain(self) -> list[x509.Certificate]:
         """The certificates in ``cert``, leaf first; raises PKIError if there are none."""
-        chain = read_certificates(self.cert)
-        if not chain:
-            raise PKIError(f"{self.cert}: holds no PEM certificate")
-        return chain
+        return _some_certificates(self.cert)
 
     def check(self, now: datetime.datetime | None = None) -> list[x509.Certificate]:
         """The chain, once the key matches the leaf and every certificate in it is valid now."""
@@ -81,10 +78,7 @@ class Trust:
     ca: Path
 
     def certificates(self) -> list[x509.Certificate]:
-        certificates = read_certificates(self.ca)
-        if not certificates:
-            raise PKIError(f"{self.ca}: holds no PEM certificate (it should hold the CA that verifies the other side)")
-        return certificates
+        return _some_certificates(self.ca, " (it should hold the CA that verifies the other side)")
 
     def configure_trust(self, context: ssl.SSLContext) -> None:
         """Verify the other side on ``context`` with these CAs, and only these."""
@@ -187,6 +181,13 @@ def read_certificates(path: Path) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(data)
     except ValueError:
         return []
+
+
+def _some_certificates(path: Path, hint: str = "") -> list[x509.Certificate]:
+    certificates = read_certificates(path)
+    if not certificates:
+        raise PKIError(f"{path}: holds no PEM certificate{hint}")
+    return certificates
 
 
 def check_validity(cert: x509.Certificate, source: object, now: datetime.datetime | None = None) -> None:
