@@ -141,8 +141,10 @@ class ConnectionScopeMiddleware:
         """The switch's connection to a trusted proxy that this request came through, or None: not through a
         proxy, or through a peer that is not trusted (whose forwarded headers are then ignored, and said so)."""
         headers = cast(HTTPScope, scope)["headers"]  # an http or websocket scope: both have them
-        peer_host = connection.peer.rpartition(":")[0].strip("[]")
-        if not self.proxies or self.registry is None or not self.proxies.trusts(connection.switch, peer_host):
+        if connection.from_trusted_proxy is None:  # decided on the connection's first request
+            trusted = self.proxies is not None and self.proxies.trusts(connection.switch, _host_of(connection.peer))
+            connection.from_trusted_proxy = trusted and self.registry is not None
+        if not connection.from_trusted_proxy:
             if not connection.forwarding_noted and carries_forwarding(headers):
                 connection.forwarding_noted = True
                 logger.warning(
@@ -153,8 +155,11 @@ class ConnectionScopeMiddleware:
         forwarded = read_forwarded(headers)
         if forwarded is None:  # the proxy's own request
             return None
+        # from_trusted_proxy says both are there
+        assert self.proxies is not None
+        assert self.registry is not None
         identified = self.proxies.identify(forwarded)
-        via = connection.switch or peer_host
+        via = connection.switch or _host_of(connection.peer)
         seen_as = self.registry.proxied(
             via, forwarded.connection, forwarded.peer, identified.switch, forwarded.alpn, forwarded.tls_version,
             {"client_cert_chain": [forwarded.cert_pem] if forwarded.cert_pem else [],
@@ -197,6 +202,11 @@ def _cipher_code(ssl_object: ssl.SSLObject, name: str) -> int | None:
     if name not in _cipher_codes:
         _cipher_codes.update({c["name"]: c["id"] & 0xFFFF for c in ssl_object.context.get_ciphers()})
     return _cipher_codes.get(name)
+
+
+def _host_of(peer: str) -> str:
+    """``ip:port`` or ``[ip6]:port`` -> the address alone."""
+    return peer.rpartition(":")[0].strip("[]")
 
 
 def _format_peer(peername: Any) -> str:  # noqa: ANN401 - a socket address, whose shape depends on the family

@@ -40,6 +40,7 @@ class ControllerConnection:
     via: str | None = None  # the trusted proxy that told us of this connection (its CN or address)
     cleartext: bool = False  # on the cleartext listener: no TLS, no certificate
     upstream: set[int] = field(default_factory=set)  # our connections from that proxy that carried its requests
+    from_trusted_proxy: bool | None = None  # whether its forwarded headers are believed; None until its 1st request
     forwarding_noted: bool = False  # forwarded headers from an untrusted peer: logged once per connection
     _totals: SwitchTotals | None = field(default=None, repr=False)
 
