@@ -136,13 +136,13 @@ def switch_files(cfg: SwitchConfig, switch_id: str) -> TLSFiles:
     return TLSFiles(switch_identity(cfg.certs_dir, switch_id), Trust(ca_cert_path(cfg.certs_dir)), own=False)
 
 
-def check_other_half(cfg: Config, side: str, url: str | None = None) -> None:
+def check_other_half(cfg: Config, side: str, url: str | None = None, switch_id: str | None = None) -> None:
     """When both halves in this config are on the user's own PKI, check across them what can be checked before a
     dial: what ``side`` ("controller" or "switch") presents must lead to the CA the other half trusts, and the
     switch's URL must be among the controller certificate's names. Files the other half keeps elsewhere (not on
     this machine) are skipped. With dialout's PKI on either side there is nothing to cross-check: it issued both."""
     controller = controller_files(cfg.controller)
-    switch = switch_files(cfg.switch, cfg.switch.switch_id)
+    switch = switch_files(cfg.switch, switch_id or cfg.switch.switch_id)
     if not (controller.own and switch.own):
         return
     mine, theirs = (controller, switch) if side == "controller" else (switch, controller)

@@ -54,8 +54,9 @@ def _run(args: argparse.Namespace) -> int:
         if urlsplit(url).scheme == "https":
             if cfg.switch.tls is None:  # the user's own PKI is never touched
                 _ensure_certs(cfg, ids, quiet=scenario.fleet is not None)
-            ssl_context = switch_ssl_context(switch_files(cfg.switch, cfg.switch.switch_id))
-            check_other_half(cfg, "switch", url)
+            # A fleet's switches each get theirs in run_fleet; its first one stands for them in the checks here.
+            ssl_context = switch_ssl_context(switch_files(cfg.switch, ids[0]))
+            check_other_half(cfg, "switch", url, ids[0])
     except (ConfigError, PKIError) as exc:
         print(f"sim_switch: {exc}", file=sys.stderr)
         return 2

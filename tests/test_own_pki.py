@@ -88,13 +88,13 @@ controller:
   certs_dir: certs
   hostnames: [somewhere-else.example]   # would make dialout reissue its controller.pem, were it consulted
   switches: [{SWITCH_ID}]
-  tls: {{cert: {controller_tls["cert"]}, key: {controller_tls["key"]}, client_ca: {controller_tls["client_ca"]}}}
+  tls: {{cert: '{controller_tls["cert"]}', key: '{controller_tls["key"]}', client_ca: '{controller_tls["client_ca"]}'}}
 switch:
   id: {SWITCH_ID}
   controller_url: https://localhost:1
   certs_dir: certs
   request_timeout_s: 30
-  tls: {{cert: {switch_tls["cert"]}, key: {switch_tls["key"]}, ca: {switch_tls["ca"]}}}
+  tls: {{cert: '{switch_tls["cert"]}', key: '{switch_tls["key"]}', ca: '{switch_tls["ca"]}'}}
 scenarios:
   seed:
     pings: [0.3, 0.6, 0.9]
@@ -196,6 +196,27 @@ def test_controller_with_a_key_that_does_not_match_is_one_exit_2_line(
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"controller: {tenant.switch_key}: this key does not match the certificate in {tenant.controller_cert}"
     )
+
+
+def test_a_fleet_on_the_users_pki_takes_each_switchs_files_by_id(tmp_path: Path, tenant: TenantPKI) -> None:
+    for n in (1, 2, 3):
+        name = f"fleet-{n:02d}"
+        issued = tenant.intermediate.issue_cert(name, common_name=name, key_type=trustme.KeyType.ECDSA)
+        write_leaf(issued, tmp_path / f"client.{name}.cert.pem", tmp_path / f"client.{name}.key.pem")
+    config = own_pki_config(tmp_path, tenant, switch={"cert": tmp_path / "client.{id}.cert.pem",
+                                                      "key": tmp_path / "client.{id}.key.pem"})  # fmt: skip
+    text = config.read_text(encoding="utf-8").replace(f"switches: [{SWITCH_ID}]", 'switches: ["fleet-*"]')
+    text += "  fleet:\n    fleet: {switches: 3, id_pattern: 'fleet-{n:02d}', pings: 2, interval_s: 0.1}\n"
+    config.write_text(text, encoding="utf-8")
+    with ControllerProcess.start(config) as controller:
+        done = subprocess.run(
+            [sys.executable, "-m", "sim_switch", "--config", str(config), "--scenario", "fleet", "--url",
+             f"https://localhost:{controller.port}"],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "FLEET OK: 3 switches x 2 pings, 6 ok, 0 failed" in done.stdout
+    assert not (tmp_path / "certs").exists()
 
 
 def test_a_user_placed_certificate_in_certs_is_used_not_reissued(tmp_path: Path, tenant: TenantPKI) -> None:
