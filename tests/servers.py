@@ -125,9 +125,10 @@ class ControllerProcess(LineReader):
             yield cls(process, config)
 
 
-def write_config(directory: Path, pings: str = "[0.3, 0.6, 0.9]", extra: str = "", controller: str = "") -> Path:
+def write_config(directory: Path, pings: str = "[0.3, 0.6, 0.9]", extra: str = "", controller: str = "",
+                 switch: str = "", switch_id: str = "switch-1") -> Path:  # fmt: skip
     """A config like the repo's, with short intervals and its certificates in ``directory/certs``. ``extra`` is
-    more scenarios, ``controller`` more lines of the controller section (indented two spaces)."""
+    more scenarios, ``controller`` and ``switch`` more lines of those sections (indented two spaces)."""
     path = directory / "config.yaml"
     path.write_text(
         f"""\
@@ -136,11 +137,11 @@ controller:
   port: 0
   certs_dir: certs
 {controller}switch:
-  id: switch-1
+  id: {switch_id}
   controller_url: https://127.0.0.1:8443
   certs_dir: certs
   request_timeout_s: 30
-scenarios:
+{switch}scenarios:
   seed:
     pings: {pings}
     http2: true

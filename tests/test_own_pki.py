@@ -17,7 +17,7 @@ import trustme
 from controller.__main__ import main as controller_main
 from controller.pki import generate_certs
 from sim_switch.__main__ import main as switch_main
-from tests.servers import REPO, ControllerProcess
+from tests.servers import REPO, ControllerProcess, write_config
 
 TENANT = "shivaram-1.tenants.servicefractal.com"
 SWITCH_ID = f"client.{TENANT}"
@@ -79,30 +79,17 @@ def own_pki_config(directory: Path, pki: TenantPKI, switch: dict[str, Path] | No
     switch_tls = {"cert": pki.switch_cert, "key": pki.switch_key, "ca": pki.ca_chain, **(switch or {})}
     controller_tls = {"cert": pki.controller_cert, "key": pki.controller_key, "client_ca": pki.ca_chain,
                       **(controller or {})}  # fmt: skip
-    path = directory / "config.yaml"
-    path.write_text(
-        f"""\
-controller:
-  host: 127.0.0.1
-  port: 0
-  certs_dir: certs
-  hostnames: [somewhere-else.example]   # would make dialout reissue its controller.pem, were it consulted
-  switches: [{SWITCH_ID}]
-  tls: {{cert: '{controller_tls["cert"]}', key: '{controller_tls["key"]}', client_ca: '{controller_tls["client_ca"]}'}}
-switch:
-  id: {SWITCH_ID}
-  controller_url: https://localhost:1
-  certs_dir: certs
-  request_timeout_s: 30
-  tls: {{cert: '{switch_tls["cert"]}', key: '{switch_tls["key"]}', ca: '{switch_tls["ca"]}'}}
-scenarios:
-  seed:
-    pings: [0.3, 0.6, 0.9]
-    expect: {{connections: 1, http_version: HTTP/2}}
-""",
-        encoding="utf-8",
+    return write_config(
+        directory,
+        controller=(
+            "  hostnames: [somewhere-else.example]  # would make dialout reissue controller.pem, were it consulted\n"
+            f"  switches: [{SWITCH_ID}]\n"
+            f"  tls: {{cert: '{controller_tls['cert']}', key: '{controller_tls['key']}', "
+            f"client_ca: '{controller_tls['client_ca']}'}}\n"
+        ),
+        switch_id=SWITCH_ID,
+        switch=f"  tls: {{cert: '{switch_tls['cert']}', key: '{switch_tls['key']}', ca: '{switch_tls['ca']}'}}\n",
     )
-    return path
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
