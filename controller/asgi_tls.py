@@ -161,10 +161,8 @@ class ConnectionScopeMiddleware:
         identified = self.proxies.identify(forwarded)
         via = connection.switch or _host_of(connection.peer)
         seen_as = self.registry.proxied(
-            via, forwarded.connection, forwarded.peer, identified.switch, forwarded.alpn, forwarded.tls_version,
-            {"client_cert_chain": [forwarded.cert_pem] if forwarded.cert_pem else [],
-             "client_cert_error": identified.refusal},
-        )  # fmt: skip
+            via, forwarded.connection, forwarded.peer, identified.switch, forwarded.alpn, forwarded.tls_version
+        )
         seen_as.upstream.add(connection.id)
         number = seen_as.begin_stream()
         return seen_as, identified, forwarded.request or number

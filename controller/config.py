@@ -322,7 +322,7 @@ def _is_network(text: str) -> bool:
 
 
 def _parse_switch(data: object, base_dir: Path, controller: ControllerConfig) -> SwitchConfig:
-    values, _section = read_settings(SwitchConfig, data, "switch", base_dir)
+    values = read_settings(SwitchConfig, data, "switch", base_dir)
     values.setdefault("controller_url", f"https://localhost:{controller.port}")
     check_controller_url(values["controller_url"], "switch.controller_url")
     switch = SwitchConfig(**values)
@@ -344,7 +344,7 @@ def _parse_scenario(name: str, data: object, path: str, base_dir: Path) -> Scena
             "give one of pings (a one-shot run, e.g. [5, 10, 15]), persistent (a session) or fleet (many switches), "
             + (f"not {' and '.join(kinds)}" if kinds else "got none"),
         )
-    values, _ = read_settings(Scenario, section, path, base_dir, also=frozenset({"pings"}))
+    values = read_settings(Scenario, section, path, base_dir, also=frozenset({"pings"}))
     if "pings" in section:
         values["pings_s"] = _parse_pings(section["pings"], f"{path}.pings")
     if "persistent" in section:

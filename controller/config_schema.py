@@ -51,9 +51,9 @@ def keys_of(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
 
 
 def read_settings(cls: type[Any], data: object, path: str, base_dir: Path, *, also: frozenset[str] = frozenset()
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    """The field values that ``data`` (a YAML mapping) sets for section ``cls``, keyed by field name, and the
-    mapping itself. ``also`` names further keys the caller reads itself. A required key that is missing, an
+                  ) -> dict[str, Any]:  # fmt: skip
+    """The field values that ``data`` (a YAML mapping) sets for section ``cls``, keyed by field name. ``also``
+    names further keys the caller reads itself. A required key that is missing, an
     unknown key and a bad value are each a ``ConfigError`` naming the key path."""
     keys = keys_of(cls)
     section = mapping(data, path, set(keys) | also)
@@ -70,10 +70,9 @@ def read_settings(cls: type[Any], data: object, path: str, base_dir: Path, *, al
             continue
         value = field.metadata[_READ](section[key], child)
         values[field.name] = base_dir / value if field.metadata[_RELATIVE] else value
-    return values, section
+    return values
 
 
 def build(cls: type[T], data: object, path: str, base_dir: Path) -> T:
     """Section ``cls`` as ``data`` sets it, every other field at its default."""
-    values, _ = read_settings(cls, data, path, base_dir)
-    return cls(**values)
+    return cls(**read_settings(cls, data, path, base_dir))

@@ -116,14 +116,15 @@ class ConnectionRegistry:
                     alpn)  # fmt: skip
         return connection
 
-    def proxied(self, via: str, key: str, peer: str, switch: str | None, alpn: str | None, tls_version: str | None,
-                tls: dict[str, Any]) -> ControllerConnection:  # fmt: skip
+    def proxied(self, via: str, key: str, peer: str, switch: str | None, alpn: str | None,
+                tls_version: str | None) -> ControllerConnection:  # fmt: skip
         """The switch's connection to proxy ``via`` that the proxy numbers ``key``: recorded on its first request,
-        and found again for the requests after it."""
+        and found again for the requests after it. Its ``tls`` stays empty: the ASGI TLS extension describes the
+        connection a request came on, which is the proxy's."""
         index = (via, key, peer)
         connection = self._proxied.get(index)
         if connection is None:
-            connection = self.open(peer, switch, alpn, tls_version, tls, via=via)
+            connection = self.open(peer, switch, alpn, tls_version, {}, via=via)
             if len(self._proxied) >= self._history:
                 self._proxied.pop(next(iter(self._proxied)))
             self._proxied[index] = connection
