@@ -1,7 +1,7 @@
-"""``python -m controller``: serve, regenerate certificates, or run the demo.
+"""``python -m controller``: serve, regenerate certificates, run the demo, or explain a switch.
 
-Exit codes: 0 ok, 1 the run failed (a demo scenario failed, the port is taken), 2 usage, config or certificate
-error.
+Exit codes: 0 ok, 1 the run failed (a demo scenario failed, the port is taken; explain: a switch did not
+multiplex), 2 usage, config or certificate error (explain: the controller could not be asked).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import signal
 import socket
@@ -18,10 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from controller import explain
 from controller.config import Config, ConfigError, load_config
 from controller.connections import ConnectionRegistry
+from controller.diagnosis import diagnose, limits_of
 from controller.nginx_conf import render, state_dir
 from controller.pki import PKIError, ensure_certs, generate_certs
+from controller.sentences import headline
 from controller.server import (
     ServerError,
     bind_sockets,
@@ -45,13 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = _with_overrides(cfg, args.host, args.port, args.client_certs_optional)
         if args.command == "certs":
             return _regenerate_certs(cfg)
+        if args.command == "explain":  # of a running controller: its certificates are there, none are made
+            return _explain(cfg, args.url, args.switch, args.since, args.json)
         if cfg.controller.tls is None:  # the user's own PKI is never touched
             ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.client_ids)
         if args.command == "nginx-conf":
             return _print_nginx_conf(cfg, args.listen, args.full)
         ssl_context = server_ssl_context(cfg.controller)
         check_other_half(cfg, "controller")
-    except (ConfigError, PKIError, ServerError) as exc:
+    except (ConfigError, PKIError, ServerError, explain.ExplainError) as exc:
         print(f"controller: {exc}", file=sys.stderr)
         return 2
     cleartext = cfg.controller.cleartext
@@ -81,10 +87,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="The controller end of the dial-out pair: GET /ping?interval=SECONDS over HTTP/2 with mTLS.",
     )
     parser.add_argument(
-        "command", nargs="?", choices=("serve", "certs", "demo", "nginx-conf"), default="serve",
+        "command", nargs="?", choices=("serve", "certs", "demo", "nginx-conf", "explain"), default="serve",
         help="serve (default); certs: make a new CA and all certificates; "
         "demo: serve, run the switch's scenarios against it, stop; "
-        "nginx-conf: print an nginx server block that fronts this controller, as in the report",
+        "nginx-conf: print an nginx server block that fronts this controller, as in the report; "
+        "explain: ask the running controller what each switch's client did, and why it was or was not multiplexed",
     )  # fmt: skip
     parser.add_argument("--config", type=Path, default=Path("config.yaml"), help="default: %(default)s")
     parser.add_argument("--host", help="listen address (default: controller.host in the config)")
@@ -101,6 +108,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--full", action="store_true", help="nginx-conf only: a whole file for `nginx -c FILE`, not just the block"
     )
+    parser.add_argument("--switch", help="explain only: this switch (its certificate's CN, or an address)")
+    parser.add_argument("--since", help="explain only: what happened since then: seconds ago, or an ISO 8601 time")
+    parser.add_argument("--url", help="explain only: where the controller is (default: controller.host and .port)")
+    parser.add_argument("--json", action="store_true", help="explain only: print GET /diagnosis's JSON")
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true", help="also log when each request arrives")
     loudness.add_argument("-q", "--quiet", action="store_true", help="no line per request or connection")
@@ -115,7 +126,7 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # Hypercorn's INFO lines repeat our own "listening on"; keep its warnings and errors.
     logging.getLogger("hypercorn.error").setLevel(logging.WARNING)
-    for noisy in ("asyncio", "quart", "hpack", "h2"):
+    for noisy in ("asyncio", "quart", "hpack", "h2", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if quiet:  # start, stop and trouble only: a soak or a bench makes millions of requests
         for chatty in ("controller.app", "controller.connections", "controller.asgi_tls"):
@@ -139,6 +150,12 @@ def _regenerate_certs(cfg: Config) -> int:
     return 0
 
 
+def _explain(cfg: Config, url: str | None, switch: str | None, since: str | None, as_json: bool) -> int:
+    switches = explain.ask(cfg, url, switch, since)
+    print(json.dumps({"switches": switches}, indent=2) if as_json else explain.render(switches))
+    return explain.exit_code(switches)
+
+
 def _print_nginx_conf(cfg: Config, listen: str, full: bool) -> int:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -159,7 +176,7 @@ async def _serve_until_signalled(
         loop.add_signal_handler(signum, _on_signal, signum, stop)
     registry = new_registry(cfg.controller)
     await serve(cfg.controller, ssl_context, sockets, stop.wait, registry, cleartext_sockets=plain)
-    _log_summary(registry)
+    _log_summary(registry, cfg)
 
 
 def _on_signal(signum: int, stop: asyncio.Event) -> None:
@@ -193,16 +210,20 @@ async def _demo(
     finally:
         stop.set()
         await server
-    _log_summary(registry)
+    _log_summary(registry, cfg)
     print(f"\ndemo: {len(scenarios) - len(failed)} of {len(scenarios)} scenarios passed"
           + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)  # fmt: skip
     return 1 if failed else 0
 
 
-def _log_summary(registry: ConnectionRegistry) -> None:
-    """One line per switch: what the controller saw over its whole run."""
+def _log_summary(registry: ConnectionRegistry, cfg: Config) -> None:
+    """One line per switch: what the controller saw over its whole run, and its main finding."""
+    diagnoses = {one.switch: one for one in diagnose(registry.connections(), registry.spans(),
+                                                      limits_of(cfg.controller))}  # fmt: skip
     for switch, totals in registry.totals().items():
-        logger.info("stopped; %s: %s", switch, totals.describe())
+        found = diagnoses.get(switch)
+        finding = f"; {headline(found)}" if found else ""
+        logger.info("stopped; %s: %s%s", switch, totals.describe(), finding)
     if not registry.totals():
         logger.info("stopped; no switch connected")
 

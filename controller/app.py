@@ -20,8 +20,10 @@ from werkzeug.exceptions import HTTPException
 from controller.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
 from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry, ControllerConnection, format_address, utc_now
+from controller.diagnosis import WindowError, diagnose, limits_of, parse_window
 from controller.forwarded import ProxyPolicy
 from controller.interval import IntervalError, parse_interval
+from controller.sentences import diagnosis_json
 from controller.tls_files import controller_files
 
 logger = logging.getLogger(__name__)
@@ -115,6 +117,16 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
                 },
             }
         )
+
+    @app.get("/diagnosis")
+    async def diagnosis() -> tuple[Response, int]:
+        try:
+            window = parse_window(request.args.get("since"), request.args.get("connections"))
+        except WindowError as exc:
+            return jsonify({"error": str(exc)}), 400
+        switch = request.args.get("switch")
+        found = diagnose(registry.connections(), registry.spans(), limits_of(cfg), window, switch)
+        return jsonify({"switches": [diagnosis_json(one) for one in found]}), 200
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> tuple[Response, int]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import ssl
+import time
 import weakref
 from typing import Any, ClassVar, cast
 
@@ -30,7 +31,7 @@ from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
-from controller.connections import ConnectionRegistry, ControllerConnection, format_address
+from controller.connections import ConnectionRegistry, ControllerConnection, StreamSpan, format_address
 from controller.forwarded import Identified, ProxyPolicy, carries_forwarding, read_forwarded
 
 # The attribute of Hypercorn's Config through which our TCPServer finds the registry of the server it serves.
@@ -45,6 +46,14 @@ _current_connection: contextvars.ContextVar[ControllerConnection | None] = conte
     "dialout_connection", default=None
 )
 _cipher_codes: dict[str, int] = {}
+# When each TLS connection's ClientHello arrived: the start of its handshake, which asyncio does not tell.
+_hello_at: weakref.WeakKeyDictionary[ssl.SSLObject, float] = weakref.WeakKeyDictionary()
+
+
+def note_client_hello(ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+    """``SSLContext.sni_callback``: OpenSSL calls it for every ClientHello, with or without SNI. Keeps the time,
+    so a connection's record says how long its handshake took and which connections were dialled together."""
+    _hello_at[ssl_object] = time.monotonic()
 
 
 class _ConnectionAwareTCPServer(TCPServer):
@@ -121,26 +130,29 @@ class ConnectionScopeMiddleware:
         extensions: dict[str, Any] = dict(scope.get("extensions") or {})
         if not connection.cleartext:  # the extension is for TLS connections only (asgiref specs/tls.rst)
             extensions.setdefault("tls", connection.tls)  # a server that fills it itself knows best
-        stream = connection.begin_stream()
-        switch_side = self._through_proxy(connection, scope)
+        http_scope = cast(HTTPScope, scope)  # an http or websocket scope: both have these
+        span = connection.begin_stream(http_scope["path"], http_scope["http_version"])
+        switch_side = self._through_proxy(connection, http_scope)
         if switch_side is None:
-            extensions[CONNECTION_EXTENSION] = {"connection": connection, "stream": stream, "refusal": None}
+            extensions[CONNECTION_EXTENSION] = {"connection": connection, "stream": span.number, "refusal": None}
         else:
             seen_as, identified, number = switch_side
-            extensions[CONNECTION_EXTENSION] = {"connection": seen_as, "stream": number, "refusal": identified.refusal}
+            extensions[CONNECTION_EXTENSION] = {"connection": seen_as.connection, "stream": number,
+                                                "refusal": identified.refusal}  # fmt: skip
         try:
             await self.app(cast(Scope, {**scope, "extensions": extensions}), receive, send)
         finally:
-            connection.end_stream()
+            connection.end_stream(span)
             if switch_side is not None:
-                switch_side[0].end_stream()
+                switch_side[0].connection.end_stream(switch_side[0])
 
     def _through_proxy(
-        self, connection: ControllerConnection, scope: Scope
-    ) -> tuple[ControllerConnection, Identified, int] | None:
-        """The switch's connection to a trusted proxy that this request came through, or None: not through a
-        proxy, or through a peer that is not trusted (whose forwarded headers are then ignored, and said so)."""
-        headers = cast(HTTPScope, scope)["headers"]  # an http or websocket scope: both have them
+        self, connection: ControllerConnection, scope: HTTPScope
+    ) -> tuple[StreamSpan, Identified, int] | None:
+        """The request's stream on the switch's connection to a trusted proxy that it came through, or None: not
+        through a proxy, or through a peer that is not trusted (whose forwarded headers are then ignored, and
+        said so)."""
+        headers = scope["headers"]
         if connection.from_trusted_proxy is None:  # decided on the connection's first request
             trusted = self.proxies is not None and self.proxies.trusts(connection.switch, _host_of(connection.peer))
             connection.from_trusted_proxy = trusted and self.registry is not None
@@ -164,8 +176,8 @@ class ConnectionScopeMiddleware:
             via, forwarded.connection, forwarded.peer, identified.switch, forwarded.alpn, forwarded.tls_version
         )
         seen_as.upstream.add(connection.id)
-        number = seen_as.begin_stream()
-        return seen_as, identified, forwarded.request or number
+        span = seen_as.begin_stream(scope["path"], scope["http_version"])
+        return span, identified, forwarded.request or span.number
 
 
 def _open(registry: ConnectionRegistry, ssl_object: ssl.SSLObject | None, peername: Any) -> ControllerConnection:  # noqa: ANN401
@@ -192,6 +204,7 @@ def _open(registry: ConnectionRegistry, ssl_object: ssl.SSLObject | None, peerna
         alpn=ssl_object.selected_alpn_protocol(),
         tls_version=version,
         tls=tls,
+        hello_at=_hello_at.pop(ssl_object, None),
     )
 
 

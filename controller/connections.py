@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,8 @@ logger = logging.getLogger(__name__)
 
 # Enough for a long soak of short-lived connections, small enough to serve as one JSON answer.
 DEFAULT_HISTORY = 10_000
+# The streams the diagnosis reads (controller/diagnosis.py): the last this many, of every switch.
+STREAM_HISTORY = 50_000
 
 
 # What a proxy cannot tell us of the switch's connection to it, and so is never filled in for one: when it closed,
@@ -42,20 +45,33 @@ class ControllerConnection:
     upstream: set[int] = field(default_factory=set)  # our connections from that proxy that carried its requests
     from_trusted_proxy: bool | None = None  # whether its forwarded headers are believed; None until its 1st request
     forwarding_noted: bool = False  # forwarded headers from an untrusted peer: logged once per connection
+    http_version: str | None = None  # "1.1" or "2", from its first request
+    # time.monotonic() seconds: when its ClientHello arrived (None without TLS, or behind a proxy), when the
+    # handshake was done and it was recorded, and when the peer stopped sending.
+    hello_at: float | None = None
+    opened: float = field(default_factory=time.monotonic)
+    closed: float | None = None
     _totals: SwitchTotals | None = field(default=None, repr=False)
+    _history: deque[StreamSpan] | None = field(default=None, repr=False)
 
-    def begin_stream(self) -> int:
-        """Count a request that has started on this connection; returns its number on the connection (1, 2, ...)."""
+    def begin_stream(self, path: str = "", http_version: str | None = None) -> StreamSpan:
+        """Count a request that has started on this connection; its span says its number on the connection."""
         self.streams += 1
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        if self.http_version is None:
+            self.http_version = http_version
         if self._totals is not None:
             self._totals.streams += 1
             self._totals.peak_in_flight = max(self._totals.peak_in_flight, self.in_flight)
-        return self.streams
+        span = StreamSpan(self, self.streams, path, time.monotonic())
+        if self._history is not None:
+            self._history.append(span)
+        return span
 
-    def end_stream(self) -> None:
+    def end_stream(self, span: StreamSpan) -> None:
         self.in_flight -= 1
+        span.ended = time.monotonic()
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -71,11 +87,24 @@ class ControllerConnection:
             "peak_in_flight": self.peak_in_flight,
             "via": self.via,
             "cleartext": self.cleartext,
+            "http_version": self.http_version,
+            "handshake_s": None if self.hello_at is None else round(self.opened - self.hello_at, 6),
         }
         if self.via is not None:
             record["upstream_connections"] = sorted(self.upstream)
             record["unknown"] = list(UNKNOWN_THROUGH_A_PROXY)
         return record
+
+
+@dataclass(slots=True)
+class StreamSpan:
+    """One request on a connection, from its headers arriving to its response sent (monotonic seconds)."""
+
+    connection: ControllerConnection
+    number: int  # on its connection: 1, 2, ...
+    path: str
+    started: float
+    ended: float | None = None  # None while in flight
 
 
 @dataclass
@@ -92,9 +121,11 @@ class SwitchTotals:
 
 
 class ConnectionRegistry:
-    def __init__(self, history: int = DEFAULT_HISTORY, server_cert_pem: str | None = None) -> None:
+    def __init__(self, history: int = DEFAULT_HISTORY, server_cert_pem: str | None = None,
+                 stream_history: int = STREAM_HISTORY) -> None:  # fmt: skip
         self.server_cert_pem = server_cert_pem
         self._recent: deque[ControllerConnection] = deque(maxlen=history)
+        self._spans: deque[StreamSpan] = deque(maxlen=stream_history)
         self._totals: dict[str, SwitchTotals] = {}
         self._next_id = 1
         self._history = history
@@ -102,12 +133,14 @@ class ConnectionRegistry:
         self._proxied: dict[tuple[str, str, str], ControllerConnection] = {}
 
     def open(self, peer: str, switch: str | None, alpn: str | None, tls_version: str | None,
-             tls: dict[str, Any], via: str | None = None, cleartext: bool = False) -> ControllerConnection:  # fmt: skip
+             tls: dict[str, Any], via: str | None = None, cleartext: bool = False,
+             hello_at: float | None = None) -> ControllerConnection:  # fmt: skip
         totals = self._totals.setdefault(switch or "(no certificate)", SwitchTotals())
         totals.connections += 1
         connection = ControllerConnection(
             id=self._next_id, peer=peer, switch=switch, alpn=alpn, tls_version=tls_version, tls=tls,
-            opened_at=utc_now(), via=via, cleartext=cleartext, _totals=totals,
+            opened_at=utc_now(), via=via, cleartext=cleartext, hello_at=hello_at, _totals=totals,
+            _history=self._spans,
         )  # fmt: skip
         self._next_id += 1
         self._recent.append(connection)
@@ -135,6 +168,7 @@ class ConnectionRegistry:
         if connection.closed_at is not None:
             return
         connection.closed_at = utc_now()
+        connection.closed = time.monotonic()
         logger.info(
             "conn #%d closed: %s, %s, peak %d at once",
             connection.id, connection.switch, plural(connection.streams, "stream"), connection.peak_in_flight,
@@ -143,12 +177,22 @@ class ConnectionRegistry:
     def connections(self, switch: str | None = None) -> list[ControllerConnection]:
         return [c for c in self._recent if switch is None or c.switch == switch]
 
+    def spans(self) -> list[StreamSpan]:
+        """The most recent streams of every connection, oldest first."""
+        return list(self._spans)
+
     def totals(self) -> dict[str, SwitchTotals]:
         return dict(sorted(self._totals.items()))
 
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def wall_time(monotonic: float) -> str:
+    """A ``time.monotonic()`` reading as UTC ISO 8601, like ``utc_now()``."""
+    at = time.time() - (time.monotonic() - monotonic)
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 def plural(count: int, noun: str) -> str:

@@ -56,6 +56,7 @@ def server_ssl_context(cfg: ControllerConfig) -> ssl.SSLContext:
     context.set_ciphers(TLS12_CIPHERS)
     context.set_alpn_protocols(list(ALPN_PROTOCOLS))
     context.verify_mode = ssl.CERT_OPTIONAL if cfg.client_certs_optional else ssl.CERT_REQUIRED
+    context.sni_callback = asgi_tls.note_client_hello
     files.identity.configure_cert(context)
     files.trust.configure_trust(context)
     return context

@@ -7,13 +7,14 @@ query is itself a stream, on a connection the response names, so it is subtracte
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from sim_switch.diagnosis import explain
-from sim_switch.results import ControllerView, PingResult, peak_in_flight
+from sim_switch.results import ControllerFinding, ControllerView, PingResult, peak_in_flight
 from sim_switch.tracing import SESSION, ConnectionRecord, Tracer
 
 
@@ -44,7 +45,32 @@ async def ask_controller(
     view = compare(label, tracer.connections, pings, records, query_on.number if query_on else None,
                    forgot_earlier)  # fmt: skip
     tracer.event(None, view.describe(), kind=SESSION)
+    if view.records:
+        view = dataclasses.replace(view, findings=await _ask_diagnosis(client, controller_url, view, tracer))
     return view
+
+
+async def _ask_diagnosis(
+    client: httpx.AsyncClient, controller_url: str, view: ControllerView, tracer: Tracer
+) -> tuple[ControllerFinding, ...] | None:
+    """The controller's findings about exactly this run's connections, or None if it gives none (an older
+    dialout, or it failed: the comparison of counts stands on its own)."""
+    ids = ",".join(str(record["id"]) for record in view.records)
+    url = f"{controller_url.rstrip('/')}/diagnosis"
+    tracer.event(None, f"asking the controller what it makes of them: GET {url}?connections={ids}", kind=SESSION)
+    try:
+        response = await client.get(url, params={"connections": ids})
+        if response.status_code != 200:
+            tracer.event(None, f"no diagnosis from the controller: {_answer(response)}", kind=SESSION)
+            return None
+        return tuple(
+            ControllerFinding(str(f["kind"]), str(f["severity"]), tuple(f["connections"]), str(f["sentence"]))
+            for diagnosis in response.json()["switches"]
+            for f in diagnosis["findings"]
+        )
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        tracer.event(None, f"no diagnosis from the controller: {explain(exc)}", kind=SESSION)
+        return None
 
 
 def _records(response: httpx.Response) -> list[dict[str, Any]] | None:

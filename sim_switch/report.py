@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.config import VIEW_REQUIRED
-from sim_switch.results import PingResult, RunResult, format_interval, plural
+from sim_switch.results import ControllerFinding, PingResult, RunResult, format_interval, plural
 from sim_switch.streams import HTTPCORE_MAX_STREAMS
 from sim_switch.tracing import TraceEvent
 
 # Summary lines list at most this many pings, stream ids or failures; --json has them all.
 MAX_LISTED = 12
+MULTIPLEXED = "multiplexed"  # the controller's finding kind (controller/findings.py) for shared connections
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,26 @@ def judge(result: RunResult) -> Verdict:
         if one_sided and required:
             failures.append(f"controller view: required (expect.controller_view), but {view.describe()}")
     switch_saw_it = max((result.peak_in_flight(record.number) for record in result.connections), default=0) >= 2
+    if view is not None and view.findings is not None:
+        failures += _diagnosis_disagrees(view.findings, switch_saw_it)
     # Proven only when both ends agree: the controller counted the same streams, at the same time. A controller
     # that keeps no account (not dialout's) leaves the switch's view, said as such, unless the scenario requires both.
     multiplexed = switch_saw_it and view is not None and (view.agrees or (one_sided and not required))
     line = _verdict_line(result, failed, switch_saw_it if one_sided else multiplexed, one_sided)
     return Verdict(not failures, multiplexed, line, checks, tuple(failures))
+
+
+def _diagnosis_disagrees(findings: tuple[ControllerFinding, ...], switch_saw_it: bool) -> list[str]:
+    """The controller's own conclusion must be the switch's: multiplexed on both ends, or on neither."""
+    controller_saw_it = any(finding.kind == MULTIPLEXED for finding in findings)
+    if controller_saw_it == switch_saw_it:
+        return []
+    kinds = ", ".join(finding.kind for finding in findings) or "no findings"
+    if switch_saw_it:
+        return [f"controller's diagnosis: the switch had two or more pings at once on a connection, the "
+                f"controller does not find them multiplexed ({kinds})"]  # fmt: skip
+    return [f"controller's diagnosis: it finds the pings multiplexed, the switch never had two at once on a "
+            f"connection ({kinds})"]  # fmt: skip
 
 
 def _check_expectations(result: RunResult) -> list[Check]:
@@ -171,6 +187,9 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         )
         lines.append(view.describe() + agreement)
     lines.append(verdict.line)
+    if view is not None and view.findings:
+        lines.append(f"the controller's diagnosis of {view.switch} (its connection numbers):")
+        lines += [f"  {finding.severity:<7} {finding.kind}: {finding.sentence}" for finding in view.findings]
     return "\n".join(lines)
 
 
@@ -266,6 +285,12 @@ def _view_json(result: RunResult) -> dict[str, Any] | None:
         "kept_account": view.no_account is None,
         "no_account": view.no_account,
         "records": list(view.records),
+        "findings": None
+        if view.findings is None
+        else [
+            {"kind": f.kind, "severity": f.severity, "connections": list(f.connections), "sentence": f.sentence}
+            for f in view.findings
+        ],
     }
 
 

@@ -45,6 +45,16 @@ class PingResult:
 
 
 @dataclass(frozen=True)
+class ControllerFinding:
+    """One of the controller's findings about this switch's client (``GET /diagnosis``), as it sent it."""
+
+    kind: str  # multiplexed, http1_only, dial_race, ... (controller/findings.py)
+    severity: str  # problem, note, good
+    connections: tuple[int, ...]  # the controller's connection ids
+    sentence: str
+
+
+@dataclass(frozen=True)
 class ControllerView:
     """What the controller says it saw of this run's connections (``GET /connections``)."""
 
@@ -57,6 +67,7 @@ class ControllerView:
     error: str | None = None
     forgotten: int = 0  # connections from before the controller restarted, which it no longer knows
     no_account: str | None = None  # not dialout's controller: what it answered when asked for its account
+    findings: tuple[ControllerFinding, ...] | None = None  # None: the controller gave no diagnosis
 
     @property
     def via(self) -> tuple[str, ...]:

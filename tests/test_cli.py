@@ -175,7 +175,10 @@ def test_sigterm_lets_the_in_flight_ping_finish(tmp_path: Path) -> None:
         assert process.process.wait(timeout=60) == 0
     assert response.status_code == 200
     assert response.json()["interval_s"] == 1.0
-    assert any(line.endswith("stopped; switch-1: 1 connection, 1 stream, peak 1 at once") for line in process.lines)
+    assert any(
+        line.endswith("stopped; switch-1: 1 connection, 1 stream, peak 1 at once; sequential (conn #1)")
+        for line in process.lines
+    )
 
 
 def ping(url: str, context: ssl.SSLContext) -> httpx.Response:

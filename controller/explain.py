@@ -1,0 +1,100 @@
+"""``python -m controller explain``: ask a running controller what a switch's client did, and say it in words.
+
+It finds the controller where the config says it listens (``controller.host`` and ``controller.port``; a wildcard
+host is asked on loopback), or at ``--url``, and asks ``GET /diagnosis`` over mutual TLS as the config's switch
+(``switch.id``'s certificate): the controller serves only certificates it trusts, and an operator on the
+controller's machine has that one. The question's own connection is not counted against anyone.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from controller.config import Config
+from controller.connections import plural
+from controller.tls_files import PKIError, switch_files
+
+TIMEOUT_S = 30.0
+
+
+class ExplainError(Exception):
+    """The controller could not be asked, or had nothing to say: exit code 2."""
+
+
+def ask(cfg: Config, url: str | None, switch: str | None, since: str | None) -> list[dict[str, Any]]:
+    """The controller's diagnoses (``GET /diagnosis`` JSON), one per switch."""
+    target = (url or own_url(cfg)).rstrip("/")
+    query = {name: value for name, value in (("switch", switch), ("since", since)) if value}
+    try:
+        with httpx.Client(verify=_client_context(cfg), trust_env=False, timeout=TIMEOUT_S) as client:
+            response = client.get(f"{target}/diagnosis", params=query)
+    except httpx.HTTPError as exc:
+        raise ExplainError(f"cannot ask the controller at {target}: {_reason(exc)}") from exc
+    if response.status_code == 404:
+        raise ExplainError(f"{target} has no /diagnosis: not a dialout controller, or an older one")
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if response.status_code != 200 or not isinstance(answer, dict) or not isinstance(answer.get("switches"), list):
+        error = answer.get("error") if isinstance(answer, dict) else None
+        raise ExplainError(f"{target}/diagnosis answered {response.status_code}: {error or response.text[:200]}")
+    switches: list[dict[str, Any]] = answer["switches"]
+    if not switches:
+        whom = f"switch {switch}" if switch else "any switch"
+        raise ExplainError(f"the controller at {target} saw no connection from {whom}"
+                           + (f" since {since}" if since else ""))  # fmt: skip
+    return switches
+
+
+def render(switches: Sequence[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    for diagnosis in switches:
+        lines.append(
+            f"{diagnosis['switch']}: {plural(diagnosis['connections'], 'connection')}, "
+            f"{plural(diagnosis['streams'], 'request')}"
+        )
+        lines += [f"  {finding['severity']:<7} {finding['kind']}: {finding['sentence']}"
+                  for finding in diagnosis["findings"]]  # fmt: skip
+    return "\n".join(lines)
+
+
+def exit_code(switches: Sequence[dict[str, Any]]) -> int:
+    """0 when no finding is a problem (multiplexed, or nothing needed it), 1 when one is."""
+    return 0 if all(diagnosis["ok"] for diagnosis in switches) else 1
+
+
+def own_url(cfg: Config) -> str:
+    host, port = cfg.controller.host, cfg.controller.port
+    if port == 0:
+        raise ExplainError("controller.port is 0 (any free port): say where it listens with --url")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "localhost"}.get(host, host)  # a wildcard is asked on loopback
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+def _client_context(cfg: Config) -> ssl.SSLContext:
+    files = switch_files(cfg.switch, cfg.switch.switch_id)
+    try:
+        files.identity.check()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        files.trust.configure_trust(context)
+        files.identity.configure_cert(context)
+    except PKIError as exc:
+        raise ExplainError(f"cannot ask as {cfg.switch.switch_id}: {exc}") from exc
+    return context
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    cause: BaseException = exc
+    while (inner := cause.__cause__ or cause.__context__) is not None:
+        cause = inner
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused (is it running? is the port right?)"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"its certificate is not trusted: {cause.verify_message}"
+    return str(cause) or type(cause).__name__
