@@ -43,7 +43,8 @@ STORM_GAP_S = 0.1
 STORM_REDIALS = 5  # in a row: one or two quick redials are a client recovering, five are a loop
 # A connection this young may just not have sent its first request yet: not called idle.
 IDLE_AFTER_S = 1.0
-# A request that began this soon after a full connection freed a stream had been waiting for it.
+# A request that began this soon after a full connection freed a stream had been waiting for it. (The client
+# learns of the free stream only when it has read the answer: measured ~10 ms on loopback for httpx.)
 QUEUE_WINDOW_S = 0.05
 
 
@@ -219,7 +220,7 @@ class _Sweep:
                     self.http1_most_at_once = max(self.http1_most_at_once, at_once)
             elif any(other != id_ for other in full_now):
                 self.spilled_to.add(id_)
-            if busy.get(id_, 0) == limit - 1 and at - freed_at.get(id_, -math.inf) <= QUEUE_WINDOW_S:
+            if at - freed_at.get(id_, -math.inf) <= QUEUE_WINDOW_S:  # the client was waiting for that
                 self.queued += 1
             busy[id_] = busy.get(id_, 0) + 1
             self.peak[id_] = max(self.peak.get(id_, 0), busy[id_])

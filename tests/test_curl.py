@@ -13,10 +13,12 @@ from tests.servers import ControllerProcess
 WRITE_OUT = "%{http_code} %{http_version} %{num_connects}\\n"
 
 
-def curl(url: str, certs_dir: Path, *options: str, count: int = 3) -> list[tuple[str, str, int]]:
+def curl(
+    url: str, certs_dir: Path, *options: str, count: int = 3, switch_id: str = "switch-1"
+) -> list[tuple[str, str, int]]:
     binary = shutil.which("curl")
     assert binary, "curl is needed for the interop tests (.ci/run installs it)"
-    identity = switch_identity(certs_dir, "switch-1")
+    identity = switch_identity(certs_dir, switch_id)
     command = [binary, "--silent", "--show-error", "--no-progress-meter", "--http2",
                "--cacert", str(ca_cert_path(certs_dir)), "--cert", str(identity.cert), "--key", str(identity.key),
                "--write-out", WRITE_OUT, *options]  # fmt: skip

@@ -204,6 +204,10 @@ async def test_sigterm_restart_loses_no_ping(tmp_path: Path) -> None:
     assert counts["ok"] + counts["retried-then-ok"] == 16
     assert result.reconnects >= 1
     assert len(result.connections) >= 2
+    # The restarted controller judges the redial: backed off, then multiplexed again; no storm.
+    assert result.controller_view is not None
+    assert result.controller_view.findings is not None
+    assert [finding.kind for finding in result.controller_view.findings] == ["multiplexed"]
 
 
 async def test_sigkill_fails_the_pings_in_flight_and_the_session_recovers(tmp_path: Path) -> None:

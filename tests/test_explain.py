@@ -1,0 +1,210 @@
+"""The controller explains any switch: real clients (curl, a bare ssl socket, our own switch), each producing its
+pattern against a ``python -m controller`` process, and ``python -m controller explain`` saying what it was.
+
+Each test dials as a switch of its own, so the findings it asks for are only its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from controller.tls_files import ca_cert_path, switch_identity
+from sim_switch.tls import client_ssl_context
+from tests.servers import ControllerProcess, write_config
+from tests.test_cli import run_module
+from tests.test_curl import curl
+
+SWITCHES = [f"switch-{n}" for n in range(1, 10)]
+STREAM_LIMIT = 4
+SCENARIOS = """\
+  depth:
+    pings: {count: 10, interval_s: 0.5}
+    streams: spill
+  depth-queue:
+    pings: {count: 6, interval_s: 0.5}
+    streams: queue
+"""
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
+    directory = tmp_path_factory.mktemp("explain")
+    controller = f"  switches: [{', '.join(SWITCHES)}]\n  max_concurrent_streams: {STREAM_LIMIT}\n"
+    config = write_config(directory, extra=SCENARIOS, controller=controller)
+    with ControllerProcess.start(config) as process:
+        yield process
+
+
+def explain(process: ControllerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_module("controller", "explain", "--config", str(process.config), "--url", process.url, *args)
+
+
+def diagnosis(process: ControllerProcess, switch: str) -> dict[str, Any]:
+    done = explain(process, "--switch", switch, "--json")
+    assert done.returncode in (0, 1), done.stderr
+    [found] = json.loads(done.stdout)["switches"]
+    assert found["switch"] == switch
+    return dict(found)
+
+
+def kinds(found: dict[str, Any]) -> list[str]:
+    return [finding["kind"] for finding in found["findings"]]
+
+
+def certs(process: ControllerProcess) -> Path:
+    return process.config.parent / "certs"
+
+
+def test_curl_http1_parallel_is_http1_only(explained: ControllerProcess) -> None:
+    transfers = curl(explained.url, certs(explained), "--http1.1", "--parallel", switch_id="switch-2")
+    assert [version for _, version, _ in transfers] == ["1.1"] * 3
+    done = explain(explained, "--switch", "switch-2")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("switch-2: 3 connections, 3 requests\n")
+    assert "problem http1_only: conns #" in done.stdout
+    assert "(up to 3 at once)" in done.stdout
+    assert "offered http/1.1 but not h2 in ALPN" in done.stdout
+    assert done.stderr == ""
+
+
+def test_curl_parallel_immediate_is_a_dial_race(explained: ControllerProcess) -> None:
+    curl(explained.url, certs(explained), "--parallel", "--parallel-immediate", switch_id="switch-3")
+    found = diagnosis(explained, "switch-3")
+    assert found["ok"] is False
+    assert kinds(found) == ["dial_race"]
+    [race] = found["findings"]
+    assert len(race["connections"]) == 3
+    assert race["evidence"]["streams"] == [1, 1, 1]
+    # dialled together: all within the first one's handshake
+    assert race["evidence"]["within_s"] < race["evidence"]["handshake_s"]
+    assert "instead of waiting for the one in progress" in race["sentence"]
+
+
+def test_curl_parallel_is_multiplexed(explained: ControllerProcess) -> None:
+    curl(explained.url, certs(explained), "--parallel", switch_id="switch-4")
+    done = explain(explained, "--switch", "switch-4")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "good    multiplexed: conn #" in done.stdout
+    assert "carried 3 requests, up to 3 at once on one connection" in done.stdout
+
+
+def test_three_sequential_curl_runs_are_no_reuse(explained: ControllerProcess) -> None:
+    for _ in range(3):
+        curl(explained.url, certs(explained), count=1, switch_id="switch-5")
+    found = diagnosis(explained, "switch-5")
+    assert kinds(found) == ["no_reuse"]
+    [no_reuse] = found["findings"]
+    assert len(no_reuse["connections"]) == 3
+    assert no_reuse["evidence"] == {"closed_after_one": 2, "left_open": 0}
+
+
+async def test_a_client_without_alpn_is_said_to_offer_none(explained: ControllerProcess) -> None:
+    """A bare ``ssl`` context sets no ALPN at all: the finding says so instead of guessing at a version."""
+    context = ssl.create_default_context(cafile=ca_cert_path(certs(explained)))
+    identity = switch_identity(certs(explained), "switch-6")
+    context.load_cert_chain(identity.cert, identity.key)
+
+    async def ping(interval_s: float) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", explained.port, ssl=context)
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() is None
+        writer.write(f"GET /ping?interval={interval_s} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                     .encode("ascii"))  # fmt: skip
+        answer = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        return answer
+
+    answers = await asyncio.gather(*(ping(interval) for interval in (0.3, 0.6, 0.9)))
+    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
+    found = await asyncio.to_thread(diagnosis, explained, "switch-6")
+    assert kinds(found) == ["http1_only"]
+    [finding] = found["findings"]
+    assert finding["evidence"]["offered"] == ["none"]
+    assert finding["sentence"].count("offered no ALPN at all") == 1
+
+
+async def test_a_tight_redial_loop_is_a_reconnect_storm(explained: ControllerProcess) -> None:
+    """Dial, close, dial again at once, eight times: the loop a client without backoff runs when its
+    connection keeps failing. Those connections carried nothing, so they are idle too."""
+    context = client_ssl_context(certs(explained), "switch-7")
+    context.set_alpn_protocols(["http/1.1"])  # (with h2 the controller would send its SETTINGS into our close)
+    for _ in range(8):
+        _, writer = await asyncio.open_connection("127.0.0.1", explained.port, ssl=context)
+        writer.close()
+        await writer.wait_closed()
+    found = await asyncio.to_thread(diagnosis, explained, "switch-7")
+    assert kinds(found) == ["reconnect_storm", "idle"]
+    storm, idle = found["findings"]
+    assert storm["evidence"]["redials"] >= 5
+    assert storm["evidence"]["longest_gap_s"] < 0.1
+    assert "no backoff" in storm["sentence"]
+    assert len(idle["connections"]) == 8
+    assert idle["evidence"]["still_open"] == 0
+
+
+def test_our_switch_spilling_over_the_stream_limit(explained: ControllerProcess) -> None:
+    done = run_module("sim_switch", "--config", str(explained.config), "--url", explained.url, "--scenario", "depth",
+                      "--json")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    view = json.loads(done.stdout)["controller_view"]
+    by_kind = {finding["kind"]: finding for finding in view["findings"]}
+    assert list(by_kind) == ["stream_limit", "multiplexed"]
+    assert len(by_kind["stream_limit"]["connections"]) == 2  # 4 + 4 + 2 pings
+    assert f"held {STREAM_LIMIT} streams at once" in by_kind["stream_limit"]["sentence"]
+    assert "the client opened more connections for the rest (conn" in by_kind["stream_limit"]["sentence"]
+
+
+def test_our_switch_queueing_at_the_stream_limit(explained: ControllerProcess) -> None:
+    done = run_module("sim_switch", "--config", str(explained.config), "--url", explained.url, "--scenario",
+                      "depth-queue")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the controller's diagnosis of switch-1 (its connection numbers):" in done.stdout
+    assert f"held {STREAM_LIMIT} streams at once" in done.stdout
+    assert "the client queued 2 requests until a stream was free" in done.stdout
+
+
+def test_our_switch_prints_the_findings_under_its_verdict(explained: ControllerProcess) -> None:
+    seed = run_module("sim_switch", "--config", str(explained.config), "--url", explained.url)
+    assert seed.returncode == 0, seed.stdout + seed.stderr
+    verdict, diagnosed = seed.stdout.split("\nMULTIPLEXED: ", 1)[1].split("\n", 2)[1:]
+    assert verdict == "the controller's diagnosis of switch-1 (its connection numbers):"
+    assert diagnosed.startswith("  good    multiplexed: conn #")
+    contrast = run_module("sim_switch", "--config", str(explained.config), "--url", explained.url, "--scenario",
+                          "contrast")  # fmt: skip
+    assert contrast.returncode == 0, contrast.stdout + contrast.stderr
+    assert "  problem http1_only: conns #" in contrast.stdout
+
+
+def test_explain_errors_are_one_line(explained: ControllerProcess, tmp_path: Path) -> None:
+    nobody = explain(explained, "--switch", "switch-9")
+    assert nobody.returncode == 2
+    assert nobody.stderr == f"controller: the controller at {explained.url} saw no connection from switch switch-9\n"
+    bad_since = explain(explained, "--since", "yesterday")
+    assert bad_since.returncode == 2
+    assert bad_since.stderr == (f"controller: {explained.url}/diagnosis answered 400: since must be seconds ago or "
+                                "an ISO 8601 time, got 'yesterday'\n")  # fmt: skip
+    down = run_module("controller", "explain", "--config", str(explained.config), "--url", "https://127.0.0.1:9")
+    assert down.returncode == 2
+    assert down.stderr == ("controller: cannot ask the controller at https://127.0.0.1:9: connection refused "
+                           "(is it running? is the port right?)\n")  # fmt: skip
+
+
+def test_diagnosis_window(explained: ControllerProcess) -> None:
+    """``since`` in seconds ago or as a time leaves out what came before; the asking connection is no one's."""
+    curl(explained.url, certs(explained), count=1, switch_id="switch-8")
+    with httpx.Client(verify=client_ssl_context(certs(explained), "switch-8"), trust_env=False) as client:
+        everything = client.get(f"{explained.url}/diagnosis", params={"switch": "switch-8"}).json()["switches"]
+        later = client.get(f"{explained.url}/diagnosis", params={"switch": "switch-8", "since": "2999-01-01T00:00:00Z"})
+        recent = client.get(f"{explained.url}/diagnosis", params={"switch": "switch-8", "since": "600"})
+    assert [(d["connections"], d["streams"], d["main"]) for d in everything] == [(1, 1, "sequential")]
+    assert later.json() == {"switches": []}
+    assert recent.json()["switches"] == everything
