@@ -58,9 +58,9 @@ def sentence(finding: Finding) -> str:
                 f"{_conns(connections)} were dialled within {_ms(within_s)} of each other{times}, while the first "
                 f"was still in its handshake{handshake}, and carried {carried} requests: the client dials a "
                 "connection per request instead of waiting for the one in progress, as Go's http.Transport does "
-                "for requests that start together and curl does with --parallel-immediate. The extras are waste: "
-                "let the first request take the connection and send the rest on it (curl --parallel without "
-                "--parallel-immediate; in Go, start the others once the first has its connection)."
+                "with ForceAttemptHTTP2 for requests that start together, and curl with --parallel-immediate. "
+                "The extras are waste: make the client wait for the dial in progress (Go: Transport.MaxConnsPerHost "
+                "= 1; curl: --parallel without --parallel-immediate)."
             )
         case NoReuse(connections, closed_after_one, left_open):
             how = []
@@ -75,7 +75,7 @@ def sentence(finding: Finding) -> str:
             )
         case ReconnectStorm(connections, redials, within_s, longest_gap_s):
             return (
-                f"{_conns(connections)}: the client redialled {redials} times within {_seconds(within_s)}, never "
+                f"{_conns(connections)}: the client redialled {redials} times within {_duration(within_s)}, never "
                 f"waiting more than {_ms(longest_gap_s)} after a connection closed: no backoff. Fix: wait before "
                 "each redial, doubling the wait with random jitter (dialout's switch.reconnect: 0.1 s doubling to "
                 "5 s, +/-20%), so a fleet does not redial in step."
@@ -95,7 +95,7 @@ def sentence(finding: Finding) -> str:
         case Idle(connections, longest_open_s, still_open):
             still = f", {still_open} still open" if still_open else ""
             return (
-                f"{_conns(connections)} carried no request at all (open for up to {_seconds(longest_open_s)}"
+                f"{_conns(connections)} carried no request at all (open for up to {_duration(longest_open_s)}"
                 f"{still}): connections dialled and never used, typically the losers of a dial race."
             )
         case Multiplexed(connections, most_at_once, streams):
@@ -166,5 +166,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
-def _seconds(seconds: float) -> str:
-    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.0f} s"
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return _ms(seconds)
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"

@@ -1,0 +1,96 @@
+// Command simswitch is the report's Go switch in miniature: an http.Transport with its own TLSClientConfig
+// (client certificate, CA pool) and concurrent GET /ping?interval=N requests started together, each traced
+// with httptrace. -force-h2 sets ForceAttemptHTTP2, the fix Go 1.13 added; without it, a Transport given its own
+// TLSClientConfig does not configure HTTP/2 (golang/go#25761, #14275).
+//
+// Only the standard library: `go build` needs no network. tests/test_go_client.py builds and runs it.
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"strings"
+	"sync"
+)
+
+func main() {
+	url := flag.String("url", "https://127.0.0.1:8443", "the controller's base URL")
+	certFile := flag.String("cert", "certs/switch-1.pem", "the switch's certificate")
+	keyFile := flag.String("key", "certs/switch-1.key", "its private key")
+	caFile := flag.String("ca", "certs/ca.pem", "the CA that issued the controller's certificate")
+	forceH2 := flag.Bool("force-h2", false, "set Transport.ForceAttemptHTTP2")
+	maxConns := flag.Int("max-conns-per-host", 0, "set Transport.MaxConnsPerHost (0: no limit)")
+	intervals := flag.String("intervals", "5,10,15", "one ping per interval (seconds), all started together")
+	flag.Parse()
+	log.SetFlags(log.Lmicroseconds)
+
+	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+	if err != nil {
+		log.Fatalf("client certificate: %v", err)
+	}
+	caPEM, err := os.ReadFile(*caFile)
+	if err != nil {
+		log.Fatalf("CA: %v", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	transport := &http.Transport{
+		TLSClientConfig:   &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool},
+		ForceAttemptHTTP2: *forceH2,
+		MaxConnsPerHost:   *maxConns,
+	}
+	client := &http.Client{Transport: transport}
+
+	var wg sync.WaitGroup
+	failed := false
+	for _, interval := range strings.Split(*intervals, ",") {
+		wg.Add(1)
+		go func(interval string) {
+			defer wg.Done()
+			if err := ping(client, *url, interval); err != nil {
+				log.Printf("ping %s: %v", interval, err)
+				failed = true
+			}
+		}(interval)
+	}
+	wg.Wait()
+	if failed {
+		os.Exit(1)
+	}
+}
+
+func ping(client *http.Client, base, interval string) error {
+	trace := &httptrace.ClientTrace{
+		ConnectStart: func(network, addr string) { log.Printf("ping %s: connectStart %s", interval, addr) },
+		TLSHandshakeDone: func(state tls.ConnectionState, err error) {
+			log.Printf("ping %s: tlsHandshakeDone ALPN %q err %v", interval, state.NegotiatedProtocol, err)
+		},
+		GotConn: func(info httptrace.GotConnInfo) {
+			log.Printf("ping %s: gotConn local %s reused %v", interval, info.Conn.LocalAddr(), info.Reused)
+		},
+	}
+	request, err := http.NewRequest(http.MethodGet, base+"/ping?interval="+interval, nil)
+	if err != nil {
+		return err
+	}
+	response, err := client.Do(request.WithContext(httptrace.WithClientTrace(request.Context(), trace)))
+	if err != nil {
+		return err
+	}
+	defer response.Body.Close()
+	if _, err := io.Copy(io.Discard, response.Body); err != nil {
+		return err
+	}
+	if response.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %s", response.Status)
+	}
+	fmt.Printf("ping %s: %s %s\n", interval, response.Proto, response.Status)
+	return nil
+}

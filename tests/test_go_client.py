@@ -1,0 +1,93 @@
+"""The report's question, answered by the controller: a Go client shaped like the report's (tests/go/simswitch.go,
+Debian's golang-go, which .ci/run installs), pointed at ``python -m controller``, and what ``explain`` says of it
+in each of its modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import REPO, ControllerProcess, write_config
+from tests.test_cli import run_module
+
+SWITCHES = ("switch-1", "go-default", "go-h2", "go-h2-one-dial")
+
+
+@pytest.fixture(scope="module")
+def go_switch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Go client, built once (standard library only: no network)."""
+    go = shutil.which("go")
+    assert go, "Go is needed to run the report's client (.ci/run installs Debian's golang-go)"
+    directory = tmp_path_factory.mktemp("go")
+    binary = directory / "simswitch"
+    environment = {**os.environ, "GOCACHE": str(directory / "cache"), "GOPATH": str(directory / "path"),
+                   "GOFLAGS": "", "GO111MODULE": "off", "CGO_ENABLED": "0"}  # fmt: skip
+    done = subprocess.run([go, "build", "-o", str(binary), str(REPO / "tests" / "go" / "simswitch.go")],
+                          env=environment, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return binary
+
+
+@pytest.fixture(scope="module")
+def controller_for_go(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
+    config = write_config(tmp_path_factory.mktemp("go-controller"), controller=f"  switches: [{', '.join(SWITCHES)}]\n")
+    with ControllerProcess.start(config) as process:
+        yield process
+
+
+def run_go(binary: Path, controller: ControllerProcess, switch: str, *flags: str) -> str:
+    certs = controller.config.parent / "certs"
+    done = subprocess.run(
+        [str(binary), "-url", controller.url, "-cert", str(certs / f"{switch}.pem"),
+         "-key", str(certs / f"{switch}.key"), "-ca", str(certs / "ca.pem"), "-intervals", "0.3,0.6,0.9", *flags],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def explained(controller: ControllerProcess, switch: str) -> tuple[int, dict[str, Any], str]:
+    as_json = run_module("controller", "explain", "--config", str(controller.config), "--url", controller.url,
+                         "--switch", switch, "--json")  # fmt: skip
+    as_text = run_module("controller", "explain", "--config", str(controller.config), "--url", controller.url,
+                         "--switch", switch)  # fmt: skip
+    assert as_json.returncode == as_text.returncode, as_text.stderr
+    [found] = json.loads(as_json.stdout)["switches"]
+    return as_text.returncode, found, as_text.stdout
+
+
+def test_go_with_its_own_tls_config_offers_no_alpn(go_switch: Path, controller_for_go: ControllerProcess) -> None:
+    out = run_go(go_switch, controller_for_go, "go-default")
+    assert out.count("HTTP/1.1 200") == 3
+    code, found, text = explained(controller_for_go, "go-default")
+    assert code == 1
+    assert [finding["kind"] for finding in found["findings"]] == ["http1_only"]
+    assert found["findings"][0]["evidence"]["offered"] == ["none"]
+    assert "ForceAttemptHTTP2" in text
+
+
+def test_go_forcing_http2_races_its_dials(go_switch: Path, controller_for_go: ControllerProcess) -> None:
+    """Three requests started together each dial; the first connection up carries them, the rest are waste."""
+    out = run_go(go_switch, controller_for_go, "go-h2", "-force-h2")
+    assert out.count("HTTP/2.0 200") == 3
+    code, found, text = explained(controller_for_go, "go-h2")
+    assert code == 1
+    kinds = [finding["kind"] for finding in found["findings"]]
+    assert kinds[0] == "dial_race"
+    assert "multiplexed" in kinds
+    assert "MaxConnsPerHost" in text
+
+
+def test_go_with_one_dial_per_host_is_multiplexed(go_switch: Path, controller_for_go: ControllerProcess) -> None:
+    run_go(go_switch, controller_for_go, "go-h2-one-dial", "-force-h2", "-max-conns-per-host", "1")
+    code, found, _ = explained(controller_for_go, "go-h2-one-dial")
+    assert code == 0
+    assert [finding["kind"] for finding in found["findings"]] == ["multiplexed"]
+    assert found["connections"] == 1
