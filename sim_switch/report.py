@@ -188,9 +188,20 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         lines.append(view.describe() + agreement)
     lines.append(verdict.line)
     if view is not None and view.findings:
-        lines.append(f"the controller's diagnosis of {view.switch} (its connection numbers):")
+        lines.append(f"the controller's diagnosis of {view.switch} ({_numbering(result)}):")
         lines += [f"  {finding.severity:<7} {finding.kind}: {finding.sentence}" for finding in view.findings]
     return "\n".join(lines)
+
+
+def _numbering(result: RunResult) -> str:
+    """Which of the controller's connection numbers is which of ours: its sentences use its own."""
+    assert result.controller_view is not None
+    ours = {record.local_address: record.number for record in result.connections}
+    pairs = [(int(record["id"]), ours[str(record["peer"])]) for record in result.controller_view.records
+             if str(record["peer"]) in ours]  # fmt: skip
+    named = ", ".join(f"#{theirs} is our #{mine}" for theirs, mine in sorted(pairs)[:MAX_LISTED])
+    more = ", ..." if len(pairs) > MAX_LISTED else ""
+    return f"its conn {named}{more}" if pairs else "its connection numbers"
 
 
 def _waited_for_a_stream(result: RunResult) -> list[PingResult]:
