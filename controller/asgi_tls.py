@@ -31,7 +31,7 @@ from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
-from controller.connections import ConnectionRegistry, ControllerConnection, StreamSpan, format_address
+from controller.connections import ConnectionRegistry, ControllerConnection, StreamSpan, format_address, host_of
 from controller.forwarded import Identified, ProxyPolicy, carries_forwarding, read_forwarded
 
 # The attribute of Hypercorn's Config through which our TCPServer finds the registry of the server it serves.
@@ -154,7 +154,7 @@ class ConnectionScopeMiddleware:
         said so)."""
         headers = scope["headers"]
         if connection.from_trusted_proxy is None:  # decided on the connection's first request
-            trusted = self.proxies is not None and self.proxies.trusts(connection.switch, _host_of(connection.peer))
+            trusted = self.proxies is not None and self.proxies.trusts(connection.switch, host_of(connection.peer))
             connection.from_trusted_proxy = trusted and self.registry is not None
         if not connection.from_trusted_proxy:
             if not connection.forwarding_noted and carries_forwarding(headers):
@@ -171,7 +171,7 @@ class ConnectionScopeMiddleware:
         assert self.proxies is not None
         assert self.registry is not None
         identified = self.proxies.identify(forwarded)
-        via = connection.switch or _host_of(connection.peer)
+        via = connection.switch or host_of(connection.peer)
         seen_as = self.registry.proxied(
             via, forwarded.connection, forwarded.peer, identified.switch, forwarded.alpn, forwarded.tls_version
         )
@@ -213,11 +213,6 @@ def _cipher_code(ssl_object: ssl.SSLObject, name: str) -> int | None:
     if name not in _cipher_codes:
         _cipher_codes.update({c["name"]: c["id"] & 0xFFFF for c in ssl_object.context.get_ciphers()})
     return _cipher_codes.get(name)
-
-
-def _host_of(peer: str) -> str:
-    """``ip:port`` or ``[ip6]:port`` -> the address alone."""
-    return peer.rpartition(":")[0].strip("[]")
 
 
 def _format_peer(peername: Any) -> str:  # noqa: ANN401 - a socket address, whose shape depends on the family

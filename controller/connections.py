@@ -189,12 +189,6 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
-def wall_time(monotonic: float) -> str:
-    """A ``time.monotonic()`` reading as UTC ISO 8601, like ``utc_now()``."""
-    at = time.time() - (time.monotonic() - monotonic)
-    return datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="milliseconds")
-
-
 def plural(count: int, noun: str) -> str:
     if count == 1:
         return f"{count} {noun}"
@@ -204,3 +198,8 @@ def plural(count: int, noun: str) -> str:
 def format_address(host: str, port: int) -> str:
     """``ip:port``, with an IPv6 address in brackets: the same text the switch uses for its end."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def host_of(peer: str) -> str:
+    """``ip:port`` or ``[ip6]:port`` -> the address alone."""
+    return peer.rpartition(":")[0].strip("[]")

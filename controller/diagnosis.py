@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from controller.config import ControllerConfig
-from controller.connections import ControllerConnection, StreamSpan
+from controller.connections import ControllerConnection, StreamSpan, host_of
 from controller.findings import (
     ORDER,
     Alpn,
@@ -104,7 +104,7 @@ def _parse_ids(text: str) -> frozenset[int]:
 
 def switch_of(connection: ControllerConnection) -> str:
     """A switch is its certificate's CN; an anonymous client (cleartext, bench mode) is its address."""
-    return connection.switch or connection.peer.rpartition(":")[0].strip("[]")
+    return connection.switch or host_of(connection.peer)
 
 
 def diagnose(
