@@ -159,7 +159,7 @@ def _diagnose_switch(
     found: list[Finding | None] = [
         _http1_only(connections, sweep),
         _dial_race(connections, traffic),
-        _no_reuse(connections, traffic, limits.keep_alive_max_requests),
+        _no_reuse(connections, traffic, limits),
         _reconnect_storm(connections, limits.keep_alive_max_requests),
         _stream_limit(sweep, limits.max_concurrent_streams),
         _idle(connections, now),
@@ -167,7 +167,7 @@ def _diagnose_switch(
     ]
     findings = [finding for finding in found if finding is not None]
     streams = sum(len(spans) for spans in traffic.values())
-    if streams and not any(isinstance(f, Multiplexed | Http1Only | DialRace | NoReuse) for f in findings):
+    if streams and sweep.most_at_once == 1 and not any(isinstance(f, NoReuse) for f in findings):
         findings.append(Sequential(tuple(c.id for c in connections if traffic[c.id]), streams))
     findings.sort(key=lambda finding: ORDER.index(finding.kind))
     return SwitchDiagnosis(name, len(connections), streams, tuple(findings))
@@ -194,12 +194,14 @@ class _Sweep:
         self.full: set[int] = set()  # ever at the limit
         self.spilled_to: set[int] = set()
         self.queued = 0
+        self.most_at_once = 0  # over all the switch's connections
         h2 = {c.id for c in connections if _is_h2(c)}
         events = sorted(
             (event for spans in traffic.values() for span in spans for event in _events(span)),
             key=lambda event: (event[0], event[1]),
         )
         busy: dict[int, int] = {}
+        in_flight = 0
         full_now: set[int] = set()
         freed_at: dict[int, float] = {}
         for at, starts, span in events:
@@ -209,6 +211,7 @@ class _Sweep:
                     full_now.discard(id_)
                     freed_at[id_] = at
                 busy[id_] -= 1
+                in_flight -= 1
                 if not busy[id_]:
                     del busy[id_]
                 continue
@@ -224,6 +227,8 @@ class _Sweep:
                 self.queued += 1
             busy[id_] = busy.get(id_, 0) + 1
             self.peak[id_] = max(self.peak.get(id_, 0), busy[id_])
+            in_flight += 1
+            self.most_at_once = max(self.most_at_once, in_flight)
             if id_ in h2 and busy[id_] >= limit:
                 full_now.add(id_)
                 self.full.add(id_)
@@ -282,19 +287,23 @@ def _dial_race(connections: Sequence[ControllerConnection], traffic: dict[int, l
 
 
 def _no_reuse(
-    connections: Sequence[ControllerConnection], traffic: dict[int, list[StreamSpan]], keep_alive_max_requests: int
+    connections: Sequence[ControllerConnection], traffic: dict[int, list[StreamSpan]], limits: Limits
 ) -> NoReuse | None:
-    """A connection that carried one request, and then the next request came on a new connection, dialled after
-    the first was done with: closed after its request, or left open and never used again."""
+    """A connection that carried one request, and the next request came on a new connection dialled when the
+    first could have taken it: done with its request (closed, or left idle), or HTTP/2, up and with streams to
+    spare (never pooled: each request gets a client of its own)."""
     singles = sorted((c for c in connections if len(traffic[c.id]) == 1), key=lambda c: traffic[c.id][0].started)
     chained: dict[int, None] = {}
     closed = left_open = 0
     for earlier, later in itertools.pairwise(singles):
+        dialled = _dialled(later)
         done = traffic[earlier.id][0].ended
-        if done is None or done > _dialled(later) or earlier.streams >= keep_alive_max_requests:
-            continue  # still busy when the next was dialled, or closed by us (GOAWAY after the last request)
+        idle = done is not None and done <= dialled
+        room = _is_h2(earlier) and earlier.opened <= dialled and limits.max_concurrent_streams > 1
+        if not (idle or room) or earlier.streams >= limits.keep_alive_max_requests:
+            continue  # it could not have taken the next request, or we closed it (GOAWAY after its last request)
         chained.update({earlier.id: None, later.id: None})
-        if earlier.closed is not None and earlier.closed <= _dialled(later):
+        if earlier.closed is not None and earlier.closed <= dialled:
             closed += 1
         else:
             left_open += 1

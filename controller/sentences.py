@@ -65,13 +65,13 @@ def sentence(finding: Finding) -> str:
         case NoReuse(connections, closed_after_one, left_open):
             how = []
             if closed_after_one:
-                how.append(f"closed {plural(closed_after_one, 'connection')} after its one request")
+                how.append(f"closed {closed_after_one} of them after their one request")
             if left_open:
-                how.append(f"left {plural(left_open, 'connection')} open and unused")
+                how.append(f"did not send on {left_open} it still had open")
             return (
-                f"{_conns(connections)} each carried one request, one after another: the client "
-                f"{' and '.join(how)} and dialled anew for the next, paying a TCP and TLS handshake per request. "
-                "Fix: keep one client (one connection pool) for the switch's lifetime, without `Connection: close`."
+                f"{_conns(connections)} each carried one request: the client {' and '.join(how)}, and dialled "
+                "anew for the next, paying a TCP and TLS handshake per request. Fix: keep one client (one "
+                "connection pool) for the switch's lifetime, without `Connection: close`."
             )
         case ReconnectStorm(connections, redials, within_s, longest_gap_s):
             return (
@@ -114,7 +114,7 @@ def headline(diagnosis: SwitchDiagnosis) -> str:
     """The main finding in a few words: for the controller's summary line at shutdown."""
     main = diagnosis.main
     if main is None:
-        return "no requests"
+        return "no requests" if not diagnosis.streams else "no finding"
     return f"{main.kind} ({_conns(main.connections)})"
 
 

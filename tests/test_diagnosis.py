@@ -1,0 +1,63 @@
+"""The diagnosis as a pure function of the controller's records: patterns that no stock client produces on cue,
+built as records with the times they would have (seconds on the monotonic clock)."""
+
+from __future__ import annotations
+
+from controller.connections import ConnectionRegistry, ControllerConnection
+from controller.diagnosis import Limits, diagnose
+from controller.findings import FindingKind, SwitchDiagnosis
+
+LIMITS = Limits(max_concurrent_streams=100, keep_alive_max_requests=1000)
+
+
+def connection(registry: ConnectionRegistry, hello: float, opened: float, closed: float | None = None,
+               alpn: str = "h2") -> ControllerConnection:  # fmt: skip
+    record = registry.open("127.0.0.1:40000", "switch-1", alpn, "TLSv1.3", {}, hello_at=hello)
+    record.opened, record.closed = opened, closed
+    return record
+
+
+def request(record: ControllerConnection, started: float, ended: float) -> None:
+    span = record.begin_stream("/ping", "2" if record.alpn == "h2" else "1.1")
+    record.end_stream(span)
+    span.started, span.ended = started, ended
+
+
+def diagnosed(registry: ConnectionRegistry) -> SwitchDiagnosis:
+    [found] = diagnose(registry.connections(), registry.spans(), LIMITS, now=100.0)
+    return found
+
+
+def test_http2_connections_that_were_never_pooled_are_no_reuse() -> None:
+    """A client per request over HTTP/2: each new connection dialled while the last was up with streams to spare.
+    The requests overlap, so it is not sequential either."""
+    registry = ConnectionRegistry()
+    for n in range(3):
+        record = connection(registry, hello=n * 1.0, opened=n * 1.0 + 0.01)
+        request(record, started=n * 1.0 + 0.02, ended=10.0)
+    found = diagnosed(registry)
+    assert [finding.kind for finding in found.findings] == [FindingKind.NO_REUSE]
+    assert found.findings[0] == found.main
+    assert not found.ok
+
+
+def test_one_request_at_a_time_on_one_connection_is_sequential() -> None:
+    registry = ConnectionRegistry()
+    record = connection(registry, hello=0.0, opened=0.01)
+    for n in range(3):
+        request(record, started=1.0 + n, ended=1.5 + n)
+    found = diagnosed(registry)
+    assert [finding.kind for finding in found.findings] == [FindingKind.SEQUENTIAL]
+    assert found.ok
+
+
+def test_a_redial_after_our_goaway_is_no_storm() -> None:
+    """keep_alive_max_requests closes each connection after its last request: redialling at once is right."""
+    registry = ConnectionRegistry()
+    limits = Limits(max_concurrent_streams=100, keep_alive_max_requests=1)
+    for n in range(8):
+        record = connection(registry, hello=n * 0.02, opened=n * 0.02 + 0.005, closed=n * 0.02 + 0.015)
+        request(record, started=n * 0.02 + 0.006, ended=n * 0.02 + 0.01)
+    [found] = diagnose(registry.connections(), registry.spans(), limits, now=100.0)
+    assert FindingKind.RECONNECT_STORM not in [finding.kind for finding in found.findings]
+    assert FindingKind.NO_REUSE not in [finding.kind for finding in found.findings]
