@@ -16,7 +16,7 @@ import httpx
 
 from controller.config import Config
 from controller.connections import plural
-from controller.tls_files import PKIError, switch_files
+from controller.tls_files import PKIError, switch_files, switch_ssl_context
 
 TIMEOUT_S = 30.0
 
@@ -77,16 +77,10 @@ def own_url(cfg: Config) -> str:
 
 
 def _client_context(cfg: Config) -> ssl.SSLContext:
-    files = switch_files(cfg.switch, cfg.switch.switch_id)
     try:
-        files.identity.check()
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        files.trust.configure_trust(context)
-        files.identity.configure_cert(context)
+        return switch_ssl_context(switch_files(cfg.switch, cfg.switch.switch_id))
     except PKIError as exc:
         raise ExplainError(f"cannot ask as {cfg.switch.switch_id}: {exc}") from exc
-    return context
 
 
 def _reason(exc: httpx.HTTPError) -> str:

@@ -136,6 +136,19 @@ def switch_files(cfg: SwitchConfig, switch_id: str) -> TLSFiles:
     return TLSFiles(switch_identity(cfg.certs_dir, switch_id), Trust(ca_cert_path(cfg.certs_dir)), own=False)
 
 
+def switch_ssl_context(files: TLSFiles) -> ssl.SSLContext:
+    """An explicit context (httpx 0.28 deprecates ``cert=``): hostname checking on, TLS >= 1.2 as HTTP/2
+    requires (RFC 9113 section 9.2), and the system's CAs left out: the controller is trusted through the given CA
+    only. httpcore sets the ALPN list on it per connection (``h2`` only when the scenario asks for HTTP/2).
+    Raises PKIError, one line naming the file, for anything unusable."""
+    files.identity.check()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verify_mode REQUIRED and check_hostname on
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    files.trust.configure_trust(context)
+    files.identity.configure_cert(context)
+    return context
+
+
 def check_other_half(cfg: Config, side: str, url: str | None = None, switch_id: str | None = None) -> None:
     """When both halves in this config are on the user's own PKI, check across them what can be checked before a
     dial: what ``side`` ("controller" or "switch") presents must lead to the CA the other half trusts, and the
