@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from controller.config import Config
-from controller.connections import plural
+from controller.connections import format_address, plural
 from controller.tls_files import PKIError, switch_files, switch_ssl_context
 
 TIMEOUT_S = 30.0
@@ -73,7 +73,7 @@ def own_url(cfg: Config) -> str:
     if port == 0:
         raise ExplainError("controller.port is 0 (any free port): say where it listens with --url")
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "localhost"}.get(host, host)  # a wildcard is asked on loopback
-    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    return f"https://{format_address(host, port)}"
 
 
 def _client_context(cfg: Config) -> ssl.SSLContext:
