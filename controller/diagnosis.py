@@ -156,10 +156,14 @@ def _diagnose_switch(
     for spans in traffic.values():
         spans.sort(key=lambda span: span.started)
     sweep = _Sweep(connections, traffic, limits.max_concurrent_streams)
+    race = _dial_race(connections, traffic)
+    # Connections a dial race explains are not said again to be unpooled: with several handshakes going at once,
+    # one may finish before another connection is dialled, and would look like room the client did not use.
+    raced = frozenset(race.connections if race else ())
     found: list[Finding | None] = [
         _http1_only(connections, sweep),
-        _dial_race(connections, traffic),
-        _no_reuse(connections, traffic, limits),
+        race,
+        _no_reuse([c for c in connections if c.id not in raced], traffic, limits),
         _reconnect_storm(connections, limits.keep_alive_max_requests),
         _stream_limit(sweep, limits.max_concurrent_streams),
         _idle(connections, now),
