@@ -78,13 +78,18 @@ def test_curl_http1_parallel_is_http1_only(explained: ControllerProcess) -> None
 
 
 def test_curl_parallel_immediate_is_a_dial_race(explained: ControllerProcess) -> None:
-    curl(explained.url, certs(explained), "--parallel", "--parallel-immediate", switch_id="switch-3")
+    transfers = curl(explained.url, certs(explained), "--parallel", "--parallel-immediate", switch_id="switch-3")
     found = diagnosis(explained, "switch-3")
     assert found["ok"] is False
-    assert kinds(found) == ["dial_race"]
-    [race] = found["findings"]
-    assert len(race["connections"]) == 3
-    assert race["evidence"]["streams"] == [1, 1, 1]
+    assert kinds(found)[0] == "dial_race"
+    # curl dials per transfer; on a loaded machine its third dial can come after the first handshake ended, and
+    # is then no longer part of the race (it may even share a connection): a race of 2 or 3, never fewer.
+    assert set(kinds(found)) <= {"dial_race", "multiplexed"}
+    [race] = [finding for finding in found["findings"] if finding["kind"] == "dial_race"]
+    assert len(race["connections"]) in (2, 3)
+    assert len(race["connections"]) <= sum(connects for _, _, connects in transfers)
+    extras = sorted(race["evidence"]["streams"])[:-1]
+    assert all(streams <= 1 for streams in extras)
     # dialled together: all within the first one's handshake
     assert race["evidence"]["within_s"] < race["evidence"]["handshake_s"]
     assert "instead of waiting for the one in progress" in race["sentence"]
