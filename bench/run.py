@@ -39,11 +39,12 @@ import app_cost  # noqa: E402
 import httpx  # noqa: E402
 from processes import rss_kib, server  # noqa: E402
 
-from controller.config import Fleet, Scenario, SwitchConfig  # noqa: E402
+from controller.config import Fleet, OneShot, Scenario, StreamPolicy, SwitchConfig  # noqa: E402
 from controller.pki import ensure_certs, generate_certs  # noqa: E402
 from sim_switch.client import run_scenario  # noqa: E402
 from sim_switch.fleet import run_fleet  # noqa: E402
 from sim_switch.fleet_report import fleet_json, judge_fleet  # noqa: E402
+from sim_switch.report import ping_error  # noqa: E402
 from sim_switch.tls import client_ssl_context  # noqa: E402
 
 
@@ -95,12 +96,15 @@ def median_rate(h2load: str, port: int, requests: int, clients: int, streams: in
     return statistics.median(h2load_rate(h2load, port, requests, clients, streams) for _ in range(repeats))
 
 
-async def switch_run(url: str, certs: Path, pings: tuple[float, ...], streams: str) -> tuple[float, list[float]]:
-    result = await run_scenario(Scenario("bench", pings, streams=streams), url, client_ssl_context(certs, "switch-1"),
-                                120.0, lambda event: None, "switch-1")  # fmt: skip
+async def switch_run(
+    url: str, certs: Path, pings: tuple[float, ...], streams: StreamPolicy
+) -> tuple[float, list[float]]:
+    scenario = Scenario("bench", OneShot(pings), streams=streams)
+    result = await run_scenario(scenario, url, client_ssl_context(certs, "switch-1"), 120.0, lambda event: None,
+                                "switch-1")  # fmt: skip
     failed = [ping for ping in result.pings if not ping.ok]
     if failed:
-        raise RuntimeError(f"{len(failed)} pings failed, e.g. {failed[0].error}")
+        raise RuntimeError(f"{len(failed)} pings failed, e.g. {ping_error(failed[0])}")
     return result.wall_time_s, sorted(ping.elapsed_s - ping.interval_s for ping in result.pings)
 
 
@@ -139,9 +143,9 @@ async def memory_in_flight(url: str, certs: Path, pid: int, count: int) -> tuple
             return sum(connection["in_flight"] for connection in response.json()["connections"])
 
         await in_flight()  # the observer's connection is open before the idle figure, like everything else
-        await switch_run(url, certs, (0.0,), "spill")  # the first TLS and httpx use of this process
+        await switch_run(url, certs, (0.0,), StreamPolicy.SPILL)  # the first TLS and httpx use of this process
         idle = rss_kib(pid), rss_kib()
-        run = asyncio.create_task(switch_run(url, certs, (HOLD_S,) * count, "spill"))
+        run = asyncio.create_task(switch_run(url, certs, (HOLD_S,) * count, StreamPolicy.SPILL))
         async with asyncio.timeout(HOLD_S * 0.9):
             while await in_flight() < count + 1:  # + 1: the observer's own request
                 await asyncio.sleep(0.05)  # polling interval
@@ -158,7 +162,7 @@ def memory_row(who: str, count: int, idle_busy: tuple[int, int]) -> Row:
 
 
 def fleet_row(url: str, certs: Path, fleet: Fleet) -> Row:
-    scenario = Scenario("fleet", fleet=fleet)
+    scenario = Scenario("fleet", fleet)
     result = asyncio.run(run_fleet(scenario, url, SwitchConfig(certs_dir=certs), lambda event: None))
     verdict = judge_fleet(result)
     report = fleet_json(result, verdict)
@@ -211,7 +215,7 @@ def switch_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load_rate:
     ours: list[float] = []
     bare: list[float] = []
     for _ in range(counts.repeats):
-        wall_s, _ = asyncio.run(switch_run(url, certs, (0.0,) * counts.requests, "queue"))
+        wall_s, _ = asyncio.run(switch_run(url, certs, (0.0,) * counts.requests, StreamPolicy.QUEUE))
         ours.append(counts.requests / wall_s)
         bare.append(asyncio.run(bare_httpx_rate(url, certs, counts.requests, 100)))
     switch_rate, bare_rate = statistics.median(ours), statistics.median(bare)
@@ -223,7 +227,7 @@ def switch_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load_rate:
 
 def depth_rows(rows: Table, url: str, certs: Path, depth: int) -> None:
     """Rows 3."""
-    for policy in ("spill", "queue"):
+    for policy in (StreamPolicy.SPILL, StreamPolicy.QUEUE):
         wall, over = asyncio.run(switch_run(url, certs, (1.0,) * depth, policy))
         rows.append(Row(f"{depth} pings x 1 s, streams: {policy}",
                         f"{wall:.2f} s wall; overhead p50 {percentile(over, 0.5) * 1000:.0f} ms, "

@@ -15,7 +15,9 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
+from typing import ClassVar
 
 from controller import config_fields as field
 from controller.config_fields import ConfigError, check_controller_url
@@ -23,9 +25,9 @@ from controller.config_schema import build, read_settings, setting, subsection
 from controller.config_yaml import line_of, load_yaml
 
 __all__ = [
-    "HTTP_VERSIONS", "RETRY_IDEMPOTENT", "RETRY_SAFE", "VIEW_OPTIONAL", "VIEW_REQUIRED", "Config", "ConfigError",
-    "ControllerConfig", "ControllerTLS", "Expectation", "Fleet", "Listener", "ReconnectPolicy", "Request", "Scenario",
-    "Schedule", "SwitchConfig", "SwitchTLS", "check_controller_url", "load_config", "parse_config",
+    "HTTP_VERSIONS", "Config", "ConfigError", "ControllerConfig", "ControllerTLS", "Expectation", "Fleet", "Listener",
+    "OneShot", "ReconnectPolicy", "Request", "RetryPolicy", "Scenario", "ScenarioKind", "ScenarioMode", "Schedule",
+    "StreamPolicy", "SwitchConfig", "SwitchTLS", "ViewPolicy", "check_controller_url", "load_config", "parse_config",
 ]  # fmt: skip
 
 DEFAULT_PORT = 8443
@@ -115,11 +117,14 @@ class ReconnectPolicy:
         return base * (1 + self.jitter * (2 * unit_random - 1))
 
 
-# A ping is retried only when it is known not to have been processed: it never left the switch, the controller
-# refused its stream (RST_STREAM REFUSED_STREAM), or its GOAWAY said so (RFC 9113 sections 6.8 and 8.7).
-RETRY_SAFE = "safe"
-# Also retry a ping whose connection broke while it was in flight: GET is idempotent (RFC 9110 section 9.2.2).
-RETRY_IDEMPOTENT = "idempotent"
+class RetryPolicy(StrEnum):
+    """Which failed pings a persistent session sends again (``switch.retry``)."""
+
+    # Only those known not to have been processed: never left the switch, or the controller refused the stream
+    # (RST_STREAM REFUSED_STREAM), or its GOAWAY said so (RFC 9113 sections 6.8 and 8.7).
+    SAFE = "safe"
+    # Also a ping whose connection broke while it was in flight: GET is idempotent (RFC 9110 section 9.2.2).
+    IDEMPOTENT = "idempotent"
 
 
 @dataclass(frozen=True)
@@ -142,13 +147,28 @@ class SwitchConfig:
     certs_dir: Path = setting(field.file_path, Path("certs"), relative=True)
     request_timeout_s: float = setting(field.positive_number, DEFAULT_REQUEST_TIMEOUT_S)
     reconnect: ReconnectPolicy = subsection(ReconnectPolicy, ReconnectPolicy())
-    retry: str = setting(field.one_of(RETRY_SAFE, RETRY_IDEMPOTENT), RETRY_SAFE)
+    retry: RetryPolicy = setting(field.choice(RetryPolicy), RetryPolicy.SAFE)
     tls: SwitchTLS | None = subsection(SwitchTLS, None)
 
 
-# expect.controller_view: whether a controller that keeps no account (no /connections) fails the run.
-VIEW_OPTIONAL = "optional"
-VIEW_REQUIRED = "required"
+class ViewPolicy(StrEnum):
+    """``expect.controller_view``: whether a controller that keeps no account (no /connections) fails the run."""
+
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+class StreamPolicy(StrEnum):
+    """``streams``: what a ping does when its HTTP/2 connection carries as many streams as it takes."""
+
+    QUEUE = "queue"  # wait for a free stream
+    SPILL = "spill"  # open another connection
+
+
+class ScenarioMode(StrEnum):
+    ONE_SHOT = "one-shot"
+    PERSISTENT = "persistent"
+    FLEET = "fleet"
 
 
 @dataclass(frozen=True)
@@ -157,7 +177,7 @@ class Expectation:
 
     connections: int | None = setting(field.int_range(1, 1_000_000), None)
     http_version: str | None = setting(field.one_of(*HTTP_VERSIONS), None)
-    controller_view: str = setting(field.one_of(VIEW_OPTIONAL, VIEW_REQUIRED), VIEW_OPTIONAL)
+    controller_view: ViewPolicy = setting(field.choice(ViewPolicy), ViewPolicy.OPTIONAL)
 
 
 @dataclass(frozen=True)
@@ -176,8 +196,19 @@ class Request:
 
 
 @dataclass(frozen=True)
+class OneShot:
+    """A one-shot run: these pings, all at once (key ``pings``)."""
+
+    mode: ClassVar[ScenarioMode] = ScenarioMode.ONE_SHOT
+    pings_s: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Schedule:
-    """A persistent session: a batch of pings every ``every_s``, for ``duration_s`` or until ``count`` pings."""
+    """A persistent session (key ``persistent``): a batch of pings every ``every_s``, for ``duration_s`` or until
+    ``count`` pings."""
+
+    mode: ClassVar[ScenarioMode] = ScenarioMode.PERSISTENT
 
     every_s: float = setting(field.positive_number)
     interval_s: float = setting(field.number_at_least_0)
@@ -197,8 +228,10 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Fleet:
-    """Many switches at once, each with its own certificate, client and connection, each sending ``pings``
-    concurrent pings of ``interval_s``; their starts spread over ``ramp_up_s``."""
+    """Many switches at once (key ``fleet``), each with its own certificate, client and connection, each sending
+    ``pings`` concurrent pings of ``interval_s``; their starts spread over ``ramp_up_s``."""
+
+    mode: ClassVar[ScenarioMode] = ScenarioMode.FLEET
 
     switches: int = setting(field.int_range(1, 100_000))
     pings: int = setting(field.int_range(1, 10_000))
@@ -210,15 +243,17 @@ class Fleet:
         return [self.id_pattern.format(n=n) for n in range(1, self.switches + 1)]
 
 
+# What a scenario runs: exactly one of these, under its own key.
+ScenarioKind = OneShot | Schedule | Fleet
+_KIND_KEYS: dict[str, type[Schedule] | type[Fleet]] = {"persistent": Schedule, "fleet": Fleet}
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    pings_s: tuple[float, ...] = ()  # a one-shot run: these pings, all at once (key `pings`, read apart)
-    persistent: Schedule | None = subsection(Schedule, None)  # or a session that stays up
-    fleet: Fleet | None = subsection(Fleet, None)  # or many switches at once
+    kind: ScenarioKind  # read apart, from whichever of pings, persistent and fleet the scenario has
     http2: bool = setting(field.boolean, True)
-    # A full connection: wait for a free stream (queue) or open another (spill).
-    streams: str = setting(field.one_of("queue", "spill"), "queue")
+    streams: StreamPolicy = setting(field.choice(StreamPolicy), StreamPolicy.QUEUE)
     description: str = setting(field.string, "")
     expect: Expectation = subsection(Expectation, Expectation())
     request: Request = subsection(Request, Request())
@@ -344,17 +379,19 @@ def _parse_scenario(name: str, data: object, path: str, base_dir: Path) -> Scena
             "give one of pings (a one-shot run, e.g. [5, 10, 15]), persistent (a session) or fleet (many switches), "
             + (f"not {' and '.join(kinds)}" if kinds else "got none"),
         )
-    values = read_settings(Scenario, section, path, base_dir, also=frozenset({"pings"}))
-    if "pings" in section:
-        values["pings_s"] = _parse_pings(section["pings"], f"{path}.pings")
-    if "persistent" in section:
-        schedule: Schedule = values["persistent"]
-        if (schedule.duration_s is None) == (schedule.count is None):
-            raise ConfigError(f"{path}.persistent.duration_s", "give either duration_s (seconds) or count (pings in "
-                              "all), not " + ("both" if schedule.count is not None else "neither"))  # fmt: skip
-    if "fleet" in section:
-        _check_id_pattern(values["fleet"], f"{path}.fleet.id_pattern")
-    return Scenario(name=name, **values)
+    values = read_settings(Scenario, section, path, base_dir, also=frozenset({"pings", *_KIND_KEYS}))
+    [key] = kinds
+    kind: ScenarioKind = (
+        OneShot(_parse_pings(section[key], f"{path}.pings"))
+        if key == "pings"
+        else build(_KIND_KEYS[key], section[key], f"{path}.{key}", base_dir)
+    )
+    if isinstance(kind, Schedule) and (kind.duration_s is None) == (kind.count is None):
+        raise ConfigError(f"{path}.persistent.duration_s", "give either duration_s (seconds) or count (pings in "
+                          "all), not " + ("both" if kind.count is not None else "neither"))  # fmt: skip
+    if isinstance(kind, Fleet):
+        _check_id_pattern(kind, f"{path}.fleet.id_pattern")
+    return Scenario(name=name, kind=kind, **values)
 
 
 def _parse_pings(pings: object, path: str) -> tuple[float, ...]:

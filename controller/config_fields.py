@@ -8,6 +8,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 from urllib.parse import urlsplit
@@ -39,6 +40,7 @@ class ConfigError(Exception):
 
 
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
 
 
 def optional(section: Mapping[str, object], key: str, path: str, read: Callable[[object, str], T],
@@ -132,6 +134,18 @@ def number_range(low: float, high: float) -> Callable[[object, str], float]:
         if not _is_finite_number(value) or not low <= value <= high:
             raise ConfigError(path, f"must be a number from {low:g} to {high:g}, got {_describe(value)}")
         return float(value)
+
+    return read
+
+
+def choice(enum: type[E]) -> Callable[[object, str], E]:
+    """One of a StrEnum's values, read as its member."""
+
+    def read(value: object, path: str) -> E:
+        if isinstance(value, str) and value in {member.value for member in enum}:
+            return enum(value)
+        allowed = ", ".join(member.value for member in enum)
+        raise ConfigError(path, f"must be one of {allowed}, got {_describe(value)}")
 
     return read
 

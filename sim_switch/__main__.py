@@ -18,16 +18,27 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from controller.config import Config, ConfigError, Scenario, SwitchConfig, check_controller_url, load_config
+from controller.config import (
+    Config,
+    ConfigError,
+    Fleet,
+    OneShot,
+    Scenario,
+    Schedule,
+    SwitchConfig,
+    check_controller_url,  # fmt: skip
+    load_config,
+)
 from controller.pki import PKIError, ensure_certs
 from controller.tls_files import check_other_half, switch_files
 from sim_switch.client import run_scenario
 from sim_switch.fleet import run_fleet
 from sim_switch.fleet_report import fleet_json, judge_fleet, render_fleet
-from sim_switch.report import judge, render_event, render_summary, to_json
+from sim_switch.report import render_event, render_summary, to_json, verdict_line
 from sim_switch.session import run_session
 from sim_switch.tls import switch_ssl_context
 from sim_switch.tracing import CONNECTION, DETAIL, REQUEST, SESSION, TraceEvent
+from sim_switch.verdict import judge
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,11 +60,12 @@ def _run(args: argparse.Namespace) -> int:
         url = args.url or cfg.switch.controller_url
         if args.url:
             check_controller_url(args.url, "--url")
-        ids = scenario.fleet.switch_ids() if scenario.fleet else [cfg.switch.switch_id]
+        fleet = isinstance(scenario.kind, Fleet)
+        ids = scenario.kind.switch_ids() if isinstance(scenario.kind, Fleet) else [cfg.switch.switch_id]
         ssl_context = None  # an http:// URL: cleartext, no certificate to present or check
         if urlsplit(url).scheme == "https":
             if cfg.switch.tls is None:  # the user's own PKI is never touched
-                _ensure_certs(cfg, ids, quiet=scenario.fleet is not None)
+                _ensure_certs(cfg, ids, quiet=fleet)
             # A fleet's switches each get theirs in run_fleet; its first one stands for them in the checks here.
             ssl_context = switch_ssl_context(switch_files(cfg.switch, ids[0]))
             check_other_half(cfg, "switch", url, ids[0])
@@ -64,9 +76,13 @@ def _run(args: argparse.Namespace) -> int:
     trace_stream = None if args.json and not args.verbose else (sys.stderr if args.json else sys.stdout)
     # A session's requests would drown its story (connections, failures, reconnects): those need -v. A fleet's
     # thousand traces would interleave beyond reading: it shows its summary and a progress line, -v shows all.
-    shown = {CONNECTION, REQUEST, SESSION} if scenario.persistent is None else {CONNECTION, SESSION}
-    if scenario.fleet is not None:
-        shown = set()
+    match scenario.kind:
+        case OneShot():
+            shown = {CONNECTION, REQUEST, SESSION}
+        case Schedule():
+            shown = {CONNECTION, SESSION}
+        case Fleet():
+            shown = set()
     if args.verbose:
         shown |= {REQUEST, DETAIL}
 
@@ -85,13 +101,14 @@ def _run(args: argparse.Namespace) -> int:
               f"{'HTTP/2 (ALPN h2, http/1.1)' if scenario.http2 else 'HTTP/1.1 only (ALPN http/1.1)'}",
               flush=True)  # fmt: skip
     per_connection = cfg.controller.max_concurrent_streams  # what our controller takes; httpcore caps it at 100
-    if scenario.fleet is not None:
-        return _run_fleet(scenario, url, cfg.switch, show, per_connection, args.json)
-    if scenario.persistent is None:
-        run = run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show, cfg.switch.switch_id,
-                           streams_per_connection=per_connection)  # fmt: skip
-    else:
-        run = run_session(scenario, url, ssl_context, cfg.switch, show, streams_per_connection=per_connection)
+    match scenario.kind:
+        case Fleet():
+            return _run_fleet(scenario, url, cfg.switch, show, per_connection, args.json)
+        case OneShot():
+            run = run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show, cfg.switch.switch_id,
+                               streams_per_connection=per_connection)  # fmt: skip
+        case Schedule():
+            run = run_session(scenario, url, ssl_context, cfg.switch, show, streams_per_connection=per_connection)
     try:
         result = asyncio.run(run)
     except KeyboardInterrupt:
@@ -99,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     verdict = judge(result)
     return _report(args.json, lambda: to_json(result, verdict), lambda: render_summary(result, verdict),
-                   verdict.ok, verdict.line)  # fmt: skip
+                   verdict.ok, verdict_line(verdict))  # fmt: skip
 
 
 def _ensure_certs(cfg: Config, ids: list[str], quiet: bool) -> None:
@@ -171,20 +188,18 @@ class Progress:
 
 
 def _describe(scenario: Scenario) -> str:
-    if scenario.fleet is not None:
-        fleet = scenario.fleet
-        ramp = f", starts spread over {fleet.ramp_up_s:g} s" if fleet.ramp_up_s else ""
-        each = f"each {fleet.pings} concurrent pings of {fleet.interval_s:g} s"
-        return f"a fleet of {fleet.switches} switches, {each}{ramp}"
-    schedule = scenario.persistent
-    if schedule is None:
-        intervals = ", ".join(f"{interval:g}" for interval in scenario.pings_s)
-        return f"{len(scenario.pings_s)} concurrent pings ({intervals} s)"
-    span = f"for {schedule.duration_s:g} s" if schedule.duration_s is not None else f"{schedule.count} pings in all"
-    return (
-        f"a persistent session, {schedule.batch} ping(s) of {schedule.interval_s:g} s every {schedule.every_s:g} s "
-        f"{span}"
-    )
+    match scenario.kind:
+        case Fleet() as fleet:
+            ramp = f", starts spread over {fleet.ramp_up_s:g} s" if fleet.ramp_up_s else ""
+            each = f"each {fleet.pings} concurrent pings of {fleet.interval_s:g} s"
+            return f"a fleet of {fleet.switches} switches, {each}{ramp}"
+        case OneShot(pings_s):
+            intervals = ", ".join(f"{interval:g}" for interval in pings_s)
+            return f"{len(pings_s)} concurrent pings ({intervals} s)"
+        case Schedule() as schedule:
+            every = f"{schedule.batch} ping(s) of {schedule.interval_s:g} s every {schedule.every_s:g} s"
+            span = f"{schedule.count} pings in all" if schedule.duration_s is None else f"for {schedule.duration_s:g} s"
+            return f"a persistent session, {every} {span}"
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

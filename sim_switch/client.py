@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from controller.config import Request, Scenario
+from controller.config import OneShot, Request, Scenario, StreamPolicy
 from sim_switch.controller_view import ask_controller
-from sim_switch.diagnosis import explain, probe_client_certificate
+from sim_switch.failures import Failure, FailureKind, classify, probe_client_certificate, refused_with, sentence
 from sim_switch.results import ControllerView, PingResult, RunResult, format_interval
-from sim_switch.streams import HTTPCORE_MAX_STREAMS, QUEUE, StreamPool
+from sim_switch.streams import HTTPCORE_MAX_STREAMS, StreamPool
 from sim_switch.tracing import SESSION, TraceEvent, Tracer
 
 DIALOUT_PING = Request()  # GET /ping?interval=N
@@ -41,6 +41,9 @@ async def run_scenario(
     ask: bool = True,
 ) -> RunResult:
     """Fire the scenario's pings at once, then (``ask``) ask the controller what it saw of them (as ``switch_id``)."""
+    if not isinstance(scenario.kind, OneShot):
+        raise ValueError(f"scenario {scenario.name!r} is a {scenario.kind.mode} scenario, not a one-shot run")
+    pings_s = scenario.kind.pings_s
     tracer = Tracer(emit)
     pool = new_pool(scenario, ssl_context, request_timeout_s, streams_per_connection)
     try:
@@ -52,7 +55,7 @@ async def run_scenario(
                                           asked_at_s, scenario.request)  # fmt: skip
 
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(scenario.pings_s, start=1)]
+            tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(pings_s, start=1)]
         attempts = [task.result() for task in tasks]
         return await finish_run(pool.primary, tracer, scenario, controller_url, ssl_context, switch_id, attempts,
                                 ask=ask)  # fmt: skip
@@ -77,16 +80,16 @@ def new_pool(
         return StreamPool(new_client, scenario.streams, streams_per_connection)
     # HTTP/1.1 has one request per connection at a time, and httpx's pool opens connections as needed up to
     # its limit: nothing to spill, and as many in flight as that limit.
-    return StreamPool(new_client, QUEUE, MAX_CONNECTIONS)
+    return StreamPool(new_client, StreamPolicy.QUEUE, MAX_CONNECTIONS)
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """One try of one ping: its result, and, when it failed, why and whether the request ever left."""
+    """One try of one ping: its result (``result.failure`` says why it failed, if it did), and whether the
+    controller answered at all (a refusing status is an answer)."""
 
     result: PingResult
-    exception: BaseException | None = None
-    request_sent: bool = False
+    answered: bool
 
 
 async def finish_run(
@@ -109,7 +112,7 @@ async def finish_run(
         # In cleartext the controller knows no switch by name (no certificate): ask for every connection.
         asked_as = switch_id if ssl_context is not None else None
         view = await ask_controller(client, controller_url, asked_as, tracer, pings, forgot_earlier=reconnects > 0)
-    refused = not any(ping.ok for ping in pings) and any(_broke_after_handshake(a.exception) for a in attempts)
+    refused = not any(ping.ok for ping in pings) and any(_broke_after_handshake(ping.failure) for ping in pings)
     if refused and ssl_context is not None:
         pings = await _diagnose_refused_certificate(pings, controller_url, ssl_context, tracer)
     for ping in pings:
@@ -160,17 +163,17 @@ async def attempt_ping(
             finally:
                 await response.aclose()
     except Exception as exc:  # every failure becomes this ping's result; the run goes on
-        reason = explain(exc, request_timeout_s)
-        tracer.event(number, f"failed: {reason}", result.connection, kind=SESSION)
+        failure = classify(exc, trace.headers_sent_at_s is not None, request_timeout_s)
+        tracer.event(number, f"failed: {sentence(failure)}", result.connection, kind=SESSION)
         finished_s = tracer.now_s()
-        failed = replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, error=reason)
-        return Attempt(failed, exc, request_sent=trace.headers_sent_at_s is not None)
+        failed = replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, failure=failure)
+        return Attempt(failed, answered=False)
     finished_s = tracer.now_s()
-    refusal = None if response.status_code in ping.statuses else f"HTTP {response.status_code}: {_error_text(body)}"
+    refusal = None if response.status_code in ping.statuses else refused_with(response.status_code, _error_text(body))
     if refusal:
-        tracer.event(number, f"failed: {refusal}", result.connection, kind=SESSION)
-    answered = replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, error=refusal)
-    return Attempt(answered, request_sent=True)
+        tracer.event(number, f"failed: {sentence(refusal)}", result.connection, kind=SESSION)
+    answered = replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, failure=refusal)
+    return Attempt(answered, answered=True)
 
 
 def _error_text(body: bytes) -> str:
@@ -181,8 +184,12 @@ def _error_text(body: bytes) -> str:
     return str(message) if message else body[:200].decode("utf-8", "replace")
 
 
-def _broke_after_handshake(exc: BaseException | None) -> bool:
-    return isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError)
+_BROKEN = frozenset({FailureKind.CONNECTION_BROKE, FailureKind.PROTOCOL_ERROR, FailureKind.GOAWAY,
+                     FailureKind.STREAM_RESET})  # fmt: skip
+
+
+def _broke_after_handshake(failure: Failure | None) -> bool:
+    return failure is not None and failure.kind in _BROKEN
 
 
 async def _diagnose_refused_certificate(
@@ -193,8 +200,11 @@ async def _diagnose_refused_certificate(
     tracer.event(
         None, "every ping lost its connection after the TLS handshake: dialing once more to read why", kind=SESSION
     )
-    reason = await probe_client_certificate(host, port, ssl_context)
-    if reason is None:
+    refusal = await probe_client_certificate(host, port, ssl_context)
+    if refusal is None:
         return pings
-    tracer.event(None, f"diagnosis: {reason}", kind=SESSION)
-    return [replace(ping, error=reason) if ping.error else ping for ping in pings]
+    tracer.event(None, f"diagnosis: {sentence(refusal)}", kind=SESSION)
+    return [
+        replace(ping, failure=replace(ping.failure, kind=refusal.kind, detail=refusal.detail)) if ping.failure else ping
+        for ping in pings
+    ]

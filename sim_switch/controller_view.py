@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from sim_switch.diagnosis import explain
+from sim_switch.failures import classify, sentence
 from sim_switch.results import ControllerFinding, ControllerView, PingResult, peak_in_flight
 from sim_switch.tracing import SESSION, ConnectionRecord, Tracer
 
@@ -35,7 +35,7 @@ async def ask_controller(
     try:
         response = await client.get(url, params=query)
     except httpx.HTTPError as exc:
-        return ControllerView(label, error=f"GET /connections failed: {explain(exc)}")
+        return ControllerView(label, error=f"GET /connections failed: {sentence(classify(exc))}")
     records = _records(response)
     if records is None:  # someone else's controller: it answered, but not with dialout's account
         view = ControllerView(label, no_account=f"GET /connections: {_answer(response)}")
@@ -69,7 +69,7 @@ async def _ask_diagnosis(
             for f in diagnosis["findings"]
         )
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        tracer.event(None, f"no diagnosis from the controller: {explain(exc)}", kind=SESSION)
+        tracer.event(None, f"no diagnosis from the controller: {sentence(classify(exc))}", kind=SESSION)
         return None
 
 

@@ -8,11 +8,12 @@ issued by the controller's PKI on first use and cached in the certs directory. S
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from controller.config import Scenario, SwitchConfig
+from controller.config import Fleet, OneShot, Scenario, SwitchConfig
 from controller.tls_files import switch_files
 from sim_switch.client import run_scenario
 from sim_switch.results import RunResult
@@ -36,12 +37,11 @@ async def run_fleet(
     progress: Callable[[int, int], None] = lambda done, total: None,
     streams_per_connection: int = 100,
 ) -> FleetResult:
-    fleet = scenario.fleet
-    if fleet is None:
-        raise ValueError(f"scenario {scenario.name!r} is not a fleet")
+    fleet = scenario.kind
+    if not isinstance(fleet, Fleet):
+        raise ValueError(f"scenario {scenario.name!r} is a {fleet.mode} scenario, not a fleet")
     ids = fleet.switch_ids()
-    one_switch = Scenario(scenario.name, (fleet.interval_s,) * fleet.pings, http2=scenario.http2,
-                          streams=scenario.streams, request=scenario.request)  # fmt: skip
+    one_switch = dataclasses.replace(scenario, kind=OneShot((fleet.interval_s,) * fleet.pings))
     tls = urlsplit(controller_url).scheme == "https"  # in cleartext, switches present no certificate
     contexts = {switch_id: switch_ssl_context(switch_files(switch, switch_id)) if tls else None for switch_id in ids}
     loop = asyncio.get_running_loop()

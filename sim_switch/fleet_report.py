@@ -6,7 +6,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from controller.config import Fleet
 from sim_switch.fleet import FleetResult
+from sim_switch.report import errors_by_kind, failure_kinds
 from sim_switch.results import PingResult, plural
 
 PERCENTILES = (0.5, 0.9, 0.99)
@@ -17,6 +19,11 @@ class FleetVerdict:
     ok: bool
     line: str
     failures: tuple[str, ...]
+
+
+def _fleet(result: FleetResult) -> Fleet:
+    assert isinstance(result.scenario.kind, Fleet), "run_fleet runs fleets only"
+    return result.scenario.kind
 
 
 def _pings(result: FleetResult) -> list[PingResult]:
@@ -31,11 +38,6 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {**marks, "max": ordered[-1]}
 
 
-def _errors_by_kind(pings: list[PingResult]) -> Counter[str]:
-    """The reason before its details: 'the controller is down', 'HTTP 403', ..."""
-    return Counter((ping.error or "").split(":")[0] for ping in pings if not ping.ok)
-
-
 def _connections_per_switch(result: FleetResult) -> Counter[int]:
     return Counter(len(run.connections) for _, run in result.runs)
 
@@ -43,14 +45,14 @@ def _connections_per_switch(result: FleetResult) -> Counter[int]:
 def judge_fleet(result: FleetResult) -> FleetVerdict:
     pings = _pings(result)
     failed = [ping for ping in pings if not ping.ok]
-    failures = [f"{count} pings: {kind}" for kind, count in _errors_by_kind(pings).most_common()]
+    failures = [f"{count} pings: {kind}" for kind, count in errors_by_kind(pings).items()]
     per_switch = _connections_per_switch(result)
     if result.scenario.http2 and set(per_switch) - {1}:
         spread = ", ".join(f"{plural(n, 'switch')} on {plural(c, 'connection')}" for c, n in sorted(per_switch.items()))
         failures.append(f"under HTTP/2 every switch should use 1 connection: {spread}")
     rate = (len(pings) - len(failed)) / result.wall_time_s if result.wall_time_s else 0.0
     latency = _percentiles([ping.elapsed_s for ping in pings if ping.ok])
-    per_switch_pings = result.scenario.fleet.pings if result.scenario.fleet else 0
+    per_switch_pings = _fleet(result).pings
     shape = f"{plural(len(result.runs), 'switch')} x {plural(per_switch_pings, 'ping')}"
     tally = f"{len(pings) - len(failed)} ok, {len(failed)} failed; {rate:.0f} pings/s in {result.wall_time_s:.2f} s"
     timing = f"; latency p50 {latency['p50']:.3f} s, p99 {latency['p99']:.3f} s" if latency else ""
@@ -60,8 +62,7 @@ def judge_fleet(result: FleetResult) -> FleetVerdict:
 
 def render_fleet(result: FleetResult, verdict: FleetVerdict) -> str:
     pings = _pings(result)
-    fleet = result.scenario.fleet
-    interval = fleet.interval_s if fleet else 0.0
+    interval = _fleet(result).interval_s
     lines = [f"switches: {len(result.runs)}; pings: {len(pings)} sent, {sum(p.ok for p in pings)} ok"]
     for name, values in (
         ("latency", [ping.elapsed_s for ping in pings if ping.ok]),
@@ -82,8 +83,7 @@ def render_fleet(result: FleetResult, verdict: FleetVerdict) -> str:
 
 def fleet_json(result: FleetResult, verdict: FleetVerdict) -> dict[str, Any]:
     pings = _pings(result)
-    fleet = result.scenario.fleet
-    interval = fleet.interval_s if fleet else 0.0
+    interval = _fleet(result).interval_s
     return {
         "scenario": result.scenario.name,
         "mode": "fleet",
@@ -102,6 +102,7 @@ def fleet_json(result: FleetResult, verdict: FleetVerdict) -> dict[str, Any]:
         "tls_handshake_s": _percentiles(
             [c.handshake_s for _, run in result.runs for c in run.connections if c.handshake_s is not None]
         ),
-        "errors_by_kind": dict(_errors_by_kind(pings)),
+        "errors_by_kind": errors_by_kind(pings),
+        "failure_kinds": failure_kinds(pings),
         "connections_per_switch": {str(k): v for k, v in sorted(_connections_per_switch(result).items())},
     }

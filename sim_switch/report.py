@@ -3,126 +3,131 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
-from controller.config import VIEW_REQUIRED
-from sim_switch.results import ControllerFinding, PingResult, RunResult, format_interval, plural
+from controller.config import Schedule
+from sim_switch.failures import headline, sentence
+from sim_switch.results import GiveUpReason, PingOutcome, PingResult, RunResult, format_interval, plural
 from sim_switch.streams import HTTPCORE_MAX_STREAMS
 from sim_switch.tracing import TraceEvent
+from sim_switch.verdict import (
+    CheckFailed,
+    DiagnosisDisagrees,
+    Expected,
+    Outcome,
+    PingFailed,
+    Problem,
+    Verdict,
+    ViewDisagrees,  # fmt: skip
+    ViewRequired,
+    ViewUnavailable,
+)
 
 # Summary lines list at most this many pings, stream ids or failures; --json has them all.
 MAX_LISTED = 12
-MULTIPLEXED = "multiplexed"  # the controller's finding kind (controller/findings.py) for shared connections
+_GIVE_UP_WORDS = {
+    GiveUpReason.NOT_RETRY_SAFE: "not safe to retry: it may have been processed",
+    GiveUpReason.TIME_UP: "gave up",
+}
 
 
-@dataclass(frozen=True)
-class Check:
-    """One ``expect:`` entry of the scenario, held against the run."""
-
-    expected: str  # e.g. "connections = 1"
-    seen: str
-    failure: str | None  # None when it held
-
-
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool  # every ping got 200, every expectation held, and the controller agrees
-    multiplexed: bool  # some connection carried two or more pings at once, and the controller saw it too
-    line: str
-    checks: tuple[Check, ...]
-    failures: tuple[str, ...]
+def ping_error(ping: PingResult) -> str | None:
+    """Why the ping failed, in one line (``--json``: ``error``); None when it was answered."""
+    if ping.failure is None:
+        return None
+    text = sentence(ping.failure)
+    if ping.gave_up is not None:
+        gave_up = ping.gave_up
+        tries = f"{gave_up.tries} {'try' if gave_up.tries == 1 else 'tries'}"
+        text += f" ({_GIVE_UP_WORDS[gave_up.reason]}; {tries} over {gave_up.over_s:.1f} s)"
+    return text
 
 
-def judge(result: RunResult) -> Verdict:
-    failed = [ping for ping in result.pings if not ping.ok]
-    checks = tuple(_check_expectations(result))
-    failures = [f"ping {ping.number} ({format_interval(ping.interval_s)} s): {ping.error}" for ping in failed]
-    failures += [check.failure for check in checks if check.failure]
-    view = result.controller_view
-    required = result.scenario.expect.controller_view == VIEW_REQUIRED
-    one_sided = view is not None and view.no_account is not None
-    if view is not None:
-        failures += [f"controller view: {problem}" for problem in view.disagreements]
-        failures += [f"controller view: {view.error}"] if view.error else []
-        if one_sided and required:
-            failures.append(f"controller view: required (expect.controller_view), but {view.describe()}")
-    switch_saw_it = max((result.peak_in_flight(record.number) for record in result.connections), default=0) >= 2
-    if view is not None and view.findings is not None:
-        failures += _diagnosis_disagrees(view.findings, switch_saw_it)
-    # Proven only when both ends agree: the controller counted the same streams, at the same time. A controller
-    # that keeps no account (not dialout's) leaves the switch's view, said as such, unless the scenario requires both.
-    multiplexed = switch_saw_it and view is not None and (view.agrees or (one_sided and not required))
-    line = _verdict_line(result, failed, switch_saw_it if one_sided else multiplexed, one_sided)
-    return Verdict(not failures, multiplexed, line, checks, tuple(failures))
+def problem_text(problem: Problem) -> str:
+    match problem:
+        case PingFailed(ping):
+            return f"ping {ping.number} ({format_interval(ping.interval_s)} s): {ping_error(ping)}"
+        case CheckFailed(check) if check.key is Expected.CONNECTIONS:
+            return f"expected {plural(int(check.expected), 'connection')}, opened {check.seen[0]}"
+        case CheckFailed(check):
+            others = [(number, version) for number, version in enumerate(check.seen, start=1)
+                      if version != check.expected]  # fmt: skip
+            got = ", ".join(f"{version or 'no answer'} for ping {number}" for number, version in others)
+            return f"expected {check.expected} for every ping, got {got}"
+        case ViewDisagrees(text):
+            return f"controller view: {text}"
+        case ViewUnavailable(error):
+            return f"controller view: {error}"
+        case ViewRequired(no_account):
+            return (f"controller view: required (expect.controller_view), but the controller keeps no account of its "
+                    f"connections ({no_account}): the switch's view alone")  # fmt: skip
+        case DiagnosisDisagrees(switch_saw_it, kinds):
+            found = ", ".join(kinds) or "no findings"
+            if switch_saw_it:
+                return (f"controller's diagnosis: the switch had two or more pings at once on a connection, the "
+                        f"controller does not find them multiplexed ({found})")  # fmt: skip
+            return (f"controller's diagnosis: it finds the pings multiplexed, the switch never had two at once on a "
+                    f"connection ({found})")  # fmt: skip
 
 
-def _diagnosis_disagrees(findings: tuple[ControllerFinding, ...], switch_saw_it: bool) -> list[str]:
-    """The controller's own conclusion must be the switch's: multiplexed on both ends, or on neither."""
-    controller_saw_it = any(finding.kind == MULTIPLEXED for finding in findings)
-    if controller_saw_it == switch_saw_it:
-        return []
-    kinds = ", ".join(finding.kind for finding in findings) or "no findings"
-    if switch_saw_it:
-        return [f"controller's diagnosis: the switch had two or more pings at once on a connection, the "
-                f"controller does not find them multiplexed ({kinds})"]  # fmt: skip
-    return [f"controller's diagnosis: it finds the pings multiplexed, the switch never had two at once on a "
-            f"connection ({kinds})"]  # fmt: skip
+def problem_lines(verdict: Verdict) -> list[str]:
+    return [problem_text(problem) for problem in verdict.problems]
 
 
-def _check_expectations(result: RunResult) -> list[Check]:
-    expect = result.scenario.expect
-    checks: list[Check] = []
-    if expect.connections is not None:
-        opened = len(result.connections)
-        failure = f"expected {plural(expect.connections, 'connection')}, opened {opened}"
-        held = opened == expect.connections
-        checks.append(Check(f"connections = {expect.connections}", str(opened), None if held else failure))
-    if expect.http_version is not None:
-        others = [ping for ping in result.pings if ping.http_version != expect.http_version]
-        got = ", ".join(f"{ping.http_version or 'no answer'} for ping {ping.number}" for ping in others)
-        seen = ", ".join(sorted({ping.http_version or "no answer" for ping in result.pings}))
-        failure = f"expected {expect.http_version} for every ping, got {got}"
-        checks.append(Check(f"http_version = {expect.http_version}", seen, failure if others else None))
-    return checks
+def check_text(verdict: Verdict) -> list[str]:
+    lines = []
+    for check in verdict.checks:
+        seen = ", ".join(sorted({str(value or "no answer") for value in check.seen}))
+        lines.append(f"expect {check.key} = {check.expected}: {'ok' if check.held else 'FAILED'} ({seen})")
+    return lines
 
 
-def _verdict_line(result: RunResult, failed: list[PingResult], multiplexed: bool, one_sided: bool = False) -> str:
-    if result.scenario.persistent is not None:
-        return _session_line(result, failed)
-    count = len(result.pings)
-    if failed:
-        reasons = Counter(ping.error for ping in failed)
-        reason = next(iter(reasons)) if len(reasons) == 1 else f"{len(reasons)} different errors, see above"
-        return f"FAILED: {len(failed)} of {plural(count, 'ping')} failed: {reason}"
-    connections = len(result.connections)
-    versions = "/".join(sorted({ping.http_version or "?" for ping in result.pings}))
-    longest = max(ping.interval_s for ping in result.pings)
-    timing = f"{result.wall_time_s:.2f} s for a longest interval of {format_interval(longest)} s"
-    whose = " (the switch's view; the controller keeps no account)" if one_sided else ""
-    if count == 1:
-        return f"NOTHING TO MULTIPLEX{whose}: 1 ping on 1 connection ({versions}), {timing}"
-    if multiplexed:
-        return (
-            f"MULTIPLEXED{whose}: {count} pings as {count} streams on {plural(connections, 'connection')} "
-            f"({versions}), {timing}"
-        )
-    return f"NOT MULTIPLEXED{whose}: {count} pings on {plural(connections, 'connection')} ({versions}), {timing}"
+def verdict_line(verdict: Verdict) -> str:
+    count = verdict.pings
+    whose = " (the switch's view; the controller keeps no account)" if verdict.one_sided else ""
+    versions = "/".join(verdict.http_versions)
+    timing = (f"{verdict.wall_time_s:.2f} s for a longest interval of {format_interval(verdict.longest_interval_s)} s"
+              if count else "")  # fmt: skip
+    match verdict.outcome:
+        case Outcome.SESSION_OK | Outcome.SESSION_FAILED:
+            tally = (
+                f"{verdict.outcomes[PingOutcome.OK]} ok, {verdict.outcomes[PingOutcome.RETRIED_THEN_OK]} retried "
+                f"then ok, {verdict.outcomes[PingOutcome.FAILED]} failed; {plural(verdict.reconnects, 'reconnect')}, "
+                f"{plural(verdict.connections, 'connection')}"
+            )
+            if verdict.outcome is Outcome.SESSION_FAILED:
+                return (f"SESSION FAILED: {verdict.failed} of {plural(count, 'ping')} failed for good ({tally}): "
+                        f"{_main_reason(verdict)}")  # fmt: skip
+            return (f"SESSION OK: {plural(count, 'ping')}, {tally}, up to {verdict.peak_in_flight} at once, "
+                    f"{verdict.wall_time_s:.2f} s")  # fmt: skip
+        case Outcome.FAILED:
+            return f"FAILED: {verdict.failed} of {plural(count, 'ping')} failed: {_main_reason(verdict)}"
+        case Outcome.NOTHING_TO_MULTIPLEX:
+            return f"NOTHING TO MULTIPLEX{whose}: 1 ping on 1 connection ({versions}), {timing}"
+        case Outcome.MULTIPLEXED:
+            return (f"MULTIPLEXED{whose}: {count} pings as {count} streams on "
+                    f"{plural(verdict.connections, 'connection')} ({versions}), {timing}")  # fmt: skip
+        case Outcome.NOT_MULTIPLEXED:
+            return (f"NOT MULTIPLEXED{whose}: {count} pings on {plural(verdict.connections, 'connection')} "
+                    f"({versions}), {timing}")  # fmt: skip
 
 
-def _session_line(result: RunResult, failed: list[PingResult]) -> str:
-    outcomes = Counter(ping.outcome for ping in result.pings)
-    count = len(result.pings)
-    tally = (
-        f"{outcomes['ok']} ok, {outcomes['retried-then-ok']} retried then ok, {outcomes['failed']} failed; "
-        f"{plural(result.reconnects, 'reconnect')}, {plural(len(result.connections), 'connection')}"
-    )
-    if failed:
-        reasons = Counter(ping.error for ping in failed)
-        reason = next(iter(reasons)) if len(reasons) == 1 else f"{len(reasons)} different errors, see above"
-        return f"SESSION FAILED: {len(failed)} of {plural(count, 'ping')} failed for good ({tally}): {reason}"
-    peak = max((result.peak_in_flight(record.number) for record in result.connections), default=0)
-    return f"SESSION OK: {plural(count, 'ping')}, {tally}, up to {peak} at once, {result.wall_time_s:.2f} s"
+def _main_reason(verdict: Verdict) -> str:
+    reasons = Counter(ping_error(problem.ping) for problem in verdict.problems if isinstance(problem, PingFailed))
+    return str(next(iter(reasons))) if len(reasons) == 1 else f"{len(reasons)} different errors, see above"
+
+
+def failure_kinds(pings: Iterable[PingResult]) -> dict[str, int]:
+    """Failed pings by ``FailureKind`` (``--json``: ``failure_kinds``), most first."""
+    kinds = Counter(ping.failure.kind for ping in pings if ping.failure is not None)
+    return {str(kind): count for kind, count in kinds.most_common()}
+
+
+def errors_by_kind(pings: Iterable[PingResult]) -> dict[str, int]:
+    """Failed pings by their kind in words, with the status for HTTP refusals ('HTTP 403'), most first."""
+    kinds = Counter(headline(ping.failure) for ping in pings if ping.failure is not None)
+    return dict(kinds.most_common())
 
 
 def render_event(event: TraceEvent) -> str:
@@ -144,7 +149,7 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
             f"ALPN {record.alpn or 'none'}  {plural(len(record.pings), 'ping')}{ids}, "
             f"{result.peak_in_flight(record.number)} at once"
         )
-    if result.scenario.persistent is None:
+    if not isinstance(result.scenario.kind, Schedule):
         lines.append("pings:")
         lines += ["  " + _render_ping(ping) for ping in result.pings[:MAX_LISTED]]
         if len(result.pings) > MAX_LISTED:
@@ -158,12 +163,12 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
             f"({format_interval(longest)} s), {_ratio(result.wall_time_s, total)} the sum ({total:g} s)"
         )
     else:
-        outcomes = Counter(ping.outcome for ping in result.pings)
+        outcomes = verdict.outcomes
         lines.append(
-            f"pings: {len(result.pings)} sent, {outcomes['ok']} ok, {outcomes['retried-then-ok']} retried then ok, "
-            f"{outcomes['failed']} failed; {plural(result.reconnects, 'reconnect')}"
+            f"pings: {len(result.pings)} sent, {outcomes[PingOutcome.OK]} ok, {outcomes[PingOutcome.RETRIED_THEN_OK]} "
+            f"retried then ok, {outcomes[PingOutcome.FAILED]} failed; {plural(result.reconnects, 'reconnect')}"
         )
-        unusual = [ping for ping in result.pings if ping.outcome != "ok"]
+        unusual = [ping for ping in result.pings if ping.outcome is not PingOutcome.OK]
         lines += ["  " + _render_ping(ping) for ping in unusual[:MAX_LISTED]]
         if len(unusual) > MAX_LISTED:
             lines.append(f"  ... and {len(unusual) - MAX_LISTED} more")
@@ -174,19 +179,18 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
             f"stream waits: {plural(len(waited), 'ping')} waited for a free stream, up to {longest_wait:.3f} s "
             f"(streams: {result.scenario.streams}; `streams: spill` opens another connection instead)"
         )
-    lines += [
-        f"expect {check.expected}: {'FAILED' if check.failure else 'ok'} ({check.seen})" for check in verdict.checks
-    ]
-    lines += [f"failure: {failure}" for failure in verdict.failures[:MAX_LISTED]]
-    if len(verdict.failures) > MAX_LISTED:
-        lines.append(f"failure: ... and {len(verdict.failures) - MAX_LISTED} more (all of them in --json)")
+    lines += check_text(verdict)
+    failures = problem_lines(verdict)
+    lines += [f"failure: {failure}" for failure in failures[:MAX_LISTED]]
+    if len(failures) > MAX_LISTED:
+        lines.append(f"failure: ... and {len(failures) - MAX_LISTED} more (all of them in --json)")
     view = result.controller_view
     if view is not None:
         agreement = (
             "" if view.error or view.no_account else ("; both views agree" if view.agrees else "; the views DISAGREE")
         )
         lines.append(view.describe() + agreement)
-    lines.append(verdict.line)
+    lines.append(verdict_line(verdict))
     if view is not None and view.findings:
         lines.append(f"the controller's diagnosis of {view.switch} ({_numbering(result)}):")
         lines += [f"  {finding.severity:<7} {finding.kind}: {finding.sentence}" for finding in view.findings]
@@ -212,7 +216,7 @@ def _render_ping(ping: PingResult) -> str:
     tries = f" after {ping.attempts} tries" if ping.attempts > 1 else ""
     head = f"ping {ping.number}  interval {format_interval(ping.interval_s):>4} s{tries}  "
     if not ping.ok:
-        return f"{head}FAILED after {ping.elapsed_s:.3f} s: {ping.error}"
+        return f"{head}FAILED after {ping.elapsed_s:.3f} s: {ping_error(ping)}"
     stream = f" stream {ping.stream_id}" if ping.stream_id else ""
     overhead_ms = (ping.elapsed_s - ping.interval_s) * 1000
     return (
@@ -225,22 +229,28 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
     """The ``--json`` report. Scripts rely on these names: add fields, never rename or remove them."""
     return {
         "scenario": result.scenario.name,
-        "mode": "one-shot" if result.scenario.persistent is None else "persistent",
+        "mode": result.scenario.kind.mode,
         "controller": result.controller_url,
         "ok": verdict.ok,
         "multiplexed": verdict.multiplexed,
-        "verdict": verdict.line,
+        "verdict": verdict_line(verdict),
+        "outcome": verdict.outcome,
         "connections_opened": len(result.connections),
         "tls_handshakes": sum(1 for record in result.connections if record.tls_version),
         "alpn": [record.alpn for record in result.connections],
         "wall_time_s": round(result.wall_time_s, 6),
         "longest_interval_s": max(ping.interval_s for ping in result.pings),
         "sum_of_intervals_s": round(sum(ping.interval_s for ping in result.pings), 6),
-        "failures": list(verdict.failures),
+        "failures": problem_lines(verdict),
+        "failure_kinds": failure_kinds(result.pings),
+        "checks": [
+            {"key": check.key, "expected": check.expected, "seen": list(check.seen), "held": check.held}
+            for check in verdict.checks
+        ],
         "sent": len(result.pings),
-        "answered_ok": sum(1 for ping in result.pings if ping.outcome == "ok"),
-        "retried_then_ok": sum(1 for ping in result.pings if ping.outcome == "retried-then-ok"),
-        "failed": sum(1 for ping in result.pings if ping.outcome == "failed"),
+        "answered_ok": verdict.outcomes[PingOutcome.OK],
+        "retried_then_ok": verdict.outcomes[PingOutcome.RETRIED_THEN_OK],
+        "failed": verdict.outcomes[PingOutcome.FAILED],
         "reconnects": result.reconnects,
         "streams": result.scenario.streams,
         "pings_that_waited_for_a_stream": len(_waited_for_a_stream(result)),
@@ -270,13 +280,30 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
                 "stream_id": ping.stream_id,
                 "local_port": ping.local_port,
                 "elapsed_s": round(ping.elapsed_s, 6),
-                "error": ping.error,
+                "error": ping_error(ping),
+                "failure": _failure_json(ping),
                 "attempts": ping.attempts,
                 "outcome": ping.outcome,
                 "stream_wait_s": None if ping.stream_wait_s is None else round(ping.stream_wait_s, 6),
             }
             for ping in result.pings
         ],
+    }
+
+
+def _failure_json(ping: PingResult) -> dict[str, Any] | None:
+    failure = ping.failure
+    if failure is None:
+        return None
+    gave_up = ping.gave_up
+    return {
+        "kind": failure.kind,
+        "detail": failure.detail,
+        "retry_safe": failure.retry_safe,
+        "status": failure.status,
+        "gave_up": None
+        if gave_up is None
+        else {"reason": gave_up.reason, "tries": gave_up.tries, "over_s": round(gave_up.over_s, 6)},
     }
 
 

@@ -9,10 +9,32 @@ import bisect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from controller.config import Scenario
+from sim_switch.failures import Failure
 from sim_switch.tracing import ConnectionRecord
+
+
+class PingOutcome(StrEnum):
+    OK = "ok"
+    RETRIED_THEN_OK = "retried-then-ok"
+    FAILED = "failed"
+
+
+class GiveUpReason(StrEnum):
+    """Why a persistent session stopped retrying a ping."""
+
+    NOT_RETRY_SAFE = "not_retry_safe"  # it may have been processed (and switch.retry is safe)
+    TIME_UP = "time_up"  # still failing give_up_after_s after its first try
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    reason: GiveUpReason
+    tries: int
+    over_s: float  # from the first try to the last failure
 
 
 @dataclass(frozen=True)
@@ -27,21 +49,21 @@ class PingResult:
     local_port: int | None = None
     headers_sent_at_s: float | None = None  # since the run started
     finished_at_s: float | None = None
-    error: str | None = None
+    failure: Failure | None = None  # None: answered with one of the scenario's statuses
     attempts: int = 1
     stream_wait_s: float | None = None  # waited, its connection ready, before it could open a stream
+    gave_up: GiveUp | None = None  # a persistent session's last word on a failed ping
 
     @property
     def ok(self) -> bool:
-        """Answered with one of the scenario's statuses (the client sets ``error`` for any other)."""
-        return self.error is None and self.status is not None
+        """Answered with one of the scenario's statuses (the client sets ``failure`` for any other)."""
+        return self.failure is None and self.status is not None
 
     @property
-    def outcome(self) -> str:
-        """Exactly one of: ok, retried-then-ok, failed."""
+    def outcome(self) -> PingOutcome:
         if not self.ok:
-            return "failed"
-        return "ok" if self.attempts == 1 else "retried-then-ok"
+            return PingOutcome.FAILED
+        return PingOutcome.OK if self.attempts == 1 else PingOutcome.RETRIED_THEN_OK
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@ accounts for every ping.
 
 Pings go out in batches on a schedule, like a switch's keep-alive. The first ping dials alone and the rest wait
 for the link to come up, so that they then share its connection. When a ping fails in a way that is safe to
-repeat (``diagnosis.is_retry_safe``), the ``Link`` goes down: one ping at a time redials, after an exponential
-backoff with jitter, and the others wait for it rather than hammering a controller that is down. The first
-success brings the link up again and everyone waiting goes at once. Each ping ends in exactly one of: ok,
-retried-then-ok, failed (with its reason).
+repeat (``Failure.retry_safe``, decided where the failure was caught), the ``Link`` goes down: one ping at a time
+redials, after an exponential backoff with jitter, and the others wait for it rather than hammering a controller
+that is down. The first success brings the link up again and everyone waiting goes at once. Each ping ends in
+exactly one of: ok, retried-then-ok, failed (with its reason).
 
 Dialling alone also keeps clear of an httpcore pool bug (a relative of encode/httpcore#1093): requests that wait
 on the same half-open HTTP/2 connection, whose first connect fails and a later one succeeds, leave that
@@ -21,10 +21,10 @@ import ssl
 from collections.abc import Callable
 from dataclasses import replace
 
-from controller.config import RETRY_IDEMPOTENT, ReconnectPolicy, Request, Scenario, SwitchConfig
+from controller.config import ReconnectPolicy, Request, RetryPolicy, Scenario, Schedule, SwitchConfig
 from sim_switch.client import Attempt, attempt_ping, finish_run, new_pool
-from sim_switch.diagnosis import is_retry_safe
-from sim_switch.results import RunResult, plural
+from sim_switch.failures import sentence
+from sim_switch.results import GiveUp, GiveUpReason, RunResult, plural
 from sim_switch.streams import HTTPCORE_MAX_STREAMS, StreamPool
 from sim_switch.tracing import SESSION, TraceEvent, Tracer
 
@@ -106,9 +106,9 @@ async def run_session(
     unit_random: Callable[[], float] = random.random,
     streams_per_connection: int = HTTPCORE_MAX_STREAMS,
 ) -> RunResult:
-    schedule = scenario.persistent
-    if schedule is None:
-        raise ValueError(f"scenario {scenario.name!r} is not a persistent session")
+    schedule = scenario.kind
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"scenario {scenario.name!r} is a {schedule.mode} scenario, not a persistent session")
     tracer = Tracer(emit)
     link = Link(switch.reconnect, tracer, unit_random)
     tasks: list[asyncio.Task[Attempt]] = []
@@ -145,14 +145,13 @@ async def _send(
                                          asked_at_s, ping)  # fmt: skip
         # A retried ping's latency is the whole wait, from its first try.
         result = replace(attempt.result, attempts=tries, elapsed_s=tracer.now_s() - first_try_s)
-        if attempt.exception is None:  # the controller answered, whatever it said
+        if attempt.answered or result.failure is None:  # the controller answered, whatever it said
             link.succeeded(number, result.connection)
             return replace(attempt, result=result)
-        safe = is_retry_safe(attempt.exception, attempt.request_sent) or switch.retry == RETRY_IDEMPOTENT
+        safe = result.failure.retry_safe or switch.retry == RetryPolicy.IDEMPOTENT
         trying_for_s = tracer.now_s() - first_try_s
         if not safe or trying_for_s >= switch.reconnect.give_up_after_s:
             link.gave_up(number)
-            why = "not safe to retry: it may have been processed" if not safe else "gave up"
-            error = f"{result.error} ({why}; {tries} {'try' if tries == 1 else 'tries'} over {trying_for_s:.1f} s)"
-            return replace(attempt, result=replace(result, error=error))
-        await link.failed(number, result.error or "failed")
+            reason = GiveUpReason.TIME_UP if safe else GiveUpReason.NOT_RETRY_SAFE
+            return replace(attempt, result=replace(result, gave_up=GiveUp(reason, tries, trying_for_s)))
+        await link.failed(number, sentence(result.failure))

@@ -21,7 +21,7 @@ from h2.events import RemoteSettingsChanged
 from h2.settings import SettingCodes
 from httpcore import AsyncNetworkStream
 
-from sim_switch.diagnosis import explain
+from sim_switch.failures import classify, sentence
 
 TraceCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -141,7 +141,7 @@ class PingTrace:
 
         if phase == "failed":
             exc = info.get("exception")
-            reason = explain(exc) if isinstance(exc, BaseException) else "unknown error"
+            reason = sentence(classify(exc)) if isinstance(exc, BaseException) else "unknown error"
             text = f"{step_name.replace('_', ' ')} failed: {reason}"
         elif step == "connect_tcp.started":
             text = f"TCP connect start: {info.get('host')}:{info.get('port')}"

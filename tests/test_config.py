@@ -11,6 +11,7 @@ from controller.config import (
     DEFAULT_KEEP_ALIVE_MAX_REQUESTS,
     ConfigError,
     Expectation,
+    OneShot,
     load_config,
     parse_config,
 )
@@ -28,10 +29,10 @@ def load_text(tmp_path: Path, text: str) -> ConfigError:
 def test_the_repos_config_has_the_reports_scenarios() -> None:
     cfg = load_config(REPO / "config.yaml")
     seed, contrast = cfg.scenario("seed"), cfg.scenario("contrast")
-    assert seed.pings_s == (5.0, 10.0, 15.0)
+    assert seed.kind == OneShot((5.0, 10.0, 15.0))
     assert seed.http2 is True
     assert seed.expect == Expectation(connections=1, http_version="HTTP/2")
-    assert contrast.pings_s == seed.pings_s
+    assert contrast.kind == seed.kind
     assert contrast.http2 is False
     assert contrast.expect == Expectation(connections=3, http_version="HTTP/1.1")
     assert cfg.controller.port == 8443

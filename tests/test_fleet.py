@@ -16,7 +16,7 @@ from tests.servers import ControllerProcess, run_controller, write_config
 from tests.test_cli import run_module
 
 FLEET = Fleet(switches=5, id_pattern="fleet-{n:02d}", pings=3, interval_s=0.1)
-FLEET_SCENARIO = Scenario("fleet", fleet=FLEET)
+FLEET_SCENARIO = Scenario("fleet", FLEET)
 
 
 async def test_a_small_fleet_gets_one_connection_per_switch(tmp_path: Path) -> None:

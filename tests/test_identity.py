@@ -25,16 +25,16 @@ from hypercorn.utils import wrap_app
 
 from controller import asgi_tls
 from controller.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
-from controller.config import ControllerConfig, Scenario
+from controller.config import ControllerConfig, OneShot, Scenario
 from controller.connections import ConnectionRegistry
 from controller.pki import ca_cert_path, controller_identity, generate_certs, switch_identity
 from controller.server import hypercorn_config, new_registry, server_ssl_context
 from sim_switch.client import run_scenario
 from sim_switch.controller_view import compare
-from sim_switch.report import judge
 from sim_switch.results import PingResult, RunResult
 from sim_switch.tls import client_ssl_context
 from sim_switch.tracing import ConnectionRecord
+from sim_switch.verdict import judge
 from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, RunningController, run_controller
 
@@ -191,7 +191,7 @@ async def test_a_connection_that_carries_nothing_is_on_record(controller: Runnin
 
 
 async def test_seed_run_is_confirmed_by_the_controller(controller: RunningController, certs_dir: Path) -> None:
-    scenario = Scenario("seed", (0.3, 0.6, 0.9))
+    scenario = Scenario("seed", OneShot((0.3, 0.6, 0.9)))
     result = await run_scenario(scenario, controller.url, client_ssl_context(certs_dir, "switch-1"), 30.0,
                                 lambda event: None, "switch-1")  # fmt: skip
     view = result.controller_view
@@ -204,7 +204,7 @@ async def test_seed_run_is_confirmed_by_the_controller(controller: RunningContro
 
 
 def a_run(pings: list[PingResult], connections: list[ConnectionRecord]) -> RunResult:
-    return RunResult(Scenario("unit", tuple(p.interval_s for p in pings)), "https://127.0.0.1:1", tuple(pings),
+    return RunResult(Scenario("unit", OneShot(tuple(p.interval_s for p in pings))), "https://127.0.0.1:1", tuple(pings),
                      tuple(connections), 1.0)  # fmt: skip
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.config import Expectation, Scenario
+from controller.config import Expectation, OneShot, Scenario
 from sim_switch.client import run_scenario
-from sim_switch.report import judge, render_summary
+from sim_switch.report import ping_error, problem_lines, render_summary, verdict_line
 from sim_switch.results import RunResult
 from sim_switch.tls import client_ssl_context
 from sim_switch.tracing import TraceEvent
+from sim_switch.verdict import judge
 from tests.servers import RunningController
 
 INTERVALS_S = (0.3, 0.6, 0.9)
@@ -21,12 +22,14 @@ async def run(url: str, certs_dir: Path, scenario: Scenario, events: list[TraceE
 
 
 async def test_seed_pings_share_one_http2_connection(controller: RunningController, certs_dir: Path) -> None:
-    scenario = Scenario("seed", INTERVALS_S, http2=True, expect=Expectation(connections=1, http_version="HTTP/2"))
+    scenario = Scenario(
+        "seed", OneShot(INTERVALS_S), http2=True, expect=Expectation(connections=1, http_version="HTTP/2")
+    )
     events: list[TraceEvent] = []
     result = await run(controller.url, certs_dir, scenario, events)
     verdict = judge(result)
 
-    assert verdict.ok, verdict.failures
+    assert verdict.ok, problem_lines(verdict)
     assert verdict.multiplexed
     assert len(result.connections) == 1
     assert result.connections[0].alpn == "h2"
@@ -37,7 +40,7 @@ async def test_seed_pings_share_one_http2_connection(controller: RunningControll
     assert result.peak_in_flight(1) == 3
     # One after another they would need the sum of the intervals; together, about the longest.
     assert result.wall_time_s < sum(INTERVALS_S)
-    assert verdict.line.startswith("MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2), ")
+    assert verdict_line(verdict).startswith("MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2), ")
 
     texts = [event.text for event in events]
     assert sum(text.startswith("TCP connect done") for text in texts) == 1
@@ -47,49 +50,51 @@ async def test_seed_pings_share_one_http2_connection(controller: RunningControll
 
 
 async def test_contrast_pings_need_one_http11_connection_each(controller: RunningController, certs_dir: Path) -> None:
-    scenario = Scenario("contrast", INTERVALS_S, http2=False, expect=Expectation(3, "HTTP/1.1"))
+    scenario = Scenario("contrast", OneShot(INTERVALS_S), http2=False, expect=Expectation(3, "HTTP/1.1"))
     result = await run(controller.url, certs_dir, scenario)
     verdict = judge(result)
 
-    assert verdict.ok, verdict.failures
+    assert verdict.ok, problem_lines(verdict)
     assert not verdict.multiplexed
     assert [record.alpn for record in result.connections] == ["http/1.1"] * 3
     assert sorted(ping.connection or 0 for ping in result.pings) == [1, 2, 3]
     assert {ping.stream_id for ping in result.pings} == {None}
     assert len({ping.local_port for ping in result.pings}) == 3
-    assert verdict.line.startswith("NOT MULTIPLEXED: 3 pings on 3 connections (HTTP/1.1), ")
+    assert verdict_line(verdict).startswith("NOT MULTIPLEXED: 3 pings on 3 connections (HTTP/1.1), ")
 
 
 async def test_unmet_expectation_fails_the_run_and_says_both_numbers(
     controller: RunningController, certs_dir: Path
 ) -> None:
-    scenario = Scenario("wrong", INTERVALS_S, http2=True, expect=Expectation(connections=3, http_version="HTTP/1.1"))
+    scenario = Scenario(
+        "wrong", OneShot(INTERVALS_S), http2=True, expect=Expectation(connections=3, http_version="HTTP/1.1")
+    )
     result = await run(controller.url, certs_dir, scenario)
     verdict = judge(result)
 
     assert not verdict.ok
     assert verdict.multiplexed  # the pings themselves were fine
-    assert "expected 3 connections, opened 1" in verdict.failures
-    assert any(failure.startswith("expected HTTP/1.1 for every ping, got HTTP/2") for failure in verdict.failures)
+    assert "expected 3 connections, opened 1" in problem_lines(verdict)
+    assert any(failure.startswith("expected HTTP/1.1 for every ping, got HTTP/2") for failure in problem_lines(verdict))
     summary = render_summary(result, verdict)
     assert "expect connections = 3: FAILED (1)" in summary
 
 
 async def test_a_single_ping_has_nothing_to_multiplex(controller: RunningController, certs_dir: Path) -> None:
-    result = await run(controller.url, certs_dir, Scenario("one", (0.0,)))
+    result = await run(controller.url, certs_dir, Scenario("one", OneShot((0.0,))))
     verdict = judge(result)
     assert verdict.ok
     assert not verdict.multiplexed
-    assert verdict.line.startswith("NOTHING TO MULTIPLEX: 1 ping on 1 connection (HTTP/2)")
+    assert verdict_line(verdict).startswith("NOTHING TO MULTIPLEX: 1 ping on 1 connection (HTTP/2)")
 
 
 async def test_a_refused_ping_is_a_failure_with_the_controllers_reason(
     controller: RunningController, certs_dir: Path
 ) -> None:
     # max_interval_s is 5 in the fixture: 7 s is refused with 400 before any waiting.
-    result = await run(controller.url, certs_dir, Scenario("too-long", (0.0, 7.0)))
+    result = await run(controller.url, certs_dir, Scenario("too-long", OneShot((0.0, 7.0))))
     verdict = judge(result)
     assert not verdict.ok
     assert result.pings[1].status == 400
-    assert result.pings[1].error == "HTTP 400: interval must be <= 5 s (max_interval_s), got '7'"
-    assert verdict.line.startswith("FAILED: 1 of 2 pings failed: HTTP 400")
+    assert ping_error(result.pings[1]) == "HTTP 400: interval must be <= 5 s (max_interval_s), got '7'"
+    assert verdict_line(verdict).startswith("FAILED: 1 of 2 pings failed: HTTP 400")

@@ -15,13 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.config import RETRY_IDEMPOTENT, ControllerConfig, ReconnectPolicy, Scenario, Schedule, SwitchConfig
-from sim_switch.diagnosis import explain, is_retry_safe
-from sim_switch.report import judge
+from controller.config import ControllerConfig, ReconnectPolicy, RetryPolicy, Scenario, Schedule, SwitchConfig
+from sim_switch.failures import FailureKind, classify, sentence
+from sim_switch.report import ping_error, problem_lines, verdict_line
 from sim_switch.results import RunResult
 from sim_switch.session import run_session
 from sim_switch.tls import client_ssl_context
 from sim_switch.tracing import TraceEvent
+from sim_switch.verdict import judge
 from tests.conftest import SWITCH_IDS
 from tests.servers import ControllerProcess, RunningController, run_controller, write_config
 
@@ -29,7 +30,7 @@ FAST_REDIAL = ReconnectPolicy(initial_s=0.05, max_s=0.5, multiplier=2, jitter=0.
 
 
 def session(schedule: Schedule) -> Scenario:
-    return Scenario("session", persistent=schedule)
+    return Scenario("session", schedule)
 
 
 def switch_config(certs_dir: Path, **changes: object) -> SwitchConfig:
@@ -69,10 +70,12 @@ async def test_a_quiet_session_is_all_ok_on_one_connection(controller: RunningCo
     result = await run_session(session(schedule), controller.url, client_ssl_context(certs_dir, "switch-1"),
                                switch_config(certs_dir), lambda event: None)  # fmt: skip
     verdict = judge(result)
-    assert verdict.ok, verdict.failures
+    assert verdict.ok, problem_lines(verdict)
     assert outcomes(result) == Counter({"ok": 6})
     assert (len(result.connections), result.reconnects) == (1, 0)
-    assert verdict.line.startswith("SESSION OK: 6 pings, 6 ok, 0 retried then ok, 0 failed; 0 reconnects, 1 connection")
+    assert verdict_line(verdict).startswith(
+        "SESSION OK: 6 pings, 6 ok, 0 retried then ok, 0 failed; 0 reconnects, 1 connection"
+    )
     assert result.controller_view is not None
     assert result.controller_view.agrees
 
@@ -92,7 +95,7 @@ async def test_a_switch_dials_until_the_controller_comes_up(certs_dir: Path) -> 
     reserved.close()
     async with run_controller(ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS), port=port):
         result = await run
-    assert judge(result).ok, judge(result).failures
+    assert judge(result).ok, problem_lines(judge(result))
     assert result.reconnects == 1
     assert outcomes(result)["failed"] == 0
     assert outcomes(result)["retried-then-ok"] >= 1
@@ -152,8 +155,10 @@ async def test_a_stream_that_arrives_during_shutdown_is_refused_as_not_processed
             await client.get(f"{running.url}/ping?interval=0")
         finished = await in_flight
     assert finished.status_code == 200  # the ping in flight was let finish
-    assert is_retry_safe(refused.value, request_sent=True)
-    assert explain(refused.value).startswith("the controller refused the stream (REFUSED_STREAM")
+    failure = classify(refused.value, request_sent=True)
+    assert failure.kind is FailureKind.REFUSED_STREAM
+    assert failure.retry_safe
+    assert sentence(failure).startswith("the controller refused the stream: REFUSED_STREAM, not processed")
 
 
 async def test_an_idle_connection_hears_goaway_and_the_next_ping_is_safe_to_retry(certs_dir: Path) -> None:
@@ -168,7 +173,9 @@ async def test_an_idle_connection_hears_goaway_and_the_next_ping_is_safe_to_retr
             await client.get(f"{running.url}/ping?interval=0")
     # The GOAWAY said the connection would take no more; httpcore dialled again and the listener was closed.
     assert isinstance(lost.value, httpx.ConnectError)
-    assert is_retry_safe(lost.value, request_sent=True)
+    failure = classify(lost.value, request_sent=True)
+    assert failure.kind is FailureKind.DOWN
+    assert failure.retry_safe
 
 
 # --- the whole story with real controller processes -----------------------------------------------------------
@@ -198,7 +205,7 @@ async def test_sigterm_restart_loses_no_ping(tmp_path: Path) -> None:
     result, exit_code = await run_across_a_restart(tmp_path, signal.SIGTERM)
     verdict = judge(result)
     assert exit_code == 0
-    assert verdict.ok, verdict.failures
+    assert verdict.ok, problem_lines(verdict)
     counts = outcomes(result)
     assert counts["failed"] == 0
     assert counts["ok"] + counts["retried-then-ok"] == 16
@@ -219,15 +226,15 @@ async def test_sigkill_fails_the_pings_in_flight_and_the_session_recovers(tmp_pa
     assert counts["failed"] >= 1  # the ping the controller had received when it died, at least
     assert counts["ok"] + counts["retried-then-ok"] + counts["failed"] == 16
     failed = [ping for ping in result.pings if ping.outcome == "failed"]
-    assert all("not safe to retry: it may have been processed" in (ping.error or "") for ping in failed)
+    assert all("not safe to retry: it may have been processed" in (ping_error(ping) or "") for ping in failed)
     assert result.pings[-1].ok  # the session came back
-    assert verdict.line.startswith(f"SESSION FAILED: {counts['failed']} of 16 pings failed for good")
+    assert verdict_line(verdict).startswith(f"SESSION FAILED: {counts['failed']} of 16 pings failed for good")
 
 
 async def test_sigkill_with_idempotent_retries_loses_nothing(tmp_path: Path) -> None:
-    result, _ = await run_across_a_restart(tmp_path, signal.SIGKILL, retry=RETRY_IDEMPOTENT)
+    result, _ = await run_across_a_restart(tmp_path, signal.SIGKILL, retry=RetryPolicy.IDEMPOTENT)
     counts = outcomes(result)
-    assert counts["failed"] == 0, [ping.error for ping in result.pings if ping.error]
+    assert counts["failed"] == 0, [ping_error(ping) for ping in result.pings if ping.failure]
     assert counts["retried-then-ok"] >= 1
     assert judge(result).ok
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.config import ControllerConfig, Scenario, parse_config
+from controller.config import ControllerConfig, OneShot, Scenario, StreamPolicy, parse_config
 from sim_switch.client import run_scenario
-from sim_switch.report import judge, render_summary, to_json
+from sim_switch.report import problem_lines, render_summary, to_json
 from sim_switch.results import RunResult
 from sim_switch.streams import HTTPCORE_MAX_STREAMS, QUEUE, StreamPool
 from sim_switch.tls import client_ssl_context
+from sim_switch.verdict import judge
 from tests.conftest import SWITCH_IDS
 from tests.servers import RunningController, run_controller
 
@@ -42,9 +43,11 @@ def waited(result: RunResult) -> list[int]:
 async def test_queue_keeps_one_connection_and_reports_the_wait(
     five_streams: RunningController, certs_dir: Path
 ) -> None:
-    result = await run(five_streams.url, certs_dir, Scenario("q", (INTERVAL_S,) * 10, streams="queue"), 5)
+    result = await run(
+        five_streams.url, certs_dir, Scenario("q", OneShot((INTERVAL_S,) * 10), streams=StreamPolicy.QUEUE), 5
+    )
     verdict = judge(result)
-    assert verdict.ok, verdict.failures
+    assert verdict.ok, problem_lines(verdict)
     assert len(result.connections) == 1
     assert result.peak_in_flight(1) == 5
     assert len(waited(result)) == 5  # the second five waited for the first five
@@ -56,9 +59,11 @@ async def test_queue_keeps_one_connection_and_reports_the_wait(
 
 
 async def test_spill_opens_another_connection_instead(five_streams: RunningController, certs_dir: Path) -> None:
-    result = await run(five_streams.url, certs_dir, Scenario("s", (INTERVAL_S,) * 10, streams="spill"), 5)
+    result = await run(
+        five_streams.url, certs_dir, Scenario("s", OneShot((INTERVAL_S,) * 10), streams=StreamPolicy.SPILL), 5
+    )
     verdict = judge(result)
-    assert verdict.ok, verdict.failures
+    assert verdict.ok, problem_lines(verdict)
     assert len(result.connections) == 2
     assert sorted(len(record.pings) for record in result.connections) == [5, 5]
     assert waited(result) == []
@@ -68,11 +73,15 @@ async def test_spill_opens_another_connection_instead(five_streams: RunningContr
 
 async def test_httpcore_caps_a_connection_at_100_streams(controller: RunningController, certs_dir: Path) -> None:
     """The controller takes 100 by default, and httpcore never asks one connection for more than 100 either."""
-    queued = await run(controller.url, certs_dir, Scenario("q", (INTERVAL_S,) * 120, streams="queue"), 999)
+    queued = await run(
+        controller.url, certs_dir, Scenario("q", OneShot((INTERVAL_S,) * 120), streams=StreamPolicy.QUEUE), 999
+    )
     assert len(queued.connections) == 1
     assert queued.peak_in_flight(1) == HTTPCORE_MAX_STREAMS
     assert len(waited(queued)) == 20
-    spilled = await run(controller.url, certs_dir, Scenario("s", (INTERVAL_S,) * 120, streams="spill"), 999)
+    spilled = await run(
+        controller.url, certs_dir, Scenario("s", OneShot((INTERVAL_S,) * 120), streams=StreamPolicy.SPILL), 999
+    )
     assert sorted(len(record.pings) for record in spilled.connections) == [20, 100]
     assert waited(spilled) == []
 
@@ -107,5 +116,5 @@ async def test_queue_hands_httpcore_no_more_requests_than_streams() -> None:
 def test_many_pings_of_one_interval_and_the_stream_policy_parse() -> None:
     cfg = parse_config({"scenarios": {"deep": {"pings": {"count": 1000, "interval_s": 1}, "streams": "spill"}}})
     deep = cfg.scenario("deep")
-    assert deep.pings_s == (1.0,) * 1000
-    assert deep.streams == "spill"
+    assert deep.kind == OneShot((1.0,) * 1000)
+    assert deep.streams is StreamPolicy.SPILL

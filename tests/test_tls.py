@@ -15,15 +15,16 @@ import pytest
 import trustme
 
 from controller.__main__ import main as controller_main
-from controller.config import ControllerConfig, Scenario
+from controller.config import ControllerConfig, OneShot, Scenario
 from controller.pki import PKIError, ca_cert_path, generate_certs, switch_identity
 from sim_switch.client import run_scenario
-from sim_switch.report import judge
+from sim_switch.report import ping_error, verdict_line
 from sim_switch.results import RunResult
 from sim_switch.tls import client_ssl_context
+from sim_switch.verdict import judge
 from tests.servers import ControllerProcess, RunningController, run_controller, write_config
 
-SCENARIO = Scenario("tls", (0.0, 0.0, 0.0))
+SCENARIO = Scenario("tls", OneShot((0.0, 0.0, 0.0)))
 
 
 def context_trusting(ca_dir: Path, cert_dir: Path | None, max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
@@ -42,7 +43,7 @@ async def run(url: str, context: ssl.SSLContext) -> RunResult:
 
 
 def only_error(result: RunResult) -> str:
-    errors = {ping.error for ping in result.pings}
+    errors = {ping_error(ping) for ping in result.pings}
     assert len(errors) == 1, errors
     (error,) = errors
     assert error is not None
@@ -111,7 +112,9 @@ async def test_switch_refuses_a_controller_from_a_foreign_ca(
 ) -> None:
     result = await run(controller.url, client_ssl_context(foreign_certs_dir, "switch-1"))
     assert only_error(result).startswith("the controller's certificate is not trusted: ")
-    assert judge(result).line.startswith("FAILED: 3 of 3 pings failed: the controller's certificate is not trusted")
+    assert verdict_line(judge(result)).startswith(
+        "FAILED: 3 of 3 pings failed: the controller's certificate is not trusted"
+    )
 
 
 async def test_switch_refuses_a_controller_certificate_for_another_hostname(tmp_path: Path) -> None:

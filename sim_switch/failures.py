@@ -1,0 +1,198 @@
+"""Why a ping failed, classified once, where the exception is caught, into data: a ``Failure``.
+
+httpx wraps the real cause (a refused connect, a certificate the controller did not like, an h2 event) two or
+three exceptions deep; ``classify`` walks the chain once and names it, as httpx maps httpcore's exceptions at one
+boundary. Everything after reads the ``FailureKind``: the session's retry decision, the trace, the summary, the
+fleet's errors by kind, ``--json``. The words are in ``sentence``, at the edge.
+
+One case hides its cause: under TLS 1.3 the client's handshake completes before the server has checked the client
+certificate, so a server that refuses it sends its alert (``certificate required``, ``unknown ca``) after the
+handshake, and httpcore, busy writing its request, sees only a broken pipe. ``probe_client_certificate`` finds out
+by opening one more connection and reading from it, where the alert surfaces as an ``ssl.SSLError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from dataclasses import dataclass
+from enum import StrEnum
+
+import httpcore
+import httpx
+from h2.errors import ErrorCodes
+from h2.events import ConnectionTerminated, StreamReset
+
+
+class FailureKind(StrEnum):
+    """What went wrong, as scripts see it (``--json``: ``failure.kind``, ``failure_kinds``). Add, never rename."""
+
+    REFUSED_STREAM = "refused_stream"  # RST_STREAM REFUSED_STREAM: not processed (RFC 9113 section 8.7)
+    STREAM_RESET = "stream_reset"  # any other RST_STREAM
+    GOAWAY = "goaway"  # the connection ended with this ping in flight
+    CONTROLLER_UNTRUSTED = "controller_untrusted"  # its certificate failed our verification
+    CERTIFICATE_REFUSED = "certificate_refused"  # it refused ours (a TLS alert)
+    DOWN = "down"  # connection refused: nothing listens
+    TLS_FAILED = "tls_failed"  # any other TLS error
+    CONNECT_TIMEOUT = "connect_timeout"
+    NO_ANSWER = "no_answer"  # switch.request_timeout_s passed
+    PROTOCOL_ERROR = "protocol_error"
+    CONNECT_FAILED = "connect_failed"  # any other connect error (a name that does not resolve, ...)
+    CONNECTION_BROKE = "connection_broke"  # a read or write failed mid-request
+    HTTP_STATUS = "http_status"  # answered, with a status the scenario does not count as an answer
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: FailureKind
+    detail: str  # what the kind leaves open: the error code, the alert, the OS's message, the refusal's text
+    retry_safe: bool  # known not to have been processed by the controller: sending it again cannot count twice
+    status: int | None = None  # HTTP_STATUS: the status it got
+
+
+# The kind in words, and the key of a fleet's errors by kind. HTTP_STATUS's says which status.
+HEADLINES = {
+    FailureKind.REFUSED_STREAM: "the controller refused the stream",
+    FailureKind.STREAM_RESET: "the controller reset the stream",
+    FailureKind.GOAWAY: "the controller closed the connection while the ping was in flight",
+    FailureKind.CONTROLLER_UNTRUSTED: "the controller's certificate is not trusted",
+    FailureKind.CERTIFICATE_REFUSED: "the controller refused our client certificate",
+    FailureKind.DOWN: "the controller is down",
+    FailureKind.TLS_FAILED: "TLS failed",
+    FailureKind.CONNECT_TIMEOUT: "the controller did not accept the TCP connection in time",
+    FailureKind.NO_ANSWER: "no complete answer from the controller",
+    FailureKind.PROTOCOL_ERROR: "the controller broke the protocol or closed the connection",
+    FailureKind.CONNECT_FAILED: "cannot connect to the controller",
+    FailureKind.CONNECTION_BROKE: "the connection to the controller broke",
+    FailureKind.HTTP_STATUS: "HTTP",
+    FailureKind.OTHER: "unexpected error",
+}
+
+
+def headline(failure: Failure) -> str:
+    if failure.kind is FailureKind.HTTP_STATUS:
+        return f"HTTP {failure.status}"
+    return HEADLINES[failure.kind]
+
+
+def sentence(failure: Failure) -> str:
+    """One line a person can act on: the kind in words, then its detail."""
+    return f"{headline(failure)}: {failure.detail}" if failure.detail else headline(failure)
+
+
+# OpenSSL alert reasons a server sends when it refuses the client's certificate.
+_CLIENT_CERT_REFUSALS = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "we sent no client certificate",
+    "TLSV1_ALERT_UNKNOWN_CA": "our certificate is from a CA it does not trust",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "it found our certificate bad",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "our certificate has expired (or is not yet valid)",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "it could not verify our certificate",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "our certificate is not valid for client authentication",
+    "TLSV1_ALERT_ACCESS_DENIED": "access denied",
+    # TLS 1.2 has no "certificate required" alert; a server that wanted one sends this generic one.
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake failure (under TLS 1.2 this usually means we sent no certificate)",
+}
+PROBE_TIMEOUT_S = 5.0
+_NOT_DELIVERED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpcore.ConnectError,
+                  httpcore.ConnectTimeout, httpcore.PoolTimeout)  # fmt: skip
+
+
+def classify(exc: BaseException, request_sent: bool = True, timeout_s: float | None = None) -> Failure:
+    """``exc`` as a Failure. ``request_sent``: whether the request's headers left the switch (if not, the
+    controller cannot have processed it); ``timeout_s``: the request timeout that was in force."""
+    chain = _chain(exc)
+    # A connect that failed means the last try never reached the controller, and httpcore only retries a request
+    # on a new connection internally when the old one had not processed it (ConnectionNotAvailable).
+    undelivered = not request_sent or any(isinstance(cause, _NOT_DELIVERED) for cause in chain)
+    kind, detail = _kind_of(exc, chain, timeout_s)
+    # RFC 9113 section 8.7: REFUSED_STREAM means not processed. A GOAWAY that excludes the stream is the other
+    # such case; httpcore already retries those itself, on a new connection.
+    return Failure(kind, detail, retry_safe=undelivered or kind is FailureKind.REFUSED_STREAM)
+
+
+def refused_with(status: int, text: str) -> Failure:
+    """An answer with a status the scenario does not count as one: processed, so never safe to repeat."""
+    return Failure(FailureKind.HTTP_STATUS, text, retry_safe=False, status=status)
+
+
+def _kind_of(exc: BaseException, chain: list[BaseException], timeout_s: float | None) -> tuple[FailureKind, str]:
+    for event in _h2_events(chain):
+        if isinstance(event, StreamReset) and event.error_code == ErrorCodes.REFUSED_STREAM:
+            return FailureKind.REFUSED_STREAM, "REFUSED_STREAM, not processed (it is shutting down or full)"
+        if isinstance(event, StreamReset):
+            return FailureKind.STREAM_RESET, _error_name(event.error_code)
+        if isinstance(event, ConnectionTerminated):
+            return FailureKind.GOAWAY, f"GOAWAY {_error_name(event.error_code)}, last stream {event.last_stream_id}"
+    for cause in chain:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            reason = cause.verify_message or cause.reason or "verification failed"
+            hint = "" if "mismatch" in reason.lower() else " (not issued by the CA in the switch's ca.pem)"
+            return FailureKind.CONTROLLER_UNTRUSTED, f"{reason}{hint}"
+        if isinstance(cause, ssl.SSLError) and cause.reason in _CLIENT_CERT_REFUSALS:
+            return FailureKind.CERTIFICATE_REFUSED, _CLIENT_CERT_REFUSALS[cause.reason]
+        if isinstance(cause, ConnectionRefusedError):
+            return FailureKind.DOWN, f"connection refused ({cause.strerror or cause})"
+    for cause in chain:
+        if isinstance(cause, ssl.SSLError):
+            return FailureKind.TLS_FAILED, str(cause.reason or cause)
+        if isinstance(cause, httpx.ConnectTimeout | httpcore.ConnectTimeout):
+            return FailureKind.CONNECT_TIMEOUT, "connect timeout"
+        if isinstance(cause, httpx.TimeoutException | httpcore.TimeoutException | TimeoutError):
+            limit = f"within {timeout_s:g} s (switch.request_timeout_s)" if timeout_s is not None else ""
+            return FailureKind.NO_ANSWER, limit
+        if isinstance(cause, httpx.RemoteProtocolError | httpcore.RemoteProtocolError):
+            return FailureKind.PROTOCOL_ERROR, str(cause)
+        if isinstance(cause, httpx.ConnectError | httpcore.ConnectError):
+            return FailureKind.CONNECT_FAILED, _innermost(exc)
+        if isinstance(cause, httpx.ReadError | httpx.WriteError | httpcore.ReadError | httpcore.WriteError):
+            return FailureKind.CONNECTION_BROKE, _innermost(exc)
+    return FailureKind.OTHER, f"{type(exc).__name__}: {_innermost(exc)}"
+
+
+async def probe_client_certificate(host: str, port: int, context: ssl.SSLContext) -> Failure | None:
+    """Dial once more and read: a refusal of our certificate comes back as a Failure, anything else (the
+    controller speaks first, or stays silent) as None."""
+    return await asyncio.to_thread(_probe, host, port, context)
+
+
+def _probe(host: str, port: int, context: ssl.SSLContext) -> Failure | None:
+    # A blocking socket, because it reports a TLS alert that arrives after the handshake as the ssl.SSLError it
+    # is; an asyncio stream may report the same close as a plain end of file.
+    try:
+        with (
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            tls.recv(1)
+    except ssl.SSLError as exc:
+        return classify(exc) if exc.reason in _CLIENT_CERT_REFUSALS else None
+    except OSError:
+        return None
+    return None
+
+
+def _h2_events(chain: list[BaseException]) -> list[object]:
+    """The h2 events that httpcore raises RemoteProtocolError with (a stream reset, a GOAWAY)."""
+    return [cause.args[0] for cause in chain if isinstance(cause, httpcore.RemoteProtocolError) and cause.args]
+
+
+def _error_name(code: object) -> str:
+    return code.name if isinstance(code, ErrorCodes) else str(code)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _innermost(exc: BaseException) -> str:
+    for cause in reversed(_chain(exc)):
+        if str(cause):
+            return str(cause)
+    return type(exc).__name__
