@@ -107,9 +107,20 @@ def classify(exc: BaseException, request_sent: bool = True, timeout_s: float | N
     # on a new connection internally when the old one had not processed it (ConnectionNotAvailable).
     undelivered = not request_sent or any(isinstance(cause, _NOT_DELIVERED) for cause in chain)
     kind, detail = _kind_of(exc, chain, timeout_s)
-    # RFC 9113 section 8.7: REFUSED_STREAM means not processed. A GOAWAY that excludes the stream is the other
-    # such case; httpcore already retries those itself, on a new connection.
-    return Failure(kind, detail, retry_safe=undelivered or kind is FailureKind.REFUSED_STREAM)
+    return Failure(kind, detail, retry_safe=undelivered or _unprocessed(chain))
+
+
+def _unprocessed(chain: list[BaseException]) -> bool:
+    """The controller said it did not process the request (RFC 9113): REFUSED_STREAM (section 8.7), or a GOAWAY
+    whose last processed stream is below ours (section 6.8). httpcore retries the second case itself, on a new
+    connection, except when the GOAWAY names stream 0 (none processed): that one it raises, and it is ours to
+    retry."""
+    for event in _h2_events(chain):
+        if isinstance(event, StreamReset) and event.error_code == ErrorCodes.REFUSED_STREAM:
+            return True
+        if isinstance(event, ConnectionTerminated) and event.last_stream_id == 0:
+            return True
+    return False
 
 
 def refused_with(status: int, text: str) -> Failure:
