@@ -63,7 +63,7 @@ async def scripted_peer(context: ssl.SSLContext, script: Sequence[Move], then: M
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer.connections += 1
         writers.add(writer)
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         conn.initiate_connection()
         writer.write(conn.data_to_send())
         with contextlib.suppress(ConnectionError, ssl.SSLError):
@@ -72,7 +72,7 @@ async def scripted_peer(context: ssl.SSLContext, script: Sequence[Move], then: M
                     continue
                 for event in conn.receive_data(data):
                     if isinstance(event, h2.events.RequestReceived):
-                        path = next((str(value) for name, value in event.headers or () if name == ":path"), "")
+                        path = next((value.decode() for name, value in event.headers or () if name == b":path"), "")
                         move = script[len(peer.requests)] if len(peer.requests) < len(script) else then
                         peer.requests.append(path)
                         _play(conn, event.stream_id, move)
