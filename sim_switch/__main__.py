@@ -34,6 +34,7 @@ from controller.tls_files import check_other_half, switch_files
 from sim_switch.client import run_scenario
 from sim_switch.fleet import run_fleet
 from sim_switch.fleet_report import fleet_json, judge_fleet, render_fleet
+from sim_switch.html_report import ReportFileError, check_report_path, fleet_html, run_html, write_report
 from sim_switch.report import render_event, render_summary, to_json, verdict_line
 from sim_switch.session import run_session
 from sim_switch.tls import switch_ssl_context
@@ -69,7 +70,9 @@ def _run(args: argparse.Namespace) -> int:
             # A fleet's switches each get theirs in run_fleet; its first one stands for them in the checks here.
             ssl_context = switch_ssl_context(switch_files(cfg.switch, ids[0]))
             check_other_half(cfg, "switch", url, ids[0])
-    except (ConfigError, PKIError) as exc:
+        if args.html is not None:
+            check_report_path(args.html)  # before the run, not after it: a run is not lost to a bad name
+    except (ConfigError, PKIError, ReportFileError) as exc:
         print(f"sim_switch: {exc}", file=sys.stderr)
         return 2
 
@@ -86,8 +89,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose:
         shown |= {REQUEST, DETAIL}
 
+    events: list[TraceEvent] = []  # kept for the HTML report's tooltips (a fleet's report draws no lanes)
+    keep = args.html is not None and not isinstance(scenario.kind, Fleet)
+
     def show(event: TraceEvent) -> None:
         nonlocal trace_stream
+        if keep:
+            events.append(event)
         if trace_stream is None or event.kind not in shown:
             return
         try:
@@ -103,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     per_connection = cfg.controller.max_concurrent_streams  # what our controller takes; httpcore caps it at 100
     match scenario.kind:
         case Fleet():
-            return _run_fleet(scenario, url, cfg.switch, show, per_connection, args.json)
+            return _run_fleet(scenario, url, cfg.switch, show, per_connection, args.json, args.html)
         case OneShot():
             run = run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show, cfg.switch.switch_id,
                                streams_per_connection=per_connection)  # fmt: skip
@@ -115,8 +123,19 @@ def _run(args: argparse.Namespace) -> int:
         print("sim_switch: interrupted", file=sys.stderr)
         return 1
     verdict = judge(result)
+    if args.html is not None:
+        _write_html(args.html, run_html(result, verdict, events))
     return _report(args.json, lambda: to_json(result, verdict), lambda: render_summary(result, verdict),
                    verdict.ok, verdict_line(verdict))  # fmt: skip
+
+
+def _write_html(path: Path, html: str) -> None:
+    try:
+        write_report(path, html)
+    except (OSError, ReportFileError) as exc:  # the run's own report still goes out
+        print(f"sim_switch: no HTML report: {exc}", file=sys.stderr)
+        return
+    print(f"sim_switch: HTML report: {path}", file=sys.stderr)
 
 
 def _ensure_certs(cfg: Config, ids: list[str], quiet: bool) -> None:
@@ -129,7 +148,7 @@ def _ensure_certs(cfg: Config, ids: list[str], quiet: bool) -> None:
 
 def _run_fleet(
     scenario: Scenario, url: str, switch: SwitchConfig, show: Callable[[TraceEvent], None], per_connection: int,
-    as_json: bool,
+    as_json: bool, html: Path | None,
 ) -> int:  # fmt: skip
     progress = Progress(sys.stderr)
     try:
@@ -139,6 +158,8 @@ def _run_fleet(
         return 1
     progress.finish()
     verdict = judge_fleet(result)
+    if html is not None:
+        _write_html(html, fleet_html(result, verdict.line, verdict.ok, verdict.failures))
     return _report(as_json, lambda: fleet_json(result, verdict), lambda: render_fleet(result, verdict),
                    verdict.ok, verdict.line)  # fmt: skip
 
@@ -212,6 +233,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenario", default="seed", help="a scenario in the config (default: %(default)s)")
     parser.add_argument("--url", help="the controller's base URL (default: switch.controller_url)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the trace")
+    parser.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="also write the run as one self-contained HTML page (a waterfall of every ping)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show every httpcore step (on stderr with --json)")
     return parser.parse_args(argv)
 

@@ -20,7 +20,7 @@ from sim_switch.controller_view import ask_controller
 from sim_switch.failures import Failure, FailureKind, classify, probe_client_certificate, refused_with, sentence
 from sim_switch.results import ControllerView, PingResult, RunResult, format_interval
 from sim_switch.streams import HTTPCORE_MAX_STREAMS, StreamPool
-from sim_switch.tracing import SESSION, TraceEvent, Tracer
+from sim_switch.tracing import SESSION, PingTrace, TraceEvent, Tracer
 
 DIALOUT_PING = Request()  # GET /ping?interval=N
 # A connect that takes longer than this on a network of one machine is not going to succeed.
@@ -134,7 +134,7 @@ async def attempt_ping(
     trace = tracer.for_ping(number, started_s)
     url = controller_url.rstrip("/") + ping.target(format_interval(interval_s))
     tracer.event(number, f"get connection: {ping.method} {url}", at_s=started_s)
-    result = PingResult(number=number, interval_s=interval_s, elapsed_s=0.0)
+    result = PingResult(number=number, interval_s=interval_s, elapsed_s=0.0, started_at_s=started_s)
     try:
         async with asyncio.timeout(request_timeout_s):
             request = client.build_request(ping.method, url, headers=ping.headers, extensions={"trace": trace},
@@ -166,14 +166,22 @@ async def attempt_ping(
         failure = classify(exc, trace.headers_sent_at_s is not None, request_timeout_s)
         tracer.event(number, f"failed: {sentence(failure)}", result.connection, kind=SESSION)
         finished_s = tracer.now_s()
-        failed = replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, failure=failure)
+        failed = replace(_timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s,
+                         failure=failure)  # fmt: skip
         return Attempt(failed, answered=False)
     finished_s = tracer.now_s()
     refusal = None if response.status_code in ping.statuses else refused_with(response.status_code, _error_text(body))
     if refusal:
         tracer.event(number, f"failed: {sentence(refusal)}", result.connection, kind=SESSION)
-    answered = replace(result, elapsed_s=finished_s - started_s, finished_at_s=finished_s, failure=refusal)
+    answered = replace(_timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s,
+                       failure=refusal)  # fmt: skip
     return Attempt(answered, answered=True)
+
+
+def _timed(result: PingResult, trace: PingTrace) -> PingResult:
+    """The times the trace learnt, for the waterfall."""
+    return replace(result, tls_started_at_s=trace.tls_started_at_s, tls_done_at_s=trace.tls_done_at_s,
+                   first_byte_at_s=trace.first_byte_at_s, headers_sent_at_s=trace.headers_sent_at_s)  # fmt: skip
 
 
 def _error_text(body: bytes) -> str:

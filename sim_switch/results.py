@@ -49,6 +49,12 @@ class PingResult:
     local_port: int | None = None
     headers_sent_at_s: float | None = None  # since the run started
     finished_at_s: float | None = None
+    # When its last try began (it may have waited for a free stream before), and, if this ping dialled the
+    # connection, when TLS began and ended; when the answer's first byte came. Since the run started.
+    started_at_s: float | None = None
+    tls_started_at_s: float | None = None
+    tls_done_at_s: float | None = None
+    first_byte_at_s: float | None = None
     failure: Failure | None = None  # None: answered with one of the scenario's statuses
     attempts: int = 1
     stream_wait_s: float | None = None  # waited, its connection ready, before it could open a stream
