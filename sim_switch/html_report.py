@@ -20,7 +20,7 @@ from controller.config import Schedule
 from sim_switch.fleet import FleetResult
 from sim_switch.report import ping_error, problem_lines, verdict_line
 from sim_switch.results import PingOutcome, PingResult, RunResult, format_interval, plural
-from sim_switch.tracing import ConnectionRecord, TraceEvent
+from sim_switch.tracing import DETAIL, ConnectionRecord, TraceEvent
 from sim_switch.verdict import Verdict
 
 GENERATOR = "dialout"  # <meta name="generator">: how a report is told from a file that is not ours
@@ -29,7 +29,7 @@ PLOT_W = 900
 AXIS_H = 28
 ROW_H_MAX = 14  # one ping per row within its lane; rows shrink when a lane holds many
 LANE_H_MAX = 480
-MAX_TITLE_EVENTS = 12  # per ping, in its tooltip
+MAX_TITLE_EVENTS = 16  # per ping, in its tooltip (plumbing, -v's DETAIL, left out)
 
 # Where a time in the run (seconds) goes on the plot (pixels).
 _Scale = Callable[[float], float]
@@ -217,7 +217,7 @@ def _waterfall(result: RunResult, events: Sequence[TraceEvent]) -> str:
 
     by_ping: dict[int, list[TraceEvent]] = {}
     for event in events:
-        if event.ping is not None:
+        if event.ping is not None and event.kind != DETAIL:
             by_ping.setdefault(event.ping, []).append(event)
     parts: list[str] = []
     y = float(AXIS_H)
