@@ -39,6 +39,7 @@ from controller.tls_files import check_other_half
 logger = logging.getLogger("controller")
 
 DEMO_SCENARIOS = ("seed", "contrast")
+REPORTS_DIR = "reports"  # beside config.yaml: the demo's HTML report of each scenario
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,18 +200,28 @@ async def _demo(
     server = asyncio.create_task(serve(cfg.controller, ssl_context, sockets, stop.wait, registry,
                                        cleartext_sockets=plain))  # fmt: skip
     failed: list[str] = []
+    reports = config_path.parent / REPORTS_DIR
+    reports.mkdir(exist_ok=True)
+    written: list[Path] = []
     try:
         for name in scenarios:
             print(f"\n=== scenario {name} ===", flush=True)
+            report = reports / f"{name}.html"
             child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sim_switch", "--config", str(config_path), "--scenario", name, "--url", url
-            )
-            if await child.wait() != 0:
+                sys.executable, "-m", "sim_switch", "--config", str(config_path), "--scenario", name, "--url", url,
+                "--html", str(report),
+            )  # fmt: skip
+            code = await child.wait()
+            if code != 0:
                 failed.append(name)
+            if code != 2 and report.exists():  # 2: it refused to run, e.g. over a file of the user's at that name
+                written.append(report)
     finally:
         stop.set()
         await server
     _log_summary(registry, cfg)
+    if written:
+        print("\nreports (open in a browser):\n" + "\n".join(f"  {path}" for path in written), flush=True)
     print(f"\ndemo: {len(scenarios) - len(failed)} of {len(scenarios)} scenarios passed"
           + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)  # fmt: skip
     return 1 if failed else 0

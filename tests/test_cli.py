@@ -161,6 +161,11 @@ def test_demo_serves_runs_both_scenarios_and_stops(tmp_path: Path) -> None:
     assert "demo: 2 of 2 scenarios passed" in done.stdout
     assert "made a new CA" in done.stderr  # certificates appeared by themselves
     assert stat.S_IMODE((tmp_path / "certs" / "controller.key").stat().st_mode) == 0o600
+    # one HTML report per scenario, beside the config, their paths printed
+    reports = [tmp_path / "reports" / "seed.html", tmp_path / "reports" / "contrast.html"]
+    assert "reports (open in a browser):\n" + "".join(f"  {path}\n" for path in reports) in done.stdout
+    assert 'data-lanes="1" data-pings="3"' in reports[0].read_text(encoding="utf-8")
+    assert 'data-lanes="3" data-pings="3"' in reports[1].read_text(encoding="utf-8")
 
 
 def test_sigterm_lets_the_in_flight_ping_finish(tmp_path: Path) -> None:
