@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from controller import explain
 from controller.config import Config, ConfigError, load_config
-from controller.connections import ConnectionRegistry
+from controller.connections import ConnectionRegistry, format_address
 from controller.diagnosis import diagnose, limits_of
 from controller.nginx_conf import render, state_dir
 from controller.pki import PKIError, ensure_certs, generate_certs
@@ -62,23 +62,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"controller: {exc}", file=sys.stderr)
         return 2
     cleartext = cfg.controller.cleartext
+    bound: list[socket.socket] = []  # closed again if the controller cannot start after all
     try:
         sockets = bind_sockets(cfg.controller.host, cfg.controller.port)
-        plain = bind_sockets(cleartext.host, cleartext.port, scheme="http") if cleartext else []
-    except ServerError as exc:
-        print(f"controller: {exc}", file=sys.stderr)
-        return 1
-    if cfg.controller.client_certs_optional:
-        try:
+        bound += sockets
+        if cfg.controller.client_certs_optional:
             check_loopback_only(sockets)
-        except ServerError as exc:
-            for sock in sockets:
-                sock.close()
-            print(f"controller: {exc}", file=sys.stderr)
-            return 2
+        plain = bind_sockets(cleartext.host, cleartext.port, scheme="http") if cleartext else []
+        bound += plain
+        admin = _bind_admin(cfg)
+    except ServerError as exc:
+        for sock in bound:
+            sock.close()
+        print(f"controller: {exc}", file=sys.stderr)
+        return 2 if exc.usage else 1
     if args.command == "demo":
-        return asyncio.run(_demo(cfg, ssl_context, sockets, plain, args.config, args.scenario or list(DEMO_SCENARIOS)))
-    asyncio.run(_serve_until_signalled(cfg, ssl_context, sockets, plain))
+        return asyncio.run(_demo(cfg, ssl_context, sockets, plain, admin, args.config,
+                                 args.scenario or list(DEMO_SCENARIOS)))  # fmt: skip
+    asyncio.run(_serve_until_signalled(cfg, ssl_context, sockets, plain, admin))
     return 0
 
 
@@ -168,15 +169,28 @@ def _print_nginx_conf(cfg: Config, listen: str, full: bool) -> int:
     return 0
 
 
+def _bind_admin(cfg: Config) -> list[socket.socket]:
+    """The admin listener's sockets (none when it is off), and its URL in the log."""
+    admin = cfg.controller.admin
+    if not admin.enabled:
+        return []
+    sockets = bind_sockets(admin.host, cfg.controller.admin_port, scheme="http", announce=False)
+    host, port = sockets[0].getsockname()[:2]
+    logger.info("admin page, /connections, /diagnosis and /metrics: http://%s/", format_address(host, port))
+    return sockets
+
+
 async def _serve_until_signalled(
-    cfg: Config, ssl_context: ssl.SSLContext, sockets: list[socket.socket], plain: list[socket.socket]
-) -> None:
+    cfg: Config, ssl_context: ssl.SSLContext, sockets: list[socket.socket], plain: list[socket.socket],
+    admin: list[socket.socket],
+) -> None:  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signum, stop)
     registry = new_registry(cfg.controller)
-    await serve(cfg.controller, ssl_context, sockets, stop.wait, registry, cleartext_sockets=plain)
+    await serve(cfg.controller, ssl_context, sockets, stop.wait, registry, cleartext_sockets=plain,
+                admin_sockets=admin)  # fmt: skip
     _log_summary(registry, cfg)
 
 
@@ -187,7 +201,7 @@ def _on_signal(signum: int, stop: asyncio.Event) -> None:
 
 async def _demo(
     cfg: Config, ssl_context: ssl.SSLContext, sockets: list[socket.socket], plain: list[socket.socket],
-    config_path: Path, scenarios: list[str],
+    admin: list[socket.socket], config_path: Path, scenarios: list[str],
 ) -> int:  # fmt: skip
     """Serve in this process and run ``python -m sim_switch`` once per scenario as a child: the sockets are
     already listening, so the switch can dial at once and the demo needs no waiting or polling."""
@@ -198,7 +212,7 @@ async def _demo(
     stop = asyncio.Event()
     registry = new_registry(cfg.controller)
     server = asyncio.create_task(serve(cfg.controller, ssl_context, sockets, stop.wait, registry,
-                                       cleartext_sockets=plain))  # fmt: skip
+                                       cleartext_sockets=plain, admin_sockets=admin))  # fmt: skip
     failed: list[str] = []
     reports = config_path.parent / REPORTS_DIR
     reports.mkdir(exist_ok=True)

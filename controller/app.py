@@ -17,19 +17,19 @@ from typing import Any
 from quart import Quart, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from controller.accounts import connections_answer, diagnosis_answer
 from controller.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
 from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry, ControllerConnection, format_address, utc_now
-from controller.diagnosis import WindowError, diagnose, limits_of, parse_window
 from controller.forwarded import ProxyPolicy
 from controller.interval import IntervalError, parse_interval
-from controller.sentences import diagnosis_json
+from controller.metrics import Metrics
 from controller.tls_files import controller_files
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
+def create_app(cfg: ControllerConfig, registry: ConnectionRegistry, metrics: Metrics | None = None) -> Quart:
     app = Quart(__name__)
     proxies = ProxyPolicy(cfg.trusted_proxies, controller_files(cfg).trust)
     app.asgi_app = ConnectionScopeMiddleware(app.asgi_app, registry, proxies)  # type: ignore[method-assign]
@@ -102,31 +102,26 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry) -> Quart:
         # no bound: they wait only on a client that stops reading, at most max_concurrent_streams of them per
         # connection, and only until that connection ends (or the shutdown's graceful_timeout_s).
         response.timeout = None
+        if metrics is not None:
+            metrics.answered(200, time.perf_counter() - arrival.started - interval_s)
         return response, 200
+
+    if metrics is not None:
+
+        @app.after_request
+        async def count_refusals(response: Response) -> Response:
+            if response.status_code != 200 and request.path == "/ping":
+                metrics.answered(response.status_code, None)
+            return response
 
     @app.get("/connections")
     async def connections() -> Response:
-        switch = request.args.get("switch")
-        return jsonify(
-            {
-                "connections": [connection.to_json() for connection in registry.connections(switch)],
-                "switches": {
-                    name: {"connections": t.connections, "streams": t.streams, "peak_in_flight": t.peak_in_flight}
-                    for name, t in registry.totals().items()
-                    if switch is None or name == switch
-                },
-            }
-        )
+        return jsonify(connections_answer(registry, request.args.get("switch")))
 
     @app.get("/diagnosis")
     async def diagnosis() -> tuple[Response, int]:
-        try:
-            window = parse_window(request.args.get("since"), request.args.get("connections"))
-        except WindowError as exc:
-            return jsonify({"error": str(exc)}), 400
-        switch = request.args.get("switch")
-        found = diagnose(registry.connections(), registry.spans(), limits_of(cfg), window, switch)
-        return jsonify({"switches": [diagnosis_json(one) for one in found]}), 200
+        answer, status = diagnosis_answer(cfg, registry, request.args)
+        return jsonify(answer), status
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> tuple[Response, int]:

@@ -70,6 +70,18 @@ class Listener:
 
 
 @dataclass(frozen=True)
+class Admin:
+    """The admin listener: plain HTTP for a browser with no switch certificate (/, /connections, /diagnosis,
+    /metrics). Loopback only, unless ``allow_remote`` says otherwise: it shows every switch and takes no
+    certificate."""
+
+    enabled: bool = setting(field.boolean, True)
+    host: str = setting(field.string, "127.0.0.1")
+    port: int | None = setting(field.port, None)  # default: controller.port + 1 (8444), or any free one for port 0
+    allow_remote: bool = setting(field.boolean, False)
+
+
+@dataclass(frozen=True)
 class ControllerConfig:
     host: str = setting(field.string, "localhost")
     port: int = setting(field.port, DEFAULT_PORT)
@@ -87,6 +99,14 @@ class ControllerConfig:
     trusted_proxies: tuple[str, ...] = setting(field.proxy_identities, ())
     tls: ControllerTLS | None = subsection(ControllerTLS, None)
     cleartext: Listener | None = subsection(Listener, None)
+    admin: Admin = subsection(Admin, Admin())
+
+    @property
+    def admin_port(self) -> int:
+        """Where the admin listener listens: its own port, else the controller's next one (0 stays 0)."""
+        if self.admin.port is not None:
+            return self.admin.port
+        return self.port + 1 if self.port else 0
 
     @property
     def proxy_names(self) -> tuple[str, ...]:
@@ -325,7 +345,22 @@ def _parse_controller(data: object, base_dir: Path) -> ControllerConfig:
     cleartext = controller.cleartext
     if cleartext is not None:
         _check_cleartext_host(cleartext, controller.trusted_proxies)
+    admin = controller.admin
+    if admin.enabled and not admin.allow_remote and not _is_loopback(admin.host):
+        raise ConfigError("controller.admin.host", f"{admin.host} is not loopback: the admin listener shows every "
+                          "switch and takes no certificate; set allow_remote: true to listen there anyway")  # fmt: skip
+    if controller.port == 65535 and controller.admin.port is None and admin.enabled:
+        raise ConfigError("controller.admin.port", "controller.port is 65535, so there is no next port: set one")
     return controller
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_cleartext_host(listener: Listener, trusted_proxies: tuple[str, ...]) -> None:

@@ -184,6 +184,11 @@ class ConnectionRegistry:
     def totals(self) -> dict[str, SwitchTotals]:
         return dict(sorted(self._totals.items()))
 
+    @property
+    def opened_total(self) -> int:
+        """Every connection recorded since the start, also those the history no longer holds."""
+        return self._next_id - 1
+
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")

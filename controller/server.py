@@ -20,11 +20,13 @@ from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
 from controller import asgi_tls
+from controller.admin import create_admin_app
 from controller.app import create_app
 from controller.asgi_tls import REGISTRY_ATTRIBUTE
 from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
 from controller.graceful import refuse_new_streams
+from controller.metrics import Metrics
 from controller.tls_alerts import send_handshake_alerts
 from controller.tls_files import PKIError, ca_private_key_path, controller_files
 
@@ -38,7 +40,12 @@ ALPN_PROTOCOLS = ("h2", "http/1.1")
 
 
 class ServerError(Exception):
-    """The controller cannot start: unusable certificates, or an address it cannot listen on."""
+    """The controller cannot start: unusable certificates, or an address it cannot listen on. ``usage``: the
+    command line asked for something not allowed (exit 2), rather than the machine refusing it (exit 1)."""
+
+    def __init__(self, message: str, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 def server_ssl_context(cfg: ControllerConfig) -> ssl.SSLContext:
@@ -77,10 +84,11 @@ def check_loopback_only(sockets: list[socket.socket]) -> None:
     for sock in sockets:
         host = sock.getsockname()[0]
         if not ipaddress.ip_address(host).is_loopback:
-            raise ServerError(f"--client-certs-optional is for benches on loopback only; {host} is not loopback")
+            raise ServerError(f"--client-certs-optional is for benches on loopback only; {host} is not loopback",
+                              usage=True)  # fmt: skip
 
 
-def bind_sockets(host: str, port: int, scheme: str = "https") -> list[socket.socket]:
+def bind_sockets(host: str, port: int, scheme: str = "https", announce: bool = True) -> list[socket.socket]:
     """Listening sockets for every address ``host`` resolves to (``localhost`` is both 127.0.0.1 and ::1), all
     on one port. An address family the machine has switched off is skipped as long as one address binds."""
     try:
@@ -104,7 +112,7 @@ def bind_sockets(host: str, port: int, scheme: str = "https") -> list[socket.soc
             raise ServerError(f"cannot listen on {ip} port {bind_port}: {reason}") from exc
     if not sockets:
         raise ServerError(f"cannot listen on any address of {host!r}: {', '.join(skipped)}")
-    for sock in sockets:  # listening from here on: connections wait in the backlog until Hypercorn accepts them
+    for sock in sockets if announce else ():  # listening from here on: connections wait in the backlog
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         logger.info("listening on %s://%s:%d", scheme, shown, bound_port)
@@ -158,11 +166,13 @@ async def serve(
     registry: ConnectionRegistry,
     stopping: asyncio.Event | None = None,
     cleartext_sockets: Sequence[socket.socket] = (),
+    admin_sockets: Sequence[socket.socket] = (),
 ) -> None:
     """Serve the controller on already-listening ``sockets`` until ``shutdown_trigger`` returns, then let
     in-flight requests finish for up to ``graceful_timeout_s``. Every connection is recorded in ``registry``.
     ``stopping`` is set once the shutdown has begun and new streams are refused. ``cleartext_sockets`` serve the
-    same app without TLS (``controller.cleartext``: h2c with prior knowledge, or HTTP/1.1).
+    same app without TLS (``controller.cleartext``: h2c with prior knowledge, or HTTP/1.1); ``admin_sockets`` the
+    admin app (``controller/admin.py``), plain HTTP, stopped with the rest.
 
     The sockets are bound by the caller, so a test can use port 0 and know the port before the first request,
     and connections that arrive before Hypercorn starts accepting wait in the listen backlog instead of failing.
@@ -177,7 +187,9 @@ async def serve(
         # written separately) waited ~40 ms for the client's delayed ACK (Nagle).
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    app = create_app(cfg, registry)
+    metrics = Metrics(registry)
+    ssl_context.sslobject_class = _counting_handshakes(metrics.handshake_failed)
+    app = create_app(cfg, registry, metrics)
     config = hypercorn_config(cfg, ssl_context, registry)
 
     async def begin_shutdown() -> None:
@@ -186,9 +198,42 @@ async def serve(
         if stopping is not None:
             stopping.set()
 
-    await worker_serve(
+    main = worker_serve(
         wrap_app(app, config.wsgi_max_body_size, "asgi"),
         config,
         sockets=Sockets(secure_sockets=sockets, insecure_sockets=list(cleartext_sockets), quic_sockets=[]),
         shutdown_trigger=begin_shutdown,
     )
+    if not admin_sockets:
+        await main
+        return
+    admin_config = HypercornConfig()
+    admin_config.graceful_timeout = cfg.graceful_timeout_s
+    admin_config.errorlog = logging.getLogger("hypercorn.error")
+    admin_config.accesslog = None
+    admin = worker_serve(
+        wrap_app(create_admin_app(cfg, registry, metrics), admin_config.wsgi_max_body_size, "asgi"),
+        admin_config,
+        sockets=Sockets(secure_sockets=[], insecure_sockets=list(admin_sockets), quic_sockets=[]),
+        shutdown_trigger=shutdown_trigger,
+    )
+    async with asyncio.TaskGroup() as group:
+        group.create_task(main)
+        group.create_task(admin)
+
+
+def _counting_handshakes(failed: Callable[[str | None], None]) -> type[ssl.SSLObject]:
+    """An SSLObject class (asyncio's TLS uses ``context.sslobject_class``) that reports each failed server
+    handshake with OpenSSL's reason: asyncio itself logs those only in debug mode."""
+
+    class CountingSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as exc:
+                failed(exc.reason)
+                raise
+
+    return CountingSSLObject

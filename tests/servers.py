@@ -84,6 +84,13 @@ class LineReader:
             if found:
                 return found
 
+    def seen(self, pattern: str) -> re.Match[str]:
+        """The first line read so far that matches ``pattern`` (a line a wait_for has already passed)."""
+        regex = re.compile(pattern)
+        found = next((match for line in list(self.lines) if (match := regex.search(line))), None)
+        assert found is not None, f"no line matching {pattern!r} yet: {self.lines}"
+        return found
+
     def _read(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
@@ -113,6 +120,8 @@ class ControllerProcess(LineReader):
         match = self.wait_for(r"listening on https://(\S+):(\d+)")
         self.port = int(match.group(2))
         self.url = f"https://127.0.0.1:{self.port}"
+        # the admin listener, on by default, on a port of its own (any free one, as the controller's is)
+        self.admin_url = self.wait_for(r"admin page, /connections, /diagnosis and /metrics: (http://\S+)/").group(1)
 
     @classmethod
     @contextlib.contextmanager

@@ -17,7 +17,7 @@ from tests.servers import REPO, ControllerProcess, write_config
 def cleartext(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControllerProcess, str]]:
     config = write_config(tmp_path_factory.mktemp("cleartext"), controller="  cleartext: {host: 127.0.0.1, port: 0}\n")
     with ControllerProcess.start(config) as controller:
-        port = controller.wait_for(r"listening on http://127\.0\.0\.1:(\d+)").group(1)
+        port = controller.seen(r"listening on http://127\.0\.0\.1:(\d+)").group(1)  # logged before the admin URL
         yield controller, f"http://127.0.0.1:{port}"
 
 

@@ -1,0 +1,34 @@
+"""What the controller says of its connections (``GET /connections``) and of its switches (``GET /diagnosis``):
+the same answers on the TLS port and on the admin listener."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from controller.config import ControllerConfig
+from controller.connections import ConnectionRegistry
+from controller.diagnosis import WindowError, diagnose, limits_of, parse_window
+from controller.sentences import diagnosis_json
+
+
+def connections_answer(registry: ConnectionRegistry, switch: str | None) -> dict[str, Any]:
+    return {
+        "connections": [connection.to_json() for connection in registry.connections(switch)],
+        "switches": {
+            name: {"connections": t.connections, "streams": t.streams, "peak_in_flight": t.peak_in_flight}
+            for name, t in registry.totals().items()
+            if switch is None or name == switch
+        },
+    }
+
+
+def diagnosis_answer(cfg: ControllerConfig, registry: ConnectionRegistry, args: Mapping[str, str]
+                     ) -> tuple[dict[str, Any], int]:  # fmt: skip
+    """``args``: the query (``switch``, ``since``, ``connections``); a bad window is a 400 with one line."""
+    try:
+        window = parse_window(args.get("since"), args.get("connections"))
+    except WindowError as exc:
+        return {"error": str(exc)}, 400
+    found = diagnose(registry.connections(), registry.spans(), limits_of(cfg), window, args.get("switch"))
+    return {"switches": [diagnosis_json(one) for one in found]}, 200

@@ -1,0 +1,110 @@
+"""The admin listener (``controller.admin``): plain HTTP on loopback, beside the TLS port, for a browser or
+Prometheus without a switch certificate. A real controller process, real switches, real scrapes."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.config import ConfigError, parse_config
+from controller.tls_files import ca_cert_path
+from sim_switch.tls import client_ssl_context
+from tests.servers import ControllerProcess, write_config
+from tests.test_cli import run_module
+
+FLEET = """\
+  small-fleet:
+    fleet: {switches: 12, pings: 2, interval_s: 0.05}
+"""
+
+
+@pytest.fixture(scope="module")
+def admin_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
+    directory = tmp_path_factory.mktemp("admin")
+    config = write_config(directory, extra=FLEET, controller="  switches: [switch-1, 'fleet-*']\n")
+    with ControllerProcess.start(config) as process:
+        yield process
+
+
+def samples(admin_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = httpx.get(f"{admin_url}/metrics", trust_env=False)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_what_the_switches_did(admin_controller: ControllerProcess) -> None:
+    process = admin_controller
+    before = samples(process.admin_url)
+    done = run_module("sim_switch", "--config", str(process.config), "--url", process.url, "--json")
+    assert done.returncode == 0, done.stderr
+    # a client without a certificate: its handshake fails, and is counted by OpenSSL's reason
+    context = ssl.create_default_context(cafile=ca_cert_path(process.config.parent / "certs"))
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{process.url}/ping?interval=0", verify=context, trust_env=False)  # no client certificate
+    after = samples(process.admin_url)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew("dialout_pings_answered_total", status="200") == 3
+    assert grew("dialout_ping_lateness_seconds_count") == 3
+    assert grew("dialout_connections_opened_total") >= 1
+    assert grew("dialout_tls_handshake_failures_total", reason="PEER_DID_NOT_RETURN_A_CERTIFICATE") == 1
+    assert ("dialout_connections_open", (("alpn", "h2"),)) in after
+
+
+def test_a_fleet_does_not_make_a_series_per_switch(admin_controller: ControllerProcess) -> None:
+    process = admin_controller
+    done = run_module("sim_switch", "--config", str(process.config), "--url", process.url, "--scenario",
+                      "small-fleet", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    scraped = samples(process.admin_url)
+    assert scraped[("dialout_pings_answered_total", (("status", "200"),))] >= 24
+    labels = {value for _, pairs in scraped for _, value in pairs}
+    assert not any(value.startswith("fleet-") for value in labels)
+    per_metric: dict[str, int] = {}
+    for name, _ in scraped:
+        per_metric[name] = per_metric.get(name, 0) + 1
+    assert max(per_metric.values()) <= 20  # the lateness histogram's buckets are the most
+
+
+def test_connections_and_diagnosis_answer_as_on_the_tls_port(admin_controller: ControllerProcess) -> None:
+    process = admin_controller
+    certs = process.config.parent / "certs"
+    with httpx.Client(http2=True, verify=client_ssl_context(certs, "switch-1"), trust_env=False) as switch:
+        assert switch.get(f"{process.url}/ping?interval=0").status_code == 200
+        over_tls = switch.get(f"{process.url}/connections?switch=switch-1").json()
+    plain = httpx.get(f"{process.admin_url}/connections?switch=switch-1", trust_env=False).json()
+    assert [c["id"] for c in plain["connections"]] == [c["id"] for c in over_tls["connections"]]
+    assert plain["switches"]["switch-1"]["connections"] == over_tls["switches"]["switch-1"]["connections"]
+    diagnosis = httpx.get(f"{process.admin_url}/diagnosis?switch=switch-1", trust_env=False)
+    assert diagnosis.status_code == 200
+    assert json.loads(diagnosis.text)["switches"][0]["switch"] == "switch-1"
+    bad = httpx.get(f"{process.admin_url}/diagnosis?since=yesterday", trust_env=False)
+    assert bad.status_code == 400
+    page = httpx.get(f"{process.admin_url}/", trust_env=False)
+    assert page.headers["content-type"].startswith("text/html")
+    assert "connections since the start" in page.text
+
+
+def test_the_admin_listener_is_loopback_only_unless_the_config_says_so() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"controller": {"admin": {"host": "0.0.0.0"}}})
+    assert refused.value.path == "controller.admin.host"
+    assert "is not loopback" in str(refused.value)
+    allowed = parse_config({"controller": {"admin": {"host": "0.0.0.0", "allow_remote": True}}})
+    assert allowed.controller.admin.host == "0.0.0.0"
+    assert parse_config({}).controller.admin_port == 8444  # the controller's 8443, plus one
+    assert parse_config({"controller": {"port": 0}}).controller.admin_port == 0
+    assert parse_config({"controller": {"admin": {"enabled": False, "host": "10.0.0.1"}}}).controller.admin.host
