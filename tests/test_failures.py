@@ -16,12 +16,12 @@ from controller.server import server_ssl_context
 from sim_switch.client import run_scenario
 from sim_switch.failures import Failure, FailureKind
 from sim_switch.report import ping_error, render_summary, to_json
-from sim_switch.results import GiveUpReason, PingOutcome, RunResult
+from sim_switch.results import GiveUpReason, PingOutcome, PingResult, RunResult
 from sim_switch.session import run_session
 from sim_switch.tls import client_ssl_context
 from sim_switch.verdict import Outcome, judge
 from tests.conftest import SWITCH_IDS
-from tests.h2_peer import GoAway, Move, Reset, Silence, scripted_peer
+from tests.h2_peer import GoAway, Move, Reset, ScriptedPeer, Silence, scripted_peer
 from tests.servers import run_controller
 
 ONE_PING = Scenario("one", OneShot((0.0,)))
@@ -135,24 +135,26 @@ async def test_a_session_gives_up_after_give_up_after_s(certs_dir: Path) -> None
     assert "(gave up; " in str(report["pings"][0]["error"])
 
 
-async def test_a_session_retries_a_ping_a_goaway_left_unprocessed(certs_dir: Path) -> None:
+async def one_session_ping_after_goaway(certs_dir: Path, last_stream_id: int) -> tuple[PingResult, RunResult,
+                                                                                      ScriptedPeer]:  # fmt: skip
+    """A session of one ping against a peer that answers its first request with GOAWAY, then answers."""
     context = server_ssl_context(ControllerConfig(certs_dir=certs_dir))
     switch = SwitchConfig(certs_dir=certs_dir, request_timeout_s=5, reconnect=QUICK_REDIAL)
-    async with scripted_peer(context, [GoAway(ErrorCodes.NO_ERROR, last_stream_id=0)]) as peer:
+    async with scripted_peer(context, [GoAway(ErrorCodes.NO_ERROR, last_stream_id)]) as peer:
         result = await run_session(session(1), f"https://127.0.0.1:{peer.port}",
                                    client_ssl_context(certs_dir, "switch-1"), switch, lambda event: None)  # fmt: skip
     [ping] = result.pings
+    return ping, result, peer
+
+
+async def test_a_session_retries_a_ping_a_goaway_left_unprocessed(certs_dir: Path) -> None:
+    ping, result, peer = await one_session_ping_after_goaway(certs_dir, last_stream_id=0)
     assert ping.outcome is PingOutcome.RETRIED_THEN_OK
     assert (ping.attempts, result.reconnects, peer.connections) == (2, 1, 2)
 
 
 async def test_a_session_does_not_retry_a_ping_the_goaway_may_have_processed(certs_dir: Path) -> None:
-    context = server_ssl_context(ControllerConfig(certs_dir=certs_dir))
-    switch = SwitchConfig(certs_dir=certs_dir, request_timeout_s=5, reconnect=QUICK_REDIAL)
-    async with scripted_peer(context, [GoAway(ErrorCodes.NO_ERROR, last_stream_id=1)]) as peer:
-        result = await run_session(session(1), f"https://127.0.0.1:{peer.port}",
-                                   client_ssl_context(certs_dir, "switch-1"), switch, lambda event: None)  # fmt: skip
-    [ping] = result.pings
+    ping, _, peer = await one_session_ping_after_goaway(certs_dir, last_stream_id=1)
     assert ping.gave_up is not None
     assert ping.gave_up.reason is GiveUpReason.NOT_RETRY_SAFE
     assert peer.requests == ["/ping?interval=0"]  # sent once, never again
