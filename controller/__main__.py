@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, args.quiet)
     try:
         cfg = load_config(args.config)
-        cfg = _with_overrides(cfg, args.host, args.port, args.client_certs_optional)
+        cfg = _with_overrides(cfg, args.host, args.port, args.admin_port, args.client_certs_optional)
         if args.command == "certs":
             return _regenerate_certs(cfg)
         if args.command == "explain":  # of a running controller: its certificates are there, none are made
@@ -98,6 +98,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=Path("config.yaml"), help="default: %(default)s")
     parser.add_argument("--host", help="listen address (default: controller.host in the config)")
     parser.add_argument("--port", type=int, help="listen port, 0 for any free one (default: controller.port)")
+    parser.add_argument("--admin-port", type=int,
+                        help="the admin listener's port, 0 for any free one (default: controller.admin.port, "
+                        "else the listen port + 1)")  # fmt: skip
     parser.add_argument(
         "--scenario", action="append", help=f"demo only: a scenario to run, repeatable (default: {DEMO_SCENARIOS})"
     )
@@ -135,15 +138,24 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
             logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
-def _with_overrides(cfg: Config, host: str | None, port: int | None, client_certs_optional: bool) -> Config:
+def _with_overrides(
+    cfg: Config, host: str | None, port: int | None, admin_port: int | None, client_certs_optional: bool
+) -> Config:
     controller = dataclasses.replace(cfg.controller, client_certs_optional=client_certs_optional)
     if host is not None:
         controller = dataclasses.replace(controller, host=host)
     if port is not None:
-        if not 0 <= port <= 65535:
-            raise ConfigError("--port", f"must be 0 to 65535, got {port}")
-        controller = dataclasses.replace(controller, port=port)
+        controller = dataclasses.replace(controller, port=_port_option("--port", port))
+    if admin_port is not None:
+        admin = dataclasses.replace(controller.admin, port=_port_option("--admin-port", admin_port))
+        controller = dataclasses.replace(controller, admin=admin)
     return dataclasses.replace(cfg, controller=controller)
+
+
+def _port_option(option: str, port: int) -> int:
+    if not 0 <= port <= 65535:
+        raise ConfigError(option, f"must be 0 to 65535, got {port}")
+    return port
 
 
 def _regenerate_certs(cfg: Config) -> int:
@@ -174,7 +186,12 @@ def _bind_admin(cfg: Config) -> list[socket.socket]:
     admin = cfg.controller.admin
     if not admin.enabled:
         return []
-    sockets = bind_sockets(admin.host, cfg.controller.admin_port, scheme="http", announce=False)
+    try:
+        sockets = bind_sockets(admin.host, cfg.controller.admin_port, scheme="http", announce=False)
+    except ServerError as exc:  # say which listener, and how to move it: its port may only be derived
+        where = "controller.admin.port" if admin.port is not None else "controller.port + 1, by default"
+        advice = "set controller.admin.port or --admin-port (0: any free port), or controller.admin.enabled: false"
+        raise ServerError(f"the admin listener ({where}) {exc}; {advice}", usage=exc.usage) from exc
     host, port = sockets[0].getsockname()[:2]
     logger.info("admin page, /connections, /diagnosis and /metrics: http://%s/", format_address(host, port))
     return sockets

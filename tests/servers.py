@@ -112,7 +112,8 @@ class LineReader:
 
 
 class ControllerProcess(LineReader):
-    """``python -m controller`` as a child, on port 0."""
+    """``python -m controller`` as a child, on port 0, its admin listener on any free port too (a test that
+    restarts it on the port it had must not find the next port, its default admin port, taken)."""
 
     def __init__(self, process: subprocess.Popen[str], config: Path) -> None:
         super().__init__(process, "controller")
@@ -127,7 +128,7 @@ class ControllerProcess(LineReader):
     @contextlib.contextmanager
     def start(cls, config: Path, *args: str) -> Iterator[ControllerProcess]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "controller", "--config", str(config), "--port", "0", *args],
+            [sys.executable, "-m", "controller", "--config", str(config), "--port", "0", "--admin-port", "0", *args],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         with cls.stopped_at_exit(process):

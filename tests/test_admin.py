@@ -4,8 +4,10 @@ Prometheus without a switch certificate. A real controller process, real switche
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -108,3 +110,16 @@ def test_the_admin_listener_is_loopback_only_unless_the_config_says_so() -> None
     assert parse_config({}).controller.admin_port == 8444  # the controller's 8443, plus one
     assert parse_config({"controller": {"port": 0}}).controller.admin_port == 0
     assert parse_config({"controller": {"admin": {"enabled": False, "host": "10.0.0.1"}}}).controller.admin.host
+
+
+def test_a_taken_admin_port_is_one_line_that_says_how_to_move_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        done = run_module("controller", "--config", str(config), "--port", "0", "--admin-port", port)
+    assert done.returncode == 1
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("controller: ")]
+    assert error.startswith(
+        f"controller: the admin listener (controller.admin.port) cannot listen on 127.0.0.1 port {port}: "
+        "Address already in use; set controller.admin.port or --admin-port"
+    )
