@@ -1,33 +1,48 @@
 """The admin listener's app (``controller.admin``, plain HTTP, loopback by default): what a browser on the demo
 laptop, or Prometheus, may ask without a switch certificate.
 
-- ``GET /``: an overview of switches, open connections and their streams in flight, and totals;
+- ``GET /``: a live page of switches, open connections and their streams in flight, answered and closed ones,
+  and totals; it follows ``GET /events`` (server-sent events, ``controller/live.py``);
 - ``GET /connections`` and ``GET /diagnosis``: the same answers as on the TLS port;
 - ``GET /metrics``: Prometheus text format (``controller/metrics.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
-from html import escape
+from importlib.resources import files
 
 from quart import Quart, Response, jsonify, request
 
+from controller import live
 from controller.accounts import connections_answer, diagnosis_answer
 from controller.config import ControllerConfig
-from controller.connections import ConnectionRegistry, ControllerConnection, plural
+from controller.connections import ConnectionRegistry
 from controller.metrics import Metrics
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-RECENT_CLOSED = 10
+# The page and its script, one file beside this one; the first snapshot goes in it, so it draws before any event.
+PAGE = files("controller").joinpath("admin_page.html").read_text(encoding="utf-8")
 
 
-def create_admin_app(cfg: ControllerConfig, registry: ConnectionRegistry, metrics: Metrics) -> Quart:
+def create_admin_app(
+    cfg: ControllerConfig, registry: ConnectionRegistry, metrics: Metrics, closing: asyncio.Event
+) -> Quart:
+    """``closing`` is set when the controller stops: open event streams end then."""
     app = Quart("dialout-admin")
 
     @app.get("/")
-    async def overview() -> Response:
-        return Response(_overview_html(registry), content_type="text/html; charset=utf-8")
+    async def page() -> Response:
+        return Response(_page(registry), content_type="text/html; charset=utf-8")
+
+    @app.get("/events")
+    async def events() -> Response:
+        response = Response(live.events(registry, closing), content_type="text/event-stream")
+        response.headers["Cache-Control"] = "no-store"
+        response.timeout = None  # Quart ends a response after 60 s by default; this one lasts while the page is open
+        return response
 
     @app.get("/connections")
     async def connections() -> Response:
@@ -45,33 +60,7 @@ def create_admin_app(cfg: ControllerConfig, registry: ConnectionRegistry, metric
     return app
 
 
-def _overview_html(registry: ConnectionRegistry) -> str:
-    recorded = registry.connections()
-    open_now = [c for c in recorded if c.closed_at is None]
-    closed = [c for c in recorded if c.closed_at is not None][-RECENT_CLOSED:]
-    switches = sorted({c.switch or "(no certificate)" for c in open_now})
-    now = time.monotonic()
-    rows = "".join(_row(c, now) for c in open_now)
-    recent = "".join(_row(c, now) for c in reversed(closed))
-    head = "<tr><th>conn</th><th>switch</th><th>peer</th><th>ALPN</th><th>streams</th><th>in flight</th></tr>"
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>dialout controller</title></head><body>'
-        f"<h1>dialout controller</h1><p id='totals'>{plural(len(switches), 'switch')} connected, "
-        f"{plural(len(open_now), 'open connection')}, {sum(c.in_flight for c in open_now)} streams in flight, "
-        f"{registry.opened_total} connections since the start</p>"
-        f"<h2>Open connections</h2><table id='open'>{head}{rows}</table>"
-        f"<h2>Recently closed</h2><table id='closed'>{head}{recent}</table>"
-        "<p><a href='/connections'>/connections</a> · <a href='/diagnosis'>/diagnosis</a> · "
-        "<a href='/metrics'>/metrics</a></p></body></html>"
-    )
-
-
-def _row(connection: ControllerConnection, now: float) -> str:
-    age = f"{now - connection.opened:.1f} s"
-    cells = (f"#{connection.id}", connection.switch or "(no certificate)", connection.peer, connection.alpn or "none",
-             str(connection.streams), str(connection.in_flight))  # fmt: skip
-    return (
-        f"<tr class='connection' data-id='{connection.id}' title='open for {age}'>"
-        + "".join(f"<td>{escape(cell)}</td>" for cell in cells)
-        + "</tr>"
-    )
+def _page(registry: ConnectionRegistry) -> str:
+    snapshot = json.dumps(live.message(live.snapshot(registry), time.monotonic()))
+    # Inside <script>, only "</" could end it early: "<" is written as its JSON escape.
+    return PAGE.replace("__INITIAL__", snapshot.replace("<", "\\u003c"))

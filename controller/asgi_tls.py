@@ -131,7 +131,7 @@ class ConnectionScopeMiddleware:
         if not connection.cleartext:  # the extension is for TLS connections only (asgiref specs/tls.rst)
             extensions.setdefault("tls", connection.tls)  # a server that fills it itself knows best
         http_scope = cast(HTTPScope, scope)  # an http or websocket scope: both have these
-        span = connection.begin_stream(http_scope["path"], http_scope["http_version"])
+        span = connection.begin_stream(http_scope["path"], http_scope["http_version"], http_scope["query_string"])
         switch_side = self._through_proxy(connection, http_scope)
         if switch_side is None:
             extensions[CONNECTION_EXTENSION] = {"connection": connection, "stream": span.number, "refusal": None}
@@ -176,7 +176,7 @@ class ConnectionScopeMiddleware:
             via, forwarded.connection, forwarded.peer, identified.switch, forwarded.alpn, forwarded.tls_version
         )
         seen_as.upstream.add(connection.id)
-        span = seen_as.begin_stream(scope["path"], scope["http_version"])
+        span = seen_as.begin_stream(scope["path"], scope["http_version"], scope["query_string"])
         return span, identified, forwarded.request or span.number
 
 

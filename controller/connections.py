@@ -4,9 +4,11 @@ carried, at most how many at once. Kept in memory and bounded; per-switch totals
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,8 +55,9 @@ class ControllerConnection:
     closed: float | None = None
     _totals: SwitchTotals | None = field(default=None, repr=False)
     _history: deque[StreamSpan] | None = field(default=None, repr=False)
+    _in_flight_spans: dict[int, StreamSpan] = field(default_factory=dict, repr=False)  # by number, for the live page
 
-    def begin_stream(self, path: str = "", http_version: str | None = None) -> StreamSpan:
+    def begin_stream(self, path: str = "", http_version: str | None = None, query: bytes = b"") -> StreamSpan:
         """Count a request that has started on this connection; its span says its number on the connection."""
         self.streams += 1
         self.in_flight += 1
@@ -64,7 +67,8 @@ class ControllerConnection:
         if self._totals is not None:
             self._totals.streams += 1
             self._totals.peak_in_flight = max(self._totals.peak_in_flight, self.in_flight)
-        span = StreamSpan(self, self.streams, path, time.monotonic())
+        span = StreamSpan(self, self.streams, path, time.monotonic(), query=query)
+        self._in_flight_spans[span.number] = span
         if self._history is not None:
             self._history.append(span)
         return span
@@ -72,6 +76,11 @@ class ControllerConnection:
     def end_stream(self, span: StreamSpan) -> None:
         self.in_flight -= 1
         span.ended = time.monotonic()
+        self._in_flight_spans.pop(span.number, None)
+
+    def spans_in_flight(self) -> list[StreamSpan]:
+        """Its requests not yet answered, oldest first."""
+        return list(self._in_flight_spans.values())
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -105,6 +114,7 @@ class StreamSpan:
     path: str
     started: float
     ended: float | None = None  # None while in flight
+    query: bytes = b""  # as it came (the live page reads a ping's interval from it)
 
 
 @dataclass
@@ -180,6 +190,15 @@ class ConnectionRegistry:
     def spans(self) -> list[StreamSpan]:
         """The most recent streams of every connection, oldest first."""
         return list(self._spans)
+
+    def latest_spans(self, count: int) -> Iterator[StreamSpan]:
+        """At most the ``count`` most recent streams, newest first, without copying the history."""
+        return itertools.islice(reversed(self._spans), count)
+
+    @property
+    def streams_total(self) -> int:
+        """Every stream of every switch since the start."""
+        return sum(totals.streams for totals in self._totals.values())
 
     def totals(self) -> dict[str, SwitchTotals]:
         return dict(sorted(self._totals.items()))

@@ -207,15 +207,21 @@ async def serve(
     if not admin_sockets:
         await main
         return
+    closing = asyncio.Event()
+
+    async def admin_shutdown() -> None:
+        await shutdown_trigger()
+        closing.set()
+
     admin_config = HypercornConfig()
     admin_config.graceful_timeout = cfg.graceful_timeout_s
     admin_config.errorlog = logging.getLogger("hypercorn.error")
     admin_config.accesslog = None
     admin = worker_serve(
-        wrap_app(create_admin_app(cfg, registry, metrics), admin_config.wsgi_max_body_size, "asgi"),
+        wrap_app(create_admin_app(cfg, registry, metrics, closing), admin_config.wsgi_max_body_size, "asgi"),
         admin_config,
         sockets=Sockets(secure_sockets=[], insecure_sockets=list(admin_sockets), quic_sockets=[]),
-        shutdown_trigger=shutdown_trigger,
+        shutdown_trigger=admin_shutdown,
     )
     async with asyncio.TaskGroup() as group:
         group.create_task(main)
