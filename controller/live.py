@@ -42,6 +42,7 @@ class OpenConnection:
     id: int
     switch: str | None
     peer: str
+    via: str | None  # a trusted proxy that told us of it: its close is never known, so it stays open here
     alpn: str | None
     tls_version: str | None
     streams: int
@@ -137,7 +138,7 @@ async def events(registry: ConnectionRegistry, closing: asyncio.Event) -> AsyncI
 
 def _open(connection: ControllerConnection) -> OpenConnection:
     return OpenConnection(
-        id=connection.id, switch=connection.switch, peer=connection.peer, alpn=connection.alpn,
+        id=connection.id, switch=connection.switch, peer=connection.peer, via=connection.via, alpn=connection.alpn,
         tls_version=connection.tls_version, streams=connection.streams, opened_s=connection.opened,
         in_flight=tuple(InFlight(span.number, span.path, _interval(span), span.started)
                         for span in connection.spans_in_flight()),

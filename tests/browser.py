@@ -9,6 +9,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -33,7 +34,7 @@ def chromium() -> str:
 
 def dump_dom(url: str, *extra: str, timeout_s: float = 90) -> str:
     """The DOM as Chromium has it once the page has loaded (and run its scripts), serialised."""
-    with tempfile.TemporaryDirectory(prefix="dialout-chromium-") as profile:
+    with tempfile.TemporaryDirectory(prefix="dialout-chromium-", ignore_cleanup_errors=True) as profile:
         done = subprocess.run(
             [chromium(), *FLAGS, f"--user-data-dir={profile}", *extra, "--dump-dom", url],
             capture_output=True, text=True, timeout=timeout_s, check=False,
@@ -88,12 +89,13 @@ class Page:
         # The browser's ends go to fds 3 and 4 by bash's redirections (dash's take one digit only), from numbers
         # above any they could clash with (dup2 onto 3 while 3 is the other end would lose it).
         high_r, high_w = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser_r, from_browser_w))
-        with tempfile.TemporaryDirectory(prefix="dialout-chromium-") as profile:
+        # Chromium's helpers (renderers, crash handler) may still be writing to the profile when it is removed.
+        with tempfile.TemporaryDirectory(prefix="dialout-chromium-", ignore_cleanup_errors=True) as profile:
             process = subprocess.Popen(
                 ["/bin/bash", "-c", f'exec "$0" "$@" 3<&{high_r} 4>&{high_w} {high_r}<&- {high_w}>&-', chromium(),
                  *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
                 pass_fds=(high_r, high_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True,  # its helpers in its group, to end them all
             )  # fmt: skip
             for fd in (to_browser_r, from_browser_w, high_r, high_w):  # the browser's ends are its own now
                 os.close(fd)
@@ -112,9 +114,12 @@ class Page:
                     page.call("Browser.close", timeout_s=10)
                 os.close(to_browser_w)
                 os.close(from_browser_r)
-                if process.poll() is None:
-                    process.kill()
-                process.wait(timeout=30)
+                try:
+                    process.wait(timeout=30)  # Browser.close answers first, then the browser shuts down
+                finally:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)  # whatever of it is left
+                    process.wait(timeout=30)
 
     def call(self, method: str, timeout_s: float = 60, **params: Any) -> dict[str, Any]:
         """Send one command (to the page once attached) and return its result; events on the way are noted."""
