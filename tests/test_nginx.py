@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -101,6 +102,13 @@ def test_seed_through_nginx_is_multiplexed_and_both_views_agree(behind_nginx: tu
     assert record["closed_at"] is None  # a proxy cannot tell when the switch's connection closed: not invented
     assert "closed_at" in record["unknown"]
     assert len(record["upstream_connections"]) >= 3  # nginx to us: HTTP/1.1, one request at a time on each
+    # the live page's first snapshot draws it as the switch's connection through nginx, not as nginx's own
+    page = httpx.get(f"{controller.admin_url}/", trust_env=False).text
+    initial = re.search(r'<script id="initial" type="application/json">(.*?)</script>', page, re.DOTALL)
+    assert initial is not None
+    [drawn] = [c for c in json.loads(initial.group(1))["open"] if c["id"] == record["id"]]
+    assert (drawn["switch"], drawn["via"]) == ("switch-1", PROXY)
+    assert drawn["streams"] >= record["streams"]  # and the switch's /diagnosis after it
 
 
 def test_contrast_through_nginx_is_three_connections(behind_nginx: tuple[ControllerProcess, Nginx]) -> None:
