@@ -44,6 +44,7 @@ from controller.pki import ensure_certs, generate_certs  # noqa: E402
 from sim_switch.client import run_scenario  # noqa: E402
 from sim_switch.fleet import run_fleet  # noqa: E402
 from sim_switch.fleet_report import fleet_json, judge_fleet  # noqa: E402
+from sim_switch.fleet_tally import tally  # noqa: E402
 from sim_switch.report import ping_error  # noqa: E402
 from sim_switch.tls import client_ssl_context  # noqa: E402
 
@@ -164,8 +165,9 @@ def memory_row(who: str, count: int, idle_busy: tuple[int, int]) -> Row:
 def fleet_row(url: str, certs: Path, fleet: Fleet) -> Row:
     scenario = Scenario("fleet", fleet)
     result = asyncio.run(run_fleet(scenario, url, SwitchConfig(certs_dir=certs), lambda event: None))
-    verdict = judge_fleet(result)
-    report = fleet_json(result, verdict)
+    fleet_tally = tally(result)
+    verdict = judge_fleet(fleet_tally)
+    report = fleet_json(fleet_tally, verdict)
     handshake_ms = report["tls_handshake_s"].get("p50", 0.0) * 1000
     figure = (f"{result.wall_time_s:.2f} s wall, {report['pings_per_s']:.0f} pings/s, TLS p50 {handshake_ms:.1f} ms, "
               f"{report['failed']} errors")  # fmt: skip

@@ -32,17 +32,22 @@ from controller.config import (
 from controller.pki import PKIError, ensure_certs
 from controller.tls_files import check_other_half, switch_files
 from sim_switch.client import run_scenario
-from sim_switch.fleet import run_fleet
+from sim_switch.fleet import Shard, parse_shard, run_fleet
 from sim_switch.fleet_report import fleet_json, judge_fleet, render_fleet
+from sim_switch.fleet_tally import FleetTally, MergeError, merge, tally, tally_from_json
 from sim_switch.html_report import ReportFileError, check_report_path, fleet_html, run_html, write_report
 from sim_switch.report import render_event, render_summary, to_json, verdict_line
 from sim_switch.session import run_session
 from sim_switch.tls import switch_ssl_context
 from sim_switch.tracing import CONNECTION, DETAIL, REQUEST, SESSION, TraceEvent
 from sim_switch.verdict import judge
+from sim_switch.workers import WorkerError, run_in_workers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge"]:
+        return merge_main(argv[1:])
     args = _parse_args(argv)
     try:
         return _run(args)
@@ -70,6 +75,9 @@ def _run(args: argparse.Namespace) -> int:
             # A fleet's switches each get theirs in run_fleet; its first one stands for them in the checks here.
             ssl_context = switch_ssl_context(switch_files(cfg.switch, ids[0]))
             check_other_half(cfg, "switch", url, ids[0])
+        if (args.shard or args.workers) and not fleet:
+            raise ConfigError("--shard" if args.shard else "--workers",
+                              f"only a fleet scenario is split; {scenario.name!r} is {scenario.kind.mode}")  # fmt: skip
         if args.html is not None:
             check_report_path(args.html)  # before the run, not after it: a run is not lost to a bad name
     except (ConfigError, PKIError, ReportFileError) as exc:
@@ -111,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     per_connection = cfg.controller.max_concurrent_streams  # what our controller takes; httpcore caps it at 100
     match scenario.kind:
         case Fleet():
-            return _run_fleet(scenario, url, cfg.switch, show, per_connection, args.json, args.html)
+            return _run_fleet(scenario, url, cfg.switch, show, per_connection, args)
         case OneShot():
             run = run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show, cfg.switch.switch_id,
                                streams_per_connection=per_connection)  # fmt: skip
@@ -148,20 +156,68 @@ def _ensure_certs(cfg: Config, ids: list[str], quiet: bool) -> None:
 
 def _run_fleet(
     scenario: Scenario, url: str, switch: SwitchConfig, show: Callable[[TraceEvent], None], per_connection: int,
-    as_json: bool, html: Path | None,
+    args: argparse.Namespace,
 ) -> int:  # fmt: skip
+    shard: Shard | None = args.shard
+    assert isinstance(scenario.kind, Fleet)
+    switches = len(shard.take(scenario.kind.switch_ids())) if shard else scenario.kind.switches
+    workers = max(1, min(switches, args.workers or os.cpu_count() or 1))
     progress = Progress(sys.stderr)
     try:
-        result = asyncio.run(run_fleet(scenario, url, switch, show, progress, per_connection))
+        if workers == 1:
+            result = asyncio.run(run_fleet(scenario, url, switch, show, progress, per_connection, shard))
+            fleet_tally = tally(result)
+        else:
+            fleet_tally = run_in_workers(scenario, url, switch, per_connection, shard, workers, progress, args.verbose)
     except KeyboardInterrupt:
         print("sim_switch: interrupted", file=sys.stderr)
         return 1
+    except (WorkerError, MergeError) as exc:
+        print(f"sim_switch: {exc}", file=sys.stderr)
+        return 1
     progress.finish()
-    verdict = judge_fleet(result)
+    return _report_fleet(fleet_tally, shard is None, args.json, args.html)
+
+
+def _report_fleet(fleet_tally: FleetTally, whole: bool, as_json: bool, html: Path | None) -> int:
+    verdict = judge_fleet(fleet_tally, whole)
     if html is not None:
-        _write_html(html, fleet_html(result, verdict.line, verdict.ok, verdict.failures))
-    return _report(as_json, lambda: fleet_json(result, verdict), lambda: render_fleet(result, verdict),
+        _write_html(html, fleet_html(fleet_tally, verdict.line, verdict.ok, verdict.failures))
+    return _report(as_json, lambda: fleet_json(fleet_tally, verdict), lambda: render_fleet(fleet_tally, verdict),
                    verdict.ok, verdict.line)  # fmt: skip
+
+
+def merge_main(argv: Sequence[str]) -> int:
+    """``python -m sim_switch merge SHARD.json ...``: the fleet's report from its shards' ``--json``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sim_switch merge",
+        description="One fleet's summary, verdict and exit code from the --json of each of its shards (--shard I/N).",
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="SHARD.json")
+    parser.add_argument("--json", action="store_true", help="print one JSON object, as one run of the fleet would")
+    parser.add_argument("--html", type=Path, metavar="FILE", help="also write the fleet's HTML report")
+    args = parser.parse_args(argv)
+    try:
+        if args.html is not None:
+            check_report_path(args.html)
+        parts = [tally_from_json(_read_shard(path).get("tally"), str(path)) for path in args.files]
+        merged = merge(parts)
+    except (MergeError, ReportFileError) as exc:
+        print(f"sim_switch: merge: {exc}", file=sys.stderr)
+        return 2
+    return _report_fleet(merged, True, args.json, args.html)
+
+
+def _read_shard(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MergeError(f"{path}: {exc.strerror or exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MergeError(f"{path}: not the --json of a fleet run ({exc})") from exc
+    if not isinstance(data, dict):
+        raise MergeError(f"{path}: not the --json of a fleet run")
+    return data
 
 
 def _report(
@@ -239,8 +295,26 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="also write the run as one self-contained HTML page (a waterfall of every ping)",
     )
+    parser.add_argument("--shard", type=_shard_option, metavar="I/N",
+                        help="fleets: run shard I (0 to N-1) of N of the switches; merge the shards' --json with "
+                        "`python -m sim_switch merge`")  # fmt: skip
+    parser.add_argument("--workers", type=_workers_option, metavar="N",
+                        help="fleets: split the switches over N processes (default: one per CPU)")  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="show every httpcore step (on stderr with --json)")
     return parser.parse_args(argv)
+
+
+def _shard_option(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _workers_option(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of processes, at least 1, got {text!r}")
+    return int(text)
 
 
 if __name__ == "__main__":

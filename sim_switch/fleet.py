@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -22,11 +23,39 @@ from sim_switch.tracing import TraceEvent
 
 
 @dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (``--shard I/N``): every count-th switch, from the index-th on."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def take(self, ids: list[str]) -> list[str]:
+        return ids[self.index :: self.count]
+
+
+@dataclass(frozen=True)
 class FleetResult:
     scenario: Scenario
     controller_url: str
     runs: tuple[tuple[str, RunResult], ...]  # (switch id, its run), in id order
     wall_time_s: float
+    started_at: float = 0.0  # epoch seconds
+    cpu_s: float = 0.0  # this process's CPU time during the run
+    shard: Shard | None = None
+
+
+def parse_shard(text: str) -> Shard:
+    """``I/N`` with 0 <= I < N; ``ValueError`` with a message a user can act on."""
+    index, slash, count = text.partition("/")
+    if not slash or not index.isdigit() or not count.isdigit():
+        raise ValueError(f"must be I/N, e.g. 0/4 (shard 0 of 4), got {text!r}")
+    shard = Shard(int(index), int(count))
+    if shard.count < 1 or shard.index >= shard.count:
+        raise ValueError(f"I must be 0 to N-1 and N at least 1, got {text!r}")
+    return shard
 
 
 async def run_fleet(
@@ -36,21 +65,27 @@ async def run_fleet(
     emit: Callable[[TraceEvent], None],
     progress: Callable[[int, int], None] = lambda done, total: None,
     streams_per_connection: int = 100,
+    shard: Shard | None = None,
 ) -> FleetResult:
+    """The fleet's switches, or with ``shard`` that shard's (each keeps its start time in the whole fleet's
+    ramp-up)."""
     fleet = scenario.kind
     if not isinstance(fleet, Fleet):
         raise ValueError(f"scenario {scenario.name!r} is a {fleet.mode} scenario, not a fleet")
-    ids = fleet.switch_ids()
+    everyone = fleet.switch_ids()
+    ids = shard.take(everyone) if shard else everyone
+    place = {switch_id: index for index, switch_id in enumerate(everyone)}
     one_switch = dataclasses.replace(scenario, kind=OneShot((fleet.interval_s,) * fleet.pings))
     tls = urlsplit(controller_url).scheme == "https"  # in cleartext, switches present no certificate
     contexts = {switch_id: switch_ssl_context(switch_files(switch, switch_id)) if tls else None for switch_id in ids}
     loop = asyncio.get_running_loop()
-    started = loop.time()
+    started, started_at, cpu = loop.time(), time.time(), time.process_time()
     done = 0
 
-    async def one(index: int, switch_id: str) -> tuple[str, RunResult]:
+    async def one(switch_id: str) -> tuple[str, RunResult]:
         nonlocal done
-        await asyncio.sleep(max(0.0, started + index * fleet.ramp_up_s / len(ids) - loop.time()))
+        due = started + place[switch_id] * fleet.ramp_up_s / len(everyone)
+        await asyncio.sleep(max(0.0, due - loop.time()))
         run = await run_scenario(one_switch, controller_url, contexts[switch_id], switch.request_timeout_s, emit,
                                  switch_id, streams_per_connection, ask=False)  # fmt: skip
         done += 1
@@ -58,5 +93,6 @@ async def run_fleet(
         return switch_id, run
 
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(one(index, switch_id)) for index, switch_id in enumerate(ids)]
-    return FleetResult(scenario, controller_url, tuple(task.result() for task in tasks), loop.time() - started)
+        tasks = [group.create_task(one(switch_id)) for switch_id in ids]
+    return FleetResult(scenario, controller_url, tuple(task.result() for task in tasks), loop.time() - started,
+                       started_at, time.process_time() - cpu, shard)  # fmt: skip

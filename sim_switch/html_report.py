@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
 from controller.config import Schedule
-from sim_switch.fleet import FleetResult
+from sim_switch.fleet_tally import FleetTally
+from sim_switch.histograms import Histogram
 from sim_switch.report import ping_error, problem_lines, verdict_line
 from sim_switch.results import PingOutcome, PingResult, RunResult, format_interval, plural
 from sim_switch.tracing import DETAIL, ConnectionRecord, TraceEvent
@@ -113,30 +113,26 @@ def run_html(result: RunResult, verdict: Verdict, events: Sequence[TraceEvent]) 
     return _page(f"dialout {scenario.name}", body)
 
 
-def fleet_html(result: FleetResult, verdict_text: str, ok: bool, failures: Sequence[str]) -> str:
-    """The report of a fleet: distributions, not lanes (a thousand switches do not fit in lanes)."""
-    pings = [ping for _, run in result.runs for ping in run.pings]
-    answered = [ping for ping in pings if ping.ok]
-    handshakes = [c.handshake_s for _, run in result.runs for c in run.connections if c.handshake_s is not None]
-    per_switch = Counter(len(run.connections) for _, run in result.runs)
-    errors = Counter(ping_error(ping) or "" for ping in pings if not ping.ok)
-    subtitle = f"{len(result.runs)} switches against {result.controller_url}"
+def fleet_html(tally: FleetTally, verdict_text: str, ok: bool, failures: Sequence[str]) -> str:
+    """The report of a fleet: distributions, not lanes (a thousand switches do not fit in lanes). Drawn from its
+    tally, so a fleet run over workers or merged from shards has the same report."""
+    per_switch = sorted(tally.connections_per_switch.items())
+    errors = sorted(tally.errors_by_kind.items(), key=lambda item: -item[1])
+    subtitle = f"{tally.switches} switches against {tally.controller}"
     body = [
-        _header(f"dialout: fleet {result.scenario.name}", subtitle, verdict_text, ok, list(failures)),
+        _header(f"dialout: fleet {tally.scenario}", subtitle, verdict_text, ok, list(failures)),
         "<h2>Latency (request to end of answer)</h2>",
-        _histogram([ping.elapsed_s for ping in answered], "latency"),
+        _histogram(tally.latency, "latency"),
         "<h2>Overhead over the interval</h2>",
-        _histogram([ping.elapsed_s - ping.interval_s for ping in answered], "overhead"),
+        _histogram(tally.overhead, "overhead"),
         "<h2>TLS handshake per switch</h2>",
-        _histogram(handshakes, "handshake"),
+        _histogram(tally.handshake, "handshake"),
         "<h2>Connections per switch</h2>",
-        _table(("connections", "switches"), [(str(c), str(n)) for c, n in sorted(per_switch.items())], "per-switch"),
+        _table(("connections", "switches"), [(str(c), str(n)) for c, n in per_switch], "per-switch"),
         "<h2>Errors by kind</h2>",
-        _table(("pings", "error"), [(str(n), e) for e, n in errors.most_common()], "errors")
-        if errors
-        else "<p>none</p>",
+        _table(("pings", "error"), [(str(n), e) for e, n in errors], "errors") if errors else "<p>none</p>",
     ]
-    return _page(f"dialout fleet {result.scenario.name}", body)
+    return _page(f"dialout fleet {tally.scenario}", body)
 
 
 # --- pieces --------------------------------------------------------------------------------------------------
@@ -388,15 +384,14 @@ def _table(head: Sequence[str], rows: Sequence[tuple[str, ...]], name: str) -> s
     return f'<table class="{name}"><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head) + f"</tr>{cells}</table>"
 
 
-def _histogram(values: Sequence[float], name: str, bins: int = 40) -> str:
-    if not values:
+def _histogram(histogram: Histogram, name: str, bins: int = 40) -> str:
+    if not histogram.count:
         return "<p>no values</p>"
-    ordered = sorted(values)
-    low, high = ordered[0], ordered[-1]
+    low, high = histogram.min, histogram.max
     width = (high - low) / bins or 1e-9
     counts = [0] * bins
-    for value in ordered:
-        counts[min(bins - 1, int((value - low) / width))] += 1
+    for value, count in histogram.buckets():
+        counts[min(bins - 1, max(0, int((value - low) / width)))] += count
     plot_w, plot_h, left = 720.0, 160.0, 50.0
     tallest = max(counts)
     bars = "".join(
@@ -405,7 +400,7 @@ def _histogram(values: Sequence[float], name: str, bins: int = 40) -> str:
         f"{(low + i * width) * 1000:.1f} and {(low + (i + 1) * width) * 1000:.1f} ms</title></rect>"
         for i, c in enumerate(counts)
     )
-    marks = {f"p{int(p * 100)}": ordered[min(len(ordered) - 1, int(p * len(ordered)))] for p in (0.5, 0.9, 0.99)}
+    marks = {mark: value for mark, value in histogram.marks().items() if mark != "max"}
     lines = "".join(
         f'<line class="pct" x1="{left + (v - low) / (width * bins) * plot_w:.1f}" y1="14" '
         f'x2="{left + (v - low) / (width * bins) * plot_w:.1f}" y2="{20 + plot_h:.0f}"/>'
@@ -414,7 +409,7 @@ def _histogram(values: Sequence[float], name: str, bins: int = 40) -> str:
     )
     axis = (f'<text x="{left}" y="{plot_h + 36:.0f}">{low * 1000:.1f} ms</text>'
             f'<text x="{left + plot_w - 60}" y="{plot_h + 36:.0f}">{high * 1000:.1f} ms</text>')  # fmt: skip
-    table = _table(("n", *marks, "max"), [(str(len(ordered)), *(f"{v * 1000:.1f} ms" for v in marks.values()),
+    table = _table(("n", *marks, "max"), [(str(histogram.count), *(f"{v * 1000:.1f} ms" for v in marks.values()),
                                            f"{high * 1000:.1f} ms")], f"{name}-percentiles")  # fmt: skip
     return (f'<svg xmlns="http://www.w3.org/2000/svg" class="histogram {name}" width="{left + plot_w + 20:.0f}" '
             f'height="{plot_h + 44:.0f}">{bars}{lines}{axis}</svg>{table}')  # fmt: skip

@@ -11,6 +11,7 @@ from controller.config import ConfigError, ControllerConfig, Fleet, Scenario, Sw
 from controller.pki import ensure_certs, generate_certs
 from sim_switch.fleet import run_fleet
 from sim_switch.fleet_report import fleet_json, judge_fleet, render_fleet
+from sim_switch.fleet_tally import tally
 from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, run_controller, write_config
 from tests.test_cli import run_module
@@ -28,17 +29,18 @@ async def test_a_small_fleet_gets_one_connection_per_switch(tmp_path: Path) -> N
         result = await run_fleet(FLEET_SCENARIO, running.url, SwitchConfig(certs_dir=tmp_path),
                                  lambda event: None, lambda done, total: progress.append((done, total)))  # fmt: skip
         seen = {record.switch for record in running.registry.connections()}
-    verdict = judge_fleet(result)
+    fleet_tally = tally(result)
+    verdict = judge_fleet(fleet_tally)
     assert verdict.ok, verdict.failures
     assert [switch for switch, _ in result.runs] == ["fleet-01", "fleet-02", "fleet-03", "fleet-04", "fleet-05"]
     assert seen == set(FLEET.switch_ids())  # the controller knew each by its own certificate
-    report = fleet_json(result, verdict)
+    report = fleet_json(fleet_tally, verdict)
     assert (report["switches"], report["sent"], report["answered_ok"], report["failed"]) == (5, 15, 15, 0)
     assert report["connections_per_switch"] == {"1": 5}
     assert set(report["latency_s"]) == {"p50", "p90", "p99", "max"}
     assert report["tls_handshake_s"]["max"] > 0
     assert progress[-1] == (5, 5)
-    assert "connections per switch: 5 switches on 1" in render_fleet(result, verdict)
+    assert "connections per switch: 5 switches on 1" in render_fleet(fleet_tally, verdict)
     assert verdict.line.startswith("FLEET OK: 5 switches x 3 pings, 15 ok, 0 failed")
 
 
@@ -48,9 +50,9 @@ async def test_a_fleet_the_controller_does_not_know_fails_with_errors_by_kind(tm
     async with run_controller(ControllerConfig(certs_dir=tmp_path, switches=("switch-1",))) as running:
         result = await run_fleet(FLEET_SCENARIO, running.url, SwitchConfig(certs_dir=tmp_path),
                                  lambda event: None)  # fmt: skip
-    verdict = judge_fleet(result)
+    verdict = judge_fleet(tally(result))
     assert not verdict.ok
-    assert fleet_json(result, verdict)["errors_by_kind"] == {"HTTP 403": 15}
+    assert fleet_json(tally(result), verdict)["errors_by_kind"] == {"HTTP 403": 15}
     assert verdict.line.startswith("FLEET FAILED: 5 switches x 3 pings, 0 ok, 15 failed")
 
 
