@@ -47,6 +47,7 @@ from sim_switch.fleet_report import fleet_json, judge_fleet  # noqa: E402
 from sim_switch.fleet_tally import tally  # noqa: E402
 from sim_switch.report import ping_error  # noqa: E402
 from sim_switch.tls import client_ssl_context  # noqa: E402
+from sim_switch.workers import run_in_workers  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -162,17 +163,26 @@ def memory_row(who: str, count: int, idle_busy: tuple[int, int]) -> Row:
                f"{per_stream:.1f} KiB ({idle:,} -> {busy:,} KiB)", None, "<= 20 KiB", per_stream <= 20)  # fmt: skip
 
 
-def fleet_row(url: str, certs: Path, fleet: Fleet) -> Row:
-    scenario = Scenario("fleet", fleet)
-    result = asyncio.run(run_fleet(scenario, url, SwitchConfig(certs_dir=certs), lambda event: None))
-    fleet_tally = tally(result)
-    verdict = judge_fleet(fleet_tally)
-    report = fleet_json(fleet_tally, verdict)
-    handshake_ms = report["tls_handshake_s"].get("p50", 0.0) * 1000
-    figure = (f"{result.wall_time_s:.2f} s wall, {report['pings_per_s']:.0f} pings/s, TLS p50 {handshake_ms:.1f} ms, "
-              f"{report['failed']} errors")  # fmt: skip
+def fleet_rows(rows: Table, url: str, certs: Path, fleet: Fleet) -> None:
+    """The fleet in this process (--workers 1), then over 2 worker processes, and the ratio of the two."""
+    scenario, switch = Scenario("fleet", fleet), SwitchConfig(certs_dir=certs)
     name = f"fleet: {fleet.switches} switches x {fleet.pings} pings at {fleet.interval_s:g} s"
-    return Row(name, figure, result.wall_time_s / fleet.interval_s, "error-free", report["failed"] == 0)
+    walls = {}
+    for workers in (1, 2):
+        if workers == 1:
+            fleet_tally = tally(asyncio.run(run_fleet(scenario, url, switch, lambda event: None)))
+        else:
+            fleet_tally = run_in_workers(scenario, url, switch, 100, None, workers, lambda done, total: None, False)
+        report = fleet_json(fleet_tally, judge_fleet(fleet_tally))
+        handshake_ms = report["tls_handshake_s"].get("p50", 0.0) * 1000
+        cpu = fleet_tally.cpu_s / fleet_tally.wall_time_s / workers
+        figure = (f"{fleet_tally.wall_time_s:.2f} s wall, {report['pings_per_s']:.0f} pings/s, TLS p50 "
+                  f"{handshake_ms:.1f} ms, {report['failed']} errors, switch CPU {cpu:.0%} per worker")  # fmt: skip
+        walls[workers] = fleet_tally.wall_time_s
+        rows.append(Row(f"{name}, --workers {workers}", figure, fleet_tally.wall_time_s / fleet.interval_s,
+                        "error-free", report["failed"] == 0))  # fmt: skip
+    rows.append(Row(f"{name}: wall, --workers 2 / --workers 1", f"{walls[2]:.2f} / {walls[1]:.2f} s",
+                    walls[2] / walls[1], "(what a second core buys)", None))  # fmt: skip
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -247,6 +257,7 @@ def memory_rows(rows: Table, url: str, certs: Path, pid: int, depth: int) -> Non
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny counts, to check that everything runs")
+    parser.add_argument("--fleet-only", action="store_true", help="only the fleet rows")
     args = parser.parse_args()
     counts = SMOKE if args.smoke else FULL
     h2load = ensure_h2load()
@@ -264,11 +275,12 @@ def main() -> int:
             url = f"https://127.0.0.1:{port}"
             # Memory first: Python keeps the heap it grew, so a process that has already held many requests at
             # once would hold 1000 more in memory it has, and show next to nothing per stream.
-            memory_rows(rows, url, certs, pid, counts.depth)
-            h2load_rate = controller_rows(rows, h2load, port, bare_port, counts)
-            depth_rows(rows, url, certs, counts.depth)
-            switch_rows(rows, url, certs, counts, h2load_rate)
-            rows.append(fleet_row(url, certs, counts.fleet))
+            if not args.fleet_only:
+                memory_rows(rows, url, certs, pid, counts.depth)
+                h2load_rate = controller_rows(rows, h2load, port, bare_port, counts)
+                depth_rows(rows, url, certs, counts.depth)
+                switch_rows(rows, url, certs, counts, h2load_rate)
+            fleet_rows(rows, url, certs, counts.fleet)
     return 0
 
 
