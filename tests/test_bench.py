@@ -21,7 +21,10 @@ def test_bench_smoke_prints_its_table() -> None:
     assert any(name.startswith("app alone in process") for name in names)
     assert any(name.startswith("sim-switch RSS per in-flight stream") for name in names)
     fleet = [line for line in lines[1:] if line.startswith("fleet: 20 switches")]
-    assert len(fleet) == 1
-    assert "0 errors" in fleet[0]
-    assert fleet[0].endswith("error-free (met)")
+    runs = [line for line in fleet if "error-free" in line]
+    assert len(runs) == 2
+    assert ", --workers 1 " in runs[0]
+    assert ", --workers 2 " in runs[1]
+    assert all("0 errors" in line and line.endswith("error-free (met)") for line in runs)
+    assert any("--workers 2 / --workers 1" in line for line in fleet)
     assert all(any(unit in line for unit in ("req/s", "pings/s", "wall", "KiB", "us CPU")) for line in lines[1:])
