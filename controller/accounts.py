@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from quart import Quart, Response, jsonify, request
+
 from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
 from controller.diagnosis import WindowError, diagnose, limits_of, parse_window
@@ -32,3 +34,16 @@ def diagnosis_answer(cfg: ControllerConfig, registry: ConnectionRegistry, args: 
         return {"error": str(exc)}, 400
     found = diagnose(registry.connections(), registry.spans(), limits_of(cfg), window, args.get("switch"))
     return {"switches": [diagnosis_json(one) for one in found]}, 200
+
+
+def serve_accounts(app: Quart, cfg: ControllerConfig, registry: ConnectionRegistry) -> None:
+    """``GET /connections`` and ``GET /diagnosis`` on ``app``: the TLS port's app and the admin listener's."""
+
+    @app.get("/connections")
+    async def connections() -> Response:
+        return jsonify(connections_answer(registry, request.args.get("switch")))
+
+    @app.get("/diagnosis")
+    async def diagnosis() -> tuple[Response, int]:
+        answer, status = diagnosis_answer(cfg, registry, request.args)
+        return jsonify(answer), status

@@ -14,10 +14,10 @@ import json
 import time
 from importlib.resources import files
 
-from quart import Quart, Response, jsonify, request
+from quart import Quart, Response
 
 from controller import live
-from controller.accounts import connections_answer, diagnosis_answer
+from controller.accounts import serve_accounts
 from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
 from controller.metrics import Metrics
@@ -44,14 +44,7 @@ def create_admin_app(
         response.timeout = None  # Quart ends a response after 60 s by default; this one lasts while the page is open
         return response
 
-    @app.get("/connections")
-    async def connections() -> Response:
-        return jsonify(connections_answer(registry, request.args.get("switch")))
-
-    @app.get("/diagnosis")
-    async def diagnosis() -> tuple[Response, int]:
-        answer, status = diagnosis_answer(cfg, registry, request.args)
-        return jsonify(answer), status
+    serve_accounts(app, cfg, registry)
 
     @app.get("/metrics")
     async def metrics_text() -> Response:

@@ -17,7 +17,7 @@ from typing import Any
 from quart import Quart, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from controller.accounts import connections_answer, diagnosis_answer
+from controller.accounts import serve_accounts
 from controller.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
 from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry, ControllerConnection, format_address, utc_now
@@ -114,14 +114,7 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry, metrics: Met
                 metrics.answered(response.status_code, None)
             return response
 
-    @app.get("/connections")
-    async def connections() -> Response:
-        return jsonify(connections_answer(registry, request.args.get("switch")))
-
-    @app.get("/diagnosis")
-    async def diagnosis() -> tuple[Response, int]:
-        answer, status = diagnosis_answer(cfg, registry, request.args)
-        return jsonify(answer), status
+    serve_accounts(app, cfg, registry)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> tuple[Response, int]:
