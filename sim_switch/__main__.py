@@ -32,7 +32,7 @@ from controller.config import (
 from controller.pki import PKIError, ensure_certs
 from controller.tls_files import check_other_half, switch_files
 from sim_switch.client import run_scenario
-from sim_switch.fleet import Shard, parse_shard, run_fleet
+from sim_switch.fleet import Shard, parse_shard, run_fleet, switches_of
 from sim_switch.fleet_report import fleet_json, judge_fleet, render_fleet
 from sim_switch.fleet_tally import FleetTally, MergeError, merge, tally, tally_from_json
 from sim_switch.html_report import ReportFileError, check_report_path, fleet_html, run_html, write_report
@@ -160,8 +160,7 @@ def _run_fleet(
 ) -> int:  # fmt: skip
     shard: Shard | None = args.shard
     assert isinstance(scenario.kind, Fleet)
-    switches = len(shard.take(scenario.kind.switch_ids())) if shard else scenario.kind.switches
-    workers = max(1, min(switches, args.workers or os.cpu_count() or 1))
+    workers = max(1, min(len(switches_of(scenario.kind, shard)), args.workers or os.cpu_count() or 1))
     progress = Progress(sys.stderr)
     try:
         if workers == 1:

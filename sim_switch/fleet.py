@@ -42,9 +42,15 @@ class FleetResult:
     controller_url: str
     runs: tuple[tuple[str, RunResult], ...]  # (switch id, its run), in id order
     wall_time_s: float
-    started_at: float = 0.0  # epoch seconds
-    cpu_s: float = 0.0  # this process's CPU time during the run
-    shard: Shard | None = None
+    started_at: float  # epoch seconds
+    cpu_s: float  # this process's CPU time during the run
+    shard: Shard | None
+
+
+def switches_of(fleet: Fleet, shard: Shard | None) -> list[str]:
+    """The ids of the switches a run of ``fleet`` runs: all of them, or ``shard``'s."""
+    everyone = fleet.switch_ids()
+    return shard.take(everyone) if shard else everyone
 
 
 def parse_shard(text: str) -> Shard:
@@ -73,7 +79,7 @@ async def run_fleet(
     if not isinstance(fleet, Fleet):
         raise ValueError(f"scenario {scenario.name!r} is a {fleet.mode} scenario, not a fleet")
     everyone = fleet.switch_ids()
-    ids = shard.take(everyone) if shard else everyone
+    ids = switches_of(fleet, shard)
     place = {switch_id: index for index, switch_id in enumerate(everyone)}
     one_switch = dataclasses.replace(scenario, kind=OneShot((fleet.interval_s,) * fleet.pings))
     tls = urlsplit(controller_url).scheme == "https"  # in cleartext, switches present no certificate

@@ -19,7 +19,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from controller.config import Fleet, Scenario, SwitchConfig
-from sim_switch.fleet import Shard, run_fleet
+from sim_switch.fleet import Shard, run_fleet, switches_of
 from sim_switch.fleet_tally import FleetTally, merge, tally, tally_from_json, tally_json
 from sim_switch.report import render_event
 from sim_switch.tracing import TraceEvent
@@ -43,7 +43,7 @@ def run_in_workers(
     """The tally of this run (the whole fleet, or ``shard`` of it) over ``workers`` processes."""
     fleet = scenario.kind
     assert isinstance(fleet, Fleet), "only a fleet is split over workers"
-    total = len(shard.take(fleet.switch_ids())) if shard else fleet.switches
+    total = len(switches_of(fleet, shard))
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads and an event loop
     pipes: dict[Connection, BaseProcess] = {}
     for part in worker_shards(shard, workers):
