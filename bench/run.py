@@ -170,9 +170,9 @@ def fleet_rows(rows: Table, url: str, certs: Path, fleet: Fleet) -> None:
     walls = {}
     for workers in (1, 2):
         if workers == 1:
-            fleet_tally = tally(asyncio.run(run_fleet(scenario, url, switch, lambda event: None)))
+            fleet_tally = tally(asyncio.run(run_fleet(scenario, (url,), switch, lambda event: None)))
         else:
-            fleet_tally = run_in_workers(scenario, url, switch, 100, None, workers, lambda done, total: None, False)
+            fleet_tally = run_in_workers(scenario, (url,), switch, 100, None, workers, lambda done, total: None, False)
         report = fleet_json(fleet_tally, judge_fleet(fleet_tally))
         handshake_ms = report["tls_handshake_s"].get("p50", 0.0) * 1000
         cpu = fleet_tally.cpu_s / fleet_tally.wall_time_s / workers

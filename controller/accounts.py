@@ -3,6 +3,7 @@ the same answers on the TLS port and on the admin listener."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,9 @@ from controller.sentences import diagnosis_json
 
 
 def connections_answer(registry: ConnectionRegistry, switch: str | None) -> dict[str, Any]:
+    """``cpu_s``: this process's CPU time so far, so that a fleet can tell which side of a run was CPU-bound."""
     return {
+        "cpu_s": round(time.process_time(), 6),
         "connections": [connection.to_json() for connection in registry.connections(switch)],
         "switches": {
             name: {"connections": t.connections, "streams": t.streams, "peak_in_flight": t.peak_in_flight}

@@ -25,9 +25,10 @@ from controller.config_schema import build, read_settings, setting, subsection
 from controller.config_yaml import line_of, load_yaml
 
 __all__ = [
-    "HTTP_VERSIONS", "Config", "ConfigError", "ControllerConfig", "ControllerTLS", "Expectation", "Fleet", "Listener",
-    "OneShot", "ReconnectPolicy", "Request", "RetryPolicy", "Scenario", "ScenarioKind", "ScenarioMode", "Schedule",
-    "StreamPolicy", "SwitchConfig", "SwitchTLS", "ViewPolicy", "check_controller_url", "load_config", "parse_config",
+    "HTTP_VERSIONS", "Config", "ConfigError", "ControllerConfig", "ControllerTLS", "Expectation", "Fleet", "Keepalive",
+    "Listener", "OneShot", "ReconnectPolicy", "Request", "RetryPolicy", "Scenario", "ScenarioKind", "ScenarioMode",
+    "Schedule", "Spread", "StartWith", "StreamPolicy", "SwitchConfig", "SwitchTLS", "ViewPolicy",
+    "check_controller_url", "load_config", "parse_config",
 ]  # fmt: skip
 
 DEFAULT_PORT = 8443
@@ -159,16 +160,52 @@ class SwitchTLS:
         return SwitchTLS(*(Path(str(path).replace("{id}", switch_id)) for path in (self.cert, self.key, self.ca)))
 
 
+class StartWith(StrEnum):
+    """``switch.start_with``: which of ``switch.controllers`` a session dials first, and first again after it lost
+    its link (RFC 8071 section 4.1; ietf-netconf-server's ``start-with``). A dial that fails moves to the next."""
+
+    FIRST_LISTED = "first-listed"
+    LAST_CONNECTED = "last-connected"
+    RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    """``switch.keepalive``: how soon a controller that went silent (no FIN, no RST) is noticed.
+
+    Both TCP keepalive on every socket (for a peer whose packets are dropped) and, in a persistent session, a ping
+    of 0 s on the same connection once nothing has been heard for ``idle_s`` while pings are out (for a peer whose
+    TCP stack still answers but which forwards nothing, e.g. a stalled proxy). Either way a dead controller is
+    noticed within ``bound_s``."""
+
+    idle_s: float = setting(field.positive_number, 5.0)  # silence before the first probe
+    interval_s: float = setting(field.positive_number, 1.0)  # between TCP probes
+    count: int = setting(field.int_range(1, 100), 3)  # TCP probes unanswered before the connection is dead
+
+    @property
+    def bound_s(self) -> float:
+        return self.idle_s + self.interval_s * self.count
+
+
 @dataclass(frozen=True)
 class SwitchConfig:
     switch_id: str = setting(field.switch_id, "switch-1", key="id")
     # Default: https://localhost:<controller.port>
     controller_url: str = setting(field.string, f"https://localhost:{DEFAULT_PORT}")
+    # Several controllers instead of controller_url: a session fails over among them, a fleet spreads over them.
+    controllers: tuple[str, ...] = setting(field.string_list, ())
+    start_with: StartWith = setting(field.choice(StartWith), StartWith.FIRST_LISTED)
+    keepalive: Keepalive = subsection(Keepalive, Keepalive())
     certs_dir: Path = setting(field.file_path, Path("certs"), relative=True)
     request_timeout_s: float = setting(field.positive_number, DEFAULT_REQUEST_TIMEOUT_S)
     reconnect: ReconnectPolicy = subsection(ReconnectPolicy, ReconnectPolicy())
     retry: RetryPolicy = setting(field.choice(RetryPolicy), RetryPolicy.SAFE)
     tls: SwitchTLS | None = subsection(SwitchTLS, None)
+
+    @property
+    def controller_urls(self) -> tuple[str, ...]:
+        """Where this switch dials: ``controllers``, or the one ``controller_url``."""
+        return self.controllers or (self.controller_url,)
 
 
 class ViewPolicy(StrEnum):
@@ -183,6 +220,13 @@ class StreamPolicy(StrEnum):
 
     QUEUE = "queue"  # wait for a free stream
     SPILL = "spill"  # open another connection
+
+
+class Spread(StrEnum):
+    """``fleet.spread``: which of ``switch.controllers`` each switch of a fleet dials."""
+
+    HASH = "hash"  # by a hash of its id: the same controller whatever the fleet's size or shard
+    ROUND_ROBIN = "round-robin"  # switch n dials controller n mod the list's length: even counts
 
 
 class ScenarioMode(StrEnum):
@@ -258,6 +302,7 @@ class Fleet:
     interval_s: float = setting(field.number_at_least_0)
     id_pattern: str = setting(field.string, "fleet-{n:04d}")  # str.format with n = 1, 2, ...
     ramp_up_s: float = setting(field.number_at_least_0, 0.0)
+    spread: Spread = setting(field.choice(Spread), Spread.HASH)
 
     def switch_ids(self) -> list[str]:
         return [self.id_pattern.format(n=n) for n in range(1, self.switches + 1)]
@@ -393,8 +438,17 @@ def _is_network(text: str) -> bool:
 
 def _parse_switch(data: object, base_dir: Path, controller: ControllerConfig) -> SwitchConfig:
     values = read_settings(SwitchConfig, data, "switch", base_dir)
+    if "controller_url" in values and values.get("controllers"):
+        raise ConfigError("switch.controllers", "give controller_url (one controller) or controllers (a list), "
+                          "not both")  # fmt: skip
+    if "controllers" in values and not values["controllers"]:
+        raise ConfigError("switch.controllers", "must list at least one controller URL")
     values.setdefault("controller_url", f"https://localhost:{controller.port}")
     check_controller_url(values["controller_url"], "switch.controller_url")
+    for index, url in enumerate(values.get("controllers", ())):
+        check_controller_url(url, f"switch.controllers[{index}]")
+    if len(set(values.get("controllers", ()))) != len(values.get("controllers", ())):
+        raise ConfigError("switch.controllers", "lists a controller twice")
     switch = SwitchConfig(**values)
     policy = switch.reconnect
     if policy.max_s < policy.initial_s:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -48,6 +48,7 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
         self.registry.register(_Connections(connections))
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, resident memory, open fds
 
     def answered(self, status: int, late_s: float | None) -> None:
         self._pings.labels(str(status)).inc()

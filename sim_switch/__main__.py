@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import os
+import random
+import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +33,9 @@ from controller.config import (
 )
 from controller.pki import PKIError, ensure_certs
 from controller.tls_files import check_other_half, switch_files
+from sim_switch.bottleneck import CpuShares, cpu_shares, read_controller_cpu
 from sim_switch.client import run_scenario
+from sim_switch.destinations import Destinations
 from sim_switch.fleet import Shard, parse_shard, run_fleet, switches_of
 from sim_switch.fleet_report import fleet_json, judge_fleet, render_fleet
 from sim_switch.fleet_tally import FleetTally, MergeError, merge, tally, tally_from_json
@@ -63,18 +67,22 @@ def _run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
         scenario = cfg.scenario(args.scenario)
-        url = args.url or cfg.switch.controller_url
+        urls = (args.url,) if args.url else cfg.switch.controller_urls
         if args.url:
             check_controller_url(args.url, "--url")
+        # A one-shot run dials one controller: the one start_with picks. Sessions fail over; fleets spread.
+        url = Destinations(urls, cfg.switch.start_with, random.random).current
         fleet = isinstance(scenario.kind, Fleet)
         ids = scenario.kind.switch_ids() if isinstance(scenario.kind, Fleet) else [cfg.switch.switch_id]
         ssl_context = None  # an http:// URL: cleartext, no certificate to present or check
         if urlsplit(url).scheme == "https":
             if cfg.switch.tls is None:  # the user's own PKI is never touched
-                _ensure_certs(cfg, ids, quiet=fleet)
+                # A fleet asks its controllers for their CPU time as the config's own switch, not one of the fleet.
+                _ensure_certs(cfg, [*ids, cfg.switch.switch_id] if fleet else ids, quiet=fleet)
             # A fleet's switches each get theirs in run_fleet; its first one stands for them in the checks here.
             ssl_context = switch_ssl_context(switch_files(cfg.switch, ids[0]))
-            check_other_half(cfg, "switch", url, ids[0])
+            for each in urls:
+                check_other_half(cfg, "switch", each, ids[0])
         if (args.shard or args.workers) and not fleet:
             raise ConfigError("--shard" if args.shard else "--workers",
                               f"only a fleet scenario is split; {scenario.name!r} is {scenario.kind.mode}")  # fmt: skip
@@ -113,18 +121,19 @@ def _run(args: argparse.Namespace) -> int:
             trace_stream = None
 
     if not args.json:
-        print(f"scenario {scenario.name}: {_describe(scenario)} to {url} as {cfg.switch.switch_id}, "
+        to = url if isinstance(scenario.kind, OneShot) else " | ".join(urls)
+        print(f"scenario {scenario.name}: {_describe(scenario)} to {to} as {cfg.switch.switch_id}, "
               f"{'HTTP/2 (ALPN h2, http/1.1)' if scenario.http2 else 'HTTP/1.1 only (ALPN http/1.1)'}",
               flush=True)  # fmt: skip
     per_connection = cfg.controller.max_concurrent_streams  # what our controller takes; httpcore caps it at 100
     match scenario.kind:
         case Fleet():
-            return _run_fleet(scenario, url, cfg.switch, show, per_connection, args)
+            return _run_fleet(scenario, urls, cfg.switch, show, per_connection, args, _asking(cfg, ssl_context))
         case OneShot():
             run = run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show, cfg.switch.switch_id,
                                streams_per_connection=per_connection)  # fmt: skip
         case Schedule():
-            run = run_session(scenario, url, ssl_context, cfg.switch, show, streams_per_connection=per_connection)
+            run = run_session(scenario, urls, ssl_context, cfg.switch, show, streams_per_connection=per_connection)
     try:
         result = asyncio.run(run)
     except KeyboardInterrupt:
@@ -155,19 +164,21 @@ def _ensure_certs(cfg: Config, ids: list[str], quiet: bool) -> None:
 
 
 def _run_fleet(
-    scenario: Scenario, url: str, switch: SwitchConfig, show: Callable[[TraceEvent], None], per_connection: int,
-    args: argparse.Namespace,
+    scenario: Scenario, urls: tuple[str, ...], switch: SwitchConfig, show: Callable[[TraceEvent], None],
+    per_connection: int, args: argparse.Namespace, asking: tuple[ssl.SSLContext | None, str] | None,
 ) -> int:  # fmt: skip
+    """``asking``: how to ask the controllers for their CPU time (a TLS context, as which switch), if at all."""
     shard: Shard | None = args.shard
     assert isinstance(scenario.kind, Fleet)
     workers = max(1, min(len(switches_of(scenario.kind, shard)), args.workers or os.cpu_count() or 1))
     progress = Progress(sys.stderr)
+    cpu_before = read_controller_cpu(urls, *asking) if asking else {}
     try:
         if workers == 1:
-            result = asyncio.run(run_fleet(scenario, url, switch, show, progress, per_connection, shard))
+            result = asyncio.run(run_fleet(scenario, urls, switch, show, progress, per_connection, shard))
             fleet_tally = tally(result)
         else:
-            fleet_tally = run_in_workers(scenario, url, switch, per_connection, shard, workers, progress, args.verbose)
+            fleet_tally = run_in_workers(scenario, urls, switch, per_connection, shard, workers, progress, args.verbose)
     except KeyboardInterrupt:
         print("sim_switch: interrupted", file=sys.stderr)
         return 1
@@ -175,15 +186,32 @@ def _run_fleet(
         print(f"sim_switch: {exc}", file=sys.stderr)
         return 1
     progress.finish()
-    return _report_fleet(fleet_tally, shard is None, args.json, args.html)
+    cpu_after = read_controller_cpu(urls, *asking) if asking else {}
+    spent = {url: cpu_after[url] - cpu_before[url] for url in cpu_after if url in cpu_before}
+    return _report_fleet(fleet_tally, shard is None, args.json, args.html, cpu_shares(fleet_tally, spent))
 
 
-def _report_fleet(fleet_tally: FleetTally, whole: bool, as_json: bool, html: Path | None) -> int:
+def _asking(cfg: Config, fleet_context: ssl.SSLContext | None) -> tuple[ssl.SSLContext | None, str] | None:
+    """How a fleet asks its controllers for their CPU time: as the config's own switch (not one of the fleet,
+    whose accounts would then count the asking), or not at all when that switch has no certificate here."""
+    if fleet_context is None:  # cleartext
+        return None, cfg.switch.switch_id
+    try:
+        return switch_ssl_context(switch_files(cfg.switch, cfg.switch.switch_id)), cfg.switch.switch_id
+    except PKIError:
+        return None
+
+
+def _report_fleet(
+    fleet_tally: FleetTally, whole: bool, as_json: bool, html: Path | None, shares: CpuShares | None = None
+) -> int:
+    """``shares``: who used how much CPU, when this process ran the fleet (a merge of shards cannot know the
+    controllers')."""
     verdict = judge_fleet(fleet_tally, whole)
     if html is not None:
         _write_html(html, fleet_html(fleet_tally, verdict.line, verdict.ok, verdict.failures))
-    return _report(as_json, lambda: fleet_json(fleet_tally, verdict), lambda: render_fleet(fleet_tally, verdict),
-                   verdict.ok, verdict.line)  # fmt: skip
+    return _report(as_json, lambda: fleet_json(fleet_tally, verdict, shares),
+                   lambda: render_fleet(fleet_tally, verdict, shares), verdict.ok, verdict.line)  # fmt: skip
 
 
 def merge_main(argv: Sequence[str]) -> int:

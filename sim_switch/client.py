@@ -15,14 +15,17 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from controller.config import OneShot, Request, Scenario, StreamPolicy
+from controller.config import Keepalive, OneShot, Request, Scenario, StreamPolicy
 from sim_switch.controller_view import ask_controller
+from sim_switch.destinations import Failover
 from sim_switch.failures import Failure, FailureKind, classify, probe_client_certificate, refused_with, sentence
+from sim_switch.keepalive import socket_options
 from sim_switch.results import ControllerView, PingResult, RunResult, format_interval
 from sim_switch.streams import HTTPCORE_MAX_STREAMS, StreamPool
 from sim_switch.tracing import SESSION, PingTrace, TraceEvent, Tracer
 
 DIALOUT_PING = Request()  # GET /ping?interval=N
+DEFAULT_KEEPALIVE = Keepalive()
 # A connect that takes longer than this on a network of one machine is not going to succeed.
 CONNECT_TIMEOUT_S = 10.0
 # httpx's own default limits, stated here because an HTTP/1.1 run keeps as many pings in flight as connections.
@@ -64,8 +67,9 @@ async def run_scenario(
 
 
 def new_pool(
-    scenario: Scenario, ssl_context: ssl.SSLContext | None, request_timeout_s: float, streams_per_connection: int
-) -> StreamPool:
+    scenario: Scenario, ssl_context: ssl.SSLContext | None, request_timeout_s: float, streams_per_connection: int,
+    keepalive: Keepalive = DEFAULT_KEEPALIVE,
+) -> StreamPool:  # fmt: skip
     """The run's clients (``sim_switch.streams``): one, or one per block of streams when the scenario spills.
     No ``ssl_context``: an ``http://`` URL, where no ALPN can offer HTTP/2, so it is spoken with prior knowledge
     (RFC 9113 section 3.3) when the scenario asks for it, and HTTP/1.1 otherwise."""
@@ -73,8 +77,10 @@ def new_pool(
     prior_knowledge = ssl_context is None and scenario.http2
 
     def new_client() -> httpx.AsyncClient:
-        return httpx.AsyncClient(http1=not prior_knowledge, http2=scenario.http2, verify=ssl_context or False,
-                                 trust_env=False, timeout=timeout, limits=CLIENT_LIMITS)  # fmt: skip
+        transport = httpx.AsyncHTTPTransport(http1=not prior_knowledge, http2=scenario.http2,
+                                             verify=ssl_context or False, trust_env=False, limits=CLIENT_LIMITS,
+                                             socket_options=socket_options(keepalive))  # fmt: skip
+        return httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout)
 
     if scenario.http2:
         return StreamPool(new_client, scenario.streams, streams_per_connection)
@@ -102,6 +108,7 @@ async def finish_run(
     attempts: list[Attempt],
     reconnects: int = 0,
     ask: bool = True,
+    failovers: tuple[Failover, ...] = (),
 ) -> RunResult:
     """Stop the clock, ask the controller what it saw, explain a refused certificate, and account every ping."""
     wall_time_s = tracer.now_s()
@@ -119,7 +126,8 @@ async def finish_run(
         record = tracer.connections[ping.connection - 1] if ping.connection else None
         if record is not None:
             record.pings.append(ping.number)
-    return RunResult(scenario, controller_url, tuple(pings), tuple(tracer.connections), wall_time_s, view, reconnects)
+    return RunResult(scenario, controller_url, tuple(pings), tuple(tracer.connections), wall_time_s, view, reconnects,
+                     failovers)  # fmt: skip
 
 
 async def attempt_ping(
@@ -131,10 +139,11 @@ async def attempt_ping(
     (``StreamPool.slot``): its latency and stream wait count from then. The request timeout counts from now: it
     is about the controller's answer."""
     started_s = tracer.now_s() if asked_at_s is None else asked_at_s
-    trace = tracer.for_ping(number, started_s)
+    trace = tracer.for_ping(number, started_s, controller_url)
     url = controller_url.rstrip("/") + ping.target(format_interval(interval_s))
     tracer.event(number, f"get connection: {ping.method} {url}", at_s=started_s)
-    result = PingResult(number=number, interval_s=interval_s, elapsed_s=0.0, started_at_s=started_s)
+    result = PingResult(number=number, interval_s=interval_s, elapsed_s=0.0, started_at_s=started_s,
+                        controller=controller_url)  # fmt: skip
     try:
         async with asyncio.timeout(request_timeout_s):
             request = client.build_request(ping.method, url, headers=ping.headers, extensions={"trace": trace},

@@ -42,7 +42,10 @@ async def ask_controller(
         tracer.event(None, view.describe(), kind=SESSION)
         return view
     query_on = tracer.connection_of(response.extensions.get("network_stream"))
-    view = compare(label, tracer.connections, pings, records, query_on.number if query_on else None,
+    # Only what went to this controller: after a failover the others' connections are not its to know.
+    connections = [record for record in tracer.connections if record.controller in (None, controller_url)]
+    asked_about = [ping for ping in pings if ping.controller in (None, controller_url)]
+    view = compare(label, connections, asked_about, records, query_on.number if query_on else None,
                    forgot_earlier)  # fmt: skip
     tracer.event(None, view.describe(), kind=SESSION)
     if view.records:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from controller.config import Fleet, OneShot, Scenario, SwitchConfig
 from controller.tls_files import switch_files
 from sim_switch.client import run_scenario
+from sim_switch.destinations import spread_over
 from sim_switch.results import RunResult
 from sim_switch.tls import switch_ssl_context
 from sim_switch.tracing import TraceEvent
@@ -39,8 +40,8 @@ class Shard:
 @dataclass(frozen=True)
 class FleetResult:
     scenario: Scenario
-    controller_url: str
-    runs: tuple[tuple[str, RunResult], ...]  # (switch id, its run), in id order
+    controllers: tuple[str, ...]  # the list the switches were spread over
+    runs: tuple[tuple[str, RunResult], ...]  # (switch id, its run, which names its controller), in id order
     wall_time_s: float
     started_at: float  # epoch seconds
     cpu_s: float  # this process's CPU time during the run
@@ -66,7 +67,7 @@ def parse_shard(text: str) -> Shard:
 
 async def run_fleet(
     scenario: Scenario,
-    controller_url: str,
+    controllers: tuple[str, ...],
     switch: SwitchConfig,
     emit: Callable[[TraceEvent], None],
     progress: Callable[[int, int], None] = lambda done, total: None,
@@ -74,7 +75,7 @@ async def run_fleet(
     shard: Shard | None = None,
 ) -> FleetResult:
     """The fleet's switches, or with ``shard`` that shard's (each keeps its start time in the whole fleet's
-    ramp-up)."""
+    ramp-up), each dialling the controller ``fleet.spread`` gives it."""
     fleet = scenario.kind
     if not isinstance(fleet, Fleet):
         raise ValueError(f"scenario {scenario.name!r} is a {fleet.mode} scenario, not a fleet")
@@ -82,8 +83,10 @@ async def run_fleet(
     ids = switches_of(fleet, shard)
     place = {switch_id: index for index, switch_id in enumerate(everyone)}
     one_switch = dataclasses.replace(scenario, kind=OneShot((fleet.interval_s,) * fleet.pings))
-    tls = urlsplit(controller_url).scheme == "https"  # in cleartext, switches present no certificate
-    contexts = {switch_id: switch_ssl_context(switch_files(switch, switch_id)) if tls else None for switch_id in ids}
+    urls = {switch_id: spread_over(controllers, switch_id, place[switch_id], fleet.spread) for switch_id in ids}
+    # In cleartext, switches present no certificate.
+    contexts = {switch_id: switch_ssl_context(switch_files(switch, switch_id))
+                if urlsplit(urls[switch_id]).scheme == "https" else None for switch_id in ids}  # fmt: skip
     loop = asyncio.get_running_loop()
     started, started_at, cpu = loop.time(), time.time(), time.process_time()
     done = 0
@@ -92,7 +95,7 @@ async def run_fleet(
         nonlocal done
         due = started + place[switch_id] * fleet.ramp_up_s / len(everyone)
         await asyncio.sleep(max(0.0, due - loop.time()))
-        run = await run_scenario(one_switch, controller_url, contexts[switch_id], switch.request_timeout_s, emit,
+        run = await run_scenario(one_switch, urls[switch_id], contexts[switch_id], switch.request_timeout_s, emit,
                                  switch_id, streams_per_connection, ask=False)  # fmt: skip
         done += 1
         progress(done, len(ids))
@@ -100,5 +103,5 @@ async def run_fleet(
 
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(one(switch_id)) for switch_id in ids]
-    return FleetResult(scenario, controller_url, tuple(task.result() for task in tasks), loop.time() - started,
+    return FleetResult(scenario, tuple(controllers), tuple(task.result() for task in tasks), loop.time() - started,
                        started_at, time.process_time() - cpu, shard)  # fmt: skip

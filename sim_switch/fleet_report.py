@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sim_switch.bottleneck import CpuShares, bottleneck
 from sim_switch.fleet_tally import FleetTally, tally_json
 from sim_switch.histograms import Histogram
 from sim_switch.results import plural
@@ -42,7 +43,7 @@ def judge_fleet(tally: FleetTally, whole: bool = True) -> FleetVerdict:
     return FleetVerdict(not failures, f"{word}: {shape}, {tally_text}{timing}", tuple(failures))
 
 
-def render_fleet(tally: FleetTally, verdict: FleetVerdict) -> str:
+def render_fleet(tally: FleetTally, verdict: FleetVerdict, shares: CpuShares | None = None) -> str:
     lines = [f"switches: {tally.switches}; pings: {tally.sent} sent, {tally.answered_ok} ok"]
     if tally.shards:
         lines.append(f"shards: {', '.join(str(shard) for shard in tally.shards)}")
@@ -56,12 +57,21 @@ def render_fleet(tally: FleetTally, verdict: FleetVerdict) -> str:
             lines.append(f"{name}: " + ", ".join(f"{mark} {value * 1000:.1f} ms" for mark, value in marks.items()))
     spread = (f"{plural(count, 'switch')} on {n}" for n, count in sorted(tally.connections_per_switch.items()))
     lines.append("connections per switch: " + ", ".join(spread))
+    if len(tally.by_controller) > 1:
+        lines.append("by controller:")
+        lines += [f"  {url}: {plural(share['switches'], 'switch')}, {share['sent']} pings sent, "
+                  f"{share['answered_ok']} ok" for url, share in tally.by_controller.items()]  # fmt: skip
+    if shares is not None:
+        theirs = "".join(f", controller {url} {share:.0%}" for url, share in shares.controllers.items())
+        lines.append(f"CPU (of one core): switch side {shares.switch:.0%} per process ({shares.processes}){theirs}")
+        sentence = bottleneck(shares)
+        lines += [f"bottleneck: {sentence}"] if sentence else []
     lines += [f"failure: {failure}" for failure in verdict.failures]
     lines.append(verdict.line)
     return "\n".join(lines)
 
 
-def fleet_json(tally: FleetTally, verdict: FleetVerdict) -> dict[str, Any]:
+def fleet_json(tally: FleetTally, verdict: FleetVerdict, shares: CpuShares | None = None) -> dict[str, Any]:
     return {
         "scenario": tally.scenario,
         "mode": "fleet",
@@ -81,6 +91,13 @@ def fleet_json(tally: FleetTally, verdict: FleetVerdict) -> dict[str, Any]:
         "errors_by_kind": tally.errors_by_kind,
         "failure_kinds": tally.failure_kinds,
         "connections_per_switch": {str(k): v for k, v in sorted(tally.connections_per_switch.items())},
+        "by_controller": tally.by_controller,
+        "cpu": None if shares is None else {
+            "switch_per_process": round(shares.switch, 4),
+            "processes": shares.processes,
+            "controllers": {url: round(share, 4) for url, share in shares.controllers.items()},
+            "bottleneck": bottleneck(shares),
+        },
         "shards": [str(shard) for shard in tally.shards],
         "tally": tally_json(tally),  # what `python -m sim_switch merge` reads
     }

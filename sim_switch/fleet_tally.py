@@ -45,6 +45,9 @@ class FleetTally:
     errors_by_kind: dict[str, int] = field(default_factory=dict)  # the kind in words
     failure_kinds: dict[str, int] = field(default_factory=dict)
     connections_per_switch: dict[int, int] = field(default_factory=dict)  # connections -> switches
+    # controller URL -> {"switches", "sent", "answered_ok"}: how the fleet spread over switch.controllers
+    by_controller: dict[str, dict[str, int]] = field(default_factory=dict)
+    processes: int = 1  # that ran the switches: cpu_s is theirs together
 
     @property
     def failed(self) -> int:
@@ -73,7 +76,7 @@ def tally(result: FleetResult) -> FleetTally:
     handshakes = [c.handshake_s for _, run in result.runs for c in run.connections if c.handshake_s is not None]
     return FleetTally(
         scenario=result.scenario.name,
-        controller=result.controller_url,
+        controller=" ".join(result.controllers),
         http2=result.scenario.http2,
         fleet_switches=fleet.switches,
         pings_per_switch=fleet.pings,
@@ -91,12 +94,24 @@ def tally(result: FleetResult) -> FleetTally:
         errors_by_kind=errors_by_kind(pings),
         failure_kinds=failure_kinds(pings),
         connections_per_switch=dict(Counter(len(run.connections) for _, run in result.runs)),
+        by_controller=_by_controller(result),
     )
+
+
+def _by_controller(result: FleetResult) -> dict[str, dict[str, int]]:
+    shares = {url: Counter[str]() for url in result.controllers}
+    for _, run in result.runs:
+        share = shares.setdefault(run.controller_url, Counter())
+        share.update(switches=1, sent=len(run.pings), answered_ok=sum(ping.ok for ping in run.pings))
+    return {url: {key: share[key] for key in _SHARE} for url, share in shares.items()}
+
+
+_SHARE = ("switches", "sent", "answered_ok")
 
 
 # What must be the same in every part of one fleet run, and the plain fields a part carries beside.
 _SAME = ("scenario", "http2", "fleet_switches", "pings_per_switch", "interval_s")
-_CARRIED = ("controller", "switches", "sent", "answered_ok", "started_at", "ended_at", "cpu_s")
+_CARRIED = ("controller", "switches", "sent", "answered_ok", "started_at", "ended_at", "cpu_s", "processes")
 
 
 def merge(parts: Iterable[FleetTally]) -> FleetTally:
@@ -125,7 +140,11 @@ def merge(parts: Iterable[FleetTally]) -> FleetTally:
         latency.add(part.latency)
         overhead.add(part.overhead)
         handshake.add(part.handshake)
-    controllers = sorted({part.controller for part in parts})
+    controllers = sorted({url for part in parts for url in part.controller.split()})
+    by_controller: dict[str, Counter[str]] = {}
+    for part in parts:
+        for url, share in part.by_controller.items():
+            by_controller.setdefault(url, Counter()).update(share)
     return FleetTally(
         scenario=first.scenario,
         controller=" ".join(controllers),
@@ -146,6 +165,8 @@ def merge(parts: Iterable[FleetTally]) -> FleetTally:
         errors_by_kind=_most_first(sum((Counter(part.errors_by_kind) for part in parts), Counter())),
         failure_kinds=_most_first(sum((Counter(part.failure_kinds) for part in parts), Counter())),
         connections_per_switch=dict(sum((Counter(part.connections_per_switch) for part in parts), Counter())),
+        by_controller={url: {key: share[key] for key in _SHARE} for url, share in sorted(by_controller.items())},
+        processes=sum(part.processes for part in parts),
     )
 
 
@@ -159,6 +180,7 @@ def tally_json(part: FleetTally) -> dict[str, Any]:
         "errors_by_kind": part.errors_by_kind,
         "failure_kinds": part.failure_kinds,
         "connections_per_switch": {str(k): v for k, v in sorted(part.connections_per_switch.items())},
+        "by_controller": part.by_controller,
     }
 
 
@@ -189,11 +211,17 @@ def tally_from_json(data: object, where: str) -> FleetTally:
             errors_by_kind={str(k): int(v) for k, v in data["errors_by_kind"].items()},
             failure_kinds={str(k): int(v) for k, v in data["failure_kinds"].items()},
             connections_per_switch={int(k): int(v) for k, v in data["connections_per_switch"].items()},
+            by_controller=_read_shares(data.get("by_controller", {})),
+            processes=int(data.get("processes", 1)),
         )
     except KeyError as exc:
         raise MergeError(f"{where}: the tally has no {exc.args[0]!r}") from exc
     except (TypeError, ValueError, AttributeError) as exc:
         raise MergeError(f"{where}: the tally is damaged ({exc})") from exc
+
+
+def _read_shares(data: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    return {str(url): {key: int(share[key]) for key in _SHARE} for url, share in data.items()}
 
 
 def _most_first(counts: Counter[str]) -> dict[str, int]:

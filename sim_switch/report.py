@@ -94,7 +94,8 @@ def verdict_line(verdict: Verdict) -> str:
             tally = (
                 f"{verdict.outcomes[PingOutcome.OK]} ok, {verdict.outcomes[PingOutcome.RETRIED_THEN_OK]} retried "
                 f"then ok, {verdict.outcomes[PingOutcome.FAILED]} failed; {plural(verdict.reconnects, 'reconnect')}, "
-                f"{plural(verdict.connections, 'connection')}"
+                + (f"{plural(verdict.failovers, 'failover')}, " if verdict.failovers else "")
+                + f"{plural(verdict.connections, 'connection')}"
             )
             if verdict.outcome is Outcome.SESSION_FAILED:
                 return (f"SESSION FAILED: {verdict.failed} of {plural(count, 'ping')} failed for good ({tally}): "
@@ -172,6 +173,7 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         lines += ["  " + _render_ping(ping) for ping in unusual[:MAX_LISTED]]
         if len(unusual) > MAX_LISTED:
             lines.append(f"  ... and {len(unusual) - MAX_LISTED} more")
+        lines += _render_controllers(result)
     waited = _waited_for_a_stream(result)
     if waited:
         longest_wait = max(ping.stream_wait_s or 0.0 for ping in waited)
@@ -195,6 +197,17 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         lines.append(f"the controller's diagnosis of {view.switch} ({_numbering(result)}):")
         lines += [f"  {finding.severity:<7} {finding.kind}: {finding.sentence}" for finding in view.findings]
     return "\n".join(lines)
+
+
+def _render_controllers(result: RunResult) -> list[str]:
+    """Which controller answered how many pings, and each failover, when a session used more than one."""
+    if len(result.controllers) < 2 and not result.failovers:
+        return []
+    answered = ", ".join(f"{url} {count}" for url, count in result.controllers.items())
+    lines = [f"answered by: {answered}"]
+    lines += [f"failover at {failover.at_s:.1f} s: {failover.from_url} -> {failover.to_url} ({failover.reason})"
+              for failover in result.failovers]  # fmt: skip
+    return lines
 
 
 def _numbering(result: RunResult) -> str:
@@ -252,6 +265,12 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
         "retried_then_ok": verdict.outcomes[PingOutcome.RETRIED_THEN_OK],
         "failed": verdict.outcomes[PingOutcome.FAILED],
         "reconnects": result.reconnects,
+        "answered_by": result.controllers,
+        "failovers": [
+            {"at_s": round(failover.at_s, 6), "from": failover.from_url, "to": failover.to_url,
+             "reason": failover.reason}
+            for failover in result.failovers
+        ],
         "streams": result.scenario.streams,
         "pings_that_waited_for_a_stream": len(_waited_for_a_stream(result)),
         "stream_wait_max_s": round(max((ping.stream_wait_s or 0.0 for ping in result.pings), default=0.0), 6),
@@ -266,6 +285,7 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
                 "alpn": record.alpn,
                 "cipher": record.cipher,
                 "controller_subject": record.controller_subject,
+                "controller": record.controller,
                 "pings": list(record.pings),
                 "peak_in_flight": result.peak_in_flight(record.number),
             }
@@ -285,6 +305,7 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
                 "attempts": ping.attempts,
                 "outcome": ping.outcome,
                 "stream_wait_s": None if ping.stream_wait_s is None else round(ping.stream_wait_s, 6),
+                "controller": ping.controller,
             }
             for ping in result.pings
         ],

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from controller.config import Scenario
+from sim_switch.destinations import Failover
 from sim_switch.failures import Failure
 from sim_switch.tracing import ConnectionRecord
 
@@ -59,6 +60,7 @@ class PingResult:
     attempts: int = 1
     stream_wait_s: float | None = None  # waited, its connection ready, before it could open a stream
     gave_up: GiveUp | None = None  # a persistent session's last word on a failed ping
+    controller: str | None = None  # the controller URL its last try went to
 
     @property
     def ok(self) -> bool:
@@ -131,6 +133,16 @@ class RunResult:
     wall_time_s: float
     controller_view: ControllerView | None = None  # None when no ping got an answer to ask about
     reconnects: int = 0  # times the link went down and came back (persistent sessions)
+    failovers: tuple[Failover, ...] = ()  # times a session came back at another controller
+
+    @property
+    def controllers(self) -> dict[str, int]:
+        """Pings answered, by the controller that answered them, in the order first answered."""
+        answered: dict[str, int] = {}
+        for ping in sorted(self.pings, key=lambda ping: ping.finished_at_s or 0.0):
+            if ping.status is not None and ping.controller is not None:
+                answered[ping.controller] = answered.get(ping.controller, 0) + 1
+        return answered
 
     def peak_in_flight(self, connection: int) -> int:
         return peak_in_flight(ping for ping in self.pings if ping.connection == connection)

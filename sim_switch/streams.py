@@ -36,6 +36,7 @@ class StreamPool:
         self._in_flight: dict[httpx.AsyncClient, int] = {}
         # Spill never needs to wait: a full client means a new one.
         self._free_streams = None if self._spill else asyncio.Semaphore(self._per_connection)
+        self._extra: list[httpx.AsyncClient] = []
 
     @property
     def primary(self) -> httpx.AsyncClient:
@@ -61,6 +62,13 @@ class StreamPool:
         self._in_flight[client] = 0
         return client
 
+    def extra_client(self) -> httpx.AsyncClient:
+        """A client like the others on a connection of its own, outside the stream accounting (keepalive
+        probes), closed with the pool."""
+        client = self._new_client()
+        self._extra.append(client)
+        return client
+
     async def aclose(self) -> None:
-        for client in self._in_flight:
+        for client in [*self._in_flight, *self._extra]:
             await client.aclose()

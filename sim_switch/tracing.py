@@ -59,6 +59,7 @@ class ConnectionRecord:
     max_streams: int | None = None  # the controller's SETTINGS_MAX_CONCURRENT_STREAMS, once heard
     handshake_s: float | None = None  # how long the TLS handshake took
     pings: list[int] = field(default_factory=list)  # numbers of the pings answered on it
+    controller: str | None = None  # the controller URL it was dialled for
 
 
 class Tracer:
@@ -68,6 +69,7 @@ class Tracer:
         self.connections: list[ConnectionRecord] = []
         # Stream objects are keyed by id() and held in the value, so an id cannot be reused while we look.
         self._by_stream: dict[int, tuple[object, ConnectionRecord]] = {}
+        self._sockets: dict[int, AsyncNetworkStream] = {}  # connection number -> its TCP stream
 
     def now_s(self) -> float:
         return time.perf_counter() - self._start
@@ -82,10 +84,24 @@ class Tracer:
         entry = self._by_stream.get(id(network_stream))
         return entry[1] if entry is not None and entry[0] is network_stream else None
 
-    def for_ping(self, ping: int, asked_at_s: float) -> PingTrace:
-        return PingTrace(self, ping, asked_at_s)
+    def for_ping(self, ping: int, asked_at_s: float, controller: str | None = None) -> PingTrace:
+        return PingTrace(self, ping, asked_at_s, controller)
 
-    def record_connection(self, stream: AsyncNetworkStream) -> ConnectionRecord:
+    async def close_connections(self, controller: str) -> int:
+        """Close the sockets of every connection dialled for ``controller`` (one that went silent): httpcore then
+        fails what was in flight on them and forgets them. The TCP stream under the TLS one: it closes at once,
+        without a word to the peer, and every read above it fails."""
+        closed = 0
+        for record in self.connections:
+            socket = self._sockets.pop(record.number, None)
+            if socket is not None and record.controller == controller:
+                await socket.aclose()
+                closed += 1
+            elif socket is not None:
+                self._sockets[record.number] = socket
+        return closed
+
+    def record_connection(self, stream: AsyncNetworkStream, controller: str | None = None) -> ConnectionRecord:
         local = stream.get_extra_info("client_addr") or ("?", None)
         remote = stream.get_extra_info("server_addr") or ("?", None)
         record = ConnectionRecord(
@@ -94,8 +110,10 @@ class Tracer:
             local_address=_format_address(local),
             remote_address=_format_address(remote),
             local_port=local[1],
+            controller=controller,
         )
         self.connections.append(record)
+        self._sockets[record.number] = stream
         self.alias(stream, record)
         return record
 
@@ -108,9 +126,10 @@ class PingTrace:
     """The trace callback of one ping (pass it as ``extensions={"trace": ping_trace}``), and what it learnt:
     the connection this ping opened (if any), the HTTP/2 stream id and when the first response byte came."""
 
-    def __init__(self, tracer: Tracer, ping: int, asked_at_s: float) -> None:
+    def __init__(self, tracer: Tracer, ping: int, asked_at_s: float, controller: str | None = None) -> None:
         self._tracer = tracer
         self.ping = ping
+        self.controller = controller
         self.opened: ConnectionRecord | None = None
         self.connection: int | None = None  # known at once when this ping opened it, else once the response says
         self.stream_id: int | None = None
@@ -146,7 +165,7 @@ class PingTrace:
         elif step == "connect_tcp.started":
             text = f"TCP connect start: {info.get('host')}:{info.get('port')}"
         elif step == "connect_tcp.complete":
-            self.opened = tracer.record_connection(info["return_value"])
+            self.opened = tracer.record_connection(info["return_value"], self.controller)
             number = self.connection = self.opened.number
             text = f"TCP connect done: {self.opened.local_address} -> {self.opened.remote_address}"
         elif step == "start_tls.started":

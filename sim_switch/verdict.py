@@ -97,6 +97,7 @@ class Verdict:
     peak_in_flight: int  # the most pings open at once on one connection
     outcomes: dict[PingOutcome, int]
     reconnects: int
+    failovers: int
     checks: tuple[Check, ...]
     problems: tuple[Problem, ...]
 
@@ -141,6 +142,7 @@ def judge(result: RunResult) -> Verdict:
         peak_in_flight=peak,
         outcomes={outcome: sum(ping.outcome == outcome for ping in pings) for outcome in PingOutcome},
         reconnects=result.reconnects,
+        failovers=len(result.failovers),
         checks=checks,
         problems=tuple(problems),
     )

@@ -37,7 +37,8 @@ def worker_shards(shard: Shard | None, workers: int) -> list[Shard]:
 
 
 def run_in_workers(
-    scenario: Scenario, url: str, switch: SwitchConfig, per_connection: int, shard: Shard | None, workers: int,
+    scenario: Scenario, urls: tuple[str, ...], switch: SwitchConfig, per_connection: int, shard: Shard | None,
+    workers: int,
     progress: Callable[[int, int], None], verbose: bool,
 ) -> FleetTally:  # fmt: skip
     """The tally of this run (the whole fleet, or ``shard`` of it) over ``workers`` processes."""
@@ -49,7 +50,7 @@ def run_in_workers(
     for part in worker_shards(shard, workers):
         receive, send = context.Pipe(duplex=False)
         worker = context.Process(target=_work, name=f"worker {part}", daemon=True,
-                                 args=(scenario, url, switch, per_connection, part, verbose, send))  # fmt: skip
+                                 args=(scenario, urls, switch, per_connection, part, verbose, send))  # fmt: skip
         worker.start()
         send.close()  # the worker's end: its EOF is the worker's exit
         pipes[receive] = worker
@@ -83,7 +84,8 @@ def run_in_workers(
 
 
 def _work(
-    scenario: Scenario, url: str, switch: SwitchConfig, per_connection: int, shard: Shard, verbose: bool,
+    scenario: Scenario, urls: tuple[str, ...], switch: SwitchConfig, per_connection: int, shard: Shard,
+    verbose: bool,
     results: Connection,
 ) -> None:  # fmt: skip
     """One worker: its shard of the fleet, a message per switch done, then its tally (or what went wrong)."""
@@ -98,7 +100,7 @@ def _work(
         results.send((kind, value))
 
     try:
-        result = asyncio.run(run_fleet(scenario, url, switch, show, lambda done, total: report("done"),
+        result = asyncio.run(run_fleet(scenario, urls, switch, show, lambda done, total: report("done"),
                                        per_connection, shard))  # fmt: skip
         report("tally", tally_json(tally(result)))
     except KeyboardInterrupt:

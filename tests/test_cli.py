@@ -22,11 +22,11 @@ from tests.servers import REPO, ControllerProcess, write_config
 
 JSON_FIELDS = {
     "scenario", "controller", "ok", "multiplexed", "connections_opened", "tls_handshakes", "alpn", "wall_time_s",
-    "failures", "pings", "outcome", "failure_kinds", "checks",
+    "failures", "pings", "outcome", "failure_kinds", "checks", "answered_by", "failovers",
 }  # fmt: skip
 PING_FIELDS = {
     "interval_s", "status", "http_version", "connection", "stream_id", "local_port", "elapsed_s", "error", "attempts",
-    "outcome", "stream_wait_s", "failure",
+    "outcome", "stream_wait_s", "failure", "controller",
 }  # fmt: skip
 
 

@@ -26,7 +26,7 @@ async def test_a_small_fleet_gets_one_connection_per_switch(tmp_path: Path) -> N
     progress: list[tuple[int, int]] = []
     cfg = ControllerConfig(certs_dir=tmp_path, switches=("switch-1", "fleet-*"))
     async with run_controller(cfg) as running:
-        result = await run_fleet(FLEET_SCENARIO, running.url, SwitchConfig(certs_dir=tmp_path),
+        result = await run_fleet(FLEET_SCENARIO, (running.url,), SwitchConfig(certs_dir=tmp_path),
                                  lambda event: None, lambda done, total: progress.append((done, total)))  # fmt: skip
         seen = {record.switch for record in running.registry.connections()}
     fleet_tally = tally(result)
@@ -48,7 +48,7 @@ async def test_a_fleet_the_controller_does_not_know_fails_with_errors_by_kind(tm
     generate_certs(tmp_path, HOSTNAMES, ["switch-1"])
     ensure_certs(tmp_path, HOSTNAMES, FLEET.switch_ids())
     async with run_controller(ControllerConfig(certs_dir=tmp_path, switches=("switch-1",))) as running:
-        result = await run_fleet(FLEET_SCENARIO, running.url, SwitchConfig(certs_dir=tmp_path),
+        result = await run_fleet(FLEET_SCENARIO, (running.url,), SwitchConfig(certs_dir=tmp_path),
                                  lambda event: None)  # fmt: skip
     verdict = judge_fleet(tally(result))
     assert not verdict.ok

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sim_switch.bottleneck import CpuShares, bottleneck
 from sim_switch.fleet import Shard
 from sim_switch.fleet_tally import FleetTally, MergeError, merge, tally_from_json, tally_json
 from sim_switch.histograms import Histogram
@@ -175,3 +176,20 @@ def test_merge_says_which_file_is_not_a_shard(tmp_path: Path) -> None:
         [line] = done.stderr.splitlines()
         assert line.startswith(f"sim_switch: merge: {tmp_path / name}: ")
         assert message in line
+
+
+def test_the_report_says_which_side_was_cpu_bound() -> None:
+    simulator = bottleneck(CpuShares(switch=0.97, processes=1, controllers={"https://c:1": 0.31}))
+    assert simulator is not None
+    assert simulator.startswith("the switch side was the bottleneck: the switch side at 97% of a core per process (1)")
+    assert "https://c:1 at 31%" in simulator
+    controller = bottleneck(CpuShares(switch=0.4, processes=2, controllers={"https://c:1": 0.95}))
+    assert controller is not None
+    assert controller.startswith("the controller was the bottleneck: https://c:1 at 95% of a core")
+    both = bottleneck(CpuShares(switch=0.9, processes=2, controllers={"https://c:1": 0.9}))
+    assert both is not None
+    assert both.startswith("both sides were CPU-bound")
+    assert bottleneck(CpuShares(switch=0.5, processes=1, controllers={"https://c:1": 0.5})) is None
+    unknown = bottleneck(CpuShares(switch=0.9, processes=1))
+    assert unknown is not None
+    assert "(the controller did not say its own)" in unknown
