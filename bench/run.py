@@ -12,7 +12,9 @@
 3. multiplexing at depth: 1000 pings of 1 s, queue and spill: wall time, overhead p50/p99.
 4. memory: RSS per in-flight stream (1000 held open against idle), of the controller and of the switch.
 5. fleet: 1000 switches, each its own certificate, client and connection, x 10 pings at 5 s: wall time, TLS
-   handshake per switch, pings/s, errors (must be 0).
+   handshake per switch, pings/s, errors (must be 0), each side's CPU; in this process, over 2 workers, and over
+   2 workers spread over 2 controllers.
+6. failover: a session over 2 controllers, the first SIGKILLed: time to the first ping answered by the second.
 
 Loopback only, bounded counts. Installs h2load (Debian's nghttp2-client) when it is missing.
 """
@@ -24,6 +26,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,14 +42,18 @@ import app_cost  # noqa: E402
 import httpx  # noqa: E402
 from processes import rss_kib, server  # noqa: E402
 
-from controller.config import Fleet, OneShot, Scenario, StreamPolicy, SwitchConfig  # noqa: E402
+from controller.config import Fleet, OneShot, Scenario, Schedule, StreamPolicy, SwitchConfig  # noqa: E402
 from controller.pki import ensure_certs, generate_certs  # noqa: E402
+from sim_switch.bottleneck import bottleneck, cpu_shares, read_controller_cpu  # noqa: E402
 from sim_switch.client import run_scenario  # noqa: E402
 from sim_switch.fleet import run_fleet  # noqa: E402
 from sim_switch.fleet_report import fleet_json, judge_fleet  # noqa: E402
 from sim_switch.fleet_tally import tally  # noqa: E402
 from sim_switch.report import ping_error  # noqa: E402
+from sim_switch.results import RunResult, plural  # noqa: E402
+from sim_switch.session import run_session  # noqa: E402
 from sim_switch.tls import client_ssl_context  # noqa: E402
+from sim_switch.tracing import TraceEvent  # noqa: E402
 from sim_switch.workers import run_in_workers  # noqa: E402
 
 
@@ -163,26 +170,73 @@ def memory_row(who: str, count: int, idle_busy: tuple[int, int]) -> Row:
                f"{per_stream:.1f} KiB ({idle:,} -> {busy:,} KiB)", None, "<= 20 KiB", per_stream <= 20)  # fmt: skip
 
 
-def fleet_rows(rows: Table, url: str, certs: Path, fleet: Fleet) -> None:
-    """The fleet in this process (--workers 1), then over 2 worker processes, and the ratio of the two."""
+def fleet_rows(rows: Table, urls: tuple[str, str], certs: Path, fleet: Fleet) -> None:
+    """The fleet in this process (--workers 1), then over 2 worker processes, and the ratio of the two; then over
+    2 workers spread over 2 controllers, against 2 workers on 1."""
     scenario, switch = Scenario("fleet", fleet), SwitchConfig(certs_dir=certs)
+    asking = client_ssl_context(certs, "switch-1")
     name = f"fleet: {fleet.switches} switches x {fleet.pings} pings at {fleet.interval_s:g} s"
     walls = {}
-    for workers in (1, 2):
+    for workers, controllers in ((1, urls[:1]), (2, urls[:1]), (2, urls)):
+        before = read_controller_cpu(controllers, asking, "switch-1")
         if workers == 1:
-            fleet_tally = tally(asyncio.run(run_fleet(scenario, (url,), switch, lambda event: None)))
+            fleet_tally = tally(asyncio.run(run_fleet(scenario, controllers, switch, lambda event: None)))
         else:
-            fleet_tally = run_in_workers(scenario, (url,), switch, 100, None, workers, lambda done, total: None, False)
-        report = fleet_json(fleet_tally, judge_fleet(fleet_tally))
+            fleet_tally = run_in_workers(scenario, controllers, switch, 100, None, workers, lambda done, total: None,
+                                         False)  # fmt: skip
+        after = read_controller_cpu(controllers, asking, "switch-1")
+        shares = cpu_shares(fleet_tally, {url: after[url] - before[url] for url in after if url in before})
+        report = fleet_json(fleet_tally, judge_fleet(fleet_tally), shares)
         handshake_ms = report["tls_handshake_s"].get("p50", 0.0) * 1000
-        cpu = fleet_tally.cpu_s / fleet_tally.wall_time_s / workers
+        theirs = "/".join(f"{share:.0%}" for share in shares.controllers.values())
         figure = (f"{fleet_tally.wall_time_s:.2f} s wall, {report['pings_per_s']:.0f} pings/s, TLS p50 "
-                  f"{handshake_ms:.1f} ms, {report['failed']} errors, switch CPU {cpu:.0%} per worker")  # fmt: skip
-        walls[workers] = fleet_tally.wall_time_s
-        rows.append(Row(f"{name}, --workers {workers}", figure, fleet_tally.wall_time_s / fleet.interval_s,
-                        "error-free", report["failed"] == 0))  # fmt: skip
-    rows.append(Row(f"{name}: wall, --workers 2 / --workers 1", f"{walls[2]:.2f} / {walls[1]:.2f} s",
-                    walls[2] / walls[1], "(what a second core buys)", None))  # fmt: skip
+                  f"{handshake_ms:.1f} ms, {report['failed']} errors, CPU: switch {shares.switch:.0%} per worker, "
+                  f"controller {theirs or '?'}")  # fmt: skip
+        walls[workers, len(controllers)] = fleet_tally.wall_time_s
+        rows.append(Row(f"{name}, --workers {workers}, {plural(len(controllers), 'controller')}", figure,
+                        fleet_tally.wall_time_s / fleet.interval_s, "error-free", report["failed"] == 0))  # fmt: skip
+        print(f"   bottleneck: {bottleneck(shares) or 'neither side CPU-bound'}", flush=True)
+        if report["errors_by_kind"]:
+            print(f"   errors: {report['errors_by_kind']}", flush=True)
+    rows.append(Row(f"{name}: wall, --workers 2 / --workers 1", f"{walls[2, 1]:.2f} / {walls[1, 1]:.2f} s",
+                    walls[2, 1] / walls[1, 1], "(what a second core buys)", None))  # fmt: skip
+    rows.append(Row(f"{name}: wall, 2 controllers / 1 (both --workers 2)", f"{walls[2, 2]:.2f} / {walls[2, 1]:.2f} s",
+                    walls[2, 2] / walls[2, 1], "(what a second controller buys on 2 cores)", None))  # fmt: skip
+
+
+def failover_row(rows: Table, urls: tuple[str, str], pids: tuple[int, int], certs: Path) -> None:
+    """A session over [first, second]; the first is SIGKILLed: the time from the kill to the first ping answered
+    by the second, against the backoff waits the session's policy made it take on the way."""
+    schedule = Schedule(every_s=0.1, batch=1, interval_s=0.05, count=60)
+    switch = SwitchConfig(certs_dir=certs, request_timeout_s=10)
+    marks: dict[str, float] = {}
+    waits: list[float] = []
+    answered = asyncio.Event()
+
+    def watch(event: TraceEvent) -> None:
+        if event.text.startswith("reconnect #") and "kill" in marks:
+            waits.append(float(event.text.split(" in ", 1)[1].split(" s", 1)[0]))
+        if event.text.startswith("failover:"):
+            marks["failover"] = time.perf_counter()
+        if event.text.startswith("link up"):
+            answered.set()
+
+    async def run() -> RunResult:
+        session = asyncio.create_task(run_session(Scenario("failover", schedule), urls,
+                                                  client_ssl_context(certs, "switch-1"), switch, watch))  # fmt: skip
+        await answered.wait()
+        await asyncio.sleep(0.5)  # a few pings on the first controller
+        marks["kill"] = time.perf_counter()
+        os.kill(pids[0], signal.SIGKILL)
+        return await session
+
+    result = asyncio.run(run())
+    took = marks["failover"] - marks["kill"]
+    lost = sum(not ping.ok for ping in result.pings)
+    rows.append(Row("failover: SIGKILL the first of 2 controllers -> first ping answered by the second",
+                    f"{took * 1000:.0f} ms (backoff waits {' + '.join(f'{w:.2f}' for w in waits)} s), "
+                    f"{plural(lost, 'ping')} lost in flight", took / (sum(waits) or 1e-9),
+                    "(x the policy's own waits)", None))  # fmt: skip
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -271,8 +325,8 @@ def main() -> int:
                           "switch: {certs_dir: certs}\n")  # fmt: skip
         controller = [sys.executable, "-m", "controller", "--config", str(config), "-q", "--client-certs-optional"]
         bare = [sys.executable, "bench/bare_app.py", "--certs", str(certs)]
-        with server(controller) as (pid, port), server(bare) as (_, bare_port):
-            url = f"https://127.0.0.1:{port}"
+        with server(controller) as (pid, port), server(bare) as (_, bare_port), server(controller) as (pid2, port2):
+            url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"
             # Memory first: Python keeps the heap it grew, so a process that has already held many requests at
             # once would hold 1000 more in memory it has, and show next to nothing per stream.
             if not args.fleet_only:
@@ -280,7 +334,8 @@ def main() -> int:
                 h2load_rate = controller_rows(rows, h2load, port, bare_port, counts)
                 depth_rows(rows, url, certs, counts.depth)
                 switch_rows(rows, url, certs, counts, h2load_rate)
-            fleet_rows(rows, url, certs, counts.fleet)
+            fleet_rows(rows, (url, second), certs, counts.fleet)
+            failover_row(rows, (url, second), (pid, pid2), certs)  # last: it kills the first controller
     return 0
 
 

@@ -92,14 +92,18 @@ def fleet_json(tally: FleetTally, verdict: FleetVerdict, shares: CpuShares | Non
         "failure_kinds": tally.failure_kinds,
         "connections_per_switch": {str(k): v for k, v in sorted(tally.connections_per_switch.items())},
         "by_controller": tally.by_controller,
-        "cpu": None if shares is None else {
-            "switch_per_process": round(shares.switch, 4),
-            "processes": shares.processes,
-            "controllers": {url: round(share, 4) for url, share in shares.controllers.items()},
-            "bottleneck": bottleneck(shares),
-        },
+        "cpu": None if shares is None else _cpu_json(shares),
         "shards": [str(shard) for shard in tally.shards],
         "tally": tally_json(tally),  # what `python -m sim_switch merge` reads
+    }
+
+
+def _cpu_json(shares: CpuShares) -> dict[str, Any]:
+    return {
+        "switch_per_process": round(shares.switch, 4),
+        "processes": shares.processes,
+        "controllers": {url: round(share, 4) for url, share in shares.controllers.items()},
+        "bottleneck": bottleneck(shares),
     }
 
 

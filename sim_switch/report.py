@@ -267,8 +267,12 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
         "reconnects": result.reconnects,
         "answered_by": result.controllers,
         "failovers": [
-            {"at_s": round(failover.at_s, 6), "from": failover.from_url, "to": failover.to_url,
-             "reason": failover.reason}
+            {
+                "at_s": round(failover.at_s, 6),
+                "from": failover.from_url,
+                "to": failover.to_url,
+                "reason": failover.reason,
+            }
             for failover in result.failovers
         ],
         "streams": result.scenario.streams,

@@ -22,9 +22,14 @@ def test_bench_smoke_prints_its_table() -> None:
     assert any(name.startswith("sim-switch RSS per in-flight stream") for name in names)
     fleet = [line for line in lines[1:] if line.startswith("fleet: 20 switches")]
     runs = [line for line in fleet if "error-free" in line]
-    assert len(runs) == 2
-    assert ", --workers 1 " in runs[0]
-    assert ", --workers 2 " in runs[1]
+    assert len(runs) == 3
+    assert ", --workers 1, 1 controller " in runs[0]
+    assert ", --workers 2, 1 controller " in runs[1]
+    assert ", --workers 2, 2 controllers " in runs[2]
     assert all("0 errors" in line and line.endswith("error-free (met)") for line in runs)
     assert any("--workers 2 / --workers 1" in line for line in fleet)
-    assert all(any(unit in line for unit in ("req/s", "pings/s", "wall", "KiB", "us CPU")) for line in lines[1:])
+    assert any("2 controllers / 1" in line for line in fleet)
+    [failover] = [line for line in lines[1:] if line.startswith("failover: SIGKILL")]
+    assert " ms (backoff waits " in failover
+    rows = [line for line in lines[1:] if not line.startswith("   ")]  # indented lines are notes, not rows
+    assert all(any(unit in line for unit in ("req/s", "pings/s", "wall", "KiB", "us CPU", " ms")) for line in rows)
