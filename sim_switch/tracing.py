@@ -93,12 +93,9 @@ class Tracer:
         without a word to the peer, and every read above it fails."""
         closed = 0
         for record in self.connections:
-            socket = self._sockets.pop(record.number, None)
-            if socket is not None and record.controller == controller:
-                await socket.aclose()
+            if record.controller == controller and record.number in self._sockets:
+                await self._sockets.pop(record.number).aclose()
                 closed += 1
-            elif socket is not None:
-                self._sockets[record.number] = socket
         return closed
 
     def record_connection(self, stream: AsyncNetworkStream, controller: str | None = None) -> ConnectionRecord:
