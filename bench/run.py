@@ -185,7 +185,7 @@ def fleet_rows(rows: Table, urls: tuple[str, str], certs: Path, fleet: Fleet) ->
             fleet_tally = run_in_workers(scenario, controllers, switch, 100, None, workers, lambda done, total: None,
                                          False)  # fmt: skip
         after = read_controller_cpu(controllers, asking, "switch-1")
-        shares = cpu_shares(fleet_tally, {url: after[url] - before[url] for url in after if url in before})
+        shares = cpu_shares(fleet_tally, before, after)
         report = fleet_json(fleet_tally, judge_fleet(fleet_tally), shares)
         handshake_ms = report["tls_handshake_s"].get("p50", 0.0) * 1000
         theirs = "/".join(f"{share:.0%}" for share in shares.controllers.values())

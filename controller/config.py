@@ -445,9 +445,10 @@ def _parse_switch(data: object, base_dir: Path, controller: ControllerConfig) ->
         raise ConfigError("switch.controllers", "must list at least one controller URL")
     values.setdefault("controller_url", f"https://localhost:{controller.port}")
     check_controller_url(values["controller_url"], "switch.controller_url")
-    for index, url in enumerate(values.get("controllers", ())):
+    controllers = values.get("controllers", ())
+    for index, url in enumerate(controllers):
         check_controller_url(url, f"switch.controllers[{index}]")
-    if len(set(values.get("controllers", ()))) != len(values.get("controllers", ())):
+    if len(set(controllers)) != len(controllers):
         raise ConfigError("switch.controllers", "lists a controller twice")
     switch = SwitchConfig(**values)
     policy = switch.reconnect

@@ -187,8 +187,8 @@ def _run_fleet(
         return 1
     progress.finish()
     cpu_after = read_controller_cpu(urls, *asking) if asking else {}
-    spent = {url: cpu_after[url] - cpu_before[url] for url in cpu_after if url in cpu_before}
-    return _report_fleet(fleet_tally, shard is None, args.json, args.html, cpu_shares(fleet_tally, spent))
+    shares = cpu_shares(fleet_tally, cpu_before, cpu_after)
+    return _report_fleet(fleet_tally, shard is None, args.json, args.html, shares)
 
 
 def _asking(cfg: Config, fleet_context: ssl.SSLContext | None) -> tuple[ssl.SSLContext | None, str] | None:

@@ -26,10 +26,11 @@ class CpuShares:
     controllers: dict[str, float] = field(default_factory=dict)  # URL -> its process's share; empty if unknown
 
 
-def cpu_shares(tally: FleetTally, controller_cpu_s: dict[str, float]) -> CpuShares:
-    """``controller_cpu_s``: CPU seconds each controller spent during the run (those that said)."""
+def cpu_shares(tally: FleetTally, before: dict[str, float], after: dict[str, float]) -> CpuShares:
+    """``before``, ``after``: each controller's CPU seconds (``read_controller_cpu``) around the run; a controller
+    missing from either is left out."""
     wall_s = tally.wall_time_s or 1e-9
-    controllers = {url: spent / wall_s for url, spent in controller_cpu_s.items()}
+    controllers = {url: (after[url] - before[url]) / wall_s for url in after if url in before}
     return CpuShares(tally.cpu_s / wall_s / tally.processes, tally.processes, controllers)
 
 
