@@ -63,6 +63,9 @@ def read_settings(cls: type[Any], data: object, path: str, base_dir: Path, *, al
         if key not in section:
             if field.default is dataclasses.MISSING:
                 raise ConfigError(child, "missing")
+            if field.metadata.get(_RELATIVE) and field.default is not None:
+                # A default path is as relative as a written one: config.yaml's directory, not the working one.
+                values[field.name] = base_dir / field.default
             continue
         nested = field.metadata.get(_SECTION)
         if nested is not None:

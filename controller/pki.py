@@ -21,6 +21,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import trustme
@@ -30,9 +31,11 @@ from cryptography.exceptions import InvalidSignature
 from controller.tls_files import (
     Identity,
     PKIError,
+    Trust,
     ca_cert_path,
     ca_private_key_path,
     check_validity,
+    common_name,
     controller_identity,
     read_certificates,
     switch_identity,
@@ -40,7 +43,7 @@ from controller.tls_files import (
 
 __all__ = [
     "Identity", "PKIError", "ca_cert_path", "ca_private_key_path", "controller_identity", "ensure_certs",
-    "generate_certs", "switch_identity",
+    "ensure_switch_certs", "generate_certs", "switch_identity",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -64,33 +67,67 @@ CERT_FILE_MODE = 0o644
 
 
 def ensure_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterable[str]) -> list[Path]:
-    """Make whatever of dialout's PKI is missing, expiring or stale in ``certs_dir``; return the files written.
+    """The controller's side: make whatever of dialout's PKI is missing, expiring or stale in ``certs_dir``; return
+    the files written.
 
     A brand-new CA is made only when neither ``ca.pem`` nor ``ca.key`` exists: a CA certificate without its key
     (certificates copied from a controller) is kept, and issuing from it is an error that says so, rather than
     silently replacing the trust anchor the other side relies on.
 
-    Only a certificate that dialout issued is ever replaced (``_issued_by_dialout``): one a user placed there is
+    Only a certificate that dialout issued is ever replaced (``_dialout_issued``): one a user placed there is
     used as it is, or refused with a line that says why, never overwritten.
     """
-    ca_files = _ca_identity(certs_dir)
-    if not ca_files.cert.exists() and not ca_files.key.exists():
+    if _no_ca(certs_dir):
         return generate_certs(certs_dir, hostnames, switch_ids)
+    leaves = [_controller_leaf(certs_dir, hostnames)] + [_switch_leaf(certs_dir, sid) for sid in switch_ids]
+    return _issue_what_is_due(certs_dir, leaves)
 
-    wanted = [_controller_leaf(certs_dir, hostnames)] + [_switch_leaf(certs_dir, sid) for sid in switch_ids]
-    reasons = {leaf: why for leaf in wanted if (why := _why_issue(leaf, ca_files.cert)) is not None}
+
+def ensure_switch_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterable[str]) -> list[Path]:
+    """The switch's side: each switch's certificate and key, and ``ca.pem`` to verify the controller with; nothing
+    of the controller's. On the controller's own machine (no CA yet) the whole PKI is made, as the controller
+    would; on a switch's own machine what is there is checked, and what is missing or stale without ``ca.key`` to
+    issue it says which files to copy. A switch certificate that ``ca.pem`` did not sign is refused before a dial:
+    the controller, which trusts that CA, would refuse it on the wire."""
+    if _no_ca(certs_dir):
+        return generate_certs(certs_dir, hostnames, switch_ids)
+    leaves = [_switch_leaf(certs_dir, sid) for sid in switch_ids]
+    written = _issue_what_is_due(certs_dir, leaves)
+    trust = Trust(ca_cert_path(certs_dir))
+    for leaf in leaves:
+        problem = trust.problem_with(leaf.identity.chain())
+        if problem is not None:
+            raise PKIError(f"{leaf.identity.cert} was not issued by {trust.ca}: {problem} (a certificate from "
+                           "another CA belongs in switch.tls)")  # fmt: skip
+    return written
+
+
+def _no_ca(certs_dir: Path) -> bool:
+    ca_files = _ca_identity(certs_dir)
+    return not ca_files.cert.exists() and not ca_files.key.exists()
+
+
+def _issue_what_is_due(certs_dir: Path, leaves: list[_Leaf]) -> list[Path]:
+    ca_files = _ca_identity(certs_dir)
+    reasons = {leaf: due for leaf in leaves if (due := _why_issue(leaf, ca_files.cert)) is not None}
     if not reasons:
         return []
+    if not ca_files.key.exists():
+        leaf, due = next(iter(reasons.items()))
+        raise _no_ca_key(ca_files, leaf.identity, due)
     ca = _load_ca(ca_files)
     written: list[Path] = []
-    for leaf, why in reasons.items():
-        written += _issue(ca, leaf, why)
+    for leaf, due in reasons.items():
+        written += _issue(ca, leaf, due)
     return written
 
 
 def generate_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterable[str]) -> list[Path]:
-    """Make a new CA and issue every identity from it, replacing what dialout had issued there before; a file it
-    did not issue is never replaced (PKIError names it)."""
+    """Make a new CA and issue every identity from it, replacing what dialout had issued there before: the
+    controller, ``switch_ids``, and every other switch certificate dialout issued in ``certs_dir`` (a fleet's), so
+    that none is left signed by the CA this one replaces. A file it did not issue is never replaced (PKIError names
+    it)."""
+    switch_ids = list(dict.fromkeys([*switch_ids, *_dialout_switches_in(certs_dir)]))
     leaves = [_controller_leaf(certs_dir, hostnames)] + [_switch_leaf(certs_dir, sid) for sid in switch_ids]
     _refuse_foreign(certs_dir, leaves)
     certs_dir.mkdir(parents=True, exist_ok=True)
@@ -113,11 +150,24 @@ def _refuse_foreign(certs_dir: Path, leaves: list[_Leaf]) -> None:
                        "certs_dir elsewhere)")  # fmt: skip
     for leaf in leaves:
         cert, key = leaf.identity.cert, leaf.identity.key
-        if cert.exists() and not _issued_by_dialout(_read_cert(cert), ca_files.cert):
+        if cert.exists() and _dialout_issued(_read_cert(cert), ca_files.cert) is _Origin.NOT_DIALOUT:
             raise PKIError(f"{cert}: not issued by dialout; dialout will not replace it (move it, or point "
                            "certs_dir elsewhere)")  # fmt: skip
         if key.exists() and not cert.exists():
             raise _orphan_key(leaf.identity)
+
+
+@dataclass(frozen=True)
+class _Due:
+    """Why a certificate is issued, said of it ("is missing", "expires on ...")."""
+
+    why: str
+    reissue: bool = True  # a file of dialout's is replaced
+    # An earlier CA's certificate left behind: worth a warning even where issuing is otherwise quiet (a fleet's).
+    warn: bool = False
+
+
+NEW = _Due("is missing", reissue=False)
 
 
 @dataclass(frozen=True)
@@ -138,7 +188,7 @@ def _switch_leaf(certs_dir: Path, switch_id: str) -> _Leaf:
     return _Leaf(switch_identity(certs_dir, switch_id), (switch_id,), switch_id, SWITCH_UNIT)
 
 
-def _issue(ca: trustme.CA, leaf: _Leaf, why: str = "new") -> list[Path]:
+def _issue(ca: trustme.CA, leaf: _Leaf, due: _Due = NEW) -> list[Path]:
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)  # trustme wants naive UTC
     issued = ca.issue_cert(
         *leaf.names,
@@ -153,38 +203,49 @@ def _issue(ca: trustme.CA, leaf: _Leaf, why: str = "new") -> list[Path]:
     _write_atomically(identity.key, issued.private_key_pem.bytes(), KEY_FILE_MODE)
     _write_atomically(identity.cert, b"".join(blob.bytes() for blob in issued.cert_chain_pems), CERT_FILE_MODE)
     until = (now + LEAF_VALIDITY).date()
-    if why == "new":
+    if not due.reissue:
         logger.info("issued %s for %s (valid until %s)", identity.cert, leaf.common_name, until)
     else:  # replacing a file: say so, and why dialout may
-        logger.info("reissued %s for %s (valid until %s): dialout issued it (signed by its CA, OU=%s) and %s",
-                    identity.cert, leaf.common_name, until, leaf.unit, why)  # fmt: skip
+        logger.log(logging.WARNING if due.warn else logging.INFO,
+                   "reissued %s for %s (valid until %s): dialout issued it (OU=%s) and it %s",
+                   identity.cert, leaf.common_name, until, leaf.unit, due.why)  # fmt: skip
     return [identity.key, identity.cert]
 
 
-def _why_issue(leaf: _Leaf, ca_cert: Path) -> str | None:
+def _why_issue(leaf: _Leaf, ca_cert: Path) -> _Due | None:
     """Why ``leaf`` needs issuing (None: it does not). Raises PKIError for files dialout may not touch."""
     identity = leaf.identity
     if not identity.cert.exists():
         if identity.key.exists():
             raise _orphan_key(identity)
-        return "new"
+        return NEW
     cert = _read_cert(identity.cert)
-    if not _issued_by_dialout(cert, ca_cert):
+    origin = _dialout_issued(cert, ca_cert)
+    if origin is _Origin.NOT_DIALOUT:
         # Not ours: used as it is (its names are the user's business), unless it cannot work at all.
         if not identity.key.exists():
             raise PKIError(f"{identity.key}: private key file missing for {identity.cert}")
         check_validity(cert, identity.cert)
         return None
+    if origin is _Origin.EARLIER_CA:
+        return _Due(f"was not issued by {ca_cert} (an earlier dialout CA signed it)", warn=True)
     if not identity.key.exists():
-        return "its key was missing"
+        return _Due("had lost its key")
     expires = cert.not_valid_after_utc
     if expires - RENEW_BEFORE < datetime.datetime.now(datetime.UTC):
-        return f"it expires on {expires:%Y-%m-%d}"
+        return _Due(f"expires on {expires:%Y-%m-%d}")
     names = _subject_alt_names(cert)
     wanted = {_normalise_name(name) for name in leaf.names}
     if names != wanted:
-        return f"its names were {', '.join(sorted(names))}, now {', '.join(sorted(wanted))}"
+        return _Due(f"named {', '.join(sorted(names))}, now {', '.join(sorted(wanted))}")
     return None
+
+
+def _no_ca_key(ca_files: Identity, identity: Identity, due: _Due) -> PKIError:
+    """What a machine without the CA's key (a switch's own) is told about a certificate it cannot issue."""
+    copy = f"copy {identity.cert.name} and {identity.key.name} from the controller's certs_dir"
+    return PKIError(f"{identity.cert} {due.why}, and {ca_files.key} is not here to issue it (the CA key stays with the "
+                    f"controller): {copy}, or run `python -m controller` there first")  # fmt: skip
 
 
 def _orphan_key(identity: Identity) -> PKIError:
@@ -192,15 +253,24 @@ def _orphan_key(identity: Identity) -> PKIError:
                     "issued itself; remove the key to have a new pair issued")  # fmt: skip
 
 
-def _issued_by_dialout(cert: x509.Certificate, ca_cert: Path) -> bool:
-    """How dialout knows a certificate is its own: the CA in certs_dir (dialout's, by its subject) signed it, and it
-    carries one of the units dialout issues to. A file the user placed there fails one of these."""
-    if _unit(cert) not in (CONTROLLER_UNIT, SWITCH_UNIT):
-        return False
+class _Origin(Enum):
+    """Who issued a certificate found in certs_dir, as far as dialout can tell."""
+
+    CURRENT_CA = "current"  # dialout, from the CA in certs_dir
+    EARLIER_CA = "earlier"  # dialout, from a CA of its own that a new one has since replaced
+    NOT_DIALOUT = "other"  # the user placed it there
+
+
+def _dialout_issued(cert: x509.Certificate, ca_cert: Path) -> _Origin:
+    """How dialout knows a certificate is its own: it carries one of the units dialout issues to, and its issuer
+    is a dialout CA (by the unit in the issuer's name); the CA in certs_dir signed it, or an earlier one did. A file
+    the user placed there fails the first two."""
+    if _unit(cert) not in (CONTROLLER_UNIT, SWITCH_UNIT) or _issuer_unit(cert) != CA_UNIT:
+        return _Origin.NOT_DIALOUT
     try:
         cas = read_certificates(ca_cert)
     except PKIError:
-        return False
+        cas = []
     for ca in cas:
         if _unit(ca) != CA_UNIT:
             continue
@@ -208,8 +278,26 @@ def _issued_by_dialout(cert: x509.Certificate, ca_cert: Path) -> bool:
             cert.verify_directly_issued_by(ca)
         except (ValueError, TypeError, InvalidSignature):
             continue
-        return True
-    return False
+        return _Origin.CURRENT_CA
+    return _Origin.EARLIER_CA
+
+
+def _dialout_switches_in(certs_dir: Path) -> list[str]:
+    """The switch ids of the switch certificates dialout issued in ``certs_dir``, under any of its CAs."""
+    found: list[str] = []
+    for path in sorted(certs_dir.glob("*.pem")) if certs_dir.is_dir() else []:
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if _unit(cert) == SWITCH_UNIT and _issuer_unit(cert) == CA_UNIT and common_name(cert) == path.stem:
+            found.append(path.stem)
+    return found
+
+
+def _issuer_unit(cert: x509.Certificate) -> str | None:
+    units = cert.issuer.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME)
+    return str(units[0].value) if units else None
 
 
 def _unit(cert: x509.Certificate) -> str | None:
@@ -241,11 +329,6 @@ def _normalise_name(name: str) -> str:
 
 
 def _load_ca(ca_files: Identity) -> trustme.CA:
-    if not ca_files.key.exists():
-        raise PKIError(
-            f"cannot issue certificates: {ca_files.key} is missing (the CA key lives with the controller; "
-            f"run `python -m controller certs` there, or copy the switch's .pem and .key here)"
-        )
     try:
         return trustme.CA.from_pem(ca_files.cert.read_bytes(), ca_files.key.read_bytes())
     except (OSError, ValueError) as exc:

@@ -31,7 +31,7 @@ from controller.config import (
     check_controller_url,  # fmt: skip
     load_config,
 )
-from controller.pki import PKIError, ensure_certs
+from controller.pki import PKIError, ensure_switch_certs
 from controller.tls_files import check_other_half, switch_files
 from sim_switch.bottleneck import CpuShares, cpu_shares, read_controller_cpu
 from sim_switch.client import run_scenario
@@ -158,7 +158,7 @@ def _write_html(path: Path, html: str) -> None:
 def _ensure_certs(cfg: Config, ids: list[str], quiet: bool) -> None:
     if quiet:  # one line for the fleet's certificates, not one per switch
         logging.getLogger("controller.pki").setLevel(logging.WARNING)
-    written = ensure_certs(cfg.switch.certs_dir, cfg.controller.hostnames, ids)
+    written = ensure_switch_certs(cfg.switch.certs_dir, cfg.controller.hostnames, ids)
     if quiet and written:
         print(f"sim_switch: issued {len(written) // 2} certificates in {cfg.switch.certs_dir}", file=sys.stderr)
 

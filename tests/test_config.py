@@ -171,3 +171,13 @@ def test_own_pki_paths_resolve_against_the_config_and_take_the_switch_id(tmp_pat
     request = cfg.scenario("poll").request
     assert (request.method, request.headers, request.statuses) == ("POST", (("X-Tenant", "t1"),), (200,))
     assert request.target("2.5") == "/ping?interval=2.5"
+
+
+def test_a_left_out_certs_dir_is_beside_the_config_not_the_working_directory(tmp_path: Path) -> None:
+    """Both halves' default ``certs`` resolves as a written one would: against config.yaml's directory."""
+    path = tmp_path / "elsewhere" / "config.yaml"
+    path.parent.mkdir()
+    path.write_text("scenarios: {seed: {pings: [0]}}\n", encoding="utf-8")
+    cfg = load_config(path)
+    assert cfg.controller.certs_dir == path.parent / "certs"
+    assert cfg.switch.certs_dir == path.parent / "certs"

@@ -77,7 +77,7 @@ def test_a_ca_certificate_without_its_key_is_kept_and_the_error_says_why(tmp_pat
     (tmp_path / "ca.key").unlink()
     ca_before = ca_cert_path(tmp_path).read_bytes()
     assert ensure_certs(tmp_path, ["localhost"], ["switch-1"]) == []  # nothing needed issuing: fine
-    with pytest.raises(PKIError, match=r"ca\.key is missing"):
+    with pytest.raises(PKIError, match=r"switch-9\.pem is missing, and .*ca\.key is not here to issue it"):
         ensure_certs(tmp_path, ["localhost"], ["switch-9"])
     assert ca_cert_path(tmp_path).read_bytes() == ca_before
 
@@ -89,9 +89,7 @@ def test_dialout_reissues_its_own_stale_certificate_and_says_why(
     with caplog.at_level(logging.INFO, logger="controller.pki"):
         ensure_certs(tmp_path, ["localhost", "controller.example"], ["switch-1"])
     assert f"reissued {controller_identity(tmp_path).cert} for dialout controller" in caplog.text
-    assert (
-        "dialout issued it (signed by its CA, OU=dialout controller) and its names were localhost, now " in caplog.text
-    )
+    assert "dialout issued it (OU=dialout controller) and it named localhost, now " in caplog.text
 
 
 def user_certificate(directory: Path, name: str, not_before: datetime.datetime | None = None,
