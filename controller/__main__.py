@@ -1,7 +1,8 @@
 """``python -m controller``: serve, regenerate certificates, run the demo, or explain a switch.
 
 Exit codes: 0 ok, 1 the run failed (a demo scenario failed, the port is taken; explain: a switch did not
-multiplex), 2 usage, config or certificate error (explain: the controller could not be asked).
+multiplex), 2 usage, config or certificate error (explain: the controller could not be asked), 70 a bug of
+dialout's (one line; ``DIALOUT_TRACEBACK=1`` shows where).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from controller import explain
+from controller.command_line import OneLineParser, run_guarded
 from controller.config import Config, ConfigError, load_config
 from controller.connections import ConnectionRegistry, format_address
-from controller.diagnosis import diagnose, limits_of
+from controller.diagnosis import WindowError, diagnose, limits_of, parse_window
 from controller.nginx_conf import render, state_dir
 from controller.pki import PKIError, ensure_certs, generate_certs
 from controller.sentences import headline
@@ -52,10 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _regenerate_certs(cfg)
         if args.command == "explain":  # of a running controller: its certificates are there, none are made
             return _explain(cfg, args.url, args.switch, args.since, args.json)
+        for name in args.scenario or (DEMO_SCENARIOS if args.command == "demo" else ()):
+            cfg.scenario(name)  # a wrong name fails before anything is made or served
+        listen = _listen_option(args.listen) if args.command == "nginx-conf" else None
         if cfg.controller.tls is None:  # the user's own PKI is never touched
             ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.client_ids)
-        if args.command == "nginx-conf":
-            return _print_nginx_conf(cfg, args.listen, args.full)
+        if listen is not None:
+            return _print_nginx_conf(cfg, listen, args.full)
         ssl_context = server_ssl_context(cfg.controller)
         check_other_half(cfg, "controller")
     except (ConfigError, PKIError, ServerError, explain.ExplainError) as exc:
@@ -84,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m controller",
         description="The controller end of the dial-out pair: GET /ping?interval=SECONDS over HTTP/2 with mTLS.",
     )
@@ -165,15 +170,23 @@ def _regenerate_certs(cfg: Config) -> int:
 
 
 def _explain(cfg: Config, url: str | None, switch: str | None, since: str | None, as_json: bool) -> int:
+    try:
+        parse_window(since, None)  # a since the controller would refuse is said here, before it is asked
+    except WindowError as exc:
+        raise ConfigError("--since", str(exc).removeprefix("since ")) from exc
     switches = explain.ask(cfg, url, switch, since)
     print(json.dumps({"switches": switches}, indent=2) if as_json else explain.render(switches))
     return explain.exit_code(switches)
 
 
-def _print_nginx_conf(cfg: Config, listen: str, full: bool) -> int:
+def _listen_option(listen: str) -> str:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError("--listen", f"must be HOST:PORT, e.g. 127.0.0.1:9443, got {listen!r}")
+    return listen
+
+
+def _print_nginx_conf(cfg: Config, listen: str, full: bool) -> int:
     text = render(cfg, listen, full)
     if full:
         state_dir(listen).mkdir(mode=0o755, exist_ok=True)  # nginx's workers (nobody) use what is in it
@@ -222,8 +235,6 @@ async def _demo(
 ) -> int:  # fmt: skip
     """Serve in this process and run ``python -m sim_switch`` once per scenario as a child: the sockets are
     already listening, so the switch can dial at once and the demo needs no waiting or polling."""
-    for name in scenarios:
-        cfg.scenario(name)  # fail before anything runs if a name is wrong
     port = sockets[0].getsockname()[1]
     url = urlunsplit(urlsplit(cfg.switch.controller_url)._replace(netloc=f"{_url_host(cfg)}:{port}"))
     stop = asyncio.Event()
@@ -276,4 +287,4 @@ def _url_host(cfg: Config) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_guarded("controller", main))

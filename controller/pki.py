@@ -97,8 +97,10 @@ def ensure_switch_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: I
     for leaf in leaves:
         problem = trust.problem_with(leaf.identity.chain())
         if problem is not None:
-            raise PKIError(f"{leaf.identity.cert} was not issued by {trust.ca}: {problem} (a certificate from "
-                           "another CA belongs in switch.tls)")  # fmt: skip
+            raise PKIError(
+                f"{leaf.identity.cert} was not issued by {trust.ca}: {problem} (a certificate from "
+                "another CA belongs in switch.tls)"
+            )
     return written
 
 
@@ -130,7 +132,7 @@ def generate_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterab
     switch_ids = list(dict.fromkeys([*switch_ids, *_dialout_switches_in(certs_dir)]))
     leaves = [_controller_leaf(certs_dir, hostnames)] + [_switch_leaf(certs_dir, sid) for sid in switch_ids]
     _refuse_foreign(certs_dir, leaves)
-    certs_dir.mkdir(parents=True, exist_ok=True)
+    _make_directory(certs_dir)
     ca = trustme.CA(organization_name="dialout", organization_unit_name=CA_UNIT)
     ca_files = _ca_identity(certs_dir)
     _write_atomically(ca_files.key, ca.private_key_pem.bytes(), KEY_FILE_MODE)
@@ -199,16 +201,22 @@ def _issue(ca: trustme.CA, leaf: _Leaf, due: _Due = NEW) -> list[Path]:
         not_after=now + LEAF_VALIDITY,
     )
     identity = leaf.identity
-    identity.cert.parent.mkdir(parents=True, exist_ok=True)
+    _make_directory(identity.cert.parent)
     _write_atomically(identity.key, issued.private_key_pem.bytes(), KEY_FILE_MODE)
     _write_atomically(identity.cert, b"".join(blob.bytes() for blob in issued.cert_chain_pems), CERT_FILE_MODE)
     until = (now + LEAF_VALIDITY).date()
     if not due.reissue:
         logger.info("issued %s for %s (valid until %s)", identity.cert, leaf.common_name, until)
     else:  # replacing a file: say so, and why dialout may
-        logger.log(logging.WARNING if due.warn else logging.INFO,
-                   "reissued %s for %s (valid until %s): dialout issued it (OU=%s) and it %s",
-                   identity.cert, leaf.common_name, until, leaf.unit, due.why)  # fmt: skip
+        logger.log(
+            logging.WARNING if due.warn else logging.INFO,
+            "reissued %s for %s (valid until %s): dialout issued it (OU=%s) and it %s",
+            identity.cert,
+            leaf.common_name,
+            until,
+            leaf.unit,
+            due.why,
+        )
     return [identity.key, identity.cert]
 
 
@@ -244,8 +252,10 @@ def _why_issue(leaf: _Leaf, ca_cert: Path) -> _Due | None:
 def _no_ca_key(ca_files: Identity, identity: Identity, due: _Due) -> PKIError:
     """What a machine without the CA's key (a switch's own) is told about a certificate it cannot issue."""
     copy = f"copy {identity.cert.name} and {identity.key.name} from the controller's certs_dir"
-    return PKIError(f"{identity.cert} {due.why}, and {ca_files.key} is not here to issue it (the CA key stays with the "
-                    f"controller): {copy}, or run `python -m controller` there first")  # fmt: skip
+    return PKIError(
+        f"{identity.cert} {due.why}, and {ca_files.key} is not here to issue it (the CA key stays with the "
+        f"controller): {copy}, or run `python -m controller` there first"
+    )
 
 
 def _orphan_key(identity: Identity) -> PKIError:
@@ -335,15 +345,28 @@ def _load_ca(ca_files: Identity) -> trustme.CA:
         raise PKIError(f"cannot load the CA from {ca_files.cert} and {ca_files.key}: {exc}") from exc
 
 
+def _make_directory(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise PKIError(f"{directory}: cannot hold certificates: it exists and is not a directory (certs_dir)") from None
+    except OSError as exc:
+        raise PKIError(f"{directory}: cannot make it, for certificates: {exc.strerror or exc}") from exc
+
+
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` to ``path`` with ``mode`` from the first byte: the file is created with that mode (never
     world-readable, even for a moment, when it is a key) and renamed into place."""
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    temp_name: str | None = None
     try:
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
+    except BaseException as exc:
+        if temp_name is not None:
+            Path(temp_name).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise PKIError(f"{path}: cannot write it: {exc.strerror or exc}") from exc
         raise

@@ -1,7 +1,8 @@
 """``python -m sim_switch``: dial the controller, fire a scenario's pings at once, trace and judge them.
 
 stdout carries the trace and the summary, or with ``--json`` exactly one JSON object; stderr carries errors.
-Exit codes: 0 every ping got 200 and every expectation held, 1 otherwise, 2 usage, config or certificate error.
+Exit codes: 0 every ping got 200 and every expectation held, 1 otherwise, 2 usage, config or certificate error,
+70 a bug of dialout's (one line; ``DIALOUT_TRACEBACK=1`` shows where).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from controller.command_line import OneLineParser, run_guarded
 from controller.config import (
     Config,
     ConfigError,
@@ -74,6 +76,13 @@ def _run(args: argparse.Namespace) -> int:
         url = Destinations(urls, cfg.switch.start_with, random.random).current
         fleet = isinstance(scenario.kind, Fleet)
         ids = scenario.kind.switch_ids() if isinstance(scenario.kind, Fleet) else [cfg.switch.switch_id]
+        if (args.shard or args.workers) and not fleet:
+            raise ConfigError(
+                "--shard" if args.shard else "--workers",
+                f"only a fleet scenario is split; {scenario.name!r} is {scenario.kind.mode}",
+            )
+        if args.html is not None:
+            check_report_path(args.html)  # before the run and its certificates: a run is not lost to a bad name
         ssl_context = None  # an http:// URL: cleartext, no certificate to present or check
         if urlsplit(url).scheme == "https":
             if cfg.switch.tls is None:  # the user's own PKI is never touched
@@ -83,11 +92,6 @@ def _run(args: argparse.Namespace) -> int:
             ssl_context = switch_ssl_context(switch_files(cfg.switch, ids[0]))
             for each in urls:
                 check_other_half(cfg, "switch", each, ids[0])
-        if (args.shard or args.workers) and not fleet:
-            raise ConfigError("--shard" if args.shard else "--workers",
-                              f"only a fleet scenario is split; {scenario.name!r} is {scenario.kind.mode}")  # fmt: skip
-        if args.html is not None:
-            check_report_path(args.html)  # before the run, not after it: a run is not lost to a bad name
     except (ConfigError, PKIError, ReportFileError) as exc:
         print(f"sim_switch: {exc}", file=sys.stderr)
         return 2
@@ -216,7 +220,7 @@ def _report_fleet(
 
 def merge_main(argv: Sequence[str]) -> int:
     """``python -m sim_switch merge SHARD.json ...``: the fleet's report from its shards' ``--json``."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m sim_switch merge",
         description="One fleet's summary, verdict and exit code from the --json of each of its shards (--shard I/N).",
     )
@@ -307,7 +311,7 @@ def _describe(scenario: Scenario) -> str:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m sim_switch",
         description="The switch end of the dial-out pair: concurrent pings to the controller, traced, with a "
         "verdict on whether they were multiplexed over one HTTP/2 connection.",
@@ -345,4 +349,4 @@ def _workers_option(text: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_guarded("sim_switch", main))

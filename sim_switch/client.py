@@ -18,7 +18,15 @@ import httpx
 from controller.config import Keepalive, OneShot, Request, Scenario, StreamPolicy
 from sim_switch.controller_view import ask_controller
 from sim_switch.destinations import Failover
-from sim_switch.failures import Failure, FailureKind, classify, probe_client_certificate, refused_with, sentence
+from sim_switch.failures import (
+    Failure,
+    FailureKind,
+    classify,
+    probe_client_certificate,
+    probe_scheme,
+    refused_with,
+    sentence,
+)
 from sim_switch.keepalive import socket_options
 from sim_switch.results import ControllerView, PingResult, RunResult, format_interval
 from sim_switch.streams import HTTPCORE_MAX_STREAMS, StreamPool
@@ -119,6 +127,8 @@ async def finish_run(
         # In cleartext the controller knows no switch by name (no certificate): ask for every connection.
         asked_as = switch_id if ssl_context is not None else None
         view = await ask_controller(client, controller_url, asked_as, tracer, pings, forgot_earlier=reconnects > 0)
+    if _failed_at_first_bytes(pings, controller_url):
+        pings = await _diagnose_scheme(pings, controller_url, tracer)
     refused = not any(ping.ok for ping in pings) and any(_broke_after_handshake(ping.failure) for ping in pings)
     if refused and ssl_context is not None:
         pings = await _diagnose_refused_certificate(pings, controller_url, ssl_context, tracer)
@@ -198,7 +208,8 @@ def _error_text(body: bytes) -> str:
         message = json.loads(body).get("error")
     except (ValueError, AttributeError):
         message = None
-    return str(message) if message else body[:200].decode("utf-8", "replace")
+    text = str(message) if message else body[:200].decode("utf-8", "replace")
+    return " ".join(text.split())  # one line, whatever the body's layout (an HTML error page)
 
 
 _BROKEN = frozenset({FailureKind.CONNECTION_BROKE, FailureKind.PROTOCOL_ERROR, FailureKind.GOAWAY,
@@ -207,6 +218,38 @@ _BROKEN = frozenset({FailureKind.CONNECTION_BROKE, FailureKind.PROTOCOL_ERROR, F
 
 def _broke_after_handshake(failure: Failure | None) -> bool:
     return failure is not None and failure.kind in _BROKEN
+
+
+# How a wrong scheme looks from here: https:// to plain HTTP fails the handshake ("wrong version number"); http://
+# to a TLS port has the connection closed at the first request bytes.
+_SCHEME_SIGNS = {
+    "https": frozenset({FailureKind.CONNECT_FAILED, FailureKind.TLS_FAILED}),
+    "http": frozenset({FailureKind.PROTOCOL_ERROR, FailureKind.CONNECTION_BROKE}),
+}
+
+
+def _failed_at_first_bytes(pings: list[PingResult], controller_url: str) -> bool:
+    signs = _SCHEME_SIGNS.get(urlsplit(controller_url).scheme, frozenset())
+    return all(ping.status is None and ping.failure is not None and ping.failure.kind in signs for ping in pings)
+
+
+async def _diagnose_scheme(pings: list[PingResult], controller_url: str, tracer: Tracer) -> list[PingResult]:
+    tracer.event(
+        None, "every ping failed at its first bytes: dialing once more to see what the server speaks", kind=SESSION
+    )
+    found = await probe_scheme(controller_url)
+    if found is None:
+        return pings
+    tracer.event(None, f"diagnosis: {sentence(found)}", kind=SESSION)
+    return _relabelled(pings, found)
+
+
+def _relabelled(pings: list[PingResult], cause: Failure) -> list[PingResult]:
+    """Every failed ping's failure as ``cause`` found by a probe; whether it was safe to retry stays its own."""
+    return [
+        replace(ping, failure=replace(ping.failure, kind=cause.kind, detail=cause.detail)) if ping.failure else ping
+        for ping in pings
+    ]
 
 
 async def _diagnose_refused_certificate(
@@ -221,7 +264,4 @@ async def _diagnose_refused_certificate(
     if refusal is None:
         return pings
     tracer.event(None, f"diagnosis: {sentence(refusal)}", kind=SESSION)
-    return [
-        replace(ping, failure=replace(ping.failure, kind=refusal.kind, detail=refusal.detail)) if ping.failure else ping
-        for ping in pings
-    ]
+    return _relabelled(pings, refusal)

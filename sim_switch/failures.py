@@ -18,6 +18,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -42,6 +43,8 @@ class FailureKind(StrEnum):
     CONNECTION_BROKE = "connection_broke"  # a read or write failed mid-request
     HTTP_STATUS = "http_status"  # answered, with a status the scenario does not count as an answer
     OTHER = "other"
+    PLAIN_HTTP = "plain_http"  # an https:// URL, and the server answered in plain HTTP (an admin port?)
+    EXPECTS_TLS = "expects_tls"  # an http:// URL, and the server speaks TLS
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ HEADLINES = {
     FailureKind.CONNECTION_BROKE: "the connection to the controller broke",
     FailureKind.HTTP_STATUS: "HTTP",
     FailureKind.OTHER: "unexpected error",
+    FailureKind.PLAIN_HTTP: "the server answered in plain HTTP",
+    FailureKind.EXPECTS_TLS: "the server expects TLS",
 }
 
 
@@ -182,6 +187,55 @@ def _probe(host: str, port: int, context: ssl.SSLContext) -> Failure | None:
     except OSError:
         return None
     return None
+
+
+async def probe_scheme(url: str) -> Failure | None:
+    """Whether the server at ``url`` speaks the other scheme: plain HTTP where https:// was dialled, TLS where
+    http:// was. Asked only once every ping failed at the first bytes, where the TLS library says only "wrong
+    version number" and an h2c client only sees the connection close."""
+    return await asyncio.to_thread(_probe_scheme, url)
+
+
+def _probe_scheme(url: str) -> Failure | None:
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    if parts.scheme == "https":
+        if _answers_plain_http(host, parts.port or 443):
+            advice = "dial the controller's TLS port (controller.port), or http:// for a cleartext listener"
+            return Failure(FailureKind.PLAIN_HTTP, f"is {parts.netloc} the admin port? {advice}", retry_safe=True)
+    elif _speaks_tls(host, parts.port or 80):
+        return Failure(FailureKind.EXPECTS_TLS, f"use https://{parts.netloc}", retry_safe=True)
+    return None
+
+
+def _answers_plain_http(host: str, port: int) -> bool:
+    request = f"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as sock:
+            sock.sendall(request)
+            start = b""
+            while len(start) < len(b"HTTP/") and (more := sock.recv(len(b"HTTP/") - len(start))):
+                start += more
+    except OSError:
+        return False
+    return start == b"HTTP/"
+
+
+def _speaks_tls(host: str, port: int) -> bool:
+    # Only whether it speaks TLS at all: no certificate is presented or checked on this one connection.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except ssl.SSLError as exc:
+        return "ALERT" in (exc.reason or "")  # it answered with a TLS alert (it wanted a certificate): TLS
+    except OSError:
+        return False
 
 
 def _h2_events(chain: list[BaseException]) -> list[object]:
