@@ -173,9 +173,14 @@ class ConnectionScopeMiddleware:
         identified = self.proxies.identify(forwarded)
         via = connection.switch or host_of(connection.peer)
         seen_as = self.registry.proxied(
-            via, forwarded.connection, forwarded.peer, identified.switch, forwarded.alpn, forwarded.tls_version
+            via,
+            forwarded.connection,
+            forwarded.peer,
+            identified.switch,
+            forwarded.alpn,
+            forwarded.tls_version,
+            upstream=connection,
         )
-        seen_as.upstream.add(connection.id)
         span = seen_as.begin_stream(scope["path"], scope["http_version"], scope["query_string"])
         return span, identified, forwarded.request or span.number
 

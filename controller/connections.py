@@ -20,8 +20,10 @@ DEFAULT_HISTORY = 10_000
 STREAM_HISTORY = 50_000
 
 
-# What a proxy cannot tell us of the switch's connection to it, and so is never filled in for one: when it closed,
-# its HTTP/2 stream ids, and connections that carried no request (the proxy forwards requests, not connections).
+# What a proxy cannot tell us of the switch's connection to it: when exactly it closed (we close it when the
+# proxy's last connection to us that carried it closes, or when the proxy numbers another connection as it did
+# this one: a bound, not the time), its HTTP/2 stream ids, and connections that carried no request (the proxy
+# forwards requests, not connections).
 UNKNOWN_THROUGH_A_PROXY = ("closed_at", "stream_ids", "connections_without_requests")
 
 
@@ -43,8 +45,10 @@ class ControllerConnection:
     in_flight: int = 0
     peak_in_flight: int = 0
     via: str | None = None  # the trusted proxy that told us of this connection (its CN or address)
+    proxy_number: str | None = None  # with via: the proxy's own number for it (nginx's $connection)
     cleartext: bool = False  # on the cleartext listener: no TLS, no certificate
     upstream: set[int] = field(default_factory=set)  # our connections from that proxy that carried its requests
+    upstream_open: set[int] = field(default_factory=set, repr=False)  # those of them still open
     from_trusted_proxy: bool | None = None  # whether its forwarded headers are believed; None until its 1st request
     forwarding_noted: bool = False  # forwarded headers from an untrusted peer: logged once per connection
     http_version: str | None = None  # "1.1" or "2", from its first request
@@ -139,8 +143,10 @@ class ConnectionRegistry:
         self._totals: dict[str, SwitchTotals] = {}
         self._next_id = 1
         self._history = history
-        # Connections behind a proxy, by (proxy, the proxy's number for the connection, the switch's address).
-        self._proxied: dict[tuple[str, str, str], ControllerConnection] = {}
+        # Connections behind a proxy, by (proxy, the proxy's number for the connection), while they are open.
+        self._proxied: dict[tuple[str, str], ControllerConnection] = {}
+        # For each of our open connections from a proxy: the switch connections it carried requests of, by id.
+        self._carried: dict[int, dict[int, ControllerConnection]] = {}
 
     def open(self, peer: str, switch: str | None, alpn: str | None, tls_version: str | None,
              tls: dict[str, Any], via: str | None = None, cleartext: bool = False,
@@ -160,21 +166,34 @@ class ConnectionRegistry:
         return connection
 
     def proxied(self, via: str, key: str, peer: str, switch: str | None, alpn: str | None,
-                tls_version: str | None) -> ControllerConnection:  # fmt: skip
-        """The switch's connection to proxy ``via`` that the proxy numbers ``key``: recorded on its first request,
-        and found again for the requests after it. Its ``tls`` stays empty: the ASGI TLS extension describes the
-        connection a request came on, which is the proxy's."""
-        index = (via, key, peer)
+                tls_version: str | None, upstream: ControllerConnection) -> ControllerConnection:  # fmt: skip
+        """The switch's connection to proxy ``via`` that the proxy numbers ``key``, whose request came to us on
+        ``upstream``: recorded on its first request, and found again for the requests after it. Its ``tls`` stays
+        empty: the ASGI TLS extension describes the connection a request came on, which is the proxy's.
+
+        It is closed when the last of the proxy's connections to us that carried it closes (nginx gone, or its
+        keepalive connections idle) or when the proxy numbers another switch's connection ``key``: the proxy
+        never tells us when the switch's own connection closed."""
+        index = (via, key)
         connection = self._proxied.get(index)
+        if connection is not None and connection.peer != peer:  # the proxy's number went to another connection
+            self.close(connection)
+            connection = None
         if connection is None:
+            if len(self._proxied) >= self._history:  # a proxy that never lets us see a close: the oldest goes
+                self.close(next(iter(self._proxied.values())))
             connection = self.open(peer, switch, alpn, tls_version, {}, via=via)
-            if len(self._proxied) >= self._history:
-                self._proxied.pop(next(iter(self._proxied)))
+            connection.proxy_number = key
             self._proxied[index] = connection
+        connection.upstream.add(upstream.id)
+        if upstream.closed_at is None and upstream.id not in connection.upstream_open:
+            connection.upstream_open.add(upstream.id)
+            self._carried.setdefault(upstream.id, {})[connection.id] = connection
         return connection
 
     def close(self, connection: ControllerConnection) -> None:
-        """Mark ``connection`` closed; only the first call counts."""
+        """Mark ``connection`` closed, and a proxied connection that only it still carried; only the first call
+        counts."""
         if connection.closed_at is not None:
             return
         connection.closed_at = utc_now()
@@ -183,6 +202,12 @@ class ConnectionRegistry:
             "conn #%d closed: %s, %s, peak %d at once",
             connection.id, connection.switch, plural(connection.streams, "stream"), connection.peak_in_flight,
         )  # fmt: skip
+        if connection.via is not None and connection.proxy_number is not None:
+            self._proxied.pop((connection.via, connection.proxy_number), None)
+        for carried in self._carried.pop(connection.id, {}).values():
+            carried.upstream_open.discard(connection.id)
+            if not carried.upstream_open:
+                self.close(carried)
 
     def connections(self, switch: str | None = None) -> list[ControllerConnection]:
         return [c for c in self._recent if switch is None or c.switch == switch]

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from controller.config import ControllerConfig
+from controller.connections import ConnectionRegistry
 from controller.pki import switch_identity
 from sim_switch.tls import client_ssl_context
 from tests.servers import RunningController, run_controller
@@ -63,3 +64,21 @@ async def test_only_the_proxys_success_counts(proxied: RunningController, certs_
         "no verified client certificate from the switch (the proxy's verification said "
         "'FAILED:certificate has expired')"
     )
+
+
+def test_a_proxied_connection_closes_when_its_carriers_close_or_its_number_is_reused() -> None:
+    registry = ConnectionRegistry()
+    upstream = [registry.open(f"127.0.0.1:{port}", "nginx-proxy", "http/1.1", "TLSv1.3", {}) for port in (1, 2)]
+    first = registry.proxied("nginx-proxy", "7", "10.0.0.1:5000", "switch-1", "h2", "TLSv1.3", upstream=upstream[0])
+    assert registry.proxied("nginx-proxy", "7", "10.0.0.1:5000", "switch-1", "h2", "TLSv1.3", upstream[1]) is first
+    registry.close(upstream[0])
+    assert first.closed_at is None  # the second one still carries it
+    registry.close(upstream[1])
+    assert first.closed_at is not None
+
+    carrier = registry.open("127.0.0.1:3", "nginx-proxy", "http/1.1", "TLSv1.3", {})
+    second = registry.proxied("nginx-proxy", "8", "10.0.0.1:5001", "switch-1", "h2", "TLSv1.3", upstream=carrier)
+    third = registry.proxied("nginx-proxy", "8", "10.0.0.2:6000", "switch-2", "h2", "TLSv1.3", upstream=carrier)
+    assert third is not second
+    assert second.closed_at is not None  # the proxy numbered another connection 8: this one is over
+    assert third.closed_at is None

@@ -165,3 +165,26 @@ def test_the_printed_file_is_one_nginx_accepts(behind_nginx: tuple[ControllerPro
     assert checked.returncode == 0, checked.stderr
     assert ca_cert_path(controller.config.parent / "certs").exists()
     assert (controller.config.parent / "certs" / f"{PROXY}.pem").exists(), "the proxy's certificate was issued"
+
+
+def test_a_proxied_connection_closes_with_the_proxy_and_the_counts_agree(tmp_path: Path) -> None:
+    """nginx never says when the switch's connection to it closed: the controller closes it when nginx's own
+    connections to it that carried it close. With nginx gone, /connections, /metrics and the switches connected
+    all say none is open."""
+    config = write_config(tmp_path, controller=f"  trusted_proxies: [{PROXY}]\n")
+    with ControllerProcess.start(config) as controller:
+        with nginx_in_front_of(controller) as nginx:
+            done = run_switch(controller.config, nginx.url, "seed")
+            assert done.returncode == 0, done.stderr
+            [proxied] = via_proxy(controller)
+        controller.wait_for(rf"conn #{proxied['id']} closed: switch-1, \d+ streams")
+        [proxied] = via_proxy(controller)
+        assert proxied["closed_at"] is not None
+        with httpx.Client(trust_env=False) as client:
+            records = client.get(f"{controller.admin_url}/connections").json()["connections"]
+            metrics = client.get(f"{controller.admin_url}/metrics").text
+    still_open = [record for record in records if record["closed_at"] is None]
+    assert still_open == []
+    open_by_alpn = [float(value) for value in re.findall(r"^dialout_connections_open\{.*\} (\S+)$", metrics, re.M)]
+    assert sum(open_by_alpn) == len(still_open)
+    assert re.search(r"^dialout_switches_connected 0\.0$", metrics, re.M), metrics
