@@ -18,10 +18,10 @@ from pathlib import Path
 from controller.config import Schedule
 from sim_switch.fleet_tally import FleetTally
 from sim_switch.histograms import Histogram
-from sim_switch.report import ping_error, problem_lines, verdict_line
+from sim_switch.report import ping_error, problem_lines, result_line, shown_line
 from sim_switch.results import PingOutcome, PingResult, RunResult, format_interval, plural
 from sim_switch.tracing import DETAIL, ConnectionRecord, TraceEvent
-from sim_switch.verdict import Verdict
+from sim_switch.verdict import Outcome, Verdict
 
 GENERATOR = "dialout"  # <meta name="generator">: how a report is told from a file that is not ours
 LABEL_W = 250  # the lane labels, left of the plot
@@ -67,8 +67,10 @@ def _is_ours(path: Path) -> bool:
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d1d1f; }
 h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8px; }
-.verdict { font: 600 15px ui-monospace, monospace; padding: 10px 12px; border-radius: 6px; }
-.verdict.ok { background: #e6f4ea; } .verdict.bad { background: #fce8e6; }
+.verdict { font: 600 15px ui-monospace, monospace; padding: 10px 0; }
+.verdict span { padding: 6px 10px; border-radius: 6px; display: inline-block; }
+.good, .result.ok { background: #e6f4ea; color: #137333; } .bad, .result.bad { background: #fce8e6; color: #c5221f; }
+.warn { background: #fef7e0; color: #b06000; } .neutral { background: #f1f3f4; color: #3c4043; }
 .problems li { font-family: ui-monospace, monospace; font-size: 12px; }
 table { border-collapse: collapse; font-size: 13px; } td, th { padding: 3px 10px; border-bottom: 1px solid #ddd; }
 th { text-align: left; background: #f5f5f7; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -95,10 +97,12 @@ def run_html(result: RunResult, verdict: Verdict, events: Sequence[TraceEvent]) 
     """The report of a one-shot run or a persistent session."""
     scenario = result.scenario
     subtitle = f"{scenario.kind.mode} run against {result.controller_url}"
+    verdict_html = (
+        f'<span class="shown {_SHOWN_CLASS[verdict.outcome]}">{escape(shown_line(verdict))}</span> - '
+        f'<span class="result {"ok" if verdict.ok else "bad"}">{escape(result_line(verdict))}</span>'
+    )
     body = [
-        _header(
-            f"dialout: scenario {scenario.name}", subtitle, verdict_line(verdict), verdict.ok, problem_lines(verdict)
-        ),
+        _header(f"dialout: scenario {scenario.name}", subtitle, verdict_html, problem_lines(verdict)),
         "<h2>Waterfall</h2>",
         _legend(),
         _waterfall(result, events),
@@ -118,9 +122,14 @@ def fleet_html(tally: FleetTally, verdict_text: str, ok: bool, failures: Sequenc
     tally, so a fleet run over workers or merged from shards has the same report."""
     per_switch = sorted(tally.connections_per_switch.items())
     errors = sorted(tally.errors_by_kind.items(), key=lambda item: -item[1])
-    subtitle = f"{tally.switches} switches against {tally.controller}"
+    subtitle = f"a fleet of {tally.switches} switches against {tally.controller}"
     body = [
-        _header(f"dialout: fleet {tally.scenario}", subtitle, verdict_text, ok, list(failures)),
+        _header(
+            f"dialout: scenario {tally.scenario}",
+            subtitle,
+            f'<span class="result {"ok" if ok else "bad"}">{escape(verdict_text)}</span>',
+            list(failures),
+        ),
         "<h2>Latency (request to end of answer)</h2>",
         _histogram(tally.latency, "latency"),
         "<h2>Overhead over the interval</h2>",
@@ -145,11 +154,24 @@ def _page(title: str, body: Iterable[str]) -> str:
     )
 
 
-def _header(title: str, subtitle: str, verdict: str, ok: bool, problems: Sequence[str]) -> str:
+# What the pings showed, coloured apart from whether the run met what was asked of it: a NOT MULTIPLEXED that the
+# scenario expects is a success, and is not drawn as one.
+_SHOWN_CLASS = {
+    Outcome.MULTIPLEXED: "good",
+    Outcome.SESSION_OK: "good",
+    Outcome.NOT_MULTIPLEXED: "warn",
+    Outcome.NOTHING_TO_MULTIPLEX: "neutral",
+    Outcome.FAILED: "bad",
+    Outcome.SESSION_FAILED: "bad",
+}
+
+
+def _header(title: str, subtitle: str, verdict_html: str, problems: Sequence[str]) -> str:
+    """``verdict_html``: spans of class ``shown`` and ``result``, already escaped."""
     listed = "".join(f"<li>{escape(problem)}</li>" for problem in problems)
     return (
         f"<h1>{escape(title)}</h1><p>{escape(subtitle)}</p>"
-        f'<div class="verdict {"ok" if ok else "bad"}" id="verdict">{escape(verdict)}</div>'
+        f'<div class="verdict" id="verdict">{verdict_html}</div>'
         + (f'<ul class="problems">{listed}</ul>' if listed else "")
     )
 

@@ -12,6 +12,7 @@ from sim_switch.results import GiveUpReason, PingOutcome, PingResult, RunResult,
 from sim_switch.streams import HTTPCORE_MAX_STREAMS
 from sim_switch.tracing import TraceEvent
 from sim_switch.verdict import (
+    Check,
     CheckFailed,
     DiagnosisDisagrees,
     Expected,
@@ -84,6 +85,41 @@ def check_text(verdict: Verdict) -> list[str]:
 
 
 def verdict_line(verdict: Verdict) -> str:
+    """The run's last line: what the pings showed, or, for a run that failed on something else than its pings
+    (an expectation, the controller's view), why it failed."""
+    if verdict.ok or _pings_failed(verdict):
+        return shown_line(verdict)
+    return result_line(verdict)
+
+
+def result_line(verdict: Verdict) -> str:
+    """Whether the run met what was asked of it, apart from what the pings showed: "as expected (...)", or why
+    it failed."""
+    if verdict.ok:
+        held = ", ".join(_expected_text(check) for check in verdict.checks)
+        return f"as expected ({held})" if held else "as expected"
+    if _pings_failed(verdict):
+        return "the run failed"
+    more = len(verdict.problems) - 1
+    return f"FAILED: {problem_text(verdict.problems[0])}" + (
+        f" (and {plural(more, 'more problem')}, above)" if more else ""
+    )
+
+
+def _pings_failed(verdict: Verdict) -> bool:
+    return verdict.outcome in (Outcome.FAILED, Outcome.SESSION_FAILED)
+
+
+def _expected_text(check: Check) -> str:
+    match check.key:
+        case Expected.CONNECTIONS:
+            return plural(int(check.expected), "connection")
+        case Expected.HTTP_VERSION:
+            return str(check.expected)
+
+
+def shown_line(verdict: Verdict) -> str:
+    """What the pings showed: multiplexed or not, the session's tally, or how many failed."""
     count = verdict.pings
     whose = " (the switch's view; the controller keeps no account)" if verdict.one_sided else ""
     versions = "/".join(verdict.http_versions)
@@ -192,10 +228,12 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
             "" if view.error or view.no_account else ("; both views agree" if view.agrees else "; the views DISAGREE")
         )
         lines.append(view.describe() + agreement)
-    lines.append(verdict_line(verdict))
+    lines.append(shown_line(verdict))
     if view is not None and view.findings:
         lines.append(f"the controller's diagnosis of {view.switch} ({_numbering(result)}):")
         lines += [f"  {finding.severity:<7} {finding.kind}: {finding.sentence}" for finding in view.findings]
+    if verdict_line(verdict) != shown_line(verdict):  # it failed on something else: the last word says what
+        lines.append(verdict_line(verdict))
     return "\n".join(lines)
 
 
@@ -231,11 +269,18 @@ def _render_ping(ping: PingResult) -> str:
     if not ping.ok:
         return f"{head}FAILED after {ping.elapsed_s:.3f} s: {ping_error(ping)}"
     stream = f" stream {ping.stream_id}" if ping.stream_id else ""
-    overhead_ms = (ping.elapsed_s - ping.interval_s) * 1000
     return (
         f"{head}{ping.status} {ping.http_version}  conn #{ping.connection}{stream}  "
-        f"{ping.elapsed_s:.3f} s ({overhead_ms:+.0f} ms over its interval)"
+        f"{ping.elapsed_s:.3f} s ({against_interval(ping.elapsed_s - ping.interval_s)})"
     )
+
+
+def against_interval(overhead_s: float) -> str:
+    """How an answer's time compares with the interval it asked for: "+42 ms over its interval", or, from a
+    controller that answered before it (not dialout's), "4.97 s early"."""
+    if overhead_s >= 0:
+        return f"+{overhead_s * 1000:.0f} ms over its interval"
+    return f"{-overhead_s:.3g} s early"
 
 
 def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:

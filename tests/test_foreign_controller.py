@@ -87,6 +87,8 @@ def test_requiring_the_controllers_view_fails_without_one(foreign: tuple[Path, s
     assert "controller view: required (expect.controller_view), but the controller keeps no account" in " ".join(
         report["failures"]
     )
+    # the last word says why it failed, not what the pings looked like
+    assert report["verdict"].startswith("FAILED: controller view: required (expect.controller_view)")
 
 
 @pytest.mark.parametrize("name", ["poll-session", "poll-fleet"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.browser import Elements, dump_dom
+from tests.browser import Elements, Page, dump_dom
 from tests.servers import ControllerProcess, write_config
 from tests.test_cli import run_module
 
@@ -59,6 +59,42 @@ def test_the_contrast_report_in_a_browser(controller_process: ControllerProcess,
     for number in (1, 2, 3):
         assert f"conn #{number} · controller #" in labels
     assert labels.count("http/1.1 · TLSv1.3 · 1 ping") == 3
+
+
+def test_not_multiplexed_as_expected_is_coloured_apart_from_the_runs_success(
+    controller_process: ControllerProcess, tmp_path: Path
+) -> None:
+    """What the pings showed (not multiplexed: amber) and whether the run met its expectations (yes: green) are
+    two things, drawn in two colours, as a person sees them in the browser."""
+    report = tmp_path / "contrast.html"
+    run = run_with_report(controller_process, "contrast", report)
+    with Page.open(report.as_uri()) as page:
+        shown = page.evaluate("document.querySelector('#verdict .shown').textContent")
+        result = page.evaluate("document.querySelector('#verdict .result').textContent")
+        colours = page.evaluate(
+            "['.shown', '.result'].map(s => getComputedStyle(document.querySelector('#verdict ' + s)).backgroundColor)"
+        )
+    assert shown == run["verdict"]
+    assert str(shown).startswith("NOT MULTIPLEXED: 3 pings on 3 connections (HTTP/1.1)")
+    assert result == "as expected (3 connections, HTTP/1.1)"
+    assert colours == ["rgb(254, 247, 224)", "rgb(230, 244, 234)"]  # amber, green
+
+
+def test_a_run_that_fails_on_its_expectations_says_why_last(tmp_path: Path) -> None:
+    """Multiplexed, but expected on 3 connections: the summary's last line and the report say why it failed."""
+    config = write_config(tmp_path, extra="  wrong:\n    pings: [0.1, 0.2]\n    expect: {connections: 3}\n")
+    report = tmp_path / "wrong.html"
+    with ControllerProcess.start(config) as process:
+        done = run_module("sim_switch", "--config", str(config), "--url", process.url, "--scenario", "wrong",
+                          "--html", str(report))  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "\nMULTIPLEXED: 2 pings as 2 streams on 1 connection (HTTP/2)" in done.stdout
+    assert done.stdout.splitlines()[-1] == "FAILED: expected 3 connections, opened 1"
+    page = Elements(report.read_text(encoding="utf-8"))
+    assert [element["class"] for element in page.with_class("shown") + page.with_class("result")] == [
+        "shown good",
+        "result bad",
+    ]
 
 
 def test_a_session_and_a_fleet_report(tmp_path: Path) -> None:

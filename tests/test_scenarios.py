@@ -6,7 +6,7 @@ from pathlib import Path
 
 from controller.config import Expectation, OneShot, Scenario
 from sim_switch.client import run_scenario
-from sim_switch.report import ping_error, problem_lines, render_summary, verdict_line
+from sim_switch.report import against_interval, ping_error, problem_lines, render_summary, verdict_line
 from sim_switch.results import RunResult
 from sim_switch.tls import client_ssl_context
 from sim_switch.tracing import TraceEvent
@@ -98,3 +98,8 @@ async def test_a_refused_ping_is_a_failure_with_the_controllers_reason(
     assert result.pings[1].status == 400
     assert ping_error(result.pings[1]) == "HTTP 400: interval must be <= 5 s (max_interval_s), got '7'"
     assert verdict_line(verdict).startswith("FAILED: 1 of 2 pings failed: HTTP 400")
+
+
+def test_an_answer_before_its_interval_reads_as_early() -> None:
+    assert against_interval(0.042) == "+42 ms over its interval"
+    assert against_interval(-4.97) == "4.97 s early"
