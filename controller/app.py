@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from controller.accounts import serve_accounts
 from controller.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
 from controller.config import ControllerConfig
-from controller.connections import ConnectionRegistry, ControllerConnection, format_address, utc_now
+from controller.connections import ConnectionRegistry, ControllerConnection, format_address, stream_name, utc_now
 from controller.forwarded import ProxyPolicy
 from controller.interval import IntervalError, parse_interval
 from controller.metrics import Metrics
@@ -93,6 +93,7 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry, metrics: Met
                 "switch": arrival.switch,
                 "connection": arrival.connection.id if arrival.connection else None,
                 "stream": arrival.stream,
+                "stream_id": arrival.stream_id,
                 "received_at": arrival.received_at,
                 "responded_at": utc_now(),
             }
@@ -141,6 +142,7 @@ class Arrival:
     received_at: str  # UTC, ISO 8601
     started: float  # time.perf_counter(), for the request's duration in the log
     refusal: str | None = None  # why a switch behind a trusted proxy is not believed
+    stream_id: int | None = None  # HTTP/2: its stream id on the wire
 
 
 def _arrival(scope: Mapping[str, Any]) -> Arrival:
@@ -148,11 +150,20 @@ def _arrival(scope: Mapping[str, Any]) -> Arrival:
     if entry is None:  # served without our TCP server (a test app, the bench): nobody known
         return Arrival(None, None, None, utc_now(), time.perf_counter())
     connection: ControllerConnection = entry["connection"]
-    return Arrival(connection.switch, connection, entry["stream"], utc_now(), time.perf_counter(), entry["refusal"])
+    return Arrival(
+        connection.switch,
+        connection,
+        entry["stream"],
+        utc_now(),
+        time.perf_counter(),
+        entry["refusal"],
+        entry["stream_id"],
+    )
 
 
 def _who(arrival: Arrival) -> str:
-    connection = f"conn #{arrival.connection.id} stream {arrival.stream}" if arrival.connection else "conn ?"
+    stream = stream_name(arrival.stream_id, arrival.stream)
+    connection = f"conn #{arrival.connection.id} {stream}" if arrival.connection else "conn ?"
     return f"{arrival.switch or '(no certificate)'} {connection}"
 
 

@@ -12,6 +12,11 @@ came on. Both are facts of the connection, known when Hypercorn accepts it; so:
    specs/tls.rst) and ``scope["extensions"]["dialout.connection"]`` (``{"connection": ControllerConnection,
    "stream": n}``), and counts the stream.
 
+3. The same for each HTTP/2 request's stream id on the wire, which Hypercorn keeps on its ``HTTPStream`` and leaves
+   out of the scope: ``install()`` has its HTTP/2 protocol make streams of a subclass that runs the app with the
+   id in a context variable, so the account, the log and the live page number streams as the switch does
+   (1, 3, 5), not 1, 2, 3.
+
 Delete 1 and the "tls" half of 2 once Hypercorn fills the extension itself: the middleware already leaves an
 extension the server provides untouched. ``tests/test_identity.py`` pins the Hypercorn internals used here and
 fails loudly if an upgrade moves them.
@@ -29,6 +34,9 @@ from typing import Any, ClassVar, cast
 from cryptography import x509
 from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.protocol import h2 as hypercorn_h2
+from hypercorn.protocol.events import Event, Request
+from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
 from controller.connections import ConnectionRegistry, ControllerConnection, StreamSpan, format_address, host_of
@@ -45,6 +53,8 @@ logger = logging.getLogger(__name__)
 _current_connection: contextvars.ContextVar[ControllerConnection | None] = contextvars.ContextVar(
     "dialout_connection", default=None
 )
+# The HTTP/2 stream id of the request being started (None for HTTP/1.1, which has none on the wire).
+_wire_stream_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("dialout_stream_id", default=None)
 _cipher_codes: dict[str, int] = {}
 # When each TLS connection's ClientHello arrived: the start of its handshake, which asyncio does not tell.
 _hello_at: weakref.WeakKeyDictionary[ssl.SSLObject, float] = weakref.WeakKeyDictionary()
@@ -100,6 +110,21 @@ class _ConnectionAwareTCPServer(TCPServer):
                 self._registry.close(self._connection)
 
 
+class _StreamIdHTTPStream(HTTPStream):
+    """Hypercorn's HTTP/2 request stream, starting its app with the stream's id in ``_wire_stream_id``: the app's
+    task is created inside ``handle(Request)`` and inherits the variable."""
+
+    async def handle(self, event: Event) -> None:
+        if not isinstance(event, Request):
+            await super().handle(event)
+            return
+        token = _wire_stream_id.set(self.stream_id)
+        try:
+            await super().handle(event)
+        finally:
+            _wire_stream_id.reset(token)
+
+
 def live_servers(config: object) -> list[TCPServer]:
     """The connections that the server with this Hypercorn ``config`` is serving now."""
     return [server for server in list(_ConnectionAwareTCPServer.live) if server.config is config]
@@ -109,6 +134,7 @@ def install() -> None:
     """Make Hypercorn's asyncio worker use our TCPServer (idempotent; only servers whose Config carries a
     registry are affected)."""
     setattr(hypercorn_run, "TCPServer", _ConnectionAwareTCPServer)  # noqa: B010 - the module does not export it
+    setattr(hypercorn_h2, "HTTPStream", _StreamIdHTTPStream)  # noqa: B010 - nor this one
 
 
 class ConnectionScopeMiddleware:
@@ -131,14 +157,26 @@ class ConnectionScopeMiddleware:
         if not connection.cleartext:  # the extension is for TLS connections only (asgiref specs/tls.rst)
             extensions.setdefault("tls", connection.tls)  # a server that fills it itself knows best
         http_scope = cast(HTTPScope, scope)  # an http or websocket scope: both have these
-        span = connection.begin_stream(http_scope["path"], http_scope["http_version"], http_scope["query_string"])
+        span = connection.begin_stream(
+            http_scope["path"], http_scope["http_version"], http_scope["query_string"], stream_id=_wire_stream_id.get()
+        )
         switch_side = self._through_proxy(connection, http_scope)
         if switch_side is None:
-            extensions[CONNECTION_EXTENSION] = {"connection": connection, "stream": span.number, "refusal": None}
+            extensions[CONNECTION_EXTENSION] = {
+                "connection": connection,
+                "stream": span.number,
+                "stream_id": span.stream_id,
+                "refusal": None,
+            }
         else:
             seen_as, identified, number = switch_side
-            extensions[CONNECTION_EXTENSION] = {"connection": seen_as.connection, "stream": number,
-                                                "refusal": identified.refusal}  # fmt: skip
+            # the switch's stream id on its connection to the proxy: the proxy does not tell it
+            extensions[CONNECTION_EXTENSION] = {
+                "connection": seen_as.connection,
+                "stream": number,
+                "stream_id": None,
+                "refusal": identified.refusal,
+            }
         try:
             await self.app(cast(Scope, {**scope, "extensions": extensions}), receive, send)
         finally:

@@ -61,8 +61,11 @@ class ControllerConnection:
     _history: deque[StreamSpan] | None = field(default=None, repr=False)
     _in_flight_spans: dict[int, StreamSpan] = field(default_factory=dict, repr=False)  # by number, for the live page
 
-    def begin_stream(self, path: str = "", http_version: str | None = None, query: bytes = b"") -> StreamSpan:
-        """Count a request that has started on this connection; its span says its number on the connection."""
+    def begin_stream(
+        self, path: str = "", http_version: str | None = None, query: bytes = b"", stream_id: int | None = None
+    ) -> StreamSpan:
+        """Count a request that has started on this connection; its span says its number on the connection, and
+        ``stream_id`` its HTTP/2 stream id on the wire."""
         self.streams += 1
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -71,7 +74,7 @@ class ControllerConnection:
         if self._totals is not None:
             self._totals.streams += 1
             self._totals.peak_in_flight = max(self._totals.peak_in_flight, self.in_flight)
-        span = StreamSpan(self, self.streams, path, time.monotonic(), query=query)
+        span = StreamSpan(self, self.streams, path, time.monotonic(), query=query, stream_id=stream_id)
         self._in_flight_spans[span.number] = span
         if self._history is not None:
             self._history.append(span)
@@ -114,11 +117,16 @@ class StreamSpan:
     """One request on a connection, from its headers arriving to its response sent (monotonic seconds)."""
 
     connection: ControllerConnection
-    number: int  # on its connection: 1, 2, ...
+    number: int  # on its connection: 1, 2, ... (the ordinal)
     path: str
     started: float
     ended: float | None = None  # None while in flight
     query: bytes = b""  # as it came (the live page reads a ping's interval from it)
+    stream_id: int | None = None  # HTTP/2: its stream id on the wire (1, 3, 5, ...); None for HTTP/1.1
+
+    def describe(self) -> str:
+        """How the log and the page name it: the wire's stream id, its ordinal after it."""
+        return stream_name(self.stream_id, self.number)
 
 
 @dataclass
@@ -236,6 +244,14 @@ class ConnectionRegistry:
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def stream_name(stream_id: int | None, number: int | None) -> str:
+    """``stream 5 (#3)`` for an HTTP/2 request, ``request #3`` where the wire has no stream id (HTTP/1.1, or
+    through a proxy that does not tell it)."""
+    if stream_id is not None:
+        return f"stream {stream_id} (#{number})" if number is not None else f"stream {stream_id}"
+    return f"request #{number}" if number is not None else "request"
 
 
 def plural(count: int, noun: str) -> str:

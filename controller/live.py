@@ -32,6 +32,7 @@ RETRY_MS = 2_000  # how soon the browser reconnects after the controller restart
 @dataclass(frozen=True)
 class InFlight:
     stream: int  # its number on the connection: 1, 2, ...
+    stream_id: int | None  # HTTP/2: its stream id on the wire
     path: str
     interval_s: float | None  # what the ping asked for: the bar is full when it is due
     started_s: float
@@ -42,7 +43,7 @@ class OpenConnection:
     id: int
     switch: str | None
     peer: str
-    via: str | None  # a trusted proxy that told us of it: its close is never known, so it stays open here
+    via: str | None  # a trusted proxy that told us of it (closed when the proxy's connections that carried it close)
     alpn: str | None
     tls_version: str | None
     streams: int
@@ -55,6 +56,7 @@ class Answered:
     connection: int
     switch: str | None
     stream: int
+    stream_id: int | None
     path: str
     interval_s: float | None
     took_s: float
@@ -140,7 +142,7 @@ def _open(connection: ControllerConnection) -> OpenConnection:
     return OpenConnection(
         id=connection.id, switch=connection.switch, peer=connection.peer, via=connection.via, alpn=connection.alpn,
         tls_version=connection.tls_version, streams=connection.streams, opened_s=connection.opened,
-        in_flight=tuple(InFlight(span.number, span.path, _interval(span), span.started)
+        in_flight=tuple(InFlight(span.number, span.stream_id, span.path, _interval(span), span.started)
                         for span in connection.spans_in_flight()),
     )  # fmt: skip
 
@@ -148,7 +150,8 @@ def _open(connection: ControllerConnection) -> OpenConnection:
 def _answered(span: StreamSpan) -> Answered:
     assert span.ended is not None  # only answered spans come here
     return Answered(
-        connection=span.connection.id, switch=span.connection.switch, stream=span.number, path=span.path,
+        connection=span.connection.id, switch=span.connection.switch, stream=span.number, stream_id=span.stream_id,
+        path=span.path,
         interval_s=_interval(span), took_s=span.ended - span.started, ended_s=span.ended,
     )  # fmt: skip
 

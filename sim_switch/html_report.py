@@ -261,8 +261,8 @@ def _lane_svg(lane: _Lane, y: float, lane_h: float, row_h: float, x: _Scale, by_
     view = result.controller_view
     theirs = ""
     if record is not None and view is not None:
-        match = [r for r in view.records if str(r.get("peer")) == record.local_address]
-        theirs = f" · controller #{match[0]['id']}" if match else " · controller: no record"
+        their_number = view.connection_id(record.local_address)
+        theirs = f" · controller #{their_number}" if their_number is not None else " · controller: no record"
     if record is None:
         first, second, number = "no connection", plural(len(lane.pings), "ping"), ""
     else:
@@ -371,11 +371,10 @@ def _band(start: float, end: float, text: str, x: _Scale, top: float, height: fl
 
 def _views_table(result: RunResult) -> str:
     view = result.controller_view
-    by_peer = {str(record.get("peer")): record for record in view.records} if view is not None else {}
     rows = []
     for record in result.connections:
         sent = sum(1 for ping in result.pings if ping.connection == record.number and ping.status is not None)
-        theirs = by_peer.get(record.local_address)
+        theirs = view.record_of(record.local_address) if view is not None else None
         disputes = [d for d in (view.disagreements if view else ()) if d.startswith(f"conn #{record.number} (")]
         if view is None or view.no_account or view.error:
             verdict = "<td>no controller view</td>"

@@ -182,17 +182,17 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         streams = [ping.stream_id for ping in result.pings if ping.connection == record.number and ping.stream_id]
         ids = f" (stream ids {', '.join(map(str, streams))})" if 0 < len(streams) <= MAX_LISTED else ""
         lines.append(
-            f"  conn #{record.number}  {record.local_address} -> {record.remote_address}  {record.tls_version}  "
-            f"ALPN {record.alpn or 'none'}  {plural(len(record.pings), 'ping')}{ids}, "
+            f"  {_conn(result, record.number)}  {record.local_address} -> {record.remote_address}  "
+            f"{record.tls_version}  ALPN {record.alpn or 'none'}  {plural(len(record.pings), 'ping')}{ids}, "
             f"{result.peak_in_flight(record.number)} at once"
         )
     if not isinstance(result.scenario.kind, Schedule):
         lines.append("pings:")
-        lines += ["  " + _render_ping(ping) for ping in result.pings[:MAX_LISTED]]
+        lines += ["  " + _render_ping(ping, result) for ping in result.pings[:MAX_LISTED]]
         if len(result.pings) > MAX_LISTED:
             slowest = max(result.pings, key=lambda ping: ping.elapsed_s)
             lines.append(f"  ... and {len(result.pings) - MAX_LISTED} more (all in --json); the slowest:")
-            lines.append("  " + _render_ping(slowest))
+            lines.append("  " + _render_ping(slowest, result))
         longest = max(ping.interval_s for ping in result.pings)
         total = sum(ping.interval_s for ping in result.pings)
         lines.append(
@@ -206,7 +206,7 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
             f"retried then ok, {outcomes[PingOutcome.FAILED]} failed; {plural(result.reconnects, 'reconnect')}"
         )
         unusual = [ping for ping in result.pings if ping.outcome is not PingOutcome.OK]
-        lines += ["  " + _render_ping(ping) for ping in unusual[:MAX_LISTED]]
+        lines += ["  " + _render_ping(ping, result) for ping in unusual[:MAX_LISTED]]
         if len(unusual) > MAX_LISTED:
             lines.append(f"  ... and {len(unusual) - MAX_LISTED} more")
         lines += _render_controllers(result)
@@ -263,14 +263,20 @@ def _waited_for_a_stream(result: RunResult) -> list[PingResult]:
     return result.queued_for_a_stream(HTTPCORE_MAX_STREAMS)
 
 
-def _render_ping(ping: PingResult) -> str:
+def _conn(result: RunResult, number: int | None) -> str:
+    """``conn #1 (controller #2)``: our number for a connection, and the controller's beside it where it has one."""
+    theirs = result.controller_connection(number)
+    return f"conn #{number}" + (f" (controller #{theirs})" if theirs is not None else "")
+
+
+def _render_ping(ping: PingResult, result: RunResult) -> str:
     tries = f" after {ping.attempts} tries" if ping.attempts > 1 else ""
     head = f"ping {ping.number}  interval {format_interval(ping.interval_s):>4} s{tries}  "
     if not ping.ok:
         return f"{head}FAILED after {ping.elapsed_s:.3f} s: {ping_error(ping)}"
     stream = f" stream {ping.stream_id}" if ping.stream_id else ""
     return (
-        f"{head}{ping.status} {ping.http_version}  conn #{ping.connection}{stream}  "
+        f"{head}{ping.status} {ping.http_version}  {_conn(result, ping.connection)}{stream}  "
         f"{ping.elapsed_s:.3f} s ({against_interval(ping.elapsed_s - ping.interval_s)})"
     )
 
@@ -327,6 +333,7 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
         "connections": [
             {
                 "connection": record.number,
+                "controller_connection": result.controller_connection(record.number),
                 "local_address": record.local_address,
                 "remote_address": record.remote_address,
                 "local_port": record.local_port,
@@ -346,6 +353,7 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
                 "status": ping.status,
                 "http_version": ping.http_version,
                 "connection": ping.connection,
+                "controller_connection": result.controller_connection(ping.connection),
                 "stream_id": ping.stream_id,
                 "local_port": ping.local_port,
                 "elapsed_s": round(ping.elapsed_s, 6),

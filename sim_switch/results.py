@@ -108,6 +108,15 @@ class ControllerView:
     def agrees(self) -> bool:
         return self.error is None and self.no_account is None and not self.disagreements
 
+    def record_of(self, local_address: str) -> dict[str, Any] | None:
+        """The controller's record of our connection from ``local_address`` (its peer is our end)."""
+        return next((record for record in self.records if str(record.get("peer")) == local_address), None)
+
+    def connection_id(self, local_address: str) -> int | None:
+        """The controller's number for our connection from ``local_address``, if it has one."""
+        record = self.record_of(local_address)
+        return None if record is None else int(record["id"])
+
     def describe(self) -> str:
         if self.error:
             return f"controller view unavailable: {self.error}"
@@ -146,6 +155,12 @@ class RunResult:
 
     def peak_in_flight(self, connection: int) -> int:
         return peak_in_flight(ping for ping in self.pings if ping.connection == connection)
+
+    def controller_connection(self, connection: int | None) -> int | None:
+        """The controller's number for our connection ``connection``, where its account names it."""
+        if connection is None or self.controller_view is None or not 0 < connection <= len(self.connections):
+            return None
+        return self.controller_view.connection_id(self.connections[connection - 1].local_address)
 
     def queued_for_a_stream(self, stream_limit: int) -> list[PingResult]:
         """The pings that found their connection carrying as many streams as it takes (the controller's SETTINGS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import ssl
@@ -26,7 +27,7 @@ JSON_FIELDS = {
 }  # fmt: skip
 PING_FIELDS = {
     "interval_s", "status", "http_version", "connection", "stream_id", "local_port", "elapsed_s", "error", "attempts",
-    "outcome", "stream_wait_s", "failure", "controller",
+    "outcome", "stream_wait_s", "failure", "controller", "controller_connection",
 }  # fmt: skip
 
 
@@ -45,6 +46,10 @@ def test_switch_module_proves_multiplexing(controller_process: ControllerProcess
     assert "MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2)" in done.stdout
     assert "controller saw switch-1: 1 connection, 3 streams, 3 at once; both views agree" in done.stdout
     assert done.stderr == ""
+    # Both ends name the same stream by its id on the wire, and each connection by both numbers.
+    theirs = re.search(r"ping 3 .* conn #1 \(controller #(\d+)\) stream 5 ", done.stdout)
+    assert theirs, done.stdout
+    controller_process.wait_for(rf"switch-1 conn #{theirs.group(1)} stream 5 \(#3\) .* GET /ping\?interval=0.9 -> 200")
 
 
 def test_switch_json_report_in_process(
@@ -73,6 +78,9 @@ def test_switch_json_report_in_process(
     assert len({ping["local_port"] for ping in report["pings"]}) == 1
     view = report["controller_view"]
     assert (view["switch"], view["agrees"], view["connections"], view["streams"]) == ("switch-1", True, 1, 3)
+    their_id = view["records"][0]["id"]
+    assert report["connections"][0]["controller_connection"] == their_id
+    assert {ping["controller_connection"] for ping in report["pings"]} == {their_id}
     assert view["records"][0]["peer"] == f"127.0.0.1:{report['pings'][0]['local_port']}"
 
 

@@ -141,7 +141,8 @@ async def test_two_switches_at_once_are_told_apart(controller: RunningController
     bodies = [answer.json() for answer in answers]
     assert [body["switch"] for body in bodies] == ["switch-1", "switch-2", "switch-1"]
     assert bodies[0]["connection"] == bodies[2]["connection"] != bodies[1]["connection"]
-    assert sorted([bodies[0]["stream"], bodies[2]["stream"]]) == [1, 2]
+    assert sorted([bodies[0]["stream"], bodies[2]["stream"]]) == [1, 2]  # the ordinals
+    assert sorted([bodies[0]["stream_id"], bodies[2]["stream_id"]]) == [1, 3]  # the ids on the wire
     assert [record["switch"] for record in only_one["connections"]] == ["switch-1"]
     assert only_one["connections"][0]["streams"] == 3  # two pings and this query
     assert only_one["switches"] == {"switch-1": {"connections": 1, "streams": 3, "peak_in_flight": 2}}

@@ -43,7 +43,8 @@ def test_the_page_shows_pings_in_flight_then_answered_without_a_reload(controlle
                 const bars = [...document.querySelectorAll('.stream.in-flight')];
                 return bars.length === 3 && bars.map((bar) => ({
                     connection: bar.dataset.connection, stream: bar.dataset.stream, interval: bar.dataset.interval,
-                    width: parseFloat(bar.querySelector('.bar').style.width)}));
+                    width: parseFloat(bar.querySelector('.bar').style.width),
+                    label: bar.querySelector('.label').textContent}));
             })()""")
             # a bar grows: some bar later is longer than it was (the page's clock, between the server's messages)
             first = in_flight[0]
@@ -72,6 +73,9 @@ def test_the_page_shows_pings_in_flight_then_answered_without_a_reload(controlle
     assert sorted(float(bar["interval"]) for bar in in_flight) == list(PINGS)
     assert all(0 <= bar["width"] <= 100 for bar in in_flight)
     assert sorted(row["stream"] for row in answered) == ["1", "2", "3"]
+    # named as on the wire, as the switch names them: stream ids 1, 3, 5, the ordinal after each
+    assert sorted(row["cells"][2] for row in answered) == ["stream 1 (#1)", "stream 3 (#2)", "stream 5 (#3)"]
+    assert all(re.match(r"stream [135] \(#[123]\) · ", bar["label"]) for bar in in_flight), in_flight
     assert all(re.fullmatch(r"answered \d+(\.\d)? s ago", row["cells"][-1]) for row in answered), answered
     assert sorted(row["cells"][3] for row in answered) == [f"/ping?interval={interval}" for interval in PINGS]
     took = sorted(float(re.sub(r" s$", "", row["cells"][4])) for row in answered)
