@@ -20,6 +20,8 @@ from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.config import Sockets
+from hypercorn.protocol import h2 as hypercorn_h2
+from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from hypercorn.utils import wrap_app
 
@@ -85,9 +87,13 @@ def test_hypercorn_still_has_what_the_adapter_replaces() -> None:
     assert {"app", "config", "reader", "writer"} <= set(parameters)
     assert inspect.iscoroutinefunction(TCPServer.run)
     assert inspect.iscoroutinefunction(TCPServer._read_data)
+    # the HTTP/2 protocol makes its request streams by this module-level name, each with its wire stream id
+    assert getattr(hypercorn_h2, "HTTPStream") in (HTTPStream, asgi_tls._StreamIdHTTPStream)  # noqa: B009
+    assert "stream_id" in inspect.signature(HTTPStream.__init__).parameters
     asgi_tls.install()
     assert getattr(hypercorn_run, "TCPServer") is asgi_tls._ConnectionAwareTCPServer  # noqa: B009
     assert issubclass(asgi_tls._ConnectionAwareTCPServer, TCPServer)
+    assert getattr(hypercorn_h2, "HTTPStream") is asgi_tls._StreamIdHTTPStream  # noqa: B009
 
 
 async def test_scope_carries_the_asgi_tls_extension(
