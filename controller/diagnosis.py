@@ -31,6 +31,7 @@ from controller.findings import (
     Multiplexed,
     NoReuse,
     ReconnectStorm,
+    RunDiagnosis,
     Sequential,
     StreamLimit,
     SwitchDiagnosis,
@@ -46,6 +47,11 @@ IDLE_AFTER_S = 1.0
 # A request that began this soon after a full connection freed a stream had been waiting for it. (The client
 # learns of the free stream only when it has read the answer: measured ~10 ms on loopback for httpx.)
 QUEUE_WINDOW_S = 0.05
+# A switch that held no connection at all for this long and then dialled again is on a new run: a new process,
+# or a periodic connection (RFC 8071 section 4.2's "periodic" call home). Runs are judged apart, since one run
+# cannot reuse another's connections. Within a run a client that needs a connection again this soon after
+# closing its last one had every reason to keep it (a shell loop of curl is one run, and no_reuse).
+RUN_GAP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,28 @@ def _diagnose_switch(
     connections = sorted(connections, key=lambda c: (_dialled(c), c.id))
     for spans in traffic.values():
         spans.sort(key=lambda span: span.started)
+    runs = tuple(_diagnose_run(run, traffic, limits, now) for run in _runs(connections))
+    findings = sorted((finding for run in runs for finding in run.findings), key=lambda f: ORDER.index(f.kind))
+    streams = sum(run.streams for run in runs)
+    return SwitchDiagnosis(name, len(connections), streams, tuple(findings), runs)
+
+
+def _runs(connections: Sequence[ControllerConnection]) -> list[list[ControllerConnection]]:
+    """``connections`` (in dial order) cut wherever the switch held none for RUN_GAP_S or more."""
+    runs: list[list[ControllerConnection]] = []
+    last_close = -math.inf  # the latest close in the current run: math.inf while one of them is still open
+    for connection in connections:
+        if not runs or _dialled(connection) - last_close >= RUN_GAP_S:
+            runs.append([])
+            last_close = -math.inf
+        runs[-1].append(connection)
+        last_close = max(last_close, math.inf if connection.closed is None else connection.closed)
+    return runs
+
+
+def _diagnose_run(
+    connections: list[ControllerConnection], traffic: dict[int, list[StreamSpan]], limits: Limits, now: float
+) -> RunDiagnosis:
     sweep = _Sweep(connections, traffic, limits.max_concurrent_streams)
     race = _dial_race(connections, traffic)
     # Connections a dial race explains are not said again to be unpooled: with several handshakes going at once,
@@ -170,11 +198,11 @@ def _diagnose_switch(
         _multiplexed(sweep, traffic),
     ]
     findings = [finding for finding in found if finding is not None]
-    streams = sum(len(spans) for spans in traffic.values())
+    streams = sum(len(traffic[c.id]) for c in connections)
     if streams and sweep.most_at_once == 1 and not any(isinstance(f, NoReuse) for f in findings):
         findings.append(Sequential(tuple(c.id for c in connections if traffic[c.id]), streams))
     findings.sort(key=lambda finding: ORDER.index(finding.kind))
-    return SwitchDiagnosis(name, len(connections), streams, tuple(findings))
+    return RunDiagnosis(tuple(c.id for c in connections), streams, tuple(findings))
 
 
 def _dialled(connection: ControllerConnection) -> float:

@@ -54,9 +54,11 @@ def ask(cfg: Config, url: str | None, switch: str | None, since: str | None) -> 
 def render(switches: Sequence[dict[str, Any]]) -> str:
     lines: list[str] = []
     for diagnosis in switches:
+        runs = len(diagnosis.get("runs", ()))
+        apart = f", in {runs} runs apart (each judged alone)" if runs > 1 else ""
         lines.append(
             f"{diagnosis['switch']}: {plural(diagnosis['connections'], 'connection')}, "
-            f"{plural(diagnosis['streams'], 'request')}"
+            f"{plural(diagnosis['streams'], 'request')}{apart}"
         )
         lines += [f"  {finding['severity']:<7} {finding['kind']}: {finding['sentence']}"
                   for finding in diagnosis["findings"]]  # fmt: skip

@@ -115,7 +115,8 @@ def headline(diagnosis: SwitchDiagnosis) -> str:
     main = diagnosis.main
     if main is None:
         return "no requests" if not diagnosis.streams else "no finding"
-    return f"{main.kind} ({_conns(main.connections)})"
+    apart = f"; {len(diagnosis.runs)} runs apart, each judged alone" if len(diagnosis.runs) > 1 else ""
+    return f"{main.kind} ({_conns(main.connections)}){apart}"
 
 
 def diagnosis_json(diagnosis: SwitchDiagnosis) -> dict[str, Any]:
@@ -127,6 +128,15 @@ def diagnosis_json(diagnosis: SwitchDiagnosis) -> dict[str, Any]:
         "ok": diagnosis.ok,
         "main": diagnosis.main.kind.value if diagnosis.main else None,
         "findings": [finding_json(finding) for finding in diagnosis.findings],
+        "runs": [
+            {
+                "connections": list(run.connections),
+                "streams": run.streams,
+                "ok": run.ok,
+                "main": run.main.kind.value if run.main else None,
+            }
+            for run in diagnosis.runs
+        ],
     }
 
 

@@ -4,7 +4,7 @@ built as records with the times they would have (seconds on the monotonic clock)
 from __future__ import annotations
 
 from controller.connections import ConnectionRegistry, ControllerConnection
-from controller.diagnosis import Limits, diagnose
+from controller.diagnosis import RUN_GAP_S, Limits, diagnose
 from controller.findings import FindingKind, SwitchDiagnosis
 
 LIMITS = Limits(max_concurrent_streams=100, keep_alive_max_requests=1000)
@@ -75,3 +75,30 @@ def test_a_dial_race_is_not_also_no_reuse() -> None:
     found = diagnosed(registry)
     assert [finding.kind for finding in found.findings] == [FindingKind.DIAL_RACE]
     assert found.findings[0].connections == (first.id, second.id, third.id)
+
+
+def test_separate_runs_of_a_client_are_judged_apart_not_as_no_reuse() -> None:
+    """Three runs of a one-ping client, each after the switch held no connection for a while (a process run
+    again): no run could have reused another's connection. A shell loop of curl, with no such gap, still is
+    no_reuse (tests/test_explain.py)."""
+    registry = ConnectionRegistry()
+    for n in range(3):
+        start = n * (RUN_GAP_S + 5.0)
+        record = connection(registry, hello=start, opened=start + 0.01, closed=start + 0.2)
+        request(record, started=start + 0.02, ended=start + 0.1)
+    found = diagnosed(registry)
+    assert [finding.kind for finding in found.findings] == [FindingKind.SEQUENTIAL] * 3
+    assert [run.connections for run in found.runs] == [(1,), (2,), (3,)]
+    assert found.ok
+
+
+def test_a_run_holds_on_while_any_of_its_connections_is_open() -> None:
+    """A long connection open across the gap keeps the run together: the client could have used it."""
+    registry = ConnectionRegistry()
+    long = connection(registry, hello=0.0, opened=0.01, closed=None)
+    request(long, started=0.02, ended=0.1)
+    later = connection(registry, hello=10.0, opened=10.01, closed=10.2)
+    request(later, started=10.02, ended=10.1)
+    found = diagnosed(registry)
+    assert [run.connections for run in found.runs] == [(long.id, later.id)]
+    assert FindingKind.NO_REUSE in [finding.kind for finding in found.findings]
