@@ -91,17 +91,7 @@ def ensure_switch_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: I
     the controller, which trusts that CA, would refuse it on the wire."""
     if _no_ca(certs_dir):
         return generate_certs(certs_dir, hostnames, switch_ids)
-    leaves = [_switch_leaf(certs_dir, sid) for sid in switch_ids]
-    written = _issue_what_is_due(certs_dir, leaves)
-    trust = Trust(ca_cert_path(certs_dir))
-    for leaf in leaves:
-        problem = trust.problem_with(leaf.identity.chain())
-        if problem is not None:
-            raise PKIError(
-                f"{leaf.identity.cert} was not issued by {trust.ca}: {problem} (a certificate from "
-                "another CA belongs in switch.tls)"
-            )
-    return written
+    return _issue_what_is_due(certs_dir, [_switch_leaf(certs_dir, sid) for sid in switch_ids], signed_by_ca=True)
 
 
 def _no_ca(certs_dir: Path) -> bool:
@@ -109,9 +99,12 @@ def _no_ca(certs_dir: Path) -> bool:
     return not ca_files.cert.exists() and not ca_files.key.exists()
 
 
-def _issue_what_is_due(certs_dir: Path, leaves: list[_Leaf]) -> list[Path]:
+def _issue_what_is_due(certs_dir: Path, leaves: list[_Leaf], signed_by_ca: bool = False) -> list[Path]:
+    """Issue each of ``leaves`` that needs it. ``signed_by_ca``: a certificate the user placed must lead to the CA
+    in certs_dir too (a switch's: its controller trusts that CA)."""
     ca_files = _ca_identity(certs_dir)
-    reasons = {leaf: due for leaf in leaves if (due := _why_issue(leaf, ca_files.cert)) is not None}
+    cas = _read_cas(ca_files.cert)  # once: a fleet has thousands of leaves
+    reasons = {leaf: due for leaf in leaves if (due := _why_issue(leaf, ca_files.cert, cas, signed_by_ca))}
     if not reasons:
         return []
     if not ca_files.key.exists():
@@ -152,7 +145,7 @@ def _refuse_foreign(certs_dir: Path, leaves: list[_Leaf]) -> None:
                        "certs_dir elsewhere)")  # fmt: skip
     for leaf in leaves:
         cert, key = leaf.identity.cert, leaf.identity.key
-        if cert.exists() and _dialout_issued(_read_cert(cert), ca_files.cert) is _Origin.NOT_DIALOUT:
+        if cert.exists() and _dialout_issued(_read_cert(cert), _read_cas(ca_files.cert)) is _Origin.NOT_DIALOUT:
             raise PKIError(f"{cert}: not issued by dialout; dialout will not replace it (move it, or point "
                            "certs_dir elsewhere)")  # fmt: skip
         if key.exists() and not cert.exists():
@@ -220,20 +213,27 @@ def _issue(ca: trustme.CA, leaf: _Leaf, due: _Due = NEW) -> list[Path]:
     return [identity.key, identity.cert]
 
 
-def _why_issue(leaf: _Leaf, ca_cert: Path) -> _Due | None:
-    """Why ``leaf`` needs issuing (None: it does not). Raises PKIError for files dialout may not touch."""
+def _why_issue(leaf: _Leaf, ca_cert: Path, cas: list[x509.Certificate], signed_by_ca: bool) -> _Due | None:
+    """Why ``leaf`` needs issuing (None: it does not). Raises PKIError for files dialout may not touch, and with
+    ``signed_by_ca`` for one the CA in ``ca_cert`` (its certificates: ``cas``) did not issue."""
     identity = leaf.identity
     if not identity.cert.exists():
         if identity.key.exists():
             raise _orphan_key(identity)
         return NEW
     cert = _read_cert(identity.cert)
-    origin = _dialout_issued(cert, ca_cert)
+    origin = _dialout_issued(cert, cas)
     if origin is _Origin.NOT_DIALOUT:
         # Not ours: used as it is (its names are the user's business), unless it cannot work at all.
         if not identity.key.exists():
             raise PKIError(f"{identity.key}: private key file missing for {identity.cert}")
         check_validity(cert, identity.cert)
+        problem = Trust(ca_cert).problem_with(identity.chain()) if signed_by_ca else None
+        if problem is not None:
+            raise PKIError(
+                f"{identity.cert} was not issued by {ca_cert}: {problem} (a certificate from another CA "
+                "belongs in switch.tls)"
+            )
         return None
     if origin is _Origin.EARLIER_CA:
         return _Due(f"was not issued by {ca_cert} (an earlier dialout CA signed it)", warn=True)
@@ -271,16 +271,19 @@ class _Origin(Enum):
     NOT_DIALOUT = "other"  # the user placed it there
 
 
-def _dialout_issued(cert: x509.Certificate, ca_cert: Path) -> _Origin:
+def _read_cas(ca_cert: Path) -> list[x509.Certificate]:
+    try:
+        return read_certificates(ca_cert)
+    except PKIError:
+        return []
+
+
+def _dialout_issued(cert: x509.Certificate, cas: list[x509.Certificate]) -> _Origin:
     """How dialout knows a certificate is its own: it carries one of the units dialout issues to, and its issuer
-    is a dialout CA (by the unit in the issuer's name); the CA in certs_dir signed it, or an earlier one did. A file
-    the user placed there fails the first two."""
+    is a dialout CA (by the unit in the issuer's name); the CA in certs_dir (``cas``) signed it, or an earlier one
+    did. A file the user placed there fails the first two."""
     if _unit(cert) not in (CONTROLLER_UNIT, SWITCH_UNIT) or _issuer_unit(cert) != CA_UNIT:
         return _Origin.NOT_DIALOUT
-    try:
-        cas = read_certificates(ca_cert)
-    except PKIError:
-        cas = []
     for ca in cas:
         if _unit(ca) != CA_UNIT:
             continue
