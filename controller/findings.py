@@ -135,31 +135,10 @@ Finding = Http1Only | DialRace | NoReuse | ReconnectStorm | StreamLimit | Idle |
 ORDER = tuple(FindingKind)
 
 
-@dataclass(frozen=True)
-class RunDiagnosis:
-    """One run of a switch's client: its connections from a dial after a quiet gap (or the first) to the next
-    such gap, judged on their own (``controller/diagnosis.py``, RUN_GAP_S)."""
+class _Judged:
+    """What a list of findings comes to: its main one, and whether any is a problem."""
 
-    connections: tuple[int, ...]  # in dial order
-    streams: int
     findings: tuple[Finding, ...]  # in ORDER
-
-    @property
-    def main(self) -> Finding | None:
-        return self.findings[0] if self.findings else None
-
-    @property
-    def ok(self) -> bool:
-        return not any(finding.severity is Severity.PROBLEM for finding in self.findings)
-
-
-@dataclass(frozen=True)
-class SwitchDiagnosis:
-    switch: str  # the client certificate's CN, or the address of an anonymous client
-    connections: int  # in the window
-    streams: int  # requests in the window, not counting questions to the controller (/connections, /diagnosis)
-    findings: tuple[Finding, ...]  # every run's, in ORDER
-    runs: tuple[RunDiagnosis, ...] = ()  # oldest first
 
     @property
     def main(self) -> Finding | None:
@@ -169,3 +148,22 @@ class SwitchDiagnosis:
     def ok(self) -> bool:
         """No finding is a problem: what the exit code of ``controller explain`` says."""
         return not any(finding.severity is Severity.PROBLEM for finding in self.findings)
+
+
+@dataclass(frozen=True)
+class RunDiagnosis(_Judged):
+    """One run of a switch's client: its connections from a dial after a quiet gap (or the first) to the next
+    such gap, judged on their own (``controller/diagnosis.py``, RUN_GAP_S)."""
+
+    connections: tuple[int, ...]  # in dial order
+    streams: int
+    findings: tuple[Finding, ...]  # in ORDER
+
+
+@dataclass(frozen=True)
+class SwitchDiagnosis(_Judged):
+    switch: str  # the client certificate's CN, or the address of an anonymous client
+    connections: int  # in the window
+    streams: int  # requests in the window, not counting questions to the controller (/connections, /diagnosis)
+    findings: tuple[Finding, ...]  # every run's, in ORDER
+    runs: tuple[RunDiagnosis, ...] = ()  # oldest first
