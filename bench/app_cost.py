@@ -29,9 +29,9 @@ from bare_app import MAX_INTERVAL_S
 from bare_app import app as bare_app
 
 from controller.app import create_app
-from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
 from controller.interval import parse_interval
+from dialout.config import ControllerConfig
 
 IN_FLIGHT = 100  # as h2load -m 100
 

@@ -23,10 +23,10 @@ from hypercorn.utils import wrap_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
 from controller.interval import IntervalError, parse_interval
 from controller.server import hypercorn_config, server_ssl_context
+from dialout.config import ControllerConfig
 
 MAX_INTERVAL_S = 60.0
 

@@ -42,15 +42,16 @@ import app_cost  # noqa: E402
 import httpx  # noqa: E402
 from processes import rss_kib, server  # noqa: E402
 
-from controller.config import Fleet, OneShot, Scenario, Schedule, StreamPolicy, SwitchConfig  # noqa: E402
-from controller.pki import ensure_certs, generate_certs  # noqa: E402
+from dialout.config import Fleet, OneShot, Scenario, Schedule, StreamPolicy, SwitchConfig  # noqa: E402
+from dialout.pki import ensure_certs, generate_certs  # noqa: E402
+from dialout.text import plural  # noqa: E402
 from sim_switch.bottleneck import bottleneck, cpu_shares, read_controller_cpu  # noqa: E402
 from sim_switch.client import run_scenario  # noqa: E402
 from sim_switch.fleet import run_fleet  # noqa: E402
 from sim_switch.fleet_report import fleet_json, judge_fleet  # noqa: E402
 from sim_switch.fleet_tally import tally  # noqa: E402
 from sim_switch.report import ping_error  # noqa: E402
-from sim_switch.results import RunResult, plural  # noqa: E402
+from sim_switch.results import RunResult  # noqa: E402
 from sim_switch.session import run_session  # noqa: E402
 from sim_switch.tls import client_ssl_context  # noqa: E402
 from sim_switch.tracing import TraceEvent  # noqa: E402

@@ -21,12 +21,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from controller import explain
-from controller.command_line import OneLineParser, run_guarded
-from controller.config import Config, ConfigError, load_config
-from controller.connections import ConnectionRegistry, format_address
+from controller.connections import ConnectionRegistry
 from controller.diagnosis import WindowError, diagnose, limits_of, parse_window
 from controller.nginx_conf import render, state_dir
-from controller.pki import PKIError, ensure_certs, generate_certs
 from controller.sentences import headline
 from controller.server import (
     ServerError,
@@ -36,7 +33,11 @@ from controller.server import (
     serve,
     server_ssl_context,
 )
-from controller.tls_files import check_other_half
+from dialout.command_line import OneLineParser, run_guarded
+from dialout.config import Config, ConfigError, load_config
+from dialout.pki import PKIError, ensure_certs, generate_certs
+from dialout.text import format_address
+from dialout.tls_files import check_other_half
 
 logger = logging.getLogger("controller")
 

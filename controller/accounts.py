@@ -9,10 +9,10 @@ from typing import Any
 
 from quart import Quart, Response, jsonify, request
 
-from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
 from controller.diagnosis import WindowError, diagnose, limits_of, parse_window
 from controller.sentences import diagnosis_json
+from dialout.config import ControllerConfig
 
 
 def connections_answer(registry: ConnectionRegistry, switch: str | None) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from quart import Quart, Response
 
 from controller import live
 from controller.accounts import serve_accounts
-from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
 from controller.metrics import Metrics
+from dialout.config import ControllerConfig
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 # The page and its script, one file beside this one; the first snapshot goes in it, so it draws before any event.

@@ -19,12 +19,13 @@ from werkzeug.exceptions import HTTPException
 
 from controller.accounts import serve_accounts
 from controller.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
-from controller.config import ControllerConfig
-from controller.connections import ConnectionRegistry, ControllerConnection, format_address, stream_name, utc_now
+from controller.connections import ConnectionRegistry, ControllerConnection, stream_name, utc_now
 from controller.forwarded import ProxyPolicy
 from controller.interval import IntervalError, parse_interval
 from controller.metrics import Metrics
-from controller.tls_files import controller_files
+from dialout.config import ControllerConfig
+from dialout.text import format_address
+from dialout.tls_files import controller_files
 
 logger = logging.getLogger(__name__)
 

@@ -39,8 +39,9 @@ from hypercorn.protocol.events import Event, Request
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
-from controller.connections import ConnectionRegistry, ControllerConnection, StreamSpan, format_address, host_of
+from controller.connections import ConnectionRegistry, ControllerConnection, StreamSpan
 from controller.forwarded import Identified, ProxyPolicy, carries_forwarding, read_forwarded
+from dialout.text import format_address, host_of
 
 # The attribute of Hypercorn's Config through which our TCPServer finds the registry of the server it serves.
 REGISTRY_ATTRIBUTE = "dialout_connections"

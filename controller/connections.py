@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from dialout.text import plural
+
 logger = logging.getLogger(__name__)
 
 # Enough for a long soak of short-lived connections, small enough to serve as one JSON answer.
@@ -252,19 +254,3 @@ def stream_name(stream_id: int | None, number: int | None) -> str:
     if stream_id is not None:
         return f"stream {stream_id} (#{number})" if number is not None else f"stream {stream_id}"
     return f"request #{number}" if number is not None else "request"
-
-
-def plural(count: int, noun: str) -> str:
-    if count == 1:
-        return f"{count} {noun}"
-    return f"{count} {noun}es" if noun.endswith(("ch", "sh", "s", "x")) else f"{count} {noun}s"
-
-
-def format_address(host: str, port: int) -> str:
-    """``ip:port``, with an IPv6 address in brackets: the same text the switch uses for its end."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def host_of(peer: str) -> str:
-    """``ip:port`` or ``[ip6]:port`` -> the address alone."""
-    return peer.rpartition(":")[0].strip("[]")

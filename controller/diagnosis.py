@@ -19,8 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from controller.config import ControllerConfig
-from controller.connections import ControllerConnection, StreamSpan, host_of
+from controller.connections import ControllerConnection, StreamSpan
 from controller.findings import (
     ORDER,
     Alpn,
@@ -36,6 +35,8 @@ from controller.findings import (
     StreamLimit,
     SwitchDiagnosis,
 )
+from dialout.config import ControllerConfig
+from dialout.text import host_of
 
 QUESTIONS = frozenset({"/connections", "/diagnosis"})
 # A redial sooner than this after the last connection closed had no backoff worth the name: dialout's own

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 
-from controller.config import Config
-from controller.connections import format_address, plural
-from controller.tls_files import PKIError, switch_files, switch_ssl_context
+from dialout.config import Config
+from dialout.text import format_address, plural
+from dialout.tls_files import PKIError, switch_files, switch_ssl_context
 
 TIMEOUT_S = 30.0
 

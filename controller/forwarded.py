@@ -30,8 +30,8 @@ from urllib.parse import unquote
 
 from cryptography import x509
 
-from controller.connections import format_address
-from controller.tls_files import Trust, common_name
+from dialout.text import format_address
+from dialout.tls_files import Trust, common_name
 
 logger = logging.getLogger(__name__)
 

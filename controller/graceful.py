@@ -23,7 +23,7 @@ from h2.errors import ErrorCodes
 from hypercorn.protocol.h2 import H2Protocol
 
 from controller.asgi_tls import live_servers
-from controller.connections import plural
+from dialout.text import plural
 
 logger = logging.getLogger(__name__)
 

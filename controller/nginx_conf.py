@@ -14,9 +14,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from controller.config import Config, ConfigError
 from controller.forwarded import HEADERS, NGINX_VARIABLES, header_name
-from controller.tls_files import certificate_names, controller_files, switch_files, switch_identity
+from dialout.config import Config, ConfigError
+from dialout.tls_files import certificate_names, controller_files, switch_files, switch_identity
 
 # The controller holds a ping for up to max_interval_s: nginx must wait at least that long for the answer.
 READ_TIMEOUT_MARGIN_S = 30

@@ -7,7 +7,6 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from controller.connections import plural
 from controller.findings import (
     Alpn,
     DialRace,
@@ -21,6 +20,7 @@ from controller.findings import (
     StreamLimit,
     SwitchDiagnosis,
 )
+from dialout.text import plural
 
 MAX_LISTED = 8  # connection ids named in a sentence; JSON has them all
 

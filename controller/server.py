@@ -23,12 +23,12 @@ from controller import asgi_tls
 from controller.admin import create_admin_app
 from controller.app import create_app
 from controller.asgi_tls import REGISTRY_ATTRIBUTE
-from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
 from controller.graceful import refuse_new_streams
 from controller.metrics import Metrics
 from controller.tls_alerts import send_handshake_alerts
-from controller.tls_files import PKIError, ca_private_key_path, controller_files
+from dialout.config import ControllerConfig
+from dialout.tls_files import PKIError, ca_private_key_path, controller_files
 
 logger = logging.getLogger(__name__)
 

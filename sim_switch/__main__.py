@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from controller.command_line import OneLineParser, run_guarded
-from controller.config import (
+from dialout.command_line import OneLineParser, run_guarded
+from dialout.config import (
     Config,
     ConfigError,
     Fleet,
@@ -33,8 +33,8 @@ from controller.config import (
     check_controller_url,  # fmt: skip
     load_config,
 )
-from controller.pki import PKIError, ensure_switch_certs
-from controller.tls_files import check_other_half, switch_files
+from dialout.pki import PKIError, ensure_switch_certs
+from dialout.tls_files import check_other_half, switch_files
 from sim_switch.bottleneck import CpuShares, cpu_shares, read_controller_cpu
 from sim_switch.client import run_scenario
 from sim_switch.destinations import Destinations
@@ -161,7 +161,7 @@ def _write_html(path: Path, html: str) -> None:
 
 def _ensure_certs(cfg: Config, ids: list[str], quiet: bool) -> None:
     if quiet:  # one line for the fleet's certificates, not one per switch
-        logging.getLogger("controller.pki").setLevel(logging.WARNING)
+        logging.getLogger("dialout.pki").setLevel(logging.WARNING)
     written = ensure_switch_certs(cfg.switch.certs_dir, cfg.controller.hostnames, ids)
     if quiet and written:
         print(f"sim_switch: issued {len(written) // 2} certificates in {cfg.switch.certs_dir}", file=sys.stderr)

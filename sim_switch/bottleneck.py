@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from dialout.text import plural
 from sim_switch.fleet_tally import FleetTally
-from sim_switch.results import plural
 
 CPU_BOUND = 0.8  # of one core: above this a process is what the run waited for
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from controller.config import Keepalive, OneShot, Request, Scenario, StreamPolicy
+from dialout.config import Keepalive, OneShot, Request, Scenario, StreamPolicy
 from sim_switch.controller_view import ask_controller
 from sim_switch.destinations import Failover
 from sim_switch.failures import (

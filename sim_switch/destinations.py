@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from controller.config import Spread, StartWith
+from dialout.config import Spread, StartWith
 
 
 @dataclass(frozen=True)

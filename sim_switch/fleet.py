@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from controller.config import Fleet, OneShot, Scenario, SwitchConfig
-from controller.tls_files import switch_files
+from dialout.config import Fleet, OneShot, Scenario, SwitchConfig
+from dialout.tls_files import switch_files
 from sim_switch.client import run_scenario
 from sim_switch.destinations import spread_over
 from sim_switch.results import RunResult

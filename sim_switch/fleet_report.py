@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dialout.text import plural
 from sim_switch.bottleneck import CpuShares, bottleneck
 from sim_switch.fleet_tally import FleetTally, tally_json
 from sim_switch.histograms import Histogram
-from sim_switch.results import plural
 
 
 @dataclass(frozen=True)

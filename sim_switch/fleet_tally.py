@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.config import Fleet
+from dialout.config import Fleet
 from sim_switch.fleet import FleetResult, Shard, parse_shard
 from sim_switch.histograms import Histogram
 from sim_switch.report import errors_by_kind, failure_kinds

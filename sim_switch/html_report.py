@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from controller.config import Schedule
+from dialout.config import Schedule
+from dialout.text import plural
 from sim_switch.fleet_tally import FleetTally
 from sim_switch.histograms import Histogram
 from sim_switch.report import ping_error, problem_lines, result_line, shown_line
-from sim_switch.results import PingOutcome, PingResult, RunResult, format_interval, plural
+from sim_switch.results import PingOutcome, PingResult, RunResult, format_interval
 from sim_switch.tracing import DETAIL, ConnectionRecord, TraceEvent
 from sim_switch.verdict import Outcome, Verdict
 

@@ -30,7 +30,7 @@ import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 
-from controller.config import Keepalive
+from dialout.config import Keepalive
 from sim_switch.tracing import DETAIL, Tracer
 
 SocketOption = tuple[int, int, int]

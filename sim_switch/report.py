@@ -6,9 +6,10 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from controller.config import Schedule
+from dialout.config import Schedule
+from dialout.text import plural
 from sim_switch.failures import headline, sentence
-from sim_switch.results import GiveUpReason, PingOutcome, PingResult, RunResult, format_interval, plural
+from sim_switch.results import GiveUpReason, PingOutcome, PingResult, RunResult, format_interval
 from sim_switch.streams import HTTPCORE_MAX_STREAMS
 from sim_switch.tracing import TraceEvent
 from sim_switch.verdict import (

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from controller.config import Scenario
+from dialout.config import Scenario
+from dialout.text import plural
 from sim_switch.destinations import Failover
 from sim_switch.failures import Failure
 from sim_switch.tracing import ConnectionRecord
@@ -206,9 +207,3 @@ def peak_in_flight(pings: Iterable[PingResult]) -> int:
 def format_interval(interval_s: float) -> str:
     """5.0 -> '5', 0.3 -> '0.3': the shortest text that reads back as the same float."""
     return str(int(interval_s)) if interval_s.is_integer() else repr(interval_s)
-
-
-def plural(count: int, noun: str) -> str:
-    if count == 1:
-        return f"{count} {noun}"
-    return f"{count} {noun}es" if noun.endswith(("ch", "sh", "s", "x")) else f"{count} {noun}s"

@@ -23,12 +23,13 @@ from dataclasses import replace
 
 import httpx
 
-from controller.config import ReconnectPolicy, Request, RetryPolicy, Scenario, Schedule, SwitchConfig
+from dialout.config import ReconnectPolicy, Request, RetryPolicy, Scenario, Schedule, SwitchConfig
+from dialout.text import plural
 from sim_switch.client import Attempt, attempt_ping, finish_run, new_pool
 from sim_switch.destinations import Destinations, Failover
 from sim_switch.failures import sentence
 from sim_switch.keepalive import SilenceWatch
-from sim_switch.results import GiveUp, GiveUpReason, RunResult, plural
+from sim_switch.results import GiveUp, GiveUpReason, RunResult
 from sim_switch.streams import HTTPCORE_MAX_STREAMS, StreamPool
 from sim_switch.tracing import DETAIL, SESSION, TraceEvent, Tracer
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from controller.config import SwitchConfig
-from controller.tls_files import switch_files, switch_ssl_context
+from dialout.config import SwitchConfig
+from dialout.tls_files import switch_files, switch_ssl_context
 
 __all__ = ["client_ssl_context", "switch_ssl_context"]
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from controller.config import Schedule, ViewPolicy
+from dialout.config import Schedule, ViewPolicy
 from sim_switch.results import ControllerFinding, PingOutcome, PingResult, RunResult
 
 MULTIPLEXED_FINDING = "multiplexed"  # the controller's finding kind (controller/findings.py) for shared connections

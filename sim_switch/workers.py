@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from controller.config import Fleet, Scenario, SwitchConfig
+from dialout.config import Fleet, Scenario, SwitchConfig
 from sim_switch.fleet import Shard, run_fleet, switches_of
 from sim_switch.fleet_tally import FleetTally, merge, tally, tally_from_json, tally_json
 from sim_switch.report import render_event

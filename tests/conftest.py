@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import ControllerConfig
-from controller.pki import generate_certs
+from dialout.config import ControllerConfig
+from dialout.pki import generate_certs
 from tests.servers import ControllerProcess, RunningController, run_controller, write_config
 
 HOSTNAMES = ("localhost", "127.0.0.1", "::1")

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
 from controller.server import new_registry, serve, server_ssl_context
+from dialout.config import ControllerConfig
 
 # Generous: these bound a wait for something that normally takes milliseconds, on a shared, noisy machine.
 STARTUP_TIMEOUT_S = 30.0

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.config import ConfigError, parse_config
-from controller.tls_files import ca_cert_path
+from dialout.config import ConfigError, parse_config
+from dialout.tls_files import ca_cert_path
 from sim_switch.tls import client_ssl_context
 from tests.servers import ControllerProcess, write_config
 from tests.test_cli import run_module

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.command_line import BUG_EXIT, TRACEBACK_VARIABLE, run_guarded
-from controller.config import ConfigError, load_config
-from controller.config_yaml import MAX_DEPTH
+from dialout.command_line import BUG_EXIT, TRACEBACK_VARIABLE, run_guarded
+from dialout.config import ConfigError, load_config
+from dialout.config_yaml import MAX_DEPTH
 from tests.servers import REPO, ControllerProcess
 
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import (
+from dialout.config import (
     DEFAULT_KEEP_ALIVE_MAX_REQUESTS,
     ConfigError,
     Expectation,

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from controller.pki import ca_cert_path, switch_identity
+from dialout.pki import ca_cert_path, switch_identity
 from tests.servers import ControllerProcess
 
 # One line per transfer: curl's own view of the connection it used.

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from controller.config import load_config
+from dialout.config import load_config
 from tests.servers import REPO, ControllerProcess, write_config
 
 DEPLOY = REPO / "deploy"

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from controller.diagnosis import RUN_GAP_S
-from controller.tls_files import ca_cert_path, switch_identity
+from dialout.tls_files import ca_cert_path, switch_identity
 from sim_switch.tls import client_ssl_context
 from tests.servers import ControllerProcess, write_config
 from tests.test_cli import run_module

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.config import ConfigError, Keepalive, Schedule, StartWith, SwitchConfig, load_config, parse_config
+from dialout.config import ConfigError, Keepalive, Schedule, StartWith, SwitchConfig, load_config, parse_config
 from sim_switch.destinations import Destinations
 from sim_switch.keepalive import socket_options
 from sim_switch.report import ping_error, render_summary, to_json, verdict_line

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from h2.errors import ErrorCodes
 
-from controller.config import ControllerConfig, OneShot, ReconnectPolicy, Scenario, Schedule, SwitchConfig
 from controller.server import server_ssl_context
+from dialout.config import ControllerConfig, OneShot, ReconnectPolicy, Scenario, Schedule, SwitchConfig
 from sim_switch.client import run_scenario
 from sim_switch.failures import Failure, FailureKind
 from sim_switch.report import ping_error, render_summary, to_json

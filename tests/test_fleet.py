@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import ConfigError, ControllerConfig, Fleet, Scenario, SwitchConfig, parse_config
-from controller.pki import ensure_certs, generate_certs
+from dialout.config import ConfigError, ControllerConfig, Fleet, Scenario, SwitchConfig, parse_config
+from dialout.pki import ensure_certs, generate_certs
 from sim_switch.fleet import run_fleet
 from sim_switch.fleet_report import fleet_json, judge_fleet, render_fleet
 from sim_switch.fleet_tally import tally

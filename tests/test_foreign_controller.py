@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.pki import ca_cert_path, controller_identity
+from dialout.pki import ca_cert_path, controller_identity
 from tests.servers import REPO, LineReader, write_config
 
 POLL = """\

@@ -10,9 +10,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from controller.config import ControllerConfig
 from controller.connections import ConnectionRegistry
-from controller.pki import switch_identity
+from dialout.config import ControllerConfig
+from dialout.pki import switch_identity
 from sim_switch.tls import client_ssl_context
 from tests.servers import RunningController, run_controller
 

@@ -27,10 +27,10 @@ from hypercorn.utils import wrap_app
 
 from controller import asgi_tls
 from controller.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
-from controller.config import ControllerConfig, OneShot, Scenario
 from controller.connections import ConnectionRegistry
-from controller.pki import ca_cert_path, controller_identity, generate_certs, switch_identity
 from controller.server import hypercorn_config, new_registry, server_ssl_context
+from dialout.config import ControllerConfig, OneShot, Scenario
+from dialout.pki import ca_cert_path, controller_identity, generate_certs, switch_identity
 from sim_switch.client import run_scenario
 from sim_switch.controller_view import compare
 from sim_switch.results import PingResult, RunResult

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from controller.pki import ca_cert_path, switch_identity
+from dialout.pki import ca_cert_path, switch_identity
 from sim_switch.tls import client_ssl_context
 from tests.servers import REPO, ControllerProcess, LineReader, write_config
 from tests.test_curl import curl

@@ -15,7 +15,7 @@ import pytest
 import trustme
 
 from controller.__main__ import main as controller_main
-from controller.pki import generate_certs
+from dialout.pki import generate_certs
 from sim_switch.__main__ import main as switch_main
 from tests.servers import REPO, ControllerProcess, write_config
 

@@ -12,7 +12,7 @@ import trustme
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from controller.pki import (
+from dialout.pki import (
     PKIError,
     ca_cert_path,
     controller_identity,
@@ -86,7 +86,7 @@ def test_dialout_reissues_its_own_stale_certificate_and_says_why(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ensure_certs(tmp_path, ["localhost"], ["switch-1"])
-    with caplog.at_level(logging.INFO, logger="controller.pki"):
+    with caplog.at_level(logging.INFO, logger="dialout.pki"):
         ensure_certs(tmp_path, ["localhost", "controller.example"], ["switch-1"])
     assert f"reissued {controller_identity(tmp_path).cert} for dialout controller" in caplog.text
     assert "dialout issued it (OU=dialout controller) and it named localhost, now " in caplog.text

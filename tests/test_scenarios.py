@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.config import Expectation, OneShot, Scenario
+from dialout.config import Expectation, OneShot, Scenario
 from sim_switch.client import run_scenario
 from sim_switch.report import against_interval, ping_error, problem_lines, render_summary, verdict_line
 from sim_switch.results import RunResult

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.config import ControllerConfig, ReconnectPolicy, RetryPolicy, Scenario, Schedule, SwitchConfig
+from dialout.config import ControllerConfig, ReconnectPolicy, RetryPolicy, Scenario, Schedule, SwitchConfig
 from sim_switch.failures import FailureKind, classify, sentence
 from sim_switch.report import ping_error, problem_lines, verdict_line
 from sim_switch.results import RunResult

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.config import ControllerConfig, OneShot, Scenario, StreamPolicy, parse_config
+from dialout.config import ControllerConfig, OneShot, Scenario, StreamPolicy, parse_config
 from sim_switch.client import run_scenario
 from sim_switch.report import problem_lines, render_summary, to_json
 from sim_switch.results import RunResult

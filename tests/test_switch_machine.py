@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from controller.pki import ca_cert_path, ca_private_key_path, switch_identity
+from dialout.pki import ca_cert_path, ca_private_key_path, switch_identity
 from tests.servers import ControllerProcess, write_config
 from tests.test_cli import run_module
 

@@ -15,8 +15,8 @@ import pytest
 import trustme
 
 from controller.__main__ import main as controller_main
-from controller.config import ControllerConfig, OneShot, Scenario
-from controller.pki import PKIError, ca_cert_path, generate_certs, switch_identity
+from dialout.config import ControllerConfig, OneShot, Scenario
+from dialout.pki import PKIError, ca_cert_path, generate_certs, switch_identity
 from sim_switch.client import run_scenario
 from sim_switch.report import ping_error, verdict_line
 from sim_switch.results import RunResult

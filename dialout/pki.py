@@ -28,7 +28,7 @@ import trustme
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from controller.tls_files import (
+from dialout.tls_files import (
     Identity,
     PKIError,
     Trust,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from controller.config_fields import ConfigError, mapping
+from dialout.config_fields import ConfigError, mapping
 
 T = TypeVar("T")
 Reader = Callable[[object, str], Any]

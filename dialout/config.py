@@ -19,10 +19,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
-from controller import config_fields as field
-from controller.config_fields import ConfigError, check_controller_url
-from controller.config_schema import build, read_settings, setting, subsection
-from controller.config_yaml import line_of, load_yaml
+from dialout import config_fields as field
+from dialout.config_fields import ConfigError, check_controller_url
+from dialout.config_schema import build, read_settings, setting, subsection
+from dialout.config_yaml import line_of, load_yaml
 
 __all__ = [
     "HTTP_VERSIONS", "Config", "ConfigError", "ControllerConfig", "ControllerTLS", "Expectation", "Fleet", "Keepalive",

@@ -1,5 +1,5 @@
 """Reading one config value: typed field readers that take ``(value, key_path)`` and return the value or raise
-``ConfigError`` naming the key path. Used by ``controller.config``; imports nothing of Quart or Hypercorn."""
+``ConfigError`` naming the key path. Used by ``dialout.config``; imports nothing of Quart or Hypercorn."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from controller.config import Config, ControllerConfig, SwitchConfig
+from dialout.config import Config, ControllerConfig, SwitchConfig
 
 # A chain longer than this is a loop or a mistake, not a PKI.
 MAX_CHAIN = 8
