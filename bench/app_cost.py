@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bare_app import MAX_INTERVAL_S
 from bare_app import app as bare_app
 
-from controller.app import create_app
-from controller.connections import ConnectionRegistry
-from controller.interval import parse_interval
+from controller.accounts.connections import ConnectionRegistry
+from controller.http.app import create_app
+from controller.http.interval import parse_interval
 from dialout.config import ControllerConfig
 
 IN_FLIGHT = 100  # as h2load -m 100

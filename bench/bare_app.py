@@ -23,9 +23,9 @@ from hypercorn.utils import wrap_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from controller.connections import ConnectionRegistry
-from controller.interval import IntervalError, parse_interval
-from controller.server import hypercorn_config, server_ssl_context
+from controller.accounts.connections import ConnectionRegistry
+from controller.http.interval import IntervalError, parse_interval
+from controller.server.serve import hypercorn_config, server_ssl_context
 from dialout.config import ControllerConfig
 
 MAX_INTERVAL_S = 60.0
@@ -55,7 +55,7 @@ async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
 
 async def serve(certs: Path, port: int) -> None:
     sock = socket.create_server(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the controller does (controller/server.py)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the controller does (controller/server/serve.py)
     print(f"listening on https://127.0.0.1:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
     cfg = ControllerConfig(certs_dir=certs, client_certs_optional=True)
     config = hypercorn_config(cfg, server_ssl_context(cfg), ConnectionRegistry())

@@ -45,17 +45,17 @@ from processes import rss_kib, server  # noqa: E402
 from dialout.config import Fleet, OneShot, Scenario, Schedule, StreamPolicy, SwitchConfig  # noqa: E402
 from dialout.pki import ensure_certs, generate_certs  # noqa: E402
 from dialout.text import plural  # noqa: E402
-from sim_switch.bottleneck import bottleneck, cpu_shares, read_controller_cpu  # noqa: E402
-from sim_switch.client import run_scenario  # noqa: E402
-from sim_switch.fleet import run_fleet  # noqa: E402
-from sim_switch.fleet_report import fleet_json, judge_fleet  # noqa: E402
-from sim_switch.fleet_tally import tally  # noqa: E402
-from sim_switch.report import ping_error  # noqa: E402
-from sim_switch.results import RunResult  # noqa: E402
-from sim_switch.session import run_session  # noqa: E402
-from sim_switch.tls import client_ssl_context  # noqa: E402
-from sim_switch.tracing import TraceEvent  # noqa: E402
-from sim_switch.workers import run_in_workers  # noqa: E402
+from sim_switch.dial.client import run_scenario  # noqa: E402
+from sim_switch.dial.session import run_session  # noqa: E402
+from sim_switch.dial.tls import client_ssl_context  # noqa: E402
+from sim_switch.dial.tracing import TraceEvent  # noqa: E402
+from sim_switch.fleet.bottleneck import bottleneck, cpu_shares, read_controller_cpu  # noqa: E402
+from sim_switch.fleet.run import run_fleet  # noqa: E402
+from sim_switch.fleet.tally import tally  # noqa: E402
+from sim_switch.fleet.workers import run_in_workers  # noqa: E402
+from sim_switch.model.results import RunResult  # noqa: E402
+from sim_switch.render.fleet import fleet_json, judge_fleet  # noqa: E402
+from sim_switch.render.report import ping_error  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from processes import rss_kib, server  # noqa: E402
 
 from dialout.pki import generate_certs  # noqa: E402
-from sim_switch.tls import client_ssl_context  # noqa: E402
+from sim_switch.dial.tls import client_ssl_context  # noqa: E402
 
 RSS_FLAT_WITHIN = 0.10
 MIN_COUNT_FOR_A_VERDICT = 140_000  # its first half passes h2's 2**16 remembered closed streams

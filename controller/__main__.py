@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from controller import explain
-from controller.connections import ConnectionRegistry
-from controller.diagnosis import WindowError, diagnose, limits_of, parse_window
-from controller.nginx_conf import render, state_dir
-from controller.sentences import headline
-from controller.server import (
+from controller.accounts.connections import ConnectionRegistry
+from controller.commands import explain
+from controller.commands.nginx_conf import render, state_dir
+from controller.diagnosis.analysis import WindowError, diagnose, limits_of, parse_window
+from controller.diagnosis.sentences import headline
+from controller.server.serve import (
     ServerError,
     bind_sockets,
     check_loopback_only,
@@ -140,7 +140,7 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     for noisy in ("asyncio", "quart", "hpack", "h2", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if quiet:  # start, stop and trouble only: a soak or a bench makes millions of requests
-        for chatty in ("controller.app", "controller.connections", "controller.asgi_tls"):
+        for chatty in ("controller.http.app", "controller.accounts.connections", "controller.server.asgi_tls"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
 
 

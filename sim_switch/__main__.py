@@ -35,19 +35,19 @@ from dialout.config import (
 )
 from dialout.pki import PKIError, ensure_switch_certs
 from dialout.tls_files import check_other_half, switch_files
-from sim_switch.bottleneck import CpuShares, cpu_shares, read_controller_cpu
-from sim_switch.client import run_scenario
-from sim_switch.destinations import Destinations
-from sim_switch.fleet import Shard, parse_shard, run_fleet, switches_of
-from sim_switch.fleet_report import fleet_json, judge_fleet, render_fleet
-from sim_switch.fleet_tally import FleetTally, MergeError, merge, tally, tally_from_json
-from sim_switch.html_report import ReportFileError, check_report_path, fleet_html, run_html, write_report
-from sim_switch.report import render_event, render_summary, to_json, verdict_line
-from sim_switch.session import run_session
-from sim_switch.tls import switch_ssl_context
-from sim_switch.tracing import CONNECTION, DETAIL, REQUEST, SESSION, TraceEvent
-from sim_switch.verdict import judge
-from sim_switch.workers import WorkerError, run_in_workers
+from sim_switch.dial.client import run_scenario
+from sim_switch.dial.destinations import Destinations
+from sim_switch.dial.session import run_session
+from sim_switch.dial.tls import switch_ssl_context
+from sim_switch.dial.tracing import CONNECTION, DETAIL, REQUEST, SESSION, TraceEvent
+from sim_switch.fleet.bottleneck import CpuShares, cpu_shares, read_controller_cpu
+from sim_switch.fleet.run import Shard, parse_shard, run_fleet, switches_of
+from sim_switch.fleet.tally import FleetTally, MergeError, merge, tally, tally_from_json
+from sim_switch.fleet.workers import WorkerError, run_in_workers
+from sim_switch.model.verdict import judge
+from sim_switch.render.fleet import fleet_json, judge_fleet, render_fleet
+from sim_switch.render.html import ReportFileError, check_report_path, fleet_html, run_html, write_report
+from sim_switch.render.report import render_event, render_summary, to_json, verdict_line
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.connections import ConnectionRegistry
-from controller.server import new_registry, serve, server_ssl_context
+from controller.accounts.connections import ConnectionRegistry
+from controller.server.serve import new_registry, serve, server_ssl_context
 from dialout.config import ControllerConfig
 
 # Generous: these bound a wait for something that normally takes milliseconds, on a shared, noisy machine.

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dialout.config import ConfigError, parse_config
 from dialout.tls_files import ca_cert_path
-from sim_switch.tls import client_ssl_context
+from sim_switch.dial.tls import client_ssl_context
 from tests.servers import ControllerProcess, write_config
 from tests.test_cli import run_module
 

@@ -18,7 +18,7 @@ import pytest
 
 from controller.__main__ import main as controller_main
 from sim_switch.__main__ import main as switch_main
-from sim_switch.tls import client_ssl_context
+from sim_switch.dial.tls import client_ssl_context
 from tests.servers import REPO, ControllerProcess, write_config
 
 JSON_FIELDS = {
@@ -153,7 +153,7 @@ def test_controller_certs_command_regenerates_everything(tmp_path: Path) -> None
 
 def test_importing_the_switch_does_not_import_quart_or_hypercorn() -> None:
     code = (
-        "import sys, sim_switch.__main__, sim_switch.client, sim_switch.report, sim_switch.tls;"
+        "import sys, sim_switch.__main__, sim_switch.dial.client, sim_switch.render.report, sim_switch.dial.tls;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('quart', 'hypercorn', 'werkzeug')))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

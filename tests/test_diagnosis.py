@@ -3,9 +3,9 @@ built as records with the times they would have (seconds on the monotonic clock)
 
 from __future__ import annotations
 
-from controller.connections import ConnectionRegistry, ControllerConnection
-from controller.diagnosis import RUN_GAP_S, Limits, diagnose
-from controller.findings import FindingKind, SwitchDiagnosis
+from controller.accounts.connections import ConnectionRegistry, ControllerConnection
+from controller.diagnosis.analysis import RUN_GAP_S, Limits, diagnose
+from controller.diagnosis.findings import FindingKind, SwitchDiagnosis
 
 LIMITS = Limits(max_concurrent_streams=100, keep_alive_max_requests=1000)
 

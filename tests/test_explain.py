@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.diagnosis import RUN_GAP_S
+from controller.diagnosis.analysis import RUN_GAP_S
 from dialout.tls_files import ca_cert_path, switch_identity
-from sim_switch.tls import client_ssl_context
+from sim_switch.dial.tls import client_ssl_context
 from tests.servers import ControllerProcess, write_config
 from tests.test_cli import run_module
 from tests.test_curl import curl

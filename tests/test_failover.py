@@ -18,13 +18,13 @@ import httpx
 import pytest
 
 from dialout.config import ConfigError, Keepalive, Schedule, StartWith, SwitchConfig, load_config, parse_config
-from sim_switch.destinations import Destinations
-from sim_switch.keepalive import socket_options
-from sim_switch.report import ping_error, render_summary, to_json, verdict_line
-from sim_switch.results import RunResult
-from sim_switch.session import run_session
-from sim_switch.tls import client_ssl_context
-from sim_switch.verdict import judge
+from sim_switch.dial.destinations import Destinations
+from sim_switch.dial.keepalive import socket_options
+from sim_switch.dial.session import run_session
+from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.results import RunResult
+from sim_switch.model.verdict import judge
+from sim_switch.render.report import ping_error, render_summary, to_json, verdict_line
 from tests.relay import SilentRelay
 from tests.servers import REPO, ControllerProcess, write_config
 from tests.test_session import Waiter, session, switch_config

@@ -11,15 +11,15 @@ from pathlib import Path
 
 from h2.errors import ErrorCodes
 
-from controller.server import server_ssl_context
+from controller.server.serve import server_ssl_context
 from dialout.config import ControllerConfig, OneShot, ReconnectPolicy, Scenario, Schedule, SwitchConfig
-from sim_switch.client import run_scenario
-from sim_switch.failures import Failure, FailureKind
-from sim_switch.report import ping_error, render_summary, to_json
-from sim_switch.results import GiveUpReason, PingOutcome, PingResult, RunResult
-from sim_switch.session import run_session
-from sim_switch.tls import client_ssl_context
-from sim_switch.verdict import Outcome, judge
+from sim_switch.dial.client import run_scenario
+from sim_switch.dial.failures import Failure, FailureKind
+from sim_switch.dial.session import run_session
+from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.results import GiveUpReason, PingOutcome, PingResult, RunResult
+from sim_switch.model.verdict import Outcome, judge
+from sim_switch.render.report import ping_error, render_summary, to_json
 from tests.conftest import SWITCH_IDS
 from tests.h2_peer import GoAway, Move, Reset, ScriptedPeer, Silence, scripted_peer
 from tests.servers import run_controller

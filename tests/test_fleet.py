@@ -9,9 +9,9 @@ import pytest
 
 from dialout.config import ConfigError, ControllerConfig, Fleet, Scenario, SwitchConfig, parse_config
 from dialout.pki import ensure_certs, generate_certs
-from sim_switch.fleet import run_fleet
-from sim_switch.fleet_report import fleet_json, judge_fleet, render_fleet
-from sim_switch.fleet_tally import tally
+from sim_switch.fleet.run import run_fleet
+from sim_switch.fleet.tally import tally
+from sim_switch.render.fleet import fleet_json, judge_fleet, render_fleet
 from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, run_controller, write_config
 from tests.test_cli import run_module

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from sim_switch.bottleneck import CpuShares, bottleneck
-from sim_switch.fleet import Shard
-from sim_switch.fleet_tally import FleetTally, MergeError, merge, tally_from_json, tally_json
-from sim_switch.histograms import Histogram
-from sim_switch.workers import worker_shards
+from sim_switch.fleet.bottleneck import CpuShares, bottleneck
+from sim_switch.fleet.histograms import Histogram
+from sim_switch.fleet.run import Shard
+from sim_switch.fleet.tally import FleetTally, MergeError, merge, tally_from_json, tally_json
+from sim_switch.fleet.workers import worker_shards
 from tests.servers import REPO, ControllerProcess, write_config
 from tests.test_cli import run_module
 

@@ -10,10 +10,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from controller.connections import ConnectionRegistry
+from controller.accounts.connections import ConnectionRegistry
 from dialout.config import ControllerConfig
 from dialout.pki import switch_identity
-from sim_switch.tls import client_ssl_context
+from sim_switch.dial.tls import client_ssl_context
 from tests.servers import RunningController, run_controller
 
 

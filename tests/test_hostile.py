@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.__main__ import main as controller_main
-from controller.interval import IntervalError, parse_interval
+from controller.http.interval import IntervalError, parse_interval
 from dialout.config import ConfigError, parse_config
-from sim_switch.tls import client_ssl_context
+from sim_switch.dial.tls import client_ssl_context
 from tests.servers import REPO, ControllerProcess, write_config
 
 MAX_INTERVAL_S = 0.05

@@ -25,18 +25,18 @@ from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from hypercorn.utils import wrap_app
 
-from controller import asgi_tls
-from controller.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
-from controller.connections import ConnectionRegistry
-from controller.server import hypercorn_config, new_registry, server_ssl_context
+from controller.accounts.connections import ConnectionRegistry
+from controller.server import asgi_tls
+from controller.server.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
+from controller.server.serve import hypercorn_config, new_registry, server_ssl_context
 from dialout.config import ControllerConfig, OneShot, Scenario
 from dialout.pki import ca_cert_path, controller_identity, generate_certs, switch_identity
-from sim_switch.client import run_scenario
-from sim_switch.controller_view import compare
-from sim_switch.results import PingResult, RunResult
-from sim_switch.tls import client_ssl_context
-from sim_switch.tracing import ConnectionRecord
-from sim_switch.verdict import judge
+from sim_switch.dial.client import run_scenario
+from sim_switch.dial.controller_view import compare
+from sim_switch.dial.tls import client_ssl_context
+from sim_switch.dial.tracing import ConnectionRecord
+from sim_switch.model.results import PingResult, RunResult
+from sim_switch.model.verdict import judge
 from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, RunningController, run_controller
 
@@ -81,7 +81,7 @@ async def echo_server(certs_dir: Path) -> AsyncIterator[tuple[str, ConnectionReg
 
 
 def test_hypercorn_still_has_what_the_adapter_replaces() -> None:
-    """If a Hypercorn upgrade moves these, controller/asgi_tls.py must change: fail here, loudly."""
+    """If a Hypercorn upgrade moves these, controller/server/asgi_tls.py must change: fail here, loudly."""
     assert getattr(hypercorn_run, "TCPServer") in (TCPServer, asgi_tls._ConnectionAwareTCPServer)  # noqa: B009
     parameters = inspect.signature(TCPServer.__init__).parameters
     assert {"app", "config", "reader", "writer"} <= set(parameters)

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.interval import IntervalError, parse_interval
-from sim_switch.tls import client_ssl_context
+from controller.http.interval import IntervalError, parse_interval
+from sim_switch.dial.tls import client_ssl_context
 from tests.servers import RunningController
 
 

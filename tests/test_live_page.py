@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sim_switch.tls import client_ssl_context
+from sim_switch.dial.tls import client_ssl_context
 from tests.browser import Page
 from tests.servers import REPO, ControllerProcess, write_config
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from dialout.pki import ca_cert_path, switch_identity
-from sim_switch.tls import client_ssl_context
+from sim_switch.dial.tls import client_ssl_context
 from tests.servers import REPO, ControllerProcess, LineReader, write_config
 from tests.test_curl import curl
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from dialout.config import Expectation, OneShot, Scenario
-from sim_switch.client import run_scenario
-from sim_switch.report import against_interval, ping_error, problem_lines, render_summary, verdict_line
-from sim_switch.results import RunResult
-from sim_switch.tls import client_ssl_context
-from sim_switch.tracing import TraceEvent
-from sim_switch.verdict import judge
+from sim_switch.dial.client import run_scenario
+from sim_switch.dial.tls import client_ssl_context
+from sim_switch.dial.tracing import TraceEvent
+from sim_switch.model.results import RunResult
+from sim_switch.model.verdict import judge
+from sim_switch.render.report import against_interval, ping_error, problem_lines, render_summary, verdict_line
 from tests.servers import RunningController
 
 INTERVALS_S = (0.3, 0.6, 0.9)

@@ -16,13 +16,13 @@ import httpx
 import pytest
 
 from dialout.config import ControllerConfig, ReconnectPolicy, RetryPolicy, Scenario, Schedule, SwitchConfig
-from sim_switch.failures import FailureKind, classify, sentence
-from sim_switch.report import ping_error, problem_lines, verdict_line
-from sim_switch.results import RunResult
-from sim_switch.session import run_session
-from sim_switch.tls import client_ssl_context
-from sim_switch.tracing import TraceEvent
-from sim_switch.verdict import judge
+from sim_switch.dial.failures import FailureKind, classify, sentence
+from sim_switch.dial.session import run_session
+from sim_switch.dial.tls import client_ssl_context
+from sim_switch.dial.tracing import TraceEvent
+from sim_switch.model.results import RunResult
+from sim_switch.model.verdict import judge
+from sim_switch.render.report import ping_error, problem_lines, verdict_line
 from tests.conftest import SWITCH_IDS
 from tests.servers import ControllerProcess, RunningController, run_controller, write_config
 
@@ -136,7 +136,7 @@ def waiting_for_log(logger_name: str, needle: str) -> Iterator[LogWaiter]:
 
 @pytest.fixture
 def ping_received() -> Iterator[LogWaiter]:
-    with waiting_for_log("controller.app", "GET /ping: received") as waiter:
+    with waiting_for_log("controller.http.app", "GET /ping: received") as waiter:
         yield waiter
 
 
@@ -242,7 +242,7 @@ async def test_sigkill_with_idempotent_retries_loses_nothing(tmp_path: Path) -> 
 async def test_shutdown_skips_connections_that_are_already_over(certs_dir: Path) -> None:
     """A connection the switch has closed lingers in Hypercorn until its idle timer runs out: the shutdown must
     pass it by (writing a GOAWAY to it once crashed the controller)."""
-    with waiting_for_log("controller.connections", "closed: switch-1") as closed:
+    with waiting_for_log("controller.accounts.connections", "closed: switch-1") as closed:
         async with run_controller(ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS)) as running:
             async with httpx.AsyncClient(
                 http2=True, verify=client_ssl_context(certs_dir, "switch-1"), trust_env=False

@@ -10,12 +10,12 @@ import httpx
 import pytest
 
 from dialout.config import ControllerConfig, OneShot, Scenario, StreamPolicy, parse_config
-from sim_switch.client import run_scenario
-from sim_switch.report import problem_lines, render_summary, to_json
-from sim_switch.results import RunResult
-from sim_switch.streams import HTTPCORE_MAX_STREAMS, QUEUE, StreamPool
-from sim_switch.tls import client_ssl_context
-from sim_switch.verdict import judge
+from sim_switch.dial.client import run_scenario
+from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS, QUEUE, StreamPool
+from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.results import RunResult
+from sim_switch.model.verdict import judge
+from sim_switch.render.report import problem_lines, render_summary, to_json
 from tests.conftest import SWITCH_IDS
 from tests.servers import RunningController, run_controller
 

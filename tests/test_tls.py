@@ -17,11 +17,11 @@ import trustme
 from controller.__main__ import main as controller_main
 from dialout.config import ControllerConfig, OneShot, Scenario
 from dialout.pki import PKIError, ca_cert_path, generate_certs, switch_identity
-from sim_switch.client import run_scenario
-from sim_switch.report import ping_error, verdict_line
-from sim_switch.results import RunResult
-from sim_switch.tls import client_ssl_context
-from sim_switch.verdict import judge
+from sim_switch.dial.client import run_scenario
+from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.results import RunResult
+from sim_switch.model.verdict import judge
+from sim_switch.render.report import ping_error, verdict_line
 from tests.servers import ControllerProcess, RunningController, run_controller, write_config
 
 SCENARIO = Scenario("tls", OneShot((0.0, 0.0, 0.0)))
@@ -76,7 +76,7 @@ async def test_controller_sends_the_alert_for_a_refused_certificate(
     max_version: ssl.TLSVersion | None,
     alert: str,
 ) -> None:
-    """Pins controller/tls_alerts.py: without it asyncio drops the alert and the switch sees only an EOF."""
+    """Pins controller/server/tls_alerts.py: without it asyncio drops the alert and the switch sees only an EOF."""
     context = context_trusting(certs_dir, foreign_certs_dir if cert_dir else None, max_version)
     with pytest.raises(ssl.SSLError) as caught:
         await asyncio.to_thread(read_after_handshake, controller.port, context)

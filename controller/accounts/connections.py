@@ -1,0 +1,256 @@
+"""The controller's own account of its TLS connections: which switch opened each one, and how many streams it
+carried, at most how many at once. Kept in memory and bounded; per-switch totals are exact."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from dialout.text import plural
+
+logger = logging.getLogger(__name__)
+
+# Enough for a long soak of short-lived connections, small enough to serve as one JSON answer.
+DEFAULT_HISTORY = 10_000
+# The streams the diagnosis reads (controller/diagnosis/analysis.py): the last this many, of every switch.
+STREAM_HISTORY = 50_000
+
+
+# What a proxy cannot tell us of the switch's connection to it: when exactly it closed (we close it when the
+# proxy's last connection to us that carried it closes, or when the proxy numbers another connection as it did
+# this one: a bound, not the time), its HTTP/2 stream ids, and connections that carried no request (the proxy
+# forwards requests, not connections).
+UNKNOWN_THROUGH_A_PROXY = ("closed_at", "stream_ids", "connections_without_requests")
+
+
+@dataclass
+class ControllerConnection:
+    """One connection of a switch: accepted by us (TLS), or, with ``via``, the switch's connection to a trusted
+    proxy, as the proxy told us of it request by request. ``tls`` is its ASGI TLS extension dict (asgiref
+    specs/tls.rst)."""
+
+    id: int
+    peer: str  # "ip:port", "[ip6]:port"
+    switch: str | None  # the client certificate's CN
+    alpn: str | None
+    tls_version: str | None
+    tls: dict[str, Any]
+    opened_at: str
+    closed_at: str | None = None
+    streams: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    via: str | None = None  # the trusted proxy that told us of this connection (its CN or address)
+    proxy_number: str | None = None  # with via: the proxy's own number for it (nginx's $connection)
+    cleartext: bool = False  # on the cleartext listener: no TLS, no certificate
+    upstream: set[int] = field(default_factory=set)  # our connections from that proxy that carried its requests
+    upstream_open: set[int] = field(default_factory=set, repr=False)  # those of them still open
+    from_trusted_proxy: bool | None = None  # whether its forwarded headers are believed; None until its 1st request
+    forwarding_noted: bool = False  # forwarded headers from an untrusted peer: logged once per connection
+    http_version: str | None = None  # "1.1" or "2", from its first request
+    # time.monotonic() seconds: when its ClientHello arrived (None without TLS, or behind a proxy), when the
+    # handshake was done and it was recorded, and when the peer stopped sending.
+    hello_at: float | None = None
+    opened: float = field(default_factory=time.monotonic)
+    closed: float | None = None
+    _totals: SwitchTotals | None = field(default=None, repr=False)
+    _history: deque[StreamSpan] | None = field(default=None, repr=False)
+    _in_flight_spans: dict[int, StreamSpan] = field(default_factory=dict, repr=False)  # by number, for the live page
+
+    def begin_stream(
+        self, path: str = "", http_version: str | None = None, query: bytes = b"", stream_id: int | None = None
+    ) -> StreamSpan:
+        """Count a request that has started on this connection; its span says its number on the connection, and
+        ``stream_id`` its HTTP/2 stream id on the wire."""
+        self.streams += 1
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        if self.http_version is None:
+            self.http_version = http_version
+        if self._totals is not None:
+            self._totals.streams += 1
+            self._totals.peak_in_flight = max(self._totals.peak_in_flight, self.in_flight)
+        span = StreamSpan(self, self.streams, path, time.monotonic(), query=query, stream_id=stream_id)
+        self._in_flight_spans[span.number] = span
+        if self._history is not None:
+            self._history.append(span)
+        return span
+
+    def end_stream(self, span: StreamSpan) -> None:
+        self.in_flight -= 1
+        span.ended = time.monotonic()
+        self._in_flight_spans.pop(span.number, None)
+
+    def spans_in_flight(self) -> list[StreamSpan]:
+        """Its requests not yet answered, oldest first."""
+        return list(self._in_flight_spans.values())
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "id": self.id,
+            "switch": self.switch,
+            "peer": self.peer,
+            "alpn": self.alpn,
+            "tls_version": self.tls_version,
+            "opened_at": self.opened_at,
+            "closed_at": self.closed_at,
+            "streams": self.streams,
+            "in_flight": self.in_flight,
+            "peak_in_flight": self.peak_in_flight,
+            "via": self.via,
+            "cleartext": self.cleartext,
+            "http_version": self.http_version,
+            "handshake_s": None if self.hello_at is None else round(self.opened - self.hello_at, 6),
+        }
+        if self.via is not None:
+            record["upstream_connections"] = sorted(self.upstream)
+            record["unknown"] = list(UNKNOWN_THROUGH_A_PROXY)
+        return record
+
+
+@dataclass(slots=True)
+class StreamSpan:
+    """One request on a connection, from its headers arriving to its response sent (monotonic seconds)."""
+
+    connection: ControllerConnection
+    number: int  # on its connection: 1, 2, ... (the ordinal)
+    path: str
+    started: float
+    ended: float | None = None  # None while in flight
+    query: bytes = b""  # as it came (the live page reads a ping's interval from it)
+    stream_id: int | None = None  # HTTP/2: its stream id on the wire (1, 3, 5, ...); None for HTTP/1.1
+
+    def describe(self) -> str:
+        """How the log and the page name it: the wire's stream id, its ordinal after it."""
+        return stream_name(self.stream_id, self.number)
+
+
+@dataclass
+class SwitchTotals:
+    connections: int = 0
+    streams: int = 0
+    peak_in_flight: int = 0  # on any one connection
+
+    def describe(self) -> str:
+        return (
+            f"{plural(self.connections, 'connection')}, {plural(self.streams, 'stream')}, "
+            f"peak {self.peak_in_flight} at once"
+        )
+
+
+class ConnectionRegistry:
+    def __init__(self, history: int = DEFAULT_HISTORY, server_cert_pem: str | None = None,
+                 stream_history: int = STREAM_HISTORY) -> None:  # fmt: skip
+        self.server_cert_pem = server_cert_pem
+        self._recent: deque[ControllerConnection] = deque(maxlen=history)
+        self._spans: deque[StreamSpan] = deque(maxlen=stream_history)
+        self._totals: dict[str, SwitchTotals] = {}
+        self._next_id = 1
+        self._history = history
+        # Connections behind a proxy, by (proxy, the proxy's number for the connection), while they are open.
+        self._proxied: dict[tuple[str, str], ControllerConnection] = {}
+        # For each of our open connections from a proxy: the switch connections it carried requests of, by id.
+        self._carried: dict[int, dict[int, ControllerConnection]] = {}
+
+    def open(self, peer: str, switch: str | None, alpn: str | None, tls_version: str | None,
+             tls: dict[str, Any], via: str | None = None, cleartext: bool = False,
+             hello_at: float | None = None) -> ControllerConnection:  # fmt: skip
+        totals = self._totals.setdefault(switch or "(no certificate)", SwitchTotals())
+        totals.connections += 1
+        connection = ControllerConnection(
+            id=self._next_id, peer=peer, switch=switch, alpn=alpn, tls_version=tls_version, tls=tls,
+            opened_at=utc_now(), via=via, cleartext=cleartext, hello_at=hello_at, _totals=totals,
+            _history=self._spans,
+        )  # fmt: skip
+        self._next_id += 1
+        self._recent.append(connection)
+        through = f" via {via}" if via else " in cleartext" if cleartext else ""
+        logger.info("conn #%d opened by %s from %s%s (%s, ALPN %s)", connection.id, switch, peer, through, tls_version,
+                    alpn)  # fmt: skip
+        return connection
+
+    def proxied(self, via: str, key: str, peer: str, switch: str | None, alpn: str | None,
+                tls_version: str | None, upstream: ControllerConnection) -> ControllerConnection:  # fmt: skip
+        """The switch's connection to proxy ``via`` that the proxy numbers ``key``, whose request came to us on
+        ``upstream``: recorded on its first request, and found again for the requests after it. Its ``tls`` stays
+        empty: the ASGI TLS extension describes the connection a request came on, which is the proxy's.
+
+        It is closed when the last of the proxy's connections to us that carried it closes (nginx gone, or its
+        keepalive connections idle) or when the proxy numbers another switch's connection ``key``: the proxy
+        never tells us when the switch's own connection closed."""
+        index = (via, key)
+        connection = self._proxied.get(index)
+        if connection is not None and connection.peer != peer:  # the proxy's number went to another connection
+            self.close(connection)
+            connection = None
+        if connection is None:
+            if len(self._proxied) >= self._history:  # a proxy that never lets us see a close: the oldest goes
+                self.close(next(iter(self._proxied.values())))
+            connection = self.open(peer, switch, alpn, tls_version, {}, via=via)
+            connection.proxy_number = key
+            self._proxied[index] = connection
+        connection.upstream.add(upstream.id)
+        if upstream.closed_at is None and upstream.id not in connection.upstream_open:
+            connection.upstream_open.add(upstream.id)
+            self._carried.setdefault(upstream.id, {})[connection.id] = connection
+        return connection
+
+    def close(self, connection: ControllerConnection) -> None:
+        """Mark ``connection`` closed, and a proxied connection that only it still carried; only the first call
+        counts."""
+        if connection.closed_at is not None:
+            return
+        connection.closed_at = utc_now()
+        connection.closed = time.monotonic()
+        logger.info(
+            "conn #%d closed: %s, %s, peak %d at once",
+            connection.id, connection.switch, plural(connection.streams, "stream"), connection.peak_in_flight,
+        )  # fmt: skip
+        if connection.via is not None and connection.proxy_number is not None:
+            self._proxied.pop((connection.via, connection.proxy_number), None)
+        for carried in self._carried.pop(connection.id, {}).values():
+            carried.upstream_open.discard(connection.id)
+            if not carried.upstream_open:
+                self.close(carried)
+
+    def connections(self, switch: str | None = None) -> list[ControllerConnection]:
+        return [c for c in self._recent if switch is None or c.switch == switch]
+
+    def spans(self) -> list[StreamSpan]:
+        """The most recent streams of every connection, oldest first."""
+        return list(self._spans)
+
+    def latest_spans(self, count: int) -> Iterator[StreamSpan]:
+        """At most the ``count`` most recent streams, newest first, without copying the history."""
+        return itertools.islice(reversed(self._spans), count)
+
+    @property
+    def streams_total(self) -> int:
+        """Every stream of every switch since the start."""
+        return sum(totals.streams for totals in self._totals.values())
+
+    def totals(self) -> dict[str, SwitchTotals]:
+        return dict(sorted(self._totals.items()))
+
+    @property
+    def opened_total(self) -> int:
+        """Every connection recorded since the start, also those the history no longer holds."""
+        return self._next_id - 1
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def stream_name(stream_id: int | None, number: int | None) -> str:
+    """``stream 5 (#3)`` for an HTTP/2 request, ``request #3`` where the wire has no stream id (HTTP/1.1, or
+    through a proxy that does not tell it)."""
+    if stream_id is not None:
+        return f"stream {stream_id} (#{number})" if number is not None else f"stream {stream_id}"
+    return f"request #{number}" if number is not None else "request"

@@ -1,0 +1,392 @@
+"""From the controller's records to findings: what a switch's HTTP client did with its connections.
+
+The input is what ``ConnectionRegistry`` keeps: each connection (when its ClientHello came, when it was open,
+when it closed, its ALPN) and the most recent streams (when each began and ended). Everything here is a pure
+function of those, so a test can hand it records and the answer does not depend on when it is asked, but for
+``now`` (how long an idle connection has been open).
+
+Questions to the controller (``GET /connections``, ``GET /diagnosis``) are left out: they ask about the traffic,
+they are not the traffic, and a connection that carried only questions is not the switch's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from controller.accounts.connections import ControllerConnection, StreamSpan
+from controller.diagnosis.findings import (
+    ORDER,
+    Alpn,
+    DialRace,
+    Finding,
+    Http1Only,
+    Idle,
+    Multiplexed,
+    NoReuse,
+    ReconnectStorm,
+    RunDiagnosis,
+    Sequential,
+    StreamLimit,
+    SwitchDiagnosis,
+)
+from dialout.config import ControllerConfig
+from dialout.text import host_of
+
+QUESTIONS = frozenset({"/connections", "/diagnosis"})
+# A redial sooner than this after the last connection closed had no backoff worth the name: dialout's own
+# reconnect starts at 0.1 s and doubles (config.yaml switch.reconnect), and so do most clients'.
+STORM_GAP_S = 0.1
+STORM_REDIALS = 5  # in a row: one or two quick redials are a client recovering, five are a loop
+# A connection this young may just not have sent its first request yet: not called idle.
+IDLE_AFTER_S = 1.0
+# A request that began this soon after a full connection freed a stream had been waiting for it. (The client
+# learns of the free stream only when it has read the answer: measured ~10 ms on loopback for httpx.)
+QUEUE_WINDOW_S = 0.05
+# A switch that held no connection at all for this long and then dialled again is on a new run: a new process,
+# or a periodic connection (RFC 8071 section 4.2's "periodic" call home). Runs are judged apart, since one run
+# cannot reuse another's connections. Within a run a client that needs a connection again this soon after
+# closing its last one had every reason to keep it (a shell loop of curl is one run, and no_reuse).
+RUN_GAP_S = 1.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The controller settings a client is held against."""
+
+    max_concurrent_streams: int
+    keep_alive_max_requests: int
+
+
+def limits_of(cfg: ControllerConfig) -> Limits:
+    return Limits(cfg.max_concurrent_streams, cfg.keep_alive_max_requests)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which records to read: activity since a ``time.monotonic()`` reading, or exactly these connections."""
+
+    since: float | None = None
+    connections: frozenset[int] | None = None
+
+
+class WindowError(ValueError):
+    """A ``since`` or ``connections`` that cannot be read: a 400 on ``/diagnosis``."""
+
+
+def parse_window(since: str | None, connections: str | None) -> Window:
+    """``since``: seconds ago (``30``) or a time (``2026-11-23T10:00:00Z``, UTC if it names no zone);
+    ``connections``: ids separated by commas (``3,4,5``)."""
+    return Window(_parse_since(since) if since else None, _parse_ids(connections) if connections else None)
+
+
+def _parse_since(text: str) -> float:
+    try:
+        seconds_ago = float(text)
+    except ValueError:
+        try:
+            at = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            raise WindowError(f"since must be seconds ago or an ISO 8601 time, got {text!r}") from None
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=datetime.UTC)
+        seconds_ago = (datetime.datetime.now(datetime.UTC) - at).total_seconds()
+    else:
+        if not math.isfinite(seconds_ago) or seconds_ago < 0:
+            raise WindowError(f"since must be seconds ago (a number >= 0) or an ISO 8601 time, got {text!r}")
+    return time.monotonic() - seconds_ago
+
+
+def _parse_ids(text: str) -> frozenset[int]:
+    try:
+        return frozenset(int(part) for part in text.split(","))
+    except ValueError:
+        raise WindowError(f"connections must be connection ids separated by commas, got {text!r}") from None
+
+
+def switch_of(connection: ControllerConnection) -> str:
+    """A switch is its certificate's CN; an anonymous client (cleartext, bench mode) is its address."""
+    return connection.switch or host_of(connection.peer)
+
+
+def diagnose(
+    connections: Iterable[ControllerConnection],
+    spans: Iterable[StreamSpan],
+    limits: Limits,
+    window: Window = Window(),
+    switch: str | None = None,
+    now: float | None = None,
+) -> list[SwitchDiagnosis]:
+    """One diagnosis per switch that had a connection in the window (only ``switch``'s, if given), by name."""
+    now = time.monotonic() if now is None else now
+    traffic: dict[int, list[StreamSpan]] = defaultdict(list)
+    known = {connection.id: connection for connection in connections}
+    for span in spans:
+        if span.path in QUESTIONS or (window.since is not None and span.started < window.since):
+            continue
+        traffic[span.connection.id].append(span)
+        known.setdefault(span.connection.id, span.connection)  # older than the connection history keeps
+    by_switch: dict[str, list[ControllerConnection]] = defaultdict(list)
+    for connection in known.values():
+        name = switch_of(connection)
+        if switch is not None and name != switch:
+            continue
+        if not _in_window(connection, window, connection.id in traffic):
+            continue
+        if connection.id in traffic or connection.streams == 0:  # not one that carried only questions
+            by_switch[name].append(connection)
+    return [
+        _diagnose_switch(name, by_switch[name], {c.id: traffic.get(c.id, []) for c in by_switch[name]}, limits, now)
+        for name in sorted(by_switch)
+    ]
+
+
+def _in_window(connection: ControllerConnection, window: Window, carried_traffic: bool) -> bool:
+    if window.connections is not None:
+        return connection.id in window.connections
+    return window.since is None or connection.opened >= window.since or carried_traffic
+
+
+def _diagnose_switch(
+    name: str,
+    connections: list[ControllerConnection],
+    traffic: dict[int, list[StreamSpan]],
+    limits: Limits,
+    now: float,
+) -> SwitchDiagnosis:
+    connections = sorted(connections, key=lambda c: (_dialled(c), c.id))
+    for spans in traffic.values():
+        spans.sort(key=lambda span: span.started)
+    runs = tuple(_diagnose_run(run, traffic, limits, now) for run in _runs(connections))
+    findings = sorted((finding for run in runs for finding in run.findings), key=lambda f: ORDER.index(f.kind))
+    streams = sum(run.streams for run in runs)
+    return SwitchDiagnosis(name, len(connections), streams, tuple(findings), runs)
+
+
+def _runs(connections: Sequence[ControllerConnection]) -> list[list[ControllerConnection]]:
+    """``connections`` (in dial order) cut wherever the switch held none for RUN_GAP_S or more."""
+    runs: list[list[ControllerConnection]] = []
+    last_close = -math.inf  # the latest close in the current run: math.inf while one of them is still open
+    for connection in connections:
+        if not runs or _dialled(connection) - last_close >= RUN_GAP_S:
+            runs.append([])
+            last_close = -math.inf
+        runs[-1].append(connection)
+        last_close = max(last_close, math.inf if connection.closed is None else connection.closed)
+    return runs
+
+
+def _diagnose_run(
+    connections: list[ControllerConnection], traffic: dict[int, list[StreamSpan]], limits: Limits, now: float
+) -> RunDiagnosis:
+    sweep = _Sweep(connections, traffic, limits.max_concurrent_streams)
+    race = _dial_race(connections, traffic)
+    # Connections a dial race explains are not said again to be unpooled: with several handshakes going at once,
+    # one may finish before another connection is dialled, and would look like room the client did not use.
+    raced = frozenset(race.connections if race else ())
+    found: list[Finding | None] = [
+        _http1_only(connections, sweep),
+        race,
+        _no_reuse([c for c in connections if c.id not in raced], traffic, limits),
+        _reconnect_storm(connections, limits.keep_alive_max_requests),
+        _stream_limit(sweep, limits.max_concurrent_streams),
+        _idle(connections, now),
+        _multiplexed(sweep, traffic),
+    ]
+    findings = [finding for finding in found if finding is not None]
+    streams = sum(len(traffic[c.id]) for c in connections)
+    if streams and sweep.most_at_once == 1 and not any(isinstance(f, NoReuse) for f in findings):
+        findings.append(Sequential(tuple(c.id for c in connections if traffic[c.id]), streams))
+    findings.sort(key=lambda finding: ORDER.index(finding.kind))
+    return RunDiagnosis(tuple(c.id for c in connections), streams, tuple(findings))
+
+
+def _dialled(connection: ControllerConnection) -> float:
+    """When the client dialled, as near as we know: its ClientHello, or (no TLS, or behind a proxy) when we
+    recorded it."""
+    return connection.hello_at if connection.hello_at is not None else connection.opened
+
+
+def _is_h2(connection: ControllerConnection) -> bool:
+    return connection.alpn == "h2" or connection.http_version == "2"
+
+
+class _Sweep:
+    """One pass over every stream's start and end, in time order, for what needs the overlap of streams."""
+
+    def __init__(self, connections: Sequence[ControllerConnection], traffic: dict[int, list[StreamSpan]],
+                 limit: int) -> None:  # fmt: skip
+        self.peak: dict[int, int] = {}
+        self.http1_overlapping: set[int] = set()
+        self.http1_most_at_once = 0
+        self.full: set[int] = set()  # ever at the limit
+        self.spilled_to: set[int] = set()
+        self.queued = 0
+        self.most_at_once = 0  # over all the switch's connections
+        h2 = {c.id for c in connections if _is_h2(c)}
+        events = sorted(
+            (event for spans in traffic.values() for span in spans for event in _events(span)),
+            key=lambda event: (event[0], event[1]),
+        )
+        busy: dict[int, int] = {}
+        in_flight = 0
+        full_now: set[int] = set()
+        freed_at: dict[int, float] = {}
+        for at, starts, span in events:
+            id_ = span.connection.id
+            if not starts:
+                if id_ in full_now:
+                    full_now.discard(id_)
+                    freed_at[id_] = at
+                busy[id_] -= 1
+                in_flight -= 1
+                if not busy[id_]:
+                    del busy[id_]
+                continue
+            if id_ not in h2:
+                others = [other for other in busy if other != id_ and other not in h2]
+                if others:
+                    self.http1_overlapping.update((*others, id_))
+                    at_once = 1 + busy.get(id_, 0) + sum(busy[other] for other in others)
+                    self.http1_most_at_once = max(self.http1_most_at_once, at_once)
+            elif any(other != id_ for other in full_now):
+                self.spilled_to.add(id_)
+            if at - freed_at.get(id_, -math.inf) <= QUEUE_WINDOW_S:  # the client was waiting for that
+                self.queued += 1
+            busy[id_] = busy.get(id_, 0) + 1
+            self.peak[id_] = max(self.peak.get(id_, 0), busy[id_])
+            in_flight += 1
+            self.most_at_once = max(self.most_at_once, in_flight)
+            if id_ in h2 and busy[id_] >= limit:
+                full_now.add(id_)
+                self.full.add(id_)
+
+
+def _events(span: StreamSpan) -> tuple[tuple[float, bool, StreamSpan], ...]:
+    """A stream's start and, once it has one, its end; an end sorts before a start at the same instant, so
+    back-to-back requests do not count as overlapping."""
+    start = (span.started, True, span)
+    return (start,) if span.ended is None else (start, (span.ended, False, span))
+
+
+def _http1_only(connections: Sequence[ControllerConnection], sweep: _Sweep) -> Http1Only | None:
+    if not sweep.http1_overlapping:
+        return None
+    involved = [c for c in connections if c.id in sweep.http1_overlapping]
+    offered = dict.fromkeys(
+        Alpn.CLEARTEXT if c.cleartext else Alpn.HTTP11 if c.alpn == "http/1.1" else Alpn.NONE for c in involved
+    )
+    return Http1Only(tuple(c.id for c in involved), tuple(offered), sweep.http1_most_at_once)
+
+
+def _dial_race(connections: Sequence[ControllerConnection], traffic: dict[int, list[StreamSpan]]) -> DialRace | None:
+    """HTTP/2 connections whose handshakes began while the first one's was still going: the client dialled per
+    request instead of waiting for the connection in progress. Only when the extras carried a request or none
+    (a client that spreads load over a few busy connections on purpose is not racing)."""
+    h2 = [c for c in connections if _is_h2(c)]
+    grouped: set[int] = set()
+    races: list[list[ControllerConnection]] = []
+    for first in h2:
+        if first.id in grouped:
+            continue
+        if first.hello_at is not None:
+            ready = first.opened
+        else:  # no handshake to see (h2c): dialled before the first one carried a request
+            ready = traffic[first.id][0].started if traffic[first.id] else first.opened
+        group = [first] + [c for c in h2 if c is not first and c.id not in grouped
+                           and _dialled(first) <= _dialled(c) < ready]  # fmt: skip
+        if len(group) < 2:
+            continue
+        counts = sorted((len(traffic[c.id]) for c in group), reverse=True)
+        if all(count <= 1 for count in counts[1:]):
+            races.append(group)
+            grouped.update(c.id for c in group)
+    if not races:
+        return None
+    members = [c for group in races for c in group]
+    first = races[0][0]
+    return DialRace(
+        connections=tuple(c.id for c in members),
+        streams=tuple(len(traffic[c.id]) for c in members),
+        within_s=max(_dialled(group[-1]) - _dialled(group[0]) for group in races),
+        handshake_s=None if first.hello_at is None else first.opened - first.hello_at,
+        races=len(races),
+    )
+
+
+def _no_reuse(
+    connections: Sequence[ControllerConnection], traffic: dict[int, list[StreamSpan]], limits: Limits
+) -> NoReuse | None:
+    """A connection that carried one request, and the next request came on a new connection dialled when the
+    first could have taken it: done with its request (closed, or left idle), or HTTP/2, up and with streams to
+    spare (never pooled: each request gets a client of its own)."""
+    singles = sorted((c for c in connections if len(traffic[c.id]) == 1), key=lambda c: traffic[c.id][0].started)
+    chained: dict[int, None] = {}
+    closed = left_open = 0
+    for earlier, later in itertools.pairwise(singles):
+        dialled = _dialled(later)
+        done = traffic[earlier.id][0].ended
+        idle = done is not None and done <= dialled
+        room = _is_h2(earlier) and earlier.opened <= dialled and limits.max_concurrent_streams > 1
+        if not (idle or room) or earlier.streams >= limits.keep_alive_max_requests:
+            continue  # it could not have taken the next request, or we closed it (GOAWAY after its last request)
+        chained.update({earlier.id: None, later.id: None})
+        if earlier.closed is not None and earlier.closed <= dialled:
+            closed += 1
+        else:
+            left_open += 1
+    if not chained:
+        return None
+    return NoReuse(tuple(chained), closed, left_open)
+
+
+def _reconnect_storm(
+    connections: Sequence[ControllerConnection], keep_alive_max_requests: int
+) -> ReconnectStorm | None:
+    """The longest run of connections each dialled within STORM_GAP_S of the last one's close."""
+    longest: list[tuple[ControllerConnection, ControllerConnection, float]] = []
+    run: list[tuple[ControllerConnection, ControllerConnection, float]] = []
+    for earlier, later in itertools.pairwise(connections):
+        gap = math.inf if earlier.closed is None else _dialled(later) - earlier.closed
+        # A redial right after our GOAWAY (keep_alive_max_requests) is what the client should do.
+        if 0 <= gap < STORM_GAP_S and earlier.streams < keep_alive_max_requests:
+            run.append((earlier, later, gap))
+            if len(run) > len(longest):
+                longest = list(run)
+        else:
+            run = []
+    if len(longest) < STORM_REDIALS:
+        return None
+    first_closed = _dialled(longest[0][1]) - longest[0][2]
+    return ReconnectStorm(
+        connections=(longest[0][0].id, *(later.id for _, later, _ in longest)),
+        redials=len(longest),
+        within_s=_dialled(longest[-1][1]) - first_closed,
+        longest_gap_s=max(gap for *_, gap in longest),
+    )
+
+
+def _stream_limit(sweep: _Sweep, limit: int) -> StreamLimit | None:
+    if not sweep.full:
+        return None
+    return StreamLimit(tuple(sorted(sweep.full)), limit, tuple(sorted(sweep.spilled_to)), sweep.queued)
+
+
+def _idle(connections: Sequence[ControllerConnection], now: float) -> Idle | None:
+    idle = [c for c in connections if c.streams == 0 and (c.closed is not None or now - c.opened >= IDLE_AFTER_S)]
+    if not idle:
+        return None
+    longest = max((c.closed if c.closed is not None else now) - c.opened for c in idle)
+    return Idle(tuple(c.id for c in idle), longest, sum(1 for c in idle if c.closed is None))
+
+
+def _multiplexed(sweep: _Sweep, traffic: dict[int, list[StreamSpan]]) -> Multiplexed | None:
+    shared = sorted(id_ for id_, peak in sweep.peak.items() if peak >= 2)
+    if not shared:
+        return None
+    return Multiplexed(tuple(shared), max(sweep.peak[id_] for id_ in shared), sum(len(traffic[i]) for i in shared))

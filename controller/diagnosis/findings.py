@@ -1,0 +1,169 @@
+"""What the controller concludes about a switch's HTTP client, as data: one frozen class per kind of finding.
+
+``analysis`` draws them from the connections and streams the controller recorded; ``sentences`` renders them. A
+finding holds evidence only (connection ids, counts, seconds): no prose.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+class FindingKind(enum.StrEnum):
+    """Stable names: scripts match on them in ``/diagnosis`` JSON."""
+
+    HTTP1_ONLY = "http1_only"
+    DIAL_RACE = "dial_race"
+    NO_REUSE = "no_reuse"
+    RECONNECT_STORM = "reconnect_storm"
+    STREAM_LIMIT = "stream_limit"
+    IDLE = "idle"
+    MULTIPLEXED = "multiplexed"
+    SEQUENTIAL = "sequential"
+
+
+class Severity(enum.StrEnum):
+    PROBLEM = "problem"  # the client did not multiplex what it could have, or redials without backing off
+    NOTE = "note"  # worth knowing, not wrong: a stream limit reached, connections left unused
+    GOOD = "good"  # multiplexed, or nothing that needed it
+
+
+class Alpn(enum.StrEnum):
+    """What a connection that ended up on HTTP/1.1 tells of the client's offer."""
+
+    NONE = "none"  # no ALPN at all (or none of h2, http/1.1): the client never offered HTTP/2
+    HTTP11 = "http/1.1"  # offered http/1.1 without h2: the client's HTTP/2 is off
+    CLEARTEXT = "cleartext"  # no TLS: HTTP/1.1 without prior-knowledge h2c
+
+
+@dataclass(frozen=True)
+class Http1Only:
+    """Requests that overlapped in time went on separate HTTP/1.1 connections."""
+
+    kind: ClassVar[FindingKind] = FindingKind.HTTP1_ONLY
+    severity: ClassVar[Severity] = Severity.PROBLEM
+    connections: tuple[int, ...]  # those that carried overlapping requests
+    offered: tuple[Alpn, ...]  # what their ALPN says, each kind once
+    most_at_once: int  # requests in flight at once, at most, over these connections
+
+
+@dataclass(frozen=True)
+class DialRace:
+    """HTTP/2 connections dialled while the first was still in its handshake, the extras carrying little."""
+
+    kind: ClassVar[FindingKind] = FindingKind.DIAL_RACE
+    severity: ClassVar[Severity] = Severity.PROBLEM
+    connections: tuple[int, ...]  # in the order their handshakes began
+    streams: tuple[int, ...]  # requests each carried, in the same order
+    within_s: float  # from the first handshake's start to the last's, in the widest race
+    handshake_s: float | None  # how long the first connection's handshake took (None: not known, no TLS)
+    races: int  # times the client did it
+
+
+@dataclass(frozen=True)
+class NoReuse:
+    """Sequential requests, each on a connection of its own."""
+
+    kind: ClassVar[FindingKind] = FindingKind.NO_REUSE
+    severity: ClassVar[Severity] = Severity.PROBLEM
+    connections: tuple[int, ...]
+    closed_after_one: int  # connections the client closed after their request, before dialling the next
+    left_open: int  # connections still open, and idle, when the client dialled the next (never pooled)
+
+
+@dataclass(frozen=True)
+class ReconnectStorm:
+    """Connections redialled one after another with no backoff between them."""
+
+    kind: ClassVar[FindingKind] = FindingKind.RECONNECT_STORM
+    severity: ClassVar[Severity] = Severity.PROBLEM
+    connections: tuple[int, ...]
+    redials: int
+    within_s: float  # from the first connection's close to the last one's opening
+    longest_gap_s: float  # the longest wait between a close and the next dial: what backoff there was
+
+
+@dataclass(frozen=True)
+class StreamLimit:
+    """A connection held as many streams as SETTINGS_MAX_CONCURRENT_STREAMS allows."""
+
+    kind: ClassVar[FindingKind] = FindingKind.STREAM_LIMIT
+    severity: ClassVar[Severity] = Severity.NOTE
+    connections: tuple[int, ...]  # those that reached the limit
+    limit: int
+    spilled_to: tuple[int, ...]  # connections that got requests while one was full: the client opened more
+    queued: int  # requests that began just as a stream of a full connection ended: the client waited
+
+
+@dataclass(frozen=True)
+class Idle:
+    """Connections that carried no request at all."""
+
+    kind: ClassVar[FindingKind] = FindingKind.IDLE
+    severity: ClassVar[Severity] = Severity.NOTE
+    connections: tuple[int, ...]
+    longest_open_s: float  # the longest any of them stayed open (still open ones: until now)
+    still_open: int
+
+
+@dataclass(frozen=True)
+class Multiplexed:
+    """Concurrent requests shared a connection."""
+
+    kind: ClassVar[FindingKind] = FindingKind.MULTIPLEXED
+    severity: ClassVar[Severity] = Severity.GOOD
+    connections: tuple[int, ...]  # those that carried two or more at once
+    most_at_once: int  # on any one of them
+    streams: int  # carried by them in all
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """Never two requests at once: nothing that needed multiplexing, and each connection reused."""
+
+    kind: ClassVar[FindingKind] = FindingKind.SEQUENTIAL
+    severity: ClassVar[Severity] = Severity.GOOD
+    connections: tuple[int, ...]
+    streams: int
+
+
+Finding = Http1Only | DialRace | NoReuse | ReconnectStorm | StreamLimit | Idle | Multiplexed | Sequential
+
+# The order findings are listed in: most telling first. The first is a switch's main finding.
+ORDER = tuple(FindingKind)
+
+
+class _Judged:
+    """What a list of findings comes to: its main one, and whether any is a problem."""
+
+    findings: tuple[Finding, ...]  # in ORDER
+
+    @property
+    def main(self) -> Finding | None:
+        return self.findings[0] if self.findings else None
+
+    @property
+    def ok(self) -> bool:
+        """No finding is a problem: what the exit code of ``controller explain`` says."""
+        return not any(finding.severity is Severity.PROBLEM for finding in self.findings)
+
+
+@dataclass(frozen=True)
+class RunDiagnosis(_Judged):
+    """One run of a switch's client: its connections from a dial after a quiet gap (or the first) to the next
+    such gap, judged on their own (``controller/diagnosis/analysis.py``, RUN_GAP_S)."""
+
+    connections: tuple[int, ...]  # in dial order
+    streams: int
+    findings: tuple[Finding, ...]  # in ORDER
+
+
+@dataclass(frozen=True)
+class SwitchDiagnosis(_Judged):
+    switch: str  # the client certificate's CN, or the address of an anonymous client
+    connections: int  # in the window
+    streams: int  # requests in the window, not counting questions to the controller (/connections, /diagnosis)
+    findings: tuple[Finding, ...]  # every run's, in ORDER
+    runs: tuple[RunDiagnosis, ...] = ()  # oldest first

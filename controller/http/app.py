@@ -1,0 +1,173 @@
+"""The controller's HTTP surface: ``GET /ping?interval=SECONDS``, ``GET /connections``, JSON errors for the rest.
+
+Every request is tied to the switch that sent it: the CN of the client certificate its connection verified (the
+ASGI TLS extension), never anything the request says about itself. A CN that is not in the fleet gets 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from quart import Quart, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from controller.accounts.connections import ConnectionRegistry, ControllerConnection, stream_name, utc_now
+from controller.accounts.forwarded import ProxyPolicy
+from controller.http.accounts import serve_accounts
+from controller.http.interval import IntervalError, parse_interval
+from controller.http.metrics import Metrics
+from controller.server.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
+from dialout.config import ControllerConfig
+from dialout.text import format_address
+from dialout.tls_files import controller_files
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(cfg: ControllerConfig, registry: ConnectionRegistry, metrics: Metrics | None = None) -> Quart:
+    app = Quart(__name__)
+    proxies = ProxyPolicy(cfg.trusted_proxies, controller_files(cfg).trust)
+    app.asgi_app = ConnectionScopeMiddleware(app.asgi_app, registry, proxies)  # type: ignore[method-assign]
+    known_switches = frozenset(switch for switch in cfg.switches if "*" not in switch)
+    known_patterns = tuple(switch for switch in cfg.switches if "*" in switch)
+    max_interval_s = cfg.max_interval_s
+
+    @app.before_request
+    async def identify() -> tuple[Response, int] | None:
+        scope = request.scope
+        g.arrival = arrival = _arrival(scope)
+        switch = arrival.switch
+        # Log arguments are built only when the line will be written: this runs on every request, -q or not.
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s %s: received", _who(arrival), request.method, request.path)
+        # Hypercorn's own limits bite only on a request that arrives in pieces (HTTP/1.1) or on the whole
+        # connection (HTTP/2); this holds every request to the configured size and answers 431 (RFC 6585).
+        size = _header_bytes(scope)
+        if size > cfg.max_header_bytes:
+            return jsonify({"error": f"request line and headers are {size} bytes, over max_header_bytes "
+                                     f"({cfg.max_header_bytes})"}), 431  # fmt: skip
+        if arrival.refusal is not None:  # through a trusted proxy, with a certificate we could not verify
+            return jsonify({"error": arrival.refusal}), 403
+        if switch is None and (cfg.client_certs_optional or (arrival.connection and arrival.connection.cleartext)):
+            return None  # bench mode (h2load) or the cleartext listener: an anonymous switch, on loopback only
+        if switch is None:
+            return jsonify({"error": "no verified client certificate on this connection"}), 403
+        if switch not in known_switches and not any(fnmatch.fnmatchcase(switch, p) for p in known_patterns):
+            known = ", ".join(cfg.switches)
+            return jsonify({"error": f"switch {switch!r} is not in this controller's fleet (known: {known})"}), 403
+        return None
+
+    @app.after_request
+    async def log_request(response: Response) -> Response:
+        # A connection refused before it reached the app (TLS, framing) never gets here.
+        if not logger.isEnabledFor(logging.INFO):
+            return response
+        arrival: Arrival = g.arrival
+        query = request.query_string.decode("latin-1")
+        logger.info(
+            "%s %s HTTP/%s %s %s%s -> %d in %.3f s",
+            _who(arrival), _peer(request.scope), request.http_version, request.method, request.path,
+            f"?{query}" if query else "", response.status_code, time.perf_counter() - arrival.started,
+        )  # fmt: skip
+        return response
+
+    @app.get("/ping")
+    async def ping() -> tuple[Response, int]:
+        try:
+            interval_s = parse_interval(request.args.getlist("interval"), max_interval_s)
+        except IntervalError as exc:
+            return jsonify({"error": str(exc)}), 400
+        # The point of the controller: hold the stream open for `interval_s` without holding anything else.
+        await asyncio.sleep(interval_s)
+        arrival: Arrival = g.arrival
+        response = jsonify(
+            {
+                "interval_s": interval_s,
+                "http_version": f"HTTP/{request.http_version}",
+                "client": _peer(request.scope),
+                "switch": arrival.switch,
+                "connection": arrival.connection.id if arrival.connection else None,
+                "stream": arrival.stream,
+                "stream_id": arrival.stream_id,
+                "received_at": arrival.received_at,
+                "responded_at": utc_now(),
+            }
+        )
+        # Quart bounds the sending of every response with asyncio.wait_for, on Python 3.11 a task of its own per
+        # request: 7% of this app's instructions per ping (bench/app_cost.py, callgrind). A few hundred bytes need
+        # no bound: they wait only on a client that stops reading, at most max_concurrent_streams of them per
+        # connection, and only until that connection ends (or the shutdown's graceful_timeout_s).
+        response.timeout = None
+        if metrics is not None:
+            metrics.answered(200, time.perf_counter() - arrival.started - interval_s)
+        return response, 200
+
+    if metrics is not None:
+
+        @app.after_request
+        async def count_refusals(response: Response) -> Response:
+            if response.status_code != 200 and request.path == "/ping":
+                metrics.answered(response.status_code, None)
+            return response
+
+    serve_accounts(app, cfg, registry)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        return jsonify({"error": f"{status} {exc.name}: {request.method} {request.path}"}), status
+
+    return app
+
+
+def _header_bytes(scope: Mapping[str, Any]) -> int:
+    """About what the request line and headers took on the wire (HTTP/1.1 framing)."""
+    line = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 16
+    return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """Who sent a request, on which connection and stream, and when it arrived: read once per request, kept in
+    ``g.arrival`` (each ``g.x`` is a context-local lookup)."""
+
+    switch: str | None  # the CN of the verified client certificate of the connection (behind a proxy: the switch's)
+    connection: ControllerConnection | None
+    stream: int | None  # its number on the connection: 1, 2, ...
+    received_at: str  # UTC, ISO 8601
+    started: float  # time.perf_counter(), for the request's duration in the log
+    refusal: str | None = None  # why a switch behind a trusted proxy is not believed
+    stream_id: int | None = None  # HTTP/2: its stream id on the wire
+
+
+def _arrival(scope: Mapping[str, Any]) -> Arrival:
+    entry = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
+    if entry is None:  # served without our TCP server (a test app, the bench): nobody known
+        return Arrival(None, None, None, utc_now(), time.perf_counter())
+    connection: ControllerConnection = entry["connection"]
+    return Arrival(
+        connection.switch,
+        connection,
+        entry["stream"],
+        utc_now(),
+        time.perf_counter(),
+        entry["refusal"],
+        entry["stream_id"],
+    )
+
+
+def _who(arrival: Arrival) -> str:
+    stream = stream_name(arrival.stream_id, arrival.stream)
+    connection = f"conn #{arrival.connection.id} {stream}" if arrival.connection else "conn ?"
+    return f"{arrival.switch or '(no certificate)'} {connection}"
+
+
+def _peer(scope: Mapping[str, Any]) -> str:
+    client = scope.get("client")
+    return format_address(str(client[0]), int(client[1])) if client else "unknown"

@@ -1,0 +1,60 @@
+"""A shutdown that an HTTP/2 client can act on: it is told which of its requests were not processed.
+
+On shutdown Hypercorn finishes the streams in flight, resets any new stream, and sends GOAWAY once a busy
+connection goes idle. Two gaps, both closed here when the shutdown begins:
+
+- it resets with h2's default code, NO_ERROR, which tells the client nothing about whether its request was
+  processed; RFC 9113 section 8.7: REFUSED_STREAM says it was not, so the client may send it again elsewhere;
+- a connection that is already idle is closed without any GOAWAY, so a request the client sent at that moment
+  dies with the connection, processed or not for all it knows. A GOAWAY first (RFC 9113 section 6.8) names the
+  last stream processed, and httpcore then retries the later ones on a new connection by itself.
+
+Then the shutdown flag is set at once, so that no new stream slips in between.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import h2.exceptions
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from hypercorn.protocol.h2 import H2Protocol
+
+from controller.server.asgi_tls import live_servers
+from dialout.text import plural
+
+logger = logging.getLogger(__name__)
+
+
+async def refuse_new_streams(config: object) -> None:
+    """Make every live HTTP/2 connection of the server with this Hypercorn ``config`` refuse new streams."""
+    servers = live_servers(config)
+    idle = 0
+    for server in servers:
+        protocol = getattr(getattr(server, "protocol", None), "protocol", None)
+        connection = getattr(protocol, "connection", None)
+        if not isinstance(protocol, H2Protocol) or not isinstance(connection, H2Connection):
+            continue  # HTTP/1.1: Hypercorn closes idle connections and ends busy ones after their response
+        if server.writer.is_closing() or protocol.closed:
+            continue  # over already; Hypercorn keeps its task until the idle timer runs out
+        if protocol.idle:
+            try:
+                connection.close_connection()  # GOAWAY, last stream = the highest it has seen
+                await protocol._flush()
+            except (OSError, RuntimeError, h2.exceptions.ProtocolError) as exc:
+                logger.info("GOAWAY not sent on a closing connection: %s", exc)  # the shutdown goes on
+                continue
+            idle += 1
+        else:
+            connection.reset_stream = functools.partial(  # type: ignore[method-assign]
+                H2Connection.reset_stream, connection, error_code=ErrorCodes.REFUSED_STREAM
+            )
+    if servers:
+        # The worker context is shared by every connection; Hypercorn sets it too, a moment later.
+        await servers[0].context.terminated.set()
+    logger.info(
+        "shutting down: %s open (%d idle HTTP/2 sent GOAWAY); new streams are refused (REFUSED_STREAM)",
+        plural(len(servers), "connection"), idle,
+    )  # fmt: skip

@@ -1,0 +1,245 @@
+"""Serving the controller app with Hypercorn over HTTP/2 with mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+import stat
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+from hypercorn.utils import wrap_app
+
+from controller.accounts.connections import ConnectionRegistry
+from controller.http.admin import create_admin_app
+from controller.http.app import create_app
+from controller.http.metrics import Metrics
+from controller.server import asgi_tls
+from controller.server.asgi_tls import REGISTRY_ATTRIBUTE
+from controller.server.graceful import refuse_new_streams
+from controller.server.tls_alerts import send_handshake_alerts
+from dialout.config import ControllerConfig
+from dialout.tls_files import PKIError, ca_private_key_path, controller_files
+
+logger = logging.getLogger(__name__)
+
+# RFC 9113 section 9.2: HTTP/2 over TLS needs TLS >= 1.2 and, for 1.2, an AEAD cipher with ephemeral key exchange.
+MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+# h2 first: a client that offers both gets HTTP/2; one that offers only http/1.1 (or no ALPN) gets HTTP/1.1.
+ALPN_PROTOCOLS = ("h2", "http/1.1")
+
+
+class ServerError(Exception):
+    """The controller cannot start: unusable certificates, or an address it cannot listen on. ``usage``: the
+    command line asked for something not allowed (exit 2), rather than the machine refusing it (exit 1)."""
+
+    def __init__(self, message: str, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+def server_ssl_context(cfg: ControllerConfig) -> ssl.SSLContext:
+    """TLS for the controller: its certificate (dialout's, or ``controller.tls``), and a client certificate
+    REQUIRED and verified against the client CA (OPTIONAL, but verified when sent, in bench mode). Raises PKIError,
+    one line naming the file, for anything unusable."""
+    files = controller_files(cfg)
+    files.identity.check()
+    guarded = [files.identity.key] if files.own else [files.identity.key, ca_private_key_path(cfg.certs_dir)]
+    for key in guarded:
+        _check_private(key)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = MINIMUM_TLS_VERSION
+    context.options |= ssl.OP_NO_COMPRESSION  # RFC 9113 section 9.2.1
+    context.set_ciphers(TLS12_CIPHERS)
+    context.set_alpn_protocols(list(ALPN_PROTOCOLS))
+    context.verify_mode = ssl.CERT_OPTIONAL if cfg.client_certs_optional else ssl.CERT_REQUIRED
+    context.sni_callback = asgi_tls.note_client_hello
+    files.identity.configure_cert(context)
+    files.trust.configure_trust(context)
+    return context
+
+
+def _check_private(key: Path) -> None:
+    """Refuse a private key that others can read: a key anyone can copy identifies no one."""
+    try:
+        mode = stat.S_IMODE(key.stat().st_mode)
+    except FileNotFoundError:
+        return  # the CA key may live elsewhere; the controller does not need it to serve
+    if mode & 0o077:
+        raise PKIError(f"{key}: private key is readable by others (mode {mode:04o}): run `chmod 600 {key}`")
+
+
+def check_loopback_only(sockets: list[socket.socket]) -> None:
+    """Bench mode serves clients without certificates: allowed only where nothing but this machine can dial."""
+    for sock in sockets:
+        host = sock.getsockname()[0]
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ServerError(f"--client-certs-optional is for benches on loopback only; {host} is not loopback",
+                              usage=True)  # fmt: skip
+
+
+def bind_sockets(host: str, port: int, scheme: str = "https", announce: bool = True) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` resolves to (``localhost`` is both 127.0.0.1 and ::1), all
+    on one port. An address family the machine has switched off is skipped as long as one address binds."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServerError(f"cannot resolve controller host {host!r}: {exc.strerror}") from exc
+    sockets: list[socket.socket] = []
+    skipped: list[str] = []
+    addresses = dict.fromkeys((family, str(address[0])) for family, _, _, _, address in infos)
+    for family, ip in addresses:
+        bind_port = sockets[0].getsockname()[1] if sockets else port
+        try:
+            sockets.append(socket.create_server((ip, bind_port), family=family))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                skipped.append(f"{ip} ({exc.strerror})")
+                continue
+            for sock in sockets:
+                sock.close()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ServerError(f"cannot listen on {ip} port {bind_port}: {reason}") from exc
+    if not sockets:
+        raise ServerError(f"cannot listen on any address of {host!r}: {', '.join(skipped)}")
+    for sock in sockets if announce else ():  # listening from here on: connections wait in the backlog
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        logger.info("listening on %s://%s:%d", scheme, shown, bound_port)
+    return sockets
+
+
+class _Config(HypercornConfig):
+    """Hypercorn's config, serving a TLS context we built and checked ourselves (Hypercorn would build its own
+    from file names, late, and without our cipher and verification policy)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        self._ssl_context = ssl_context
+
+    def create_ssl_context(self) -> ssl.SSLContext:
+        return self._ssl_context
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return True
+
+
+def hypercorn_config(
+    cfg: ControllerConfig, ssl_context: ssl.SSLContext, registry: ConnectionRegistry
+) -> HypercornConfig:
+    config = _Config(ssl_context)
+    setattr(config, REGISTRY_ATTRIBUTE, registry)  # where our TCPServer records this server's connections
+    config.h2_max_concurrent_streams = cfg.max_concurrent_streams
+    config.keep_alive_max_requests = cfg.keep_alive_max_requests
+    config.graceful_timeout = cfg.graceful_timeout_s
+    config.h11_max_incomplete_size = cfg.max_header_bytes
+    config.h2_max_header_list_size = cfg.max_header_bytes
+    config.alpn_protocols = list(ALPN_PROTOCOLS)
+    # Route Hypercorn's own messages through logging, so __main__ decides where they go.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.accesslog = None  # the app logs one line per request itself
+    return config
+
+
+def new_registry(cfg: ControllerConfig) -> ConnectionRegistry:
+    """A connection registry that knows the certificate this controller presents (the TLS extension's
+    ``server_cert``)."""
+    leaf = controller_files(cfg).identity.chain()[0]
+    return ConnectionRegistry(server_cert_pem=leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"))
+
+
+async def serve(
+    cfg: ControllerConfig,
+    ssl_context: ssl.SSLContext,
+    sockets: list[socket.socket],
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    registry: ConnectionRegistry,
+    stopping: asyncio.Event | None = None,
+    cleartext_sockets: Sequence[socket.socket] = (),
+    admin_sockets: Sequence[socket.socket] = (),
+) -> None:
+    """Serve the controller on already-listening ``sockets`` until ``shutdown_trigger`` returns, then let
+    in-flight requests finish for up to ``graceful_timeout_s``. Every connection is recorded in ``registry``.
+    ``stopping`` is set once the shutdown has begun and new streams are refused. ``cleartext_sockets`` serve the
+    same app without TLS (``controller.cleartext``: h2c with prior knowledge, or HTTP/1.1); ``admin_sockets`` the
+    admin app (``controller/http/admin.py``), plain HTTP, stopped with the rest.
+
+    The sockets are bound by the caller, so a test can use port 0 and know the port before the first request,
+    and connections that arrive before Hypercorn starts accepting wait in the listen backlog instead of failing.
+    ``worker_serve`` is Hypercorn's internal entry point that takes sockets (the public ``serve`` does not):
+    hence the pin to the 0.18 series.
+    """
+    send_handshake_alerts()
+    asgi_tls.install()
+    for sock in (*sockets, *cleartext_sockets):
+        # Accepted sockets inherit this (Linux). asyncio sets TCP_NODELAY itself only on sockets whose proto is
+        # IPPROTO_TCP, and socket.create_server's are proto 0: without it, an HTTP/1.1 response (headers and body
+        # written separately) waited ~40 ms for the client's delayed ACK (Nagle).
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    metrics = Metrics(registry)
+    ssl_context.sslobject_class = _counting_handshakes(metrics.handshake_failed)
+    app = create_app(cfg, registry, metrics)
+    config = hypercorn_config(cfg, ssl_context, registry)
+
+    async def begin_shutdown() -> None:
+        await shutdown_trigger()
+        await refuse_new_streams(config)
+        if stopping is not None:
+            stopping.set()
+
+    main = worker_serve(
+        wrap_app(app, config.wsgi_max_body_size, "asgi"),
+        config,
+        sockets=Sockets(secure_sockets=sockets, insecure_sockets=list(cleartext_sockets), quic_sockets=[]),
+        shutdown_trigger=begin_shutdown,
+    )
+    if not admin_sockets:
+        await main
+        return
+    closing = asyncio.Event()
+
+    async def admin_shutdown() -> None:
+        await shutdown_trigger()
+        closing.set()
+
+    admin_config = HypercornConfig()
+    admin_config.graceful_timeout = cfg.graceful_timeout_s
+    admin_config.errorlog = logging.getLogger("hypercorn.error")
+    admin_config.accesslog = None
+    admin = worker_serve(
+        wrap_app(create_admin_app(cfg, registry, metrics, closing), admin_config.wsgi_max_body_size, "asgi"),
+        admin_config,
+        sockets=Sockets(secure_sockets=[], insecure_sockets=list(admin_sockets), quic_sockets=[]),
+        shutdown_trigger=admin_shutdown,
+    )
+    async with asyncio.TaskGroup() as group:
+        group.create_task(main)
+        group.create_task(admin)
+
+
+def _counting_handshakes(failed: Callable[[str | None], None]) -> type[ssl.SSLObject]:
+    """An SSLObject class (asyncio's TLS uses ``context.sslobject_class``) that reports each failed server
+    handshake with OpenSSL's reason: asyncio itself logs those only in debug mode."""
+
+    class CountingSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as exc:
+                failed(exc.reason)
+                raise
+
+    return CountingSSLObject

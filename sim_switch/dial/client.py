@@ -1,0 +1,267 @@
+"""A one-shot run: one httpx client, the scenario's pings fired at once, every one traced and accounted for.
+
+``attempt_ping`` (one try of one ping) and ``finish_run`` (what every run does at its end) serve the persistent
+session too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+import httpx
+
+from dialout.config import Keepalive, OneShot, Request, Scenario, StreamPolicy
+from sim_switch.dial.controller_view import ask_controller
+from sim_switch.dial.destinations import Failover
+from sim_switch.dial.failures import (
+    Failure,
+    FailureKind,
+    classify,
+    probe_client_certificate,
+    probe_scheme,
+    refused_with,
+    sentence,
+)
+from sim_switch.dial.keepalive import socket_options
+from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS, StreamPool
+from sim_switch.dial.tracing import SESSION, PingTrace, TraceEvent, Tracer
+from sim_switch.model.results import ControllerView, PingResult, RunResult, format_interval
+
+DIALOUT_PING = Request()  # GET /ping?interval=N
+DEFAULT_KEEPALIVE = Keepalive()
+# A connect that takes longer than this on a network of one machine is not going to succeed.
+CONNECT_TIMEOUT_S = 10.0
+# httpx's own default limits, stated here because an HTTP/1.1 run keeps as many pings in flight as connections.
+MAX_CONNECTIONS = 100
+CLIENT_LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20)
+
+
+async def run_scenario(
+    scenario: Scenario,
+    controller_url: str,
+    ssl_context: ssl.SSLContext | None,
+    request_timeout_s: float,
+    emit: Callable[[TraceEvent], None],
+    switch_id: str,
+    streams_per_connection: int = HTTPCORE_MAX_STREAMS,
+    ask: bool = True,
+) -> RunResult:
+    """Fire the scenario's pings at once, then (``ask``) ask the controller what it saw of them (as ``switch_id``)."""
+    if not isinstance(scenario.kind, OneShot):
+        raise ValueError(f"scenario {scenario.name!r} is a {scenario.kind.mode} scenario, not a one-shot run")
+    pings_s = scenario.kind.pings_s
+    tracer = Tracer(emit)
+    pool = new_pool(scenario, ssl_context, request_timeout_s, streams_per_connection)
+    try:
+
+        async def ping(number: int, interval_s: float) -> Attempt:
+            asked_at_s = tracer.now_s()
+            async with pool.slot() as client:
+                return await attempt_ping(client, tracer, controller_url, number, interval_s, request_timeout_s,
+                                          asked_at_s, scenario.request)  # fmt: skip
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(pings_s, start=1)]
+        attempts = [task.result() for task in tasks]
+        return await finish_run(pool.primary, tracer, scenario, controller_url, ssl_context, switch_id, attempts,
+                                ask=ask)  # fmt: skip
+    finally:
+        await pool.aclose()
+
+
+def new_pool(
+    scenario: Scenario, ssl_context: ssl.SSLContext | None, request_timeout_s: float, streams_per_connection: int,
+    keepalive: Keepalive = DEFAULT_KEEPALIVE,
+) -> StreamPool:  # fmt: skip
+    """The run's clients (``sim_switch.dial.streams``): one, or one per block of streams when the scenario spills.
+    No ``ssl_context``: an ``http://`` URL, where no ALPN can offer HTTP/2, so it is spoken with prior knowledge
+    (RFC 9113 section 3.3) when the scenario asks for it, and HTTP/1.1 otherwise."""
+    timeout = httpx.Timeout(request_timeout_s, connect=min(CONNECT_TIMEOUT_S, request_timeout_s))
+    prior_knowledge = ssl_context is None and scenario.http2
+
+    def new_client() -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(http1=not prior_knowledge, http2=scenario.http2,
+                                             verify=ssl_context or False, trust_env=False, limits=CLIENT_LIMITS,
+                                             socket_options=socket_options(keepalive))  # fmt: skip
+        return httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout)
+
+    if scenario.http2:
+        return StreamPool(new_client, scenario.streams, streams_per_connection)
+    # HTTP/1.1 has one request per connection at a time, and httpx's pool opens connections as needed up to
+    # its limit: nothing to spill, and as many in flight as that limit.
+    return StreamPool(new_client, StreamPolicy.QUEUE, MAX_CONNECTIONS)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of one ping: its result (``result.failure`` says why it failed, if it did), and whether the
+    controller answered at all (a refusing status is an answer)."""
+
+    result: PingResult
+    answered: bool
+
+
+async def finish_run(
+    client: httpx.AsyncClient,
+    tracer: Tracer,
+    scenario: Scenario,
+    controller_url: str,
+    ssl_context: ssl.SSLContext | None,
+    switch_id: str,
+    attempts: list[Attempt],
+    reconnects: int = 0,
+    ask: bool = True,
+    failovers: tuple[Failover, ...] = (),
+) -> RunResult:
+    """Stop the clock, ask the controller what it saw, explain a refused certificate, and account every ping."""
+    wall_time_s = tracer.now_s()
+    pings = [attempt.result for attempt in attempts]
+    view: ControllerView | None = None
+    if ask and any(ping.status is not None for ping in pings):
+        # A controller that restarted during the run has no record of the connections before it.
+        # In cleartext the controller knows no switch by name (no certificate): ask for every connection.
+        asked_as = switch_id if ssl_context is not None else None
+        view = await ask_controller(client, controller_url, asked_as, tracer, pings, forgot_earlier=reconnects > 0)
+    if _failed_at_first_bytes(pings, controller_url):
+        pings = await _diagnose_scheme(pings, controller_url, tracer)
+    refused = not any(ping.ok for ping in pings) and any(_broke_after_handshake(ping.failure) for ping in pings)
+    if refused and ssl_context is not None:
+        pings = await _diagnose_refused_certificate(pings, controller_url, ssl_context, tracer)
+    for ping in pings:
+        record = tracer.connections[ping.connection - 1] if ping.connection else None
+        if record is not None:
+            record.pings.append(ping.number)
+    return RunResult(scenario, controller_url, tuple(pings), tuple(tracer.connections), wall_time_s, view, reconnects,
+                     failovers)  # fmt: skip
+
+
+async def attempt_ping(
+    client: httpx.AsyncClient, tracer: Tracer, controller_url: str, number: int, interval_s: float,
+    request_timeout_s: float, asked_at_s: float | None = None, ping: Request = DIALOUT_PING,
+) -> Attempt:  # fmt: skip
+    """One try of one ping (``ping``: what it is on the wire), never raising: every outcome is an Attempt.
+    ``asked_at_s`` is when the ping wanted to go, if it waited for a free stream before this
+    (``StreamPool.slot``): its latency and stream wait count from then. The request timeout counts from now: it
+    is about the controller's answer."""
+    started_s = tracer.now_s() if asked_at_s is None else asked_at_s
+    trace = tracer.for_ping(number, started_s, controller_url)
+    url = controller_url.rstrip("/") + ping.target(format_interval(interval_s))
+    tracer.event(number, f"get connection: {ping.method} {url}", at_s=started_s)
+    result = PingResult(number=number, interval_s=interval_s, elapsed_s=0.0, started_at_s=started_s,
+                        controller=controller_url)  # fmt: skip
+    try:
+        async with asyncio.timeout(request_timeout_s):
+            request = client.build_request(ping.method, url, headers=ping.headers, extensions={"trace": trace},
+                                           content=None if ping.body is None else ping.body.encode())  # fmt: skip
+            response = await client.send(request, stream=True)
+            try:
+                record = tracer.connection_of(response.extensions.get("network_stream"))
+                trace.connection = record.number if record else None
+                result = replace(
+                    result,
+                    stream_wait_s=trace.stream_wait_s,
+                    status=response.status_code,
+                    http_version=response.http_version,
+                    connection=record.number if record else None,
+                    local_port=record.local_port if record else None,
+                    stream_id=response.extensions.get("stream_id"),
+                    headers_sent_at_s=trace.headers_sent_at_s,
+                )
+                on = f"connection #{record.number}" if record else "an unknown connection"
+                stream = f" stream {result.stream_id}" if result.stream_id else ""
+                tracer.event(
+                    number, f"first response byte: {response.status_code} {response.http_version} on {on}{stream}",
+                    result.connection, at_s=trace.first_byte_at_s,
+                )  # fmt: skip
+                body = await response.aread()
+            finally:
+                await response.aclose()
+    except Exception as exc:  # every failure becomes this ping's result; the run goes on
+        failure = classify(exc, trace.headers_sent_at_s is not None, request_timeout_s)
+        tracer.event(number, f"failed: {sentence(failure)}", result.connection, kind=SESSION)
+        finished_s = tracer.now_s()
+        failed = replace(_timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s,
+                         failure=failure)  # fmt: skip
+        return Attempt(failed, answered=False)
+    finished_s = tracer.now_s()
+    refusal = None if response.status_code in ping.statuses else refused_with(response.status_code, _error_text(body))
+    if refusal:
+        tracer.event(number, f"failed: {sentence(refusal)}", result.connection, kind=SESSION)
+    answered = replace(_timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s,
+                       failure=refusal)  # fmt: skip
+    return Attempt(answered, answered=True)
+
+
+def _timed(result: PingResult, trace: PingTrace) -> PingResult:
+    """The times the trace learnt, for the waterfall."""
+    return replace(result, tls_started_at_s=trace.tls_started_at_s, tls_done_at_s=trace.tls_done_at_s,
+                   first_byte_at_s=trace.first_byte_at_s, headers_sent_at_s=trace.headers_sent_at_s)  # fmt: skip
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        message = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        message = None
+    text = str(message) if message else body[:200].decode("utf-8", "replace")
+    return " ".join(text.split())  # one line, whatever the body's layout (an HTML error page)
+
+
+_BROKEN = frozenset({FailureKind.CONNECTION_BROKE, FailureKind.PROTOCOL_ERROR, FailureKind.GOAWAY,
+                     FailureKind.STREAM_RESET})  # fmt: skip
+
+
+def _broke_after_handshake(failure: Failure | None) -> bool:
+    return failure is not None and failure.kind in _BROKEN
+
+
+# How a wrong scheme looks from here: https:// to plain HTTP fails the handshake ("wrong version number"); http://
+# to a TLS port has the connection closed at the first request bytes.
+_SCHEME_SIGNS = {
+    "https": frozenset({FailureKind.CONNECT_FAILED, FailureKind.TLS_FAILED}),
+    "http": frozenset({FailureKind.PROTOCOL_ERROR, FailureKind.CONNECTION_BROKE}),
+}
+
+
+def _failed_at_first_bytes(pings: list[PingResult], controller_url: str) -> bool:
+    signs = _SCHEME_SIGNS.get(urlsplit(controller_url).scheme, frozenset())
+    return all(ping.status is None and ping.failure is not None and ping.failure.kind in signs for ping in pings)
+
+
+async def _diagnose_scheme(pings: list[PingResult], controller_url: str, tracer: Tracer) -> list[PingResult]:
+    tracer.event(
+        None, "every ping failed at its first bytes: dialing once more to see what the server speaks", kind=SESSION
+    )
+    found = await probe_scheme(controller_url)
+    if found is None:
+        return pings
+    tracer.event(None, f"diagnosis: {sentence(found)}", kind=SESSION)
+    return _relabelled(pings, found)
+
+
+def _relabelled(pings: list[PingResult], cause: Failure) -> list[PingResult]:
+    """Every failed ping's failure as ``cause`` found by a probe; whether it was safe to retry stays its own."""
+    return [
+        replace(ping, failure=replace(ping.failure, kind=cause.kind, detail=cause.detail)) if ping.failure else ping
+        for ping in pings
+    ]
+
+
+async def _diagnose_refused_certificate(
+    pings: list[PingResult], controller_url: str, ssl_context: ssl.SSLContext, tracer: Tracer
+) -> list[PingResult]:
+    parts = urlsplit(controller_url)
+    host, port = parts.hostname or "localhost", parts.port or 443
+    tracer.event(
+        None, "every ping lost its connection after the TLS handshake: dialing once more to read why", kind=SESSION
+    )
+    refusal = await probe_client_certificate(host, port, ssl_context)
+    if refusal is None:
+        return pings
+    tracer.event(None, f"diagnosis: {sentence(refusal)}", kind=SESSION)
+    return _relabelled(pings, refusal)

@@ -1,0 +1,151 @@
+"""The other end's account: what the controller saw of this run, held against what the switch saw.
+
+After the pings the switch asks ``GET /connections?switch=ID`` on the same client, and matches the controller's
+records to its own connections by address (the controller's peer address is the switch's local address). The
+query is itself a stream, on a connection the response names, so it is subtracted before comparing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from sim_switch.dial.failures import classify, sentence
+from sim_switch.dial.tracing import SESSION, ConnectionRecord, Tracer
+from sim_switch.model.results import ControllerFinding, ControllerView, PingResult, peak_in_flight
+
+
+async def ask_controller(
+    client: httpx.AsyncClient,
+    controller_url: str,
+    switch_id: str | None,
+    tracer: Tracer,
+    pings: Sequence[PingResult],
+    forgot_earlier: bool = False,
+) -> ControllerView:
+    """``switch_id`` None: an anonymous switch (cleartext), whose connections are found by address alone."""
+    url = f"{controller_url.rstrip('/')}/connections"
+    query = {"switch": switch_id} if switch_id is not None else {}
+    shown = f"{url}?switch={switch_id}" if switch_id is not None else url
+    tracer.event(None, f"asking the controller what it saw: GET {shown}", kind=SESSION)
+    label = switch_id or "an anonymous switch"
+    try:
+        response = await client.get(url, params=query)
+    except httpx.HTTPError as exc:
+        return ControllerView(label, error=f"GET /connections failed: {sentence(classify(exc))}")
+    records = _records(response)
+    if records is None:  # someone else's controller: it answered, but not with dialout's account
+        view = ControllerView(label, no_account=f"GET /connections: {_answer(response)}")
+        tracer.event(None, view.describe(), kind=SESSION)
+        return view
+    query_on = tracer.connection_of(response.extensions.get("network_stream"))
+    # Only what went to this controller: after a failover the others' connections are not its to know.
+    connections = [record for record in tracer.connections if record.controller in (None, controller_url)]
+    asked_about = [ping for ping in pings if ping.controller in (None, controller_url)]
+    view = compare(label, connections, asked_about, records, query_on.number if query_on else None,
+                   forgot_earlier)  # fmt: skip
+    tracer.event(None, view.describe(), kind=SESSION)
+    if view.records:
+        view = dataclasses.replace(view, findings=await _ask_diagnosis(client, controller_url, view, tracer))
+    return view
+
+
+async def _ask_diagnosis(
+    client: httpx.AsyncClient, controller_url: str, view: ControllerView, tracer: Tracer
+) -> tuple[ControllerFinding, ...] | None:
+    """The controller's findings about exactly this run's connections, or None if it gives none (an older
+    dialout, or it failed: the comparison of counts stands on its own)."""
+    ids = ",".join(str(record["id"]) for record in view.records)
+    url = f"{controller_url.rstrip('/')}/diagnosis"
+    tracer.event(None, f"asking the controller what it makes of them: GET {url}?connections={ids}", kind=SESSION)
+    try:
+        response = await client.get(url, params={"connections": ids})
+        if response.status_code != 200:
+            tracer.event(None, f"no diagnosis from the controller: {_answer(response)}", kind=SESSION)
+            return None
+        return tuple(
+            ControllerFinding(str(f["kind"]), str(f["severity"]), tuple(f["connections"]), str(f["sentence"]))
+            for diagnosis in response.json()["switches"]
+            for f in diagnosis["findings"]
+        )
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        tracer.event(None, f"no diagnosis from the controller: {sentence(classify(exc))}", kind=SESSION)
+        return None
+
+
+def _records(response: httpx.Response) -> list[dict[str, Any]] | None:
+    """The controller's connection records, or None when the answer is not dialout's account."""
+    if response.status_code != 200:
+        return None
+    try:
+        records = response.json().get("connections")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and {"id", "peer", "streams"} <= r.keys()
+                                                 for r in records):  # fmt: skip
+        return None
+    return records
+
+
+def _answer(response: httpx.Response) -> str:
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    return f"{response.status_code} {response.reason_phrase}, {kind}"
+
+
+def compare(
+    switch_id: str,
+    connections: Sequence[ConnectionRecord],
+    pings: Sequence[PingResult],
+    records: Sequence[dict[str, Any]],
+    query_connection: int | None,
+    forgot_earlier: bool = False,
+) -> ControllerView:
+    """Match the controller's records to the switch's connections and list every number they disagree on.
+    With ``forgot_earlier`` (the controller restarted during the run) a connection it has no record of is
+    counted as forgotten, not as a disagreement."""
+    latest: dict[str, dict[str, Any]] = {}
+    for entry in sorted(records, key=lambda r: int(r["id"])):  # a port can be reused: the newest record wins
+        latest[str(entry["peer"])] = entry
+    disagreements: list[str] = []
+    matched: list[dict[str, Any]] = []
+    streams = forgotten = 0
+    for connection in connections:
+        record = latest.get(connection.local_address)
+        if record is None and forgot_earlier:
+            forgotten += 1
+            continue
+        if record is None:
+            disagreements.append(
+                f"conn #{connection.number} ({connection.local_address}): the switch opened it, "
+                f"the controller has no record of it"
+            )
+            continue
+        matched.append(record)
+        query = 1 if connection.number == query_connection else 0
+        sent = sum(1 for ping in pings if ping.connection == connection.number and ping.status is not None) + query
+        seen = int(record["streams"])
+        streams += seen - query
+        if sent != seen:
+            disagreements.append(
+                f"conn #{connection.number} ({connection.local_address}): the switch sent {sent} streams, "
+                f"the controller saw {seen}"
+            )
+        switch_peak = peak_in_flight(ping for ping in pings if ping.connection == connection.number)
+        controller_peak = int(record["peak_in_flight"])
+        if (switch_peak >= 2) != (controller_peak >= 2):
+            disagreements.append(
+                f"conn #{connection.number} ({connection.local_address}): the switch had {switch_peak} streams "
+                f"in flight at once, the controller {controller_peak}"
+            )
+    return ControllerView(
+        switch=switch_id,
+        records=tuple(matched),
+        streams=streams,
+        peak_in_flight=max((int(record["peak_in_flight"]) for record in matched), default=0),
+        unused=sum(1 for record in matched if int(record["streams"]) == 0),
+        disagreements=tuple(disagreements),
+        forgotten=forgotten,
+    )

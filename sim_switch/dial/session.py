@@ -1,0 +1,247 @@
+"""A persistent session: the switch keeps calling home (RFC 8071), redials when the controller goes away, and
+accounts for every ping.
+
+Pings go out in batches on a schedule, like a switch's keep-alive. The first ping dials alone and the rest wait
+for the link to come up, so that they then share its connection. When a ping fails in a way that is safe to
+repeat (``Failure.retry_safe``, decided where the failure was caught), the ``Link`` goes down: one ping at a time
+redials, after an exponential backoff with jitter, and the others wait for it rather than hammering a controller
+that is down. The first success brings the link up again and everyone waiting goes at once. Each ping ends in
+exactly one of: ok, retried-then-ok, failed (with its reason).
+
+Dialling alone also keeps clear of an httpcore pool bug (a relative of encode/httpcore#1093): requests that wait
+on the same half-open HTTP/2 connection, whose first connect fails and a later one succeeds, leave that
+connection outside the pool, never closed (the controller then waits its whole graceful timeout on shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import httpx
+
+from dialout.config import ReconnectPolicy, Request, RetryPolicy, Scenario, Schedule, SwitchConfig
+from dialout.text import plural
+from sim_switch.dial.client import Attempt, attempt_ping, finish_run, new_pool
+from sim_switch.dial.destinations import Destinations, Failover
+from sim_switch.dial.failures import sentence
+from sim_switch.dial.keepalive import SilenceWatch
+from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS, StreamPool
+from sim_switch.dial.tracing import DETAIL, SESSION, TraceEvent, Tracer
+from sim_switch.model.results import GiveUp, GiveUpReason, RunResult
+
+
+class Link:
+    """The switch's view of its call-home link: up, or down and being redialled by one ping (the leader), at one
+    of its controllers (``Destinations``)."""
+
+    def __init__(
+        self, policy: ReconnectPolicy, tracer: Tracer, destinations: Destinations, unit_random: Callable[[], float]
+    ) -> None:
+        self._policy = policy
+        self._tracer = tracer
+        self._random = unit_random
+        self.destinations = destinations
+        self._up = False  # until the first dial succeeds
+        self._changed = asyncio.Event()  # set (and replaced) whenever the link or its leader changes
+        self._leader: int | None = None
+        self._attempt = 0
+        self._down_since_s = 0.0
+        self._down_reason = ""
+        self._down_reported = False
+        self._connected_to: str | None = None
+        self.reconnects = 0
+        self.failovers: list[Failover] = []
+
+    async def wait_turn(self, ping: int) -> str:
+        """Return the controller to try when ``ping`` may: the link is up, or this ping is the one (re)dialling."""
+        while not self._up and self._leader != ping:
+            if self._leader is None:  # nobody is dialling: this ping does
+                self._leader = ping
+                self._down_since_s = self._tracer.now_s()
+                break
+            await self._changed.wait()
+        return self.destinations.current
+
+    async def failed(self, ping: int, reason: str, url: str) -> None:
+        """A ping to ``url`` failed in a way worth retrying. The first to fail leads the redial and sleeps the
+        backoff; the others return at once and wait in ``wait_turn``. A failure at a controller the link has
+        already left says nothing of the one it is on: that ping just goes again."""
+        if url != self.destinations.current:
+            return
+        was_up = self._up
+        if self._leader is None:
+            self._leader = ping
+            self._attempt = 0
+            self._down_since_s = self._tracer.now_s()
+            self._up = False
+        if not self._down_reported:
+            self._report_down(reason)
+        if self._leader != ping:
+            return
+        self._attempt += 1
+        # Where the redial goes: after losing an up link, where start_with says; after a failed dial, the next one.
+        if not self.destinations.several:
+            where = ""
+        elif was_up:
+            where = f" to {self.destinations.start_again()} (start_with)"
+        else:
+            where = f" to {self.destinations.move_on()} (the next controller)"
+        delay_s = self._policy.delay_s(self._attempt, self._random())
+        self._tracer.event(ping, f"reconnect #{self._attempt} in {delay_s:.1f} s{where}: {reason}", kind=SESSION)
+        await asyncio.sleep(delay_s)
+
+    def lost(self, url: str, reason: str) -> None:
+        """The switch itself gave up on ``url`` (it went silent): down at once, and the redial skips it."""
+        if url != self.destinations.current:
+            return
+        self._up = False
+        self._report_down(reason)
+        self._down_since_s = self._tracer.now_s()
+        if self.destinations.several:
+            self.destinations.move_on()
+        self._release()
+
+    def succeeded(self, ping: int, connection: int | None, url: str) -> None:
+        if self._leader != ping:
+            return
+        at = f" at {url}" if self.destinations.several else ""
+        if self._attempt or self._connected_to is not None:
+            down_s = self._tracer.now_s() - self._down_since_s
+            text = f"link up again{at} after {plural(max(1, self._attempt), 'redial')}, {down_s:.1f} s down"
+            self.reconnects += 1
+        else:
+            text = f"link up{at}"
+        self._tracer.event(ping, text, connection, kind=SESSION)
+        if self._connected_to is not None and url != self._connected_to:
+            failover = Failover(self._tracer.now_s(), self._connected_to, url, self._down_reason)
+            self.failovers.append(failover)
+            self._tracer.event(ping, f"failover: {failover.from_url} -> {url} ({failover.reason})", connection,
+                               kind=SESSION)  # fmt: skip
+        self._connected_to = url
+        self.destinations.connected()
+        self._up = True
+        self._down_reported = False
+        self._release()
+
+    def gave_up(self, ping: int) -> None:
+        """The leader stops; another waiting ping takes over the dialling (the link stays down)."""
+        if self._leader == ping:
+            self._release()
+
+    def _report_down(self, reason: str) -> None:
+        self._down_reported = True
+        self._down_reason = reason
+        self._tracer.event(None, f"link down: {reason}", kind=SESSION)
+
+    def _release(self) -> None:
+        self._leader = None
+        self._attempt = 0
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+async def run_session(
+    scenario: Scenario,
+    controllers: str | Sequence[str],
+    ssl_context: ssl.SSLContext | None,
+    switch: SwitchConfig,
+    emit: Callable[[TraceEvent], None],
+    unit_random: Callable[[], float] = random.random,
+    streams_per_connection: int = HTTPCORE_MAX_STREAMS,
+) -> RunResult:
+    """``controllers``: one URL, or the list to fail over among (``switch.start_with`` says where to begin)."""
+    schedule = scenario.kind
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"scenario {scenario.name!r} is a {schedule.mode} scenario, not a persistent session")
+    tracer = Tracer(emit)
+    urls = (controllers,) if isinstance(controllers, str) else tuple(controllers)
+    link = Link(switch.reconnect, tracer, Destinations(urls, switch.start_with, unit_random), unit_random)
+    tasks: list[asyncio.Task[Attempt]] = []
+    pool = new_pool(scenario, ssl_context, switch.request_timeout_s, streams_per_connection, switch.keepalive)
+
+    probes: httpx.AsyncClient | None = None
+
+    async def probe(url: str, timeout_s: float) -> bool:
+        nonlocal probes
+        probes = probes or pool.extra_client()
+        return await _probe(probes, tracer, url, scenario.request, timeout_s)
+
+    async def silent(url: str, quiet_s: float) -> None:
+        nonlocal probes
+        if probes is not None:  # its connection to the silent controller is as stuck as the pings'
+            await probes.aclose()
+            probes = None
+        reason = (f"{url} went silent: nothing for {quiet_s:.1f} s, no answer to a keepalive ping "
+                  f"(switch.keepalive: noticed within {switch.keepalive.bound_s:g} s)")  # fmt: skip
+        closed = await tracer.close_connections(url)
+        tracer.event(None, f"keepalive: {reason}; closed {plural(closed, 'connection')}", kind=SESSION)
+        link.lost(url, reason)
+
+    watch = SilenceWatch(switch.keepalive, tracer, probe, silent)
+    try:
+        async with asyncio.TaskGroup() as group:
+            watching = group.create_task(watch.run())
+            for batch in range(schedule.batches()):
+                # Keep the schedule, like a switch's keep-alive timer: a batch does not wait for the last one.
+                await asyncio.sleep(max(0.0, batch * schedule.every_s - tracer.now_s()))
+                for _ in range(min(schedule.batch, schedule.total_pings() - len(tasks))):
+                    number = len(tasks) + 1
+                    tasks.append(group.create_task(_send(pool, tracer, link, watch, switch, number,
+                                                         schedule.interval_s, scenario.request)))  # fmt: skip
+            await asyncio.wait(tasks)
+            watching.cancel()
+        attempts = [task.result() for task in tasks]
+        # The cross-check asks the controller that answered last: the one the session ended on.
+        answered = [attempt.result for attempt in attempts if attempt.answered and attempt.result.controller]
+        ended_on = max(answered, key=lambda ping: ping.finished_at_s or 0.0).controller if answered else None
+        return await finish_run(pool.primary, tracer, scenario, ended_on or urls[0], ssl_context, switch.switch_id,
+                                attempts, reconnects=link.reconnects, failovers=tuple(link.failovers))  # fmt: skip
+    finally:
+        await pool.aclose()
+
+
+async def _send(
+    pool: StreamPool, tracer: Tracer, link: Link, watch: SilenceWatch, switch: SwitchConfig, number: int,
+    interval_s: float, ping: Request,
+) -> Attempt:  # fmt: skip
+    """One ping, retried while that is safe and the give-up time has not passed."""
+    first_try_s = tracer.now_s()
+    tries = 0
+    while True:
+        url = await link.wait_turn(number)
+        tries += 1
+        asked_at_s = tracer.now_s()
+        async with pool.slot() as client:
+            with watch.ping_out(url):
+                attempt = await attempt_ping(client, tracer, url, number, interval_s, switch.request_timeout_s,
+                                             asked_at_s, ping)  # fmt: skip
+        # A retried ping's latency is the whole wait, from its first try.
+        result = replace(attempt.result, attempts=tries, elapsed_s=tracer.now_s() - first_try_s)
+        if attempt.answered or result.failure is None:  # the controller answered, whatever it said
+            watch.heard(url)
+            link.succeeded(number, result.connection, url)
+            return replace(attempt, result=result)
+        safe = result.failure.retry_safe or switch.retry == RetryPolicy.IDEMPOTENT
+        trying_for_s = tracer.now_s() - first_try_s
+        if not safe or trying_for_s >= switch.reconnect.give_up_after_s:
+            link.gave_up(number)
+            reason = GiveUpReason.TIME_UP if safe else GiveUpReason.NOT_RETRY_SAFE
+            return replace(attempt, result=replace(result, gave_up=GiveUp(reason, tries, trying_for_s)))
+        await link.failed(number, sentence(result.failure), url)
+
+
+async def _probe(client: httpx.AsyncClient, tracer: Tracer, url: str, ping: Request, timeout_s: float) -> bool:
+    """A keepalive ping of 0 s to ``url``: any answer at all is a sign of life."""
+    target = url.rstrip("/") + ping.target("0")
+    content = None if ping.body is None else ping.body.encode()
+    try:
+        async with asyncio.timeout(timeout_s):
+            response = await client.request(ping.method, target, headers=ping.headers, content=content)
+    except (httpx.HTTPError, TimeoutError):
+        return False
+    tracer.event(None, f"keepalive: {url} answered ({response.status_code})", kind=DETAIL)
+    return True

@@ -1,0 +1,244 @@
+"""Connection events, in the spirit of Go's net/http/httptrace, from httpcore's ``trace`` request extension.
+
+httpcore reports each step of a request as ``<step>.started``/``.complete``/``.failed`` to a per-request callback
+(``connection.connect_tcp``, ``connection.start_tls``, ``http2.send_request_headers``, ...). ``Tracer`` gives every
+ping its own callback, turns those steps into ``TraceEvent``s with times relative to the start of the run, and
+keeps one ``ConnectionRecord`` per TCP connection the pings opened, numbered 1, 2, ... in the order they were
+opened.
+
+httpcore does not say which pooled connection a request was given; the response does (its ``network_stream``
+extension is the TLS stream we saw at ``start_tls.complete``), so ``connection_of`` maps it back to a number.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from h2.events import RemoteSettingsChanged
+from h2.settings import SettingCodes
+from httpcore import AsyncNetworkStream
+
+from sim_switch.dial.failures import classify, sentence
+
+TraceCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+# What an event is about, so a long session can show its connections and not every request.
+CONNECTION = "connection"  # TCP, TLS, the controller's SETTINGS
+REQUEST = "request"  # one ping's steps: connection reused, headers written, first byte, closed
+SESSION = "session"  # the run itself: failures, retries, reconnects, the controller's view
+DETAIL = "detail"  # plumbing, shown only when asked for
+_CONNECTION_STEPS = frozenset({"connect_tcp", "start_tls", "receive_remote_settings", "retry"})
+_CERT_FIELD_ABBREVIATIONS = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU"}
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    at_s: float  # seconds since the run started
+    ping: int | None  # 1-based ping number, or None for events of no single ping
+    text: str
+    connection: int | None = None
+    kind: str = REQUEST
+
+
+@dataclass
+class ConnectionRecord:
+    """One TCP(+TLS) connection that the switch opened."""
+
+    number: int
+    opened_at_s: float
+    local_address: str
+    remote_address: str
+    local_port: int | None
+    tls_version: str | None = None
+    alpn: str | None = None
+    cipher: str | None = None
+    controller_subject: str | None = None
+    max_streams: int | None = None  # the controller's SETTINGS_MAX_CONCURRENT_STREAMS, once heard
+    handshake_s: float | None = None  # how long the TLS handshake took
+    pings: list[int] = field(default_factory=list)  # numbers of the pings answered on it
+    controller: str | None = None  # the controller URL it was dialled for
+
+
+class Tracer:
+    def __init__(self, emit: Callable[[TraceEvent], None]) -> None:
+        self.emit = emit
+        self._start = time.perf_counter()
+        self.connections: list[ConnectionRecord] = []
+        # Stream objects are keyed by id() and held in the value, so an id cannot be reused while we look.
+        self._by_stream: dict[int, tuple[object, ConnectionRecord]] = {}
+        self._sockets: dict[int, AsyncNetworkStream] = {}  # connection number -> its TCP stream
+
+    def now_s(self) -> float:
+        return time.perf_counter() - self._start
+
+    def event(
+        self, ping: int | None, text: str, connection: int | None = None, at_s: float | None = None,
+        kind: str = REQUEST,
+    ) -> None:  # fmt: skip
+        self.emit(TraceEvent(self.now_s() if at_s is None else at_s, ping, text, connection, kind))
+
+    def connection_of(self, network_stream: object) -> ConnectionRecord | None:
+        entry = self._by_stream.get(id(network_stream))
+        return entry[1] if entry is not None and entry[0] is network_stream else None
+
+    def for_ping(self, ping: int, asked_at_s: float, controller: str | None = None) -> PingTrace:
+        return PingTrace(self, ping, asked_at_s, controller)
+
+    async def close_connections(self, controller: str) -> int:
+        """Close the sockets of every connection dialled for ``controller`` (one that went silent): httpcore then
+        fails what was in flight on them and forgets them. The TCP stream under the TLS one: it closes at once,
+        without a word to the peer, and every read above it fails."""
+        closed = 0
+        for record in self.connections:
+            if record.controller == controller and record.number in self._sockets:
+                await self._sockets.pop(record.number).aclose()
+                closed += 1
+        return closed
+
+    def record_connection(self, stream: AsyncNetworkStream, controller: str | None = None) -> ConnectionRecord:
+        local = stream.get_extra_info("client_addr") or ("?", None)
+        remote = stream.get_extra_info("server_addr") or ("?", None)
+        record = ConnectionRecord(
+            number=len(self.connections) + 1,
+            opened_at_s=self.now_s(),
+            local_address=_format_address(local),
+            remote_address=_format_address(remote),
+            local_port=local[1],
+            controller=controller,
+        )
+        self.connections.append(record)
+        self._sockets[record.number] = stream
+        self.alias(stream, record)
+        return record
+
+    def alias(self, stream: object, record: ConnectionRecord) -> None:
+        """Make ``stream`` (e.g. the TLS stream wrapped around a TCP one) another name for ``record``."""
+        self._by_stream[id(stream)] = (stream, record)
+
+
+class PingTrace:
+    """The trace callback of one ping (pass it as ``extensions={"trace": ping_trace}``), and what it learnt:
+    the connection this ping opened (if any), the HTTP/2 stream id and when the first response byte came."""
+
+    def __init__(self, tracer: Tracer, ping: int, asked_at_s: float, controller: str | None = None) -> None:
+        self._tracer = tracer
+        self.ping = ping
+        self.controller = controller
+        self.opened: ConnectionRecord | None = None
+        self.connection: int | None = None  # known at once when this ping opened it, else once the response says
+        self.stream_id: int | None = None
+        self.asked_at_s = asked_at_s
+        self.tls_started_at_s: float | None = None
+        self.tls_done_at_s: float | None = None
+        self.headers_started_at_s: float | None = None
+        self.headers_sent_at_s: float | None = None
+        self.first_byte_at_s: float | None = None
+
+    @property
+    def stream_wait_s(self) -> float | None:
+        """How long the ping waited, with its connection ready, before it could open a stream: near 0 unless the
+        connection had all the streams it takes (or, at its very start, had not heard the controller's SETTINGS)."""
+        if self.headers_started_at_s is None:
+            return None
+        ready_at_s = self.tls_done_at_s if self.tls_done_at_s is not None else self.asked_at_s
+        return max(0.0, self.headers_started_at_s - ready_at_s)
+
+    async def __call__(self, name: str, info: dict[str, Any]) -> None:
+        tracer = self._tracer
+        at_s = tracer.now_s()
+        _, _, step = name.partition(".")  # "http2.send_request_headers.started" -> "send_request_headers.started"
+        step_name, _, phase = step.rpartition(".")
+        number = self.connection
+        text: str | None = None
+        kind = CONNECTION if step_name in _CONNECTION_STEPS else REQUEST
+
+        if phase == "failed":
+            exc = info.get("exception")
+            reason = sentence(classify(exc)) if isinstance(exc, BaseException) else "unknown error"
+            text = f"{step_name.replace('_', ' ')} failed: {reason}"
+        elif step == "connect_tcp.started":
+            text = f"TCP connect start: {info.get('host')}:{info.get('port')}"
+        elif step == "connect_tcp.complete":
+            self.opened = tracer.record_connection(info["return_value"], self.controller)
+            number = self.connection = self.opened.number
+            text = f"TCP connect done: {self.opened.local_address} -> {self.opened.remote_address}"
+        elif step == "start_tls.started":
+            self.tls_started_at_s = at_s
+            text = f"TLS handshake start (SNI {info.get('server_hostname')})"
+        elif step == "start_tls.complete" and self.opened is not None:
+            self.tls_done_at_s = at_s
+            self.opened.handshake_s = at_s - (self.tls_started_at_s or at_s)
+            text = self._tls_done(info["return_value"], self.opened)
+        elif step == "receive_remote_settings.complete":
+            settings = info.get("return_value")
+            text = f"controller SETTINGS: {_describe_settings(settings)}"
+            changed = getattr(settings, "changed_settings", {}).get(SettingCodes.MAX_CONCURRENT_STREAMS)
+            if self.opened is not None and changed is not None:
+                self.opened.max_streams = changed.new_value
+        elif step == "send_connection_init.complete":
+            text = "HTTP/2 connection preface and SETTINGS sent"
+            kind = DETAIL
+        elif step == "send_request_headers.started":
+            self.headers_started_at_s = at_s
+            if self.opened is None:
+                text = "connection reused (got an open connection from the pool)"
+        elif step == "send_request_headers.complete":
+            self.stream_id = info.get("stream_id")
+            self.headers_sent_at_s = at_s
+            text = "request headers written" + (f" (stream {self.stream_id})" if self.stream_id else "")
+        elif step == "receive_response_headers.complete":
+            # Reported by the ping itself once the response says which connection it came on.
+            self.first_byte_at_s = at_s
+        elif step == "response_closed.complete":
+            text = "response closed"
+        elif step == "retry.started":
+            text = "connect retry"
+        else:
+            text = step.replace("_", " ").replace(".", " ")
+            kind = DETAIL
+
+        if text is not None:
+            tracer.emit(TraceEvent(at_s, self.ping, text, number, kind))
+
+    def _tls_done(self, tls_stream: AsyncNetworkStream, record: ConnectionRecord) -> str:
+        self._tracer.alias(tls_stream, record)
+        ssl_object = tls_stream.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            record.tls_version = ssl_object.version()
+            record.alpn = ssl_object.selected_alpn_protocol()
+            cipher = ssl_object.cipher()
+            record.cipher = cipher[0] if cipher else None
+            record.controller_subject = format_subject(ssl_object.getpeercert() or {})
+        return (
+            f"TLS handshake done: {record.tls_version}, ALPN {record.alpn or 'none'}, {record.cipher}, "
+            f"controller {record.controller_subject}"
+        )
+
+
+def format_subject(peer_cert: dict[str, Any]) -> str:
+    """``ssl.getpeercert()``'s subject as ``CN=...,OU=...,O=...`` (most specific first, as RFC 4514 writes it)."""
+    parts = [
+        f"{_CERT_FIELD_ABBREVIATIONS.get(key, key)}={value}"
+        for rdn in reversed(peer_cert.get("subject", ()))
+        for key, value in rdn
+    ]
+    return ",".join(parts) or "(no subject)"
+
+
+def _describe_settings(event: object) -> str:
+    if not isinstance(event, RemoteSettingsChanged):
+        return "none"
+    values = [f"{_setting_name(code)}={setting.new_value}" for code, setting in sorted(event.changed_settings.items())]
+    return " ".join(values) or "none"
+
+
+def _setting_name(code: int) -> str:
+    return code.name if isinstance(code, SettingCodes) else str(code)
+
+
+def _format_address(address: Sequence[object]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

@@ -1,0 +1,209 @@
+"""What a run produced, as data: each ping's result, the run's, and the controller's view of it.
+
+No I/O here: the client fills these in, the report reads them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from dialout.config import Scenario
+from dialout.text import plural
+from sim_switch.dial.destinations import Failover
+from sim_switch.dial.failures import Failure
+from sim_switch.dial.tracing import ConnectionRecord
+
+
+class PingOutcome(StrEnum):
+    OK = "ok"
+    RETRIED_THEN_OK = "retried-then-ok"
+    FAILED = "failed"
+
+
+class GiveUpReason(StrEnum):
+    """Why a persistent session stopped retrying a ping."""
+
+    NOT_RETRY_SAFE = "not_retry_safe"  # it may have been processed (and switch.retry is safe)
+    TIME_UP = "time_up"  # still failing give_up_after_s after its first try
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    reason: GiveUpReason
+    tries: int
+    over_s: float  # from the first try to the last failure
+
+
+@dataclass(frozen=True)
+class PingResult:
+    number: int  # 1-based, in the scenario's order
+    interval_s: float
+    elapsed_s: float  # from handing the request to the client to the end of the response body (or the failure)
+    status: int | None = None
+    http_version: str | None = None
+    connection: int | None = None  # ConnectionRecord.number
+    stream_id: int | None = None  # HTTP/2 only
+    local_port: int | None = None
+    headers_sent_at_s: float | None = None  # since the run started
+    finished_at_s: float | None = None
+    # When its last try began (it may have waited for a free stream before), and, if this ping dialled the
+    # connection, when TLS began and ended; when the answer's first byte came. Since the run started.
+    started_at_s: float | None = None
+    tls_started_at_s: float | None = None
+    tls_done_at_s: float | None = None
+    first_byte_at_s: float | None = None
+    failure: Failure | None = None  # None: answered with one of the scenario's statuses
+    attempts: int = 1
+    stream_wait_s: float | None = None  # waited, its connection ready, before it could open a stream
+    gave_up: GiveUp | None = None  # a persistent session's last word on a failed ping
+    controller: str | None = None  # the controller URL its last try went to
+
+    @property
+    def ok(self) -> bool:
+        """Answered with one of the scenario's statuses (the client sets ``failure`` for any other)."""
+        return self.failure is None and self.status is not None
+
+    @property
+    def outcome(self) -> PingOutcome:
+        if not self.ok:
+            return PingOutcome.FAILED
+        return PingOutcome.OK if self.attempts == 1 else PingOutcome.RETRIED_THEN_OK
+
+
+@dataclass(frozen=True)
+class ControllerFinding:
+    """One of the controller's findings about this switch's client (``GET /diagnosis``), as it sent it."""
+
+    kind: str  # multiplexed, http1_only, dial_race, ... (controller/diagnosis/findings.py)
+    severity: str  # problem, note, good
+    connections: tuple[int, ...]  # the controller's connection ids
+    sentence: str
+
+
+@dataclass(frozen=True)
+class ControllerView:
+    """What the controller says it saw of this run's connections (``GET /connections``)."""
+
+    switch: str
+    records: tuple[dict[str, Any], ...] = ()  # the controller's records of this run's connections
+    streams: int = 0  # on those connections, not counting the query that asked
+    peak_in_flight: int = 0
+    unused: int = 0  # connections that carried no stream at all
+    disagreements: tuple[str, ...] = ()
+    error: str | None = None
+    forgotten: int = 0  # connections from before the controller restarted, which it no longer knows
+    no_account: str | None = None  # not dialout's controller: what it answered when asked for its account
+    findings: tuple[ControllerFinding, ...] | None = None  # None: the controller gave no diagnosis
+
+    @property
+    def via(self) -> tuple[str, ...]:
+        """The trusted proxies the controller saw these connections through."""
+        return tuple(sorted({str(record["via"]) for record in self.records if record.get("via")}))
+
+    @property
+    def agrees(self) -> bool:
+        return self.error is None and self.no_account is None and not self.disagreements
+
+    def record_of(self, local_address: str) -> dict[str, Any] | None:
+        """The controller's record of our connection from ``local_address`` (its peer is our end)."""
+        return next((record for record in self.records if str(record.get("peer")) == local_address), None)
+
+    def connection_id(self, local_address: str) -> int | None:
+        """The controller's number for our connection from ``local_address``, if it has one."""
+        record = self.record_of(local_address)
+        return None if record is None else int(record["id"])
+
+    def describe(self) -> str:
+        if self.error:
+            return f"controller view unavailable: {self.error}"
+        if self.no_account:
+            return f"the controller keeps no account of its connections ({self.no_account}): the switch's view alone"
+        unused = f" ({self.unused} carried no stream)" if self.unused else ""
+        forgotten = (
+            f"; it restarted and no longer knows {plural(self.forgotten, 'earlier one')}" if self.forgotten else ""
+        )
+        through = f" through {', '.join(self.via)}" if self.via else ""
+        return (
+            f"controller saw {self.switch}{through}: {plural(len(self.records), 'connection')}{unused}, "
+            f"{plural(self.streams, 'stream')}, {self.peak_in_flight} at once{forgotten}"
+        )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    scenario: Scenario
+    controller_url: str
+    pings: tuple[PingResult, ...]
+    connections: tuple[ConnectionRecord, ...]
+    wall_time_s: float
+    controller_view: ControllerView | None = None  # None when no ping got an answer to ask about
+    reconnects: int = 0  # times the link went down and came back (persistent sessions)
+    failovers: tuple[Failover, ...] = ()  # times a session came back at another controller
+
+    @property
+    def controllers(self) -> dict[str, int]:
+        """Pings answered, by the controller that answered them, in the order first answered."""
+        answered: dict[str, int] = {}
+        for ping in sorted(self.pings, key=lambda ping: ping.finished_at_s or 0.0):
+            if ping.status is not None and ping.controller is not None:
+                answered[ping.controller] = answered.get(ping.controller, 0) + 1
+        return answered
+
+    def peak_in_flight(self, connection: int) -> int:
+        return peak_in_flight(ping for ping in self.pings if ping.connection == connection)
+
+    def controller_connection(self, connection: int | None) -> int | None:
+        """The controller's number for our connection ``connection``, where its account names it."""
+        if connection is None or self.controller_view is None or not 0 < connection <= len(self.connections):
+            return None
+        return self.controller_view.connection_id(self.connections[connection - 1].local_address)
+
+    def queued_for_a_stream(self, stream_limit: int) -> list[PingResult]:
+        """The pings that found their connection carrying as many streams as it takes (the controller's SETTINGS,
+        at most ``stream_limit``) and waited for one to finish: at least that many others on the connection went
+        out before them and were still open when they were ready. Counted from the timeline rather than from the
+        wait itself, which also holds the first SETTINGS round trip and the encoding of a burst."""
+        queued: list[PingResult] = []
+        for record in self.connections:
+            limit = min(stream_limit, record.max_streams or stream_limit)
+            sent = sorted(
+                (
+                    ping
+                    for ping in self.pings
+                    if ping.connection == record.number and ping.headers_sent_at_s is not None
+                ),
+                key=lambda ping: ping.headers_sent_at_s or 0.0,
+            )
+            ends_so_far: list[float] = []  # finish times of the pings sent before this one, sorted
+            for ping in sent:
+                if ping.stream_wait_s is not None and ping.headers_sent_at_s is not None:
+                    ready_at_s = ping.headers_sent_at_s - ping.stream_wait_s
+                    still_open = len(ends_so_far) - bisect.bisect_right(ends_so_far, ready_at_s)
+                    if still_open >= limit:
+                        queued.append(ping)
+                finished = ping.finished_at_s if ping.finished_at_s is not None else math.inf
+                bisect.insort(ends_so_far, finished)
+        return sorted(queued, key=lambda ping: ping.number)
+
+
+def peak_in_flight(pings: Iterable[PingResult]) -> int:
+    """The most of ``pings`` open at once, from request headers written to response end."""
+    edges: list[tuple[float, int]] = []
+    for ping in pings:
+        if ping.headers_sent_at_s is not None and ping.finished_at_s is not None:
+            edges += [(ping.headers_sent_at_s, 1), (ping.finished_at_s, -1)]
+    peak = in_flight = 0
+    for _, change in sorted(edges):  # at equal times an end (-1) sorts before a start: touching is not overlap
+        in_flight += change
+        peak = max(peak, in_flight)
+    return peak
+
+
+def format_interval(interval_s: float) -> str:
+    """5.0 -> '5', 0.3 -> '0.3': the shortest text that reads back as the same float."""
+    return str(int(interval_s)) if interval_s.is_integer() else repr(interval_s)

@@ -1,0 +1,437 @@
+"""One self-contained HTML file per run (``--html FILE``): the verdict, a waterfall of connections and pings, both
+ends' views side by side, a session's link bands, a fleet's histograms.
+
+Drawn as inline SVG from Python, with no script and no asset from anywhere: the file opens offline in any
+browser, reads as plain markup, and stays small (about 1 KiB per ping with its trace; a plotting library that
+inlines its assets starts at several MB). Hovering a bar shows its ``<title>``: that ping's trace events.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+
+from dialout.config import Schedule
+from dialout.text import plural
+from sim_switch.dial.tracing import DETAIL, ConnectionRecord, TraceEvent
+from sim_switch.fleet.histograms import Histogram
+from sim_switch.fleet.tally import FleetTally
+from sim_switch.model.results import PingOutcome, PingResult, RunResult, format_interval
+from sim_switch.model.verdict import Outcome, Verdict
+from sim_switch.render.report import ping_error, problem_lines, result_line, shown_line
+
+GENERATOR = "dialout"  # <meta name="generator">: how a report is told from a file that is not ours
+LABEL_W = 250  # the lane labels, left of the plot
+PLOT_W = 900
+AXIS_H = 28
+ROW_H_MAX = 14  # one ping per row within its lane; rows shrink when a lane holds many
+LANE_H_MAX = 480
+MAX_TITLE_EVENTS = 16  # per ping, in its tooltip (plumbing, -v's DETAIL, left out)
+
+# Where a time in the run (seconds) goes on the plot (pixels).
+_Scale = Callable[[float], float]
+
+
+class ReportFileError(Exception):
+    """The report cannot be written there; one line, naming the file."""
+
+
+def check_report_path(path: Path) -> None:
+    """Before a run: the report may go to ``path`` (its directory exists; nothing there, or a report of ours).
+    A file of the user's is never overwritten."""
+    if not path.parent.is_dir():
+        raise ReportFileError(f"{path}: no such directory {path.parent}")
+    if path.exists() and not _is_ours(path):
+        raise ReportFileError(f"{path}: exists and is not a dialout report; not overwriting it (choose another name)")
+
+
+def write_report(path: Path, html: str) -> None:
+    """Write whole or not at all: a browser never opens half a report."""
+    check_report_path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(html, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            return f'<meta name="generator" content="{GENERATOR}">'.encode() in file.read(512)
+    except OSError:
+        return False
+
+
+_CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d1d1f; }
+h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8px; }
+.verdict { font: 600 15px ui-monospace, monospace; padding: 10px 0; }
+.verdict span { padding: 6px 10px; border-radius: 6px; display: inline-block; }
+.good, .result.ok { background: #e6f4ea; color: #137333; } .bad, .result.bad { background: #fce8e6; color: #c5221f; }
+.warn { background: #fef7e0; color: #b06000; } .neutral { background: #f1f3f4; color: #3c4043; }
+.problems li { font-family: ui-monospace, monospace; font-size: 12px; }
+table { border-collapse: collapse; font-size: 13px; } td, th { padding: 3px 10px; border-bottom: 1px solid #ddd; }
+th { text-align: left; background: #f5f5f7; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.agree { color: #137333; } .disagree { color: #c5221f; font-weight: 600; }
+svg text { font: 11px ui-monospace, monospace; fill: #333; }
+.lane-bg { fill: #f7f7f9; } .lane:nth-child(even) .lane-bg { fill: #efeff3; }
+.seg.connect { fill: #f2b705; } .seg.tls { fill: #a142f4; } .seg.wait { fill: #9aa0a6; }
+.seg.answer { fill: #1a73e8; } .seg.retrying { fill: #fbbc04; opacity: .45; }
+.ping.failed .seg.answer, .ping.failed .seg.wait { fill: #d93025; }
+.ping:hover .seg { stroke: #000; stroke-width: 1; }
+.mark { font-size: 10px; } .mark.failed { fill: #d93025; } .mark.retried { fill: #e37400; }
+.down { fill: #d93025; opacity: .12; } .reconnect { stroke: #d93025; stroke-dasharray: 2 2; }
+.grid { stroke: #ddd; } .hist { fill: #1a73e8; } .pct { stroke: #d93025; stroke-width: 1.5; }
+.legend span { display: inline-block; width: 12px; height: 10px; margin: 0 4px 0 14px; vertical-align: middle; }
+"""
+_LEGEND = (
+    ("connect", "#f2b705", "TCP connect"), ("tls", "#a142f4", "TLS handshake"),
+    ("wait", "#9aa0a6", "waiting for SETTINGS or a free stream"), ("answer", "#1a73e8", "waiting for the answer"),
+    ("retrying", "#fde293", "earlier tries (session)"), ("failed", "#d93025", "failed"),
+)  # fmt: skip
+
+
+def run_html(result: RunResult, verdict: Verdict, events: Sequence[TraceEvent]) -> str:
+    """The report of a one-shot run or a persistent session."""
+    scenario = result.scenario
+    subtitle = f"{scenario.kind.mode} run against {result.controller_url}"
+    verdict_html = (
+        f'<span class="shown {_SHOWN_CLASS[verdict.outcome]}">{escape(shown_line(verdict))}</span> - '
+        f'<span class="result {"ok" if verdict.ok else "bad"}">{escape(result_line(verdict))}</span>'
+    )
+    body = [
+        _header(f"dialout: scenario {scenario.name}", subtitle, verdict_html, problem_lines(verdict)),
+        "<h2>Waterfall</h2>",
+        _legend(),
+        _waterfall(result, events),
+        "<h2>Both ends, per connection</h2>",
+        _views_table(result),
+    ]
+    if result.controller_view is not None and result.controller_view.findings:
+        body.append("<h2>The controller's diagnosis</h2><ul class='findings'>")
+        body += [f"<li><b>{escape(f.severity)} {escape(f.kind)}</b>: {escape(f.sentence)}</li>"
+                 for f in result.controller_view.findings]  # fmt: skip
+        body.append("</ul>")
+    return _page(f"dialout {scenario.name}", body)
+
+
+def fleet_html(tally: FleetTally, verdict_text: str, ok: bool, failures: Sequence[str]) -> str:
+    """The report of a fleet: distributions, not lanes (a thousand switches do not fit in lanes). Drawn from its
+    tally, so a fleet run over workers or merged from shards has the same report."""
+    per_switch = sorted(tally.connections_per_switch.items())
+    errors = sorted(tally.errors_by_kind.items(), key=lambda item: -item[1])
+    subtitle = f"a fleet of {tally.switches} switches against {tally.controller}"
+    body = [
+        _header(
+            f"dialout: scenario {tally.scenario}",
+            subtitle,
+            f'<span class="result {"ok" if ok else "bad"}">{escape(verdict_text)}</span>',
+            list(failures),
+        ),
+        "<h2>Latency (request to end of answer)</h2>",
+        _histogram(tally.latency, "latency"),
+        "<h2>Overhead over the interval</h2>",
+        _histogram(tally.overhead, "overhead"),
+        "<h2>TLS handshake per switch</h2>",
+        _histogram(tally.handshake, "handshake"),
+        "<h2>Connections per switch</h2>",
+        _table(("connections", "switches"), [(str(c), str(n)) for c, n in per_switch], "per-switch"),
+        "<h2>Errors by kind</h2>",
+        _table(("pings", "error"), [(str(n), e) for e, n in errors], "errors") if errors else "<p>none</p>",
+    ]
+    return _page(f"dialout fleet {tally.scenario}", body)
+
+
+# --- pieces --------------------------------------------------------------------------------------------------
+
+
+def _page(title: str, body: Iterable[str]) -> str:
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="{GENERATOR}">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+# What the pings showed, coloured apart from whether the run met what was asked of it: a NOT MULTIPLEXED that the
+# scenario expects is a success, and is not drawn as one.
+_SHOWN_CLASS = {
+    Outcome.MULTIPLEXED: "good",
+    Outcome.SESSION_OK: "good",
+    Outcome.NOT_MULTIPLEXED: "warn",
+    Outcome.NOTHING_TO_MULTIPLEX: "neutral",
+    Outcome.FAILED: "bad",
+    Outcome.SESSION_FAILED: "bad",
+}
+
+
+def _header(title: str, subtitle: str, verdict_html: str, problems: Sequence[str]) -> str:
+    """``verdict_html``: spans of class ``shown`` and ``result``, already escaped."""
+    listed = "".join(f"<li>{escape(problem)}</li>" for problem in problems)
+    return (
+        f"<h1>{escape(title)}</h1><p>{escape(subtitle)}</p>"
+        f'<div class="verdict" id="verdict">{verdict_html}</div>'
+        + (f'<ul class="problems">{listed}</ul>' if listed else "")
+    )
+
+
+def _legend() -> str:
+    items = "".join(f'<span style="background:{color}"></span>{escape(text)}' for _, color, text in _LEGEND)
+    return f'<p class="legend">{items}</p>'
+
+
+@dataclass(frozen=True)
+class _Lane:
+    record: ConnectionRecord | None  # None: the pings that never got a connection
+    pings: tuple[PingResult, ...]
+    rows: dict[int, int]  # ping number -> its row within the lane
+
+
+def _lanes(result: RunResult) -> list[_Lane]:
+    by_connection: dict[int | None, list[PingResult]] = {}
+    for ping in result.pings:
+        by_connection.setdefault(ping.connection, []).append(ping)
+    lanes = [_Lane(record, tuple(by_connection.get(record.number, ())), _pack(by_connection.get(record.number, [])))
+             for record in result.connections]  # fmt: skip
+    if None in by_connection:
+        lanes.append(_Lane(None, tuple(by_connection[None]), _pack(by_connection[None])))
+    return lanes
+
+
+def _pack(pings: list[PingResult]) -> dict[int, int]:
+    """Each ping on the first row free at its start, so overlapping bars never hide each other."""
+    row_ends: list[float] = []
+    rows: dict[int, int] = {}
+    for ping in sorted(pings, key=_start):
+        start, end = _start(ping), _end(ping)
+        row = next((index for index, row_end in enumerate(row_ends) if row_end <= start), len(row_ends))
+        if row == len(row_ends):
+            row_ends.append(end)
+        row_ends[row] = end
+        rows[ping.number] = row
+    return rows
+
+
+def _start(ping: PingResult) -> float:
+    """Its first try: a retried ping's bar covers the whole wait."""
+    end = _end(ping)
+    return max(0.0, end - ping.elapsed_s)
+
+
+def _end(ping: PingResult) -> float:
+    if ping.finished_at_s is not None:
+        return ping.finished_at_s
+    return (ping.started_at_s or 0.0) + ping.elapsed_s
+
+
+def _waterfall(result: RunResult, events: Sequence[TraceEvent]) -> str:
+    lanes = _lanes(result)
+    t_max = max([result.wall_time_s, *(_end(ping) for ping in result.pings)]) or 1.0
+    scale = PLOT_W / t_max
+
+    def x(at_s: float) -> float:
+        return LABEL_W + at_s * scale
+
+    by_ping: dict[int, list[TraceEvent]] = {}
+    for event in events:
+        if event.ping is not None and event.kind != DETAIL:
+            by_ping.setdefault(event.ping, []).append(event)
+    parts: list[str] = []
+    y = float(AXIS_H)
+    for lane in lanes:
+        rows = max(lane.rows.values(), default=-1) + 1
+        row_h = max(2.0, min(ROW_H_MAX, LANE_H_MAX / rows)) if rows else ROW_H_MAX
+        lane_h = max(2 * ROW_H_MAX + 6, rows * row_h + 6)
+        parts.append(_lane_svg(lane, y, lane_h, row_h, x, by_ping, result))
+        y += lane_h + 2
+    parts.append(_session_bands(events, x, AXIS_H, y - AXIS_H) if isinstance(result.scenario.kind, Schedule) else "")
+    height = y + 4
+    axis = _axis(t_max, x, height)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="waterfall" width="{LABEL_W + PLOT_W + 20}" '
+        f'height="{height:.0f}" data-lanes="{len(lanes)}" data-pings="{len(result.pings)}">' + axis + "".join(parts)
+        + "</svg>"
+    )  # fmt: skip
+
+
+def _lane_svg(lane: _Lane, y: float, lane_h: float, row_h: float, x: _Scale, by_ping: dict[int, list[TraceEvent]],
+              result: RunResult) -> str:  # fmt: skip
+    record = lane.record
+    view = result.controller_view
+    theirs = ""
+    if record is not None and view is not None:
+        their_number = view.connection_id(record.local_address)
+        theirs = f" · controller #{their_number}" if their_number is not None else " · controller: no record"
+    if record is None:
+        first, second, number = "no connection", plural(len(lane.pings), "ping"), ""
+    else:
+        first = f"conn #{record.number}{theirs}"
+        carried = plural(len(lane.pings), "ping") if lane.pings else "carried no ping"
+        second = f"{record.alpn or 'no ALPN'} · {record.tls_version or 'cleartext'} · {carried}"
+        number = str(record.number)
+    bars = "".join(_ping_svg(ping, y + 3 + lane.rows[ping.number] * row_h, row_h, x, by_ping.get(ping.number, []))
+                   for ping in lane.pings)  # fmt: skip
+    return (
+        f'<g class="lane" data-connection="{number}"><rect class="lane-bg" x="0" y="{y:.1f}" '
+        f'width="{LABEL_W + PLOT_W + 20}" height="{lane_h:.1f}"/>'
+        f'<text x="6" y="{y + 13:.1f}">{escape(first)}</text><text x="6" y="{y + 26:.1f}">{escape(second)}</text>'
+        f"{bars}</g>"
+    )
+
+
+def _ping_svg(ping: PingResult, y: float, h: float, x: _Scale, events: Sequence[TraceEvent]) -> str:
+    first_try, end = _start(ping), _end(ping)
+    started = ping.started_at_s if ping.started_at_s is not None else first_try
+    sent = ping.headers_sent_at_s
+    edges: list[tuple[str, float, float]] = []
+    if started > first_try + 1e-6:
+        edges.append(("retrying", first_try, started))
+    if ping.tls_started_at_s is not None:
+        edges.append(("connect", started, ping.tls_started_at_s))
+        if ping.tls_done_at_s is not None:
+            edges.append(("tls", ping.tls_started_at_s, ping.tls_done_at_s))
+    ready = ping.tls_done_at_s if ping.tls_done_at_s is not None else ping.tls_started_at_s or started
+    if sent is not None:
+        edges += [("wait", ready, sent), ("answer", sent, end)]
+    else:
+        edges.append(("wait", ready, end))
+    bar_h = max(1.5, h - 2)
+    rects = "".join(
+        f'<rect class="seg {name}" x="{x(a):.1f}" y="{y:.1f}" width="{max(0.8, x(b) - x(a)):.1f}" '
+        f'height="{bar_h:.1f}"/>'
+        for name, a, b in edges
+        if b >= a
+    )
+    outcome = {PingOutcome.OK: "ok", PingOutcome.RETRIED_THEN_OK: "retried", PingOutcome.FAILED: "failed"}
+    state = outcome[ping.outcome]
+    marks = ""
+    if state == "failed" and h >= 8:
+        marks = f'<text class="mark failed" x="{x(end) + 3:.1f}" y="{y + bar_h - 1:.1f}">✕</text>'
+    elif state == "retried" and h >= 8:
+        marks = f'<text class="mark retried" x="{x(end) + 3:.1f}" y="{y + bar_h - 1:.1f}">↻{ping.attempts}</text>'
+    return (
+        f'<g class="ping {state}" data-ping="{ping.number}"><title>{escape(_tooltip(ping, events))}</title>'
+        f"{rects}{marks}</g>"
+    )
+
+
+def _tooltip(ping: PingResult, events: Sequence[TraceEvent]) -> str:
+    head = f"ping {ping.number}, interval {format_interval(ping.interval_s)} s: "
+    head += (f"{ping.status} {ping.http_version} in {ping.elapsed_s:.3f} s" if ping.ok
+             else f"FAILED after {ping.elapsed_s:.3f} s: {ping_error(ping)}")  # fmt: skip
+    if ping.stream_id:
+        head += f", stream {ping.stream_id}"
+    shown = list(events[:MAX_TITLE_EVENTS])
+    lines = [head, *(f"{event.at_s:+.3f}s  {event.text}" for event in shown)]
+    if len(events) > MAX_TITLE_EVENTS:
+        lines.append(f"... and {len(events) - MAX_TITLE_EVENTS} more events")
+    return "\n".join(lines)
+
+
+def _axis(t_max: float, x: _Scale, height: float) -> str:
+    step = _nice_step(t_max / 8)
+    ticks = []
+    for index in range(int(t_max / step) + 1):
+        at = index * step
+        ticks.append(f'<line class="grid" x1="{x(at):.1f}" y1="{AXIS_H - 6}" x2="{x(at):.1f}" y2="{height:.0f}"/>'
+                     f'<text x="{x(at) + 2:.1f}" y="{AXIS_H - 10}">{at:g} s</text>')  # fmt: skip
+    return f'<g class="axis">{"".join(ticks)}</g>'
+
+
+def _nice_step(raw: float) -> float:
+    if raw <= 0:
+        return 1.0
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    return next(float(m * magnitude) for m in (1, 2, 5, 10) if m * magnitude >= raw)
+
+
+def _session_bands(events: Sequence[TraceEvent], x: _Scale, top: float, height: float) -> str:
+    """Link down (shaded, from "link down" to "link up again") and each redial, from the session's trace."""
+    parts: list[str] = []
+    down_since: float | None = None
+    for event in events:
+        if event.text.startswith("link down") and down_since is None:
+            down_since = event.at_s
+        elif event.text.startswith("link up again") and down_since is not None:
+            parts.append(_band(down_since, event.at_s, event.text, x, top, height))
+            down_since = None
+        elif event.text.startswith("reconnect #"):
+            parts.append(f'<line class="reconnect" x1="{x(event.at_s):.1f}" y1="{top}" x2="{x(event.at_s):.1f}" '
+                         f'y2="{top + height:.0f}"><title>{escape(event.text)}</title></line>')  # fmt: skip
+    if down_since is not None and events:
+        parts.append(_band(down_since, events[-1].at_s, "link down until the end", x, top, height))
+    return f'<g class="session">{"".join(parts)}</g>'
+
+
+def _band(start: float, end: float, text: str, x: _Scale, top: float, height: float) -> str:
+    return (f'<rect class="down" x="{x(start):.1f}" y="{top}" width="{max(1.0, x(end) - x(start)):.1f}" '
+            f'height="{height:.0f}"><title>{escape(text)}</title></rect>')  # fmt: skip
+
+
+def _views_table(result: RunResult) -> str:
+    view = result.controller_view
+    rows = []
+    for record in result.connections:
+        sent = sum(1 for ping in result.pings if ping.connection == record.number and ping.status is not None)
+        theirs = view.record_of(record.local_address) if view is not None else None
+        disputes = [d for d in (view.disagreements if view else ()) if d.startswith(f"conn #{record.number} (")]
+        if view is None or view.no_account or view.error:
+            verdict = "<td>no controller view</td>"
+        elif disputes:
+            verdict = f'<td class="disagree">{escape("; ".join(disputes))}</td>'
+        else:
+            verdict = '<td class="agree">agree</td>'
+        controller = (
+            f'<td class="num">#{escape(str(theirs["id"]))}</td><td class="num">{escape(str(theirs["streams"]))}</td>'
+            f'<td class="num">{escape(str(theirs["peak_in_flight"]))}</td>'
+            if theirs
+            else "<td>-</td><td>-</td><td>-</td>"
+        )
+        rows.append(
+            f"<tr><td>#{record.number}</td><td>{escape(record.local_address)}</td><td>{escape(record.alpn or 'none')}"
+            f'</td><td class="num">{sent}</td><td class="num">{result.peak_in_flight(record.number)}</td>'
+            f"{controller}{verdict}</tr>"
+        )
+    head = ("<tr><th colspan='5'>the switch sent</th><th colspan='3'>the controller saw</th><th></th></tr>"
+            "<tr><th>conn</th><th>from</th><th>ALPN</th><th>streams</th><th>at once</th><th>its id</th>"
+            "<th>streams</th><th>at once</th><th></th></tr>")  # fmt: skip
+    summary = f"<p>{escape(view.describe())}</p>" if view is not None else ""
+    return f'{summary}<table class="views">{head}{"".join(rows)}</table>'
+
+
+def _table(head: Sequence[str], rows: Sequence[tuple[str, ...]], name: str) -> str:
+    cells = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<table class="{name}"><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head) + f"</tr>{cells}</table>"
+
+
+def _histogram(histogram: Histogram, name: str, bins: int = 40) -> str:
+    if not histogram.count:
+        return "<p>no values</p>"
+    low, high = histogram.min, histogram.max
+    width = (high - low) / bins or 1e-9
+    counts = [0] * bins
+    for value, count in histogram.buckets():
+        counts[min(bins - 1, max(0, int((value - low) / width)))] += count
+    plot_w, plot_h, left = 720.0, 160.0, 50.0
+    tallest = max(counts)
+    bars = "".join(
+        f'<rect class="hist" x="{left + i * plot_w / bins:.1f}" y="{20 + plot_h - c / tallest * plot_h:.1f}" '
+        f'width="{plot_w / bins - 1:.1f}" height="{c / tallest * plot_h:.1f}"><title>{c} between '
+        f"{(low + i * width) * 1000:.1f} and {(low + (i + 1) * width) * 1000:.1f} ms</title></rect>"
+        for i, c in enumerate(counts)
+    )
+    marks = {mark: value for mark, value in histogram.marks().items() if mark != "max"}
+    lines = "".join(
+        f'<line class="pct" x1="{left + (v - low) / (width * bins) * plot_w:.1f}" y1="14" '
+        f'x2="{left + (v - low) / (width * bins) * plot_w:.1f}" y2="{20 + plot_h:.0f}"/>'
+        f'<text x="{left + (v - low) / (width * bins) * plot_w + 2:.1f}" y="{12 + 11 * i}">{k} {v * 1000:.1f} ms</text>'
+        for i, (k, v) in enumerate(marks.items())
+    )
+    axis = (f'<text x="{left}" y="{plot_h + 36:.0f}">{low * 1000:.1f} ms</text>'
+            f'<text x="{left + plot_w - 60}" y="{plot_h + 36:.0f}">{high * 1000:.1f} ms</text>')  # fmt: skip
+    table = _table(("n", *marks, "max"), [(str(histogram.count), *(f"{v * 1000:.1f} ms" for v in marks.values()),
+                                           f"{high * 1000:.1f} ms")], f"{name}-percentiles")  # fmt: skip
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="histogram {name}" width="{left + plot_w + 20:.0f}" '
+            f'height="{plot_h + 44:.0f}">{bars}{lines}{axis}</svg>{table}')  # fmt: skip

@@ -1,0 +1,415 @@
+"""What the user reads: trace lines, the summary, the verdict, and the ``--json`` object scripts rely on."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from dialout.config import Schedule
+from dialout.text import plural
+from sim_switch.dial.failures import headline, sentence
+from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS
+from sim_switch.dial.tracing import TraceEvent
+from sim_switch.model.results import GiveUpReason, PingOutcome, PingResult, RunResult, format_interval
+from sim_switch.model.verdict import (
+    Check,
+    CheckFailed,
+    DiagnosisDisagrees,
+    Expected,
+    Outcome,
+    PingFailed,
+    Problem,
+    Verdict,
+    ViewDisagrees,  # fmt: skip
+    ViewRequired,
+    ViewUnavailable,
+)
+
+# Summary lines list at most this many pings, stream ids or failures; --json has them all.
+MAX_LISTED = 12
+_GIVE_UP_WORDS = {
+    GiveUpReason.NOT_RETRY_SAFE: "not safe to retry: it may have been processed",
+    GiveUpReason.TIME_UP: "gave up",
+}
+
+
+def ping_error(ping: PingResult) -> str | None:
+    """Why the ping failed, in one line (``--json``: ``error``); None when it was answered."""
+    if ping.failure is None:
+        return None
+    text = sentence(ping.failure)
+    if ping.gave_up is not None:
+        gave_up = ping.gave_up
+        tries = f"{gave_up.tries} {'try' if gave_up.tries == 1 else 'tries'}"
+        text += f" ({_GIVE_UP_WORDS[gave_up.reason]}; {tries} over {gave_up.over_s:.1f} s)"
+    return text
+
+
+def problem_text(problem: Problem) -> str:
+    match problem:
+        case PingFailed(ping):
+            return f"ping {ping.number} ({format_interval(ping.interval_s)} s): {ping_error(ping)}"
+        case CheckFailed(check) if check.key is Expected.CONNECTIONS:
+            return f"expected {plural(int(check.expected), 'connection')}, opened {check.seen[0]}"
+        case CheckFailed(check):
+            others = [(number, version) for number, version in enumerate(check.seen, start=1)
+                      if version != check.expected]  # fmt: skip
+            got = ", ".join(f"{version or 'no answer'} for ping {number}" for number, version in others)
+            return f"expected {check.expected} for every ping, got {got}"
+        case ViewDisagrees(text):
+            return f"controller view: {text}"
+        case ViewUnavailable(error):
+            return f"controller view: {error}"
+        case ViewRequired(no_account):
+            return (f"controller view: required (expect.controller_view), but the controller keeps no account of its "
+                    f"connections ({no_account}): the switch's view alone")  # fmt: skip
+        case DiagnosisDisagrees(switch_saw_it, kinds):
+            found = ", ".join(kinds) or "no findings"
+            if switch_saw_it:
+                return (f"controller's diagnosis: the switch had two or more pings at once on a connection, the "
+                        f"controller does not find them multiplexed ({found})")  # fmt: skip
+            return (f"controller's diagnosis: it finds the pings multiplexed, the switch never had two at once on a "
+                    f"connection ({found})")  # fmt: skip
+
+
+def problem_lines(verdict: Verdict) -> list[str]:
+    return [problem_text(problem) for problem in verdict.problems]
+
+
+def check_text(verdict: Verdict) -> list[str]:
+    lines = []
+    for check in verdict.checks:
+        seen = ", ".join(sorted({str(value or "no answer") for value in check.seen}))
+        lines.append(f"expect {check.key} = {check.expected}: {'ok' if check.held else 'FAILED'} ({seen})")
+    return lines
+
+
+def verdict_line(verdict: Verdict) -> str:
+    """The run's last line: what the pings showed, or, for a run that failed on something else than its pings
+    (an expectation, the controller's view), why it failed."""
+    if verdict.ok or _pings_failed(verdict):
+        return shown_line(verdict)
+    return result_line(verdict)
+
+
+def result_line(verdict: Verdict) -> str:
+    """Whether the run met what was asked of it, apart from what the pings showed: "as expected (...)", or why
+    it failed."""
+    if verdict.ok:
+        held = ", ".join(_expected_text(check) for check in verdict.checks)
+        return f"as expected ({held})" if held else "as expected"
+    if _pings_failed(verdict):
+        return "the run failed"
+    more = len(verdict.problems) - 1
+    return f"FAILED: {problem_text(verdict.problems[0])}" + (
+        f" (and {plural(more, 'more problem')}, above)" if more else ""
+    )
+
+
+def _pings_failed(verdict: Verdict) -> bool:
+    return verdict.outcome in (Outcome.FAILED, Outcome.SESSION_FAILED)
+
+
+def _expected_text(check: Check) -> str:
+    match check.key:
+        case Expected.CONNECTIONS:
+            return plural(int(check.expected), "connection")
+        case Expected.HTTP_VERSION:
+            return str(check.expected)
+
+
+def shown_line(verdict: Verdict) -> str:
+    """What the pings showed: multiplexed or not, the session's tally, or how many failed."""
+    count = verdict.pings
+    whose = " (the switch's view; the controller keeps no account)" if verdict.one_sided else ""
+    versions = "/".join(verdict.http_versions)
+    timing = (f"{verdict.wall_time_s:.2f} s for a longest interval of {format_interval(verdict.longest_interval_s)} s"
+              if count else "")  # fmt: skip
+    match verdict.outcome:
+        case Outcome.SESSION_OK | Outcome.SESSION_FAILED:
+            tally = (
+                f"{verdict.outcomes[PingOutcome.OK]} ok, {verdict.outcomes[PingOutcome.RETRIED_THEN_OK]} retried "
+                f"then ok, {verdict.outcomes[PingOutcome.FAILED]} failed; {plural(verdict.reconnects, 'reconnect')}, "
+                + (f"{plural(verdict.failovers, 'failover')}, " if verdict.failovers else "")
+                + f"{plural(verdict.connections, 'connection')}"
+            )
+            if verdict.outcome is Outcome.SESSION_FAILED:
+                return (f"SESSION FAILED: {verdict.failed} of {plural(count, 'ping')} failed for good ({tally}): "
+                        f"{_main_reason(verdict)}")  # fmt: skip
+            return (f"SESSION OK: {plural(count, 'ping')}, {tally}, up to {verdict.peak_in_flight} at once, "
+                    f"{verdict.wall_time_s:.2f} s")  # fmt: skip
+        case Outcome.FAILED:
+            return f"FAILED: {verdict.failed} of {plural(count, 'ping')} failed: {_main_reason(verdict)}"
+        case Outcome.NOTHING_TO_MULTIPLEX:
+            return f"NOTHING TO MULTIPLEX{whose}: 1 ping on 1 connection ({versions}), {timing}"
+        case Outcome.MULTIPLEXED:
+            return (f"MULTIPLEXED{whose}: {count} pings as {count} streams on "
+                    f"{plural(verdict.connections, 'connection')} ({versions}), {timing}")  # fmt: skip
+        case Outcome.NOT_MULTIPLEXED:
+            return (f"NOT MULTIPLEXED{whose}: {count} pings on {plural(verdict.connections, 'connection')} "
+                    f"({versions}), {timing}")  # fmt: skip
+
+
+def _main_reason(verdict: Verdict) -> str:
+    reasons = Counter(ping_error(problem.ping) for problem in verdict.problems if isinstance(problem, PingFailed))
+    return str(next(iter(reasons))) if len(reasons) == 1 else f"{len(reasons)} different errors, see above"
+
+
+def failure_kinds(pings: Iterable[PingResult]) -> dict[str, int]:
+    """Failed pings by ``FailureKind`` (``--json``: ``failure_kinds``), most first."""
+    kinds = Counter(ping.failure.kind for ping in pings if ping.failure is not None)
+    return {str(kind): count for kind, count in kinds.most_common()}
+
+
+def errors_by_kind(pings: Iterable[PingResult]) -> dict[str, int]:
+    """Failed pings by their kind in words, with the status for HTTP refusals ('HTTP 403'), most first."""
+    kinds = Counter(headline(ping.failure) for ping in pings if ping.failure is not None)
+    return dict(kinds.most_common())
+
+
+def render_event(event: TraceEvent) -> str:
+    ping = f"ping {event.ping}" if event.ping is not None else "switch"
+    connection = f"conn #{event.connection}" if event.connection is not None else ""
+    return f"{event.at_s:+9.3f}s  {ping:<8} {connection:<8} {event.text}"
+
+
+def render_summary(result: RunResult, verdict: Verdict) -> str:
+    connections = result.connections
+    alpn = ", ".join(sorted({record.alpn or "none" for record in connections})) or "none"
+    handshakes = sum(1 for record in connections if record.tls_version)
+    lines = [f"connections opened: {len(connections)} (TLS handshakes: {handshakes}; ALPN: {alpn})"]
+    for record in connections:
+        streams = [ping.stream_id for ping in result.pings if ping.connection == record.number and ping.stream_id]
+        ids = f" (stream ids {', '.join(map(str, streams))})" if 0 < len(streams) <= MAX_LISTED else ""
+        lines.append(
+            f"  {_conn(result, record.number)}  {record.local_address} -> {record.remote_address}  "
+            f"{record.tls_version}  ALPN {record.alpn or 'none'}  {plural(len(record.pings), 'ping')}{ids}, "
+            f"{result.peak_in_flight(record.number)} at once"
+        )
+    if not isinstance(result.scenario.kind, Schedule):
+        lines.append("pings:")
+        lines += ["  " + _render_ping(ping, result) for ping in result.pings[:MAX_LISTED]]
+        if len(result.pings) > MAX_LISTED:
+            slowest = max(result.pings, key=lambda ping: ping.elapsed_s)
+            lines.append(f"  ... and {len(result.pings) - MAX_LISTED} more (all in --json); the slowest:")
+            lines.append("  " + _render_ping(slowest, result))
+        longest = max(ping.interval_s for ping in result.pings)
+        total = sum(ping.interval_s for ping in result.pings)
+        lines.append(
+            f"wall time: {result.wall_time_s:.3f} s = {_ratio(result.wall_time_s, longest)} the longest interval "
+            f"({format_interval(longest)} s), {_ratio(result.wall_time_s, total)} the sum ({total:g} s)"
+        )
+    else:
+        outcomes = verdict.outcomes
+        lines.append(
+            f"pings: {len(result.pings)} sent, {outcomes[PingOutcome.OK]} ok, {outcomes[PingOutcome.RETRIED_THEN_OK]} "
+            f"retried then ok, {outcomes[PingOutcome.FAILED]} failed; {plural(result.reconnects, 'reconnect')}"
+        )
+        unusual = [ping for ping in result.pings if ping.outcome is not PingOutcome.OK]
+        lines += ["  " + _render_ping(ping, result) for ping in unusual[:MAX_LISTED]]
+        if len(unusual) > MAX_LISTED:
+            lines.append(f"  ... and {len(unusual) - MAX_LISTED} more")
+        lines += _render_controllers(result)
+    waited = _waited_for_a_stream(result)
+    if waited:
+        longest_wait = max(ping.stream_wait_s or 0.0 for ping in waited)
+        lines.append(
+            f"stream waits: {plural(len(waited), 'ping')} waited for a free stream, up to {longest_wait:.3f} s "
+            f"(streams: {result.scenario.streams}; `streams: spill` opens another connection instead)"
+        )
+    lines += check_text(verdict)
+    failures = problem_lines(verdict)
+    lines += [f"failure: {failure}" for failure in failures[:MAX_LISTED]]
+    if len(failures) > MAX_LISTED:
+        lines.append(f"failure: ... and {len(failures) - MAX_LISTED} more (all of them in --json)")
+    view = result.controller_view
+    if view is not None:
+        agreement = (
+            "" if view.error or view.no_account else ("; both views agree" if view.agrees else "; the views DISAGREE")
+        )
+        lines.append(view.describe() + agreement)
+    lines.append(shown_line(verdict))
+    if view is not None and view.findings:
+        lines.append(f"the controller's diagnosis of {view.switch} ({_numbering(result)}):")
+        lines += [f"  {finding.severity:<7} {finding.kind}: {finding.sentence}" for finding in view.findings]
+    if verdict_line(verdict) != shown_line(verdict):  # it failed on something else: the last word says what
+        lines.append(verdict_line(verdict))
+    return "\n".join(lines)
+
+
+def _render_controllers(result: RunResult) -> list[str]:
+    """Which controller answered how many pings, and each failover, when a session used more than one."""
+    if len(result.controllers) < 2 and not result.failovers:
+        return []
+    answered = ", ".join(f"{url} {count}" for url, count in result.controllers.items())
+    lines = [f"answered by: {answered}"]
+    lines += [f"failover at {failover.at_s:.1f} s: {failover.from_url} -> {failover.to_url} ({failover.reason})"
+              for failover in result.failovers]  # fmt: skip
+    return lines
+
+
+def _numbering(result: RunResult) -> str:
+    """Which of the controller's connection numbers is which of ours: its sentences use its own."""
+    assert result.controller_view is not None
+    ours = {record.local_address: record.number for record in result.connections}
+    pairs = [(int(record["id"]), ours[str(record["peer"])]) for record in result.controller_view.records
+             if str(record["peer"]) in ours]  # fmt: skip
+    named = ", ".join(f"#{theirs} is our #{mine}" for theirs, mine in sorted(pairs)[:MAX_LISTED])
+    more = ", ..." if len(pairs) > MAX_LISTED else ""
+    return f"its conn {named}{more}" if pairs else "its connection numbers"
+
+
+def _waited_for_a_stream(result: RunResult) -> list[PingResult]:
+    return result.queued_for_a_stream(HTTPCORE_MAX_STREAMS)
+
+
+def _conn(result: RunResult, number: int | None) -> str:
+    """``conn #1 (controller #2)``: our number for a connection, and the controller's beside it where it has one."""
+    theirs = result.controller_connection(number)
+    return f"conn #{number}" + (f" (controller #{theirs})" if theirs is not None else "")
+
+
+def _render_ping(ping: PingResult, result: RunResult) -> str:
+    tries = f" after {ping.attempts} tries" if ping.attempts > 1 else ""
+    head = f"ping {ping.number}  interval {format_interval(ping.interval_s):>4} s{tries}  "
+    if not ping.ok:
+        return f"{head}FAILED after {ping.elapsed_s:.3f} s: {ping_error(ping)}"
+    stream = f" stream {ping.stream_id}" if ping.stream_id else ""
+    return (
+        f"{head}{ping.status} {ping.http_version}  {_conn(result, ping.connection)}{stream}  "
+        f"{ping.elapsed_s:.3f} s ({against_interval(ping.elapsed_s - ping.interval_s)})"
+    )
+
+
+def against_interval(overhead_s: float) -> str:
+    """How an answer's time compares with the interval it asked for: "+42 ms over its interval", or, from a
+    controller that answered before it (not dialout's), "4.97 s early"."""
+    if overhead_s >= 0:
+        return f"+{overhead_s * 1000:.0f} ms over its interval"
+    return f"{-overhead_s:.3g} s early"
+
+
+def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
+    """The ``--json`` report. Scripts rely on these names: add fields, never rename or remove them."""
+    return {
+        "scenario": result.scenario.name,
+        "mode": result.scenario.kind.mode,
+        "controller": result.controller_url,
+        "ok": verdict.ok,
+        "multiplexed": verdict.multiplexed,
+        "verdict": verdict_line(verdict),
+        "outcome": verdict.outcome,
+        "connections_opened": len(result.connections),
+        "tls_handshakes": sum(1 for record in result.connections if record.tls_version),
+        "alpn": [record.alpn for record in result.connections],
+        "wall_time_s": round(result.wall_time_s, 6),
+        "longest_interval_s": max(ping.interval_s for ping in result.pings),
+        "sum_of_intervals_s": round(sum(ping.interval_s for ping in result.pings), 6),
+        "failures": problem_lines(verdict),
+        "failure_kinds": failure_kinds(result.pings),
+        "checks": [
+            {"key": check.key, "expected": check.expected, "seen": list(check.seen), "held": check.held}
+            for check in verdict.checks
+        ],
+        "sent": len(result.pings),
+        "answered_ok": verdict.outcomes[PingOutcome.OK],
+        "retried_then_ok": verdict.outcomes[PingOutcome.RETRIED_THEN_OK],
+        "failed": verdict.outcomes[PingOutcome.FAILED],
+        "reconnects": result.reconnects,
+        "answered_by": result.controllers,
+        "failovers": [
+            {
+                "at_s": round(failover.at_s, 6),
+                "from": failover.from_url,
+                "to": failover.to_url,
+                "reason": failover.reason,
+            }
+            for failover in result.failovers
+        ],
+        "streams": result.scenario.streams,
+        "pings_that_waited_for_a_stream": len(_waited_for_a_stream(result)),
+        "stream_wait_max_s": round(max((ping.stream_wait_s or 0.0 for ping in result.pings), default=0.0), 6),
+        "controller_view": _view_json(result),
+        "connections": [
+            {
+                "connection": record.number,
+                "controller_connection": result.controller_connection(record.number),
+                "local_address": record.local_address,
+                "remote_address": record.remote_address,
+                "local_port": record.local_port,
+                "tls_version": record.tls_version,
+                "alpn": record.alpn,
+                "cipher": record.cipher,
+                "controller_subject": record.controller_subject,
+                "controller": record.controller,
+                "pings": list(record.pings),
+                "peak_in_flight": result.peak_in_flight(record.number),
+            }
+            for record in result.connections
+        ],
+        "pings": [
+            {
+                "interval_s": ping.interval_s,
+                "status": ping.status,
+                "http_version": ping.http_version,
+                "connection": ping.connection,
+                "controller_connection": result.controller_connection(ping.connection),
+                "stream_id": ping.stream_id,
+                "local_port": ping.local_port,
+                "elapsed_s": round(ping.elapsed_s, 6),
+                "error": ping_error(ping),
+                "failure": _failure_json(ping),
+                "attempts": ping.attempts,
+                "outcome": ping.outcome,
+                "stream_wait_s": None if ping.stream_wait_s is None else round(ping.stream_wait_s, 6),
+                "controller": ping.controller,
+            }
+            for ping in result.pings
+        ],
+    }
+
+
+def _failure_json(ping: PingResult) -> dict[str, Any] | None:
+    failure = ping.failure
+    if failure is None:
+        return None
+    gave_up = ping.gave_up
+    return {
+        "kind": failure.kind,
+        "detail": failure.detail,
+        "retry_safe": failure.retry_safe,
+        "status": failure.status,
+        "gave_up": None
+        if gave_up is None
+        else {"reason": gave_up.reason, "tries": gave_up.tries, "over_s": round(gave_up.over_s, 6)},
+    }
+
+
+def _view_json(result: RunResult) -> dict[str, Any] | None:
+    view = result.controller_view
+    if view is None:
+        return None
+    return {
+        "switch": view.switch,
+        "agrees": view.agrees,
+        "connections": len(view.records),
+        "streams": view.streams,
+        "peak_in_flight": view.peak_in_flight,
+        "unused_connections": view.unused,
+        "disagreements": list(view.disagreements),
+        "error": view.error,
+        "kept_account": view.no_account is None,
+        "no_account": view.no_account,
+        "records": list(view.records),
+        "findings": None
+        if view.findings is None
+        else [
+            {"kind": f.kind, "severity": f.severity, "connections": list(f.connections), "sentence": f.sentence}
+            for f in view.findings
+        ],
+    }
+
+
+def _ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}x" if reference > 0 else "n/a x"
