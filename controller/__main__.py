@@ -35,7 +35,8 @@ from controller.server.serve import (
 )
 from dialout.command_line import OneLineParser, run_guarded
 from dialout.config import Config, ConfigError, load_config
-from dialout.pki import PKIError, ensure_certs, generate_certs
+from dialout.errors import DialoutError
+from dialout.pki import ensure_certs, generate_certs
 from dialout.text import format_address
 from dialout.tls_files import check_other_half
 
@@ -48,43 +49,43 @@ REPORTS_DIR = "reports"  # beside config.yaml: the demo's HTML report of each sc
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
-    try:
-        cfg = load_config(args.config)
-        cfg = _with_overrides(cfg, args.host, args.port, args.admin_port, args.client_certs_optional)
-        if args.command == "certs":
-            return _regenerate_certs(cfg)
-        if args.command == "explain":  # of a running controller: its certificates are there, none are made
-            return _explain(cfg, args.url, args.switch, args.since, args.json)
-        for name in args.scenario or (DEMO_SCENARIOS if args.command == "demo" else ()):
-            cfg.scenario(name)  # a wrong name fails before anything is made or served
-        listen = _listen_option(args.listen) if args.command == "nginx-conf" else None
-        if cfg.controller.tls is None:  # the user's own PKI is never touched
-            ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.client_ids)
-        if listen is not None:
-            return _print_nginx_conf(cfg, listen, args.full)
-        ssl_context = server_ssl_context(cfg.controller)
-        check_other_half(cfg, "controller")
-    except (ConfigError, PKIError, ServerError, explain.ExplainError) as exc:
-        print(f"controller: {exc}", file=sys.stderr)
-        return 2
-    cleartext = cfg.controller.cleartext
     bound: list[socket.socket] = []  # closed again if the controller cannot start after all
     try:
-        sockets = bind_sockets(cfg.controller.host, cfg.controller.port)
-        bound += sockets
-        if cfg.controller.client_certs_optional:
-            check_loopback_only(sockets)
-        plain = bind_sockets(cleartext.host, cleartext.port, scheme="http") if cleartext else []
-        bound += plain
-        admin = _bind_admin(cfg)
-    except ServerError as exc:
+        return _run(args, bound)
+    except DialoutError as exc:
         for sock in bound:
             sock.close()
         print(f"controller: {exc}", file=sys.stderr)
-        return 2 if exc.usage else 1
+        return exc.code
+
+
+def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
+    cfg = load_config(args.config)
+    cfg = _with_overrides(cfg, args.host, args.port, args.admin_port, args.client_certs_optional)
+    if args.command == "certs":
+        return _regenerate_certs(cfg)
+    if args.command == "explain":  # of a running controller: its certificates are there, none are made
+        return _explain(cfg, args.url, args.switch, args.since, args.json)
+    for name in args.scenario or (DEMO_SCENARIOS if args.command == "demo" else ()):
+        cfg.scenario(name)  # a wrong name fails before anything is made or served
+    listen = _listen_option(args.listen) if args.command == "nginx-conf" else None
+    if cfg.controller.tls is None:  # the user's own PKI is never touched
+        ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.client_ids)
+    if listen is not None:
+        return _print_nginx_conf(cfg, listen, args.full)
+    ssl_context = server_ssl_context(cfg.controller)
+    check_other_half(cfg, "controller")
+    cleartext = cfg.controller.cleartext
+    sockets = bind_sockets(cfg.controller.host, cfg.controller.port)
+    bound += sockets
+    if cfg.controller.client_certs_optional:
+        check_loopback_only(sockets)
+    plain = bind_sockets(cleartext.host, cleartext.port, scheme="http") if cleartext else []
+    bound += plain
+    admin = _bind_admin(cfg)
     if args.command == "demo":
-        return asyncio.run(_demo(cfg, ssl_context, sockets, plain, admin, args.config,
-                                 args.scenario or list(DEMO_SCENARIOS)))  # fmt: skip
+        scenarios = args.scenario or list(DEMO_SCENARIOS)
+        return asyncio.run(_demo(cfg, ssl_context, sockets, plain, admin, args.config, scenarios))
     asyncio.run(_serve_until_signalled(cfg, ssl_context, sockets, plain, admin))
     return 0
 

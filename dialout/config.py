@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from dialout import config_fields as field
-from dialout.config_fields import ConfigError, check_controller_url
+from dialout.config_fields import check_controller_url
 from dialout.config_schema import build, read_settings, setting, subsection
 from dialout.config_yaml import line_of, load_yaml
+from dialout.errors import ConfigError
 
 __all__ = [
     "HTTP_VERSIONS", "Config", "ConfigError", "ControllerConfig", "ControllerTLS", "Expectation", "Fleet", "Keepalive",

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 from urllib.parse import urlsplit
 
+from dialout.errors import ConfigError
+
 # A switch id becomes a certificate CN, a DNS name in its SAN and a file name in certs/: keep it to what all
 # three accept.
 _SWITCH_ID = re.compile(
@@ -21,22 +23,6 @@ _SWITCH_ID = re.compile(
 
 # RFC 9110 section 5.6.2: what a method or a header name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-class ConfigError(Exception):
-    """The config is unusable. ``path`` is the YAML key path (``scenarios.seed.pings[2]``); ``location`` is
-    ``file:line`` once the loader knows it."""
-
-    def __init__(self, path: str, message: str, location: str | None = None) -> None:
-        super().__init__(path, message, location)
-        self.path = path
-        self.message = message
-        self.location = location
-
-    def __str__(self) -> str:
-        prefix = f"{self.location}: " if self.location else ""
-        key = f"{self.path}: " if self.path else ""
-        return f"{prefix}{key}{self.message}"
 
 
 T = TypeVar("T")

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dialout.config_fields import ConfigError, mapping
+from dialout.config_fields import mapping
+from dialout.errors import ConfigError
 
 T = TypeVar("T")
 Reader = Callable[[object, str], Any]

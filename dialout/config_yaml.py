@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from dialout.config_fields import ConfigError
+from dialout.errors import ConfigError
 
 __all__ = ["MAX_DEPTH", "MAX_NODES", "line_of", "load_yaml"]
 

@@ -28,9 +28,9 @@ import trustme
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from dialout.errors import PKIError
 from dialout.tls_files import (
     Identity,
-    PKIError,
     Trust,
     ca_cert_path,
     ca_private_key_path,

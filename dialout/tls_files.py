@@ -26,14 +26,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from dialout.config import Config, ControllerConfig, SwitchConfig
+from dialout.errors import PKIError
 
 # A chain longer than this is a loop or a mistake, not a PKI.
 MAX_CHAIN = 8
 PUBLIC_KEY_DER = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-class PKIError(Exception):
-    """Certificates are missing, unusable, or cannot be made."""
 
 
 @dataclass(frozen=True)

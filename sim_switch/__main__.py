@@ -33,6 +33,7 @@ from dialout.config import (
     check_controller_url,  # fmt: skip
     load_config,
 )
+from dialout.errors import DialoutError
 from dialout.pki import PKIError, ensure_switch_certs
 from dialout.tls_files import check_other_half, switch_files
 from sim_switch.dial.client import run_scenario
@@ -92,9 +93,9 @@ def _run(args: argparse.Namespace) -> int:
             ssl_context = switch_ssl_context(switch_files(cfg.switch, ids[0]))
             for each in urls:
                 check_other_half(cfg, "switch", each, ids[0])
-    except (ConfigError, PKIError, ReportFileError) as exc:
+    except DialoutError as exc:
         print(f"sim_switch: {exc}", file=sys.stderr)
-        return 2
+        return exc.code
 
     trace_stream = None if args.json and not args.verbose else (sys.stderr if args.json else sys.stdout)
     # A session's requests would drown its story (connections, failures, reconnects): those need -v. A fleet's
@@ -186,7 +187,7 @@ def _run_fleet(
     except KeyboardInterrupt:
         print("sim_switch: interrupted", file=sys.stderr)
         return 1
-    except (WorkerError, MergeError) as exc:
+    except (WorkerError, MergeError) as exc:  # the run's own workers: a failed run, not bad input
         print(f"sim_switch: {exc}", file=sys.stderr)
         return 1
     progress.finish()
@@ -233,9 +234,9 @@ def merge_main(argv: Sequence[str]) -> int:
             check_report_path(args.html)
         parts = [tally_from_json(_read_shard(path).get("tally"), str(path)) for path in args.files]
         merged = merge(parts)
-    except (MergeError, ReportFileError) as exc:
+    except DialoutError as exc:
         print(f"sim_switch: merge: {exc}", file=sys.stderr)
-        return 2
+        return exc.code
     return _report_fleet(merged, True, args.json, args.html)
 
 

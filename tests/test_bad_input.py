@@ -12,9 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from controller.commands.explain import ExplainError
+from controller.server.serve import ServerError
 from dialout.command_line import BUG_EXIT, TRACEBACK_VARIABLE, run_guarded
 from dialout.config import ConfigError, load_config
 from dialout.config_yaml import MAX_DEPTH
+from dialout.errors import DialoutError, PKIError
+from sim_switch.fleet.tally import MergeError
+from sim_switch.fleet.workers import WorkerError
+from sim_switch.render.html import ReportFileError
 from tests.servers import REPO, ControllerProcess
 
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
@@ -166,3 +172,13 @@ def run_switch(config: Path, url: str, *args: str) -> subprocess.CompletedProces
         [sys.executable, "-m", "sim_switch", "--config", str(config), "--url", url, *args], cwd=REPO,
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
+
+
+def test_every_error_a_person_is_told_is_a_dialout_error() -> None:
+    """Each __main__ catches DialoutError alone: the halves' own errors are in its tree, with their exit codes."""
+    for error in (ConfigError("a", "b"), PKIError("x"), ExplainError("x"), ReportFileError("x"), MergeError("x")):
+        assert isinstance(error, DialoutError)
+        assert error.code == 2
+    assert WorkerError("x").code == 1
+    assert ServerError("port taken").code == 1
+    assert ServerError("not loopback", usage=True).code == 2

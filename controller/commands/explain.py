@@ -15,13 +15,14 @@ from typing import Any
 import httpx
 
 from dialout.config import Config
+from dialout.errors import DialoutError, PKIError
 from dialout.text import format_address, plural
-from dialout.tls_files import PKIError, switch_files, switch_ssl_context
+from dialout.tls_files import switch_files, switch_ssl_context
 
 TIMEOUT_S = 30.0
 
 
-class ExplainError(Exception):
+class ExplainError(DialoutError):
     """The controller could not be asked, or had nothing to say: exit code 2."""
 
 

@@ -28,7 +28,8 @@ from controller.server.asgi_tls import REGISTRY_ATTRIBUTE
 from controller.server.graceful import refuse_new_streams
 from controller.server.tls_alerts import send_handshake_alerts
 from dialout.config import ControllerConfig
-from dialout.tls_files import PKIError, ca_private_key_path, controller_files
+from dialout.errors import DialoutError, PKIError
+from dialout.tls_files import ca_private_key_path, controller_files
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +40,17 @@ TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 ALPN_PROTOCOLS = ("h2", "http/1.1")
 
 
-class ServerError(Exception):
+class ServerError(DialoutError):
     """The controller cannot start: unusable certificates, or an address it cannot listen on. ``usage``: the
     command line asked for something not allowed (exit 2), rather than the machine refusing it (exit 1)."""
 
     def __init__(self, message: str, usage: bool = False) -> None:
         super().__init__(message)
         self.usage = usage
+
+    @property
+    def code(self) -> int:
+        return 2 if self.usage else 1
 
 
 def server_ssl_context(cfg: ControllerConfig) -> ssl.SSLContext:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialout.config import Fleet
+from dialout.errors import DialoutError
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.run import FleetResult, Shard, parse_shard
 from sim_switch.render.report import errors_by_kind, failure_kinds
@@ -20,7 +21,7 @@ from sim_switch.render.report import errors_by_kind, failure_kinds
 TALLY_VERSION = 1  # a merge refuses tallies of another shape
 
 
-class MergeError(ValueError):
+class MergeError(DialoutError):
     """Tallies that are not parts of one fleet run; the message says which field differs, and where."""
 
 

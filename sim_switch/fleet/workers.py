@@ -19,14 +19,17 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from dialout.config import Fleet, Scenario, SwitchConfig
+from dialout.errors import DialoutError
 from sim_switch.dial.tracing import TraceEvent
 from sim_switch.fleet.run import Shard, run_fleet, switches_of
 from sim_switch.fleet.tally import FleetTally, merge, tally, tally_from_json, tally_json
 from sim_switch.render.report import render_event
 
 
-class WorkerError(RuntimeError):
-    """A worker failed or died; the message says which and how."""
+class WorkerError(DialoutError):
+    """A worker failed or died; the message says which and how. The run failed: exit 1."""
+
+    exit_code = 1
 
 
 def worker_shards(shard: Shard | None, workers: int) -> list[Shard]:

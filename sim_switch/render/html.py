@@ -16,6 +16,7 @@ from html import escape
 from pathlib import Path
 
 from dialout.config import Schedule
+from dialout.errors import DialoutError
 from dialout.text import plural
 from sim_switch.dial.tracing import DETAIL, ConnectionRecord, TraceEvent
 from sim_switch.fleet.histograms import Histogram
@@ -36,7 +37,7 @@ MAX_TITLE_EVENTS = 16  # per ping, in its tooltip (plumbing, -v's DETAIL, left o
 _Scale = Callable[[float], float]
 
 
-class ReportFileError(Exception):
+class ReportFileError(DialoutError):
     """The report cannot be written there; one line, naming the file."""
 
 
