@@ -50,11 +50,21 @@ def smallest_quart_app() -> Quart:
 
 def ping_scope() -> HTTPScope:
     return {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "2", "method": "GET",
-        "scheme": "https", "path": "/ping", "raw_path": b"/ping", "query_string": b"interval=0", "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"app_cost")], "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8443), "extensions": {}, "state": ConnectionState({}),
-    }  # fmt: skip
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "2",
+        "method": "GET",
+        "scheme": "https",
+        "path": "/ping",
+        "raw_path": b"/ping",
+        "query_string": b"interval=0",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"app_cost")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8443),
+        "extensions": {},
+        "state": ConnectionState({}),
+    }
 
 
 async def one_request(app: ASGIFramework) -> None:

@@ -63,8 +63,9 @@ async def serve(certs: Path, port: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     sockets = Sockets(secure_sockets=[sock], insecure_sockets=[], quic_sockets=[])
-    await worker_serve(wrap_app(app, config.wsgi_max_body_size, "asgi"), config, sockets=sockets,
-                       shutdown_trigger=stop.wait)  # fmt: skip
+    await worker_serve(
+        wrap_app(app, config.wsgi_max_body_size, "asgi"), config, sockets=sockets, shutdown_trigger=stop.wait
+    )
 
 
 def main() -> int:

@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 def server(command: list[str]) -> Iterator[tuple[int, int]]:
     """Start a server (from the repository's root) that prints 'listening on https://127.0.0.1:PORT' on stderr;
     yield (pid, port), and stop it at the end."""
-    process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     assert process.stderr is not None
     port = 0
     for line in process.stderr:

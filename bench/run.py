@@ -92,9 +92,21 @@ def ensure_h2load() -> str:
 
 def h2load_rate(h2load: str, port: int, requests: int, clients: int, streams: int) -> float:
     done = subprocess.run(
-        [h2load, "-n", str(requests), "-c", str(clients), "-m", str(streams), f"https://127.0.0.1:{port}/ping?interval=0"],
-        capture_output=True, text=True, timeout=600, check=True,
-    )  # fmt: skip
+        [
+            h2load,
+            "-n",
+            str(requests),
+            "-c",
+            str(clients),
+            "-m",
+            str(streams),
+            f"https://127.0.0.1:{port}/ping?interval=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     match = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", done.stdout)
     succeeded = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", done.stdout)
     if not match or not succeeded or int(succeeded.group(1)) != requests:
@@ -110,8 +122,9 @@ async def switch_run(
     url: str, certs: Path, pings: tuple[float, ...], streams: StreamPolicy
 ) -> tuple[float, list[float]]:
     scenario = Scenario("bench", OneShot(pings), streams=streams)
-    result = await run_scenario(scenario, url, client_ssl_context(certs, "switch-1"), 120.0, lambda event: None,
-                                "switch-1")  # fmt: skip
+    result = await run_scenario(
+        scenario, url, client_ssl_context(certs, "switch-1"), 120.0, lambda event: None, "switch-1"
+    )
     failed = [ping for ping in result.pings if not ping.ok]
     if failed:
         raise RuntimeError(f"{len(failed)} pings failed, e.g. {ping_error(failed[0])}")
@@ -167,8 +180,13 @@ async def memory_in_flight(url: str, certs: Path, pid: int, count: int) -> tuple
 def memory_row(who: str, count: int, idle_busy: tuple[int, int]) -> Row:
     idle, busy = idle_busy
     per_stream = (busy - idle) / count
-    return Row(f"{who} RSS per in-flight stream ({count} held open vs idle)",
-               f"{per_stream:.1f} KiB ({idle:,} -> {busy:,} KiB)", None, "<= 20 KiB", per_stream <= 20)  # fmt: skip
+    return Row(
+        f"{who} RSS per in-flight stream ({count} held open vs idle)",
+        f"{per_stream:.1f} KiB ({idle:,} -> {busy:,} KiB)",
+        None,
+        "<= 20 KiB",
+        per_stream <= 20,
+    )
 
 
 def fleet_rows(rows: Table, urls: tuple[str, str], certs: Path, fleet: Fleet) -> None:
@@ -183,26 +201,50 @@ def fleet_rows(rows: Table, urls: tuple[str, str], certs: Path, fleet: Fleet) ->
         if workers == 1:
             fleet_tally = tally(asyncio.run(run_fleet(scenario, controllers, switch, lambda event: None)))
         else:
-            fleet_tally = run_in_workers(scenario, controllers, switch, 100, None, workers, lambda done, total: None,
-                                         False)  # fmt: skip
+            fleet_tally = run_in_workers(
+                scenario, controllers, switch, 100, None, workers, lambda done, total: None, False
+            )
         after = read_controller_cpu(controllers, asking, "switch-1")
         shares = cpu_shares(fleet_tally, before, after)
         report = fleet_json(fleet_tally, judge_fleet(fleet_tally), shares)
         handshake_ms = report["tls_handshake_s"].get("p50", 0.0) * 1000
         theirs = "/".join(f"{share:.0%}" for share in shares.controllers.values())
-        figure = (f"{fleet_tally.wall_time_s:.2f} s wall, {report['pings_per_s']:.0f} pings/s, TLS p50 "
-                  f"{handshake_ms:.1f} ms, {report['failed']} errors, CPU: switch {shares.switch:.0%} per worker, "
-                  f"controller {theirs or '?'}")  # fmt: skip
+        figure = (
+            f"{fleet_tally.wall_time_s:.2f} s wall, {report['pings_per_s']:.0f} pings/s, TLS p50 "
+            f"{handshake_ms:.1f} ms, {report['failed']} errors, CPU: switch {shares.switch:.0%} per worker, "
+            f"controller {theirs or '?'}"
+        )
         walls[workers, len(controllers)] = fleet_tally.wall_time_s
-        rows.append(Row(f"{name}, --workers {workers}, {plural(len(controllers), 'controller')}", figure,
-                        fleet_tally.wall_time_s / fleet.interval_s, "error-free", report["failed"] == 0))  # fmt: skip
+        rows.append(
+            Row(
+                f"{name}, --workers {workers}, {plural(len(controllers), 'controller')}",
+                figure,
+                fleet_tally.wall_time_s / fleet.interval_s,
+                "error-free",
+                report["failed"] == 0,
+            )
+        )
         print(f"   bottleneck: {bottleneck(shares) or 'neither side CPU-bound'}", flush=True)
         if report["errors_by_kind"]:
             print(f"   errors: {report['errors_by_kind']}", flush=True)
-    rows.append(Row(f"{name}: wall, --workers 2 / --workers 1", f"{walls[2, 1]:.2f} / {walls[1, 1]:.2f} s",
-                    walls[2, 1] / walls[1, 1], "(what a second core buys)", None))  # fmt: skip
-    rows.append(Row(f"{name}: wall, 2 controllers / 1 (both --workers 2)", f"{walls[2, 2]:.2f} / {walls[2, 1]:.2f} s",
-                    walls[2, 2] / walls[2, 1], "(what a second controller buys on 2 cores)", None))  # fmt: skip
+    rows.append(
+        Row(
+            f"{name}: wall, --workers 2 / --workers 1",
+            f"{walls[2, 1]:.2f} / {walls[1, 1]:.2f} s",
+            walls[2, 1] / walls[1, 1],
+            "(what a second core buys)",
+            None,
+        )
+    )
+    rows.append(
+        Row(
+            f"{name}: wall, 2 controllers / 1 (both --workers 2)",
+            f"{walls[2, 2]:.2f} / {walls[2, 1]:.2f} s",
+            walls[2, 2] / walls[2, 1],
+            "(what a second controller buys on 2 cores)",
+            None,
+        )
+    )
 
 
 def failover_row(rows: Table, urls: tuple[str, str], pids: tuple[int, int], certs: Path) -> None:
@@ -223,8 +265,9 @@ def failover_row(rows: Table, urls: tuple[str, str], pids: tuple[int, int], cert
             answered.set()
 
     async def run() -> RunResult:
-        session = asyncio.create_task(run_session(Scenario("failover", schedule), urls,
-                                                  client_ssl_context(certs, "switch-1"), switch, watch))  # fmt: skip
+        session = asyncio.create_task(
+            run_session(Scenario("failover", schedule), urls, client_ssl_context(certs, "switch-1"), switch, watch)
+        )
         await answered.wait()
         await asyncio.sleep(0.5)  # a few pings on the first controller
         marks["kill"] = time.perf_counter()
@@ -234,10 +277,16 @@ def failover_row(rows: Table, urls: tuple[str, str], pids: tuple[int, int], cert
     result = asyncio.run(run())
     took = marks["failover"] - marks["kill"]
     lost = sum(not ping.ok for ping in result.pings)
-    rows.append(Row("failover: SIGKILL the first of 2 controllers -> first ping answered by the second",
-                    f"{took * 1000:.0f} ms (backoff waits {' + '.join(f'{w:.2f}' for w in waits)} s), "
-                    f"{plural(lost, 'ping')} lost in flight", took / (sum(waits) or 1e-9),
-                    "(x the policy's own waits)", None))  # fmt: skip
+    rows.append(
+        Row(
+            "failover: SIGKILL the first of 2 controllers -> first ping answered by the second",
+            f"{took * 1000:.0f} ms (backoff waits {' + '.join(f'{w:.2f}' for w in waits)} s), "
+            f"{plural(lost, 'ping')} lost in flight",
+            took / (sum(waits) or 1e-9),
+            "(x the policy's own waits)",
+            None,
+        )
+    )
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -272,8 +321,15 @@ def controller_rows(rows: Table, h2load: str, port: int, bare_port: int, counts:
         apps = app_cost.apps(Path(tmp))
         us = asyncio.run(app_cost.measure(apps, counts.app_requests, max(counts.repeats, 3)))
     figure = " / ".join(f"{us[name]:.0f}" for name in apps) + " us CPU"
-    rows.append(Row("app alone in process: ours / smallest Quart / bare ASGI", figure,
-                    us["controller app"] / us["bare ASGI"], "(where the difference goes)", None))  # fmt: skip
+    rows.append(
+        Row(
+            "app alone in process: ours / smallest Quart / bare ASGI",
+            figure,
+            us["controller app"] / us["bare ASGI"],
+            "(where the difference goes)",
+            None,
+        )
+    )
     return rates[(1, 100)]
 
 
@@ -286,20 +342,40 @@ def switch_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load_rate:
         ours.append(counts.requests / wall_s)
         bare.append(asyncio.run(bare_httpx_rate(url, certs, counts.requests, 100)))
     switch_rate, bare_rate = statistics.median(ours), statistics.median(bare)
-    rows.append(Row("sim-switch / h2load, 1 connection x 100 streams", f"{switch_rate:.0f} / {h2load_rate:.0f} pings/s",
-                    switch_rate / h2load_rate, ">= 1.0x", switch_rate >= h2load_rate))  # fmt: skip
-    rows.append(Row("  sim-switch / bare httpx client, the same", f"{switch_rate:.0f} / {bare_rate:.0f} pings/s",
-                    switch_rate / bare_rate, "(what the switch adds)", None))  # fmt: skip
+    rows.append(
+        Row(
+            "sim-switch / h2load, 1 connection x 100 streams",
+            f"{switch_rate:.0f} / {h2load_rate:.0f} pings/s",
+            switch_rate / h2load_rate,
+            ">= 1.0x",
+            switch_rate >= h2load_rate,
+        )
+    )
+    rows.append(
+        Row(
+            "  sim-switch / bare httpx client, the same",
+            f"{switch_rate:.0f} / {bare_rate:.0f} pings/s",
+            switch_rate / bare_rate,
+            "(what the switch adds)",
+            None,
+        )
+    )
 
 
 def depth_rows(rows: Table, url: str, certs: Path, depth: int) -> None:
     """Rows 3."""
     for policy in (StreamPolicy.SPILL, StreamPolicy.QUEUE):
         wall, over = asyncio.run(switch_run(url, certs, (1.0,) * depth, policy))
-        rows.append(Row(f"{depth} pings x 1 s, streams: {policy}",
-                        f"{wall:.2f} s wall; overhead p50 {percentile(over, 0.5) * 1000:.0f} ms, "
-                        f"p99 {percentile(over, 0.99) * 1000:.0f} ms", wall / 1.0, "<= 1.3x the interval",
-                        wall <= 1.3))  # fmt: skip
+        rows.append(
+            Row(
+                f"{depth} pings x 1 s, streams: {policy}",
+                f"{wall:.2f} s wall; overhead p50 {percentile(over, 0.5) * 1000:.0f} ms, "
+                f"p99 {percentile(over, 0.99) * 1000:.0f} ms",
+                wall / 1.0,
+                "<= 1.3x the interval",
+                wall <= 1.3,
+            )
+        )
 
 
 def memory_rows(rows: Table, url: str, certs: Path, pid: int, depth: int) -> None:
@@ -322,8 +398,10 @@ def main() -> int:
         generate_certs(certs, ["localhost", "127.0.0.1"], ["switch-1"])
         ensure_certs(certs, ["localhost", "127.0.0.1"], counts.fleet.switch_ids())
         config = Path(tmp) / "config.yaml"
-        config.write_text("controller: {host: 127.0.0.1, port: 0, certs_dir: certs, switches: [switch-1, 'fleet-*']}\n"
-                          "switch: {certs_dir: certs}\n")  # fmt: skip
+        config.write_text(
+            "controller: {host: 127.0.0.1, port: 0, certs_dir: certs, switches: [switch-1, 'fleet-*']}\n"
+            "switch: {certs_dir: certs}\n"
+        )
         controller = [sys.executable, "-m", "controller", "--config", str(config), "-q", "--client-certs-optional"]
         bare = [sys.executable, "bench/bare_app.py", "--certs", str(certs)]
         with server(controller) as (pid, port), server(bare) as (_, bare_port), server(controller) as (pid2, port2):

@@ -92,8 +92,9 @@ def main() -> int:
         config.write_text("controller: {host: 127.0.0.1, port: 0, certs_dir: certs}\nswitch: {certs_dir: certs}\n")
         with server([sys.executable, "-m", "controller", "--config", str(config), "--quiet"]) as (pid, port):
             print(f"controller pid {pid} on 127.0.0.1:{port}; RSS after start-up {rss_kib(pid)} KiB")
-            asyncio.run(soak(f"https://127.0.0.1:{port}", workdir / "certs", args.count, args.in_flight,
-                             args.max_seconds, pid))  # fmt: skip
+            asyncio.run(
+                soak(f"https://127.0.0.1:{port}", workdir / "certs", args.count, args.in_flight, args.max_seconds, pid)
+            )
     return 0
 
 

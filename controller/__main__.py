@@ -96,27 +96,36 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="The controller end of the dial-out pair: GET /ping?interval=SECONDS over HTTP/2 with mTLS.",
     )
     parser.add_argument(
-        "command", nargs="?", choices=("serve", "certs", "demo", "nginx-conf", "explain"), default="serve",
+        "command",
+        nargs="?",
+        choices=("serve", "certs", "demo", "nginx-conf", "explain"),
+        default="serve",
         help="serve (default); certs: make a new CA and all certificates; "
         "demo: serve, run the switch's scenarios against it, stop; "
         "nginx-conf: print an nginx server block that fronts this controller, as in the report; "
         "explain: ask the running controller what each switch's client did, and why it was or was not multiplexed",
-    )  # fmt: skip
+    )
     parser.add_argument("--config", type=Path, default=Path("config.yaml"), help="default: %(default)s")
     parser.add_argument("--host", help="listen address (default: controller.host in the config)")
     parser.add_argument("--port", type=int, help="listen port, 0 for any free one (default: controller.port)")
-    parser.add_argument("--admin-port", type=int,
-                        help="the admin listener's port, 0 for any free one (default: controller.admin.port, "
-                        "else the listen port + 1)")  # fmt: skip
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        help="the admin listener's port, 0 for any free one (default: controller.admin.port, else the listen port + 1)",
+    )
     parser.add_argument(
         "--scenario", action="append", help=f"demo only: a scenario to run, repeatable (default: {DEMO_SCENARIOS})"
     )
     parser.add_argument(
-        "--client-certs-optional", action="store_true",
+        "--client-certs-optional",
+        action="store_true",
         help="bench mode, loopback only: serve clients without a certificate (h2load cannot present one)",
-    )  # fmt: skip
-    parser.add_argument("--listen", default="127.0.0.1:9443",
-                        help="nginx-conf only: where nginx listens for switches (default: %(default)s)")  # fmt: skip
+    )
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:9443",
+        help="nginx-conf only: where nginx listens for switches (default: %(default)s)",
+    )
     parser.add_argument(
         "--full", action="store_true", help="nginx-conf only: a whole file for `nginx -c FILE`, not just the block"
     )
@@ -213,16 +222,18 @@ def _bind_admin(cfg: Config) -> list[socket.socket]:
 
 
 async def _serve_until_signalled(
-    cfg: Config, ssl_context: ssl.SSLContext, sockets: list[socket.socket], plain: list[socket.socket],
+    cfg: Config,
+    ssl_context: ssl.SSLContext,
+    sockets: list[socket.socket],
+    plain: list[socket.socket],
     admin: list[socket.socket],
-) -> None:  # fmt: skip
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signum, stop)
     registry = new_registry(cfg.controller)
-    await serve(cfg.controller, ssl_context, sockets, stop.wait, registry, cleartext_sockets=plain,
-                admin_sockets=admin)  # fmt: skip
+    await serve(cfg.controller, ssl_context, sockets, stop.wait, registry, cleartext_sockets=plain, admin_sockets=admin)
     _log_summary(registry, cfg)
 
 
@@ -232,17 +243,23 @@ def _on_signal(signum: int, stop: asyncio.Event) -> None:
 
 
 async def _demo(
-    cfg: Config, ssl_context: ssl.SSLContext, sockets: list[socket.socket], plain: list[socket.socket],
-    admin: list[socket.socket], config_path: Path, scenarios: list[str],
-) -> int:  # fmt: skip
+    cfg: Config,
+    ssl_context: ssl.SSLContext,
+    sockets: list[socket.socket],
+    plain: list[socket.socket],
+    admin: list[socket.socket],
+    config_path: Path,
+    scenarios: list[str],
+) -> int:
     """Serve in this process and run ``python -m sim_switch`` once per scenario as a child: the sockets are
     already listening, so the switch can dial at once and the demo needs no waiting or polling."""
     port = sockets[0].getsockname()[1]
     url = urlunsplit(urlsplit(cfg.switch.controller_url)._replace(netloc=f"{_url_host(cfg)}:{port}"))
     stop = asyncio.Event()
     registry = new_registry(cfg.controller)
-    server = asyncio.create_task(serve(cfg.controller, ssl_context, sockets, stop.wait, registry,
-                                       cleartext_sockets=plain, admin_sockets=admin))  # fmt: skip
+    server = asyncio.create_task(
+        serve(cfg.controller, ssl_context, sockets, stop.wait, registry, cleartext_sockets=plain, admin_sockets=admin)
+    )
     failed: list[str] = []
     reports = config_path.parent / REPORTS_DIR
     reports.mkdir(exist_ok=True)
@@ -252,9 +269,18 @@ async def _demo(
             print(f"\n=== scenario {name} ===", flush=True)
             report = reports / f"{name}.html"
             child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sim_switch", "--config", str(config_path), "--scenario", name, "--url", url,
-                "--html", str(report),
-            )  # fmt: skip
+                sys.executable,
+                "-m",
+                "sim_switch",
+                "--config",
+                str(config_path),
+                "--scenario",
+                name,
+                "--url",
+                url,
+                "--html",
+                str(report),
+            )
             code = await child.wait()
             if code != 0:
                 failed.append(name)
@@ -266,15 +292,19 @@ async def _demo(
     _log_summary(registry, cfg)
     if written:
         print("\nreports (open in a browser):\n" + "\n".join(f"  {path}" for path in written), flush=True)
-    print(f"\ndemo: {len(scenarios) - len(failed)} of {len(scenarios)} scenarios passed"
-          + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)  # fmt: skip
+    print(
+        f"\ndemo: {len(scenarios) - len(failed)} of {len(scenarios)} scenarios passed"
+        + (f"; failed: {', '.join(failed)}" if failed else ""),
+        flush=True,
+    )
     return 1 if failed else 0
 
 
 def _log_summary(registry: ConnectionRegistry, cfg: Config) -> None:
     """One line per switch: what the controller saw over its whole run, and its main finding."""
-    diagnoses = {one.switch: one for one in diagnose(registry.connections(), registry.spans(),
-                                                      limits_of(cfg.controller))}  # fmt: skip
+    diagnoses = {
+        one.switch: one for one in diagnose(registry.connections(), registry.spans(), limits_of(cfg.controller))
+    }
     for switch, totals in registry.totals().items():
         found = diagnoses.get(switch)
         finding = f"; {headline(found)}" if found else ""

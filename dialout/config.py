@@ -26,11 +26,33 @@ from dialout.config_yaml import line_of, load_yaml
 from dialout.errors import ConfigError
 
 __all__ = [
-    "HTTP_VERSIONS", "Config", "ConfigError", "ControllerConfig", "ControllerTLS", "Expectation", "Fleet", "Keepalive",
-    "Listener", "OneShot", "ReconnectPolicy", "Request", "RetryPolicy", "Scenario", "ScenarioKind", "ScenarioMode",
-    "Schedule", "Spread", "StartWith", "StreamPolicy", "SwitchConfig", "SwitchTLS", "ViewPolicy",
-    "check_controller_url", "load_config", "parse_config",
-]  # fmt: skip
+    "HTTP_VERSIONS",
+    "Config",
+    "ConfigError",
+    "ControllerConfig",
+    "ControllerTLS",
+    "Expectation",
+    "Fleet",
+    "Keepalive",
+    "Listener",
+    "OneShot",
+    "ReconnectPolicy",
+    "Request",
+    "RetryPolicy",
+    "Scenario",
+    "ScenarioKind",
+    "ScenarioMode",
+    "Schedule",
+    "Spread",
+    "StartWith",
+    "StreamPolicy",
+    "SwitchConfig",
+    "SwitchTLS",
+    "ViewPolicy",
+    "check_controller_url",
+    "load_config",
+    "parse_config",
+]
 
 DEFAULT_PORT = 8443
 DEFAULT_MAX_INTERVAL_S = 60.0
@@ -90,8 +112,9 @@ class ControllerConfig:
     certs_dir: Path = setting(field.file_path, Path("certs"), relative=True)
     hostnames: tuple[str, ...] = setting(field.string_list, DEFAULT_HOSTNAMES)
     max_interval_s: float = setting(field.positive_number, DEFAULT_MAX_INTERVAL_S)
-    max_concurrent_streams: int = setting(field.int_range(1, MAX_CONCURRENT_STREAMS_LIMIT),
-                                          DEFAULT_MAX_CONCURRENT_STREAMS)  # fmt: skip
+    max_concurrent_streams: int = setting(
+        field.int_range(1, MAX_CONCURRENT_STREAMS_LIMIT), DEFAULT_MAX_CONCURRENT_STREAMS
+    )
     keep_alive_max_requests: int = setting(field.int_range(1, 2**31 - 1), DEFAULT_KEEP_ALIVE_MAX_REQUESTS)
     graceful_timeout_s: float = setting(field.number_at_least_0, DEFAULT_GRACEFUL_TIMEOUT_S)
     # The fleet: CNs allowed to dial in, or patterns of them (fleet-*). Default: [switch.id].
@@ -393,8 +416,11 @@ def _parse_controller(data: object, base_dir: Path) -> ControllerConfig:
         _check_cleartext_host(cleartext, controller.trusted_proxies)
     admin = controller.admin
     if admin.enabled and not admin.allow_remote and not _is_loopback(admin.host):
-        raise ConfigError("controller.admin.host", f"{admin.host} is not loopback: the admin listener shows every "
-                          "switch and takes no certificate; set allow_remote: true to listen there anyway")  # fmt: skip
+        raise ConfigError(
+            "controller.admin.host",
+            f"{admin.host} is not loopback: the admin listener shows every "
+            "switch and takes no certificate; set allow_remote: true to listen there anyway",
+        )
     if controller.port == 65535 and controller.admin.port is None and admin.enabled:
         raise ConfigError("controller.admin.port", "controller.port is 65535, so there is no next port: set one")
     return controller
@@ -440,8 +466,9 @@ def _is_network(text: str) -> bool:
 def _parse_switch(data: object, base_dir: Path, controller: ControllerConfig) -> SwitchConfig:
     values = read_settings(SwitchConfig, data, "switch", base_dir)
     if "controller_url" in values and values.get("controllers"):
-        raise ConfigError("switch.controllers", "give controller_url (one controller) or controllers (a list), "
-                          "not both")  # fmt: skip
+        raise ConfigError(
+            "switch.controllers", "give controller_url (one controller) or controllers (a list), not both"
+        )
     if "controllers" in values and not values["controllers"]:
         raise ConfigError("switch.controllers", "must list at least one controller URL")
     values.setdefault("controller_url", f"https://localhost:{controller.port}")
@@ -454,8 +481,9 @@ def _parse_switch(data: object, base_dir: Path, controller: ControllerConfig) ->
     switch = SwitchConfig(**values)
     policy = switch.reconnect
     if policy.max_s < policy.initial_s:
-        raise ConfigError("switch.reconnect.max_s",
-                          f"must be >= initial_s ({policy.initial_s:g}), got {policy.max_s:g}")  # fmt: skip
+        raise ConfigError(
+            "switch.reconnect.max_s", f"must be >= initial_s ({policy.initial_s:g}), got {policy.max_s:g}"
+        )
     return switch
 
 
@@ -478,8 +506,11 @@ def _parse_scenario(name: str, data: object, path: str, base_dir: Path) -> Scena
         else build(_KIND_KEYS[key], section[key], f"{path}.{key}", base_dir)
     )
     if isinstance(kind, Schedule) and (kind.duration_s is None) == (kind.count is None):
-        raise ConfigError(f"{path}.persistent.duration_s", "give either duration_s (seconds) or count (pings in "
-                          "all), not " + ("both" if kind.count is not None else "neither"))  # fmt: skip
+        raise ConfigError(
+            f"{path}.persistent.duration_s",
+            "give either duration_s (seconds) or count (pings in "
+            "all), not " + ("both" if kind.count is not None else "neither"),
+        )
     if isinstance(kind, Fleet):
         _check_id_pattern(kind, f"{path}.fleet.id_pattern")
     return Scenario(name=name, kind=kind, **values)
@@ -494,8 +525,9 @@ def _parse_pings(pings: object, path: str) -> tuple[float, ...]:
         count = field.int_range(1, 100_000)(many["count"], f"{path}.count")
         pings = [field.number_at_least_0(many["interval_s"], f"{path}.interval_s")] * count
     if not isinstance(pings, list) or not pings:
-        raise ConfigError(path, f"must be a non-empty list of intervals in seconds, or {{count, interval_s}}, "
-                                f"got {pings!r}")  # fmt: skip
+        raise ConfigError(
+            path, f"must be a non-empty list of intervals in seconds, or {{count, interval_s}}, got {pings!r}"
+        )
     return tuple(field.number_at_least_0(value, f"{path}[{index}]") for index, value in enumerate(pings))
 
 

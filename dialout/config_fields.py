@@ -29,8 +29,7 @@ T = TypeVar("T")
 E = TypeVar("E", bound=StrEnum)
 
 
-def optional(section: Mapping[str, object], key: str, path: str, read: Callable[[object, str], T],
-              default: T) -> T:  # fmt: skip
+def optional(section: Mapping[str, object], key: str, path: str, read: Callable[[object, str], T], default: T) -> T:
     if key not in section:
         return default
     return read(section[key], f"{path}.{key}")

@@ -51,8 +51,9 @@ def keys_of(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
     }
 
 
-def read_settings(cls: type[Any], data: object, path: str, base_dir: Path, *, also: frozenset[str] = frozenset()
-                  ) -> dict[str, Any]:  # fmt: skip
+def read_settings(
+    cls: type[Any], data: object, path: str, base_dir: Path, *, also: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The field values that ``data`` (a YAML mapping) sets for section ``cls``, keyed by field name. ``also``
     names further keys the caller reads itself. A required key that is missing, an
     unknown key and a bad value are each a ``ConfigError`` naming the key path."""

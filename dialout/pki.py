@@ -42,9 +42,16 @@ from dialout.tls_files import (
 )
 
 __all__ = [
-    "Identity", "PKIError", "ca_cert_path", "ca_private_key_path", "controller_identity", "ensure_certs",
-    "ensure_switch_certs", "generate_certs", "switch_identity",
-]  # fmt: skip
+    "Identity",
+    "PKIError",
+    "ca_cert_path",
+    "ca_private_key_path",
+    "controller_identity",
+    "ensure_certs",
+    "ensure_switch_certs",
+    "generate_certs",
+    "switch_identity",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -141,13 +148,15 @@ def _refuse_foreign(certs_dir: Path, leaves: list[_Leaf]) -> None:
     """Raise PKIError if replacing dialout's PKI in ``certs_dir`` would overwrite a file dialout did not write."""
     ca_files = _ca_identity(certs_dir)
     if ca_files.cert.exists() and not any(_unit(ca) == CA_UNIT for ca in read_certificates(ca_files.cert)):
-        raise PKIError(f"{ca_files.cert}: not dialout's CA; dialout will not replace it (move it, or point "
-                       "certs_dir elsewhere)")  # fmt: skip
+        raise PKIError(
+            f"{ca_files.cert}: not dialout's CA; dialout will not replace it (move it, or point certs_dir elsewhere)"
+        )
     for leaf in leaves:
         cert, key = leaf.identity.cert, leaf.identity.key
         if cert.exists() and _dialout_issued(_read_cert(cert), _read_cas(ca_files.cert)) is _Origin.NOT_DIALOUT:
-            raise PKIError(f"{cert}: not issued by dialout; dialout will not replace it (move it, or point "
-                           "certs_dir elsewhere)")  # fmt: skip
+            raise PKIError(
+                f"{cert}: not issued by dialout; dialout will not replace it (move it, or point certs_dir elsewhere)"
+            )
         if key.exists() and not cert.exists():
             raise _orphan_key(leaf.identity)
 
@@ -259,8 +268,10 @@ def _no_ca_key(ca_files: Identity, identity: Identity, due: _Due) -> PKIError:
 
 
 def _orphan_key(identity: Identity) -> PKIError:
-    return PKIError(f"{identity.key} exists without its certificate {identity.cert}: dialout replaces only what it "
-                    "issued itself; remove the key to have a new pair issued")  # fmt: skip
+    return PKIError(
+        f"{identity.key} exists without its certificate {identity.cert}: dialout replaces only what it "
+        "issued itself; remove the key to have a new pair issued"
+    )
 
 
 class _Origin(Enum):

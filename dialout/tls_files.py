@@ -107,8 +107,10 @@ class Trust:
                 break
             current = issuer
         holds = "; ".join(anchor.subject.rfc4514_string() for anchor in anchors)
-        return f"{_name(chain[0])} is not issued by the CA in {self.ca} (its issuer: {_issuer(current)}; that file " \
-            f"holds: {holds})"  # fmt: skip
+        return (
+            f"{_name(chain[0])} is not issued by the CA in {self.ca} (its issuer: {_issuer(current)}; that file "
+            f"holds: {holds})"
+        )
 
 
 @dataclass(frozen=True)

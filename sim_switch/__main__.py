@@ -30,7 +30,7 @@ from dialout.config import (
     Scenario,
     Schedule,
     SwitchConfig,
-    check_controller_url,  # fmt: skip
+    check_controller_url,
     load_config,
 )
 from dialout.errors import DialoutError
@@ -127,16 +127,25 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.json:
         to = url if isinstance(scenario.kind, OneShot) else " | ".join(urls)
-        print(f"scenario {scenario.name}: {_describe(scenario)} to {to} as {cfg.switch.switch_id}, "
-              f"{'HTTP/2 (ALPN h2, http/1.1)' if scenario.http2 else 'HTTP/1.1 only (ALPN http/1.1)'}",
-              flush=True)  # fmt: skip
+        print(
+            f"scenario {scenario.name}: {_describe(scenario)} to {to} as {cfg.switch.switch_id}, "
+            f"{'HTTP/2 (ALPN h2, http/1.1)' if scenario.http2 else 'HTTP/1.1 only (ALPN http/1.1)'}",
+            flush=True,
+        )
     per_connection = cfg.controller.max_concurrent_streams  # what our controller takes; httpcore caps it at 100
     match scenario.kind:
         case Fleet():
             return _run_fleet(scenario, urls, cfg.switch, show, per_connection, args, _asking(cfg, ssl_context))
         case OneShot():
-            run = run_scenario(scenario, url, ssl_context, cfg.switch.request_timeout_s, show, cfg.switch.switch_id,
-                               streams_per_connection=per_connection)  # fmt: skip
+            run = run_scenario(
+                scenario,
+                url,
+                ssl_context,
+                cfg.switch.request_timeout_s,
+                show,
+                cfg.switch.switch_id,
+                streams_per_connection=per_connection,
+            )
         case Schedule():
             run = run_session(scenario, urls, ssl_context, cfg.switch, show, streams_per_connection=per_connection)
     try:
@@ -147,8 +156,13 @@ def _run(args: argparse.Namespace) -> int:
     verdict = judge(result)
     if args.html is not None:
         _write_html(args.html, run_html(result, verdict, events))
-    return _report(args.json, lambda: to_json(result, verdict), lambda: render_summary(result, verdict),
-                   verdict.ok, verdict_line(verdict))  # fmt: skip
+    return _report(
+        args.json,
+        lambda: to_json(result, verdict),
+        lambda: render_summary(result, verdict),
+        verdict.ok,
+        verdict_line(verdict),
+    )
 
 
 def _write_html(path: Path, html: str) -> None:
@@ -169,9 +183,14 @@ def _ensure_certs(cfg: Config, ids: list[str], quiet: bool) -> None:
 
 
 def _run_fleet(
-    scenario: Scenario, urls: tuple[str, ...], switch: SwitchConfig, show: Callable[[TraceEvent], None],
-    per_connection: int, args: argparse.Namespace, asking: tuple[ssl.SSLContext | None, str] | None,
-) -> int:  # fmt: skip
+    scenario: Scenario,
+    urls: tuple[str, ...],
+    switch: SwitchConfig,
+    show: Callable[[TraceEvent], None],
+    per_connection: int,
+    args: argparse.Namespace,
+    asking: tuple[ssl.SSLContext | None, str] | None,
+) -> int:
     """``asking``: how to ask the controllers for their CPU time (a TLS context, as which switch), if at all."""
     shard: Shard | None = args.shard
     assert isinstance(scenario.kind, Fleet)
@@ -215,8 +234,13 @@ def _report_fleet(
     verdict = judge_fleet(fleet_tally, whole)
     if html is not None:
         _write_html(html, fleet_html(fleet_tally, verdict.line, verdict.ok, verdict.failures))
-    return _report(as_json, lambda: fleet_json(fleet_tally, verdict, shares),
-                   lambda: render_fleet(fleet_tally, verdict, shares), verdict.ok, verdict.line)  # fmt: skip
+    return _report(
+        as_json,
+        lambda: fleet_json(fleet_tally, verdict, shares),
+        lambda: render_fleet(fleet_tally, verdict, shares),
+        verdict.ok,
+        verdict.line,
+    )
 
 
 def merge_main(argv: Sequence[str]) -> int:
@@ -327,11 +351,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="also write the run as one self-contained HTML page (a waterfall of every ping)",
     )
-    parser.add_argument("--shard", type=_shard_option, metavar="I/N",
-                        help="fleets: run shard I (0 to N-1) of N of the switches; merge the shards' --json with "
-                        "`python -m sim_switch merge`")  # fmt: skip
-    parser.add_argument("--workers", type=_workers_option, metavar="N",
-                        help="fleets: split the switches over N processes (default: one per CPU)")  # fmt: skip
+    parser.add_argument(
+        "--shard",
+        type=_shard_option,
+        metavar="I/N",
+        help="fleets: run shard I (0 to N-1) of N of the switches; merge the shards' --json with "
+        "`python -m sim_switch merge`",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers_option,
+        metavar="N",
+        help="fleets: split the switches over N processes (default: one per CPU)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show every httpcore step (on stderr with --json)")
     return parser.parse_args(argv)
 

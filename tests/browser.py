@@ -20,10 +20,19 @@ from typing import Any
 # No sandbox (CI runs as root, where Chromium's sandbox will not start), no GPU, and none of the background
 # traffic a fresh profile starts (component updates, safe browsing, sync, metrics).
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--disable-extensions", "--disable-default-apps", "--no-first-run", "--metrics-recording-only",
-    "--disable-features=Translate,MediaRouter,OptimizationHints", "--mute-audio",
-)  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--no-first-run",
+    "--metrics-recording-only",
+    "--disable-features=Translate,MediaRouter,OptimizationHints",
+    "--mute-audio",
+)
 
 
 def chromium() -> str:
@@ -37,8 +46,11 @@ def dump_dom(url: str, *extra: str, timeout_s: float = 90) -> str:
     with tempfile.TemporaryDirectory(prefix="dialout-chromium-", ignore_cleanup_errors=True) as profile:
         done = subprocess.run(
             [chromium(), *FLAGS, f"--user-data-dir={profile}", *extra, "--dump-dom", url],
-            capture_output=True, text=True, timeout=timeout_s, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "<html" in done.stdout, done.stderr[-2000:]
     return done.stdout
@@ -92,11 +104,22 @@ class Page:
         # Chromium's helpers (renderers, crash handler) may still be writing to the profile when it is removed.
         with tempfile.TemporaryDirectory(prefix="dialout-chromium-", ignore_cleanup_errors=True) as profile:
             process = subprocess.Popen(
-                ["/bin/bash", "-c", f'exec "$0" "$@" 3<&{high_r} 4>&{high_w} {high_r}<&- {high_w}>&-', chromium(),
-                 *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
-                pass_fds=(high_r, high_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True,  # its helpers in its group, to end them all
-            )  # fmt: skip
+                [
+                    "/bin/bash",
+                    "-c",
+                    f'exec "$0" "$@" 3<&{high_r} 4>&{high_w} {high_r}<&- {high_w}>&-',
+                    chromium(),
+                    *FLAGS,
+                    f"--user-data-dir={profile}",
+                    "--remote-debugging-pipe",
+                    "about:blank",
+                ],
+                pass_fds=(high_r, high_w),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # its helpers in its group, to end them all
+            )
             for fd in (to_browser_r, from_browser_w, high_r, high_w):  # the browser's ends are its own now
                 os.close(fd)
             page = cls(process, to_browser_w, from_browser_r)
@@ -149,8 +172,9 @@ class Page:
 
     def evaluate(self, expression: str, timeout_s: float = 60) -> Any:
         """The value of a JavaScript expression in the page (a promise is awaited)."""
-        result = self.call("Runtime.evaluate", timeout_s=timeout_s, expression=expression, returnByValue=True,
-                           awaitPromise=True)  # fmt: skip
+        result = self.call(
+            "Runtime.evaluate", timeout_s=timeout_s, expression=expression, returnByValue=True, awaitPromise=True
+        )
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
 

@@ -54,8 +54,9 @@ class ScriptedPeer:
 
 
 @contextlib.asynccontextmanager
-async def scripted_peer(context: ssl.SSLContext, script: Sequence[Move], then: Move = Answer()
-                        ) -> AsyncIterator[ScriptedPeer]:  # fmt: skip
+async def scripted_peer(
+    context: ssl.SSLContext, script: Sequence[Move], then: Move = Answer()
+) -> AsyncIterator[ScriptedPeer]:
     """Serve on an ephemeral loopback port: request n gets ``script[n]``, every later one ``then``."""
     peer = ScriptedPeer(port=0, requests=[])
     writers: set[asyncio.StreamWriter] = set()
@@ -96,8 +97,11 @@ def _play(conn: h2.connection.H2Connection, stream_id: int, move: Move) -> None:
     match move:
         case Answer(status):
             body = b'{"ok": true}'
-            headers = [(":status", str(status)), ("content-type", "application/json"),
-                       ("content-length", str(len(body)))]  # fmt: skip
+            headers = [
+                (":status", str(status)),
+                ("content-type", "application/json"),
+                ("content-length", str(len(body))),
+            ]
             conn.send_headers(stream_id, headers)
             conn.send_data(stream_id, body, end_stream=True)
         case Reset(code):

@@ -129,14 +129,24 @@ class ControllerProcess(LineReader):
     def start(cls, config: Path, *args: str) -> Iterator[ControllerProcess]:
         process = subprocess.Popen(
             [sys.executable, "-m", "controller", "--config", str(config), "--port", "0", "--admin-port", "0", *args],
-            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         with cls.stopped_at_exit(process):
             yield cls(process, config)
 
 
-def write_config(directory: Path, pings: str = "[0.3, 0.6, 0.9]", extra: str = "", controller: str = "",
-                 switch: str = "", switch_id: str = "switch-1") -> Path:  # fmt: skip
+def write_config(
+    directory: Path,
+    pings: str = "[0.3, 0.6, 0.9]",
+    extra: str = "",
+    controller: str = "",
+    switch: str = "",
+    switch_id: str = "switch-1",
+) -> Path:
     """A config like the repo's, with short intervals and its certificates in ``directory/certs``. ``extra`` is
     more scenarios, ``controller`` and ``switch`` more lines of those sections (indented two spaces)."""
     path = directory / "config.yaml"

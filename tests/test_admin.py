@@ -69,8 +69,9 @@ def test_metrics_count_what_the_switches_did(admin_controller: ControllerProcess
 
 def test_a_fleet_does_not_make_a_series_per_switch(admin_controller: ControllerProcess) -> None:
     process = admin_controller
-    done = run_module("sim_switch", "--config", str(process.config), "--url", process.url, "--scenario",
-                      "small-fleet", "--json")  # fmt: skip
+    done = run_module(
+        "sim_switch", "--config", str(process.config), "--url", process.url, "--scenario", "small-fleet", "--json"
+    )
     assert done.returncode == 0, done.stderr
     scraped = samples(process.admin_url)
     assert scraped[("dialout_pings_answered_total", (("status", "200"),))] >= 24

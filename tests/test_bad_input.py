@@ -91,9 +91,15 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.C
 
     def run(args: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", *args], cwd=directory, env=env, capture_output=True, text=True, timeout=60,
-            stdin=subprocess.DEVNULL, check=False,
-        )  # fmt: skip
+            [sys.executable, "-m", *args],
+            cwd=directory,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
 
     with ThreadPoolExecutor(4) as pool:
         done = list(pool.map(run, (args for args, _ in CASES)))
@@ -142,8 +148,10 @@ def test_an_unexpected_error_is_one_line_and_its_own_exit_code(
     monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
     assert run_guarded("sim_switch", buggy) == BUG_EXIT
     [line] = capsys.readouterr().err.splitlines()
-    assert line == ("sim_switch: unexpected error, a bug in dialout: KeyError: 'no such key' (run with "
-                    "DIALOUT_TRACEBACK=1 for the traceback)")  # fmt: skip
+    assert line == (
+        "sim_switch: unexpected error, a bug in dialout: KeyError: 'no such key' (run with "
+        "DIALOUT_TRACEBACK=1 for the traceback)"
+    )
     monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
     with pytest.raises(KeyError):
         run_guarded("sim_switch", buggy)
@@ -169,9 +177,14 @@ def test_http_to_the_tls_port_says_it_expects_tls(controller_process: Controller
 
 def run_switch(config: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sim_switch", "--config", str(config), "--url", url, *args], cwd=REPO,
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "sim_switch", "--config", str(config), "--url", url, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def test_every_error_a_person_is_told_is_a_dialout_error() -> None:

@@ -9,8 +9,9 @@ from tests.servers import REPO
 
 
 def test_bench_smoke_prints_its_table() -> None:
-    done = subprocess.run([sys.executable, "bench/run.py", "--smoke"], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "bench/run.py", "--smoke"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("measure")

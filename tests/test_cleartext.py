@@ -23,10 +23,25 @@ def cleartext(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Contro
 
 def run_switch(controller: ControllerProcess, url: str, scenario: str) -> dict[str, object]:
     done = subprocess.run(
-        [sys.executable, "-m", "sim_switch", "--config", str(controller.config), "--url", url, "--scenario", scenario,
-         "--json", "-v"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sim_switch",
+            "--config",
+            str(controller.config),
+            "--url",
+            url,
+            "--scenario",
+            scenario,
+            "--json",
+            "-v",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "TLS handshake" not in done.stderr  # the trace (-v, on stderr with --json): no TLS at all
     report: dict[str, object] = json.loads(done.stdout)
@@ -58,8 +73,20 @@ def test_http11_over_cleartext_needs_three_connections(cleartext: tuple[Controll
 def test_curl_h2c_prior_knowledge_the_reports_own_check(cleartext: tuple[ControllerProcess, str]) -> None:
     _, url = cleartext
     done = subprocess.run(
-        ["curl", "--silent", "--show-error", "--http2-prior-knowledge", "--write-out", "%{http_code} %{http_version}",
-         "--output", "/dev/null", f"{url}/ping?interval=0"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--http2-prior-knowledge",
+            "--write-out",
+            "%{http_code} %{http_version}",
+            "--output",
+            "/dev/null",
+            f"{url}/ping?interval=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert (done.returncode, done.stdout) == (0, "200 2"), done.stderr

@@ -22,20 +22,50 @@ from sim_switch.dial.tls import client_ssl_context
 from tests.servers import REPO, ControllerProcess, write_config
 
 JSON_FIELDS = {
-    "scenario", "controller", "ok", "multiplexed", "connections_opened", "tls_handshakes", "alpn", "wall_time_s",
-    "failures", "pings", "outcome", "failure_kinds", "checks", "answered_by", "failovers",
-}  # fmt: skip
+    "scenario",
+    "controller",
+    "ok",
+    "multiplexed",
+    "connections_opened",
+    "tls_handshakes",
+    "alpn",
+    "wall_time_s",
+    "failures",
+    "pings",
+    "outcome",
+    "failure_kinds",
+    "checks",
+    "answered_by",
+    "failovers",
+}
 PING_FIELDS = {
-    "interval_s", "status", "http_version", "connection", "stream_id", "local_port", "elapsed_s", "error", "attempts",
-    "outcome", "stream_wait_s", "failure", "controller", "controller_connection",
-}  # fmt: skip
+    "interval_s",
+    "status",
+    "http_version",
+    "connection",
+    "stream_id",
+    "local_port",
+    "elapsed_s",
+    "error",
+    "attempts",
+    "outcome",
+    "stream_wait_s",
+    "failure",
+    "controller",
+    "controller_connection",
+}
 
 
 def run_module(module: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def test_switch_module_proves_multiplexing(controller_process: ControllerProcess) -> None:
@@ -120,8 +150,10 @@ def test_config_errors_exit_2_with_one_line(tmp_path: Path, module: str) -> None
     config = write_config(tmp_path, pings="[0.3, yes]")
     done = run_module(module, "--config", str(config))
     assert done.returncode == 2
-    assert done.stderr == f"{module}: {config}:12: scenarios.seed.pings[1]: must be a finite number >= 0, got True " \
-        "(a YAML boolean: yes/no/on/off/true/false)\n"  # fmt: skip
+    assert (
+        done.stderr == f"{module}: {config}:12: scenarios.seed.pings[1]: must be a finite number >= 0, got True "
+        "(a YAML boolean: yes/no/on/off/true/false)\n"
+    )
 
 
 def test_unknown_scenario_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -203,8 +235,9 @@ def test_a_persistent_session_from_the_command_line(tmp_path: Path) -> None:
     session = "  keepalive:\n    persistent: {count: 6, every_s: 0.1, batch: 2, interval_s: 0.05}\n"
     config = write_config(tmp_path, extra=session)
     with ControllerProcess.start(config) as process:
-        done = run_module("sim_switch", "--config", str(config), "--url", process.url, "--scenario", "keepalive",
-                          "--json")  # fmt: skip
+        done = run_module(
+            "sim_switch", "--config", str(config), "--url", process.url, "--scenario", "keepalive", "--json"
+        )
     report = json.loads(done.stdout)
     assert done.returncode == 0, done.stderr
     assert (report["mode"], report["sent"], report["answered_ok"], report["retried_then_ok"], report["failed"]) == (

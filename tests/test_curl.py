@@ -19,9 +19,22 @@ def curl(
     binary = shutil.which("curl")
     assert binary, "curl is needed for the interop tests (.ci/run installs it)"
     identity = switch_identity(certs_dir, switch_id)
-    command = [binary, "--silent", "--show-error", "--no-progress-meter", "--http2",
-               "--cacert", str(ca_cert_path(certs_dir)), "--cert", str(identity.cert), "--key", str(identity.key),
-               "--write-out", WRITE_OUT, *options]  # fmt: skip
+    command = [
+        binary,
+        "--silent",
+        "--show-error",
+        "--no-progress-meter",
+        "--http2",
+        "--cacert",
+        str(ca_cert_path(certs_dir)),
+        "--cert",
+        str(identity.cert),
+        "--key",
+        str(identity.key),
+        "--write-out",
+        WRITE_OUT,
+        *options,
+    ]
     for interval in (0.3, 0.6, 0.9)[:count]:
         command += [f"{url}/ping?interval={interval}", "--output", "/dev/null"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
@@ -41,10 +54,20 @@ def test_curl_parallel_multiplexes_three_pings_on_one_connection(controller_proc
 def test_curl_without_a_client_certificate_is_refused(controller_process: ControllerProcess) -> None:
     certs_dir = controller_process.config.parent / "certs"
     done = subprocess.run(
-        ["curl", "--silent", "--show-error", "--http2", "--cacert", str(ca_cert_path(certs_dir)),
-         f"{controller_process.url}/ping?interval=0"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--http2",
+            "--cacert",
+            str(ca_cert_path(certs_dir)),
+            f"{controller_process.url}/ping?interval=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     # curl reports the refusal as the alert (exit 56) or, when the close wins the race, as a failed socket
     # call (exit 55); either way it got no HTTP answer.
     assert done.returncode in (55, 56), done.stderr

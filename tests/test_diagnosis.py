@@ -10,8 +10,9 @@ from controller.diagnosis.findings import FindingKind, SwitchDiagnosis
 LIMITS = Limits(max_concurrent_streams=100, keep_alive_max_requests=1000)
 
 
-def connection(registry: ConnectionRegistry, hello: float, opened: float, closed: float | None = None,
-               alpn: str = "h2") -> ControllerConnection:  # fmt: skip
+def connection(
+    registry: ConnectionRegistry, hello: float, opened: float, closed: float | None = None, alpn: str = "h2"
+) -> ControllerConnection:
     record = registry.open("127.0.0.1:40000", "switch-1", alpn, "TLSv1.3", {}, hello_at=hello)
     record.opened, record.closed = opened, closed
     return record

@@ -125,8 +125,9 @@ async def test_a_client_without_alpn_is_said_to_offer_none(explained: Controller
     async def ping(interval_s: float) -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", explained.port, ssl=context)
         assert writer.get_extra_info("ssl_object").selected_alpn_protocol() is None
-        writer.write(f"GET /ping?interval={interval_s} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-                     .encode("ascii"))  # fmt: skip
+        writer.write(
+            f"GET /ping?interval={interval_s} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode("ascii")
+        )
         answer = await reader.read()
         writer.close()
         await writer.wait_closed()
@@ -161,8 +162,9 @@ async def test_a_tight_redial_loop_is_a_reconnect_storm(explained: ControllerPro
 
 
 def test_our_switch_spilling_over_the_stream_limit(explained: ControllerProcess) -> None:
-    done = run_module("sim_switch", "--config", str(explained.config), "--url", explained.url, "--scenario", "depth",
-                      "--json")  # fmt: skip
+    done = run_module(
+        "sim_switch", "--config", str(explained.config), "--url", explained.url, "--scenario", "depth", "--json"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     view = json.loads(done.stdout)["controller_view"]
     by_kind = {finding["kind"]: finding for finding in view["findings"]}
@@ -173,8 +175,9 @@ def test_our_switch_spilling_over_the_stream_limit(explained: ControllerProcess)
 
 
 def test_our_switch_queueing_at_the_stream_limit(explained: ControllerProcess) -> None:
-    done = run_module("sim_switch", "--config", str(explained.config), "--url", explained.url, "--scenario",
-                      "depth-queue")  # fmt: skip
+    done = run_module(
+        "sim_switch", "--config", str(explained.config), "--url", explained.url, "--scenario", "depth-queue"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"\nthe controller's diagnosis of switch-1 \(its conn #\d+ is our #1\):\n", done.stdout)
     assert f"held {STREAM_LIMIT} streams at once" in done.stdout
@@ -187,8 +190,9 @@ def test_our_switch_prints_the_findings_under_its_verdict(explained: ControllerP
     verdict, diagnosed = seed.stdout.split("\nMULTIPLEXED: ", 1)[1].split("\n", 2)[1:]
     assert re.fullmatch(r"the controller's diagnosis of switch-1 \(its conn #\d+ is our #1\):", verdict)
     assert diagnosed.startswith("  good    multiplexed: conn #")
-    contrast = run_module("sim_switch", "--config", str(explained.config), "--url", explained.url, "--scenario",
-                          "contrast")  # fmt: skip
+    contrast = run_module(
+        "sim_switch", "--config", str(explained.config), "--url", explained.url, "--scenario", "contrast"
+    )
     assert contrast.returncode == 0, contrast.stdout + contrast.stderr
     assert "  problem http1_only: conns #" in contrast.stdout
     assert re.search(r"\(its conn #\d+ is our #\d, #\d+ is our #\d, #\d+ is our #\d\):", contrast.stdout)
@@ -204,8 +208,10 @@ def test_explain_errors_are_one_line(explained: ControllerProcess, tmp_path: Pat
     assert bad_since.stderr == "controller: --since: must be seconds ago or an ISO 8601 time, got 'yesterday'\n"
     down = run_module("controller", "explain", "--config", str(explained.config), "--url", "https://127.0.0.1:9")
     assert down.returncode == 2
-    assert down.stderr == ("controller: cannot ask the controller at https://127.0.0.1:9: connection refused "
-                           "(is it running? is the port right?)\n")  # fmt: skip
+    assert down.stderr == (
+        "controller: cannot ask the controller at https://127.0.0.1:9: connection refused "
+        "(is it running? is the port right?)\n"
+    )
 
 
 def test_diagnosis_window(explained: ControllerProcess) -> None:

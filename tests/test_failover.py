@@ -38,8 +38,14 @@ def outcomes(result: RunResult) -> Counter[str]:
 
 
 def test_controllers_list_and_start_with_are_read() -> None:
-    cfg = parse_config({"switch": {"controllers": ["https://a.example:8443", "https://b.example:9443"],
-                                   "start_with": "last-connected"}})  # fmt: skip
+    cfg = parse_config(
+        {
+            "switch": {
+                "controllers": ["https://a.example:8443", "https://b.example:9443"],
+                "start_with": "last-connected",
+            }
+        }
+    )
     assert cfg.switch.controller_urls == ("https://a.example:8443", "https://b.example:9443")
     assert cfg.switch.start_with is StartWith.LAST_CONNECTED
     one = parse_config({"switch": {"controller_url": "https://a.example:8443"}})
@@ -106,9 +112,15 @@ async def run_and_kill_first(
     first, second = controllers
     schedule = Schedule(every_s=0.4, batch=2, interval_s=0.3, count=16)
     cfg = switch_config(tmp_path / "certs", retry=retry)
-    run = asyncio.create_task(run_session(session(schedule), [first.url, second.url],
-                                          client_ssl_context(tmp_path / "certs", "switch-1"), cfg,
-                                          lambda event: None))  # fmt: skip
+    run = asyncio.create_task(
+        run_session(
+            session(schedule),
+            [first.url, second.url],
+            client_ssl_context(tmp_path / "certs", "switch-1"),
+            cfg,
+            lambda event: None,
+        )
+    )
     for _ in range(4):  # a few pings have been answered; now one is in flight
         await asyncio.to_thread(first.wait_for, r"GET /ping: received")
     first.process.send_signal(signal.SIGKILL)
@@ -159,16 +171,22 @@ def test_an_unreachable_first_controller_is_passed_over(tmp_path: Path) -> None:
     with socket.socket() as nobody:  # bound, not listening: a connect to it is refused
         nobody.bind(("127.0.0.1", 0))
         dead = f"https://127.0.0.1:{nobody.getsockname()[1]}"
-        config = write_config(tmp_path, extra="  session:\n    persistent: {count: 6, every_s: 0.2, batch: 2, "
-                              "interval_s: 0.1}\n")  # fmt: skip
+        config = write_config(
+            tmp_path, extra="  session:\n    persistent: {count: 6, every_s: 0.2, batch: 2, interval_s: 0.1}\n"
+        )
         with ControllerProcess.start(config) as alive:
             text = config.read_text().replace(
                 "  controller_url: https://127.0.0.1:8443\n",
                 f"  controllers: [{dead}, {alive.url}]\n  reconnect: {{initial_s: 0.05, max_s: 0.2}}\n",
             )
             config.write_text(text)
-            done = subprocess.run([sys.executable, "-m", "sim_switch", "--config", str(config), "--scenario", "session",
-                                   "--json", "-v"], cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, "-m", "sim_switch", "--config", str(config), "--scenario", "session", "--json", "-v"],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["answered_by"] == {alive.url: 6}
@@ -194,9 +212,15 @@ async def test_a_silent_controller_is_noticed_within_the_keepalive_bound(
         behind_relay = f"https://127.0.0.1:{relay.port}"
         schedule = Schedule(every_s=0.25, batch=1, interval_s=1.0, count=12)
         cfg = switch_config(tmp_path / "certs", keepalive=keepalive, retry="idempotent")
-        run = asyncio.create_task(run_session(session(schedule), [behind_relay, second.url],
-                                              client_ssl_context(tmp_path / "certs", "switch-1"), cfg,
-                                              waiter))  # fmt: skip
+        run = asyncio.create_task(
+            run_session(
+                session(schedule),
+                [behind_relay, second.url],
+                client_ssl_context(tmp_path / "certs", "switch-1"),
+                cfg,
+                waiter,
+            )
+        )
         await link_up.wait()  # the first ping was answered: the session is on the first controller
         went_silent_at_s = run_clock(waiter)
         relay.go_silent()
@@ -221,8 +245,11 @@ async def test_sockets_carry_tcp_keepalive_with_the_configured_timing(tmp_path: 
     config = write_config(tmp_path)
     keepalive = Keepalive(idle_s=7, interval_s=2, count=4)
     with ControllerProcess.start(config) as controller:
-        transport = httpx.AsyncHTTPTransport(http2=True, verify=client_ssl_context(tmp_path / "certs", "switch-1"),
-                                             socket_options=socket_options(keepalive))  # fmt: skip
+        transport = httpx.AsyncHTTPTransport(
+            http2=True,
+            verify=client_ssl_context(tmp_path / "certs", "switch-1"),
+            socket_options=socket_options(keepalive),
+        )
         async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
             response = await client.get(f"{controller.url}/ping?interval=0")
             tls = response.extensions["network_stream"]
@@ -253,9 +280,24 @@ def test_a_fleet_spreads_over_the_controllers_and_each_saw_its_share(
         "  controller_url: https://127.0.0.1:8443\n", f"  controllers: [{first.url}, {second.url}]\n"
     )
     config.write_text(text + f"  spread:\n    fleet: {{switches: 20, pings: 3, interval_s: 0.2, spread: {spread}}}\n")
-    done = subprocess.run([sys.executable, "-m", "sim_switch", "--config", str(config), "--scenario", "spread",
-                           "--json", "--workers", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sim_switch",
+            "--config",
+            str(config),
+            "--scenario",
+            "spread",
+            "--json",
+            "--workers",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     shares = json.loads(done.stdout)["by_controller"]
     assert set(shares) == {first.url, second.url}

@@ -29,8 +29,15 @@ QUICK_REDIAL = ReconnectPolicy(initial_s=0.05, max_s=0.2, multiplier=2, jitter=0
 
 
 async def one_ping(url: str, certs_dir: Path, request_timeout_s: float = 10.0) -> RunResult:
-    return await run_scenario(ONE_PING, url, client_ssl_context(certs_dir, "switch-1"), request_timeout_s,
-                              lambda event: None, "switch-1", ask=False)  # fmt: skip
+    return await run_scenario(
+        ONE_PING,
+        url,
+        client_ssl_context(certs_dir, "switch-1"),
+        request_timeout_s,
+        lambda event: None,
+        "switch-1",
+        ask=False,
+    )
 
 
 async def against(certs_dir: Path, script: list[Move], request_timeout_s: float = 10.0) -> tuple[Failure, RunResult]:
@@ -54,8 +61,13 @@ async def test_goaway_that_names_no_stream_processed_is_safe_to_retry(certs_dir:
     verdict = judge(result)
     assert verdict.outcome is Outcome.FAILED
     ping = to_json(result, verdict)["pings"][0]
-    assert ping["failure"] == {"kind": "goaway", "detail": "GOAWAY ENHANCE_YOUR_CALM, last stream 0",
-                               "retry_safe": True, "status": None, "gave_up": None}  # fmt: skip
+    assert ping["failure"] == {
+        "kind": "goaway",
+        "detail": "GOAWAY ENHANCE_YOUR_CALM, last stream 0",
+        "retry_safe": True,
+        "status": None,
+        "gave_up": None,
+    }
     assert ping["error"] == "the controller closed the connection while the ping was in flight: " + failure.detail
     assert to_json(result, verdict)["failure_kinds"] == {"goaway": 1}
 
@@ -115,11 +127,19 @@ async def test_a_refused_certificate(certs_dir: Path, foreign_certs_dir: Path) -
 async def test_a_session_gives_up_after_give_up_after_s(certs_dir: Path) -> None:
     reserved = socket.socket()
     reserved.bind(("127.0.0.1", 0))
-    switch = SwitchConfig(certs_dir=certs_dir, request_timeout_s=5,
-                          reconnect=ReconnectPolicy(initial_s=0.05, max_s=0.1, give_up_after_s=0.3))  # fmt: skip
+    switch = SwitchConfig(
+        certs_dir=certs_dir,
+        request_timeout_s=5,
+        reconnect=ReconnectPolicy(initial_s=0.05, max_s=0.1, give_up_after_s=0.3),
+    )
     with reserved:
-        result = await run_session(session(2), f"https://127.0.0.1:{reserved.getsockname()[1]}",
-                                   client_ssl_context(certs_dir, "switch-1"), switch, lambda event: None)  # fmt: skip
+        result = await run_session(
+            session(2),
+            f"https://127.0.0.1:{reserved.getsockname()[1]}",
+            client_ssl_context(certs_dir, "switch-1"),
+            switch,
+            lambda event: None,
+        )
     for ping in result.pings:
         assert ping.outcome is PingOutcome.FAILED
         assert ping.failure is not None
@@ -135,14 +155,20 @@ async def test_a_session_gives_up_after_give_up_after_s(certs_dir: Path) -> None
     assert "(gave up; " in str(report["pings"][0]["error"])
 
 
-async def one_session_ping_after_goaway(certs_dir: Path, last_stream_id: int) -> tuple[PingResult, RunResult,
-                                                                                      ScriptedPeer]:  # fmt: skip
+async def one_session_ping_after_goaway(
+    certs_dir: Path, last_stream_id: int
+) -> tuple[PingResult, RunResult, ScriptedPeer]:
     """A session of one ping against a peer that answers its first request with GOAWAY, then answers."""
     context = server_ssl_context(ControllerConfig(certs_dir=certs_dir))
     switch = SwitchConfig(certs_dir=certs_dir, request_timeout_s=5, reconnect=QUICK_REDIAL)
     async with scripted_peer(context, [GoAway(ErrorCodes.NO_ERROR, last_stream_id)]) as peer:
-        result = await run_session(session(1), f"https://127.0.0.1:{peer.port}",
-                                   client_ssl_context(certs_dir, "switch-1"), switch, lambda event: None)  # fmt: skip
+        result = await run_session(
+            session(1),
+            f"https://127.0.0.1:{peer.port}",
+            client_ssl_context(certs_dir, "switch-1"),
+            switch,
+            lambda event: None,
+        )
     [ping] = result.pings
     return ping, result, peer
 
@@ -166,8 +192,9 @@ async def test_keep_alive_max_requests_ends_connections_without_losing_a_ping(ce
     cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, keep_alive_max_requests=2)
     switch = SwitchConfig(certs_dir=certs_dir, request_timeout_s=5, reconnect=QUICK_REDIAL)
     async with run_controller(cfg) as running:
-        result = await run_session(session(6), running.url, client_ssl_context(certs_dir, "switch-1"), switch,
-                                   lambda event: None)  # fmt: skip
+        result = await run_session(
+            session(6), running.url, client_ssl_context(certs_dir, "switch-1"), switch, lambda event: None
+        )
     verdict = judge(result)
     assert verdict.ok, verdict.problems
     assert [ping.outcome for ping in result.pings] == [PingOutcome.OK] * 6

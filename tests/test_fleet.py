@@ -26,8 +26,13 @@ async def test_a_small_fleet_gets_one_connection_per_switch(tmp_path: Path) -> N
     progress: list[tuple[int, int]] = []
     cfg = ControllerConfig(certs_dir=tmp_path, switches=("switch-1", "fleet-*"))
     async with run_controller(cfg) as running:
-        result = await run_fleet(FLEET_SCENARIO, (running.url,), SwitchConfig(certs_dir=tmp_path),
-                                 lambda event: None, lambda done, total: progress.append((done, total)))  # fmt: skip
+        result = await run_fleet(
+            FLEET_SCENARIO,
+            (running.url,),
+            SwitchConfig(certs_dir=tmp_path),
+            lambda event: None,
+            lambda done, total: progress.append((done, total)),
+        )
         seen = {record.switch for record in running.registry.connections()}
     fleet_tally = tally(result)
     verdict = judge_fleet(fleet_tally)
@@ -48,8 +53,7 @@ async def test_a_fleet_the_controller_does_not_know_fails_with_errors_by_kind(tm
     generate_certs(tmp_path, HOSTNAMES, ["switch-1"])
     ensure_certs(tmp_path, HOSTNAMES, FLEET.switch_ids())
     async with run_controller(ControllerConfig(certs_dir=tmp_path, switches=("switch-1",))) as running:
-        result = await run_fleet(FLEET_SCENARIO, (running.url,), SwitchConfig(certs_dir=tmp_path),
-                                 lambda event: None)  # fmt: skip
+        result = await run_fleet(FLEET_SCENARIO, (running.url,), SwitchConfig(certs_dir=tmp_path), lambda event: None)
     verdict = judge_fleet(tally(result))
     assert not verdict.ok
     assert fleet_json(tally(result), verdict)["errors_by_kind"] == {"HTTP 403": 15}
@@ -60,13 +64,19 @@ async def test_a_fleet_the_controller_does_not_know_fails_with_errors_by_kind(tm
     ("fleet", "path", "message"),
     [
         ({"switches": 3, "pings": 1}, "scenarios.f.fleet.interval_s", "missing"),
-        ({"switches": 3, "pings": 1, "interval_s": 0, "id_pattern": "same"}, "scenarios.f.fleet.id_pattern",
-         "must contain {n}"),
-        ({"switches": 3, "pings": 1, "interval_s": 0, "id_pattern": "bad_{n}"}, "scenarios.f.fleet.id_pattern",
-         "must be a DNS-style name"),
+        (
+            {"switches": 3, "pings": 1, "interval_s": 0, "id_pattern": "same"},
+            "scenarios.f.fleet.id_pattern",
+            "must contain {n}",
+        ),
+        (
+            {"switches": 3, "pings": 1, "interval_s": 0, "id_pattern": "bad_{n}"},
+            "scenarios.f.fleet.id_pattern",
+            "must be a DNS-style name",
+        ),
         ({"switches": 0, "pings": 1, "interval_s": 0}, "scenarios.f.fleet.switches", "must be a whole number"),
     ],
-)  # fmt: skip
+)
 def test_fleet_config_errors_are_named(fleet: dict[str, object], path: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config({"scenarios": {"f": {"fleet": fleet}}})

@@ -24,8 +24,17 @@ FLEET = """\
     fleet: {switches: 50, pings: 2, interval_s: 0.05}
 """
 # What must add up exactly between one run and a split one (times and percentiles are the run's own).
-TOTALS = ("scenario", "mode", "ok", "switches", "sent", "answered_ok", "failed", "errors_by_kind",
-          "connections_per_switch")  # fmt: skip
+TOTALS = (
+    "scenario",
+    "mode",
+    "ok",
+    "switches",
+    "sent",
+    "answered_ok",
+    "failed",
+    "errors_by_kind",
+    "connections_per_switch",
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +46,9 @@ def fleet_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contr
 
 
 def fleet_run(process: ControllerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_module("sim_switch", "--config", str(process.config), "--url", process.url, "--scenario", "fleet",
-                      "--json", *args)  # fmt: skip
+    return run_module(
+        "sim_switch", "--config", str(process.config), "--url", process.url, "--scenario", "fleet", "--json", *args
+    )
 
 
 def test_workers_report_as_one_run(fleet_controller: ControllerProcess) -> None:
@@ -57,10 +67,28 @@ def test_workers_report_as_one_run(fleet_controller: ControllerProcess) -> None:
 
 def start_shard(process: ControllerProcess, shard: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "sim_switch", "--config", str(process.config), "--url", process.url,
-         "--scenario", "fleet", "--json", "--workers", "1", "--shard", shard],
-        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sim_switch",
+            "--config",
+            str(process.config),
+            "--url",
+            process.url,
+            "--scenario",
+            "fleet",
+            "--json",
+            "--workers",
+            "1",
+            "--shard",
+            shard,
+        ],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_shards_in_separate_processes_merge_into_one_run(fleet_controller: ControllerProcess, tmp_path: Path) -> None:
@@ -113,12 +141,26 @@ def test_merging_histograms_is_exact_on_known_data() -> None:
 
 def part(shard: Shard, latencies: list[float], errors: dict[str, int]) -> FleetTally:
     return FleetTally(
-        scenario="fleet", controller="https://127.0.0.1:1", http2=True, fleet_switches=4, pings_per_switch=2,
-        interval_s=0.0, shards=(shard,), switches=2, sent=4, answered_ok=4 - sum(errors.values()),
-        started_at=100.0 + shard.index, ended_at=110.0 + shard.index, cpu_s=1.5, latency=Histogram(latencies),
-        overhead=Histogram(latencies), handshake=Histogram([0.01, 0.02]), errors_by_kind=errors,
-        failure_kinds={"status": sum(errors.values())} if errors else {}, connections_per_switch={1: 2},
-    )  # fmt: skip
+        scenario="fleet",
+        controller="https://127.0.0.1:1",
+        http2=True,
+        fleet_switches=4,
+        pings_per_switch=2,
+        interval_s=0.0,
+        shards=(shard,),
+        switches=2,
+        sent=4,
+        answered_ok=4 - sum(errors.values()),
+        started_at=100.0 + shard.index,
+        ended_at=110.0 + shard.index,
+        cpu_s=1.5,
+        latency=Histogram(latencies),
+        overhead=Histogram(latencies),
+        handshake=Histogram([0.01, 0.02]),
+        errors_by_kind=errors,
+        failure_kinds={"status": sum(errors.values())} if errors else {},
+        connections_per_switch={1: 2},
+    )
 
 
 def test_tallies_merge_exactly_and_refuse_parts_of_other_runs() -> None:
@@ -169,8 +211,11 @@ def test_bad_split_options_are_one_line_and_exit_2(tmp_path: Path, args: list[st
 def test_merge_says_which_file_is_not_a_shard(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
     (tmp_path / "seed.json").write_text('{"scenario": "seed"}', encoding="utf-8")
-    for name, message in (("notes.txt", "not the --json of a fleet run"), ("seed.json", "no fleet tally"),
-                          ("gone.json", "No such file or directory")):  # fmt: skip
+    for name, message in (
+        ("notes.txt", "not the --json of a fleet run"),
+        ("seed.json", "no fleet tally"),
+        ("gone.json", "No such file or directory"),
+    ):
         done = run_module("sim_switch", "merge", str(tmp_path / name))
         assert done.returncode == 2
         [line] = done.stderr.splitlines()

@@ -43,16 +43,39 @@ def foreign(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
     """The foreign controller on Hypercorn with mTLS on dialout's certificates, and a config that points at it."""
     directory = tmp_path_factory.mktemp("foreign")
     config = write_config(directory, extra=SCENARIOS, controller='  switches: [switch-1, "fleet-*"]\n')
-    subprocess.run([sys.executable, "-m", "controller", "certs", "--config", str(config)], cwd=REPO, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "controller", "certs", "--config", str(config)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     certs = directory / "certs"
     identity = controller_identity(certs)
     process = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", "--bind", "127.0.0.1:0", "--certfile", str(identity.cert), "--keyfile",
-         str(identity.key), "--ca-certs", str(ca_cert_path(certs)), "--verify-mode", "CERT_REQUIRED",
-         "--log-level", "INFO", "tests.foreign_controller:app"],
-        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "--bind",
+            "127.0.0.1:0",
+            "--certfile",
+            str(identity.cert),
+            "--keyfile",
+            str(identity.key),
+            "--ca-certs",
+            str(ca_cert_path(certs)),
+            "--verify-mode",
+            "CERT_REQUIRED",
+            "--log-level",
+            "INFO",
+            "tests.foreign_controller:app",
+        ],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     with LineReader.stopped_at_exit(process):
         server = LineReader(process, "hypercorn")
         port = server.wait_for(r"Running on https://127\.0\.0\.1:(\d+)").group(1)
@@ -62,8 +85,12 @@ def foreign(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
 def run_switch(config: Path, url: str, scenario: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sim_switch", "--config", str(config), "--url", url, "--scenario", scenario, "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_a_controller_without_an_account_gives_the_switchs_view_alone(foreign: tuple[Path, str]) -> None:

@@ -26,10 +26,15 @@ async def proxied(certs_dir: Path) -> AsyncIterator[RunningController]:
 
 def forwarding(cert: Path, verify: str = "SUCCESS", connection: str = "7") -> dict[str, str]:
     return {
-        "X-Dialout-Client-Cert": quote(cert.read_text(encoding="ascii"), safe=""), "X-Dialout-Client-Verify": verify,
-        "X-Dialout-Connection": connection, "X-Dialout-Peer": "127.0.0.9:5000", "X-Dialout-Request": "1",
-        "X-Dialout-Protocol": "HTTP/2.0", "X-Dialout-TLS": "TLSv1.3", "X-Dialout-ALPN": "h2",
-    }  # fmt: skip
+        "X-Dialout-Client-Cert": quote(cert.read_text(encoding="ascii"), safe=""),
+        "X-Dialout-Client-Verify": verify,
+        "X-Dialout-Connection": connection,
+        "X-Dialout-Peer": "127.0.0.9:5000",
+        "X-Dialout-Request": "1",
+        "X-Dialout-Protocol": "HTTP/2.0",
+        "X-Dialout-TLS": "TLSv1.3",
+        "X-Dialout-ALPN": "h2",
+    }
 
 
 async def ping_as_proxy(running: RunningController, certs_dir: Path, headers: dict[str, str]) -> httpx.Response:

@@ -27,10 +27,22 @@ def go_switch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert go, "Go is needed to run the report's client (.ci/run installs Debian's golang-go)"
     directory = tmp_path_factory.mktemp("go")
     binary = directory / "simswitch"
-    environment = {**os.environ, "GOCACHE": str(directory / "cache"), "GOPATH": str(directory / "path"),
-                   "GOFLAGS": "", "GO111MODULE": "off", "CGO_ENABLED": "0"}  # fmt: skip
-    done = subprocess.run([go, "build", "-o", str(binary), str(REPO / "tests" / "go" / "simswitch.go")],
-                          env=environment, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    environment = {
+        **os.environ,
+        "GOCACHE": str(directory / "cache"),
+        "GOPATH": str(directory / "path"),
+        "GOFLAGS": "",
+        "GO111MODULE": "off",
+        "CGO_ENABLED": "0",
+    }
+    done = subprocess.run(
+        [go, "build", "-o", str(binary), str(REPO / "tests" / "go" / "simswitch.go")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return binary
 
@@ -45,19 +57,44 @@ def controller_for_go(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cont
 def run_go(binary: Path, controller: ControllerProcess, switch: str, *flags: str) -> str:
     certs = controller.config.parent / "certs"
     done = subprocess.run(
-        [str(binary), "-url", controller.url, "-cert", str(certs / f"{switch}.pem"),
-         "-key", str(certs / f"{switch}.key"), "-ca", str(certs / "ca.pem"), "-intervals", "0.3,0.6,0.9", *flags],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            str(binary),
+            "-url",
+            controller.url,
+            "-cert",
+            str(certs / f"{switch}.pem"),
+            "-key",
+            str(certs / f"{switch}.key"),
+            "-ca",
+            str(certs / "ca.pem"),
+            "-intervals",
+            "0.3,0.6,0.9",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
 def explained(controller: ControllerProcess, switch: str) -> tuple[int, dict[str, Any], str]:
-    as_json = run_module("controller", "explain", "--config", str(controller.config), "--url", controller.url,
-                         "--switch", switch, "--json")  # fmt: skip
-    as_text = run_module("controller", "explain", "--config", str(controller.config), "--url", controller.url,
-                         "--switch", switch)  # fmt: skip
+    as_json = run_module(
+        "controller",
+        "explain",
+        "--config",
+        str(controller.config),
+        "--url",
+        controller.url,
+        "--switch",
+        switch,
+        "--json",
+    )
+    as_text = run_module(
+        "controller", "explain", "--config", str(controller.config), "--url", controller.url, "--switch", switch
+    )
     assert as_json.returncode == as_text.returncode, as_text.stderr
     [found] = json.loads(as_json.stdout)["switches"]
     return as_text.returncode, found, as_text.stdout

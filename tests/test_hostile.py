@@ -81,8 +81,9 @@ def test_an_oversized_request_is_refused_by_the_configured_limit(
     strict_controller: ControllerProcess, context: ssl.SSLContext, http2: bool
 ) -> None:
     with httpx.Client(http2=http2, verify=context, trust_env=False, timeout=HANG_S) as client:
-        refused = client.get(f"{strict_controller.url}/ping", params={"interval": "0", "pad": "a" * 3500},
-                             headers={"x-pad": "b" * 1000})  # fmt: skip
+        refused = client.get(
+            f"{strict_controller.url}/ping", params={"interval": "0", "pad": "a" * 3500}, headers={"x-pad": "b" * 1000}
+        )
         fine = client.get(f"{strict_controller.url}/ping", params={"interval": "0", "pad": "a" * 1024})
     assert refused.status_code == 431
     assert "over max_header_bytes (4096)" in refused.json()["error"]

@@ -19,8 +19,18 @@ SESSION = """\
 
 
 def run_with_report(process: ControllerProcess, scenario: str, report: Path) -> dict[str, object]:
-    done = run_module("sim_switch", "--config", str(process.config), "--url", process.url, "--scenario", scenario,
-                      "--json", "--html", str(report))  # fmt: skip
+    done = run_module(
+        "sim_switch",
+        "--config",
+        str(process.config),
+        "--url",
+        process.url,
+        "--scenario",
+        scenario,
+        "--json",
+        "--html",
+        str(report),
+    )
     assert done.returncode == 0, done.stderr
     assert f"sim_switch: HTML report: {report}" in done.stderr
     return dict(json.loads(done.stdout))
@@ -85,8 +95,9 @@ def test_a_run_that_fails_on_its_expectations_says_why_last(tmp_path: Path) -> N
     config = write_config(tmp_path, extra="  wrong:\n    pings: [0.1, 0.2]\n    expect: {connections: 3}\n")
     report = tmp_path / "wrong.html"
     with ControllerProcess.start(config) as process:
-        done = run_module("sim_switch", "--config", str(config), "--url", process.url, "--scenario", "wrong",
-                          "--html", str(report))  # fmt: skip
+        done = run_module(
+            "sim_switch", "--config", str(config), "--url", process.url, "--scenario", "wrong", "--html", str(report)
+        )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "\nMULTIPLEXED: 2 pings as 2 streams on 1 connection (HTTP/2)" in done.stdout
     assert done.stdout.splitlines()[-1] == "FAILED: expected 3 connections, opened 1"
@@ -111,15 +122,19 @@ def test_a_session_and_a_fleet_report(tmp_path: Path) -> None:
     assert "FLEET OK: 3 switches x 2 pings" in "".join(fleet.text)
 
 
-def test_a_file_that_is_not_a_report_is_never_overwritten(controller_process: ControllerProcess,
-                                                           tmp_path: Path) -> None:  # fmt: skip
+def test_a_file_that_is_not_a_report_is_never_overwritten(
+    controller_process: ControllerProcess, tmp_path: Path
+) -> None:
     mine = tmp_path / "notes.html"
     mine.write_text("<p>my notes</p>", encoding="utf-8")
-    done = run_module("sim_switch", "--config", str(controller_process.config), "--url", controller_process.url,
-                      "--html", str(mine))  # fmt: skip
+    done = run_module(
+        "sim_switch", "--config", str(controller_process.config), "--url", controller_process.url, "--html", str(mine)
+    )
     assert done.returncode == 2
-    assert done.stderr == f"sim_switch: {mine}: exists and is not a dialout report; not overwriting it (choose " \
-                          "another name)\n"  # fmt: skip
+    assert (
+        done.stderr == f"sim_switch: {mine}: exists and is not a dialout report; not overwriting it (choose "
+        "another name)\n"
+    )
     assert done.stdout == ""  # refused before any ping went out
     assert mine.read_text(encoding="utf-8") == "<p>my notes</p>"
     # our own report from an earlier run is replaced

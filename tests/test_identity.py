@@ -104,8 +104,14 @@ async def test_scope_carries_the_asgi_tls_extension(
         first = (await client.get(f"{url}/")).json()
         second = (await client.get(f"{url}/")).json()
     tls = first["tls"]
-    assert set(tls) == {"server_cert", "client_cert_chain", "client_cert_name", "client_cert_error", "tls_version",
-                        "cipher_suite"}  # fmt: skip
+    assert set(tls) == {
+        "server_cert",
+        "client_cert_chain",
+        "client_cert_name",
+        "client_cert_error",
+        "tls_version",
+        "cipher_suite",
+    }
     leaf = x509.load_pem_x509_certificate(tls["client_cert_chain"][0].encode())
     assert leaf == x509.load_pem_x509_certificate(switch_identity(certs_dir, "switch-2").cert.read_bytes())
     assert tls["client_cert_name"] == leaf.subject.rfc4514_string()
@@ -199,8 +205,9 @@ async def test_a_connection_that_carries_nothing_is_on_record(controller: Runnin
 
 async def test_seed_run_is_confirmed_by_the_controller(controller: RunningController, certs_dir: Path) -> None:
     scenario = Scenario("seed", OneShot((0.3, 0.6, 0.9)))
-    result = await run_scenario(scenario, controller.url, client_ssl_context(certs_dir, "switch-1"), 30.0,
-                                lambda event: None, "switch-1")  # fmt: skip
+    result = await run_scenario(
+        scenario, controller.url, client_ssl_context(certs_dir, "switch-1"), 30.0, lambda event: None, "switch-1"
+    )
     view = result.controller_view
     assert view is not None
     assert view.agrees, view.disagreements
@@ -211,13 +218,26 @@ async def test_seed_run_is_confirmed_by_the_controller(controller: RunningContro
 
 
 def a_run(pings: list[PingResult], connections: list[ConnectionRecord]) -> RunResult:
-    return RunResult(Scenario("unit", OneShot(tuple(p.interval_s for p in pings))), "https://127.0.0.1:1", tuple(pings),
-                     tuple(connections), 1.0)  # fmt: skip
+    return RunResult(
+        Scenario("unit", OneShot(tuple(p.interval_s for p in pings))),
+        "https://127.0.0.1:1",
+        tuple(pings),
+        tuple(connections),
+        1.0,
+    )
 
 
 def ping(number: int, connection: int, sent_at_s: float = 0.0, finished_at_s: float = 1.0) -> PingResult:
-    return PingResult(number, 1.0, 1.0, status=200, http_version="HTTP/2", connection=connection,
-                      headers_sent_at_s=sent_at_s, finished_at_s=finished_at_s)  # fmt: skip
+    return PingResult(
+        number,
+        1.0,
+        1.0,
+        status=200,
+        http_version="HTTP/2",
+        connection=connection,
+        headers_sent_at_s=sent_at_s,
+        finished_at_s=finished_at_s,
+    )
 
 
 def connection(number: int, port: int) -> ConnectionRecord:
@@ -255,8 +275,13 @@ def test_a_connection_the_controller_never_saw_is_a_disagreement() -> None:
 
 
 def test_unused_connections_are_shown() -> None:
-    view = compare("switch-1", [connection(1, 5000), connection(2, 5001)], [ping(1, 1)],
-                   [record(1, 5000, 1, 1), record(2, 5001, 0, 0)], query_connection=None)  # fmt: skip
+    view = compare(
+        "switch-1",
+        [connection(1, 5000), connection(2, 5001)],
+        [ping(1, 1)],
+        [record(1, 5000, 1, 1), record(2, 5001, 0, 0)],
+        query_connection=None,
+    )
     assert view.agrees
     assert view.describe() == "controller saw switch-1: 2 connections (1 carried no stream), 1 stream, 1 at once"
 
@@ -267,9 +292,22 @@ def test_unused_connections_are_shown() -> None:
 def curl_local_ports(process: ControllerProcess, *mode: str) -> list[int]:
     certs_dir = process.config.parent / "certs"
     identity = switch_identity(certs_dir, "switch-1")
-    command = ["curl", "--silent", "--show-error", "--no-progress-meter", "--http2", *mode,
-               "--cacert", str(ca_cert_path(certs_dir)), "--cert", str(identity.cert), "--key", str(identity.key),
-               "--write-out", "%{local_port}\\n"]  # fmt: skip
+    command = [
+        "curl",
+        "--silent",
+        "--show-error",
+        "--no-progress-meter",
+        "--http2",
+        *mode,
+        "--cacert",
+        str(ca_cert_path(certs_dir)),
+        "--cert",
+        str(identity.cert),
+        "--key",
+        str(identity.key),
+        "--write-out",
+        "%{local_port}\\n",
+    ]
     for interval in (0.3, 0.6, 0.9):
         command += [f"{process.url}/ping?interval={interval}", "--output", "/dev/null"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)

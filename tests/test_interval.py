@@ -80,9 +80,16 @@ async def test_good_ping_answers_with_its_json(controller: RunningController, cl
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {
-        "interval_s", "http_version", "client", "switch", "connection", "stream", "stream_id", "received_at",
+        "interval_s",
+        "http_version",
+        "client",
+        "switch",
+        "connection",
+        "stream",
+        "stream_id",
+        "received_at",
         "responded_at",
-    }  # fmt: skip
+    }
     assert body["interval_s"] == 0.05
     assert (body["switch"], body["connection"], body["stream"], body["stream_id"]) == ("switch-1", 1, 1, 1)
     assert body["http_version"] == "HTTP/2"

@@ -34,10 +34,23 @@ def test_the_page_shows_pings_in_flight_then_answered_without_a_reload(controlle
         assert page.until("document.getElementById('status').className === 'live'")  # following /events
         page.evaluate("window.sameDocument = true")  # gone if the page were reloaded
         switch = subprocess.Popen(
-            [sys.executable, "-m", "sim_switch", "--config", str(controller.config), "--url", controller.url,
-             "--scenario", "seed"],
-            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "sim_switch",
+                "--config",
+                str(controller.config),
+                "--url",
+                controller.url,
+                "--scenario",
+                "seed",
+            ],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             in_flight = page.until("""(() => {
                 const bars = [...document.querySelectorAll('.stream.in-flight')];
@@ -65,8 +78,10 @@ def test_the_page_shows_pings_in_flight_then_answered_without_a_reload(controlle
         counted = httpx.get(f"{controller.admin_url}/connections", trust_env=False).json()["switches"]["switch-1"]
         connections = f"{counted['connections']} connection{'' if counted['connections'] == 1 else 's'}"
         expected = f"{connections} and {counted['streams']} streams since the start"
-        totals = page.until(f"(() => {{ const text = document.getElementById('totals').textContent;"
-                            f" return text.includes({json.dumps(expected)}) && text; }})()")  # fmt: skip
+        totals = page.until(
+            f"(() => {{ const text = document.getElementById('totals').textContent;"
+            f" return text.includes({json.dumps(expected)}) && text; }})()"
+        )
         assert page.evaluate("window.sameDocument") is True
     # the three pings went as three streams on one connection: the page says so, on the controller's numbers
     assert {bar["connection"] for bar in in_flight} == {answered[0]["connection"]}

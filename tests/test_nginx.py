@@ -47,17 +47,35 @@ def nginx_in_front_of(controller: ControllerProcess) -> Iterator[Nginx]:
     assert Path(binary).exists(), "nginx is needed for these tests (.ci/run installs Debian's package)"
     port = free_port()
     printed = subprocess.run(
-        [sys.executable, "-m", "controller", "nginx-conf", "--full", "--listen", f"127.0.0.1:{port}",
-         "--config", str(controller.config), "--port", str(controller.port)],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "controller",
+            "nginx-conf",
+            "--full",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--config",
+            str(controller.config),
+            "--port",
+            str(controller.port),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert printed.returncode == 0, printed.stderr
     conf = controller.config.parent / f"nginx-{port}.conf"
     conf.write_text(printed.stdout, encoding="utf-8")
     process = subprocess.Popen(
-        [binary, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [binary, "-c", str(conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     with LineReader.stopped_at_exit(process):
         yield Nginx(process, port)
 
@@ -71,10 +89,25 @@ def behind_nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Con
 
 def run_switch(config: Path, url: str, scenario: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sim_switch", "--config", str(config), "--url", url, "--scenario", scenario, "--json",
-         "-v"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sim_switch",
+            "--config",
+            str(config),
+            "--url",
+            url,
+            "--scenario",
+            scenario,
+            "--json",
+            "-v",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def via_proxy(controller: ControllerProcess) -> list[dict[str, object]]:
@@ -145,8 +178,10 @@ def test_forged_identity_headers_from_an_untrusted_peer_are_ignored(
     other = switch_identity(certs, PROXY).cert
     forged = {
         "X-Dialout-Client-Cert": quote(other.read_text(encoding="ascii"), safe=""),
-        "X-Dialout-Client-Verify": "SUCCESS", "X-Dialout-Connection": "999999", "X-Dialout-Peer": "192.0.2.7:4242",
-    }  # fmt: skip
+        "X-Dialout-Client-Verify": "SUCCESS",
+        "X-Dialout-Connection": "999999",
+        "X-Dialout-Peer": "192.0.2.7:4242",
+    }
     with httpx.Client(verify=client_ssl_context(certs, "switch-1"), trust_env=False) as client:
         answer = client.get(f"{controller.url}/ping", params={"interval": "0"}, headers=forged).json()
         records = client.get(f"{controller.url}/connections").json()["connections"]
@@ -160,8 +195,11 @@ def test_the_printed_file_is_one_nginx_accepts(behind_nginx: tuple[ControllerPro
     conf = controller.config.parent / f"nginx-{nginx.port}.conf"
     checked = subprocess.run(
         [shutil.which("nginx") or "/usr/sbin/nginx", "-t", "-c", str(conf)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert checked.returncode == 0, checked.stderr
     assert ca_cert_path(controller.config.parent / "certs").exists()
     assert (controller.config.parent / "certs" / f"{PROXY}.pem").exists(), "the proxy's certificate was issued"

@@ -67,18 +67,24 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> TenantPKI:
     (directory / pki.ca_chain.name).write_bytes(intermediate.cert_pem.bytes() + root.cert_pem.bytes())
     switch = intermediate.issue_cert(SWITCH_ID, common_name=SWITCH_ID, key_type=trustme.KeyType.RSA)
     write_leaf(switch, pki.switch_cert, pki.switch_key)
-    controller = intermediate.issue_cert("localhost", "127.0.0.1", common_name=f"controller-1.{TENANT}",
-                                         key_type=trustme.KeyType.ECDSA)  # fmt: skip
+    controller = intermediate.issue_cert(
+        "localhost", "127.0.0.1", common_name=f"controller-1.{TENANT}", key_type=trustme.KeyType.ECDSA
+    )
     write_leaf(controller, pki.controller_cert, pki.controller_key)
     return pki
 
 
-def own_pki_config(directory: Path, pki: TenantPKI, switch: dict[str, Path] | None = None,
-                   controller: dict[str, Path] | None = None) -> Path:  # fmt: skip
+def own_pki_config(
+    directory: Path, pki: TenantPKI, switch: dict[str, Path] | None = None, controller: dict[str, Path] | None = None
+) -> Path:
     """A config with both halves on ``pki`` (files overridable), and dialout's certs/ beside it."""
     switch_tls = {"cert": pki.switch_cert, "key": pki.switch_key, "ca": pki.ca_chain, **(switch or {})}
-    controller_tls = {"cert": pki.controller_cert, "key": pki.controller_key, "client_ca": pki.ca_chain,
-                      **(controller or {})}  # fmt: skip
+    controller_tls = {
+        "cert": pki.controller_cert,
+        "key": pki.controller_key,
+        "client_ca": pki.ca_chain,
+        **(controller or {}),
+    }
     return write_config(
         directory,
         controller=(
@@ -102,9 +108,21 @@ def test_both_halves_on_the_users_pki_multiplex_and_leave_certs_alone(tmp_path: 
     config = own_pki_config(tmp_path, tenant)
     with ControllerProcess.start(config) as controller:
         done = subprocess.run(
-            [sys.executable, "-m", "sim_switch", "--config", str(config), "--url", f"https://localhost:{controller.port}"],
-            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "sim_switch",
+                "--config",
+                str(config),
+                "--url",
+                f"https://localhost:{controller.port}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"controller CN=controller-1.{TENANT}" in done.stdout
         assert f"controller saw {SWITCH_ID}: 1 connection, 3 streams, 3 at once; both views agree" in done.stdout
@@ -124,9 +142,11 @@ def broken_files(tmp_path: Path, tenant: TenantPKI) -> dict[str, tuple[dict[str,
     write_leaf(foreign, tmp_path / "foreign.cert.pem", tmp_path / "foreign.key.pem")
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     expired = tenant.intermediate.issue_cert(
-        SWITCH_ID, common_name=SWITCH_ID, not_before=now - datetime.timedelta(days=30),
+        SWITCH_ID,
+        common_name=SWITCH_ID,
+        not_before=now - datetime.timedelta(days=30),
         not_after=now - datetime.timedelta(days=1),
-    )  # fmt: skip
+    )
     write_leaf(expired, tmp_path / "expired.cert.pem", tmp_path / "expired.key.pem")
     (tmp_path / "empty.pem").write_text("not a certificate\n", encoding="ascii")
     leaf = f"the certificate of CN={quote(SWITCH_ID)},.*"
@@ -146,9 +166,10 @@ def broken_files(tmp_path: Path, tenant: TenantPKI) -> dict[str, tuple[dict[str,
             r"\(its issuer: OU=Testing CA",
         ),
         "no certificate": (
-            {"ca": tmp_path / "empty.pem"}, f"{quote(tmp_path / 'empty.pem')}: holds no PEM certificate"
+            {"ca": tmp_path / "empty.pem"},
+            f"{quote(tmp_path / 'empty.pem')}: holds no PEM certificate",
         ),
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("case", ["missing", "key mismatch", "expired", "other CA", "no certificate"])
@@ -190,17 +211,31 @@ def test_a_fleet_on_the_users_pki_takes_each_switchs_files_by_id(tmp_path: Path,
         name = f"fleet-{n:02d}"
         issued = tenant.intermediate.issue_cert(name, common_name=name, key_type=trustme.KeyType.ECDSA)
         write_leaf(issued, tmp_path / f"client.{name}.cert.pem", tmp_path / f"client.{name}.key.pem")
-    config = own_pki_config(tmp_path, tenant, switch={"cert": tmp_path / "client.{id}.cert.pem",
-                                                      "key": tmp_path / "client.{id}.key.pem"})  # fmt: skip
+    config = own_pki_config(
+        tmp_path, tenant, switch={"cert": tmp_path / "client.{id}.cert.pem", "key": tmp_path / "client.{id}.key.pem"}
+    )
     text = config.read_text(encoding="utf-8").replace(f"switches: [{SWITCH_ID}]", 'switches: ["fleet-*"]')
     text += "  fleet:\n    fleet: {switches: 3, id_pattern: 'fleet-{n:02d}', pings: 2, interval_s: 0.1}\n"
     config.write_text(text, encoding="utf-8")
     with ControllerProcess.start(config) as controller:
         done = subprocess.run(
-            [sys.executable, "-m", "sim_switch", "--config", str(config), "--scenario", "fleet", "--url",
-             f"https://localhost:{controller.port}"],
-            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "sim_switch",
+                "--config",
+                str(config),
+                "--scenario",
+                "fleet",
+                "--url",
+                f"https://localhost:{controller.port}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "FLEET OK: 3 switches x 2 pings, 6 ok, 0 failed" in done.stdout
     assert not (tmp_path / "certs").exists()

@@ -92,11 +92,13 @@ def test_dialout_reissues_its_own_stale_certificate_and_says_why(
     assert "dialout issued it (OU=dialout controller) and it named localhost, now " in caplog.text
 
 
-def user_certificate(directory: Path, name: str, not_before: datetime.datetime | None = None,
-                     not_after: datetime.datetime | None = None) -> bytes:  # fmt: skip
+def user_certificate(
+    directory: Path, name: str, not_before: datetime.datetime | None = None, not_after: datetime.datetime | None = None
+) -> bytes:
     """A certificate from a CA that is not dialout's, for ``name``, placed where dialout keeps ``name``'s."""
-    issued = trustme.CA().issue_cert(name, "other-name.example", common_name=name, not_before=not_before,
-                                     not_after=not_after)  # fmt: skip
+    issued = trustme.CA().issue_cert(
+        name, "other-name.example", common_name=name, not_before=not_before, not_after=not_after
+    )
     identity = switch_identity(directory, name)
     identity.cert.write_bytes(issued.cert_chain_pems[0].bytes())
     identity.key.write_bytes(issued.private_key_pem.bytes())
@@ -116,8 +118,9 @@ def test_a_certificate_the_user_placed_is_never_reissued(tmp_path: Path) -> None
 def test_an_expired_certificate_the_user_placed_is_an_error_not_a_reissue(tmp_path: Path) -> None:
     ensure_certs(tmp_path, ["localhost"], ["switch-1"])
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-    placed = user_certificate(tmp_path, "switch-1", not_before=now - datetime.timedelta(days=9),
-                              not_after=now - datetime.timedelta(days=2))  # fmt: skip
+    placed = user_certificate(
+        tmp_path, "switch-1", not_before=now - datetime.timedelta(days=9), not_after=now - datetime.timedelta(days=2)
+    )
     with pytest.raises(PKIError, match=r"switch-1\.pem: the certificate of CN=switch-1,.* expired on "):
         ensure_certs(tmp_path, ["localhost"], ["switch-1"])
     assert switch_identity(tmp_path, "switch-1").cert.read_bytes() == placed

@@ -67,8 +67,13 @@ def test_backoff_grows_caps_and_jitters() -> None:
 
 async def test_a_quiet_session_is_all_ok_on_one_connection(controller: RunningController, certs_dir: Path) -> None:
     schedule = Schedule(every_s=0.1, batch=2, interval_s=0.05, count=6)
-    result = await run_session(session(schedule), controller.url, client_ssl_context(certs_dir, "switch-1"),
-                               switch_config(certs_dir), lambda event: None)  # fmt: skip
+    result = await run_session(
+        session(schedule),
+        controller.url,
+        client_ssl_context(certs_dir, "switch-1"),
+        switch_config(certs_dir),
+        lambda event: None,
+    )
     verdict = judge(result)
     assert verdict.ok, problem_lines(verdict)
     assert outcomes(result) == Counter({"ok": 6})
@@ -88,9 +93,15 @@ async def test_a_switch_dials_until_the_controller_comes_up(certs_dir: Path) -> 
     waiter = Waiter()
     link_down = waiter.on("link down")
     schedule = Schedule(every_s=0.1, batch=2, interval_s=0.0, count=4)
-    run = asyncio.create_task(run_session(session(schedule), f"https://127.0.0.1:{port}",
-                                          client_ssl_context(certs_dir, "switch-1"), switch_config(certs_dir),
-                                          waiter))  # fmt: skip
+    run = asyncio.create_task(
+        run_session(
+            session(schedule),
+            f"https://127.0.0.1:{port}",
+            client_ssl_context(certs_dir, "switch-1"),
+            switch_config(certs_dir),
+            waiter,
+        )
+    )
     await link_down.wait()
     reserved.close()
     async with run_controller(ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS), port=port):
@@ -190,8 +201,11 @@ async def run_across_a_restart(tmp_path: Path, kill: signal.Signals, retry: str 
         port = first.port
         schedule = Schedule(every_s=0.4, batch=2, interval_s=0.3, count=16)
         cfg = switch_config(certs_dir, retry=retry)
-        run = asyncio.create_task(run_session(session(schedule), first.url, client_ssl_context(certs_dir, "switch-1"),
-                                              cfg, lambda event: None))  # fmt: skip
+        run = asyncio.create_task(
+            run_session(
+                session(schedule), first.url, client_ssl_context(certs_dir, "switch-1"), cfg, lambda event: None
+            )
+        )
         for _ in range(4):  # a few pings have been answered; now one is in flight
             await asyncio.to_thread(first.wait_for, r"GET /ping: received")
         first.process.send_signal(kill)

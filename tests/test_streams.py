@@ -32,8 +32,9 @@ async def five_streams(certs_dir: Path) -> AsyncIterator[RunningController]:
 
 async def run(url: str, certs_dir: Path, scenario: Scenario, per_connection: int) -> RunResult:
     context = client_ssl_context(certs_dir, "switch-1")
-    return await run_scenario(scenario, url, context, 30.0, lambda event: None, "switch-1",
-                              streams_per_connection=per_connection)  # fmt: skip
+    return await run_scenario(
+        scenario, url, context, 30.0, lambda event: None, "switch-1", streams_per_connection=per_connection
+    )
 
 
 def waited(result: RunResult) -> list[int]:

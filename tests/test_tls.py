@@ -140,8 +140,9 @@ def test_switch_without_its_certificate_files_says_which_file(tmp_path: Path) ->
 # --- fail closed: dates, versions, ALPN, key files ------------------------------------------------------------
 
 
-def switch_context_with_validity(certs_dir: Path, tmp_path: Path, not_before: datetime.datetime,
-                                 not_after: datetime.datetime) -> ssl.SSLContext:  # fmt: skip
+def switch_context_with_validity(
+    certs_dir: Path, tmp_path: Path, not_before: datetime.datetime, not_after: datetime.datetime
+) -> ssl.SSLContext:
     """A switch-1 certificate from the controller's own CA, valid only between the two dates."""
     ca = trustme.CA.from_pem(ca_cert_path(certs_dir).read_bytes(), (certs_dir / "ca.key").read_bytes())
     leaf = ca.issue_cert("switch-1", common_name="switch-1", not_before=not_before, not_after=not_after)
@@ -164,9 +165,12 @@ NOW = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     ids=["expired", "not-yet-valid"],
 )
 async def test_controller_refuses_a_certificate_outside_its_validity(
-    controller: RunningController, certs_dir: Path, tmp_path: Path, not_before: datetime.datetime,
+    controller: RunningController,
+    certs_dir: Path,
+    tmp_path: Path,
+    not_before: datetime.datetime,
     not_after: datetime.datetime,
-) -> None:  # fmt: skip
+) -> None:
     context = switch_context_with_validity(certs_dir, tmp_path, not_before, not_after)
     with pytest.raises(ssl.SSLError) as caught:
         await asyncio.to_thread(read_after_handshake, controller.port, context)
@@ -181,11 +185,27 @@ def test_controller_refuses_tls11(controller_process: ControllerProcess) -> None
     identity = switch_identity(certs_dir, "switch-1")
     # SECLEVEL=0 lets this OpenSSL offer TLS 1.1 at all, so that what refuses it is the controller.
     done = subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{controller_process.port}", "-tls1_1",
-         "-cipher", "DEFAULT@SECLEVEL=0", "-cert", str(identity.cert), "-key", str(identity.key),
-         "-CAfile", str(ca_cert_path(certs_dir))],
-        input="", capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{controller_process.port}",
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+            "-cert",
+            str(identity.cert),
+            "-key",
+            str(identity.key),
+            "-CAfile",
+            str(ca_cert_path(certs_dir)),
+        ],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode != 0
     assert "alert protocol version" in done.stderr
 

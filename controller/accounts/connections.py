@@ -145,8 +145,9 @@ class SwitchTotals:
 
 
 class ConnectionRegistry:
-    def __init__(self, history: int = DEFAULT_HISTORY, server_cert_pem: str | None = None,
-                 stream_history: int = STREAM_HISTORY) -> None:  # fmt: skip
+    def __init__(
+        self, history: int = DEFAULT_HISTORY, server_cert_pem: str | None = None, stream_history: int = STREAM_HISTORY
+    ) -> None:
         self.server_cert_pem = server_cert_pem
         self._recent: deque[ControllerConnection] = deque(maxlen=history)
         self._spans: deque[StreamSpan] = deque(maxlen=stream_history)
@@ -158,25 +159,51 @@ class ConnectionRegistry:
         # For each of our open connections from a proxy: the switch connections it carried requests of, by id.
         self._carried: dict[int, dict[int, ControllerConnection]] = {}
 
-    def open(self, peer: str, switch: str | None, alpn: str | None, tls_version: str | None,
-             tls: dict[str, Any], via: str | None = None, cleartext: bool = False,
-             hello_at: float | None = None) -> ControllerConnection:  # fmt: skip
+    def open(
+        self,
+        peer: str,
+        switch: str | None,
+        alpn: str | None,
+        tls_version: str | None,
+        tls: dict[str, Any],
+        via: str | None = None,
+        cleartext: bool = False,
+        hello_at: float | None = None,
+    ) -> ControllerConnection:
         totals = self._totals.setdefault(switch or "(no certificate)", SwitchTotals())
         totals.connections += 1
         connection = ControllerConnection(
-            id=self._next_id, peer=peer, switch=switch, alpn=alpn, tls_version=tls_version, tls=tls,
-            opened_at=utc_now(), via=via, cleartext=cleartext, hello_at=hello_at, _totals=totals,
+            id=self._next_id,
+            peer=peer,
+            switch=switch,
+            alpn=alpn,
+            tls_version=tls_version,
+            tls=tls,
+            opened_at=utc_now(),
+            via=via,
+            cleartext=cleartext,
+            hello_at=hello_at,
+            _totals=totals,
             _history=self._spans,
-        )  # fmt: skip
+        )
         self._next_id += 1
         self._recent.append(connection)
         through = f" via {via}" if via else " in cleartext" if cleartext else ""
-        logger.info("conn #%d opened by %s from %s%s (%s, ALPN %s)", connection.id, switch, peer, through, tls_version,
-                    alpn)  # fmt: skip
+        logger.info(
+            "conn #%d opened by %s from %s%s (%s, ALPN %s)", connection.id, switch, peer, through, tls_version, alpn
+        )
         return connection
 
-    def proxied(self, via: str, key: str, peer: str, switch: str | None, alpn: str | None,
-                tls_version: str | None, upstream: ControllerConnection) -> ControllerConnection:  # fmt: skip
+    def proxied(
+        self,
+        via: str,
+        key: str,
+        peer: str,
+        switch: str | None,
+        alpn: str | None,
+        tls_version: str | None,
+        upstream: ControllerConnection,
+    ) -> ControllerConnection:
         """The switch's connection to proxy ``via`` that the proxy numbers ``key``, whose request came to us on
         ``upstream``: recorded on its first request, and found again for the requests after it. Its ``tls`` stays
         empty: the ASGI TLS extension describes the connection a request came on, which is the proxy's.
@@ -210,8 +237,11 @@ class ConnectionRegistry:
         connection.closed = time.monotonic()
         logger.info(
             "conn #%d closed: %s, %s, peak %d at once",
-            connection.id, connection.switch, plural(connection.streams, "stream"), connection.peak_in_flight,
-        )  # fmt: skip
+            connection.id,
+            connection.switch,
+            plural(connection.streams, "stream"),
+            connection.peak_in_flight,
+        )
         if connection.via is not None and connection.proxy_number is not None:
             self._proxied.pop((connection.via, connection.proxy_number), None)
         for carried in self._carried.pop(connection.id, {}).values():

@@ -61,8 +61,9 @@ MAX_CACHED = 4096
 
 
 def header_name(field: str) -> str:
-    return "X-Dialout-" + "-".join(part.upper() if part in ("tls", "alpn") else part.title()
-                                   for part in field.split("-"))  # fmt: skip
+    return "X-Dialout-" + "-".join(
+        part.upper() if part in ("tls", "alpn") else part.title() for part in field.split("-")
+    )
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,10 @@ def carries_forwarding(headers: Iterable[tuple[bytes, bytes]]) -> bool:
 def read_forwarded(headers: Iterable[tuple[bytes, bytes]]) -> Forwarded | None:
     """The forwarded fields of a request, or None when it carries no connection to attribute it to."""
     values = {
-        name[len(PREFIX):].decode("latin-1"): value.decode("latin-1").strip()
+        name[len(PREFIX) :].decode("latin-1"): value.decode("latin-1").strip()
         for name, value in headers
         if name.startswith(PREFIX)
-    }  # fmt: skip
+    }
     connection, peer = values.get(CONNECTION), values.get(PEER)
     if not connection or not peer:
         return None

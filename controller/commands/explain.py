@@ -47,8 +47,9 @@ def ask(cfg: Config, url: str | None, switch: str | None, since: str | None) -> 
     switches: list[dict[str, Any]] = answer["switches"]
     if not switches:
         whom = f"switch {switch}" if switch else "any switch"
-        raise ExplainError(f"the controller at {target} saw no connection from {whom}"
-                           + (f" since {since}" if since else ""))  # fmt: skip
+        raise ExplainError(
+            f"the controller at {target} saw no connection from {whom}" + (f" since {since}" if since else "")
+        )
     return switches
 
 
@@ -61,8 +62,9 @@ def render(switches: Sequence[dict[str, Any]]) -> str:
             f"{diagnosis['switch']}: {plural(diagnosis['connections'], 'connection')}, "
             f"{plural(diagnosis['streams'], 'request')}{apart}"
         )
-        lines += [f"  {finding['severity']:<7} {finding['kind']}: {finding['sentence']}"
-                  for finding in diagnosis["findings"]]  # fmt: skip
+        lines += [
+            f"  {finding['severity']:<7} {finding['kind']}: {finding['sentence']}" for finding in diagnosis["findings"]
+        ]
     return "\n".join(lines)
 
 

@@ -38,8 +38,10 @@ def render(cfg: Config, listen: str, full: bool) -> str:
     trusted_by_switch = switch_files(cfg.switch, cfg.switch.switch_id).trust.ca  # verifies the controller
     proxy = proxy_name(cfg)
     if controller.tls is None:
-        proxy_cert, proxy_key = (switch_identity(controller.certs_dir, proxy).cert,
-                                 switch_identity(controller.certs_dir, proxy).key)  # fmt: skip
+        proxy_cert, proxy_key = (
+            switch_identity(controller.certs_dir, proxy).cert,
+            switch_identity(controller.certs_dir, proxy).key,
+        )
         proxy_note = f"issued by dialout's CA like a switch's, CN {proxy}"
     else:  # the user's PKI: dialout issues nothing there
         proxy_cert = controller.tls.client_ca.parent / f"{proxy}.cert.pem"

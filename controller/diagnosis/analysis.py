@@ -219,8 +219,9 @@ def _is_h2(connection: ControllerConnection) -> bool:
 class _Sweep:
     """One pass over every stream's start and end, in time order, for what needs the overlap of streams."""
 
-    def __init__(self, connections: Sequence[ControllerConnection], traffic: dict[int, list[StreamSpan]],
-                 limit: int) -> None:  # fmt: skip
+    def __init__(
+        self, connections: Sequence[ControllerConnection], traffic: dict[int, list[StreamSpan]], limit: int
+    ) -> None:
         self.peak: dict[int, int] = {}
         self.http1_overlapping: set[int] = set()
         self.http1_most_at_once = 0
@@ -298,8 +299,9 @@ def _dial_race(connections: Sequence[ControllerConnection], traffic: dict[int, l
             ready = first.opened
         else:  # no handshake to see (h2c): dialled before the first one carried a request
             ready = traffic[first.id][0].started if traffic[first.id] else first.opened
-        group = [first] + [c for c in h2 if c is not first and c.id not in grouped
-                           and _dialled(first) <= _dialled(c) < ready]  # fmt: skip
+        group = [first] + [
+            c for c in h2 if c is not first and c.id not in grouped and _dialled(first) <= _dialled(c) < ready
+        ]
         if len(group) < 2:
             continue
         counts = sorted((len(traffic[c.id]) for c in group), reverse=True)

@@ -28,8 +28,9 @@ def connections_answer(registry: ConnectionRegistry, switch: str | None) -> dict
     }
 
 
-def diagnosis_answer(cfg: ControllerConfig, registry: ConnectionRegistry, args: Mapping[str, str]
-                     ) -> tuple[dict[str, Any], int]:  # fmt: skip
+def diagnosis_answer(
+    cfg: ControllerConfig, registry: ConnectionRegistry, args: Mapping[str, str]
+) -> tuple[dict[str, Any], int]:
     """``args``: the query (``switch``, ``since``, ``connections``); a bad window is a 400 with one line."""
     try:
         window = parse_window(args.get("since"), args.get("connections"))

@@ -50,8 +50,9 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry, metrics: Met
         # connection (HTTP/2); this holds every request to the configured size and answers 431 (RFC 6585).
         size = _header_bytes(scope)
         if size > cfg.max_header_bytes:
-            return jsonify({"error": f"request line and headers are {size} bytes, over max_header_bytes "
-                                     f"({cfg.max_header_bytes})"}), 431  # fmt: skip
+            return jsonify(
+                {"error": f"request line and headers are {size} bytes, over max_header_bytes ({cfg.max_header_bytes})"}
+            ), 431
         if arrival.refusal is not None:  # through a trusted proxy, with a certificate we could not verify
             return jsonify({"error": arrival.refusal}), 403
         if switch is None and (cfg.client_certs_optional or (arrival.connection and arrival.connection.cleartext)):
@@ -72,9 +73,15 @@ def create_app(cfg: ControllerConfig, registry: ConnectionRegistry, metrics: Met
         query = request.query_string.decode("latin-1")
         logger.info(
             "%s %s HTTP/%s %s %s%s -> %d in %.3f s",
-            _who(arrival), _peer(request.scope), request.http_version, request.method, request.path,
-            f"?{query}" if query else "", response.status_code, time.perf_counter() - arrival.started,
-        )  # fmt: skip
+            _who(arrival),
+            _peer(request.scope),
+            request.http_version,
+            request.method,
+            request.path,
+            f"?{query}" if query else "",
+            response.status_code,
+            time.perf_counter() - arrival.started,
+        )
         return response
 
     @app.get("/ping")

@@ -140,29 +140,47 @@ async def events(registry: ConnectionRegistry, closing: asyncio.Event) -> AsyncI
 
 def _open(connection: ControllerConnection) -> OpenConnection:
     return OpenConnection(
-        id=connection.id, switch=connection.switch, peer=connection.peer, via=connection.via, alpn=connection.alpn,
-        tls_version=connection.tls_version, streams=connection.streams, opened_s=connection.opened,
-        in_flight=tuple(InFlight(span.number, span.stream_id, span.path, _interval(span), span.started)
-                        for span in connection.spans_in_flight()),
-    )  # fmt: skip
+        id=connection.id,
+        switch=connection.switch,
+        peer=connection.peer,
+        via=connection.via,
+        alpn=connection.alpn,
+        tls_version=connection.tls_version,
+        streams=connection.streams,
+        opened_s=connection.opened,
+        in_flight=tuple(
+            InFlight(span.number, span.stream_id, span.path, _interval(span), span.started)
+            for span in connection.spans_in_flight()
+        ),
+    )
 
 
 def _answered(span: StreamSpan) -> Answered:
     assert span.ended is not None  # only answered spans come here
     return Answered(
-        connection=span.connection.id, switch=span.connection.switch, stream=span.number, stream_id=span.stream_id,
+        connection=span.connection.id,
+        switch=span.connection.switch,
+        stream=span.number,
+        stream_id=span.stream_id,
         path=span.path,
-        interval_s=_interval(span), took_s=span.ended - span.started, ended_s=span.ended,
-    )  # fmt: skip
+        interval_s=_interval(span),
+        took_s=span.ended - span.started,
+        ended_s=span.ended,
+    )
 
 
 def _closed(connection: ControllerConnection) -> Closed:
     assert connection.closed is not None  # only closed connections come here
     return Closed(
-        id=connection.id, switch=connection.switch, peer=connection.peer, alpn=connection.alpn,
-        streams=connection.streams, peak_in_flight=connection.peak_in_flight,
-        open_s=connection.closed - connection.opened, closed_s=connection.closed,
-    )  # fmt: skip
+        id=connection.id,
+        switch=connection.switch,
+        peer=connection.peer,
+        alpn=connection.alpn,
+        streams=connection.streams,
+        peak_in_flight=connection.peak_in_flight,
+        open_s=connection.closed - connection.opened,
+        closed_s=connection.closed,
+    )
 
 
 def _interval(span: StreamSpan) -> float | None:

@@ -22,12 +22,24 @@ from controller.accounts.connections import ConnectionRegistry
 # How late an answer was against the interval it was asked for: the controller's own delay, then queueing.
 LATENESS_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # OpenSSL's reasons for a failed server handshake that a dial-out controller meets; anything else is "other".
-HANDSHAKE_REASONS = frozenset({
-    "CERTIFICATE_VERIFY_FAILED", "PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV1_ALERT_UNKNOWN_CA",
-    "SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_CERTIFICATE_UNKNOWN", "TLSV13_ALERT_CERTIFICATE_REQUIRED",
-    "NO_SHARED_CIPHER", "UNSUPPORTED_PROTOCOL", "WRONG_VERSION_NUMBER", "HTTP_REQUEST", "NO_APPLICATION_PROTOCOL",
-    "TLSV1_ALERT_PROTOCOL_VERSION", "UNEXPECTED_EOF_WHILE_READING", "VERSION_TOO_LOW",
-})  # fmt: skip
+HANDSHAKE_REASONS = frozenset(
+    {
+        "CERTIFICATE_VERIFY_FAILED",
+        "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "NO_SHARED_CIPHER",
+        "UNSUPPORTED_PROTOCOL",
+        "WRONG_VERSION_NUMBER",
+        "HTTP_REQUEST",
+        "NO_APPLICATION_PROTOCOL",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "UNEXPECTED_EOF_WHILE_READING",
+        "VERSION_TOO_LOW",
+    }
+)
 ALPN_VALUES = ("h2", "http/1.1")
 
 
@@ -37,16 +49,21 @@ class Metrics:
 
     def __init__(self, connections: ConnectionRegistry) -> None:
         self.registry = CollectorRegistry()
-        self._pings = Counter("dialout_pings_answered", "Pings answered, by HTTP status.", ["status"],
-                              registry=self.registry)  # fmt: skip
+        self._pings = Counter(
+            "dialout_pings_answered", "Pings answered, by HTTP status.", ["status"], registry=self.registry
+        )
         self._lateness = Histogram(
-            "dialout_ping_lateness_seconds", "How much later than its interval a ping (status 200) was answered.",
-            buckets=LATENESS_BUCKETS_S, registry=self.registry,
-        )  # fmt: skip
-        self._handshake_failures = Counter(
-            "dialout_tls_handshake_failures", "TLS handshakes that failed, by OpenSSL's reason.", ["reason"],
+            "dialout_ping_lateness_seconds",
+            "How much later than its interval a ping (status 200) was answered.",
+            buckets=LATENESS_BUCKETS_S,
             registry=self.registry,
-        )  # fmt: skip
+        )
+        self._handshake_failures = Counter(
+            "dialout_tls_handshake_failures",
+            "TLS handshakes that failed, by OpenSSL's reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.registry.register(_Connections(connections))
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, resident memory, open fds
 
@@ -76,9 +93,18 @@ class _Connections(Collector):
             value = sum(1 for c in open_now if (c.alpn if c.alpn in ALPN_VALUES else "none") == alpn)
             by_alpn.add_metric([alpn], value)
         yield by_alpn
-        yield CounterMetricFamily("dialout_connections_opened", "Connections opened since the controller started.",
-                                  value=self._connections.opened_total)  # fmt: skip
-        yield GaugeMetricFamily("dialout_streams_in_flight", "Requests being answered now, on every connection.",
-                                value=sum(c.in_flight for c in open_now))  # fmt: skip
-        yield GaugeMetricFamily("dialout_switches_connected", "Switches with an open connection now.",
-                                value=len({c.switch for c in open_now if c.switch is not None}))  # fmt: skip
+        yield CounterMetricFamily(
+            "dialout_connections_opened",
+            "Connections opened since the controller started.",
+            value=self._connections.opened_total,
+        )
+        yield GaugeMetricFamily(
+            "dialout_streams_in_flight",
+            "Requests being answered now, on every connection.",
+            value=sum(c.in_flight for c in open_now),
+        )
+        yield GaugeMetricFamily(
+            "dialout_switches_connected",
+            "Switches with an open connection now.",
+            value=len({c.switch for c in open_now if c.switch is not None}),
+        )

@@ -143,8 +143,9 @@ class ConnectionScopeMiddleware:
     trusted proxy (``controller.accounts.forwarded``), the request is counted on the switch's connection to that proxy
     too, and that is the connection the app sees."""
 
-    def __init__(self, app: ASGIFramework, registry: ConnectionRegistry | None = None,
-                 proxies: ProxyPolicy | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, app: ASGIFramework, registry: ConnectionRegistry | None = None, proxies: ProxyPolicy | None = None
+    ) -> None:
         self.app = app
         self.registry = registry
         self.proxies = proxies
@@ -200,8 +201,11 @@ class ConnectionScopeMiddleware:
                 connection.forwarding_noted = True
                 logger.warning(
                     "conn #%d: %s from %s sent X-Dialout-* headers but is not in controller.trusted_proxies: "
-                    "ignored; its requests are its own", connection.id, connection.switch, connection.peer,
-                )  # fmt: skip
+                    "ignored; its requests are its own",
+                    connection.id,
+                    connection.switch,
+                    connection.peer,
+                )
             return None
         forwarded = read_forwarded(headers)
         if forwarded is None:  # the proxy's own request
@@ -226,8 +230,9 @@ class ConnectionScopeMiddleware:
 
 def _open(registry: ConnectionRegistry, ssl_object: ssl.SSLObject | None, peername: Any) -> ControllerConnection:  # noqa: ANN401
     if ssl_object is None:  # the cleartext listener: no certificate, so an anonymous switch
-        return registry.open(peer=_format_peer(peername), switch=None, alpn=None, tls_version=None, tls={},
-                             cleartext=True)  # fmt: skip
+        return registry.open(
+            peer=_format_peer(peername), switch=None, alpn=None, tls_version=None, tls={}, cleartext=True
+        )
     der = ssl_object.getpeercert(binary_form=True)
     certificate = x509.load_der_x509_certificate(der) if der else None
     common_names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME) if certificate else []

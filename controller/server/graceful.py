@@ -56,5 +56,6 @@ async def refuse_new_streams(config: object) -> None:
         await servers[0].context.terminated.set()
     logger.info(
         "shutting down: %s open (%d idle HTTP/2 sent GOAWAY); new streams are refused (REFUSED_STREAM)",
-        plural(len(servers), "connection"), idle,
-    )  # fmt: skip
+        plural(len(servers), "connection"),
+        idle,
+    )

@@ -89,8 +89,9 @@ def check_loopback_only(sockets: list[socket.socket]) -> None:
     for sock in sockets:
         host = sock.getsockname()[0]
         if not ipaddress.ip_address(host).is_loopback:
-            raise ServerError(f"--client-certs-optional is for benches on loopback only; {host} is not loopback",
-                              usage=True)  # fmt: skip
+            raise ServerError(
+                f"--client-certs-optional is for benches on loopback only; {host} is not loopback", usage=True
+            )
 
 
 def bind_sockets(host: str, port: int, scheme: str = "https", announce: bool = True) -> list[socket.socket]:

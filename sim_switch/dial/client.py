@@ -62,22 +62,27 @@ async def run_scenario(
         async def ping(number: int, interval_s: float) -> Attempt:
             asked_at_s = tracer.now_s()
             async with pool.slot() as client:
-                return await attempt_ping(client, tracer, controller_url, number, interval_s, request_timeout_s,
-                                          asked_at_s, scenario.request)  # fmt: skip
+                return await attempt_ping(
+                    client, tracer, controller_url, number, interval_s, request_timeout_s, asked_at_s, scenario.request
+                )
 
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(pings_s, start=1)]
         attempts = [task.result() for task in tasks]
-        return await finish_run(pool.primary, tracer, scenario, controller_url, ssl_context, switch_id, attempts,
-                                ask=ask)  # fmt: skip
+        return await finish_run(
+            pool.primary, tracer, scenario, controller_url, ssl_context, switch_id, attempts, ask=ask
+        )
     finally:
         await pool.aclose()
 
 
 def new_pool(
-    scenario: Scenario, ssl_context: ssl.SSLContext | None, request_timeout_s: float, streams_per_connection: int,
+    scenario: Scenario,
+    ssl_context: ssl.SSLContext | None,
+    request_timeout_s: float,
+    streams_per_connection: int,
     keepalive: Keepalive = DEFAULT_KEEPALIVE,
-) -> StreamPool:  # fmt: skip
+) -> StreamPool:
     """The run's clients (``sim_switch.dial.streams``): one, or one per block of streams when the scenario spills.
     No ``ssl_context``: an ``http://`` URL, where no ALPN can offer HTTP/2, so it is spoken with prior knowledge
     (RFC 9113 section 3.3) when the scenario asks for it, and HTTP/1.1 otherwise."""
@@ -85,9 +90,14 @@ def new_pool(
     prior_knowledge = ssl_context is None and scenario.http2
 
     def new_client() -> httpx.AsyncClient:
-        transport = httpx.AsyncHTTPTransport(http1=not prior_knowledge, http2=scenario.http2,
-                                             verify=ssl_context or False, trust_env=False, limits=CLIENT_LIMITS,
-                                             socket_options=socket_options(keepalive))  # fmt: skip
+        transport = httpx.AsyncHTTPTransport(
+            http1=not prior_knowledge,
+            http2=scenario.http2,
+            verify=ssl_context or False,
+            trust_env=False,
+            limits=CLIENT_LIMITS,
+            socket_options=socket_options(keepalive),
+        )
         return httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout)
 
     if scenario.http2:
@@ -136,14 +146,21 @@ async def finish_run(
         record = tracer.connections[ping.connection - 1] if ping.connection else None
         if record is not None:
             record.pings.append(ping.number)
-    return RunResult(scenario, controller_url, tuple(pings), tuple(tracer.connections), wall_time_s, view, reconnects,
-                     failovers)  # fmt: skip
+    return RunResult(
+        scenario, controller_url, tuple(pings), tuple(tracer.connections), wall_time_s, view, reconnects, failovers
+    )
 
 
 async def attempt_ping(
-    client: httpx.AsyncClient, tracer: Tracer, controller_url: str, number: int, interval_s: float,
-    request_timeout_s: float, asked_at_s: float | None = None, ping: Request = DIALOUT_PING,
-) -> Attempt:  # fmt: skip
+    client: httpx.AsyncClient,
+    tracer: Tracer,
+    controller_url: str,
+    number: int,
+    interval_s: float,
+    request_timeout_s: float,
+    asked_at_s: float | None = None,
+    ping: Request = DIALOUT_PING,
+) -> Attempt:
     """One try of one ping (``ping``: what it is on the wire), never raising: every outcome is an Attempt.
     ``asked_at_s`` is when the ping wanted to go, if it waited for a free stream before this
     (``StreamPool.slot``): its latency and stream wait count from then. The request timeout counts from now: it
@@ -152,12 +169,18 @@ async def attempt_ping(
     trace = tracer.for_ping(number, started_s, controller_url)
     url = controller_url.rstrip("/") + ping.target(format_interval(interval_s))
     tracer.event(number, f"get connection: {ping.method} {url}", at_s=started_s)
-    result = PingResult(number=number, interval_s=interval_s, elapsed_s=0.0, started_at_s=started_s,
-                        controller=controller_url)  # fmt: skip
+    result = PingResult(
+        number=number, interval_s=interval_s, elapsed_s=0.0, started_at_s=started_s, controller=controller_url
+    )
     try:
         async with asyncio.timeout(request_timeout_s):
-            request = client.build_request(ping.method, url, headers=ping.headers, extensions={"trace": trace},
-                                           content=None if ping.body is None else ping.body.encode())  # fmt: skip
+            request = client.build_request(
+                ping.method,
+                url,
+                headers=ping.headers,
+                extensions={"trace": trace},
+                content=None if ping.body is None else ping.body.encode(),
+            )
             response = await client.send(request, stream=True)
             try:
                 record = tracer.connection_of(response.extensions.get("network_stream"))
@@ -175,9 +198,11 @@ async def attempt_ping(
                 on = f"connection #{record.number}" if record else "an unknown connection"
                 stream = f" stream {result.stream_id}" if result.stream_id else ""
                 tracer.event(
-                    number, f"first response byte: {response.status_code} {response.http_version} on {on}{stream}",
-                    result.connection, at_s=trace.first_byte_at_s,
-                )  # fmt: skip
+                    number,
+                    f"first response byte: {response.status_code} {response.http_version} on {on}{stream}",
+                    result.connection,
+                    at_s=trace.first_byte_at_s,
+                )
                 body = await response.aread()
             finally:
                 await response.aclose()
@@ -185,22 +210,29 @@ async def attempt_ping(
         failure = classify(exc, trace.headers_sent_at_s is not None, request_timeout_s)
         tracer.event(number, f"failed: {sentence(failure)}", result.connection, kind=SESSION)
         finished_s = tracer.now_s()
-        failed = replace(_timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s,
-                         failure=failure)  # fmt: skip
+        failed = replace(
+            _timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s, failure=failure
+        )
         return Attempt(failed, answered=False)
     finished_s = tracer.now_s()
     refusal = None if response.status_code in ping.statuses else refused_with(response.status_code, _error_text(body))
     if refusal:
         tracer.event(number, f"failed: {sentence(refusal)}", result.connection, kind=SESSION)
-    answered = replace(_timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s,
-                       failure=refusal)  # fmt: skip
+    answered = replace(
+        _timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s, failure=refusal
+    )
     return Attempt(answered, answered=True)
 
 
 def _timed(result: PingResult, trace: PingTrace) -> PingResult:
     """The times the trace learnt, for the waterfall."""
-    return replace(result, tls_started_at_s=trace.tls_started_at_s, tls_done_at_s=trace.tls_done_at_s,
-                   first_byte_at_s=trace.first_byte_at_s, headers_sent_at_s=trace.headers_sent_at_s)  # fmt: skip
+    return replace(
+        result,
+        tls_started_at_s=trace.tls_started_at_s,
+        tls_done_at_s=trace.tls_done_at_s,
+        first_byte_at_s=trace.first_byte_at_s,
+        headers_sent_at_s=trace.headers_sent_at_s,
+    )
 
 
 def _error_text(body: bytes) -> str:
@@ -212,8 +244,9 @@ def _error_text(body: bytes) -> str:
     return " ".join(text.split())  # one line, whatever the body's layout (an HTML error page)
 
 
-_BROKEN = frozenset({FailureKind.CONNECTION_BROKE, FailureKind.PROTOCOL_ERROR, FailureKind.GOAWAY,
-                     FailureKind.STREAM_RESET})  # fmt: skip
+_BROKEN = frozenset(
+    {FailureKind.CONNECTION_BROKE, FailureKind.PROTOCOL_ERROR, FailureKind.GOAWAY, FailureKind.STREAM_RESET}
+)
 
 
 def _broke_after_handshake(failure: Failure | None) -> bool:

@@ -45,8 +45,7 @@ async def ask_controller(
     # Only what went to this controller: after a failover the others' connections are not its to know.
     connections = [record for record in tracer.connections if record.controller in (None, controller_url)]
     asked_about = [ping for ping in pings if ping.controller in (None, controller_url)]
-    view = compare(label, connections, asked_about, records, query_on.number if query_on else None,
-                   forgot_earlier)  # fmt: skip
+    view = compare(label, connections, asked_about, records, query_on.number if query_on else None, forgot_earlier)
     tracer.event(None, view.describe(), kind=SESSION)
     if view.records:
         view = dataclasses.replace(view, findings=await _ask_diagnosis(client, controller_url, view, tracer))
@@ -84,8 +83,9 @@ def _records(response: httpx.Response) -> list[dict[str, Any]] | None:
         records = response.json().get("connections")
     except (ValueError, AttributeError):
         return None
-    if not isinstance(records, list) or not all(isinstance(r, dict) and {"id", "peer", "streams"} <= r.keys()
-                                                 for r in records):  # fmt: skip
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and {"id", "peer", "streams"} <= r.keys() for r in records
+    ):
         return None
     return records
 

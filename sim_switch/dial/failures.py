@@ -100,8 +100,14 @@ _CLIENT_CERT_REFUSALS = {
     "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake failure (under TLS 1.2 this usually means we sent no certificate)",
 }
 PROBE_TIMEOUT_S = 5.0
-_NOT_DELIVERED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpcore.ConnectError,
-                  httpcore.ConnectTimeout, httpcore.PoolTimeout)  # fmt: skip
+_NOT_DELIVERED = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpcore.ConnectError,
+    httpcore.ConnectTimeout,
+    httpcore.PoolTimeout,
+)
 
 
 def classify(exc: BaseException, request_sent: bool = True, timeout_s: float | None = None) -> Failure:

@@ -108,8 +108,9 @@ class SilenceWatch:
     async def _check(self, url: str) -> None:
         timeout_s = self._keepalive.interval_s * self._keepalive.count
         quiet_s = self._tracer.now_s() - self._heard_at_s[url]
-        self._tracer.event(None, f"keepalive: nothing from {url} for {quiet_s:.1f} s: a ping of 0 s to check",
-                           kind=DETAIL)  # fmt: skip
+        self._tracer.event(
+            None, f"keepalive: nothing from {url} for {quiet_s:.1f} s: a ping of 0 s to check", kind=DETAIL
+        )
         if await self._probe(url, timeout_s):
             self.heard(url)
             return

@@ -119,8 +119,9 @@ class Link:
         if self._connected_to is not None and url != self._connected_to:
             failover = Failover(self._tracer.now_s(), self._connected_to, url, self._down_reason)
             self.failovers.append(failover)
-            self._tracer.event(ping, f"failover: {failover.from_url} -> {url} ({failover.reason})", connection,
-                               kind=SESSION)  # fmt: skip
+            self._tracer.event(
+                ping, f"failover: {failover.from_url} -> {url} ({failover.reason})", connection, kind=SESSION
+            )
         self._connected_to = url
         self.destinations.connected()
         self._up = True
@@ -175,8 +176,10 @@ async def run_session(
         if probes is not None:  # its connection to the silent controller is as stuck as the pings'
             await probes.aclose()
             probes = None
-        reason = (f"{url} went silent: nothing for {quiet_s:.1f} s, no answer to a keepalive ping "
-                  f"(switch.keepalive: noticed within {switch.keepalive.bound_s:g} s)")  # fmt: skip
+        reason = (
+            f"{url} went silent: nothing for {quiet_s:.1f} s, no answer to a keepalive ping "
+            f"(switch.keepalive: noticed within {switch.keepalive.bound_s:g} s)"
+        )
         closed = await tracer.close_connections(url)
         tracer.event(None, f"keepalive: {reason}; closed {plural(closed, 'connection')}", kind=SESSION)
         link.lost(url, reason)
@@ -190,24 +193,42 @@ async def run_session(
                 await asyncio.sleep(max(0.0, batch * schedule.every_s - tracer.now_s()))
                 for _ in range(min(schedule.batch, schedule.total_pings() - len(tasks))):
                     number = len(tasks) + 1
-                    tasks.append(group.create_task(_send(pool, tracer, link, watch, switch, number,
-                                                         schedule.interval_s, scenario.request)))  # fmt: skip
+                    tasks.append(
+                        group.create_task(
+                            _send(pool, tracer, link, watch, switch, number, schedule.interval_s, scenario.request)
+                        )
+                    )
             await asyncio.wait(tasks)
             watching.cancel()
         attempts = [task.result() for task in tasks]
         # The cross-check asks the controller that answered last: the one the session ended on.
         answered = [attempt.result for attempt in attempts if attempt.answered and attempt.result.controller]
         ended_on = max(answered, key=lambda ping: ping.finished_at_s or 0.0).controller if answered else None
-        return await finish_run(pool.primary, tracer, scenario, ended_on or urls[0], ssl_context, switch.switch_id,
-                                attempts, reconnects=link.reconnects, failovers=tuple(link.failovers))  # fmt: skip
+        return await finish_run(
+            pool.primary,
+            tracer,
+            scenario,
+            ended_on or urls[0],
+            ssl_context,
+            switch.switch_id,
+            attempts,
+            reconnects=link.reconnects,
+            failovers=tuple(link.failovers),
+        )
     finally:
         await pool.aclose()
 
 
 async def _send(
-    pool: StreamPool, tracer: Tracer, link: Link, watch: SilenceWatch, switch: SwitchConfig, number: int,
-    interval_s: float, ping: Request,
-) -> Attempt:  # fmt: skip
+    pool: StreamPool,
+    tracer: Tracer,
+    link: Link,
+    watch: SilenceWatch,
+    switch: SwitchConfig,
+    number: int,
+    interval_s: float,
+    ping: Request,
+) -> Attempt:
     """One ping, retried while that is safe and the give-up time has not passed."""
     first_try_s = tracer.now_s()
     tries = 0
@@ -217,8 +238,9 @@ async def _send(
         asked_at_s = tracer.now_s()
         async with pool.slot() as client:
             with watch.ping_out(url):
-                attempt = await attempt_ping(client, tracer, url, number, interval_s, switch.request_timeout_s,
-                                             asked_at_s, ping)  # fmt: skip
+                attempt = await attempt_ping(
+                    client, tracer, url, number, interval_s, switch.request_timeout_s, asked_at_s, ping
+                )
         # A retried ping's latency is the whole wait, from its first try.
         result = replace(attempt.result, attempts=tries, elapsed_s=tracer.now_s() - first_try_s)
         if attempt.answered or result.failure is None:  # the controller answered, whatever it said

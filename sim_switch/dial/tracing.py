@@ -75,9 +75,13 @@ class Tracer:
         return time.perf_counter() - self._start
 
     def event(
-        self, ping: int | None, text: str, connection: int | None = None, at_s: float | None = None,
+        self,
+        ping: int | None,
+        text: str,
+        connection: int | None = None,
+        at_s: float | None = None,
         kind: str = REQUEST,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.emit(TraceEvent(self.now_s() if at_s is None else at_s, ping, text, connection, kind))
 
     def connection_of(self, network_stream: object) -> ConnectionRecord | None:

@@ -41,16 +41,22 @@ def bottleneck(shares: CpuShares) -> str | None:
     switch_side = f"the switch side at {shares.switch:.0%} of a core per process ({shares.processes})"
     controllers = ", ".join(f"{url} at {share:.0%}" for url, share in shares.controllers.items())
     if switch_bound and busy:
-        return (f"both sides were CPU-bound: {switch_side}, the controller {controllers}; on one machine they "
-                "compete for its cores")  # fmt: skip
+        return (
+            f"both sides were CPU-bound: {switch_side}, the controller {controllers}; on one machine they "
+            "compete for its cores"
+        )
     if switch_bound:
         theirs = f", the controller {controllers}" if controllers else " (the controller did not say its own)"
-        return (f"the switch side was the bottleneck: {switch_side}{theirs}; the latencies are mostly the "
-                "simulator's own queueing: split it further (--workers, --shard on more machines)")  # fmt: skip
+        return (
+            f"the switch side was the bottleneck: {switch_side}{theirs}; the latencies are mostly the "
+            "simulator's own queueing: split it further (--workers, --shard on more machines)"
+        )
     if busy:
         named = ", ".join(f"{url} at {share:.0%}" for url, share in busy.items())
-        return (f"the controller was the bottleneck: {named} of a core, {switch_side}; "
-                f"{plural(len(shares.controllers), 'controller')} served the fleet")  # fmt: skip
+        return (
+            f"the controller was the bottleneck: {named} of a core, {switch_side}; "
+            f"{plural(len(shares.controllers), 'controller')} served the fleet"
+        )
     return None
 
 

@@ -85,8 +85,12 @@ async def run_fleet(
     one_switch = dataclasses.replace(scenario, kind=OneShot((fleet.interval_s,) * fleet.pings))
     urls = {switch_id: spread_over(controllers, switch_id, place[switch_id], fleet.spread) for switch_id in ids}
     # In cleartext, switches present no certificate.
-    contexts = {switch_id: switch_ssl_context(switch_files(switch, switch_id))
-                if urlsplit(urls[switch_id]).scheme == "https" else None for switch_id in ids}  # fmt: skip
+    contexts = {
+        switch_id: switch_ssl_context(switch_files(switch, switch_id))
+        if urlsplit(urls[switch_id]).scheme == "https"
+        else None
+        for switch_id in ids
+    }
     loop = asyncio.get_running_loop()
     started, started_at, cpu = loop.time(), time.time(), time.process_time()
     done = 0
@@ -95,13 +99,28 @@ async def run_fleet(
         nonlocal done
         due = started + place[switch_id] * fleet.ramp_up_s / len(everyone)
         await asyncio.sleep(max(0.0, due - loop.time()))
-        run = await run_scenario(one_switch, urls[switch_id], contexts[switch_id], switch.request_timeout_s, emit,
-                                 switch_id, streams_per_connection, ask=False)  # fmt: skip
+        run = await run_scenario(
+            one_switch,
+            urls[switch_id],
+            contexts[switch_id],
+            switch.request_timeout_s,
+            emit,
+            switch_id,
+            streams_per_connection,
+            ask=False,
+        )
         done += 1
         progress(done, len(ids))
         return switch_id, run
 
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(one(switch_id)) for switch_id in ids]
-    return FleetResult(scenario, tuple(controllers), tuple(task.result() for task in tasks), loop.time() - started,
-                       started_at, time.process_time() - cpu, shard)  # fmt: skip
+    return FleetResult(
+        scenario,
+        tuple(controllers),
+        tuple(task.result() for task in tasks),
+        loop.time() - started,
+        started_at,
+        time.process_time() - cpu,
+        shard,
+    )

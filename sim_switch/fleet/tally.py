@@ -125,8 +125,10 @@ def merge(parts: Iterable[FleetTally]) -> FleetTally:
     for part in parts[1:]:
         for name in _SAME:
             if getattr(part, name) != getattr(first, name):
-                raise MergeError(f"not parts of one fleet run: {name} is {getattr(first, name)!r} in one and "
-                                 f"{getattr(part, name)!r} in another")  # fmt: skip
+                raise MergeError(
+                    f"not parts of one fleet run: {name} is {getattr(first, name)!r} in one and "
+                    f"{getattr(part, name)!r} in another"
+                )
     shards = [shard for part in parts for shard in part.shards]
     if len(parts) > 1 and any(not part.shards for part in parts):
         raise MergeError("a run of the whole fleet cannot be merged with anything: it has every switch already")

@@ -40,10 +40,15 @@ def worker_shards(shard: Shard | None, workers: int) -> list[Shard]:
 
 
 def run_in_workers(
-    scenario: Scenario, urls: tuple[str, ...], switch: SwitchConfig, per_connection: int, shard: Shard | None,
+    scenario: Scenario,
+    urls: tuple[str, ...],
+    switch: SwitchConfig,
+    per_connection: int,
+    shard: Shard | None,
     workers: int,
-    progress: Callable[[int, int], None], verbose: bool,
-) -> FleetTally:  # fmt: skip
+    progress: Callable[[int, int], None],
+    verbose: bool,
+) -> FleetTally:
     """The tally of this run (the whole fleet, or ``shard`` of it) over ``workers`` processes."""
     fleet = scenario.kind
     assert isinstance(fleet, Fleet), "only a fleet is split over workers"
@@ -52,8 +57,12 @@ def run_in_workers(
     pipes: dict[Connection, BaseProcess] = {}
     for part in worker_shards(shard, workers):
         receive, send = context.Pipe(duplex=False)
-        worker = context.Process(target=_work, name=f"worker {part}", daemon=True,
-                                 args=(scenario, urls, switch, per_connection, part, verbose, send))  # fmt: skip
+        worker = context.Process(
+            target=_work,
+            name=f"worker {part}",
+            daemon=True,
+            args=(scenario, urls, switch, per_connection, part, verbose, send),
+        )
         worker.start()
         send.close()  # the worker's end: its EOF is the worker's exit
         pipes[receive] = worker
@@ -87,10 +96,14 @@ def run_in_workers(
 
 
 def _work(
-    scenario: Scenario, urls: tuple[str, ...], switch: SwitchConfig, per_connection: int, shard: Shard,
+    scenario: Scenario,
+    urls: tuple[str, ...],
+    switch: SwitchConfig,
+    per_connection: int,
+    shard: Shard,
     verbose: bool,
     results: Connection,
-) -> None:  # fmt: skip
+) -> None:
     """One worker: its shard of the fleet, a message per switch done, then its tally (or what went wrong)."""
     logging.basicConfig(level=logging.INFO, format="sim_switch: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -103,8 +116,9 @@ def _work(
         results.send((kind, value))
 
     try:
-        result = asyncio.run(run_fleet(scenario, urls, switch, show, lambda done, total: report("done"),
-                                       per_connection, shard))  # fmt: skip
+        result = asyncio.run(
+            run_fleet(scenario, urls, switch, show, lambda done, total: report("done"), per_connection, shard)
+        )
         report("tally", tally_json(tally(result)))
     except KeyboardInterrupt:
         report("error", "interrupted")

@@ -30,8 +30,10 @@ def judge_fleet(tally: FleetTally, whole: bool = True) -> FleetVerdict:
         spread = ", ".join(f"{plural(n, 'switch')} on {plural(c, 'connection')}" for c, n in sorted(per_switch.items()))
         failures.append(f"under HTTP/2 every switch should use 1 connection: {spread}")
     if whole and missing:
-        failures.append(f"shard {', '.join(map(str, missing))} missing: {tally.switches} of the fleet's "
-                        f"{tally.fleet_switches} switches are here")  # fmt: skip
+        failures.append(
+            f"shard {', '.join(map(str, missing))} missing: {tally.switches} of the fleet's "
+            f"{tally.fleet_switches} switches are here"
+        )
     rate = _rate(tally)
     latency = tally.latency.marks()
     shape = f"{plural(tally.switches, 'switch')} x {plural(tally.pings_per_switch, 'ping')}"
@@ -59,8 +61,10 @@ def render_fleet(tally: FleetTally, verdict: FleetVerdict, shares: CpuShares | N
     lines.append("connections per switch: " + ", ".join(spread))
     if len(tally.by_controller) > 1:
         lines.append("by controller:")
-        lines += [f"  {url}: {plural(share['switches'], 'switch')}, {share['sent']} pings sent, "
-                  f"{share['answered_ok']} ok" for url, share in tally.by_controller.items()]  # fmt: skip
+        lines += [
+            f"  {url}: {plural(share['switches'], 'switch')}, {share['sent']} pings sent, {share['answered_ok']} ok"
+            for url, share in tally.by_controller.items()
+        ]
     if shares is not None:
         theirs = "".join(f", controller {url} {share:.0%}" for url, share in shares.controllers.items())
         lines.append(f"CPU (of one core): switch side {shares.switch:.0%} per process ({shares.processes}){theirs}")

@@ -89,10 +89,13 @@ svg text { font: 11px ui-monospace, monospace; fill: #333; }
 .legend span { display: inline-block; width: 12px; height: 10px; margin: 0 4px 0 14px; vertical-align: middle; }
 """
 _LEGEND = (
-    ("connect", "#f2b705", "TCP connect"), ("tls", "#a142f4", "TLS handshake"),
-    ("wait", "#9aa0a6", "waiting for SETTINGS or a free stream"), ("answer", "#1a73e8", "waiting for the answer"),
-    ("retrying", "#fde293", "earlier tries (session)"), ("failed", "#d93025", "failed"),
-)  # fmt: skip
+    ("connect", "#f2b705", "TCP connect"),
+    ("tls", "#a142f4", "TLS handshake"),
+    ("wait", "#9aa0a6", "waiting for SETTINGS or a free stream"),
+    ("answer", "#1a73e8", "waiting for the answer"),
+    ("retrying", "#fde293", "earlier tries (session)"),
+    ("failed", "#d93025", "failed"),
+)
 
 
 def run_html(result: RunResult, verdict: Verdict, events: Sequence[TraceEvent]) -> str:
@@ -113,8 +116,10 @@ def run_html(result: RunResult, verdict: Verdict, events: Sequence[TraceEvent]) 
     ]
     if result.controller_view is not None and result.controller_view.findings:
         body.append("<h2>The controller's diagnosis</h2><ul class='findings'>")
-        body += [f"<li><b>{escape(f.severity)} {escape(f.kind)}</b>: {escape(f.sentence)}</li>"
-                 for f in result.controller_view.findings]  # fmt: skip
+        body += [
+            f"<li><b>{escape(f.severity)} {escape(f.kind)}</b>: {escape(f.sentence)}</li>"
+            for f in result.controller_view.findings
+        ]
         body.append("</ul>")
     return _page(f"dialout {scenario.name}", body)
 
@@ -194,8 +199,10 @@ def _lanes(result: RunResult) -> list[_Lane]:
     by_connection: dict[int | None, list[PingResult]] = {}
     for ping in result.pings:
         by_connection.setdefault(ping.connection, []).append(ping)
-    lanes = [_Lane(record, tuple(by_connection.get(record.number, ())), _pack(by_connection.get(record.number, [])))
-             for record in result.connections]  # fmt: skip
+    lanes = [
+        _Lane(record, tuple(by_connection.get(record.number, ())), _pack(by_connection.get(record.number, [])))
+        for record in result.connections
+    ]
     if None in by_connection:
         lanes.append(_Lane(None, tuple(by_connection[None]), _pack(by_connection[None])))
     return lanes
@@ -252,13 +259,22 @@ def _waterfall(result: RunResult, events: Sequence[TraceEvent]) -> str:
     axis = _axis(t_max, x, height)
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="waterfall" width="{LABEL_W + PLOT_W + 20}" '
-        f'height="{height:.0f}" data-lanes="{len(lanes)}" data-pings="{len(result.pings)}">' + axis + "".join(parts)
+        f'height="{height:.0f}" data-lanes="{len(lanes)}" data-pings="{len(result.pings)}">'
+        + axis
+        + "".join(parts)
         + "</svg>"
-    )  # fmt: skip
+    )
 
 
-def _lane_svg(lane: _Lane, y: float, lane_h: float, row_h: float, x: _Scale, by_ping: dict[int, list[TraceEvent]],
-              result: RunResult) -> str:  # fmt: skip
+def _lane_svg(
+    lane: _Lane,
+    y: float,
+    lane_h: float,
+    row_h: float,
+    x: _Scale,
+    by_ping: dict[int, list[TraceEvent]],
+    result: RunResult,
+) -> str:
     record = lane.record
     view = result.controller_view
     theirs = ""
@@ -272,8 +288,10 @@ def _lane_svg(lane: _Lane, y: float, lane_h: float, row_h: float, x: _Scale, by_
         carried = plural(len(lane.pings), "ping") if lane.pings else "carried no ping"
         second = f"{record.alpn or 'no ALPN'} · {record.tls_version or 'cleartext'} · {carried}"
         number = str(record.number)
-    bars = "".join(_ping_svg(ping, y + 3 + lane.rows[ping.number] * row_h, row_h, x, by_ping.get(ping.number, []))
-                   for ping in lane.pings)  # fmt: skip
+    bars = "".join(
+        _ping_svg(ping, y + 3 + lane.rows[ping.number] * row_h, row_h, x, by_ping.get(ping.number, []))
+        for ping in lane.pings
+    )
     return (
         f'<g class="lane" data-connection="{number}"><rect class="lane-bg" x="0" y="{y:.1f}" '
         f'width="{LABEL_W + PLOT_W + 20}" height="{lane_h:.1f}"/>'
@@ -320,8 +338,11 @@ def _ping_svg(ping: PingResult, y: float, h: float, x: _Scale, events: Sequence[
 
 def _tooltip(ping: PingResult, events: Sequence[TraceEvent]) -> str:
     head = f"ping {ping.number}, interval {format_interval(ping.interval_s)} s: "
-    head += (f"{ping.status} {ping.http_version} in {ping.elapsed_s:.3f} s" if ping.ok
-             else f"FAILED after {ping.elapsed_s:.3f} s: {ping_error(ping)}")  # fmt: skip
+    head += (
+        f"{ping.status} {ping.http_version} in {ping.elapsed_s:.3f} s"
+        if ping.ok
+        else f"FAILED after {ping.elapsed_s:.3f} s: {ping_error(ping)}"
+    )
     if ping.stream_id:
         head += f", stream {ping.stream_id}"
     shown = list(events[:MAX_TITLE_EVENTS])
@@ -336,8 +357,10 @@ def _axis(t_max: float, x: _Scale, height: float) -> str:
     ticks = []
     for index in range(int(t_max / step) + 1):
         at = index * step
-        ticks.append(f'<line class="grid" x1="{x(at):.1f}" y1="{AXIS_H - 6}" x2="{x(at):.1f}" y2="{height:.0f}"/>'
-                     f'<text x="{x(at) + 2:.1f}" y="{AXIS_H - 10}">{at:g} s</text>')  # fmt: skip
+        ticks.append(
+            f'<line class="grid" x1="{x(at):.1f}" y1="{AXIS_H - 6}" x2="{x(at):.1f}" y2="{height:.0f}"/>'
+            f'<text x="{x(at) + 2:.1f}" y="{AXIS_H - 10}">{at:g} s</text>'
+        )
     return f'<g class="axis">{"".join(ticks)}</g>'
 
 
@@ -359,16 +382,20 @@ def _session_bands(events: Sequence[TraceEvent], x: _Scale, top: float, height: 
             parts.append(_band(down_since, event.at_s, event.text, x, top, height))
             down_since = None
         elif event.text.startswith("reconnect #"):
-            parts.append(f'<line class="reconnect" x1="{x(event.at_s):.1f}" y1="{top}" x2="{x(event.at_s):.1f}" '
-                         f'y2="{top + height:.0f}"><title>{escape(event.text)}</title></line>')  # fmt: skip
+            parts.append(
+                f'<line class="reconnect" x1="{x(event.at_s):.1f}" y1="{top}" x2="{x(event.at_s):.1f}" '
+                f'y2="{top + height:.0f}"><title>{escape(event.text)}</title></line>'
+            )
     if down_since is not None and events:
         parts.append(_band(down_since, events[-1].at_s, "link down until the end", x, top, height))
     return f'<g class="session">{"".join(parts)}</g>'
 
 
 def _band(start: float, end: float, text: str, x: _Scale, top: float, height: float) -> str:
-    return (f'<rect class="down" x="{x(start):.1f}" y="{top}" width="{max(1.0, x(end) - x(start)):.1f}" '
-            f'height="{height:.0f}"><title>{escape(text)}</title></rect>')  # fmt: skip
+    return (
+        f'<rect class="down" x="{x(start):.1f}" y="{top}" width="{max(1.0, x(end) - x(start)):.1f}" '
+        f'height="{height:.0f}"><title>{escape(text)}</title></rect>'
+    )
 
 
 def _views_table(result: RunResult) -> str:
@@ -395,9 +422,11 @@ def _views_table(result: RunResult) -> str:
             f'</td><td class="num">{sent}</td><td class="num">{result.peak_in_flight(record.number)}</td>'
             f"{controller}{verdict}</tr>"
         )
-    head = ("<tr><th colspan='5'>the switch sent</th><th colspan='3'>the controller saw</th><th></th></tr>"
-            "<tr><th>conn</th><th>from</th><th>ALPN</th><th>streams</th><th>at once</th><th>its id</th>"
-            "<th>streams</th><th>at once</th><th></th></tr>")  # fmt: skip
+    head = (
+        "<tr><th colspan='5'>the switch sent</th><th colspan='3'>the controller saw</th><th></th></tr>"
+        "<tr><th>conn</th><th>from</th><th>ALPN</th><th>streams</th><th>at once</th><th>its id</th>"
+        "<th>streams</th><th>at once</th><th></th></tr>"
+    )
     summary = f"<p>{escape(view.describe())}</p>" if view is not None else ""
     return f'{summary}<table class="views">{head}{"".join(rows)}</table>'
 
@@ -430,9 +459,16 @@ def _histogram(histogram: Histogram, name: str, bins: int = 40) -> str:
         f'<text x="{left + (v - low) / (width * bins) * plot_w + 2:.1f}" y="{12 + 11 * i}">{k} {v * 1000:.1f} ms</text>'
         for i, (k, v) in enumerate(marks.items())
     )
-    axis = (f'<text x="{left}" y="{plot_h + 36:.0f}">{low * 1000:.1f} ms</text>'
-            f'<text x="{left + plot_w - 60}" y="{plot_h + 36:.0f}">{high * 1000:.1f} ms</text>')  # fmt: skip
-    table = _table(("n", *marks, "max"), [(str(histogram.count), *(f"{v * 1000:.1f} ms" for v in marks.values()),
-                                           f"{high * 1000:.1f} ms")], f"{name}-percentiles")  # fmt: skip
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="histogram {name}" width="{left + plot_w + 20:.0f}" '
-            f'height="{plot_h + 44:.0f}">{bars}{lines}{axis}</svg>{table}')  # fmt: skip
+    axis = (
+        f'<text x="{left}" y="{plot_h + 36:.0f}">{low * 1000:.1f} ms</text>'
+        f'<text x="{left + plot_w - 60}" y="{plot_h + 36:.0f}">{high * 1000:.1f} ms</text>'
+    )
+    table = _table(
+        ("n", *marks, "max"),
+        [(str(histogram.count), *(f"{v * 1000:.1f} ms" for v in marks.values()), f"{high * 1000:.1f} ms")],
+        f"{name}-percentiles",
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="histogram {name}" width="{left + plot_w + 20:.0f}" '
+        f'height="{plot_h + 44:.0f}">{bars}{lines}{axis}</svg>{table}'
+    )

@@ -21,7 +21,7 @@ from sim_switch.model.verdict import (
     PingFailed,
     Problem,
     Verdict,
-    ViewDisagrees,  # fmt: skip
+    ViewDisagrees,
     ViewRequired,
     ViewUnavailable,
 )
@@ -53,8 +53,9 @@ def problem_text(problem: Problem) -> str:
         case CheckFailed(check) if check.key is Expected.CONNECTIONS:
             return f"expected {plural(int(check.expected), 'connection')}, opened {check.seen[0]}"
         case CheckFailed(check):
-            others = [(number, version) for number, version in enumerate(check.seen, start=1)
-                      if version != check.expected]  # fmt: skip
+            others = [
+                (number, version) for number, version in enumerate(check.seen, start=1) if version != check.expected
+            ]
             got = ", ".join(f"{version or 'no answer'} for ping {number}" for number, version in others)
             return f"expected {check.expected} for every ping, got {got}"
         case ViewDisagrees(text):
@@ -62,15 +63,21 @@ def problem_text(problem: Problem) -> str:
         case ViewUnavailable(error):
             return f"controller view: {error}"
         case ViewRequired(no_account):
-            return (f"controller view: required (expect.controller_view), but the controller keeps no account of its "
-                    f"connections ({no_account}): the switch's view alone")  # fmt: skip
+            return (
+                f"controller view: required (expect.controller_view), but the controller keeps no account of its "
+                f"connections ({no_account}): the switch's view alone"
+            )
         case DiagnosisDisagrees(switch_saw_it, kinds):
             found = ", ".join(kinds) or "no findings"
             if switch_saw_it:
-                return (f"controller's diagnosis: the switch had two or more pings at once on a connection, the "
-                        f"controller does not find them multiplexed ({found})")  # fmt: skip
-            return (f"controller's diagnosis: it finds the pings multiplexed, the switch never had two at once on a "
-                    f"connection ({found})")  # fmt: skip
+                return (
+                    f"controller's diagnosis: the switch had two or more pings at once on a connection, the "
+                    f"controller does not find them multiplexed ({found})"
+                )
+            return (
+                f"controller's diagnosis: it finds the pings multiplexed, the switch never had two at once on a "
+                f"connection ({found})"
+            )
 
 
 def problem_lines(verdict: Verdict) -> list[str]:
@@ -124,8 +131,11 @@ def shown_line(verdict: Verdict) -> str:
     count = verdict.pings
     whose = " (the switch's view; the controller keeps no account)" if verdict.one_sided else ""
     versions = "/".join(verdict.http_versions)
-    timing = (f"{verdict.wall_time_s:.2f} s for a longest interval of {format_interval(verdict.longest_interval_s)} s"
-              if count else "")  # fmt: skip
+    timing = (
+        f"{verdict.wall_time_s:.2f} s for a longest interval of {format_interval(verdict.longest_interval_s)} s"
+        if count
+        else ""
+    )
     match verdict.outcome:
         case Outcome.SESSION_OK | Outcome.SESSION_FAILED:
             tally = (
@@ -135,20 +145,28 @@ def shown_line(verdict: Verdict) -> str:
                 + f"{plural(verdict.connections, 'connection')}"
             )
             if verdict.outcome is Outcome.SESSION_FAILED:
-                return (f"SESSION FAILED: {verdict.failed} of {plural(count, 'ping')} failed for good ({tally}): "
-                        f"{_main_reason(verdict)}")  # fmt: skip
-            return (f"SESSION OK: {plural(count, 'ping')}, {tally}, up to {verdict.peak_in_flight} at once, "
-                    f"{verdict.wall_time_s:.2f} s")  # fmt: skip
+                return (
+                    f"SESSION FAILED: {verdict.failed} of {plural(count, 'ping')} failed for good ({tally}): "
+                    f"{_main_reason(verdict)}"
+                )
+            return (
+                f"SESSION OK: {plural(count, 'ping')}, {tally}, up to {verdict.peak_in_flight} at once, "
+                f"{verdict.wall_time_s:.2f} s"
+            )
         case Outcome.FAILED:
             return f"FAILED: {verdict.failed} of {plural(count, 'ping')} failed: {_main_reason(verdict)}"
         case Outcome.NOTHING_TO_MULTIPLEX:
             return f"NOTHING TO MULTIPLEX{whose}: 1 ping on 1 connection ({versions}), {timing}"
         case Outcome.MULTIPLEXED:
-            return (f"MULTIPLEXED{whose}: {count} pings as {count} streams on "
-                    f"{plural(verdict.connections, 'connection')} ({versions}), {timing}")  # fmt: skip
+            return (
+                f"MULTIPLEXED{whose}: {count} pings as {count} streams on "
+                f"{plural(verdict.connections, 'connection')} ({versions}), {timing}"
+            )
         case Outcome.NOT_MULTIPLEXED:
-            return (f"NOT MULTIPLEXED{whose}: {count} pings on {plural(verdict.connections, 'connection')} "
-                    f"({versions}), {timing}")  # fmt: skip
+            return (
+                f"NOT MULTIPLEXED{whose}: {count} pings on {plural(verdict.connections, 'connection')} "
+                f"({versions}), {timing}"
+            )
 
 
 def _main_reason(verdict: Verdict) -> str:
@@ -244,8 +262,10 @@ def _render_controllers(result: RunResult) -> list[str]:
         return []
     answered = ", ".join(f"{url} {count}" for url, count in result.controllers.items())
     lines = [f"answered by: {answered}"]
-    lines += [f"failover at {failover.at_s:.1f} s: {failover.from_url} -> {failover.to_url} ({failover.reason})"
-              for failover in result.failovers]  # fmt: skip
+    lines += [
+        f"failover at {failover.at_s:.1f} s: {failover.from_url} -> {failover.to_url} ({failover.reason})"
+        for failover in result.failovers
+    ]
     return lines
 
 
@@ -253,8 +273,11 @@ def _numbering(result: RunResult) -> str:
     """Which of the controller's connection numbers is which of ours: its sentences use its own."""
     assert result.controller_view is not None
     ours = {record.local_address: record.number for record in result.connections}
-    pairs = [(int(record["id"]), ours[str(record["peer"])]) for record in result.controller_view.records
-             if str(record["peer"]) in ours]  # fmt: skip
+    pairs = [
+        (int(record["id"]), ours[str(record["peer"])])
+        for record in result.controller_view.records
+        if str(record["peer"]) in ours
+    ]
     named = ", ".join(f"#{theirs} is our #{mine}" for theirs, mine in sorted(pairs)[:MAX_LISTED])
     more = ", ..." if len(pairs) > MAX_LISTED else ""
     return f"its conn {named}{more}" if pairs else "its connection numbers"
