@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -16,6 +15,8 @@ import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
+
+from tests.tools import require
 
 # No sandbox (CI runs as root, where Chromium's sandbox will not start), no GPU, and none of the background
 # traffic a fresh profile starts (component updates, safe browsing, sync, metrics).
@@ -36,9 +37,7 @@ FLAGS = (
 
 
 def chromium() -> str:
-    binary = shutil.which("chromium")
-    assert binary, "headless Chromium is needed for the browser tests (.ci/run installs Debian's chromium)"
-    return binary
+    return require("chromium")
 
 
 def dump_dom(url: str, *extra: str, timeout_s: float = 90) -> str:

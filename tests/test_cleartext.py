@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.servers import REPO, ControllerProcess, write_config
+from tests.tools import require
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_curl_h2c_prior_knowledge_the_reports_own_check(cleartext: tuple[Control
     _, url = cleartext
     done = subprocess.run(
         [
-            "curl",
+            require("curl"),
             "--silent",
             "--show-error",
             "--http2-prior-knowledge",

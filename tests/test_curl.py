@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 from dialout.pki import ca_cert_path, switch_identity
 from tests.servers import ControllerProcess
+from tests.tools import require
 
 # One line per transfer: curl's own view of the connection it used.
 WRITE_OUT = "%{http_code} %{http_version} %{num_connects}\\n"
@@ -16,8 +16,7 @@ WRITE_OUT = "%{http_code} %{http_version} %{num_connects}\\n"
 def curl(
     url: str, certs_dir: Path, *options: str, count: int = 3, switch_id: str = "switch-1"
 ) -> list[tuple[str, str, int]]:
-    binary = shutil.which("curl")
-    assert binary, "curl is needed for the interop tests (.ci/run installs it)"
+    binary = require("curl")
     identity = switch_identity(certs_dir, switch_id)
     command = [
         binary,
@@ -55,7 +54,7 @@ def test_curl_without_a_client_certificate_is_refused(controller_process: Contro
     certs_dir = controller_process.config.parent / "certs"
     done = subprocess.run(
         [
-            "curl",
+            require("curl"),
             "--silent",
             "--show-error",
             "--http2",

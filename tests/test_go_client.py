@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from tests.servers import REPO, ControllerProcess, write_config
 from tests.test_cli import run_module
+from tests.tools import require
 
 SWITCHES = ("switch-1", "go-default", "go-h2", "go-h2-one-dial")
 
@@ -23,8 +23,7 @@ SWITCHES = ("switch-1", "go-default", "go-h2", "go-h2-one-dial")
 @pytest.fixture(scope="module")
 def go_switch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Go client, built once (standard library only: no network)."""
-    go = shutil.which("go")
-    assert go, "Go is needed to run the report's client (.ci/run installs Debian's golang-go)"
+    go = require("go")
     directory = tmp_path_factory.mktemp("go")
     binary = directory / "simswitch"
     environment = {

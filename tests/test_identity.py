@@ -39,6 +39,7 @@ from sim_switch.model.results import PingResult, RunResult
 from sim_switch.model.verdict import judge
 from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, RunningController, run_controller
+from tests.tools import require
 
 
 def http_client(certs_dir: Path, switch_id: str) -> httpx.AsyncClient:
@@ -293,7 +294,7 @@ def curl_local_ports(process: ControllerProcess, *mode: str) -> list[int]:
     certs_dir = process.config.parent / "certs"
     identity = switch_identity(certs_dir, "switch-1")
     command = [
-        "curl",
+        require("curl"),
         "--silent",
         "--show-error",
         "--no-progress-meter",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from dialout.pki import ca_cert_path, switch_identity
 from sim_switch.dial.tls import client_ssl_context
 from tests.servers import REPO, ControllerProcess, LineReader, write_config
 from tests.test_curl import curl
+from tests.tools import require
 
 PROXY = "nginx-proxy"
 
@@ -43,8 +43,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def nginx_in_front_of(controller: ControllerProcess) -> Iterator[Nginx]:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert Path(binary).exists(), "nginx is needed for these tests (.ci/run installs Debian's package)"
+    binary = require("nginx")
     port = free_port()
     printed = subprocess.run(
         [
@@ -194,7 +193,7 @@ def test_the_printed_file_is_one_nginx_accepts(behind_nginx: tuple[ControllerPro
     controller, nginx = behind_nginx
     conf = controller.config.parent / f"nginx-{nginx.port}.conf"
     checked = subprocess.run(
-        [shutil.which("nginx") or "/usr/sbin/nginx", "-t", "-c", str(conf)],
+        [require("nginx"), "-t", "-c", str(conf)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -39,7 +39,7 @@ async def test_seed_pings_share_one_http2_connection(controller: RunningControll
     assert sorted(ping.stream_id or 0 for ping in result.pings) == [1, 3, 5]
     assert result.peak_in_flight(1) == 3
     # One after another they would need the sum of the intervals; together, about the longest.
-    assert result.wall_time_s < sum(INTERVALS_S)
+    assert result.wall_time_s / sum(INTERVALS_S) < 1  # in flight together, not one after another
     assert verdict_line(verdict).startswith("MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2), ")
 
     texts = [event.text for event in events]

@@ -23,6 +23,7 @@ from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.report import ping_error, verdict_line
 from tests.servers import ControllerProcess, RunningController, run_controller, write_config
+from tests.tools import require
 
 SCENARIO = Scenario("tls", OneShot((0.0, 0.0, 0.0)))
 
@@ -186,7 +187,7 @@ def test_controller_refuses_tls11(controller_process: ControllerProcess) -> None
     # SECLEVEL=0 lets this OpenSSL offer TLS 1.1 at all, so that what refuses it is the controller.
     done = subprocess.run(
         [
-            "openssl",
+            require("openssl"),
             "s_client",
             "-connect",
             f"127.0.0.1:{controller_process.port}",
