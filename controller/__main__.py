@@ -33,7 +33,7 @@ from controller.server.serve import (
     serve,
     server_ssl_context,
 )
-from dialout.command_line import OneLineParser, run_guarded
+from dialout.command_line import OneLineParser, command_first, run_guarded
 from dialout.config import Config, ConfigError, load_config
 from dialout.errors import DialoutError
 from dialout.pki import ensure_certs, generate_certs
@@ -66,7 +66,8 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
         return _regenerate_certs(cfg)
     if args.command == "explain":  # of a running controller: its certificates are there, none are made
         return _explain(cfg, args.url, args.switch, args.since, args.json)
-    for name in args.scenario or (DEMO_SCENARIOS if args.command == "demo" else ()):
+    scenarios = (args.scenario or list(DEMO_SCENARIOS)) if args.command == "demo" else []
+    for name in scenarios:
         cfg.scenario(name)  # a wrong name fails before anything is made or served
     listen = _listen_option(args.listen) if args.command == "nginx-conf" else None
     if cfg.controller.tls is None:  # the user's own PKI is never touched
@@ -84,59 +85,64 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
     bound += plain
     admin = _bind_admin(cfg)
     if args.command == "demo":
-        scenarios = args.scenario or list(DEMO_SCENARIOS)
         return asyncio.run(_demo(cfg, ssl_context, sockets, plain, admin, args.config, scenarios))
     asyncio.run(_serve_until_signalled(cfg, ssl_context, sockets, plain, admin))
     return 0
 
 
+COMMANDS = {
+    "serve": "serve until SIGINT or SIGTERM (the default)",
+    "certs": "make a new CA and reissue every certificate dialout issued",
+    "demo": "serve, run the switch's scenarios against it, stop",
+    "nginx-conf": "print an nginx server block that fronts this controller, as in the report",
+    "explain": "ask the running controller what each switch's client did, and why it was or was not multiplexed",
+}
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(
-        prog="python -m controller",
-        description="The controller end of the dial-out pair: GET /ping?interval=SECONDS over HTTP/2 with mTLS.",
-    )
-    parser.add_argument(
-        "command",
-        nargs="?",
-        choices=("serve", "certs", "demo", "nginx-conf", "explain"),
-        default="serve",
-        help="serve (default); certs: make a new CA and all certificates; "
-        "demo: serve, run the switch's scenarios against it, stop; "
-        "nginx-conf: print an nginx server block that fronts this controller, as in the report; "
-        "explain: ask the running controller what each switch's client did, and why it was or was not multiplexed",
-    )
-    parser.add_argument("--config", type=Path, default=Path("config.yaml"), help="default: %(default)s")
-    parser.add_argument("--host", help="listen address (default: controller.host in the config)")
-    parser.add_argument("--port", type=int, help="listen port, 0 for any free one (default: controller.port)")
-    parser.add_argument(
+    """Sub-commands, each with only its own options; ``python -m controller [options]`` still serves, and options
+    may still stand before the command."""
+    common = OneLineParser(add_help=False)
+    common.add_argument("--config", type=Path, default=Path("config.yaml"), help="default: %(default)s")
+    loudness = common.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also log when each request arrives")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="no line per request or connection")
+    listening = OneLineParser(add_help=False)
+    listening.add_argument("--host", help="listen address (default: controller.host in the config)")
+    listening.add_argument("--port", type=int, help="listen port, 0 for any free one (default: controller.port)")
+    listening.add_argument(
         "--admin-port",
         type=int,
         help="the admin listener's port, 0 for any free one (default: controller.admin.port, else the listen port + 1)",
     )
-    parser.add_argument(
-        "--scenario", action="append", help=f"demo only: a scenario to run, repeatable (default: {DEMO_SCENARIOS})"
-    )
-    parser.add_argument(
+    listening.add_argument(
         "--client-certs-optional",
         action="store_true",
         help="bench mode, loopback only: serve clients without a certificate (h2load cannot present one)",
     )
-    parser.add_argument(
-        "--listen",
-        default="127.0.0.1:9443",
-        help="nginx-conf only: where nginx listens for switches (default: %(default)s)",
+    parser = OneLineParser(
+        prog="python -m controller",
+        description="The controller end of the dial-out pair: GET /ping?interval=SECONDS over HTTP/2 with mTLS.",
     )
-    parser.add_argument(
-        "--full", action="store_true", help="nginx-conf only: a whole file for `nginx -c FILE`, not just the block"
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    made = {name: sub.add_parser(name, help=text, description=text, parents=[common, listening])
+            for name, text in COMMANDS.items()}  # fmt: skip
+    for each in made.values():
+        each.prog = f"python -m controller {each.prog.split()[-1]}"
+    made["demo"].add_argument(
+        "--scenario", action="append", help=f"a scenario to run, repeatable (default: {', '.join(DEMO_SCENARIOS)})"
     )
-    parser.add_argument("--switch", help="explain only: this switch (its certificate's CN, or an address)")
-    parser.add_argument("--since", help="explain only: what happened since then: seconds ago, or an ISO 8601 time")
-    parser.add_argument("--url", help="explain only: where the controller is (default: controller.host and .port)")
-    parser.add_argument("--json", action="store_true", help="explain only: print GET /diagnosis's JSON")
-    loudness = parser.add_mutually_exclusive_group()
-    loudness.add_argument("-v", "--verbose", action="store_true", help="also log when each request arrives")
-    loudness.add_argument("-q", "--quiet", action="store_true", help="no line per request or connection")
-    return parser.parse_args(argv)
+    made["nginx-conf"].add_argument(
+        "--listen", default="127.0.0.1:9443", help="where nginx listens for switches (default: %(default)s)"
+    )
+    made["nginx-conf"].add_argument(
+        "--full", action="store_true", help="a whole file for `nginx -c FILE`, not just the server block"
+    )
+    made["explain"].add_argument("--switch", help="this switch (its certificate's CN, or an address)")
+    made["explain"].add_argument("--since", help="what happened since then: seconds ago, or an ISO 8601 time")
+    made["explain"].add_argument("--url", help="where the controller is (default: controller.host and .port)")
+    made["explain"].add_argument("--json", action="store_true", help="print GET /diagnosis's JSON")
+    return parser.parse_args(command_first(list(sys.argv[1:] if argv is None else argv), made, "serve"))
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from dialout.command_line import OneLineParser, run_guarded
+from dialout.command_line import OneLineParser, command_first, run_guarded
 from dialout.config import (
     Config,
     ConfigError,
@@ -52,10 +52,9 @@ from sim_switch.render.report import render_event, render_summary, to_json, verd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["merge"]:
-        return merge_main(argv[1:])
-    args = _parse_args(argv)
+    args = _parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command == "merge":
+        return _merge(args)
     try:
         return _run(args)
     except BrokenPipeError:
@@ -243,16 +242,8 @@ def _report_fleet(
     )
 
 
-def merge_main(argv: Sequence[str]) -> int:
+def _merge(args: argparse.Namespace) -> int:
     """``python -m sim_switch merge SHARD.json ...``: the fleet's report from its shards' ``--json``."""
-    parser = OneLineParser(
-        prog="python -m sim_switch merge",
-        description="One fleet's summary, verdict and exit code from the --json of each of its shards (--shard I/N).",
-    )
-    parser.add_argument("files", nargs="+", type=Path, metavar="SHARD.json")
-    parser.add_argument("--json", action="store_true", help="print one JSON object, as one run of the fleet would")
-    parser.add_argument("--html", type=Path, metavar="FILE", help="also write the fleet's HTML report")
-    args = parser.parse_args(argv)
     try:
         if args.html is not None:
             check_report_path(args.html)
@@ -335,37 +326,52 @@ def _describe(scenario: Scenario) -> str:
             return f"a persistent session, {every} {span}"
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+COMMANDS = {
+    "run": "dial the controller and run a scenario (the default)",
+    "merge": "one fleet's summary, verdict and exit code from the --json of each of its shards (--shard I/N)",
+}
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    """``run`` and ``merge``, each with its own options; ``python -m sim_switch [options]`` still runs."""
     parser = OneLineParser(
         prog="python -m sim_switch",
         description="The switch end of the dial-out pair: concurrent pings to the controller, traced, with a "
         "verdict on whether they were multiplexed over one HTTP/2 connection.",
     )
-    parser.add_argument("--config", type=Path, default=Path("config.yaml"), help="default: %(default)s")
-    parser.add_argument("--scenario", default="seed", help="a scenario in the config (default: %(default)s)")
-    parser.add_argument("--url", help="the controller's base URL (default: switch.controller_url)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the trace")
-    parser.add_argument(
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    run = sub.add_parser("run", help=COMMANDS["run"], description=COMMANDS["run"])
+    run.add_argument("--config", type=Path, default=Path("config.yaml"), help="default: %(default)s")
+    run.add_argument("--scenario", default="seed", help="a scenario in the config (default: %(default)s)")
+    run.add_argument("--url", help="the controller's base URL (default: switch.controller_url)")
+    run.add_argument("--json", action="store_true", help="print one JSON object instead of the trace")
+    run.add_argument(
         "--html",
         type=Path,
         metavar="FILE",
         help="also write the run as one self-contained HTML page (a waterfall of every ping)",
     )
-    parser.add_argument(
+    run.add_argument(
         "--shard",
         type=_shard_option,
         metavar="I/N",
         help="fleets: run shard I (0 to N-1) of N of the switches; merge the shards' --json with "
         "`python -m sim_switch merge`",
     )
-    parser.add_argument(
+    run.add_argument(
         "--workers",
         type=_workers_option,
         metavar="N",
         help="fleets: split the switches over N processes (default: one per CPU)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show every httpcore step (on stderr with --json)")
-    return parser.parse_args(argv)
+    run.add_argument("-v", "--verbose", action="store_true", help="show every httpcore step (on stderr with --json)")
+    merge = sub.add_parser("merge", help=COMMANDS["merge"], description=COMMANDS["merge"])
+    merge.add_argument("files", nargs="+", type=Path, metavar="SHARD.json")
+    merge.add_argument("--json", action="store_true", help="print one JSON object, as one run of the fleet would")
+    merge.add_argument("--html", type=Path, metavar="FILE", help="also write the fleet's HTML report")
+    for name, each in (("run", run), ("merge", merge)):
+        each.prog = f"python -m sim_switch {name}"
+    return parser.parse_args(command_first(argv, {"run": run, "merge": merge}, "run"))
 
 
 def _shard_option(text: str) -> Shard:

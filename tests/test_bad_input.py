@@ -14,7 +14,7 @@ import pytest
 
 from controller.commands.explain import ExplainError
 from controller.server.serve import ServerError
-from dialout.command_line import BUG_EXIT, TRACEBACK_VARIABLE, run_guarded
+from dialout.command_line import BUG_EXIT, TRACEBACK_VARIABLE, OneLineParser, command_first, run_guarded
 from dialout.config import ConfigError, load_config
 from dialout.config_yaml import MAX_DEPTH
 from dialout.errors import DialoutError, PKIError
@@ -195,3 +195,25 @@ def test_every_error_a_person_is_told_is_a_dialout_error() -> None:
     assert WorkerError("x").code == 1
     assert ServerError("port taken").code == 1
     assert ServerError("not loopback", usage=True).code == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["--port", "0"], ["serve", "--port", "0"]),  # no command: the default, as before sub-commands
+        (["--config", "x.yaml", "certs"], ["certs", "--config", "x.yaml"]),  # options before the command
+        (["demo", "--scenario", "seed"], ["demo", "--scenario", "seed"]),
+        (["--scenario", "certs", "demo"], ["demo", "--scenario", "certs"]),  # a value is not taken for a command
+        (["nosuch"], ["nosuch"]),  # left for argparse to name the commands
+        (["--help"], ["--help"]),
+    ],
+)
+def test_the_spellings_from_before_sub_commands_still_work(argv: list[str], command: list[str]) -> None:
+    parser = OneLineParser()
+    sub = parser.add_subparsers(dest="command")
+    commands = {name: sub.add_parser(name) for name in ("serve", "certs", "demo")}
+    for each in commands.values():
+        each.add_argument("--config")
+        each.add_argument("--port")
+        each.add_argument("--scenario")
+    assert command_first(argv, commands, "serve") == command

@@ -251,3 +251,16 @@ def test_a_persistent_session_from_the_command_line(tmp_path: Path) -> None:
     assert report["reconnects"] == 0
     assert {(ping["attempts"], ping["outcome"]) for ping in report["pings"]} == {(1, "ok")}
     assert report["verdict"].startswith("SESSION OK: 6 pings")
+
+
+def test_the_sub_command_spellings(controller_process: ControllerProcess, tmp_path: Path) -> None:
+    """``run`` is what ``python -m sim_switch`` does without a command; ``certs`` takes its options after it too."""
+    done = run_module("sim_switch", "run", "--config", str(controller_process.config), "--url", controller_process.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "MULTIPLEXED: 3 pings" in done.stdout
+    config = write_config(tmp_path)
+    made = run_module("controller", "certs", "--config", str(config))
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "certs" / "ca.pem").exists()
+    overview = run_module("controller", "--help")
+    assert "{serve,certs,demo,nginx-conf,explain}" in overview.stdout
