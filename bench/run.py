@@ -47,6 +47,7 @@ from dialout.pki import ensure_certs, generate_certs  # noqa: E402
 from dialout.text import plural  # noqa: E402
 from sim_switch.dial.client import run_scenario  # noqa: E402
 from sim_switch.dial.session import run_session  # noqa: E402
+from sim_switch.dial.settings import RunSettings  # noqa: E402
 from sim_switch.dial.tls import client_ssl_context  # noqa: E402
 from sim_switch.dial.tracing import TraceEvent  # noqa: E402
 from sim_switch.fleet.bottleneck import bottleneck, cpu_shares, read_controller_cpu  # noqa: E402
@@ -122,9 +123,8 @@ async def switch_run(
     url: str, certs: Path, pings: tuple[float, ...], streams: StreamPolicy
 ) -> tuple[float, list[float]]:
     scenario = Scenario("bench", OneShot(pings), streams=streams)
-    result = await run_scenario(
-        scenario, url, client_ssl_context(certs, "switch-1"), 120.0, lambda event: None, "switch-1"
-    )
+    settings = RunSettings(scenario, SwitchConfig(request_timeout_s=120.0), client_ssl_context(certs, "switch-1"))
+    result = await run_scenario(settings, url, lambda event: None)
     failed = [ping for ping in result.pings if not ping.ok]
     if failed:
         raise RuntimeError(f"{len(failed)} pings failed, e.g. {ping_error(failed[0])}")
@@ -192,18 +192,16 @@ def memory_row(who: str, count: int, idle_busy: tuple[int, int]) -> Row:
 def fleet_rows(rows: Table, urls: tuple[str, str], certs: Path, fleet: Fleet) -> None:
     """The fleet in this process (--workers 1), then over 2 worker processes, and the ratio of the two; then over
     2 workers spread over 2 controllers, against 2 workers on 1."""
-    scenario, switch = Scenario("fleet", fleet), SwitchConfig(certs_dir=certs)
+    settings = RunSettings(Scenario("fleet", fleet), SwitchConfig(certs_dir=certs), None)
     asking = client_ssl_context(certs, "switch-1")
     name = f"fleet: {fleet.switches} switches x {fleet.pings} pings at {fleet.interval_s:g} s"
     walls = {}
     for workers, controllers in ((1, urls[:1]), (2, urls[:1]), (2, urls)):
         before = read_controller_cpu(controllers, asking, "switch-1")
         if workers == 1:
-            fleet_tally = tally(asyncio.run(run_fleet(scenario, controllers, switch, lambda event: None)))
+            fleet_tally = tally(asyncio.run(run_fleet(settings, controllers, lambda event: None)))
         else:
-            fleet_tally = run_in_workers(
-                scenario, controllers, switch, 100, None, workers, lambda done, total: None, False
-            )
+            fleet_tally = run_in_workers(settings, controllers, None, workers, lambda done, total: None, False)
         after = read_controller_cpu(controllers, asking, "switch-1")
         shares = cpu_shares(fleet_tally, before, after)
         report = fleet_json(fleet_tally, judge_fleet(fleet_tally), shares)
@@ -266,7 +264,9 @@ def failover_row(rows: Table, urls: tuple[str, str], pids: tuple[int, int], cert
 
     async def run() -> RunResult:
         session = asyncio.create_task(
-            run_session(Scenario("failover", schedule), urls, client_ssl_context(certs, "switch-1"), switch, watch)
+            run_session(
+                RunSettings(Scenario("failover", schedule), switch, client_ssl_context(certs, "switch-1")), urls, watch
+            )
         )
         await answered.wait()
         await asyncio.sleep(0.5)  # a few pings on the first controller

@@ -17,6 +17,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -29,7 +30,6 @@ from dialout.config import (
     OneShot,
     Scenario,
     Schedule,
-    SwitchConfig,
     check_controller_url,
     load_config,
 )
@@ -39,6 +39,7 @@ from dialout.tls_files import check_other_half, switch_files
 from sim_switch.dial.client import run_scenario
 from sim_switch.dial.destinations import Destinations
 from sim_switch.dial.session import run_session
+from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.tls import switch_ssl_context
 from sim_switch.dial.tracing import CONNECTION, DETAIL, REQUEST, SESSION, TraceEvent
 from sim_switch.fleet.bottleneck import CpuShares, cpu_shares, read_controller_cpu
@@ -131,22 +132,21 @@ def _run(args: argparse.Namespace) -> int:
             f"{'HTTP/2 (ALPN h2, http/1.1)' if scenario.http2 else 'HTTP/1.1 only (ALPN http/1.1)'}",
             flush=True,
         )
-    per_connection = cfg.controller.max_concurrent_streams  # what our controller takes; httpcore caps it at 100
+    # What our controller takes (httpcore caps it at 100). A fleet's switches each make their own TLS context.
+    settings = RunSettings(
+        scenario,
+        cfg.switch,
+        None if fleet else ssl_context,
+        streams_per_connection=cfg.controller.max_concurrent_streams,
+    )
+    output = Output(args.json, args.html, args.verbose)
     match scenario.kind:
         case Fleet():
-            return _run_fleet(scenario, urls, cfg.switch, show, per_connection, args, _asking(cfg, ssl_context))
+            return _run_fleet(cfg, settings, urls, show, Split(args.shard, args.workers), output)
         case OneShot():
-            run = run_scenario(
-                scenario,
-                url,
-                ssl_context,
-                cfg.switch.request_timeout_s,
-                show,
-                cfg.switch.switch_id,
-                streams_per_connection=per_connection,
-            )
+            run = run_scenario(settings, url, show)
         case Schedule():
-            run = run_session(scenario, urls, ssl_context, cfg.switch, show, streams_per_connection=per_connection)
+            run = run_session(settings, urls, show)
     try:
         result = asyncio.run(run)
     except KeyboardInterrupt:
@@ -181,27 +181,43 @@ def _ensure_certs(cfg: Config, ids: list[str], quiet: bool) -> None:
         print(f"sim_switch: issued {len(written) // 2} certificates in {cfg.switch.certs_dir}", file=sys.stderr)
 
 
+@dataclass(frozen=True)
+class Output:
+    """How a run is told: ``--json``, ``--html FILE``, ``-v``."""
+
+    json: bool
+    html: Path | None
+    verbose: bool
+
+
+@dataclass(frozen=True)
+class Split:
+    """How a fleet is split: ``--shard I/N`` (this process runs that shard), ``--workers N`` (over N processes)."""
+
+    shard: Shard | None
+    workers: int | None
+
+
 def _run_fleet(
-    scenario: Scenario,
+    cfg: Config,
+    settings: RunSettings,
     urls: tuple[str, ...],
-    switch: SwitchConfig,
     show: Callable[[TraceEvent], None],
-    per_connection: int,
-    args: argparse.Namespace,
-    asking: tuple[ssl.SSLContext | None, str] | None,
+    split: Split,
+    output: Output,
 ) -> int:
-    """``asking``: how to ask the controllers for their CPU time (a TLS context, as which switch), if at all."""
-    shard: Shard | None = args.shard
+    scenario, shard = settings.scenario, split.shard
     assert isinstance(scenario.kind, Fleet)
-    workers = max(1, min(len(switches_of(scenario.kind, shard)), args.workers or os.cpu_count() or 1))
+    workers = max(1, min(len(switches_of(scenario.kind, shard)), split.workers or os.cpu_count() or 1))
+    asking = _asking(cfg, cleartext=urlsplit(urls[0]).scheme == "http")
     progress = Progress(sys.stderr)
     cpu_before = read_controller_cpu(urls, *asking) if asking else {}
     try:
         if workers == 1:
-            result = asyncio.run(run_fleet(scenario, urls, switch, show, progress, per_connection, shard))
+            result = asyncio.run(run_fleet(settings, urls, show, progress, shard))
             fleet_tally = tally(result)
         else:
-            fleet_tally = run_in_workers(scenario, urls, switch, per_connection, shard, workers, progress, args.verbose)
+            fleet_tally = run_in_workers(settings, urls, shard, workers, progress, output.verbose)
     except KeyboardInterrupt:
         print("sim_switch: interrupted", file=sys.stderr)
         return 1
@@ -211,13 +227,13 @@ def _run_fleet(
     progress.finish()
     cpu_after = read_controller_cpu(urls, *asking) if asking else {}
     shares = cpu_shares(fleet_tally, cpu_before, cpu_after)
-    return _report_fleet(fleet_tally, shard is None, args.json, args.html, shares)
+    return _report_fleet(fleet_tally, shard is None, output.json, output.html, shares)
 
 
-def _asking(cfg: Config, fleet_context: ssl.SSLContext | None) -> tuple[ssl.SSLContext | None, str] | None:
+def _asking(cfg: Config, cleartext: bool) -> tuple[ssl.SSLContext | None, str] | None:
     """How a fleet asks its controllers for their CPU time: as the config's own switch (not one of the fleet,
     whose accounts would then count the asking), or not at all when that switch has no certificate here."""
-    if fleet_context is None:  # cleartext
+    if cleartext:
         return None, cfg.switch.switch_id
     try:
         return switch_ssl_context(switch_files(cfg.switch, cfg.switch.switch_id)), cfg.switch.switch_id

@@ -20,13 +20,13 @@ import pytest
 from dialout.config import ConfigError, Keepalive, Schedule, StartWith, SwitchConfig, load_config, parse_config
 from sim_switch.dial.destinations import Destinations
 from sim_switch.dial.keepalive import socket_options
-from sim_switch.dial.session import run_session
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.report import ping_error, render_summary, to_json, verdict_line
 from tests.relay import SilentRelay
 from tests.servers import REPO, ControllerProcess, write_config
+from tests.switches import session as run_session_for
 from tests.test_session import Waiter, session, switch_config
 
 
@@ -113,12 +113,8 @@ async def run_and_kill_first(
     schedule = Schedule(every_s=0.4, batch=2, interval_s=0.3, count=16)
     cfg = switch_config(tmp_path / "certs", retry=retry)
     run = asyncio.create_task(
-        run_session(
-            session(schedule),
-            [first.url, second.url],
-            client_ssl_context(tmp_path / "certs", "switch-1"),
-            cfg,
-            lambda event: None,
+        run_session_for(
+            session(schedule), [first.url, second.url], client_ssl_context(tmp_path / "certs", "switch-1"), cfg
         )
     )
     for _ in range(4):  # a few pings have been answered; now one is in flight
@@ -213,7 +209,7 @@ async def test_a_silent_controller_is_noticed_within_the_keepalive_bound(
         schedule = Schedule(every_s=0.25, batch=1, interval_s=1.0, count=12)
         cfg = switch_config(tmp_path / "certs", keepalive=keepalive, retry="idempotent")
         run = asyncio.create_task(
-            run_session(
+            run_session_for(
                 session(schedule),
                 [behind_relay, second.url],
                 client_ssl_context(tmp_path / "certs", "switch-1"),

@@ -13,9 +13,7 @@ from h2.errors import ErrorCodes
 
 from controller.server.serve import server_ssl_context
 from dialout.config import ControllerConfig, OneShot, ReconnectPolicy, Scenario, Schedule, SwitchConfig
-from sim_switch.dial.client import run_scenario
 from sim_switch.dial.failures import Failure, FailureKind
-from sim_switch.dial.session import run_session
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import GiveUpReason, PingOutcome, PingResult, RunResult
 from sim_switch.model.verdict import Outcome, judge
@@ -23,20 +21,16 @@ from sim_switch.render.report import ping_error, render_summary, to_json
 from tests.conftest import SWITCH_IDS
 from tests.h2_peer import GoAway, Move, Reset, ScriptedPeer, Silence, scripted_peer
 from tests.servers import run_controller
+from tests.switches import one_shot
+from tests.switches import session as run_session_for
 
 ONE_PING = Scenario("one", OneShot((0.0,)))
 QUICK_REDIAL = ReconnectPolicy(initial_s=0.05, max_s=0.2, multiplier=2, jitter=0.2, give_up_after_s=60)
 
 
 async def one_ping(url: str, certs_dir: Path, request_timeout_s: float = 10.0) -> RunResult:
-    return await run_scenario(
-        ONE_PING,
-        url,
-        client_ssl_context(certs_dir, "switch-1"),
-        request_timeout_s,
-        lambda event: None,
-        "switch-1",
-        ask=False,
+    return await one_shot(
+        ONE_PING, url, client_ssl_context(certs_dir, "switch-1"), timeout_s=request_timeout_s, ask=False
     )
 
 
@@ -117,7 +111,7 @@ async def test_a_refused_certificate(certs_dir: Path, foreign_certs_dir: Path) -
         # the foreign PKI's switch-1, trusting our controller's CA
         context = client_ssl_context(foreign_certs_dir, "switch-1")
         context.load_verify_locations(certs_dir / "ca.pem")
-        result = await run_scenario(ONE_PING, running.url, context, 10.0, lambda event: None, "switch-1", ask=False)
+        result = await one_shot(ONE_PING, running.url, context, timeout_s=10.0, ask=False)
     [ping] = result.pings
     assert ping.failure is not None
     assert ping.failure.kind is FailureKind.CERTIFICATE_REFUSED
@@ -133,12 +127,11 @@ async def test_a_session_gives_up_after_give_up_after_s(certs_dir: Path) -> None
         reconnect=ReconnectPolicy(initial_s=0.05, max_s=0.1, give_up_after_s=0.3),
     )
     with reserved:
-        result = await run_session(
+        result = await run_session_for(
             session(2),
             f"https://127.0.0.1:{reserved.getsockname()[1]}",
             client_ssl_context(certs_dir, "switch-1"),
             switch,
-            lambda event: None,
         )
     for ping in result.pings:
         assert ping.outcome is PingOutcome.FAILED
@@ -162,12 +155,8 @@ async def one_session_ping_after_goaway(
     context = server_ssl_context(ControllerConfig(certs_dir=certs_dir))
     switch = SwitchConfig(certs_dir=certs_dir, request_timeout_s=5, reconnect=QUICK_REDIAL)
     async with scripted_peer(context, [GoAway(ErrorCodes.NO_ERROR, last_stream_id)]) as peer:
-        result = await run_session(
-            session(1),
-            f"https://127.0.0.1:{peer.port}",
-            client_ssl_context(certs_dir, "switch-1"),
-            switch,
-            lambda event: None,
+        result = await run_session_for(
+            session(1), f"https://127.0.0.1:{peer.port}", client_ssl_context(certs_dir, "switch-1"), switch
         )
     [ping] = result.pings
     return ping, result, peer
@@ -192,9 +181,7 @@ async def test_keep_alive_max_requests_ends_connections_without_losing_a_ping(ce
     cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, keep_alive_max_requests=2)
     switch = SwitchConfig(certs_dir=certs_dir, request_timeout_s=5, reconnect=QUICK_REDIAL)
     async with run_controller(cfg) as running:
-        result = await run_session(
-            session(6), running.url, client_ssl_context(certs_dir, "switch-1"), switch, lambda event: None
-        )
+        result = await run_session_for(session(6), running.url, client_ssl_context(certs_dir, "switch-1"), switch)
     verdict = judge(result)
     assert verdict.ok, verdict.problems
     assert [ping.outcome for ping in result.pings] == [PingOutcome.OK] * 6

@@ -14,6 +14,7 @@ from sim_switch.fleet.tally import tally
 from sim_switch.render.fleet import fleet_json, judge_fleet, render_fleet
 from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, run_controller, write_config
+from tests.switches import ignore, settings_for
 from tests.test_cli import run_module
 
 FLEET = Fleet(switches=5, id_pattern="fleet-{n:02d}", pings=3, interval_s=0.1)
@@ -27,10 +28,9 @@ async def test_a_small_fleet_gets_one_connection_per_switch(tmp_path: Path) -> N
     cfg = ControllerConfig(certs_dir=tmp_path, switches=("switch-1", "fleet-*"))
     async with run_controller(cfg) as running:
         result = await run_fleet(
-            FLEET_SCENARIO,
+            settings_for(FLEET_SCENARIO, None, SwitchConfig(certs_dir=tmp_path)),
             (running.url,),
-            SwitchConfig(certs_dir=tmp_path),
-            lambda event: None,
+            ignore,
             lambda done, total: progress.append((done, total)),
         )
         seen = {record.switch for record in running.registry.connections()}
@@ -53,7 +53,9 @@ async def test_a_fleet_the_controller_does_not_know_fails_with_errors_by_kind(tm
     generate_certs(tmp_path, HOSTNAMES, ["switch-1"])
     ensure_certs(tmp_path, HOSTNAMES, FLEET.switch_ids())
     async with run_controller(ControllerConfig(certs_dir=tmp_path, switches=("switch-1",))) as running:
-        result = await run_fleet(FLEET_SCENARIO, (running.url,), SwitchConfig(certs_dir=tmp_path), lambda event: None)
+        result = await run_fleet(
+            settings_for(FLEET_SCENARIO, None, SwitchConfig(certs_dir=tmp_path)), (running.url,), ignore
+        )
     verdict = judge_fleet(tally(result))
     assert not verdict.ok
     assert fleet_json(tally(result), verdict)["errors_by_kind"] == {"HTTP 403": 15}

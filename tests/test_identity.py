@@ -31,7 +31,6 @@ from controller.server.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMidd
 from controller.server.serve import hypercorn_config, new_registry, server_ssl_context
 from dialout.config import ControllerConfig, OneShot, Scenario
 from dialout.pki import ca_cert_path, controller_identity, generate_certs, switch_identity
-from sim_switch.dial.client import run_scenario
 from sim_switch.dial.controller_view import compare
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.dial.tracing import ConnectionRecord
@@ -39,6 +38,7 @@ from sim_switch.model.results import PingResult, RunResult
 from sim_switch.model.verdict import judge
 from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, RunningController, run_controller
+from tests.switches import one_shot
 from tests.tools import require
 
 
@@ -206,9 +206,7 @@ async def test_a_connection_that_carries_nothing_is_on_record(controller: Runnin
 
 async def test_seed_run_is_confirmed_by_the_controller(controller: RunningController, certs_dir: Path) -> None:
     scenario = Scenario("seed", OneShot((0.3, 0.6, 0.9)))
-    result = await run_scenario(
-        scenario, controller.url, client_ssl_context(certs_dir, "switch-1"), 30.0, lambda event: None, "switch-1"
-    )
+    result = await one_shot(scenario, controller.url, client_ssl_context(certs_dir, "switch-1"))
     view = result.controller_view
     assert view is not None
     assert view.agrees, view.disagreements

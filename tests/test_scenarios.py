@@ -5,20 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from dialout.config import Expectation, OneShot, Scenario
-from sim_switch.dial.client import run_scenario
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.dial.tracing import TraceEvent
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.report import against_interval, ping_error, problem_lines, render_summary, verdict_line
 from tests.servers import RunningController
+from tests.switches import one_shot
 
 INTERVALS_S = (0.3, 0.6, 0.9)
 
 
 async def run(url: str, certs_dir: Path, scenario: Scenario, events: list[TraceEvent] | None = None) -> RunResult:
     sink = events.append if events is not None else (lambda event: None)
-    return await run_scenario(scenario, url, client_ssl_context(certs_dir, "switch-1"), 30.0, sink, "switch-1")
+    return await one_shot(scenario, url, client_ssl_context(certs_dir, "switch-1"), sink)
 
 
 async def test_seed_pings_share_one_http2_connection(controller: RunningController, certs_dir: Path) -> None:

@@ -17,7 +17,6 @@ import pytest
 
 from dialout.config import ControllerConfig, ReconnectPolicy, RetryPolicy, Scenario, Schedule, SwitchConfig
 from sim_switch.dial.failures import FailureKind, classify, sentence
-from sim_switch.dial.session import run_session
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.dial.tracing import TraceEvent
 from sim_switch.model.results import RunResult
@@ -25,6 +24,7 @@ from sim_switch.model.verdict import judge
 from sim_switch.render.report import ping_error, problem_lines, verdict_line
 from tests.conftest import SWITCH_IDS
 from tests.servers import ControllerProcess, RunningController, run_controller, write_config
+from tests.switches import session as run_session_for
 
 FAST_REDIAL = ReconnectPolicy(initial_s=0.05, max_s=0.5, multiplier=2, jitter=0.2, give_up_after_s=60)
 
@@ -67,12 +67,8 @@ def test_backoff_grows_caps_and_jitters() -> None:
 
 async def test_a_quiet_session_is_all_ok_on_one_connection(controller: RunningController, certs_dir: Path) -> None:
     schedule = Schedule(every_s=0.1, batch=2, interval_s=0.05, count=6)
-    result = await run_session(
-        session(schedule),
-        controller.url,
-        client_ssl_context(certs_dir, "switch-1"),
-        switch_config(certs_dir),
-        lambda event: None,
+    result = await run_session_for(
+        session(schedule), controller.url, client_ssl_context(certs_dir, "switch-1"), switch_config(certs_dir)
     )
     verdict = judge(result)
     assert verdict.ok, problem_lines(verdict)
@@ -94,7 +90,7 @@ async def test_a_switch_dials_until_the_controller_comes_up(certs_dir: Path) -> 
     link_down = waiter.on("link down")
     schedule = Schedule(every_s=0.1, batch=2, interval_s=0.0, count=4)
     run = asyncio.create_task(
-        run_session(
+        run_session_for(
             session(schedule),
             f"https://127.0.0.1:{port}",
             client_ssl_context(certs_dir, "switch-1"),
@@ -202,9 +198,7 @@ async def run_across_a_restart(tmp_path: Path, kill: signal.Signals, retry: str 
         schedule = Schedule(every_s=0.4, batch=2, interval_s=0.3, count=16)
         cfg = switch_config(certs_dir, retry=retry)
         run = asyncio.create_task(
-            run_session(
-                session(schedule), first.url, client_ssl_context(certs_dir, "switch-1"), cfg, lambda event: None
-            )
+            run_session_for(session(schedule), first.url, client_ssl_context(certs_dir, "switch-1"), cfg)
         )
         for _ in range(4):  # a few pings have been answered; now one is in flight
             await asyncio.to_thread(first.wait_for, r"GET /ping: received")

@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from dialout.config import ControllerConfig, OneShot, Scenario, StreamPolicy, parse_config
-from sim_switch.dial.client import run_scenario
 from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS, QUEUE, StreamPool
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import RunResult
@@ -18,6 +17,7 @@ from sim_switch.model.verdict import judge
 from sim_switch.render.report import problem_lines, render_summary, to_json
 from tests.conftest import SWITCH_IDS
 from tests.servers import RunningController, run_controller
+from tests.switches import one_shot
 
 INTERVAL_S = 0.3
 
@@ -32,9 +32,7 @@ async def five_streams(certs_dir: Path) -> AsyncIterator[RunningController]:
 
 async def run(url: str, certs_dir: Path, scenario: Scenario, per_connection: int) -> RunResult:
     context = client_ssl_context(certs_dir, "switch-1")
-    return await run_scenario(
-        scenario, url, context, 30.0, lambda event: None, "switch-1", streams_per_connection=per_connection
-    )
+    return await one_shot(scenario, url, context, per_connection=per_connection)
 
 
 def waited(result: RunResult) -> list[int]:

@@ -17,12 +17,12 @@ import trustme
 from controller.__main__ import main as controller_main
 from dialout.config import ControllerConfig, OneShot, Scenario
 from dialout.pki import PKIError, ca_cert_path, generate_certs, switch_identity
-from sim_switch.dial.client import run_scenario
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.report import ping_error, verdict_line
 from tests.servers import ControllerProcess, RunningController, run_controller, write_config
+from tests.switches import one_shot
 from tests.tools import require
 
 SCENARIO = Scenario("tls", OneShot((0.0, 0.0, 0.0)))
@@ -40,7 +40,7 @@ def context_trusting(ca_dir: Path, cert_dir: Path | None, max_version: ssl.TLSVe
 
 
 async def run(url: str, context: ssl.SSLContext) -> RunResult:
-    return await run_scenario(SCENARIO, url, context, 10.0, lambda event: None, "switch-1")
+    return await one_shot(SCENARIO, url, context, timeout_s=10.0)
 
 
 def only_error(result: RunResult) -> str:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from dialout.config import Keepalive, OneShot, Request, Scenario, StreamPolicy
+from dialout.config import OneShot, StreamPolicy
 from sim_switch.dial.controller_view import ask_controller
 from sim_switch.dial.destinations import Failover
 from sim_switch.dial.failures import (
@@ -28,12 +28,11 @@ from sim_switch.dial.failures import (
     sentence,
 )
 from sim_switch.dial.keepalive import socket_options
-from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS, StreamPool
+from sim_switch.dial.settings import Outgoing, RunSettings
+from sim_switch.dial.streams import StreamPool
 from sim_switch.dial.tracing import SESSION, PingTrace, TraceEvent, Tracer
 from sim_switch.model.results import ControllerView, PingResult, RunResult, format_interval
 
-DIALOUT_PING = Request()  # GET /ping?interval=N
-DEFAULT_KEEPALIVE = Keepalive()
 # A connect that takes longer than this on a network of one machine is not going to succeed.
 CONNECT_TIMEOUT_S = 10.0
 # httpx's own default limits, stated here because an HTTP/1.1 run keeps as many pings in flight as connections.
@@ -41,51 +40,34 @@ MAX_CONNECTIONS = 100
 CLIENT_LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20)
 
 
-async def run_scenario(
-    scenario: Scenario,
-    controller_url: str,
-    ssl_context: ssl.SSLContext | None,
-    request_timeout_s: float,
-    emit: Callable[[TraceEvent], None],
-    switch_id: str,
-    streams_per_connection: int = HTTPCORE_MAX_STREAMS,
-    ask: bool = True,
-) -> RunResult:
-    """Fire the scenario's pings at once, then (``ask``) ask the controller what it saw of them (as ``switch_id``)."""
+async def run_scenario(settings: RunSettings, controller_url: str, emit: Callable[[TraceEvent], None]) -> RunResult:
+    """Fire the scenario's pings at once, then (``settings.ask``) ask the controller what it saw of them."""
+    scenario = settings.scenario
     if not isinstance(scenario.kind, OneShot):
         raise ValueError(f"scenario {scenario.name!r} is a {scenario.kind.mode} scenario, not a one-shot run")
-    pings_s = scenario.kind.pings_s
     tracer = Tracer(emit)
-    pool = new_pool(scenario, ssl_context, request_timeout_s, streams_per_connection)
+    pool = new_pool(settings)
     try:
 
         async def ping(number: int, interval_s: float) -> Attempt:
             asked_at_s = tracer.now_s()
             async with pool.slot() as client:
-                return await attempt_ping(
-                    client, tracer, controller_url, number, interval_s, request_timeout_s, asked_at_s, scenario.request
-                )
+                outgoing = Outgoing(number, interval_s, asked_at_s)
+                return await attempt_ping(client, tracer, settings, controller_url, outgoing)
 
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(pings_s, start=1)]
+            tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(scenario.kind.pings_s, 1)]
         attempts = [task.result() for task in tasks]
-        return await finish_run(
-            pool.primary, tracer, scenario, controller_url, ssl_context, switch_id, attempts, ask=ask
-        )
+        return await finish_run(pool.primary, tracer, settings, controller_url, attempts)
     finally:
         await pool.aclose()
 
 
-def new_pool(
-    scenario: Scenario,
-    ssl_context: ssl.SSLContext | None,
-    request_timeout_s: float,
-    streams_per_connection: int,
-    keepalive: Keepalive = DEFAULT_KEEPALIVE,
-) -> StreamPool:
+def new_pool(settings: RunSettings) -> StreamPool:
     """The run's clients (``sim_switch.dial.streams``): one, or one per block of streams when the scenario spills.
     No ``ssl_context``: an ``http://`` URL, where no ALPN can offer HTTP/2, so it is spoken with prior knowledge
     (RFC 9113 section 3.3) when the scenario asks for it, and HTTP/1.1 otherwise."""
+    scenario, ssl_context, request_timeout_s = settings.scenario, settings.ssl_context, settings.request_timeout_s
     timeout = httpx.Timeout(request_timeout_s, connect=min(CONNECT_TIMEOUT_S, request_timeout_s))
     prior_knowledge = ssl_context is None and scenario.http2
 
@@ -96,12 +78,12 @@ def new_pool(
             verify=ssl_context or False,
             trust_env=False,
             limits=CLIENT_LIMITS,
-            socket_options=socket_options(keepalive),
+            socket_options=socket_options(settings.switch.keepalive),
         )
         return httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout)
 
     if scenario.http2:
-        return StreamPool(new_client, scenario.streams, streams_per_connection)
+        return StreamPool(new_client, scenario.streams, settings.streams_per_connection)
     # HTTP/1.1 has one request per connection at a time, and httpx's pool opens connections as needed up to
     # its limit: nothing to spill, and as many in flight as that limit.
     return StreamPool(new_client, StreamPolicy.QUEUE, MAX_CONNECTIONS)
@@ -116,26 +98,31 @@ class Attempt:
     answered: bool
 
 
+@dataclass(frozen=True)
+class LinkHistory:
+    """What a persistent session's link went through: how often it came back, and at which other controllers."""
+
+    reconnects: int = 0
+    failovers: tuple[Failover, ...] = ()
+
+
 async def finish_run(
     client: httpx.AsyncClient,
     tracer: Tracer,
-    scenario: Scenario,
+    settings: RunSettings,
     controller_url: str,
-    ssl_context: ssl.SSLContext | None,
-    switch_id: str,
     attempts: list[Attempt],
-    reconnects: int = 0,
-    ask: bool = True,
-    failovers: tuple[Failover, ...] = (),
+    history: LinkHistory = LinkHistory(),
 ) -> RunResult:
     """Stop the clock, ask the controller what it saw, explain a refused certificate, and account every ping."""
     wall_time_s = tracer.now_s()
     pings = [attempt.result for attempt in attempts]
+    ssl_context, reconnects = settings.ssl_context, history.reconnects
     view: ControllerView | None = None
-    if ask and any(ping.status is not None for ping in pings):
+    if settings.ask and any(ping.status is not None for ping in pings):
         # A controller that restarted during the run has no record of the connections before it.
         # In cleartext the controller knows no switch by name (no certificate): ask for every connection.
-        asked_as = switch_id if ssl_context is not None else None
+        asked_as = settings.switch_id if ssl_context is not None else None
         view = await ask_controller(client, controller_url, asked_as, tracer, pings, forgot_earlier=reconnects > 0)
     if _failed_at_first_bytes(pings, controller_url):
         pings = await _diagnose_scheme(pings, controller_url, tracer)
@@ -147,24 +134,24 @@ async def finish_run(
         if record is not None:
             record.pings.append(ping.number)
     return RunResult(
-        scenario, controller_url, tuple(pings), tuple(tracer.connections), wall_time_s, view, reconnects, failovers
+        settings.scenario,
+        controller_url,
+        tuple(pings),
+        tuple(tracer.connections),
+        wall_time_s,
+        view,
+        reconnects,
+        history.failovers,
     )
 
 
 async def attempt_ping(
-    client: httpx.AsyncClient,
-    tracer: Tracer,
-    controller_url: str,
-    number: int,
-    interval_s: float,
-    request_timeout_s: float,
-    asked_at_s: float | None = None,
-    ping: Request = DIALOUT_PING,
+    client: httpx.AsyncClient, tracer: Tracer, settings: RunSettings, controller_url: str, outgoing: Outgoing
 ) -> Attempt:
-    """One try of one ping (``ping``: what it is on the wire), never raising: every outcome is an Attempt.
-    ``asked_at_s`` is when the ping wanted to go, if it waited for a free stream before this
-    (``StreamPool.slot``): its latency and stream wait count from then. The request timeout counts from now: it
-    is about the controller's answer."""
+    """One try of one ping, never raising: every outcome is an Attempt. The request timeout counts from now: it
+    is about the controller's answer, not the wait for a free stream (``Outgoing.asked_at_s``)."""
+    number, interval_s, asked_at_s = outgoing.number, outgoing.interval_s, outgoing.asked_at_s
+    ping, request_timeout_s = settings.request, settings.request_timeout_s
     started_s = tracer.now_s() if asked_at_s is None else asked_at_s
     trace = tracer.for_ping(number, started_s, controller_url)
     url = controller_url.rstrip("/") + ping.target(format_interval(interval_s))

@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import random
-import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import httpx
 
-from dialout.config import ReconnectPolicy, Request, RetryPolicy, Scenario, Schedule, SwitchConfig
+from dialout.config import ReconnectPolicy, Request, RetryPolicy, Schedule
 from dialout.text import plural
-from sim_switch.dial.client import Attempt, attempt_ping, finish_run, new_pool
+from sim_switch.dial.client import Attempt, LinkHistory, attempt_ping, finish_run, new_pool
 from sim_switch.dial.destinations import Destinations, Failover
 from sim_switch.dial.failures import sentence
 from sim_switch.dial.keepalive import SilenceWatch
-from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS, StreamPool
+from sim_switch.dial.settings import Outgoing, RunSettings
+from sim_switch.dial.streams import StreamPool
 from sim_switch.dial.tracing import DETAIL, SESSION, TraceEvent, Tracer
 from sim_switch.model.results import GiveUp, GiveUpReason, RunResult
 
@@ -146,15 +146,13 @@ class Link:
 
 
 async def run_session(
-    scenario: Scenario,
+    settings: RunSettings,
     controllers: str | Sequence[str],
-    ssl_context: ssl.SSLContext | None,
-    switch: SwitchConfig,
     emit: Callable[[TraceEvent], None],
     unit_random: Callable[[], float] = random.random,
-    streams_per_connection: int = HTTPCORE_MAX_STREAMS,
 ) -> RunResult:
     """``controllers``: one URL, or the list to fail over among (``switch.start_with`` says where to begin)."""
+    scenario, switch = settings.scenario, settings.switch
     schedule = scenario.kind
     if not isinstance(schedule, Schedule):
         raise ValueError(f"scenario {scenario.name!r} is a {schedule.mode} scenario, not a persistent session")
@@ -162,7 +160,7 @@ async def run_session(
     urls = (controllers,) if isinstance(controllers, str) else tuple(controllers)
     link = Link(switch.reconnect, tracer, Destinations(urls, switch.start_with, unit_random), unit_random)
     tasks: list[asyncio.Task[Attempt]] = []
-    pool = new_pool(scenario, ssl_context, switch.request_timeout_s, streams_per_connection, switch.keepalive)
+    pool = new_pool(settings)
 
     probes: httpx.AsyncClient | None = None
 
@@ -193,43 +191,26 @@ async def run_session(
                 await asyncio.sleep(max(0.0, batch * schedule.every_s - tracer.now_s()))
                 for _ in range(min(schedule.batch, schedule.total_pings() - len(tasks))):
                     number = len(tasks) + 1
-                    tasks.append(
-                        group.create_task(
-                            _send(pool, tracer, link, watch, switch, number, schedule.interval_s, scenario.request)
-                        )
-                    )
+                    tasks.append(group.create_task(_send(pool, tracer, link, watch, settings, number)))
             await asyncio.wait(tasks)
             watching.cancel()
         attempts = [task.result() for task in tasks]
         # The cross-check asks the controller that answered last: the one the session ended on.
         answered = [attempt.result for attempt in attempts if attempt.answered and attempt.result.controller]
         ended_on = max(answered, key=lambda ping: ping.finished_at_s or 0.0).controller if answered else None
-        return await finish_run(
-            pool.primary,
-            tracer,
-            scenario,
-            ended_on or urls[0],
-            ssl_context,
-            switch.switch_id,
-            attempts,
-            reconnects=link.reconnects,
-            failovers=tuple(link.failovers),
-        )
+        history = LinkHistory(link.reconnects, tuple(link.failovers))
+        return await finish_run(pool.primary, tracer, settings, ended_on or urls[0], attempts, history)
     finally:
         await pool.aclose()
 
 
 async def _send(
-    pool: StreamPool,
-    tracer: Tracer,
-    link: Link,
-    watch: SilenceWatch,
-    switch: SwitchConfig,
-    number: int,
-    interval_s: float,
-    ping: Request,
+    pool: StreamPool, tracer: Tracer, link: Link, watch: SilenceWatch, settings: RunSettings, number: int
 ) -> Attempt:
     """One ping, retried while that is safe and the give-up time has not passed."""
+    switch = settings.switch
+    assert isinstance(settings.scenario.kind, Schedule)  # run_session's
+    interval_s = settings.scenario.kind.interval_s
     first_try_s = tracer.now_s()
     tries = 0
     while True:
@@ -238,9 +219,7 @@ async def _send(
         asked_at_s = tracer.now_s()
         async with pool.slot() as client:
             with watch.ping_out(url):
-                attempt = await attempt_ping(
-                    client, tracer, url, number, interval_s, switch.request_timeout_s, asked_at_s, ping
-                )
+                attempt = await attempt_ping(client, tracer, settings, url, Outgoing(number, interval_s, asked_at_s))
         # A retried ping's latency is the whole wait, from its first try.
         result = replace(attempt.result, attempts=tries, elapsed_s=tracer.now_s() - first_try_s)
         if attempt.answered or result.failure is None:  # the controller answered, whatever it said

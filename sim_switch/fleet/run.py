@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from dialout.config import Fleet, OneShot, Scenario, SwitchConfig
+from dialout.config import Fleet, OneShot, Scenario
 from dialout.tls_files import switch_files
 from sim_switch.dial.client import run_scenario
 from sim_switch.dial.destinations import spread_over
+from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.tls import switch_ssl_context
 from sim_switch.dial.tracing import TraceEvent
 from sim_switch.model.results import RunResult
@@ -66,16 +67,16 @@ def parse_shard(text: str) -> Shard:
 
 
 async def run_fleet(
-    scenario: Scenario,
+    settings: RunSettings,
     controllers: tuple[str, ...],
-    switch: SwitchConfig,
     emit: Callable[[TraceEvent], None],
     progress: Callable[[int, int], None] = lambda done, total: None,
-    streams_per_connection: int = 100,
     shard: Shard | None = None,
 ) -> FleetResult:
     """The fleet's switches, or with ``shard`` that shard's (each keeps its start time in the whole fleet's
-    ramp-up), each dialling the controller ``fleet.spread`` gives it."""
+    ramp-up), each dialling the controller ``fleet.spread`` gives it, with its own certificate (the settings' TLS
+    context is not used)."""
+    scenario, switch = settings.scenario, settings.switch
     fleet = scenario.kind
     if not isinstance(fleet, Fleet):
         raise ValueError(f"scenario {scenario.name!r} is a {fleet.mode} scenario, not a fleet")
@@ -99,16 +100,14 @@ async def run_fleet(
         nonlocal done
         due = started + place[switch_id] * fleet.ramp_up_s / len(everyone)
         await asyncio.sleep(max(0.0, due - loop.time()))
-        run = await run_scenario(
-            one_switch,
-            urls[switch_id],
-            contexts[switch_id],
-            switch.request_timeout_s,
-            emit,
-            switch_id,
-            streams_per_connection,
+        each = dataclasses.replace(
+            settings,
+            scenario=one_switch,
+            switch=dataclasses.replace(switch, switch_id=switch_id),
+            ssl_context=contexts[switch_id],
             ask=False,
         )
+        run = await run_scenario(each, urls[switch_id], emit)
         done += 1
         progress(done, len(ids))
         return switch_id, run

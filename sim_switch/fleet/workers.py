@@ -18,8 +18,9 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from dialout.config import Fleet, Scenario, SwitchConfig
+from dialout.config import Fleet
 from dialout.errors import DialoutError
+from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.tracing import TraceEvent
 from sim_switch.fleet.run import Shard, run_fleet, switches_of
 from sim_switch.fleet.tally import FleetTally, merge, tally, tally_from_json, tally_json
@@ -40,17 +41,16 @@ def worker_shards(shard: Shard | None, workers: int) -> list[Shard]:
 
 
 def run_in_workers(
-    scenario: Scenario,
+    settings: RunSettings,
     urls: tuple[str, ...],
-    switch: SwitchConfig,
-    per_connection: int,
     shard: Shard | None,
     workers: int,
     progress: Callable[[int, int], None],
     verbose: bool,
 ) -> FleetTally:
-    """The tally of this run (the whole fleet, or ``shard`` of it) over ``workers`` processes."""
-    fleet = scenario.kind
+    """The tally of this run (the whole fleet, or ``shard`` of it) over ``workers`` processes. ``settings`` travel
+    to each by pickle: a fleet's carry no TLS context (each switch makes its own)."""
+    fleet = settings.scenario.kind
     assert isinstance(fleet, Fleet), "only a fleet is split over workers"
     total = len(switches_of(fleet, shard))
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads and an event loop
@@ -61,7 +61,7 @@ def run_in_workers(
             target=_work,
             name=f"worker {part}",
             daemon=True,
-            args=(scenario, urls, switch, per_connection, part, verbose, send),
+            args=(settings, urls, part, verbose, send),
         )
         worker.start()
         send.close()  # the worker's end: its EOF is the worker's exit
@@ -95,15 +95,7 @@ def run_in_workers(
     return dataclasses.replace(merged, shards=(shard,) if shard else ())
 
 
-def _work(
-    scenario: Scenario,
-    urls: tuple[str, ...],
-    switch: SwitchConfig,
-    per_connection: int,
-    shard: Shard,
-    verbose: bool,
-    results: Connection,
-) -> None:
+def _work(settings: RunSettings, urls: tuple[str, ...], shard: Shard, verbose: bool, results: Connection) -> None:
     """One worker: its shard of the fleet, a message per switch done, then its tally (or what went wrong)."""
     logging.basicConfig(level=logging.INFO, format="sim_switch: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -116,9 +108,7 @@ def _work(
         results.send((kind, value))
 
     try:
-        result = asyncio.run(
-            run_fleet(scenario, urls, switch, show, lambda done, total: report("done"), per_connection, shard)
-        )
+        result = asyncio.run(run_fleet(settings, urls, show, lambda done, total: report("done"), shard))
         report("tally", tally_json(tally(result)))
     except KeyboardInterrupt:
         report("error", "interrupted")

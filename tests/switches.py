@@ -1,0 +1,61 @@
+"""Runs of the switch for the tests, in this test's event loop: one place that builds a run's settings."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Sequence
+
+from dialout.config import Scenario, SwitchConfig
+from sim_switch.dial.client import run_scenario
+from sim_switch.dial.session import run_session
+from sim_switch.dial.settings import RunSettings
+from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS
+from sim_switch.dial.tracing import TraceEvent
+from sim_switch.model.results import RunResult
+
+
+def ignore(event: TraceEvent) -> None:
+    """A run's trace, when the test does not read it."""
+
+
+def settings_for(
+    scenario: Scenario,
+    context: ssl.SSLContext | None,
+    switch: SwitchConfig | None = None,
+    *,
+    timeout_s: float = 30.0,
+    ask: bool = True,
+    per_connection: int = HTTPCORE_MAX_STREAMS,
+) -> RunSettings:
+    """As switch-1, with ``timeout_s`` as its request timeout, unless ``switch`` says otherwise."""
+    return RunSettings(
+        scenario,
+        switch or SwitchConfig(request_timeout_s=timeout_s),
+        context,
+        streams_per_connection=per_connection,
+        ask=ask,
+    )
+
+
+async def one_shot(
+    scenario: Scenario,
+    url: str,
+    context: ssl.SSLContext | None,
+    emit: Callable[[TraceEvent], None] = ignore,
+    *,
+    timeout_s: float = 30.0,
+    ask: bool = True,
+    per_connection: int = HTTPCORE_MAX_STREAMS,
+) -> RunResult:
+    settings = settings_for(scenario, context, timeout_s=timeout_s, ask=ask, per_connection=per_connection)
+    return await run_scenario(settings, url, emit)
+
+
+async def session(
+    scenario: Scenario,
+    urls: str | Sequence[str],
+    context: ssl.SSLContext | None,
+    switch: SwitchConfig,
+    emit: Callable[[TraceEvent], None] = ignore,
+) -> RunResult:
+    return await run_session(settings_for(scenario, context, switch), urls, emit)
