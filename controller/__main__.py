@@ -26,6 +26,7 @@ from controller.commands.nginx_conf import render, state_dir
 from controller.diagnosis.analysis import WindowError, diagnose, limits_of, parse_window
 from controller.diagnosis.sentences import headline
 from controller.server.serve import (
+    Listeners,
     ServerError,
     bind_sockets,
     check_loopback_only,
@@ -83,10 +84,10 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
         check_loopback_only(sockets)
     plain = bind_sockets(cleartext.host, cleartext.port, scheme="http") if cleartext else []
     bound += plain
-    admin = _bind_admin(cfg)
+    listeners = Listeners(sockets, plain, _bind_admin(cfg))
     if args.command == "demo":
-        return asyncio.run(_demo(cfg, ssl_context, sockets, plain, admin, args.config, scenarios))
-    asyncio.run(_serve_until_signalled(cfg, ssl_context, sockets, plain, admin))
+        return asyncio.run(_demo(cfg, ssl_context, listeners, args.config, scenarios))
+    asyncio.run(_serve_until_signalled(cfg, ssl_context, listeners))
     return 0
 
 
@@ -227,19 +228,13 @@ def _bind_admin(cfg: Config) -> list[socket.socket]:
     return sockets
 
 
-async def _serve_until_signalled(
-    cfg: Config,
-    ssl_context: ssl.SSLContext,
-    sockets: list[socket.socket],
-    plain: list[socket.socket],
-    admin: list[socket.socket],
-) -> None:
+async def _serve_until_signalled(cfg: Config, ssl_context: ssl.SSLContext, listeners: Listeners) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signum, stop)
     registry = new_registry(cfg.controller)
-    await serve(cfg.controller, ssl_context, sockets, stop.wait, registry, cleartext_sockets=plain, admin_sockets=admin)
+    await serve(cfg.controller, ssl_context, listeners, stop.wait, registry)
     _log_summary(registry, cfg)
 
 
@@ -249,23 +244,15 @@ def _on_signal(signum: int, stop: asyncio.Event) -> None:
 
 
 async def _demo(
-    cfg: Config,
-    ssl_context: ssl.SSLContext,
-    sockets: list[socket.socket],
-    plain: list[socket.socket],
-    admin: list[socket.socket],
-    config_path: Path,
-    scenarios: list[str],
+    cfg: Config, ssl_context: ssl.SSLContext, listeners: Listeners, config_path: Path, scenarios: list[str]
 ) -> int:
     """Serve in this process and run ``python -m sim_switch`` once per scenario as a child: the sockets are
     already listening, so the switch can dial at once and the demo needs no waiting or polling."""
-    port = sockets[0].getsockname()[1]
+    port = listeners.tls[0].getsockname()[1]
     url = urlunsplit(urlsplit(cfg.switch.controller_url)._replace(netloc=f"{_url_host(cfg)}:{port}"))
     stop = asyncio.Event()
     registry = new_registry(cfg.controller)
-    server = asyncio.create_task(
-        serve(cfg.controller, ssl_context, sockets, stop.wait, registry, cleartext_sockets=plain, admin_sockets=admin)
-    )
+    server = asyncio.create_task(serve(cfg.controller, ssl_context, listeners, stop.wait, registry))
     failed: list[str] = []
     reports = config_path.parent / REPORTS_DIR
     reports.mkdir(exist_ok=True)

@@ -64,69 +64,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do, once its config, URLs and certificates have been checked."""
+
+    cfg: Config
+    scenario: Scenario
+    urls: tuple[str, ...]  # where it may dial
+    url: str  # where a one-shot run dials: the one start_with picks (sessions fail over, fleets spread)
+    ssl_context: ssl.SSLContext | None  # None: an http:// URL, no certificate to present or check
+
+
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="sim_switch: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its per-request INFO line repeats our trace
     try:
-        cfg = load_config(args.config)
-        scenario = cfg.scenario(args.scenario)
-        urls = (args.url,) if args.url else cfg.switch.controller_urls
-        if args.url:
-            check_controller_url(args.url, "--url")
-        # A one-shot run dials one controller: the one start_with picks. Sessions fail over; fleets spread.
-        url = Destinations(urls, cfg.switch.start_with, random.random).current
-        fleet = isinstance(scenario.kind, Fleet)
-        ids = scenario.kind.switch_ids() if isinstance(scenario.kind, Fleet) else [cfg.switch.switch_id]
-        if (args.shard or args.workers) and not fleet:
-            raise ConfigError(
-                "--shard" if args.shard else "--workers",
-                f"only a fleet scenario is split; {scenario.name!r} is {scenario.kind.mode}",
-            )
-        if args.html is not None:
-            check_report_path(args.html)  # before the run and its certificates: a run is not lost to a bad name
-        ssl_context = None  # an http:// URL: cleartext, no certificate to present or check
-        if urlsplit(url).scheme == "https":
-            if cfg.switch.tls is None:  # the user's own PKI is never touched
-                # A fleet asks its controllers for their CPU time as the config's own switch, not one of the fleet.
-                _ensure_certs(cfg, [*ids, cfg.switch.switch_id] if fleet else ids, quiet=fleet)
-            # A fleet's switches each get theirs in run_fleet; its first one stands for them in the checks here.
-            ssl_context = switch_ssl_context(switch_files(cfg.switch, ids[0]))
-            for each in urls:
-                check_other_half(cfg, "switch", each, ids[0])
+        plan = _plan(args)
     except DialoutError as exc:
         print(f"sim_switch: {exc}", file=sys.stderr)
         return exc.code
-
-    trace_stream = None if args.json and not args.verbose else (sys.stderr if args.json else sys.stdout)
-    # A session's requests would drown its story (connections, failures, reconnects): those need -v. A fleet's
-    # thousand traces would interleave beyond reading: it shows its summary and a progress line, -v shows all.
-    match scenario.kind:
-        case OneShot():
-            shown = {CONNECTION, REQUEST, SESSION}
-        case Schedule():
-            shown = {CONNECTION, SESSION}
-        case Fleet():
-            shown = set()
-    if args.verbose:
-        shown |= {REQUEST, DETAIL}
-
-    events: list[TraceEvent] = []  # kept for the HTML report's tooltips (a fleet's report draws no lanes)
-    keep = args.html is not None and not isinstance(scenario.kind, Fleet)
-
-    def show(event: TraceEvent) -> None:
-        nonlocal trace_stream
-        if keep:
-            events.append(event)
-        if trace_stream is None or event.kind not in shown:
-            return
-        try:
-            print(render_event(event), file=trace_stream, flush=True)
-        except BrokenPipeError:
-            # The reader went away (`| head`): stop tracing, but let the run finish and account for its pings.
-            trace_stream = None
-
+    cfg, scenario = plan.cfg, plan.scenario
+    fleet = isinstance(scenario.kind, Fleet)
+    output = Output(args.json, args.html, args.verbose)
+    show = TraceSink(scenario, output)
     if not args.json:
-        to = url if isinstance(scenario.kind, OneShot) else " | ".join(urls)
+        to = plan.url if isinstance(scenario.kind, OneShot) else " | ".join(plan.urls)
         print(
             f"scenario {scenario.name}: {_describe(scenario)} to {to} as {cfg.switch.switch_id}, "
             f"{'HTTP/2 (ALPN h2, http/1.1)' if scenario.http2 else 'HTTP/1.1 only (ALPN http/1.1)'}",
@@ -136,17 +98,16 @@ def _run(args: argparse.Namespace) -> int:
     settings = RunSettings(
         scenario,
         cfg.switch,
-        None if fleet else ssl_context,
+        None if fleet else plan.ssl_context,
         streams_per_connection=cfg.controller.max_concurrent_streams,
     )
-    output = Output(args.json, args.html, args.verbose)
     match scenario.kind:
         case Fleet():
-            return _run_fleet(cfg, settings, urls, show, Split(args.shard, args.workers), output)
+            return _run_fleet(cfg, settings, plan.urls, show, Split(args.shard, args.workers), output)
         case OneShot():
-            run = run_scenario(settings, url, show)
+            run = run_scenario(settings, plan.url, show)
         case Schedule():
-            run = run_session(settings, urls, show)
+            run = run_session(settings, plan.urls, show)
     try:
         result = asyncio.run(run)
     except KeyboardInterrupt:
@@ -154,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     verdict = judge(result)
     if args.html is not None:
-        _write_html(args.html, run_html(result, verdict, events))
+        _write_html(args.html, run_html(result, verdict, show.events))
     return _report(
         args.json,
         lambda: to_json(result, verdict),
@@ -162,6 +123,67 @@ def _run(args: argparse.Namespace) -> int:
         verdict.ok,
         verdict_line(verdict),
     )
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    """The run the arguments ask for, everything checked that can be before a dial; DialoutError otherwise."""
+    cfg = load_config(args.config)
+    scenario = cfg.scenario(args.scenario)
+    urls = (args.url,) if args.url else cfg.switch.controller_urls
+    if args.url:
+        check_controller_url(args.url, "--url")
+    url = Destinations(urls, cfg.switch.start_with, random.random).current
+    fleet = isinstance(scenario.kind, Fleet)
+    ids = scenario.kind.switch_ids() if isinstance(scenario.kind, Fleet) else [cfg.switch.switch_id]
+    if (args.shard or args.workers) and not fleet:
+        raise ConfigError(
+            "--shard" if args.shard else "--workers",
+            f"only a fleet scenario is split; {scenario.name!r} is {scenario.kind.mode}",
+        )
+    if args.html is not None:
+        check_report_path(args.html)  # before the run and its certificates: a run is not lost to a bad name
+    if urlsplit(url).scheme != "https":
+        return Plan(cfg, scenario, urls, url, None)
+    if cfg.switch.tls is None:  # the user's own PKI is never touched
+        # A fleet asks its controllers for their CPU time as the config's own switch, not one of the fleet.
+        _ensure_certs(cfg, [*ids, cfg.switch.switch_id] if fleet else ids, quiet=fleet)
+    # A fleet's switches each get theirs in run_fleet; its first one stands for them in the checks here.
+    ssl_context = switch_ssl_context(switch_files(cfg.switch, ids[0]))
+    for each in urls:
+        check_other_half(cfg, "switch", each, ids[0])
+    return Plan(cfg, scenario, urls, url, ssl_context)
+
+
+class TraceSink:
+    """Where a run's trace events go: printed as they come (stdout, or stderr under --json with -v), those of
+    the kinds this run shows, and kept for the HTML report's tooltips."""
+
+    def __init__(self, scenario: Scenario, output: Output) -> None:
+        json_quiet = output.json and not output.verbose
+        self._stream: TextIO | None = None if json_quiet else (sys.stderr if output.json else sys.stdout)
+        # A session's requests would drown its story (connections, failures, reconnects): those need -v. A fleet's
+        # thousand traces would interleave beyond reading: it shows its summary and a progress line, -v shows all.
+        match scenario.kind:
+            case OneShot():
+                shown = {CONNECTION, REQUEST, SESSION}
+            case Schedule():
+                shown = {CONNECTION, SESSION}
+            case Fleet():
+                shown = set()
+        self._shown = shown | ({REQUEST, DETAIL} if output.verbose else set())
+        self._keep = output.html is not None and not isinstance(scenario.kind, Fleet)  # a fleet's draws no lanes
+        self.events: list[TraceEvent] = []
+
+    def __call__(self, event: TraceEvent) -> None:
+        if self._keep:
+            self.events.append(event)
+        if self._stream is None or event.kind not in self._shown:
+            return
+        try:
+            print(render_event(event), file=self._stream, flush=True)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop tracing, but let the run finish and account for its pings.
+            self._stream = None
 
 
 def _write_html(path: Path, html: str) -> None:

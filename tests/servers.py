@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.accounts.connections import ConnectionRegistry
-from controller.server.serve import new_registry, serve, server_ssl_context
+from controller.server.serve import Listeners, new_registry, serve, server_ssl_context
 from dialout.config import ControllerConfig
 
 # Generous: these bound a wait for something that normally takes milliseconds, on a shared, noisy machine.
@@ -46,7 +46,7 @@ async def run_controller(cfg: ControllerConfig, port: int = 0) -> AsyncIterator[
         serve(
             cfg,
             server_ssl_context(cfg),
-            [sock],
+            Listeners([sock]),
             stop.wait,
             registry,
             stopping=stopping,

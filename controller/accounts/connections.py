@@ -159,7 +159,7 @@ class ConnectionRegistry:
         # For each of our open connections from a proxy: the switch connections it carried requests of, by id.
         self._carried: dict[int, dict[int, ControllerConnection]] = {}
 
-    def open(
+    def open(  # noqa: PLR0913 - a connection record's fields, each by name
         self,
         peer: str,
         switch: str | None,
@@ -194,7 +194,7 @@ class ConnectionRegistry:
         )
         return connection
 
-    def proxied(
+    def proxied(  # noqa: PLR0913 - what the proxy forwarded of a connection, each field by name
         self,
         via: str,
         key: str,

@@ -30,7 +30,9 @@ from dialout.tls_files import controller_files
 logger = logging.getLogger(__name__)
 
 
-def create_app(cfg: ControllerConfig, registry: ConnectionRegistry, metrics: Metrics | None = None) -> Quart:
+def create_app(  # noqa: C901 - the app's routes and hooks, closures over its state, as Quart has them
+    cfg: ControllerConfig, registry: ConnectionRegistry, metrics: Metrics | None = None
+) -> Quart:
     app = Quart(__name__)
     proxies = ProxyPolicy(cfg.trusted_proxies, controller_files(cfg).trust)
     app.asgi_app = ConnectionScopeMiddleware(app.asgi_app, registry, proxies)  # type: ignore[method-assign]

@@ -11,6 +11,7 @@ import socket
 import ssl
 import stat
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -164,21 +165,28 @@ def new_registry(cfg: ControllerConfig) -> ConnectionRegistry:
     return ConnectionRegistry(server_cert_pem=leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"))
 
 
+@dataclass(frozen=True)
+class Listeners:
+    """The controller's listening sockets, bound by the caller: the TLS port's, ``cleartext``'s (the same app
+    without TLS: h2c with prior knowledge, or HTTP/1.1) and the admin listener's (plain HTTP)."""
+
+    tls: Sequence[socket.socket]
+    cleartext: Sequence[socket.socket] = ()
+    admin: Sequence[socket.socket] = ()
+
+
 async def serve(
     cfg: ControllerConfig,
     ssl_context: ssl.SSLContext,
-    sockets: list[socket.socket],
+    listeners: Listeners,
     shutdown_trigger: Callable[[], Awaitable[object]],
     registry: ConnectionRegistry,
     stopping: asyncio.Event | None = None,
-    cleartext_sockets: Sequence[socket.socket] = (),
-    admin_sockets: Sequence[socket.socket] = (),
 ) -> None:
-    """Serve the controller on already-listening ``sockets`` until ``shutdown_trigger`` returns, then let
-    in-flight requests finish for up to ``graceful_timeout_s``. Every connection is recorded in ``registry``.
-    ``stopping`` is set once the shutdown has begun and new streams are refused. ``cleartext_sockets`` serve the
-    same app without TLS (``controller.cleartext``: h2c with prior knowledge, or HTTP/1.1); ``admin_sockets`` the
-    admin app (``controller/http/admin.py``), plain HTTP, stopped with the rest.
+    """Serve the controller on already-listening sockets until ``shutdown_trigger`` returns, then let in-flight
+    requests finish for up to ``graceful_timeout_s``. Every connection is recorded in ``registry``. ``stopping``
+    is set once the shutdown has begun and new streams are refused. The admin app (``controller/http/admin.py``)
+    is stopped with the rest.
 
     The sockets are bound by the caller, so a test can use port 0 and know the port before the first request,
     and connections that arrive before Hypercorn starts accepting wait in the listen backlog instead of failing.
@@ -187,6 +195,7 @@ async def serve(
     """
     send_handshake_alerts()
     asgi_tls.install()
+    sockets, cleartext_sockets, admin_sockets = list(listeners.tls), list(listeners.cleartext), list(listeners.admin)
     for sock in (*sockets, *cleartext_sockets):
         # Accepted sockets inherit this (Linux). asyncio sets TCP_NODELAY itself only on sockets whose proto is
         # IPPROTO_TCP, and socket.create_server's are proto 0: without it, an HTTP/1.1 response (headers and body
@@ -207,7 +216,7 @@ async def serve(
     main = worker_serve(
         wrap_app(app, config.wsgi_max_body_size, "asgi"),
         config,
-        sockets=Sockets(secure_sockets=sockets, insecure_sockets=list(cleartext_sockets), quic_sockets=[]),
+        sockets=Sockets(secure_sockets=sockets, insecure_sockets=cleartext_sockets, quic_sockets=[]),
         shutdown_trigger=begin_shutdown,
     )
     if not admin_sockets:
@@ -226,7 +235,7 @@ async def serve(
     admin = worker_serve(
         wrap_app(create_admin_app(cfg, registry, metrics, closing), admin_config.wsgi_max_body_size, "asgi"),
         admin_config,
-        sockets=Sockets(secure_sockets=[], insecure_sockets=list(admin_sockets), quic_sockets=[]),
+        sockets=Sockets(secure_sockets=[], insecure_sockets=admin_sockets, quic_sockets=[]),
         shutdown_trigger=admin_shutdown,
     )
     async with asyncio.TaskGroup() as group:

@@ -139,7 +139,9 @@ def refused_with(status: int, text: str) -> Failure:
     return Failure(FailureKind.HTTP_STATUS, text, retry_safe=False, status=status)
 
 
-def _kind_of(exc: BaseException, chain: list[BaseException], timeout_s: float | None) -> tuple[FailureKind, str]:
+def _kind_of(  # noqa: C901 - one rule per failure kind, in the order they must be tried
+    exc: BaseException, chain: list[BaseException], timeout_s: float | None
+) -> tuple[FailureKind, str]:
     for event in _h2_events(chain):
         if isinstance(event, StreamReset) and event.error_code == ErrorCodes.REFUSED_STREAM:
             return FailureKind.REFUSED_STREAM, "REFUSED_STREAM, not processed (it is shutting down or full)"

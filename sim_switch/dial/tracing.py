@@ -150,7 +150,7 @@ class PingTrace:
         ready_at_s = self.tls_done_at_s if self.tls_done_at_s is not None else self.asked_at_s
         return max(0.0, self.headers_started_at_s - ready_at_s)
 
-    async def __call__(self, name: str, info: dict[str, Any]) -> None:
+    async def __call__(self, name: str, info: dict[str, Any]) -> None:  # noqa: C901 - one case per httpcore event
         tracer = self._tracer
         at_s = tracer.now_s()
         _, _, step = name.partition(".")  # "http2.send_request_headers.started" -> "send_request_headers.started"

@@ -115,10 +115,8 @@ _SAME = ("scenario", "http2", "fleet_switches", "pings_per_switch", "interval_s"
 _CARRIED = ("controller", "switches", "sent", "answered_ok", "started_at", "ended_at", "cpu_s", "processes")
 
 
-def merge(parts: Iterable[FleetTally]) -> FleetTally:
-    """One tally of the parts of a fleet run: counts and histograms add, the run spans from the first start to the
-    last end. Refuses parts of different runs, and a shard given twice."""
-    parts = list(parts)
+def _refuse_mixed(parts: list[FleetTally]) -> None:
+    """MergeError unless ``parts`` are distinct shards of one partition of one fleet run."""
     if not parts:
         raise MergeError("nothing to merge")
     first = parts[0]
@@ -138,6 +136,15 @@ def merge(parts: Iterable[FleetTally]) -> FleetTally:
     counts = sorted({shard.count for shard in shards})
     if len(counts) > 1:
         raise MergeError(f"shards of different partitions (of {' and of '.join(map(str, counts))}): they overlap")
+
+
+def merge(parts: Iterable[FleetTally]) -> FleetTally:
+    """One tally of the parts of a fleet run: counts and histograms add, the run spans from the first start to the
+    last end. Refuses parts of different runs, and a shard given twice."""
+    parts = list(parts)
+    _refuse_mixed(parts)
+    first = parts[0]
+    shards = [shard for part in parts for shard in part.shards]
     latency, overhead, handshake = Histogram(), Histogram(), Histogram()
     for part in parts:
         latency.add(part.latency)

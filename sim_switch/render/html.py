@@ -252,7 +252,7 @@ def _waterfall(result: RunResult, events: Sequence[TraceEvent]) -> str:
         rows = max(lane.rows.values(), default=-1) + 1
         row_h = max(2.0, min(ROW_H_MAX, LANE_H_MAX / rows)) if rows else ROW_H_MAX
         lane_h = max(2 * ROW_H_MAX + 6, rows * row_h + 6)
-        parts.append(_lane_svg(lane, y, lane_h, row_h, x, by_ping, result))
+        parts.append(_lane_svg(lane, _Band(y, lane_h, row_h), x, by_ping, result))
         y += lane_h + 2
     parts.append(_session_bands(events, x, AXIS_H, y - AXIS_H) if isinstance(result.scenario.kind, Schedule) else "")
     height = y + 4
@@ -266,15 +266,17 @@ def _waterfall(result: RunResult, events: Sequence[TraceEvent]) -> str:
     )
 
 
-def _lane_svg(
-    lane: _Lane,
-    y: float,
-    lane_h: float,
-    row_h: float,
-    x: _Scale,
-    by_ping: dict[int, list[TraceEvent]],
-    result: RunResult,
-) -> str:
+@dataclass(frozen=True)
+class _Band:
+    """Where a lane goes down the plot (pixels): its top, its height, and the height of each of its rows."""
+
+    y: float
+    height: float
+    row_h: float
+
+
+def _lane_svg(lane: _Lane, band: _Band, x: _Scale, by_ping: dict[int, list[TraceEvent]], result: RunResult) -> str:
+    y, lane_h, row_h = band.y, band.height, band.row_h
     record = lane.record
     view = result.controller_view
     theirs = ""
