@@ -46,10 +46,10 @@ from dialout.config import Fleet, OneShot, Scenario, Schedule, StreamPolicy, Swi
 from dialout.pki import ensure_certs, generate_certs  # noqa: E402
 from dialout.text import plural  # noqa: E402
 from sim_switch.dial.client import run_scenario  # noqa: E402
+from sim_switch.dial.events import FailedOver, LinkUp, Reconnecting, TraceEvent  # noqa: E402
 from sim_switch.dial.session import run_session  # noqa: E402
 from sim_switch.dial.settings import RunSettings  # noqa: E402
 from sim_switch.dial.tls import client_ssl_context  # noqa: E402
-from sim_switch.dial.tracing import TraceEvent  # noqa: E402
 from sim_switch.fleet.bottleneck import bottleneck, cpu_shares, read_controller_cpu  # noqa: E402
 from sim_switch.fleet.run import run_fleet  # noqa: E402
 from sim_switch.fleet.tally import tally  # noqa: E402
@@ -255,11 +255,11 @@ def failover_row(rows: Table, urls: tuple[str, str], pids: tuple[int, int], cert
     answered = asyncio.Event()
 
     def watch(event: TraceEvent) -> None:
-        if event.text.startswith("reconnect #") and "kill" in marks:
-            waits.append(float(event.text.split(" in ", 1)[1].split(" s", 1)[0]))
-        if event.text.startswith("failover:"):
+        if isinstance(event, Reconnecting) and "kill" in marks:
+            waits.append(event.delay_s)
+        if isinstance(event, FailedOver):
             marks["failover"] = time.perf_counter()
-        if event.text.startswith("link up"):
+        if isinstance(event, LinkUp):
             answered.set()
 
     async def run() -> RunResult:

@@ -38,10 +38,10 @@ from dialout.pki import PKIError, ensure_switch_certs
 from dialout.tls_files import check_other_half, switch_files
 from sim_switch.dial.client import run_scenario
 from sim_switch.dial.destinations import Destinations
+from sim_switch.dial.events import EventKind, TraceEvent
 from sim_switch.dial.session import run_session
 from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.tls import switch_ssl_context
-from sim_switch.dial.tracing import CONNECTION, DETAIL, REQUEST, SESSION, TraceEvent
 from sim_switch.fleet.bottleneck import CpuShares, cpu_shares, read_controller_cpu
 from sim_switch.fleet.run import Shard, parse_shard, run_fleet, switches_of
 from sim_switch.fleet.tally import FleetTally, MergeError, merge, tally, tally_from_json
@@ -49,7 +49,8 @@ from sim_switch.fleet.workers import WorkerError, run_in_workers
 from sim_switch.model.verdict import judge
 from sim_switch.render.fleet import fleet_json, judge_fleet, render_fleet
 from sim_switch.render.html import ReportFileError, check_report_path, fleet_html, run_html, write_report
-from sim_switch.render.report import render_event, render_summary, to_json, verdict_line
+from sim_switch.render.report import render_summary, to_json, verdict_line
+from sim_switch.render.trace import render_event
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,14 +164,15 @@ class TraceSink:
         self._stream: TextIO | None = None if json_quiet else (sys.stderr if output.json else sys.stdout)
         # A session's requests would drown its story (connections, failures, reconnects): those need -v. A fleet's
         # thousand traces would interleave beyond reading: it shows its summary and a progress line, -v shows all.
+        shown: set[EventKind]
         match scenario.kind:
             case OneShot():
-                shown = {CONNECTION, REQUEST, SESSION}
+                shown = {EventKind.CONNECTION, EventKind.REQUEST, EventKind.SESSION}
             case Schedule():
-                shown = {CONNECTION, SESSION}
+                shown = {EventKind.CONNECTION, EventKind.SESSION}
             case Fleet():
                 shown = set()
-        self._shown = shown | ({REQUEST, DETAIL} if output.verbose else set())
+        self._shown = shown | ({EventKind.REQUEST, EventKind.DETAIL} if output.verbose else set())
         self._keep = output.html is not None and not isinstance(scenario.kind, Fleet)  # a fleet's draws no lanes
         self.events: list[TraceEvent] = []
 

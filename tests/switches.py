@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 
 from dialout.config import Scenario, SwitchConfig
 from sim_switch.dial.client import run_scenario
+from sim_switch.dial.events import TraceEvent
 from sim_switch.dial.session import run_session
 from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS
-from sim_switch.dial.tracing import TraceEvent
 from sim_switch.model.results import RunResult
 
 

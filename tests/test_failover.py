@@ -19,6 +19,7 @@ import pytest
 
 from dialout.config import ConfigError, Keepalive, Schedule, StartWith, SwitchConfig, load_config, parse_config
 from sim_switch.dial.destinations import Destinations
+from sim_switch.dial.events import GaveUpOnSilence, LinkUp
 from sim_switch.dial.keepalive import socket_options
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import RunResult
@@ -203,7 +204,7 @@ async def test_a_silent_controller_is_noticed_within_the_keepalive_bound(
     first, second = two_controllers
     keepalive = Keepalive(idle_s=0.5, interval_s=0.25, count=2)  # noticed within 1 s
     waiter = Waiter()
-    link_up, silent = waiter.on("link up"), waiter.on("keepalive: https://127.0.0.1")
+    link_up, silent = waiter.on(LinkUp), waiter.on(GaveUpOnSilence)
     async with SilentRelay(first.port).running() as relay:
         behind_relay = f"https://127.0.0.1:{relay.port}"
         schedule = Schedule(every_s=0.25, batch=1, interval_s=1.0, count=12)
@@ -222,14 +223,15 @@ async def test_a_silent_controller_is_noticed_within_the_keepalive_bound(
         relay.go_silent()
         await silent.wait()
         result = await run
-    noticed = next(event for event in waiter.events if "went silent" in event.text)
+    [noticed] = waiter.of(GaveUpOnSilence)
+    assert noticed.silence.url == behind_relay
     # Noticed within the bound, counted from the last thing heard (at the latest, when the relay went silent).
     assert noticed.at_s - went_silent_at_s <= keepalive.bound_s + 0.5, noticed
     assert noticed.at_s < cfg.request_timeout_s
     assert outcomes(result)["failed"] == 0, [ping_error(ping) for ping in result.pings if ping.failure]
     assert result.pings[-1].controller == second.url
     assert [(f.from_url, f.to_url) for f in result.failovers] == [(behind_relay, second.url)]
-    assert "went silent" in result.failovers[0].reason
+    assert result.failovers[0].loss == noticed.silence
 
 
 def run_clock(waiter: Waiter) -> float:

@@ -34,8 +34,9 @@ from dialout.pki import ca_cert_path, controller_identity, generate_certs, switc
 from sim_switch.dial.controller_view import compare
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.dial.tracing import ConnectionRecord
-from sim_switch.model.results import PingResult, RunResult
+from sim_switch.model.results import NoRecord, PingResult, RunResult
 from sim_switch.model.verdict import judge
+from sim_switch.render.trace import describe_disagreement, describe_view
 from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, RunningController, run_controller
 from tests.switches import one_shot
@@ -212,7 +213,7 @@ async def test_seed_run_is_confirmed_by_the_controller(controller: RunningContro
     assert view.agrees, view.disagreements
     assert (len(view.records), view.streams, view.peak_in_flight, view.unused) == (1, 3, 3, 0)
     assert view.records[0]["peer"] == result.connections[0].local_address
-    assert view.describe() == "controller saw switch-1: 1 connection, 3 streams, 3 at once"
+    assert describe_view(view) == "controller saw switch-1: 1 connection, 3 streams, 3 at once"
     assert judge(result).multiplexed
 
 
@@ -258,7 +259,7 @@ def test_a_disagreement_names_both_numbers() -> None:
     pings = [ping(1, 1), ping(2, 1), ping(3, 2)]
     records = [record(7, 5000, 1, 1), record(3, 5001, 9, 9), record(9, 5001, 1, 1)]  # newest record of a port wins
     view = compare("switch-1", [connection(1, 5000), connection(2, 5001)], pings, records, query_connection=None)
-    assert view.disagreements == (
+    assert tuple(map(describe_disagreement, view.disagreements)) == (
         "conn #1 (127.0.0.1:5000): the switch sent 2 streams, the controller saw 1",
         "conn #1 (127.0.0.1:5000): the switch had 2 streams in flight at once, the controller 1",
     )
@@ -270,7 +271,10 @@ def test_a_disagreement_names_both_numbers() -> None:
 
 def test_a_connection_the_controller_never_saw_is_a_disagreement() -> None:
     view = compare("switch-1", [connection(1, 5000)], [ping(1, 1)], [], query_connection=None)
-    assert view.disagreements == ("conn #1 (127.0.0.1:5000): the switch opened it, the controller has no record of it",)
+    assert view.disagreements == (NoRecord(1, "127.0.0.1:5000"),)
+    assert describe_disagreement(view.disagreements[0]) == (
+        "conn #1 (127.0.0.1:5000): the switch opened it, the controller has no record of it"
+    )
 
 
 def test_unused_connections_are_shown() -> None:
@@ -282,7 +286,7 @@ def test_unused_connections_are_shown() -> None:
         query_connection=None,
     )
     assert view.agrees
-    assert view.describe() == "controller saw switch-1: 2 connections (1 carried no stream), 1 stream, 1 at once"
+    assert describe_view(view) == "controller saw switch-1: 2 connections (1 carried no stream), 1 stream, 1 at once"
 
 
 # --- a client we did not write ----------------------------------------------------------------------------------

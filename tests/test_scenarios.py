@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from dialout.config import Expectation, OneShot, Scenario
+from sim_switch.dial.events import ConnectionReused, FirstByte, TcpConnected, TlsDone, TraceEvent
 from sim_switch.dial.tls import client_ssl_context
-from sim_switch.dial.tracing import TraceEvent
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.report import against_interval, ping_error, problem_lines, render_summary, verdict_line
+from sim_switch.render.trace import describe
 from tests.servers import RunningController
 from tests.switches import one_shot
 
@@ -42,11 +43,15 @@ async def test_seed_pings_share_one_http2_connection(controller: RunningControll
     assert result.wall_time_s / sum(INTERVALS_S) < 1  # in flight together, not one after another
     assert verdict_line(verdict).startswith("MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2), ")
 
-    texts = [event.text for event in events]
-    assert sum(text.startswith("TCP connect done") for text in texts) == 1
-    assert any(text.startswith("TLS handshake done: TLSv1.3, ALPN h2") for text in texts)
-    assert sum(text.startswith("connection reused") for text in texts) == 2
-    assert sum(text.startswith("first response byte: 200 HTTP/2 on connection #1") for text in texts) == 3
+    assert sum(isinstance(event, TcpConnected) for event in events) == 1
+    [tls] = [event for event in events if isinstance(event, TlsDone)]
+    assert (tls.version, tls.alpn) == ("TLSv1.3", "h2")
+    assert sum(isinstance(event, ConnectionReused) for event in events) == 2
+    first_bytes = [event for event in events if isinstance(event, FirstByte)]
+    assert [(event.status, event.http_version, event.connection) for event in first_bytes] == [(200, "HTTP/2", 1)] * 3
+    # and in words, as the trace prints them
+    assert describe(first_bytes[0]).startswith("first response byte: 200 HTTP/2 on connection #1 stream ")
+    assert describe(tls).startswith("TLS handshake done: TLSv1.3, ALPN h2, ")
 
 
 async def test_contrast_pings_need_one_http11_connection_each(controller: RunningController, certs_dir: Path) -> None:

@@ -11,14 +11,15 @@ import socket
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 
 from dialout.config import ControllerConfig, ReconnectPolicy, RetryPolicy, Scenario, Schedule, SwitchConfig
-from sim_switch.dial.failures import FailureKind, classify, sentence
+from sim_switch.dial.events import LinkDown, LinkUp, Reconnecting, TraceEvent
+from sim_switch.dial.failures import Failure, FailureKind, classify, sentence
 from sim_switch.dial.tls import client_ssl_context
-from sim_switch.dial.tracing import TraceEvent
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.report import ping_error, problem_lines, verdict_line
@@ -37,21 +38,27 @@ def switch_config(certs_dir: Path, **changes: object) -> SwitchConfig:
     return SwitchConfig(certs_dir=certs_dir, request_timeout_s=30, reconnect=FAST_REDIAL, **changes)  # type: ignore[arg-type]
 
 
+E = TypeVar("E", bound=TraceEvent)
+
+
 class Waiter:
-    """Trace events in, asyncio events out: a test waits for "link down" instead of sleeping."""
+    """Trace events in, asyncio events out: a test waits for a LinkDown instead of sleeping."""
 
     def __init__(self) -> None:
         self.events: list[TraceEvent] = []
-        self._wanted: dict[str, asyncio.Event] = {}
+        self._wanted: dict[type[TraceEvent], asyncio.Event] = {}
 
     def __call__(self, event: TraceEvent) -> None:
         self.events.append(event)
-        for prefix, happened in self._wanted.items():
-            if event.text.startswith(prefix):
+        for kind, happened in self._wanted.items():
+            if isinstance(event, kind):
                 happened.set()
 
-    def on(self, prefix: str) -> asyncio.Event:
-        return self._wanted.setdefault(prefix, asyncio.Event())
+    def on(self, kind: type[TraceEvent]) -> asyncio.Event:
+        return self._wanted.setdefault(kind, asyncio.Event())
+
+    def of(self, kind: type[E]) -> list[E]:
+        return [event for event in self.events if isinstance(event, kind)]
 
 
 def outcomes(result: RunResult) -> Counter[str]:
@@ -87,7 +94,7 @@ async def test_a_switch_dials_until_the_controller_comes_up(certs_dir: Path) -> 
     reserved.bind(("127.0.0.1", 0))
     port = reserved.getsockname()[1]
     waiter = Waiter()
-    link_down = waiter.on("link down")
+    link_down = waiter.on(LinkDown)
     schedule = Schedule(every_s=0.1, batch=2, interval_s=0.0, count=4)
     run = asyncio.create_task(
         run_session_for(
@@ -106,9 +113,11 @@ async def test_a_switch_dials_until_the_controller_comes_up(certs_dir: Path) -> 
     assert result.reconnects == 1
     assert outcomes(result)["failed"] == 0
     assert outcomes(result)["retried-then-ok"] >= 1
-    texts = [event.text for event in waiter.events]
-    assert any(text.startswith("reconnect #1 in ") and "connection refused" in text for text in texts)
-    assert any(text.startswith("link up again after ") for text in texts)
+    [first_redial, *_] = waiter.of(Reconnecting)
+    assert first_redial.attempt == 1
+    assert isinstance(first_redial.loss, Failure)
+    assert first_redial.loss.kind is FailureKind.DOWN  # connection refused
+    assert any(up.again for up in waiter.of(LinkUp))
 
 
 # --- what the controller does when it is told to stop -----------------------------------------------------

@@ -18,6 +18,7 @@ import httpx
 from dialout.config import OneShot, StreamPolicy
 from sim_switch.dial.controller_view import ask_controller
 from sim_switch.dial.destinations import Failover
+from sim_switch.dial.events import Diagnosed, FirstByte, GetConnection, PingFailed, Probe, Probing, TraceEvent
 from sim_switch.dial.failures import (
     Failure,
     FailureKind,
@@ -25,12 +26,11 @@ from sim_switch.dial.failures import (
     probe_client_certificate,
     probe_scheme,
     refused_with,
-    sentence,
 )
 from sim_switch.dial.keepalive import socket_options
 from sim_switch.dial.settings import Outgoing, RunSettings
 from sim_switch.dial.streams import StreamPool
-from sim_switch.dial.tracing import SESSION, PingTrace, TraceEvent, Tracer
+from sim_switch.dial.tracing import PingTrace, Tracer
 from sim_switch.model.results import ControllerView, PingResult, RunResult, format_interval
 
 # A connect that takes longer than this on a network of one machine is not going to succeed.
@@ -155,7 +155,7 @@ async def attempt_ping(
     started_s = tracer.now_s() if asked_at_s is None else asked_at_s
     trace = tracer.for_ping(number, started_s, controller_url)
     url = controller_url.rstrip("/") + ping.target(format_interval(interval_s))
-    tracer.event(number, f"get connection: {ping.method} {url}", at_s=started_s)
+    tracer.emit(GetConnection(at_s=started_s, ping=number, method=ping.method, url=url))
     result = PingResult(
         number=number, interval_s=interval_s, elapsed_s=0.0, started_at_s=started_s, controller=controller_url
     )
@@ -182,20 +182,22 @@ async def attempt_ping(
                     stream_id=response.extensions.get("stream_id"),
                     headers_sent_at_s=trace.headers_sent_at_s,
                 )
-                on = f"connection #{record.number}" if record else "an unknown connection"
-                stream = f" stream {result.stream_id}" if result.stream_id else ""
-                tracer.event(
-                    number,
-                    f"first response byte: {response.status_code} {response.http_version} on {on}{stream}",
-                    result.connection,
-                    at_s=trace.first_byte_at_s,
+                tracer.emit(
+                    FirstByte(
+                        at_s=trace.first_byte_at_s if trace.first_byte_at_s is not None else tracer.now_s(),
+                        ping=number,
+                        connection=result.connection,
+                        status=response.status_code,
+                        http_version=response.http_version,
+                        stream_id=result.stream_id,
+                    )
                 )
                 body = await response.aread()
             finally:
                 await response.aclose()
     except Exception as exc:  # every failure becomes this ping's result; the run goes on
         failure = classify(exc, trace.headers_sent_at_s is not None, request_timeout_s)
-        tracer.event(number, f"failed: {sentence(failure)}", result.connection, kind=SESSION)
+        tracer.emit(PingFailed(at_s=tracer.now_s(), ping=number, connection=result.connection, failure=failure))
         finished_s = tracer.now_s()
         failed = replace(
             _timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s, failure=failure
@@ -204,7 +206,7 @@ async def attempt_ping(
     finished_s = tracer.now_s()
     refusal = None if response.status_code in ping.statuses else refused_with(response.status_code, _error_text(body))
     if refusal:
-        tracer.event(number, f"failed: {sentence(refusal)}", result.connection, kind=SESSION)
+        tracer.emit(PingFailed(at_s=tracer.now_s(), ping=number, connection=result.connection, failure=refusal))
     answered = replace(
         _timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s, failure=refusal
     )
@@ -254,13 +256,11 @@ def _failed_at_first_bytes(pings: list[PingResult], controller_url: str) -> bool
 
 
 async def _diagnose_scheme(pings: list[PingResult], controller_url: str, tracer: Tracer) -> list[PingResult]:
-    tracer.event(
-        None, "every ping failed at its first bytes: dialing once more to see what the server speaks", kind=SESSION
-    )
+    tracer.emit(Probing(at_s=tracer.now_s(), probe=Probe.SCHEME))
     found = await probe_scheme(controller_url)
     if found is None:
         return pings
-    tracer.event(None, f"diagnosis: {sentence(found)}", kind=SESSION)
+    tracer.emit(Diagnosed(at_s=tracer.now_s(), failure=found))
     return _relabelled(pings, found)
 
 
@@ -277,11 +277,9 @@ async def _diagnose_refused_certificate(
 ) -> list[PingResult]:
     parts = urlsplit(controller_url)
     host, port = parts.hostname or "localhost", parts.port or 443
-    tracer.event(
-        None, "every ping lost its connection after the TLS handshake: dialing once more to read why", kind=SESSION
-    )
+    tracer.emit(Probing(at_s=tracer.now_s(), probe=Probe.CLIENT_CERTIFICATE))
     refusal = await probe_client_certificate(host, port, ssl_context)
     if refusal is None:
         return pings
-    tracer.event(None, f"diagnosis: {sentence(refusal)}", kind=SESSION)
+    tracer.emit(Diagnosed(at_s=tracer.now_s(), failure=refusal))
     return _relabelled(pings, refusal)

@@ -13,9 +13,19 @@ from typing import Any
 
 import httpx
 
+from sim_switch.dial.events import AskingController, ControllerAnswered, NoDiagnosis
 from sim_switch.dial.failures import classify, sentence
-from sim_switch.dial.tracing import SESSION, ConnectionRecord, Tracer
-from sim_switch.model.results import ControllerFinding, ControllerView, PingResult, peak_in_flight
+from sim_switch.dial.tracing import ConnectionRecord, Tracer
+from sim_switch.model.results import (
+    Concurrency,
+    ControllerFinding,
+    ControllerView,
+    Disagreement,
+    NoRecord,
+    PingResult,
+    StreamCount,
+    peak_in_flight,
+)
 
 
 async def ask_controller(
@@ -30,7 +40,7 @@ async def ask_controller(
     url = f"{controller_url.rstrip('/')}/connections"
     query = {"switch": switch_id} if switch_id is not None else {}
     shown = f"{url}?switch={switch_id}" if switch_id is not None else url
-    tracer.event(None, f"asking the controller what it saw: GET {shown}", kind=SESSION)
+    tracer.emit(AskingController(at_s=tracer.now_s(), url=shown))
     label = switch_id or "an anonymous switch"
     try:
         response = await client.get(url, params=query)
@@ -39,14 +49,14 @@ async def ask_controller(
     records = _records(response)
     if records is None:  # someone else's controller: it answered, but not with dialout's account
         view = ControllerView(label, no_account=f"GET /connections: {_answer(response)}")
-        tracer.event(None, view.describe(), kind=SESSION)
+        tracer.emit(ControllerAnswered(at_s=tracer.now_s(), view=view))
         return view
     query_on = tracer.connection_of(response.extensions.get("network_stream"))
     # Only what went to this controller: after a failover the others' connections are not its to know.
     connections = [record for record in tracer.connections if record.controller in (None, controller_url)]
     asked_about = [ping for ping in pings if ping.controller in (None, controller_url)]
     view = compare(label, connections, asked_about, records, query_on.number if query_on else None, forgot_earlier)
-    tracer.event(None, view.describe(), kind=SESSION)
+    tracer.emit(ControllerAnswered(at_s=tracer.now_s(), view=view))
     if view.records:
         view = dataclasses.replace(view, findings=await _ask_diagnosis(client, controller_url, view, tracer))
     return view
@@ -59,11 +69,12 @@ async def _ask_diagnosis(
     dialout, or it failed: the comparison of counts stands on its own)."""
     ids = ",".join(str(record["id"]) for record in view.records)
     url = f"{controller_url.rstrip('/')}/diagnosis"
-    tracer.event(None, f"asking the controller what it makes of them: GET {url}?connections={ids}", kind=SESSION)
+    about = tuple(int(record["id"]) for record in view.records)
+    tracer.emit(AskingController(at_s=tracer.now_s(), url=url, about_connections=about))
     try:
         response = await client.get(url, params={"connections": ids})
         if response.status_code != 200:
-            tracer.event(None, f"no diagnosis from the controller: {_answer(response)}", kind=SESSION)
+            tracer.emit(NoDiagnosis(at_s=tracer.now_s(), answer=_answer(response)))
             return None
         return tuple(
             ControllerFinding(str(f["kind"]), str(f["severity"]), tuple(f["connections"]), str(f["sentence"]))
@@ -71,7 +82,7 @@ async def _ask_diagnosis(
             for f in diagnosis["findings"]
         )
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        tracer.event(None, f"no diagnosis from the controller: {sentence(classify(exc))}", kind=SESSION)
+        tracer.emit(NoDiagnosis(at_s=tracer.now_s(), answer=sentence(classify(exc))))
         return None
 
 
@@ -109,7 +120,7 @@ def compare(
     latest: dict[str, dict[str, Any]] = {}
     for entry in sorted(records, key=lambda r: int(r["id"])):  # a port can be reused: the newest record wins
         latest[str(entry["peer"])] = entry
-    disagreements: list[str] = []
+    disagreements: list[Disagreement] = []
     matched: list[dict[str, Any]] = []
     streams = forgotten = 0
     for connection in connections:
@@ -118,10 +129,7 @@ def compare(
             forgotten += 1
             continue
         if record is None:
-            disagreements.append(
-                f"conn #{connection.number} ({connection.local_address}): the switch opened it, "
-                f"the controller has no record of it"
-            )
+            disagreements.append(NoRecord(connection.number, connection.local_address))
             continue
         matched.append(record)
         query = 1 if connection.number == query_connection else 0
@@ -129,17 +137,11 @@ def compare(
         seen = int(record["streams"])
         streams += seen - query
         if sent != seen:
-            disagreements.append(
-                f"conn #{connection.number} ({connection.local_address}): the switch sent {sent} streams, "
-                f"the controller saw {seen}"
-            )
+            disagreements.append(StreamCount(connection.number, connection.local_address, sent, seen))
         switch_peak = peak_in_flight(ping for ping in pings if ping.connection == connection.number)
         controller_peak = int(record["peak_in_flight"])
         if (switch_peak >= 2) != (controller_peak >= 2):
-            disagreements.append(
-                f"conn #{connection.number} ({connection.local_address}): the switch had {switch_peak} streams "
-                f"in flight at once, the controller {controller_peak}"
-            )
+            disagreements.append(Concurrency(connection.number, connection.local_address, switch_peak, controller_peak))
     return ControllerView(
         switch=switch_id,
         records=tuple(matched),

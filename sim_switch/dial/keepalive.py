@@ -31,7 +31,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 
 from dialout.config import Keepalive
-from sim_switch.dial.tracing import DETAIL, Tracer
+from sim_switch.dial.events import KeepaliveCheck
+from sim_switch.dial.tracing import Tracer
 
 SocketOption = tuple[int, int, int]
 
@@ -108,9 +109,7 @@ class SilenceWatch:
     async def _check(self, url: str) -> None:
         timeout_s = self._keepalive.interval_s * self._keepalive.count
         quiet_s = self._tracer.now_s() - self._heard_at_s[url]
-        self._tracer.event(
-            None, f"keepalive: nothing from {url} for {quiet_s:.1f} s: a ping of 0 s to check", kind=DETAIL
-        )
+        self._tracer.emit(KeepaliveCheck(at_s=self._tracer.now_s(), url=url, quiet_s=quiet_s))
         if await self._probe(url, timeout_s):
             self.heard(url)
             return

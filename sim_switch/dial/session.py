@@ -23,14 +23,23 @@ from dataclasses import replace
 import httpx
 
 from dialout.config import ReconnectPolicy, Request, RetryPolicy, Schedule
-from dialout.text import plural
 from sim_switch.dial.client import Attempt, LinkHistory, attempt_ping, finish_run, new_pool
 from sim_switch.dial.destinations import Destinations, Failover
-from sim_switch.dial.failures import sentence
+from sim_switch.dial.events import (
+    FailedOver,
+    GaveUpOnSilence,
+    KeepaliveAnswered,
+    LinkDown,
+    LinkLoss,
+    LinkUp,
+    Reconnecting,
+    TraceEvent,
+    WentSilent,
+)
 from sim_switch.dial.keepalive import SilenceWatch
 from sim_switch.dial.settings import Outgoing, RunSettings
 from sim_switch.dial.streams import StreamPool
-from sim_switch.dial.tracing import DETAIL, SESSION, TraceEvent, Tracer
+from sim_switch.dial.tracing import Tracer
 from sim_switch.model.results import GiveUp, GiveUpReason, RunResult
 
 
@@ -50,7 +59,7 @@ class Link:
         self._leader: int | None = None
         self._attempt = 0
         self._down_since_s = 0.0
-        self._down_reason = ""
+        self._down_reason: LinkLoss | None = None
         self._down_reported = False
         self._connected_to: str | None = None
         self.reconnects = 0
@@ -66,7 +75,7 @@ class Link:
             await self._changed.wait()
         return self.destinations.current
 
-    async def failed(self, ping: int, reason: str, url: str) -> None:
+    async def failed(self, ping: int, reason: LinkLoss, url: str) -> None:
         """A ping to ``url`` failed in a way worth retrying. The first to fail leads the redial and sleeps the
         backoff; the others return at once and wait in ``wait_turn``. A failure at a controller the link has
         already left says nothing of the one it is on: that ping just goes again."""
@@ -85,16 +94,26 @@ class Link:
         self._attempt += 1
         # Where the redial goes: after losing an up link, where start_with says; after a failed dial, the next one.
         if not self.destinations.several:
-            where = ""
+            to_url = None
         elif was_up:
-            where = f" to {self.destinations.start_again()} (start_with)"
+            to_url = self.destinations.start_again()
         else:
-            where = f" to {self.destinations.move_on()} (the next controller)"
+            to_url = self.destinations.move_on()
         delay_s = self._policy.delay_s(self._attempt, self._random())
-        self._tracer.event(ping, f"reconnect #{self._attempt} in {delay_s:.1f} s{where}: {reason}", kind=SESSION)
+        self._tracer.emit(
+            Reconnecting(
+                at_s=self._tracer.now_s(),
+                ping=ping,
+                attempt=self._attempt,
+                delay_s=delay_s,
+                to_url=to_url,
+                start_again=was_up,
+                loss=reason,
+            )
+        )
         await asyncio.sleep(delay_s)
 
-    def lost(self, url: str, reason: str) -> None:
+    def lost(self, url: str, reason: LinkLoss) -> None:
         """The switch itself gave up on ``url`` (it went silent): down at once, and the redial skips it."""
         if url != self.destinations.current:
             return
@@ -108,19 +127,33 @@ class Link:
     def succeeded(self, ping: int, connection: int | None, url: str) -> None:
         if self._leader != ping:
             return
-        at = f" at {url}" if self.destinations.several else ""
-        if self._attempt or self._connected_to is not None:
-            down_s = self._tracer.now_s() - self._down_since_s
-            text = f"link up again{at} after {plural(max(1, self._attempt), 'redial')}, {down_s:.1f} s down"
+        again = bool(self._attempt) or self._connected_to is not None
+        if again:
             self.reconnects += 1
-        else:
-            text = f"link up{at}"
-        self._tracer.event(ping, text, connection, kind=SESSION)
-        if self._connected_to is not None and url != self._connected_to:
-            failover = Failover(self._tracer.now_s(), self._connected_to, url, self._down_reason)
+        now_s = self._tracer.now_s()
+        self._tracer.emit(
+            LinkUp(
+                at_s=now_s,
+                ping=ping,
+                connection=connection,
+                url=url if self.destinations.several else None,
+                again=again,
+                redials=max(1, self._attempt),
+                down_s=now_s - self._down_since_s,
+            )
+        )
+        if self._connected_to is not None and url != self._connected_to and self._down_reason is not None:
+            failover = Failover(now_s, self._connected_to, url, self._down_reason)
             self.failovers.append(failover)
-            self._tracer.event(
-                ping, f"failover: {failover.from_url} -> {url} ({failover.reason})", connection, kind=SESSION
+            self._tracer.emit(
+                FailedOver(
+                    at_s=now_s,
+                    ping=ping,
+                    connection=connection,
+                    from_url=failover.from_url,
+                    to_url=url,
+                    loss=failover.loss,
+                )
             )
         self._connected_to = url
         self.destinations.connected()
@@ -133,10 +166,10 @@ class Link:
         if self._leader == ping:
             self._release()
 
-    def _report_down(self, reason: str) -> None:
+    def _report_down(self, reason: LinkLoss) -> None:
         self._down_reported = True
         self._down_reason = reason
-        self._tracer.event(None, f"link down: {reason}", kind=SESSION)
+        self._tracer.emit(LinkDown(at_s=self._tracer.now_s(), loss=reason))
 
     def _release(self) -> None:
         self._leader = None
@@ -174,13 +207,10 @@ async def run_session(
         if probes is not None:  # its connection to the silent controller is as stuck as the pings'
             await probes.aclose()
             probes = None
-        reason = (
-            f"{url} went silent: nothing for {quiet_s:.1f} s, no answer to a keepalive ping "
-            f"(switch.keepalive: noticed within {switch.keepalive.bound_s:g} s)"
-        )
+        silence = WentSilent(url=url, quiet_s=quiet_s, bound_s=switch.keepalive.bound_s)
         closed = await tracer.close_connections(url)
-        tracer.event(None, f"keepalive: {reason}; closed {plural(closed, 'connection')}", kind=SESSION)
-        link.lost(url, reason)
+        tracer.emit(GaveUpOnSilence(at_s=tracer.now_s(), silence=silence, closed=closed))
+        link.lost(url, silence)
 
     watch = SilenceWatch(switch.keepalive, tracer, probe, silent)
     try:
@@ -232,7 +262,7 @@ async def _send(
             link.gave_up(number)
             reason = GiveUpReason.TIME_UP if safe else GiveUpReason.NOT_RETRY_SAFE
             return replace(attempt, result=replace(result, gave_up=GiveUp(reason, tries, trying_for_s)))
-        await link.failed(number, sentence(result.failure), url)
+        await link.failed(number, result.failure, url)
 
 
 async def _probe(client: httpx.AsyncClient, tracer: Tracer, url: str, ping: Request, timeout_s: float) -> bool:
@@ -244,5 +274,5 @@ async def _probe(client: httpx.AsyncClient, tracer: Tracer, url: str, ping: Requ
             response = await client.request(ping.method, target, headers=ping.headers, content=content)
     except (httpx.HTTPError, TimeoutError):
         return False
-    tracer.event(None, f"keepalive: {url} answered ({response.status_code})", kind=DETAIL)
+    tracer.emit(KeepaliveAnswered(at_s=tracer.now_s(), url=url, status=response.status_code))
     return True

@@ -15,32 +15,41 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from h2.events import RemoteSettingsChanged
 from h2.settings import SettingCodes
 from httpcore import AsyncNetworkStream
 
-from sim_switch.dial.failures import classify, sentence
+from sim_switch.dial.events import (
+    ConnectionReused,
+    ConnectRetry,
+    HeadersWritten,
+    OtherStep,
+    PrefaceSent,
+    ResponseClosed,
+    SettingsReceived,
+    StepFailed,
+    TcpConnected,
+    TcpConnecting,
+    TlsDone,
+    TlsStarted,
+    TraceEvent,
+)
+from sim_switch.dial.failures import classify
 
 TraceCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 
-# What an event is about, so a long session can show its connections and not every request.
-CONNECTION = "connection"  # TCP, TLS, the controller's SETTINGS
-REQUEST = "request"  # one ping's steps: connection reused, headers written, first byte, closed
-SESSION = "session"  # the run itself: failures, retries, reconnects, the controller's view
-DETAIL = "detail"  # plumbing, shown only when asked for
-_CONNECTION_STEPS = frozenset({"connect_tcp", "start_tls", "receive_remote_settings", "retry"})
+
+class _Where(TypedDict):
+    """What every event of a ping's step says of where it happened."""
+
+    at_s: float
+    ping: int | None
+    connection: int | None
+
+
 _CERT_FIELD_ABBREVIATIONS = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU"}
-
-
-@dataclass(frozen=True)
-class TraceEvent:
-    at_s: float  # seconds since the run started
-    ping: int | None  # 1-based ping number, or None for events of no single ping
-    text: str
-    connection: int | None = None
-    kind: str = REQUEST
 
 
 @dataclass
@@ -73,16 +82,6 @@ class Tracer:
 
     def now_s(self) -> float:
         return time.perf_counter() - self._start
-
-    def event(
-        self,
-        ping: int | None,
-        text: str,
-        connection: int | None = None,
-        at_s: float | None = None,
-        kind: str = REQUEST,
-    ) -> None:
-        self.emit(TraceEvent(self.now_s() if at_s is None else at_s, ping, text, connection, kind))
 
     def connection_of(self, network_stream: object) -> ConnectionRecord | None:
         entry = self._by_stream.get(id(network_stream))
@@ -155,59 +154,64 @@ class PingTrace:
         at_s = tracer.now_s()
         _, _, step = name.partition(".")  # "http2.send_request_headers.started" -> "send_request_headers.started"
         step_name, _, phase = step.rpartition(".")
-        number = self.connection
-        text: str | None = None
-        kind = CONNECTION if step_name in _CONNECTION_STEPS else REQUEST
+        event: TraceEvent | None = None
+        where = _Where(at_s=at_s, ping=self.ping, connection=self.connection)
 
         if phase == "failed":
             exc = info.get("exception")
-            reason = sentence(classify(exc)) if isinstance(exc, BaseException) else "unknown error"
-            text = f"{step_name.replace('_', ' ')} failed: {reason}"
+            failure = classify(exc) if isinstance(exc, BaseException) else None
+            event = StepFailed(**where, step=step_name, failure=failure)
         elif step == "connect_tcp.started":
-            text = f"TCP connect start: {info.get('host')}:{info.get('port')}"
+            event = TcpConnecting(**where, host=str(info.get("host")), port=info.get("port"))
         elif step == "connect_tcp.complete":
             self.opened = tracer.record_connection(info["return_value"], self.controller)
-            number = self.connection = self.opened.number
-            text = f"TCP connect done: {self.opened.local_address} -> {self.opened.remote_address}"
+            self.connection = self.opened.number
+            where["connection"] = self.connection
+            event = TcpConnected(**where, local=self.opened.local_address, remote=self.opened.remote_address)
         elif step == "start_tls.started":
             self.tls_started_at_s = at_s
-            text = f"TLS handshake start (SNI {info.get('server_hostname')})"
+            event = TlsStarted(**where, server_name=info.get("server_hostname"))
         elif step == "start_tls.complete" and self.opened is not None:
             self.tls_done_at_s = at_s
             self.opened.handshake_s = at_s - (self.tls_started_at_s or at_s)
-            text = self._tls_done(info["return_value"], self.opened)
+            record = self._tls_done(info["return_value"], self.opened)
+            event = TlsDone(
+                **where,
+                version=record.tls_version,
+                alpn=record.alpn,
+                cipher=record.cipher,
+                controller_subject=record.controller_subject,
+            )
         elif step == "receive_remote_settings.complete":
             settings = info.get("return_value")
-            text = f"controller SETTINGS: {_describe_settings(settings)}"
+            event = SettingsReceived(**where, settings=_settings_of(settings))
             changed = getattr(settings, "changed_settings", {}).get(SettingCodes.MAX_CONCURRENT_STREAMS)
             if self.opened is not None and changed is not None:
                 self.opened.max_streams = changed.new_value
         elif step == "send_connection_init.complete":
-            text = "HTTP/2 connection preface and SETTINGS sent"
-            kind = DETAIL
+            event = PrefaceSent(**where)
         elif step == "send_request_headers.started":
             self.headers_started_at_s = at_s
             if self.opened is None:
-                text = "connection reused (got an open connection from the pool)"
+                event = ConnectionReused(**where)
         elif step == "send_request_headers.complete":
             self.stream_id = info.get("stream_id")
             self.headers_sent_at_s = at_s
-            text = "request headers written" + (f" (stream {self.stream_id})" if self.stream_id else "")
+            event = HeadersWritten(**where, stream_id=self.stream_id)
         elif step == "receive_response_headers.complete":
             # Reported by the ping itself once the response says which connection it came on.
             self.first_byte_at_s = at_s
         elif step == "response_closed.complete":
-            text = "response closed"
+            event = ResponseClosed(**where)
         elif step == "retry.started":
-            text = "connect retry"
+            event = ConnectRetry(**where)
         else:
-            text = step.replace("_", " ").replace(".", " ")
-            kind = DETAIL
+            event = OtherStep(**where, step=step)
 
-        if text is not None:
-            tracer.emit(TraceEvent(at_s, self.ping, text, number, kind))
+        if event is not None:
+            tracer.emit(event)
 
-    def _tls_done(self, tls_stream: AsyncNetworkStream, record: ConnectionRecord) -> str:
+    def _tls_done(self, tls_stream: AsyncNetworkStream, record: ConnectionRecord) -> ConnectionRecord:
         self._tracer.alias(tls_stream, record)
         ssl_object = tls_stream.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -216,10 +220,7 @@ class PingTrace:
             cipher = ssl_object.cipher()
             record.cipher = cipher[0] if cipher else None
             record.controller_subject = format_subject(ssl_object.getpeercert() or {})
-        return (
-            f"TLS handshake done: {record.tls_version}, ALPN {record.alpn or 'none'}, {record.cipher}, "
-            f"controller {record.controller_subject}"
-        )
+        return record
 
 
 def format_subject(peer_cert: dict[str, Any]) -> str:
@@ -232,11 +233,10 @@ def format_subject(peer_cert: dict[str, Any]) -> str:
     return ",".join(parts) or "(no subject)"
 
 
-def _describe_settings(event: object) -> str:
+def _settings_of(event: object) -> tuple[tuple[str, int], ...]:
     if not isinstance(event, RemoteSettingsChanged):
-        return "none"
-    values = [f"{_setting_name(code)}={setting.new_value}" for code, setting in sorted(event.changed_settings.items())]
-    return " ".join(values) or "none"
+        return ()
+    return tuple((_setting_name(code), setting.new_value) for code, setting in sorted(event.changed_settings.items()))
 
 
 def _setting_name(code: int) -> str:

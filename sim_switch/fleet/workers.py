@@ -20,11 +20,11 @@ from typing import Any
 
 from dialout.config import Fleet
 from dialout.errors import DialoutError
+from sim_switch.dial.events import TraceEvent
 from sim_switch.dial.settings import RunSettings
-from sim_switch.dial.tracing import TraceEvent
 from sim_switch.fleet.run import Shard, run_fleet, switches_of
 from sim_switch.fleet.tally import FleetTally, merge, tally, tally_from_json, tally_json
-from sim_switch.render.report import render_event
+from sim_switch.render.trace import render_event
 
 
 class WorkerError(DialoutError):

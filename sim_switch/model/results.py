@@ -13,7 +13,6 @@ from enum import StrEnum
 from typing import Any
 
 from dialout.config import Scenario
-from dialout.text import plural
 from sim_switch.dial.destinations import Failover
 from sim_switch.dial.failures import Failure
 from sim_switch.dial.tracing import ConnectionRecord
@@ -86,6 +85,38 @@ class ControllerFinding:
 
 
 @dataclass(frozen=True)
+class NoRecord:
+    """The switch opened a connection the controller has no record of."""
+
+    connection: int  # ours
+    local_address: str
+
+
+@dataclass(frozen=True)
+class StreamCount:
+    """The switch and the controller counted a connection's streams differently."""
+
+    connection: int
+    local_address: str
+    sent: int
+    seen: int
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """One end had two or more streams at once on a connection, the other did not."""
+
+    connection: int
+    local_address: str
+    switch_peak: int
+    controller_peak: int
+
+
+# Where the two ends' accounts of a connection differ.
+Disagreement = NoRecord | StreamCount | Concurrency
+
+
+@dataclass(frozen=True)
 class ControllerView:
     """What the controller says it saw of this run's connections (``GET /connections``)."""
 
@@ -94,7 +125,7 @@ class ControllerView:
     streams: int = 0  # on those connections, not counting the query that asked
     peak_in_flight: int = 0
     unused: int = 0  # connections that carried no stream at all
-    disagreements: tuple[str, ...] = ()
+    disagreements: tuple[Disagreement, ...] = ()
     error: str | None = None
     forgotten: int = 0  # connections from before the controller restarted, which it no longer knows
     no_account: str | None = None  # not dialout's controller: what it answered when asked for its account
@@ -117,21 +148,6 @@ class ControllerView:
         """The controller's number for our connection from ``local_address``, if it has one."""
         record = self.record_of(local_address)
         return None if record is None else int(record["id"])
-
-    def describe(self) -> str:
-        if self.error:
-            return f"controller view unavailable: {self.error}"
-        if self.no_account:
-            return f"the controller keeps no account of its connections ({self.no_account}): the switch's view alone"
-        unused = f" ({self.unused} carried no stream)" if self.unused else ""
-        forgotten = (
-            f"; it restarted and no longer knows {plural(self.forgotten, 'earlier one')}" if self.forgotten else ""
-        )
-        through = f" through {', '.join(self.via)}" if self.via else ""
-        return (
-            f"controller saw {self.switch}{through}: {plural(len(self.records), 'connection')}{unused}, "
-            f"{plural(self.streams, 'stream')}, {self.peak_in_flight} at once{forgotten}"
-        )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from dialout.config import Schedule, ViewPolicy
-from sim_switch.model.results import ControllerFinding, PingOutcome, PingResult, RunResult
+from sim_switch.model.results import ControllerFinding, Disagreement, PingOutcome, PingResult, RunResult
 
 # The controller's finding kind for shared connections (controller/diagnosis/findings.py).
 MULTIPLEXED_FINDING = "multiplexed"
@@ -58,7 +58,7 @@ class CheckFailed:
 class ViewDisagrees:
     """The controller counted something else than the switch (``controller_view.compare`` says what)."""
 
-    problem: str
+    disagreement: Disagreement
 
 
 @dataclass(frozen=True)

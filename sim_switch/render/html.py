@@ -18,12 +18,14 @@ from pathlib import Path
 from dialout.config import Schedule
 from dialout.errors import DialoutError
 from dialout.text import plural
-from sim_switch.dial.tracing import DETAIL, ConnectionRecord, TraceEvent
+from sim_switch.dial.events import EventKind, LinkDown, LinkUp, Reconnecting, TraceEvent
+from sim_switch.dial.tracing import ConnectionRecord
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.tally import FleetTally
 from sim_switch.model.results import PingOutcome, PingResult, RunResult, format_interval
 from sim_switch.model.verdict import Outcome, Verdict
 from sim_switch.render.report import ping_error, problem_lines, result_line, shown_line
+from sim_switch.render.trace import describe, describe_disagreement, describe_view
 
 GENERATOR = "dialout"  # <meta name="generator">: how a report is told from a file that is not ours
 LABEL_W = 250  # the lane labels, left of the plot
@@ -244,7 +246,7 @@ def _waterfall(result: RunResult, events: Sequence[TraceEvent]) -> str:
 
     by_ping: dict[int, list[TraceEvent]] = {}
     for event in events:
-        if event.ping is not None and event.kind != DETAIL:
+        if event.ping is not None and event.kind is not EventKind.DETAIL:
             by_ping.setdefault(event.ping, []).append(event)
     parts: list[str] = []
     y = float(AXIS_H)
@@ -348,7 +350,7 @@ def _tooltip(ping: PingResult, events: Sequence[TraceEvent]) -> str:
     if ping.stream_id:
         head += f", stream {ping.stream_id}"
     shown = list(events[:MAX_TITLE_EVENTS])
-    lines = [head, *(f"{event.at_s:+.3f}s  {event.text}" for event in shown)]
+    lines = [head, *(f"{event.at_s:+.3f}s  {describe(event)}" for event in shown)]
     if len(events) > MAX_TITLE_EVENTS:
         lines.append(f"... and {len(events) - MAX_TITLE_EVENTS} more events")
     return "\n".join(lines)
@@ -374,19 +376,19 @@ def _nice_step(raw: float) -> float:
 
 
 def _session_bands(events: Sequence[TraceEvent], x: _Scale, top: float, height: float) -> str:
-    """Link down (shaded, from "link down" to "link up again") and each redial, from the session's trace."""
+    """Link down (shaded, from LinkDown to LinkUp again) and each redial, from the session's trace."""
     parts: list[str] = []
     down_since: float | None = None
     for event in events:
-        if event.text.startswith("link down") and down_since is None:
+        if isinstance(event, LinkDown) and down_since is None:
             down_since = event.at_s
-        elif event.text.startswith("link up again") and down_since is not None:
-            parts.append(_band(down_since, event.at_s, event.text, x, top, height))
+        elif isinstance(event, LinkUp) and event.again and down_since is not None:
+            parts.append(_band(down_since, event.at_s, describe(event), x, top, height))
             down_since = None
-        elif event.text.startswith("reconnect #"):
+        elif isinstance(event, Reconnecting):
             parts.append(
                 f'<line class="reconnect" x1="{x(event.at_s):.1f}" y1="{top}" x2="{x(event.at_s):.1f}" '
-                f'y2="{top + height:.0f}"><title>{escape(event.text)}</title></line>'
+                f'y2="{top + height:.0f}"><title>{escape(describe(event))}</title></line>'
             )
     if down_since is not None and events:
         parts.append(_band(down_since, events[-1].at_s, "link down until the end", x, top, height))
@@ -406,7 +408,9 @@ def _views_table(result: RunResult) -> str:
     for record in result.connections:
         sent = sum(1 for ping in result.pings if ping.connection == record.number and ping.status is not None)
         theirs = view.record_of(record.local_address) if view is not None else None
-        disputes = [d for d in (view.disagreements if view else ()) if d.startswith(f"conn #{record.number} (")]
+        disputes = [
+            describe_disagreement(d) for d in (view.disagreements if view else ()) if d.connection == record.number
+        ]
         if view is None or view.no_account or view.error:
             verdict = "<td>no controller view</td>"
         elif disputes:
@@ -429,7 +433,7 @@ def _views_table(result: RunResult) -> str:
         "<tr><th>conn</th><th>from</th><th>ALPN</th><th>streams</th><th>at once</th><th>its id</th>"
         "<th>streams</th><th>at once</th><th></th></tr>"
     )
-    summary = f"<p>{escape(view.describe())}</p>" if view is not None else ""
+    summary = f"<p>{escape(describe_view(view))}</p>" if view is not None else ""
     return f'{summary}<table class="views">{head}{"".join(rows)}</table>'
 
 

@@ -10,7 +10,6 @@ from dialout.config import Schedule
 from dialout.text import plural
 from sim_switch.dial.failures import headline, sentence
 from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS
-from sim_switch.dial.tracing import TraceEvent
 from sim_switch.model.results import GiveUpReason, PingOutcome, PingResult, RunResult, format_interval
 from sim_switch.model.verdict import (
     Check,
@@ -25,6 +24,7 @@ from sim_switch.model.verdict import (
     ViewRequired,
     ViewUnavailable,
 )
+from sim_switch.render.trace import describe_disagreement, describe_loss, describe_view
 
 # Summary lines list at most this many pings, stream ids or failures; --json has them all.
 MAX_LISTED = 12
@@ -58,8 +58,8 @@ def problem_text(problem: Problem) -> str:
             ]
             got = ", ".join(f"{version or 'no answer'} for ping {number}" for number, version in others)
             return f"expected {check.expected} for every ping, got {got}"
-        case ViewDisagrees(text):
-            return f"controller view: {text}"
+        case ViewDisagrees(disagreement):
+            return f"controller view: {describe_disagreement(disagreement)}"
         case ViewUnavailable(error):
             return f"controller view: {error}"
         case ViewRequired(no_account):
@@ -186,12 +186,6 @@ def errors_by_kind(pings: Iterable[PingResult]) -> dict[str, int]:
     return dict(kinds.most_common())
 
 
-def render_event(event: TraceEvent) -> str:
-    ping = f"ping {event.ping}" if event.ping is not None else "switch"
-    connection = f"conn #{event.connection}" if event.connection is not None else ""
-    return f"{event.at_s:+9.3f}s  {ping:<8} {connection:<8} {event.text}"
-
-
 def render_summary(result: RunResult, verdict: Verdict) -> str:
     connections = result.connections
     alpn = ", ".join(sorted({record.alpn or "none" for record in connections})) or "none"
@@ -246,7 +240,7 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         agreement = (
             "" if view.error or view.no_account else ("; both views agree" if view.agrees else "; the views DISAGREE")
         )
-        lines.append(view.describe() + agreement)
+        lines.append(describe_view(view) + agreement)
     lines.append(shown_line(verdict))
     if view is not None and view.findings:
         lines.append(f"the controller's diagnosis of {view.switch} ({_numbering(result)}):")
@@ -263,7 +257,7 @@ def _render_controllers(result: RunResult) -> list[str]:
     answered = ", ".join(f"{url} {count}" for url, count in result.controllers.items())
     lines = [f"answered by: {answered}"]
     lines += [
-        f"failover at {failover.at_s:.1f} s: {failover.from_url} -> {failover.to_url} ({failover.reason})"
+        f"failover at {failover.at_s:.1f} s: {failover.from_url} -> {failover.to_url} ({describe_loss(failover.loss)})"
         for failover in result.failovers
     ]
     return lines
@@ -346,7 +340,7 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
                 "at_s": round(failover.at_s, 6),
                 "from": failover.from_url,
                 "to": failover.to_url,
-                "reason": failover.reason,
+                "reason": describe_loss(failover.loss),
             }
             for failover in result.failovers
         ],
@@ -420,7 +414,7 @@ def _view_json(result: RunResult) -> dict[str, Any] | None:
         "streams": view.streams,
         "peak_in_flight": view.peak_in_flight,
         "unused_connections": view.unused,
-        "disagreements": list(view.disagreements),
+        "disagreements": [describe_disagreement(disagreement) for disagreement in view.disagreements],
         "error": view.error,
         "kept_account": view.no_account is None,
         "no_account": view.no_account,

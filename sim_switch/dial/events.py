@@ -1,0 +1,250 @@
+"""What a run's trace is made of: one frozen class per kind of event, as h2's ``events.py`` and h11's
+``_events.py`` have them. Each holds the facts (times, addresses, numbers, a ``Failure``), never a sentence;
+``sim_switch/render/report.py`` says them in words, and the HTML report draws the session's from their types.
+
+Every event has ``at_s`` (seconds since the run started), ``ping`` (1, 2, ... or None for the run's own) and
+``connection`` (our number for it, if any); ``kind`` says what it is about, so a long session can show its
+connections and not every request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar
+
+from sim_switch.dial.failures import Failure
+
+if TYPE_CHECKING:  # model/ stands on dial/; the view only travels through here
+    from sim_switch.model.results import ControllerView
+
+
+class EventKind(StrEnum):
+    CONNECTION = "connection"  # TCP, TLS, the controller's SETTINGS
+    REQUEST = "request"  # one ping's steps: connection reused, headers written, first byte, closed
+    SESSION = "session"  # the run itself: failures, retries, reconnects, the controller's view
+    DETAIL = "detail"  # plumbing, shown only when asked for
+
+
+@dataclass(frozen=True, kw_only=True)
+class TraceEvent:
+    kind: ClassVar[EventKind] = EventKind.REQUEST
+    at_s: float
+    ping: int | None = None
+    connection: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WentSilent:
+    """Why a link went down when no ping failed: the switch gave up on a controller that stopped answering."""
+
+    url: str
+    quiet_s: float  # nothing heard from it for this long, and no answer to a keepalive ping
+    bound_s: float  # switch.keepalive's: noticed within this
+
+
+# Why a session's link went down: a ping's failure, or the controller's silence.
+LinkLoss = Failure | WentSilent
+
+
+# --- a ping's steps, from httpcore's trace ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class GetConnection(TraceEvent):
+    method: str
+    url: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TcpConnecting(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.CONNECTION
+    host: str
+    port: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TcpConnected(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.CONNECTION
+    local: str  # ip:port
+    remote: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsStarted(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.CONNECTION
+    server_name: str | None  # SNI
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsDone(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.CONNECTION
+    version: str | None
+    alpn: str | None
+    cipher: str | None
+    controller_subject: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SettingsReceived(TraceEvent):
+    """The controller's SETTINGS frame, each setting as its name and value."""
+
+    kind: ClassVar[EventKind] = EventKind.CONNECTION
+    settings: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrefaceSent(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.DETAIL
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionReused(TraceEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadersWritten(TraceEvent):
+    stream_id: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FirstByte(TraceEvent):
+    status: int
+    http_version: str
+    stream_id: int | None  # connection None: the response did not say which connection it came on
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResponseClosed(TraceEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectRetry(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.CONNECTION
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepFailed(TraceEvent):
+    """An httpcore step (``connect_tcp``, ``start_tls``, ...) failed."""
+
+    step: str
+    failure: Failure | None  # None: httpcore gave no exception
+
+
+@dataclass(frozen=True, kw_only=True)
+class OtherStep(TraceEvent):
+    """An httpcore step of no interest but to someone reading the plumbing (``-v``)."""
+
+    kind: ClassVar[EventKind] = EventKind.DETAIL
+    step: str  # as httpcore names it, e.g. "receive_response_body.started"
+
+
+# --- the run's own ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PingFailed(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    failure: Failure
+
+
+class Probe(StrEnum):
+    """Why the switch dials once more after every ping failed."""
+
+    SCHEME = "scheme"  # they failed at their first bytes: what does the server speak?
+    CLIENT_CERTIFICATE = "client_certificate"  # they lost their connection after the handshake: was ours refused?
+
+
+@dataclass(frozen=True, kw_only=True)
+class Probing(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    probe: Probe
+
+
+@dataclass(frozen=True, kw_only=True)
+class Diagnosed(TraceEvent):
+    """What a probe found: the failure every ping had."""
+
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    failure: Failure
+
+
+@dataclass(frozen=True, kw_only=True)
+class AskingController(TraceEvent):
+    """GET /connections (``about_connections`` empty) or GET /diagnosis about these connections."""
+
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    url: str
+    about_connections: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControllerAnswered(TraceEvent):
+    """The controller's view of the run, as the switch compared it with its own."""
+
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    view: ControllerView
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoDiagnosis(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    answer: str  # what came back instead: a status and content type, or the failure
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkDown(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    loss: LinkLoss
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reconnecting(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    attempt: int
+    delay_s: float
+    to_url: str | None  # with several controllers: where the redial goes
+    start_again: bool  # to_url is where start_with says (the link was up), else the next controller
+    loss: LinkLoss
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkUp(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    url: str | None  # with several controllers: which
+    again: bool  # after a loss
+    redials: int
+    down_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailedOver(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    from_url: str
+    to_url: str
+    loss: LinkLoss
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeepaliveCheck(TraceEvent):
+    """Nothing heard from a controller for ``quiet_s`` while pings are out: a ping of 0 s goes to check."""
+
+    kind: ClassVar[EventKind] = EventKind.DETAIL
+    url: str
+    quiet_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeepaliveAnswered(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.DETAIL
+    url: str
+    status: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class GaveUpOnSilence(TraceEvent):
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    silence: WentSilent
+    closed: int  # connections to it closed
