@@ -50,12 +50,13 @@ from sim_switch.dial.events import FailedOver, LinkUp, Reconnecting, TraceEvent 
 from sim_switch.dial.session import run_session  # noqa: E402
 from sim_switch.dial.settings import RunSettings  # noqa: E402
 from sim_switch.dial.tls import client_ssl_context  # noqa: E402
-from sim_switch.fleet.bottleneck import bottleneck, cpu_shares, read_controller_cpu  # noqa: E402
+from sim_switch.fleet.bottleneck import cpu_shares, read_controller_cpu  # noqa: E402
 from sim_switch.fleet.run import run_fleet  # noqa: E402
 from sim_switch.fleet.tally import tally  # noqa: E402
+from sim_switch.fleet.verdict import judge_fleet  # noqa: E402
 from sim_switch.fleet.workers import run_in_workers  # noqa: E402
 from sim_switch.model.results import RunResult  # noqa: E402
-from sim_switch.render.fleet import fleet_json, judge_fleet  # noqa: E402
+from sim_switch.render.fleet import bottleneck_sentence, fleet_json  # noqa: E402
 from sim_switch.render.report import ping_error  # noqa: E402
 
 
@@ -222,7 +223,7 @@ def fleet_rows(rows: Table, urls: tuple[str, str], certs: Path, fleet: Fleet) ->
                 report["failed"] == 0,
             )
         )
-        print(f"   bottleneck: {bottleneck(shares) or 'neither side CPU-bound'}", flush=True)
+        print(f"   bottleneck: {bottleneck_sentence(shares) or 'neither side CPU-bound'}", flush=True)
         if report["errors_by_kind"]:
             print(f"   errors: {report['errors_by_kind']}", flush=True)
     rows.append(

@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
-__all__ = ["format_address", "host_of", "plural"]
+from dataclasses import dataclass
+
+__all__ = ["Address", "format_address", "plural"]
+
+
+@dataclass(frozen=True)
+class Address:
+    """One end of a connection, kept as its parts and written ``ip:port`` (``[ip6]:port``) only when shown."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return format_address(self.host, self.port)
+
+    @classmethod
+    def parse(cls, text: str) -> Address | None:
+        """``ip:port`` or ``[ip6]:port`` as a proxy forwards it; None when it is not one."""
+        host, _, port = text.rpartition(":")
+        host = host.strip("[]")
+        return cls(host, int(port)) if host and port.isdigit() else None
 
 
 def plural(count: int, noun: str) -> str:
@@ -15,8 +35,3 @@ def plural(count: int, noun: str) -> str:
 def format_address(host: str, port: int) -> str:
     """``ip:port``, with an IPv6 address in brackets: the same text on both ends of a connection."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def host_of(peer: str) -> str:
-    """``ip:port`` or ``[ip6]:port`` -> the address alone."""
-    return peer.rpartition(":")[0].strip("[]")

@@ -45,9 +45,10 @@ from sim_switch.dial.tls import switch_ssl_context
 from sim_switch.fleet.bottleneck import CpuShares, cpu_shares, read_controller_cpu
 from sim_switch.fleet.run import Shard, parse_shard, run_fleet, switches_of
 from sim_switch.fleet.tally import FleetTally, MergeError, merge, tally, tally_from_json
+from sim_switch.fleet.verdict import judge_fleet
 from sim_switch.fleet.workers import WorkerError, run_in_workers
 from sim_switch.model.verdict import judge
-from sim_switch.render.fleet import fleet_json, judge_fleet, render_fleet
+from sim_switch.render.fleet import fleet_json, fleet_line, render_fleet
 from sim_switch.render.html import ReportFileError, check_report_path, fleet_html, run_html, write_report
 from sim_switch.render.report import render_summary, to_json, verdict_line
 from sim_switch.render.trace import render_event
@@ -272,13 +273,13 @@ def _report_fleet(
     controllers')."""
     verdict = judge_fleet(fleet_tally, whole)
     if html is not None:
-        _write_html(html, fleet_html(fleet_tally, verdict.line, verdict.ok, verdict.failures))
+        _write_html(html, fleet_html(fleet_tally, verdict))
     return _report(
         as_json,
         lambda: fleet_json(fleet_tally, verdict, shares),
         lambda: render_fleet(fleet_tally, verdict, shares),
         verdict.ok,
-        verdict.line,
+        fleet_line(fleet_tally, verdict),
     )
 
 

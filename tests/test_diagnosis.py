@@ -6,6 +6,7 @@ from __future__ import annotations
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection
 from controller.diagnosis.analysis import RUN_GAP_S, Limits, diagnose
 from controller.diagnosis.findings import FindingKind, SwitchDiagnosis
+from dialout.text import Address
 
 LIMITS = Limits(max_concurrent_streams=100, keep_alive_max_requests=1000)
 
@@ -13,7 +14,7 @@ LIMITS = Limits(max_concurrent_streams=100, keep_alive_max_requests=1000)
 def connection(
     registry: ConnectionRegistry, hello: float, opened: float, closed: float | None = None, alpn: str = "h2"
 ) -> ControllerConnection:
-    record = registry.open("127.0.0.1:40000", "switch-1", alpn, "TLSv1.3", {}, hello_at=hello)
+    record = registry.open(Address("127.0.0.1", 40000), "switch-1", alpn, "TLSv1.3", {}, hello_at=hello)
     record.opened, record.closed = opened, closed
     return record
 

@@ -11,7 +11,8 @@ from dialout.config import ConfigError, ControllerConfig, Fleet, Scenario, Switc
 from dialout.pki import ensure_certs, generate_certs
 from sim_switch.fleet.run import run_fleet
 from sim_switch.fleet.tally import tally
-from sim_switch.render.fleet import fleet_json, judge_fleet, render_fleet
+from sim_switch.fleet.verdict import judge_fleet
+from sim_switch.render.fleet import fleet_json, fleet_line, problem_lines, render_fleet
 from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, run_controller, write_config
 from tests.switches import ignore, settings_for
@@ -36,7 +37,7 @@ async def test_a_small_fleet_gets_one_connection_per_switch(tmp_path: Path) -> N
         seen = {record.switch for record in running.registry.connections()}
     fleet_tally = tally(result)
     verdict = judge_fleet(fleet_tally)
-    assert verdict.ok, verdict.failures
+    assert verdict.ok, problem_lines(verdict)
     assert [switch for switch, _ in result.runs] == ["fleet-01", "fleet-02", "fleet-03", "fleet-04", "fleet-05"]
     assert seen == set(FLEET.switch_ids())  # the controller knew each by its own certificate
     report = fleet_json(fleet_tally, verdict)
@@ -46,7 +47,7 @@ async def test_a_small_fleet_gets_one_connection_per_switch(tmp_path: Path) -> N
     assert report["tls_handshake_s"]["max"] > 0
     assert progress[-1] == (5, 5)
     assert "connections per switch: 5 switches on 1" in render_fleet(fleet_tally, verdict)
-    assert verdict.line.startswith("FLEET OK: 5 switches x 3 pings, 15 ok, 0 failed")
+    assert fleet_line(fleet_tally, verdict).startswith("FLEET OK: 5 switches x 3 pings, 15 ok, 0 failed")
 
 
 async def test_a_fleet_the_controller_does_not_know_fails_with_errors_by_kind(tmp_path: Path) -> None:
@@ -59,7 +60,7 @@ async def test_a_fleet_the_controller_does_not_know_fails_with_errors_by_kind(tm
     verdict = judge_fleet(tally(result))
     assert not verdict.ok
     assert fleet_json(tally(result), verdict)["errors_by_kind"] == {"HTTP 403": 15}
-    assert verdict.line.startswith("FLEET FAILED: 5 switches x 3 pings, 0 ok, 15 failed")
+    assert fleet_line(tally(result), verdict).startswith("FLEET FAILED: 5 switches x 3 pings, 0 ok, 15 failed")
 
 
 @pytest.mark.parametrize(

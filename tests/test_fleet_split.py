@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from sim_switch.fleet.bottleneck import CpuShares, bottleneck
+from sim_switch.dial.failures import FailureKind
+from sim_switch.fleet.bottleneck import CpuShares, Side, bottleneck
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.run import Shard
-from sim_switch.fleet.tally import FleetTally, MergeError, merge, tally_from_json, tally_json
+from sim_switch.fleet.tally import ErrorKey, FleetTally, MergeError, merge, tally_from_json, tally_json
 from sim_switch.fleet.workers import worker_shards
+from sim_switch.render.fleet import bottleneck_sentence, errors_by_kind
 from tests.servers import REPO, ControllerProcess, write_config
 from tests.test_cli import run_module
 
@@ -139,10 +141,10 @@ def test_merging_histograms_is_exact_on_known_data() -> None:
     assert Histogram.decode(merged.encode()) == merged  # as it travels in --json
 
 
-def part(shard: Shard, latencies: list[float], errors: dict[str, int]) -> FleetTally:
+def part(shard: Shard, latencies: list[float], errors: dict[ErrorKey, int]) -> FleetTally:
     return FleetTally(
         scenario="fleet",
-        controller="https://127.0.0.1:1",
+        controllers=("https://127.0.0.1:1",),
         http2=True,
         fleet_switches=4,
         pings_per_switch=2,
@@ -157,18 +159,19 @@ def part(shard: Shard, latencies: list[float], errors: dict[str, int]) -> FleetT
         latency=Histogram(latencies),
         overhead=Histogram(latencies),
         handshake=Histogram([0.01, 0.02]),
-        errors_by_kind=errors,
-        failure_kinds={"status": sum(errors.values())} if errors else {},
+        errors=errors,
         connections_per_switch={1: 2},
     )
 
 
 def test_tallies_merge_exactly_and_refuse_parts_of_other_runs() -> None:
-    a = part(Shard(0, 2), [0.1, 0.2, 0.3], {"HTTP 403": 1})
-    b = part(Shard(1, 2), [0.4], {"HTTP 403": 2, "no answer": 1})
+    refused, timed_out = (FailureKind.HTTP_STATUS, 403), (FailureKind.NO_ANSWER, None)
+    a = part(Shard(0, 2), [0.1, 0.2, 0.3], {refused: 1})
+    b = part(Shard(1, 2), [0.4], {refused: 2, timed_out: 1})
     merged = merge([tally_from_json(json.loads(json.dumps(tally_json(t))), "test") for t in (b, a)])
     assert (merged.switches, merged.sent, merged.answered_ok, merged.cpu_s) == (4, 8, 4, 3.0)
-    assert merged.errors_by_kind == {"HTTP 403": 3, "no answer": 1}
+    assert merged.errors == {refused: 3, timed_out: 1}  # merged by kind and status, not by their words
+    assert errors_by_kind(merged) == {"HTTP 403": 3, "no complete answer from the controller": 1}
     assert merged.connections_per_switch == {1: 4}
     assert (merged.started_at, merged.ended_at) == (100.0, 111.0)  # first start to last end
     assert merged.latency == Histogram([0.1, 0.2, 0.3, 0.4])
@@ -224,17 +227,19 @@ def test_merge_says_which_file_is_not_a_shard(tmp_path: Path) -> None:
 
 
 def test_the_report_says_which_side_was_cpu_bound() -> None:
-    simulator = bottleneck(CpuShares(switch=0.97, processes=1, controllers={"https://c:1": 0.31}))
+    shares = CpuShares(switch=0.97, processes=1, controllers={"https://c:1": 0.31})
+    assert bottleneck(shares) is Side.SWITCH
+    simulator = bottleneck_sentence(shares)
     assert simulator is not None
     assert simulator.startswith("the switch side was the bottleneck: the switch side at 97% of a core per process (1)")
     assert "https://c:1 at 31%" in simulator
-    controller = bottleneck(CpuShares(switch=0.4, processes=2, controllers={"https://c:1": 0.95}))
+    controller = bottleneck_sentence(CpuShares(switch=0.4, processes=2, controllers={"https://c:1": 0.95}))
     assert controller is not None
     assert controller.startswith("the controller was the bottleneck: https://c:1 at 95% of a core")
-    both = bottleneck(CpuShares(switch=0.9, processes=2, controllers={"https://c:1": 0.9}))
+    both = bottleneck_sentence(CpuShares(switch=0.9, processes=2, controllers={"https://c:1": 0.9}))
     assert both is not None
     assert both.startswith("both sides were CPU-bound")
-    assert bottleneck(CpuShares(switch=0.5, processes=1, controllers={"https://c:1": 0.5})) is None
-    unknown = bottleneck(CpuShares(switch=0.9, processes=1))
+    assert bottleneck_sentence(CpuShares(switch=0.5, processes=1, controllers={"https://c:1": 0.5})) is None
+    unknown = bottleneck_sentence(CpuShares(switch=0.9, processes=1))
     assert unknown is not None
     assert "(the controller did not say its own)" in unknown

@@ -13,6 +13,7 @@ import pytest
 from controller.accounts.connections import ConnectionRegistry
 from dialout.config import ControllerConfig
 from dialout.pki import switch_identity
+from dialout.text import Address
 from sim_switch.dial.tls import client_ssl_context
 from tests.servers import RunningController, run_controller
 
@@ -49,7 +50,7 @@ async def test_a_trusted_proxy_forwarding_a_verified_switch_is_believed(
     assert response.status_code == 200
     assert response.json()["switch"] == "switch-1"
     (record,) = [c for c in proxied.registry.connections("switch-1") if c.via == "switch-2"]
-    assert (record.peer, record.alpn, record.streams) == ("127.0.0.9:5000", "h2", 1)
+    assert (record.peer, record.alpn, record.streams) == (Address("127.0.0.9", 5000), "h2", 1)
 
 
 async def test_a_certificate_from_another_ca_is_refused_even_from_a_trusted_proxy(
@@ -73,17 +74,26 @@ async def test_only_the_proxys_success_counts(proxied: RunningController, certs_
 
 def test_a_proxied_connection_closes_when_its_carriers_close_or_its_number_is_reused() -> None:
     registry = ConnectionRegistry()
-    upstream = [registry.open(f"127.0.0.1:{port}", "nginx-proxy", "http/1.1", "TLSv1.3", {}) for port in (1, 2)]
-    first = registry.proxied("nginx-proxy", "7", "10.0.0.1:5000", "switch-1", "h2", "TLSv1.3", upstream=upstream[0])
-    assert registry.proxied("nginx-proxy", "7", "10.0.0.1:5000", "switch-1", "h2", "TLSv1.3", upstream[1]) is first
+    upstream = [registry.open(Address("127.0.0.1", port), "nginx-proxy", "http/1.1", "TLSv1.3", {}) for port in (1, 2)]
+    first = registry.proxied(
+        "nginx-proxy", "7", Address("10.0.0.1", 5000), "switch-1", "h2", "TLSv1.3", upstream=upstream[0]
+    )
+    assert (
+        registry.proxied("nginx-proxy", "7", Address("10.0.0.1", 5000), "switch-1", "h2", "TLSv1.3", upstream[1])
+        is first
+    )
     registry.close(upstream[0])
     assert first.closed_at is None  # the second one still carries it
     registry.close(upstream[1])
     assert first.closed_at is not None
 
-    carrier = registry.open("127.0.0.1:3", "nginx-proxy", "http/1.1", "TLSv1.3", {})
-    second = registry.proxied("nginx-proxy", "8", "10.0.0.1:5001", "switch-1", "h2", "TLSv1.3", upstream=carrier)
-    third = registry.proxied("nginx-proxy", "8", "10.0.0.2:6000", "switch-2", "h2", "TLSv1.3", upstream=carrier)
+    carrier = registry.open(Address("127.0.0.1", 3), "nginx-proxy", "http/1.1", "TLSv1.3", {})
+    second = registry.proxied(
+        "nginx-proxy", "8", Address("10.0.0.1", 5001), "switch-1", "h2", "TLSv1.3", upstream=carrier
+    )
+    third = registry.proxied(
+        "nginx-proxy", "8", Address("10.0.0.2", 6000), "switch-2", "h2", "TLSv1.3", upstream=carrier
+    )
     assert third is not second
     assert second.closed_at is not None  # the proxy numbered another connection 8: this one is over
     assert third.closed_at is None

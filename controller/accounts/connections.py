@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from dialout.text import plural
+from dialout.text import Address, plural
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class ControllerConnection:
     specs/tls.rst)."""
 
     id: int
-    peer: str  # "ip:port", "[ip6]:port"
+    peer: Address  # where it came from (a proxied one: the switch's address as the proxy saw it)
     switch: str | None  # the client certificate's CN
     alpn: str | None
     tls_version: str | None
@@ -95,7 +95,7 @@ class ControllerConnection:
         record: dict[str, Any] = {
             "id": self.id,
             "switch": self.switch,
-            "peer": self.peer,
+            "peer": str(self.peer),
             "alpn": self.alpn,
             "tls_version": self.tls_version,
             "opened_at": self.opened_at,
@@ -161,7 +161,7 @@ class ConnectionRegistry:
 
     def open(  # noqa: PLR0913 - a connection record's fields, each by name
         self,
-        peer: str,
+        peer: Address,
         switch: str | None,
         alpn: str | None,
         tls_version: str | None,
@@ -198,7 +198,7 @@ class ConnectionRegistry:
         self,
         via: str,
         key: str,
-        peer: str,
+        peer: Address,
         switch: str | None,
         alpn: str | None,
         tls_version: str | None,

@@ -30,7 +30,7 @@ from urllib.parse import unquote
 
 from cryptography import x509
 
-from dialout.text import format_address
+from dialout.text import Address
 from dialout.tls_files import Trust, common_name
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class Forwarded:
     """What a proxy says it saw of the switch's connection, as sent; nothing here is believed yet."""
 
     connection: str  # the proxy's number for the switch's connection
-    peer: str  # the switch's address, "ip:port" / "[ip6]:port"
+    peer: Address  # the switch's address, as the proxy saw it
     cert_pem: str | None
     verify: str | None
     request: int | None
@@ -100,7 +100,7 @@ def read_forwarded(headers: Iterable[tuple[bytes, bytes]]) -> Forwarded | None:
         return None
     return Forwarded(
         connection=connection,
-        peer=_normalise_peer(peer),
+        peer=Address.parse(peer) or Address(peer, 0),  # a proxy's own spelling, kept whole when it is not ip:port
         cert_pem=unquote(values[CLIENT_CERT]) if values.get(CLIENT_CERT) else None,
         verify=values.get(CLIENT_VERIFY) or None,
         request=int(values[REQUEST]) if values.get(REQUEST, "").isdigit() else None,
@@ -169,10 +169,3 @@ class ProxyPolicy:
         if problem is not None:
             return Identified(None, f"the forwarded client certificate is not trusted here: {problem}")
         return Identified(common_name(cert))
-
-
-def _normalise_peer(peer: str) -> str:
-    """``$remote_addr:$remote_port`` as the switch writes its own address (IPv6 in brackets)."""
-    host, _, port = peer.rpartition(":")
-    host = host.strip("[]")
-    return format_address(host, int(port)) if host and port.isdigit() else peer

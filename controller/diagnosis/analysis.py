@@ -36,7 +36,6 @@ from controller.diagnosis.findings import (
     SwitchDiagnosis,
 )
 from dialout.config import ControllerConfig
-from dialout.text import host_of
 
 QUESTIONS = frozenset({"/connections", "/diagnosis"})
 # A redial sooner than this after the last connection closed had no backoff worth the name: dialout's own
@@ -111,7 +110,7 @@ def _parse_ids(text: str) -> frozenset[int]:
 
 def switch_of(connection: ControllerConnection) -> str:
     """A switch is its certificate's CN; an anonymous client (cleartext, bench mode) is its address."""
-    return connection.switch or host_of(connection.peer)
+    return connection.switch or connection.peer.host
 
 
 def diagnose(

@@ -142,7 +142,7 @@ def _open(connection: ControllerConnection) -> OpenConnection:
     return OpenConnection(
         id=connection.id,
         switch=connection.switch,
-        peer=connection.peer,
+        peer=str(connection.peer),
         via=connection.via,
         alpn=connection.alpn,
         tls_version=connection.tls_version,
@@ -174,7 +174,7 @@ def _closed(connection: ControllerConnection) -> Closed:
     return Closed(
         id=connection.id,
         switch=connection.switch,
-        peer=connection.peer,
+        peer=str(connection.peer),
         alpn=connection.alpn,
         streams=connection.streams,
         peak_in_flight=connection.peak_in_flight,

@@ -41,7 +41,7 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection, StreamSpan
 from controller.accounts.forwarded import Identified, ProxyPolicy, carries_forwarding, read_forwarded
-from dialout.text import format_address, host_of
+from dialout.text import Address
 
 # The attribute of Hypercorn's Config through which our TCPServer finds the registry of the server it serves.
 REGISTRY_ATTRIBUTE = "dialout_connections"
@@ -194,7 +194,7 @@ class ConnectionScopeMiddleware:
         said so)."""
         headers = scope["headers"]
         if connection.from_trusted_proxy is None:  # decided on the connection's first request
-            trusted = self.proxies is not None and self.proxies.trusts(connection.switch, host_of(connection.peer))
+            trusted = self.proxies is not None and self.proxies.trusts(connection.switch, connection.peer.host)
             connection.from_trusted_proxy = trusted and self.registry is not None
         if not connection.from_trusted_proxy:
             if not connection.forwarding_noted and carries_forwarding(headers):
@@ -214,7 +214,7 @@ class ConnectionScopeMiddleware:
         assert self.proxies is not None
         assert self.registry is not None
         identified = self.proxies.identify(forwarded)
-        via = connection.switch or host_of(connection.peer)
+        via = connection.switch or connection.peer.host
         seen_as = self.registry.proxied(
             via,
             forwarded.connection,
@@ -264,7 +264,7 @@ def _cipher_code(ssl_object: ssl.SSLObject, name: str) -> int | None:
     return _cipher_codes.get(name)
 
 
-def _format_peer(peername: Any) -> str:  # noqa: ANN401 - a socket address, whose shape depends on the family
+def _format_peer(peername: Any) -> Address:  # noqa: ANN401 - a socket address, whose shape depends on the family
     if isinstance(peername, tuple) and len(peername) >= 2:
-        return format_address(str(peername[0]), int(peername[1]))
-    return str(peername)
+        return Address(str(peername[0]), int(peername[1]))
+    return Address(str(peername), 0)

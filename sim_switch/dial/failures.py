@@ -77,9 +77,14 @@ HEADLINES = {
 
 
 def headline(failure: Failure) -> str:
-    if failure.kind is FailureKind.HTTP_STATUS:
-        return f"HTTP {failure.status}"
-    return HEADLINES[failure.kind]
+    return headline_of(failure.kind, failure.status)
+
+
+def headline_of(kind: FailureKind, status: int | None = None) -> str:
+    """A kind of failure in words; HTTP_STATUS's says which status."""
+    if kind is FailureKind.HTTP_STATUS:
+        return f"HTTP {status}"
+    return HEADLINES[kind]
 
 
 def sentence(failure: Failure) -> str:

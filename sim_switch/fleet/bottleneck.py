@@ -1,5 +1,5 @@
-"""Which side of a fleet run was CPU-bound, said in words, so that nobody blames the controller for the
-simulator's own queueing.
+"""Which side of a fleet run was CPU-bound, so that nobody blames the controller for the simulator's own queueing
+(``sim_switch/render/fleet.py`` says it in words).
 
 The switch side's CPU comes from the tally (the processes that ran the switches); each controller's from its own
 ``GET /connections`` (``cpu_s``, its process CPU time), read before and after the run. A process near a whole
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import httpx
 
-from dialout.text import plural
 from sim_switch.fleet.tally import FleetTally
 
 CPU_BOUND = 0.8  # of one core: above this a process is what the run waited for
@@ -34,30 +34,23 @@ def cpu_shares(tally: FleetTally, before: dict[str, float], after: dict[str, flo
     return CpuShares(tally.cpu_s / wall_s / tally.processes, tally.processes, controllers)
 
 
-def bottleneck(shares: CpuShares) -> str | None:
-    """A sentence when one side was CPU-bound, None when neither was."""
+class Side(StrEnum):
+    """Which side of a fleet run was CPU-bound (``--json``: ``cpu.bottleneck_side``)."""
+
+    SWITCH = "switch"  # the simulator: its latencies are mostly its own queueing
+    CONTROLLER = "controller"
+    BOTH = "both"  # on one machine they compete for its cores
+
+
+def bottleneck(shares: CpuShares) -> Side | None:
+    """The side that was CPU-bound, None when neither was."""
     switch_bound = shares.switch >= CPU_BOUND
-    busy = {url: share for url, share in shares.controllers.items() if share >= CPU_BOUND}
-    switch_side = f"the switch side at {shares.switch:.0%} of a core per process ({shares.processes})"
-    controllers = ", ".join(f"{url} at {share:.0%}" for url, share in shares.controllers.items())
-    if switch_bound and busy:
-        return (
-            f"both sides were CPU-bound: {switch_side}, the controller {controllers}; on one machine they "
-            "compete for its cores"
-        )
+    controller_bound = any(share >= CPU_BOUND for share in shares.controllers.values())
+    if switch_bound and controller_bound:
+        return Side.BOTH
     if switch_bound:
-        theirs = f", the controller {controllers}" if controllers else " (the controller did not say its own)"
-        return (
-            f"the switch side was the bottleneck: {switch_side}{theirs}; the latencies are mostly the "
-            "simulator's own queueing: split it further (--workers, --shard on more machines)"
-        )
-    if busy:
-        named = ", ".join(f"{url} at {share:.0%}" for url, share in busy.items())
-        return (
-            f"the controller was the bottleneck: {named} of a core, {switch_side}; "
-            f"{plural(len(shares.controllers), 'controller')} served the fleet"
-        )
-    return None
+        return Side.SWITCH
+    return Side.CONTROLLER if controller_bound else None
 
 
 def read_controller_cpu(urls: tuple[str, ...], ssl_context: ssl.SSLContext | None, switch_id: str) -> dict[str, float]:

@@ -14,11 +14,15 @@ from typing import Any
 
 from dialout.config import Fleet
 from dialout.errors import DialoutError
+from sim_switch.dial.failures import FailureKind
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.run import FleetResult, Shard, parse_shard
-from sim_switch.render.report import errors_by_kind, failure_kinds
 
-TALLY_VERSION = 1  # a merge refuses tallies of another shape
+# A merge refuses tallies of another shape. 2: the controllers as a list, failed pings by (kind, status).
+TALLY_VERSION = 2
+
+# A kind of failed ping: its kind, and for HTTP_STATUS the status.
+ErrorKey = tuple[FailureKind, int | None]
 
 
 class MergeError(DialoutError):
@@ -28,7 +32,7 @@ class MergeError(DialoutError):
 @dataclass(frozen=True)
 class FleetTally:
     scenario: str
-    controller: str
+    controllers: tuple[str, ...]  # where the fleet's switches dialled
     http2: bool
     fleet_switches: int  # the whole fleet's, whichever part of it this is
     pings_per_switch: int
@@ -43,8 +47,7 @@ class FleetTally:
     latency: Histogram
     overhead: Histogram
     handshake: Histogram
-    errors_by_kind: dict[str, int] = field(default_factory=dict)  # the kind in words
-    failure_kinds: dict[str, int] = field(default_factory=dict)
+    errors: dict[ErrorKey, int] = field(default_factory=dict)  # failed pings by kind, most first
     connections_per_switch: dict[int, int] = field(default_factory=dict)  # connections -> switches
     # controller URL -> {"switches", "sent", "answered_ok"}: how the fleet spread over switch.controllers
     by_controller: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -77,7 +80,7 @@ def tally(result: FleetResult) -> FleetTally:
     handshakes = [c.handshake_s for _, run in result.runs for c in run.connections if c.handshake_s is not None]
     return FleetTally(
         scenario=result.scenario.name,
-        controller=" ".join(result.controllers),
+        controllers=tuple(result.controllers),
         http2=result.scenario.http2,
         fleet_switches=fleet.switches,
         pings_per_switch=fleet.pings,
@@ -92,8 +95,7 @@ def tally(result: FleetResult) -> FleetTally:
         latency=Histogram(ping.elapsed_s for ping in answered),
         overhead=Histogram(ping.elapsed_s - ping.interval_s for ping in answered),
         handshake=Histogram(handshakes),
-        errors_by_kind=errors_by_kind(pings),
-        failure_kinds=failure_kinds(pings),
+        errors=_most_first(Counter((p.failure.kind, p.failure.status) for p in pings if p.failure is not None)),
         connections_per_switch=dict(Counter(len(run.connections) for _, run in result.runs)),
         by_controller=_by_controller(result),
     )
@@ -112,7 +114,7 @@ _SHARE = ("switches", "sent", "answered_ok")
 
 # What must be the same in every part of one fleet run, and the plain fields a part carries beside.
 _SAME = ("scenario", "http2", "fleet_switches", "pings_per_switch", "interval_s")
-_CARRIED = ("controller", "switches", "sent", "answered_ok", "started_at", "ended_at", "cpu_s", "processes")
+_CARRIED = ("switches", "sent", "answered_ok", "started_at", "ended_at", "cpu_s", "processes")
 
 
 def _refuse_mixed(parts: list[FleetTally]) -> None:
@@ -150,14 +152,14 @@ def merge(parts: Iterable[FleetTally]) -> FleetTally:
         latency.add(part.latency)
         overhead.add(part.overhead)
         handshake.add(part.handshake)
-    controllers = sorted({url for part in parts for url in part.controller.split()})
+    controllers = sorted({url for part in parts for url in part.controllers})
     by_controller: dict[str, Counter[str]] = {}
     for part in parts:
         for url, share in part.by_controller.items():
             by_controller.setdefault(url, Counter()).update(share)
     return FleetTally(
         scenario=first.scenario,
-        controller=" ".join(controllers),
+        controllers=tuple(controllers),
         http2=first.http2,
         fleet_switches=first.fleet_switches,
         pings_per_switch=first.pings_per_switch,
@@ -172,8 +174,7 @@ def merge(parts: Iterable[FleetTally]) -> FleetTally:
         latency=latency,
         overhead=overhead,
         handshake=handshake,
-        errors_by_kind=_most_first(sum((Counter(part.errors_by_kind) for part in parts), Counter())),
-        failure_kinds=_most_first(sum((Counter(part.failure_kinds) for part in parts), Counter())),
+        errors=_most_first(sum((Counter(part.errors) for part in parts), Counter())),
         connections_per_switch=dict(sum((Counter(part.connections_per_switch) for part in parts), Counter())),
         by_controller={url: {key: share[key] for key in _SHARE} for url, share in sorted(by_controller.items())},
         processes=sum(part.processes for part in parts),
@@ -185,10 +186,10 @@ def tally_json(part: FleetTally) -> dict[str, Any]:
     return {
         "version": TALLY_VERSION,
         **{name: getattr(part, name) for name in (*_SAME, *_CARRIED)},
+        "controllers": list(part.controllers),
         "shards": [str(shard) for shard in part.shards],
         "histograms": {name: getattr(part, name).encode() for name in ("latency", "overhead", "handshake")},
-        "errors_by_kind": part.errors_by_kind,
-        "failure_kinds": part.failure_kinds,
+        "errors": [[kind.value, status, count] for (kind, status), count in part.errors.items()],
         "connections_per_switch": {str(k): v for k, v in sorted(part.connections_per_switch.items())},
         "by_controller": part.by_controller,
     }
@@ -203,7 +204,7 @@ def tally_from_json(data: object, where: str) -> FleetTally:
         histograms = data["histograms"]
         return FleetTally(
             scenario=str(data["scenario"]),
-            controller=str(data["controller"]),
+            controllers=tuple(str(url) for url in data["controllers"]),
             http2=bool(data["http2"]),
             fleet_switches=int(data["fleet_switches"]),
             pings_per_switch=int(data["pings_per_switch"]),
@@ -218,8 +219,10 @@ def tally_from_json(data: object, where: str) -> FleetTally:
             latency=Histogram.decode(histograms["latency"]),
             overhead=Histogram.decode(histograms["overhead"]),
             handshake=Histogram.decode(histograms["handshake"]),
-            errors_by_kind={str(k): int(v) for k, v in data["errors_by_kind"].items()},
-            failure_kinds={str(k): int(v) for k, v in data["failure_kinds"].items()},
+            errors={
+                (FailureKind(kind), None if status is None else int(status)): int(count)
+                for kind, status, count in data["errors"]
+            },
             connections_per_switch={int(k): int(v) for k, v in data["connections_per_switch"].items()},
             by_controller=_read_shares(data.get("by_controller", {})),
             processes=int(data.get("processes", 1)),
@@ -234,5 +237,5 @@ def _read_shares(data: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     return {str(url): {key: int(share[key]) for key in _SHARE} for url, share in data.items()}
 
 
-def _most_first(counts: Counter[str]) -> dict[str, int]:
+def _most_first(counts: Counter[ErrorKey]) -> dict[ErrorKey, int]:
     return dict(counts.most_common())

@@ -4,45 +4,84 @@ same."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
 from typing import Any
 
 from dialout.text import plural
-from sim_switch.fleet.bottleneck import CpuShares, bottleneck
+from sim_switch.dial.failures import headline_of
+from sim_switch.fleet.bottleneck import CPU_BOUND, CpuShares, Side, bottleneck
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.tally import FleetTally, tally_json
+from sim_switch.fleet.verdict import FailedPings, FleetProblem, FleetVerdict, MissingShards, SpreadOverConnections
 
 
-@dataclass(frozen=True)
-class FleetVerdict:
-    ok: bool
-    line: str
-    failures: tuple[str, ...]
-
-
-def judge_fleet(tally: FleetTally, whole: bool = True) -> FleetVerdict:
-    """``whole``: the tally must be the whole fleet (a run of it, or every shard merged); otherwise one shard's run
-    is judged on its own switches."""
-    missing = tally.missing_shards
-    failures = [f"{count} pings: {kind}" for kind, count in tally.errors_by_kind.items()]
-    per_switch = tally.connections_per_switch
-    if tally.http2 and set(per_switch) - {1}:
-        spread = ", ".join(f"{plural(n, 'switch')} on {plural(c, 'connection')}" for c, n in sorted(per_switch.items()))
-        failures.append(f"under HTTP/2 every switch should use 1 connection: {spread}")
-    if whole and missing:
-        failures.append(
-            f"shard {', '.join(map(str, missing))} missing: {tally.switches} of the fleet's "
-            f"{tally.fleet_switches} switches are here"
-        )
-    rate = _rate(tally)
+def fleet_line(tally: FleetTally, verdict: FleetVerdict) -> str:
+    """``FLEET OK: 50 switches x 2 pings, 100 ok, 0 failed; 403 pings/s in 0.25 s; latency p50 ...``"""
     latency = tally.latency.marks()
     shape = f"{plural(tally.switches, 'switch')} x {plural(tally.pings_per_switch, 'ping')}"
-    if missing:
+    if tally.missing_shards:
         shape += f" (shard {', '.join(map(str, tally.shards))} of {tally.fleet_switches} switches)"
-    tally_text = f"{tally.answered_ok} ok, {tally.failed} failed; {rate:.0f} pings/s in {tally.wall_time_s:.2f} s"
+    counts = f"{tally.answered_ok} ok, {tally.failed} failed; {_rate(tally):.0f} pings/s in {tally.wall_time_s:.2f} s"
     timing = f"; latency p50 {latency['p50']:.3f} s, p99 {latency['p99']:.3f} s" if latency else ""
-    word = ("FLEET" if whole or not missing else "SHARD") + (" OK" if not failures else " FAILED")
-    return FleetVerdict(not failures, f"{word}: {shape}, {tally_text}{timing}", tuple(failures))
+    word = ("FLEET" if verdict.whole else "SHARD") + (" OK" if verdict.ok else " FAILED")
+    return f"{word}: {shape}, {counts}{timing}"
+
+
+def problem_text(problem: FleetProblem) -> str:
+    match problem:
+        case FailedPings(kind=kind, status=status, count=count):
+            return f"{count} pings: {headline_of(kind, status)}"
+        case SpreadOverConnections(per_switch=per_switch):
+            spread = ", ".join(f"{plural(n, 'switch')} on {plural(c, 'connection')}" for c, n in per_switch)
+            return f"under HTTP/2 every switch should use 1 connection: {spread}"
+        case MissingShards(missing=missing, here=here, fleet=fleet):
+            return f"shard {', '.join(map(str, missing))} missing: {here} of the fleet's {fleet} switches are here"
+
+
+def problem_lines(verdict: FleetVerdict) -> list[str]:
+    return [problem_text(problem) for problem in verdict.problems]
+
+
+def bottleneck_sentence(shares: CpuShares) -> str | None:
+    """Which side was CPU-bound, in words; None when neither was."""
+    switch_side = f"the switch side at {shares.switch:.0%} of a core per process ({shares.processes})"
+    controllers = ", ".join(f"{url} at {share:.0%}" for url, share in shares.controllers.items())
+    match bottleneck(shares):
+        case Side.BOTH:
+            return (
+                f"both sides were CPU-bound: {switch_side}, the controller {controllers}; on one machine they "
+                "compete for its cores"
+            )
+        case Side.SWITCH:
+            theirs = f", the controller {controllers}" if controllers else " (the controller did not say its own)"
+            return (
+                f"the switch side was the bottleneck: {switch_side}{theirs}; the latencies are mostly the "
+                "simulator's own queueing: split it further (--workers, --shard on more machines)"
+            )
+        case Side.CONTROLLER:
+            busy = {url: share for url, share in shares.controllers.items() if share >= CPU_BOUND}
+            named = ", ".join(f"{url} at {share:.0%}" for url, share in busy.items())
+            return (
+                f"the controller was the bottleneck: {named} of a core, {switch_side}; "
+                f"{plural(len(shares.controllers), 'controller')} served the fleet"
+            )
+    return None
+
+
+def errors_by_kind(tally: FleetTally) -> dict[str, int]:
+    """Failed pings by their kind in words, with the status for HTTP refusals ('HTTP 403'), most first."""
+    words: Counter[str] = Counter()
+    for (kind, status), count in tally.errors.items():
+        words[headline_of(kind, status)] += count
+    return dict(words.most_common())
+
+
+def failure_kinds(tally: FleetTally) -> dict[str, int]:
+    """Failed pings by kind (``--json``: ``failure_kinds``), most first."""
+    kinds: Counter[str] = Counter()
+    for (kind, _), count in tally.errors.items():
+        kinds[kind.value] += count
+    return dict(kinds.most_common())
 
 
 def render_fleet(tally: FleetTally, verdict: FleetVerdict, shares: CpuShares | None = None) -> str:
@@ -68,10 +107,10 @@ def render_fleet(tally: FleetTally, verdict: FleetVerdict, shares: CpuShares | N
     if shares is not None:
         theirs = "".join(f", controller {url} {share:.0%}" for url, share in shares.controllers.items())
         lines.append(f"CPU (of one core): switch side {shares.switch:.0%} per process ({shares.processes}){theirs}")
-        sentence = bottleneck(shares)
+        sentence = bottleneck_sentence(shares)
         lines += [f"bottleneck: {sentence}"] if sentence else []
-    lines += [f"failure: {failure}" for failure in verdict.failures]
-    lines.append(verdict.line)
+    lines += [f"failure: {failure}" for failure in problem_lines(verdict)]
+    lines.append(fleet_line(tally, verdict))
     return "\n".join(lines)
 
 
@@ -79,10 +118,11 @@ def fleet_json(tally: FleetTally, verdict: FleetVerdict, shares: CpuShares | Non
     return {
         "scenario": tally.scenario,
         "mode": "fleet",
-        "controller": tally.controller,
+        "controller": " ".join(tally.controllers),
+        "controllers": list(tally.controllers),
         "ok": verdict.ok,
-        "verdict": verdict.line,
-        "failures": list(verdict.failures),
+        "verdict": fleet_line(tally, verdict),
+        "failures": problem_lines(verdict),
         "switches": tally.switches,
         "sent": tally.sent,
         "answered_ok": tally.answered_ok,
@@ -92,8 +132,8 @@ def fleet_json(tally: FleetTally, verdict: FleetVerdict, shares: CpuShares | Non
         "latency_s": _marks(tally.latency),
         "overhead_s": _marks(tally.overhead),
         "tls_handshake_s": _marks(tally.handshake),
-        "errors_by_kind": tally.errors_by_kind,
-        "failure_kinds": tally.failure_kinds,
+        "errors_by_kind": errors_by_kind(tally),
+        "failure_kinds": failure_kinds(tally),
         "connections_per_switch": {str(k): v for k, v in sorted(tally.connections_per_switch.items())},
         "by_controller": tally.by_controller,
         "cpu": None if shares is None else _cpu_json(shares),
@@ -107,7 +147,8 @@ def _cpu_json(shares: CpuShares) -> dict[str, Any]:
         "switch_per_process": round(shares.switch, 4),
         "processes": shares.processes,
         "controllers": {url: round(share, 4) for url, share in shares.controllers.items()},
-        "bottleneck": bottleneck(shares),
+        "bottleneck": bottleneck_sentence(shares),
+        "bottleneck_side": bottleneck(shares),
     }
 
 

@@ -22,8 +22,11 @@ from sim_switch.dial.events import EventKind, LinkDown, LinkUp, Reconnecting, Tr
 from sim_switch.dial.tracing import ConnectionRecord
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.tally import FleetTally
+from sim_switch.fleet.verdict import FleetVerdict
 from sim_switch.model.results import PingOutcome, PingResult, RunResult, format_interval
 from sim_switch.model.verdict import Outcome, Verdict
+from sim_switch.render.fleet import errors_by_kind, fleet_line
+from sim_switch.render.fleet import problem_lines as fleet_problems
 from sim_switch.render.report import ping_error, problem_lines, result_line, shown_line
 from sim_switch.render.trace import describe, describe_disagreement, describe_view
 
@@ -126,18 +129,18 @@ def run_html(result: RunResult, verdict: Verdict, events: Sequence[TraceEvent]) 
     return _page(f"dialout {scenario.name}", body)
 
 
-def fleet_html(tally: FleetTally, verdict_text: str, ok: bool, failures: Sequence[str]) -> str:
+def fleet_html(tally: FleetTally, verdict: FleetVerdict) -> str:
     """The report of a fleet: distributions, not lanes (a thousand switches do not fit in lanes). Drawn from its
     tally, so a fleet run over workers or merged from shards has the same report."""
     per_switch = sorted(tally.connections_per_switch.items())
-    errors = sorted(tally.errors_by_kind.items(), key=lambda item: -item[1])
-    subtitle = f"a fleet of {tally.switches} switches against {tally.controller}"
+    errors = sorted(errors_by_kind(tally).items(), key=lambda item: -item[1])
+    subtitle = f"a fleet of {tally.switches} switches against {' '.join(tally.controllers)}"
     body = [
         _header(
             f"dialout: scenario {tally.scenario}",
             subtitle,
-            f'<span class="result {"ok" if ok else "bad"}">{escape(verdict_text)}</span>',
-            list(failures),
+            f'<span class="result {"ok" if verdict.ok else "bad"}">{escape(fleet_line(tally, verdict))}</span>',
+            fleet_problems(verdict),
         ),
         "<h2>Latency (request to end of answer)</h2>",
         _histogram(tally.latency, "latency"),
