@@ -10,10 +10,9 @@ the demo laptop, or Prometheus, may ask without a switch certificate.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from importlib.resources import files
 
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from quart import Quart, Response
 
 from controller.accounts.connections import ConnectionRegistry
@@ -23,8 +22,11 @@ from controller.http.metrics import Metrics
 from dialout.config import ControllerConfig
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-# The page and its script, one file beside this one; the first snapshot goes in it, so it draws before any event.
-PAGE = files("controller.http").joinpath("admin_page.html").read_text(encoding="utf-8")
+# The page and its script, one template beside this one; the first snapshot goes in it, so it draws before any
+# event. Autoescaped, and the snapshot through tojson, which escapes what could end the <script> early.
+PAGE = Environment(
+    loader=PackageLoader("controller.http", ""), autoescape=select_autoescape(), undefined=StrictUndefined
+).get_template("admin_page.html")
 
 
 def create_admin_app(
@@ -54,6 +56,4 @@ def create_admin_app(
 
 
 def _page(registry: ConnectionRegistry) -> str:
-    snapshot = json.dumps(live.message(live.snapshot(registry), time.monotonic()))
-    # Inside <script>, only "</" could end it early: "<" is written as its JSON escape.
-    return PAGE.replace("__INITIAL__", snapshot.replace("<", "\\u003c"))
+    return PAGE.render(initial=live.message(live.snapshot(registry), time.monotonic()))

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from dialout.config import Schedule
 from dialout.errors import DialoutError
@@ -31,6 +35,10 @@ from sim_switch.render.report import ping_error, problem_lines, result_line, sho
 from sim_switch.render.trace import describe, describe_disagreement, describe_view
 
 GENERATOR = "dialout"  # <meta name="generator">: how a report is told from a file that is not ours
+# The page around the pictures: templates beside this module, every value escaped unless it is the SVG made here.
+_TEMPLATES = Environment(
+    loader=PackageLoader("sim_switch.render", "templates"), autoescape=select_autoescape(), undefined=StrictUndefined
+)
 LABEL_W = 250  # the lane labels, left of the plot
 PLOT_W = 900
 AXIS_H = 28
@@ -71,28 +79,6 @@ def _is_ours(path: Path) -> bool:
         return False
 
 
-_CSS = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d1d1f; }
-h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8px; }
-.verdict { font: 600 15px ui-monospace, monospace; padding: 10px 0; }
-.verdict span { padding: 6px 10px; border-radius: 6px; display: inline-block; }
-.good, .result.ok { background: #e6f4ea; color: #137333; } .bad, .result.bad { background: #fce8e6; color: #c5221f; }
-.warn { background: #fef7e0; color: #b06000; } .neutral { background: #f1f3f4; color: #3c4043; }
-.problems li { font-family: ui-monospace, monospace; font-size: 12px; }
-table { border-collapse: collapse; font-size: 13px; } td, th { padding: 3px 10px; border-bottom: 1px solid #ddd; }
-th { text-align: left; background: #f5f5f7; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.agree { color: #137333; } .disagree { color: #c5221f; font-weight: 600; }
-svg text { font: 11px ui-monospace, monospace; fill: #333; }
-.lane-bg { fill: #f7f7f9; } .lane:nth-child(even) .lane-bg { fill: #efeff3; }
-.seg.connect { fill: #f2b705; } .seg.tls { fill: #a142f4; } .seg.wait { fill: #9aa0a6; }
-.seg.answer { fill: #1a73e8; } .seg.retrying { fill: #fbbc04; opacity: .45; }
-.ping.failed .seg.answer, .ping.failed .seg.wait { fill: #d93025; }
-.ping:hover .seg { stroke: #000; stroke-width: 1; }
-.mark { font-size: 10px; } .mark.failed { fill: #d93025; } .mark.retried { fill: #e37400; }
-.down { fill: #d93025; opacity: .12; } .reconnect { stroke: #d93025; stroke-dasharray: 2 2; }
-.grid { stroke: #ddd; } .hist { fill: #1a73e8; } .pct { stroke: #d93025; stroke-width: 1.5; }
-.legend span { display: inline-block; width: 12px; height: 10px; margin: 0 4px 0 14px; vertical-align: middle; }
-"""
 _LEGEND = (
     ("connect", "#f2b705", "TCP connect"),
     ("tls", "#a142f4", "TLS handshake"),
@@ -105,65 +91,45 @@ _LEGEND = (
 
 def run_html(result: RunResult, verdict: Verdict, events: Sequence[TraceEvent]) -> str:
     """The report of a one-shot run or a persistent session."""
-    scenario = result.scenario
-    subtitle = f"{scenario.kind.mode} run against {result.controller_url}"
-    verdict_html = (
-        f'<span class="shown {_SHOWN_CLASS[verdict.outcome]}">{escape(shown_line(verdict))}</span> - '
-        f'<span class="result {"ok" if verdict.ok else "bad"}">{escape(result_line(verdict))}</span>'
+    scenario, view = result.scenario, result.controller_view
+    return _TEMPLATES.get_template("run.html").render(
+        generator=GENERATOR,
+        title=f"dialout {scenario.name}",
+        heading=f"dialout: scenario {scenario.name}",
+        subtitle=f"{scenario.kind.mode} run against {result.controller_url}",
+        shown={"css": _SHOWN_CLASS[verdict.outcome], "text": shown_line(verdict)},
+        result={"ok": verdict.ok, "text": result_line(verdict)},
+        problems=problem_lines(verdict),
+        legend=[(color, text) for _, color, text in _LEGEND],
+        waterfall=Markup(_waterfall(result, events)),  # SVG built here, every text in it escaped
+        view_summary=describe_view(view) if view is not None else None,
+        views=_view_rows(result),
+        findings=view.findings if view is not None and view.findings else (),
     )
-    body = [
-        _header(f"dialout: scenario {scenario.name}", subtitle, verdict_html, problem_lines(verdict)),
-        "<h2>Waterfall</h2>",
-        _legend(),
-        _waterfall(result, events),
-        "<h2>Both ends, per connection</h2>",
-        _views_table(result),
-    ]
-    if result.controller_view is not None and result.controller_view.findings:
-        body.append("<h2>The controller's diagnosis</h2><ul class='findings'>")
-        body += [
-            f"<li><b>{escape(f.severity)} {escape(f.kind)}</b>: {escape(f.sentence)}</li>"
-            for f in result.controller_view.findings
-        ]
-        body.append("</ul>")
-    return _page(f"dialout {scenario.name}", body)
 
 
 def fleet_html(tally: FleetTally, verdict: FleetVerdict) -> str:
     """The report of a fleet: distributions, not lanes (a thousand switches do not fit in lanes). Drawn from its
     tally, so a fleet run over workers or merged from shards has the same report."""
-    per_switch = sorted(tally.connections_per_switch.items())
-    errors = sorted(errors_by_kind(tally).items(), key=lambda item: -item[1])
-    subtitle = f"a fleet of {tally.switches} switches against {' '.join(tally.controllers)}"
-    body = [
-        _header(
-            f"dialout: scenario {tally.scenario}",
-            subtitle,
-            f'<span class="result {"ok" if verdict.ok else "bad"}">{escape(fleet_line(tally, verdict))}</span>',
-            fleet_problems(verdict),
-        ),
-        "<h2>Latency (request to end of answer)</h2>",
-        _histogram(tally.latency, "latency"),
-        "<h2>Overhead over the interval</h2>",
-        _histogram(tally.overhead, "overhead"),
-        "<h2>TLS handshake per switch</h2>",
-        _histogram(tally.handshake, "handshake"),
-        "<h2>Connections per switch</h2>",
-        _table(("connections", "switches"), [(str(c), str(n)) for c, n in per_switch], "per-switch"),
-        "<h2>Errors by kind</h2>",
-        _table(("pings", "error"), [(str(n), e) for e, n in errors], "errors") if errors else "<p>none</p>",
-    ]
-    return _page(f"dialout fleet {tally.scenario}", body)
+    return _TEMPLATES.get_template("fleet.html").render(
+        generator=GENERATOR,
+        title=f"dialout fleet {tally.scenario}",
+        heading=f"dialout: scenario {tally.scenario}",
+        subtitle=f"a fleet of {tally.switches} switches against {' '.join(tally.controllers)}",
+        shown=None,
+        result={"ok": verdict.ok, "text": fleet_line(tally, verdict)},
+        problems=fleet_problems(verdict),
+        distributions=[
+            _distribution("Latency (request to end of answer)", tally.latency, "latency"),
+            _distribution("Overhead over the interval", tally.overhead, "overhead"),
+            _distribution("TLS handshake per switch", tally.handshake, "handshake"),
+        ],
+        per_switch=sorted(tally.connections_per_switch.items()),
+        errors=[(n, e) for e, n in sorted(errors_by_kind(tally).items(), key=lambda item: -item[1])],
+    )
 
 
 # --- pieces --------------------------------------------------------------------------------------------------
-
-
-def _page(title: str, body: Iterable[str]) -> str:
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="{GENERATOR}">'
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
 
 
 # What the pings showed, coloured apart from whether the run met what was asked of it: a NOT MULTIPLEXED that the
@@ -176,21 +142,6 @@ _SHOWN_CLASS = {
     Outcome.FAILED: "bad",
     Outcome.SESSION_FAILED: "bad",
 }
-
-
-def _header(title: str, subtitle: str, verdict_html: str, problems: Sequence[str]) -> str:
-    """``verdict_html``: spans of class ``shown`` and ``result``, already escaped."""
-    listed = "".join(f"<li>{escape(problem)}</li>" for problem in problems)
-    return (
-        f"<h1>{escape(title)}</h1><p>{escape(subtitle)}</p>"
-        f'<div class="verdict" id="verdict">{verdict_html}</div>'
-        + (f'<ul class="problems">{listed}</ul>' if listed else "")
-    )
-
-
-def _legend() -> str:
-    items = "".join(f'<span style="background:{color}"></span>{escape(text)}' for _, color, text in _LEGEND)
-    return f'<p class="legend">{items}</p>'
 
 
 @dataclass(frozen=True)
@@ -405,44 +356,38 @@ def _band(start: float, end: float, text: str, x: _Scale, top: float, height: fl
     )
 
 
-def _views_table(result: RunResult) -> str:
+@dataclass(frozen=True)
+class _ViewRow:
+    """One connection, as the switch sent on it and as the controller saw it."""
+
+    number: int
+    local_address: str
+    alpn: str
+    sent: int
+    peak: int
+    theirs: dict[str, Any] | None  # the controller's record of it
+    judged: bool  # the controller gave a view to hold it against
+    disputes: tuple[str, ...]
+
+
+def _view_rows(result: RunResult) -> list[_ViewRow]:
     view = result.controller_view
-    rows = []
-    for record in result.connections:
-        sent = sum(1 for ping in result.pings if ping.connection == record.number and ping.status is not None)
-        theirs = view.record_of(record.local_address) if view is not None else None
-        disputes = [
-            describe_disagreement(d) for d in (view.disagreements if view else ()) if d.connection == record.number
-        ]
-        if view is None or view.no_account or view.error:
-            verdict = "<td>no controller view</td>"
-        elif disputes:
-            verdict = f'<td class="disagree">{escape("; ".join(disputes))}</td>'
-        else:
-            verdict = '<td class="agree">agree</td>'
-        controller = (
-            f'<td class="num">#{escape(str(theirs["id"]))}</td><td class="num">{escape(str(theirs["streams"]))}</td>'
-            f'<td class="num">{escape(str(theirs["peak_in_flight"]))}</td>'
-            if theirs
-            else "<td>-</td><td>-</td><td>-</td>"
+    judged = view is not None and not view.no_account and not view.error
+    return [
+        _ViewRow(
+            number=record.number,
+            local_address=record.local_address,
+            alpn=record.alpn or "none",
+            sent=sum(1 for ping in result.pings if ping.connection == record.number and ping.status is not None),
+            peak=result.peak_in_flight(record.number),
+            theirs=view.record_of(record.local_address) if view is not None else None,
+            judged=judged,
+            disputes=tuple(
+                describe_disagreement(d) for d in (view.disagreements if view else ()) if d.connection == record.number
+            ),
         )
-        rows.append(
-            f"<tr><td>#{record.number}</td><td>{escape(record.local_address)}</td><td>{escape(record.alpn or 'none')}"
-            f'</td><td class="num">{sent}</td><td class="num">{result.peak_in_flight(record.number)}</td>'
-            f"{controller}{verdict}</tr>"
-        )
-    head = (
-        "<tr><th colspan='5'>the switch sent</th><th colspan='3'>the controller saw</th><th></th></tr>"
-        "<tr><th>conn</th><th>from</th><th>ALPN</th><th>streams</th><th>at once</th><th>its id</th>"
-        "<th>streams</th><th>at once</th><th></th></tr>"
-    )
-    summary = f"<p>{escape(describe_view(view))}</p>" if view is not None else ""
-    return f'{summary}<table class="views">{head}{"".join(rows)}</table>'
-
-
-def _table(head: Sequence[str], rows: Sequence[tuple[str, ...]], name: str) -> str:
-    cells = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
-    return f'<table class="{name}"><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head) + f"</tr>{cells}</table>"
+        for record in result.connections
+    ]
 
 
 def _histogram(histogram: Histogram, name: str, bins: int = 40) -> str:
@@ -472,12 +417,27 @@ def _histogram(histogram: Histogram, name: str, bins: int = 40) -> str:
         f'<text x="{left}" y="{plot_h + 36:.0f}">{low * 1000:.1f} ms</text>'
         f'<text x="{left + plot_w - 60}" y="{plot_h + 36:.0f}">{high * 1000:.1f} ms</text>'
     )
-    table = _table(
-        ("n", *marks, "max"),
-        [(str(histogram.count), *(f"{v * 1000:.1f} ms" for v in marks.values()), f"{high * 1000:.1f} ms")],
-        f"{name}-percentiles",
-    )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="histogram {name}" width="{left + plot_w + 20:.0f}" '
-        f'height="{plot_h + 44:.0f}">{bars}{lines}{axis}</svg>{table}'
+        f'height="{plot_h + 44:.0f}">{bars}{lines}{axis}</svg>'
     )
+
+
+@dataclass(frozen=True)
+class _Distribution:
+    """One histogram of a fleet's page: its picture and its percentiles."""
+
+    title: str
+    name: str
+    svg: Markup
+    head: tuple[str, ...]
+    row: tuple[str, ...]
+
+
+def _distribution(title: str, histogram: Histogram, name: str) -> _Distribution:
+    marks = {mark: value for mark, value in histogram.marks().items() if mark != "max"}
+    svg = Markup(_histogram(histogram, name))  # SVG built here, every text in it escaped
+    if not histogram.count:
+        return _Distribution(title, name, svg, (), ())
+    values = (str(histogram.count), *(f"{v * 1000:.1f} ms" for v in marks.values()), f"{histogram.max * 1000:.1f} ms")
+    return _Distribution(title, name, svg, ("n", *marks, "max"), values)
