@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
 
 from dialout.config import Scenario, SwitchConfig
 from sim_switch.dial.client import run_scenario
@@ -11,6 +14,7 @@ from sim_switch.dial.events import TraceEvent
 from sim_switch.dial.session import run_session
 from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS
+from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import RunResult
 
 
@@ -59,3 +63,13 @@ async def session(
     emit: Callable[[TraceEvent], None] = ignore,
 ) -> RunResult:
     return await run_session(settings_for(scenario, context, switch), urls, emit)
+
+
+def switch_client(certs_dir: Path, switch_id: str = "switch-1", *, http2: bool = False) -> httpx.Client:
+    """An httpx client that presents ``switch_id``'s certificate from ``certs_dir`` and trusts its CA only."""
+    return httpx.Client(http2=http2, verify=client_ssl_context(certs_dir, switch_id), trust_env=False)
+
+
+def async_switch_client(certs_dir: Path, switch_id: str = "switch-1", *, http2: bool = True) -> httpx.AsyncClient:
+    """The same, for a test's event loop; HTTP/2 unless said otherwise, as the switch speaks."""
+    return httpx.AsyncClient(http2=http2, verify=client_ssl_context(certs_dir, switch_id), trust_env=False)

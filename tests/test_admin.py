@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dialout.config import ConfigError, parse_config
 from dialout.tls_files import ca_cert_path
-from sim_switch.dial.tls import client_ssl_context
+from tests.commands import run_module
 from tests.servers import ControllerProcess, write_config
-from tests.test_cli import run_module
+from tests.switches import switch_client
 
 FLEET = """\
   small-fleet:
@@ -86,7 +86,7 @@ def test_a_fleet_does_not_make_a_series_per_switch(admin_controller: ControllerP
 def test_connections_and_diagnosis_answer_as_on_the_tls_port(admin_controller: ControllerProcess) -> None:
     process = admin_controller
     certs = process.config.parent / "certs"
-    with httpx.Client(http2=True, verify=client_ssl_context(certs, "switch-1"), trust_env=False) as switch:
+    with switch_client(certs, "switch-1", http2=True) as switch:
         assert switch.get(f"{process.url}/ping?interval=0").status_code == 200
         over_tls = switch.get(f"{process.url}/connections?switch=switch-1").json()
     plain = httpx.get(f"{process.admin_url}/connections?switch=switch-1", trust_env=False).json()

@@ -21,6 +21,7 @@ from dialout.errors import DialoutError, PKIError
 from sim_switch.fleet.tally import MergeError
 from sim_switch.fleet.workers import WorkerError
 from sim_switch.render.html import ReportFileError
+from tests.commands import run_switch
 from tests.servers import REPO, ControllerProcess
 
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
@@ -173,18 +174,6 @@ def test_http_to_the_tls_port_says_it_expects_tls(controller_process: Controller
         done = run_switch(controller_process.config, url, "--scenario", scenario)
         assert done.returncode == 1
         assert f"the server expects TLS: use {controller_process.url}" in done.stdout, done.stdout
-
-
-def run_switch(config: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sim_switch", "--config", str(config), "--url", url, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def test_every_error_a_person_is_told_is_a_dialout_error() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import REPO, ControllerProcess, write_config
+from tests.commands import run_switch
+from tests.servers import ControllerProcess, write_config
 from tests.tools import require
 
 
@@ -22,27 +22,8 @@ def cleartext(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Contro
         yield controller, f"http://127.0.0.1:{port}"
 
 
-def run_switch(controller: ControllerProcess, url: str, scenario: str) -> dict[str, object]:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sim_switch",
-            "--config",
-            str(controller.config),
-            "--url",
-            url,
-            "--scenario",
-            scenario,
-            "--json",
-            "-v",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def run_cleartext(controller: ControllerProcess, url: str, scenario: str) -> dict[str, object]:
+    done = run_switch(controller.config, url, "--scenario", scenario, "--json", "-v")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "TLS handshake" not in done.stderr  # the trace (-v, on stderr with --json): no TLS at all
     report: dict[str, object] = json.loads(done.stdout)
@@ -52,7 +33,7 @@ def run_switch(controller: ControllerProcess, url: str, scenario: str) -> dict[s
 def test_h2c_with_prior_knowledge_multiplexes_three_pings_on_one_connection(
     cleartext: tuple[ControllerProcess, str],
 ) -> None:
-    report = run_switch(*cleartext, "seed")
+    report = run_cleartext(*cleartext, "seed")
     assert str(report["verdict"]).startswith("MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2)")
     assert report["tls_handshakes"] == 0
     view = report["controller_view"]
@@ -64,7 +45,7 @@ def test_h2c_with_prior_knowledge_multiplexes_three_pings_on_one_connection(
 
 
 def test_http11_over_cleartext_needs_three_connections(cleartext: tuple[ControllerProcess, str]) -> None:
-    report = run_switch(*cleartext, "contrast")
+    report = run_cleartext(*cleartext, "contrast")
     assert str(report["verdict"]).startswith("NOT MULTIPLEXED: 3 pings on 3 connections (HTTP/1.1)")
     view = report["controller_view"]
     assert isinstance(view, dict)

@@ -19,6 +19,7 @@ import pytest
 from controller.__main__ import main as controller_main
 from sim_switch.__main__ import main as switch_main
 from sim_switch.dial.tls import client_ssl_context
+from tests.commands import run_module
 from tests.servers import REPO, ControllerProcess, write_config
 
 JSON_FIELDS = {
@@ -54,18 +55,6 @@ PING_FIELDS = {
     "controller",
     "controller_connection",
 }
-
-
-def run_module(module: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def test_switch_module_proves_multiplexing(controller_process: ControllerProcess) -> None:

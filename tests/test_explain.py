@@ -17,14 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from controller.diagnosis.analysis import RUN_GAP_S
 from dialout.tls_files import ca_cert_path, switch_identity
 from sim_switch.dial.tls import client_ssl_context
+from tests.commands import run_module
 from tests.servers import ControllerProcess, write_config
-from tests.test_cli import run_module
+from tests.switches import switch_client
 from tests.test_curl import curl
 
 SWITCHES = [f"switch-{n}" for n in range(1, 10)]
@@ -217,7 +217,7 @@ def test_explain_errors_are_one_line(explained: ControllerProcess, tmp_path: Pat
 def test_diagnosis_window(explained: ControllerProcess) -> None:
     """``since`` in seconds ago or as a time leaves out what came before; the asking connection is no one's."""
     curl(explained.url, certs(explained), count=1, switch_id="switch-8")
-    with httpx.Client(verify=client_ssl_context(certs(explained), "switch-8"), trust_env=False) as client:
+    with switch_client(certs(explained), "switch-8") as client:
         everything = client.get(f"{explained.url}/diagnosis", params={"switch": "switch-8"}).json()["switches"]
         later = client.get(f"{explained.url}/diagnosis", params={"switch": "switch-8", "since": "2999-01-01T00:00:00Z"})
         recent = client.get(f"{explained.url}/diagnosis", params={"switch": "switch-8", "since": "600"})

@@ -13,10 +13,10 @@ from sim_switch.fleet.run import run_fleet
 from sim_switch.fleet.tally import tally
 from sim_switch.fleet.verdict import judge_fleet
 from sim_switch.render.fleet import fleet_json, fleet_line, problem_lines, render_fleet
+from tests.commands import run_module
 from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, run_controller, write_config
 from tests.switches import ignore, settings_for
-from tests.test_cli import run_module
 
 FLEET = Fleet(switches=5, id_pattern="fleet-{n:02d}", pings=3, interval_s=0.1)
 FLEET_SCENARIO = Scenario("fleet", FLEET)

@@ -18,8 +18,8 @@ from sim_switch.fleet.run import Shard
 from sim_switch.fleet.tally import ErrorKey, FleetTally, MergeError, merge, tally_from_json, tally_json
 from sim_switch.fleet.workers import worker_shards
 from sim_switch.render.fleet import bottleneck_sentence, errors_by_kind
+from tests.commands import run_module
 from tests.servers import REPO, ControllerProcess, write_config
-from tests.test_cli import run_module
 
 FLEET = """\
   fleet:

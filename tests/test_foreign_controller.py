@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dialout.pki import ca_cert_path, controller_identity
+from tests.commands import run_switch
 from tests.servers import REPO, LineReader, write_config
 
 POLL = """\
@@ -82,19 +83,8 @@ def foreign(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
         yield config, f"https://localhost:{port}"
 
 
-def run_switch(config: Path, url: str, scenario: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sim_switch", "--config", str(config), "--url", url, "--scenario", scenario, "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_a_controller_without_an_account_gives_the_switchs_view_alone(foreign: tuple[Path, str]) -> None:
-    done = run_switch(*foreign, "poll")
+    done = run_switch(*foreign, "--scenario", "poll", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["verdict"].startswith(
@@ -107,7 +97,7 @@ def test_a_controller_without_an_account_gives_the_switchs_view_alone(foreign: t
 
 
 def test_requiring_the_controllers_view_fails_without_one(foreign: tuple[Path, str]) -> None:
-    done = run_switch(*foreign, "poll-required")
+    done = run_switch(*foreign, "--scenario", "poll-required", "--json")
     assert done.returncode == 1, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["multiplexed"] is False
@@ -120,7 +110,7 @@ def test_requiring_the_controllers_view_fails_without_one(foreign: tuple[Path, s
 
 @pytest.mark.parametrize("name", ["poll-session", "poll-fleet"])
 def test_every_scenario_kind_drives_the_foreign_endpoint(foreign: tuple[Path, str], name: str) -> None:
-    done = run_switch(*foreign, name)
+    done = run_switch(*foreign, "--scenario", name, "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["failed"] == 0
@@ -128,6 +118,6 @@ def test_every_scenario_kind_drives_the_foreign_endpoint(foreign: tuple[Path, st
 
 
 def test_a_status_not_listed_is_a_failed_ping(foreign: tuple[Path, str]) -> None:
-    done = run_switch(*foreign, "wrong-status")
+    done = run_switch(*foreign, "--scenario", "wrong-status", "--json")
     assert done.returncode == 1
     assert json.loads(done.stdout)["pings"][0]["error"] == "HTTP 202: nothing new"

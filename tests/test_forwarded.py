@@ -14,8 +14,8 @@ from controller.accounts.connections import ConnectionRegistry
 from dialout.config import ControllerConfig
 from dialout.pki import switch_identity
 from dialout.text import Address
-from sim_switch.dial.tls import client_ssl_context
 from tests.servers import RunningController, run_controller
+from tests.switches import async_switch_client
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def forwarding(cert: Path, verify: str = "SUCCESS", connection: str = "7") -> di
 
 
 async def ping_as_proxy(running: RunningController, certs_dir: Path, headers: dict[str, str]) -> httpx.Response:
-    async with httpx.AsyncClient(verify=client_ssl_context(certs_dir, "switch-2"), trust_env=False) as proxy:
+    async with async_switch_client(certs_dir, "switch-2", http2=False) as proxy:
         return await proxy.get(f"{running.url}/ping", params={"interval": "0"}, headers=headers)
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.commands import run_module
 from tests.servers import REPO, ControllerProcess, write_config
-from tests.test_cli import run_module
 from tests.tools import require
 
 SWITCHES = ("switch-1", "go-default", "go-h2", "go-h2-one-dial")

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from tests.browser import Elements, Page, dump_dom
+from tests.commands import run_module
 from tests.servers import ControllerProcess, write_config
-from tests.test_cli import run_module
 
 SESSION = """\
   session:

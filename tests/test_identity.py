@@ -39,13 +39,8 @@ from sim_switch.model.verdict import judge
 from sim_switch.render.trace import describe_disagreement, describe_view
 from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, RunningController, run_controller
-from tests.switches import one_shot
+from tests.switches import async_switch_client, one_shot
 from tests.tools import require
-
-
-def http_client(certs_dir: Path, switch_id: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(http2=True, verify=client_ssl_context(certs_dir, switch_id), trust_env=False)
-
 
 # --- the adapter, pinned against Hypercorn --------------------------------------------------------------------
 
@@ -102,7 +97,7 @@ async def test_scope_carries_the_asgi_tls_extension(
     echo_server: tuple[str, ConnectionRegistry], certs_dir: Path
 ) -> None:
     url, registry = echo_server
-    async with http_client(certs_dir, "switch-2") as client:
+    async with async_switch_client(certs_dir, "switch-2") as client:
         first = (await client.get(f"{url}/")).json()
         second = (await client.get(f"{url}/")).json()
     tls = first["tls"]
@@ -144,7 +139,7 @@ async def test_cipher_suite_under_tls12(echo_server: tuple[str, ConnectionRegist
 
 
 async def test_two_switches_at_once_are_told_apart(controller: RunningController, certs_dir: Path) -> None:
-    async with http_client(certs_dir, "switch-1") as one, http_client(certs_dir, "switch-2") as two:
+    async with async_switch_client(certs_dir, "switch-1") as one, async_switch_client(certs_dir, "switch-2") as two:
         answers = await asyncio.gather(
             one.get(f"{controller.url}/ping?interval=0.2"),
             two.get(f"{controller.url}/ping?interval=0.2"),
@@ -167,7 +162,7 @@ async def test_a_valid_certificate_for_an_unknown_switch_gets_403(tmp_path: Path
     generate_certs(tmp_path, HOSTNAMES, ["switch-1", "rogue-1"])
     async with (
         run_controller(ControllerConfig(certs_dir=tmp_path, switches=("switch-1",))) as running,
-        http_client(tmp_path, "rogue-1") as rogue,
+        async_switch_client(tmp_path, "rogue-1") as rogue,
     ):
         ping = await rogue.get(f"{running.url}/ping?interval=0")
         listing = await rogue.get(f"{running.url}/connections")
@@ -196,7 +191,7 @@ async def test_a_connection_that_carries_nothing_is_on_record(controller: Runnin
     local = "{}:{}".format(*writer.get_extra_info("sockname")[:2])
     writer.close()
     await writer.wait_closed()
-    async with http_client(certs_dir, "switch-1") as client:
+    async with async_switch_client(certs_dir, "switch-1") as client:
         records = (await client.get(f"{controller.url}/connections")).json()["connections"]
     idle = next(record for record in records if record["peer"] == local)
     assert (idle["switch"], idle["streams"], idle["peak_in_flight"]) == ("switch-1", 0, 0)
@@ -318,7 +313,7 @@ def curl_local_ports(process: ControllerProcess, *mode: str) -> list[int]:
 
 
 async def controller_records(process: ControllerProcess, ports: set[int]) -> list[dict[str, Any]]:
-    async with http_client(process.config.parent / "certs", "switch-1") as client:
+    async with async_switch_client(process.config.parent / "certs", "switch-1") as client:
         records = (await client.get(f"{process.url}/connections", params={"switch": "switch-1"})).json()
     return [record for record in records["connections"] if int(record["peer"].rsplit(":", 1)[1]) in ports]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sim_switch.dial.tls import client_ssl_context
 from tests.browser import Page
 from tests.servers import REPO, ControllerProcess, write_config
+from tests.switches import switch_client
 
 PINGS = (2, 2.5, 3)  # long enough to be seen in flight, short enough for a test
 
@@ -115,7 +115,7 @@ def test_the_event_stream_ends_when_the_controller_stops(controller: ControllerP
 def test_a_request_path_cannot_end_the_pages_script(controller: ControllerProcess) -> None:
     """The first snapshot is JSON inside <script>: a path of "</script>" stays data, drawn as text."""
     certs = controller.config.parent / "certs"
-    with httpx.Client(verify=client_ssl_context(certs, "switch-1"), trust_env=False) as switch:
+    with switch_client(certs, "switch-1") as switch:
         assert switch.get(f"{controller.url}/%3C/script%3E%3Cb%3Ehi").status_code == 404
     with Page.open(f"{controller.admin_url}/") as page:
         paths = page.until("[...document.querySelectorAll('tr.answered')].map((row) => row.cells[3].textContent)")

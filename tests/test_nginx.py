@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from dialout.pki import ca_cert_path, switch_identity
-from sim_switch.dial.tls import client_ssl_context
+from tests.commands import run_switch
 from tests.servers import REPO, ControllerProcess, LineReader, write_config
+from tests.switches import switch_client
 from tests.test_curl import curl
 from tests.tools import require
 
@@ -86,40 +87,17 @@ def behind_nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Con
         yield controller, nginx
 
 
-def run_switch(config: Path, url: str, scenario: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sim_switch",
-            "--config",
-            str(config),
-            "--url",
-            url,
-            "--scenario",
-            scenario,
-            "--json",
-            "-v",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def via_proxy(controller: ControllerProcess) -> list[dict[str, object]]:
     """The controller's records of switch-1's connections to nginx, asked directly (not through nginx)."""
     certs = controller.config.parent / "certs"
-    with httpx.Client(verify=client_ssl_context(certs, "switch-1"), trust_env=False) as client:
+    with switch_client(certs, "switch-1") as client:
         records = client.get(f"{controller.url}/connections", params={"switch": "switch-1"}).json()["connections"]
     return [record for record in records if record["via"] == PROXY]
 
 
 def test_seed_through_nginx_is_multiplexed_and_both_views_agree(behind_nginx: tuple[ControllerProcess, Nginx]) -> None:
     controller, nginx = behind_nginx
-    done = run_switch(controller.config, nginx.url, "seed")
+    done = run_switch(controller.config, nginx.url, "--scenario", "seed", "--json", "-v")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["multiplexed"] is True
@@ -145,7 +123,7 @@ def test_seed_through_nginx_is_multiplexed_and_both_views_agree(behind_nginx: tu
 
 def test_contrast_through_nginx_is_three_connections(behind_nginx: tuple[ControllerProcess, Nginx]) -> None:
     controller, nginx = behind_nginx
-    done = run_switch(controller.config, nginx.url, "contrast")
+    done = run_switch(controller.config, nginx.url, "--scenario", "contrast", "--json", "-v")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["verdict"].startswith("NOT MULTIPLEXED: 3 pings on 3 connections (HTTP/1.1)")
@@ -181,7 +159,7 @@ def test_forged_identity_headers_from_an_untrusted_peer_are_ignored(
         "X-Dialout-Connection": "999999",
         "X-Dialout-Peer": "192.0.2.7:4242",
     }
-    with httpx.Client(verify=client_ssl_context(certs, "switch-1"), trust_env=False) as client:
+    with switch_client(certs, "switch-1") as client:
         answer = client.get(f"{controller.url}/ping", params={"interval": "0"}, headers=forged).json()
         records = client.get(f"{controller.url}/connections").json()["connections"]
     assert answer["switch"] == "switch-1"
@@ -211,7 +189,7 @@ def test_a_proxied_connection_closes_with_the_proxy_and_the_counts_agree(tmp_pat
     config = write_config(tmp_path, controller=f"  trusted_proxies: [{PROXY}]\n")
     with ControllerProcess.start(config) as controller:
         with nginx_in_front_of(controller) as nginx:
-            done = run_switch(controller.config, nginx.url, "seed")
+            done = run_switch(controller.config, nginx.url, "--scenario", "seed", "--json", "-v")
             assert done.returncode == 0, done.stderr
             [proxied] = via_proxy(controller)
         controller.wait_for(rf"conn #{proxied['id']} closed: switch-1, \d+ streams")

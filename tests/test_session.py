@@ -25,6 +25,7 @@ from sim_switch.model.verdict import judge
 from sim_switch.render.report import ping_error, problem_lines, verdict_line
 from tests.conftest import SWITCH_IDS
 from tests.servers import ControllerProcess, RunningController, run_controller, write_config
+from tests.switches import async_switch_client
 from tests.switches import session as run_session_for
 
 FAST_REDIAL = ReconnectPolicy(initial_s=0.05, max_s=0.5, multiplier=2, jitter=0.2, give_up_after_s=60)
@@ -161,7 +162,7 @@ async def test_a_stream_that_arrives_during_shutdown_is_refused_as_not_processed
 ) -> None:
     async with (
         run_controller(ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS)) as running,
-        httpx.AsyncClient(http2=True, verify=client_ssl_context(certs_dir, "switch-1"), trust_env=False) as client,
+        async_switch_client(certs_dir, "switch-1") as client,
     ):
         in_flight = asyncio.create_task(client.get(f"{running.url}/ping?interval=0.5"))
         await ping_received.seen.wait()
@@ -180,7 +181,7 @@ async def test_a_stream_that_arrives_during_shutdown_is_refused_as_not_processed
 async def test_an_idle_connection_hears_goaway_and_the_next_ping_is_safe_to_retry(certs_dir: Path) -> None:
     async with (
         run_controller(ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS)) as running,
-        httpx.AsyncClient(http2=True, verify=client_ssl_context(certs_dir, "switch-1"), trust_env=False) as client,
+        async_switch_client(certs_dir, "switch-1") as client,
     ):
         assert (await client.get(f"{running.url}/ping?interval=0")).status_code == 200
         running.stop.set()

@@ -11,8 +11,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from dialout.pki import ca_cert_path, ca_private_key_path, switch_identity
+from tests.commands import run_module
 from tests.servers import ControllerProcess, write_config
-from tests.test_cli import run_module
 
 FLEET = "  fleet:\n    fleet: {switches: 3, pings: 1, interval_s: 0}\n"
 FLEET_CONTROLLER = "  switches: [switch-1, 'fleet-*']\n"
