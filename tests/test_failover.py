@@ -25,6 +25,7 @@ from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.report import ping_error, render_summary, to_json, verdict_line
+from tests.commands import run_module
 from tests.relay import SilentRelay
 from tests.servers import REPO, ControllerProcess, write_config
 from tests.switches import session as run_session_for
@@ -278,24 +279,7 @@ def test_a_fleet_spreads_over_the_controllers_and_each_saw_its_share(
         "  controller_url: https://127.0.0.1:8443\n", f"  controllers: [{first.url}, {second.url}]\n"
     )
     config.write_text(text + f"  spread:\n    fleet: {{switches: 20, pings: 3, interval_s: 0.2, spread: {spread}}}\n")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sim_switch",
-            "--config",
-            str(config),
-            "--scenario",
-            "spread",
-            "--json",
-            "--workers",
-            "1",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_module("sim_switch", "--config", str(config), "--scenario", "spread", "--json", "--workers", "1")
     assert done.returncode == 0, done.stderr
     shares = json.loads(done.stdout)["by_controller"]
     assert set(shares) == {first.url, second.url}

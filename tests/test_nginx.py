@@ -8,7 +8,6 @@ import json
 import re
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -17,8 +16,8 @@ import httpx
 import pytest
 
 from dialout.pki import ca_cert_path, switch_identity
-from tests.commands import run_switch
-from tests.servers import REPO, ControllerProcess, LineReader, write_config
+from tests.commands import run_module, run_switch
+from tests.servers import ControllerProcess, LineReader, write_config
 from tests.switches import switch_client
 from tests.test_curl import curl
 from tests.tools import require
@@ -46,25 +45,16 @@ def free_port() -> int:
 def nginx_in_front_of(controller: ControllerProcess) -> Iterator[Nginx]:
     binary = require("nginx")
     port = free_port()
-    printed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "controller",
-            "nginx-conf",
-            "--full",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--config",
-            str(controller.config),
-            "--port",
-            str(controller.port),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    printed = run_module(
+        "controller",
+        "nginx-conf",
+        "--full",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--config",
+        str(controller.config),
+        "--port",
+        str(controller.port),
     )
     assert printed.returncode == 0, printed.stderr
     conf = controller.config.parent / f"nginx-{port}.conf"

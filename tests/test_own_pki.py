@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +15,8 @@ import trustme
 from controller.__main__ import main as controller_main
 from dialout.pki import generate_certs
 from sim_switch.__main__ import main as switch_main
-from tests.servers import REPO, ControllerProcess, write_config
+from tests.commands import run_module
+from tests.servers import ControllerProcess, write_config
 
 TENANT = "shivaram-1.tenants.servicefractal.com"
 SWITCH_ID = f"client.{TENANT}"
@@ -107,21 +106,12 @@ def test_both_halves_on_the_users_pki_multiplex_and_leave_certs_alone(tmp_path: 
     before = snapshot(tmp_path / "certs")
     config = own_pki_config(tmp_path, tenant)
     with ControllerProcess.start(config) as controller:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sim_switch",
-                "--config",
-                str(config),
-                "--url",
-                f"https://localhost:{controller.port}",
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        done = run_module(
+            "sim_switch",
+            "--config",
+            str(config),
+            "--url",
+            f"https://localhost:{controller.port}",
         )
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"controller CN=controller-1.{TENANT}" in done.stdout
@@ -218,23 +208,14 @@ def test_a_fleet_on_the_users_pki_takes_each_switchs_files_by_id(tmp_path: Path,
     text += "  fleet:\n    fleet: {switches: 3, id_pattern: 'fleet-{n:02d}', pings: 2, interval_s: 0.1}\n"
     config.write_text(text, encoding="utf-8")
     with ControllerProcess.start(config) as controller:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sim_switch",
-                "--config",
-                str(config),
-                "--scenario",
-                "fleet",
-                "--url",
-                f"https://localhost:{controller.port}",
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        done = run_module(
+            "sim_switch",
+            "--config",
+            str(config),
+            "--scenario",
+            "fleet",
+            "--url",
+            f"https://localhost:{controller.port}",
         )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "FLEET OK: 3 switches x 2 pings, 6 ok, 0 failed" in done.stdout
