@@ -18,10 +18,11 @@ import pytest
 
 from dialout.config import ControllerConfig, ReconnectPolicy, RetryPolicy, Scenario, Schedule, SwitchConfig
 from sim_switch.dial.events import LinkDown, LinkUp, Reconnecting, TraceEvent
-from sim_switch.dial.failures import Failure, FailureKind, classify, sentence
+from sim_switch.dial.failures import Failure, FailureKind, classify
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
+from sim_switch.render.failures import sentence
 from sim_switch.render.report import ping_error, problem_lines, verdict_line
 from tests.conftest import SWITCH_IDS
 from tests.servers import ControllerProcess, RunningController, run_controller, write_config

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from sim_switch.dial.events import AskingController, ControllerAnswered, NoDiagnosis
-from sim_switch.dial.failures import classify, sentence
+from sim_switch.dial.failures import classify
 from sim_switch.dial.tracing import ConnectionRecord, Tracer
 from sim_switch.model.results import (
     Concurrency,
@@ -45,7 +45,7 @@ async def ask_controller(
     try:
         response = await client.get(url, params=query)
     except httpx.HTTPError as exc:
-        return ControllerView(label, error=f"GET /connections failed: {sentence(classify(exc))}")
+        return ControllerView(label, error=classify(exc))
     records = _records(response)
     if records is None:  # someone else's controller: it answered, but not with dialout's account
         view = ControllerView(label, no_account=f"GET /connections: {_answer(response)}")
@@ -82,7 +82,7 @@ async def _ask_diagnosis(
             for f in diagnosis["findings"]
         )
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        tracer.emit(NoDiagnosis(at_s=tracer.now_s(), answer=sentence(classify(exc))))
+        tracer.emit(NoDiagnosis(at_s=tracer.now_s(), failure=classify(exc)))
         return None
 
 

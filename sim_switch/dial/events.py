@@ -191,7 +191,8 @@ class ControllerAnswered(TraceEvent):
 @dataclass(frozen=True, kw_only=True)
 class NoDiagnosis(TraceEvent):
     kind: ClassVar[EventKind] = EventKind.SESSION
-    answer: str  # what came back instead: a status and content type, or the failure
+    answer: str | None = None  # what came back instead: its status and content type
+    failure: Failure | None = None  # or why nothing came back
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,7 +3,7 @@
 httpx wraps the real cause (a refused connect, a certificate the controller did not like, an h2 event) two or
 three exceptions deep; ``classify`` walks the chain once and names it, as httpx maps httpcore's exceptions at one
 boundary. Everything after reads the ``FailureKind``: the session's retry decision, the trace, the summary, the
-fleet's errors by kind, ``--json``. The words are in ``sentence``, at the edge.
+fleet's errors by kind, ``--json``. The words are ``sim_switch/render/failures.py``'s, at the edge.
 
 One case hides its cause: under TLS 1.3 the client's handshake completes before the server has checked the client
 certificate, so a server that refuses it sends its alert (``certificate required``, ``unknown ca``) after the
@@ -53,43 +53,6 @@ class Failure:
     detail: str  # what the kind leaves open: the error code, the alert, the OS's message, the refusal's text
     retry_safe: bool  # known not to have been processed by the controller: sending it again cannot count twice
     status: int | None = None  # HTTP_STATUS: the status it got
-
-
-# The kind in words, and the key of a fleet's errors by kind. HTTP_STATUS's says which status.
-HEADLINES = {
-    FailureKind.REFUSED_STREAM: "the controller refused the stream",
-    FailureKind.STREAM_RESET: "the controller reset the stream",
-    FailureKind.GOAWAY: "the controller closed the connection while the ping was in flight",
-    FailureKind.CONTROLLER_UNTRUSTED: "the controller's certificate is not trusted",
-    FailureKind.CERTIFICATE_REFUSED: "the controller refused our client certificate",
-    FailureKind.DOWN: "the controller is down",
-    FailureKind.TLS_FAILED: "TLS failed",
-    FailureKind.CONNECT_TIMEOUT: "the controller did not accept the TCP connection in time",
-    FailureKind.NO_ANSWER: "no complete answer from the controller",
-    FailureKind.PROTOCOL_ERROR: "the controller broke the protocol or closed the connection",
-    FailureKind.CONNECT_FAILED: "cannot connect to the controller",
-    FailureKind.CONNECTION_BROKE: "the connection to the controller broke",
-    FailureKind.HTTP_STATUS: "HTTP",
-    FailureKind.OTHER: "unexpected error",
-    FailureKind.PLAIN_HTTP: "the server answered in plain HTTP",
-    FailureKind.EXPECTS_TLS: "the server expects TLS",
-}
-
-
-def headline(failure: Failure) -> str:
-    return headline_of(failure.kind, failure.status)
-
-
-def headline_of(kind: FailureKind, status: int | None = None) -> str:
-    """A kind of failure in words; HTTP_STATUS's says which status."""
-    if kind is FailureKind.HTTP_STATUS:
-        return f"HTTP {status}"
-    return HEADLINES[kind]
-
-
-def sentence(failure: Failure) -> str:
-    """One line a person can act on: the kind in words, then its detail."""
-    return f"{headline(failure)}: {failure.detail}" if failure.detail else headline(failure)
 
 
 # OpenSSL alert reasons a server sends when it refuses the client's certificate.

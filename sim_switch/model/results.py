@@ -126,7 +126,7 @@ class ControllerView:
     peak_in_flight: int = 0
     unused: int = 0  # connections that carried no stream at all
     disagreements: tuple[Disagreement, ...] = ()
-    error: str | None = None
+    error: Failure | None = None  # GET /connections failed
     forgotten: int = 0  # connections from before the controller restarted, which it no longer knows
     no_account: str | None = None  # not dialout's controller: what it answered when asked for its account
     findings: tuple[ControllerFinding, ...] | None = None  # None: the controller gave no diagnosis

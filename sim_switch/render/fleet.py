@@ -8,11 +8,11 @@ from collections import Counter
 from typing import Any
 
 from dialout.text import plural
-from sim_switch.dial.failures import headline_of
 from sim_switch.fleet.bottleneck import CPU_BOUND, CpuShares, Side, bottleneck
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.tally import FleetTally, tally_json
 from sim_switch.fleet.verdict import FailedPings, FleetProblem, FleetVerdict, MissingShards, SpreadOverConnections
+from sim_switch.render.failures import headline_of
 
 
 def fleet_line(tally: FleetTally, verdict: FleetVerdict) -> str:

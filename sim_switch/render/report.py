@@ -8,7 +8,6 @@ from typing import Any
 
 from dialout.config import Schedule
 from dialout.text import plural
-from sim_switch.dial.failures import headline, sentence
 from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS
 from sim_switch.model.results import GiveUpReason, PingOutcome, PingResult, RunResult, format_interval
 from sim_switch.model.verdict import (
@@ -24,6 +23,7 @@ from sim_switch.model.verdict import (
     ViewRequired,
     ViewUnavailable,
 )
+from sim_switch.render.failures import headline, sentence
 from sim_switch.render.trace import describe_disagreement, describe_loss, describe_view
 
 # Summary lines list at most this many pings, stream ids or failures; --json has them all.
@@ -61,7 +61,7 @@ def problem_text(problem: Problem) -> str:
         case ViewDisagrees(disagreement):
             return f"controller view: {describe_disagreement(disagreement)}"
         case ViewUnavailable(error):
-            return f"controller view: {error}"
+            return f"controller view: GET /connections failed: {sentence(error)}"
         case ViewRequired(no_account):
             return (
                 f"controller view: required (expect.controller_view), but the controller keeps no account of its "
@@ -415,7 +415,7 @@ def _view_json(result: RunResult) -> dict[str, Any] | None:
         "peak_in_flight": view.peak_in_flight,
         "unused_connections": view.unused,
         "disagreements": [describe_disagreement(disagreement) for disagreement in view.disagreements],
-        "error": view.error,
+        "error": None if view.error is None else f"GET /connections failed: {sentence(view.error)}",
         "kept_account": view.no_account is None,
         "no_account": view.no_account,
         "records": list(view.records),

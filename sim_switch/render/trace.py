@@ -37,8 +37,8 @@ from sim_switch.dial.events import (
     TraceEvent,
     WentSilent,
 )
-from sim_switch.dial.failures import sentence
 from sim_switch.model.results import Concurrency, ControllerView, Disagreement, NoRecord, StreamCount
+from sim_switch.render.failures import sentence
 
 _PROBES = {
     Probe.SCHEME: "every ping failed at its first bytes: dialing once more to see what the server speaks",
@@ -98,8 +98,8 @@ def describe(event: TraceEvent) -> str:  # noqa: C901 - one case per kind of eve
             return f"asking the controller what it saw: GET {url}"
         case ControllerAnswered(view=view):
             return describe_view(view)
-        case NoDiagnosis(answer=answer):
-            return f"no diagnosis from the controller: {answer}"
+        case NoDiagnosis(answer=answer, failure=failure):
+            return f"no diagnosis from the controller: {sentence(failure) if failure else answer}"
         case LinkDown(loss=loss):
             return f"link down: {describe_loss(loss)}"
         case Reconnecting(attempt=attempt, delay_s=delay_s, to_url=to_url, start_again=again, loss=loss):
@@ -146,7 +146,7 @@ def describe_disagreement(disagreement: Disagreement) -> str:
 def describe_view(view: ControllerView) -> str:
     """``controller saw switch-1: 1 connection, 3 streams, 3 at once``"""
     if view.error:
-        return f"controller view unavailable: {view.error}"
+        return f"controller view unavailable: GET /connections failed: {sentence(view.error)}"
     if view.no_account:
         return f"the controller keeps no account of its connections ({view.no_account}): the switch's view alone"
     unused = f" ({view.unused} carried no stream)" if view.unused else ""
