@@ -46,7 +46,6 @@ from dialout.config import Fleet, OneShot, Scenario, Schedule, StreamPolicy, Swi
 from dialout.pki import ensure_certs, generate_certs  # noqa: E402
 from dialout.text import plural  # noqa: E402
 from sim_switch.dial.client import run_scenario  # noqa: E402
-from sim_switch.dial.events import FailedOver, LinkUp, Reconnecting, TraceEvent  # noqa: E402
 from sim_switch.dial.session import run_session  # noqa: E402
 from sim_switch.dial.settings import RunSettings  # noqa: E402
 from sim_switch.dial.tls import client_ssl_context  # noqa: E402
@@ -55,6 +54,7 @@ from sim_switch.fleet.run import run_fleet  # noqa: E402
 from sim_switch.fleet.tally import tally  # noqa: E402
 from sim_switch.fleet.verdict import judge_fleet  # noqa: E402
 from sim_switch.fleet.workers import run_in_workers  # noqa: E402
+from sim_switch.model.events import FailedOver, LinkUp, Reconnecting, TraceEvent  # noqa: E402
 from sim_switch.model.results import RunResult  # noqa: E402
 from sim_switch.render.fleet import bottleneck_sentence, fleet_json  # noqa: E402
 from sim_switch.render.report import ping_error  # noqa: E402
@@ -202,7 +202,7 @@ def fleet_rows(rows: Table, urls: tuple[str, str], certs: Path, fleet: Fleet) ->
         if workers == 1:
             fleet_tally = tally(asyncio.run(run_fleet(settings, controllers, lambda event: None)))
         else:
-            fleet_tally = run_in_workers(settings, controllers, None, workers, lambda done, total: None, False)
+            fleet_tally = run_in_workers(settings, controllers, None, workers, lambda done, total: None, None)
         after = read_controller_cpu(controllers, asking, "switch-1")
         shares = cpu_shares(fleet_tally, before, after)
         report = fleet_json(fleet_tally, judge_fleet(fleet_tally), shares)

@@ -65,7 +65,7 @@ LEAF_VALIDITY = datetime.timedelta(days=365)
 CLOCK_SKEW_ALLOWANCE = datetime.timedelta(hours=1)
 # Reissue a leaf this long before it expires, so a long run never starts on a certificate about to lapse.
 RENEW_BEFORE = datetime.timedelta(days=7)
-# The organisational units dialout writes into what it issues: with the CA's signature, how it knows its own.
+# The organisational units dialout writes into what it issues: with the issuer's unit, how it knows its own.
 CA_UNIT = "dialout controller CA"
 CONTROLLER_UNIT = "dialout controller"
 SWITCH_UNIT = "dialout switch"

@@ -38,7 +38,6 @@ from dialout.pki import PKIError, ensure_switch_certs
 from dialout.tls_files import check_other_half, switch_files
 from sim_switch.dial.client import run_scenario
 from sim_switch.dial.destinations import Destinations
-from sim_switch.dial.events import EventKind, TraceEvent
 from sim_switch.dial.session import run_session
 from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.tls import switch_ssl_context
@@ -47,6 +46,7 @@ from sim_switch.fleet.run import Shard, parse_shard, run_fleet, switches_of
 from sim_switch.fleet.tally import FleetTally, MergeError, merge, tally, tally_from_json
 from sim_switch.fleet.verdict import judge_fleet
 from sim_switch.fleet.workers import WorkerError, run_in_workers
+from sim_switch.model.events import EventKind, TraceEvent
 from sim_switch.model.verdict import judge
 from sim_switch.render.fleet import fleet_json, fleet_line, render_fleet
 from sim_switch.render.html import ReportFileError, check_report_path, fleet_html, run_html, write_report
@@ -242,7 +242,8 @@ def _run_fleet(
             result = asyncio.run(run_fleet(settings, urls, show, progress, shard))
             fleet_tally = tally(result)
         else:
-            fleet_tally = run_in_workers(settings, urls, shard, workers, progress, output.verbose)
+            trace = render_event if output.verbose else None
+            fleet_tally = run_in_workers(settings, urls, shard, workers, progress, trace)
     except KeyboardInterrupt:
         print("sim_switch: interrupted", file=sys.stderr)
         return 1

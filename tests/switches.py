@@ -10,11 +10,11 @@ import httpx
 
 from dialout.config import Scenario, SwitchConfig
 from sim_switch.dial.client import run_scenario
-from sim_switch.dial.events import TraceEvent
 from sim_switch.dial.session import run_session
 from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS
 from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.events import TraceEvent
 from sim_switch.model.results import RunResult
 
 

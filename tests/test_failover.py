@@ -19,9 +19,9 @@ import pytest
 
 from dialout.config import ConfigError, Keepalive, Schedule, StartWith, SwitchConfig, load_config, parse_config
 from sim_switch.dial.destinations import Destinations
-from sim_switch.dial.events import GaveUpOnSilence, LinkUp
 from sim_switch.dial.keepalive import socket_options
 from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.events import GaveUpOnSilence, LinkUp
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.report import ping_error, render_summary, to_json, verdict_line

@@ -13,8 +13,8 @@ from h2.errors import ErrorCodes
 
 from controller.server.serve import server_ssl_context
 from dialout.config import ControllerConfig, OneShot, ReconnectPolicy, Scenario, Schedule, SwitchConfig
-from sim_switch.dial.failures import Failure, FailureKind
 from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.failures import Failure, FailureKind
 from sim_switch.model.results import GiveUpReason, PingOutcome, PingResult, RunResult
 from sim_switch.model.verdict import Outcome, judge
 from sim_switch.render.report import ping_error, render_summary, to_json

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from sim_switch.dial.failures import FailureKind
 from sim_switch.fleet.bottleneck import CpuShares, Side, bottleneck
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.run import Shard
 from sim_switch.fleet.tally import ErrorKey, FleetTally, MergeError, merge, tally_from_json, tally_json
 from sim_switch.fleet.workers import worker_shards
+from sim_switch.model.failures import FailureKind
 from sim_switch.render.fleet import bottleneck_sentence, errors_by_kind
 from tests.commands import run_module
 from tests.servers import REPO, ControllerProcess, write_config

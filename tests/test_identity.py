@@ -33,8 +33,7 @@ from dialout.config import ControllerConfig, OneShot, Scenario
 from dialout.pki import ca_cert_path, controller_identity, generate_certs, switch_identity
 from sim_switch.dial.controller_view import compare
 from sim_switch.dial.tls import client_ssl_context
-from sim_switch.dial.tracing import ConnectionRecord
-from sim_switch.model.results import NoRecord, PingResult, RunResult
+from sim_switch.model.results import ConnectionRecord, NoRecord, PingResult, RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.trace import describe_disagreement, describe_view
 from tests.conftest import HOSTNAMES

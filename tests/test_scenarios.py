@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dialout.config import Expectation, OneShot, Scenario
-from sim_switch.dial.events import ConnectionReused, FirstByte, TcpConnected, TlsDone, TraceEvent
 from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.events import ConnectionReused, FirstByte, TcpConnected, TlsDone, TraceEvent
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.report import against_interval, ping_error, problem_lines, render_summary, verdict_line

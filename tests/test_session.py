@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from dialout.config import ControllerConfig, ReconnectPolicy, RetryPolicy, Scenario, Schedule, SwitchConfig
-from sim_switch.dial.events import LinkDown, LinkUp, Reconnecting, TraceEvent
-from sim_switch.dial.failures import Failure, FailureKind, classify
+from sim_switch.dial.failures import classify
 from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.events import LinkDown, LinkUp, Reconnecting, TraceEvent
+from sim_switch.model.failures import Failure, FailureKind
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.failures import sentence

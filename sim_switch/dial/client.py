@@ -17,11 +17,7 @@ import httpx
 
 from dialout.config import OneShot, StreamPolicy
 from sim_switch.dial.controller_view import ask_controller
-from sim_switch.dial.destinations import Failover
-from sim_switch.dial.events import Diagnosed, FirstByte, GetConnection, PingFailed, Probe, Probing, TraceEvent
 from sim_switch.dial.failures import (
-    Failure,
-    FailureKind,
     classify,
     probe_client_certificate,
     probe_scheme,
@@ -31,7 +27,9 @@ from sim_switch.dial.keepalive import socket_options
 from sim_switch.dial.settings import Outgoing, RunSettings
 from sim_switch.dial.streams import StreamPool
 from sim_switch.dial.tracing import PingTrace, Tracer
-from sim_switch.model.results import ControllerView, PingResult, RunResult, format_interval
+from sim_switch.model.events import Diagnosed, FirstByte, GetConnection, PingFailed, Probe, Probing, TraceEvent
+from sim_switch.model.failures import Failure, FailureKind
+from sim_switch.model.results import ControllerView, Failover, PingResult, RunResult, format_interval
 
 # A connect that takes longer than this on a network of one machine is not going to succeed.
 CONNECT_TIMEOUT_S = 10.0

@@ -13,11 +13,12 @@ from typing import Any
 
 import httpx
 
-from sim_switch.dial.events import AskingController, ControllerAnswered, NoDiagnosis
 from sim_switch.dial.failures import classify
-from sim_switch.dial.tracing import ConnectionRecord, Tracer
+from sim_switch.dial.tracing import Tracer
+from sim_switch.model.events import AskingController, ControllerAnswered, NoDiagnosis
 from sim_switch.model.results import (
     Concurrency,
+    ConnectionRecord,
     ControllerFinding,
     ControllerView,
     Disagreement,

@@ -10,20 +10,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from dialout.config import Spread, StartWith
-from sim_switch.dial.events import LinkLoss
-
-
-@dataclass(frozen=True)
-class Failover:
-    """The session moved from one controller to another, at ``at_s`` into the run, because of ``loss``."""
-
-    at_s: float
-    from_url: str
-    to_url: str
-    loss: LinkLoss
 
 
 class Destinations:

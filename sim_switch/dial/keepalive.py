@@ -31,8 +31,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 
 from dialout.config import Keepalive
-from sim_switch.dial.events import KeepaliveCheck
 from sim_switch.dial.tracing import Tracer
+from sim_switch.model.events import KeepaliveCheck
 
 SocketOption = tuple[int, int, int]
 

@@ -24,8 +24,12 @@ import httpx
 
 from dialout.config import ReconnectPolicy, Request, RetryPolicy, Schedule
 from sim_switch.dial.client import Attempt, LinkHistory, attempt_ping, finish_run, new_pool
-from sim_switch.dial.destinations import Destinations, Failover
-from sim_switch.dial.events import (
+from sim_switch.dial.destinations import Destinations
+from sim_switch.dial.keepalive import SilenceWatch
+from sim_switch.dial.settings import Outgoing, RunSettings
+from sim_switch.dial.streams import StreamPool
+from sim_switch.dial.tracing import Tracer
+from sim_switch.model.events import (
     FailedOver,
     GaveUpOnSilence,
     KeepaliveAnswered,
@@ -36,11 +40,7 @@ from sim_switch.dial.events import (
     TraceEvent,
     WentSilent,
 )
-from sim_switch.dial.keepalive import SilenceWatch
-from sim_switch.dial.settings import Outgoing, RunSettings
-from sim_switch.dial.streams import StreamPool
-from sim_switch.dial.tracing import Tracer
-from sim_switch.model.results import GiveUp, GiveUpReason, RunResult
+from sim_switch.model.results import Failover, GiveUp, GiveUpReason, RunResult
 
 
 class Link:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from h2.events import RemoteSettingsChanged
 from h2.settings import SettingCodes
 from httpcore import AsyncNetworkStream
 
-from sim_switch.dial.events import (
+from sim_switch.dial.failures import classify
+from sim_switch.model.events import (
     ConnectionReused,
     ConnectRetry,
     HeadersWritten,
@@ -36,7 +36,7 @@ from sim_switch.dial.events import (
     TlsStarted,
     TraceEvent,
 )
-from sim_switch.dial.failures import classify
+from sim_switch.model.results import ConnectionRecord
 
 TraceCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -50,25 +50,6 @@ class _Where(TypedDict):
 
 
 _CERT_FIELD_ABBREVIATIONS = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU"}
-
-
-@dataclass
-class ConnectionRecord:
-    """One TCP(+TLS) connection that the switch opened."""
-
-    number: int
-    opened_at_s: float
-    local_address: str
-    remote_address: str
-    local_port: int | None
-    tls_version: str | None = None
-    alpn: str | None = None
-    cipher: str | None = None
-    controller_subject: str | None = None
-    max_streams: int | None = None  # the controller's SETTINGS_MAX_CONCURRENT_STREAMS, once heard
-    handshake_s: float | None = None  # how long the TLS handshake took
-    pings: list[int] = field(default_factory=list)  # numbers of the pings answered on it
-    controller: str | None = None  # the controller URL it was dialled for
 
 
 class Tracer:

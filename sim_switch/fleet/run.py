@@ -18,9 +18,9 @@ from dialout.config import Fleet, OneShot, Scenario
 from dialout.tls_files import switch_files
 from sim_switch.dial.client import run_scenario
 from sim_switch.dial.destinations import spread_over
-from sim_switch.dial.events import TraceEvent
 from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.tls import switch_ssl_context
+from sim_switch.model.events import TraceEvent
 from sim_switch.model.results import RunResult
 
 

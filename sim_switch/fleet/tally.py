@@ -14,9 +14,9 @@ from typing import Any
 
 from dialout.config import Fleet
 from dialout.errors import DialoutError
-from sim_switch.dial.failures import FailureKind
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.run import FleetResult, Shard, parse_shard
+from sim_switch.model.failures import FailureKind
 
 # A merge refuses tallies of another shape. 2: the controllers as a list, failed pings by (kind, status).
 TALLY_VERSION = 2

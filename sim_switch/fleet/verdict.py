@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim_switch.dial.failures import FailureKind
 from sim_switch.fleet.run import Shard
 from sim_switch.fleet.tally import FleetTally
+from sim_switch.model.failures import FailureKind
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,10 @@ from typing import Any
 
 from dialout.config import Fleet
 from dialout.errors import DialoutError
-from sim_switch.dial.events import TraceEvent
 from sim_switch.dial.settings import RunSettings
 from sim_switch.fleet.run import Shard, run_fleet, switches_of
 from sim_switch.fleet.tally import FleetTally, merge, tally, tally_from_json, tally_json
-from sim_switch.render.trace import render_event
+from sim_switch.model.events import TraceEvent
 
 
 class WorkerError(DialoutError):
@@ -46,10 +45,11 @@ def run_in_workers(
     shard: Shard | None,
     workers: int,
     progress: Callable[[int, int], None],
-    verbose: bool,
+    trace: Callable[[TraceEvent], str] | None,
 ) -> FleetTally:
     """The tally of this run (the whole fleet, or ``shard`` of it) over ``workers`` processes. ``settings`` travel
-    to each by pickle: a fleet's carry no TLS context (each switch makes its own)."""
+    to each by pickle: a fleet's carry no TLS context (each switch makes its own). ``trace``: how a worker prints
+    each trace event on stderr (-v; a module-level function, which pickles by name), or None."""
     fleet = settings.scenario.kind
     assert isinstance(fleet, Fleet), "only a fleet is split over workers"
     total = len(switches_of(fleet, shard))
@@ -61,7 +61,7 @@ def run_in_workers(
             target=_work,
             name=f"worker {part}",
             daemon=True,
-            args=(settings, urls, part, verbose, send),
+            args=(settings, urls, part, trace, send),
         )
         worker.start()
         send.close()  # the worker's end: its EOF is the worker's exit
@@ -95,14 +95,20 @@ def run_in_workers(
     return dataclasses.replace(merged, shards=(shard,) if shard else ())
 
 
-def _work(settings: RunSettings, urls: tuple[str, ...], shard: Shard, verbose: bool, results: Connection) -> None:
+def _work(
+    settings: RunSettings,
+    urls: tuple[str, ...],
+    shard: Shard,
+    trace: Callable[[TraceEvent], str] | None,
+    results: Connection,
+) -> None:
     """One worker: its shard of the fleet, a message per switch done, then its tally (or what went wrong)."""
     logging.basicConfig(level=logging.INFO, format="sim_switch: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     def show(event: TraceEvent) -> None:
-        if verbose:
-            print(render_event(event), file=sys.stderr, flush=True)
+        if trace is not None:
+            print(trace(event), file=sys.stderr, flush=True)
 
     def report(kind: str, value: Any = None) -> None:  # noqa: ANN401
         results.send((kind, value))

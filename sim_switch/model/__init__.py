@@ -1,1 +1,2 @@
-"""What a run produced, as data: each ping and connection (``results``) and the judgement (``verdict``)."""
+"""What a run produced, as data, importing nothing else of the switch: each ping and connection (``results``), the
+trace's events (``events``), why a ping failed (``failures``) and the judgement (``verdict``)."""

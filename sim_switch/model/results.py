@@ -8,14 +8,13 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from dialout.config import Scenario
-from sim_switch.dial.destinations import Failover
-from sim_switch.dial.failures import Failure
-from sim_switch.dial.tracing import ConnectionRecord
+from sim_switch.model.events import LinkLoss
+from sim_switch.model.failures import Failure
 
 
 class PingOutcome(StrEnum):
@@ -29,6 +28,35 @@ class GiveUpReason(StrEnum):
 
     NOT_RETRY_SAFE = "not_retry_safe"  # it may have been processed (and switch.retry is safe)
     TIME_UP = "time_up"  # still failing give_up_after_s after its first try
+
+
+@dataclass
+class ConnectionRecord:
+    """One TCP(+TLS) connection that the switch opened."""
+
+    number: int
+    opened_at_s: float
+    local_address: str
+    remote_address: str
+    local_port: int | None
+    tls_version: str | None = None
+    alpn: str | None = None
+    cipher: str | None = None
+    controller_subject: str | None = None
+    max_streams: int | None = None  # the controller's SETTINGS_MAX_CONCURRENT_STREAMS, once heard
+    handshake_s: float | None = None  # how long the TLS handshake took
+    pings: list[int] = field(default_factory=list)  # numbers of the pings answered on it
+    controller: str | None = None  # the controller URL it was dialled for
+
+
+@dataclass(frozen=True)
+class Failover:
+    """The session moved from one controller to another, at ``at_s`` into the run, because of ``loss``."""
+
+    at_s: float
+    from_url: str
+    to_url: str
+    loss: LinkLoss
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from dialout.config import Schedule, ViewPolicy
-from sim_switch.dial.failures import Failure
+from sim_switch.model.failures import Failure
 from sim_switch.model.results import ControllerFinding, Disagreement, PingOutcome, PingResult, RunResult
 
 # The controller's finding kind for shared connections (controller/diagnosis/findings.py).

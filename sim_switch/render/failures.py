@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sim_switch.dial.failures import Failure, FailureKind
+from sim_switch.model.failures import Failure, FailureKind
 
 # The kind in words, and the key of a fleet's errors by kind. HTTP_STATUS's says which status.
 HEADLINES = {

@@ -22,12 +22,11 @@ from markupsafe import Markup
 from dialout.config import Schedule
 from dialout.errors import DialoutError
 from dialout.text import plural
-from sim_switch.dial.events import EventKind, LinkDown, LinkUp, Reconnecting, TraceEvent
-from sim_switch.dial.tracing import ConnectionRecord
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.tally import FleetTally
 from sim_switch.fleet.verdict import FleetVerdict
-from sim_switch.model.results import PingOutcome, PingResult, RunResult, format_interval
+from sim_switch.model.events import EventKind, LinkDown, LinkUp, Reconnecting, TraceEvent
+from sim_switch.model.results import ConnectionRecord, PingOutcome, PingResult, RunResult, format_interval
 from sim_switch.model.verdict import Outcome, Verdict
 from sim_switch.render.fleet import errors_by_kind, fleet_line
 from sim_switch.render.fleet import problem_lines as fleet_problems

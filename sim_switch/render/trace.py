@@ -1,10 +1,10 @@
-"""The trace in words: each event of ``sim_switch/dial/events.py`` as the one line the switch prints, in the
+"""The trace in words: each event of ``sim_switch/model/events.py`` as the one line the switch prints, in the
 spirit of Go's httptrace. The only place that says them; the HTML report's tooltips read the same lines."""
 
 from __future__ import annotations
 
 from dialout.text import plural
-from sim_switch.dial.events import (
+from sim_switch.model.events import (
     AskingController,
     ConnectionReused,
     ConnectRetry,

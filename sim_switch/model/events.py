@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
-from sim_switch.dial.failures import Failure
+from sim_switch.model.failures import Failure
 
 if TYPE_CHECKING:  # model/ stands on dial/; the view only travels through here
     from sim_switch.model.results import ControllerView
