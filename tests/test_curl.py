@@ -13,13 +13,13 @@ from tests.tools import require
 WRITE_OUT = "%{http_code} %{http_version} %{num_connects}\\n"
 
 
-def curl(
-    url: str, certs_dir: Path, *options: str, count: int = 3, switch_id: str = "switch-1"
-) -> list[tuple[str, str, int]]:
-    binary = require("curl")
+def curl_pings(
+    url: str, certs_dir: Path, *options: str, write_out: str, count: int = 3, switch_id: str = "switch-1"
+) -> str:
+    """curl's ``--write-out`` for each of ``count`` pings (0.3, 0.6, 0.9 s), as switch ``switch_id``."""
     identity = switch_identity(certs_dir, switch_id)
     command = [
-        binary,
+        require("curl"),
         "--silent",
         "--show-error",
         "--no-progress-meter",
@@ -31,7 +31,7 @@ def curl(
         "--key",
         str(identity.key),
         "--write-out",
-        WRITE_OUT,
+        write_out,
         *options,
     ]
     for interval in (0.3, 0.6, 0.9)[:count]:
@@ -39,7 +39,15 @@ def curl(
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    rows = [line.split() for line in done.stdout.splitlines()]
+    return done.stdout
+
+
+def curl(
+    url: str, certs_dir: Path, *options: str, count: int = 3, switch_id: str = "switch-1"
+) -> list[tuple[str, str, int]]:
+    """Each transfer's status, HTTP version and how many connections curl opened for it."""
+    written = curl_pings(url, certs_dir, *options, write_out=WRITE_OUT, count=count, switch_id=switch_id)
+    rows = [line.split() for line in written.splitlines()]
     return [(code, version, int(connects)) for code, version, connects in rows]
 
 

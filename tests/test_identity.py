@@ -8,7 +8,6 @@ import inspect
 import json
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from sim_switch.render.trace import describe_disagreement, describe_view
 from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, RunningController, run_controller
 from tests.switches import async_switch_client, one_shot
-from tests.tools import require
+from tests.test_curl import curl_pings
 
 # --- the adapter, pinned against Hypercorn --------------------------------------------------------------------
 
@@ -287,28 +286,8 @@ def test_unused_connections_are_shown() -> None:
 
 
 def curl_local_ports(process: ControllerProcess, *mode: str) -> list[int]:
-    certs_dir = process.config.parent / "certs"
-    identity = switch_identity(certs_dir, "switch-1")
-    command = [
-        require("curl"),
-        "--silent",
-        "--show-error",
-        "--no-progress-meter",
-        "--http2",
-        *mode,
-        "--cacert",
-        str(ca_cert_path(certs_dir)),
-        "--cert",
-        str(identity.cert),
-        "--key",
-        str(identity.key),
-        "--write-out",
-        "%{local_port}\\n",
-    ]
-    for interval in (0.3, 0.6, 0.9):
-        command += [f"{process.url}/ping?interval={interval}", "--output", "/dev/null"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
-    return [int(line) for line in done.stdout.split()]
+    written = curl_pings(process.url, process.config.parent / "certs", *mode, write_out="%{local_port}\\n")
+    return [int(line) for line in written.split()]
 
 
 async def controller_records(process: ControllerProcess, ports: set[int]) -> list[dict[str, Any]]:
