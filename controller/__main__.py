@@ -126,10 +126,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="The controller end of the dial-out pair: GET /ping?interval=SECONDS over HTTP/2 with mTLS.",
     )
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
-    made = {name: sub.add_parser(name, help=text, description=text, parents=[common, listening])
-            for name, text in COMMANDS.items()}  # fmt: skip
-    for each in made.values():
-        each.prog = f"python -m controller {each.prog.split()[-1]}"
+    made = {
+        name: sub.add_parser(name, help=text, description=text, parents=[common, listening])
+        for name, text in COMMANDS.items()
+    }
     made["demo"].add_argument(
         "--scenario", action="append", help=f"a scenario to run, repeatable (default: {', '.join(DEMO_SCENARIOS)})"
     )

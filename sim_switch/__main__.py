@@ -411,8 +411,6 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     merge.add_argument("files", nargs="+", type=Path, metavar="SHARD.json")
     merge.add_argument("--json", action="store_true", help="print one JSON object, as one run of the fleet would")
     merge.add_argument("--html", type=Path, metavar="FILE", help="also write the fleet's HTML report")
-    for name, each in (("run", run), ("merge", merge)):
-        each.prog = f"python -m sim_switch {name}"
     return parser.parse_args(command_first(argv, {"run": run, "merge": merge}, "run"))
 
 
