@@ -96,13 +96,8 @@ def _run(args: argparse.Namespace) -> int:
             f"{'HTTP/2 (ALPN h2, http/1.1)' if scenario.http2 else 'HTTP/1.1 only (ALPN http/1.1)'}",
             flush=True,
         )
-    # What our controller takes (httpcore caps it at 100). A fleet's switches each make their own TLS context.
-    settings = RunSettings(
-        scenario,
-        cfg.switch,
-        None if fleet else plan.ssl_context,
-        streams_per_connection=cfg.controller.max_concurrent_streams,
-    )
+    # A fleet's switches each make their own TLS context.
+    settings = RunSettings(scenario, cfg.switch, None if fleet else plan.ssl_context)
     match scenario.kind:
         case Fleet():
             return _run_fleet(cfg, settings, plan.urls, show, Split(args.shard, args.workers), output)

@@ -32,10 +32,12 @@ class Reset:
 
 @dataclass(frozen=True)
 class GoAway:
-    """GOAWAY naming ``last_stream_id`` as the last stream processed (0: none was), then silence."""
+    """GOAWAY naming ``last_stream_id`` as the last stream processed (0: none was), then silence, or (``close``)
+    the connection closed with the streams up to it unanswered."""
 
     code: ErrorCodes
     last_stream_id: int
+    close: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ async def scripted_peer(
         writer.write(conn.data_to_send())
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             while data := await reader.read(65536):
+                move: Move | None = None
                 if conn.state_machine.state is ConnectionState.CLOSED:  # after our GOAWAY: read until the client goes
                     continue
                 for event in conn.receive_data(data):
@@ -79,6 +82,8 @@ async def scripted_peer(
                         _play(conn, event.stream_id, move)
                 writer.write(conn.data_to_send())
                 await writer.drain()
+                if isinstance(move, GoAway) and move.close:
+                    break
         writers.discard(writer)
         writer.close()
 

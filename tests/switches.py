@@ -12,7 +12,6 @@ from dialout.config import Scenario, SwitchConfig
 from sim_switch.dial.client import run_scenario
 from sim_switch.dial.session import run_session
 from sim_switch.dial.settings import RunSettings
-from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.events import TraceEvent
 from sim_switch.model.results import RunResult
@@ -29,15 +28,11 @@ def settings_for(
     *,
     timeout_s: float = 30.0,
     ask: bool = True,
-    per_connection: int = HTTPCORE_MAX_STREAMS,
+    frames: bool = False,
 ) -> RunSettings:
     """As switch-1, with ``timeout_s`` as its request timeout, unless ``switch`` says otherwise."""
     return RunSettings(
-        scenario,
-        switch or SwitchConfig(request_timeout_s=timeout_s),
-        context,
-        streams_per_connection=per_connection,
-        ask=ask,
+        scenario, switch or SwitchConfig(request_timeout_s=timeout_s), context, ask=ask, trace_frames=frames
     )
 
 
@@ -49,9 +44,9 @@ async def one_shot(
     *,
     timeout_s: float = 30.0,
     ask: bool = True,
-    per_connection: int = HTTPCORE_MAX_STREAMS,
+    frames: bool = False,
 ) -> RunResult:
-    settings = settings_for(scenario, context, timeout_s=timeout_s, ask=ask, per_connection=per_connection)
+    settings = settings_for(scenario, context, timeout_s=timeout_s, ask=ask, frames=frames)
     return await run_scenario(settings, url, emit)
 
 

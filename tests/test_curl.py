@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from dialout.pki import ca_cert_path, switch_identity
@@ -14,9 +15,15 @@ WRITE_OUT = "%{http_code} %{http_version} %{num_connects}\\n"
 
 
 def curl_pings(
-    url: str, certs_dir: Path, *options: str, write_out: str, count: int = 3, switch_id: str = "switch-1"
+    url: str,
+    certs_dir: Path,
+    *options: str,
+    write_out: str,
+    count: int = 3,
+    switch_id: str = "switch-1",
+    intervals: Sequence[float] = (0.3, 0.6, 0.9),
 ) -> str:
-    """curl's ``--write-out`` for each of ``count`` pings (0.3, 0.6, 0.9 s), as switch ``switch_id``."""
+    """curl's ``--write-out`` for each of the first ``count`` of ``intervals``, as switch ``switch_id``."""
     identity = switch_identity(certs_dir, switch_id)
     command = [
         require("curl"),
@@ -34,9 +41,9 @@ def curl_pings(
         write_out,
         *options,
     ]
-    for interval in (0.3, 0.6, 0.9)[:count]:
+    for interval in intervals[:count]:
         command += [f"{url}/ping?interval={interval}", "--output", "/dev/null"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     return done.stdout

@@ -67,7 +67,9 @@ async def test_goaway_that_names_no_stream_processed_is_safe_to_retry(certs_dir:
 
 
 async def test_goaway_with_the_stream_in_flight_may_have_processed_it(certs_dir: Path) -> None:
-    failure, _ = await against(certs_dir, [GoAway(ErrorCodes.NO_ERROR, last_stream_id=1)])
+    """Its stream was at or below the last-stream-id: the controller may have processed it. The switch waits for
+    its answer (RFC 9113 section 6.8), and the connection closes without one."""
+    failure, _ = await against(certs_dir, [GoAway(ErrorCodes.NO_ERROR, last_stream_id=1, close=True)])
     assert failure.kind is FailureKind.GOAWAY
     assert failure.detail == "GOAWAY NO_ERROR, last stream 1"
     assert not failure.retry_safe

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from dialout.config import ControllerConfig, OneShot, Scenario, StreamPolicy, parse_config
-from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS, QUEUE, StreamPool
+from sim_switch.dial.streams import StreamPool
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
@@ -30,20 +30,20 @@ async def five_streams(certs_dir: Path) -> AsyncIterator[RunningController]:
         yield running
 
 
-async def run(url: str, certs_dir: Path, scenario: Scenario, per_connection: int) -> RunResult:
+async def run(url: str, certs_dir: Path, scenario: Scenario) -> RunResult:
     context = client_ssl_context(certs_dir, "switch-1")
-    return await one_shot(scenario, url, context, per_connection=per_connection)
+    return await one_shot(scenario, url, context)
 
 
 def waited(result: RunResult) -> list[int]:
-    return [ping.number for ping in result.queued_for_a_stream(HTTPCORE_MAX_STREAMS)]
+    return [ping.number for ping in result.queued_for_a_stream()]
 
 
 async def test_queue_keeps_one_connection_and_reports_the_wait(
     five_streams: RunningController, certs_dir: Path
 ) -> None:
     result = await run(
-        five_streams.url, certs_dir, Scenario("q", OneShot((INTERVAL_S,) * 10), streams=StreamPolicy.QUEUE), 5
+        five_streams.url, certs_dir, Scenario("q", OneShot((INTERVAL_S,) * 10), streams=StreamPolicy.QUEUE)
     )
     verdict = judge(result)
     assert verdict.ok, problem_lines(verdict)
@@ -59,7 +59,7 @@ async def test_queue_keeps_one_connection_and_reports_the_wait(
 
 async def test_spill_opens_another_connection_instead(five_streams: RunningController, certs_dir: Path) -> None:
     result = await run(
-        five_streams.url, certs_dir, Scenario("s", OneShot((INTERVAL_S,) * 10), streams=StreamPolicy.SPILL), 5
+        five_streams.url, certs_dir, Scenario("s", OneShot((INTERVAL_S,) * 10), streams=StreamPolicy.SPILL)
     )
     verdict = judge(result)
     assert verdict.ok, problem_lines(verdict)
@@ -70,24 +70,26 @@ async def test_spill_opens_another_connection_instead(five_streams: RunningContr
     assert verdict.multiplexed
 
 
-async def test_httpcore_caps_a_connection_at_100_streams(controller: RunningController, certs_dir: Path) -> None:
-    """The controller takes 100 by default, and httpcore never asks one connection for more than 100 either."""
-    queued = await run(
-        controller.url, certs_dir, Scenario("q", OneShot((INTERVAL_S,) * 120), streams=StreamPolicy.QUEUE), 999
-    )
+async def test_the_controllers_limit_is_the_only_one(certs_dir: Path) -> None:
+    """No cap of the switch's own (httpcore's was 100): a controller that takes 150 gets 120 pings on one
+    connection at once; one that takes 100 gets the other 20 on a second connection under spill."""
+    scenario = OneShot((INTERVAL_S,) * 120)
+    wide = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, max_concurrent_streams=150)
+    async with run_controller(wide) as controller:
+        queued = await run(controller.url, certs_dir, Scenario("q", scenario, streams=StreamPolicy.QUEUE))
     assert len(queued.connections) == 1
-    assert queued.peak_in_flight(1) == HTTPCORE_MAX_STREAMS
-    assert len(waited(queued)) == 20
-    spilled = await run(
-        controller.url, certs_dir, Scenario("s", OneShot((INTERVAL_S,) * 120), streams=StreamPolicy.SPILL), 999
-    )
+    assert queued.peak_in_flight(1) == 120
+    assert waited(queued) == []
+    default = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS)
+    async with run_controller(default) as controller:
+        spilled = await run(controller.url, certs_dir, Scenario("s", scenario, streams=StreamPolicy.SPILL))
     assert sorted(len(record.pings) for record in spilled.connections) == [20, 100]
     assert waited(spilled) == []
 
 
-async def test_queue_hands_httpcore_no_more_requests_than_streams() -> None:
-    """httpcore's pool rescans every request it holds whenever one comes or goes: queue holds the rest back."""
-    pool = StreamPool(lambda: httpx.AsyncClient(), QUEUE, per_connection=3)
+async def test_http1_hands_httpcore_no_more_requests_than_connections() -> None:
+    """httpcore's pool rescans every request it holds whenever one comes or goes: HTTP/1.1 holds the rest back."""
+    pool = StreamPool(lambda: httpx.AsyncClient(), limit=3)
     inside = peak = 0
     release = asyncio.Event()
 

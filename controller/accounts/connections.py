@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_HISTORY = 10_000
 # The streams the diagnosis reads (controller/diagnosis/analysis.py): the last this many, of every switch.
 STREAM_HISTORY = 50_000
+# The answered streams a connection keeps with their times, for the switch's cross-check (``stream_times``).
+ANSWERED_PER_CONNECTION = 1_000
 
 
 # What a proxy cannot tell us of the switch's connection to it: when exactly it closed (we close it when the
@@ -62,6 +64,7 @@ class ControllerConnection:
     _totals: SwitchTotals | None = field(default=None, repr=False)
     _history: deque[StreamSpan] | None = field(default=None, repr=False)
     _in_flight_spans: dict[int, StreamSpan] = field(default_factory=dict, repr=False)  # by number, for the live page
+    _answered: deque[StreamSpan] = field(default_factory=lambda: deque(maxlen=ANSWERED_PER_CONNECTION), repr=False)
 
     def begin_stream(
         self, path: str = "", http_version: str | None = None, query: bytes = b"", stream_id: int | None = None
@@ -86,6 +89,22 @@ class ControllerConnection:
         self.in_flight -= 1
         span.ended = time.monotonic()
         self._in_flight_spans.pop(span.number, None)
+        if span.answered is not None:
+            self._answered.append(span)
+
+    def stream_times(self) -> list[dict[str, Any]]:
+        """Its answered streams (the latest ``ANSWERED_PER_CONNECTION``): each one's id, and the seconds from its
+        request's headers arriving to its answer's last byte handed to the wire. Against the switch's own
+        request-to-answer time, this tells whether the answer reached the switch when it was sent."""
+        return [
+            {
+                "stream_id": span.stream_id,
+                "number": span.number,
+                "answered_in_s": round(span.answered - span.started, 6),
+            }
+            for span in self._answered
+            if span.answered is not None
+        ]
 
     def spans_in_flight(self) -> list[StreamSpan]:
         """Its requests not yet answered, oldest first."""
@@ -125,6 +144,7 @@ class StreamSpan:
     ended: float | None = None  # None while in flight
     query: bytes = b""  # as it came (the live page reads a ping's interval from it)
     stream_id: int | None = None  # HTTP/2: its stream id on the wire (1, 3, 5, ...); None for HTTP/1.1
+    answered: float | None = None  # its response's last byte went to the server (monotonic seconds)
 
     def describe(self) -> str:
         """How the log and the page name it: the wire's stream id, its ordinal after it."""

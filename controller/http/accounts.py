@@ -15,11 +15,19 @@ from controller.diagnosis.sentences import diagnosis_json
 from dialout.config import ControllerConfig
 
 
-def connections_answer(registry: ConnectionRegistry, switch: str | None) -> dict[str, Any]:
-    """``cpu_s``: this process's CPU time so far, so that a fleet can tell which side of a run was CPU-bound."""
+def connections_answer(registry: ConnectionRegistry, switch: str | None, stream_times: bool = False) -> dict[str, Any]:
+    """``cpu_s``: this process's CPU time so far, so that a fleet can tell which side of a run was CPU-bound.
+    ``stream_times``: each connection's answered streams with their times (``?streams=1``), for one switch's
+    cross-check."""
+    records = []
+    for connection in registry.connections(switch):
+        record = connection.to_json()
+        if stream_times:
+            record["stream_times"] = connection.stream_times()
+        records.append(record)
     return {
         "cpu_s": round(time.process_time(), 6),
-        "connections": [connection.to_json() for connection in registry.connections(switch)],
+        "connections": records,
         "switches": {
             name: {"connections": t.connections, "streams": t.streams, "peak_in_flight": t.peak_in_flight}
             for name, t in registry.totals().items()
@@ -45,7 +53,8 @@ def serve_accounts(app: Quart, cfg: ControllerConfig, registry: ConnectionRegist
 
     @app.get("/connections")
     async def connections() -> Response:
-        return jsonify(connections_answer(registry, request.args.get("switch")))
+        switch = request.args.get("switch")
+        return jsonify(connections_answer(registry, switch, stream_times=request.args.get("streams") == "1"))
 
     @app.get("/diagnosis")
     async def diagnosis() -> tuple[Response, int]:

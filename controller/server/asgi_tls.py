@@ -37,7 +37,7 @@ from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol.events import Event, Request
 from hypercorn.protocol.http_stream import HTTPStream
-from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope, Scope
 
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection, StreamSpan
 from controller.accounts.forwarded import Identified, ProxyPolicy, carries_forwarding, read_forwarded
@@ -179,8 +179,14 @@ class ConnectionScopeMiddleware:
                 "stream_id": None,
                 "refusal": identified.refusal,
             }
+
+        async def send_and_time(message: ASGISendEvent) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                span.answered = time.monotonic()  # its last byte is the server's to write: the answer's end
+
         try:
-            await self.app(cast(Scope, {**scope, "extensions": extensions}), receive, send)
+            await self.app(cast(Scope, {**scope, "extensions": extensions}), receive, send_and_time)
         finally:
             connection.end_stream(span)
             if switch_side is not None:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from dialout.config import OneShot, StreamPolicy
+from dialout.config import OneShot
 from sim_switch.dial.controller_view import ask_controller
 from sim_switch.dial.failures import (
     classify,
@@ -30,6 +30,7 @@ from sim_switch.dial.tracing import PingTrace, Tracer
 from sim_switch.model.events import Diagnosed, FirstByte, GetConnection, PingFailed, Probe, Probing, TraceEvent
 from sim_switch.model.failures import Failure, FailureKind
 from sim_switch.model.results import ControllerView, Failover, PingResult, RunResult, format_interval
+from sim_switch.wire.transport import DialOptions, SwitchTransport
 
 # A connect that takes longer than this on a network of one machine is not going to succeed.
 CONNECT_TIMEOUT_S = 10.0
@@ -43,8 +44,8 @@ async def run_scenario(settings: RunSettings, controller_url: str, emit: Callabl
     scenario = settings.scenario
     if not isinstance(scenario.kind, OneShot):
         raise ValueError(f"scenario {scenario.name!r} is a {scenario.kind.mode} scenario, not a one-shot run")
-    tracer = Tracer(emit)
-    pool = new_pool(settings)
+    tracer = Tracer(emit, frames=settings.trace_frames)
+    pool = new_pool(settings, tracer)
     try:
 
         async def ping(number: int, interval_s: float) -> Attempt:
@@ -61,30 +62,30 @@ async def run_scenario(settings: RunSettings, controller_url: str, emit: Callabl
         await pool.aclose()
 
 
-def new_pool(settings: RunSettings) -> StreamPool:
-    """The run's clients (``sim_switch.dial.streams``): one, or one per block of streams when the scenario spills.
-    No ``ssl_context``: an ``http://`` URL, where no ALPN can offer HTTP/2, so it is spoken with prior knowledge
-    (RFC 9113 section 3.3) when the scenario asks for it, and HTTP/1.1 otherwise."""
+def new_pool(settings: RunSettings, tracer: Tracer) -> StreamPool:
+    """The run's client. HTTP/2 (over TLS with ALPN, or h2c with prior knowledge for an ``http://`` URL, RFC 9113
+    section 3.3) goes on the switch's own transport (``sim_switch.wire``), with ``tracer`` hearing of its frames;
+    HTTP/1.1 on httpx's."""
     scenario, ssl_context, request_timeout_s = settings.scenario, settings.ssl_context, settings.request_timeout_s
     timeout = httpx.Timeout(request_timeout_s, connect=min(CONNECT_TIMEOUT_S, request_timeout_s))
-    prior_knowledge = ssl_context is None and scenario.http2
+    options = socket_options(settings.switch.keepalive)
 
-    def new_client() -> httpx.AsyncClient:
+    def new_http1_client() -> httpx.AsyncClient:
         transport = httpx.AsyncHTTPTransport(
-            http1=not prior_knowledge,
-            http2=scenario.http2,
+            http1=True,
+            http2=False,
             verify=ssl_context or False,
             trust_env=False,
             limits=CLIENT_LIMITS,
-            socket_options=socket_options(settings.switch.keepalive),
+            socket_options=options,
         )
         return httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout)
 
-    if scenario.http2:
-        return StreamPool(new_client, scenario.streams, settings.streams_per_connection)
-    # HTTP/1.1 has one request per connection at a time, and httpx's pool opens connections as needed up to
-    # its limit: nothing to spill, and as many in flight as that limit.
-    return StreamPool(new_client, StreamPolicy.QUEUE, MAX_CONNECTIONS)
+    if not scenario.http2:
+        return StreamPool(new_http1_client, limit=MAX_CONNECTIONS)
+    dial = DialOptions(ssl_context, min(CONNECT_TIMEOUT_S, request_timeout_s), tuple(options))
+    wire = SwitchTransport(dial, scenario.streams, tracer)
+    return StreamPool(lambda: httpx.AsyncClient(transport=wire, trust_env=False, timeout=timeout), wire)
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,8 @@ async def attempt_ping(
             _timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s, failure=failure
         )
         return Attempt(failed, answered=False)
-    finished_s = tracer.now_s()
+    # The last byte as read off the wire where the transport knows it (HTTP/2), else now.
+    finished_s = trace.last_byte_at_s if trace.last_byte_at_s is not None else tracer.now_s()
     refusal = None if response.status_code in ping.statuses else refused_with(response.status_code, _error_text(body))
     if refusal:
         tracer.emit(PingFailed(at_s=tracer.now_s(), ping=number, connection=result.connection, failure=refusal))

@@ -1,8 +1,10 @@
 """The other end's account: what the controller saw of this run, held against what the switch saw.
 
-After the pings the switch asks ``GET /connections?switch=ID`` on the same client, and matches the controller's
-records to its own connections by address (the controller's peer address is the switch's local address). The
-query is itself a stream, on a connection the response names, so it is subtracted before comparing.
+After the pings the switch asks ``GET /connections?switch=ID&streams=1`` on the same client, and matches the
+controller's records to its own connections by address (the controller's peer address is the switch's local
+address). The query is itself a stream, on a connection the response names, so it is subtracted before
+comparing. The times are compared too, stream by stream: an answer that reached the switch late is a
+disagreement (``late_answers``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from sim_switch.dial.failures import classify
 from sim_switch.dial.tracing import Tracer
 from sim_switch.model.events import AskingController, ControllerAnswered, NoDiagnosis
 from sim_switch.model.results import (
+    LATE_ANSWER_S,
     Concurrency,
     ConnectionRecord,
     ControllerFinding,
     ControllerView,
     Disagreement,
+    LateAnswer,
     NoRecord,
     PingResult,
     StreamCount,
@@ -39,7 +43,7 @@ async def ask_controller(
 ) -> ControllerView:
     """``switch_id`` None: an anonymous switch (cleartext), whose connections are found by address alone."""
     url = f"{controller_url.rstrip('/')}/connections"
-    query = {"switch": switch_id} if switch_id is not None else {}
+    query = {"switch": switch_id, "streams": "1"} if switch_id is not None else {"streams": "1"}
     shown = f"{url}?switch={switch_id}" if switch_id is not None else url
     tracer.emit(AskingController(at_s=tracer.now_s(), url=shown))
     label = switch_id or "an anonymous switch"
@@ -102,6 +106,43 @@ def _records(response: httpx.Response) -> list[dict[str, Any]] | None:
     return records
 
 
+def late_answers(connection: ConnectionRecord, pings: Sequence[PingResult], stream_times: object) -> list[LateAnswer]:
+    """Each ping on ``connection`` whose answer took longer at the switch (request written to answer read) than at
+    the controller (request arrived to answer sent) by more than ``LATE_ANSWER_S`` and the round trip. Clocks
+    need not agree: each end measures a duration on its own. ``stream_times``: the controller's, by stream id
+    (an older controller, or one behind a proxy, has none: nothing to check)."""
+    if not isinstance(stream_times, list):
+        return []
+    answered_in = {
+        entry["stream_id"]: float(entry["answered_in_s"])
+        for entry in stream_times
+        if isinstance(entry, dict) and isinstance(entry.get("stream_id"), int)
+    }
+    round_trip_s = connection.rtt_s if connection.rtt_s is not None else (connection.handshake_s or 0.0)
+    bound_s = LATE_ANSWER_S + round_trip_s
+    late = []
+    for ping in pings:
+        if ping.connection != connection.number or ping.stream_id is None or ping.stream_id not in answered_in:
+            continue
+        if ping.headers_sent_at_s is None or ping.finished_at_s is None:
+            continue
+        switch_s = ping.finished_at_s - ping.headers_sent_at_s
+        controller_s = answered_in[ping.stream_id]
+        if switch_s - controller_s > bound_s:
+            late.append(
+                LateAnswer(
+                    connection.number,
+                    connection.local_address,
+                    ping.number,
+                    ping.stream_id,
+                    switch_s,
+                    controller_s,
+                    bound_s,
+                )
+            )
+    return late
+
+
 def _answer(response: httpx.Response) -> str:
     kind = response.headers.get("content-type", "no content type").split(";")[0]
     return f"{response.status_code} {response.reason_phrase}, {kind}"
@@ -143,6 +184,7 @@ def compare(
         controller_peak = int(record["peak_in_flight"])
         if (switch_peak >= 2) != (controller_peak >= 2):
             disagreements.append(Concurrency(connection.number, connection.local_address, switch_peak, controller_peak))
+        disagreements += late_answers(connection, pings, record.get("stream_times"))
     return ControllerView(
         switch=switch_id,
         records=tuple(matched),

@@ -5,6 +5,9 @@ three exceptions deep; ``classify`` walks the chain once and names it, as httpx 
 boundary. Everything after reads the ``FailureKind``: the session's retry decision, the trace, the summary, the
 fleet's errors by kind, ``--json``. The words are ``sim_switch/render/failures.py``'s, at the edge.
 
+The switch's own HTTP/2 connection raises what the controller did as data (``sim_switch.wire.connection``:
+``StreamReset``, ``GoneAway``, ``ConnectionLost``); HTTP/1.1, on httpcore, raises httpcore's and h2's.
+
 One case hides its cause: under TLS 1.3 the client's handshake completes before the server has checked the client
 certificate, so a server that refuses it sends its alert (``certificate required``, ``unknown ca``) after the
 handshake, and httpcore, busy writing its request, sees only a broken pipe. ``probe_client_certificate`` finds out
@@ -24,6 +27,8 @@ from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, StreamReset
 
 from sim_switch.model.failures import Failure, FailureKind
+from sim_switch.wire import connection as wire
+from sim_switch.wire.frames import error_name
 
 # OpenSSL alert reasons a server sends when it refuses the client's certificate.
 _CLIENT_CERT_REFUSALS = {
@@ -64,6 +69,9 @@ def _unprocessed(chain: list[BaseException]) -> bool:
     whose last processed stream is below ours (section 6.8). httpcore retries the second case itself, on a new
     connection, except when the GOAWAY names stream 0 (none processed): that one it raises, and it is ours to
     retry."""
+    for cause in chain:
+        if isinstance(cause, wire.StreamReset | wire.GoneAway) and not cause.processed:
+            return True
     for event in _h2_events(chain):
         if isinstance(event, StreamReset) and event.error_code == ErrorCodes.REFUSED_STREAM:
             return True
@@ -80,6 +88,13 @@ def refused_with(status: int, text: str) -> Failure:
 def _kind_of(  # noqa: C901 - one rule per failure kind, in the order they must be tried
     exc: BaseException, chain: list[BaseException], timeout_s: float | None
 ) -> tuple[FailureKind, str]:
+    for cause in chain:  # the switch's own HTTP/2 connection (sim_switch.wire) says what the controller did
+        if isinstance(cause, wire.StreamReset) and not cause.processed:
+            return FailureKind.REFUSED_STREAM, "REFUSED_STREAM, not processed (it is shutting down or full)"
+        if isinstance(cause, wire.StreamReset):
+            return FailureKind.STREAM_RESET, _error_name(cause.code)
+        if isinstance(cause, wire.GoneAway):
+            return FailureKind.GOAWAY, str(cause)
     for event in _h2_events(chain):
         if isinstance(event, StreamReset) and event.error_code == ErrorCodes.REFUSED_STREAM:
             return FailureKind.REFUSED_STREAM, "REFUSED_STREAM, not processed (it is shutting down or full)"
@@ -190,6 +205,8 @@ def _h2_events(chain: list[BaseException]) -> list[object]:
 
 
 def _error_name(code: object) -> str:
+    if isinstance(code, int) and not isinstance(code, ErrorCodes):
+        return error_name(code)
     return code.name if isinstance(code, ErrorCodes) else str(code)
 
 

@@ -8,17 +8,10 @@ Two layers, because each misses what the other sees:
   whose TCP stack still answers while nothing is forwarded (a stalled proxy, a stopped process): its kernel
   acknowledges the probes.
 - ``SilenceWatch``, in a persistent session: when pings are out to a controller and nothing has been heard from
-  it for ``idle_s``, a ping of 0 s goes out; no answer within ``interval_s * count`` and the controller is
-  silent: its connections are closed, so what was in flight fails and the session redials.
-
-HTTP/2 PING on the pings' own connection would be the natural probe, but httpcore offers no way to send one and
-drops the ACK it reads (``AsyncHTTP2Connection._receive_events`` keeps only events with a stream id). A 0 s ping on
-that same connection is no better: with four or more streams waiting there, httpcore hands a short answer to its
-stream only once another stream's data arrives (measured: the controller answered in 1 ms, the client saw it
-0.7 s later, when the 1 s pings ended), so a live controller would look silent. The probe therefore has a
-connection of its own (``StreamPool.extra_client``), which the controller sees as one more connection from the
-switch; the cross-check compares only the pings' connections. A path that drops the pings' connection alone is
-TCP keepalive's to find.
+  it for ``idle_s``, an HTTP/2 PING goes out on each connection the pings use; no ACK within
+  ``interval_s * count`` and the controller is silent: its connections are closed, so what was in flight fails
+  and the session redials. The ACK's round-trip time is in the trace (``-v``). Over HTTP/1.1, which has no PING,
+  the probe is a ping of 0 s on a connection of its own (``StreamPool.extra_client``).
 """
 
 from __future__ import annotations
@@ -64,7 +57,9 @@ class SilenceWatch:
         tracer: Tracer,
         probe: Callable[[str, float], Awaitable[bool]],
         silent: Callable[[str, float], Awaitable[None]],
+        http2: bool = True,
     ) -> None:
+        self._http2 = http2
         self._keepalive = keepalive
         self._tracer = tracer
         self._probe = probe
@@ -109,7 +104,7 @@ class SilenceWatch:
     async def _check(self, url: str) -> None:
         timeout_s = self._keepalive.interval_s * self._keepalive.count
         quiet_s = self._tracer.now_s() - self._heard_at_s[url]
-        self._tracer.emit(KeepaliveCheck(at_s=self._tracer.now_s(), url=url, quiet_s=quiet_s))
+        self._tracer.emit(KeepaliveCheck(at_s=self._tracer.now_s(), url=url, quiet_s=quiet_s, http2=self._http2))
         if await self._probe(url, timeout_s):
             self.heard(url)
             return

@@ -8,9 +8,7 @@ redials, after an exponential backoff with jitter, and the others wait for it ra
 that is down. The first success brings the link up again and everyone waiting goes at once. Each ping ends in
 exactly one of: ok, retried-then-ok, failed (with its reason).
 
-Dialling alone also keeps clear of an httpcore pool bug (a relative of encode/httpcore#1093): requests that wait
-on the same half-open HTTP/2 connection, whose first connect fails and a later one succeeds, leave that
-connection outside the pool, never closed (the controller then waits its whole graceful timeout on shutdown).
+Dialling alone also keeps a controller that is down from seeing a burst of dials for every ping that waits.
 """
 
 from __future__ import annotations
@@ -41,6 +39,7 @@ from sim_switch.model.events import (
     WentSilent,
 )
 from sim_switch.model.results import Failover, GiveUp, GiveUpReason, RunResult
+from sim_switch.wire.transport import SwitchTransport
 
 
 class Link:
@@ -189,16 +188,18 @@ async def run_session(
     schedule = scenario.kind
     if not isinstance(schedule, Schedule):
         raise ValueError(f"scenario {scenario.name!r} is a {schedule.mode} scenario, not a persistent session")
-    tracer = Tracer(emit)
+    tracer = Tracer(emit, frames=settings.trace_frames)
     urls = (controllers,) if isinstance(controllers, str) else tuple(controllers)
     link = Link(switch.reconnect, tracer, Destinations(urls, switch.start_with, unit_random), unit_random)
     tasks: list[asyncio.Task[Attempt]] = []
-    pool = new_pool(settings)
+    pool = new_pool(settings, tracer)
 
     probes: httpx.AsyncClient | None = None
 
     async def probe(url: str, timeout_s: float) -> bool:
         nonlocal probes
+        if pool.transport is not None:
+            return await _ping(pool.transport, tracer, url, timeout_s)
         probes = probes or pool.extra_client()
         return await _probe(probes, tracer, url, scenario.request, timeout_s)
 
@@ -212,7 +213,7 @@ async def run_session(
         tracer.emit(GaveUpOnSilence(at_s=tracer.now_s(), silence=silence, closed=closed))
         link.lost(url, silence)
 
-    watch = SilenceWatch(switch.keepalive, tracer, probe, silent)
+    watch = SilenceWatch(switch.keepalive, tracer, probe, silent, http2=pool.transport is not None)
     try:
         async with asyncio.TaskGroup() as group:
             watching = group.create_task(watch.run())
@@ -265,8 +266,22 @@ async def _send(
         await link.failed(number, result.failure, url)
 
 
+async def _ping(transport: SwitchTransport, tracer: Tracer, url: str, timeout_s: float) -> bool:
+    """An HTTP/2 PING on every connection the pings have open to ``url``: alive when each is ACKed in time."""
+    for connection in transport.connections(url):
+        rtt_s = await connection.ping(timeout_s)
+        if rtt_s is None:
+            return False
+        record = tracer.connection_of(connection.network)
+        tracer.emit(
+            KeepaliveAnswered(at_s=tracer.now_s(), url=url, connection=record.number if record else None, rtt_s=rtt_s)
+        )
+    return True
+
+
 async def _probe(client: httpx.AsyncClient, tracer: Tracer, url: str, ping: Request, timeout_s: float) -> bool:
-    """A keepalive ping of 0 s to ``url``: any answer at all is a sign of life."""
+    """Over HTTP/1.1, where there is no PING: a ping of 0 s to ``url`` on a connection of its own; any answer at
+    all is a sign of life."""
     target = url.rstrip("/") + ping.target("0")
     content = None if ping.body is None else ping.body.encode()
     try:

@@ -7,7 +7,6 @@ import ssl
 from dataclasses import dataclass
 
 from dialout.config import Request, Scenario, SwitchConfig
-from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS
 
 
 @dataclass(frozen=True)
@@ -17,8 +16,8 @@ class RunSettings:
     scenario: Scenario
     switch: SwitchConfig
     ssl_context: ssl.SSLContext | None  # None: an http:// URL, no certificate to present or check
-    streams_per_connection: int = HTTPCORE_MAX_STREAMS  # what the controller takes (httpcore caps it at 100)
     ask: bool = True  # ask the controller at the end what it saw of the run
+    trace_frames: bool = False  # every HTTP/2 frame either way into the trace (--trace frames)
 
     @property
     def switch_id(self) -> str:

@@ -1,7 +1,9 @@
-"""Connection events, in the spirit of Go's net/http/httptrace, from httpcore's ``trace`` request extension.
+"""Connection events, in the spirit of Go's net/http/httptrace, from the ``trace`` request extension.
 
-httpcore reports each step of a request as ``<step>.started``/``.complete``/``.failed`` to a per-request callback
-(``connection.connect_tcp``, ``connection.start_tls``, ``http2.send_request_headers``, ...). ``Tracer`` gives every
+The switch's HTTP/2 transport (``sim_switch.wire``) and httpcore (HTTP/1.1) report each step of a request as
+``<step>.started``/``.complete``/``.failed`` to a per-request callback (``connection.connect_tcp``,
+``connection.start_tls``, ``http2.send_request_headers``, ...); the switch's own steps carry ``at``, when their
+bytes crossed the wire. The frames and the controller's SETTINGS come to the ``Tracer`` itself. ``Tracer`` gives every
 ping its own callback, turns those steps into ``TraceEvent``s with times relative to the start of the run, and
 keeps one ``ConnectionRecord`` per TCP connection the pings opened, numbered 1, 2, ... in the order they were
 opened.
@@ -16,7 +18,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypedDict
 
-from h2.events import RemoteSettingsChanged
 from h2.settings import SettingCodes
 from httpcore import AsyncNetworkStream
 
@@ -36,7 +37,9 @@ from sim_switch.model.events import (
     TlsStarted,
     TraceEvent,
 )
+from sim_switch.model.frames import Direction
 from sim_switch.model.results import ConnectionRecord
+from sim_switch.wire.frames import frame_event, parse
 
 TraceCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -53,8 +56,12 @@ _CERT_FIELD_ABBREVIATIONS = {"commonName": "CN", "organizationName": "O", "organ
 
 
 class Tracer:
-    def __init__(self, emit: Callable[[TraceEvent], None]) -> None:
+    """The run's clock and its connections; also the switch's HTTP/2 transport's ``WireObserver``, which tells it
+    of SETTINGS and (``frames``) of every frame."""
+
+    def __init__(self, emit: Callable[[TraceEvent], None], frames: bool = False) -> None:
         self.emit = emit
+        self.frames_wanted = frames
         self._start = time.perf_counter()
         self.connections: list[ConnectionRecord] = []
         # Stream objects are keyed by id() and held in the value, so an id cannot be reused while we look.
@@ -63,6 +70,34 @@ class Tracer:
 
     def now_s(self) -> float:
         return time.perf_counter() - self._start
+
+    def since_start_s(self, at: float) -> float:
+        """A ``time.perf_counter()`` reading as seconds since the run started."""
+        return at - self._start
+
+    def settings(self, network: object, settings: dict[int, int], at: float) -> None:
+        record = self.connection_of(network)
+        if record is not None and SettingCodes.MAX_CONCURRENT_STREAMS in settings:
+            record.max_streams = settings[SettingCodes.MAX_CONCURRENT_STREAMS]
+        named = tuple((_setting_name(code), value) for code, value in sorted(settings.items()))
+        self.emit(
+            SettingsReceived(
+                at_s=self.since_start_s(at), ping=None, connection=record.number if record else None, settings=named
+            )
+        )
+
+    def round_trip(self, network: object, rtt_s: float) -> None:
+        record = self.connection_of(network)
+        if record is not None:
+            record.rtt_s = rtt_s
+
+    def frame(self, network: object, raw: bytes, direction: Direction, at: float, rtt_s: float | None) -> None:
+        parsed = parse(raw)
+        if parsed is None:
+            return
+        record = self.connection_of(network)
+        number = record.number if record else None
+        self.emit(frame_event(parsed, direction, self.since_start_s(at), number, rtt_s))
 
     def connection_of(self, network_stream: object) -> ConnectionRecord | None:
         entry = self._by_stream.get(id(network_stream))
@@ -120,6 +155,7 @@ class PingTrace:
         self.headers_started_at_s: float | None = None
         self.headers_sent_at_s: float | None = None
         self.first_byte_at_s: float | None = None
+        self.last_byte_at_s: float | None = None  # its END_STREAM was read (HTTP/2 on the switch's own transport)
 
     @property
     def stream_wait_s(self) -> float | None:
@@ -132,7 +168,9 @@ class PingTrace:
 
     async def __call__(self, name: str, info: dict[str, Any]) -> None:  # noqa: C901 - one case per httpcore event
         tracer = self._tracer
-        at_s = tracer.now_s()
+        # The switch's own transport says when the step's bytes crossed the wire; httpcore's steps are timed now.
+        at = info.get("at")
+        at_s = tracer.since_start_s(at) if isinstance(at, float) else tracer.now_s()
         _, _, step = name.partition(".")  # "http2.send_request_headers.started" -> "send_request_headers.started"
         step_name, _, phase = step.rpartition(".")
         event: TraceEvent | None = None
@@ -163,12 +201,6 @@ class PingTrace:
                 cipher=record.cipher,
                 controller_subject=record.controller_subject,
             )
-        elif step == "receive_remote_settings.complete":
-            settings = info.get("return_value")
-            event = SettingsReceived(**where, settings=_settings_of(settings))
-            changed = getattr(settings, "changed_settings", {}).get(SettingCodes.MAX_CONCURRENT_STREAMS)
-            if self.opened is not None and changed is not None:
-                self.opened.max_streams = changed.new_value
         elif step == "send_connection_init.complete":
             event = PrefaceSent(**where)
         elif step == "send_request_headers.started":
@@ -182,6 +214,8 @@ class PingTrace:
         elif step == "receive_response_headers.complete":
             # Reported by the ping itself once the response says which connection it came on.
             self.first_byte_at_s = at_s
+        elif step == "receive_response_body.complete" and at is not None:
+            self.last_byte_at_s = at_s
         elif step == "response_closed.complete":
             event = ResponseClosed(**where)
         elif step == "retry.started":
@@ -214,14 +248,11 @@ def format_subject(peer_cert: dict[str, Any]) -> str:
     return ",".join(parts) or "(no subject)"
 
 
-def _settings_of(event: object) -> tuple[tuple[str, int], ...]:
-    if not isinstance(event, RemoteSettingsChanged):
-        return ()
-    return tuple((_setting_name(code), setting.new_value) for code, setting in sorted(event.changed_settings.items()))
-
-
 def _setting_name(code: int) -> str:
-    return code.name if isinstance(code, SettingCodes) else str(code)
+    try:
+        return SettingCodes(code).name
+    except ValueError:
+        return str(code)
 
 
 def _format_address(address: Sequence[object]) -> str:

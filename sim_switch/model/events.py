@@ -24,6 +24,7 @@ class EventKind(StrEnum):
     REQUEST = "request"  # one ping's steps: connection reused, headers written, first byte, closed
     SESSION = "session"  # the run itself: failures, retries, reconnects, the controller's view
     DETAIL = "detail"  # plumbing, shown only when asked for
+    FRAME = "frame"  # every HTTP/2 frame either way, shown with --trace frames
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,18 +231,23 @@ class FailedOver(TraceEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class KeepaliveCheck(TraceEvent):
-    """Nothing heard from a controller for ``quiet_s`` while pings are out: a ping of 0 s goes to check."""
+    """Nothing heard from a controller for ``quiet_s`` while pings are out: an HTTP/2 PING on each of the pings'
+    connections to it goes to check (``http2``), or, over HTTP/1.1, a ping of 0 s."""
 
     kind: ClassVar[EventKind] = EventKind.DETAIL
     url: str
     quiet_s: float
+    http2: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
 class KeepaliveAnswered(TraceEvent):
+    """The check was answered: PING's ACK after ``rtt_s`` (on ``connection``), or the 0 s ping's ``status``."""
+
     kind: ClassVar[EventKind] = EventKind.DETAIL
     url: str
-    status: int
+    rtt_s: float | None = None
+    status: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

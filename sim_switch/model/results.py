@@ -45,6 +45,7 @@ class ConnectionRecord:
     controller_subject: str | None = None
     max_streams: int | None = None  # the controller's SETTINGS_MAX_CONCURRENT_STREAMS, once heard
     handshake_s: float | None = None  # how long the TLS handshake took
+    rtt_s: float | None = None  # HTTP/2: the round trip of the PING sent with its preface
     pings: list[int] = field(default_factory=list)  # numbers of the pings answered on it
     controller: str | None = None  # the controller URL it was dialled for
 
@@ -140,8 +141,33 @@ class Concurrency:
     controller_peak: int
 
 
+# How much later than the controller sent it (beyond the round trip) an answer may reach the switch before the
+# cross-check calls it late: scheduling on two busy event loops, not a network's worth.
+LATE_ANSWER_S = 0.100
+
+
+@dataclass(frozen=True)
+class LateAnswer:
+    """A ping's answer reached the switch later than the controller sent it, by more than ``bound_s``: from its
+    request written to its answer read the switch counted ``switch_s``; from the request arriving to the answer
+    sent the controller counted ``controller_s``. The difference is the network's two ways, and anything that held
+    the answer on its way (a proxy, or the client itself: httpcore's read lock did this)."""
+
+    connection: int
+    local_address: str
+    ping: int
+    stream_id: int
+    switch_s: float
+    controller_s: float
+    bound_s: float  # LATE_ANSWER_S plus the connection's round trip
+
+    @property
+    def late_s(self) -> float:
+        return self.switch_s - self.controller_s
+
+
 # Where the two ends' accounts of a connection differ.
-Disagreement = NoRecord | StreamCount | Concurrency
+Disagreement = NoRecord | StreamCount | Concurrency | LateAnswer
 
 
 @dataclass(frozen=True)
@@ -207,14 +233,16 @@ class RunResult:
             return None
         return self.controller_view.connection_id(self.connections[connection - 1].local_address)
 
-    def queued_for_a_stream(self, stream_limit: int) -> list[PingResult]:
-        """The pings that found their connection carrying as many streams as it takes (the controller's SETTINGS,
-        at most ``stream_limit``) and waited for one to finish: at least that many others on the connection went
-        out before them and were still open when they were ready. Counted from the timeline rather than from the
-        wait itself, which also holds the first SETTINGS round trip and the encoding of a burst."""
+    def queued_for_a_stream(self) -> list[PingResult]:
+        """The pings that found their connection carrying as many streams as it takes (the controller's
+        SETTINGS_MAX_CONCURRENT_STREAMS) and waited for one to finish: at least that many others on the connection
+        went out before them and were still open when they were ready. Counted from the timeline rather than from
+        the wait itself, which also holds the first SETTINGS round trip and the encoding of a burst."""
         queued: list[PingResult] = []
         for record in self.connections:
-            limit = min(stream_limit, record.max_streams or stream_limit)
+            limit = record.max_streams
+            if limit is None:  # no limit said (or HTTP/1.1, one request at a time): nothing to queue for
+                continue
             sent = sorted(
                 (
                     ping

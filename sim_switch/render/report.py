@@ -8,7 +8,6 @@ from typing import Any
 
 from dialout.config import Schedule
 from dialout.text import plural
-from sim_switch.dial.streams import HTTPCORE_MAX_STREAMS
 from sim_switch.model.results import GiveUpReason, PingOutcome, PingResult, RunResult, format_interval
 from sim_switch.model.verdict import (
     Check,
@@ -278,7 +277,7 @@ def _numbering(result: RunResult) -> str:
 
 
 def _waited_for_a_stream(result: RunResult) -> list[PingResult]:
-    return result.queued_for_a_stream(HTTPCORE_MAX_STREAMS)
+    return result.queued_for_a_stream()
 
 
 def _conn(result: RunResult, number: int | None) -> str:

@@ -37,7 +37,15 @@ from sim_switch.model.events import (
     TraceEvent,
     WentSilent,
 )
-from sim_switch.model.results import Concurrency, ControllerView, Disagreement, NoRecord, StreamCount
+from sim_switch.model.results import (
+    LATE_ANSWER_S,
+    Concurrency,
+    ControllerView,
+    Disagreement,
+    LateAnswer,
+    NoRecord,
+    StreamCount,
+)
 from sim_switch.render.failures import sentence
 
 _PROBES = {
@@ -112,8 +120,11 @@ def describe(event: TraceEvent) -> str:  # noqa: C901 - one case per kind of eve
             return f"link up again{at} after {plural(redials, 'redial')}, {down_s:.1f} s down"
         case FailedOver(from_url=from_url, to_url=to_url, loss=loss):
             return f"failover: {from_url} -> {to_url} ({describe_loss(loss)})"
-        case KeepaliveCheck(url=url, quiet_s=quiet_s):
-            return f"keepalive: nothing from {url} for {quiet_s:.1f} s: a ping of 0 s to check"
+        case KeepaliveCheck(url=url, quiet_s=quiet_s, http2=http2):
+            check = "an HTTP/2 PING" if http2 else "a ping of 0 s"
+            return f"keepalive: nothing from {url} for {quiet_s:.1f} s: {check} to check"
+        case KeepaliveAnswered(url=url, rtt_s=rtt_s, connection=connection) if rtt_s is not None:
+            return f"keepalive: {url} ACKed our PING on conn #{connection} in {rtt_s * 1000:.1f} ms"
         case KeepaliveAnswered(url=url, status=status):
             return f"keepalive: {url} answered ({status})"
         case GaveUpOnSilence(silence=silence, closed=closed):
@@ -140,6 +151,12 @@ def describe_disagreement(disagreement: Disagreement) -> str:
             what = f"the switch sent {sent} streams, the controller saw {seen}"
         case Concurrency(switch_peak=ours, controller_peak=theirs):
             what = f"the switch had {ours} streams in flight at once, the controller {theirs}"
+        case LateAnswer(ping=ping, stream_id=stream_id, switch_s=ours, controller_s=theirs, bound_s=bound_s):
+            what = (
+                f"ping {ping} (stream {stream_id}) was answered in {theirs:.3f} s by the controller but took "
+                f"{ours:.3f} s at the switch: its answer arrived {ours - theirs:.3f} s late "
+                f"(more than {bound_s * 1000:.0f} ms: the round trip and {LATE_ANSWER_S * 1000:.0f} ms)"
+            )
     return f"conn #{disagreement.connection} ({disagreement.local_address}): {what}"
 
 

@@ -1,0 +1,486 @@
+"""One HTTP/2 connection of the switch, on h2: one reader task, and every event handed to its stream as it is
+decoded.
+
+This replaces httpcore's ``AsyncHTTP2Connection`` (1.0.9), whose read lock made a stream whose answer had already
+arrived wait behind others blocked on the socket (a 0.2 s ping reported at 2.03 s when 2 s pings shared its
+connection). As Go's ``clientConnReadLoop`` and nghttp2 do, one task reads the socket and nothing else waits on it;
+a request's task sends its own frames (under a write lock, never behind the reader) and waits on its stream.
+
+What it keeps to, from the controller (RFC 9113):
+- SETTINGS_MAX_CONCURRENT_STREAMS as sent, and as changed mid-connection; before the controller's first SETTINGS
+  one stream may go (the pool holds the rest: ``room``).
+- flow control both ways: a request body waits for window; received DATA is acknowledged as it is read.
+- GOAWAY: streams above its last-stream-id fail as never processed (safe to retry); those at or below it finish,
+  and no new stream starts. h2 closes its state machine on GOAWAY and would refuse their DATA, so the reader puts
+  it back to open (``_reopen_after_goaway``), which is why it feeds h2 one frame at a time.
+- RST_STREAM fails its stream with the code (REFUSED_STREAM: never processed).
+- PING from the controller is answered (h2 queues the ACK); ``ping()`` sends ours and times its ACK, and one goes
+  out with the preface so that every connection has a round-trip time from the start.
+
+Times are ``time.perf_counter()`` seconds, taken when the bytes were written or read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import httpcore
+import httpx
+from h2.connection import ConnectionState
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+
+from sim_switch.model.frames import Direction
+from sim_switch.wire.frames import CLIENT_PREFACE, FrameSplitter, error_name
+
+READ_SIZE = 65_536
+# Ours to the controller: no server push; a stream window of 1 MiB and a connection window of 16 MiB, so that the
+# window never paces a ping's answer (Go's transport opens 4 MiB and 1 GiB).
+STREAM_WINDOW = 1 << 20
+CONNECTION_WINDOW = 16 << 20
+LOCAL_SETTINGS: dict[SettingCodes | int, int] = {
+    SettingCodes.ENABLE_PUSH: 0,
+    SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+    SettingCodes.MAX_HEADER_LIST_SIZE: 65_536,
+}
+# Headers that are HTTP/1.1's connection plumbing: RFC 9113 section 8.2.2 forbids them in HTTP/2.
+_CONNECTION_SPECIFIC = frozenset(
+    {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+class WireObserver(Protocol):
+    """Who hears of a connection's life beyond its requests (``sim_switch.dial.tracing.Tracer``)."""
+
+    @property
+    def frames_wanted(self) -> bool: ...
+
+    def frame(self, network: object, raw: bytes, direction: Direction, at: float, rtt_s: float | None) -> None: ...
+
+    def settings(self, network: object, settings: dict[int, int], at: float) -> None: ...
+
+    def round_trip(self, network: object, rtt_s: float) -> None: ...
+
+
+# --- what can go wrong on a stream, as data for the switch's classification (sim_switch/dial/failures.py) ------
+
+
+class StreamReset(httpx.RemoteProtocolError):
+    """The controller reset the stream. REFUSED_STREAM: it never processed it (RFC 9113 section 8.7)."""
+
+    def __init__(self, stream_id: int, code: int) -> None:
+        super().__init__(f"RST_STREAM {error_name(code)} on stream {stream_id}")
+        self.stream_id, self.code = stream_id, code
+
+    @property
+    def processed(self) -> bool:
+        return self.code != ErrorCodes.REFUSED_STREAM
+
+
+class GoneAway(httpx.RemoteProtocolError):
+    """The controller sent GOAWAY. A stream above ``last_stream_id`` was never processed (section 6.8); one at or
+    below it was cut off only if the connection then closed before its answer (``processed``)."""
+
+    def __init__(self, stream_id: int, code: int, last_stream_id: int, debug: bytes) -> None:
+        super().__init__(
+            f"GOAWAY {error_name(code)}, last stream {last_stream_id}"
+            + (f" ({debug.decode(errors='replace')})" if debug else "")
+        )
+        self.stream_id, self.code, self.last_stream_id, self.debug = stream_id, code, last_stream_id, debug
+
+    @property
+    def processed(self) -> bool:
+        return self.stream_id <= self.last_stream_id
+
+    @property
+    def code_name(self) -> str:
+        return error_name(self.code)
+
+
+class ConnectionLost(httpx.ReadError):
+    """The connection ended (the controller closed it, or the socket failed) with this stream unanswered."""
+
+
+class NotSent(Exception):
+    """The connection became unusable before this request's first frame left: the pool tries another."""
+
+
+@dataclass
+class _Goaway:
+    code: int
+    last_stream_id: int
+    debug: bytes
+
+
+@dataclass(eq=False)
+class H2Stream:
+    """One request's stream: what the reader has handed it, and when each part crossed the wire."""
+
+    stream_id: int
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    status: int | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    chunks: deque[tuple[bytes, int]] = field(default_factory=deque)  # (data, flow-controlled length)
+    ended: bool = False
+    error: Exception | None = None
+    headers_sent_at: float | None = None
+    first_byte_at: float | None = None  # its response HEADERS were read
+    ended_at: float | None = None  # END_STREAM was read
+
+    def wake(self) -> None:
+        self.changed.set()
+
+
+class H2Connection:
+    """An HTTP/2 connection over ``network`` (a TLS stream whose ALPN said h2, or TCP for h2c). ``on_change`` is
+    called whenever room for a stream may have appeared or gone: the pool's cue to look again."""
+
+    def __init__(
+        self, network: httpcore.AsyncNetworkStream, on_change: Callable[[], None], observer: WireObserver | None
+    ) -> None:
+        self.network = network
+        self._on_change = on_change
+        self._observer = observer
+        self._frames_wanted = observer is not None and observer.frames_wanted
+        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self._streams: dict[int, H2Stream] = {}
+        self._reserved = 0  # streams promised to requests, sent or about to be
+        self._unsent_headers: list[H2Stream] = []
+        self._write_lock = asyncio.Lock()
+        self._window_opened = asyncio.Event()
+        self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] = {}
+        self._ping_ids = itertools.count(1)
+        self._splitter_out = FrameSplitter(CLIENT_PREFACE)
+        self.settings_received = False
+        self.goaway: _Goaway | None = None
+        self.closed_by: Exception | None = None
+        self.rtt_s: float | None = None  # the first PING's round trip
+        self._reader: asyncio.Task[None] | None = None
+
+    # --- life -------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Send the preface, our SETTINGS, a connection window and a PING; then start reading."""
+        self._h2.local_settings.update(LOCAL_SETTINGS)
+        self._h2.initiate_connection()
+        self._h2.increment_flow_control_window(CONNECTION_WINDOW - 65_535)
+        first_ping = self._start_ping()
+        self._reader = asyncio.create_task(self._read_loop(), name="h2-reader")
+        await self._flush()
+        first_ping.add_done_callback(self._note_rtt)
+
+    def _note_rtt(self, done: asyncio.Future[float]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self.rtt_s = done.result()
+            if self._observer is not None:
+                self._observer.round_trip(self.network, self.rtt_s)
+
+    @property
+    def usable(self) -> bool:
+        return self.closed_by is None and self.goaway is None
+
+    @property
+    def limit(self) -> int:
+        """How many streams it takes at once: one until the controller's SETTINGS say."""
+        return self._h2.remote_settings.max_concurrent_streams if self.settings_received else 1
+
+    def room(self) -> bool:
+        return self.usable and self._reserved < self.limit
+
+    @property
+    def in_flight(self) -> int:
+        return self._reserved
+
+    def reserve(self) -> None:
+        self._reserved += 1
+
+    def release(self) -> None:
+        self._reserved -= 1
+        self._on_change()
+        if self.goaway is not None and not self._reserved:
+            self._close_soon()
+
+    async def aclose(self) -> None:
+        """Say goodbye (GOAWAY NO_ERROR), as httpcore did, and close."""
+        if self.closed_by is None:
+            with contextlib.suppress(Exception):
+                self._h2.close_connection()
+                await self._flush()
+        self._lost(ConnectionLost("the switch closed the connection"))
+        if self._reader is not None:
+            self._reader.cancel()
+        with contextlib.suppress(Exception):
+            await self.network.aclose()
+
+    def _close_soon(self) -> None:
+        asyncio.get_running_loop().create_task(self.aclose())
+
+    # --- requests ---------------------------------------------------------------------------------------------
+
+    async def send_request(self, request: httpx.Request) -> H2Stream:
+        """HEADERS (and the body's DATA) for ``request`` on a new stream, reserved for it beforehand."""
+        if not self.usable:
+            raise NotSent
+        stream_id = self._h2.get_next_available_stream_id()
+        stream = H2Stream(stream_id)
+        self._streams[stream_id] = stream
+        body = request.content  # httpx reads a request's body before it sends it (httpx.Request.read)
+        self._h2.send_headers(stream_id, _request_headers(request), end_stream=not body)
+        self._unsent_headers.append(stream)
+        await self._flush()
+        if body:
+            await self._send_body(stream, body)
+        return stream
+
+    async def _send_body(self, stream: H2Stream, body: bytes) -> None:
+        view = memoryview(body)
+        while view:
+            if stream.error is not None:
+                raise stream.error
+            window = self._h2.local_flow_control_window(stream.stream_id)
+            if window <= 0:
+                self._window_opened.clear()
+                await self._window_opened.wait()
+                continue
+            size = min(window, self._h2.max_outbound_frame_size, len(view))
+            self._h2.send_data(stream.stream_id, bytes(view[:size]), end_stream=size == len(view))
+            view = view[size:]
+            await self._flush()
+
+    async def response_headers(self, stream: H2Stream) -> None:
+        while stream.status is None:
+            if stream.error is not None:
+                raise stream.error
+            stream.changed.clear()
+            await stream.changed.wait()
+
+    async def body(self, stream: H2Stream) -> AsyncIterator[bytes]:
+        """The response's DATA as the reader handed it over, each chunk acknowledged once it is taken."""
+        while True:
+            while stream.chunks:
+                data, flow_controlled = stream.chunks.popleft()
+                if flow_controlled:
+                    self._h2.acknowledge_received_data(flow_controlled, stream.stream_id)
+                    await self._flush()
+                if data:
+                    yield data
+            if stream.ended:
+                return
+            if stream.error is not None:
+                raise stream.error
+            stream.changed.clear()
+            await stream.changed.wait()
+
+    async def close_stream(self, stream: H2Stream) -> None:
+        """The response is done with: reset the stream if its answer is still coming (we no longer want it)."""
+        self._streams.pop(stream.stream_id, None)
+        if not stream.ended and stream.error is None and self.closed_by is None:
+            with contextlib.suppress(h2.exceptions.H2Error):
+                self._h2.reset_stream(stream.stream_id, ErrorCodes.CANCEL)
+                await self._flush()
+
+    # --- PING -------------------------------------------------------------------------------------------------
+
+    def _start_ping(self) -> asyncio.Future[float]:
+        opaque = next(self._ping_ids).to_bytes(8, "big")
+        done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pings[opaque] = (time.perf_counter(), done)
+        self._h2.ping(opaque)
+        return done
+
+    async def ping(self, timeout_s: float) -> float | None:
+        """Our PING, and its round-trip time in seconds; None when no ACK came within ``timeout_s``."""
+        if self.closed_by is not None:
+            return None
+        done = self._start_ping()
+        try:
+            await self._flush()
+            async with asyncio.timeout(timeout_s):
+                return await done
+        except (TimeoutError, httpx.TransportError, httpcore.NetworkError):
+            return None
+
+    # --- the wire ---------------------------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        """Write what h2 has for the wire. Under the lock, so that each batch goes out whole and in order."""
+        async with self._write_lock:
+            data = self._h2.data_to_send()
+            if not data:
+                return
+            streams, self._unsent_headers = self._unsent_headers, []
+            if self.closed_by is not None:
+                raise self.closed_by
+            try:
+                await self.network.write(data)
+            except Exception as exc:
+                self._lost(ConnectionLost(f"writing to the controller failed: {exc}"))
+                raise ConnectionLost(str(exc)) from exc
+            at = time.perf_counter()
+            for stream in streams:
+                stream.headers_sent_at = at
+            if self._frames_wanted and self._observer is not None:
+                for raw in self._splitter_out.feed(data):
+                    self._observer.frame(self.network, raw, Direction.SENT, at, None)
+
+    async def _read_loop(self) -> None:
+        """Read until the connection ends, then fail what is left on it and close the socket."""
+        try:
+            await self._read_frames()
+        except asyncio.CancelledError:
+            raise
+        except h2.exceptions.ProtocolError as exc:
+            with contextlib.suppress(Exception):
+                await self._flush()  # h2's GOAWAY PROTOCOL_ERROR, before the streams learn why
+            self._lost(httpx.RemoteProtocolError(f"the controller broke HTTP/2: {exc}"))
+        except Exception as exc:  # the socket failed: every stream on it has lost its answer
+            self._lost(ConnectionLost(f"reading from the controller failed: {exc}"))
+        with contextlib.suppress(Exception):
+            await self.network.aclose()
+
+    async def _read_frames(self) -> None:
+        splitter = FrameSplitter()
+        while True:
+            data = await self.network.read(READ_SIZE)
+            at = time.perf_counter()
+            if not data:
+                self._lost(ConnectionLost("the controller closed the connection"))
+                return
+            for raw in splitter.feed(data):
+                self._receive_frame(raw, at)
+            await self._flush()  # the ACKs and window updates h2 queued, if any
+
+    def _receive_frame(self, raw: bytes, at: float) -> None:
+        rtt_s = None
+        events = self._h2.receive_data(raw)
+        for event in events:
+            rtt = self._handle(event, at)
+            rtt_s = rtt if rtt is not None else rtt_s
+        if self._frames_wanted and self._observer is not None:
+            self._observer.frame(self.network, raw, Direction.RECEIVED, at, rtt_s)
+
+    def _handle(self, event: h2.events.Event, at: float) -> float | None:  # noqa: C901 - one case per h2 event
+        """Hand ``event`` to whom it concerns; the RTT when it is the ACK of our PING."""
+        match event:
+            case (
+                h2.events.ResponseReceived(stream_id=stream_id, headers=headers)
+                | h2.events.InformationalResponseReceived(stream_id=stream_id, headers=headers)
+            ):
+                stream = self._streams.get(stream_id)
+                if stream is not None and isinstance(event, h2.events.ResponseReceived):
+                    stream.first_byte_at = at
+                    stream.status, stream.headers = _status_and_headers(headers or [])
+                    stream.wake()
+            case h2.events.DataReceived(stream_id=stream_id):
+                stream = self._streams.get(stream_id)
+                if stream is None:  # a stream we reset or gave up: its bytes still count against the window
+                    self._h2.acknowledge_received_data(event.flow_controlled_length, stream_id)
+                else:
+                    stream.chunks.append((event.data or b"", event.flow_controlled_length))
+                    stream.wake()
+            case h2.events.StreamEnded(stream_id=stream_id):
+                stream = self._streams.get(stream_id)
+                if stream is not None:
+                    stream.ended, stream.ended_at = True, at
+                    stream.wake()
+            case h2.events.StreamReset(stream_id=stream_id, error_code=code):
+                self._fail(stream_id, StreamReset(stream_id, code))
+            case h2.events.WindowUpdated():
+                self._window_opened.set()
+            case h2.events.RemoteSettingsChanged():
+                self.settings_received = True
+                self._window_opened.set()
+                if self._observer is not None:
+                    settings = {int(code): change.new_value for code, change in event.changed_settings.items()}
+                    self._observer.settings(self.network, settings, at)
+                self._on_change()
+            case h2.events.PingAckReceived(ping_data=opaque):
+                sent = self._pings.pop(opaque or b"", None)
+                if sent is not None:
+                    rtt_s = at - sent[0]
+                    if not sent[1].done():
+                        sent[1].set_result(rtt_s)
+                    return rtt_s
+            case h2.events.ConnectionTerminated():
+                self._gone_away(_Goaway(event.error_code or 0, event.last_stream_id or 0, event.additional_data or b""))
+        return None
+
+    def _gone_away(self, goaway: _Goaway) -> None:
+        self.goaway = goaway
+        self._reopen_after_goaway()
+        for stream_id in [s for s in self._streams if s > goaway.last_stream_id]:
+            self._fail(stream_id, GoneAway(stream_id, goaway.code, goaway.last_stream_id, goaway.debug))
+        self._on_change()
+        if not self._reserved:
+            self._close_soon()
+
+    def _reopen_after_goaway(self) -> None:
+        """RFC 9113 section 6.8: the streams up to last-stream-id may still be answered. h2 (4.x) moves to CLOSED on
+        GOAWAY and would refuse their frames; open again, and keep ``usable`` false so no new stream starts."""
+        if self._h2.state_machine.state is ConnectionState.CLOSED and self.closed_by is None:
+            self._h2.state_machine.state = ConnectionState.CLIENT_OPEN
+
+    def _fail(self, stream_id: int, error: Exception) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is not None and not stream.ended:
+            stream.error = error
+            stream.wake()
+
+    def _lost(self, error: Exception) -> None:
+        """The connection is over: every stream still waiting fails with ``error`` (or, above a GOAWAY's
+        last-stream-id, as never processed)."""
+        if self.closed_by is not None:
+            return
+        self.closed_by = error
+        for stream_id, stream in self._streams.items():
+            if not stream.ended and stream.error is None:
+                if self.goaway is not None:
+                    g = self.goaway
+                    stream.error = GoneAway(stream_id, g.code, g.last_stream_id, g.debug)
+                    if stream_id <= g.last_stream_id:
+                        stream.error.__cause__ = error
+                else:
+                    stream.error = error
+                stream.wake()
+        self._window_opened.set()
+        for _, done in self._pings.values():
+            if not done.done():
+                done.cancel()
+        self._on_change()
+
+
+def _request_headers(request: httpx.Request) -> list[tuple[bytes, bytes]]:
+    url = request.url
+    authority = request.headers.get("host", url.netloc.decode("ascii")).encode()
+    headers = [
+        (b":method", request.method.encode()),
+        (b":authority", authority),
+        (b":scheme", url.raw_scheme),
+        (b":path", url.raw_path),
+    ]
+    headers += [
+        (name.lower(), value) for name, value in request.headers.raw if name.lower() not in _CONNECTION_SPECIFIC
+    ]
+    return headers
+
+
+def _status_and_headers(headers: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]]]:
+    status = 0
+    rest = []
+    for name, value in headers:
+        if name == b":status":
+            status = int(value)
+        elif not name.startswith(b":"):
+            rest.append((name, value))
+    return status, rest

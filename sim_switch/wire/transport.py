@@ -1,0 +1,364 @@
+"""The switch's HTTP/2 transport: an ``httpx.AsyncBaseTransport`` over its own connections
+(``sim_switch.wire.connection``), so httpx stays the client API and the switch owns what happens on the wire.
+
+A pool per controller (scheme, host, port) gives each request a stream on a connection with room, as the
+controller's SETTINGS_MAX_CONCURRENT_STREAMS allows:
+
+- ``queue``: one connection; a request waits, first come first served, for one of its streams to finish.
+- ``spill``: when every connection is full, one more is dialled (one at a time, each with its SETTINGS heard
+  before it takes more than one stream), with no cap of our own.
+
+A connection whose ALPN said ``http/1.1`` (a controller or proxy without HTTP/2) carries one request at a time on
+httpcore's HTTP/1.1 connection, as before; the pool then opens more of them as needed, up to ``MAX_HTTP1``.
+
+Requests are traced through the ``trace`` extension with httpcore's step names (``connection.connect_tcp``,
+``http2.send_request_headers``, ...), each with ``at``: the ``time.perf_counter()`` when its bytes crossed the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpcore
+import httpx
+
+from dialout.config import StreamPolicy
+from sim_switch.wire.connection import H2Connection, H2Stream, NotSent, WireObserver
+
+MAX_HTTP1 = 100  # httpx's default max_connections: as many HTTP/1.1 pings in flight at once
+SocketOption = tuple[int, int, int]
+TraceCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: httpx.URL) -> Origin:
+        return cls(url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+
+
+@dataclass(frozen=True)
+class DialOptions:
+    """How a connection is dialled: TLS with this context (None: h2c, HTTP/2 with prior knowledge), the connect
+    timeout, the socket options (TCP keepalive)."""
+
+    ssl_context: ssl.SSLContext | None
+    connect_timeout_s: float
+    socket_options: tuple[SocketOption, ...] = ()
+
+
+class _HTTP1:
+    """A connection whose ALPN chose HTTP/1.1: httpcore's, one request at a time."""
+
+    def __init__(self, network: httpcore.AsyncNetworkStream, origin: Origin) -> None:
+        self.network = network
+        self.connection = httpcore.AsyncHTTP11Connection(
+            httpcore.Origin(origin.scheme.encode(), origin.host.encode(), origin.port), network
+        )
+        self.busy = False
+
+    @property
+    def usable(self) -> bool:
+        return self.connection.is_available() or self.busy
+
+    def room(self) -> bool:
+        return not self.busy and self.connection.is_available()
+
+    def reserve(self) -> None:
+        self.busy = True
+
+    def release(self) -> None:
+        self.busy = False
+
+
+Connection = H2Connection | _HTTP1
+
+
+class _OriginPool:
+    def __init__(
+        self, origin: Origin, options: DialOptions, policy: StreamPolicy, observer: WireObserver | None
+    ) -> None:
+        self.origin = origin
+        self._options = options
+        self._spill = policy == StreamPolicy.SPILL
+        self._observer = observer
+        self.h2: list[H2Connection] = []
+        self.h1: list[_HTTP1] = []
+        self._speaks_http1 = False  # its ALPN chose http/1.1 once: dial for HTTP/1.1 from then on
+        self._dialling = 0
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
+
+    async def acquire(self, trace: TraceCallback | None) -> Connection:
+        """A connection with a stream reserved for one request: one with room, a new one, or the first to have
+        room after waiting in line."""
+        while True:
+            connection = self._with_room()
+            if connection is not None:
+                connection.reserve()
+                return connection
+            if self._may_dial():
+                self._dialling += 1
+                try:
+                    return await self._dial(trace)
+                finally:
+                    self._dialling -= 1
+                    self.wake()
+            waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                given = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                    waiter.result().release()  # type: ignore[union-attr]
+                raise
+            if given is not None:
+                return given
+
+    def wake(self) -> None:
+        """Room may have appeared (a stream ended, SETTINGS came, a connection went): hand it to the waiters in
+        order, and let the first dial when a dial is due."""
+        self.h2 = [c for c in self.h2 if c.closed_by is None]
+        self.h1 = [c for c in self.h1 if c.usable]
+        while self._waiters:
+            waiter = self._waiters[0]
+            if waiter.done():
+                self._waiters.popleft()
+                continue
+            connection = self._with_room()
+            if connection is not None:
+                self._waiters.popleft()
+                connection.reserve()
+                waiter.set_result(connection)
+                continue
+            if self._may_dial():
+                self._waiters.popleft()
+                waiter.set_result(None)
+            break
+
+    def _with_room(self) -> Connection | None:
+        for connection in self.h2:
+            if connection.room():
+                return connection
+        for old in self.h1:
+            if old.room():
+                return old
+        return None
+
+    def _may_dial(self) -> bool:
+        if self._speaks_http1:
+            return len(self.h1) + self._dialling < MAX_HTTP1
+        if self._dialling:
+            return False
+        usable = [c for c in self.h2 if c.usable]
+        if not usable:
+            return True
+        return self._spill and all(c.settings_received and not c.room() for c in usable)
+
+    async def _dial(self, trace: TraceCallback | None) -> Connection:
+        network = await _connect(self.origin, self._options, trace)
+        alpn = None
+        ssl_object = network.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            alpn = ssl_object.selected_alpn_protocol()
+        if self._options.ssl_context is not None and alpn != "h2":
+            self._speaks_http1 = True
+            old = _HTTP1(network, self.origin)
+            old.reserve()
+            self.h1.append(old)
+            return old
+        connection = H2Connection(network, self.wake, self._observer)
+        connection.reserve()
+        self.h2.append(connection)
+        try:
+            await connection.start()
+        except BaseException:
+            connection.release()
+            raise
+        await _trace(trace, "http2.send_connection_init.complete", {})
+        return connection
+
+    async def aclose(self) -> None:
+        for connection in self.h2:
+            await connection.aclose()
+        for old in self.h1:
+            await old.connection.aclose()
+        for waiter in self._waiters:
+            waiter.cancel()
+
+
+class SwitchTransport(httpx.AsyncBaseTransport):
+    """The switch's HTTP/2 (over TLS with ALPN h2, or h2c), on its own connections."""
+
+    def __init__(self, options: DialOptions, policy: StreamPolicy, observer: WireObserver | None = None) -> None:
+        if options.ssl_context is not None:
+            options.ssl_context.set_alpn_protocols(["h2", "http/1.1"])
+        self._options = options
+        self._policy = policy
+        self._observer = observer
+        self._pools: dict[Origin, _OriginPool] = {}
+
+    def _pool(self, url: httpx.URL) -> _OriginPool:
+        origin = Origin.of(url)
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = _OriginPool(origin, self._options, self._policy, self._observer)
+        return pool
+
+    def connections(self, url: httpx.URL | str) -> list[H2Connection]:
+        """The HTTP/2 connections open to ``url``'s controller."""
+        pool = self._pools.get(Origin.of(httpx.URL(url)))
+        return [c for c in pool.h2 if c.closed_by is None] if pool is not None else []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        pool = self._pool(request.url)
+        trace: TraceCallback | None = request.extensions.get("trace")
+        while True:
+            connection = await pool.acquire(trace)
+            if isinstance(connection, _HTTP1):
+                return await _over_http1(connection, request, pool.wake)
+            try:
+                await _trace(trace, "http2.send_request_headers.started", {})
+                stream = await connection.send_request(request)
+            except NotSent:  # it went away before our first frame: another connection will do
+                connection.release()
+                continue
+            except BaseException:
+                connection.release()
+                raise
+            return await _response(connection, stream, trace)
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
+
+
+async def _response(connection: H2Connection, stream: H2Stream, trace: TraceCallback | None) -> httpx.Response:
+    try:
+        await _trace(
+            trace, "http2.send_request_headers.complete", {"stream_id": stream.stream_id, "at": stream.headers_sent_at}
+        )
+        await connection.response_headers(stream)
+        await _trace(trace, "http2.receive_response_headers.complete", {"at": stream.first_byte_at})
+    except BaseException:
+        await connection.close_stream(stream)
+        connection.release()
+        raise
+    return httpx.Response(
+        status_code=stream.status or 0,
+        headers=stream.headers,
+        stream=_H2Body(connection, stream, trace),
+        extensions={"http_version": b"HTTP/2", "network_stream": connection.network, "stream_id": stream.stream_id},
+    )
+
+
+class _H2Body(httpx.AsyncByteStream):
+    def __init__(self, connection: H2Connection, stream: H2Stream, trace: TraceCallback | None) -> None:
+        self._connection, self._stream, self._trace = connection, stream, trace
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._connection.body(self._stream):
+            yield chunk
+        await _trace(self._trace, "http2.receive_response_body.complete", {"at": self._stream.ended_at})
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._connection.close_stream(self._stream)
+        finally:
+            self._connection.release()
+            await _trace(self._trace, "http2.response_closed.complete", {})
+
+
+async def _over_http1(connection: _HTTP1, request: httpx.Request, released: Callable[[], None]) -> httpx.Response:
+    url = request.url
+    core_request = httpcore.Request(
+        method=request.method,
+        url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+        headers=request.headers.raw,
+        content=request.stream,
+        extensions=request.extensions,
+    )
+
+    def release() -> None:
+        connection.release()
+        released()
+
+    try:
+        response = await connection.connection.handle_async_request(core_request)
+    except BaseException:
+        release()
+        raise
+    return httpx.Response(
+        status_code=response.status,
+        headers=response.headers,
+        stream=_HTTP1Body(cast(AsyncIterable[bytes], response.stream), release),
+        extensions=response.extensions,
+    )
+
+
+class _HTTP1Body(httpx.AsyncByteStream):
+    def __init__(self, body: AsyncIterable[bytes], release: Callable[[], None]) -> None:
+        self._body, self._release = body, release
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._body:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                closing = getattr(self._body, "aclose", None)
+                if closing is not None:
+                    await closing()
+            finally:
+                self._release()
+
+
+async def _connect(origin: Origin, options: DialOptions, trace: TraceCallback | None) -> httpcore.AsyncNetworkStream:
+    host, port, timeout_s = origin.host, origin.port, options.connect_timeout_s
+    tcp = {"host": host, "port": port, "local_address": None, "timeout": timeout_s}
+    async with _step(trace, "connection.connect_tcp", tcp) as done:
+        network = await httpcore.AnyIOBackend().connect_tcp(
+            host, port, timeout=timeout_s, socket_options=options.socket_options
+        )
+        done.append(network)
+    if options.ssl_context is None:
+        return network
+    tls = {"ssl_context": options.ssl_context, "server_hostname": host, "timeout": timeout_s}
+    async with _step(trace, "connection.start_tls", tls) as done:
+        network = await network.start_tls(options.ssl_context, server_hostname=host, timeout=timeout_s)
+        done.append(network)
+    return network
+
+
+@contextlib.asynccontextmanager
+async def _step(trace: TraceCallback | None, name: str, info: dict[str, Any]) -> AsyncIterator[list[Any]]:
+    """``name.started``, then ``.complete`` with what the step returned (appended to the list), or ``.failed``."""
+    await _trace(trace, f"{name}.started", info)
+    returned: list[Any] = []
+    try:
+        yield returned
+    except BaseException as exc:
+        await _trace(trace, f"{name}.failed", {"exception": exc})
+        raise
+    await _trace(trace, f"{name}.complete", {"return_value": returned[0] if returned else None})
+
+
+async def _trace(trace: TraceCallback | None, name: str, info: dict[str, Any]) -> None:
+    if trace is not None:
+        await trace(name, info)
