@@ -51,7 +51,7 @@ from sim_switch.model.verdict import judge
 from sim_switch.render.fleet import fleet_json, fleet_line, render_fleet
 from sim_switch.render.html import ReportFileError, check_report_path, fleet_html, run_html, write_report
 from sim_switch.render.report import render_summary, to_json, verdict_line
-from sim_switch.render.trace import render_event
+from sim_switch.render.trace import event_json, render_event
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         return exc.code
     cfg, scenario = plan.cfg, plan.scenario
     fleet = isinstance(scenario.kind, Fleet)
-    output = Output(args.json, args.html, args.verbose)
+    output = Output(args.json, args.html, args.verbose, frames=args.trace == "frames")
     show = TraceSink(scenario, output)
     if not args.json:
         to = plan.url if isinstance(scenario.kind, OneShot) else " | ".join(plan.urls)
@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
             flush=True,
         )
     # A fleet's switches each make their own TLS context.
-    settings = RunSettings(scenario, cfg.switch, None if fleet else plan.ssl_context)
+    settings = RunSettings(scenario, cfg.switch, None if fleet else plan.ssl_context, trace_frames=output.frames)
     match scenario.kind:
         case Fleet():
             return _run_fleet(cfg, settings, plan.urls, show, Split(args.shard, args.workers), output)
@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         _write_html(args.html, run_html(result, verdict, show.events))
     return _report(
         args.json,
-        lambda: to_json(result, verdict),
+        lambda: to_json(result, verdict) | ({"trace": [event_json(e) for e in show.events]} if output.frames else {}),
         lambda: render_summary(result, verdict),
         verdict.ok,
         verdict_line(verdict),
@@ -132,6 +132,8 @@ def _plan(args: argparse.Namespace) -> Plan:
     url = Destinations(urls, cfg.switch.start_with, random.random).current
     fleet = isinstance(scenario.kind, Fleet)
     ids = scenario.kind.switch_ids() if isinstance(scenario.kind, Fleet) else [cfg.switch.switch_id]
+    if args.trace == "frames" and fleet:
+        raise ConfigError("--trace", "frames are traced for one switch (a one-shot run or a session), not a fleet")
     if (args.shard or args.workers) and not fleet:
         raise ConfigError(
             "--shard" if args.shard else "--workers",
@@ -169,7 +171,11 @@ class TraceSink:
             case Fleet():
                 shown = set()
         self._shown = shown | ({EventKind.REQUEST, EventKind.DETAIL} if output.verbose else set())
-        self._keep = output.html is not None and not isinstance(scenario.kind, Fleet)  # a fleet's draws no lanes
+        self._shown |= {EventKind.FRAME} if output.frames else set()
+        # The page's tooltips and lanes, and --json's "trace" under --trace frames. A fleet's draws no lanes.
+        self._keep = (output.html is not None or (output.json and output.frames)) and not isinstance(
+            scenario.kind, Fleet
+        )
         self.events: list[TraceEvent] = []
 
     def __call__(self, event: TraceEvent) -> None:
@@ -203,11 +209,12 @@ def _ensure_certs(cfg: Config, ids: list[str], quiet: bool) -> None:
 
 @dataclass(frozen=True)
 class Output:
-    """How a run is told: ``--json``, ``--html FILE``, ``-v``."""
+    """How a run is told: ``--json``, ``--html FILE``, ``-v``, ``--trace frames``."""
 
     json: bool
     html: Path | None
     verbose: bool
+    frames: bool = False  # --trace frames: every HTTP/2 frame, shown, in --json's "trace" and the page's lanes
 
 
 @dataclass(frozen=True)
@@ -401,7 +408,16 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="N",
         help="fleets: split the switches over N processes (default: one per CPU)",
     )
-    run.add_argument("-v", "--verbose", action="store_true", help="show every httpcore step (on stderr with --json)")
+    run.add_argument(
+        "-v", "--verbose", action="store_true", help="show every step of every request (on stderr with --json)"
+    )
+    run.add_argument(
+        "--trace",
+        choices=("frames",),
+        help="frames: also every HTTP/2 frame either way (SETTINGS and ACK, WINDOW_UPDATE, PING with its RTT, GOAWAY, "
+        "RST_STREAM, HEADERS, DATA), as GODEBUG=http2debug=2 prints them; in --json as typed events; in --html as "
+        "marks on each connection",
+    )
     merge = sub.add_parser("merge", help=COMMANDS["merge"], description=COMMANDS["merge"])
     merge.add_argument("files", nargs="+", type=Path, metavar="SHARD.json")
     merge.add_argument("--json", action="store_true", help="print one JSON object, as one run of the fleet would")

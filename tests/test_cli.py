@@ -253,3 +253,53 @@ def test_the_sub_command_spellings(controller_process: ControllerProcess, tmp_pa
     assert (tmp_path / "certs" / "ca.pem").exists()
     overview = run_module("controller", "--help")
     assert "{serve,certs,demo,nginx-conf,explain}" in overview.stdout
+
+
+def test_trace_frames_shows_every_frame_either_way(controller_process: ControllerProcess, tmp_path: Path) -> None:
+    """``--trace frames``: each frame in the trace as Go's http2debug writes it, as typed events in ``--json``,
+    as marks on the page's connection lanes; without it, no frame at all."""
+    config, url = str(controller_process.config), controller_process.url
+    plain = run_module("sim_switch", "--config", config, "--url", url)
+    assert plain.returncode == 0, plain.stderr
+    assert " wrote " not in plain.stdout
+    assert " read " not in plain.stdout
+    shown = run_module("sim_switch", "--config", config, "--url", url, "--trace", "frames")
+    assert shown.returncode == 0, shown.stderr
+    for line in (
+        r"wrote SETTINGS stream=0 len=\d+ HEADER_TABLE_SIZE=4096 ENABLE_PUSH=0 INITIAL_WINDOW_SIZE=1048576",
+        r"read SETTINGS stream=0 len=\d+ .*MAX_CONCURRENT_STREAMS=100",
+        r"wrote SETTINGS flags=ACK stream=0 len=0",
+        r"read SETTINGS flags=ACK stream=0 len=0",
+        r"wrote WINDOW_UPDATE stream=0 len=4 incr=\d+",
+        r"read PING flags=ACK stream=0 len=8 data=0000000000000001 rtt=[\d.]+ms",
+        r"wrote HEADERS flags=END_HEADERS\|END_STREAM stream=5 len=\d+",
+        r"read DATA flags=END_STREAM stream=5 len=0",
+    ):
+        assert re.search(line, shown.stdout), line
+    page = tmp_path / "frames.html"
+    as_json = run_module(
+        "sim_switch", "--config", config, "--url", url, "--trace", "frames", "--json", "--html", str(page)
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    trace = json.loads(as_json.stdout)["trace"]
+    frames = [event for event in trace if event["kind"] == "frame"]
+    kinds = {event["event"] for event in frames}
+    assert {"SettingsFrame", "WindowUpdateFrame", "PingFrame", "HeadersFrame", "DataFrame"} <= kinds
+    [ack] = [e for e in frames if e["event"] == "PingFrame" and e["ack"] and e["direction"] == "received"]
+    assert ack["rtt_s"] > 0
+    assert ack["connection"] == 1
+    assert {"TlsDone", "HeadersWritten"} <= {event["event"] for event in trace}  # the rest of the trace too
+    html = page.read_text()
+    assert html.count('class="frame ') == len(frames)
+    assert 'class="frame ping received"' in html
+
+
+def test_trace_frames_is_for_one_switch_not_a_fleet(controller_process: ControllerProcess) -> None:
+    fleet = "  many:\n    fleet: {switches: 2, pings: 1, interval_s: 0.05}\n"
+    directory = controller_process.config.parent / "fleet-frames"
+    directory.mkdir()
+    config = write_config(directory, extra=fleet)
+    done = run_module("sim_switch", "--config", str(config), "--scenario", "many", "--trace", "frames")
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("a one-shot run or a session), not a fleet")
+    assert "Traceback" not in done.stderr

@@ -26,10 +26,12 @@ from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.tally import FleetTally
 from sim_switch.fleet.verdict import FleetVerdict
 from sim_switch.model.events import EventKind, LinkDown, LinkUp, Reconnecting, TraceEvent
+from sim_switch.model.frames import Direction, FrameEvent
 from sim_switch.model.results import ConnectionRecord, PingOutcome, PingResult, RunResult, format_interval
 from sim_switch.model.verdict import Outcome, Verdict
 from sim_switch.render.fleet import errors_by_kind, fleet_line
 from sim_switch.render.fleet import problem_lines as fleet_problems
+from sim_switch.render.frames import describe_frame, frame_name
 from sim_switch.render.report import ping_error, problem_lines, result_line, shown_line
 from sim_switch.render.trace import describe, describe_disagreement, describe_view
 
@@ -44,6 +46,7 @@ AXIS_H = 28
 ROW_H_MAX = 14  # one ping per row within its lane; rows shrink when a lane holds many
 LANE_H_MAX = 480
 MAX_TITLE_EVENTS = 16  # per ping, in its tooltip (plumbing, -v's DETAIL, left out)
+MAX_FRAME_MARKS = 5_000  # per connection: enough for a run of --trace frames, not a soak's
 
 # Where a time in the run (seconds) goes on the plot (pixels).
 _Scale = Callable[[float], float]
@@ -198,8 +201,11 @@ def _waterfall(result: RunResult, events: Sequence[TraceEvent]) -> str:
         return LABEL_W + at_s * scale
 
     by_ping: dict[int, list[TraceEvent]] = {}
+    frames: dict[int, list[FrameEvent]] = {}  # by connection: --trace frames
     for event in events:
-        if event.ping is not None and event.kind is not EventKind.DETAIL:
+        if isinstance(event, FrameEvent) and event.connection is not None:
+            frames.setdefault(event.connection, []).append(event)
+        elif event.ping is not None and event.kind not in (EventKind.DETAIL, EventKind.FRAME):
             by_ping.setdefault(event.ping, []).append(event)
     parts: list[str] = []
     y = float(AXIS_H)
@@ -207,7 +213,8 @@ def _waterfall(result: RunResult, events: Sequence[TraceEvent]) -> str:
         rows = max(lane.rows.values(), default=-1) + 1
         row_h = max(2.0, min(ROW_H_MAX, LANE_H_MAX / rows)) if rows else ROW_H_MAX
         lane_h = max(2 * ROW_H_MAX + 6, rows * row_h + 6)
-        parts.append(_lane_svg(lane, _Band(y, lane_h, row_h), x, by_ping, result))
+        lane_frames = frames.get(lane.record.number, []) if lane.record is not None else []
+        parts.append(_lane_svg(lane, _Band(y, lane_h, row_h), x, by_ping, result) + _frame_marks(lane_frames, y, x))
         y += lane_h + 2
     parts.append(_session_bands(events, x, AXIS_H, y - AXIS_H) if isinstance(result.scenario.kind, Schedule) else "")
     height = y + 4
@@ -255,6 +262,19 @@ def _lane_svg(lane: _Lane, band: _Band, x: _Scale, by_ping: dict[int, list[Trace
         f'<text x="6" y="{y + 13:.1f}">{escape(first)}</text><text x="6" y="{y + 26:.1f}">{escape(second)}</text>'
         f"{bars}</g>"
     )
+
+
+def _frame_marks(frames: Sequence[FrameEvent], y: float, x: _Scale) -> str:
+    """A tick per frame along the top of its connection's lane (received above, sent below), its line as title."""
+    marks = []
+    for frame in frames[:MAX_FRAME_MARKS]:
+        top = y + (0.5 if frame.direction is Direction.RECEIVED else 3.0)
+        name = frame_name(frame).lower()
+        marks.append(
+            f'<rect class="frame {name} {frame.direction}" x="{x(frame.at_s):.1f}" y="{top:.1f}" width="1.2" '
+            f'height="2.5"><title>{escape(f"{frame.at_s:+.3f}s {describe_frame(frame)}")}</title></rect>'
+        )
+    return f'<g class="frames">{"".join(marks)}</g>' if marks else ""
 
 
 def _ping_svg(ping: PingResult, y: float, h: float, x: _Scale, events: Sequence[TraceEvent]) -> str:

@@ -3,6 +3,9 @@ spirit of Go's httptrace. The only place that says them; the HTML report's toolt
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from dialout.text import plural
 from sim_switch.model.events import (
     AskingController,
@@ -37,6 +40,7 @@ from sim_switch.model.events import (
     TraceEvent,
     WentSilent,
 )
+from sim_switch.model.frames import FrameEvent
 from sim_switch.model.results import (
     LATE_ANSWER_S,
     Concurrency,
@@ -47,6 +51,7 @@ from sim_switch.model.results import (
     StreamCount,
 )
 from sim_switch.render.failures import sentence
+from sim_switch.render.frames import describe_frame
 
 _PROBES = {
     Probe.SCHEME: "every ping failed at its first bytes: dialing once more to see what the server speaks",
@@ -61,9 +66,16 @@ def render_event(event: TraceEvent) -> str:
     return f"{event.at_s:+9.3f}s  {ping:<8} {connection:<8} {describe(event)}"
 
 
+def event_json(event: TraceEvent) -> dict[str, Any]:
+    """One trace event as ``--json`` carries it: its type's name, its kind, and its fields as they are."""
+    return {"event": type(event).__name__, "kind": str(event.kind), **dataclasses.asdict(event)}
+
+
 def describe(event: TraceEvent) -> str:  # noqa: C901 - one case per kind of event
     """What happened, in the words of the trace line."""
     match event:
+        case FrameEvent():
+            return describe_frame(event)
         case GetConnection(method=method, url=url):
             return f"get connection: {method} {url}"
         case TcpConnecting(host=host, port=port):

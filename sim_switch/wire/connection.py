@@ -35,6 +35,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 import httpcore
 import httpx
 from h2.connection import ConnectionState
@@ -42,14 +43,15 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from sim_switch.model.frames import Direction
-from sim_switch.wire.frames import CLIENT_PREFACE, FrameSplitter, error_name
+from sim_switch.wire.frames import CLIENT_PREFACE, HEADER_SIZE, FrameSplitter, error_name
 
 READ_SIZE = 65_536
+PING_TYPE, ACK_FLAG = 0x6, 0x1
 # Ours to the controller: no server push; a stream window of 1 MiB and a connection window of 16 MiB, so that the
 # window never paces a ping's answer (Go's transport opens 4 MiB and 1 GiB).
 STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 16 << 20
-LOCAL_SETTINGS: dict[SettingCodes | int, int] = {
+LOCAL_SETTINGS: dict[SettingCodes, int] = {
     SettingCodes.ENABLE_PUSH: 0,
     SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
     SettingCodes.MAX_HEADER_LIST_SIZE: 65_536,
@@ -172,7 +174,10 @@ class H2Connection:
 
     async def start(self) -> None:
         """Send the preface, our SETTINGS, a connection window and a PING; then start reading."""
-        self._h2.local_settings.update(LOCAL_SETTINGS)
+        # Settings in place before the preface (as httpcore does), not as an update h2 would send after it; and
+        # without ENABLE_CONNECT_PROTOCOL, which some servers balk at in a client's first SETTINGS.
+        self._h2.local_settings = h2.settings.Settings(client=True, initial_values=LOCAL_SETTINGS)
+        del self._h2.local_settings[SettingCodes.ENABLE_CONNECT_PROTOCOL]
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(CONNECTION_WINDOW - 65_535)
         first_ping = self._start_ping()
@@ -362,16 +367,19 @@ class H2Connection:
             await self._flush()  # the ACKs and window updates h2 queued, if any
 
     def _receive_frame(self, raw: bytes, at: float) -> None:
-        rtt_s = None
-        events = self._h2.receive_data(raw)
-        for event in events:
-            rtt = self._handle(event, at)
-            rtt_s = rtt if rtt is not None else rtt_s
-        if self._frames_wanted and self._observer is not None:
-            self._observer.frame(self.network, raw, Direction.RECEIVED, at, rtt_s)
+        if self._frames_wanted and self._observer is not None:  # the frame first, then what it set off
+            self._observer.frame(self.network, raw, Direction.RECEIVED, at, self._ping_rtt(raw, at))
+        for event in self._h2.receive_data(raw):
+            self._handle(event, at)
 
-    def _handle(self, event: h2.events.Event, at: float) -> float | None:  # noqa: C901 - one case per h2 event
-        """Hand ``event`` to whom it concerns; the RTT when it is the ACK of our PING."""
+    def _ping_rtt(self, raw: bytes, at: float) -> float | None:
+        """For the ACK of one of our PINGs: its round trip."""
+        is_ping_ack = raw[3] == PING_TYPE and raw[4] & ACK_FLAG and len(raw) == HEADER_SIZE + 8
+        sent = self._pings.get(raw[HEADER_SIZE:]) if is_ping_ack else None
+        return at - sent[0] if sent is not None else None
+
+    def _handle(self, event: h2.events.Event, at: float) -> None:  # noqa: C901 - one case per h2 event
+        """Hand ``event`` to whom it concerns."""
         match event:
             case (
                 h2.events.ResponseReceived(stream_id=stream_id, headers=headers)
@@ -407,14 +415,10 @@ class H2Connection:
                 self._on_change()
             case h2.events.PingAckReceived(ping_data=opaque):
                 sent = self._pings.pop(opaque or b"", None)
-                if sent is not None:
-                    rtt_s = at - sent[0]
-                    if not sent[1].done():
-                        sent[1].set_result(rtt_s)
-                    return rtt_s
+                if sent is not None and not sent[1].done():
+                    sent[1].set_result(at - sent[0])
             case h2.events.ConnectionTerminated():
                 self._gone_away(_Goaway(event.error_code or 0, event.last_stream_id or 0, event.additional_data or b""))
-        return None
 
     def _gone_away(self, goaway: _Goaway) -> None:
         self.goaway = goaway

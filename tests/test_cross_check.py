@@ -1,0 +1,69 @@
+"""Both ends check each other's times: the controller says how long it took to answer each stream
+(``/connections?streams=1``), and the switch holds that against how long each answer took to reach it. An answer
+that arrived later than the controller sent it, by more than LATE_ANSWER_S and the round trip, fails the run.
+
+The reference for "late" is real: httpx on httpcore's HTTP/2 connection (1.0.9), the client the switch used before
+``sim_switch.wire``, still delivers a 0.2 s answer behind four 1 s ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+
+from dialout.config import OneShot, Scenario
+from sim_switch.dial.controller_view import late_answers
+from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.results import LATE_ANSWER_S, ConnectionRecord, LateAnswer, PingResult
+from sim_switch.model.verdict import judge
+from sim_switch.render.report import problem_lines
+from sim_switch.render.trace import describe_disagreement
+from tests.servers import RunningController
+from tests.switches import one_shot
+
+SHORT_S, LONG_S = 0.2, 1.0
+SHAPE = (SHORT_S,) + (LONG_S,) * 4  # four or more long ones: what httpcore's read lock needs to show
+
+
+async def test_the_switch_and_the_controller_agree_on_every_streams_time(
+    controller: RunningController, certs_dir: Path
+) -> None:
+    result = await one_shot(
+        Scenario("skewed", OneShot(SHAPE)), controller.url, client_ssl_context(certs_dir, "switch-1")
+    )
+    verdict = judge(result)
+    assert verdict.ok, problem_lines(verdict)
+    assert result.controller_view is not None
+    [record] = result.controller_view.records
+    times = {entry["stream_id"]: entry["answered_in_s"] for entry in record["stream_times"]}
+    for ping in result.pings:
+        assert ping.stream_id is not None
+        assert times[ping.stream_id] >= ping.interval_s  # the controller slept the interval, then answered
+        assert times[ping.stream_id] < ping.interval_s + LATE_ANSWER_S
+
+
+async def test_the_cross_check_catches_an_answer_held_back_by_httpcores_read_lock(
+    controller: RunningController, certs_dir: Path
+) -> None:
+    async with httpx.AsyncClient(http2=True, verify=client_ssl_context(certs_dir, "switch-1")) as old:
+
+        async def timed(interval_s: float) -> tuple[httpx.Response, float]:
+            started = time.perf_counter()
+            response = await old.get(f"{controller.url}/ping", params={"interval": str(interval_s)})
+            return response, time.perf_counter() - started
+
+        (short, short_s), *_ = await asyncio.gather(*(timed(interval_s) for interval_s in SHAPE))
+        answer = await old.get(f"{controller.url}/connections", params={"switch": "switch-1", "streams": "1"})
+    stream_id = short.extensions["stream_id"]
+    [record] = [r for r in answer.json()["connections"] if any(t["stream_id"] == stream_id for t in r["stream_times"])]
+    ours = ConnectionRecord(1, 0.0, str(record["peer"]), "", None, rtt_s=0.001)
+    ping = PingResult(1, SHORT_S, short_s, 200, "HTTP/2", 1, stream_id, headers_sent_at_s=0.0, finished_at_s=short_s)
+    [late] = late_answers(ours, [ping], record["stream_times"])
+    assert isinstance(late, LateAnswer)
+    assert late.controller_s < SHORT_S + LATE_ANSWER_S  # the controller answered on time...
+    assert late.late_s > LONG_S / 2  # ...and the answer reached httpx with the long ones
+    words = describe_disagreement(late)
+    assert f"ping 1 (stream {stream_id}) was answered in {late.controller_s:.3f} s by the controller" in words
