@@ -8,7 +8,8 @@
    (nghttp2 issue #1479), so both serve with client certificates optional, on loopback only. Then where the
    difference goes: the CPU per request of the ASGI app alone, in this process (bench/app_cost.py).
 2. switch as load generator: the sim-switch's pings/s (1 connection, 100 in flight) / h2load's, same controller;
-   and the reference beneath it, a bare httpx client keeping 100 requests in flight on one connection.
+   the references beneath it, a bare httpx client keeping 100 requests in flight on one connection on the
+   switch's own transport and on httpcore's HTTP/2; and the CPU each costs per ping (this process).
 3. multiplexing at depth: 1000 pings of 1 s, queue and spill: wall time, overhead p50/p99.
 4. memory: RSS per in-flight stream (1000 held open against idle), of the controller and of the switch.
 5. fleet: 1000 switches, each its own certificate, client and connection, x 10 pings at 5 s: wall time, TLS
@@ -58,6 +59,7 @@ from sim_switch.model.events import FailedOver, LinkUp, Reconnecting, TraceEvent
 from sim_switch.model.results import RunResult  # noqa: E402
 from sim_switch.render.fleet import bottleneck_sentence, fleet_json  # noqa: E402
 from sim_switch.render.report import ping_error  # noqa: E402
+from sim_switch.wire.transport import DialOptions, SwitchTransport  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -132,11 +134,21 @@ async def switch_run(
     return result.wall_time_s, sorted(ping.elapsed_s - ping.interval_s for ping in result.pings)
 
 
-async def bare_httpx_rate(url: str, certs: Path, requests: int, in_flight: int) -> float:
-    """The switch's ceiling: one httpx client, ``in_flight`` loops of GET /ping on one HTTP/2 connection, no
-    tracing, no accounting. What the sim-switch adds is the difference."""
+@dataclass(frozen=True)
+class Rate:
+    per_s: float  # requests a second
+    cpu_us: float  # this process's CPU per request (microseconds): the client's own cost
+
+
+async def bare_client_rate(url: str, certs: Path, requests: int, in_flight: int, wire: bool) -> Rate:
+    """A client's ceiling: one httpx client, ``in_flight`` loops of GET /ping on one HTTP/2 connection, no
+    tracing, no accounting; on the switch's own transport (``wire``) or on httpcore's HTTP/2 (the switch's until
+    issue 19). What the sim-switch adds is the difference."""
     left = requests
-    async with httpx.AsyncClient(http2=True, verify=client_ssl_context(certs, "switch-1"), trust_env=False) as client:
+    context = client_ssl_context(certs, "switch-1")
+    transport = SwitchTransport(DialOptions(context, 10.0), StreamPolicy.QUEUE) if wire else None
+    client = httpx.AsyncClient(http2=True, verify=context, trust_env=False, transport=transport)
+    async with client:
 
         async def loop() -> None:
             nonlocal left
@@ -146,11 +158,11 @@ async def bare_httpx_rate(url: str, certs: Path, requests: int, in_flight: int) 
                 if response.status_code != 200:
                     raise RuntimeError(f"/ping answered {response.status_code}")
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         async with asyncio.TaskGroup() as group:
             for _ in range(in_flight):
                 group.create_task(loop())
-        return requests / (time.perf_counter() - started)
+        return Rate(requests / (time.perf_counter() - started), (time.process_time() - cpu) / requests * 1e6)
 
 
 HOLD_S = 3.0  # the interval of the pings held open while memory is read
@@ -335,30 +347,63 @@ def controller_rows(rows: Table, h2load: str, port: int, bare_port: int, counts:
 
 
 def switch_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load_rate: float) -> None:
-    """Rows 2, taking turns so that a noisy moment hits both alike."""
-    ours: list[float] = []
-    bare: list[float] = []
+    """Rows 2, taking turns so that a noisy moment hits all alike."""
+    ours: list[Rate] = []
+    wire: list[Rate] = []
+    core: list[Rate] = []
     for _ in range(counts.repeats):
+        cpu = time.process_time()
         wall_s, _ = asyncio.run(switch_run(url, certs, (0.0,) * counts.requests, StreamPolicy.QUEUE))
-        ours.append(counts.requests / wall_s)
-        bare.append(asyncio.run(bare_httpx_rate(url, certs, counts.requests, 100)))
-    switch_rate, bare_rate = statistics.median(ours), statistics.median(bare)
+        ours.append(Rate(counts.requests / wall_s, (time.process_time() - cpu) / counts.requests * 1e6))
+        wire.append(asyncio.run(bare_client_rate(url, certs, counts.requests, 100, wire=True)))
+        core.append(asyncio.run(bare_client_rate(url, certs, counts.requests, 100, wire=False)))
+    switch, bare_wire, bare_core = (
+        Rate(statistics.median(r.per_s for r in runs), statistics.median(r.cpu_us for r in runs))
+        for runs in (ours, wire, core)
+    )
     rows.append(
         Row(
             "sim-switch / h2load, 1 connection x 100 streams",
-            f"{switch_rate:.0f} / {h2load_rate:.0f} pings/s",
-            switch_rate / h2load_rate,
+            f"{switch.per_s:.0f} / {h2load_rate:.0f} pings/s",
+            switch.per_s / h2load_rate,
             ">= 1.0x",
-            switch_rate >= h2load_rate,
+            switch.per_s >= h2load_rate,
         )
     )
     rows.append(
         Row(
-            "  sim-switch / bare httpx client, the same",
-            f"{switch_rate:.0f} / {bare_rate:.0f} pings/s",
-            switch_rate / bare_rate,
-            "(what the switch adds)",
+            "  sim-switch / bare httpx on its transport, the same",
+            f"{switch.per_s:.0f} / {bare_wire.per_s:.0f} pings/s",
+            switch.per_s / bare_wire.per_s,
+            "(what tracing and accounting add)",
             None,
+        )
+    )
+    rows.append(
+        Row(
+            "  bare httpx: the switch's transport / httpcore's",
+            f"{bare_wire.per_s:.0f} / {bare_core.per_s:.0f} pings/s",
+            bare_wire.per_s / bare_core.per_s,
+            "(the transport alone)",
+            None,
+        )
+    )
+    rows.append(
+        Row(
+            "switch CPU per ping: sim-switch / bare httpx on httpcore",
+            f"{switch.cpu_us:.0f} / {bare_core.cpu_us:.0f} us",
+            switch.cpu_us / bare_core.cpu_us,
+            "(the whole switch against httpcore bare)",
+            None,
+        )
+    )
+    rows.append(
+        Row(
+            "  CPU per ping, bare httpx: the switch's transport / httpcore's",
+            f"{bare_wire.cpu_us:.0f} / {bare_core.cpu_us:.0f} us",
+            bare_wire.cpu_us / bare_core.cpu_us,
+            "< 1.0x",
+            bare_wire.cpu_us < bare_core.cpu_us,
         )
     )
 

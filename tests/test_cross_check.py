@@ -9,6 +9,7 @@ The reference for "late" is real: httpx on httpcore's HTTP/2 connection (1.0.9),
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -43,6 +44,12 @@ async def test_the_switch_and_the_controller_agree_on_every_streams_time(
         assert ping.stream_id is not None
         assert times[ping.stream_id] >= ping.interval_s  # the controller slept the interval, then answered
         assert times[ping.stream_id] < ping.interval_s + LATE_ANSWER_S
+    # Had an answer been late, the run would have failed, saying with both numbers which one.
+    held_back = LateAnswer(1, record["peer"], 1, 1, switch_s=2.03, controller_s=0.201, bound_s=0.101)
+    view = dataclasses.replace(result.controller_view, disagreements=(held_back,))
+    judged = judge(dataclasses.replace(result, controller_view=view))
+    assert not judged.ok
+    assert any("answered in 0.201 s by the controller but took 2.030 s" in line for line in problem_lines(judged))
 
 
 async def test_the_cross_check_catches_an_answer_held_back_by_httpcores_read_lock(

@@ -327,12 +327,14 @@ class H2Connection:
             streams, self._unsent_headers = self._unsent_headers, []
             if self.closed_by is not None:
                 raise self.closed_by
+            # Stamped as the write starts: the bytes reach the kernel in the write's first, synchronous step
+            # (anyio then yields to the loop, and under load resumes us milliseconds later).
+            at = time.perf_counter()
             try:
                 await self.network.write(data)
             except Exception as exc:
                 self._lost(ConnectionLost(f"writing to the controller failed: {exc}"))
                 raise ConnectionLost(str(exc)) from exc
-            at = time.perf_counter()
             for stream in streams:
                 stream.headers_sent_at = at
             if self._frames_wanted and self._observer is not None:
