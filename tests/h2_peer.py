@@ -222,8 +222,9 @@ async def driven_peer(
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        conn.local_settings = h2.settings.Settings(client=False, initial_values=dict(settings or {}))
         conn.initiate_connection()
+        if settings:  # in a SETTINGS of their own: in force once the client ACKs them, as a real server counts
+            conn.update_settings({int(code): value for code, value in settings.items()})
         driven = DrivenConnection(len(peer.connections) + 1, conn, writer)
         connections.append(driven)
         driven.flush()

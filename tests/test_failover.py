@@ -21,13 +21,13 @@ from dialout.config import ConfigError, Keepalive, Schedule, StartWith, SwitchCo
 from sim_switch.dial.destinations import Destinations
 from sim_switch.dial.keepalive import socket_options
 from sim_switch.dial.tls import client_ssl_context
-from sim_switch.model.events import GaveUpOnSilence, LinkUp
+from sim_switch.model.events import GaveUpOnSilence, KeepaliveAnswered, KeepaliveCheck, LinkUp
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.report import ping_error, render_summary, to_json, verdict_line
 from tests.commands import run_module
 from tests.relay import SilentRelay
-from tests.servers import REPO, ControllerProcess, write_config
+from tests.servers import REPO, ControllerProcess, RunningController, write_config
 from tests.switches import session as run_session_for
 from tests.test_session import Waiter, session, switch_config
 
@@ -293,3 +293,28 @@ def test_a_fleet_spreads_over_the_controllers_and_each_saw_its_share(
         assert len(fleet) == shares[controller.url]["switches"]
         streams = sum(record["streams"] for record in records if record["switch"] in fleet)
         assert streams == shares[controller.url]["sent"]
+
+
+async def test_keepalive_pings_the_pings_own_connection_and_opens_no_other(
+    controller: RunningController, certs_dir: Path
+) -> None:
+    """A live controller quiet for longer than idle_s (pings of 0.8 s, idle_s 0.2 s): the check is an HTTP/2 PING
+    on the connection the pings use, its ACK's round trip in the trace, and the controller sees that one
+    connection and nothing else (the 0 s ping on a connection of its own is gone)."""
+    keepalive = Keepalive(idle_s=0.2, interval_s=0.5, count=2)
+    waiter = Waiter()
+    schedule = Schedule(every_s=0.1, batch=2, interval_s=0.8, count=4)
+    cfg = switch_config(certs_dir, keepalive=keepalive)
+    context = client_ssl_context(certs_dir, "switch-1")
+    result = await run_session_for(session(schedule), controller.url, context, cfg, waiter)
+    verdict = judge(result)
+    assert verdict.ok, [ping_error(ping) for ping in result.pings if ping.failure]
+    checks, answers = waiter.of(KeepaliveCheck), waiter.of(KeepaliveAnswered)
+    assert checks, "a quiet stretch longer than idle_s should have been checked"
+    assert all(check.http2 for check in checks)
+    assert answers
+    assert all(answer.rtt_s is not None and answer.connection == 1 for answer in answers)
+    assert len(result.connections) == 1
+    assert result.controller_view is not None
+    assert len(result.controller_view.records) == 1
+    assert result.controller_view.disagreements == ()

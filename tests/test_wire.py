@@ -226,3 +226,18 @@ async def test_a_peer_that_stops_answering_ping_is_found_silent(
         await went_silent.wait()
         assert await connection.ping(0.3) is None  # no ACK: the keepalive's sign of a silent controller
         hanging.cancel()
+
+
+async def test_httpxs_read_timeout_holds_on_the_switchs_transport(
+    server_context: ssl.SSLContext, switch: tuple[httpx.AsyncClient, SwitchTransport]
+) -> None:
+    """The controller's account, asked with httpx's timeouts and no deadline of the switch's own, must not hang
+    on a controller that takes the request and never answers."""
+    http, _ = switch
+
+    async def drive(peer: DrivenConnection) -> None:
+        await peer.request()
+
+    async with driven_peer(server_context, drive) as peer:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.get(f"{peer.url}/connections", timeout=0.3)

@@ -243,9 +243,13 @@ class H2Connection:
         body = request.content  # httpx reads a request's body before it sends it (httpx.Request.read)
         self._h2.send_headers(stream_id, _request_headers(request), end_stream=not body)
         self._unsent_headers.append(stream)
-        await self._flush()
-        if body:
-            await self._send_body(stream, body)
+        try:
+            await self._flush()
+            if body:
+                await self._send_body(stream, body)
+        except BaseException:  # cancelled or failed half-way: the stream is no one's any more
+            await self.close_stream(stream)
+            raise
         return stream
 
     async def _send_body(self, stream: H2Stream, body: bytes) -> None:
@@ -263,15 +267,16 @@ class H2Connection:
             view = view[size:]
             await self._flush()
 
-    async def response_headers(self, stream: H2Stream) -> None:
+    async def response_headers(self, stream: H2Stream, timeout_s: float | None) -> None:
+        """Until its response's HEADERS are read; ``httpx.ReadTimeout`` when nothing came for ``timeout_s``."""
         while stream.status is None:
             if stream.error is not None:
                 raise stream.error
-            stream.changed.clear()
-            await stream.changed.wait()
+            await _changed(stream, timeout_s)
 
-    async def body(self, stream: H2Stream) -> AsyncIterator[bytes]:
-        """The response's DATA as the reader handed it over, each chunk acknowledged once it is taken."""
+    async def body(self, stream: H2Stream, timeout_s: float | None) -> AsyncIterator[bytes]:
+        """The response's DATA as the reader handed it over, each chunk acknowledged once it is taken;
+        ``httpx.ReadTimeout`` when nothing came for ``timeout_s``."""
         while True:
             while stream.chunks:
                 data, flow_controlled = stream.chunks.popleft()
@@ -284,8 +289,7 @@ class H2Connection:
                 return
             if stream.error is not None:
                 raise stream.error
-            stream.changed.clear()
-            await stream.changed.wait()
+            await _changed(stream, timeout_s)
 
     async def close_stream(self, stream: H2Stream) -> None:
         """The response is done with: reset the stream if its answer is still coming (we no longer want it)."""
@@ -464,6 +468,15 @@ class H2Connection:
             if not done.done():
                 done.cancel()
         self._on_change()
+
+
+async def _changed(stream: H2Stream, timeout_s: float | None) -> None:
+    stream.changed.clear()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await stream.changed.wait()
+    except TimeoutError:
+        raise httpx.ReadTimeout(f"nothing on stream {stream.stream_id} for {timeout_s:g} s") from None
 
 
 def _request_headers(request: httpx.Request) -> list[tuple[bytes, bytes]]:

@@ -30,6 +30,7 @@ import httpx
 
 from dialout.config import StreamPolicy
 from sim_switch.wire.connection import H2Connection, H2Stream, NotSent, WireObserver
+from sim_switch.wire.network import AsyncioStream, connect_tcp
 
 MAX_HTTP1 = 100  # httpx's default max_connections: as many HTTP/1.1 pings in flight at once
 SocketOption = tuple[int, int, int]
@@ -235,19 +236,24 @@ class SwitchTransport(httpx.AsyncBaseTransport):
             except BaseException:
                 connection.release()
                 raise
-            return await _response(connection, stream, trace)
+            timeouts = request.extensions.get("timeout") or {}
+            return await _response(connection, stream, trace, timeouts.get("read"))
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
             await pool.aclose()
 
 
-async def _response(connection: H2Connection, stream: H2Stream, trace: TraceCallback | None) -> httpx.Response:
+async def _response(
+    connection: H2Connection, stream: H2Stream, trace: TraceCallback | None, read_timeout_s: float | None
+) -> httpx.Response:
+    """The response once its HEADERS are read, its body to come (``read_timeout_s``: httpx's read timeout, for
+    the headers and for each DATA after them)."""
     try:
         await _trace(
             trace, "http2.send_request_headers.complete", {"stream_id": stream.stream_id, "at": stream.headers_sent_at}
         )
-        await connection.response_headers(stream)
+        await connection.response_headers(stream, read_timeout_s)
         await _trace(trace, "http2.receive_response_headers.complete", {"at": stream.first_byte_at})
     except BaseException:
         await connection.close_stream(stream)
@@ -256,18 +262,21 @@ async def _response(connection: H2Connection, stream: H2Stream, trace: TraceCall
     return httpx.Response(
         status_code=stream.status or 0,
         headers=stream.headers,
-        stream=_H2Body(connection, stream, trace),
+        stream=_H2Body(connection, stream, trace, read_timeout_s),
         extensions={"http_version": b"HTTP/2", "network_stream": connection.network, "stream_id": stream.stream_id},
     )
 
 
 class _H2Body(httpx.AsyncByteStream):
-    def __init__(self, connection: H2Connection, stream: H2Stream, trace: TraceCallback | None) -> None:
+    def __init__(
+        self, connection: H2Connection, stream: H2Stream, trace: TraceCallback | None, timeout_s: float | None
+    ) -> None:
         self._connection, self._stream, self._trace = connection, stream, trace
+        self._timeout_s = timeout_s
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._connection.body(self._stream):
+        async for chunk in self._connection.body(self._stream, self._timeout_s):
             yield chunk
         await _trace(self._trace, "http2.receive_response_body.complete", {"at": self._stream.ended_at})
 
@@ -329,13 +338,11 @@ class _HTTP1Body(httpx.AsyncByteStream):
                 self._release()
 
 
-async def _connect(origin: Origin, options: DialOptions, trace: TraceCallback | None) -> httpcore.AsyncNetworkStream:
+async def _connect(origin: Origin, options: DialOptions, trace: TraceCallback | None) -> AsyncioStream:
     host, port, timeout_s = origin.host, origin.port, options.connect_timeout_s
     tcp = {"host": host, "port": port, "local_address": None, "timeout": timeout_s}
     async with _step(trace, "connection.connect_tcp", tcp) as done:
-        network = await httpcore.AnyIOBackend().connect_tcp(
-            host, port, timeout=timeout_s, socket_options=options.socket_options
-        )
+        network = await connect_tcp(host, port, timeout_s, options.socket_options)
         done.append(network)
     if options.ssl_context is None:
         return network
