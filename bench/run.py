@@ -391,7 +391,7 @@ def switch_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load_rate:
     rows.append(
         Row(
             "switch CPU per ping: sim-switch / bare httpx on httpcore",
-            f"{switch.cpu_us:.0f} / {bare_core.cpu_us:.0f} us",
+            f"{switch.cpu_us:.0f} / {bare_core.cpu_us:.0f} us CPU",
             switch.cpu_us / bare_core.cpu_us,
             "(the whole switch against httpcore bare)",
             None,
@@ -400,7 +400,7 @@ def switch_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load_rate:
     rows.append(
         Row(
             "  CPU per ping, bare httpx: the switch's transport / httpcore's",
-            f"{bare_wire.cpu_us:.0f} / {bare_core.cpu_us:.0f} us",
+            f"{bare_wire.cpu_us:.0f} / {bare_core.cpu_us:.0f} us CPU",
             bare_wire.cpu_us / bare_core.cpu_us,
             "< 1.0x",
             bare_wire.cpu_us < bare_core.cpu_us,
