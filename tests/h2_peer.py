@@ -94,12 +94,27 @@ async def scripted_peer(
         writers.discard(writer)
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
-    peer.port = server.sockets[0].getsockname()[1]
-    try:
+    async with _serving(serve, context, writers, set()) as port:
+        peer.port = port
         yield peer
+
+
+@contextlib.asynccontextmanager
+async def _serving(
+    serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]],
+    context: ssl.SSLContext,
+    writers: set[asyncio.StreamWriter],
+    tasks: set[asyncio.Task[None]],
+) -> AsyncIterator[int]:
+    """``serve`` each connection on an ephemeral loopback port (yielded); at the end, cancel ``tasks`` and close
+    ``writers``, the connections still open."""
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
+        for task in tasks:
+            task.cancel()
         for writer in writers:
             writer.close()
         await server.wait_closed()
@@ -218,6 +233,7 @@ async def driven_peer(
     ``settings``)."""
     peer = DrivenPeer(port=0)
     connections = peer.connections
+    writers: set[asyncio.StreamWriter] = set()
     tasks: set[asyncio.Task[None]] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -227,6 +243,7 @@ async def driven_peer(
             conn.update_settings({int(code): value for code, value in settings.items()})
         driven = DrivenConnection(len(peer.connections) + 1, conn, writer)
         connections.append(driven)
+        writers.add(writer)
         driven.flush()
         driving = asyncio.create_task(drive(driven))
         tasks.add(driving)
@@ -238,17 +255,9 @@ async def driven_peer(
                 driven.flush()
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
-    peer.port = server.sockets[0].getsockname()[1]
-    try:
+    async with _serving(serve, context, writers, tasks) as port:
+        peer.port = port
         yield peer
-    finally:
-        server.close()
-        for task in tasks:
-            task.cancel()
-        for each in connections:
-            each.writer.close()
-        await server.wait_closed()
 
 
 def _note(driven: DrivenConnection, by_stream: dict[int, PeerRequest], event: h2.events.Event) -> None:

@@ -20,20 +20,24 @@ from tests.test_curl import curl_pings
 SHORT_S = 0.2
 LONG_S = 2.0
 KS = range(1, 51)
-# Shapes run side by side in rounds of at most this many streams, curl's round then the switch's: about nine
-# rounds each instead of fifty, and few enough streams arriving at once that the controller answers the short
-# pings at 0.2 s (450 at once cost it tens of milliseconds, and both clients saw them).
-STREAMS_A_ROUND = 150
+# Shapes run side by side in rounds of at most this many streams and shapes, curl's round then the switch's:
+# sixteen rounds each instead of fifty, and little enough work at a round's start that the controller answers
+# the short pings at 0.2 s and the switch (all its runs in this one process) is free to read them then. At 150
+# streams and 15 shapes a round, the switch's 15 handshakes and 135 requests kept its loop busy past 0.2 s and it
+# read some short answers 35 ms late, which is its true reading time but not the wire's.
+STREAMS_A_ROUND = 100
+SHAPES_A_ROUND = 8
 TOLERANCE_S = 0.030
 # Each transfer's URL and its times: from the request on its way (pretransfer) to the answer's end (total).
 CURL_TIMES = "%{url_effective} %{time_pretransfer} %{time_total}\\n"
 
 
 def rounds() -> list[list[int]]:
-    """The ks, packed in order into rounds of at most ``STREAMS_A_ROUND`` streams."""
+    """The ks, packed in order into rounds of at most ``STREAMS_A_ROUND`` streams and ``SHAPES_A_ROUND`` shapes."""
     packed: list[list[int]] = [[]]
     for k in KS:
-        if sum(each + 1 for each in packed[-1]) + k + 1 > STREAMS_A_ROUND:
+        full = len(packed[-1]) == SHAPES_A_ROUND
+        if full or sum(each + 1 for each in packed[-1]) + k + 1 > STREAMS_A_ROUND:
             packed.append([])
         packed[-1].append(k)
     return packed

@@ -169,6 +169,7 @@ class H2Connection:
         self.closed_by: Exception | None = None
         self.rtt_s: float | None = None  # the first PING's round trip
         self._reader: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
 
     # --- life -------------------------------------------------------------------------------------------------
 
@@ -203,10 +204,6 @@ class H2Connection:
     def room(self) -> bool:
         return self.usable and self._reserved < self.limit
 
-    @property
-    def in_flight(self) -> int:
-        return self._reserved
-
     def reserve(self) -> None:
         self._reserved += 1
 
@@ -229,7 +226,9 @@ class H2Connection:
             await self.network.aclose()
 
     def _close_soon(self) -> None:
-        asyncio.get_running_loop().create_task(self.aclose())
+        """Close once the last stream a GOAWAY let finish is done (a task: we are in a callback)."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self.aclose(), name="h2-close")
 
     # --- requests ---------------------------------------------------------------------------------------------
 
