@@ -293,10 +293,15 @@ class H2Connection:
     async def close_stream(self, stream: H2Stream) -> None:
         """The response is done with: reset the stream if its answer is still coming (we no longer want it)."""
         self._streams.pop(stream.stream_id, None)
-        if not stream.ended and stream.error is None and self.closed_by is None:
-            with contextlib.suppress(h2.exceptions.H2Error):
+        if self.closed_by is not None:
+            return
+        with contextlib.suppress(h2.exceptions.H2Error):
+            if not stream.ended and stream.error is None:
                 self._h2.reset_stream(stream.stream_id, ErrorCodes.CANCEL)
-                await self._flush()
+            unread = sum(flow_controlled for _, flow_controlled in stream.chunks)
+            if unread:  # what it was sent and never read still counts against the connection's window
+                self._h2.acknowledge_received_data(unread, stream.stream_id)
+            await self._flush()
 
     # --- PING -------------------------------------------------------------------------------------------------
 
@@ -313,8 +318,8 @@ class H2Connection:
             return None
         done = self._start_ping()
         try:
-            await self._flush()
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(timeout_s):  # the write too: a peer that reads nothing fills our buffer
+                await self._flush()
                 return await done
         except (TimeoutError, httpx.TransportError, httpcore.NetworkError):
             return None

@@ -118,9 +118,10 @@ class _OriginPool:
             self._waiters.append(waiter)
             try:
                 given = await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    waiter.result().release()  # type: ignore[union-attr]
+            except asyncio.CancelledError:  # cancelled once given a stream: give it back
+                handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
+                if handed is not None:
+                    handed.release()
                 raise
             if given is not None:
                 return given
