@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import math
 import re
@@ -161,9 +160,13 @@ def file_path(value: object, path: str) -> Path:
 def proxy_identity(value: object, path: str) -> str:
     """A trusted proxy: the CN of its client certificate, or the address (or network) it connects from."""
     text = string(value, path)
-    with contextlib.suppress(ValueError):
-        return str(ipaddress.ip_network(text, strict=False))
-    return switch_id(text, path)
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return switch_id(text, path)
+    if network.prefixlen == 0:  # every address may then say which switch it forwards for
+        raise ConfigError(path, f"{text} trusts every address; name the proxy's own address or network")
+    return str(network)
 
 
 def proxy_identities(value: object, path: str) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = ["Address", "format_address", "plural"]
@@ -35,3 +36,13 @@ def plural(count: int, noun: str) -> str:
 def format_address(host: str, port: int) -> str:
     """``ip:port``, with an IPv6 address in brackets: the same text on both ends of a connection."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# C0 and C1 controls, DEL, and the backslash that introduces an escape: what must not reach a log line as it is.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for one log line: a control character (a newline that would forge a second line, an ESC that
+    would drive the terminal) as ``\\xNN``, and a backslash as ``\\x5c``, so that every escape is ours."""
+    return _UNPRINTABLE.sub(lambda found: f"\\x{ord(found.group()):02x}", text)

@@ -86,6 +86,12 @@ def test_bad_ping_interval_names_line_and_key_path(tmp_path: Path) -> None:
         ("controller:\n  tls: {cert: a.pem, key: a.key}\n", 2, "controller.tls.client_ca: missing"),
         ("controller:\n  trusted_proxies: [nginx_1]\n", 2, "controller.trusted_proxies[0]: must be a DNS-style name"),
         (
+            "controller:\n  trusted_proxies: [127.0.0.1, 0.0.0.0/0]\n",
+            2,
+            "controller.trusted_proxies[1]: 0.0.0.0/0 trusts every address; name the proxy's own address or network",
+        ),
+        ("controller:\n  trusted_proxies: ['::/0']\n", 2, "controller.trusted_proxies[0]: ::/0 trusts every address"),
+        (
             "controller:\n  cleartext: {host: 192.0.2.1, port: 8080}\n",
             2,
             "controller.cleartext.host: 192.0.2.1 is not loopback",

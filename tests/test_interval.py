@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -19,7 +21,9 @@ from tests.servers import RunningController
     ("text", "seconds"), [("0", 0.0), ("5", 5.0), ("0.25", 0.25), (".5", 0.5), ("2.", 2.0), ("1e0", 1.0), ("-0", 0.0)]
 )
 def test_valid_intervals(text: str, seconds: float) -> None:
-    assert parse_interval([text], max_interval_s=60) == seconds
+    parsed = parse_interval([text], max_interval_s=60)
+    assert parsed == seconds
+    assert math.copysign(1.0, parsed) == 1.0  # "-0" is 0, not -0.0
 
 
 @pytest.mark.parametrize(
@@ -36,6 +40,8 @@ def test_valid_intervals(text: str, seconds: float) -> None:
         (["1_0"], "interval must be a number of seconds, got '1_0'"),
         ([" 5"], "interval must be a number of seconds, got ' 5'"),
         (["1", "2"], "'interval' given 2 times; give it once"),
+        (["\u0663"], "interval must be a number of seconds"),  # ARABIC-INDIC DIGIT THREE: float() reads 3
+        (["\uff11"], "interval must be a number of seconds"),  # FULLWIDTH DIGIT ONE: float() reads 1
         (["9" * 100], "interval must be a number of seconds, got '99999999999999999999999999999999...'"),
     ],
 )
@@ -63,6 +69,8 @@ async def client(certs_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
         ("?interval=1e309", "must be a finite number"),
         ("?interval=6", "must be <= 5 s"),
         ("?interval=1&interval=2", "given 2 times"),
+        ("?interval=%D9%A3", "must be a number of seconds"),
+        ("?interval=%EF%BC%91", "must be a number of seconds"),
     ],
 )
 async def test_bad_interval_gets_400_json(
@@ -114,3 +122,31 @@ async def test_unknown_path_and_method_get_json_errors(
     wrong_method = await client.post(f"{controller.url}/ping?interval=0")
     assert wrong_method.status_code == 405
     assert wrong_method.json() == {"error": "405 Method Not Allowed: POST /ping"}
+
+
+@pytest.mark.parametrize("target", [b"ping?interval=0", b"https://evil.example/ping?interval=0"])
+async def test_a_target_that_is_not_a_path_gets_400(
+    controller: RunningController, client: httpx.AsyncClient, target: bytes
+) -> None:
+    response = await client.get(f"{controller.url}/ping?interval=0", extensions={"target": target})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("the request target must be a path starting with '/'")
+
+
+async def test_minus_zero_is_zero_on_the_wire(controller: RunningController, client: httpx.AsyncClient) -> None:
+    response = await client.get(f"{controller.url}/ping?interval=-0")
+    assert response.status_code == 200
+    assert '"interval_s":0.0' in response.text.replace(" ", "")
+
+
+async def test_logged_fields_are_escaped(
+    controller: RunningController, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newline in the path would forge a second log line, an ESC drive the reader's terminal: each is written
+    as an escape, one request one line."""
+    with caplog.at_level(logging.INFO, logger="controller.http.app"):
+        await client.get(f"{controller.url}/ping%0A99:99:99 forged%1B[2J?interval=0&x=%0Ay")
+    [line] = [record.getMessage() for record in caplog.records if "forged" in record.getMessage()]
+    assert "\n" not in line
+    assert "\x1b" not in line
+    assert r"/ping\x0a99:99:99 forged\x1b[2J?interval=0&x=%0Ay -> 404" in line  # the query as it came, encoded

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from dialout.text import Address, plural
+from dialout.text import Address, plural, printable
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,13 @@ class ConnectionRegistry:
         self._recent.append(connection)
         through = f" via {via}" if via else " in cleartext" if cleartext else ""
         logger.info(
-            "conn #%d opened by %s from %s%s (%s, ALPN %s)", connection.id, switch, peer, through, tls_version, alpn
+            "conn #%d opened by %s from %s%s (%s, ALPN %s)",
+            connection.id,
+            printable(str(switch)),  # a proxy's forwarded name is the proxy's word, not a certificate's
+            peer,
+            through,
+            tls_version,
+            alpn,
         )
         return connection
 
@@ -258,7 +264,7 @@ class ConnectionRegistry:
         logger.info(
             "conn #%d closed: %s, %s, peak %d at once",
             connection.id,
-            connection.switch,
+            printable(str(connection.switch)),
             plural(connection.streams, "stream"),
             connection.peak_in_flight,
         )

@@ -24,7 +24,7 @@ from controller.http.interval import IntervalError, parse_interval
 from controller.http.metrics import Metrics
 from controller.server.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
 from dialout.config import ControllerConfig
-from dialout.text import format_address
+from dialout.text import format_address, printable
 from dialout.tls_files import controller_files
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,13 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
         switch = arrival.switch
         # Log arguments are built only when the line will be written: this runs on every request, -q or not.
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s %s %s: received", _who(arrival), request.method, request.path)
+            logger.debug("%s %s %s: received", _who(arrival), request.method, printable(request.path))
+        if not scope.get("raw_path", b"/").startswith(b"/"):
+            # ping?interval=0 or https://elsewhere/ping: not a path on this server (RFC 9113 section 8.3.1 wants
+            # one starting with "/"), whatever a router would make of it.
+            return jsonify(
+                {"error": "the request target must be a path starting with '/' (e.g. /ping?interval=5)"}
+            ), 400
         # Hypercorn's own limits bite only on a request that arrives in pieces (HTTP/1.1) or on the whole
         # connection (HTTP/2); this holds every request to the configured size and answers 431 (RFC 6585).
         size = _header_bytes(scope)
@@ -79,8 +85,8 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
             _peer(request.scope),
             request.http_version,
             request.method,
-            request.path,
-            f"?{query}" if query else "",
+            printable(request.path),
+            f"?{printable(query)}" if query else "",
             response.status_code,
             time.perf_counter() - arrival.started,
         )
@@ -174,7 +180,7 @@ def _arrival(scope: Mapping[str, Any]) -> Arrival:
 def _who(arrival: Arrival) -> str:
     stream = stream_name(arrival.stream_id, arrival.stream)
     connection = f"conn #{arrival.connection.id} {stream}" if arrival.connection else "conn ?"
-    return f"{arrival.switch or '(no certificate)'} {connection}"
+    return f"{printable(arrival.switch) if arrival.switch else '(no certificate)'} {connection}"
 
 
 def _peer(scope: Mapping[str, Any]) -> str:

@@ -6,9 +6,10 @@ import math
 import re
 from collections.abc import Sequence
 
-# Plain decimal notation with an optional exponent, as a person types it. Python's float() also takes 'nan',
-# 'inf', '1_0' and surrounding whitespace: none of those is a sensible delay.
-_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# Plain decimal notation with an optional exponent, as a person types it, in ASCII digits: Python's float() also
+# takes 'nan', 'inf', '1_0', surrounding whitespace and any script's digits (U+0663 is 3, U+FF11 is 1), none of them a
+# delay a switch means.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 # Longer than any interval a person means; also keeps float() off megabyte-long digit strings.
 MAX_INTERVAL_CHARS = 32
 
@@ -27,7 +28,7 @@ def parse_interval(values: Sequence[str], max_interval_s: float) -> float:
     shown = text if len(text) <= MAX_INTERVAL_CHARS else text[:MAX_INTERVAL_CHARS] + "..."
     if len(text) > MAX_INTERVAL_CHARS or not _DECIMAL.fullmatch(text):
         raise IntervalError(f"interval must be a number of seconds, got {shown!r}")
-    seconds = float(text)
+    seconds = float(text) + 0.0  # "-0" is 0 (not -0.0 in the answer)
     if not math.isfinite(seconds):
         raise IntervalError(f"interval must be a finite number, got {shown!r}")
     if seconds < 0:
