@@ -65,6 +65,9 @@ MAX_CONCURRENT_STREAMS_LIMIT = 999
 # "never"; lower it only to test GOAWAY handling.
 DEFAULT_KEEP_ALIVE_MAX_REQUESTS = 2**31 - 1
 DEFAULT_GRACEFUL_TIMEOUT_S = 20.0
+# A TLS handshake not done in this long is dropped: a real switch's takes milliseconds, and a peer that opens TCP
+# and never speaks holds a socket and about 300 KB (Hypercorn's own default is 60 s).
+DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
 # The request line and headers of one request: larger ones are refused (HTTP/1.1: 431) before they cost memory.
 # 16 KiB is Hypercorn's own HTTP/1.1 default, far above what a ping needs.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
@@ -117,6 +120,7 @@ class ControllerConfig:
     )
     keep_alive_max_requests: int = setting(field.int_range(1, 2**31 - 1), DEFAULT_KEEP_ALIVE_MAX_REQUESTS)
     graceful_timeout_s: float = setting(field.number_at_least_0, DEFAULT_GRACEFUL_TIMEOUT_S)
+    handshake_timeout_s: float = setting(field.positive_number, DEFAULT_HANDSHAKE_TIMEOUT_S)
     # The fleet: CNs allowed to dial in, or patterns of them (fleet-*). Default: [switch.id].
     switches: tuple[str, ...] = setting(field.switch_ids, ("switch-1",))
     max_header_bytes: int = setting(field.int_range(1024, 1024 * 1024), DEFAULT_MAX_HEADER_BYTES)

@@ -7,6 +7,7 @@ import errno
 import ipaddress
 import logging
 import os
+import resource
 import socket
 import ssl
 import stat
@@ -39,6 +40,8 @@ MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 # h2 first: a client that offers both gets HTTP/2; one that offers only http/1.1 (or no ALPN) gets HTTP/1.1.
 ALPN_PROTOCOLS = ("h2", "http/1.1")
+# With no hard limit, the soft one goes this far: more sockets than one controller process can serve anyway.
+OPEN_FILES_CAP = 1 << 20
 
 
 class ServerError(DialoutError):
@@ -141,6 +144,22 @@ class _Config(HypercornConfig):
         return True
 
 
+def raise_open_files_limit() -> None:
+    """The soft limit on open files up to the hard one: every switch holds a socket, and at a soft limit of 1024
+    a flood of silent connections left no descriptor for a real switch's accept (issue 20). The hard limit is the
+    administrator's; the soft one is only a default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard or (hard == resource.RLIM_INFINITY and soft >= OPEN_FILES_CAP):
+        return
+    wanted = OPEN_FILES_CAP if hard == resource.RLIM_INFINITY else hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:  # a container may refuse: say so, and serve with what there is
+        logger.warning("open files: soft limit stays %d (raising it to %d failed: %s)", soft, wanted, exc)
+        return
+    logger.info("open files: soft limit raised from %d to %d", soft, wanted)
+
+
 def hypercorn_config(
     cfg: ControllerConfig, ssl_context: ssl.SSLContext, registry: ConnectionRegistry
 ) -> HypercornConfig:
@@ -149,6 +168,7 @@ def hypercorn_config(
     config.h2_max_concurrent_streams = cfg.max_concurrent_streams
     config.keep_alive_max_requests = cfg.keep_alive_max_requests
     config.graceful_timeout = cfg.graceful_timeout_s
+    config.ssl_handshake_timeout = cfg.handshake_timeout_s
     config.h11_max_incomplete_size = cfg.max_header_bytes
     config.h2_max_header_list_size = cfg.max_header_bytes
     config.alpn_protocols = list(ALPN_PROTOCOLS)
@@ -195,6 +215,7 @@ async def serve(
     """
     send_handshake_alerts()
     asgi_tls.install()
+    raise_open_files_limit()
     sockets, cleartext_sockets, admin_sockets = list(listeners.tls), list(listeners.cleartext), list(listeners.admin)
     for sock in (*sockets, *cleartext_sockets):
         # Accepted sockets inherit this (Linux). asyncio sets TCP_NODELAY itself only on sockets whose proto is

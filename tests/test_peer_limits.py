@@ -1,0 +1,72 @@
+"""A controller in front of real gear keeps its descriptors and sockets for switches that speak: a TCP peer that
+never starts TLS is dropped after ``controller.handshake_timeout_s``, while a switch beside it is served, and the
+open-files soft limit is raised to the hard one at start (issue 20)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from dialout.config import ControllerConfig
+from sim_switch.dial.tls import client_ssl_context
+from tests.conftest import SWITCH_IDS
+from tests.servers import REPO, ControllerProcess, run_controller, write_config
+
+BUDGET_S = 0.5
+SILENT_PEERS = 20
+# Far beyond the budget: a peer still connected after this was never going to be dropped.
+GIVE_UP_S = 10.0
+
+
+async def test_silent_tcp_peers_are_dropped_after_the_handshake_budget_and_a_switch_is_served(
+    certs_dir: Path,
+) -> None:
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, handshake_timeout_s=BUDGET_S)
+    async with run_controller(cfg) as controller:
+        silent = [await asyncio.open_connection("127.0.0.1", controller.port) for _ in range(SILENT_PEERS)]
+        context = client_ssl_context(certs_dir, "switch-1")
+        async with httpx.AsyncClient(http2=True, verify=context, trust_env=False) as switch:
+            answered = await switch.get(f"{controller.url}/ping?interval=0")
+        assert answered.status_code == 200  # the victim, with twenty silent peers holding sockets
+        async with asyncio.timeout(GIVE_UP_S):
+            ends = await asyncio.gather(*(reader.read(1) for reader, _ in silent), return_exceptions=True)
+        for _, writer in silent:
+            writer.close()
+    # Each was closed by the controller (end of file, or a reset), none answered: they never said a word.
+    assert all(end == b"" or isinstance(end, ConnectionError) for end in ends), ends
+
+
+def test_the_open_files_soft_limit_is_raised_to_the_hard_one(tmp_path: Path) -> None:
+    """Started with a soft limit of 1024 (many distributions' default) under a higher hard one."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    low = 1024 if hard == resource.RLIM_INFINITY or hard > 1024 else hard
+
+    def lowered() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+
+    config = write_config(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "controller", "--config", str(config), "--port", "0", "--admin-port", "0"],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lowered,
+    )
+    with ControllerProcess.stopped_at_exit(process):
+        controller = ControllerProcess(process, config)
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+    found = re.search(r"Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)", limits)
+    assert found, limits
+    soft, _ = found.groups()
+    expected = str(1 << 20) if hard == resource.RLIM_INFINITY else str(hard)
+    assert soft == expected, limits
+    if low != hard:
+        controller.wait_for(rf"open files: soft limit raised from {low} to {expected}")
