@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import socket
@@ -150,3 +151,34 @@ async def test_logged_fields_are_escaped(
     assert "\n" not in line
     assert "\x1b" not in line
     assert r"/ping\x0a99:99:99 forged\x1b[2J?interval=0&x=%0Ay -> 404" in line  # the query as it came, encoded
+
+
+async def test_a_target_that_is_not_ascii_gets_400_one_log_line_and_no_traceback(
+    controller: RunningController, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hypercorn decodes an HTTP/2 :path as ASCII before any app sees it: a raw 0xd9 was a 40-line traceback per
+    request. (Over HTTP/1.1, h11 refuses such a target itself, with 400: the test below.)"""
+    with caplog.at_level(logging.INFO):
+        raw = b"/ping\xd9\xa3?interval=0"
+        refused = await client.get(f"{controller.url}/ping?interval=0", extensions={"target": raw})
+        after = await client.get(f"{controller.url}/ping?interval=0")
+    assert refused.status_code == 400
+    assert refused.json()["error"].startswith("the request target must be ASCII")
+    assert after.status_code == 200  # the controller, and the connection, carry on
+    [line] = [record.getMessage() for record in caplog.records if "not ASCII" in record.getMessage()]
+    assert line.endswith("request target is not ASCII, refused with 400: /ping\u00d9\u00a3?interval=0")
+    assert not [record for record in caplog.records if record.exc_info or record.levelno >= logging.ERROR]
+
+
+async def test_an_http11_target_that_is_not_ascii_gets_400_and_no_traceback(
+    controller: RunningController, certs_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    context = client_ssl_context(certs_dir, "switch-1")
+    context.set_alpn_protocols(["http/1.1"])
+    with caplog.at_level(logging.INFO):
+        reader, writer = await asyncio.open_connection("127.0.0.1", controller.port, ssl=context)
+        writer.write(b"GET /ping\xd9\xa3?interval=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        status = await reader.readline()
+        writer.close()
+    assert status.startswith(b"HTTP/1.1 400 ")
+    assert not [record for record in caplog.records if record.exc_info or record.levelno >= logging.ERROR]

@@ -35,13 +35,14 @@ from cryptography import x509
 from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.protocol import h2 as hypercorn_h2
-from hypercorn.protocol.events import Event, Request
-from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.protocol import h11 as hypercorn_h11
+from hypercorn.protocol.events import Body, EndBody, Event, Request, Response
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope, Scope
 
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection, StreamSpan
 from controller.accounts.forwarded import Identified, ProxyPolicy, carries_forwarding, read_forwarded
-from dialout.text import Address
+from dialout.text import Address, format_address, printable
 
 # The attribute of Hypercorn's Config through which our TCPServer finds the registry of the server it serves.
 REGISTRY_ATTRIBUTE = "dialout_connections"
@@ -50,6 +51,7 @@ CONNECTION_EXTENSION = "dialout.connection"
 _TLS_VERSION_CODES = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
 logger = logging.getLogger(__name__)
+MAX_LOGGED_TARGET = 200  # bytes of a refused request target that its log line shows
 
 _current_connection: contextvars.ContextVar[ControllerConnection | None] = contextvars.ContextVar(
     "dialout_connection", default=None
@@ -111,7 +113,34 @@ class _ConnectionAwareTCPServer(TCPServer):
                 self._registry.close(self._connection)
 
 
-class _StreamIdHTTPStream(HTTPStream):
+# What a request whose target is not ASCII is told (RFC 3986 section 2.1: other bytes are percent-encoded).
+_NOT_ASCII = b'{"error": "the request target must be ASCII; percent-encode other bytes (RFC 3986 section 2.1)"}'
+
+
+class _CheckedPathStream(HTTPStream):
+    """Hypercorn's request stream, refusing a target that is not ASCII with 400 and one log line: Hypercorn
+    decodes it as ASCII before the app sees it, and a byte above 0x7f was a 40-line traceback per request."""
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, Request) and not event.raw_path.isascii():
+            await self._refuse_target(event.raw_path)
+            return
+        await super().handle(event)
+
+    async def _refuse_target(self, raw_path: bytes) -> None:
+        self.closed = True  # as Hypercorn's own refusals do: nothing more of this stream reaches an app
+        length = str(len(_NOT_ASCII)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", length)]
+        await self.send(Response(stream_id=self.stream_id, headers=headers, status_code=400))
+        await self.send(Body(stream_id=self.stream_id, data=_NOT_ASCII))
+        await self.send(EndBody(stream_id=self.stream_id))
+        self.state = ASGIHTTPState.CLOSED
+        client = format_address(*self.client) if self.client else "unknown"
+        shown = printable(raw_path[:MAX_LOGGED_TARGET].decode("latin-1"))
+        logger.info("%s: request target is not ASCII, refused with 400: %s", client, shown)
+
+
+class _StreamIdHTTPStream(_CheckedPathStream):
     """Hypercorn's HTTP/2 request stream, starting its app with the stream's id in ``_wire_stream_id``: the app's
     task is created inside ``handle(Request)`` and inherits the variable."""
 
@@ -136,6 +165,7 @@ def install() -> None:
     registry are affected)."""
     setattr(hypercorn_run, "TCPServer", _ConnectionAwareTCPServer)  # noqa: B010 - the module does not export it
     setattr(hypercorn_h2, "HTTPStream", _StreamIdHTTPStream)  # noqa: B010 - nor this one
+    setattr(hypercorn_h11, "HTTPStream", _CheckedPathStream)  # noqa: B010 - nor this one
 
 
 class ConnectionScopeMiddleware:
