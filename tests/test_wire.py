@@ -23,7 +23,7 @@ from sim_switch.dial.tracing import Tracer
 from sim_switch.model.events import TraceEvent
 from sim_switch.model.failures import FailureKind
 from sim_switch.model.frames import Direction, PingFrame
-from sim_switch.wire.connection import GoneAway, StreamReset
+from sim_switch.wire.errors import GoneAway, StreamReset
 from sim_switch.wire.transport import DialOptions, SwitchTransport
 from tests.h2_peer import DrivenConnection, driven_peer
 from tests.switches import one_shot

@@ -27,7 +27,7 @@ from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, StreamReset
 
 from sim_switch.model.failures import Failure, FailureKind
-from sim_switch.wire import connection as wire
+from sim_switch.wire import errors as wire
 from sim_switch.wire.frames import error_name
 
 # OpenSSL alert reasons a server sends when it refuses the client's certificate.

@@ -29,7 +29,8 @@ import httpcore
 import httpx
 
 from dialout.config import StreamPolicy
-from sim_switch.wire.connection import H2Connection, H2Stream, NotSent, WireObserver
+from sim_switch.wire.connection import H2Connection, H2Stream, WireObserver
+from sim_switch.wire.errors import NotSent
 from sim_switch.wire.network import AsyncioStream, connect_tcp
 
 MAX_HTTP1 = 100  # httpx's default max_connections: as many HTTP/1.1 pings in flight at once
