@@ -267,9 +267,11 @@ async def _send(
 
 
 async def _ping(transport: SwitchTransport, tracer: Tracer, url: str, timeout_s: float) -> bool:
-    """An HTTP/2 PING on every connection the pings have open to ``url``: alive when each is ACKed in time."""
-    for connection in transport.connections(url):
-        rtt_s = await connection.ping(timeout_s)
+    """An HTTP/2 PING on every connection the pings have open to ``url``, all at once: alive when each is ACKed
+    within ``timeout_s``."""
+    connections = transport.connections(url)
+    round_trips = await asyncio.gather(*(connection.ping(timeout_s) for connection in connections))
+    for connection, rtt_s in zip(connections, round_trips, strict=True):
         if rtt_s is None:
             return False
         record = tracer.connection_of(connection.network)
