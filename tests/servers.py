@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +126,10 @@ class ControllerProcess(LineReader):
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, config: Path, *args: str) -> Iterator[ControllerProcess]:
+    def start(
+        cls, config: Path, *args: str, preexec_fn: Callable[[], None] | None = None
+    ) -> Iterator[ControllerProcess]:
+        """``preexec_fn``: run in the child before Python starts (a resource limit to begin with)."""
         process = subprocess.Popen(
             [sys.executable, "-m", "controller", "--config", str(config), "--port", "0", "--admin-port", "0", *args],
             cwd=REPO,
@@ -134,6 +137,7 @@ class ControllerProcess(LineReader):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=preexec_fn,
         )
         with cls.stopped_at_exit(process):
             yield cls(process, config)

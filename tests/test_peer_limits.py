@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 import resource
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,7 +14,7 @@ import httpx
 from dialout.config import ControllerConfig
 from sim_switch.dial.tls import client_ssl_context
 from tests.conftest import SWITCH_IDS
-from tests.servers import REPO, ControllerProcess, run_controller, write_config
+from tests.servers import ControllerProcess, run_controller, write_config
 
 BUDGET_S = 0.5
 SILENT_PEERS = 20
@@ -50,22 +48,11 @@ def test_the_open_files_soft_limit_is_raised_to_the_hard_one(tmp_path: Path) -> 
     def lowered() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
 
-    config = write_config(tmp_path)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "controller", "--config", str(config), "--port", "0", "--admin-port", "0"],
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lowered,
-    )
-    with ControllerProcess.stopped_at_exit(process):
-        controller = ControllerProcess(process, config)
+    with ControllerProcess.start(write_config(tmp_path), preexec_fn=lowered) as controller:
         expected = str(1 << 20) if hard == resource.RLIM_INFINITY else str(hard)
         if low != hard:  # it says so once it has (serving starts after "listening on")
             controller.wait_for(rf"open files: soft limit raised from {low} to {expected}")
-        limits = Path(f"/proc/{process.pid}/limits").read_text()
+        limits = Path(f"/proc/{controller.process.pid}/limits").read_text()
     found = re.search(r"Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)", limits)
     assert found, limits
     soft, _ = found.groups()

@@ -205,9 +205,7 @@ def _h2_events(chain: list[BaseException]) -> list[object]:
 
 
 def _error_name(code: object) -> str:
-    if isinstance(code, int) and not isinstance(code, ErrorCodes):
-        return error_name(code)
-    return code.name if isinstance(code, ErrorCodes) else str(code)
+    return error_name(code) if isinstance(code, int) else str(code)  # ErrorCodes is an int too
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

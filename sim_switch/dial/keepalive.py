@@ -26,8 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dialout.config import Keepalive
 from sim_switch.dial.tracing import Tracer
 from sim_switch.model.events import KeepaliveCheck
-
-SocketOption = tuple[int, int, int]
+from sim_switch.wire.transport import SocketOption
 
 
 def socket_options(keepalive: Keepalive) -> list[SocketOption]:

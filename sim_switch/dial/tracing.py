@@ -15,7 +15,7 @@ extension is the TLS stream we saw at ``start_tls.complete``), so ``connection_o
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
 
 from h2.settings import SettingCodes
@@ -39,9 +39,7 @@ from sim_switch.model.events import (
 )
 from sim_switch.model.frames import Direction
 from sim_switch.model.results import ConnectionRecord
-from sim_switch.wire.frames import frame_event, parse
-
-TraceCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
+from sim_switch.wire.frames import frame_event, parse, setting_name
 
 
 class _Where(TypedDict):
@@ -79,7 +77,7 @@ class Tracer:
         record = self.connection_of(network)
         if record is not None and SettingCodes.MAX_CONCURRENT_STREAMS in settings:
             record.max_streams = settings[SettingCodes.MAX_CONCURRENT_STREAMS]
-        named = tuple((_setting_name(code), value) for code, value in sorted(settings.items()))
+        named = tuple((setting_name(code), value) for code, value in sorted(settings.items()))
         self.emit(
             SettingsReceived(
                 at_s=self.since_start_s(at), ping=None, connection=record.number if record else None, settings=named
@@ -246,13 +244,6 @@ def format_subject(peer_cert: dict[str, Any]) -> str:
         for key, value in rdn
     ]
     return ",".join(parts) or "(no subject)"
-
-
-def _setting_name(code: int) -> str:
-    try:
-        return SettingCodes(code).name
-    except ValueError:
-        return str(code)
 
 
 def _format_address(address: Sequence[object]) -> str:

@@ -125,7 +125,6 @@ class H2Connection:
         self.settings_received = False
         self.goaway: _Goaway | None = None
         self.closed_by: Exception | None = None
-        self.rtt_s: float | None = None  # the first PING's round trip
         self._reader: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
 
@@ -145,10 +144,8 @@ class H2Connection:
         first_ping.add_done_callback(self._note_rtt)
 
     def _note_rtt(self, done: asyncio.Future[float]) -> None:
-        if not done.cancelled() and done.exception() is None:
-            self.rtt_s = done.result()
-            if self._observer is not None:
-                self._observer.round_trip(self.network, self.rtt_s)
+        if not done.cancelled() and done.exception() is None and self._observer is not None:
+            self._observer.round_trip(self.network, done.result())
 
     @property
     def usable(self) -> bool:

@@ -118,7 +118,7 @@ def _connection_frame(frame: hf.Frame, common: _Common, rtt_s: float | None) -> 
     ack = "ACK" in common["flags"]
     match frame:
         case hf.SettingsFrame():
-            values = tuple((_setting_name(code), value) for code, value in frame.settings.items())
+            values = tuple((setting_name(code), value) for code, value in frame.settings.items())
             return SettingsFrame(**common, ack=ack, settings=values)
         case hf.WindowUpdateFrame():
             return WindowUpdateFrame(**common, increment=frame.window_increment)
@@ -139,7 +139,7 @@ def error_name(code: int) -> str:
         return f"0x{code:x}"
 
 
-def _setting_name(code: int) -> str:
+def setting_name(code: int) -> str:
     try:
         return SettingCodes(code).name
     except ValueError:

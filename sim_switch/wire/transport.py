@@ -63,7 +63,6 @@ class _HTTP1:
     """A connection whose ALPN chose HTTP/1.1: httpcore's, one request at a time."""
 
     def __init__(self, network: httpcore.AsyncNetworkStream, origin: Origin) -> None:
-        self.network = network
         self.connection = httpcore.AsyncHTTP11Connection(
             httpcore.Origin(origin.scheme.encode(), origin.host.encode(), origin.port), network
         )
