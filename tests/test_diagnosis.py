@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection
 from controller.diagnosis.analysis import RUN_GAP_S, Limits, diagnose
-from controller.diagnosis.findings import FindingKind, SwitchDiagnosis
+from controller.diagnosis.findings import DialRace, FindingKind, SwitchDiagnosis
 from dialout.text import Address
 
 LIMITS = Limits(max_concurrent_streams=100, keep_alive_max_requests=1000)
@@ -104,3 +104,45 @@ def test_a_run_holds_on_while_any_of_its_connections_is_open() -> None:
     found = diagnosed(registry)
     assert [run.connections for run in found.runs] == [(long.id, later.id)]
     assert FindingKind.NO_REUSE in [finding.kind for finding in found.findings]
+
+
+def test_each_run_is_judged_on_its_own_traffic() -> None:
+    """Two HTTP/1.1 connections at once, then (a run later) one connection on its own: the later run did not
+    overlap anything (its sweep once read every run's streams, and named no connection of its own: a 500)."""
+    registry = ConnectionRegistry()
+    for _ in range(2):
+        request(connection(registry, hello=0.0, opened=0.01, closed=1.0, alpn="http/1.1"), started=0.02, ended=0.5)
+    alone = connection(registry, hello=5.0, opened=5.01, closed=6.0, alpn="http/1.1")
+    request(alone, started=5.02, ended=5.5)
+    found = diagnosed(registry)
+    assert [run.connections for run in found.runs] == [(1, 2), (alone.id,)]
+    assert [[finding.kind for finding in run.findings] for run in found.runs] == [
+        [FindingKind.HTTP1_ONLY],
+        [FindingKind.SEQUENTIAL],
+    ]
+
+
+def test_a_dial_race_among_ten_thousand_connections_is_found_in_one_pass() -> None:
+    """Every connection dialled while the one before was still in its handshake (a fleet's worth of dials from one
+    name): races of three all through. Then the same with two busy connections in the first's handshake, which is no
+    race for it (a client spreading load), while the rest still race; the pass stays n log n either way."""
+    registry = ConnectionRegistry(history=10_000)
+    for n in range(10_000):
+        request(connection(registry, hello=n * 0.001, opened=n * 0.001 + 0.0025, closed=20.0), n * 0.001 + 0.003, 19.0)
+    [race] = [finding for finding in diagnosed(registry).findings if finding.kind == FindingKind.DIAL_RACE]
+    assert isinstance(race, DialRace)
+    assert len(race.connections) == 9_999  # each first with the two dialled in its 2.5 ms; the last one alone
+    assert race.races == 3_333
+
+    registry = ConnectionRegistry(history=10_000)
+    slow = connection(registry, hello=0.0, opened=30.0, closed=40.0)  # its handshake spans every dial below
+    request(slow, started=30.0, ended=31.0)
+    for n in range(1, 10_000):
+        record = connection(registry, hello=n * 0.001, opened=n * 0.001 + 0.0025, closed=35.0)
+        for _ in range(2 if n in (1, 2) else 1):
+            request(record, started=n * 0.001 + 0.003, ended=34.0)
+    [race] = [finding for finding in diagnosed(registry).findings if finding.kind == FindingKind.DIAL_RACE]
+    assert isinstance(race, DialRace)
+    assert slow.id not in race.connections
+    # the busy two cannot race together; the second of them races the two dialled after it, and so on to the end
+    assert len(race.connections) == 9_998
