@@ -126,6 +126,8 @@ class ControllerConfig:
     max_header_bytes: int = setting(field.int_range(1024, 1024 * 1024), DEFAULT_MAX_HEADER_BYTES)
     # Proxies whose forwarded identity of a switch is believed: client-certificate CNs, or addresses/networks.
     trusted_proxies: tuple[str, ...] = setting(field.proxy_identities, ())
+    # CNs that may read every switch's records on the TLS port (/connections, /diagnosis); a switch sees its own.
+    operators: tuple[str, ...] = setting(field.names, ())
     tls: ControllerTLS | None = subsection(ControllerTLS, None)
     cleartext: Listener | None = subsection(Listener, None)
     admin: Admin = subsection(Admin, Admin())
@@ -367,8 +369,10 @@ class Config:
 
     @property
     def client_ids(self) -> tuple[str, ...]:
-        """Every client certificate dialout's PKI issues: the switches', and the trusted proxies' (named by CN)."""
-        return tuple(dict.fromkeys((*self.switch_ids, *self.controller.proxy_names)))
+        """Every client certificate dialout's PKI issues: the switches', the trusted proxies' (named by CN) and the
+        operators'."""
+        operators = (name for name in self.controller.operators if "*" not in name)
+        return tuple(dict.fromkeys((*self.switch_ids, *self.controller.proxy_names, *operators)))
 
     def scenario(self, name: str) -> Scenario:
         for scenario in self.scenarios:

@@ -78,6 +78,13 @@ def switch_ids(value: object, path: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(switch_id_or_pattern(item, f"{path}[{index}]") for index, item in enumerate(value)))
 
 
+def names(value: object, path: str) -> tuple[str, ...]:
+    """A list, possibly empty, of certificate CNs or patterns of them (``ops-*``)."""
+    if not isinstance(value, list):
+        raise ConfigError(path, f"must be a list of names, got {_describe(value)}")
+    return tuple(dict.fromkeys(switch_id_or_pattern(item, f"{path}[{index}]") for index, item in enumerate(value)))
+
+
 def boolean(value: object, path: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(path, f"must be true or false, got {_describe(value)}")

@@ -28,6 +28,7 @@ from tests.switches import switch_client
 from tests.test_curl import curl
 
 SWITCHES = [f"switch-{n}" for n in range(1, 10)]
+OPERATOR = "operator-1"  # in controller.operators: reads every switch's records on the TLS port
 STREAM_LIMIT = 4
 SCENARIOS = """\
   depth:
@@ -42,14 +43,19 @@ SCENARIOS = """\
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
     directory = tmp_path_factory.mktemp("explain")
-    controller = f"  switches: [{', '.join(SWITCHES)}]\n  max_concurrent_streams: {STREAM_LIMIT}\n"
+    controller = (
+        f"  switches: [{', '.join(SWITCHES)}]\n  max_concurrent_streams: {STREAM_LIMIT}\n  operators: [{OPERATOR}]\n"
+    )
     config = write_config(directory, extra=SCENARIOS, controller=controller)
     with ControllerProcess.start(config) as process:
         yield process
 
 
-def explain(process: ControllerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_module("controller", "explain", "--config", str(process.config), "--url", process.url, *args)
+def explain(process: ControllerProcess, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m controller explain``, asking the admin listener (the config's port is 0: any free one)."""
+    return run_module(
+        "controller", "explain", "--config", str(process.config), "--url", url or process.admin_url, *args
+    )
 
 
 def diagnosis(process: ControllerProcess, switch: str) -> dict[str, Any]:
@@ -201,7 +207,9 @@ def test_our_switch_prints_the_findings_under_its_verdict(explained: ControllerP
 def test_explain_errors_are_one_line(explained: ControllerProcess, tmp_path: Path) -> None:
     nobody = explain(explained, "--switch", "switch-9")
     assert nobody.returncode == 2
-    assert nobody.stderr == f"controller: the controller at {explained.url} saw no connection from switch switch-9\n"
+    assert nobody.stderr == (
+        f"controller: the controller at {explained.admin_url} saw no connection from switch switch-9\n"
+    )
     bad_since = explain(explained, "--since", "yesterday")
     assert bad_since.returncode == 2
     # said before the controller is asked (its own 400 for the same is tests/test_admin.py's)
@@ -224,6 +232,31 @@ def test_diagnosis_window(explained: ControllerProcess) -> None:
     assert [(d["connections"], d["streams"], d["main"]) for d in everything] == [(1, 1, "sequential")]
     assert later.json() == {"switches": []}
     assert recent.json()["switches"] == everything
+
+
+def test_on_the_tls_port_a_switch_reads_only_its_own_records_and_an_operator_every_switchs(
+    explained: ControllerProcess,
+) -> None:
+    curl(explained.url, certs(explained), count=1, switch_id="switch-7")
+    curl(explained.url, certs(explained), count=1, switch_id="switch-6")
+    with switch_client(certs(explained), "switch-7") as client:
+        own = client.get(f"{explained.url}/connections").json()
+        own_diagnosis = client.get(f"{explained.url}/diagnosis").json()["switches"]
+        other = client.get(f"{explained.url}/diagnosis", params={"switch": "switch-6"})
+        others = client.get(f"{explained.url}/connections", params={"switch": "switch-6"})
+    assert {record["switch"] for record in own["connections"]} == {"switch-7"}
+    assert list(own["switches"]) == ["switch-7"]
+    assert [found["switch"] for found in own_diagnosis] == ["switch-7"]
+    refusal = "switch-7 may read only its own records; controller.operators lists who may read every switch's"
+    assert (other.status_code, other.json()) == (403, {"error": refusal})
+    assert (others.status_code, others.json()) == (403, {"error": refusal})
+    with switch_client(certs(explained), OPERATOR) as operator:
+        every = operator.get(f"{explained.url}/diagnosis").json()["switches"]
+    assert {"switch-6", "switch-7"} <= {found["switch"] for found in every}
+    # explain over the TLS port asks as the config's switch (switch-1), which is no operator
+    refused = explain(explained, "--switch", "switch-6", url=explained.url)
+    assert refused.returncode == 2
+    assert refused.stderr == f"controller: {explained.url}/diagnosis answered 403: {refusal.replace('7', '1', 1)}\n"
 
 
 def test_separate_runs_of_the_switch_are_not_a_reuse_problem(tmp_path: Path) -> None:

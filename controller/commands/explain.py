@@ -1,9 +1,9 @@
 """``python -m controller explain``: ask a running controller what a switch's client did, and say it in words.
 
-It finds the controller where the config says it listens (``controller.host`` and ``controller.port``; a wildcard
-host is asked on loopback), or at ``--url``, and asks ``GET /diagnosis`` over mutual TLS as the config's switch
-(``switch.id``'s certificate): the controller serves only certificates it trusts, and an operator on the
-controller's machine has that one. The question's own connection is not counted against anyone.
+It asks ``GET /diagnosis`` of the controller's admin listener where the config says it listens (``controller.admin``;
+a wildcard host is asked on loopback), or at ``--url``: an ``https`` URL is asked over mutual TLS as the config's
+switch (``switch.id``'s certificate), which reads every switch's records only if ``controller.operators`` lists it.
+The question's own connection is not counted against anyone.
 """
 
 from __future__ import annotations
@@ -74,11 +74,17 @@ def exit_code(switches: Sequence[dict[str, Any]]) -> int:
 
 
 def own_url(cfg: Config) -> str:
-    host, port = cfg.controller.host, cfg.controller.port
+    """The admin listener, which answers for every switch; the TLS port if there is none (where the config's
+    switch reads only its own records, unless it is in ``controller.operators``)."""
+    controller = cfg.controller
+    if controller.admin.enabled:
+        scheme, host, port = "http", controller.admin.host, controller.admin_port
+    else:
+        scheme, host, port = "https", controller.host, controller.port
     if port == 0:
         raise ExplainError("controller.port is 0 (any free port): say where it listens with --url")
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "localhost"}.get(host, host)  # a wildcard is asked on loopback
-    return f"https://{format_address(host, port)}"
+    return f"{scheme}://{format_address(host, port)}"
 
 
 def _client_context(cfg: Config) -> ssl.SSLContext:

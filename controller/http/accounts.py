@@ -1,18 +1,36 @@
 """What the controller says of its connections (``GET /connections``) and of its switches (``GET /diagnosis``):
-the same answers on the TLS port and on the admin listener."""
+the same answers on the TLS port and on the admin listener.
+
+Who may read what: on the TLS port a switch reads only its own records (another switch's would tell it the
+fleet's names, addresses and timings); a CN in ``controller.operators`` reads every switch's. The admin listener
+answers everything: it is the operator's way in (loopback, or a credential).
+
+The diagnosis runs in a thread of its own, one at a time: at 10,000 connections it takes some 100 ms of CPU, which
+on the event loop would be 100 ms of every switch's pings waiting (issue 20); in the thread the loop gets the
+interpreter back every ``sys.getswitchinterval()`` (5 ms)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from quart import Quart, Response, jsonify, request
 
 from controller.accounts.connections import ConnectionRegistry
-from controller.diagnosis.analysis import WindowError, diagnose, limits_of, parse_window
+from controller.diagnosis.analysis import Window, WindowError, diagnose, limits_of, parse_window
 from controller.diagnosis.sentences import diagnosis_json
 from dialout.config import ControllerConfig
+
+# The switch whose records a request may read, or None: every switch's.
+OwnRecords = Callable[[], str | None]
+_diagnosing = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnosis")
+
+
+def every_switch() -> str | None:
+    return None
 
 
 def connections_answer(registry: ConnectionRegistry, switch: str | None, stream_times: bool = False) -> dict[str, Any]:
@@ -36,27 +54,47 @@ def connections_answer(registry: ConnectionRegistry, switch: str | None, stream_
     }
 
 
-def diagnosis_answer(
-    cfg: ControllerConfig, registry: ConnectionRegistry, args: Mapping[str, str]
+async def diagnosis_answer(
+    cfg: ControllerConfig, registry: ConnectionRegistry, args: Mapping[str, str], switch: str | None
 ) -> tuple[dict[str, Any], int]:
-    """``args``: the query (``switch``, ``since``, ``connections``); a bad window is a 400 with one line."""
+    """``args``: the query (``since``, ``connections``); a bad window is a 400 with one line. ``switch``: only
+    that switch's diagnosis. The records are copied here, on the loop; the thread reads only the copies' lists."""
     try:
         window = parse_window(args.get("since"), args.get("connections"))
     except WindowError as exc:
         return {"error": str(exc)}, 400
-    found = diagnose(registry.connections(), registry.spans(), limits_of(cfg), window, args.get("switch"))
-    return {"switches": [diagnosis_json(one) for one in found]}, 200
+    connections, spans = registry.connections(), registry.spans()
+
+    def answer(window: Window = window) -> list[dict[str, Any]]:
+        return [diagnosis_json(one) for one in diagnose(connections, spans, limits_of(cfg), window, switch)]
+
+    return {"switches": await asyncio.get_running_loop().run_in_executor(_diagnosing, answer)}, 200
 
 
-def serve_accounts(app: Quart, cfg: ControllerConfig, registry: ConnectionRegistry) -> None:
-    """``GET /connections`` and ``GET /diagnosis`` on ``app``: the TLS port's app and the admin listener's."""
+def serve_accounts(
+    app: Quart, cfg: ControllerConfig, registry: ConnectionRegistry, own_records: OwnRecords = every_switch
+) -> None:
+    """``GET /connections`` and ``GET /diagnosis`` on ``app``: the TLS port's app and the admin listener's.
+    ``own_records``: whose records the request in hand may read."""
+
+    def asked_for() -> tuple[str | None, tuple[Response, int] | None]:
+        asked, own = request.args.get("switch"), own_records()
+        if own is not None and asked not in (None, own):
+            refusal = f"{own} may read only its own records; controller.operators lists who may read every switch's"
+            return None, (jsonify({"error": refusal}), 403)
+        return own or asked, None
 
     @app.get("/connections")
-    async def connections() -> Response:
-        switch = request.args.get("switch")
+    async def connections() -> Response | tuple[Response, int]:
+        switch, refused = asked_for()
+        if refused is not None:
+            return refused
         return jsonify(connections_answer(registry, switch, stream_times=request.args.get("streams") == "1"))
 
     @app.get("/diagnosis")
     async def diagnosis() -> tuple[Response, int]:
-        answer, status = diagnosis_answer(cfg, registry, request.args)
+        switch, refused = asked_for()
+        if refused is not None:
+            return refused
+        answer, status = await diagnosis_answer(cfg, registry, request.args, switch)
         return jsonify(answer), status

@@ -28,6 +28,7 @@ from dialout.text import format_address, printable
 from dialout.tls_files import controller_files
 
 logger = logging.getLogger(__name__)
+ACCOUNTS = frozenset({"/connections", "/diagnosis"})
 
 
 def create_app(  # noqa: C901 - the app's routes and hooks, closures over its state, as Quart has them
@@ -36,8 +37,6 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
     app = Quart(__name__)
     proxies = ProxyPolicy(cfg.trusted_proxies, controller_files(cfg).trust)
     app.asgi_app = ConnectionScopeMiddleware(app.asgi_app, registry, proxies)  # type: ignore[method-assign]
-    known_switches = frozenset(switch for switch in cfg.switches if "*" not in switch)
-    known_patterns = tuple(switch for switch in cfg.switches if "*" in switch)
     max_interval_s = cfg.max_interval_s
 
     @app.before_request
@@ -67,7 +66,9 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
             return None  # bench mode (h2load) or the cleartext listener: an anonymous switch, on loopback only
         if switch is None:
             return jsonify({"error": "no verified client certificate on this connection"}), 403
-        if switch not in known_switches and not any(fnmatch.fnmatchcase(switch, p) for p in known_patterns):
+        if not _listed(switch, cfg.switches):
+            if request.path in ACCOUNTS and _listed(switch, cfg.operators):
+                return None  # an operator's certificate, asking what the switches did
             known = ", ".join(cfg.switches)
             return jsonify({"error": f"switch {switch!r} is not in this controller's fleet (known: {known})"}), 403
         return None
@@ -131,7 +132,15 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
                 metrics.answered(response.status_code, None)
             return response
 
-    serve_accounts(app, cfg, registry)
+    def own_records() -> str | None:
+        """A switch reads its own records; an operator, every switch's. A request with no certificate got this far
+        only on loopback (bench mode, the cleartext listener), where the admin listener answers everything too."""
+        switch: str | None = g.arrival.switch
+        if switch is None or _listed(switch, cfg.operators):
+            return None
+        return switch
+
+    serve_accounts(app, cfg, registry, own_records)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -139,6 +148,11 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
         return jsonify({"error": f"{status} {exc.name}: {request.method} {request.path}"}), status
 
     return app
+
+
+def _listed(name: str, names: tuple[str, ...]) -> bool:
+    """``name`` is one of ``names``, or matches one of them that is a pattern (``fleet-*``)."""
+    return name in names or any("*" in entry and fnmatch.fnmatchcase(name, entry) for entry in names)
 
 
 def _header_bytes(scope: Mapping[str, Any]) -> int:
