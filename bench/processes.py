@@ -8,6 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.servers import rss_kib
+
+__all__ = ["rss_kib", "server"]
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -34,11 +38,3 @@ def server(command: list[str]) -> Iterator[tuple[int, int]]:
         process.terminate()
         process.wait(timeout=60)
         process.stderr.close()
-
-
-def rss_kib(pid: int | str = "self") -> int:
-    """The resident set size of process ``pid`` (default: this one), in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/{pid}/status has no VmRSS")

@@ -71,6 +71,12 @@ DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
 # The request line and headers of one request: larger ones are refused (HTTP/1.1: 431) before they cost memory.
 # 16 KiB is Hypercorn's own HTTP/1.1 default, far above what a ping needs.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+# Per HTTP/2 connection, a bucket that holds a second's worth (controller/server/h2_limits.py). Resets: a switch
+# may cancel every ping it has in flight at once (max_concurrent_streams, 100) and then some; a rapid-reset attacker
+# (CVE-2023-44487) resets thousands a second. PING and SETTINGS: a switch sends a few a minute (keepalive); a flood
+# sends millions, each asking for an ACK.
+DEFAULT_MAX_RESETS_PER_S = 200
+DEFAULT_MAX_CONTROL_FRAMES_PER_S = 100
 DEFAULT_REQUEST_TIMEOUT_S = 90.0
 DEFAULT_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -124,6 +130,8 @@ class ControllerConfig:
     # The fleet: CNs allowed to dial in, or patterns of them (fleet-*). Default: [switch.id].
     switches: tuple[str, ...] = setting(field.switch_ids, ("switch-1",))
     max_header_bytes: int = setting(field.int_range(1024, 1024 * 1024), DEFAULT_MAX_HEADER_BYTES)
+    max_resets_per_s: int = setting(field.int_range(1, 1_000_000), DEFAULT_MAX_RESETS_PER_S)
+    max_control_frames_per_s: int = setting(field.int_range(1, 1_000_000), DEFAULT_MAX_CONTROL_FRAMES_PER_S)
     # Proxies whose forwarded identity of a switch is believed: client-certificate CNs, or addresses/networks.
     trusted_proxies: tuple[str, ...] = setting(field.proxy_identities, ())
     # CNs that may read every switch's records on the TLS port (/connections, /diagnosis); a switch sees its own.

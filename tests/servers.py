@@ -59,6 +59,14 @@ async def run_controller(cfg: ControllerConfig, port: int = 0) -> AsyncIterator[
         await task
 
 
+def rss_kib(pid: int | str = "self") -> int:
+    """The resident set size of process ``pid`` (default: this one), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/{pid}/status has no VmRSS")
+
+
 class LineReader:
     """A child process whose stderr is read by a thread, line by line, so a test can wait for a line (the port it
     listens on, a request arriving) instead of sleeping."""

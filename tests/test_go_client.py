@@ -86,13 +86,13 @@ def explained(controller: ControllerProcess, switch: str) -> tuple[int, dict[str
         "--config",
         str(controller.config),
         "--url",
-        controller.url,
+        controller.admin_url,
         "--switch",
         switch,
         "--json",
     )
     as_text = run_module(
-        "controller", "explain", "--config", str(controller.config), "--url", controller.url, "--switch", switch
+        "controller", "explain", "--config", str(controller.config), "--url", controller.admin_url, "--switch", switch
     )
     assert as_json.returncode == as_text.returncode, as_text.stderr
     [found] = json.loads(as_json.stdout)["switches"]

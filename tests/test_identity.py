@@ -12,20 +12,23 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import h2.frame_buffer
 import httpx
 import pytest
 from cryptography import x509
+from hypercorn import protocol as hypercorn_protocol
 from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.config import Sockets
 from hypercorn.protocol import h2 as hypercorn_h2
+from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from hypercorn.utils import wrap_app
 
 from controller.accounts.connections import ConnectionRegistry
-from controller.server import asgi_tls
+from controller.server import asgi_tls, h2_limits
 from controller.server.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
 from controller.server.serve import hypercorn_config, new_registry, server_ssl_context
 from dialout.config import ControllerConfig, OneShot, Scenario
@@ -91,6 +94,20 @@ def test_hypercorn_still_has_what_the_adapter_replaces() -> None:
     assert getattr(hypercorn_h2, "HTTPStream") is asgi_tls._StreamIdHTTPStream  # noqa: B009
 
 
+def test_hypercorn_and_h2_still_have_what_the_abuse_limits_stand_on() -> None:
+    """controller/server/h2_limits.py replaces Hypercorn's HTTP/2 protocol by its module-level name, overrides its
+    RawData handling and event loop, and h2's header-block buffering: fail here if an upgrade moves them."""
+    assert getattr(hypercorn_protocol, "H2Protocol") in (H2Protocol, h2_limits._GuardedH2Protocol)  # noqa: B009
+    assert inspect.iscoroutinefunction(H2Protocol._handle_events)
+    assert inspect.iscoroutinefunction(H2Protocol._flush)
+    made = inspect.getsource(H2Protocol.__init__)
+    assert all(f"self.{name} = " in made for name in ("connection", "config", "task_group", "send")), made
+    assert "_update_header_buffer" in vars(h2.frame_buffer.FrameBuffer)
+    assert "_headers_buffer" in h2.frame_buffer.FrameBuffer().__dict__
+    h2_limits.install()
+    assert getattr(hypercorn_protocol, "H2Protocol") is h2_limits._GuardedH2Protocol  # noqa: B009
+
+
 async def test_scope_carries_the_asgi_tls_extension(
     echo_server: tuple[str, ConnectionRegistry], certs_dir: Path
 ) -> None:
@@ -144,7 +161,7 @@ async def test_two_switches_at_once_are_told_apart(controller: RunningController
             one.get(f"{controller.url}/ping?interval=0.2"),
         )
         only_one = (await one.get(f"{controller.url}/connections", params={"switch": "switch-1"})).json()
-        everyone = (await two.get(f"{controller.url}/connections")).json()
+        own = (await two.get(f"{controller.url}/connections")).json()  # asking for every switch's
     bodies = [answer.json() for answer in answers]
     assert [body["switch"] for body in bodies] == ["switch-1", "switch-2", "switch-1"]
     assert bodies[0]["connection"] == bodies[2]["connection"] != bodies[1]["connection"]
@@ -153,7 +170,7 @@ async def test_two_switches_at_once_are_told_apart(controller: RunningController
     assert [record["switch"] for record in only_one["connections"]] == ["switch-1"]
     assert only_one["connections"][0]["streams"] == 3  # two pings and this query
     assert only_one["switches"] == {"switch-1": {"connections": 1, "streams": 3, "peak_in_flight": 2}}
-    assert sorted(record["switch"] for record in everyone["connections"]) == ["switch-1", "switch-2"]
+    assert [record["switch"] for record in own["connections"]] == ["switch-2"]  # a switch reads only its own
 
 
 async def test_a_valid_certificate_for_an_unknown_switch_gets_403(tmp_path: Path) -> None:

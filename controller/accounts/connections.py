@@ -7,7 +7,7 @@ import datetime
 import itertools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +56,7 @@ class ControllerConnection:
     from_trusted_proxy: bool | None = None  # whether its forwarded headers are believed; None until its 1st request
     forwarding_noted: bool = False  # forwarded headers from an untrusted peer: logged once per connection
     http_version: str | None = None  # "1.1" or "2", from its first request
+    closed_for: str | None = None  # why we closed it, if for what it sent (controller/server/h2_limits.py)
     # time.monotonic() seconds: when its ClientHello arrived (None without TLS, or behind a proxy), when the
     # handshake was done and it was recorded, and when the peer stopped sending.
     hello_at: float | None = None
@@ -126,6 +127,7 @@ class ControllerConnection:
             "cleartext": self.cleartext,
             "http_version": self.http_version,
             "handshake_s": None if self.hello_at is None else round(self.opened - self.hello_at, 6),
+            "closed_for": self.closed_for,
         }
         if self.via is not None:
             record["upstream_connections"] = sorted(self.upstream)
@@ -173,6 +175,8 @@ class ConnectionRegistry:
         self._spans: deque[StreamSpan] = deque(maxlen=stream_history)
         self._totals: dict[str, SwitchTotals] = {}
         self._next_id = 1
+        # Connections closed with GOAWAY ENHANCE_YOUR_CALM, by reason (controller/server/h2_limits.py).
+        self.calmed: Counter[str] = Counter()
         self._history = history
         # Connections behind a proxy, by (proxy, the proxy's number for the connection), while they are open.
         self._proxied: dict[tuple[str, str], ControllerConnection] = {}

@@ -31,7 +31,8 @@ def ask(cfg: Config, url: str | None, switch: str | None, since: str | None) -> 
     target = (url or own_url(cfg)).rstrip("/")
     query = {name: value for name, value in (("switch", switch), ("since", since)) if value}
     try:
-        with httpx.Client(verify=_client_context(cfg), trust_env=False, timeout=TIMEOUT_S) as client:
+        verify = _client_context(cfg) if target.startswith("https:") else False  # plain HTTP: nothing to verify
+        with httpx.Client(verify=verify, trust_env=False, timeout=TIMEOUT_S) as client:
             response = client.get(f"{target}/diagnosis", params=query)
     except httpx.HTTPError as exc:
         raise ExplainError(f"cannot ask the controller at {target}: {_reason(exc)}") from exc

@@ -103,6 +103,14 @@ class _Connections(Collector):
             "Requests being answered now, on every connection.",
             value=sum(c.in_flight for c in open_now),
         )
+        calmed = CounterMetricFamily(
+            "dialout_connections_calmed",
+            "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for what they sent, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._connections.calmed.items()):  # three reasons at most (h2_limits.Calmed)
+            calmed.add_metric([reason], count)
+        yield calmed
         yield GaugeMetricFamily(
             "dialout_switches_connected",
             "Switches with an open connection now.",

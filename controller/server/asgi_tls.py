@@ -63,6 +63,11 @@ _cipher_codes: dict[str, int] = {}
 _hello_at: weakref.WeakKeyDictionary[ssl.SSLObject, float] = weakref.WeakKeyDictionary()
 
 
+def current_connection() -> ControllerConnection | None:
+    """The connection whose server task this is (None outside one, or on a listener without a registry)."""
+    return _current_connection.get()
+
+
 def note_client_hello(ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
     """``SSLContext.sni_callback``: OpenSSL calls it for every ClientHello, with or without SNI. Keeps the time,
     so a connection's record says how long its handshake took and which connections were dialled together."""

