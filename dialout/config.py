@@ -77,6 +77,11 @@ DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 # sends millions, each asking for an ACK.
 DEFAULT_MAX_RESETS_PER_S = 200
 DEFAULT_MAX_CONTROL_FRAMES_PER_S = 100
+# TLS handshakes under way at once: a connection beyond either cap is reset at accept, before TLS costs anything.
+# Each pending one holds a descriptor and ~300 KB for up to handshake_timeout_s; a switch's takes milliseconds, so
+# even a fleet redialling at once after a restart has few pending, and those refused redial after their backoff.
+DEFAULT_MAX_PENDING_HANDSHAKES = 1024
+DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS = 256
 DEFAULT_REQUEST_TIMEOUT_S = 90.0
 DEFAULT_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -132,6 +137,10 @@ class ControllerConfig:
     max_header_bytes: int = setting(field.int_range(1024, 1024 * 1024), DEFAULT_MAX_HEADER_BYTES)
     max_resets_per_s: int = setting(field.int_range(1, 1_000_000), DEFAULT_MAX_RESETS_PER_S)
     max_control_frames_per_s: int = setting(field.int_range(1, 1_000_000), DEFAULT_MAX_CONTROL_FRAMES_PER_S)
+    max_pending_handshakes: int = setting(field.int_range(1, 1_000_000), DEFAULT_MAX_PENDING_HANDSHAKES)
+    max_pending_handshakes_per_address: int = setting(
+        field.int_range(1, 1_000_000), DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS
+    )
     # Proxies whose forwarded identity of a switch is believed: client-certificate CNs, or addresses/networks.
     trusted_proxies: tuple[str, ...] = setting(field.proxy_identities, ())
     # CNs that may read every switch's records on the TLS port (/connections, /diagnosis); a switch sees its own.

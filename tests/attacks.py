@@ -51,6 +51,7 @@ class Attack(enum.StrEnum):
     PING_FLOOD = "ping-flood"  # PING after PING, each asking for an ACK
     SETTINGS_FLOOD = "settings-flood"  # SETTINGS after SETTINGS, each asking for an ACK
     CONTINUATION_FLOOD = "continuation-flood"  # a header block that never ends (CVE-2023-45288)
+    SILENT = "silent"  # TCP connections that never start TLS, held until the controller lets go
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,33 @@ class _Tally:
     connections: int = 0
 
 
+async def _silent_connection(plan: Plan, port: int, deadline: float, tally: _Tally) -> None:
+    """Connect, say nothing, and see whether the controller closes it (a reset at accept, or its handshake
+    budget run out) before the deadline."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(plan.source, 0))
+    except ConnectionResetError:  # reset at accept, before asyncio saw the connect complete
+        tally.connections += 1
+        tally.closed_by_controller += 1
+        return
+    except OSError:
+        return  # not dialled
+    tally.connections += 1
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            await reader.read(1)
+        tally.closed_by_controller += 1
+    except ConnectionError:
+        tally.closed_by_controller += 1
+    except TimeoutError:
+        pass
+    writer.transport.abort()
+
+
 async def _one_connection(plan: Plan, port: int, context: ssl.SSLContext, deadline: float, tally: _Tally) -> None:
+    if plan.kind is Attack.SILENT:
+        await _silent_connection(plan, port, deadline, tally)
+        return
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", port, ssl=context, server_hostname="localhost", local_addr=(plan.source, 0)
     )

@@ -7,9 +7,10 @@ import asyncio
 import copy
 import json
 import math
+import resource
 import ssl
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,3 +312,30 @@ async def test_requests_reset_in_the_read_that_brought_them_are_never_started(ce
         # at most the few whose pair a read cut in two were started (each would sleep 5 s once started)
         assert record.streams < 100, record.streams
         await peer.close()
+
+
+def _descriptors(limit: int) -> Callable[[], None]:
+    def lowered() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return lowered
+
+
+async def test_silent_connections_past_the_descriptor_limit_cost_the_fleet_nothing(tmp_path: Path) -> None:
+    """The issue's row: 1,100 TCP connections that never start TLS, at a controller whose descriptors stop at
+    1,024. They once took every descriptor, every new switch's handshake timed out, and the log grew by 438,686
+    lines in 30 s. Now the caps reset the surplus at accept, the rest wait out a 2 s handshake budget, and a
+    switch's session beside them keeps its latency."""
+    config = write_config(tmp_path, controller="  switches: [switch-1, switch-2]\n  handshake_timeout_s: 2\n")
+    with ControllerProcess.start(config, preexec_fn=_descriptors(1024)) as process:
+        alone_there = await victim(process.url, _certs(process), "switch-1", VICTIM_BATCHES)
+        found = await attacked(process, Plan(Attack.SILENT, connections=1_100, frames_per_connection=0, seconds=6))
+    assert found.report.connections == 1_100, found.report  # the listen backlog holds them all
+    assert found.report.closed_by_controller == 1_100, found.report
+    assert found.victim.failed == 0, found.victim.describe()
+    bound = max(VICTIM_SLOWDOWN * alone_there.p99_s, VICTIM_FLOOR_S)
+    assert found.victim.p99_s <= bound, f"{found.victim.describe()}; alone: {alone_there.describe()}"
+    refusals = [line for line in found.log_lines if "over the pending-handshake caps" in line]
+    assert refusals, found.log_lines
+    assert not [line for line in found.log_lines if "Traceback" in line]
+    assert len(found.log_lines) <= found.victim.pings + 20, found.log_lines

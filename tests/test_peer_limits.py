@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import re
 import resource
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -57,3 +59,43 @@ def test_the_open_files_soft_limit_is_raised_to_the_hard_one(tmp_path: Path) -> 
     assert found, limits
     soft, _ = found.groups()
     assert soft == expected, limits
+
+
+async def test_connections_beyond_the_per_address_cap_are_reset_at_accept(certs_dir: Path) -> None:
+    """Twenty silent peers from one address against a cap of five: fifteen are reset at once (before any TLS),
+    five wait out the handshake budget and are closed; a switch from another address is served meanwhile."""
+    cfg = ControllerConfig(
+        certs_dir=certs_dir, switches=SWITCH_IDS, handshake_timeout_s=BUDGET_S, max_pending_handshakes_per_address=5
+    )
+    async with run_controller(cfg) as controller:
+        ends = await asyncio.gather(*(_silent_peer(controller.port) for _ in range(SILENT_PEERS)))
+        context = client_ssl_context(certs_dir, "switch-1")
+        async with httpx.AsyncClient(http2=True, verify=context, trust_env=False) as switch:
+            answered = await switch.get(f"{controller.url}/ping?interval=0")
+        assert answered.status_code == 200
+        async with asyncio.timeout(GIVE_UP_S):
+            ended = await asyncio.gather(*ends)
+    assert sorted(ended) == ["closed"] * 5 + ["reset"] * (SILENT_PEERS - 5)
+
+
+async def _silent_peer(port: int) -> Coroutine[Any, Any, str]:
+    """Connect from 127.0.0.2 and say nothing; then a coroutine that says how the controller let go: "reset"
+    (at accept: the connect or the read sees a TCP reset) or "closed" (after the handshake budget)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+    except ConnectionResetError:
+        return _said("reset")
+
+    async def end() -> str:
+        try:
+            return "closed" if await reader.read(1) == b"" else "spoke"
+        except ConnectionResetError:
+            return "reset"
+        finally:
+            writer.transport.abort()
+
+    return end()
+
+
+async def _said(what: str) -> str:
+    return what

@@ -26,6 +26,7 @@ from controller.http.admin import create_admin_app
 from controller.http.app import create_app
 from controller.http.metrics import Metrics
 from controller.server import asgi_tls, h2_limits
+from controller.server.accepting import GATE_ATTRIBUTE, HandshakeGate, quiet_accept_errors
 from controller.server.asgi_tls import REGISTRY_ATTRIBUTE
 from controller.server.graceful import refuse_new_streams
 from controller.server.h2_limits import LIMITS_ATTRIBUTE, PeerLimits
@@ -41,6 +42,10 @@ MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 # h2 first: a client that offers both gets HTTP/2; one that offers only http/1.1 (or no ALPN) gets HTTP/1.1.
 ALPN_PROTOCOLS = ("h2", "http/1.1")
+# Connections the kernel queues for accept() (capped by net.core.somaxconn). Hypercorn's 100 overflowed when a fleet
+# redialled at once: each dial beyond it waited for a SYN retransmit (1 s, then 3 s), or, its ACK dropped, believed
+# itself connected to a controller that never saw it.
+LISTEN_BACKLOG = 4096
 # With no hard limit, the soft one goes this far: more sockets than one controller process can serve anyway.
 OPEN_FILES_CAP = 1 << 20
 
@@ -175,6 +180,7 @@ def hypercorn_config(
     config.h11_max_incomplete_size = cfg.max_header_bytes
     config.h2_max_header_list_size = cfg.max_header_bytes
     config.alpn_protocols = list(ALPN_PROTOCOLS)
+    config.backlog = LISTEN_BACKLOG
     # Route Hypercorn's own messages through logging, so __main__ decides where they go.
     config.errorlog = logging.getLogger("hypercorn.error")
     config.accesslog = None  # the app logs one line per request itself
@@ -227,10 +233,15 @@ async def serve(
         # written separately) waited ~40 ms for the client's delayed ACK (Nagle).
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    gate = HandshakeGate(cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_address)
+    for sock in (*sockets, *cleartext_sockets):
+        gate.guard(sock)
+    quiet_accept_errors()
     metrics = Metrics(registry)
     ssl_context.sslobject_class = _counting_handshakes(metrics.handshake_failed)
     app = create_app(cfg, registry, metrics)
     config = hypercorn_config(cfg, ssl_context, registry)
+    setattr(config, GATE_ATTRIBUTE, gate)  # where each connection's TCP task says its handshake is done
 
     async def begin_shutdown() -> None:
         await shutdown_trigger()

@@ -1,0 +1,171 @@
+"""Between accept() and the end of a connection's TLS handshake: caps on the handshakes pending, and a quiet log
+when accepting fails (issue 20).
+
+A TCP peer that connects and never speaks holds a socket and, once asyncio has wrapped it for TLS, about 300 KB,
+for up to ``controller.handshake_timeout_s``. 1,100 of them left a controller with 1,024 descriptors none for a
+real switch. So a connection is refused at once (closed with a TCP reset, before any TLS is spent on it) when
+``controller.max_pending_handshakes`` are already pending, or ``max_pending_handshakes_per_address`` from its
+address: a flood from one address cannot crowd out the fleet's, and the whole of it is bounded in memory and
+descriptors. Refusals are logged at most once a second, with a count and the addresses that had the most.
+
+How, without a hook in asyncio or Hypercorn for it: asyncio accepts by calling ``accept()`` on the listening
+socket object it was given, and closes each connection's socket with ``close()``. ``HandshakeGate.guard()`` turns
+a listening socket into a ``_GatedListener`` (the same object: a subclass assigned to ``__class__``, so whoever
+holds it sees the change) whose ``accept()`` counts each connection in, and whose accepted sockets count
+themselves out when closed; the server's TCP task counts a connection out once its handshake is done
+(``handshake_done``), since asyncio calls it only then.
+
+asyncio logs a failed ``accept()`` (out of descriptors: EMFILE) with a traceback each time it retries, once a
+second per listener; ``quiet_accept_errors()`` lets one such line through a second, with a count of the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import time
+import weakref
+from collections import Counter
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# The attribute of Hypercorn's Config through which the server's TCP tasks find the gate.
+GATE_ATTRIBUTE = "dialout_handshake_gate"
+REPORT_EVERY_S = 1.0
+SHOWN_ADDRESSES = 3
+# SO_LINGER on, 0 s: close() sends a reset and frees the socket at once, with no TIME_WAIT.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
+
+class HandshakeGate:
+    def __init__(self, max_pending: int, max_pending_per_address: int) -> None:
+        self.max_pending = max_pending
+        self.max_pending_per_address = max_pending_per_address
+        self._pending: dict[int, str] = {}  # by the accepted socket's descriptor: its peer's address
+        self._per_address: Counter[str] = Counter()
+        self._refused: Counter[str] = Counter()  # since the last report
+        self._reported_at = -REPORT_EVERY_S
+        self._report_due: asyncio.TimerHandle | None = None
+        self.refused_total = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def guard(self, listener: socket.socket) -> None:
+        """Count every connection ``listener`` accepts from now on."""
+        listener.__class__ = _GatedListener
+        _gates[listener] = self
+
+    def admit(self, sock: socket.socket, address: str) -> bool:
+        if len(self._pending) >= self.max_pending or self._per_address[address] >= self.max_pending_per_address:
+            self._refuse(address)
+            return False
+        self._pending[sock.fileno()] = address
+        self._per_address[address] += 1
+        return True
+
+    def handshake_done(self, fileno: int) -> None:
+        """The connection on descriptor ``fileno`` is through its handshake (or has none): no longer pending."""
+        address = self._pending.pop(fileno, None)
+        if address is not None:
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
+
+    def _refuse(self, address: str) -> None:
+        """Count a refusal; say so now if nothing was said in the last second, else once that second is over."""
+        self.refused_total += 1
+        self._refused[address] += 1
+        if self._report_due is not None:
+            return
+        wait_s = self._reported_at + REPORT_EVERY_S - time.monotonic()
+        if wait_s <= 0:
+            self._report()
+        else:
+            self._report_due = asyncio.get_running_loop().call_later(wait_s, self._report)
+
+    def _report(self) -> None:
+        self._report_due = None
+        count = sum(self._refused.values())
+        most = ", ".join(f"{address} ({n})" for address, n in self._refused.most_common(SHOWN_ADDRESSES))
+        logger.warning(
+            "refused %d connection%s over the pending-handshake caps (%d in all, %d per address; %d pending "
+            "now), by address: %s",
+            count,
+            "" if count == 1 else "s",
+            self.max_pending,
+            self.max_pending_per_address,
+            len(self._pending),
+            most,
+        )
+        self._refused.clear()
+        self._reported_at = time.monotonic()
+
+
+# The gate of each guarded listener and of each socket it accepted (a socket object has no room for one: its
+# class has __slots__, which a class assigned to __class__ must keep).
+_gates: weakref.WeakKeyDictionary[socket.socket, HandshakeGate] = weakref.WeakKeyDictionary()
+
+
+class _GatedListener(socket.socket):
+    __slots__ = ()
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        """The next connection the gate admits; those it does not are reset as they come. Raises what accept()
+        raises (BlockingIOError once the backlog is empty)."""
+        gate = _gates[self]
+        while True:
+            sock, address = super().accept()
+            host = str(address[0]) if isinstance(address, tuple) else str(address)
+            if gate.admit(sock, host):
+                sock.__class__ = _CountedSocket
+                _gates[sock] = gate
+                return sock, address
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+            sock.close()
+
+
+class _CountedSocket(socket.socket):
+    __slots__ = ()
+
+    def close(self) -> None:
+        gate = _gates.pop(self, None)
+        if gate is not None and self.fileno() >= 0:
+            gate.handshake_done(self.fileno())  # a handshake that failed or timed out ends here
+        super().close()
+
+
+class _EverySecond(logging.Filter):
+    """Lets one of asyncio's accept-error records through a second, saying how many it held back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._passed_at = -REPORT_EVERY_S
+        self._held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "socket.accept() out of system resource" not in record.getMessage():
+            return True
+        now = time.monotonic()
+        if now - self._passed_at < REPORT_EVERY_S:
+            self._held += 1
+            return False
+        if self._held:
+            record.msg = f"{record.msg} ({self._held} more in the last second)"
+        self._passed_at, self._held = now, 0
+        record.exc_info = None  # the errno is in the message; the traceback is asyncio's, the same each time
+        return True
+
+
+_quieting = _EverySecond()
+
+
+def quiet_accept_errors() -> None:
+    """Install the filter on asyncio's logger (once per process)."""
+    asyncio_logger = logging.getLogger("asyncio")
+    if _quieting not in asyncio_logger.filters:
+        asyncio_logger.addFilter(_quieting)
