@@ -17,11 +17,16 @@ server block: ``python -m controller nginx-conf``):
 =========================  ==========================================================================
 
 A request's identity never comes from headers alone: the controller parses the forwarded certificate itself and
-verifies it against its own client CA, and from any peer that is not a trusted proxy the headers are ignored.
+verifies it against its own client CA with ``cryptography.x509.verification`` (the RFC 5280 path validation of
+the web PKI profile: a CA certificate, one not for client authentication, an expired one are refused), and from
+any peer that is not a trusted proxy the headers are ignored. Two relaxations, both for trustme, which issues
+dialout's certificates: its leaves mark the subjectAltName and extendedKeyUsage extensions critical (the profile
+wants them non-critical); the extendedKeyUsage must still name clientAuth.
 """
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import logging
 from collections.abc import Iterable
@@ -29,6 +34,8 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import Criticality, ExtensionPolicy, Policy, PolicyBuilder, Store, VerificationError
 
 from dialout.text import Address
 from dialout.tls_files import Trust, common_name
@@ -58,6 +65,8 @@ NGINX_VARIABLES = {
 }
 # The verification caches are keyed by PEM text: bounded, for a fleet of many switches behind one proxy.
 MAX_CACHED = 4096
+# How long a refusal is remembered before the certificate is verified again (one not valid yet may become so).
+REFUSAL_HOLDS = datetime.timedelta(minutes=1)
 
 
 def header_name(field: str) -> str:
@@ -131,7 +140,9 @@ class ProxyPolicy:
             except ValueError:
                 self._names.add(entry)
         self._trust = client_trust
-        self._verified: dict[str, Identified] = {}
+        self._anchors: Store | None = None  # read from client_trust on the first forwarded certificate
+        # Verdicts by PEM, each with when it stops holding (the certificate's expiry).
+        self._verified: dict[str, tuple[Identified, datetime.datetime]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._names or self._networks)
@@ -152,20 +163,50 @@ class ProxyPolicy:
         if forwarded.verify != "SUCCESS" or forwarded.cert_pem is None:
             why = f"the proxy's verification said {forwarded.verify!r}" if forwarded.verify else "none was forwarded"
             return Identified(None, f"no verified client certificate from the switch ({why})")
-        known = self._verified.get(forwarded.cert_pem)
-        if known is None:
-            known = self._verify(forwarded.cert_pem)
+        now = datetime.datetime.now(datetime.UTC)
+        cached = self._verified.get(forwarded.cert_pem)
+        if cached is None or now >= cached[1]:  # a verdict holds until the certificate would expire
+            cached = self._verify(forwarded.cert_pem, now)
             if len(self._verified) >= MAX_CACHED:
                 self._verified.pop(next(iter(self._verified)))
-            self._verified[forwarded.cert_pem] = known
-        return known
+            self._verified[forwarded.cert_pem] = cached
+        return cached[0]
 
-    def _verify(self, pem: str) -> Identified:
+    def _verify(self, pem: str, now: datetime.datetime) -> tuple[Identified, datetime.datetime]:
         try:
             cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
         except ValueError:
-            return Identified(None, "the forwarded client certificate is not a PEM certificate")
-        problem = self._trust.problem_with([cert])
-        if problem is not None:
-            return Identified(None, f"the forwarded client certificate is not trusted here: {problem}")
-        return Identified(common_name(cert))
+            return Identified(None, "the forwarded client certificate is not a PEM certificate"), now + REFUSAL_HOLDS
+        verifier = (
+            PolicyBuilder()
+            .store(self._store())
+            .time(now)
+            .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_LEAF_POLICY)
+            .build_client_verifier()
+        )
+        try:
+            verifier.verify(cert, [])
+        except VerificationError as exc:
+            # the chain's own words where they say more (which CA issued it, which one we hold), else the verifier's
+            why = self._trust.problem_with([cert], now) or f"{exc}"
+            refusal = f"the forwarded client certificate is not trusted here: {why}"
+            return Identified(None, refusal), now + REFUSAL_HOLDS
+        return Identified(common_name(cert)), cert.not_valid_after_utc
+
+    def _store(self) -> Store:
+        if self._anchors is None:
+            self._anchors = Store(self._trust.certificates())
+        return self._anchors
+
+
+def _for_client_authentication(policy: Policy, cert: x509.Certificate, usage: x509.ExtendedKeyUsage | None) -> None:
+    """The extendedKeyUsage check the web PKI profile makes, at any criticality: clientAuth must be named."""
+    if usage is None or ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
+        raise ValueError("its extended key usage does not include clientAuth")
+
+
+_LEAF_POLICY = (
+    ExtensionPolicy.webpki_defaults_ee()
+    .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+    .require_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _for_client_authentication)
+)
