@@ -5,14 +5,16 @@ Who may read what: on the TLS port a switch reads only its own records (another 
 fleet's names, addresses and timings); a CN in ``controller.operators`` reads every switch's. The admin listener
 answers everything: it is the operator's way in (loopback, or a credential).
 
-The diagnosis runs in a thread of its own, one at a time: at 10,000 connections it takes some 100 ms of CPU, which
-on the event loop would be 100 ms of every switch's pings waiting (issue 20); in the thread the loop gets the
-interpreter back every ``sys.getswitchinterval()`` (5 ms)."""
+The diagnosis shares the event loop with every switch's pings: at 10,000 connections it takes some 100 ms of CPU
+(and its JSON 40 ms more), which in one piece would be 100 ms of every ping waiting (issue 20). It runs a slice
+of at most ``SLICE_S`` at a time, letting the loop go between slices, and one diagnosis at a time, so that ten
+askers at once do not take ten slices in a row. (A thread would not do: the loop would wait up to 5 ms, the
+interpreter's switch interval, for every step it took, and a ping takes a dozen.)"""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,13 +22,14 @@ from typing import Any
 from quart import Quart, Response, jsonify, request
 
 from controller.accounts.connections import ConnectionRegistry
-from controller.diagnosis.analysis import Window, WindowError, diagnose, limits_of, parse_window
+from controller.diagnosis.analysis import WindowError, diagnose_stepwise, limits_of, parse_window
 from controller.diagnosis.sentences import diagnosis_json
 from dialout.config import ControllerConfig
 
 # The switch whose records a request may read, or None: every switch's.
 OwnRecords = Callable[[], str | None]
-_diagnosing = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnosis")
+# The longest the diagnosis holds the event loop at a time.
+SLICE_S = 0.002
 
 
 def every_switch() -> str | None:
@@ -55,20 +58,25 @@ def connections_answer(registry: ConnectionRegistry, switch: str | None, stream_
 
 
 async def diagnosis_answer(
-    cfg: ControllerConfig, registry: ConnectionRegistry, args: Mapping[str, str], switch: str | None
-) -> tuple[dict[str, Any], int]:
-    """``args``: the query (``since``, ``connections``); a bad window is a 400 with one line. ``switch``: only
-    that switch's diagnosis. The records are copied here, on the loop; the thread reads only the copies' lists."""
+    cfg: ControllerConfig, registry: ConnectionRegistry, args: Mapping[str, str], switch: str | None, turn: asyncio.Lock
+) -> tuple[str, int]:
+    """The JSON text of the answer, and its status. ``args``: the query (``since``, ``connections``); a bad window
+    is a 400 with one line. ``switch``: only that switch's diagnosis. ``turn``: held while diagnosing."""
     try:
         window = parse_window(args.get("since"), args.get("connections"))
     except WindowError as exc:
-        return {"error": str(exc)}, 400
-    connections, spans = registry.connections(), registry.spans()
-
-    def answer(window: Window = window) -> list[dict[str, Any]]:
-        return [diagnosis_json(one) for one in diagnose(connections, spans, limits_of(cfg), window, switch)]
-
-    return {"switches": await asyncio.get_running_loop().run_in_executor(_diagnosing, answer)}, 200
+        return json.dumps({"error": str(exc)}), 400
+    async with turn:
+        steps = diagnose_stepwise(registry.connections(), registry.spans(), limits_of(cfg), window, switch)
+        parts: list[str] = []
+        slice_began = time.perf_counter()
+        for found in steps:
+            if found is not None:
+                parts.append(json.dumps(diagnosis_json(found)))
+            if time.perf_counter() - slice_began >= SLICE_S:
+                await asyncio.sleep(0)
+                slice_began = time.perf_counter()
+    return '{"switches": [' + ", ".join(parts) + "]}", 200
 
 
 def serve_accounts(
@@ -76,6 +84,8 @@ def serve_accounts(
 ) -> None:
     """``GET /connections`` and ``GET /diagnosis`` on ``app``: the TLS port's app and the admin listener's.
     ``own_records``: whose records the request in hand may read."""
+
+    turn = asyncio.Lock()  # one diagnosis at a time on this app
 
     def asked_for() -> tuple[str | None, tuple[Response, int] | None]:
         asked, own = request.args.get("switch"), own_records()
@@ -96,5 +106,5 @@ def serve_accounts(
         switch, refused = asked_for()
         if refused is not None:
             return refused
-        answer, status = await diagnosis_answer(cfg, registry, request.args, switch)
-        return jsonify(answer), status
+        text, status = await diagnosis_answer(cfg, registry, request.args, switch, turn)
+        return Response(text, status, mimetype="application/json"), status
