@@ -28,6 +28,7 @@ from controller.diagnosis.sentences import headline
 from controller.server.serve import (
     Listeners,
     ServerError,
+    admin_token,
     bind_sockets,
     check_loopback_only,
     new_registry,
@@ -217,6 +218,7 @@ def _bind_admin(cfg: Config) -> list[socket.socket]:
     admin = cfg.controller.admin
     if not admin.enabled:
         return []
+    admin_token(cfg.controller)  # an unusable token file is said before anything listens
     try:
         sockets = bind_sockets(admin.host, cfg.controller.admin_port, scheme="http", announce=False)
     except ServerError as exc:  # say which listener, and how to move it: its port may only be derived

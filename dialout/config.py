@@ -117,6 +117,10 @@ class Admin:
     host: str = setting(field.string, "127.0.0.1")
     port: int | None = setting(field.port, None)  # default: controller.port + 1 (8444), or any free one for port 0
     allow_remote: bool = setting(field.boolean, False)
+    # A file (mode 0600) holding the bearer token every request must carry; required to listen off loopback.
+    token_file: Path | None = setting(field.file_path, None, relative=True)
+    # Live pages (GET /events streams) open at once: each holds a stream and a snapshot a tick.
+    max_event_clients: int = setting(field.int_range(1, 10_000), 16)
 
 
 @dataclass(frozen=True)
@@ -445,6 +449,12 @@ def _parse_controller(data: object, base_dir: Path) -> ControllerConfig:
             "controller.admin.host",
             f"{admin.host} is not loopback: the admin listener shows every "
             "switch and takes no certificate; set allow_remote: true to listen there anyway",
+        )
+    if admin.enabled and admin.allow_remote and not _is_loopback(admin.host) and admin.token_file is None:
+        raise ConfigError(
+            "controller.admin.token_file",
+            f"a remote admin listener ({admin.host}) needs a credential: name a file (mode 0600) holding a bearer "
+            "token, or read the records on the TLS port with a certificate in controller.operators",
         )
     if controller.port == 65535 and controller.admin.port is None and admin.enabled:
         raise ConfigError("controller.admin.port", "controller.port is 65535, so there is no next port: set one")

@@ -110,7 +110,12 @@ def test_the_admin_listener_is_loopback_only_unless_the_config_says_so() -> None
         parse_config({"controller": {"admin": {"host": "0.0.0.0"}}})
     assert refused.value.path == "controller.admin.host"
     assert "is not loopback" in str(refused.value)
-    allowed = parse_config({"controller": {"admin": {"host": "0.0.0.0", "allow_remote": True}}})
+    with pytest.raises(ConfigError) as no_credential:
+        parse_config({"controller": {"admin": {"host": "0.0.0.0", "allow_remote": True}}})
+    assert no_credential.value.path == "controller.admin.token_file"
+    assert "a remote admin listener (0.0.0.0) needs a credential" in str(no_credential.value)
+    remote = {"host": "0.0.0.0", "allow_remote": True, "token_file": "admin.token"}
+    allowed = parse_config({"controller": {"admin": remote}})
     assert allowed.controller.admin.host == "0.0.0.0"
     assert parse_config({}).controller.admin_port == 8444  # the controller's 8443, plus one
     assert parse_config({"controller": {"port": 0}}).controller.admin_port == 0
@@ -128,3 +133,83 @@ def test_a_taken_admin_port_is_one_line_that_says_how_to_move_it(tmp_path: Path)
         f"controller: the admin listener (controller.admin.port) cannot listen on 127.0.0.1 port {port}: "
         "Address already in use; set controller.admin.port or --admin-port"
     )
+
+
+TOKEN = "s3cret-admin-token-for-tests"
+
+
+@pytest.fixture(scope="module")
+def guarded_admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
+    """An admin listener with a bearer token (on loopback: the tests listen nowhere else) and two live pages."""
+    directory = tmp_path_factory.mktemp("guarded-admin")
+    token = directory / "admin.token"
+    token.write_text(TOKEN + "\n", encoding="utf-8")
+    token.chmod(0o600)
+    config = write_config(directory, controller="  admin:\n    token_file: admin.token\n    max_event_clients: 2\n")
+    with ControllerProcess.start(config) as process:
+        process.wait_for("admin listener: every request needs the bearer token in")
+        yield process
+
+
+def test_with_a_token_every_admin_request_must_carry_it(guarded_admin: ControllerProcess) -> None:
+    url = guarded_admin.admin_url
+    with httpx.Client(trust_env=False) as anyone:
+        bare = anyone.get(f"{url}/connections")
+        wrong = anyone.get(f"{url}/metrics", headers={"Authorization": "Bearer not-the-token"})
+        right = anyone.get(f"{url}/connections", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert bare.status_code == wrong.status_code == 401
+    assert bare.headers["WWW-Authenticate"] == 'Bearer realm="dialout admin"'
+    assert bare.json() == {"error": "this admin listener needs its bearer token (controller.admin.token_file)"}
+    assert right.status_code == 200
+    # a browser: /?token= sets a cookie and sends it back to a URL without the token, and the page then works
+    with httpx.Client(trust_env=False, follow_redirects=True) as browser:
+        page = browser.get(f"{url}/", params={"token": TOKEN})
+        metrics = browser.get(f"{url}/metrics")
+    assert page.status_code == 200
+    assert str(page.url) == f"{url}/"
+    assert metrics.status_code == 200
+
+
+def test_live_pages_beyond_the_cap_get_503(guarded_admin: ControllerProcess) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    events = f"{guarded_admin.admin_url}/events"
+    with (
+        httpx.Client(trust_env=False, headers=headers, timeout=10) as browser,
+        browser.stream("GET", events) as first,
+        browser.stream("GET", events) as second,
+    ):
+        assert first.status_code == second.status_code == 200
+        third = browser.get(events)
+    assert third.status_code == 503
+    assert third.headers["Retry-After"] == "5"
+    assert "max_event_clients" in third.json()["error"]
+
+
+def test_without_a_token_the_admin_listener_answers_only_loopback_names(admin_controller: ControllerProcess) -> None:
+    """DNS rebinding: a web page at evil.example that points its name at 127.0.0.1 makes the browser send
+    ``Host: evil.example`` to the admin listener; without a token, that is the listener's only defence."""
+    with httpx.Client(trust_env=False) as browser:
+        rebound = browser.get(f"{admin_controller.admin_url}/connections", headers={"Host": "evil.example:8444"})
+        local = browser.get(f"{admin_controller.admin_url}/connections", headers={"Host": "localhost:8444"})
+    assert rebound.status_code == 403
+    assert rebound.json() == {"error": "Host 'evil.example:8444' is not this admin listener's (loopback names only)"}
+    assert local.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "error"),
+    [
+        (TOKEN, 0o644, "token file is readable by others (mode 0644)"),
+        ("short", 0o600, "must hold one token of at least 16 printable characters"),
+    ],
+)
+def test_an_unusable_token_file_is_one_line_and_exit_2(tmp_path: Path, content: str, mode: int, error: str) -> None:
+    token = tmp_path / "admin.token"
+    token.write_text(content, encoding="utf-8")
+    token.chmod(mode)
+    config = write_config(tmp_path, controller="  admin:\n    token_file: admin.token\n")
+    done = run_module("controller", "--config", str(config), "--port", "0", "--admin-port", "0")
+    assert done.returncode == 2
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("controller: ")]
+    assert error in line
+    assert "Traceback" not in done.stderr

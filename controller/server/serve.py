@@ -46,6 +46,8 @@ ALPN_PROTOCOLS = ("h2", "http/1.1")
 # redialled at once: each dial beyond it waited for a SYN retransmit (1 s, then 3 s), or, its ACK dropped, believed
 # itself connected to a controller that never saw it.
 LISTEN_BACKLOG = 4096
+# A bearer token shorter than this is refused: a secret, not a password someone could guess.
+MIN_TOKEN_CHARS = 16
 # With no hard limit, the soft one goes this far: more sockets than one controller process can serve anyway.
 OPEN_FILES_CAP = 1 << 20
 
@@ -84,14 +86,16 @@ def server_ssl_context(cfg: ControllerConfig) -> ssl.SSLContext:
     return context
 
 
-def _check_private(key: Path) -> None:
-    """Refuse a private key that others can read: a key anyone can copy identifies no one."""
+def _check_private(key: Path, what: str = "private key") -> None:
+    """Refuse a private key (or a token) that others can read: a secret anyone can copy identifies no one."""
     try:
         mode = stat.S_IMODE(key.stat().st_mode)
     except FileNotFoundError:
+        if what != "private key":
+            raise PKIError(f"{key}: {what} missing") from None
         return  # the CA key may live elsewhere; the controller does not need it to serve
     if mode & 0o077:
-        raise PKIError(f"{key}: private key is readable by others (mode {mode:04o}): run `chmod 600 {key}`")
+        raise PKIError(f"{key}: {what} is readable by others (mode {mode:04o}): run `chmod 600 {key}`")
 
 
 def check_loopback_only(sockets: list[socket.socket]) -> None:
@@ -148,6 +152,26 @@ class _Config(HypercornConfig):
     @property
     def ssl_enabled(self) -> bool:
         return True
+
+
+def admin_token(cfg: ControllerConfig) -> str | None:
+    """The admin listener's bearer token, from ``controller.admin.token_file`` (None: none set). Refused when
+    others can read the file, or when it is too short to be a secret."""
+    path = cfg.admin.token_file
+    if path is None:
+        return None
+    _check_private(path, "token file")
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServerError(f"controller.admin.token_file: cannot read {path}: {exc}", usage=True) from exc
+    if len(token) < MIN_TOKEN_CHARS or not token.isprintable() or " " in token:
+        raise ServerError(
+            f"controller.admin.token_file: {path} must hold one token of at least {MIN_TOKEN_CHARS} printable "
+            "characters without spaces (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)",
+            usage=True,
+        )
+    return token
 
 
 def raise_open_files_limit() -> None:
@@ -259,6 +283,9 @@ async def serve(
         await main
         return
     closing = asyncio.Event()
+    token = admin_token(cfg)
+    if token is not None:
+        logger.info("admin listener: every request needs the bearer token in %s", cfg.admin.token_file)
 
     async def admin_shutdown() -> None:
         await shutdown_trigger()
@@ -269,7 +296,7 @@ async def serve(
     admin_config.errorlog = logging.getLogger("hypercorn.error")
     admin_config.accesslog = None
     admin = worker_serve(
-        wrap_app(create_admin_app(cfg, registry, metrics, closing), admin_config.wsgi_max_body_size, "asgi"),
+        wrap_app(create_admin_app(cfg, registry, metrics, closing, token), admin_config.wsgi_max_body_size, "asgi"),
         admin_config,
         sockets=Sockets(secure_sockets=[], insecure_sockets=admin_sockets, quic_sockets=[]),
         shutdown_trigger=admin_shutdown,
