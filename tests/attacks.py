@@ -42,6 +42,7 @@ from sim_switch.wire.frames import CLIENT_PREFACE, FrameSplitter, parse
 # Frames written per socket write: large enough to flood, small enough that a GOAWAY is seen soon after.
 BATCH = 200
 SOURCE = "127.0.0.2"
+AT_ONCE = 50  # short connections open at once
 # The header block a CONTINUATION flood keeps open: this many bytes per frame, never END_HEADERS.
 CONTINUATION_BYTES = 16_000
 
@@ -52,6 +53,7 @@ class Attack(enum.StrEnum):
     SETTINGS_FLOOD = "settings-flood"  # SETTINGS after SETTINGS, each asking for an ACK
     CONTINUATION_FLOOD = "continuation-flood"  # a header block that never ends (CVE-2023-45288)
     SILENT = "silent"  # TCP connections that never start TLS, held until the controller lets go
+    SHORT = "short"  # connections of one ping each (TLS, GET /ping?interval=0, close), AT_ONCE at a time
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,17 @@ async def _silent_connection(plan: Plan, port: int, deadline: float, tally: _Tal
     writer.transport.abort()
 
 
+async def _short_connection(plan: Plan, port: int, context: ssl.SSLContext, tally: _Tally) -> None:
+    """One ping on a connection of its own, closed once answered."""
+    peer = await RawH2Client.connect(port, context, plan.source)
+    tally.connections += 1
+    try:
+        await peer.answer(peer.request("/ping?interval=0"))
+    except ConnectionError:
+        tally.closed_by_controller += 1
+    await peer.close()
+
+
 async def _one_connection(plan: Plan, port: int, context: ssl.SSLContext, deadline: float, tally: _Tally) -> None:
     if plan.kind is Attack.SILENT:
         await _silent_connection(plan, port, deadline, tally)
@@ -186,7 +199,17 @@ async def attack(plan: Plan, port: int, certs: Path, switch: str) -> AttackRepor
     started = time.monotonic()
     tally = _Tally()
     deadline = started + plan.seconds
-    await asyncio.gather(*(_one_connection(plan, port, context, deadline, tally) for _ in range(plan.connections)))
+    if plan.kind is Attack.SHORT:
+        turns = asyncio.Semaphore(AT_ONCE)
+
+        async def in_turn() -> None:
+            async with turns:
+                if time.monotonic() < deadline:
+                    await _short_connection(plan, port, context, tally)
+
+        await asyncio.gather(*(in_turn() for _ in range(plan.connections)))
+    else:
+        await asyncio.gather(*(_one_connection(plan, port, context, deadline, tally) for _ in range(plan.connections)))
     return AttackReport(
         attack=plan.kind.value,
         connections=tally.connections,
@@ -216,10 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 class RawH2Client:
     """An h2 client on a TLS socket, frame by frame, for the tests that need a peer to send what a well-behaved
     client library would not when it would not (reset a stream it just opened, PING between two requests)."""
@@ -231,9 +250,11 @@ class RawH2Client:
         self._events: list[h2.events.Event] = []
 
     @classmethod
-    async def connect(cls, port: int, context: ssl.SSLContext) -> RawH2Client:
+    async def connect(cls, port: int, context: ssl.SSLContext, source: str | None = None) -> RawH2Client:
         context.set_alpn_protocols(["h2"])
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="localhost", local_addr=(source, 0) if source else None
+        )
         client = cls(reader, writer)
         client._h2.initiate_connection()
         client._flush()
@@ -289,3 +310,7 @@ class RawH2Client:
 
     def _flush(self) -> None:
         self._writer.write(self._h2.data_to_send())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
