@@ -16,6 +16,8 @@
    handshake per switch, pings/s, errors (must be 0), each side's CPU; in this process, over 2 workers, and over
    2 workers spread over 2 controllers.
 6. failover: a session over 2 controllers, the first SIGKILLed: time to the first ping answered by the second.
+7. hostile peers (bench/hostile.py): a victim switch's p99 under each attack / alone; /diagnosis at 10,000
+   connections / at 1,000; the controller's RSS after 20,000 short connections / before.
 
 Loopback only, bounded counts. Installs h2load (Debian's nghttp2-client) when it is missing.
 """
@@ -40,7 +42,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import app_cost  # noqa: E402
+import hostile  # noqa: E402
 import httpx  # noqa: E402
+from hostile import hostile_rows  # noqa: E402
 from processes import rss_kib, server  # noqa: E402
 
 from dialout.config import Fleet, OneShot, Scenario, Schedule, StreamPolicy, SwitchConfig  # noqa: E402
@@ -435,10 +439,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny counts, to check that everything runs")
     parser.add_argument("--fleet-only", action="store_true", help="only the fleet rows")
+    parser.add_argument("--hostile-only", action="store_true", help="only the hostile peers' rows")
     args = parser.parse_args()
     counts = SMOKE if args.smoke else FULL
-    h2load = ensure_h2load()
     rows = Table()
+    if args.hostile_only:
+        hostile_rows(lambda *row: rows.append(Row(*row)), hostile.SMOKE if args.smoke else hostile.FULL)
+        return 0
+    h2load = ensure_h2load()
     with tempfile.TemporaryDirectory() as tmp:
         certs = Path(tmp) / "certs"
         generate_certs(certs, ["localhost", "127.0.0.1"], ["switch-1"])
@@ -461,6 +469,8 @@ def main() -> int:
                 switch_rows(rows, url, certs, counts, h2load_rate)
             fleet_rows(rows, (url, second), certs, counts.fleet)
             failover_row(rows, (url, second), (pid, pid2), certs)  # last: it kills the first controller
+    if not args.fleet_only:
+        hostile_rows(lambda *row: rows.append(Row(*row)), hostile.SMOKE if args.smoke else hostile.FULL)
     return 0
 
 

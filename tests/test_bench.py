@@ -36,5 +36,17 @@ def test_bench_smoke_prints_its_table() -> None:
     assert any("2 controllers / 1" in line for line in fleet)
     [failover] = [line for line in lines[1:] if line.startswith("failover: SIGKILL")]
     assert " ms (backoff waits " in failover
+    hostile = [line for line in lines[1:] if line.startswith("hostile: ")]
+    floods = [line for line in hostile if "victim p99 / alone" in line]
+    assert [line.split(":")[1].split(" x ")[0].strip() for line in floods] == [
+        "rapid-reset",
+        "ping-flood",
+        "settings-flood",
+        "continuation-flood",
+        "silent",
+    ]
+    assert all("GOAWAY ENHANCE_YOUR_CALM" in line for line in floods[:4])
+    assert any("short connections (50 at once): controller RSS after / before" in line for line in hostile)
+    assert any(line.startswith("hostile: /diagnosis at 1,000 connections / at 100") for line in hostile)
     rows = [line for line in lines[1:] if not line.startswith("   ")]  # indented lines are notes, not rows
     assert all(any(unit in line for unit in ("req/s", "pings/s", "wall", "KiB", "us CPU", " ms")) for line in rows)
