@@ -35,11 +35,14 @@ async def test_a_small_fleet_gets_one_connection_per_switch(tmp_path: Path) -> N
             lambda done, total: progress.append((done, total)),
         )
         seen = {record.switch for record in running.registry.connections()}
+        addresses = {record.switch: record.peer.host for record in running.registry.connections()}
     fleet_tally = tally(result)
     verdict = judge_fleet(fleet_tally)
     assert verdict.ok, problem_lines(verdict)
     assert [switch for switch, _ in result.runs] == ["fleet-01", "fleet-02", "fleet-03", "fleet-04", "fleet-05"]
     assert seen == set(FLEET.switch_ids())  # the controller knew each by its own certificate
+    # on loopback each switch dials from an address of its own, as a real fleet's switches do
+    assert addresses == {f"fleet-{n:02d}": f"127.1.0.{n}" for n in range(1, 6)}
     report = fleet_json(fleet_tally, verdict)
     assert (report["switches"], report["sent"], report["answered_ok"], report["failed"]) == (5, 15, 15, 0)
     assert report["connections_per_switch"] == {"1": 5}

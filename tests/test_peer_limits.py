@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from dialout.config import ControllerConfig
 from sim_switch.dial.tls import client_ssl_context
@@ -61,11 +62,19 @@ def test_the_open_files_soft_limit_is_raised_to_the_hard_one(tmp_path: Path) -> 
     assert soft == expected, limits
 
 
-async def test_connections_beyond_the_per_address_cap_are_reset_at_accept(certs_dir: Path) -> None:
+@pytest.mark.parametrize(("trusted", "reset"), [((), SILENT_PEERS - 5), (("127.0.0.2",), 0)], ids=["peer", "proxy"])
+async def test_connections_beyond_the_per_address_cap_are_reset_at_accept(
+    certs_dir: Path, trusted: tuple[str, ...], reset: int
+) -> None:
     """Twenty silent peers from one address against a cap of five: fifteen are reset at once (before any TLS),
-    five wait out the handshake budget and are closed; a switch from another address is served meanwhile."""
+    five wait out the handshake budget and are closed; a switch from another address is served meanwhile. From a
+    trusted proxy's address, which carries many switches, none is reset: only the cap in all holds there."""
     cfg = ControllerConfig(
-        certs_dir=certs_dir, switches=SWITCH_IDS, handshake_timeout_s=BUDGET_S, max_pending_handshakes_per_address=5
+        certs_dir=certs_dir,
+        switches=SWITCH_IDS,
+        handshake_timeout_s=BUDGET_S,
+        max_pending_handshakes_per_address=5,
+        trusted_proxies=trusted,
     )
     async with run_controller(cfg) as controller:
         ends = await asyncio.gather(*(_silent_peer(controller.port) for _ in range(SILENT_PEERS)))
@@ -75,7 +84,7 @@ async def test_connections_beyond_the_per_address_cap_are_reset_at_accept(certs_
         assert answered.status_code == 200
         async with asyncio.timeout(GIVE_UP_S):
             ended = await asyncio.gather(*ends)
-    assert sorted(ended) == ["closed"] * 5 + ["reset"] * (SILENT_PEERS - 5)
+    assert sorted(ended) == ["closed"] * (SILENT_PEERS - reset) + ["reset"] * reset
 
 
 async def _silent_peer(port: int) -> Coroutine[Any, Any, str]:

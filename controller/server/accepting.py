@@ -22,15 +22,18 @@ second per listener; ``quiet_accept_errors()`` lets one such line through a seco
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import struct
 import time
 import weakref
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The attribute of Hypercorn's Config through which the server's TCP tasks find the gate.
 GATE_ATTRIBUTE = "dialout_handshake_gate"
@@ -41,9 +44,12 @@ _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class HandshakeGate:
-    def __init__(self, max_pending: int, max_pending_per_address: int) -> None:
+    def __init__(self, max_pending: int, max_pending_per_address: int, shared: Sequence[IPNetwork] = ()) -> None:
+        """``shared``: networks whose addresses carry many switches (trusted proxies): not held to the cap per
+        address, only to the one in all."""
         self.max_pending = max_pending
         self.max_pending_per_address = max_pending_per_address
+        self._shared = tuple(shared)
         self._pending: dict[int, str] = {}  # by the accepted socket's descriptor: its peer's address
         self._per_address: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()  # since the last report
@@ -61,12 +67,20 @@ class HandshakeGate:
         _gates[listener] = self
 
     def admit(self, sock: socket.socket, address: str) -> bool:
-        if len(self._pending) >= self.max_pending or self._per_address[address] >= self.max_pending_per_address:
+        crowded = self._per_address[address] >= self.max_pending_per_address and not self._is_shared(address)
+        if len(self._pending) >= self.max_pending or crowded:
             self._refuse(address)
             return False
         self._pending[sock.fileno()] = address
         self._per_address[address] += 1
         return True
+
+    def _is_shared(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._shared)
 
     def handshake_done(self, fileno: int) -> None:
         """The connection on descriptor ``fileno`` is through its handshake (or has none): no longer pending."""

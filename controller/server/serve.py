@@ -257,7 +257,8 @@ async def serve(
         # written separately) waited ~40 ms for the client's delayed ACK (Nagle).
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    gate = HandshakeGate(cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_address)
+    proxies = [ipaddress.ip_network(entry) for entry in cfg.trusted_proxies if entry not in cfg.proxy_names]
+    gate = HandshakeGate(cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_address, proxies)
     for sock in (*sockets, *cleartext_sockets):
         gate.guard(sock)
     quiet_accept_errors()

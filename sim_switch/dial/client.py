@@ -78,12 +78,13 @@ def new_pool(settings: RunSettings, tracer: Tracer) -> StreamPool:
             trust_env=False,
             limits=CLIENT_LIMITS,
             socket_options=options,
+            local_address=settings.source_address,
         )
         return httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout)
 
     if not scenario.http2:
         return StreamPool(new_http1_client, limit=MAX_CONNECTIONS)
-    dial = DialOptions(ssl_context, min(CONNECT_TIMEOUT_S, request_timeout_s), tuple(options))
+    dial = DialOptions(ssl_context, min(CONNECT_TIMEOUT_S, request_timeout_s), tuple(options), settings.source_address)
     wire = SwitchTransport(dial, scenario.streams, tracer)
     return StreamPool(lambda: httpx.AsyncClient(transport=wire, trust_env=False, timeout=timeout), wire)
 

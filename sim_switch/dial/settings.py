@@ -18,6 +18,7 @@ class RunSettings:
     ssl_context: ssl.SSLContext | None  # None: an http:// URL, no certificate to present or check
     ask: bool = True  # ask the controller at the end what it saw of the run
     trace_frames: bool = False  # every HTTP/2 frame either way into the trace (--trace frames)
+    source_address: str | None = None  # the local address to dial from (a fleet on loopback: each switch its own)
 
     @property
     def switch_id(self) -> str:

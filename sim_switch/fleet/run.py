@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.tls import switch_ssl_context
 from sim_switch.model.events import TraceEvent
 from sim_switch.model.results import RunResult
+
+# Where a fleet on loopback dials from: one address per switch (Linux routes all of 127.0.0.0/8 to lo).
+FLEET_SOURCES = ipaddress.IPv4Network("127.1.0.0/16")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,18 @@ def parse_shard(text: str) -> Shard:
     return shard
 
 
+def loopback_source(url: str, place: int) -> str | None:
+    """The address switch number ``place`` dials a controller on IPv4 loopback from: one of its own in
+    127.1.0.0/16, as each switch of a real fleet has its own, so that the controller's view of addresses (its
+    per-address handshake cap, the peers in /connections) is what a real fleet would give it. None otherwise."""
+    host = urlsplit(url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return str(FLEET_SOURCES[1 + place % (FLEET_SOURCES.num_addresses - 2)]) if loopback else None
+
+
 async def run_fleet(
     settings: RunSettings,
     controllers: tuple[str, ...],
@@ -106,6 +122,7 @@ async def run_fleet(
             switch=dataclasses.replace(switch, switch_id=switch_id),
             ssl_context=contexts[switch_id],
             ask=False,
+            source_address=loopback_source(urls[switch_id], place[switch_id]),
         )
         run = await run_scenario(each, urls[switch_id], emit)
         done += 1

@@ -96,11 +96,17 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
 
 async def connect_tcp(
-    host: str, port: int, timeout: float | None, socket_options: Iterable[tuple[int, int, int]] = ()
+    host: str,
+    port: int,
+    timeout: float | None,
+    socket_options: Iterable[tuple[int, int, int]] = (),
+    source_address: str | None = None,
 ) -> AsyncioStream:
+    """``source_address``: the local address to dial from (None: the kernel's choice)."""
+    local = (source_address, 0) if source_address else None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port, limit=READ_BUFFER)
+            reader, writer = await asyncio.open_connection(host, port, limit=READ_BUFFER, local_addr=local)
     except TimeoutError as exc:
         raise httpcore.ConnectTimeout(f"TCP connect to {host}:{port} not done in {timeout:g} s") from exc
     except OSError as exc:

@@ -52,11 +52,12 @@ class Origin:
 @dataclass(frozen=True)
 class DialOptions:
     """How a connection is dialled: TLS with this context (None: h2c, HTTP/2 with prior knowledge), the connect
-    timeout, the socket options (TCP keepalive)."""
+    timeout, the socket options (TCP keepalive), the address it comes from."""
 
     ssl_context: ssl.SSLContext | None
     connect_timeout_s: float
     socket_options: tuple[SocketOption, ...] = ()
+    source_address: str | None = None  # the local address to dial from (None: the kernel's choice)
 
 
 class _HTTP1:
@@ -341,9 +342,9 @@ class _HTTP1Body(httpx.AsyncByteStream):
 
 async def _connect(origin: Origin, options: DialOptions, trace: TraceCallback | None) -> AsyncioStream:
     host, port, timeout_s = origin.host, origin.port, options.connect_timeout_s
-    tcp = {"host": host, "port": port, "local_address": None, "timeout": timeout_s}
+    tcp = {"host": host, "port": port, "local_address": options.source_address, "timeout": timeout_s}
     async with _step(trace, "connection.connect_tcp", tcp) as done:
-        network = await connect_tcp(host, port, timeout_s, options.socket_options)
+        network = await connect_tcp(host, port, timeout_s, options.socket_options, options.source_address)
         done.append(network)
     if options.ssl_context is None:
         return network
