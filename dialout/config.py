@@ -68,6 +68,10 @@ DEFAULT_GRACEFUL_TIMEOUT_S = 20.0
 # A TLS handshake not done in this long is dropped: a real switch's takes milliseconds, and a peer that opens TCP
 # and never speaks holds a socket and about 300 KB (Hypercorn's own default is 60 s).
 DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
+# A connection with no request in flight for this long is closed. Hypercorn's own 5 s closed a call-home session
+# between its pings, and a CPU-starved switch's new connection before its first request (the fleet bench's
+# "closed the connection" errors on two controllers); nginx's keepalive_timeout is 75 s.
+DEFAULT_IDLE_TIMEOUT_S = 300.0
 # The request line and headers of one request: larger ones are refused (HTTP/1.1: 431) before they cost memory.
 # 16 KiB is Hypercorn's own HTTP/1.1 default, far above what a ping needs.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
@@ -136,6 +140,7 @@ class ControllerConfig:
     keep_alive_max_requests: int = setting(field.int_range(1, 2**31 - 1), DEFAULT_KEEP_ALIVE_MAX_REQUESTS)
     graceful_timeout_s: float = setting(field.number_at_least_0, DEFAULT_GRACEFUL_TIMEOUT_S)
     handshake_timeout_s: float = setting(field.positive_number, DEFAULT_HANDSHAKE_TIMEOUT_S)
+    idle_timeout_s: float = setting(field.positive_number, DEFAULT_IDLE_TIMEOUT_S)
     # The fleet: CNs allowed to dial in, or patterns of them (fleet-*). Default: [switch.id].
     switches: tuple[str, ...] = setting(field.switch_ids, ("switch-1",))
     max_header_bytes: int = setting(field.int_range(1024, 1024 * 1024), DEFAULT_MAX_HEADER_BYTES)

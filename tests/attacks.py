@@ -290,6 +290,12 @@ class RawH2Client:
         assert isinstance(event, h2.events.ResponseReceived)
         return int(dict(event.headers)[b":status"])
 
+    async def closed(self) -> None:
+        """Until the controller closes the connection (what it sends before that is read and dropped)."""
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            while await self._reader.read(65_536):
+                pass
+
     async def close(self) -> None:
         self._writer.close()
         with contextlib.suppress(ConnectionError, ssl.SSLError):

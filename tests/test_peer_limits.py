@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import resource
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from dialout.config import ControllerConfig
 from sim_switch.dial.tls import client_ssl_context
+from tests.attacks import RawH2Client
 from tests.conftest import SWITCH_IDS
 from tests.servers import ControllerProcess, run_controller, write_config
 
@@ -108,3 +110,21 @@ async def _silent_peer(port: int) -> Coroutine[Any, Any, str]:
 
 async def _said(what: str) -> str:
     return what
+
+
+async def test_an_idle_connection_is_closed_after_the_idle_timeout_not_hypercorns_5_s(certs_dir: Path) -> None:
+    """Hypercorn closes a connection with no request in flight after its keep_alive_timeout, 5 s: a call-home
+    session pinging every 10 s lost its connection between pings, and a switch too busy to send its first request
+    within 5 s of its handshake (the fleet bench, four processes on two cores) found it closed. The controller's
+    own ``idle_timeout_s`` (300 s) rules now; here 0.5 s, so that the test sees it act."""
+    assert ControllerConfig().idle_timeout_s == 300
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, idle_timeout_s=BUDGET_S)
+    async with run_controller(cfg) as controller:
+        peer = await RawH2Client.connect(controller.port, client_ssl_context(certs_dir, "switch-1"))
+        opened = time.monotonic()
+        assert await peer.answer(peer.request("/ping?interval=0")) == 200
+        async with asyncio.timeout(BUDGET_S + 3):  # well before Hypercorn's own 5 s
+            await peer.closed()
+        idle_s = time.monotonic() - opened
+        await peer.close()
+    assert idle_s >= BUDGET_S

@@ -201,6 +201,7 @@ def hypercorn_config(
     config.keep_alive_max_requests = cfg.keep_alive_max_requests
     config.graceful_timeout = cfg.graceful_timeout_s
     config.ssl_handshake_timeout = cfg.handshake_timeout_s
+    config.keep_alive_timeout = cfg.idle_timeout_s
     config.h11_max_incomplete_size = cfg.max_header_bytes
     config.h2_max_header_list_size = cfg.max_header_bytes
     config.alpn_protocols = list(ALPN_PROTOCOLS)
