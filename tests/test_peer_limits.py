@@ -5,6 +5,8 @@ open-files soft limit is raised to the hard one at start (issue 20)."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import re
 import resource
 import time
@@ -15,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from controller.server.accepting import ACCEPT_ERROR, EverySecond
 from dialout.config import ControllerConfig
 from sim_switch.dial.tls import client_ssl_context
 from tests.attacks import RawH2Client
@@ -128,3 +131,26 @@ async def test_an_idle_connection_is_closed_after_the_idle_timeout_not_hypercorn
         idle_s = time.monotonic() - opened
         await peer.close()
     assert idle_s >= BUDGET_S
+
+
+def test_accept_errors_are_logged_once_a_second_with_a_count() -> None:
+    """Out of descriptors, asyncio logs a failed accept() with a traceback every time it retries; the filter lets
+    one line a second through, without the traceback, saying how many it held back. (Its clock is the test's.)"""
+    now = [100.0]
+    quiet = EverySecond(clock=lambda: now[0])
+
+    def accept_error() -> logging.LogRecord:
+        exc = OSError(errno.EMFILE, "Too many open files")
+        message = f"{ACCEPT_ERROR}\nexception: {exc!r}\nsocket: <listening socket>"
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None, (OSError, exc, None))
+
+    first = accept_error()
+    assert quiet.filter(first)
+    assert first.exc_info is None
+    held = [quiet.filter(accept_error()) for _ in range(41)]  # within the same second
+    assert not any(held)
+    assert quiet.filter(logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "something else", None, None))
+    now[0] += 1.0
+    next_line = accept_error()
+    assert quiet.filter(next_line)
+    assert next_line.getMessage().endswith("(41 more since the last such line)")

@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import socket
 import struct
 import time
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The attribute of Hypercorn's Config through which the server's TCP tasks find the gate.
 GATE_ATTRIBUTE = "dialout_handshake_gate"
 REPORT_EVERY_S = 1.0
+ACCEPT_ERROR = "socket.accept() out of system resource"  # what asyncio logs when accept() fails (EMFILE, ENFILE)
 SHOWN_ADDRESSES = 3
 # SO_LINGER on, 0 s: close() sends a reset and frees the socket at once, with no TIME_WAIT.
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
@@ -153,29 +155,30 @@ class _CountedSocket(socket.socket):
         super().close()
 
 
-class _EverySecond(logging.Filter):
+class EverySecond(logging.Filter):
     """Lets one of asyncio's accept-error records through a second, saying how many it held back."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self._passed_at = -REPORT_EVERY_S
+        self._clock = clock
+        self._passed_at = -math.inf
         self._held = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "socket.accept() out of system resource" not in record.getMessage():
+        if ACCEPT_ERROR not in record.getMessage():
             return True
-        now = time.monotonic()
+        now = self._clock()
         if now - self._passed_at < REPORT_EVERY_S:
             self._held += 1
             return False
         if self._held:
-            record.msg = f"{record.msg} ({self._held} more in the last second)"
+            record.msg = f"{record.msg} ({self._held} more since the last such line)"
         self._passed_at, self._held = now, 0
         record.exc_info = None  # the errno is in the message; the traceback is asyncio's, the same each time
         return True
 
 
-_quieting = _EverySecond()
+_quieting = EverySecond()
 
 
 def quiet_accept_errors() -> None:
