@@ -4,6 +4,7 @@ verdict that both ends must agree on."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import socket
@@ -327,3 +328,12 @@ async def test_curl_parallel_immediate_is_three_connections_of_one_stream(
     assert len(set(ports)) == 3
     records = await controller_records(controller_process, set(ports))
     assert sorted((r["streams"], r["peak_in_flight"]) for r in records) == [(1, 1)] * 3
+
+
+def test_a_connection_from_before_the_controller_started_is_forgotten_not_a_disagreement() -> None:
+    """The controller restarted at 2.0 s into the run (its uptime says so): our connection from 0.0 s is one it
+    cannot know of; one from 3.0 s it should."""
+    old, new = connection(1, 5000), dataclasses.replace(connection(2, 5001), opened_at_s=3.0)
+    view = compare("switch-1", [old, new], [ping(1, 2)], [], query_connection=None, forgets_before_s=2.0)
+    assert view.forgotten == 1
+    assert view.disagreements == (NoRecord(2, "127.0.0.1:5001"),)

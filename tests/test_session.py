@@ -229,7 +229,9 @@ async def test_sigterm_restart_loses_no_ping(tmp_path: Path) -> None:
     counts = outcomes(result)
     assert counts["failed"] == 0
     assert counts["ok"] + counts["retried-then-ok"] == 16
-    assert result.reconnects >= 1
+    # On a new connection to the restarted controller: redialled after a failed ping (a reconnect), or, if the
+    # new controller was up before the next ping needed a connection, without one; the switch's records of the
+    # first connection are what the new controller cannot know (uptime_s), not a disagreement.
     assert len(result.connections) >= 2
     # The restarted controller judges the redial: backed off, then multiplexed again; no storm.
     assert result.controller_view is not None

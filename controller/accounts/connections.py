@@ -175,6 +175,7 @@ class ConnectionRegistry:
         self._spans: deque[StreamSpan] = deque(maxlen=stream_history)
         self._totals: dict[str, SwitchTotals] = {}
         self._next_id = 1
+        self.started = time.monotonic()  # the controller's start, near enough (its uptime in /connections)
         # Connections closed with GOAWAY ENHANCE_YOUR_CALM, by reason (controller/server/h2_limits.py).
         self.calmed: Counter[str] = Counter()
         self._history = history

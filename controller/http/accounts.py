@@ -50,6 +50,8 @@ def connections_answer(registry: ConnectionRegistry, switch: str | None, stream_
         records.append(record)
     return {
         "cpu_s": round(time.process_time(), 6),
+        # how long this controller has been running: a switch tells a restart from a lost record by it
+        "uptime_s": round(time.monotonic() - registry.started, 6),
         "connections": records,
         "switches": {
             name: {"connections": t.connections, "streams": t.streams, "peak_in_flight": t.peak_in_flight}

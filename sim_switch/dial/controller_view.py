@@ -10,6 +10,7 @@ disagreement (``late_answers``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,14 +58,30 @@ async def ask_controller(
         tracer.emit(ControllerAnswered(at_s=tracer.now_s(), view=view))
         return view
     query_on = tracer.connection_of(response.extensions.get("network_stream"))
+    # When the controller started, on the run's clock: a connection of ours from before it is one it cannot know
+    # of (it restarted), however the switch got over the restart. Its uptime is a duration: no clocks compared.
+    uptime_s = _uptime_s(response)
+    forgets_before_s = math.inf if forgot_earlier else None
+    if uptime_s is not None:
+        forgets_before_s = tracer.now_s() - uptime_s
     # Only what went to this controller: after a failover the others' connections are not its to know.
     connections = [record for record in tracer.connections if record.controller in (None, controller_url)]
     asked_about = [ping for ping in pings if ping.controller in (None, controller_url)]
-    view = compare(label, connections, asked_about, records, query_on.number if query_on else None, forgot_earlier)
+    on = query_on.number if query_on else None
+    view = compare(label, connections, asked_about, records, on, forgets_before_s)
     tracer.emit(ControllerAnswered(at_s=tracer.now_s(), view=view))
     if view.records:
         view = dataclasses.replace(view, findings=await _ask_diagnosis(client, controller_url, view, tracer))
     return view
+
+
+def _uptime_s(response: httpx.Response) -> float | None:
+    """How long the controller had been running when it answered (dialout's ``uptime_s``; None if not said)."""
+    try:
+        uptime = response.json().get("uptime_s")
+    except ValueError:
+        return None
+    return float(uptime) if isinstance(uptime, int | float) and not isinstance(uptime, bool) else None
 
 
 async def _ask_diagnosis(
@@ -154,11 +171,12 @@ def compare(
     pings: Sequence[PingResult],
     records: Sequence[dict[str, Any]],
     query_connection: int | None,
-    forgot_earlier: bool = False,
+    forgets_before_s: float | None = None,
 ) -> ControllerView:
     """Match the controller's records to the switch's connections and list every number they disagree on.
-    With ``forgot_earlier`` (the controller restarted during the run) a connection it has no record of is
-    counted as forgotten, not as a disagreement."""
+    ``forgets_before_s``: when the controller started, on the run's clock (``math.inf``: it restarted, when is
+    not known): a connection opened before it that it has no record of is counted as forgotten, not as a
+    disagreement."""
     latest: dict[str, dict[str, Any]] = {}
     for entry in sorted(records, key=lambda r: int(r["id"])):  # a port can be reused: the newest record wins
         latest[str(entry["peer"])] = entry
@@ -167,7 +185,7 @@ def compare(
     streams = forgotten = 0
     for connection in connections:
         record = latest.get(connection.local_address)
-        if record is None and forgot_earlier:
+        if record is None and forgets_before_s is not None and connection.opened_at_s < forgets_before_s:
             forgotten += 1
             continue
         if record is None:
