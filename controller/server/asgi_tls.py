@@ -120,9 +120,9 @@ class _ConnectionAwareTCPServer(TCPServer):
         try:
             await super()._read_data()
         finally:
-            await self.idle_task.stop()
             if self._registry is not None and self._connection is not None:
-                self._registry.close(self._connection)
+                self._registry.close(self._connection)  # first: stopping the timer takes the loop a turn
+            await self.idle_task.stop()
 
 
 # What a request whose target is not ASCII is told (RFC 3986 section 2.1: other bytes are percent-encoded).
