@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from controller.accounts.connections import ConnectionRegistry
-from controller.commands import explain
+from controller.commands import explain, trials
 from controller.commands.nginx_conf import render, state_dir
 from controller.diagnosis.analysis import WindowError, diagnose, limits_of, parse_window
 from controller.diagnosis.sentences import headline
@@ -36,6 +36,7 @@ from controller.server.serve import (
     serve,
     server_ssl_context,
 )
+from controller.trials.plan import TrialSpec
 from dialout.command_line import OneLineParser, command_first, run_guarded
 from dialout.config import Config, ConfigError, load_config
 from dialout.errors import DialoutError
@@ -69,6 +70,10 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
         return _regenerate_certs(cfg)
     if args.command == "explain":  # of a running controller: its certificates are there, none are made
         return _explain(cfg, args.url, args.switch, args.since, args.json)
+    plan = _trial_plan(args) if args.command == "trials" else ()
+    if args.command == "trials" and args.list:
+        print(trials.listing())
+        return 0
     scenarios = (args.scenario or list(DEMO_SCENARIOS)) if args.command == "demo" else []
     for name in scenarios:
         cfg.scenario(name)  # a wrong name fails before anything is made or served
@@ -93,8 +98,18 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
     gc.freeze()
     if args.command == "demo":
         return asyncio.run(_demo(cfg, ssl_context, listeners, args.config, scenarios))
+    if args.command == "trials":
+        return asyncio.run(trials.run_trials(cfg, ssl_context, listeners, plan, args.switch, args.json))
     asyncio.run(_serve_until_signalled(cfg, ssl_context, listeners))
     return 0
+
+
+def _trial_plan(args: argparse.Namespace) -> tuple[TrialSpec, ...]:
+    """The trials to run; a wrong name, or a --json file of the user's, is refused before anything is served."""
+    plan = trials.choose(args.only)
+    if args.json is not None:
+        trials.check_json_path(args.json)
+    return plan
 
 
 COMMANDS = {
@@ -103,6 +118,7 @@ COMMANDS = {
     "demo": "serve, run the switch's scenarios against it, stop",
     "nginx-conf": "print an nginx server block that fronts this controller, as in the report",
     "explain": "ask the running controller what each switch's client did, and why it was or was not multiplexed",
+    "trials": "serve, and put the first switch that dials in through what real controllers do to it; score it",
 }
 
 
@@ -149,6 +165,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     made["explain"].add_argument("--since", help="what happened since then: seconds ago, or an ISO 8601 time")
     made["explain"].add_argument("--url", help="where the controller is (default: controller.host and .port)")
     made["explain"].add_argument("--json", action="store_true", help="print GET /diagnosis's JSON")
+    made["trials"].add_argument("--switch", help="put this switch through the trials (default: the first to dial in)")
+    made["trials"].add_argument("--only", help="these trials, by name, separated by commas (see --list)")
+    made["trials"].add_argument("--list", action="store_true", help="list the trials, what each does and how long")
+    made["trials"].add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON to FILE")
     return parser.parse_args(command_first(list(sys.argv[1:] if argv is None else argv), made, "serve"))
 
 

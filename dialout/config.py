@@ -303,7 +303,7 @@ class Expectation:
 @dataclass(frozen=True)
 class Request:
     """What one ping is on the wire: dialout's ``GET /ping?interval=N`` by default, or a real controller's
-    long-poll endpoint. ``{interval}`` in the path is the ping's interval in seconds."""
+    long-poll endpoint. ``{interval}`` in the path is the ping's interval in seconds, ``{n}`` its number."""
 
     method: str = setting(field.http_method, "GET")
     path: str = setting(field.request_path, "/ping?interval={interval}")
@@ -311,8 +311,8 @@ class Request:
     body: str | None = setting(field.optional_string, None)
     statuses: tuple[int, ...] = setting(field.statuses, (200,))  # the statuses that count as an answer
 
-    def target(self, interval: str) -> str:
-        return self.path.format(interval=interval)
+    def target(self, interval: str, number: int = 0) -> str:
+        return self.path.format(interval=interval, n=number)
 
 
 @dataclass(frozen=True)

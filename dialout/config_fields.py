@@ -190,14 +190,16 @@ def http_method(value: object, path: str) -> str:
 
 
 def request_path(value: object, path: str) -> str:
-    """A request target with an optional ``{interval}`` placeholder: ``/ping?interval={interval}``."""
+    """A request target with optional placeholders: ``{interval}``, the ping's interval, and ``{n}``, its number
+    in the run (``/ping?interval={interval}&n={n}``: each ping a target of its own, so a controller can tell a
+    retry from the next ping)."""
     text = string(value, path)
     if not text.startswith("/"):
         raise ConfigError(path, f"must start with '/', got {text!r}")
     try:
-        text.format(interval="1")
+        text.format(interval="1", n="1")
     except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(path, f"may hold {{interval}} and nothing else in braces, got {text!r}") from exc
+        raise ConfigError(path, f"may hold {{interval}} and {{n}} and nothing else in braces, got {text!r}") from exc
     return text
 
 

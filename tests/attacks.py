@@ -290,6 +290,13 @@ class RawH2Client:
         assert isinstance(event, h2.events.ResponseReceived)
         return int(dict(event.headers)[b":status"])
 
+    async def keep_reading(self) -> None:
+        """Read and answer what the controller sends (SETTINGS, PING, responses) until it closes."""
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            while data := await self._reader.read(65_536):
+                self._h2.receive_data(data)
+                self._flush()
+
     async def closed(self) -> None:
         """Until the controller closes the connection (what it sends before that is read and dropped)."""
         with contextlib.suppress(ConnectionError, ssl.SSLError):

@@ -31,8 +31,30 @@ logger = logging.getLogger(__name__)
 ACCOUNTS = frozenset({"/connections", "/diagnosis"})
 
 
+class Unavailable:
+    """503 Service Unavailable with Retry-After for the next pings, when a trial asks for it
+    (``python -m controller trials``): what a controller says when it sheds load."""
+
+    def __init__(self) -> None:
+        self._pending: list[int] = []  # Retry-After seconds, one per ping to answer so
+        # when each 503 went (monotonic), to which target, on which connection (the controller's number)
+        self.answered: list[tuple[float, str, int | None]] = []
+
+    def next(self, retry_after_s: int) -> None:
+        self._pending.append(retry_after_s)
+
+    def take(self, target: str, connection: int | None) -> int | None:
+        if not self._pending:
+            return None
+        self.answered.append((time.monotonic(), target, connection))
+        return self._pending.pop(0)
+
+
 def create_app(  # noqa: C901 - the app's routes and hooks, closures over its state, as Quart has them
-    cfg: ControllerConfig, registry: ConnectionRegistry, metrics: Metrics | None = None
+    cfg: ControllerConfig,
+    registry: ConnectionRegistry,
+    metrics: Metrics | None = None,
+    unavailable: Unavailable | None = None,
 ) -> Quart:
     app = Quart(__name__)
     proxies = ProxyPolicy(cfg.trusted_proxies, controller_files(cfg).trust)
@@ -95,6 +117,12 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
 
     @app.get("/ping")
     async def ping() -> tuple[Response, int]:
+        on = g.arrival.connection.id if g.arrival.connection is not None else None
+        retry_after_s = unavailable.take(request.full_path.rstrip("?"), on) if unavailable is not None else None
+        if retry_after_s is not None:
+            shed = jsonify({"error": "the controller is shedding load (a trial): try again later"})
+            shed.headers["Retry-After"] = str(retry_after_s)
+            return shed, 503
         try:
             interval_s = parse_interval(request.args.getlist("interval"), max_interval_s)
         except IntervalError as exc:

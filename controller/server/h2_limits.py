@@ -37,11 +37,11 @@ from h2.errors import ErrorCodes
 from h2.exceptions import DenialOfServiceError
 from hypercorn import protocol as hypercorn_protocol
 from hypercorn.events import Closed, RawData
-from hypercorn.protocol.h2 import H2Protocol
 from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, PushPromiseFrame
 
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection
 from controller.server.asgi_tls import REGISTRY_ATTRIBUTE, current_connection
+from controller.server.h2_actions import ActionableH2Protocol
 from dialout.text import printable
 
 # The attribute of Hypercorn's Config that carries the limits to each connection's protocol.
@@ -139,7 +139,7 @@ class _BoundedHeaderBlocks(h2.frame_buffer.FrameBuffer):
         return super()._update_header_buffer(f)
 
 
-class _GuardedH2Protocol(H2Protocol):
+class _GuardedH2Protocol(ActionableH2Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - Hypercorn's own signature, passed on
         super().__init__(*args, **kwargs)
         limits: PeerLimits | None = getattr(self.config, LIMITS_ATTRIBUTE, None)

@@ -23,7 +23,7 @@ from hypercorn.utils import wrap_app
 
 from controller.accounts.connections import ConnectionRegistry
 from controller.http.admin import create_admin_app
-from controller.http.app import create_app
+from controller.http.app import Unavailable, create_app
 from controller.http.metrics import Metrics
 from controller.server import asgi_tls, h2_limits
 from controller.server.accepting import GATE_ATTRIBUTE, HandshakeGate, quiet_accept_errors
@@ -229,18 +229,20 @@ class Listeners:
     admin: Sequence[socket.socket] = ()
 
 
-async def serve(
+async def serve(  # noqa: PLR0913 - what is served, where, until when, and what runs beside it, each by name
     cfg: ControllerConfig,
     ssl_context: ssl.SSLContext,
     listeners: Listeners,
     shutdown_trigger: Callable[[], Awaitable[object]],
     registry: ConnectionRegistry,
     stopping: asyncio.Event | None = None,
+    alongside: Callable[[HypercornConfig, Unavailable], Awaitable[object]] | None = None,
 ) -> None:
     """Serve the controller on already-listening sockets until ``shutdown_trigger`` returns, then let in-flight
     requests finish for up to ``graceful_timeout_s``. Every connection is recorded in ``registry``. ``stopping``
     is set once the shutdown has begun and new streams are refused. The admin app (``controller/http/admin.py``)
-    is stopped with the rest.
+    is stopped with the rest. ``alongside``: run while serving, with the server's Hypercorn config (its live
+    connections) and the app's 503 switch (``python -m controller trials``).
 
     The sockets are bound by the caller, so a test can use port 0 and know the port before the first request,
     and connections that arrive before Hypercorn starts accepting wait in the listen backlog instead of failing.
@@ -265,7 +267,8 @@ async def serve(
     quiet_accept_errors()
     metrics = Metrics(registry)
     ssl_context.sslobject_class = _counting_handshakes(metrics.handshake_failed)
-    app = create_app(cfg, registry, metrics)
+    unavailable = Unavailable()
+    app = create_app(cfg, registry, metrics, unavailable)
     config = hypercorn_config(cfg, ssl_context, registry)
     setattr(config, GATE_ATTRIBUTE, gate)  # where each connection's TCP task says its handshake is done
 
@@ -281,6 +284,8 @@ async def serve(
         sockets=Sockets(secure_sockets=sockets, insecure_sockets=cleartext_sockets, quic_sockets=[]),
         shutdown_trigger=begin_shutdown,
     )
+    if alongside is not None:
+        main = _with(main, alongside(config, unavailable))
     if not admin_sockets:
         await main
         return
@@ -306,6 +311,17 @@ async def serve(
     async with asyncio.TaskGroup() as group:
         group.create_task(main)
         group.create_task(admin)
+
+
+async def _with(serving: Awaitable[None], alongside: Awaitable[object]) -> None:
+    """Serve, with ``alongside`` running beside it (it ends the serving through the shutdown trigger, if at all)."""
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_awaited(alongside))
+        group.create_task(_awaited(serving))
+
+
+async def _awaited(awaitable: Awaitable[object]) -> None:
+    await awaitable
 
 
 def _counting_handshakes(failed: Callable[[str | None], None]) -> type[ssl.SSLObject]:

@@ -154,7 +154,7 @@ async def attempt_ping(
     ping, request_timeout_s = settings.request, settings.request_timeout_s
     started_s = tracer.now_s() if asked_at_s is None else asked_at_s
     trace = tracer.for_ping(number, started_s, controller_url)
-    url = controller_url.rstrip("/") + ping.target(format_interval(interval_s))
+    url = controller_url.rstrip("/") + ping.target(format_interval(interval_s), number)
     tracer.emit(GetConnection(at_s=started_s, ping=number, method=ping.method, url=url))
     result = PingResult(
         number=number, interval_s=interval_s, elapsed_s=0.0, started_at_s=started_s, controller=controller_url

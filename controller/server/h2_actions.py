@@ -1,0 +1,146 @@
+"""What a test bench does to an HTTP/2 client, as methods on Hypercorn's protocol for one live connection: the
+controller's side of ``python -m controller trials`` (``controller/trials``).
+
+Each is what real controllers do on a bad day (RFC 9113 section 6.8, GOAWAY; 8.7, REFUSED_STREAM; 6.5.2, a lowered
+SETTINGS_MAX_CONCURRENT_STREAMS; 6.7, PING), done to the connection of the switch under trial and to no other.
+Hypercorn does none of them on demand, so this subclass of its protocol does (``h2_limits`` builds on it; the one
+class is installed in Hypercorn's place).
+
+h2 4.4 closes its connection state machine when it sends GOAWAY and then refuses to send anything, also the answers
+to the streams the GOAWAY let finish; ``goaway`` reopens it, as the switch's own wire does for a GOAWAY it reads
+(``sim_switch/wire/connection.py``), and refuses every stream above the last one it named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import h2.events
+from h2.connection import ConnectionState
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+from hypercorn.events import Closed
+from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.h2 import H2Protocol
+
+_opaque = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class PingAck:
+    """A PING of ours, ACKed: its round trip, when the ACK came (monotonic), and the highest stream the client had
+    opened by then. The client read everything we sent before the PING when it ACKed it, and frames arrive in
+    order: a stream above ``highest_stream_id`` was opened after the client had read what came before the PING."""
+
+    rtt_s: float
+    at: float
+    highest_stream_id: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A request refused with RST_STREAM REFUSED_STREAM: its stream id, its target, when (monotonic), and the ACK
+    of the PING sent right behind the refusal (which streams came after the client had read it)."""
+
+    stream_id: int
+    target: bytes
+    at: float
+    read: asyncio.Future[PingAck]
+
+
+class ActionableH2Protocol(H2Protocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - Hypercorn's own signature, passed on
+        super().__init__(*args, **kwargs)
+        self.refused: list[Refused] = []
+        self.settings_acked: list[float] = []  # when the client acknowledged each SETTINGS of ours
+        self.goaway_last_stream_id: int | None = None
+        self._closing = False
+        self._refuse_next = 0
+        self._pings: dict[bytes, tuple[float, asyncio.Future[PingAck]]] = {}
+
+    async def ping(self) -> asyncio.Future[PingAck]:
+        """Send a PING; the future is its ACK, once read."""
+        done = self._queue_ping()
+        await self._flush()
+        return done
+
+    def _queue_ping(self) -> asyncio.Future[PingAck]:
+        opaque = next(_opaque).to_bytes(8, "big")
+        done: asyncio.Future[PingAck] = asyncio.get_running_loop().create_future()
+        self._pings[opaque] = (time.monotonic(), done)
+        self.connection.ping(opaque)
+        return done
+
+    def refuse_next_requests(self, count: int) -> None:
+        """Answer the next ``count`` requests with RST_STREAM REFUSED_STREAM (RFC 9113 section 8.7: not processed,
+        safe to retry) instead of serving them."""
+        self._refuse_next = count
+
+    async def limit_streams(self, limit: int) -> None:
+        """SETTINGS_MAX_CONCURRENT_STREAMS lowered (or raised) on this connection from now on."""
+        self.connection.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: limit})
+        await self._flush()
+
+    async def goaway(self, last_stream_id: int | None = None, code: ErrorCodes = ErrorCodes.NO_ERROR) -> int:
+        """GOAWAY naming ``last_stream_id`` (None: the highest the client has opened) as the last it will process.
+        The streams at or below it are answered as usual; those above it are dropped unanswered (the client may
+        retry them: they were never processed) and any new one is refused. The connection closes once the last
+        answered stream is done. Returns the last stream id named."""
+        last = self.connection.highest_inbound_stream_id if last_stream_id is None else last_stream_id
+        self.connection.close_connection(error_code=code, last_stream_id=last)
+        await self._flush()
+        self.connection.state_machine.state = ConnectionState.SERVER_OPEN  # the streams up to `last` still get answers
+        self.goaway_last_stream_id = last
+        for stream_id in [stream_id for stream_id in self.streams if stream_id > last]:
+            await self._close_stream(stream_id)  # not processed: its handler is cancelled, nothing is sent
+        await self._close_if_done()
+        return last
+
+    async def _handle_events(self, events: list[h2.events.Event]) -> None:
+        kept: list[h2.events.Event] = []
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived) and self._refused_now(event):
+                continue
+            if isinstance(event, h2.events.PingAckReceived):
+                sent = self._pings.pop(event.ping_data or b"", None)
+                if sent is not None and not sent[1].done():
+                    now = time.monotonic()
+                    sent[1].set_result(PingAck(now - sent[0], now, self.connection.highest_inbound_stream_id))
+            if isinstance(event, h2.events.SettingsAcknowledged):
+                self.settings_acked.append(time.monotonic())
+            kept.append(event)
+        await super()._handle_events(kept)
+        if self.goaway_last_stream_id is not None:
+            await self._close_if_done()
+
+    async def stream_send(self, event: StreamEvent) -> None:
+        await super().stream_send(event)
+        if isinstance(event, StreamClosed) and self.goaway_last_stream_id is not None:
+            await self._close_if_done()
+
+    def _refused_now(self, request: h2.events.RequestReceived) -> bool:
+        """Refuse ``request`` if this connection is to: after our GOAWAY, or when told to refuse the next ones."""
+        after_goaway = self.goaway_last_stream_id is not None and request.stream_id > self.goaway_last_stream_id
+        if not after_goaway and not self._refuse_next:
+            return False
+        if not after_goaway:
+            self._refuse_next -= 1
+        target = next((value for name, value in request.headers if name == b":path"), b"")
+        self.connection.reset_stream(request.stream_id, ErrorCodes.REFUSED_STREAM)
+        read = self._queue_ping()  # right behind the refusal, in the same write
+        self.refused.append(Refused(request.stream_id, bytes(target), time.monotonic(), read))
+        return True
+
+    async def _close_if_done(self) -> None:
+        """After our GOAWAY: close once no stream it let finish is still open."""
+        last = self.goaway_last_stream_id
+        if last is not None and not any(stream_id <= last for stream_id in self.streams) and not self._closing:
+            self._closing = True
+            await self._flush()
+            # in the connection's own tasks, where Hypercorn's close (and its TLS errors) belong, not the caller's
+            self.task_group.spawn(self.send, Closed())

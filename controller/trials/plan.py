@@ -1,0 +1,90 @@
+"""The trials a controller puts a switch's client through (``python -m controller trials``), as data: each one's
+name (the CLI's and the JSON's), what the controller does, the rule the client is held to, and how long it may
+take.
+
+Those listed in ``PLAN`` run by default, in that order; the rest of issue 21's plan (``slow-settings``,
+``silent``, ``refuse``, ``cert-rotation``, ``h1-only``) is not built yet and is said so by ``--list``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class TrialName(enum.StrEnum):
+    PING = "ping"
+    REFUSED_STREAM = "refused-stream"
+    GOAWAY_GRACEFUL = "goaway-graceful"
+    GOAWAY_UNPROCESSED = "goaway-unprocessed"
+    STREAM_LIMIT = "stream-limit"
+    RETRY_AFTER = "retry-after"
+    MAX_REQUESTS = "max-requests"
+    RESET = "reset"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    name: TrialName
+    does: str  # what the controller does
+    rule: str  # what the client is held to, and where the rule comes from
+    deadline_s: float  # the trial ends by then, whatever the client does
+    frames: bool = True  # needs HTTP/2 frames of its own on the switch's connection (not through a proxy)
+
+
+PLAN: tuple[TrialSpec, ...] = (
+    TrialSpec(
+        TrialName.PING,
+        "sends a PING on the switch's connection",
+        "a PING is ACKed at once (RFC 9113 section 6.7)",
+        5.0,
+    ),
+    TrialSpec(
+        TrialName.REFUSED_STREAM,
+        "answers the next request with RST_STREAM REFUSED_STREAM",
+        "a refused request was not processed and may be sent again (RFC 9113 section 8.7)",
+        15.0,
+    ),
+    TrialSpec(
+        TrialName.GOAWAY_GRACEFUL,
+        "sends GOAWAY NO_ERROR naming the last stream it has, with requests in flight",
+        "those requests are answered; new ones go on a new connection, none on the old (RFC 9113 section 6.8)",
+        20.0,
+    ),
+    TrialSpec(
+        TrialName.GOAWAY_UNPROCESSED,
+        "sends GOAWAY naming a last stream below the requests in flight, and drops those",
+        "requests above the GOAWAY's last stream were not processed and may be sent again (RFC 9113 section 6.8)",
+        20.0,
+    ),
+    TrialSpec(
+        TrialName.STREAM_LIMIT,
+        "lowers SETTINGS_MAX_CONCURRENT_STREAMS to 1 on the switch's connection",
+        "once it has ACKed the SETTINGS, the client keeps at most 1 stream open there (RFC 9113 section 6.5.2)",
+        15.0,
+    ),
+    TrialSpec(
+        TrialName.RETRY_AFTER,
+        "answers the next request 503 with Retry-After: 2",
+        "a client that retries waits as long as Retry-After says (RFC 9110 section 10.2.3)",
+        15.0,
+        frames=False,
+    ),
+    TrialSpec(
+        TrialName.MAX_REQUESTS,
+        "sends GOAWAY after 3 more requests on the connection, as Hypercorn's keep_alive_max_requests does",
+        "the client moves to a new connection without losing a request (RFC 9113 section 6.8)",
+        20.0,
+    ),
+    TrialSpec(
+        TrialName.RESET,
+        "resets the switch's TCP connection (RST) with requests in flight",
+        "the client redials with a backoff, not in a tight loop (gRPC's connection backoff: 1 s, x1.6)",
+        20.0,
+    ),
+)
+NOT_BUILT = ("slow-settings", "silent", "refuse", "cert-rotation", "h1-only")
+
+
+def trial(name: str) -> TrialSpec:
+    return next(spec for spec in PLAN if spec.name == name)
