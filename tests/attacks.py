@@ -33,7 +33,9 @@ import h2.config
 import h2.connection
 import h2.events
 import hpack
+from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
 from hyperframe import frame as hf
 
 from sim_switch.dial.tls import client_ssl_context
@@ -43,6 +45,7 @@ from sim_switch.wire.frames import CLIENT_PREFACE, FrameSplitter, parse
 BATCH = 200
 SOURCE = "127.0.0.2"
 AT_ONCE = 50  # short connections open at once
+IGNORED_LIMIT = 1_000  # what a client that ignores the controller's stream limit acts as if it were
 # The header block a CONTINUATION flood keeps open: this many bytes per frame, never END_HEADERS.
 CONTINUATION_BYTES = 16_000
 
@@ -290,11 +293,19 @@ class RawH2Client:
         assert isinstance(event, h2.events.ResponseReceived)
         return int(dict(event.headers)[b":status"])
 
-    async def keep_reading(self) -> None:
-        """Read and answer what the controller sends (SETTINGS, PING, responses) until it closes."""
+    async def keep_reading(self, *, ignore_goaway: bool = False, ignore_limits: bool = False) -> None:
+        """Read and answer what the controller sends (SETTINGS, PING, responses) until it closes. The flags make
+        the bugs a client may have: going on after a GOAWAY (h2 would refuse: its state machine is reopened), and
+        opening streams beyond the controller's SETTINGS_MAX_CONCURRENT_STREAMS (h2 would hold to it: the limit
+        it keeps for the peer is put back)."""
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             while data := await self._reader.read(65_536):
                 self._h2.receive_data(data)
+                if ignore_goaway and self._h2.state_machine.state is ConnectionState.CLOSED:
+                    self._h2.state_machine.state = ConnectionState.CLIENT_OPEN
+                if ignore_limits and self._h2.remote_settings.max_concurrent_streams != IGNORED_LIMIT:
+                    self._h2.remote_settings[SettingCodes.MAX_CONCURRENT_STREAMS] = IGNORED_LIMIT
+                    self._h2.remote_settings.acknowledge()  # h2 applies a peer's setting once acknowledged
                 self._flush()
 
     async def closed(self) -> None:

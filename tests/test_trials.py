@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import h2.exceptions
 import pytest
 
 from controller.trials.plan import PLAN
@@ -91,29 +92,40 @@ def test_the_shipped_switch_passes_every_trial(tmp_path: Path) -> None:
         assert trial["steps"][0]["by"] == "controller"
 
 
-class NeverRetries:
-    """A client that sends a new request every 0.2 s on one connection, each with a target of its own, and never
-    sends one again: the client that treats REFUSED_STREAM as an error (issue 21's "never retries")."""
+class BadClient:
+    """A client that sends a new request every 0.2 s, 3 at a time, on one connection, each with a target of its
+    own (``/ping?interval=1&n=N``), and never sends one again, never dials another connection: the client that
+    treats REFUSED_STREAM as an error. With ``ignore_goaway`` it also goes on after a GOAWAY; with
+    ``ignore_limits``, past the controller's stream limit (issue 21's failing shapes, as real bugs have them)."""
 
-    def __init__(self, peer: RawH2Client) -> None:
+    def __init__(self, peer: RawH2Client, ignore_goaway: bool, ignore_limits: bool) -> None:
         self.peer = peer
         self.sent = 0
+        self._flags = {"ignore_goaway": ignore_goaway, "ignore_limits": ignore_limits}
 
     async def run(self) -> None:
-        reading = asyncio.create_task(self.peer.keep_reading())
+        reading = asyncio.create_task(self.peer.keep_reading(**self._flags))
         try:
-            while not reading.done():
-                self.sent += 1
-                self.peer.request(f"/ping?interval=0.{self.sent:04d}")
-                await asyncio.wait([reading], timeout=0.2)  # its own pace, as a loop of a real client has
+            await self._send(reading)
+        except h2.exceptions.ProtocolError:
+            pass  # the controller takes no more streams (it is shutting down, its trials over): so be it
         finally:
             reading.cancel()
 
+    async def _send(self, reading: asyncio.Task[None]) -> None:
+        while not reading.done():
+            for _ in range(3):
+                self.sent += 1
+                self.peer.request(f"/ping?interval=1&n={self.sent}")
+            await asyncio.wait([reading], timeout=0.2)  # its own pace, as a loop of a real client has
+
 
 @contextlib.asynccontextmanager
-async def bad_client(port: int, certs: Path) -> AsyncIterator[NeverRetries]:
+async def bad_client(
+    port: int, certs: Path, *, ignore_goaway: bool = False, ignore_limits: bool = False
+) -> AsyncIterator[BadClient]:
     peer = await RawH2Client.connect(port, client_ssl_context(certs, "switch-1"))
-    client = NeverRetries(peer)
+    client = BadClient(peer, ignore_goaway, ignore_limits)
     task = asyncio.create_task(client.run())
     try:
         yield client
@@ -124,14 +136,25 @@ async def bad_client(port: int, certs: Path) -> AsyncIterator[NeverRetries]:
         await peer.close()
 
 
-async def test_a_client_that_never_retries_a_refused_stream_fails_that_trial(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("trial", "flags", "sentence"),
+    [
+        ("refused-stream", {}, "never sent again: a REFUSED_STREAM request was not processed"),
+        ("goaway-graceful", {"ignore_goaway": True}, "request(s) on the connection after its GOAWAY"),
+        ("stream-limit", {"ignore_limits": True}, "after the client ACKed the limit of 1: it opened more streams"),
+    ],
+)
+async def test_a_client_shaped_like_a_real_bug_fails_the_trial_that_catches_it(
+    tmp_path: Path, trial: str, flags: dict[str, bool], sentence: str
+) -> None:
     config = write_config(tmp_path)
     report_path = tmp_path / "trials.json"
-    with ControllerProcess.start(config, "trials", "--only", "refused-stream", "--json", str(report_path)) as trials:
-        async with bad_client(trials.port, tmp_path / "certs"):
+    with ControllerProcess.start(config, "trials", "--only", trial, "--json", str(report_path)) as trials:
+        async with bad_client(trials.port, tmp_path / "certs", **flags):
             code = await asyncio.to_thread(trials.process.wait, 60)
     report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8"))
-    [trial] = report["trials"]
-    assert (trial["name"], trial["verdict"]) == ("refused-stream", "fail")
-    assert trial["sentence"].startswith("never sent again: a REFUSED_STREAM request was not processed")
+    [found] = report["trials"]
+    assert (found["name"], found["verdict"]) == (trial, "fail")
+    assert sentence in found["sentence"], found["sentence"]
+    assert found["steps"][0]["by"] == "controller"
     assert code == 1

@@ -314,9 +314,18 @@ async def _stream_limit(bench: Bench, deadline: float) -> Outcome:
     mine = [s for s in bench.spans(acked) if s.connection is live.record]
     elsewhere = {s.connection.id for s in bench.spans(acked) if s.connection is not live.record}
     most = _most_at_once(mine)
+    if live.record.closed is not None:
+        steps.append(Step(bench.at(live.record.closed), "switch", "lost the connection", live.record.id))
+        return (
+            Verdict.FAIL,
+            (
+                f"the connection ended {live.record.closed - acked:.2f} s after the client ACKed the limit of 1: it "
+                "opened more streams than that, which ends the connection (RFC 9113 section 5.1.2); the likely fix: "
+                "hold new streams until one ends, or open another connection"
+            ),
+            steps,
+        )
     await live.protocol.limit_streams(live.protocol.config.h2_max_concurrent_streams)
-    if live.record.closed_at is not None and live.record.closed_for is None and most > 1:
-        return Verdict.FAIL, "opened more streams than the limit and lost the connection for it", steps
     if most > 1:
         return (
             Verdict.FAIL,
