@@ -105,7 +105,7 @@ def test_bad_ping_interval_names_line_and_key_path(tmp_path: Path) -> None:
         (
             "scenarios:\n  seed:\n    pings: [1]\n    request: {path: '/p?i={seconds}'}\n",
             4,
-            "scenarios.seed.request.path: may hold {interval} and nothing else in braces",
+            "scenarios.seed.request.path: may hold {interval} and {n} and nothing else in braces",
         ),
         (
             "scenarios:\n  seed:\n    pings: [1]\n    request: {statuses: [200, 99]}\n",

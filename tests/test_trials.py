@@ -25,7 +25,7 @@ from tests.servers import REPO, ControllerProcess, write_config
 
 TRIALS_SCENARIO = """\
   trials:
-    persistent: {duration_s: 150, every_s: 0.5, batch: 3, interval_s: 1}
+    persistent: {duration_s: 240, every_s: 0.5, batch: 3, interval_s: 1}
     http2: true
     request: {path: "/ping?interval={interval}&n={n}"}
 """
@@ -43,7 +43,7 @@ def test_the_plan_is_listed_with_what_each_trial_does_and_how_long(tmp_path: Pat
     ("only", "error"),
     [
         ("nonsense", "--only: no trial named 'nonsense'"),
-        ("ping,silent", "--only: 'silent' is in the plan but not built yet (see --list)"),
+        ("ping,h1-only", "--only: 'h1-only' is in the plan but not built yet (see --list)"),
     ],
 )
 def test_a_trial_that_does_not_exist_is_one_line_and_exit_2(tmp_path: Path, only: str, error: str) -> None:

@@ -52,6 +52,8 @@ class HandshakeGate:
         self.max_pending = max_pending
         self.max_pending_per_address = max_pending_per_address
         self._shared = tuple(shared)
+        self._shut_out_until: dict[str, float] = {}
+        self.shut_out_at: dict[str, list[float]] = {}  # by address: when each connection shut out came
         self._pending: dict[int, str] = {}  # by the accepted socket's descriptor: its peer's address
         self._per_address: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()  # since the last report
@@ -69,12 +71,31 @@ class HandshakeGate:
         _gates[listener] = self
 
     def admit(self, sock: socket.socket, address: str) -> bool:
+        if self._shut_out(address):
+            return False
         crowded = self._per_address[address] >= self.max_pending_per_address and not self._is_shared(address)
         if len(self._pending) >= self.max_pending or crowded:
             self._refuse(address)
             return False
         self._pending[sock.fileno()] = address
         self._per_address[address] += 1
+        return True
+
+    def shut_out(self, address: str, seconds: float) -> None:
+        """Reset every connection from ``address`` at accept for ``seconds`` (a trial: the controller refusing
+        connections, as one does that is down or overloaded); each refused is kept in ``shut_out_at``."""
+        self._shut_out_until[address] = time.monotonic() + seconds
+        self.shut_out_at.setdefault(address, [])
+
+    def _shut_out(self, address: str) -> bool:
+        until = self._shut_out_until.get(address)
+        if until is None:
+            return False
+        now = time.monotonic()
+        if now >= until:
+            del self._shut_out_until[address]
+            return False
+        self.shut_out_at[address].append(now)
         return True
 
     def _is_shared(self, address: str) -> bool:

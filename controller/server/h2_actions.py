@@ -23,7 +23,7 @@ import h2.events
 from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from hypercorn.events import Closed
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h2 import H2Protocol
@@ -60,6 +60,7 @@ class ActionableH2Protocol(H2Protocol):
         self.settings_acked: list[float] = []  # when the client acknowledged each SETTINGS of ours
         self.goaway_last_stream_id: int | None = None
         self._closing = False
+        self.silent = False
         self._refuse_next = 0
         self._pings: dict[bytes, tuple[float, asyncio.Future[PingAck]]] = {}
 
@@ -85,6 +86,20 @@ class ActionableH2Protocol(H2Protocol):
         """SETTINGS_MAX_CONCURRENT_STREAMS lowered (or raised) on this connection from now on."""
         self.connection.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: limit})
         await self._flush()
+
+    def silence(self) -> None:
+        """Stop reading and writing this connection, and leave it open: what a controller that hangs (or a
+        middlebox that drops the flow) looks like from the client."""
+        self.silent = True
+
+    async def handle(self, event: Any) -> None:  # noqa: ANN401 - Hypercorn's Event
+        if self.silent and isinstance(event, RawData):
+            return  # read, and ignored
+        await super().handle(event)
+
+    async def _flush(self) -> None:
+        if not self.silent:
+            await super()._flush()
 
     async def goaway(self, last_stream_id: int | None = None, code: ErrorCodes = ErrorCodes.NO_ERROR) -> int:
         """GOAWAY naming ``last_stream_id`` (None: the highest the client has opened) as the last it will process.

@@ -158,8 +158,8 @@ class _GuardedH2Protocol(ActionableH2Protocol):
         if not isinstance(event, RawData) or self._limits is None:
             await super().handle(event)
             return
-        if self._lingering:
-            return  # after our GOAWAY: read, and dropped
+        if self._lingering or self.silent:
+            return  # after our GOAWAY, or gone silent for a trial: read, and dropped
         if not await self._within_limits(event.data):
             return
         # Hypercorn's own RawData branch, but for a header block over the limit, which lingers as a flood does

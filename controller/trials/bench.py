@@ -9,7 +9,9 @@ and the next one waits for it again.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
+import statistics
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +22,7 @@ from hypercorn.asyncio.tcp_server import TCPServer
 
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection, StreamSpan
 from controller.http.app import Unavailable
+from controller.server.accepting import GATE_ATTRIBUTE, HandshakeGate
 from controller.server.asgi_tls import live_servers
 from controller.server.h2_actions import ActionableH2Protocol, PingAck
 from controller.trials.plan import TrialName, TrialSpec
@@ -32,6 +35,9 @@ RETRY_AFTER_S = 2
 MORE_REQUESTS = 3  # max-requests: GOAWAY after this many more requests
 STORM_GAP_S = 0.1  # a redial sooner than this after the last connection ended had no backoff
 WATCH_REDIALS_S = 3.0  # reset: how long the redials are watched after the first one
+REFUSE_S = 6.0  # refuse: how long new connections are refused
+STORM_DIALS = 5
+GRPC_INITIAL_S = 1.0  # gRPC's connection backoff: the well-known reference (grpc/doc/connection-backoff.md)
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Bench:
         self._config = config
         self._registry = registry
         self.unavailable = unavailable
+        self.config = config
         self.switch = switch
         self.t0 = time.monotonic()
 
@@ -388,10 +395,8 @@ async def _reset(bench: Bench, deadline: float) -> Outcome:
     live = await bench.connection(deadline, in_flight=1)
     if live is None:
         return _no_connection([])
-    sock = live.server.writer.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sent = time.monotonic()
-    live.server.writer.transport.abort()
+    _reset_now(live)
     steps = [Step(bench.at(sent), "controller", "TCP reset (RST) with requests in flight", live.record.id)]
     first = await bench.until(lambda: next(iter(bench.connections(sent)), None), deadline)
     if first is None:
@@ -417,6 +422,79 @@ async def _reset(bench: Bench, deadline: float) -> Outcome:
     )
 
 
+async def _silent(bench: Bench, deadline: float) -> Outcome:
+    live = await bench.connection(deadline, in_flight=1)
+    if live is None:
+        return _no_connection([])
+    sent = time.monotonic()
+    live.protocol.silence()
+    steps = [
+        Step(bench.at(sent), "controller", "went silent: reads nothing, writes nothing, stays open", live.record.id)
+    ]
+    redial = await bench.until(lambda: next(iter(bench.connections(sent)), None), deadline)
+    live.server.writer.transport.abort()  # the trial is over: let it go
+    if redial is None:
+        return (
+            Verdict.FAIL,
+            (
+                f"still waiting on the silent connection after {deadline - sent:.0f} s: a client should notice (a PING "
+                "unanswered, RFC 9113 section 6.7, or TCP keepalive) and redial"
+            ),
+            steps,
+        )
+    noticed_s = (redial.hello_at or redial.opened) - sent
+    steps.append(Step(bench.at(redial.hello_at or redial.opened), "switch", "redialled", redial.id))
+    return Verdict.PASS, f"noticed the silence and redialled {noticed_s:.1f} s later", steps
+
+
+async def _refuse(bench: Bench, deadline: float) -> Outcome:
+    live = await bench.connection(deadline)
+    gate = getattr(bench.config, GATE_ATTRIBUTE, None)
+    if live is None or not isinstance(gate, HandshakeGate):
+        return _no_connection([])
+    address = live.record.peer.host
+    sent = time.monotonic()
+    gate.shut_out(address, REFUSE_S)
+    _reset_now(live)
+    steps = [Step(bench.at(sent), "controller", f"reset the connection; refusing {address} for {REFUSE_S:g} s")]
+    back = await bench.until(lambda: next(iter(bench.connections(sent + REFUSE_S)), None), deadline)
+    tries = list(gate.shut_out_at.get(address, []))
+    for at in tries:
+        steps.append(Step(bench.at(at), "switch", "dialled, refused"))
+    gaps = [later - earlier for earlier, later in itertools.pairwise([sent, *tries])]
+    shape = ", ".join(f"{gap:.2f}" for gap in gaps) or "none"
+    if back is None:
+        return Verdict.FAIL, f"did not come back once let in (waits between dials: {shape} s)", steps
+    steps.append(Step(bench.at(back.hello_at or back.opened), "switch", "came back", back.id))
+    if len(gaps) >= STORM_DIALS and max(gaps) < STORM_GAP_S:
+        return (
+            Verdict.FAIL,
+            (
+                f"{len(tries)} dials in {REFUSE_S:g} s, none more than {STORM_GAP_S * 1000:.0f} ms apart: a storm; the "
+                "likely fix: an exponential backoff (gRPC's: 1 s, x1.6, jitter 0.2, up to 120 s)"
+            ),
+            steps,
+        )
+    growth = [later / earlier for earlier, later in itertools.pairwise(gaps) if earlier > 0]
+    grew = f", each {statistics.median(growth):.1f}x the last" if growth else ""
+    gentler = "gentler" if gaps and gaps[0] >= GRPC_INITIAL_S else "quicker"
+    return (
+        Verdict.PASS,
+        (
+            f"{len(tries)} dials refused, waits {shape} s{grew}, then came back; its first wait is {gentler} than "
+            f"gRPC's {GRPC_INITIAL_S:g} s"
+        ),
+        steps,
+    )
+
+
+def _reset_now(live: Live) -> None:
+    """A TCP reset: SO_LINGER 0, then close."""
+    sock = live.server.writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    live.server.writer.transport.abort()
+
+
 TRIALS: dict[TrialName, Callable[[Bench, float], Awaitable[Outcome]]] = {
     TrialName.PING: _ping,
     TrialName.REFUSED_STREAM: _refused_stream,
@@ -426,4 +504,6 @@ TRIALS: dict[TrialName, Callable[[Bench, float], Awaitable[Outcome]]] = {
     TrialName.RETRY_AFTER: _retry_after,
     TrialName.MAX_REQUESTS: _max_requests,
     TrialName.RESET: _reset,
+    TrialName.SILENT: _silent,
+    TrialName.REFUSE: _refuse,
 }

@@ -3,7 +3,7 @@ name (the CLI's and the JSON's), what the controller does, the rule the client i
 take.
 
 Those listed in ``PLAN`` run by default, in that order; the rest of issue 21's plan (``slow-settings``,
-``silent``, ``refuse``, ``cert-rotation``, ``h1-only``) is not built yet and is said so by ``--list``.
+``cert-rotation``, ``h1-only``) is not built yet and is said so by ``--list``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ class TrialName(enum.StrEnum):
     RETRY_AFTER = "retry-after"
     MAX_REQUESTS = "max-requests"
     RESET = "reset"
+    SILENT = "silent"
+    REFUSE = "refuse"
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,21 @@ PLAN: tuple[TrialSpec, ...] = (
         "the client redials with a backoff, not in a tight loop (gRPC's connection backoff: 1 s, x1.6)",
         20.0,
     ),
+    TrialSpec(
+        TrialName.SILENT,
+        "stops reading and writing the switch's connection, and leaves it open",
+        "the client notices a silent connection (a PING unanswered, its keepalive) and redials (RFC 9113 6.7)",
+        30.0,
+    ),
+    TrialSpec(
+        TrialName.REFUSE,
+        "resets the switch's connection, then every new one from its address for 6 s",
+        "the client backs off, the waits growing, with jitter, to a cap (gRPC's connection backoff: 1 s, x1.6, "
+        "jitter 0.2, up to 120 s), and comes back once let in",
+        25.0,
+    ),
 )
-NOT_BUILT = ("slow-settings", "silent", "refuse", "cert-rotation", "h1-only")
+NOT_BUILT = ("slow-settings", "cert-rotation", "h1-only")
 
 
 def trial(name: str) -> TrialSpec:
