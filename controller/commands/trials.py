@@ -93,9 +93,12 @@ async def run_trials(
         print(f"trials: no switch dialled in within {WAIT_FOR_SWITCH_S:.0f} s", flush=True)
         return 1
     print(scorecard(found[0], results), flush=True)
+    if len(results) < len(plan):
+        print(f"trials: stopped after {len(results)} of {len(plan)} trials", flush=True)
     if json_path is not None:
         _write_json(json_path, report(found[0], results, registry))
-    return 0 if all(result.verdict is not Verdict.FAIL for result in results) and results else 1
+    complete = len(results) == len(plan)
+    return 0 if complete and all(result.verdict is not Verdict.FAIL for result in results) else 1
 
 
 async def _direct(bench: Bench, plan: Sequence[TrialSpec], results: list[TrialResult], found: list[str]) -> None:

@@ -62,6 +62,8 @@ class ActionableH2Protocol(H2Protocol):
         self._closing = False
         self.silent = False
         self._refuse_next = 0
+        self._refused_ids: set[int] = set()
+        self._highest_seen = 0  # the highest stream id among the requests handled so far, in order
         self._pings: dict[bytes, tuple[float, asyncio.Future[PingAck]]] = {}
 
     async def ping(self) -> asyncio.Future[PingAck]:
@@ -119,13 +121,22 @@ class ActionableH2Protocol(H2Protocol):
     async def _handle_events(self, events: list[h2.events.Event]) -> None:
         kept: list[h2.events.Event] = []
         for event in events:
-            if isinstance(event, h2.events.RequestReceived) and self._refused_now(event):
-                continue
+            stream_id = getattr(event, "stream_id", None)
+            if isinstance(event, h2.events.RequestReceived):
+                # in the order the frames came (h2's own highest id already counts the whole read)
+                self._highest_seen = max(self._highest_seen, event.stream_id)
+                if self._refused_now(event):
+                    self._refused_ids.add(event.stream_id)
+                    continue
+            elif stream_id in self._refused_ids and not isinstance(event, h2.events.StreamReset):
+                if isinstance(event, h2.events.DataReceived):  # the window it took is given back all the same
+                    self.connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                continue  # a refused stream's body: no stream of Hypercorn's to give it to
             if isinstance(event, h2.events.PingAckReceived):
                 sent = self._pings.pop(event.ping_data or b"", None)
                 if sent is not None and not sent[1].done():
                     now = time.monotonic()
-                    sent[1].set_result(PingAck(now - sent[0], now, self.connection.highest_inbound_stream_id))
+                    sent[1].set_result(PingAck(now - sent[0], now, self._highest_seen))
             if isinstance(event, h2.events.SettingsAcknowledged):
                 self.settings_acked.append(time.monotonic())
             kept.append(event)
