@@ -43,9 +43,13 @@ class Unavailable:
     def next(self, retry_after_s: int) -> None:
         self._pending.append(retry_after_s)
 
-    def take(self, target: str, connection: int | None) -> int | None:
-        if not self._pending:
-            return None
+    @property
+    def waiting(self) -> bool:
+        """Whether the next ping is to be answered 503."""
+        return bool(self._pending)
+
+    def take(self, target: str, connection: int | None) -> int:
+        """The Retry-After for the ping to ``target`` on ``connection``, answered 503 now (only when waiting)."""
         self.answered.append((time.monotonic(), target, connection))
         return self._pending.pop(0)
 
@@ -117,9 +121,9 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
 
     @app.get("/ping")
     async def ping() -> tuple[Response, int]:
-        on = g.arrival.connection.id if g.arrival.connection is not None else None
-        retry_after_s = unavailable.take(request.full_path.rstrip("?"), on) if unavailable is not None else None
-        if retry_after_s is not None:
+        if unavailable is not None and unavailable.waiting:  # a trial's 503 (nothing to look up on other pings)
+            on = g.arrival.connection.id if g.arrival.connection is not None else None
+            retry_after_s = unavailable.take(request.full_path.rstrip("?"), on)
             shed = jsonify({"error": "the controller is shedding load (a trial): try again later"})
             shed.headers["Retry-After"] = str(retry_after_s)
             return shed, 503

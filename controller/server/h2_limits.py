@@ -18,8 +18,9 @@ What one peer could do to every other switch on this controller before, measured
   ENHANCE_YOUR_CALM as soon as it is, the size every request is held to anyway.
 
 Each connection so closed is logged once, counted in ``/metrics`` (``dialout_connections_calmed_total``) and named
-in its ``/connections`` record (``closed_for``). ``install()`` puts the protocol in Hypercorn's place, as
-``asgi_tls.install()`` does its TCP server; ``tests/test_identity.py`` pins the internals used here.
+in its ``/connections`` record (``closed_for``). The class stands on ``h2_actions.ActionableH2Protocol`` (what
+a trial does to a connection), and ``install()`` puts it in Hypercorn's place, as ``asgi_tls.install()`` does its
+TCP server; ``tests/test_identity.py`` pins the internals used here.
 """
 
 from __future__ import annotations
