@@ -75,7 +75,7 @@ class Bench:
         """The switch under trial: ``--switch``, or the first that dials in with a certificate."""
         if self.switch is None:
             self.switch = await self.until(
-                lambda: next((c.switch for c in self._registry.connections()), None), deadline
+                lambda: next((c.switch for c in self._registry.connections() if c.switch), None), deadline
             )
         return self.switch
 
