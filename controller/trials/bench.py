@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import h2.exceptions
 from hypercorn.asyncio.tcp_server import TCPServer
 
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection, StreamSpan
@@ -115,7 +116,10 @@ class Bench:
         started = time.monotonic()
         deadline = started + spec.deadline_s
         trial = TRIALS[spec.name]
-        verdict, sentence, steps = await trial(self, deadline)
+        try:
+            verdict, sentence, steps = await trial(self, deadline)
+        except (OSError, h2.exceptions.ProtocolError) as exc:  # the connection went mid-action: a failed trial
+            verdict, sentence, steps = Verdict.FAIL, f"the trial could not finish: {exc or type(exc).__name__}", []
         return TrialResult(
             spec.name.value, verdict, sentence, tuple(steps), self.at(started), self.at(time.monotonic())
         )
