@@ -20,9 +20,8 @@ from pathlib import Path
 from controller.accounts.connections import ConnectionRegistry
 from controller.diagnosis.analysis import Limits, diagnose
 from controller.diagnosis.sentences import diagnosis_json
-from tests.attacks import Attack, AttackReport, Plan
+from tests.attacks import Attack, AttackReport, Plan, fill_history
 from tests.servers import REPO, ControllerProcess, rss_kib, write_config
-from tests.test_hostile import _fill_history
 from tests.victim import VictimRun, victim
 
 VICTIM_BATCHES = 10
@@ -120,7 +119,7 @@ def _diagnosis_rows(append: Append, counts: HostileCounts) -> None:
     took = {}
     for size in counts.diagnosis_at:
         registry = ConnectionRegistry(history=size)
-        _fill_history(registry, size)
+        fill_history(registry, size)
         runs = []
         for _ in range(3):
             started = time.perf_counter()

@@ -38,6 +38,8 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hyperframe import frame as hf
 
+from controller.accounts.connections import ConnectionRegistry
+from dialout.text import Address
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.wire.frames import CLIENT_PREFACE, FrameSplitter, parse
 
@@ -334,6 +336,19 @@ class RawH2Client:
 
     def _flush(self) -> None:
         self._writer.write(self._h2.data_to_send())
+
+
+def fill_history(registry: ConnectionRegistry, connections: int) -> None:
+    """``connections`` closed connections of a fleet of 1,000 switches, each with a request: a full history, as
+    a busy controller's is, to make ``/diagnosis`` do all its work."""
+    start = time.monotonic() - 3_600
+    for n in range(connections):
+        record = registry.open(Address("127.0.0.3", 10_000 + n % 50_000), f"fleet-{n % 1_000:04d}", "h2", "TLSv1.3", {})
+        at = start + n * 0.001
+        record.hello_at, record.opened, record.closed = at, at + 0.002, at + 1.0
+        span = record.begin_stream("/ping", "2")
+        record.end_stream(span)
+        span.started, span.ended = at + 0.003, at + 0.5
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import math
 import resource
 import ssl
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.__main__ import main as controller_main
-from controller.accounts.connections import ConnectionRegistry
 from controller.http.interval import IntervalError, parse_interval
 from dialout.config import ConfigError, ControllerConfig, parse_config
-from dialout.text import Address
 from sim_switch.dial.tls import client_ssl_context
-from tests.attacks import Attack, AttackReport, Plan, RawH2Client
+from tests.attacks import Attack, AttackReport, Plan, RawH2Client, fill_history
 from tests.conftest import SWITCH_IDS
 from tests.servers import REPO, ControllerProcess, rss_kib, run_controller, write_config
 from tests.switches import async_switch_client
@@ -348,19 +345,6 @@ async def test_silent_connections_past_the_descriptor_limit_cost_the_fleet_nothi
     assert len(found.log_lines) <= found.victim.pings + 20, found.log_lines
 
 
-def _fill_history(registry: ConnectionRegistry, connections: int) -> None:
-    """``connections`` closed connections of a fleet of 1,000 switches, each with a request: a full history, as
-    a busy controller's is, to make ``/diagnosis`` do all its work."""
-    start = time.monotonic() - 3_600
-    for n in range(connections):
-        record = registry.open(Address("127.0.0.3", 10_000 + n % 50_000), f"fleet-{n % 1_000:04d}", "h2", "TLSv1.3", {})
-        at = start + n * 0.001
-        record.hello_at, record.opened, record.closed = at, at + 0.002, at + 1.0
-        span = record.begin_stream("/ping", "2")
-        record.end_stream(span)
-        span.started, span.ended = at + 0.003, at + 0.5
-
-
 async def test_diagnosis_of_ten_thousand_connections_in_a_loop_leaves_the_victim_its_pings(certs_dir: Path) -> None:
     """The issue's first row: ``GET /diagnosis`` asked again and again with 10,000 connections in the history. Each
     call took 4.5-10.6 s on the event loop and the victim failed 36 of 100 pings. Now the pass is n log n, and it
@@ -368,7 +352,7 @@ async def test_diagnosis_of_ten_thousand_connections_in_a_loop_leaves_the_victim
     share it, as they would share the controller's) go between them."""
     cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, operators=("switch-2",))
     async with run_controller(cfg) as controller:
-        _fill_history(controller.registry, 10_000)
+        fill_history(controller.registry, 10_000)
         alone_here = await victim(controller.url, certs_dir, "switch-1", VICTIM_BATCHES)
         asked = 0
 
