@@ -50,6 +50,7 @@ __all__ = [
     "ensure_certs",
     "ensure_switch_certs",
     "generate_certs",
+    "issue_another_controller_certificate",
     "switch_identity",
 ]
 
@@ -99,6 +100,18 @@ def ensure_switch_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: I
     if _no_ca(certs_dir):
         return generate_certs(certs_dir, hostnames, switch_ids)
     return _issue_what_is_due(certs_dir, [_switch_leaf(certs_dir, sid) for sid in switch_ids], signed_by_ca=True)
+
+
+def issue_another_controller_certificate(certs_dir: Path, hostnames: Iterable[str], directory: Path) -> Identity:
+    """A second controller certificate from dialout's CA in ``certs_dir``, for the same names, written to
+    ``directory`` (its key 0600): what a controller rotating its certificate would present (``python -m controller
+    trials``, cert-rotation). ``certs_dir`` itself is not touched. PKIError when there is no CA key to issue it."""
+    ca_files = _ca_identity(certs_dir)
+    if not ca_files.key.exists():
+        raise PKIError(f"{ca_files.key}: no CA key to issue another controller certificate from")
+    another = Identity(directory / "controller.pem", directory / "controller.key")
+    _issue(_load_ca(ca_files), _Leaf(another, tuple(hostnames), "dialout controller", CONTROLLER_UNIT))
+    return another
 
 
 def _no_ca(certs_dir: Path) -> bool:

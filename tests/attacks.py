@@ -25,7 +25,7 @@ import ssl
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,8 +255,10 @@ class RawH2Client:
         self._events: list[h2.events.Event] = []
 
     @classmethod
-    async def connect(cls, port: int, context: ssl.SSLContext, source: str | None = None) -> RawH2Client:
-        context.set_alpn_protocols(["h2"])
+    async def connect(
+        cls, port: int, context: ssl.SSLContext, source: str | None = None, alpn: Sequence[str] = ("h2",)
+    ) -> RawH2Client:
+        context.set_alpn_protocols(list(alpn))
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=context, server_hostname="localhost", local_addr=(source, 0) if source else None
         )
@@ -264,6 +266,18 @@ class RawH2Client:
         client._h2.initiate_connection()
         client._flush()
         return client
+
+    def alpn(self) -> str | None:
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        return None if ssl_object is None else ssl_object.selected_alpn_protocol()
+
+    def peer_certificate(self) -> bytes:
+        """The controller's certificate, DER."""
+        return bytes(self._writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
+
+    async def settled(self) -> None:
+        """Until the controller's SETTINGS have come."""
+        await self._until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
 
     def request(self, path: str) -> int:
         stream_id: int = self._h2.get_next_available_stream_id()
@@ -295,14 +309,22 @@ class RawH2Client:
         assert isinstance(event, h2.events.ResponseReceived)
         return int(dict(event.headers)[b":status"])
 
-    async def keep_reading(self, *, ignore_goaway: bool = False, ignore_limits: bool = False) -> None:
-        """Read and answer what the controller sends (SETTINGS, PING, responses) until it closes. The flags make
-        the bugs a client may have: going on after a GOAWAY (h2 would refuse: its state machine is reopened), and
-        opening streams beyond the controller's SETTINGS_MAX_CONCURRENT_STREAMS (h2 would hold to it: the limit
-        it keeps for the peer is put back)."""
+    async def keep_reading(
+        self,
+        *,
+        ignore_goaway: bool = False,
+        ignore_limits: bool = False,
+        on_event: Callable[[h2.events.Event], None] | None = None,
+    ) -> None:
+        """Read and answer what the controller sends (SETTINGS, PING, responses) until it closes, each event to
+        ``on_event``. The flags make the bugs a client may have: going on after a GOAWAY (h2 would refuse: its
+        state machine is reopened), and opening streams beyond the controller's SETTINGS_MAX_CONCURRENT_STREAMS (h2
+        would hold to it: the limit it keeps for the peer is put back)."""
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             while data := await self._reader.read(65_536):
-                self._h2.receive_data(data)
+                for event in self._h2.receive_data(data):
+                    if on_event is not None:
+                        on_event(event)
                 if ignore_goaway and self._h2.state_machine.state is ConnectionState.CLOSED:
                     self._h2.state_machine.state = ConnectionState.CLIENT_OPEN
                 if ignore_limits and self._h2.remote_settings.max_concurrent_streams != IGNORED_LIMIT:

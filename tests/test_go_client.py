@@ -5,7 +5,6 @@ in each of its modes."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,36 +13,16 @@ from typing import Any
 import pytest
 
 from tests.commands import run_module
-from tests.servers import REPO, ControllerProcess, write_config
-from tests.tools import require
+from tests.go_client import build_go_switch
+from tests.servers import ControllerProcess, write_config
 
 SWITCHES = ("switch-1", "go-default", "go-h2", "go-h2-one-dial")
 
 
 @pytest.fixture(scope="module")
 def go_switch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Go client, built once (standard library only: no network)."""
-    go = require("go")
-    directory = tmp_path_factory.mktemp("go")
-    binary = directory / "simswitch"
-    environment = {
-        **os.environ,
-        "GOCACHE": str(directory / "cache"),
-        "GOPATH": str(directory / "path"),
-        "GOFLAGS": "",
-        "GO111MODULE": "off",
-        "CGO_ENABLED": "0",
-    }
-    done = subprocess.run(
-        [go, "build", "-o", str(binary), str(REPO / "tests" / "go" / "simswitch.go")],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return binary
+    """The Go client, built once."""
+    return build_go_switch(tmp_path_factory.mktemp("go"))
 
 
 @pytest.fixture(scope="module")

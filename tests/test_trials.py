@@ -1,160 +1,227 @@
 """``python -m controller trials`` (issue 21): the controller puts a client through what real controllers do to it,
-and scores it. The shipped switch (a real ``python -m sim_switch`` process) passes the plan; clients shaped like real
-bugs fail the trial that catches them, with the sentence that says why.
+and scores it.
+
+The shipped switch (a real ``python -m sim_switch`` process) passes the whole plan; curl in a loop and the Go client
+in a loop (``tests/go/simswitch.go -loop``) get a scorecard, every trial ended by its deadline; clients shaped like
+real bugs (``tests/trial_clients.py``) fail the trial that catches them, with the sentence that says why.
+
+Each run is a controller of its own with its client, as processes. The trials mostly wait (on deadlines, on a
+client's backoff), so all the runs go at once, in threads, once for the module: the module takes as long as its
+longest run, not their sum.
 """
 
 from __future__ import annotations
 
-import asyncio
+import concurrent.futures
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h2.exceptions
 import pytest
 
 from controller.trials.plan import PLAN
-from sim_switch.dial.tls import client_ssl_context
-from tests.attacks import RawH2Client
 from tests.commands import run_module
+from tests.go_client import build_go_switch
 from tests.servers import REPO, ControllerProcess, write_config
+from tests.tools import require
 
 TRIALS_SCENARIO = """\
   trials:
-    persistent: {duration_s: 240, every_s: 0.5, batch: 3, interval_s: 1}
+    persistent: {duration_s: 400, every_s: 0.5, batch: 3, interval_s: 1}
     http2: true
     request: {path: "/ping?interval={interval}&n={n}"}
 """
+WHOLE_PLAN_S = sum(spec.deadline_s for spec in PLAN)
+ENDED_BY_DEADLINE_SLACK_S = 1.0  # a trial's own bookkeeping after its deadline: its steps, one last look
+# curl in a loop, as a person would test with it: each curl six pings, three at a time on one connection, every
+# ping a target of its own; --max-time, as a script would have, so a silent controller does not hold it forever.
+CURL_LOOP = (
+    'i=0; while :; do i=$((i+1)); "$CURL" --silent --http2 --parallel --parallel-max 3 --max-time 5 '
+    '--cacert "$CERTS/ca.pem" --cert "$CERTS/switch-1.pem" --key "$CERTS/switch-1.key" '
+    '"$URL/ping?interval=1&n=$i-[1-6]"; done'
+)
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """``python -m controller trials`` against ``client``: "shipped" (``python -m sim_switch``), "curl", "go",
+    or a shape of ``tests/trial_clients.py``; ``only``: these trials (none: the whole plan)."""
+
+    client: str
+    only: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    report: dict[str, Any]
+
+    def verdicts(self) -> dict[str, tuple[str, str]]:
+        return {trial["name"]: (trial["verdict"], trial["sentence"]) for trial in self.report["trials"]}
+
+
+RUNS = {
+    "shipped": TrialRun("shipped"),
+    "curl": TrialRun("curl"),
+    "go": TrialRun("go"),
+    "never-retries": TrialRun("never-retries", ("refused-stream", "goaway-unprocessed")),
+    "deaf": TrialRun("never-retries", ("silent",)),
+    "ignores-goaway": TrialRun("ignores-goaway", ("goaway-graceful",)),
+    "ignores-goaway-to-the-end": TrialRun("ignores-goaway", ("max-requests",)),
+    "ignores-limits": TrialRun("ignores-limits", ("stream-limit",)),
+    "tight-loop": TrialRun("tight-loop", ("reset", "refuse")),
+    "impatient": TrialRun("impatient", ("retry-after",)),
+    "racer": TrialRun("racer", ("slow-settings",)),
+    "pinned": TrialRun("pinned", ("cert-rotation",)),
+    "h2-only": TrialRun("h2-only", ("h1-only",)),
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Every run of ``RUNS``, all at once."""
+    curl = require("curl")
+    go = build_go_switch(tmp_path_factory.mktemp("go"))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(RUNS)) as pool:
+        futures = {
+            name: pool.submit(run_trials, run, tmp_path_factory.mktemp(name), {"curl": curl, "go": str(go)})
+            for name, run in RUNS.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
+def run_trials(run: TrialRun, directory: Path, programs: dict[str, str]) -> Outcome:
+    config = write_config(directory, extra=TRIALS_SCENARIO)
+    report_path = directory / "trials.json"
+    only = ("--only", ",".join(run.only)) if run.only else ()
+    with (
+        ControllerProcess.start(config, "trials", "--json", str(report_path), *only) as trials,
+        client_process(run.client, config, trials.url, programs, directory / "client.log"),
+    ):
+        code = trials.process.wait(timeout=WHOLE_PLAN_S + 60)
+    return Outcome(code, json.loads(report_path.read_text(encoding="utf-8")))
+
+
+@contextlib.contextmanager
+def client_process(client: str, config: Path, url: str, programs: dict[str, str], log: Path) -> Iterator[None]:
+    """The client, its output in ``log`` (what it did, when a verdict needs explaining)."""
+    certs = config.parent / "certs"
+    port = url.rsplit(":", 1)[1]
+    environment = {**os.environ, "CURL": programs["curl"], "CERTS": str(certs), "URL": url}
+    commands = {
+        "shipped": [
+            *(sys.executable, "-m", "sim_switch", "--config", str(config), "--url", url, "--scenario", "trials"),
+            *("-v", "--trace", "frames"),
+        ],
+        "curl": ["bash", "-c", CURL_LOOP],
+        "go": [
+            programs["go"],
+            *("-url", url, "-cert", str(certs / "switch-1.pem"), "-key", str(certs / "switch-1.key")),
+            *("-ca", str(certs / "ca.pem"), "-force-h2", "-intervals", "1,1,1", "-loop"),
+        ],
+    }
+    command = commands.get(client, [sys.executable, "-m", "tests.trial_clients", client, "--port", port])
+    if client not in commands:
+        command += ["--certs", str(certs)]
+    with log.open("w", encoding="utf-8") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the curl loop's shell and its curls go together
+        )
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
 
 
 def test_the_plan_is_listed_with_what_each_trial_does_and_how_long(tmp_path: Path) -> None:
     done = run_module("controller", "trials", "--list", "--config", str(write_config(tmp_path)))
     assert done.returncode == 0, done.stderr
     names = [line.split()[0] for line in done.stdout.splitlines()[:-1]]
-    assert names[: len(PLAN)] == [spec.name.value for spec in PLAN]
-    assert done.stdout.splitlines()[-1].startswith(f"the plan: {len(PLAN)} trials, at most ")
+    assert names == [spec.name.value for spec in PLAN]
+    assert (
+        done.stdout.splitlines()[-1]
+        == f"the plan: {len(PLAN)} trials, at most {WHOLE_PLAN_S:.0f} s (each ends by its deadline)"
+    )
 
 
-@pytest.mark.parametrize(
-    ("only", "error"),
-    [
-        ("nonsense", "--only: no trial named 'nonsense'"),
-        ("ping,h1-only", "--only: 'h1-only' is in the plan but not built yet (see --list)"),
-    ],
-)
-def test_a_trial_that_does_not_exist_is_one_line_and_exit_2(tmp_path: Path, only: str, error: str) -> None:
+@pytest.mark.parametrize("only", ["nonsense", "ping,,h2-only"])
+def test_a_trial_that_does_not_exist_is_one_line_and_exit_2(tmp_path: Path, only: str) -> None:
     done = run_module("controller", "trials", "--only", only, "--config", str(write_config(tmp_path)))
     assert done.returncode == 2
-    assert error in done.stderr.strip(), done.stderr
+    wrong = only.split(",")[-1]
+    assert f"--only: no trial named {wrong!r}" in done.stderr.strip(), done.stderr
     assert done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
 
 
-@contextlib.contextmanager
-def switch_process(config: Path, url: str) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sim_switch", "--config", str(config), "--url", url, "--scenario", "trials"],
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        yield process
-    finally:
-        process.kill()
-        process.wait(timeout=30)
-
-
-def test_the_shipped_switch_passes_every_trial(tmp_path: Path) -> None:
-    config = write_config(tmp_path, extra=TRIALS_SCENARIO)
-    report_path = tmp_path / "trials.json"
-    with (
-        ControllerProcess.start(config, "trials", "--json", str(report_path)) as trials,
-        switch_process(config, trials.url),
-    ):
-        code = trials.process.wait(timeout=sum(spec.deadline_s for spec in PLAN) + 60)
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    verdicts = {trial["name"]: (trial["verdict"], trial["sentence"]) for trial in report["trials"]}
+def test_the_shipped_switch_passes_every_trial(outcomes: dict[str, Outcome]) -> None:
+    shipped = outcomes["shipped"]
+    verdicts = shipped.verdicts()
     assert list(verdicts) == [spec.name.value for spec in PLAN]
     failed = {name: sentence for name, (verdict, sentence) in verdicts.items() if verdict == "fail"}
     assert not failed, failed
-    assert code == 0
-    assert report["switch"] == "switch-1"
+    assert shipped.code == 0
+    assert shipped.report["switch"] == "switch-1"
     assert verdicts["retry-after"][0] == "note"  # the shipped switch takes a 503 as an answer, and says so
-    for trial in report["trials"]:
-        assert trial["ended_s"] >= trial["started_s"]
+    assert verdicts["h1-only"] == ("pass", verdicts["h1-only"][1])
+    for trial in shipped.report["trials"]:
         assert trial["steps"][0]["by"] == "controller"
 
 
-class BadClient:
-    """A client that sends a new request every 0.2 s, 3 at a time, on one connection, each with a target of its
-    own (``/ping?interval=1&n=N``), and never sends one again, never dials another connection: the client that
-    treats REFUSED_STREAM as an error. With ``ignore_goaway`` it also goes on after a GOAWAY; with
-    ``ignore_limits``, past the controller's stream limit (issue 21's failing shapes, as real bugs have them)."""
-
-    def __init__(self, peer: RawH2Client, ignore_goaway: bool, ignore_limits: bool) -> None:
-        self.peer = peer
-        self.sent = 0
-        self._flags = {"ignore_goaway": ignore_goaway, "ignore_limits": ignore_limits}
-
-    async def run(self) -> None:
-        reading = asyncio.create_task(self.peer.keep_reading(**self._flags))
-        try:
-            await self._send(reading)
-        except h2.exceptions.ProtocolError:
-            pass  # the controller takes no more streams (it is shutting down, its trials over): so be it
-        finally:
-            reading.cancel()
-
-    async def _send(self, reading: asyncio.Task[None]) -> None:
-        while not reading.done():
-            for _ in range(3):
-                self.sent += 1
-                self.peer.request(f"/ping?interval=1&n={self.sent}")
-            await asyncio.wait([reading], timeout=0.2)  # its own pace, as a loop of a real client has
-
-
-@contextlib.asynccontextmanager
-async def bad_client(
-    port: int, certs: Path, *, ignore_goaway: bool = False, ignore_limits: bool = False
-) -> AsyncIterator[BadClient]:
-    peer = await RawH2Client.connect(port, client_ssl_context(certs, "switch-1"))
-    client = BadClient(peer, ignore_goaway, ignore_limits)
-    task = asyncio.create_task(client.run())
-    try:
-        yield client
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await peer.close()
+@pytest.mark.parametrize("client", ["curl", "go"])
+def test_anyones_client_gets_a_scorecard_every_trial_ended_by_its_deadline(
+    outcomes: dict[str, Outcome], client: str
+) -> None:
+    outcome = outcomes[client]
+    deadlines = {spec.name.value: spec.deadline_s for spec in PLAN}
+    assert [trial["name"] for trial in outcome.report["trials"]] == list(deadlines)
+    for trial in outcome.report["trials"]:
+        took_s = trial["ended_s"] - trial["started_s"]
+        assert 0 <= took_s <= deadlines[trial["name"]] + ENDED_BY_DEADLINE_SLACK_S, trial
+        assert trial["sentence"]
+    assert outcome.code == (1 if any(trial["verdict"] == "fail" for trial in outcome.report["trials"]) else 0)
+    assert outcome.report["passed"] >= 1  # it did dial in, and some of the plan held
 
 
 @pytest.mark.parametrize(
-    ("trial", "flags", "sentence"),
+    ("run", "trial", "sentence"),
     [
-        ("refused-stream", {}, "never sent again: a REFUSED_STREAM request was not processed"),
-        ("goaway-graceful", {"ignore_goaway": True}, "request(s) on the connection after its GOAWAY"),
-        ("stream-limit", {"ignore_limits": True}, "after the client ACKed the limit of 1: it opened more streams"),
+        ("never-retries", "refused-stream", "never sent again: a REFUSED_STREAM request was not processed"),
+        ("never-retries", "goaway-unprocessed", "the dropped requests were not all sent again"),
+        ("deaf", "silent", "still waiting on the silent connection after"),
+        ("ignores-goaway", "goaway-graceful", "request(s) on the connection after its GOAWAY"),
+        ("ignores-goaway-to-the-end", "max-requests", "request(s) on the connection after its GOAWAY"),
+        ("ignores-limits", "stream-limit", "after the client ACKed the limit of 1: it opened more streams"),
+        ("tight-loop", "reset", "resets in a row: a storm"),
+        ("tight-loop", "refuse", "ms apart: a storm"),
+        ("impatient", "retry-after", "before Retry-After's 2 s"),
+        ("racer", "slow-settings", "SETTINGS: a dial race"),
+        ("pinned", "cert-rotation", "pins the controller's certificate"),
+        ("h2-only", "h1-only", "while the controller offered only http/1.1"),
     ],
 )
-async def test_a_client_shaped_like_a_real_bug_fails_the_trial_that_catches_it(
-    tmp_path: Path, trial: str, flags: dict[str, bool], sentence: str
+def test_a_client_shaped_like_a_real_bug_fails_the_trial_that_catches_it(
+    outcomes: dict[str, Outcome], run: str, trial: str, sentence: str
 ) -> None:
-    config = write_config(tmp_path)
-    report_path = tmp_path / "trials.json"
-    with ControllerProcess.start(config, "trials", "--only", trial, "--json", str(report_path)) as trials:
-        async with bad_client(trials.port, tmp_path / "certs", **flags):
-            code = await asyncio.to_thread(trials.process.wait, 60)
-    report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8"))
-    [found] = report["trials"]
-    assert (found["name"], found["verdict"]) == (trial, "fail")
-    assert sentence in found["sentence"], found["sentence"]
+    outcome = outcomes[run]
+    verdict, said = outcome.verdicts()[trial]
+    assert verdict == "fail", said
+    assert sentence in said, said
+    [found] = [t for t in outcome.report["trials"] if t["name"] == trial]
     assert found["steps"][0]["by"] == "controller"
-    assert code == 1
+    assert outcome.code == 1

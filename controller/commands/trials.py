@@ -18,11 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hypercorn.config import Config as HypercornConfig
+
 from controller.accounts.connections import ConnectionRegistry
 from controller.http.app import Unavailable
-from controller.server.serve import Listeners, new_registry, serve
+from controller.server.serve import ALPN_PROTOCOLS, Listeners, new_registry, serve
+from controller.server.tls_actions import TLSActions
+from controller.trials import catalogue
 from controller.trials.bench import Bench
-from controller.trials.plan import NOT_BUILT, PLAN, TrialSpec
+from controller.trials.plan import PLAN, TrialSpec
 from controller.trials.results import TrialResult, Verdict
 from dialout.config import Config
 from dialout.errors import ConfigError
@@ -39,8 +43,6 @@ def choose(only: str | None) -> tuple[TrialSpec, ...]:
     names = [name.strip() for name in only.split(",") if name.strip()]
     known = {spec.name.value for spec in PLAN}
     for name in names:
-        if name in NOT_BUILT:
-            raise ConfigError("--only", f"{name!r} is in the plan but not built yet (see --list)")
         if name not in known:
             raise ConfigError("--only", f"no trial named {name!r} (known: {', '.join(sorted(known))})")
     return tuple(spec for spec in PLAN if spec.name.value in names)
@@ -48,7 +50,6 @@ def choose(only: str | None) -> tuple[TrialSpec, ...]:
 
 def listing() -> str:
     lines = [f"{spec.name.value:<20} up to {spec.deadline_s:>4.0f} s  {spec.does}" for spec in PLAN]
-    lines += [f"{name:<20} (not built yet)" for name in NOT_BUILT]
     total = sum(spec.deadline_s for spec in PLAN)
     return "\n".join([*lines, f"the plan: {len(PLAN)} trials, at most {total:.0f} s (each ends by its deadline)"])
 
@@ -82,9 +83,11 @@ async def run_trials(
     results: list[TrialResult] = []
     found: list[str] = []
 
-    async def director(config: object, unavailable: Unavailable) -> None:
+    tls = TLSActions(ssl_context, cfg.controller, ALPN_PROTOCOLS)
+
+    async def director(config: HypercornConfig, unavailable: Unavailable) -> None:
         try:
-            await _direct(Bench(config, registry, unavailable, switch), plan, results, found)
+            await _direct(Bench(config, registry, unavailable, tls, switch), plan, results, found)
         finally:
             stop.set()
 
@@ -110,7 +113,7 @@ async def _direct(bench: Bench, plan: Sequence[TrialSpec], results: list[TrialRe
     print(f"trials: {switch} dialled in; {len(plan)} trials", flush=True)
     for spec in plan:
         print(f"  {spec.name.value}: the controller {spec.does}", flush=True)
-        result = await bench.run(spec)
+        result = await catalogue.run(bench, spec)
         results.append(result)
         print(f"  {spec.name.value}: {result.verdict.value.upper()}: {result.sentence}", flush=True)
 

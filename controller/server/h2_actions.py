@@ -2,7 +2,8 @@
 controller's side of ``python -m controller trials`` (``controller/trials``).
 
 Each is what real controllers do on a bad day (RFC 9113 section 6.8, GOAWAY; 8.7, REFUSED_STREAM; 6.5.2, a lowered
-SETTINGS_MAX_CONCURRENT_STREAMS; 6.7, PING), done to the connection of the switch under trial and to no other.
+SETTINGS_MAX_CONCURRENT_STREAMS; 6.7, PING; a first flight that is slow to come), done to the connection of the
+switch under trial and to no other.
 Hypercorn does none of them on demand, so this subclass of its protocol does (``h2_limits`` builds on it; the one
 class is installed in Hypercorn's place).
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import h2.events
@@ -29,6 +30,18 @@ from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h2 import H2Protocol
 
 _opaque = itertools.count(1)
+HOLD_ATTRIBUTE = "_dialout_held_settings"  # on Hypercorn's config: a HeldSettings while a trial holds first flights
+
+
+@dataclass
+class HeldSettings:
+    """While set on the config (``HOLD_ATTRIBUTE``): each new HTTP/2 connection from ``host`` has its first flight
+    (the server's SETTINGS, and everything queued behind it) held ``hold_s`` before it is written. ``held`` says
+    when each such connection began (monotonic)."""
+
+    host: str
+    hold_s: float
+    held: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,22 @@ class ActionableH2Protocol(H2Protocol):
         self._refused_ids: set[int] = set()
         self._highest_seen = 0  # the highest stream id among the requests handled so far, in order
         self._pings: dict[bytes, tuple[float, asyncio.Future[PingAck]]] = {}
+        self.held_until = 0.0  # monotonic: nothing is written before then (a held first flight)
+        self.most_open_streams = 0  # the most streams the client had open at once, since count_open_streams()
+
+    async def initiate(self, headers: Any = None, settings: bytes | None = None) -> None:  # noqa: ANN401 - Hypercorn's
+        hold = getattr(self.config, HOLD_ATTRIBUTE, None)
+        if isinstance(hold, HeldSettings) and self.client is not None and self.client[0] == hold.host:
+            now = time.monotonic()
+            hold.held.append(now)
+            self.held_until = now + hold.hold_s
+            self.task_group.spawn(self._release_first_flight)
+        await super().initiate(headers, settings)
+
+    async def _release_first_flight(self) -> None:
+        await asyncio.sleep(max(0.0, self.held_until - time.monotonic()))
+        self.held_until = 0.0  # (the loop may wake a clock tick early)
+        await self._flush()
 
     async def ping(self) -> asyncio.Future[PingAck]:
         """Send a PING; the future is its ACK, once read."""
@@ -89,6 +118,12 @@ class ActionableH2Protocol(H2Protocol):
         self.connection.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: limit})
         await self._flush()
 
+    def count_open_streams(self) -> None:
+        """From now on, keep in ``most_open_streams`` the most streams the client had open (by the frames, as h2
+        counts them against our SETTINGS_MAX_CONCURRENT_STREAMS) each time it opened one: those open before a
+        lowered limit may finish, it is a new one beside them that breaks it."""
+        self.most_open_streams = 0
+
     def silence(self) -> None:
         """Stop reading and writing this connection, and leave it open: what a controller that hangs (or a
         middlebox that drops the flow) looks like from the client."""
@@ -100,7 +135,7 @@ class ActionableH2Protocol(H2Protocol):
         await super().handle(event)
 
     async def _flush(self) -> None:
-        if not self.silent:
+        if not self.silent and time.monotonic() >= self.held_until:
             await super()._flush()
 
     async def goaway(self, last_stream_id: int | None = None, code: ErrorCodes = ErrorCodes.NO_ERROR) -> int:
@@ -125,6 +160,7 @@ class ActionableH2Protocol(H2Protocol):
             if isinstance(event, h2.events.RequestReceived):
                 # in the order the frames came (h2's own highest id already counts the whole read)
                 self._highest_seen = max(self._highest_seen, event.stream_id)
+                self.most_open_streams = max(self.most_open_streams, self.connection.open_inbound_streams)
                 if self._refused_now(event):
                     self._refused_ids.add(event.stream_id)
                     continue

@@ -96,7 +96,7 @@ class _OriginPool:
         self._observer = observer
         self.h2: list[H2Connection] = []
         self.h1: list[_HTTP1] = []
-        self._speaks_http1 = False  # its ALPN chose http/1.1 once: dial for HTTP/1.1 from then on
+        self._speaks_http1 = False  # its last dial's ALPN chose http/1.1: dial for HTTP/1.1 until one chooses h2
         self._dialling = 0
         self._waiters: deque[asyncio.Future[Connection | None]] = deque()
 
@@ -179,6 +179,7 @@ class _OriginPool:
             old.reserve()
             self.h1.append(old)
             return old
+        self._speaks_http1 = False  # (again: a controller that offered only http/1.1 for a while offers h2 now)
         connection = H2Connection(network, self.wake, self._observer)
         connection.reserve()
         self.h2.append(connection)

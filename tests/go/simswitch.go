@@ -3,6 +3,9 @@
 // with httptrace. -force-h2 sets ForceAttemptHTTP2, the fix Go 1.13 added; without it, a Transport given its own
 // TLSClientConfig does not configure HTTP/2 (golang/go#25761, #14275).
 //
+// -loop sends the batch again and again until the process is killed, each request with a target of its own
+// (&n=N): a Go switch's client under `python -m controller trials` (tests/test_trials.py).
+//
 // Only the standard library: `go build` needs no network. tests/test_go_client.py builds and runs it.
 package main
 
@@ -18,7 +21,10 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
+
+var sent int64 // requests sent so far: each one's &n=
 
 func main() {
 	url := flag.String("url", "https://127.0.0.1:8443", "the controller's base URL")
@@ -28,6 +34,7 @@ func main() {
 	forceH2 := flag.Bool("force-h2", false, "set Transport.ForceAttemptHTTP2")
 	maxConns := flag.Int("max-conns-per-host", 0, "set Transport.MaxConnsPerHost (0: no limit)")
 	intervals := flag.String("intervals", "5,10,15", "one ping per interval (seconds), all started together")
+	loop := flag.Bool("loop", false, "send the batch again and again, until killed")
 	flag.Parse()
 	log.SetFlags(log.Lmicroseconds)
 
@@ -48,22 +55,33 @@ func main() {
 	}
 	client := &http.Client{Transport: transport}
 
+	for *loop {
+		batch(client, *url, *intervals) // a failed ping is logged; the loop goes on, as a switch's would
+	}
+	if batch(client, *url, *intervals) {
+		os.Exit(1)
+	}
+}
+
+// batch sends one ping per interval, all at once, and waits for them all; it reports whether any failed.
+func batch(client *http.Client, url, intervals string) bool {
 	var wg sync.WaitGroup
 	failed := false
-	for _, interval := range strings.Split(*intervals, ",") {
+	var mu sync.Mutex
+	for _, interval := range strings.Split(intervals, ",") {
 		wg.Add(1)
 		go func(interval string) {
 			defer wg.Done()
-			if err := ping(client, *url, interval); err != nil {
+			if err := ping(client, url, interval); err != nil {
 				log.Printf("ping %s: %v", interval, err)
+				mu.Lock()
 				failed = true
+				mu.Unlock()
 			}
 		}(interval)
 	}
 	wg.Wait()
-	if failed {
-		os.Exit(1)
-	}
+	return failed
 }
 
 func ping(client *http.Client, base, interval string) error {
@@ -76,7 +94,8 @@ func ping(client *http.Client, base, interval string) error {
 			log.Printf("ping %s: gotConn local %s reused %v", interval, info.Conn.LocalAddr(), info.Reused)
 		},
 	}
-	request, err := http.NewRequest(http.MethodGet, base+"/ping?interval="+interval, nil)
+	target := fmt.Sprintf("%s/ping?interval=%s&n=%d", base, interval, atomic.AddInt64(&sent, 1))
+	request, err := http.NewRequest(http.MethodGet, target, nil)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,45 @@
+"""Each trial of the plan by name, and how one is run: to its deadline, and a connection lost in the middle of
+the controller's action (an OSError, h2's protocol error) is a failed trial, not the end of the run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import h2.exceptions
+
+from controller.trials import dials, handshakes, streams
+from controller.trials.bench import Bench, Outcome
+from controller.trials.plan import TrialName, TrialSpec
+from controller.trials.results import TrialResult, Verdict
+
+TRIALS: dict[TrialName, Callable[[Bench, float], Awaitable[Outcome]]] = {
+    TrialName.PING: streams.ping,
+    TrialName.REFUSED_STREAM: streams.refused_stream,
+    TrialName.GOAWAY_GRACEFUL: streams.goaway_graceful,
+    TrialName.GOAWAY_UNPROCESSED: streams.goaway_unprocessed,
+    TrialName.STREAM_LIMIT: streams.stream_limit,
+    TrialName.RETRY_AFTER: streams.retry_after,
+    TrialName.MAX_REQUESTS: streams.max_requests,
+    TrialName.SLOW_SETTINGS: dials.slow_settings,
+    TrialName.RESET: dials.reset,
+    TrialName.SILENT: dials.silent,
+    TrialName.REFUSE: dials.refuse,
+    TrialName.CERT_ROTATION: handshakes.cert_rotation,
+    TrialName.H1_ONLY: handshakes.h1_only,
+}
+
+
+async def run(bench: Bench, spec: TrialSpec) -> TrialResult:
+    started = time.monotonic()
+    if bench.proxy and not spec.through_proxy:
+        sentence = (
+            f"not possible through a proxy: the switch's connection ends at {bench.proxy}, and this trial acts on "
+            "that connection's own frames, TCP or TLS"
+        )
+        return TrialResult(spec.name.value, Verdict.NOTE, sentence, (), bench.at(started), bench.at(started))
+    try:
+        verdict, sentence, steps = await TRIALS[spec.name](bench, started + spec.deadline_s)
+    except (OSError, h2.exceptions.ProtocolError) as exc:  # the connection went mid-action: a failed trial
+        verdict, sentence, steps = Verdict.FAIL, f"the trial could not finish: {exc or type(exc).__name__}", []
+    return TrialResult(spec.name.value, verdict, sentence, tuple(steps), bench.at(started), bench.at(time.monotonic()))
