@@ -80,6 +80,7 @@ class ActionableH2Protocol(H2Protocol):
         self._pings: dict[bytes, tuple[float, asyncio.Future[PingAck]]] = {}
         self.held_until = 0.0  # monotonic: nothing is written before then (a held first flight)
         self.most_open_streams = 0  # the most streams the client had open at once, since count_open_streams()
+        self.broke_with: str | None = None  # the h2 error the client's frames raised, which ended the connection
 
     async def initiate(self, headers: Any = None, settings: bytes | None = None) -> None:  # noqa: ANN401 - Hypercorn's
         hold = getattr(self.config, HOLD_ATTRIBUTE, None)

@@ -169,7 +169,8 @@ class _GuardedH2Protocol(ActionableH2Protocol):
         except DenialOfServiceError:  # h2 has queued GOAWAY with its code, ENHANCE_YOUR_CALM
             why = f"a header block over max_header_bytes ({self._limits.max_header_bytes})"
             await self._calmed_by_h2(Calmed.HEADER_BLOCK, why)
-        except h2.exceptions.ProtocolError:
+        except h2.exceptions.ProtocolError as exc:
+            self.broke_with = type(exc).__name__  # (a trial tells this from the client closing it itself)
             await self._flush()
             await self.send(Closed())
         else:

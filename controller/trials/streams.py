@@ -93,7 +93,17 @@ async def _goaway(bench: Bench, deadline: float, drop_in_flight: bool, after_req
         return no_connection([])
     if after_requests:
         counted = live.record.streams + after_requests
-        if await bench.until(lambda: True if live.record.streams >= counted else None, deadline) is None:
+        await bench.until(lambda: True if live.record.streams >= counted or live.record.closed else None, deadline)
+        if live.record.closed is not None:
+            return (
+                Verdict.NOTE,
+                (
+                    f"closed the connection itself after {live.record.streams} request(s), before the controller's "
+                    f"{after_requests} more: there was no connection to move from"
+                ),
+                [],
+            )
+        if live.record.streams < counted:
             return Verdict.FAIL, f"the switch did not send {after_requests} more requests before the deadline", []
     in_flight = {span.stream_id: span for span in live.record.spans_in_flight() if span.stream_id is not None}
     if not in_flight:
@@ -187,17 +197,21 @@ async def stream_limit(bench: Bench, deadline: float) -> Outcome:
     # As the frames came, not as the app saw them: the app's account of a stream ends a moment after its last
     # frame went, and a client that opens the next stream on reading it is within the limit all the same.
     most = live.protocol.most_open_streams
-    if live.record.closed is not None:
+    if live.record.closed is not None and live.protocol.broke_with is not None:
         steps.append(Step(bench.at(live.record.closed), "switch", "lost the connection", live.record.id))
         return (
             Verdict.FAIL,
             (
                 f"the connection ended {live.record.closed - acked:.2f} s after the client ACKed the limit of 1: it "
-                "opened more streams than that, which ends the connection (RFC 9113 section 5.1.2); the likely fix: "
-                "hold new streams until one ends, or open another connection"
+                f"opened more streams than that ({live.protocol.broke_with}), which ends the connection (RFC 9113 "
+                "section 5.1.2); the likely fix: hold new streams until one ends, or open another connection"
             ),
             steps,
         )
+    if live.record.closed is not None and not most:
+        steps.append(Step(bench.at(live.record.closed), "switch", "closed the connection", live.record.id))
+        after_s = live.record.closed - acked
+        return Verdict.NOTE, f"closed the connection itself {after_s:.2f} s after the ACK, before another stream", steps
     await live.protocol.limit_streams(live.protocol.config.h2_max_concurrent_streams)
     if most > 1:
         return (
