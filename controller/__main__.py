@@ -99,16 +99,18 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
     if args.command == "demo":
         return asyncio.run(_demo(cfg, ssl_context, listeners, args.config, scenarios))
     if args.command == "trials":
-        return asyncio.run(trials.run_trials(cfg, ssl_context, listeners, plan, args.switch, args.json))
+        return asyncio.run(
+            trials.run_trials(cfg, ssl_context, listeners, plan, args.switch, trials.Outputs(args.json, args.html))
+        )
     asyncio.run(_serve_until_signalled(cfg, ssl_context, listeners))
     return 0
 
 
 def _trial_plan(args: argparse.Namespace) -> tuple[TrialSpec, ...]:
-    """The trials to run; a wrong name, or a --json file of the user's, is refused before anything is served."""
+    """The trials to run; a wrong name, or a --json or --html file of the user's, is refused before anything is
+    served."""
     plan = trials.choose(args.only)
-    if args.json is not None:
-        trials.check_json_path(args.json)
+    trials.Outputs(args.json, args.html).check()
     return plan
 
 
@@ -169,6 +171,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     made["trials"].add_argument("--only", help="these trials, by name, separated by commas (see --list)")
     made["trials"].add_argument("--list", action="store_true", help="list the trials, what each does and how long")
     made["trials"].add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON to FILE")
+    made["trials"].add_argument(
+        "--html", type=Path, metavar="FILE", help="write the results as a page to FILE: each trial's waterfall"
+    )
     return parser.parse_args(command_first(list(sys.argv[1:] if argv is None else argv), made, "serve"))
 
 

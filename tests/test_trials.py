@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from controller.trials.plan import PLAN
+from tests.browser import Elements, dump_dom
 from tests.commands import run_module
 from tests.go_client import build_go_switch
 from tests.servers import REPO, ControllerProcess, write_config
@@ -62,6 +63,7 @@ class TrialRun:
 class Outcome:
     code: int
     report: dict[str, Any]
+    page: Path  # --html
 
     def verdicts(self) -> dict[str, tuple[str, str]]:
         return {trial["name"]: (trial["verdict"], trial["sentence"]) for trial in self.report["trials"]}
@@ -99,14 +101,17 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
 
 def run_trials(run: TrialRun, directory: Path, programs: dict[str, str]) -> Outcome:
     config = write_config(directory, extra=TRIALS_SCENARIO)
-    report_path = directory / "trials.json"
+    report_path, page = directory / "trials.json", directory / "trials.html"
     only = ("--only", ",".join(run.only)) if run.only else ()
     with (
-        ControllerProcess.start(config, "trials", "--json", str(report_path), *only) as trials,
+        ControllerProcess.start(config, "trials", "--json", str(report_path), "--html", str(page), *only) as trials,
         client_process(run.client, config, trials.url, programs, directory / "client.log"),
     ):
         code = trials.process.wait(timeout=WHOLE_PLAN_S + 60)
-    return Outcome(code, json.loads(report_path.read_text(encoding="utf-8")))
+    if not report_path.exists():  # say why, from the controller's log
+        tail = "\n".join(trials.lines[-30:])
+        raise AssertionError(f"{run}: the controller exited {code} without its report:\n{tail}")
+    return Outcome(code, json.loads(report_path.read_text(encoding="utf-8")), page)
 
 
 @contextlib.contextmanager
@@ -159,6 +164,17 @@ def test_the_plan_is_listed_with_what_each_trial_does_and_how_long(tmp_path: Pat
     )
 
 
+@pytest.mark.parametrize("output", ["--json", "--html"])
+def test_a_file_of_the_users_is_never_overwritten(tmp_path: Path, output: str) -> None:
+    theirs = tmp_path / "mine.txt"
+    theirs.write_text("my notes\n", encoding="utf-8")
+    done = run_module("controller", "trials", output, str(theirs), "--config", str(write_config(tmp_path)))
+    assert done.returncode == 2
+    assert f"{output}: {theirs}: exists and is not a dialout trials" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert theirs.read_text(encoding="utf-8") == "my notes\n"
+
+
 @pytest.mark.parametrize("only", ["nonsense", "ping,,h2-only"])
 def test_a_trial_that_does_not_exist_is_one_line_and_exit_2(tmp_path: Path, only: str) -> None:
     done = run_module("controller", "trials", "--only", only, "--config", str(write_config(tmp_path)))
@@ -181,6 +197,25 @@ def test_the_shipped_switch_passes_every_trial(outcomes: dict[str, Outcome]) -> 
     assert verdicts["h1-only"] == ("pass", verdicts["h1-only"][1])
     for trial in shipped.report["trials"]:
         assert trial["steps"][0]["by"] == "controller"
+
+
+@pytest.mark.parametrize("run", ["shipped", "go"])
+def test_the_trials_page_in_a_browser(outcomes: dict[str, Outcome], run: str) -> None:
+    """Each trial's waterfall: the switch's connections and requests, the controller's actions across them, what
+    the switch did marked on its connection; the scorecard above."""
+    outcome = outcomes[run]
+    page = Elements(dump_dom(outcome.page.as_uri()))
+    trials = outcome.report["trials"]
+    assert [svg["data-trial"] for svg in page.with_class("waterfall")] == [trial["name"] for trial in trials]
+    steps = [step for trial in trials for step in trial["steps"]]
+    assert len(page.with_class("action")) == sum(1 for step in steps if step["by"] == "controller")
+    assert len(page.with_class("mark")) == sum(1 for step in steps if step["by"] == "switch")
+    assert page.with_class("answer")  # the requests, answered
+    text = "".join(page.text)
+    assert all(trial["sentence"] in text for trial in trials)
+    counts = page.by_id("counts")
+    assert counts is not None
+    assert f"{outcome.report['passed']} passed, {outcome.report['failed']} failed" in text
 
 
 @pytest.mark.parametrize("client", ["curl", "go"])
@@ -207,8 +242,8 @@ def test_anyones_client_gets_a_scorecard_every_trial_ended_by_its_deadline(
         ("ignores-goaway", "goaway-graceful", "request(s) on the connection after its GOAWAY"),
         ("ignores-goaway-to-the-end", "max-requests", "request(s) on the connection after its GOAWAY"),
         ("ignores-limits", "stream-limit", "after the client ACKed the limit of 1: it opened more streams"),
-        ("tight-loop", "reset", "resets in a row: a storm"),
-        ("tight-loop", "refuse", "ms apart: a storm"),
+        ("tight-loop", "reset", "resets in a row: a storm, mostly under 100 ms"),
+        ("tight-loop", "refuse", "ms apart: a storm; the likely fix: an exponential backoff"),
         ("impatient", "retry-after", "before Retry-After's 2 s"),
         ("racer", "slow-settings", "SETTINGS: a dial race"),
         ("pinned", "cert-rotation", "pins the controller's certificate"),

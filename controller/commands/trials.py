@@ -2,8 +2,8 @@
 ``--switch``) through the plan (``controller/trials/plan.py``), then print a scorecard.
 
 stdout carries each trial as it starts and ends, then the scorecard; the log goes to stderr as ever. ``--json
-FILE`` writes the results (never over a file that is not a trials report of ours). Exit 0 when every trial passed
-(or only noted), 1 when one failed or no switch came, 2 for bad input.
+FILE`` writes the results, ``--html FILE`` a page of them (``trials_page``), never over a file that is not ours.
+Exit 0 when every trial passed (or only noted), 1 when one failed or no switch came, 2 for bad input.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hypercorn.config import Config as HypercornConfig
 
 from controller.accounts.connections import ConnectionRegistry
+from controller.commands import trials_page
 from controller.http.app import Unavailable
 from controller.server.serve import ALPN_PROTOCOLS, Listeners, new_registry, serve
 from controller.server.tls_actions import TLSActions
@@ -31,7 +33,7 @@ from controller.trials.results import TrialResult, Verdict
 from dialout.config import Config
 from dialout.errors import ConfigError
 
-GENERATOR = "dialout trials"
+GENERATOR = trials_page.GENERATOR
 WAIT_FOR_SWITCH_S = 120.0
 
 
@@ -67,13 +69,28 @@ def check_json_path(path: Path) -> None:
             raise ConfigError("--json", f"{path}: exists and is not a dialout trials report; not overwriting it")
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """Where the results go besides stdout: ``--json FILE`` and ``--html FILE``."""
+
+    json: Path | None = None
+    html: Path | None = None
+
+    def check(self) -> None:
+        """Before serving: each may be written (its directory exists; nothing there, or a report of ours)."""
+        if self.json is not None:
+            check_json_path(self.json)
+        if self.html is not None:
+            check_html_path(self.html)
+
+
 async def run_trials(
     cfg: Config,
     ssl_context: ssl.SSLContext,
     listeners: Listeners,
     plan: Sequence[TrialSpec],
     switch: str | None,
-    json_path: Path | None,
+    outputs: Outputs,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,35 +98,38 @@ async def run_trials(
         loop.add_signal_handler(signum, stop.set)
     registry = new_registry(cfg.controller)
     results: list[TrialResult] = []
-    found: list[str] = []
-
+    benches: list[Bench] = []
     tls = TLSActions(ssl_context, cfg.controller, ALPN_PROTOCOLS)
 
     async def director(config: HypercornConfig, unavailable: Unavailable) -> None:
+        benches.append(Bench(config, registry, unavailable, tls, switch))
         try:
-            await _direct(Bench(config, registry, unavailable, tls, switch), plan, results, found)
+            await _direct(benches[0], plan, results)
         finally:
             stop.set()
 
     await serve(cfg.controller, ssl_context, listeners, stop.wait, registry, alongside=director)
-    if not found:
+    bench = benches[0] if benches else None
+    if bench is None or bench.switch is None or not bench.arrived:
         print(f"trials: no switch dialled in within {WAIT_FOR_SWITCH_S:.0f} s", flush=True)
         return 1
-    print(scorecard(found[0], results), flush=True)
+    print(scorecard(bench.switch, results), flush=True)
     if len(results) < len(plan):
         print(f"trials: stopped after {len(results)} of {len(plan)} trials", flush=True)
-    if json_path is not None:
-        _write_json(json_path, report(found[0], results, registry))
+    data = report(bench.switch, results, registry, bench.t0)
+    if outputs.json is not None:
+        _write(outputs.json, json.dumps(data, indent=2) + "\n", check_json_path)
+    if outputs.html is not None:
+        _write(outputs.html, trials_page.render(data), check_html_path)
     complete = len(results) == len(plan)
     return 0 if complete and all(result.verdict is not Verdict.FAIL for result in results) else 1
 
 
-async def _direct(bench: Bench, plan: Sequence[TrialSpec], results: list[TrialResult], found: list[str]) -> None:
+async def _direct(bench: Bench, plan: Sequence[TrialSpec], results: list[TrialResult]) -> None:
     print(f"trials: waiting for {bench.switch or 'a switch'} to dial in", flush=True)
     switch = await bench.first_switch(time.monotonic() + WAIT_FOR_SWITCH_S)
     if switch is None:
         return
-    found.append(switch)
     print(f"trials: {switch} dialled in; {len(plan)} trials", flush=True)
     for spec in plan:
         print(f"  {spec.name.value}: the controller {spec.does}", flush=True)
@@ -129,7 +149,9 @@ def scorecard(switch: str, results: Sequence[TrialResult]) -> str:
     return "\n".join(lines)
 
 
-def report(switch: str, results: Sequence[TrialResult], registry: ConnectionRegistry) -> dict[str, Any]:
+def report(switch: str, results: Sequence[TrialResult], registry: ConnectionRegistry, t0: float) -> dict[str, Any]:
+    """The results as JSON, with the switch's connections, and its timeline: each connection and stream the
+    account still holds, in seconds since the trials began (``t0``, monotonic), as the steps' times are."""
     return {
         "generator": GENERATOR,
         "switch": switch,
@@ -151,11 +173,50 @@ def report(switch: str, results: Sequence[TrialResult], registry: ConnectionRegi
             for r in results
         ],
         "connections": [c.to_json() for c in registry.connections(switch)],
+        "timeline": _timeline(switch, registry, t0),
     }
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    check_json_path(path)
+def _timeline(switch: str, registry: ConnectionRegistry, t0: float) -> dict[str, list[dict[str, Any]]]:
+    def since(moment: float | None) -> float | None:
+        return None if moment is None else round(moment - t0, 3)
+
+    connections = [c for c in registry.connections(switch) if c.opened >= t0]
+    return {
+        "connections": [
+            {
+                "id": c.id,
+                "dialled_s": since(c.hello_at or c.opened),
+                "opened_s": since(c.opened),
+                "closed_s": since(c.closed),
+                "alpn": c.alpn,
+            }
+            for c in connections
+        ],
+        "streams": [
+            {
+                "connection": span.connection.id,
+                "stream": span.stream_id,
+                "target": f"{span.path}?{span.query.decode('latin-1')}" if span.query else span.path,
+                "started_s": since(span.started),
+                "ended_s": since(span.ended),
+            }
+            for span in registry.spans()
+            if span.connection.switch == switch and span.started >= t0
+        ],
+    }
+
+
+def check_html_path(path: Path) -> None:
+    """As ``check_json_path``, for ``--html``: only a page of ours is replaced."""
+    if not path.parent.is_dir():
+        raise ConfigError("--html", f"{path}: no such directory {path.parent}")
+    if path.exists() and not trials_page.is_ours(path):
+        raise ConfigError("--html", f"{path}: exists and is not a dialout trials page; not overwriting it")
+
+
+def _write(path: Path, text: str, check: Callable[[Path], None]) -> None:
+    check(path)  # again: a file the user put there while the trials ran is theirs
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)

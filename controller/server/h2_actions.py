@@ -30,6 +30,10 @@ from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h2 import H2Protocol
 
 _opaque = itertools.count(1)
+# How long a connection we sent GOAWAY on is still read before it is closed: closing a socket with unread bytes
+# sends a TCP reset, and the peer's kernel throws away the GOAWAY with it (nginx's lingering close, for the same).
+# A trial's GOAWAY naming no stream closed at once, and the switch read a broken pipe, not the GOAWAY.
+LINGER_S = 1.0
 HOLD_ATTRIBUTE = "_dialout_held_settings"  # on Hypercorn's config: a HeldSettings while a trial holds first flights
 
 
@@ -206,4 +210,9 @@ class ActionableH2Protocol(H2Protocol):
             self._closing = True
             await self._flush()
             # in the connection's own tasks, where Hypercorn's close (and its TLS errors) belong, not the caller's
-            self.task_group.spawn(self.send, Closed())
+            self.task_group.spawn(self._close_after_linger)
+
+    async def _close_after_linger(self) -> None:
+        await asyncio.sleep(LINGER_S)
+        if not self.closed:  # (the client may have closed it meanwhile)
+            await self.send(Closed())

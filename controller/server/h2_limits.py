@@ -25,7 +25,6 @@ TCP server; ``tests/test_identity.py`` pins the internals used here.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import time
@@ -50,8 +49,6 @@ LIMITS_ATTRIBUTE = "dialout_peer_limits"
 HEADER_SIZE = 9
 RST_STREAM, SETTINGS, PING = 0x3, 0x4, 0x6  # frame types (RFC 9113 section 6)
 CLIENT_PREFACE_SIZE = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-# How long a connection we GOAWAY'd for abuse is read and ignored before it is closed.
-LINGER_S = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -208,17 +205,12 @@ class _GuardedH2Protocol(ActionableH2Protocol):
 
     async def _calmed_by_h2(self, reason: Calmed, why: str) -> None:
         """Send the GOAWAY h2 has queued, then close after a linger in which what the peer still sends is read and
-        dropped: closing a socket with unread bytes sends a TCP reset, and the peer's kernel throws away the GOAWAY
-        with it (nginx's lingering close, for the same)."""
+        dropped (``_close_after_linger``)."""
         await self._flush()
         self._lingering = True
         self.task_group.spawn(self._close_after_linger)
         if self._record_calm(reason):
             self._log_calm(why)
-
-    async def _close_after_linger(self) -> None:
-        await asyncio.sleep(LINGER_S)
-        await self.send(Closed())
 
     def _record_calm(self, reason: Calmed) -> bool:
         """Count the connection as calmed, once: True the first time."""

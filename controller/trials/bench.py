@@ -59,6 +59,7 @@ class Bench:
         self.tls = tls
         self.switch = switch
         self.proxy: str | None = None  # the trusted proxy the switch comes through (nginx's front), if any
+        self.arrived = False  # whether the switch dialled in
         self.t0 = time.monotonic()
 
     def at(self, moment: float) -> float:
@@ -85,7 +86,7 @@ class Bench:
             deadline,
         )
         if first is not None:
-            self.switch, self.proxy = first.switch, first.via
+            self.switch, self.proxy, self.arrived = first.switch, first.via, True
         return None if first is None else self.switch
 
     def live(self) -> list[Live]:
@@ -174,7 +175,8 @@ def asks_again_anyway(bench: Bench, target: str, before: float) -> bool:
 
 
 def reset_now(live: Live) -> None:
-    """A TCP reset: SO_LINGER 0, then close."""
+    """A TCP reset: SO_LINGER 0, then close (a connection the client closed a moment ago just goes)."""
     sock = live.server.writer.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     live.server.writer.transport.abort()

@@ -3,6 +3,7 @@ the controller's action (an OSError, h2's protocol error) is a failed trial, not
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -12,6 +13,8 @@ from controller.trials import dials, handshakes, streams
 from controller.trials.bench import Bench, Outcome
 from controller.trials.plan import TrialName, TrialSpec
 from controller.trials.results import TrialResult, Verdict
+
+logger = logging.getLogger(__name__)
 
 TRIALS: dict[TrialName, Callable[[Bench, float], Awaitable[Outcome]]] = {
     TrialName.PING: streams.ping,
@@ -42,4 +45,7 @@ async def run(bench: Bench, spec: TrialSpec) -> TrialResult:
         verdict, sentence, steps = await TRIALS[spec.name](bench, started + spec.deadline_s)
     except (OSError, h2.exceptions.ProtocolError) as exc:  # the connection went mid-action: a failed trial
         verdict, sentence, steps = Verdict.FAIL, f"the trial could not finish: {exc or type(exc).__name__}", []
+    except Exception as exc:  # a bug of ours: the run goes on, and its report is not lost with it
+        logger.exception("trial %s: the trial itself broke", spec.name.value)
+        verdict, sentence, steps = Verdict.FAIL, f"the trial itself broke (dialout's bug, see the log): {exc!r}", []
     return TrialResult(spec.name.value, verdict, sentence, tuple(steps), bench.at(started), bench.at(time.monotonic()))
