@@ -30,6 +30,7 @@ from controller.trials.plan import PLAN
 from tests.browser import Elements, dump_dom
 from tests.commands import run_module
 from tests.go_client import build_go_switch
+from tests.nginx import PROXY, nginx_in_front_of
 from tests.servers import REPO, ControllerProcess, write_config
 from tests.tools import require
 
@@ -57,6 +58,7 @@ class TrialRun:
 
     client: str
     only: tuple[str, ...] = ()
+    through_nginx: bool = False  # the client dials nginx's front, which dials the controller
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Outcome:
 
 RUNS = {
     "shipped": TrialRun("shipped"),
+    "shipped-through-nginx": TrialRun("shipped", through_nginx=True),
     "curl": TrialRun("curl"),
     "go": TrialRun("go"),
     "never-retries": TrialRun("never-retries", ("refused-stream", "goaway-unprocessed")),
@@ -100,13 +103,16 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
 
 
 def run_trials(run: TrialRun, directory: Path, programs: dict[str, str]) -> Outcome:
-    config = write_config(directory, extra=TRIALS_SCENARIO)
+    trusted = f"  trusted_proxies: [{PROXY}]\n" if run.through_nginx else ""
+    config = write_config(directory, extra=TRIALS_SCENARIO, controller=trusted)
     report_path, page = directory / "trials.json", directory / "trials.html"
     only = ("--only", ",".join(run.only)) if run.only else ()
-    with (
-        ControllerProcess.start(config, "trials", "--json", str(report_path), "--html", str(page), *only) as trials,
-        client_process(run.client, config, trials.url, programs, directory / "client.log"),
-    ):
+    with contextlib.ExitStack() as running:
+        trials = running.enter_context(
+            ControllerProcess.start(config, "trials", "--json", str(report_path), "--html", str(page), *only)
+        )
+        url = running.enter_context(nginx_in_front_of(trials)).url if run.through_nginx else trials.url
+        running.enter_context(client_process(run.client, config, url, programs, directory / "client.log"))
         code = trials.process.wait(timeout=WHOLE_PLAN_S + 60)
     if not report_path.exists():  # say why, from the controller's log
         tail = "\n".join(trials.lines[-30:])
@@ -197,6 +203,26 @@ def test_the_shipped_switch_passes_every_trial(outcomes: dict[str, Outcome]) -> 
     assert verdicts["h1-only"] == ("pass", verdicts["h1-only"][1])
     for trial in shipped.report["trials"]:
         assert trial["steps"][0]["by"] == "controller"
+
+
+def test_through_nginx_the_trials_that_cannot_be_done_through_a_proxy_say_so(outcomes: dict[str, Outcome]) -> None:
+    """Behind nginx's front the switch's connection ends at nginx: only what the app answers (retry-after) can
+    be tried; every other trial is a note saying why, at once, and the switch is the one nginx vouched for."""
+    outcome = outcomes["shipped-through-nginx"]
+    assert outcome.report["switch"] == "switch-1"
+    verdicts = outcome.verdicts()
+    assert list(verdicts) == [spec.name.value for spec in PLAN]
+    through = {spec.name.value for spec in PLAN if spec.through_proxy}
+    assert through == {"retry-after"}
+    for name, (verdict, sentence) in verdicts.items():
+        if name in through:
+            continue
+        assert verdict == "note", (name, sentence)
+        assert sentence.startswith(f"not possible through a proxy: the switch's connection ends at {PROXY}")
+    [retry_after] = [trial for trial in outcome.report["trials"] if trial["name"] == "retry-after"]
+    assert retry_after["verdict"] == "note"  # the shipped switch takes a 503 as an answer, through nginx too
+    assert retry_after["steps"][0]["what"].startswith("503 Retry-After: 2 to /ping?interval=1&n=")
+    assert outcome.code == 0
 
 
 @pytest.mark.parametrize("run", ["shipped", "go"])

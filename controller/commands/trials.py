@@ -102,7 +102,7 @@ async def run_trials(
     tls = TLSActions(ssl_context, cfg.controller, ALPN_PROTOCOLS)
 
     async def director(config: HypercornConfig, unavailable: Unavailable) -> None:
-        benches.append(Bench(config, registry, unavailable, tls, switch))
+        benches.append(Bench(config, registry, unavailable, tls, switch, cfg.controller.proxy_names))
         try:
             await _direct(benches[0], plan, results)
         finally:

@@ -13,7 +13,7 @@ import asyncio
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -43,7 +43,7 @@ class Live:
 class Bench:
     """The controller's levers and its account, for one switch: Hypercorn's ``config`` (its live connections, the
     handshake gate), the app's 503 switch, the TLS context's actions. ``switch``: the one under trial (None until
-    the first dials in)."""
+    the first dials in); ``proxies``: the trusted proxies' names, never taken for a switch."""
 
     def __init__(
         self,
@@ -52,12 +52,14 @@ class Bench:
         unavailable: Unavailable,
         tls: TLSActions,
         switch: str | None,
+        proxies: Collection[str] = (),
     ) -> None:
         self._registry = registry
         self.config = config
         self.unavailable = unavailable
         self.tls = tls
         self.switch = switch
+        self._proxies = frozenset(proxies)  # trusted proxies' own names: their connections carry switches, are none
         self.proxy: str | None = None  # the trusted proxy the switch comes through (nginx's front), if any
         self.arrived = False  # whether the switch dialled in
         self.t0 = time.monotonic()
@@ -81,7 +83,12 @@ class Bench:
         """The switch under trial: ``--switch``, or the first that dials in with a certificate."""
         first = await self.until(
             lambda: next(
-                (c for c in self._registry.connections() if c.switch and self.switch in (None, c.switch)), None
+                (
+                    c
+                    for c in self._registry.connections()
+                    if c.switch and c.switch not in self._proxies and self.switch in (None, c.switch)
+                ),
+                None,
             ),
             deadline,
         )

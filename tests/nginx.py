@@ -1,0 +1,60 @@
+"""Debian's nginx in front of a controller, configured by what ``python -m controller nginx-conf --full`` prints:
+the report's topology (switch -> nginx -> controller)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+from collections.abc import Iterator
+
+from tests.commands import run_module
+from tests.servers import ControllerProcess, LineReader
+from tests.tools import require
+
+PROXY = "nginx-proxy"  # the CN of nginx's client certificate, which a controller behind it trusts
+
+
+class Nginx(LineReader):
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        super().__init__(process, "nginx")
+        self.port = port
+        self.wait_for("start worker process")  # listening (the master binds before it starts workers)
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def nginx_in_front_of(controller: ControllerProcess) -> Iterator[Nginx]:
+    binary = require("nginx")
+    port = free_port()
+    printed = run_module(
+        "controller",
+        "nginx-conf",
+        "--full",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--config",
+        str(controller.config),
+        "--port",
+        str(controller.port),
+    )
+    assert printed.returncode == 0, printed.stderr
+    conf = controller.config.parent / f"nginx-{port}.conf"
+    conf.write_text(printed.stdout, encoding="utf-8")
+    process = subprocess.Popen(
+        [binary, "-c", str(conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with LineReader.stopped_at_exit(process):
+        yield Nginx(process, port)
