@@ -26,7 +26,9 @@ from typing import Any
 
 import pytest
 
+from controller.trials.dials import backoff_shape
 from controller.trials.plan import PLAN
+from dialout.config import Schedule, load_config
 from tests.browser import Elements, dump_dom
 from tests.commands import run_module
 from tests.go_client import build_go_switch
@@ -157,6 +159,29 @@ def client_process(client: str, config: Path, url: str, programs: dict[str, str]
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
+
+
+def test_the_shipped_trials_scenario_outlasts_the_whole_plan() -> None:
+    """The README's second shell (``python -m sim_switch --scenario trials``) keeps calling home for longer than the
+    plan may take, each ping with a target of its own."""
+    scenario = load_config(REPO / "config.yaml").scenario("trials")
+    assert isinstance(scenario.kind, Schedule)
+    assert scenario.kind.duration_s is not None
+    assert scenario.kind.duration_s > WHOLE_PLAN_S
+    assert "{n}" in scenario.request.path
+
+
+@pytest.mark.parametrize(
+    ("waits", "said"),
+    [
+        ((0.0, 0.09, 0.2, 0.45, 0.79, 1.83), "each 2.2x the last (with jitter), no cap reached in 6 s"),
+        ((0.5, 1.0, 2.0, 2.1, 2.0), "capped at 2.0 s"),
+        ((0.3, 0.3, 0.3), "each 1.0x the last (no jitter), no cap reached"),
+        ((1.2, 1.9), "its first wait is gentler than gRPC's 1 s"),
+    ],
+)
+def test_the_backoffs_shape_in_words(waits: tuple[float, ...], said: str) -> None:
+    assert said in backoff_shape(list(waits))
 
 
 def test_the_plan_is_listed_with_what_each_trial_does_and_how_long(tmp_path: Path) -> None:

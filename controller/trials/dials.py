@@ -27,6 +27,7 @@ GRPC_INITIAL_S = 1.0
 HOLD_S = 2.0  # slow-settings: how long a new connection's SETTINGS are held
 WATCH_AFTER_HOLD_S = 2.0  # slow-settings: how long the new connection is watched once its SETTINGS went
 JITTER_SEEN = 0.05  # growth ratios further apart than this (relative) are jitter, not timer noise
+CAP_SEEN = 0.25  # the last two waits this close (relative), after growing into them: the backoff's cap
 BACKOFF = "an exponential backoff (gRPC's: 1 s, x1.6, jitter 0.2, up to 120 s)"
 
 
@@ -129,10 +130,10 @@ async def refuse(bench: Bench, deadline: float) -> Outcome:
             ),
             steps,
         )
-    return Verdict.PASS, f"{len(tries)} dials refused, then came back; waits {shape} s{_backoff_shape(gaps)}", steps
+    return Verdict.PASS, f"{len(tries)} dials refused, then came back; waits {shape} s{backoff_shape(gaps)}", steps
 
 
-def _backoff_shape(gaps: list[float]) -> str:
+def backoff_shape(gaps: list[float]) -> str:
     """The backoff's growth and jitter, held against gRPC's (x1.6, jitter 0.2): without jitter, a fleet that lost
     its controller at once redials in lockstep, every time."""
     growth = [later / earlier for earlier, later in itertools.pairwise(gaps) if earlier > 0]
@@ -141,9 +142,11 @@ def _backoff_shape(gaps: list[float]) -> str:
     spread = (max(growth) - min(growth)) / statistics.median(growth)
     jitter = "no jitter" if len(growth) > 1 and spread < JITTER_SEEN else "with jitter" if len(growth) > 1 else ""
     first = "gentler" if gaps[0] >= GRPC_INITIAL_S else "quicker"
+    flat = len(gaps) >= 3 and abs(gaps[-1] - gaps[-2]) <= CAP_SEEN * gaps[-2] and max(growth[:-1]) >= GROWN
+    cap = f"capped at {gaps[-1]:.1f} s" if flat else f"no cap reached in {REFUSE_S:g} s"
     return (
-        f", each {statistics.median(growth):.1f}x the last{f' ({jitter})' if jitter else ''} (gRPC's: x1.6, jitter "
-        f"0.2); its first wait is {first} than gRPC's {GRPC_INITIAL_S:g} s"
+        f", each {statistics.median(growth):.1f}x the last{f' ({jitter})' if jitter else ''}, {cap} (gRPC's: x1.6, "
+        f"jitter 0.2, cap 120 s); its first wait is {first} than gRPC's {GRPC_INITIAL_S:g} s"
     )
 
 
