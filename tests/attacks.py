@@ -48,6 +48,7 @@ BATCH = 200
 SOURCE = "127.0.0.2"
 AT_ONCE = 50  # short connections open at once
 IGNORED_LIMIT = 1_000  # what a client that ignores the controller's stream limit acts as if it were
+FRAME_HEADER = 9  # bytes: length (3), type, flags, stream id (4) (RFC 9113 section 4.1)
 # The header block a CONTINUATION flood keeps open: this many bytes per frame, never END_HEADERS.
 CONTINUATION_BYTES = 16_000
 
@@ -253,6 +254,7 @@ class RawH2Client:
         self._writer = writer
         self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         self._events: list[h2.events.Event] = []
+        self._unread = bytearray()  # read, not yet a whole frame (``_frame_by_frame``)
 
     @classmethod
     async def connect(
@@ -322,15 +324,30 @@ class RawH2Client:
         would hold to it: the limit it keeps for the peer is put back)."""
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             while data := await self._reader.read(65_536):
-                for event in self._h2.receive_data(data):
+                for event in self._frame_by_frame(data) if ignore_goaway else self._h2.receive_data(data):
                     if on_event is not None:
                         on_event(event)
-                if ignore_goaway and self._h2.state_machine.state is ConnectionState.CLOSED:
-                    self._h2.state_machine.state = ConnectionState.CLIENT_OPEN
                 if ignore_limits and self._h2.remote_settings.max_concurrent_streams != IGNORED_LIMIT:
                     self._h2.remote_settings[SettingCodes.MAX_CONCURRENT_STREAMS] = IGNORED_LIMIT
                     self._h2.remote_settings.acknowledge()  # h2 applies a peer's setting once acknowledged
                 self._flush()
+
+    def _frame_by_frame(self, data: bytes) -> list[h2.events.Event]:
+        """h2 closes its state machine on a GOAWAY, and then refuses every frame after it, a PING included (which a
+        controller may send behind it, as Go's does): one that goes on after a GOAWAY reads one frame at a time and
+        opens the state machine again after each."""
+        self._unread += data
+        events: list[h2.events.Event] = []
+        while len(self._unread) >= FRAME_HEADER and len(self._unread) >= FRAME_HEADER + self._next_length():
+            size = FRAME_HEADER + self._next_length()
+            frame, self._unread = self._unread[:size], self._unread[size:]
+            events += self._h2.receive_data(bytes(frame))
+            if self._h2.state_machine.state is ConnectionState.CLOSED:
+                self._h2.state_machine.state = ConnectionState.CLIENT_OPEN
+        return events
+
+    def _next_length(self) -> int:
+        return int.from_bytes(self._unread[:3], "big")
 
     async def closed(self) -> None:
         """Until the controller closes the connection (what it sends before that is read and dropped)."""

@@ -216,6 +216,51 @@ def test_a_trial_that_does_not_exist_is_one_line_and_exit_2(tmp_path: Path, only
     assert "Traceback" not in done.stderr
 
 
+REPORT_KEYS = {
+    "generator": str,
+    "switch": str,
+    "passed": int,
+    "failed": int,
+    "noted": int,
+    "trials": list,
+    "connections": list,
+    "timeline": dict,
+}
+TRIAL_KEYS = {"name": str, "verdict": str, "sentence": str, "started_s": float, "ended_s": float, "steps": list}
+STEP_KEYS = {"at_s": float, "by": str, "what": str, "connection": (int, type(None)), "stream": (int, type(None))}
+
+
+def assert_valid(record: dict[str, Any], keys: dict[str, Any], where: str) -> None:
+    assert set(record) == set(keys), (where, sorted(record))
+    for key, kind in keys.items():
+        expected = (int, float) if kind is float else kind  # JSON writes 2.0 as 2.0, but 0 as 0
+        assert isinstance(record[key], expected), (where, key, record[key])
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_every_report_validates(outcomes: dict[str, Outcome], run: str) -> None:
+    """The JSON's shape, whoever the client: each key, its type, the verdicts' counts, each step's actor, the
+    timeline's times as the steps' (seconds since the trials began)."""
+    report = outcomes[run].report
+    assert_valid(report, REPORT_KEYS, "report")
+    assert report["generator"] == "dialout trials"
+    names = [spec.name.value for spec in PLAN]
+    wanted = RUNS[run].only or names
+    assert [trial["name"] for trial in report["trials"]] == [name for name in names if name in wanted]
+    for trial in report["trials"]:
+        assert_valid(trial, TRIAL_KEYS, trial["name"])
+        assert trial["verdict"] in {"pass", "fail", "note"}
+        assert 0 <= trial["started_s"] <= trial["ended_s"]
+        for step in trial["steps"]:
+            assert_valid(step, STEP_KEYS, trial["name"])
+            assert step["by"] in {"controller", "switch"}
+    for counted, verdict in (("passed", "pass"), ("failed", "fail"), ("noted", "note")):
+        assert report[counted] == sum(1 for trial in report["trials"] if trial["verdict"] == verdict)
+    assert set(report["timeline"]) == {"connections", "streams"}
+    opened = {connection["id"] for connection in report["timeline"]["connections"]}
+    assert all(stream["connection"] in opened for stream in report["timeline"]["streams"])
+
+
 def test_the_shipped_switch_passes_every_trial(outcomes: dict[str, Outcome]) -> None:
     shipped = outcomes["shipped"]
     verdicts = shipped.verdicts()

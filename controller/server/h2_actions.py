@@ -76,6 +76,7 @@ class ActionableH2Protocol(H2Protocol):
         self.refused: list[Refused] = []
         self.settings_acked: list[float] = []  # when the client acknowledged each SETTINGS of ours
         self.goaway_last_stream_id: int | None = None
+        self.goaway_read: asyncio.Future[PingAck] | None = None  # the ACK of the PING sent right behind our GOAWAY
         self._closing = False
         self.silent = False
         self._refuse_next = 0
@@ -153,6 +154,8 @@ class ActionableH2Protocol(H2Protocol):
         await self._flush()
         self.connection.state_machine.state = ConnectionState.SERVER_OPEN  # the streams up to `last` still get answers
         self.goaway_last_stream_id = last
+        self.goaway_read = self._queue_ping()  # right behind it: which streams the client opened after reading it
+        await self._flush()
         for stream_id in [stream_id for stream_id in self.streams if stream_id > last]:
             await self._close_stream(stream_id)  # not processed: its handler is cancelled, nothing is sent
         await self._close_if_done()

@@ -13,6 +13,7 @@ from controller.trials.bench import (
     AMBIGUOUS,
     POLL_S,
     Bench,
+    Live,
     Outcome,
     asks_again_anyway,
     no_connection,
@@ -115,7 +116,14 @@ async def _goaway(bench: Bench, deadline: float, drop_in_flight: bool, after_req
     kept = [span for stream_id, span in in_flight.items() if stream_id <= named]
     later = await bench.until(lambda: _moved_on(bench, live.record, sent, dropped), deadline)
     await bench.until(lambda: True if all(span.ended is not None for span in kept) else None, deadline)
-    after_goaway = [refused for refused in live.protocol.refused if refused.at >= sent]
+    # Requests that crossed the GOAWAY on the wire are not the client's fault: only a stream above the highest it
+    # had opened when it ACKed the PING behind the GOAWAY was sent after it read the GOAWAY.
+    read = await read_by(live.protocol.goaway_read, deadline) if live.protocol.goaway_read else None
+    after_goaway = [
+        refused
+        for refused in live.protocol.refused
+        if refused.at >= sent and (read is None or refused.stream_id > read.highest_stream_id)
+    ]
     for refused in after_goaway:
         what = "sent a request on the old connection after its GOAWAY"
         steps.append(Step(bench.at(refused.at), "switch", what, live.record.id, refused.stream_id))
@@ -185,33 +193,20 @@ async def stream_limit(bench: Bench, deadline: float) -> Outcome:
     await live.protocol.limit_streams(1)
     steps = [Step(bench.at(sent), "controller", "SETTINGS_MAX_CONCURRENT_STREAMS = 1", live.record.id)]
     acked = await bench.until(
-        lambda: live.protocol.settings_acked[acks] if len(live.protocol.settings_acked) > acks else None, deadline
+        lambda: live.protocol.settings_acked[acks] if len(live.protocol.settings_acked) > acks else live.record.closed,
+        deadline,
     )
     if acked is None:
         return Verdict.FAIL, "the SETTINGS were never ACKed (RFC 9113 section 6.5.3)", steps
-    steps.append(Step(bench.at(acked), "switch", "SETTINGS ACK", live.record.id))
-    live.protocol.count_open_streams()
-    watch_until = min(deadline, time.monotonic() + WATCH_LIMIT_S)
-    await bench.watch(watch_until)
-    elsewhere = {s.connection.id for s in bench.spans(acked) if s.connection is not live.record}
+    if live.record.closed is None:
+        steps.append(Step(bench.at(acked), "switch", "SETTINGS ACK", live.record.id))
+        live.protocol.count_open_streams()
+        await bench.watch(min(deadline, time.monotonic() + WATCH_LIMIT_S))
     # As the frames came, not as the app saw them: the app's account of a stream ends a moment after its last
     # frame went, and a client that opens the next stream on reading it is within the limit all the same.
     most = live.protocol.most_open_streams
-    if live.record.closed is not None and live.protocol.broke_with is not None:
-        steps.append(Step(bench.at(live.record.closed), "switch", "lost the connection", live.record.id))
-        return (
-            Verdict.FAIL,
-            (
-                f"the connection ended {live.record.closed - acked:.2f} s after the client ACKed the limit of 1: it "
-                f"opened more streams than that ({live.protocol.broke_with}), which ends the connection (RFC 9113 "
-                "section 5.1.2); the likely fix: hold new streams until one ends, or open another connection"
-            ),
-            steps,
-        )
-    if live.record.closed is not None and not most:
-        steps.append(Step(bench.at(live.record.closed), "switch", "closed the connection", live.record.id))
-        after_s = live.record.closed - acked
-        return Verdict.NOTE, f"closed the connection itself {after_s:.2f} s after the ACK, before another stream", steps
+    if live.record.closed is not None:
+        return _ended_under_a_limit(bench, live, acked, most, steps)
     await live.protocol.limit_streams(live.protocol.config.h2_max_concurrent_streams)
     if most > 1:
         return (
@@ -219,10 +214,38 @@ async def stream_limit(bench: Bench, deadline: float) -> Outcome:
             f"kept {most} streams open at once after ACKing a limit of 1 (RFC 9113 section 6.5.2)",
             steps,
         )
+    elsewhere = {s.connection.id for s in bench.spans(acked) if s.connection is not live.record}
     how = (
         f"opened conn {', '.join(f'#{n}' for n in sorted(elsewhere))} for the rest" if elsewhere else "queued the rest"
     )
     return Verdict.PASS, f"kept at most {most} stream open after ACKing the limit of 1, and {how}", steps
+
+
+def _ended_under_a_limit(bench: Bench, live: Live, acked: float, most: int, steps: list[Step]) -> Outcome:
+    """The connection ended once the limit was sent: broken by the client's frames (h2 raised), or closed by it."""
+    closed = live.record.closed
+    assert closed is not None
+    applied = live.protocol.connection.local_settings.max_concurrent_streams == 1  # h2 applies it at the ACK
+    if live.protocol.broke_with is not None and applied:
+        steps.append(Step(bench.at(closed), "switch", "lost the connection", live.record.id))
+        return (
+            Verdict.FAIL,
+            (
+                f"the connection ended {max(0.0, closed - acked):.2f} s after the client ACKed the limit of 1: it "
+                f"opened more streams than that ({live.protocol.broke_with}), which ends the connection (RFC 9113 "
+                "section 5.1.2); the likely fix: hold new streams until one ends, or open another connection"
+            ),
+            steps,
+        )
+    if live.protocol.broke_with is not None:
+        return Verdict.FAIL, f"the connection broke ({live.protocol.broke_with}) before the limit applied", steps
+    steps.append(Step(bench.at(closed), "switch", "closed the connection", live.record.id))
+    if not applied:
+        return Verdict.NOTE, "closed the connection itself before ACKing the SETTINGS", steps
+    if most:
+        return Verdict.NOTE, f"kept at most {most} stream open after ACKing the limit of 1, then closed it", steps
+    after_s = closed - acked
+    return Verdict.NOTE, f"closed the connection itself {after_s:.2f} s after the ACK, before another stream", steps
 
 
 async def retry_after(bench: Bench, deadline: float) -> Outcome:
