@@ -24,10 +24,16 @@ def _answered_on_new(bench: Bench, since: float) -> ControllerConnection | None:
     )
 
 
-async def _goaway(bench: Bench, live: Live, why: str) -> tuple[float, list[Step]]:
+async def _through_a_change(
+    bench: Bench, live: Live, change: str, deadline: float
+) -> tuple[list[Step], ControllerConnection | None, int]:
+    """GOAWAY, so that the client dials anew under the ``change``; then the first new connection that had a request
+    answered (None by the deadline), and how many dials came meanwhile."""
     sent = time.monotonic()
     named = await live.protocol.goaway()
-    return sent, [Step(bench.at(sent), "controller", f"{why}; GOAWAY NO_ERROR, last stream {named}", live.record.id)]
+    steps = [Step(bench.at(sent), "controller", f"{change}; GOAWAY NO_ERROR, last stream {named}", live.record.id)]
+    carried_on = await bench.until(lambda: _answered_on_new(bench, sent), deadline)
+    return steps, carried_on, len(bench.dialled(sent))
 
 
 async def cert_rotation(bench: Bench, deadline: float) -> Outcome:
@@ -40,14 +46,13 @@ async def cert_rotation(bench: Bench, deadline: float) -> Outcome:
         except PKIError as exc:
             return Verdict.NOTE, f"cannot be run here: {exc}", []
         serial = f"{certificate.serial_number:x}"[:12]
-        sent, steps = await _goaway(bench, live, f"a new certificate from the same CA (serial {serial}...)")
-        carried_on = await bench.until(lambda: _answered_on_new(bench, sent), deadline)
-    dials = bench.dialled(sent)
+        change = f"a new certificate from the same CA (serial {serial}...)"
+        steps, carried_on, dials = await _through_a_change(bench, live, change, deadline)
     if carried_on is None:
         return (
             Verdict.FAIL,
             (
-                f"no request answered on a new connection after the controller's certificate changed ({len(dials)} "
+                f"no request answered on a new connection after the controller's certificate changed ({dials} "
                 "dial(s) came): a client that pins the controller's certificate, not its CA, loses it at every "
                 "rotation; the likely fix: verify the chain to the CA and the name (RFC 9525)"
             ),
@@ -62,14 +67,13 @@ async def h1_only(bench: Bench, deadline: float) -> Outcome:
     if live is None:
         return no_connection([])
     with bench.tls.offering(HTTP1_ONLY):
-        sent, steps = await _goaway(bench, live, "ALPN offers only http/1.1 on new connections")
-        carried_on = await bench.until(lambda: _answered_on_new(bench, sent), deadline)
-    dials = bench.dialled(sent)
+        change = "ALPN offers only http/1.1 on new connections"
+        steps, carried_on, dials = await _through_a_change(bench, live, change, deadline)
     if carried_on is None:
         return (
             Verdict.FAIL,
             (
-                f"no request answered on a new connection while the controller offered only http/1.1 ({len(dials)} "
+                f"no request answered on a new connection while the controller offered only http/1.1 ({dials} "
                 "dial(s) came): a client that offers http/1.1 in ALPN and is given it speaks it (RFC 7301 section "
                 "3.2); the likely fix: fall back to HTTP/1.1, or offer only h2 and say so when refused"
             ),
