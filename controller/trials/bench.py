@@ -153,12 +153,13 @@ def no_connection(steps: list[Step]) -> Outcome:
     return Verdict.FAIL, "the switch had no HTTP/2 connection with requests in flight before the deadline", steps
 
 
-async def read_by(acked: asyncio.Future[PingAck], deadline: float) -> PingAck | None:
-    """The ACK of the PING sent behind an action: the client has read the action (None: no ACK by the deadline)."""
-    try:
-        return await asyncio.wait_for(asyncio.shield(acked), max(0.0, deadline - time.monotonic()))
-    except TimeoutError:
-        return None
+async def read_by(
+    bench: Bench, acked: asyncio.Future[PingAck], on: ControllerConnection, deadline: float
+) -> PingAck | None:
+    """The ACK of the PING sent behind an action on ``on``: the client has read the action. None when no ACK came
+    by the deadline, or ``on`` closed first (a client that hangs up on a GOAWAY at once need not ACK it)."""
+    await bench.until(lambda: True if acked.done() or on.closed is not None else None, deadline)
+    return acked.result() if acked.done() and not acked.cancelled() else None
 
 
 def sent_again(bench: Bench, on: ControllerConnection, target: str, read: PingAck) -> StreamSpan | None:

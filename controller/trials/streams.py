@@ -59,7 +59,7 @@ async def refused_stream(bench: Bench, deadline: float) -> Outcome:
     if refused is None:
         return Verdict.FAIL, "the switch sent no request to refuse before the deadline", []
     target = refused.target.decode("latin-1")
-    read = await read_by(refused.read, deadline)
+    read = await read_by(bench, refused.read, live.record, deadline)
     steps = [
         Step(
             bench.at(refused.at),
@@ -117,12 +117,14 @@ async def _goaway(bench: Bench, deadline: float, drop_in_flight: bool, after_req
     later = await bench.until(lambda: _moved_on(bench, live.record, sent, dropped), deadline)
     await bench.until(lambda: True if all(span.ended is not None for span in kept) else None, deadline)
     # Requests that crossed the GOAWAY on the wire are not the client's fault: only a stream above the highest it
-    # had opened when it ACKed the PING behind the GOAWAY was sent after it read the GOAWAY.
-    read = await read_by(live.protocol.goaway_read, deadline) if live.protocol.goaway_read else None
+    # had opened when it ACKed the PING behind the GOAWAY was sent after it read the GOAWAY (with no ACK, as from
+    # a client that hung up at once, none can be told apart, and none is held against it).
+    behind = live.protocol.goaway_read
+    read = await read_by(bench, behind, live.record, deadline) if behind is not None else None
     after_goaway = [
         refused
         for refused in live.protocol.refused
-        if refused.at >= sent and (read is None or refused.stream_id > read.highest_stream_id)
+        if read is not None and refused.at >= sent and refused.stream_id > read.highest_stream_id
     ]
     for refused in after_goaway:
         what = "sent a request on the old connection after its GOAWAY"
