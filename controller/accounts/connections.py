@@ -287,6 +287,13 @@ class ConnectionRegistry:
         """The most recent streams of every connection, oldest first."""
         return list(self._spans)
 
+    def spans_since(self, moment: float) -> list[StreamSpan]:
+        """The streams begun after ``moment`` (monotonic), oldest first: read back from the newest only as far as
+        those (the history holds them in the order they began), not a copy of the whole history."""
+        found = list(itertools.takewhile(lambda span: span.started > moment, reversed(self._spans)))
+        found.reverse()
+        return found
+
     def latest_spans(self, count: int) -> Iterator[StreamSpan]:
         """At most the ``count`` most recent streams, newest first, without copying the history."""
         return itertools.islice(reversed(self._spans), count)

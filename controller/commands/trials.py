@@ -27,7 +27,7 @@ from controller.http.app import Unavailable
 from controller.server.serve import ALPN_PROTOCOLS, Listeners, new_registry, serve
 from controller.server.tls_actions import TLSActions
 from controller.trials import catalogue
-from controller.trials.bench import Bench
+from controller.trials.bench import Bench, target_of
 from controller.trials.plan import PLAN, TrialSpec
 from controller.trials.results import TrialResult, Verdict
 from dialout.config import Config
@@ -58,15 +58,26 @@ def listing() -> str:
 
 def check_json_path(path: Path) -> None:
     """Before serving: the report may go to ``path`` (its directory exists; nothing there, or a report of ours)."""
+    _check_output("--json", path, _a_report_of_ours, "a dialout trials report")
+
+
+def check_html_path(path: Path) -> None:
+    """As ``check_json_path``, for ``--html``: only a page of ours is replaced."""
+    _check_output("--html", path, trials_page.is_ours, "a dialout trials page")
+
+
+def _check_output(option: str, path: Path, ours: Callable[[Path], bool], what: str) -> None:
     if not path.parent.is_dir():
-        raise ConfigError("--json", f"{path}: no such directory {path.parent}")
-    if path.exists():
-        try:
-            ours = json.loads(path.read_text(encoding="utf-8")).get("generator") == GENERATOR
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise ConfigError("--json", f"{path}: exists and is not a dialout trials report; not overwriting it")
+        raise ConfigError(option, f"{path}: no such directory {path.parent}")
+    if path.exists() and not ours(path):
+        raise ConfigError(option, f"{path}: exists and is not {what}; not overwriting it")
+
+
+def _a_report_of_ours(path: Path) -> bool:
+    try:
+        return bool(json.loads(path.read_text(encoding="utf-8")).get("generator") == GENERATOR)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -197,7 +208,7 @@ def _timeline(switch: str, registry: ConnectionRegistry, t0: float) -> dict[str,
             {
                 "connection": span.connection.id,
                 "stream": span.stream_id,
-                "target": f"{span.path}?{span.query.decode('latin-1')}" if span.query else span.path,
+                "target": target_of(span),
                 "started_s": since(span.started),
                 "ended_s": since(span.ended),
             }
@@ -205,14 +216,6 @@ def _timeline(switch: str, registry: ConnectionRegistry, t0: float) -> dict[str,
             if span.connection.switch == switch and span.started >= t0
         ],
     }
-
-
-def check_html_path(path: Path) -> None:
-    """As ``check_json_path``, for ``--html``: only a page of ours is replaced."""
-    if not path.parent.is_dir():
-        raise ConfigError("--html", f"{path}: no such directory {path.parent}")
-    if path.exists() and not trials_page.is_ours(path):
-        raise ConfigError("--html", f"{path}: exists and is not a dialout trials page; not overwriting it")
 
 
 def _write(path: Path, text: str, check: Callable[[Path], None]) -> None:

@@ -119,10 +119,11 @@ class Bench:
 
     def spans(self, after: float) -> list[StreamSpan]:
         """The switch's requests that began after ``after`` (monotonic), oldest first; not its questions."""
+        # (polled every POLL_S while a trial waits, on the loop that serves: only the recent end of the history)
         return [
             span
-            for span in self._registry.spans()
-            if span.started > after and span.connection.switch == self.switch and span.path == "/ping"
+            for span in self._registry.spans_since(after)
+            if span.connection.switch == self.switch and span.path == "/ping"
         ]
 
     def connections(self, after: float) -> list[ControllerConnection]:

@@ -19,9 +19,8 @@ HTTP1_ONLY = ("http/1.1",)
 
 def _answered_on_new(bench: Bench, since: float) -> ControllerConnection | None:
     """The first connection dialled since ``since`` that has had a request answered."""
-    return next(
-        (c for c in bench.dialled(since) if any(s.connection is c and s.answered for s in bench.spans(since))), None
-    )
+    answered = {span.connection.id for span in bench.spans(since) if span.answered is not None}
+    return next((c for c in bench.dialled(since) if c.id in answered), None)
 
 
 async def _through_a_change(
