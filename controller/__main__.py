@@ -1,7 +1,8 @@
 """``python -m controller``: serve, regenerate certificates, run the demo, or explain a switch.
 
 Exit codes: 0 ok, 1 the run failed (a demo scenario failed, the port is taken; explain: a switch did not
-multiplex), 2 usage, config or certificate error (explain: the controller could not be asked), 70 a bug of
+multiplex; serve: streams still open when ``graceful_timeout_s`` ran out were cut), 2 usage, config or
+certificate error (explain: the controller could not be asked), 70 a bug of
 dialout's (one line; ``DIALOUT_TRACEBACK=1`` shows where).
 """
 
@@ -29,9 +30,11 @@ from controller.diagnosis.sentences import headline
 from controller.server.serve import (
     Listeners,
     ServerError,
+    Stopped,
     admin_token,
     bind_sockets,
     check_loopback_only,
+    log_stopped,
     new_registry,
     serve,
     server_ssl_context,
@@ -102,8 +105,8 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
         return asyncio.run(
             trials.run_trials(cfg, ssl_context, listeners, plan, args.switch, trials.Outputs(args.json, args.html))
         )
-    asyncio.run(_serve_until_signalled(cfg, ssl_context, listeners))
-    return 0
+    stopped = asyncio.run(_serve_until_signalled(cfg, ssl_context, listeners))
+    return 0 if stopped.clean else 1
 
 
 def _trial_plan(args: argparse.Namespace) -> tuple[TrialSpec, ...]:
@@ -260,14 +263,16 @@ def _bind_admin(cfg: Config) -> list[socket.socket]:
     return sockets
 
 
-async def _serve_until_signalled(cfg: Config, ssl_context: ssl.SSLContext, listeners: Listeners) -> None:
+async def _serve_until_signalled(cfg: Config, ssl_context: ssl.SSLContext, listeners: Listeners) -> Stopped:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signum, stop)
     registry = new_registry(cfg.controller)
-    await serve(cfg.controller, ssl_context, listeners, stop.wait, registry)
+    stopped = await serve(cfg.controller, ssl_context, listeners, stop.wait, registry)
     _log_summary(registry, cfg)
+    log_stopped(stopped)
+    return stopped
 
 
 def _on_signal(signum: int, stop: asyncio.Event) -> None:
@@ -313,8 +318,9 @@ async def _demo(
                 written.append(report)
     finally:
         stop.set()
-        await server
+        stopped = await server
     _log_summary(registry, cfg)
+    log_stopped(stopped)
     if written:
         print("\nreports (open in a browser):\n" + "\n".join(f"  {path}" for path in written), flush=True)
     print(

@@ -269,6 +269,12 @@ class RawH2Client:
         client._flush()
         return client
 
+    def close_window(self) -> None:
+        """SETTINGS_INITIAL_WINDOW_SIZE 0 from now on: the controller may send headers, and no response body (a
+        client that stopped reading, as far as HTTP/2's flow control goes)."""
+        self._h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        self._flush()
+
     def alpn(self) -> str | None:
         ssl_object = self._writer.get_extra_info("ssl_object")
         return None if ssl_object is None else ssl_object.selected_alpn_protocol()

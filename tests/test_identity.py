@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import json
 import socket
 import ssl
@@ -13,25 +12,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import h2.frame_buffer
 import httpx
 import pytest
 from cryptography import x509
-from hypercorn import protocol as hypercorn_protocol
-from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.run import worker_serve
-from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.config import Sockets
-from hypercorn.protocol import h2 as hypercorn_h2
-from hypercorn.protocol.h2 import H2Protocol
-from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from hypercorn.utils import wrap_app
 
 from controller.accounts.connections import ConnectionRegistry
-from controller.server import asgi_tls, h2_limits
 from controller.server.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
-from controller.server.serve import hypercorn_config, new_registry, server_ssl_context
+from controller.server.serve import hypercorn_config, install_seams, new_registry, server_ssl_context
 from dialout.config import ControllerConfig, OneShot, Scenario
 from dialout.pki import ca_cert_path, controller_identity, generate_certs, switch_identity
 from sim_switch.dial.controller_view import compare
@@ -69,7 +60,7 @@ async def echo_server(certs_dir: Path) -> AsyncIterator[tuple[str, ConnectionReg
     cfg = ControllerConfig(certs_dir=certs_dir)
     registry = new_registry(cfg)
     config = hypercorn_config(cfg, server_ssl_context(cfg), registry)
-    asgi_tls.install()
+    install_seams()
     stop = asyncio.Event()
     app = wrap_app(ConnectionScopeMiddleware(echo_tls), config.wsgi_max_body_size, "asgi")
     sockets = Sockets(secure_sockets=[sock], insecure_sockets=[], quic_sockets=[])
@@ -77,36 +68,6 @@ async def echo_server(certs_dir: Path) -> AsyncIterator[tuple[str, ConnectionReg
     yield f"https://127.0.0.1:{sock.getsockname()[1]}", registry
     stop.set()
     await task
-
-
-def test_hypercorn_still_has_what_the_adapter_replaces() -> None:
-    """If a Hypercorn upgrade moves these, controller/server/asgi_tls.py must change: fail here, loudly."""
-    assert getattr(hypercorn_run, "TCPServer") in (TCPServer, asgi_tls._ConnectionAwareTCPServer)  # noqa: B009
-    parameters = inspect.signature(TCPServer.__init__).parameters
-    assert {"app", "config", "reader", "writer"} <= set(parameters)
-    assert inspect.iscoroutinefunction(TCPServer.run)
-    assert inspect.iscoroutinefunction(TCPServer._read_data)
-    # the HTTP/2 protocol makes its request streams by this module-level name, each with its wire stream id
-    assert getattr(hypercorn_h2, "HTTPStream") in (HTTPStream, asgi_tls._StreamIdHTTPStream)  # noqa: B009
-    assert "stream_id" in inspect.signature(HTTPStream.__init__).parameters
-    asgi_tls.install()
-    assert getattr(hypercorn_run, "TCPServer") is asgi_tls._ConnectionAwareTCPServer  # noqa: B009
-    assert issubclass(asgi_tls._ConnectionAwareTCPServer, TCPServer)
-    assert getattr(hypercorn_h2, "HTTPStream") is asgi_tls._StreamIdHTTPStream  # noqa: B009
-
-
-def test_hypercorn_and_h2_still_have_what_the_abuse_limits_stand_on() -> None:
-    """controller/server/h2_limits.py replaces Hypercorn's HTTP/2 protocol by its module-level name, overrides its
-    RawData handling and event loop, and h2's header-block buffering: fail here if an upgrade moves them."""
-    assert getattr(hypercorn_protocol, "H2Protocol") in (H2Protocol, h2_limits._GuardedH2Protocol)  # noqa: B009
-    assert inspect.iscoroutinefunction(H2Protocol._handle_events)
-    assert inspect.iscoroutinefunction(H2Protocol._flush)
-    made = inspect.getsource(H2Protocol.__init__)
-    assert all(f"self.{name} = " in made for name in ("connection", "config", "task_group", "send")), made
-    assert "_update_header_buffer" in vars(h2.frame_buffer.FrameBuffer)
-    assert "_headers_buffer" in h2.frame_buffer.FrameBuffer().__dict__
-    h2_limits.install()
-    assert getattr(hypercorn_protocol, "H2Protocol") is h2_limits._GuardedH2Protocol  # noqa: B009
 
 
 async def test_scope_carries_the_asgi_tls_extension(

@@ -2,13 +2,15 @@
 ``--switch``) through the plan (``controller/trials/plan.py``), then print a scorecard.
 
 stdout carries each trial as it starts and ends, then the scorecard; the log goes to stderr as ever. ``--json
-FILE`` writes the results, ``--html FILE`` a page of them (``trials_page``), never over a file that is not ours.
+FILE`` writes the results, ``--html FILE`` a page of them (``trials_page``), never over a file that is not ours;
+both are written whatever went wrong (a trial that broke, a shutdown that had to cut streams), and say it.
 Exit 0 when every trial passed (or only noted), 1 when one failed or no switch came, 2 for bad input.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -19,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hypercorn.config import Config as HypercornConfig
-
 from controller.accounts.connections import ConnectionRegistry
 from controller.commands import trials_page
 from controller.http.app import Unavailable
-from controller.server.serve import ALPN_PROTOCOLS, Listeners, new_registry, serve
+from controller.server.hypercorn_seam import DialoutConfig
+from controller.server.serve import ALPN_PROTOCOLS, Listeners, Stopped, log_stopped, new_registry, serve
 from controller.server.tls_actions import TLSActions
 from controller.trials import catalogue
 from controller.trials.bench import Bench, target_of
@@ -112,14 +113,15 @@ async def run_trials(
     benches: list[Bench] = []
     tls = TLSActions(ssl_context, cfg.controller, ALPN_PROTOCOLS)
 
-    async def director(config: HypercornConfig, unavailable: Unavailable) -> None:
+    async def director(config: DialoutConfig, unavailable: Unavailable) -> None:
         benches.append(Bench(config, registry, unavailable, tls, switch, cfg.controller.proxy_names))
         try:
             await _direct(benches[0], plan, results)
         finally:
             stop.set()
 
-    await serve(cfg.controller, ssl_context, listeners, stop.wait, registry, alongside=director)
+    stopped = await serve(cfg.controller, ssl_context, listeners, stop.wait, registry, alongside=director)
+    log_stopped(stopped)
     bench = benches[0] if benches else None
     if bench is None or bench.switch is None or not bench.arrived:
         print(f"trials: no switch dialled in within {WAIT_FOR_SWITCH_S:.0f} s", flush=True)
@@ -127,7 +129,7 @@ async def run_trials(
     print(scorecard(bench.switch, results), flush=True)
     if len(results) < len(plan):
         print(f"trials: stopped after {len(results)} of {len(plan)} trials", flush=True)
-    data = report(bench.switch, results, registry, bench.t0)
+    data = report(bench.switch, results, registry, bench.t0, stopped)
     if outputs.json is not None:
         _write(outputs.json, json.dumps(data, indent=2) + "\n", check_json_path)
     if outputs.html is not None:
@@ -160,9 +162,12 @@ def scorecard(switch: str, results: Sequence[TrialResult]) -> str:
     return "\n".join(lines)
 
 
-def report(switch: str, results: Sequence[TrialResult], registry: ConnectionRegistry, t0: float) -> dict[str, Any]:
+def report(
+    switch: str, results: Sequence[TrialResult], registry: ConnectionRegistry, t0: float, stopped: Stopped
+) -> dict[str, Any]:
     """The results as JSON, with the switch's connections, and its timeline: each connection and stream the
-    account still holds, in seconds since the trials began (``t0``, monotonic), as the steps' times are."""
+    account still holds, in seconds since the trials began (``t0``, monotonic), as the steps' times are; and how
+    the controller stopped (``shutdown``: the streams it had to cut when its grace ran out)."""
     return {
         "generator": GENERATOR,
         "switch": switch,
@@ -185,6 +190,7 @@ def report(switch: str, results: Sequence[TrialResult], registry: ConnectionRegi
         ],
         "connections": [c.to_json() for c in registry.connections(switch)],
         "timeline": _timeline(switch, registry, t0),
+        "shutdown": dataclasses.asdict(stopped),
     }
 
 

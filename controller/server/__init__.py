@@ -1,10 +1,11 @@
-"""Serving: Hypercorn with our TLS context, listeners and shutdown (``serve``), and the patches of Hypercorn's and
-asyncio's internals that serving needs, kept together so that an upgrade re-checks one folder:
+"""Serving: Hypercorn with our TLS context, listeners and a shutdown bounded in time (``serve``). Where serving
+bends its libraries, one module each, so that an upgrade re-checks one place:
 
-- ``asgi_tls``: Hypercorn 0.18's ``TCPServer`` (the connection behind each request, the ASGI TLS extension) and its
-  HTTP/2 ``HTTPStream`` (the wire's stream id);
-- ``tls_alerts``: asyncio's SSL protocol, so a refused client certificate gets its TLS alert (CPython gh-98078);
-- ``graceful``: Hypercorn's connections at shutdown (GOAWAY, then REFUSED_STREAM for new streams).
+- ``hypercorn_seam``: every Hypercorn class we put in its place, the Hypercorn bugs mended on the way, our typed
+  ``Config``; checked at start against the Hypercorn and h2 series it was written for;
+- ``tls_alerts``: asyncio's SSL protocol, so a refused client certificate gets its TLS alert (CPython gh-98078).
 
-``tests/test_identity.py`` pins the names these replace.
+What the replaced classes do is in ``asgi_tls`` (the connection behind each request, the ASGI TLS extension),
+``h2_actions`` (a trial's levers), ``h2_limits`` (the abuse limits) and ``graceful`` (GOAWAY, then
+REFUSED_STREAM, at shutdown). ``tests/test_seams.py`` pins the names these replace.
 """

@@ -36,8 +36,6 @@ from typing import Any
 logger = logging.getLogger(__name__)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# The attribute of Hypercorn's Config through which the server's TCP tasks find the gate.
-GATE_ATTRIBUTE = "dialout_handshake_gate"
 REPORT_EVERY_S = 1.0
 ACCEPT_ERROR = "socket.accept() out of system resource"  # what asyncio logs when accept() fails (EMFILE, ENFILE)
 SHOWN_ADDRESSES = 3

@@ -4,8 +4,8 @@ Why this exists: Hypercorn 0.18 does not fill ``scope["extensions"]["tls"]`` (pg
 app cannot see which certificate the peer presented, and nothing in the scope says which connection a request
 came on. Both are facts of the connection, known when Hypercorn accepts it; so:
 
-1. ``install()`` swaps Hypercorn's per-connection ``TCPServer`` (looked up by name in ``hypercorn.asyncio.run``)
-   for a subclass that, when a connection starts, records it in the server's ``ConnectionRegistry`` from its own
+1. Hypercorn's per-connection ``TCPServer`` is replaced (``hypercorn_seam.install``) by a subclass that, when a
+   connection starts, records it in the server's ``ConnectionRegistry`` from its own
    verified TLS session (never from anything the client sends in HTTP) and sets a context variable. Hypercorn
    runs every request of that connection in a task created inside it, so each one inherits the variable.
 2. ``ConnectionScopeMiddleware`` reads the variable and adds ``scope["extensions"]["tls"]`` (asgiref
@@ -13,12 +13,12 @@ came on. Both are facts of the connection, known when Hypercorn accepts it; so:
    "stream": n}``), and counts the stream.
 
 3. The same for each HTTP/2 request's stream id on the wire, which Hypercorn keeps on its ``HTTPStream`` and leaves
-   out of the scope: ``install()`` has its HTTP/2 protocol make streams of a subclass that runs the app with the
+   out of the scope: its HTTP/2 protocol is made to make streams of a subclass that runs the app with the
    id in a context variable, so the account, the log and the live page number streams as the switch does
    (1, 3, 5), not 1, 2, 3.
 
 Delete 1 and the "tls" half of 2 once Hypercorn fills the extension itself: the middleware already leaves an
-extension the server provides untouched. ``tests/test_identity.py`` pins the Hypercorn internals used here and
+extension the server provides untouched. ``tests/test_seams.py`` pins the Hypercorn internals used here and
 fails loudly if an upgrade moves them.
 """
 
@@ -32,21 +32,15 @@ import weakref
 from typing import Any, ClassVar, cast
 
 from cryptography import x509
-from hypercorn.asyncio import run as hypercorn_run
-from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.protocol import h2 as hypercorn_h2
-from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.protocol.events import Body, EndBody, Event, Request, Response
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope, Scope
 
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection, StreamSpan
 from controller.accounts.forwarded import Identified, ProxyPolicy, carries_forwarding, read_forwarded
-from controller.server.accepting import GATE_ATTRIBUTE, HandshakeGate
+from controller.server.hypercorn_seam import SeamTCPServer, dialout_config
 from dialout.text import Address, format_address, printable
 
-# The attribute of Hypercorn's Config through which our TCPServer finds the registry of the server it serves.
-REGISTRY_ATTRIBUTE = "dialout_connections"
 CONNECTION_EXTENSION = "dialout.connection"
 # RFC 8446 section 4.1.2 and RFC 5246 appendix A.1: the wire values of the versions we allow.
 _TLS_VERSION_CODES = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
@@ -75,15 +69,15 @@ def note_client_hello(ssl_object: ssl.SSLObject, server_name: str | None, contex
     _hello_at[ssl_object] = time.monotonic()
 
 
-class _ConnectionAwareTCPServer(TCPServer):
+class ConnectionAwareTCPServer(SeamTCPServer):
     _registry: ConnectionRegistry | None = None
     _connection: ControllerConnection | None = None
     # Every connection being served, so a shutdown can reach them (controller/server/graceful.py).
-    live: ClassVar[weakref.WeakSet[_ConnectionAwareTCPServer]] = weakref.WeakSet()
+    live: ClassVar[weakref.WeakSet[ConnectionAwareTCPServer]] = weakref.WeakSet()
 
     async def run(self) -> None:
-        gate = getattr(self.config, GATE_ATTRIBUTE, None)
-        if isinstance(gate, HandshakeGate):  # asyncio starts this task once the handshake is done
+        gate = dialout_config(self.config).gate
+        if gate is not None:  # asyncio starts this task once the handshake is done
             gate.handshake_done(self.writer.get_extra_info("socket").fileno())
         self.live.add(self)
         try:
@@ -93,9 +87,9 @@ class _ConnectionAwareTCPServer(TCPServer):
             self.live.discard(self)
 
     async def _run(self) -> None:
-        registry = getattr(self.config, REGISTRY_ATTRIBUTE, None)
+        registry = dialout_config(self.config).registry
         ssl_object = self.writer.get_extra_info("ssl_object")  # None on the cleartext listener
-        if not isinstance(registry, ConnectionRegistry):
+        if registry is None:
             await super().run()
             return
         self._registry = registry
@@ -129,7 +123,7 @@ class _ConnectionAwareTCPServer(TCPServer):
 _NOT_ASCII = b'{"error": "the request target must be ASCII; percent-encode other bytes (RFC 3986 section 2.1)"}'
 
 
-class _CheckedPathStream(HTTPStream):
+class CheckedPathStream(HTTPStream):
     """Hypercorn's request stream, refusing a target that is not ASCII with 400 and one log line: Hypercorn
     decodes it as ASCII before the app sees it, and a byte above 0x7f was a 40-line traceback per request."""
 
@@ -152,7 +146,7 @@ class _CheckedPathStream(HTTPStream):
         logger.info("%s: request target is not ASCII, refused with 400: %s", client, shown)
 
 
-class _StreamIdHTTPStream(_CheckedPathStream):
+class StreamIdHTTPStream(CheckedPathStream):
     """Hypercorn's HTTP/2 request stream, starting its app with the stream's id in ``_wire_stream_id``: the app's
     task is created inside ``handle(Request)`` and inherits the variable."""
 
@@ -167,17 +161,9 @@ class _StreamIdHTTPStream(_CheckedPathStream):
             _wire_stream_id.reset(token)
 
 
-def live_servers(config: object) -> list[TCPServer]:
+def live_servers(config: object) -> list[ConnectionAwareTCPServer]:
     """The connections that the server with this Hypercorn ``config`` is serving now."""
-    return [server for server in list(_ConnectionAwareTCPServer.live) if server.config is config]
-
-
-def install() -> None:
-    """Make Hypercorn's asyncio worker use our TCPServer (idempotent; only servers whose Config carries a
-    registry are affected)."""
-    setattr(hypercorn_run, "TCPServer", _ConnectionAwareTCPServer)  # noqa: B010 - the module does not export it
-    setattr(hypercorn_h2, "HTTPStream", _StreamIdHTTPStream)  # noqa: B010 - nor this one
-    setattr(hypercorn_h11, "HTTPStream", _CheckedPathStream)  # noqa: B010 - nor this one
+    return [server for server in list(ConnectionAwareTCPServer.live) if server.config is config]
 
 
 class ConnectionScopeMiddleware:

@@ -27,19 +27,19 @@ from h2.settings import SettingCodes
 from hypercorn.events import Closed, RawData
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import StreamClosed
-from hypercorn.protocol.h2 import H2Protocol
+
+from controller.server.hypercorn_seam import SeamH2Protocol, dialout_config
 
 _opaque = itertools.count(1)
 # How long a connection we sent GOAWAY on is still read before it is closed: closing a socket with unread bytes
 # sends a TCP reset, and the peer's kernel throws away the GOAWAY with it (nginx's lingering close, for the same).
 # A trial's GOAWAY naming no stream closed at once, and the switch read a broken pipe, not the GOAWAY.
 LINGER_S = 1.0
-HOLD_ATTRIBUTE = "_dialout_held_settings"  # on Hypercorn's config: a HeldSettings while a trial holds first flights
 
 
 @dataclass
 class HeldSettings:
-    """While set on the config (``HOLD_ATTRIBUTE``): each new HTTP/2 connection from ``host`` has its first flight
+    """While set on the config (``DialoutConfig.held``): each new HTTP/2 connection from ``host`` has its first flight
     (the server's SETTINGS, and everything queued behind it) held ``hold_s`` before it is written. ``held`` says
     when each such connection began (monotonic)."""
 
@@ -70,7 +70,7 @@ class Refused:
     read: asyncio.Future[PingAck]
 
 
-class ActionableH2Protocol(H2Protocol):
+class ActionableH2Protocol(SeamH2Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - Hypercorn's own signature, passed on
         super().__init__(*args, **kwargs)
         self.refused: list[Refused] = []
@@ -88,8 +88,8 @@ class ActionableH2Protocol(H2Protocol):
         self.broke_with: str | None = None  # the h2 error the client's frames raised, which ended the connection
 
     async def initiate(self, headers: Any = None, settings: bytes | None = None) -> None:  # noqa: ANN401 - Hypercorn's
-        hold = getattr(self.config, HOLD_ATTRIBUTE, None)
-        if isinstance(hold, HeldSettings) and self.client is not None and self.client[0] == hold.host:
+        hold = dialout_config(self.config).held
+        if hold is not None and self.client is not None and self.client[0] == hold.host:
             now = time.monotonic()
             hold.held.append(now)
             self.held_until = now + hold.hold_s

@@ -19,8 +19,8 @@ What one peer could do to every other switch on this controller before, measured
 
 Each connection so closed is logged once, counted in ``/metrics`` (``dialout_connections_calmed_total``) and named
 in its ``/connections`` record (``closed_for``). The class stands on ``h2_actions.ActionableH2Protocol`` (what
-a trial does to a connection), and ``install()`` puts it in Hypercorn's place, as ``asgi_tls.install()`` does its
-TCP server; ``tests/test_identity.py`` pins the internals used here.
+a trial does to a connection), and ``hypercorn_seam.install`` puts it in Hypercorn's place; ``tests/test_seams.py``
+pins the internals used here.
 """
 
 from __future__ import annotations
@@ -35,17 +35,15 @@ import h2.events
 import h2.frame_buffer
 from h2.errors import ErrorCodes
 from h2.exceptions import DenialOfServiceError
-from hypercorn import protocol as hypercorn_protocol
 from hypercorn.events import Closed, RawData
 from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, PushPromiseFrame
 
-from controller.accounts.connections import ConnectionRegistry, ControllerConnection
-from controller.server.asgi_tls import REGISTRY_ATTRIBUTE, current_connection
+from controller.accounts.connections import ControllerConnection
+from controller.server.asgi_tls import current_connection
 from controller.server.h2_actions import ActionableH2Protocol
+from controller.server.hypercorn_seam import dialout_config
 from dialout.text import printable
 
-# The attribute of Hypercorn's Config that carries the limits to each connection's protocol.
-LIMITS_ATTRIBUTE = "dialout_peer_limits"
 HEADER_SIZE = 9
 RST_STREAM, SETTINGS, PING = 0x3, 0x4, 0x6  # frame types (RFC 9113 section 6)
 CLIENT_PREFACE_SIZE = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -137,10 +135,10 @@ class _BoundedHeaderBlocks(h2.frame_buffer.FrameBuffer):
         return super()._update_header_buffer(f)
 
 
-class _GuardedH2Protocol(ActionableH2Protocol):
+class GuardedH2Protocol(ActionableH2Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - Hypercorn's own signature, passed on
         super().__init__(*args, **kwargs)
-        limits: PeerLimits | None = getattr(self.config, LIMITS_ATTRIBUTE, None)
+        limits = dialout_config(self.config).limits
         self._limits = limits
         self._record: ControllerConnection | None = current_connection()
         self._lingering = False
@@ -218,8 +216,8 @@ class _GuardedH2Protocol(ActionableH2Protocol):
             return False
         if self._record is not None:
             self._record.closed_for = reason.value
-        registry = getattr(self.config, REGISTRY_ATTRIBUTE, None)
-        if isinstance(registry, ConnectionRegistry):
+        registry = dialout_config(self.config).registry
+        if registry is not None:
             registry.calmed[reason.value] += 1
         return True
 
@@ -234,7 +232,3 @@ def _about(event: h2.events.Event, stream_ids: set[int]) -> bool:
     if isinstance(event, h2.events.StreamReset):
         return False
     return getattr(event, "stream_id", None) in stream_ids
-
-
-def install() -> None:
-    setattr(hypercorn_protocol, "H2Protocol", _GuardedH2Protocol)  # noqa: B010 - the module does not export it

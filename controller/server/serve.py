@@ -17,7 +17,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from hypercorn.asyncio.run import worker_serve
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
@@ -25,14 +24,22 @@ from controller.accounts.connections import ConnectionRegistry
 from controller.http.admin import create_admin_app
 from controller.http.app import Unavailable, create_app
 from controller.http.metrics import Metrics
-from controller.server import asgi_tls, h2_limits
-from controller.server.accepting import GATE_ATTRIBUTE, HandshakeGate, quiet_accept_errors
-from controller.server.asgi_tls import REGISTRY_ATTRIBUTE
+from controller.server import hypercorn_seam
+from controller.server.accepting import HandshakeGate, quiet_accept_errors
+from controller.server.asgi_tls import (
+    CheckedPathStream,
+    ConnectionAwareTCPServer,
+    StreamIdHTTPStream,
+    live_servers,
+    note_client_hello,
+)
 from controller.server.graceful import refuse_new_streams
-from controller.server.h2_limits import LIMITS_ATTRIBUTE, PeerLimits
+from controller.server.h2_limits import GuardedH2Protocol, PeerLimits
+from controller.server.hypercorn_seam import DialoutConfig
 from controller.server.tls_alerts import send_handshake_alerts
 from dialout.config import ControllerConfig
 from dialout.errors import DialoutError, PKIError
+from dialout.text import plural
 from dialout.tls_files import ca_private_key_path, controller_files
 
 logger = logging.getLogger(__name__)
@@ -50,6 +57,10 @@ LISTEN_BACKLOG = 4096
 MIN_TOKEN_CHARS = 16
 # With no hard limit, the soft one goes this far: more sockets than one controller process can serve anyway.
 OPEN_FILES_CAP = 1 << 20
+# Once graceful_timeout_s is over, what is left is cut (aborted, not closed: no TLS close_notify to wait for), and
+# the serving must be over within this. Hypercorn's own wait (its graceful_timeout) is set this much later still,
+# as a backstop that should never act.
+CUT_BOUND_S = 2.0
 
 
 class ServerError(DialoutError):
@@ -80,7 +91,7 @@ def server_ssl_context(cfg: ControllerConfig) -> ssl.SSLContext:
     context.set_ciphers(TLS12_CIPHERS)
     context.set_alpn_protocols(list(ALPN_PROTOCOLS))
     context.verify_mode = ssl.CERT_OPTIONAL if cfg.client_certs_optional else ssl.CERT_REQUIRED
-    context.sni_callback = asgi_tls.note_client_hello
+    context.sni_callback = note_client_hello
     files.identity.configure_cert(context)
     files.trust.configure_trust(context)
     return context
@@ -139,21 +150,6 @@ def bind_sockets(host: str, port: int, scheme: str = "https", announce: bool = T
     return sockets
 
 
-class _Config(HypercornConfig):
-    """Hypercorn's config, serving a TLS context we built and checked ourselves (Hypercorn would build its own
-    from file names, late, and without our cipher and verification policy)."""
-
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
-        self._ssl_context = ssl_context
-
-    def create_ssl_context(self) -> ssl.SSLContext:
-        return self._ssl_context
-
-    @property
-    def ssl_enabled(self) -> bool:
-        return True
-
-
 def admin_token(cfg: ControllerConfig) -> str | None:
     """The admin listener's bearer token, from ``controller.admin.token_file`` (None: none set). Refused when
     others can read the file, or when it is too short to be a secret."""
@@ -190,16 +186,19 @@ def raise_open_files_limit() -> None:
     logger.info("open files: soft limit raised from %d to %d", soft, wanted)
 
 
-def hypercorn_config(
-    cfg: ControllerConfig, ssl_context: ssl.SSLContext, registry: ConnectionRegistry
-) -> HypercornConfig:
-    config = _Config(ssl_context)
-    setattr(config, REGISTRY_ATTRIBUTE, registry)  # where our TCPServer records this server's connections
-    limits = PeerLimits(cfg.max_resets_per_s, cfg.max_control_frames_per_s, cfg.max_header_bytes)
-    setattr(config, LIMITS_ATTRIBUTE, limits)  # what each HTTP/2 connection may send (h2_limits.py)
+def install_seams() -> None:
+    """Where serving bends Hypercorn and asyncio, once per process (``hypercorn_seam``, ``tls_alerts``)."""
+    send_handshake_alerts()
+    hypercorn_seam.install(ConnectionAwareTCPServer, GuardedH2Protocol, StreamIdHTTPStream, CheckedPathStream)
+
+
+def hypercorn_config(cfg: ControllerConfig, ssl_context: ssl.SSLContext, registry: ConnectionRegistry) -> DialoutConfig:
+    config = DialoutConfig(ssl_context)
+    config.registry = registry  # where our TCPServer records this server's connections
+    config.limits = PeerLimits(cfg.max_resets_per_s, cfg.max_control_frames_per_s, cfg.max_header_bytes)
     config.h2_max_concurrent_streams = cfg.max_concurrent_streams
     config.keep_alive_max_requests = cfg.keep_alive_max_requests
-    config.graceful_timeout = cfg.graceful_timeout_s
+    config.graceful_timeout = cfg.graceful_timeout_s + 2 * CUT_BOUND_S  # a backstop: ours cuts first (Stopped)
     config.ssl_handshake_timeout = cfg.handshake_timeout_s
     config.keep_alive_timeout = cfg.idle_timeout_s
     config.h11_max_incomplete_size = cfg.max_header_bytes
@@ -229,6 +228,33 @@ class Listeners:
     admin: Sequence[socket.socket] = ()
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """How serving ended: the streams still open when ``graceful_timeout_s`` ran out, and their connections, cut
+    (none: every stream finished in its grace)."""
+
+    grace_s: float
+    cut_streams: int = 0
+    cut_connections: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return self.cut_streams == 0
+
+
+def log_stopped(stopped: Stopped) -> None:
+    """The last line of every command that served: whether its shutdown cut anything."""
+    if stopped.clean:
+        logger.info("stopped: no stream was cut")
+        return
+    logger.warning(
+        "stopped: %s on %s cut when graceful_timeout_s (%g s) ran out",
+        plural(stopped.cut_streams, "stream"),
+        plural(stopped.cut_connections, "connection"),
+        stopped.grace_s,
+    )
+
+
 async def serve(  # noqa: PLR0913 - what is served, where, until when, and what runs beside it, each by name
     cfg: ControllerConfig,
     ssl_context: ssl.SSLContext,
@@ -236,22 +262,22 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
     shutdown_trigger: Callable[[], Awaitable[object]],
     registry: ConnectionRegistry,
     stopping: asyncio.Event | None = None,
-    alongside: Callable[[HypercornConfig, Unavailable], Awaitable[object]] | None = None,
-) -> None:
+    alongside: Callable[[DialoutConfig, Unavailable], Awaitable[object]] | None = None,
+) -> Stopped:
     """Serve the controller on already-listening sockets until ``shutdown_trigger`` returns, then let in-flight
-    requests finish for up to ``graceful_timeout_s``. Every connection is recorded in ``registry``. ``stopping``
-    is set once the shutdown has begun and new streams are refused. The admin app (``controller/http/admin.py``)
-    is stopped with the rest. ``alongside``: run while serving, with the server's Hypercorn config (its live
-    connections) and the app's 503 switch (``python -m controller trials``).
+    requests finish for up to ``graceful_timeout_s``, and cut what is left: it returns within that plus
+    ``CUT_BOUND_S``, whatever the peers do (a stream blocked on flow control, a peer that stopped reading, a
+    handler still sleeping). Every connection is recorded in ``registry``. ``stopping`` is set once the shutdown
+    has begun and new streams are refused. The admin app (``controller/http/admin.py``) is stopped with the rest.
+    ``alongside``: run while serving, with the server's Hypercorn config (its live connections) and the app's 503
+    switch (``python -m controller trials``).
 
     The sockets are bound by the caller, so a test can use port 0 and know the port before the first request,
     and connections that arrive before Hypercorn starts accepting wait in the listen backlog instead of failing.
     ``worker_serve`` is Hypercorn's internal entry point that takes sockets (the public ``serve`` does not):
     hence the pin to the 0.18 series.
     """
-    send_handshake_alerts()
-    asgi_tls.install()
-    h2_limits.install()
+    install_seams()
     raise_open_files_limit()
     sockets, cleartext_sockets, admin_sockets = list(listeners.tls), list(listeners.cleartext), list(listeners.admin)
     for sock in (*sockets, *cleartext_sockets):
@@ -270,10 +296,12 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
     unavailable = Unavailable()
     app = create_app(cfg, registry, metrics, unavailable)
     config = hypercorn_config(cfg, ssl_context, registry)
-    setattr(config, GATE_ATTRIBUTE, gate)  # where each connection's TCP task says its handshake is done
+    config.gate = gate  # where each connection's TCP task says its handshake is done
+    shutting_down = asyncio.Event()
 
     async def begin_shutdown() -> None:
         await shutdown_trigger()
+        shutting_down.set()
         await refuse_new_streams(config)
         if stopping is not None:
             stopping.set()
@@ -286,31 +314,62 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
     )
     if alongside is not None:
         main = _with(main, alongside(config, unavailable))
-    if not admin_sockets:
-        await main
-        return
-    closing = asyncio.Event()
-    token = admin_token(cfg)
-    if token is not None:
-        logger.info("admin listener: every request needs the bearer token in %s", cfg.admin.token_file)
+    servings, configs = [main], [config]
+    if admin_sockets:
+        token = admin_token(cfg)
+        if token is not None:
+            logger.info("admin listener: every request needs the bearer token in %s", cfg.admin.token_file)
+        admin_config = DialoutConfig()
+        admin_config.graceful_timeout = config.graceful_timeout
+        admin_config.errorlog = logging.getLogger("hypercorn.error")
+        admin_config.accesslog = None
+        closing = asyncio.Event()  # the live page's streams end at once: they would hold the grace for nothing
 
-    async def admin_shutdown() -> None:
-        await shutdown_trigger()
-        closing.set()
+        async def admin_shutdown() -> None:
+            await shutting_down.wait()
+            closing.set()
 
-    admin_config = HypercornConfig()
-    admin_config.graceful_timeout = cfg.graceful_timeout_s
-    admin_config.errorlog = logging.getLogger("hypercorn.error")
-    admin_config.accesslog = None
-    admin = worker_serve(
-        wrap_app(create_admin_app(cfg, registry, metrics, closing, token), admin_config.wsgi_max_body_size, "asgi"),
-        admin_config,
-        sockets=Sockets(secure_sockets=[], insecure_sockets=admin_sockets, quic_sockets=[]),
-        shutdown_trigger=admin_shutdown,
-    )
+        admin_app = create_admin_app(cfg, registry, metrics, closing, token)
+        servings.append(
+            worker_serve(
+                wrap_app(admin_app, admin_config.wsgi_max_body_size, "asgi"),
+                admin_config,
+                sockets=Sockets(secure_sockets=[], insecure_sockets=admin_sockets, quic_sockets=[]),
+                shutdown_trigger=admin_shutdown,
+            )
+        )
+        configs.append(admin_config)
+    return await _bounded(servings, configs, shutting_down, cfg.graceful_timeout_s)
+
+
+async def _bounded(
+    servings: Sequence[Awaitable[None]], configs: list[DialoutConfig], shutting_down: asyncio.Event, grace_s: float
+) -> Stopped:
+    """Run the servers until they end; once the shutdown has begun and ``grace_s`` is over, cut what is left."""
     async with asyncio.TaskGroup() as group:
-        group.create_task(main)
-        group.create_task(admin)
+        tasks = [group.create_task(_awaited(serving)) for serving in servings]
+        cutter = group.create_task(_cut_after_grace(shutting_down, grace_s, configs))
+        await asyncio.wait(tasks)
+        if not cutter.done():
+            cutter.cancel()
+    return cutter.result() if not cutter.cancelled() else Stopped(grace_s)
+
+
+async def _cut_after_grace(shutting_down: asyncio.Event, grace_s: float, configs: list[DialoutConfig]) -> Stopped:
+    await shutting_down.wait()
+    await asyncio.sleep(grace_s)
+    left = [server for config in configs for server in live_servers(config)]
+    stopped = Stopped(grace_s, sum(server.in_flight() for server in left), len(left))
+    if left:
+        logger.warning(
+            "graceful_timeout_s (%g s) is over: cutting %s on %s",
+            grace_s,
+            plural(stopped.cut_streams, "stream"),
+            plural(stopped.cut_connections, "connection"),
+        )
+    for server in left:
+        await server.cut()
+    return stopped
 
 
 async def _with(serving: Awaitable[None], alongside: Awaitable[object]) -> None:

@@ -17,13 +17,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
-from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.config import Config as HypercornConfig
-
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection, StreamSpan
 from controller.http.app import Unavailable
-from controller.server.asgi_tls import live_servers
+from controller.server.asgi_tls import ConnectionAwareTCPServer, live_servers
 from controller.server.h2_actions import ActionableH2Protocol, PingAck
+from controller.server.hypercorn_seam import DialoutConfig
 from controller.server.tls_actions import TLSActions
 from controller.trials.results import Step, Verdict
 
@@ -36,7 +34,7 @@ class Live:
     """One of the switch's connections, open now: the account's record, Hypercorn's task and our protocol."""
 
     record: ControllerConnection
-    server: TCPServer
+    server: ConnectionAwareTCPServer
     protocol: ActionableH2Protocol
 
 
@@ -47,7 +45,7 @@ class Bench:
 
     def __init__(
         self,
-        config: HypercornConfig,
+        config: DialoutConfig,
         registry: ConnectionRegistry,
         unavailable: Unavailable,
         tls: TLSActions,

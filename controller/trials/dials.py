@@ -12,8 +12,7 @@ import itertools
 import statistics
 import time
 
-from controller.server.accepting import GATE_ATTRIBUTE, HandshakeGate
-from controller.server.h2_actions import HOLD_ATTRIBUTE, HeldSettings
+from controller.server.h2_actions import HeldSettings
 from controller.trials.bench import Bench, Outcome, began, no_connection, reset_now
 from controller.trials.results import Step, Verdict
 
@@ -101,8 +100,8 @@ async def silent(bench: Bench, deadline: float) -> Outcome:
 
 async def refuse(bench: Bench, deadline: float) -> Outcome:
     live = await bench.connection(deadline)
-    gate = getattr(bench.config, GATE_ATTRIBUTE, None)
-    if live is None or not isinstance(gate, HandshakeGate):
+    gate = bench.config.gate
+    if live is None or gate is None:
         return no_connection([])
     address = live.record.peer.host
     sent = time.monotonic()
@@ -158,7 +157,7 @@ async def slow_settings(bench: Bench, deadline: float) -> Outcome:
         return no_connection([])
     address = live.record.peer.host
     hold = HeldSettings(address, HOLD_S)
-    setattr(bench.config, HOLD_ATTRIBUTE, hold)
+    bench.config.held = hold
     try:
         sent = time.monotonic()
         named = await live.protocol.goaway()
@@ -170,7 +169,7 @@ async def slow_settings(bench: Bench, deadline: float) -> Outcome:
         released = hold.held[0] + HOLD_S
         await bench.watch(min(deadline, released + WATCH_AFTER_HOLD_S))
     finally:
-        setattr(bench.config, HOLD_ATTRIBUTE, None)
+        bench.config.held = None
     during = [connection for connection in bench.dialled(sent) if began(connection) < released]
     for connection in during:
         steps.append(Step(bench.at(began(connection)), "switch", "dialled", connection.id))

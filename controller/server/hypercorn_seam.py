@@ -1,0 +1,193 @@
+"""Where dialout reaches inside Hypercorn: the one place, checked at start against the versions it was written for.
+
+Hypercorn 0.18 gives no hooks for what the controller must know and do per connection, so we put classes of our
+own in its place, by the module-level names its worker looks them up by:
+
+- ``hypercorn.asyncio.run.TCPServer``: our connection task (``asgi_tls``: the account of each connection, the ASGI
+  TLS extension, pgjones/hypercorn#62), on ``SeamTCPServer`` below;
+- ``hypercorn.protocol.H2Protocol``: our HTTP/2 protocol (``h2_actions``: a trial's levers; ``h2_limits``: the
+  abuse limits), on ``SeamH2Protocol`` below;
+- ``hypercorn.protocol.h2.HTTPStream`` and ``hypercorn.protocol.h11.HTTPStream``: streams that know their wire id
+  and refuse a target that is not ASCII (``asgi_tls``).
+
+And three Hypercorn bugs are mended here, since a shutdown hung on them (issue 28):
+
+- a connection's idle timer is restarted on a task group that is already shutting down (pgjones/hypercorn#338):
+  Python 3.11's ``TaskGroup.create_task`` raises, the coroutine is never awaited, and the shutdown ended in a
+  ``RuntimeError`` traceback and exit 70. ``_IdleTimer`` does not start a timer there;
+- an HTTP/2 connection that closes leaves its streams' send buffers open, so a response blocked on flow control
+  (a peer that stopped reading, a window of 0) waits for ever, also once cancelled: its ``finally`` sends again.
+  ``SeamH2Protocol`` closes them with the connection.
+
+- a write that finds the TLS close failed raises ``ssl.SSLError``, which Hypercorn does not take for the
+  connection's end (it does a ``ConnectionError``): it reached the request's handler as a traceback.
+
+And one thing Hypercorn cannot do: end a connection now. ``SeamTCPServer.cut()`` aborts its transport (no TLS
+close_notify to wait for, asyncio's ``ssl_shutdown_timeout`` is 30 s) and closes its protocol: what a shutdown does
+to whatever is left when its grace is over (``serve``).
+
+Our own objects travel to each connection as typed fields of ``DialoutConfig``, Hypercorn's ``Config`` subclass.
+``tests/test_seams.py`` pins what is replaced here and the mended bugs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import ssl
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from hypercorn import protocol as hypercorn_protocol
+from hypercorn.asyncio import run as hypercorn_run
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.worker_context import AsyncioSingleTask
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, Event
+from hypercorn.protocol import h2 as hypercorn_h2
+from hypercorn.protocol import h11 as hypercorn_h11
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.http_stream import HTTPStream
+
+from dialout.errors import DialoutError
+
+if TYPE_CHECKING:
+    from controller.accounts.connections import ConnectionRegistry
+    from controller.server.accepting import HandshakeGate
+    from controller.server.h2_actions import HeldSettings
+    from controller.server.h2_limits import PeerLimits
+
+# The releases this module was written against and checked with: the names replaced above, their signatures and
+# the private state they read are those of these series.
+WRITTEN_FOR = {"hypercorn": "0.18.", "h2": "4."}
+
+
+class SeamError(DialoutError):
+    """An installed Hypercorn or h2 that this controller was not written for (exit 2: fix the install)."""
+
+
+def check_versions(installed_version: Callable[[str], str] = importlib.metadata.version) -> None:
+    """One line naming both versions when an installed library is not of the series written for."""
+    for package, series in WRITTEN_FOR.items():
+        installed = installed_version(package)
+        if not installed.startswith(series):
+            raise SeamError(
+                f"{package} {installed} is installed; dialout's controller was written for {package} {series}x "
+                f"(controller/server/hypercorn_seam.py): `pip install -e .` installs the series it pins"
+            )
+
+
+class DialoutConfig(HypercornConfig):
+    """Hypercorn's config, serving a TLS context we built and checked ourselves (Hypercorn would build its own from
+    file names, late, and without our cipher and verification policy), and carrying our objects to each
+    connection: the account (``registry``), the abuse limits, the handshake gate, a trial's held first flights.
+    None where a listener goes without (the admin listener)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl_context = ssl_context
+        self.registry: ConnectionRegistry | None = None
+        self.limits: PeerLimits | None = None
+        self.gate: HandshakeGate | None = None
+        self.held: HeldSettings | None = None
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self._ssl_context
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self._ssl_context is not None
+
+
+def dialout_config(config: HypercornConfig) -> DialoutConfig:
+    """The config a connection of ours is served with (always ours: ``serve`` builds no other)."""
+    assert isinstance(config, DialoutConfig), "served without dialout's config"
+    return config
+
+
+class _IdleTimer(AsyncioSingleTask):
+    """Hypercorn's idle timer, which does not start on a task group that is shutting down (pgjones/hypercorn#338)."""
+
+    async def restart(self, task_group: Any, action: Callable[[], Coroutine[Any, Any, None]]) -> None:  # noqa: ANN401 - Hypercorn's TaskGroup
+        async with self._lock:
+            if self._handle is not None:
+                self._handle.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._handle
+                self._handle = None
+            timer = action()
+            try:
+                self._handle = task_group._task_group.create_task(timer)
+            except RuntimeError:  # the connection is ending: nothing is left to time out
+                timer.close()
+
+
+class SeamTCPServer(TCPServer):
+    """Hypercorn's connection task, with the idle timer mended and a way to end the connection now."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - Hypercorn's own signature, passed on
+        super().__init__(*args, **kwargs)
+        self.idle_task = _IdleTimer()
+
+    async def protocol_send(self, event: Event) -> None:
+        try:
+            await super().protocol_send(event)
+        except ssl.SSLError:
+            # Hypercorn takes a ConnectionError from a write as the connection's end, not an SSLError, which a
+            # write raises once asyncio's TLS close has failed (a peer that sent after our close_notify); it reached
+            # the handler writing (and Quart's "Task exception was never retrieved"). The connection is over.
+            await self.protocol.handle(Closed())
+
+    def in_flight(self) -> int:
+        """Streams this connection is serving now (HTTP/1.1: its one request, if any)."""
+        protocol = getattr(getattr(self, "protocol", None), "protocol", None)
+        if protocol is None:
+            return 0
+        if isinstance(protocol, H2Protocol):
+            return len(protocol.streams)
+        stream = getattr(protocol, "stream", None)
+        return 0 if stream is None or getattr(stream, "closed", True) else 1
+
+    async def cut(self) -> None:
+        """End the connection now: its transport aborted (no TLS close to wait for), its protocol told, so every
+        stream's handler sees the disconnect and nothing waits to write."""
+        self.writer.transport.abort()
+        protocol = getattr(self, "protocol", None)
+        if protocol is not None:
+            await protocol.handle(Closed())
+
+
+class SeamH2Protocol(H2Protocol):
+    """Hypercorn's HTTP/2 protocol, closing its streams' send buffers when the connection closes."""
+
+    async def handle(self, event: Event) -> None:
+        await super().handle(event)
+        if isinstance(event, Closed):
+            for buffer in list(self.stream_buffers.values()):
+                await buffer.close()  # a writer blocked on flow control (or its drain) goes on, and finds it closed
+
+
+_installed: list[tuple[object, str, type]] = []
+
+
+def install(
+    tcp_server: type[SeamTCPServer],
+    h2_protocol: type[SeamH2Protocol],
+    h2_stream: type[HTTPStream],
+    h11_stream: type[HTTPStream],
+) -> None:
+    """Put our classes in Hypercorn's place, once per process (later calls check they are the same)."""
+    wanted = [
+        (hypercorn_run, "TCPServer", tcp_server),
+        (hypercorn_protocol, "H2Protocol", h2_protocol),
+        (hypercorn_h2, "HTTPStream", h2_stream),
+        (hypercorn_h11, "HTTPStream", h11_stream),
+    ]
+    if _installed:
+        assert _installed == wanted, "Hypercorn's seam installed twice with different classes"
+        return
+    check_versions()
+    for module, name, ours in wanted:
+        assert isinstance(getattr(module, name), type), f"Hypercorn has no {module.__name__}.{name} to replace"
+        setattr(module, name, ours)
+    _installed.extend(wanted)

@@ -1,0 +1,182 @@
+"""Where the controller bends Hypercorn (``controller/server/hypercorn_seam.py``): what it replaces is still there,
+a release it was not written for is one line, and a controller stops when told, whatever its peers do (issue 28).
+
+Each way of ending is driven as a user would, on a real ``python -m controller`` process: ``serve`` on SIGTERM,
+and ``trials`` at the end of its plan, each with peers that leave streams blocked (a flow-control window of 0, a
+handler still sleeping, a TCP connection that never starts TLS). The process must exit within its grace plus the
+cut's bound, and say what it cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import h2.frame_buffer
+import pytest
+from hypercorn import protocol as hypercorn_protocol
+from hypercorn.asyncio import run as hypercorn_run
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.worker_context import AsyncioSingleTask
+from hypercorn.protocol import h2 as hypercorn_h2
+from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
+from hypercorn.protocol.http_stream import HTTPStream
+
+from controller.server.asgi_tls import ConnectionAwareTCPServer, StreamIdHTTPStream
+from controller.server.h2_limits import GuardedH2Protocol
+from controller.server.hypercorn_seam import SeamError, check_versions
+from controller.server.serve import CUT_BOUND_S, install_seams
+from controller.trials.plan import PLAN
+from dialout.pki import generate_certs
+from sim_switch.dial.tls import client_ssl_context
+from tests.attacks import RawH2Client
+from tests.servers import REPO, ControllerProcess, write_config
+
+GRACE_S = 1.0
+# Starting Python and the controller, and reading its last lines: far above what it takes on a quiet machine, so
+# that a loaded one passes too. A controller that hangs (the bug) takes minutes, or for ever.
+EXIT_SLACK_S = 10.0
+BLOCKED_PINGS = 5
+STREAM_LIMIT_TRIAL = next(spec for spec in PLAN if spec.name == "stream-limit")
+
+
+def test_hypercorn_still_has_what_the_seam_replaces() -> None:
+    """If a Hypercorn upgrade moves these, controller/server/hypercorn_seam.py must change: fail here, loudly."""
+    install_seams()
+    assert getattr(hypercorn_run, "TCPServer") is ConnectionAwareTCPServer  # noqa: B009
+    assert getattr(hypercorn_protocol, "H2Protocol") is GuardedH2Protocol  # noqa: B009
+    assert getattr(hypercorn_h2, "HTTPStream") is StreamIdHTTPStream  # noqa: B009
+    assert issubclass(ConnectionAwareTCPServer, TCPServer)
+    parameters = inspect.signature(TCPServer.__init__).parameters
+    assert {"app", "config", "reader", "writer"} <= set(parameters)
+    assert inspect.iscoroutinefunction(TCPServer.run)
+    assert inspect.iscoroutinefunction(TCPServer._read_data)
+    assert "stream_id" in inspect.signature(HTTPStream.__init__).parameters
+    # the idle timer we mend, and the send buffers we close
+    assert "self.idle_task = " in inspect.getsource(TCPServer.__init__)
+    assert inspect.iscoroutinefunction(AsyncioSingleTask.restart)
+    assert "self.stream_buffers" in inspect.getsource(H2Protocol.__init__)
+    assert inspect.iscoroutinefunction(StreamBuffer.close)
+    # what the abuse limits stand on
+    assert inspect.iscoroutinefunction(H2Protocol._handle_events)
+    assert inspect.iscoroutinefunction(H2Protocol._flush)
+    made = inspect.getsource(H2Protocol.__init__)
+    assert all(f"self.{name} = " in made for name in ("connection", "config", "task_group", "send")), made
+    assert "_update_header_buffer" in vars(h2.frame_buffer.FrameBuffer)
+    assert "_headers_buffer" in h2.frame_buffer.FrameBuffer().__dict__
+
+
+def test_a_release_the_seam_was_not_written_for_is_one_line() -> None:
+    check_versions()  # what is installed here is what it was written for
+    with pytest.raises(SeamError) as raised:
+        check_versions(lambda package: "0.19.1" if package == "hypercorn" else "4.4.1")
+    message = str(raised.value)
+    assert "hypercorn 0.19.1 is installed" in message
+    assert "written for hypercorn 0.18.x" in message
+    assert "\n" not in message
+    assert raised.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def stuck_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("stuck")
+    generate_certs(directory / "certs", ("localhost", "127.0.0.1"), ("switch-1", "switch-2"))
+    controller = f"  graceful_timeout_s: {GRACE_S}\n  max_interval_s: 600\n  switches: [switch-1, switch-2]\n"
+    return write_config(directory, controller=controller)
+
+
+async def _block_streams(port: int, certs: Path) -> RawH2Client:
+    """A switch that opens BLOCKED_PINGS pings answered at once, then a window of 0 for their bodies, and one ping
+    whose handler sleeps; and a TCP connection that never starts TLS beside it. It never reads again."""
+    client = await RawH2Client.connect(port, client_ssl_context(certs, "switch-1"))
+    await client.settled()
+    client.close_window()
+    await client.ping(b"windowed")  # the controller has the window of 0 before the pings come
+    for _ in range(BLOCKED_PINGS):
+        client.request("/ping?interval=0")
+    client.request("/ping?interval=500")
+    await client.ping(b"all-read")  # every request is in the controller's hands
+    return client
+
+
+@contextlib.contextmanager
+def blocked_streams(port: int, certs: Path) -> Iterator[None]:
+    """``_block_streams`` on a loop of its own, kept (not run) while the test goes on: the peer reads nothing."""
+    loop = asyncio.new_event_loop()
+    try:
+        with socket.create_connection(("127.0.0.1", port)):  # a TCP connection that never starts TLS
+            client = loop.run_until_complete(_block_streams(port, certs))
+            yield
+            loop.run_until_complete(client.close())
+    finally:
+        loop.close()
+
+
+def test_serve_stops_on_sigterm_whatever_its_peers_do(stuck_config: Path) -> None:
+    with (
+        ControllerProcess.start(stuck_config) as controller,
+        blocked_streams(controller.port, stuck_config.parent / "certs"),
+    ):
+        asked = time.monotonic()
+        controller.process.send_signal(signal.SIGTERM)
+        code = controller.process.wait(timeout=GRACE_S + CUT_BOUND_S + EXIT_SLACK_S)
+        took = time.monotonic() - asked
+    assert code == 1, controller.lines[-5:]
+    assert took < GRACE_S + CUT_BOUND_S + EXIT_SLACK_S
+    cut = controller.seen(r"stopped: (\d+) streams on (\d+) connection cut when graceful_timeout_s \(1 s\) ran out")
+    assert int(cut.group(1)) == BLOCKED_PINGS + 1
+    assert controller.lines[-1] == cut.string
+    assert not any("Traceback" in line or "never awaited" in line for line in controller.lines), controller.lines
+
+
+def test_serve_with_nothing_left_stops_clean(stuck_config: Path) -> None:
+    with ControllerProcess.start(stuck_config) as controller:
+        with urllib.request.urlopen(f"{controller.admin_url}/connections", timeout=EXIT_SLACK_S) as answer:
+            assert answer.status == 200  # serving: its signal handlers are in place
+        controller.process.send_signal(signal.SIGTERM)
+        code = controller.process.wait(timeout=GRACE_S + CUT_BOUND_S + EXIT_SLACK_S)
+    assert code == 0
+    assert controller.lines[-1].endswith("stopped: no stream was cut")
+
+
+def test_trials_end_and_write_their_report_though_streams_are_blocked(stuck_config: Path, tmp_path: Path) -> None:
+    """The run that hung for minutes (issue 28): stream-limit against a client that ignores the lowered limit,
+    while another switch holds blocked streams. The plan ends, the report is written, the process exits."""
+    report = tmp_path / "trials.json"
+    certs = stuck_config.parent / "certs"
+    command = [sys.executable, "-m", "controller", "trials", "--config", str(stuck_config), "--port", "0"]
+    command += ["--admin-port", "0", "--switch", "switch-2", "--only", "stream-limit", "--json", str(report)]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    bound_s = STREAM_LIMIT_TRIAL.deadline_s + GRACE_S + CUT_BOUND_S + EXIT_SLACK_S
+    with ControllerProcess.stopped_at_exit(process):
+        controller = ControllerProcess(process, stuck_config)
+        with blocked_streams(controller.port, certs):  # switch-1's, before the switch under trial comes
+            client = [sys.executable, "-m", "tests.trial_clients", "ignores-limits", "--switch", "switch-2"]
+            client += ["--port", str(controller.port), "--certs", str(certs)]
+            with subprocess.Popen(client, cwd=REPO, stdin=subprocess.DEVNULL) as bad:
+                try:
+                    code = process.wait(timeout=bound_s)
+                finally:
+                    bad.terminate()
+    assert process.stdout is not None
+    stdout = process.stdout.read()
+    process.stdout.close()
+    assert code == 1, stdout  # the client failed its trial; the run did not crash (70) or hang
+    assert "FAIL  stream-limit" in stdout
+    written = json.loads(report.read_text(encoding="utf-8"))
+    assert [(trial["name"], trial["verdict"]) for trial in written["trials"]] == [("stream-limit", "fail")]
+    assert written["shutdown"]["cut_streams"] >= BLOCKED_PINGS + 1, controller.lines
+    assert controller.lines[-1].endswith("cut when graceful_timeout_s (1 s) ran out")
+    assert not any("Traceback" in line for line in controller.lines), "\n".join(controller.lines)
