@@ -287,7 +287,9 @@ async def test_a_flooding_connection_gets_goaway_enhance_your_calm_and_the_victi
 ) -> None:
     found = await attacked(guarded, plan)
     assert found.report.goaway == {"ENHANCE_YOUR_CALM": plan.connections}, found.report
-    assert found.report.frames_sent < plan.connections * plan.frames_per_connection  # cut short, every one
+    # each connection ended by the controller within the attack's time; how many frames the attacker had written by
+    # then is the kernel's buffers and the scheduler's, not the controller's (issue 28)
+    assert found.report.closed_by_controller == plan.connections, found.report
     assert found.victim.failed == 0, found.victim.describe()
     bound = max(VICTIM_SLOWDOWN * alone.p99_s, VICTIM_FLOOR_S)
     assert found.victim.p99_s <= bound, f"{found.victim.describe()}; alone: {alone.describe()}"

@@ -84,6 +84,7 @@ RUNS = {
     "ignores-goaway-to-the-end": TrialRun("ignores-goaway", ("max-requests",)),
     "ignores-limits": TrialRun("ignores-limits", ("stream-limit",)),
     "tight-loop": TrialRun("tight-loop", ("reset", "refuse")),
+    "tight-growing": TrialRun("tight-growing", ("reset",)),
     "impatient": TrialRun("impatient", ("retry-after",)),
     "racer": TrialRun("racer", ("slow-settings",)),
     "pinned": TrialRun("pinned", ("cert-rotation",)),
@@ -222,10 +223,13 @@ REPORT_KEYS = {
     "passed": int,
     "failed": int,
     "noted": int,
+    "inconclusive": int,
     "trials": list,
     "connections": list,
     "timeline": dict,
+    "shutdown": dict,
 }
+SHUTDOWN_KEYS = {"grace_s": float, "cut_streams": int, "cut_connections": int}
 TRIAL_KEYS = {"name": str, "verdict": str, "sentence": str, "started_s": float, "ended_s": float, "steps": list}
 STEP_KEYS = {"at_s": float, "by": str, "what": str, "connection": (int, type(None)), "stream": (int, type(None))}
 
@@ -249,13 +253,15 @@ def test_every_report_validates(outcomes: dict[str, Outcome], run: str) -> None:
     assert [trial["name"] for trial in report["trials"]] == [name for name in names if name in wanted]
     for trial in report["trials"]:
         assert_valid(trial, TRIAL_KEYS, trial["name"])
-        assert trial["verdict"] in {"pass", "fail", "note"}
+        assert trial["verdict"] in {"pass", "fail", "note", "inconclusive"}
         assert 0 <= trial["started_s"] <= trial["ended_s"]
         for step in trial["steps"]:
             assert_valid(step, STEP_KEYS, trial["name"])
             assert step["by"] in {"controller", "switch"}
-    for counted, verdict in (("passed", "pass"), ("failed", "fail"), ("noted", "note")):
+    counts = (("passed", "pass"), ("failed", "fail"), ("noted", "note"), ("inconclusive", "inconclusive"))
+    for counted, verdict in counts:
         assert report[counted] == sum(1 for trial in report["trials"] if trial["verdict"] == verdict)
+    assert_valid(report["shutdown"], SHUTDOWN_KEYS, "shutdown")
     assert set(report["timeline"]) == {"connections", "streams"}
     opened = {connection["id"] for connection in report["timeline"]["connections"]}
     assert all(stream["connection"] in opened for stream in report["timeline"]["streams"])
@@ -340,6 +346,7 @@ def test_anyones_client_gets_a_scorecard_every_trial_ended_by_its_deadline(
         ("ignores-limits", "stream-limit", "after the client ACKed the limit of 1: it opened more streams"),
         ("tight-loop", "reset", "resets in a row: a storm, mostly under 100 ms"),
         ("tight-loop", "refuse", "ms apart: a storm; the likely fix: an exponential backoff"),
+        ("tight-growing", "reset", "resets in a row: a storm, mostly under 100 ms"),  # 3, 6, 12 ms: growing, a storm
         ("impatient", "retry-after", "before Retry-After's 2 s"),
         ("racer", "slow-settings", "SETTINGS: a dial race"),
         ("pinned", "cert-rotation", "pins the controller's certificate"),

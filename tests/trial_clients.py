@@ -33,6 +33,7 @@ RACE_DIALS = 3  # the racer: dials this many while its first new connection's SE
 @dataclass(frozen=True)
 class Habits:
     redial_after_s: float | None = None  # None: never dials again once its connection is gone
+    redial_growth: float = 1.0  # each wait this many times the last: a "backoff" in milliseconds is still a storm
     ignore_goaway: bool = False  # goes on sending on a connection after its GOAWAY
     ignore_limits: bool = False  # opens streams past the controller's SETTINGS_MAX_CONCURRENT_STREAMS
     resend_503_at_once: bool = False  # sends a request answered 503 again at once, whatever Retry-After says
@@ -46,6 +47,7 @@ SHAPES = {
     "ignores-goaway": Habits(ignore_goaway=True),  # goaway-graceful, max-requests
     "ignores-limits": Habits(ignore_limits=True),  # stream-limit
     "tight-loop": Habits(redial_after_s=0.0),  # reset, refuse
+    "tight-growing": Habits(redial_after_s=0.003, redial_growth=2.0),  # reset: 3, 6, 12 ms, growing and a storm
     "impatient": Habits(redial_after_s=1.0, resend_503_at_once=True),  # retry-after
     "racer": Habits(redial_after_s=0.0, race_after_s=0.3),  # slow-settings
     "pinned": Habits(redial_after_s=0.5, pin_certificate=True),  # cert-rotation
@@ -62,13 +64,16 @@ class TrialClient:
         self._pinned: bytes | None = None
 
     async def run(self) -> None:
+        wait_s = self.habits.redial_after_s
         while True:
             with contextlib.suppress(OSError, ssl.SSLError, ConnectionError, h2.exceptions.ProtocolError):
                 peers = await self._dial()
                 await asyncio.gather(*(self._use(peer) for peer in peers))
-            if self.habits.redial_after_s is None:
+            if wait_s is None:
                 await asyncio.Event().wait()  # its connection is gone, and so is it: it never dials again
-            await asyncio.sleep(self.habits.redial_after_s or 0.0)
+                return
+            await asyncio.sleep(wait_s)
+            wait_s *= self.habits.redial_growth
 
     async def _dial(self) -> list[RawH2Client]:
         peer = await self._connect()

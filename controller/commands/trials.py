@@ -4,7 +4,9 @@
 stdout carries each trial as it starts and ends, then the scorecard; the log goes to stderr as ever. ``--json
 FILE`` writes the results, ``--html FILE`` a page of them (``trials_page``), never over a file that is not ours;
 both are written whatever went wrong (a trial that broke, a shutdown that had to cut streams), and say it.
-Exit 0 when every trial passed (or only noted), 1 when one failed or no switch came, 2 for bad input.
+Exit 0 when every trial passed (or only noted), 1 when one failed or no switch came, 2 for bad input, 3 when none
+failed but one was inconclusive: the controller's own event loop lagged more than its judgment holds through (a
+machine too busy to time what the client did; run it again, on a quieter one).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from controller.trials.plan import PLAN, TrialSpec
 from controller.trials.results import TrialResult, Verdict
 from dialout.config import Config
 from dialout.errors import ConfigError
+from dialout.loop_lag import LoopLag
 
 GENERATOR = trials_page.GENERATOR
+INCONCLUSIVE_EXIT = 3
 WAIT_FOR_SWITCH_S = 120.0
 
 
@@ -114,11 +118,12 @@ async def run_trials(
     tls = TLSActions(ssl_context, cfg.controller, ALPN_PROTOCOLS)
 
     async def director(config: DialoutConfig, unavailable: Unavailable) -> None:
-        benches.append(Bench(config, registry, unavailable, tls, switch, cfg.controller.proxy_names))
-        try:
-            await _direct(benches[0], plan, results)
-        finally:
-            stop.set()
+        async with LoopLag().running() as lag:
+            benches.append(Bench(config, registry, unavailable, tls, switch, lag, cfg.controller.proxy_names))
+            try:
+                await _direct(benches[0], plan, results)
+            finally:
+                stop.set()
 
     stopped = await serve(cfg.controller, ssl_context, listeners, stop.wait, registry, alongside=director)
     log_stopped(stopped)
@@ -134,8 +139,14 @@ async def run_trials(
         _write(outputs.json, json.dumps(data, indent=2) + "\n", check_json_path)
     if outputs.html is not None:
         _write(outputs.html, trials_page.render(data), check_html_path)
-    complete = len(results) == len(plan)
-    return 0 if complete and all(result.verdict is not Verdict.FAIL for result in results) else 1
+    return exit_code(results, len(plan))
+
+
+def exit_code(results: Sequence[TrialResult], planned: int) -> int:
+    verdicts = {result.verdict for result in results}
+    if len(results) < planned or Verdict.FAIL in verdicts:
+        return 1
+    return INCONCLUSIVE_EXIT if Verdict.INCONCLUSIVE in verdicts else 0
 
 
 async def _direct(bench: Bench, plan: Sequence[TrialSpec], results: list[TrialResult]) -> None:
@@ -154,9 +165,10 @@ async def _direct(bench: Bench, plan: Sequence[TrialSpec], results: list[TrialRe
 def scorecard(switch: str, results: Sequence[TrialResult]) -> str:
     counts = {verdict: sum(1 for r in results if r.verdict is verdict) for verdict in Verdict}
     lines = [f"\nscorecard for {switch}:"]
-    lines += [f"  {r.verdict.value.upper():<5} {r.name:<20} {r.sentence}" for r in results]
+    lines += [f"  {r.verdict.value.upper():<5} {r.name:<20} {r.sentence}" for r in results]  # INCONCLUSIVE: longer
+    inconclusive = f", {counts[Verdict.INCONCLUSIVE]} inconclusive" if counts[Verdict.INCONCLUSIVE] else ""
     lines.append(
-        f"{counts[Verdict.PASS]} passed, {counts[Verdict.FAIL]} failed, {counts[Verdict.NOTE]} noted "
+        f"{counts[Verdict.PASS]} passed, {counts[Verdict.FAIL]} failed, {counts[Verdict.NOTE]} noted{inconclusive} "
         f"of {len(results)} trials"
     )
     return "\n".join(lines)
@@ -174,6 +186,7 @@ def report(
         "passed": sum(1 for r in results if r.verdict is Verdict.PASS),
         "failed": sum(1 for r in results if r.verdict is Verdict.FAIL),
         "noted": sum(1 for r in results if r.verdict is Verdict.NOTE),
+        "inconclusive": sum(1 for r in results if r.verdict is Verdict.INCONCLUSIVE),
         "trials": [
             {
                 "name": r.name,

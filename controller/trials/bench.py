@@ -24,6 +24,7 @@ from controller.server.h2_actions import ActionableH2Protocol, PingAck
 from controller.server.hypercorn_seam import DialoutConfig
 from controller.server.tls_actions import TLSActions
 from controller.trials.results import Step, Verdict
+from dialout.loop_lag import LoopLag
 
 T = TypeVar("T")
 POLL_S = 0.01  # how often a wait looks at the account again
@@ -43,19 +44,21 @@ class Bench:
     handshake gate), the app's 503 switch, the TLS context's actions. ``switch``: the one under trial (None until
     the first dials in); ``proxies``: the trusted proxies' names, never taken for a switch."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the levers, the account and the lag, each by name
         self,
         config: DialoutConfig,
         registry: ConnectionRegistry,
         unavailable: Unavailable,
         tls: TLSActions,
         switch: str | None,
+        lag: LoopLag,
         proxies: Collection[str] = (),
     ) -> None:
         self._registry = registry
         self.config = config
         self.unavailable = unavailable
         self.tls = tls
+        self.lag = lag  # the controller's own loop lag, sampled while the trials run
         self.switch = switch
         self._proxies = frozenset(proxies)  # trusted proxies' own names: their connections carry switches, are none
         self.proxy: str | None = None  # the trusted proxy the switch comes through (nginx's front), if any

@@ -13,6 +13,7 @@ from controller.trials import dials, handshakes, streams
 from controller.trials.bench import Bench, Outcome
 from controller.trials.plan import TrialName, TrialSpec
 from controller.trials.results import TrialResult, Verdict
+from dialout.loop_lag import Lag
 
 logger = logging.getLogger(__name__)
 
@@ -48,4 +49,17 @@ async def run(bench: Bench, spec: TrialSpec) -> TrialResult:
     except Exception as exc:  # a bug of ours: the run goes on, and its report is not lost with it
         logger.exception("trial %s: the trial itself broke", spec.name.value)
         verdict, sentence, steps = Verdict.FAIL, f"the trial itself broke (dialout's bug, see the log): {exc!r}", []
+    lag = bench.lag.worst(started)
+    if _lag_could_have_made(verdict, lag, spec):
+        sentence = (
+            f"inconclusive: the controller's loop lagged {lag} while it judged (this trial's verdict holds through "
+            f"{spec.holds_through_lag_s * 1000:.0f} ms); it would have said: {verdict.value}: {sentence}"
+        )
+        verdict = Verdict.INCONCLUSIVE
     return TrialResult(spec.name.value, verdict, sentence, tuple(steps), bench.at(started), bench.at(time.monotonic()))
+
+
+def _lag_could_have_made(verdict: Verdict, lag: Lag, spec: TrialSpec) -> bool:
+    if verdict is Verdict.NOTE or lag.worst_s <= spec.holds_through_lag_s:
+        return False
+    return not (verdict is Verdict.FAIL and spec.fail_holds_any_lag)

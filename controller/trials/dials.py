@@ -56,12 +56,12 @@ async def reset(bench: Bench, deadline: float) -> Outcome:
     if len(delays) < RESETS:
         return Verdict.FAIL, f"redialled after {shown} ms, then stopped before the deadline", steps
     grew = all(later >= earlier * GROWN for earlier, later in itertools.pairwise(delays))
-    if statistics.median(delays) < STORM_GAP_S and not grew:
+    if statistics.median(delays) < STORM_GAP_S:  # growing or not: at that scale growth is the machine's noise
         return (
             Verdict.FAIL,
             (
                 f"redialled {shown} ms after each of {RESETS} resets in a row: a storm, mostly under "
-                f"{STORM_GAP_S * 1000:.0f} ms and not growing; the likely fix: {BACKOFF}"
+                f"{STORM_GAP_S * 1000:.0f} ms; the likely fix: {BACKOFF}"
             ),
             steps,
         )

@@ -12,6 +12,8 @@ class Verdict(enum.StrEnum):
     PASS = "pass"
     FAIL = "fail"
     NOTE = "note"  # neither: what the client did, for the engineer to judge (or a trial that cannot run here)
+    # the controller's own event loop lagged more than the trial's judgment holds through: no verdict (issue 28)
+    INCONCLUSIVE = "inconclusive"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,69 @@
+"""How late this process's event loop runs: what a judgment from a time must allow for (issue 28).
+
+Every time either end judges (a storm from redial delays, a late answer from a ping's duration), what it measured
+includes the time its own event loop was busy elsewhere or not scheduled at all: on a loaded machine, tens or
+hundreds of milliseconds. ``LoopLag`` wakes every ``PERIOD_S`` and keeps how late each wake-up was; a judgment asks
+for the worst lag over its own window, and says "inconclusive" where that lag could have made the verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+PERIOD_S = 0.02  # cheap (a wake-up per 20 ms), and fine enough to see a lag that matters to a 100 ms judgment
+NOISE_S = 0.002  # lags below this are the timer's own jitter: not kept
+KEPT = 50_000  # lags kept (newest first out): far more than a long run's notable ones
+
+
+@dataclass(frozen=True)
+class Lag:
+    """The worst lag seen over a window, and when (monotonic)."""
+
+    worst_s: float
+    at: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.worst_s * 1000:.0f} ms"
+
+
+class LoopLag:
+    """The running loop's lateness, sampled while ``running()`` is entered."""
+
+    def __init__(self) -> None:
+        self._lags: collections.deque[tuple[float, float]] = collections.deque(maxlen=KEPT)
+        self.started: float | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[LoopLag]:
+        self.started = time.monotonic()
+        task = asyncio.create_task(self._sample())
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _sample(self) -> None:
+        while True:
+            due = time.monotonic() + PERIOD_S
+            await asyncio.sleep(PERIOD_S)
+            now = time.monotonic()
+            if now - due >= NOISE_S:
+                self._lags.append((now, now - due))
+
+    def worst(self, since: float, until: float | None = None) -> Lag:
+        """The worst lag whose wake-up came between ``since`` and ``until`` (now), monotonic."""
+        end = time.monotonic() if until is None else until
+        found = Lag(0.0)
+        for at, lag in reversed(self._lags):
+            if at < since:
+                break
+            if at <= end and lag > found.worst_s:
+                found = Lag(lag, at)
+        return found
