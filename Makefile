@@ -3,13 +3,21 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint
+# The suite mostly waits (pings, trial deadlines, a client's backoff): four workers on two cores, a test file each
+# at a time, so that a module's shared controller (its module-scoped fixture) is started once.
+PYTEST := $(VENV)/bin/python -m pytest -n 4 --dist loadfile
+
+.PHONY: demo test test-loaded lint
 
 demo: $(STAMP)
 	$(VENV)/bin/python -m controller demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest
+	$(PYTEST)
+
+# The tests whose verdicts come from times, with one busy process per core beside them (tests/conftest.py).
+test-loaded: $(STAMP)
+	DIALOUT_TEST_LOAD=1 $(PYTEST) -m timing
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

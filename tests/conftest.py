@@ -1,8 +1,17 @@
-"""Shared fixtures: certificates from trustme in temporary directories (never the repo's certs/), and real
-controllers on ephemeral loopback ports."""
+"""Shared fixtures: certificates from trustme in temporary directories (never the repo's certs/), real
+controllers on ephemeral loopback ports, and, with ``DIALOUT_TEST_LOAD=1``, a machine kept busy beside the suite.
+
+dialout is run beside load, so its verdicts must hold there (issue 28): ``DIALOUT_TEST_LOAD=1`` starts one busy
+process per core for the whole session (one set, under pytest-xdist: the first worker's), each ending by itself
+after ``LOAD_MAX_S`` should the session die without ending them. ``make test-loaded`` runs the tests marked
+``timing`` (verdicts from a time, bounds on a shutdown) that way.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,7 +21,27 @@ from dialout.config import ControllerConfig
 from dialout.pki import generate_certs
 from tests.servers import ControllerProcess, RunningController, run_controller, write_config
 
+LOAD_MAX_S = 1800  # a busy process outlives no session by more than this
+BUSY = f"import time\nend = time.monotonic() + {LOAD_MAX_S}\nwhile time.monotonic() < end: pass"
 HOSTNAMES = ("localhost", "127.0.0.1", "::1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_load() -> Iterator[None]:
+    """With ``DIALOUT_TEST_LOAD=1``: one busy process per core while the session runs."""
+    first_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0"
+    if os.environ.get("DIALOUT_TEST_LOAD") != "1" or not first_worker:
+        yield
+        return
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(os.cpu_count() or 1)]
+    try:
+        yield
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+
+
 SWITCH_IDS = ("switch-1", "switch-2")
 
 

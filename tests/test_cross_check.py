@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from dialout.config import OneShot, Scenario
 from sim_switch.dial.controller_view import late_answers
@@ -24,6 +25,8 @@ from sim_switch.render.report import problem_lines
 from sim_switch.render.trace import describe_disagreement
 from tests.servers import RunningController
 from tests.switches import one_shot
+
+pytestmark = pytest.mark.timing  # verdicts from times, bounds on how long: run loaded too
 
 SHORT_S, LONG_S = 0.2, 1.0
 SHAPE = (SHORT_S,) + (LONG_S,) * 4  # four or more long ones: what httpcore's read lock needs to show

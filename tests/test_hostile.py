@@ -31,6 +31,8 @@ from tests.servers import REPO, ControllerProcess, rss_kib, run_controller, writ
 from tests.switches import async_switch_client
 from tests.victim import VictimRun, victim
 
+pytestmark = pytest.mark.timing  # verdicts from times, bounds on how long: run loaded too
+
 MAX_INTERVAL_S = 0.05
 # Far above MAX_INTERVAL_S: a request that takes this long has hung, whatever the machine's load.
 HANG_S = 10.0

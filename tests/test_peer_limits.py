@@ -24,6 +24,8 @@ from tests.attacks import RawH2Client
 from tests.conftest import SWITCH_IDS
 from tests.servers import ControllerProcess, run_controller, write_config
 
+pytestmark = pytest.mark.timing  # verdicts from times, bounds on how long: run loaded too
+
 BUDGET_S = 0.5
 SILENT_PEERS = 20
 # Far beyond the budget: a peer still connected after this was never going to be dropped.

@@ -42,6 +42,8 @@ from sim_switch.dial.tls import client_ssl_context
 from tests.attacks import RawH2Client
 from tests.servers import REPO, ControllerProcess, write_config
 
+pytestmark = pytest.mark.timing  # verdicts from times, bounds on how long: run loaded too
+
 GRACE_S = 1.0
 # Starting Python and the controller, and reading its last lines: far above what it takes on a quiet machine, so
 # that a loaded one passes too. A controller that hangs (the bug) takes minutes, or for ever.

@@ -11,12 +11,16 @@ import asyncio
 import gc
 from pathlib import Path
 
+import pytest
+
 from dialout.config import OneShot, Scenario
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import PingResult
 from tests.servers import ControllerProcess
 from tests.switches import one_shot
 from tests.test_curl import curl_pings
+
+pytestmark = pytest.mark.timing  # verdicts from times, bounds on how long: run loaded too
 
 SHORT_S = 0.2
 LONG_S = 1.0  # five times the short one: an answer held behind the long ones is unmistakable
