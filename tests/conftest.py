@@ -9,6 +9,7 @@ after ``LOAD_MAX_S`` should the session die without ending them. ``make test-loa
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -24,6 +25,16 @@ from tests.servers import ControllerProcess, RunningController, run_controller, 
 LOAD_MAX_S = 1800  # a busy process outlives no session by more than this
 BUSY = f"import time\nend = time.monotonic() + {LOAD_MAX_S}\nwhile time.monotonic() < end: pass"
 HOSTNAMES = ("localhost", "127.0.0.1", "::1")
+
+
+@pytest.fixture(autouse=True)
+def own_logging() -> Iterator[None]:
+    """A test that runs a ``main()`` in-process has it configure the root logger as a program's does, onto that
+    test's captured stderr: put back what was there, so a later test's logging does not write to a closed capture."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers, root.level = handlers, level
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -31,7 +31,9 @@ from tests.servers import REPO, ControllerProcess, rss_kib, run_controller, writ
 from tests.switches import async_switch_client
 from tests.victim import VictimRun, victim
 
-pytestmark = pytest.mark.timing  # verdicts from times, bounds on how long: run loaded too
+# A victim's latency under attack, held to its latency alone: measured with no other test file running beside it
+# (the suite's parallel pass would be the noise), and again with the machine loaded.
+pytestmark = [pytest.mark.timing, pytest.mark.alone]
 
 MAX_INTERVAL_S = 0.05
 # Far above MAX_INTERVAL_S: a request that takes this long has hung, whatever the machine's load.

@@ -86,8 +86,17 @@ class ControllerConnection:
             self._history.append(span)
         return span
 
+    def answer_stream(self, span: StreamSpan) -> None:
+        """The answer's last byte is handed to the wire: for the client the stream is over, and it may send its next
+        request before our handler has returned (on a busy machine it did, and the controller counted the two at
+        once where the switch, rightly, saw one after the other)."""
+        if span.answered is None:
+            span.answered = time.monotonic()
+            self.in_flight -= 1
+
     def end_stream(self, span: StreamSpan) -> None:
-        self.in_flight -= 1
+        if span.answered is None:  # not answered (reset, cut): in flight until now
+            self.in_flight -= 1
         span.ended = time.monotonic()
         self._in_flight_spans.pop(span.number, None)
         if span.answered is not None:
