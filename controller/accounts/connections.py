@@ -29,6 +29,8 @@ ANSWERED_PER_CONNECTION = 1_000
 # this one: a bound, not the time), its HTTP/2 stream ids, and connections that carried no request (the proxy
 # forwards requests, not connections).
 UNKNOWN_THROUGH_A_PROXY = ("closed_at", "stream_ids", "connections_without_requests")
+# What a switch (or explain) asks the controller: answered like any request, never counted as its traffic.
+QUESTIONS = frozenset({"/connections", "/diagnosis"})
 
 
 @dataclass
@@ -71,9 +73,11 @@ class ControllerConnection:
         self, path: str = "", http_version: str | None = None, query: bytes = b"", stream_id: int | None = None
     ) -> StreamSpan:
         """Count a request that has started on this connection; its span says its number on the connection, and
-        ``stream_id`` its HTTP/2 stream id on the wire."""
+        ``stream_id`` its HTTP/2 stream id on the wire. A question to the controller is not in flight as the
+        switch's traffic is: asked right after a ping's answer, it came in while that ping's handler was still
+        returning, and the controller counted two at once where the switch had one (the views disagreed)."""
         self.streams += 1
-        self.in_flight += 1
+        self.in_flight += 0 if path in QUESTIONS else 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         if self.http_version is None:
             self.http_version = http_version
@@ -86,17 +90,8 @@ class ControllerConnection:
             self._history.append(span)
         return span
 
-    def answer_stream(self, span: StreamSpan) -> None:
-        """The answer's last byte is handed to the wire: for the client the stream is over, and it may send its next
-        request before our handler has returned (on a busy machine it did, and the controller counted the two at
-        once where the switch, rightly, saw one after the other)."""
-        if span.answered is None:
-            span.answered = time.monotonic()
-            self.in_flight -= 1
-
     def end_stream(self, span: StreamSpan) -> None:
-        if span.answered is None:  # not answered (reset, cut): in flight until now
-            self.in_flight -= 1
+        self.in_flight -= 0 if span.path in QUESTIONS else 1
         span.ended = time.monotonic()
         self._in_flight_spans.pop(span.number, None)
         if span.answered is not None:

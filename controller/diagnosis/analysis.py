@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from controller.accounts.connections import ControllerConnection, StreamSpan
+from controller.accounts.connections import QUESTIONS, ControllerConnection, StreamSpan
 from controller.diagnosis.findings import (
     ORDER,
     Alpn,
@@ -38,7 +38,6 @@ from controller.diagnosis.findings import (
 )
 from dialout.config import ControllerConfig
 
-QUESTIONS = frozenset({"/connections", "/diagnosis"})
 # A redial sooner than this after the last connection closed had no backoff worth the name: dialout's own
 # reconnect starts at 0.1 s and doubles (config.yaml switch.reconnect), and so do most clients'.
 STORM_GAP_S = 0.1

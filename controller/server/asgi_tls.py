@@ -211,7 +211,7 @@ class ConnectionScopeMiddleware:
         async def send_and_time(message: ASGISendEvent) -> None:
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                connection.answer_stream(span)  # its last byte is the server's to write: the answer's end
+                span.answered = time.monotonic()  # its last byte is the server's to write: the answer's end
 
         try:
             await self.app(cast(Scope, {**scope, "extensions": extensions}), receive, send_and_time)
