@@ -187,7 +187,7 @@ async def memory_in_flight(url: str, certs: Path, pid: int, count: int) -> tuple
         idle = rss_kib(pid), rss_kib()
         run = asyncio.create_task(switch_run(url, certs, (HOLD_S,) * count, StreamPolicy.SPILL))
         async with asyncio.timeout(HOLD_S * 0.9):
-            while await in_flight() < count + 1:  # + 1: the observer's own request
+            while await in_flight() < count:  # (the observer's own request is a question: not in flight)
                 await asyncio.sleep(0.05)  # polling interval
         busy = rss_kib(pid), rss_kib()
         await run
