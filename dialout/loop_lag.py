@@ -22,10 +22,9 @@ KEPT = 50_000  # lags kept (newest first out): far more than a long run's notabl
 
 @dataclass(frozen=True)
 class Lag:
-    """The worst lag seen over a window, and when (monotonic)."""
+    """The worst lag seen over a window."""
 
     worst_s: float
-    at: float | None = None
 
     def __str__(self) -> str:
         return f"{self.worst_s * 1000:.0f} ms"
@@ -36,11 +35,9 @@ class LoopLag:
 
     def __init__(self) -> None:
         self._lags: collections.deque[tuple[float, float]] = collections.deque(maxlen=KEPT)
-        self.started: float | None = None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[LoopLag]:
-        self.started = time.monotonic()
         task = asyncio.create_task(self._sample())
         try:
             yield self
@@ -65,5 +62,5 @@ class LoopLag:
             if at < since:
                 break
             if at <= end and lag > found.worst_s:
-                found = Lag(lag, at)
+                found = Lag(lag)
         return found
