@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -31,20 +32,33 @@ class Lag:
 
 
 class LoopLag:
-    """The running loop's lateness, sampled while ``running()`` is entered."""
+    """The running loop's lateness, sampled while ``running()`` is entered (by anyone: one sampler however many
+    runs share the loop, as a fleet's switches do: ``of_running_loop``)."""
 
     def __init__(self) -> None:
         self._lags: collections.deque[tuple[float, float]] = collections.deque(maxlen=KEPT)
+        self._sampler: asyncio.Task[None] | None = None
+        self._users = 0
+
+    @classmethod
+    def of_running_loop(cls) -> LoopLag:
+        """The one ``LoopLag`` of the running loop."""
+        return _per_loop.setdefault(asyncio.get_running_loop(), cls())
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[LoopLag]:
-        task = asyncio.create_task(self._sample())
+        self._users += 1
+        if self._sampler is None:
+            self._sampler = asyncio.create_task(self._sample())
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._users -= 1
+            if not self._users and self._sampler is not None:
+                sampler, self._sampler = self._sampler, None
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
 
     async def _sample(self) -> None:
         while True:
@@ -64,3 +78,6 @@ class LoopLag:
             if at <= end and lag > found.worst_s:
                 found = Lag(lag)
         return found
+
+
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLag] = weakref.WeakKeyDictionary()

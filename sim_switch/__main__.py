@@ -2,7 +2,9 @@
 
 stdout carries the trace and the summary, or with ``--json`` exactly one JSON object; stderr carries errors.
 Exit codes: 0 every ping got 200 and every expectation held, 1 otherwise, 2 usage, config or certificate error,
-70 a bug of dialout's (one line; ``DIALOUT_TRACEBACK=1`` shows where).
+3 nothing failed but the cross-check was inconclusive (an answer read late while this process's own event loop
+lagged as long: the machine was too busy to tell), 70 a bug of dialout's (one line; ``DIALOUT_TRACEBACK=1`` shows
+where).
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         args.json,
         lambda: to_json(result, verdict) | ({"trace": [event_json(e) for e in show.events]} if output.frames else {}),
         lambda: render_summary(result, verdict),
-        verdict.ok,
+        verdict.exit_code,
         verdict_line(verdict),
     )
 
@@ -281,7 +283,7 @@ def _report_fleet(
         as_json,
         lambda: fleet_json(fleet_tally, verdict, shares),
         lambda: render_fleet(fleet_tally, verdict, shares),
-        verdict.ok,
+        0 if verdict.ok else 1,
         fleet_line(fleet_tally, verdict),
     )
 
@@ -312,16 +314,17 @@ def _read_shard(path: Path) -> dict[str, Any]:
 
 
 def _report(
-    as_json: bool, report: Callable[[], dict[str, Any]], summary: Callable[[], str], ok: bool, verdict: str
+    as_json: bool, report: Callable[[], dict[str, Any]], summary: Callable[[], str], code: int, verdict: str
 ) -> int:
-    """stdout: exactly one JSON object, or the summary; with --json a failure is also one line on stderr."""
+    """stdout: exactly one JSON object, or the summary; with --json a failure is also one line on stderr. Returns
+    ``code``, the exit code."""
     if as_json:
         print(json.dumps(report(), indent=2))
-        if not ok:
+        if code:
             print(f"sim_switch: {verdict}", file=sys.stderr)
     else:
         print(summary(), flush=True)
-    return 0 if ok else 1
+    return code
 
 
 class Progress:

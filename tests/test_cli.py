@@ -54,6 +54,7 @@ PING_FIELDS = {
     "failure",
     "controller",
     "controller_connection",
+    "loop_lag_s",
 }
 
 

@@ -20,15 +20,16 @@ from dialout.config import OneShot, Scenario
 from sim_switch.dial.controller_view import late_answers
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import LATE_ANSWER_S, ConnectionRecord, LateAnswer, PingResult
-from sim_switch.model.verdict import judge
-from sim_switch.render.report import problem_lines
+from sim_switch.model.verdict import INCONCLUSIVE_EXIT, judge
+from sim_switch.render.report import problem_lines, verdict_line
 from sim_switch.render.trace import describe_disagreement
-from tests.servers import RunningController
+from tests.servers import ControllerProcess, RunningController
 from tests.switches import one_shot
 
 pytestmark = pytest.mark.timing  # verdicts from times, bounds on how long: run loaded too
 
 SHORT_S, LONG_S = 0.2, 1.0
+HELD_S = 0.6  # the switch's loop held up this long, its one ping's answer arriving meanwhile
 SHAPE = (SHORT_S,) + (LONG_S,) * 4  # four or more long ones: what httpcore's read lock needs to show
 
 
@@ -77,3 +78,39 @@ async def test_the_cross_check_catches_an_answer_held_back_by_httpcores_read_loc
     assert late.late_s > LONG_S / 2  # ...and the answer reached httpx with the long ones
     words = describe_disagreement(late)
     assert f"ping 1 (stream {stream_id}) was answered in {late.controller_s:.3f} s by the controller" in words
+
+
+async def test_an_answer_read_late_while_the_switch_itself_lagged_is_inconclusive(
+    controller_process: ControllerProcess,
+) -> None:
+    """The switch's own loop held up while the answer came (a busy machine): its late reading is no disagreement
+    and no agreement either; the run says so, with exit code 3 (issue 28)."""
+    certs = controller_process.config.parent / "certs"
+
+    async def hold_the_loop() -> None:
+        await asyncio.sleep(SHORT_S / 2)
+        time.sleep(HELD_S)  # the loop is held up past the answer's arrival, as on a loaded machine
+
+    holding = asyncio.create_task(hold_the_loop())
+    result = await one_shot(
+        Scenario("held", OneShot((SHORT_S,))), controller_process.url, client_ssl_context(certs, "switch-1")
+    )
+    await holding
+    verdict = judge(result)
+    [ping] = result.pings
+    assert ping.loop_lag_s >= HELD_S - SHORT_S  # the lag it measured covers most of the hold
+    assert verdict.ok, problem_lines(verdict)  # not a disagreement...
+    [late] = verdict.inconclusive  # ...and not an agreement
+    assert late.switch_lag_s == ping.loop_lag_s
+    assert verdict.exit_code == INCONCLUSIVE_EXIT
+    line = verdict_line(verdict)
+    assert line.startswith("INCONCLUSIVE: ")
+    assert f"while this switch's own event loop lagged {ping.loop_lag_s * 1000:.0f} ms" in line
+
+
+def test_a_late_answer_the_lag_cannot_explain_still_fails() -> None:
+    """Lag excuses no more than itself: an answer 1.8 s late with 50 ms of lag is still held back on its way."""
+    late = LateAnswer(1, "127.0.0.1:1", 1, 1, switch_s=2.03, controller_s=0.201, bound_s=0.101, switch_lag_s=0.05)
+    assert not late.inconclusive
+    lagged = dataclasses.replace(late, switch_lag_s=1.8)
+    assert lagged.inconclusive

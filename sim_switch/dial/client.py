@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from dialout.config import OneShot
+from dialout.loop_lag import LoopLag
 from sim_switch.dial.controller_view import ask_controller
 from sim_switch.dial.failures import (
     classify,
@@ -54,7 +56,7 @@ async def run_scenario(settings: RunSettings, controller_url: str, emit: Callabl
                 outgoing = Outgoing(number, interval_s, asked_at_s)
                 return await attempt_ping(client, tracer, settings, controller_url, outgoing)
 
-        async with asyncio.TaskGroup() as group:
+        async with LoopLag.of_running_loop().running(), asyncio.TaskGroup() as group:
             tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(scenario.kind.pings_s, 1)]
         attempts = [task.result() for task in tasks]
         return await finish_run(pool.primary, tracer, settings, controller_url, attempts)
@@ -149,7 +151,17 @@ async def attempt_ping(
     client: httpx.AsyncClient, tracer: Tracer, settings: RunSettings, controller_url: str, outgoing: Outgoing
 ) -> Attempt:
     """One try of one ping, never raising: every outcome is an Attempt. The request timeout counts from now: it
-    is about the controller's answer, not the wait for a free stream (``Outgoing.asked_at_s``)."""
+    is about the controller's answer, not the wait for a free stream (``Outgoing.asked_at_s``). Its result says how
+    late this process's loop ran meanwhile (``loop_lag_s``), when the run samples it (``LoopLag.running``)."""
+    began = time.monotonic()
+    attempt = await _attempt_ping(client, tracer, settings, controller_url, outgoing)
+    lag_s = LoopLag.of_running_loop().worst(began).worst_s
+    return replace(attempt, result=replace(attempt.result, loop_lag_s=lag_s))
+
+
+async def _attempt_ping(
+    client: httpx.AsyncClient, tracer: Tracer, settings: RunSettings, controller_url: str, outgoing: Outgoing
+) -> Attempt:
     number, interval_s, asked_at_s = outgoing.number, outgoing.interval_s, outgoing.asked_at_s
     ping, request_timeout_s = settings.request, settings.request_timeout_s
     started_s = tracer.now_s() if asked_at_s is None else asked_at_s

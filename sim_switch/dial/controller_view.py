@@ -155,6 +155,7 @@ def late_answers(connection: ConnectionRecord, pings: Sequence[PingResult], stre
                     switch_s,
                     controller_s,
                     bound_s,
+                    ping.loop_lag_s,
                 )
             )
     return late
@@ -181,6 +182,7 @@ def compare(
     for entry in sorted(records, key=lambda r: int(r["id"])):  # a port can be reused: the newest record wins
         latest[str(entry["peer"])] = entry
     disagreements: list[Disagreement] = []
+    inconclusive: list[LateAnswer] = []
     matched: list[dict[str, Any]] = []
     streams = forgotten = 0
     for connection in connections:
@@ -202,7 +204,8 @@ def compare(
         controller_peak = int(record["peak_in_flight"])
         if (switch_peak >= 2) != (controller_peak >= 2):
             disagreements.append(Concurrency(connection.number, connection.local_address, switch_peak, controller_peak))
-        disagreements += late_answers(connection, pings, record.get("stream_times"))
+        for late in late_answers(connection, pings, record.get("stream_times")):
+            (inconclusive if late.inconclusive else disagreements).append(late)
     return ControllerView(
         switch=switch_id,
         records=tuple(matched),
@@ -210,5 +213,6 @@ def compare(
         peak_in_flight=max((int(record["peak_in_flight"]) for record in matched), default=0),
         unused=sum(1 for record in matched if int(record["streams"]) == 0),
         disagreements=tuple(disagreements),
+        inconclusive=tuple(inconclusive),
         forgotten=forgotten,
     )

@@ -21,6 +21,7 @@ from dataclasses import replace
 import httpx
 
 from dialout.config import ReconnectPolicy, Request, RetryPolicy, Schedule
+from dialout.loop_lag import LoopLag
 from sim_switch.dial.client import Attempt, LinkHistory, attempt_ping, finish_run, new_pool
 from sim_switch.dial.destinations import Destinations
 from sim_switch.dial.keepalive import SilenceWatch
@@ -215,7 +216,7 @@ async def run_session(
 
     watch = SilenceWatch(switch.keepalive, tracer, probe, silent, http2=pool.transport is not None)
     try:
-        async with asyncio.TaskGroup() as group:
+        async with LoopLag.of_running_loop().running(), asyncio.TaskGroup() as group:
             watching = group.create_task(watch.run())
             for batch in range(schedule.batches()):
                 # Keep the schedule, like a switch's keep-alive timer: a batch does not wait for the last one.

@@ -90,6 +90,9 @@ class PingResult:
     stream_wait_s: float | None = None  # waited, its connection ready, before it could open a stream
     gave_up: GiveUp | None = None  # a persistent session's last word on a failed ping
     controller: str | None = None  # the controller URL its last try went to
+    # The worst lag of this process's event loop while its last try was out: what its times may be late by, this
+    # process being busy or not scheduled (dialout/loop_lag.py).
+    loop_lag_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -160,10 +163,17 @@ class LateAnswer:
     switch_s: float
     controller_s: float
     bound_s: float  # LATE_ANSWER_S plus the connection's round trip
+    switch_lag_s: float = 0.0  # the switch's own loop lag while the ping was out (PingResult.loop_lag_s)
 
     @property
     def late_s(self) -> float:
         return self.switch_s - self.controller_s
+
+    @property
+    def inconclusive(self) -> bool:
+        """The switch's own loop lagged as long as the answer was late beyond the bound: it may have read the
+        answer late itself, so nothing can be said of the way between (issue 28)."""
+        return self.switch_lag_s >= self.late_s - self.bound_s
 
 
 # Where the two ends' accounts of a connection differ.
@@ -180,6 +190,8 @@ class ControllerView:
     peak_in_flight: int = 0
     unused: int = 0  # connections that carried no stream at all
     disagreements: tuple[Disagreement, ...] = ()
+    # Late answers the switch's own loop lag could explain: neither a disagreement nor an agreement
+    inconclusive: tuple[LateAnswer, ...] = ()
     error: Failure | None = None  # GET /connections failed
     forgotten: int = 0  # connections from before the controller restarted, which it no longer knows
     no_account: str | None = None  # not dialout's controller: what it answered when asked for its account

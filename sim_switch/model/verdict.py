@@ -10,10 +10,19 @@ from enum import StrEnum
 
 from dialout.config import Schedule, ViewPolicy
 from sim_switch.model.failures import Failure
-from sim_switch.model.results import ControllerFinding, Disagreement, PingOutcome, PingResult, RunResult
+from sim_switch.model.results import (
+    ControllerFinding,
+    Disagreement,
+    LateAnswer,
+    PingOutcome,
+    PingResult,
+    RunResult,
+)
 
 # The controller's finding kind for shared connections (controller/diagnosis/findings.py).
 MULTIPLEXED_FINDING = "multiplexed"
+# No problem found, but a judgment this process's own loop lag could have made: run again on a quieter machine.
+INCONCLUSIVE_EXIT = 3
 
 
 class Outcome(StrEnum):
@@ -104,11 +113,19 @@ class Verdict:
     failovers: int
     checks: tuple[Check, ...]
     problems: tuple[Problem, ...]
+    inconclusive: tuple[LateAnswer, ...] = ()  # late answers the switch's own loop lag could explain
 
     @property
     def ok(self) -> bool:
         """Every ping answered, every expectation held, and the controller agrees."""
         return not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        """0 ok, 1 a problem, ``INCONCLUSIVE_EXIT`` none, but a judgment the switch's loop lag could have made."""
+        if self.problems:
+            return 1
+        return INCONCLUSIVE_EXIT if self.inconclusive else 0
 
 
 def judge(result: RunResult) -> Verdict:
@@ -149,6 +166,7 @@ def judge(result: RunResult) -> Verdict:
         failovers=len(result.failovers),
         checks=checks,
         problems=tuple(problems),
+        inconclusive=view.inconclusive if view is not None else (),
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from dialout.config import Schedule
 from dialout.text import plural
-from sim_switch.model.results import GiveUpReason, PingOutcome, PingResult, RunResult, format_interval
+from sim_switch.model.results import GiveUpReason, LateAnswer, PingOutcome, PingResult, RunResult, format_interval
 from sim_switch.model.verdict import (
     Check,
     CheckFailed,
@@ -94,9 +94,19 @@ def check_text(verdict: Verdict) -> list[str]:
 def verdict_line(verdict: Verdict) -> str:
     """The run's last line: what the pings showed, or, for a run that failed on something else than its pings
     (an expectation, the controller's view), why it failed."""
+    if verdict.ok and verdict.inconclusive:
+        return f"INCONCLUSIVE: {shown_line(verdict)}; {inconclusive_text(verdict.inconclusive[0])}"
     if verdict.ok or _pings_failed(verdict):
         return shown_line(verdict)
     return result_line(verdict)
+
+
+def inconclusive_text(late: LateAnswer) -> str:
+    return (
+        f"ping {late.ping}'s answer was read {late.late_s * 1000:.0f} ms after the controller sent it, while this "
+        f"switch's own event loop lagged {late.switch_lag_s * 1000:.0f} ms: too busy a machine to tell whether the "
+        "answer was late on its way (run again on a quieter one)"
+    )
 
 
 def result_line(verdict: Verdict) -> str:
@@ -232,6 +242,7 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
     lines += check_text(verdict)
     failures = problem_lines(verdict)
     lines += [f"failure: {failure}" for failure in failures[:MAX_LISTED]]
+    lines += [f"inconclusive: {inconclusive_text(late)}" for late in verdict.inconclusive[:MAX_LISTED]]
     if len(failures) > MAX_LISTED:
         lines.append(f"failure: ... and {len(failures) - MAX_LISTED} more (all of them in --json)")
     view = result.controller_view
@@ -323,6 +334,7 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
         "longest_interval_s": max(ping.interval_s for ping in result.pings),
         "sum_of_intervals_s": round(sum(ping.interval_s for ping in result.pings), 6),
         "failures": problem_lines(verdict),
+        "inconclusive": [inconclusive_text(late) for late in verdict.inconclusive],
         "failure_kinds": failure_kinds(result.pings),
         "checks": [
             {"key": check.key, "expected": check.expected, "seen": list(check.seen), "held": check.held}
@@ -380,6 +392,7 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
                 "outcome": ping.outcome,
                 "stream_wait_s": None if ping.stream_wait_s is None else round(ping.stream_wait_s, 6),
                 "controller": ping.controller,
+                "loop_lag_s": round(ping.loop_lag_s, 6),  # this process's loop lag while it was out
             }
             for ping in result.pings
         ],
