@@ -21,8 +21,7 @@ test: $(STAMP)
 # The tests whose verdicts come from times, with one busy process per core beside them (tests/conftest.py).
 test-loaded: $(STAMP)
 	DIALOUT_TEST_LOAD=1 $(PARALLEL) -m "timing and not alone"
-# Not yet the alone tests: loaded, the victim of /diagnosis at 10,000 connections had p99 64 ms against 8.6 ms
-# alone (issue 28, left for the next session).
+	DIALOUT_TEST_LOAD=1 $(SERIAL) -m "timing and alone"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

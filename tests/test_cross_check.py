@@ -17,8 +17,10 @@ import httpx
 import pytest
 
 from dialout.config import OneShot, Scenario
+from dialout.loop_lag import PERIOD_S
 from sim_switch.dial.controller_view import late_answers
 from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.events import HeadersWritten, TraceEvent
 from sim_switch.model.results import LATE_ANSWER_S, ConnectionRecord, LateAnswer, PingResult
 from sim_switch.model.verdict import INCONCLUSIVE_EXIT, judge
 from sim_switch.render.report import problem_lines, verdict_line
@@ -29,7 +31,9 @@ from tests.switches import one_shot
 pytestmark = pytest.mark.timing  # verdicts from times, bounds on how long: run loaded too
 
 SHORT_S, LONG_S = 0.2, 1.0
-HELD_S = 0.6  # the switch's loop held up this long, its one ping's answer arriving meanwhile
+# The switch's loop held up this long once its one ping is sent: the controller answers meanwhile (after SHORT_S),
+# loaded machine or not.
+HELD_S = 1.0
 SHAPE = (SHORT_S,) + (LONG_S,) * 4  # four or more long ones: what httpcore's read lock needs to show
 
 
@@ -86,19 +90,21 @@ async def test_an_answer_read_late_while_the_switch_itself_lagged_is_inconclusiv
     """The switch's own loop held up while the answer came (a busy machine): its late reading is no disagreement
     and no agreement either; the run says so, with exit code 3 (issue 28)."""
     certs = controller_process.config.parent / "certs"
+    loop = asyncio.get_running_loop()
 
-    async def hold_the_loop() -> None:
-        await asyncio.sleep(SHORT_S / 2)
-        time.sleep(HELD_S)  # the loop is held up past the answer's arrival, as on a loaded machine
+    def hold_once_sent(event: TraceEvent) -> None:
+        if isinstance(event, HeadersWritten):  # the request is out (and, soon after, the PING's ACK read: the
+            loop.call_later(SHORT_S / 2, time.sleep, HELD_S)  # round trip is not held): hold past the answer
 
-    holding = asyncio.create_task(hold_the_loop())
     result = await one_shot(
-        Scenario("held", OneShot((SHORT_S,))), controller_process.url, client_ssl_context(certs, "switch-1")
+        Scenario("held", OneShot((SHORT_S,))),
+        controller_process.url,
+        client_ssl_context(certs, "switch-1"),
+        hold_once_sent,
     )
-    await holding
     verdict = judge(result)
     [ping] = result.pings
-    assert ping.loop_lag_s >= HELD_S - SHORT_S  # the lag it measured covers most of the hold
+    assert ping.loop_lag_s >= HELD_S - 2 * PERIOD_S  # the lag it measured is the hold
     assert verdict.ok, problem_lines(verdict)  # not a disagreement...
     [late] = verdict.inconclusive  # ...and not an agreement
     assert late.switch_lag_s == ping.loop_lag_s
