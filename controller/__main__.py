@@ -226,9 +226,9 @@ def _explain(cfg: Config, url: str | None, switch: str | None, since: str | None
         parse_window(since, None)  # a since the controller would refuse is said here, before it is asked
     except WindowError as exc:
         raise ConfigError("--since", str(exc).removeprefix("since ")) from exc
-    switches = explain.ask(cfg, url, switch, since)
-    print(json.dumps({"switches": switches}, indent=2) if as_json else explain.render(switches))
-    return explain.exit_code(switches)
+    answer = explain.ask(cfg, url, switch, since)
+    print(json.dumps(answer, indent=2) if as_json else explain.render(answer))
+    return explain.exit_code(answer["switches"])
 
 
 def _listen_option(listen: str) -> str:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from dialout.pki import ca_cert_path, switch_identity
-from tests.commands import run_switch
+from tests.commands import run_module, run_switch
 from tests.nginx import PROXY, Nginx, nginx_in_front_of
 from tests.servers import ControllerProcess, write_config
 from tests.switches import switch_client
@@ -61,6 +61,32 @@ def test_seed_through_nginx_is_multiplexed_and_both_views_agree(behind_nginx: tu
     [drawn] = [c for c in json.loads(initial.group(1))["open"] if c["id"] == record["id"]]
     assert (drawn["switch"], drawn["via"]) == ("switch-1", PROXY)
     assert drawn["streams"] >= record["streams"]  # and the switch's /diagnosis after it
+
+
+def test_explain_behind_nginx_judges_the_switch_and_leaves_nginx_out(
+    behind_nginx: tuple[ControllerProcess, Nginx],
+) -> None:
+    """nginx's own connections to the controller carry the switch's requests: explain does not diagnose nginx as a
+    switch (it was ``nginx-proxy: http1_only``, exit 1), and says once that they were left out (issue 28)."""
+    controller, nginx = behind_nginx
+    done = run_switch(controller.config, nginx.url, "--scenario", "seed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    explained = run_module("controller", "explain", "--config", str(controller.config), "--url", controller.admin_url)
+    assert explained.returncode == 0, explained.stdout + explained.stderr
+    lines = explained.stdout.splitlines()
+    assert lines[0].startswith("switch-1: ")
+    assert not any(line.startswith(f"{PROXY}: ") and "request" in line.split(";")[0] for line in lines), lines
+    [carried] = [line for line in lines if line.startswith(f"{PROXY}: a trusted proxy")]
+    assert "carry the switches' requests" in carried
+    answer = json.loads(
+        run_module(
+            "controller", "explain", "--json", "--config", str(controller.config), "--url", controller.admin_url
+        ).stdout
+    )
+    assert [diagnosis["switch"] for diagnosis in answer["switches"]] == ["switch-1"]
+    [proxy] = answer["carriers"]
+    assert proxy["proxy"] == PROXY
+    assert proxy["connections"] >= 1
 
 
 def test_contrast_through_nginx_is_three_connections(behind_nginx: tuple[ControllerProcess, Nginx]) -> None:

@@ -26,8 +26,9 @@ class ExplainError(DialoutError):
     """The controller could not be asked, or had nothing to say: exit code 2."""
 
 
-def ask(cfg: Config, url: str | None, switch: str | None, since: str | None) -> list[dict[str, Any]]:
-    """The controller's diagnoses (``GET /diagnosis`` JSON), one per switch."""
+def ask(cfg: Config, url: str | None, switch: str | None, since: str | None) -> dict[str, Any]:
+    """The controller's answer (``GET /diagnosis`` JSON): ``switches``, a diagnosis per switch, and ``carriers``,
+    the trusted proxies whose own connections were left out."""
     target = (url or own_url(cfg)).rstrip("/")
     query = {name: value for name, value in (("switch", switch), ("since", since)) if value}
     try:
@@ -51,12 +52,12 @@ def ask(cfg: Config, url: str | None, switch: str | None, since: str | None) -> 
         raise ExplainError(
             f"the controller at {target} saw no connection from {whom}" + (f" since {since}" if since else "")
         )
-    return switches
+    return answer
 
 
-def render(switches: Sequence[dict[str, Any]]) -> str:
+def render(answer: dict[str, Any]) -> str:
     lines: list[str] = []
-    for diagnosis in switches:
+    for diagnosis in answer["switches"]:
         runs = len(diagnosis.get("runs", ()))
         apart = f", in {runs} runs apart (each judged alone)" if runs > 1 else ""
         lines.append(
@@ -66,6 +67,11 @@ def render(switches: Sequence[dict[str, Any]]) -> str:
         lines += [
             f"  {finding['severity']:<7} {finding['kind']}: {finding['sentence']}" for finding in diagnosis["findings"]
         ]
+    for carrier in answer.get("carriers") or ():  # an older controller sends none
+        lines.append(
+            f"{carrier['proxy']}: a trusted proxy; its {plural(carrier['connections'], 'connection')} carry the "
+            "switches' requests, each diagnosed above as its switch's: left out"
+        )
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ import datetime
 import itertools
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -66,6 +66,15 @@ class Limits:
 
 def limits_of(cfg: ControllerConfig) -> Limits:
     return Limits(cfg.max_concurrent_streams, cfg.keep_alive_max_requests)
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A trusted proxy (nginx's front) whose own ``connections`` were left out of the diagnosis: they carry the
+    switches' requests, and no switch is judged by them."""
+
+    proxy: str
+    connections: int
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,7 @@ def diagnose(
 ) -> list[SwitchDiagnosis]:
     """One diagnosis per switch that had a connection in the window (only ``switch``'s, if given), by name."""
     steps = diagnose_stepwise(connections, spans, limits, window, switch, now)
-    return [found for found in steps if found is not None]
+    return [found for found in steps if isinstance(found, SwitchDiagnosis)]
 
 
 def diagnose_stepwise(
@@ -135,9 +144,10 @@ def diagnose_stepwise(
     window: Window = Window(),
     switch: str | None = None,
     now: float | None = None,
-) -> Iterator[SwitchDiagnosis | None]:
+) -> Iterator[SwitchDiagnosis | Carried | None]:
     """``diagnose``, a switch at a time, with a None every STEP records read: where a caller on an event loop may
-    let others run (10,000 connections take some 100 ms of CPU in all)."""
+    let others run (10,000 connections take some 100 ms of CPU in all); and, before them, each trusted proxy whose
+    own connections were left out (``Carried``)."""
     now = time.monotonic() if now is None else now
     traffic: dict[int, list[StreamSpan]] = defaultdict(list)
     known = {connection.id: connection for connection in connections}
@@ -149,19 +159,32 @@ def diagnose_stepwise(
         traffic[span.connection.id].append(span)
         known.setdefault(span.connection.id, span.connection)  # older than the connection history keeps
     by_switch: dict[str, list[ControllerConnection]] = defaultdict(list)
+    carried: Counter[str] = Counter()
     for read, connection in enumerate(known.values(), 1):
         if read % STEP == 0:
             yield None
-        name = switch_of(connection)
-        if switch is not None and name != switch:
-            continue
-        if not _in_window(connection, window, connection.id in traffic):
-            continue
-        if connection.id in traffic or connection.streams == 0:  # not one that carried only questions
-            by_switch[name].append(connection)
+        if _in_window(connection, window, connection.id in traffic):
+            _sort(connection, switch, connection.id in traffic, by_switch, carried)
+    for proxy in sorted(carried):
+        yield Carried(proxy, carried[proxy])
     for name in sorted(by_switch):
         found = by_switch[name]
         yield _diagnose_switch(name, found, {c.id: traffic.get(c.id, []) for c in found}, limits, now)
+
+
+def _sort(
+    connection: ControllerConnection,
+    switch: str | None,
+    carried_traffic: bool,
+    by_switch: dict[str, list[ControllerConnection]],
+    carried: Counter[str],
+) -> None:
+    """Into its switch's connections to diagnose, or its proxy's count of connections left out."""
+    name = switch_of(connection)
+    if connection.from_trusted_proxy:  # carries switches' requests, each diagnosed as its switch's
+        carried[name] += 1
+    elif (switch is None or name == switch) and (carried_traffic or connection.streams == 0):
+        by_switch[name].append(connection)  # (not one that carried only questions)
 
 
 def _in_window(connection: ControllerConnection, window: Window, carried_traffic: bool) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 from quart import Quart, Response, jsonify, request
 
 from controller.accounts.connections import ConnectionRegistry
-from controller.diagnosis.analysis import WindowError, diagnose_stepwise, limits_of, parse_window
+from controller.diagnosis.analysis import Carried, WindowError, diagnose_stepwise, limits_of, parse_window
 from controller.diagnosis.sentences import diagnosis_json
 from dialout.config import ControllerConfig
 
@@ -74,14 +74,17 @@ async def diagnosis_answer(
         with _collector.held():
             steps = diagnose_stepwise(registry.connections(), registry.spans(), limits_of(cfg), window, switch)
             parts: list[str] = []
+            carriers: list[dict[str, Any]] = []  # the trusted proxies' own connections, left out
             slice_began = time.perf_counter()
             for found in steps:
-                if found is not None:
+                if isinstance(found, Carried):
+                    carriers.append({"proxy": found.proxy, "connections": found.connections})
+                elif found is not None:
                     parts.append(json.dumps(diagnosis_json(found)))
                 if time.perf_counter() - slice_began >= SLICE_S:
                     await asyncio.sleep(0)
                     slice_began = time.perf_counter()
-    return '{"switches": [' + ", ".join(parts) + "]}", 200
+    return '{"switches": [' + ", ".join(parts) + '], "carriers": ' + json.dumps(carriers) + "}", 200
 
 
 class _CollectorPause:
