@@ -135,6 +135,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     loudness = common.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true", help="also log when each request arrives")
     loudness.add_argument("-q", "--quiet", action="store_true", help="no line per request or connection")
+    # What each sub-command takes beside --config: the serving ones where to listen, nginx-conf where the
+    # controller it fronts listens, serve alone bench mode; certs and explain nothing of the kind.
     listening = OneLineParser(add_help=False)
     listening.add_argument("--host", help="listen address (default: controller.host in the config)")
     listening.add_argument("--port", type=int, help="listen port, 0 for any free one (default: controller.port)")
@@ -143,20 +145,32 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help="the admin listener's port, 0 for any free one (default: controller.admin.port, else the listen port + 1)",
     )
-    listening.add_argument(
+    bench = OneLineParser(add_help=False)
+    bench.add_argument(
         "--client-certs-optional",
         action="store_true",
         help="bench mode, loopback only: serve clients without a certificate (h2load cannot present one)",
     )
+    fronted = OneLineParser(add_help=False)
+    fronted.add_argument("--host", help="the controller's address nginx dials (default: controller.host)")
+    fronted.add_argument("--port", type=int, help="the controller's TLS port nginx dials (default: controller.port)")
+    takes = {
+        "serve": [common, listening, bench],
+        "certs": [common],
+        "demo": [common, listening],
+        "nginx-conf": [common, fronted],
+        "explain": [common],
+        "trials": [common, listening],
+    }
     parser = OneLineParser(
         prog="python -m controller",
         description="The controller end of the dial-out pair: GET /ping?interval=SECONDS over HTTP/2 with mTLS.",
     )
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     made = {
-        name: sub.add_parser(name, help=text, description=text, parents=[common, listening])
-        for name, text in COMMANDS.items()
+        name: sub.add_parser(name, help=text, description=text, parents=takes[name]) for name, text in COMMANDS.items()
     }
+    parser.set_defaults(host=None, port=None, admin_port=None, client_certs_optional=False)
     made["demo"].add_argument(
         "--scenario", action="append", help=f"a scenario to run, repeatable (default: {', '.join(DEMO_SCENARIOS)})"
     )
@@ -168,7 +182,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     made["explain"].add_argument("--switch", help="this switch (its certificate's CN, or an address)")
     made["explain"].add_argument("--since", help="what happened since then: seconds ago, or an ISO 8601 time")
-    made["explain"].add_argument("--url", help="where the controller is (default: controller.host and .port)")
+    made["explain"].add_argument(
+        "--url",
+        help="the controller's admin listener (http://HOST:PORT), or its TLS port (https://...: a switch's own view) "
+        "(default: controller.admin in the config)",
+    )
     made["explain"].add_argument("--json", action="store_true", help="print GET /diagnosis's JSON")
     made["trials"].add_argument("--switch", help="put this switch through the trials (default: the first to dial in)")
     made["trials"].add_argument("--only", help="these trials, by name, separated by commas (see --list)")

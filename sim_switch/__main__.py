@@ -389,7 +389,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     run = sub.add_parser("run", help=COMMANDS["run"], description=COMMANDS["run"])
     run.add_argument("--config", type=Path, default=Path("config.yaml"), help="default: %(default)s")
-    run.add_argument("--scenario", default="seed", help="a scenario in the config (default: %(default)s)")
+    run.add_argument("--scenario", default="seed", help=_scenarios_help(argv))
     run.add_argument("--url", help="the controller's base URL (default: switch.controller_url)")
     run.add_argument("--json", action="store_true", help="print one JSON object instead of the trace")
     run.add_argument(
@@ -426,6 +426,26 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     merge.add_argument("--json", action="store_true", help="print one JSON object, as one run of the fleet would")
     merge.add_argument("--html", type=Path, metavar="FILE", help="also write the fleet's HTML report")
     return parser.parse_args(command_first(argv, {"run": run, "merge": merge}, "run"))
+
+
+def _scenarios_help(argv: list[str]) -> str:
+    """``--scenario``'s help: the config's scenarios by name, when help is asked for and the config can be read
+    (``--config``, or config.yaml here); its load is not paid for otherwise."""
+    plain = "a scenario in the config (default: %(default)s)"
+    if not {"-h", "--help"} & set(argv):
+        return plain
+    path = Path("config.yaml")
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            path = Path(argv[index + 1])
+        elif arg.startswith("--config="):
+            path = Path(arg.removeprefix("--config="))
+    try:
+        names = [scenario.name for scenario in load_config(path).scenarios]
+    except DialoutError as exc:
+        said = str(exc).replace("%", "%%")  # argparse formats help with %
+        return f"{plain}; {path} cannot be read to list them: {said}"
+    return f"a scenario of {path}: {', '.join(names)} (default: %(default)s)"
 
 
 def _shard_option(text: str) -> Shard:

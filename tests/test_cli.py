@@ -304,3 +304,36 @@ def test_trace_frames_is_for_one_switch_not_a_fleet(controller_process: Controll
     assert done.returncode == 2
     assert done.stderr.strip().endswith("a one-shot run or a session), not a fleet")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "takes", "not_taken"),
+    [
+        ("serve", {"--host", "--port", "--admin-port", "--client-certs-optional"}, set()),
+        ("demo", {"--host", "--port", "--admin-port", "--scenario"}, {"--client-certs-optional"}),
+        ("trials", {"--port", "--admin-port", "--only"}, {"--client-certs-optional"}),
+        ("nginx-conf", {"--host", "--port", "--listen"}, {"--admin-port", "--client-certs-optional"}),
+        ("explain", {"--url", "--switch", "--since"}, {"--host", "--port", "--admin-port", "--client-certs-optional"}),
+        ("certs", set(), {"--host", "--port", "--admin-port", "--client-certs-optional"}),
+    ],
+)
+def test_each_controller_command_offers_only_the_options_it_takes(
+    command: str, takes: set[str], not_taken: set[str]
+) -> None:
+    done = run_module("controller", command, "--help")
+    assert done.returncode == 0, done.stderr
+    offered = set(re.findall(r"(?m)^\s+(?:-\w, )?(--[\w-]+)", done.stdout))
+    assert takes <= offered, offered
+    assert not (not_taken & offered), offered
+    refused = run_module("controller", command, "--client-certs-optional") if command != "serve" else None
+    if refused is not None:
+        assert refused.returncode == 2
+        assert "unrecognized arguments: --client-certs-optional" in refused.stderr
+
+
+def test_the_switchs_help_lists_the_configs_scenarios(tmp_path: Path) -> None:
+    config = write_config(tmp_path, extra="  mine:\n    pings: [1]\n")
+    done = run_module("sim_switch", "run", "--help", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    unwrapped = "".join(done.stdout.split())  # argparse wraps the path at its hyphens too
+    assert "".join(f"a scenario of {config}: seed, contrast, mine (default: seed)".split()) in unwrapped
