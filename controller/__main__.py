@@ -103,7 +103,9 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
         return asyncio.run(_demo(cfg, ssl_context, listeners, args.config, scenarios))
     if args.command == "trials":
         return asyncio.run(
-            trials.run_trials(cfg, ssl_context, listeners, plan, args.switch, trials.Outputs(args.json, args.html))
+            trials.run_trials(
+                cfg.controller, ssl_context, listeners, plan, args.switch, trials.Outputs(args.json, args.html)
+            )
         )
     stopped = asyncio.run(_serve_until_signalled(cfg, ssl_context, listeners))
     return 0 if stopped.clean else 1

@@ -33,7 +33,7 @@ from controller.trials import catalogue
 from controller.trials.bench import Bench, target_of
 from controller.trials.plan import PLAN, TrialSpec
 from controller.trials.results import TrialResult, Verdict
-from dialout.config import Config
+from dialout.config import ControllerConfig
 from dialout.errors import ConfigError
 from dialout.loop_lag import LoopLag
 
@@ -101,7 +101,7 @@ class Outputs:
 
 
 async def run_trials(
-    cfg: Config,
+    cfg: ControllerConfig,
     ssl_context: ssl.SSLContext,
     listeners: Listeners,
     plan: Sequence[TrialSpec],
@@ -112,20 +112,20 @@ async def run_trials(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    registry = new_registry(cfg.controller)
+    registry = new_registry(cfg)
     results: list[TrialResult] = []
     benches: list[Bench] = []
-    tls = TLSActions(ssl_context, cfg.controller, ALPN_PROTOCOLS)
+    tls = TLSActions(ssl_context, cfg, ALPN_PROTOCOLS)
 
     async def director(config: DialoutConfig, unavailable: Unavailable) -> None:
         async with LoopLag().running() as lag:
-            benches.append(Bench(config, registry, unavailable, tls, switch, lag, cfg.controller.proxy_names))
+            benches.append(Bench(config, registry, unavailable, tls, switch, lag, cfg.proxy_names))
             try:
                 await _direct(benches[0], plan, results)
             finally:
                 stop.set()
 
-    stopped = await serve(cfg.controller, ssl_context, listeners, stop.wait, registry, alongside=director)
+    stopped = await serve(cfg, ssl_context, listeners, stop.wait, registry, alongside=director)
     log_stopped(stopped)
     bench = benches[0] if benches else None
     if bench is None or bench.switch is None or not bench.arrived:

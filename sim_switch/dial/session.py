@@ -33,12 +33,11 @@ from sim_switch.model.events import (
     GaveUpOnSilence,
     KeepaliveAnswered,
     LinkDown,
-    LinkLoss,
     LinkUp,
     Reconnecting,
     TraceEvent,
-    WentSilent,
 )
+from sim_switch.model.failures import LinkLoss, WentSilent
 from sim_switch.model.results import Failover, GiveUp, GiveUpReason, RunResult
 from sim_switch.wire.transport import SwitchTransport
 

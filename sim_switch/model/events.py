@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
-from sim_switch.model.failures import Failure
+from sim_switch.model.failures import Failure, LinkLoss, WentSilent
 
 if TYPE_CHECKING:  # model/ stands on dial/; the view only travels through here
     from sim_switch.model.results import ControllerView
@@ -33,19 +33,6 @@ class TraceEvent:
     at_s: float
     ping: int | None = None
     connection: int | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class WentSilent:
-    """Why a link went down when no ping failed: the switch gave up on a controller that stopped answering."""
-
-    url: str
-    quiet_s: float  # nothing heard from it for this long, and no answer to a keepalive ping
-    bound_s: float  # switch.keepalive's: noticed within this
-
-
-# Why a session's link went down: a ping's failure, or the controller's silence.
-LinkLoss = Failure | WentSilent
 
 
 # --- a ping's steps, from httpcore's trace ----------------------------------------------------------------------

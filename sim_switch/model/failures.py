@@ -29,9 +29,22 @@ class FailureKind(StrEnum):
     EXPECTS_TLS = "expects_tls"  # an http:// URL, and the server speaks TLS
 
 
+@dataclass(frozen=True, kw_only=True)
+class WentSilent:
+    """Why a link went down when no ping failed: the switch gave up on a controller that stopped answering."""
+
+    url: str
+    quiet_s: float  # nothing heard from it for this long, and no answer to a keepalive ping
+    bound_s: float  # switch.keepalive's: noticed within this
+
+
 @dataclass(frozen=True)
 class Failure:
     kind: FailureKind
     detail: str  # what the kind leaves open: the error code, the alert, the OS's message, the refusal's text
     retry_safe: bool  # known not to have been processed by the controller: sending it again cannot count twice
     status: int | None = None  # HTTP_STATUS: the status it got
+
+
+# Why a session's link went down: a ping's failure, or the controller's silence.
+LinkLoss = Failure | WentSilent

@@ -13,8 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from dialout.config import Scenario
-from sim_switch.model.events import LinkLoss
-from sim_switch.model.failures import Failure
+from sim_switch.model.failures import Failure, LinkLoss
 
 
 class PingOutcome(StrEnum):

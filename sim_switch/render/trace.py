@@ -21,7 +21,6 @@ from sim_switch.model.events import (
     KeepaliveAnswered,
     KeepaliveCheck,
     LinkDown,
-    LinkLoss,
     LinkUp,
     NoDiagnosis,
     OtherStep,
@@ -38,8 +37,8 @@ from sim_switch.model.events import (
     TlsDone,
     TlsStarted,
     TraceEvent,
-    WentSilent,
 )
+from sim_switch.model.failures import LinkLoss, WentSilent
 from sim_switch.model.frames import FrameEvent
 from sim_switch.model.results import (
     LATE_ANSWER_S,
