@@ -43,6 +43,7 @@ from controller.trials.plan import TrialSpec
 from dialout.command_line import OneLineParser, command_first, run_guarded
 from dialout.config import Config, ConfigError, load_config
 from dialout.errors import DialoutError
+from dialout.loop_lag import LoopLag
 from dialout.pki import ensure_certs, generate_certs
 from dialout.text import format_address
 from dialout.tls_files import check_other_half
@@ -353,8 +354,10 @@ async def _demo(
 
 def _log_summary(registry: ConnectionRegistry, cfg: Config) -> None:
     """One line per switch: what the controller saw over its whole run, and its main finding."""
+    lag = LoopLag.of_running_loop()
     diagnoses = {
-        one.switch: one for one in diagnose(registry.connections(), registry.spans(), limits_of(cfg.controller))
+        one.switch: one
+        for one in diagnose(registry.connections(), registry.spans(), limits_of(cfg.controller), lag=lag)
     }
     for switch, totals in registry.totals().items():
         found = diagnoses.get(switch)

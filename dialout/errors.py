@@ -5,6 +5,7 @@ anything else that escapes is a bug (``dialout.command_line.run_guarded``: exit 
     DialoutError                        2 unless said
     ├── ConfigError                     config.yaml or an option: ``file:line key.path: message``
     ├── PKIError                        a certificate or key missing, unusable, or not to be made
+    ├── h2_seam.H2SeamError             an h2 of a series dialout was not written for
     ├── controller.server.hypercorn_seam.SeamError  a Hypercorn or h2 of a series the controller was not written for
     ├── controller.server.serve.ServerError       cannot listen: 1 when the machine refuses (a port taken),
     │                                             2 when the command line asked for what is not allowed

@@ -31,6 +31,7 @@ from dialout.config import (
     load_config,
 )
 from dialout.errors import DialoutError
+from dialout.h2_seam import check_h2_version
 from dialout.pki import PKIError, ensure_switch_certs
 from dialout.tls_files import check_other_half, switch_files
 from sim_switch.dial.client import run_scenario
@@ -134,6 +135,7 @@ def run(args: RunOptions) -> int:
 
 def _plan(args: RunOptions) -> Plan:
     """The run the arguments ask for, everything checked that can be before a dial; DialoutError otherwise."""
+    check_h2_version()  # the wire bends h2 (dialout/h2_seam.py)
     cfg = load_config(args.config)
     scenario = cfg.scenario(args.scenario)
     urls = (args.url,) if args.url else cfg.switch.controller_urls

@@ -33,12 +33,12 @@ import h2.config
 import h2.connection
 import h2.events
 import hpack
-from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hyperframe import frame as hf
 
 from controller.accounts.connections import ConnectionRegistry
+from dialout.h2_seam import reopen_after_reading_goaway
 from dialout.text import Address
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.wire.frames import CLIENT_PREFACE, FrameSplitter, parse
@@ -348,8 +348,7 @@ class RawH2Client:
             size = FRAME_HEADER + self._next_length()
             frame, self._unread = self._unread[:size], self._unread[size:]
             events += self._h2.receive_data(bytes(frame))
-            if self._h2.state_machine.state is ConnectionState.CLOSED:
-                self._h2.state_machine.state = ConnectionState.CLIENT_OPEN
+            reopen_after_reading_goaway(self._h2)
         return events
 
     def _next_length(self) -> int:

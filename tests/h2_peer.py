@@ -20,9 +20,10 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
+
+from dialout.h2_seam import gone_away, reopen_after_sending_goaway
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ async def scripted_peer(
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             while data := await reader.read(65536):
                 move: Move | None = None
-                if conn.state_machine.state is ConnectionState.CLOSED:  # after our GOAWAY: read until the client goes
+                if gone_away(conn):  # after our GOAWAY: read until the client goes
                     continue
                 for event in conn.receive_data(data):
                     if isinstance(event, h2.events.RequestReceived):
@@ -192,7 +193,7 @@ class DrivenConnection:
 
     def goaway(self, code: ErrorCodes, last_stream_id: int) -> None:
         self.conn.close_connection(code, last_stream_id=last_stream_id)
-        self.conn.state_machine.state = ConnectionState.SERVER_OPEN  # and go on answering up to last_stream_id
+        reopen_after_sending_goaway(self.conn)  # and go on answering up to last_stream_id
         self.flush()
 
     def max_streams(self, value: int) -> None:

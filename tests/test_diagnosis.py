@@ -3,12 +3,19 @@ built as records with the times they would have (seconds on the monotonic clock)
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection
+from controller.commands.explain import INCONCLUSIVE_EXIT, exit_code
 from controller.diagnosis.analysis import RUN_GAP_S, Limits, diagnose
 from controller.diagnosis.findings import DialRace, FindingKind, SwitchDiagnosis
+from controller.diagnosis.sentences import diagnosis_json
+from dialout.loop_lag import PERIOD_S, LoopLag
 from dialout.text import Address
 
 LIMITS = Limits(max_concurrent_streams=100, keep_alive_max_requests=1000)
+HELD_S = 0.15
 
 
 def connection(
@@ -146,3 +153,40 @@ def test_a_dial_race_among_ten_thousand_connections_is_found_in_one_pass() -> No
     assert slow.id not in race.connections
     # the busy two cannot race together; the second of them races the two dialled after it, and so on to the end
     assert len(race.connections) == 9_998
+
+
+async def test_a_dial_race_the_controllers_own_lag_could_have_made_is_inconclusive() -> None:
+    """A second dial 20 ms before the first connection was stamped ready: a race, unless the controller's loop lagged
+    more than that meanwhile (a "ready" stamped late makes a dial after it look like one during it). With a lag
+    of ~150 ms measured over the same span the finding holds no verdict: inconclusive, not a problem (issue 28)."""
+    lag = LoopLag()
+    async with lag.running():
+        await asyncio.sleep(3 * PERIOD_S)
+        began = time.monotonic()
+        time.sleep(HELD_S)  # the controller's loop, held up as on a busy machine
+        await asyncio.sleep(2 * PERIOD_S)
+        ended = time.monotonic()
+    registry = ConnectionRegistry()
+    first = connection(registry, hello=began, opened=began + 0.1, closed=ended)
+    second = connection(registry, hello=began + 0.08, opened=began + 0.11, closed=ended)
+    for record in (first, second):
+        request(record, started=record.opened + 0.001, ended=ended - 0.01)
+    [quiet] = diagnose(registry.connections(), registry.spans(), LIMITS, now=ended)
+    [lagged] = diagnose(registry.connections(), registry.spans(), LIMITS, now=ended, lag=lag)
+    [race] = [finding for finding in quiet.findings if isinstance(finding, DialRace)]
+    assert abs(race.margin_s - 0.02) < 1e-9
+    assert not quiet.ok  # no lag known: the race stands
+    assert not quiet.any_inconclusive
+    assert lagged.loop_lag_s >= HELD_S - PERIOD_S
+    assert lagged.inconclusive(race)
+    assert lagged.ok  # not a problem...
+    assert lagged.any_inconclusive  # ...and not fine either
+    as_json = diagnosis_json(lagged)
+    assert as_json["inconclusive"] is True
+    [said] = [f for f in as_json["findings"] if f["kind"] == "dial_race"]
+    assert said["inconclusive"] is True
+    assert said["sentence"].startswith(
+        f"inconclusive: the controller's own loop lagged {lagged.loop_lag_s * 1000:.0f} ms"
+    )
+    assert "it would have said: " in said["sentence"]
+    assert exit_code([as_json]) == INCONCLUSIVE_EXIT

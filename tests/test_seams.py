@@ -24,6 +24,8 @@ from pathlib import Path
 
 import h2.frame_buffer
 import pytest
+from h2.config import H2Configuration
+from h2.connection import ConnectionState, H2Connection
 from hypercorn import protocol as hypercorn_protocol
 from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
@@ -37,6 +39,7 @@ from controller.server.h2_limits import GuardedH2Protocol
 from controller.server.hypercorn_seam import SeamError, check_versions
 from controller.server.serve import CUT_BOUND_S, install_seams
 from controller.trials.plan import PLAN
+from dialout.h2_seam import H2SeamError, check_h2_version, gone_away, reopen_after_reading_goaway
 from dialout.pki import generate_certs
 from sim_switch.dial.tls import client_ssl_context
 from tests.attacks import RawH2Client
@@ -76,6 +79,21 @@ def test_hypercorn_still_has_what_the_seam_replaces() -> None:
     assert all(f"self.{name} = " in made for name in ("connection", "config", "task_group", "send")), made
     assert "_update_header_buffer" in vars(h2.frame_buffer.FrameBuffer)
     assert "_headers_buffer" in h2.frame_buffer.FrameBuffer().__dict__
+
+
+def test_h2_still_has_the_state_machine_the_h2_seam_reopens() -> None:
+    """dialout/h2_seam.py writes h2's connection state after a GOAWAY: fail here if an upgrade moves it."""
+    connection = H2Connection(H2Configuration(client_side=True))
+    connection.initiate_connection()
+    connection.close_connection()
+    assert gone_away(connection)
+    reopen_after_reading_goaway(connection)
+    assert connection.state_machine.state is ConnectionState.CLIENT_OPEN
+    connection.send_headers(1, [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/")])
+    check_h2_version()
+    with pytest.raises(H2SeamError) as raised:
+        check_h2_version(lambda package: "5.0.0")
+    assert str(raised.value).startswith("h2 5.0.0 is installed; dialout was written for h2 4.x")
 
 
 def test_a_release_the_seam_was_not_written_for_is_one_line() -> None:

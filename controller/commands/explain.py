@@ -20,6 +20,7 @@ from dialout.text import format_address, plural
 from dialout.tls_files import switch_files, switch_ssl_context
 
 TIMEOUT_S = 30.0
+INCONCLUSIVE_EXIT = 3  # no problem found, but one that the controller's own loop lag could have made
 
 
 class ExplainError(DialoutError):
@@ -65,7 +66,7 @@ def render(answer: dict[str, Any]) -> str:
             f"{plural(diagnosis['streams'], 'request')}{apart}"
         )
         lines += [
-            f"  {finding['severity']:<7} {finding['kind']}: {finding['sentence']}" for finding in diagnosis["findings"]
+            f"  {_severity(finding):<7} {finding['kind']}: {finding['sentence']}" for finding in diagnosis["findings"]
         ]
     for carrier in answer.get("carriers") or ():  # an older controller sends none
         lines.append(
@@ -75,9 +76,16 @@ def render(answer: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _severity(finding: dict[str, Any]) -> str:
+    return "inconclusive" if finding.get("inconclusive") else str(finding["severity"])
+
+
 def exit_code(switches: Sequence[dict[str, Any]]) -> int:
-    """0 when no finding is a problem (multiplexed, or nothing needed it), 1 when one is."""
-    return 0 if all(diagnosis["ok"] for diagnosis in switches) else 1
+    """0 when no finding is a problem (multiplexed, or nothing needed it), 1 when one is, ``INCONCLUSIVE_EXIT``
+    when none is but one was inconclusive (the controller's own loop lagged more than it holds through)."""
+    if not all(diagnosis["ok"] for diagnosis in switches):
+        return 1
+    return INCONCLUSIVE_EXIT if any(diagnosis.get("inconclusive") for diagnosis in switches) else 0
 
 
 def own_url(cfg: Config) -> str:

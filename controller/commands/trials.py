@@ -118,7 +118,7 @@ async def run_trials(
     tls = TLSActions(ssl_context, cfg, ALPN_PROTOCOLS)
 
     async def director(config: DialoutConfig, unavailable: Unavailable) -> None:
-        async with LoopLag().running() as lag:
+        async with LoopLag.of_running_loop().running() as lag:
             benches.append(Bench(config, registry, unavailable, tls, switch, lag, cfg.proxy_names))
             try:
                 await _direct(benches[0], plan, results)

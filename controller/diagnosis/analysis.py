@@ -37,6 +37,7 @@ from controller.diagnosis.findings import (
     SwitchDiagnosis,
 )
 from dialout.config import ControllerConfig
+from dialout.loop_lag import LoopLag
 
 # A redial sooner than this after the last connection closed had no backoff worth the name: dialout's own
 # reconnect starts at 0.1 s and doubles (config.yaml switch.reconnect), and so do most clients'.
@@ -124,26 +125,30 @@ def switch_of(connection: ControllerConnection) -> str:
     return connection.switch or connection.peer.host
 
 
-def diagnose(
+def diagnose(  # noqa: PLR0913 - the records, what they are held to, which of them, and the clock's, each by name
     connections: Iterable[ControllerConnection],
     spans: Iterable[StreamSpan],
     limits: Limits,
     window: Window = Window(),
     switch: str | None = None,
     now: float | None = None,
+    lag: LoopLag | None = None,
 ) -> list[SwitchDiagnosis]:
-    """One diagnosis per switch that had a connection in the window (only ``switch``'s, if given), by name."""
-    steps = diagnose_stepwise(connections, spans, limits, window, switch, now)
+    """One diagnosis per switch that had a connection in the window (only ``switch``'s, if given), by name.
+    ``lag``: the controller's own loop lag, sampled while the records were made; a finding judged from a time
+    that the lag could have made is inconclusive (None: not known, all hold)."""
+    steps = diagnose_stepwise(connections, spans, limits, window, switch, now, lag)
     return [found for found in steps if isinstance(found, SwitchDiagnosis)]
 
 
-def diagnose_stepwise(
+def diagnose_stepwise(  # noqa: PLR0913 - as diagnose
     connections: Iterable[ControllerConnection],
     spans: Iterable[StreamSpan],
     limits: Limits,
     window: Window = Window(),
     switch: str | None = None,
     now: float | None = None,
+    lag: LoopLag | None = None,
 ) -> Iterator[SwitchDiagnosis | Carried | None]:
     """``diagnose``, a switch at a time, with a None every STEP records read: where a caller on an event loop may
     let others run (10,000 connections take some 100 ms of CPU in all); and, before them, each trusted proxy whose
@@ -169,7 +174,7 @@ def diagnose_stepwise(
         yield Carried(proxy, carried[proxy])
     for name in sorted(by_switch):
         found = by_switch[name]
-        yield _diagnose_switch(name, found, {c.id: traffic.get(c.id, []) for c in found}, limits, now)
+        yield _diagnose_switch(name, found, {c.id: traffic.get(c.id, []) for c in found}, limits, _Clock(now, lag))
 
 
 def _sort(
@@ -193,20 +198,36 @@ def _in_window(connection: ControllerConnection, window: Window, carried_traffic
     return window.since is None or connection.opened >= window.since or carried_traffic
 
 
+@dataclass(frozen=True)
+class _Clock:
+    """When the diagnosis is made, and the controller's loop lag while its records were (None: not known)."""
+
+    now: float
+    lag: LoopLag | None
+
+    def lag_s(self, connections: Sequence[ControllerConnection]) -> float:
+        """The worst lag from the first of ``connections`` dialled to the last one's close (or now)."""
+        if self.lag is None:
+            return 0.0
+        ends = [self.now if c.closed is None else c.closed for c in connections]
+        return self.lag.worst(min(_dialled(c) for c in connections), max(ends)).worst_s
+
+
 def _diagnose_switch(
     name: str,
     connections: list[ControllerConnection],
     traffic: dict[int, list[StreamSpan]],
     limits: Limits,
-    now: float,
+    clock: _Clock,
 ) -> SwitchDiagnosis:
     connections = sorted(connections, key=lambda c: (_dialled(c), c.id))
     for spans in traffic.values():
         spans.sort(key=lambda span: span.started)
-    runs = tuple(_diagnose_run(run, traffic, limits, now) for run in _runs(connections))
+    runs = tuple(_diagnose_run(run, traffic, limits, clock) for run in _runs(connections))
     findings = sorted((finding for run in runs for finding in run.findings), key=lambda f: ORDER.index(f.kind))
     streams = sum(run.streams for run in runs)
-    return SwitchDiagnosis(name, len(connections), streams, tuple(findings), runs)
+    lag_s = max((run.loop_lag_s for run in runs), default=0.0)
+    return SwitchDiagnosis(name, len(connections), streams, tuple(findings), runs, lag_s)
 
 
 def _runs(connections: Sequence[ControllerConnection]) -> list[list[ControllerConnection]]:
@@ -223,7 +244,7 @@ def _runs(connections: Sequence[ControllerConnection]) -> list[list[ControllerCo
 
 
 def _diagnose_run(
-    connections: list[ControllerConnection], traffic: dict[int, list[StreamSpan]], limits: Limits, now: float
+    connections: list[ControllerConnection], traffic: dict[int, list[StreamSpan]], limits: Limits, clock: _Clock
 ) -> RunDiagnosis:
     sweep = _Sweep(connections, traffic, limits.max_concurrent_streams)
     race = _dial_race(connections, traffic)
@@ -236,7 +257,7 @@ def _diagnose_run(
         _no_reuse([c for c in connections if c.id not in raced], traffic, limits),
         _reconnect_storm(connections, limits.keep_alive_max_requests),
         _stream_limit(sweep, limits.max_concurrent_streams),
-        _idle(connections, now),
+        _idle(connections, clock.now),
         _multiplexed(sweep, traffic),
     ]
     findings = [finding for finding in found if finding is not None]
@@ -244,7 +265,7 @@ def _diagnose_run(
     if streams and sweep.most_at_once == 1 and not any(isinstance(f, NoReuse) for f in findings):
         findings.append(Sequential(tuple(c.id for c in connections if traffic[c.id]), streams))
     findings.sort(key=lambda finding: ORDER.index(finding.kind))
-    return RunDiagnosis(tuple(c.id for c in connections), streams, tuple(findings))
+    return RunDiagnosis(tuple(c.id for c in connections), streams, tuple(findings), clock.lag_s(connections))
 
 
 def _dialled(connection: ControllerConnection) -> float:
@@ -369,6 +390,7 @@ def _dial_race(connections: Sequence[ControllerConnection], traffic: dict[int, l
         within_s=max(_dialled(group[-1]) - _dialled(group[0]) for group in races),
         handshake_s=None if first.hello_at is None else first.opened - first.hello_at,
         races=len(races),
+        margin_s=min(_ready(group[0], traffic) - _dialled(extra) for group in races for extra in group[1:]),
     )
 
 
@@ -451,6 +473,7 @@ def _reconnect_storm(
         redials=len(longest),
         within_s=_dialled(longest[-1][1]) - first_closed,
         longest_gap_s=max(gap for *_, gap in longest),
+        margin_s=STORM_GAP_S - max(gap for *_, gap in longest),
     )
 
 

@@ -60,6 +60,9 @@ class DialRace:
     within_s: float  # from the first handshake's start to the last's, in the widest race
     handshake_s: float | None  # how long the first connection's handshake took (None: not known, no TLS)
     races: int  # times the client did it
+    # How long before a first connection was ready its latest extra was dialled: the controller's own loop lag it
+    # holds through (a "ready" stamped late by a busy loop makes a dial after it look like one during it).
+    margin_s: float = float("inf")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class ReconnectStorm:
     redials: int
     within_s: float  # from the first connection's close to the last one's opening
     longest_gap_s: float  # the longest wait between a close and the next dial: what backoff there was
+    margin_s: float = float("inf")  # how far under the storm's threshold that gap was: the lag it holds through
 
 
 @dataclass(frozen=True)
@@ -135,19 +139,35 @@ Finding = Http1Only | DialRace | NoReuse | ReconnectStorm | StreamLimit | Idle |
 ORDER = tuple(FindingKind)
 
 
+def holds_through(finding: Finding) -> float:
+    """The controller's own loop lag a finding holds through: its time margin for the two judged from times
+    (under 100 ms between dials, a dial during a handshake); those judged from counts hold through any."""
+    return finding.margin_s if isinstance(finding, DialRace | ReconnectStorm) else float("inf")
+
+
 class _Judged:
-    """What a list of findings comes to: its main one, and whether any is a problem."""
+    """What a list of findings comes to: its main one, whether any is a problem, and which could have been made by
+    the controller's own loop lag while they happened (``loop_lag_s``): those are inconclusive, neither a problem
+    nor fine."""
 
     findings: tuple[Finding, ...]  # in ORDER
+    loop_lag_s: float
 
     @property
     def main(self) -> Finding | None:
         return self.findings[0] if self.findings else None
 
+    def inconclusive(self, finding: Finding) -> bool:
+        return self.loop_lag_s > holds_through(finding)
+
     @property
     def ok(self) -> bool:
         """No finding is a problem: what the exit code of ``controller explain`` says."""
-        return not any(finding.severity is Severity.PROBLEM for finding in self.findings)
+        return not any(f.severity is Severity.PROBLEM and not self.inconclusive(f) for f in self.findings)
+
+    @property
+    def any_inconclusive(self) -> bool:
+        return any(self.inconclusive(finding) for finding in self.findings)
 
 
 @dataclass(frozen=True)
@@ -158,6 +178,7 @@ class RunDiagnosis(_Judged):
     connections: tuple[int, ...]  # in dial order
     streams: int
     findings: tuple[Finding, ...]  # in ORDER
+    loop_lag_s: float = 0.0  # the controller's worst loop lag from the run's first dial to its end
 
 
 @dataclass(frozen=True)
@@ -167,3 +188,8 @@ class SwitchDiagnosis(_Judged):
     streams: int  # requests in the window, not counting questions to the controller (/connections, /diagnosis)
     findings: tuple[Finding, ...]  # every run's, in ORDER
     runs: tuple[RunDiagnosis, ...] = ()  # oldest first
+    loop_lag_s: float = 0.0  # the worst of its runs'
+
+    def inconclusive(self, finding: Finding) -> bool:
+        """As its own run judged it."""
+        return any(finding in run.findings and run.inconclusive(finding) for run in self.runs)

@@ -4,6 +4,7 @@ JSON of ``GET /diagnosis``. Decides nothing: every number comes from the finding
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from controller.diagnosis.findings import (
     Sequential,
     StreamLimit,
     SwitchDiagnosis,
+    holds_through,
 )
 from dialout.text import plural
 
@@ -126,21 +128,26 @@ def diagnosis_json(diagnosis: SwitchDiagnosis) -> dict[str, Any]:
         "connections": diagnosis.connections,
         "streams": diagnosis.streams,
         "ok": diagnosis.ok,
+        "inconclusive": diagnosis.any_inconclusive,
+        "loop_lag_ms": round(diagnosis.loop_lag_s * 1000, 1),  # the controller's own, while it recorded these
         "main": diagnosis.main.kind.value if diagnosis.main else None,
-        "findings": [finding_json(finding) for finding in diagnosis.findings],
+        "findings": [finding_json(finding, diagnosis) for finding in diagnosis.findings],
         "runs": [
             {
                 "connections": list(run.connections),
                 "streams": run.streams,
                 "ok": run.ok,
                 "main": run.main.kind.value if run.main else None,
+                "loop_lag_ms": round(run.loop_lag_s * 1000, 1),
             }
             for run in diagnosis.runs
         ],
     }
 
 
-def finding_json(finding: Finding) -> dict[str, Any]:
+def finding_json(finding: Finding, judged: SwitchDiagnosis | None = None) -> dict[str, Any]:
+    """``judged``: the diagnosis it is part of, which says whether the controller's loop lag made it inconclusive."""
+    inconclusive = judged is not None and judged.inconclusive(finding)
     evidence = {
         field.name: _plain(getattr(finding, field.name))
         for field in dataclasses.fields(finding)
@@ -151,13 +158,21 @@ def finding_json(finding: Finding) -> dict[str, Any]:
         "severity": finding.severity.value,
         "connections": list(finding.connections),
         "evidence": evidence,
-        "sentence": sentence(finding),
+        "inconclusive": inconclusive,
+        "sentence": inconclusive_sentence(finding, judged.loop_lag_s) if judged and inconclusive else sentence(finding),
     }
+
+
+def inconclusive_sentence(finding: Finding, lag_s: float) -> str:
+    return (
+        f"inconclusive: the controller's own loop lagged {_ms(lag_s)} while these connections came and went, more "
+        f"than this finding holds through ({_ms(holds_through(finding))}); it would have said: {sentence(finding)}"
+    )
 
 
 def _plain(value: object) -> object:
     if isinstance(value, float):
-        return round(value, 6)
+        return round(value, 6) if math.isfinite(value) else None
     if isinstance(value, tuple):
         return [_plain(item) for item in value]
     return value

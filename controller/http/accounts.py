@@ -27,6 +27,7 @@ from controller.accounts.connections import ConnectionRegistry
 from controller.diagnosis.analysis import Carried, WindowError, diagnose_stepwise, limits_of, parse_window
 from controller.diagnosis.sentences import diagnosis_json
 from dialout.config import ControllerConfig
+from dialout.loop_lag import LoopLag
 
 # The switch whose records a request may read, or None: every switch's.
 OwnRecords = Callable[[], str | None]
@@ -72,7 +73,8 @@ async def diagnosis_answer(
         return json.dumps({"error": str(exc)}), 400
     async with turn:
         with _collector.held():
-            steps = diagnose_stepwise(registry.connections(), registry.spans(), limits_of(cfg), window, switch)
+            connections, spans, lag = registry.connections(), registry.spans(), LoopLag.of_running_loop()
+            steps = diagnose_stepwise(connections, spans, limits_of(cfg), window, switch, lag=lag)
             parts: list[str] = []
             carriers: list[dict[str, Any]] = []  # the trusted proxies' own connections, left out
             slice_began = time.perf_counter()

@@ -14,15 +14,12 @@ Then the shutdown flag is set at once, so that no new stream slips in between.
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import h2.exceptions
-from h2.connection import H2Connection
-from h2.errors import ErrorCodes
-from hypercorn.protocol.h2 import H2Protocol
 
 from controller.server.asgi_tls import live_servers
+from controller.server.hypercorn_seam import SeamH2Protocol
 from dialout.text import plural
 
 logger = logging.getLogger(__name__)
@@ -34,23 +31,19 @@ async def refuse_new_streams(config: object) -> None:
     idle = 0
     for server in servers:
         protocol = getattr(getattr(server, "protocol", None), "protocol", None)
-        connection = getattr(protocol, "connection", None)
-        if not isinstance(protocol, H2Protocol) or not isinstance(connection, H2Connection):
+        if not isinstance(protocol, SeamH2Protocol):
             continue  # HTTP/1.1: Hypercorn closes idle connections and ends busy ones after their response
         if server.writer.is_closing() or protocol.closed:
             continue  # over already; Hypercorn keeps its task until the idle timer runs out
         if protocol.idle:
             try:
-                connection.close_connection()  # GOAWAY, last stream = the highest it has seen
-                await protocol._flush()
+                await protocol.goaway_now()
             except (OSError, RuntimeError, h2.exceptions.ProtocolError) as exc:
                 logger.info("GOAWAY not sent on a closing connection: %s", exc)  # the shutdown goes on
                 continue
             idle += 1
         else:
-            connection.reset_stream = functools.partial(  # type: ignore[method-assign]
-                H2Connection.reset_stream, connection, error_code=ErrorCodes.REFUSED_STREAM
-            )
+            protocol.reset_new_streams_as_refused()
     if servers:
         # The worker context is shared by every connection; Hypercorn sets it too, a moment later.
         await servers[0].context.terminated.set()

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import h2.events
-from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hypercorn.events import Closed, RawData
@@ -29,6 +28,7 @@ from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import StreamClosed
 
 from controller.server.hypercorn_seam import SeamH2Protocol, dialout_config
+from dialout.h2_seam import reopen_after_sending_goaway
 
 _opaque = itertools.count(1)
 # How long a connection we sent GOAWAY on is still read before it is closed: closing a socket with unread bytes
@@ -152,7 +152,7 @@ class ActionableH2Protocol(SeamH2Protocol):
         last = self.connection.highest_inbound_stream_id if last_stream_id is None else last_stream_id
         self.connection.close_connection(error_code=code, last_stream_id=last)
         await self._flush()
-        self.connection.state_machine.state = ConnectionState.SERVER_OPEN  # the streams up to `last` still get answers
+        reopen_after_sending_goaway(self.connection)  # the streams up to `last` still get answers (dialout/h2_seam)
         self.goaway_last_stream_id = last
         self.goaway_read = self._queue_ping()  # right behind it: which streams the client opened after reading it
         await self._flush()

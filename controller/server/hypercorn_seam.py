@@ -34,11 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import ssl
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
 from hypercorn import protocol as hypercorn_protocol
 from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
@@ -50,6 +53,7 @@ from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 
+from dialout import h2_seam
 from dialout.errors import DialoutError
 
 if TYPE_CHECKING:
@@ -60,7 +64,7 @@ if TYPE_CHECKING:
 
 # The releases this module was written against and checked with: the names replaced above, their signatures and
 # the private state they read are those of these series.
-WRITTEN_FOR = {"hypercorn": "0.18.", "h2": "4."}
+WRITTEN_FOR = {"hypercorn": "0.18.", "h2": h2_seam.WRITTEN_FOR}
 
 
 class SeamError(DialoutError):
@@ -158,7 +162,21 @@ class SeamTCPServer(TCPServer):
 
 
 class SeamH2Protocol(H2Protocol):
-    """Hypercorn's HTTP/2 protocol, closing its streams' send buffers when the connection closes."""
+    """Hypercorn's HTTP/2 protocol, closing its streams' send buffers when the connection closes, and what a
+    shutdown needs of it that Hypercorn does not do (``graceful``)."""
+
+    async def goaway_now(self) -> None:
+        """GOAWAY naming the highest stream seen, written now (Hypercorn sends one only when a busy connection goes
+        idle, and closes an idle one without any)."""
+        self.connection.close_connection()
+        await self._flush()
+
+    def reset_new_streams_as_refused(self) -> None:
+        """From now on Hypercorn's resets of new streams (it resets each one that comes during a shutdown) say
+        REFUSED_STREAM, not h2's default NO_ERROR: not processed, safe to send again (RFC 9113 section 8.7)."""
+        self.connection.reset_stream = functools.partial(  # type: ignore[method-assign]
+            H2Connection.reset_stream, self.connection, error_code=ErrorCodes.REFUSED_STREAM
+        )
 
     async def handle(self, event: Event) -> None:
         await super().handle(event)

@@ -33,12 +33,13 @@ from controller.server.asgi_tls import (
     live_servers,
     note_client_hello,
 )
+from controller.server.asyncio_seam import send_handshake_alerts
 from controller.server.graceful import refuse_new_streams
 from controller.server.h2_limits import GuardedH2Protocol, PeerLimits
 from controller.server.hypercorn_seam import DialoutConfig
-from controller.server.tls_alerts import send_handshake_alerts
 from dialout.config import ControllerConfig
 from dialout.errors import DialoutError, PKIError
+from dialout.loop_lag import LoopLag
 from dialout.text import plural
 from dialout.tls_files import ca_private_key_path, controller_files
 
@@ -187,7 +188,8 @@ def raise_open_files_limit() -> None:
 
 
 def install_seams() -> None:
-    """Where serving bends Hypercorn and asyncio, once per process (``hypercorn_seam``, ``tls_alerts``)."""
+    """Where serving bends Hypercorn and asyncio, once per process (``hypercorn_seam``, ``asyncio_seam``; h2's
+    is ``dialout.h2_seam``)."""
     send_handshake_alerts()
     hypercorn_seam.install(ConnectionAwareTCPServer, GuardedH2Protocol, StreamIdHTTPStream, CheckedPathStream)
 
@@ -339,7 +341,8 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
             )
         )
         configs.append(admin_config)
-    return await _bounded(servings, configs, shutting_down, cfg.graceful_timeout_s)
+    async with LoopLag.of_running_loop().running():  # what the diagnosis's times may be late by (dialout/loop_lag)
+        return await _bounded(servings, configs, shutting_down, cfg.graceful_timeout_s)
 
 
 async def _bounded(

@@ -38,10 +38,10 @@ import h2.exceptions
 import h2.settings
 import httpcore
 import httpx
-from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
+from dialout.h2_seam import reopen_after_reading_goaway
 from sim_switch.model.frames import Direction
 from sim_switch.wire.errors import ConnectionLost, GoneAway, NotSent, StreamReset
 from sim_switch.wire.frames import CLIENT_PREFACE, HEADER_SIZE, FrameSplitter
@@ -397,8 +397,8 @@ class H2Connection:
     def _reopen_after_goaway(self) -> None:
         """RFC 9113 section 6.8: the streams up to last-stream-id may still be answered. h2 (4.x) moves to CLOSED on
         GOAWAY and would refuse their frames; open again, and keep ``usable`` false so no new stream starts."""
-        if self._h2.state_machine.state is ConnectionState.CLOSED and self.closed_by is None:
-            self._h2.state_machine.state = ConnectionState.CLIENT_OPEN
+        if self.closed_by is None:
+            reopen_after_reading_goaway(self._h2)
 
     def _fail(self, stream_id: int, error: Exception) -> None:
         stream = self._streams.get(stream_id)

@@ -1,4 +1,5 @@
-"""Make asyncio's TLS send the fatal alert when a handshake fails, so a refused switch learns why.
+"""Where dialout reaches inside asyncio: its TLS is made to send the fatal alert when a handshake fails, so a
+refused switch learns why.
 
 asyncio's ``SSLProtocol`` force-closes the transport on a failed handshake without flushing what OpenSSL queued
 for the peer: the fatal alert (``certificate required``, ``unknown ca``, ``bad certificate``). A switch that dials

@@ -1,0 +1,54 @@
+"""Where dialout reaches inside h2: the one place, for both halves, checked against the series written for.
+
+h2 4.x moves its connection state machine to CLOSED as soon as a GOAWAY is sent or received, and from then on
+refuses every frame, in and out. RFC 9113 section 6.8 says otherwise: the streams up to the GOAWAY's last-stream-id
+may still be answered, and a PING may follow it (Go's server sends one). So after a GOAWAY:
+
+- the controller that sent it (``controller/server/h2_actions.py``: a trial's GOAWAY with streams in flight) opens
+  its state machine again to answer those streams (``reopen_after_sending_goaway``);
+- the switch that read it (``sim_switch/wire/connection.py``) opens its own again to read their answers
+  (``reopen_after_reading_goaway``), keeping the connection unusable for new streams by its own bookkeeping.
+
+Both write h2's ``state_machine.state``, which h2 does not document: ``tests/test_seams.py`` pins it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+
+from h2.connection import ConnectionState, H2Connection
+
+from dialout.errors import DialoutError
+
+WRITTEN_FOR = "4."  # h2's series whose state machine this was written against
+
+
+class H2SeamError(DialoutError):
+    """An installed h2 that dialout was not written for (exit 2: fix the install)."""
+
+
+def check_h2_version(installed_version: Callable[[str], str] = importlib.metadata.version) -> None:
+    """One line naming both versions when the installed h2 is not of the series written for."""
+    installed = installed_version("h2")
+    if not installed.startswith(WRITTEN_FOR):
+        raise H2SeamError(
+            f"h2 {installed} is installed; dialout was written for h2 {WRITTEN_FOR}x (dialout/h2_seam.py): "
+            "`pip install -e .` installs the series it pins"
+        )
+
+
+def gone_away(connection: H2Connection) -> bool:
+    """h2 has closed its state machine (a GOAWAY sent or read, or the connection ended)."""
+    return connection.state_machine.state is ConnectionState.CLOSED
+
+
+def reopen_after_sending_goaway(connection: H2Connection) -> None:
+    """A server's GOAWAY is sent: answer the streams it let finish."""
+    connection.state_machine.state = ConnectionState.SERVER_OPEN
+
+
+def reopen_after_reading_goaway(connection: H2Connection) -> None:
+    """A client read a GOAWAY: read the answers to the streams it let finish (and a PING behind it)."""
+    if gone_away(connection):
+        connection.state_machine.state = ConnectionState.CLIENT_OPEN
