@@ -488,7 +488,9 @@ def _idle(connections: Sequence[ControllerConnection], now: float) -> Idle | Non
     if not idle:
         return None
     longest = max((c.closed if c.closed is not None else now) - c.opened for c in idle)
-    return Idle(tuple(c.id for c in idle), longest, sum(1 for c in idle if c.closed is None))
+    waiting = [now - c.opened - IDLE_AFTER_S for c in idle if c.closed is None]
+    margin_s = min(waiting, default=math.inf)
+    return Idle(tuple(c.id for c in idle), longest, sum(1 for c in idle if c.closed is None), margin_s)
 
 
 def _multiplexed(sweep: _Sweep, traffic: dict[int, list[StreamSpan]]) -> Multiplexed | None:

@@ -110,6 +110,9 @@ class Idle:
     connections: tuple[int, ...]
     longest_open_s: float  # the longest any of them stayed open (still open ones: until now)
     still_open: int
+    # How long past IDLE_AFTER_S the youngest still-open one has waited for its first request: a first request
+    # that a lagging loop had not read yet would make it look idle (closed ones carried none: no margin needed).
+    margin_s: float = float("inf")
 
 
 @dataclass(frozen=True)
@@ -140,9 +143,10 @@ ORDER = tuple(FindingKind)
 
 
 def holds_through(finding: Finding) -> float:
-    """The controller's own loop lag a finding holds through: its time margin for the two judged from times
-    (under 100 ms between dials, a dial during a handshake); those judged from counts hold through any."""
-    return finding.margin_s if isinstance(finding, DialRace | ReconnectStorm) else float("inf")
+    """The controller's own loop lag a finding holds through: its time margin for those judged from times (under
+    100 ms between dials, a dial during a handshake, no request for a second); those judged from counts hold
+    through any."""
+    return finding.margin_s if isinstance(finding, DialRace | ReconnectStorm | Idle) else float("inf")
 
 
 class _Judged:
