@@ -37,7 +37,7 @@ from controller.diagnosis.findings import (
     SwitchDiagnosis,
 )
 from dialout.config import ControllerConfig
-from dialout.loop_lag import LoopLag
+from dialout.loop_lag import PERIOD_S, LoopLag
 
 # A redial sooner than this after the last connection closed had no backoff worth the name: dialout's own
 # reconnect starts at 0.1 s and doubles (config.yaml switch.reconnect), and so do most clients'.
@@ -205,12 +205,9 @@ class _Clock:
     now: float
     lag: LoopLag | None
 
-    def lag_s(self, connections: Sequence[ControllerConnection]) -> float:
-        """The worst lag from the first of ``connections`` dialled to the last one's close (or now)."""
-        if self.lag is None:
-            return 0.0
-        ends = [self.now if c.closed is None else c.closed for c in connections]
-        return self.lag.worst(min(_dialled(c) for c in connections), max(ends)).worst_s
+    def lag_s(self, since: float, until: float) -> float:
+        """The worst lag between two of the records' times (one sampling period after: a hold shows when it ends)."""
+        return 0.0 if self.lag is None else self.lag.worst(since, until + PERIOD_S).worst_s
 
 
 def _diagnose_switch(
@@ -226,8 +223,7 @@ def _diagnose_switch(
     runs = tuple(_diagnose_run(run, traffic, limits, clock) for run in _runs(connections))
     findings = sorted((finding for run in runs for finding in run.findings), key=lambda f: ORDER.index(f.kind))
     streams = sum(run.streams for run in runs)
-    lag_s = max((run.loop_lag_s for run in runs), default=0.0)
-    return SwitchDiagnosis(name, len(connections), streams, tuple(findings), runs, lag_s)
+    return SwitchDiagnosis(name, len(connections), streams, tuple(findings), runs)
 
 
 def _runs(connections: Sequence[ControllerConnection]) -> list[list[ControllerConnection]]:
@@ -247,7 +243,7 @@ def _diagnose_run(
     connections: list[ControllerConnection], traffic: dict[int, list[StreamSpan]], limits: Limits, clock: _Clock
 ) -> RunDiagnosis:
     sweep = _Sweep(connections, traffic, limits.max_concurrent_streams)
-    race = _dial_race(connections, traffic)
+    race = _dial_race(connections, traffic, clock)
     # Connections a dial race explains are not said again to be unpooled: with several handshakes going at once,
     # one may finish before another connection is dialled, and would look like room the client did not use.
     raced = frozenset(race.connections if race else ())
@@ -255,9 +251,9 @@ def _diagnose_run(
         _http1_only(connections, sweep),
         race,
         _no_reuse([c for c in connections if c.id not in raced], traffic, limits),
-        _reconnect_storm(connections, limits.keep_alive_max_requests),
+        _reconnect_storm(connections, limits.keep_alive_max_requests, clock),
         _stream_limit(sweep, limits.max_concurrent_streams),
-        _idle(connections, clock.now),
+        _idle(connections, clock),
         _multiplexed(sweep, traffic),
     ]
     findings = [finding for finding in found if finding is not None]
@@ -265,7 +261,7 @@ def _diagnose_run(
     if streams and sweep.most_at_once == 1 and not any(isinstance(f, NoReuse) for f in findings):
         findings.append(Sequential(tuple(c.id for c in connections if traffic[c.id]), streams))
     findings.sort(key=lambda finding: ORDER.index(finding.kind))
-    return RunDiagnosis(tuple(c.id for c in connections), streams, tuple(findings), clock.lag_s(connections))
+    return RunDiagnosis(tuple(c.id for c in connections), streams, tuple(findings))
 
 
 def _dialled(connection: ControllerConnection) -> float:
@@ -347,7 +343,9 @@ def _http1_only(connections: Sequence[ControllerConnection], sweep: _Sweep) -> H
     return Http1Only(tuple(c.id for c in involved), tuple(offered), sweep.http1_most_at_once)
 
 
-def _dial_race(connections: Sequence[ControllerConnection], traffic: dict[int, list[StreamSpan]]) -> DialRace | None:
+def _dial_race(
+    connections: Sequence[ControllerConnection], traffic: dict[int, list[StreamSpan]], clock: _Clock
+) -> DialRace | None:
     """HTTP/2 connections whose handshakes began while the first one's was still going: the client dialled per
     request instead of waiting for the connection in progress. Only when the extras carried a request or none
     (a client that spreads load over a few busy connections on purpose is not racing).
@@ -391,6 +389,7 @@ def _dial_race(connections: Sequence[ControllerConnection], traffic: dict[int, l
         handshake_s=None if first.hello_at is None else first.opened - first.hello_at,
         races=len(races),
         margin_s=min(_ready(group[0], traffic) - _dialled(extra) for group in races for extra in group[1:]),
+        lag_s=max(clock.lag_s(_dialled(group[0]), _ready(group[0], traffic)) for group in races),
     )
 
 
@@ -451,7 +450,7 @@ def _no_reuse(
 
 
 def _reconnect_storm(
-    connections: Sequence[ControllerConnection], keep_alive_max_requests: int
+    connections: Sequence[ControllerConnection], keep_alive_max_requests: int, clock: _Clock
 ) -> ReconnectStorm | None:
     """The longest run of connections each dialled within STORM_GAP_S of the last one's close."""
     longest: list[tuple[ControllerConnection, ControllerConnection, float]] = []
@@ -474,6 +473,7 @@ def _reconnect_storm(
         within_s=_dialled(longest[-1][1]) - first_closed,
         longest_gap_s=max(gap for *_, gap in longest),
         margin_s=STORM_GAP_S - max(gap for *_, gap in longest),
+        lag_s=clock.lag_s(first_closed, _dialled(longest[-1][1])),
     )
 
 
@@ -483,14 +483,16 @@ def _stream_limit(sweep: _Sweep, limit: int) -> StreamLimit | None:
     return StreamLimit(tuple(sorted(sweep.full)), limit, tuple(sorted(sweep.spilled_to)), sweep.queued)
 
 
-def _idle(connections: Sequence[ControllerConnection], now: float) -> Idle | None:
+def _idle(connections: Sequence[ControllerConnection], clock: _Clock) -> Idle | None:
+    now = clock.now
     idle = [c for c in connections if c.streams == 0 and (c.closed is not None or now - c.opened >= IDLE_AFTER_S)]
     if not idle:
         return None
     longest = max((c.closed if c.closed is not None else now) - c.opened for c in idle)
-    waiting = [now - c.opened - IDLE_AFTER_S for c in idle if c.closed is None]
-    margin_s = min(waiting, default=math.inf)
-    return Idle(tuple(c.id for c in idle), longest, sum(1 for c in idle if c.closed is None), margin_s)
+    still_open = [c for c in idle if c.closed is None]
+    margin_s = min((now - c.opened - IDLE_AFTER_S for c in still_open), default=math.inf)
+    lag_s = max((clock.lag_s(c.opened, now) for c in still_open), default=0.0)
+    return Idle(tuple(c.id for c in idle), longest, len(still_open), margin_s, lag_s)
 
 
 def _multiplexed(sweep: _Sweep, traffic: dict[int, list[StreamSpan]]) -> Multiplexed | None:

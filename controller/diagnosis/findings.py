@@ -63,6 +63,7 @@ class DialRace:
     # How long before a first connection was ready its latest extra was dialled: the controller's own loop lag it
     # holds through (a "ready" stamped late by a busy loop makes a dial after it look like one during it).
     margin_s: float = float("inf")
+    lag_s: float = 0.0  # the controller's own worst loop lag over the times it compares
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class ReconnectStorm:
     within_s: float  # from the first connection's close to the last one's opening
     longest_gap_s: float  # the longest wait between a close and the next dial: what backoff there was
     margin_s: float = float("inf")  # how far under the storm's threshold that gap was: the lag it holds through
+    lag_s: float = 0.0  # the controller's own worst loop lag over the times it compares
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class Idle:
     # How long past IDLE_AFTER_S the youngest still-open one has waited for its first request: a first request
     # that a lagging loop had not read yet would make it look idle (closed ones carried none: no margin needed).
     margin_s: float = float("inf")
+    lag_s: float = 0.0  # the controller's own worst loop lag over the times it compares
 
 
 @dataclass(frozen=True)
@@ -149,29 +152,29 @@ def holds_through(finding: Finding) -> float:
     return finding.margin_s if isinstance(finding, DialRace | ReconnectStorm | Idle) else float("inf")
 
 
+def inconclusive(finding: Finding) -> bool:
+    """The controller's own loop lagged, over the times the finding compares, more than it holds through: the lag
+    could have made it, so it is neither a problem nor fine (issue 28)."""
+    return isinstance(finding, DialRace | ReconnectStorm | Idle) and finding.lag_s > finding.margin_s
+
+
 class _Judged:
-    """What a list of findings comes to: its main one, whether any is a problem, and which could have been made by
-    the controller's own loop lag while they happened (``loop_lag_s``): those are inconclusive, neither a problem
-    nor fine."""
+    """What a list of findings comes to: its main one, whether any is a problem, whether any is inconclusive."""
 
     findings: tuple[Finding, ...]  # in ORDER
-    loop_lag_s: float
 
     @property
     def main(self) -> Finding | None:
         return self.findings[0] if self.findings else None
 
-    def inconclusive(self, finding: Finding) -> bool:
-        return self.loop_lag_s > holds_through(finding)
-
     @property
     def ok(self) -> bool:
-        """No finding is a problem: what the exit code of ``controller explain`` says."""
-        return not any(f.severity is Severity.PROBLEM and not self.inconclusive(f) for f in self.findings)
+        """No finding is a problem (an inconclusive one is not): what the exit code of ``controller explain`` says."""
+        return not any(f.severity is Severity.PROBLEM and not inconclusive(f) for f in self.findings)
 
     @property
     def any_inconclusive(self) -> bool:
-        return any(self.inconclusive(finding) for finding in self.findings)
+        return any(inconclusive(finding) for finding in self.findings)
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,6 @@ class RunDiagnosis(_Judged):
     connections: tuple[int, ...]  # in dial order
     streams: int
     findings: tuple[Finding, ...]  # in ORDER
-    loop_lag_s: float = 0.0  # the controller's worst loop lag from the run's first dial to its end
 
 
 @dataclass(frozen=True)
@@ -192,8 +194,3 @@ class SwitchDiagnosis(_Judged):
     streams: int  # requests in the window, not counting questions to the controller (/connections, /diagnosis)
     findings: tuple[Finding, ...]  # every run's, in ORDER
     runs: tuple[RunDiagnosis, ...] = ()  # oldest first
-    loop_lag_s: float = 0.0  # the worst of its runs'
-
-    def inconclusive(self, finding: Finding) -> bool:
-        """As its own run judged it."""
-        return any(finding in run.findings and run.inconclusive(finding) for run in self.runs)

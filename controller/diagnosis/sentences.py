@@ -21,6 +21,7 @@ from controller.diagnosis.findings import (
     StreamLimit,
     SwitchDiagnosis,
     holds_through,
+    inconclusive,
 )
 from dialout.text import plural
 
@@ -129,25 +130,21 @@ def diagnosis_json(diagnosis: SwitchDiagnosis) -> dict[str, Any]:
         "streams": diagnosis.streams,
         "ok": diagnosis.ok,
         "inconclusive": diagnosis.any_inconclusive,
-        "loop_lag_ms": round(diagnosis.loop_lag_s * 1000, 1),  # the controller's own, while it recorded these
         "main": diagnosis.main.kind.value if diagnosis.main else None,
-        "findings": [finding_json(finding, diagnosis) for finding in diagnosis.findings],
+        "findings": [finding_json(finding) for finding in diagnosis.findings],
         "runs": [
             {
                 "connections": list(run.connections),
                 "streams": run.streams,
                 "ok": run.ok,
                 "main": run.main.kind.value if run.main else None,
-                "loop_lag_ms": round(run.loop_lag_s * 1000, 1),
             }
             for run in diagnosis.runs
         ],
     }
 
 
-def finding_json(finding: Finding, judged: SwitchDiagnosis | None = None) -> dict[str, Any]:
-    """``judged``: the diagnosis it is part of, which says whether the controller's loop lag made it inconclusive."""
-    inconclusive = judged is not None and judged.inconclusive(finding)
+def finding_json(finding: Finding) -> dict[str, Any]:
     evidence = {
         field.name: _plain(getattr(finding, field.name))
         for field in dataclasses.fields(finding)
@@ -158,15 +155,18 @@ def finding_json(finding: Finding, judged: SwitchDiagnosis | None = None) -> dic
         "severity": finding.severity.value,
         "connections": list(finding.connections),
         "evidence": evidence,
-        "inconclusive": inconclusive,
-        "sentence": inconclusive_sentence(finding, judged.loop_lag_s) if judged and inconclusive else sentence(finding),
+        "inconclusive": inconclusive(finding),
+        "sentence": inconclusive_sentence(finding),
     }
 
 
-def inconclusive_sentence(finding: Finding, lag_s: float) -> str:
+def inconclusive_sentence(finding: Finding) -> str:
+    """The finding's sentence, said as inconclusive where the controller's own loop lag could have made it."""
+    if not isinstance(finding, DialRace | ReconnectStorm | Idle) or not inconclusive(finding):
+        return sentence(finding)
     return (
-        f"inconclusive: the controller's own loop lagged {_ms(lag_s)} while these connections came and went, more "
-        f"than this finding holds through ({_ms(holds_through(finding))}); it would have said: {sentence(finding)}"
+        f"inconclusive: the controller's own loop lagged {_ms(finding.lag_s)} over the times this finding compares, "
+        f"more than it holds through ({_ms(holds_through(finding))}); it would have said: {sentence(finding)}"
     )
 
 
