@@ -52,6 +52,7 @@ GRACE_S = 1.0
 # that a loaded one passes too. A controller that hangs (the bug) takes minutes, or for ever.
 EXIT_SLACK_S = 10.0
 BLOCKED_PINGS = 5
+SCENARIO_S = 10.0  # write_config's seed (pings of at most 0.9 s), with the switch's start and its questions
 STREAM_LIMIT_TRIAL = next(spec for spec in PLAN if spec.name == "stream-limit")
 
 
@@ -157,6 +158,47 @@ def test_serve_stops_on_sigterm_whatever_its_peers_do(stuck_config: Path) -> Non
     assert int(cut.group(1)) == BLOCKED_PINGS + 1
     assert controller.lines[-1] == cut.string
     assert not any("Traceback" in line or "never awaited" in line for line in controller.lines), controller.lines
+
+
+def test_serve_stops_on_sigterm_beside_a_client_that_ignores_goaway(stuck_config: Path) -> None:
+    """A client that goes on sending after the shutdown's GOAWAY (tests/trial_clients.py), beside blocked streams."""
+    certs = stuck_config.parent / "certs"
+    with ControllerProcess.start(stuck_config) as controller:
+        client = [sys.executable, "-m", "tests.trial_clients", "ignores-goaway", "--switch", "switch-2"]
+        client += ["--port", str(controller.port), "--certs", str(certs)]
+        with (
+            subprocess.Popen(client, cwd=REPO, stdin=subprocess.DEVNULL) as bad,
+            blocked_streams(controller.port, certs),
+        ):
+            try:
+                controller.wait_for(r"switch-2 conn #\d+ stream \d+ .* -> 200")  # it is sending, and answered
+                controller.process.send_signal(signal.SIGTERM)
+                code = controller.process.wait(timeout=GRACE_S + CUT_BOUND_S + EXIT_SLACK_S)
+            finally:
+                bad.terminate()
+    assert code == 1, controller.lines[-5:]
+    assert controller.lines[-1].endswith("cut when graceful_timeout_s (1 s) ran out")
+    assert not any("Traceback" in line for line in controller.lines), "\n".join(controller.lines)
+
+
+def test_the_demo_ends_though_a_peer_holds_streams_blocked(stuck_config: Path) -> None:
+    """The demo's scenario runs and passes while another peer holds blocked streams; the demo still ends, in its
+    scenario's time plus the grace and the cut's bound, and says what it cut."""
+    command = [sys.executable, "-m", "controller", "demo", "--scenario", "seed", "--config", str(stuck_config)]
+    command += ["--port", "0", "--admin-port", "0"]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    with ControllerProcess.stopped_at_exit(process):
+        demo = ControllerProcess(process, stuck_config)
+        with blocked_streams(demo.port, stuck_config.parent / "certs"):
+            code = process.wait(timeout=SCENARIO_S + GRACE_S + CUT_BOUND_S + EXIT_SLACK_S)
+    assert process.stdout is not None
+    stdout = process.stdout.read()
+    process.stdout.close()
+    assert code == 0, stdout  # the scenario passed; the peer's streams were cut
+    assert "demo: 1 of 1 scenarios passed" in stdout
+    assert demo.lines[-1].endswith("cut when graceful_timeout_s (1 s) ran out")
 
 
 def test_serve_with_nothing_left_stops_clean(stuck_config: Path) -> None:
