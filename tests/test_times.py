@@ -11,8 +11,6 @@ import asyncio
 import gc
 from pathlib import Path
 
-import pytest
-
 from dialout.config import OneShot, Scenario
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import PingResult
@@ -20,7 +18,10 @@ from tests.servers import ControllerProcess
 from tests.switches import one_shot
 from tests.test_curl import curl_pings
 
-pytestmark = pytest.mark.timing  # verdicts from times, bounds on how long: run loaded too
+# Not run loaded (make test-loaded): it holds the switch's reading to curl's, measured in a round before it, and on
+# a loaded machine the two rounds get different shares of the CPU (the switch read 0.35 s where curl had read 0.22 s,
+# its own loop lagging 66 ms). What holds under load is the switch's cross-check with the controller, which says
+# inconclusive where its own lag could explain a late reading (tests/test_cross_check.py, run loaded).
 
 SHORT_S = 0.2
 LONG_S = 1.0  # five times the short one: an answer held behind the long ones is unmistakable
