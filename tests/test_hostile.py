@@ -206,15 +206,11 @@ def test_the_cli_turns_a_wrong_key_into_one_line_and_exit_2(tmp_path: Path, caps
 
 VICTIM_BATCHES = 8
 # The victim's p99 overhead under attack, against its own alone: the issue's bound, 5x. Its floor: at ~6 ms alone,
-# 5x is 30 ms, within one scheduler hiccup of a shared 2-core machine; the attacks this guards against cost 0.2 s
-# to 3 s (issue 20's table).
+# 5x is 30 ms, within one scheduler hiccup of a shared 2-core machine, and the bound must hold on a machine twice as
+# slow (make test-loaded: two busy processes on two cores put single pings at 64-68 ms at an attack's start, with the
+# victim's alone p99 8 ms): 100 ms. The attacks this guards against cost 0.2 s to 3 s (issue 20's table).
 VICTIM_SLOWDOWN = 5
-VICTIM_FLOOR_S = 0.05
-# The diagnosis test's victim shares the diagnosis's own loop (one process: controller, victim, asker), so each of
-# its 2 ms slices is between the victim and its answer; on a machine twice as slow (two busy processes on two cores,
-# make test-loaded) each slice takes twice as long: p99 64 ms was seen. Twice the floor, as the style asks of a
-# bound; the bug it guards against took the victim seconds and failed a third of its pings.
-DIAGNOSIS_VICTIM_FLOOR_S = 2 * VICTIM_FLOOR_S
+VICTIM_FLOOR_S = 0.1
 # Log lines a calmed connection may cost: opened, calmed, closed (and a line of the victim's per ping).
 LINES_PER_ATTACKER = 3
 # The controller's growth in resident memory over one attack: each attacking connection holds a TLS session and
@@ -382,7 +378,7 @@ async def test_diagnosis_of_ten_thousand_connections_in_a_loop_leaves_the_victim
         await asking
     assert asked >= 2  # the diagnosis was running all through the victim's session
     assert under.failed == 0, under.describe()
-    bound = max(VICTIM_SLOWDOWN * alone_here.p99_s, DIAGNOSIS_VICTIM_FLOOR_S)
+    bound = max(VICTIM_SLOWDOWN * alone_here.p99_s, VICTIM_FLOOR_S)
     assert under.p99_s <= bound, f"{under.describe()}; alone: {alone_here.describe()}; {asked} diagnoses"
 
 
