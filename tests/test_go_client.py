@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from controller.commands.explain import INCONCLUSIVE_EXIT
 from tests.commands import run_module
 from tests.go_client import build_go_switch
 from tests.servers import ControllerProcess, write_config
@@ -93,9 +94,13 @@ def test_go_forcing_http2_races_its_dials(go_switch: Path, controller_for_go: Co
     out = run_go(go_switch, controller_for_go, "go-h2", "-force-h2")
     assert out.count("HTTP/2.0 200") == 3
     code, found, text = explained(controller_for_go, "go-h2")
-    assert code == 1
     kinds = [finding["kind"] for finding in found["findings"]]
     assert kinds[0] == "dial_race"
+    # A problem; or, where the controller's own loop lagged more than the race's margin while its stamps were
+    # taken (a loaded machine), inconclusive, and saying it would have found the race: never fine (issue 28).
+    [race] = [finding for finding in found["findings"] if finding["kind"] == "dial_race"]
+    assert (code, race["inconclusive"]) in ((1, False), (INCONCLUSIVE_EXIT, True)), text
+    assert race["inconclusive"] == race["sentence"].startswith("inconclusive: ")
     assert "multiplexed" in kinds
     assert "MaxConnsPerHost" in text
 

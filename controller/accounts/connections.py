@@ -198,7 +198,9 @@ class ConnectionRegistry:
         via: str | None = None,
         cleartext: bool = False,
         hello_at: float | None = None,
+        done_at: float | None = None,
     ) -> ControllerConnection:
+        """``hello_at`` and ``done_at``: when its TLS handshake began and ended, if known (else it was opened now)."""
         totals = self._totals.setdefault(switch or "(no certificate)", SwitchTotals())
         totals.connections += 1
         connection = ControllerConnection(
@@ -212,6 +214,7 @@ class ConnectionRegistry:
             via=via,
             cleartext=cleartext,
             hello_at=hello_at,
+            opened=time.monotonic() if done_at is None else done_at,
             _totals=totals,
             _history=self._spans,
         )

@@ -389,7 +389,9 @@ def _dial_race(
         handshake_s=None if first.hello_at is None else first.opened - first.hello_at,
         races=len(races),
         margin_s=min(_ready(group[0], traffic) - _dialled(extra) for group in races for extra in group[1:]),
-        lag_s=max(clock.lag_s(_dialled(group[0]), _ready(group[0], traffic)) for group in races),
+        # between the stamps compared: a loop that lagged there could have stamped "ready" after a dial that came
+        # later (the stamps are both taken where the bytes are read: only what one loop turn holds can swap)
+        lag_s=max(clock.lag_s(_dialled(extra), _ready(group[0], traffic)) for group in races for extra in group[1:]),
     )
 
 

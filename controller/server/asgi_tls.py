@@ -54,8 +54,11 @@ _current_connection: contextvars.ContextVar[ControllerConnection | None] = conte
 # The HTTP/2 stream id of the request being started (None for HTTP/1.1, which has none on the wire).
 _wire_stream_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("dialout_stream_id", default=None)
 _cipher_codes: dict[str, int] = {}
-# When each TLS connection's ClientHello arrived: the start of its handshake, which asyncio does not tell.
+# When each TLS connection's ClientHello arrived, and when its handshake was done: which asyncio does not tell. Both
+# are noted where the bytes are read; the connection's task, which records it, runs some loop turns later (on a busy
+# loop, tens of milliseconds: a dial after the handshake looked like one during it).
 _hello_at: weakref.WeakKeyDictionary[ssl.SSLObject, float] = weakref.WeakKeyDictionary()
+_done_at: weakref.WeakKeyDictionary[ssl.SSLObject, float] = weakref.WeakKeyDictionary()
 
 
 def current_connection() -> ControllerConnection | None:
@@ -67,6 +70,11 @@ def note_client_hello(ssl_object: ssl.SSLObject, server_name: str | None, contex
     """``SSLContext.sni_callback``: OpenSSL calls it for every ClientHello, with or without SNI. Keeps the time,
     so a connection's record says how long its handshake took and which connections were dialled together."""
     _hello_at[ssl_object] = time.monotonic()
+
+
+def note_handshake_done(ssl_object: ssl.SSLObject) -> None:
+    """The server's handshake on ``ssl_object`` succeeded: now (from the TLS object's own do_handshake)."""
+    _done_at[ssl_object] = time.monotonic()
 
 
 class ConnectionAwareTCPServer(SeamTCPServer):
@@ -288,6 +296,7 @@ def _open(registry: ConnectionRegistry, ssl_object: ssl.SSLObject | None, peerna
         tls_version=version,
         tls=tls,
         hello_at=_hello_at.pop(ssl_object, None),
+        done_at=_done_at.pop(ssl_object, None),
     )
 
 

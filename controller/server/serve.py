@@ -32,6 +32,7 @@ from controller.server.asgi_tls import (
     StreamIdHTTPStream,
     live_servers,
     note_client_hello,
+    note_handshake_done,
 )
 from controller.server.asyncio_seam import send_handshake_alerts
 from controller.server.graceful import refuse_new_streams
@@ -388,7 +389,8 @@ async def _awaited(awaitable: Awaitable[object]) -> None:
 
 def _counting_handshakes(failed: Callable[[str | None], None]) -> type[ssl.SSLObject]:
     """An SSLObject class (asyncio's TLS uses ``context.sslobject_class``) that reports each failed server
-    handshake with OpenSSL's reason: asyncio itself logs those only in debug mode."""
+    handshake with OpenSSL's reason (asyncio itself logs those only in debug mode), and notes when each one is
+    done, as the ClientHello's time is noted (``asgi_tls``)."""
 
     class CountingSSLObject(ssl.SSLObject):
         def do_handshake(self) -> None:
@@ -399,5 +401,6 @@ def _counting_handshakes(failed: Callable[[str | None], None]) -> type[ssl.SSLOb
             except ssl.SSLError as exc:
                 failed(exc.reason)
                 raise
+            note_handshake_done(self)
 
     return CountingSSLObject
