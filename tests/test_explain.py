@@ -89,12 +89,14 @@ def test_curl_http1_parallel_is_http1_only(explained: ControllerProcess) -> None
 def test_curl_parallel_immediate_is_a_dial_race(explained: ControllerProcess) -> None:
     transfers = curl(explained.url, certs(explained), "--parallel", "--parallel-immediate", switch_id="switch-3")
     found = diagnosis(explained, "switch-3")
-    assert found["ok"] is False
     assert kinds(found)[0] == "dial_race"
     # curl dials per transfer; on a loaded machine its third dial can come after the first handshake ended, and
     # is then no longer part of the race (it may even share a connection): a race of 2 or 3, never fewer.
     assert set(kinds(found)) <= {"dial_race", "multiplexed"}
     [race] = [finding for finding in found["findings"] if finding["kind"] == "dial_race"]
+    # a problem; on a loaded machine, where the controller's loop lagged more than the race's margin between the
+    # stamps it compares, inconclusive: never fine (issue 28)
+    assert found["ok"] is race["inconclusive"]
     assert len(race["connections"]) in (2, 3)
     assert len(race["connections"]) <= sum(connects for _, _, connects in transfers)
     extras = sorted(race["evidence"]["streams"])[:-1]
