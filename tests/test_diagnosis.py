@@ -11,6 +11,7 @@ from controller.commands.explain import INCONCLUSIVE_EXIT, exit_code
 from controller.diagnosis.analysis import RUN_GAP_S, Limits, diagnose
 from controller.diagnosis.findings import DialRace, FindingKind, SwitchDiagnosis, inconclusive
 from controller.diagnosis.sentences import diagnosis_json
+from controller.server.asyncio_seam import count_loop_turns, loop_turn
 from dialout.loop_lag import PERIOD_S, LoopLag
 from dialout.text import Address
 
@@ -193,3 +194,23 @@ async def test_a_dial_race_the_controllers_own_lag_could_have_made_is_inconclusi
     )
     assert "it would have said: " in said["sentence"]
     assert exit_code([as_json]) == INCONCLUSIVE_EXIT
+    # Read in one loop turn, their order is the times' alone; the extra's ClientHello read a turn before the first's
+    # handshake end came before it, whatever the lag: a race for certain.
+    first.hello_turn, first.done_turn, second.hello_turn = 1, 5, 5
+    [same_turn] = diagnose(registry.connections(), registry.spans(), LIMITS, now=over, lag=lag)
+    assert same_turn.any_inconclusive
+    second.hello_turn = 4
+    [earlier_turn] = diagnose(registry.connections(), registry.spans(), LIMITS, now=over, lag=lag)
+    assert not earlier_turn.ok
+    assert not earlier_turn.any_inconclusive
+
+
+async def test_the_loops_turns_are_counted() -> None:
+    count_loop_turns()
+    before = loop_turn()
+    assert before is not None
+    for _ in range(3):
+        await asyncio.sleep(0)
+    after = loop_turn()
+    assert after is not None
+    assert after >= before + 3

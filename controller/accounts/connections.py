@@ -63,6 +63,10 @@ class ControllerConnection:
     # handshake was done and it was recorded, and when the peer stopped sending.
     hello_at: float | None = None
     opened: float = field(default_factory=time.monotonic)
+    # The event loop's turns in which its ClientHello and its handshake's end were read (None: not counted):
+    # which of two connections' came first, whatever the loop's lag (controller/server/asyncio_seam.py).
+    hello_turn: int | None = None
+    done_turn: int | None = None
     closed: float | None = None
     _totals: SwitchTotals | None = field(default=None, repr=False)
     _history: deque[StreamSpan] | None = field(default=None, repr=False)

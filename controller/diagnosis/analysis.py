@@ -382,17 +382,25 @@ def _dial_race(
         return None
     members = [c for group in races for c in group]
     first = races[0][0]
+    # An extra whose ClientHello was read in an earlier loop turn than its first's handshake end came before it,
+    # whatever the loop's lag: a race for certain. Only the others' order rests on the times.
+    uncertain = [(group[0], extra) for group in races for extra in group[1:] if not _read_before(extra, group[0])]
     return DialRace(
         connections=tuple(c.id for c in members),
         streams=tuple(len(traffic[c.id]) for c in members),
         within_s=max(_dialled(group[-1]) - _dialled(group[0]) for group in races),
         handshake_s=None if first.hello_at is None else first.opened - first.hello_at,
         races=len(races),
-        margin_s=min(_ready(group[0], traffic) - _dialled(extra) for group in races for extra in group[1:]),
+        margin_s=min((_ready(first, traffic) - _dialled(extra) for first, extra in uncertain), default=math.inf),
         # between the stamps compared: a loop that lagged there could have stamped "ready" after a dial that came
         # later (the stamps are both taken where the bytes are read: only what one loop turn holds can swap)
-        lag_s=max(clock.lag_s(_dialled(extra), _ready(group[0], traffic)) for group in races for extra in group[1:]),
+        lag_s=max((clock.lag_s(_dialled(extra), _ready(first, traffic)) for first, extra in uncertain), default=0.0),
     )
+
+
+def _read_before(extra: ControllerConnection, first: ControllerConnection) -> bool:
+    """``extra``'s ClientHello was read in an earlier loop turn than ``first``'s handshake end."""
+    return extra.hello_turn is not None and first.done_turn is not None and extra.hello_turn < first.done_turn
 
 
 def _ready(connection: ControllerConnection, traffic: dict[int, list[StreamSpan]]) -> float:

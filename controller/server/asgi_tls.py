@@ -38,6 +38,7 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection, StreamSpan
 from controller.accounts.forwarded import Identified, ProxyPolicy, carries_forwarding, read_forwarded
+from controller.server.asyncio_seam import loop_turn
 from controller.server.hypercorn_seam import SeamTCPServer, dialout_config
 from dialout.text import Address, format_address, printable
 
@@ -57,8 +58,9 @@ _cipher_codes: dict[str, int] = {}
 # When each TLS connection's ClientHello arrived, and when its handshake was done: which asyncio does not tell. Both
 # are noted where the bytes are read; the connection's task, which records it, runs some loop turns later (on a busy
 # loop, tens of milliseconds: a dial after the handshake looked like one during it).
-_hello_at: weakref.WeakKeyDictionary[ssl.SSLObject, float] = weakref.WeakKeyDictionary()
-_done_at: weakref.WeakKeyDictionary[ssl.SSLObject, float] = weakref.WeakKeyDictionary()
+# Each with the loop's turn it was read in (asyncio_seam.loop_turn): which of two came first, beyond a loop's lag.
+_hello_at: weakref.WeakKeyDictionary[ssl.SSLObject, tuple[float, int | None]] = weakref.WeakKeyDictionary()
+_done_at: weakref.WeakKeyDictionary[ssl.SSLObject, tuple[float, int | None]] = weakref.WeakKeyDictionary()
 
 
 def current_connection() -> ControllerConnection | None:
@@ -69,12 +71,12 @@ def current_connection() -> ControllerConnection | None:
 def note_client_hello(ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
     """``SSLContext.sni_callback``: OpenSSL calls it for every ClientHello, with or without SNI. Keeps the time,
     so a connection's record says how long its handshake took and which connections were dialled together."""
-    _hello_at[ssl_object] = time.monotonic()
+    _hello_at[ssl_object] = (time.monotonic(), loop_turn())
 
 
 def note_handshake_done(ssl_object: ssl.SSLObject) -> None:
     """The server's handshake on ``ssl_object`` succeeded: now (from the TLS object's own do_handshake)."""
-    _done_at[ssl_object] = time.monotonic()
+    _done_at[ssl_object] = (time.monotonic(), loop_turn())
 
 
 class ConnectionAwareTCPServer(SeamTCPServer):
@@ -289,15 +291,19 @@ def _open(registry: ConnectionRegistry, ssl_object: ssl.SSLObject | None, peerna
         "tls_version": _TLS_VERSION_CODES.get(version or ""),
         "cipher_suite": _cipher_code(ssl_object, cipher[0]) if cipher else None,
     }
-    return registry.open(
+    hello, done = _hello_at.pop(ssl_object, None), _done_at.pop(ssl_object, None)
+    record = registry.open(
         peer=_format_peer(peername),
         switch=str(common_names[0].value) if common_names else None,
         alpn=ssl_object.selected_alpn_protocol(),
         tls_version=version,
         tls=tls,
-        hello_at=_hello_at.pop(ssl_object, None),
-        done_at=_done_at.pop(ssl_object, None),
+        hello_at=hello[0] if hello else None,
+        done_at=done[0] if done else None,
     )
+    record.hello_turn = hello[1] if hello else None
+    record.done_turn = done[1] if done else None
+    return record
 
 
 def _cipher_code(ssl_object: ssl.SSLObject, name: str) -> int | None:

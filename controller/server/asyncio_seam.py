@@ -17,7 +17,9 @@ taking effect.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import weakref
 from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any
@@ -44,3 +46,37 @@ def send_handshake_alerts() -> None:
 
     setattr(_do_handshake, _PATCHED_MARK, True)
     sslproto.SSLProtocol._do_handshake = _do_handshake  # type: ignore[attr-defined]
+
+
+# --- the loop's turns ---------------------------------------------------------------------------------------------
+# Two events read in different turns of the loop (selector.select() calls) arrived in that order, however late the
+# loop ran; two read in one turn could have arrived either way round. The diagnosis tells a dial race from a dial
+# just after a handshake by this, where times alone, on a lagging loop, cannot (issue 28). asyncio counts no turns:
+# the running loop's selector (its private ``_selector``) is given a select() that counts them.
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[int]] = weakref.WeakKeyDictionary()
+
+
+def count_loop_turns() -> None:
+    """Count the running loop's turns from now on (once per loop; a loop without a selector is not counted)."""
+    loop = asyncio.get_running_loop()
+    selector = getattr(loop, "_selector", None)
+    if selector is None or loop in _turns:
+        return
+    counted = _turns[loop] = [0]
+    original: Callable[[float | None], Any] = selector.select
+
+    def select(timeout: float | None = None) -> Any:  # noqa: ANN401 - the selector's own list of events
+        counted[0] += 1
+        return original(timeout)
+
+    selector.select = select
+
+
+def loop_turn() -> int | None:
+    """The running loop's turn now (None: not counted, or no loop running)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    counted = _turns.get(loop)
+    return None if counted is None else counted[0]

@@ -34,7 +34,7 @@ from controller.server.asgi_tls import (
     note_client_hello,
     note_handshake_done,
 )
-from controller.server.asyncio_seam import send_handshake_alerts
+from controller.server.asyncio_seam import count_loop_turns, send_handshake_alerts
 from controller.server.graceful import refuse_new_streams
 from controller.server.h2_limits import GuardedH2Protocol, PeerLimits
 from controller.server.hypercorn_seam import DialoutConfig
@@ -281,6 +281,7 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
     hence the pin to the 0.18 series.
     """
     install_seams()
+    count_loop_turns()
     raise_open_files_limit()
     sockets, cleartext_sockets, admin_sockets = list(listeners.tls), list(listeners.cleartext), list(listeners.admin)
     for sock in (*sockets, *cleartext_sockets):
