@@ -90,10 +90,16 @@ def test_curl_http1_parallel_is_http1_only(explained: ControllerProcess) -> None
 def test_curl_parallel_immediate_is_a_dial_race(explained: ControllerProcess) -> None:
     transfers = curl(explained.url, certs(explained), "--parallel", "--parallel-immediate", switch_id="switch-3")
     found = diagnosis(explained, "switch-3")
+    # curl dials per transfer, mostly while the first handshake is going: a race. A curl slowed by a loaded machine
+    # may dial its later ones only after the controller read the first's handshake end (stamped where the TLS layer
+    # finishes it): a connection per transfer all the same, no_reuse. Never fine.
+    if kinds(found)[0] == "no_reuse":
+        assert found["ok"] is False
+        return
     assert kinds(found)[0] == "dial_race"
-    # curl dials per transfer; on a loaded machine its third dial can come after the first handshake ended, and
-    # is then no longer part of the race (it may even share a connection): a race of 2 or 3, never fewer.
-    assert set(kinds(found)) <= {"dial_race", "multiplexed"}
+    # its third dial can come after the first handshake ended, and is then no longer part of the race (it may even
+    # share a connection): a race of 2 or 3, never fewer.
+    assert set(kinds(found)) <= {"dial_race", "multiplexed", "no_reuse"}
     [race] = [finding for finding in found["findings"] if finding["kind"] == "dial_race"]
     # a problem; on a loaded machine, where the controller's loop lagged more than the race's margin between the
     # stamps it compares, inconclusive: never fine (issue 28)
