@@ -1,9 +1,9 @@
 """``python -m controller``: serve, regenerate certificates, run the demo, or explain a switch.
 
-Exit codes: 0 ok, 1 the run failed (a demo scenario failed, the port is taken; explain: a switch did not
-multiplex; serve: streams still open when ``graceful_timeout_s`` ran out were cut), 2 usage, config or
-certificate error (explain: the controller could not be asked), 70 a bug of
-dialout's (one line; ``DIALOUT_TRACEBACK=1`` shows where).
+Exit codes: 0 ok, 1 the run failed (a demo scenario failed, the port is taken; explain: a client was refused or
+did not multiplex; serve: streams still open when ``graceful_timeout_s`` ran out were cut), 2 usage, config or
+certificate error, 3 inconclusive (explain, trials), explain's own 4 (unreachable) and 5 (nothing seen), 70 a bug
+of dialout's (one line; ``DIALOUT_TRACEBACK=1`` shows where).
 """
 
 from __future__ import annotations
@@ -183,6 +183,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     made["nginx-conf"].add_argument(
         "--full", action="store_true", help="a whole file for `nginx -c FILE`, not just the server block"
     )
+    made["explain"].formatter_class = argparse.RawDescriptionHelpFormatter
+    made["explain"].epilog = "exit codes:\n" + "\n".join(
+        f"  {code}  {said}" for code, said in explain.EXIT_CODES.items()
+    )
     made["explain"].add_argument("--switch", help="this switch (its certificate's CN, or an address)")
     made["explain"].add_argument("--since", help="what happened since then: seconds ago, or an ISO 8601 time")
     made["explain"].add_argument(
@@ -248,8 +252,8 @@ def _explain(cfg: Config, url: str | None, switch: str | None, since: str | None
     except WindowError as exc:
         raise ConfigError("--since", str(exc).removeprefix("since ")) from exc
     answer = explain.ask(cfg, url, switch, since)
-    print(json.dumps(answer, indent=2) if as_json else explain.render(answer))
-    return explain.exit_code(answer["switches"])
+    print(json.dumps(answer, indent=2) if as_json else explain.render(answer, explain.which_url(cfg, url)))
+    return explain.exit_code(answer)
 
 
 def _listen_option(listen: str) -> str:

@@ -1,11 +1,12 @@
-"""Small words both halves write alike: a count with its noun, and an address with its port."""
+"""Small words both halves write alike: a count with its noun, an address with its port, a time stamp."""
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass
 
-__all__ = ["Address", "format_address", "plural"]
+__all__ = ["Address", "format_address", "plural", "utc_now"]
 
 
 @dataclass(frozen=True)
@@ -46,3 +47,8 @@ def printable(text: str) -> str:
     """``text`` safe for one log line: a control character (a newline that would forge a second line, an ESC that
     would drive the terminal) as ``\\xNN``, and a backslash as ``\\x5c``, so that every escape is ours."""
     return _UNPRINTABLE.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+
+
+def utc_now() -> str:
+    """Now, in UTC, as ISO 8601 to the millisecond: how both halves stamp what they record."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")

@@ -193,7 +193,7 @@ async def test_a_dial_race_the_controllers_own_lag_could_have_made_is_inconclusi
         f"inconclusive: the controller's own loop lagged {lagged_race.lag_s * 1000:.0f} ms"
     )
     assert "it would have said: " in said["sentence"]
-    assert exit_code([as_json]) == INCONCLUSIVE_EXIT
+    assert exit_code({"switches": [as_json]}) == INCONCLUSIVE_EXIT
     # Read in one loop turn, their order is the times' alone; the extra's ClientHello read a turn before the first's
     # handshake end came before it, whatever the lag: a race for certain.
     first.hello_turn, first.done_turn, second.hello_turn = 1, 5, 5

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from controller.commands.explain import INCONCLUSIVE_EXIT
+from controller.commands.explain import INCONCLUSIVE_EXIT, NOTHING_SEEN_EXIT, UNREACHABLE_EXIT
 from controller.diagnosis.analysis import RUN_GAP_S
 from dialout.tls_files import ca_cert_path, switch_identity
 from sim_switch.dial.tls import client_ssl_context
@@ -80,7 +80,9 @@ def test_curl_http1_parallel_is_http1_only(explained: ControllerProcess) -> None
     assert [version for _, version, _ in transfers] == ["1.1"] * 3
     done = explain(explained, "--switch", "switch-2")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert done.stdout.startswith("switch-2: 3 connections, 3 requests\n")
+    asked, said = done.stdout.split("\n", 1)
+    assert asked == f"the controller at {explained.admin_url} (--url) says:"
+    assert said.startswith("switch-2: 3 connections, 3 requests\n")
     assert "problem http1_only: conns #" in done.stdout
     assert "(up to 3 at once)" in done.stdout
     assert "offered http/1.1 but not h2 in ALPN" in done.stdout
@@ -214,17 +216,18 @@ def test_our_switch_prints_the_findings_under_its_verdict(explained: ControllerP
 
 
 def test_explain_errors_are_one_line(explained: ControllerProcess, tmp_path: Path) -> None:
-    nobody = explain(explained, "--switch", "switch-9")
-    assert nobody.returncode == 2
+    nobody = explain(explained, "--switch", "switch-9", "--since", "5")
+    assert nobody.returncode == NOTHING_SEEN_EXIT
     assert nobody.stderr == (
-        f"controller: the controller at {explained.admin_url} saw no connection from switch switch-9\n"
+        f"controller: the controller at {explained.admin_url} saw no connection from switch switch-9 in the last "
+        "5 s (a refused handshake has no name yet: explain without --switch lists them by address)\n"
     )
     bad_since = explain(explained, "--since", "yesterday")
     assert bad_since.returncode == 2
     # said before the controller is asked (its own 400 for the same is tests/test_admin.py's)
     assert bad_since.stderr == "controller: --since: must be seconds ago or an ISO 8601 time, got 'yesterday'\n"
     down = run_module("controller", "explain", "--config", str(explained.config), "--url", "https://127.0.0.1:9")
-    assert down.returncode == 2
+    assert down.returncode == UNREACHABLE_EXIT
     assert down.stderr == (
         "controller: cannot ask the controller at https://127.0.0.1:9: connection refused "
         "(is it running? is the port right?)\n"
@@ -239,7 +242,7 @@ def test_diagnosis_window(explained: ControllerProcess) -> None:
         later = client.get(f"{explained.url}/diagnosis", params={"switch": "switch-8", "since": "2999-01-01T00:00:00Z"})
         recent = client.get(f"{explained.url}/diagnosis", params={"switch": "switch-8", "since": "600"})
     assert [(d["connections"], d["streams"], d["main"]) for d in everything] == [(1, 1, "sequential")]
-    assert later.json() == {"switches": [], "carriers": []}
+    assert later.json() == {"switches": [], "carriers": [], "refused_handshakes": []}
     assert recent.json()["switches"] == everything
 
 

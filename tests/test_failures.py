@@ -13,6 +13,7 @@ from h2.errors import ErrorCodes
 
 from controller.server.serve import server_ssl_context
 from dialout.config import ControllerConfig, OneShot, ReconnectPolicy, Scenario, Schedule, SwitchConfig
+from dialout.refusals import Refusal, explained
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.failures import Failure, FailureKind
 from sim_switch.model.results import GiveUpReason, PingOutcome, PingResult, RunResult
@@ -117,7 +118,7 @@ async def test_a_refused_certificate(certs_dir: Path, foreign_certs_dir: Path) -
     [ping] = result.pings
     assert ping.failure is not None
     assert ping.failure.kind is FailureKind.CERTIFICATE_REFUSED
-    assert ping.failure.detail == "our certificate is from a CA it does not trust"
+    assert ping.failure.detail == explained(Refusal.UNKNOWN_CA)
 
 
 async def test_a_session_gives_up_after_give_up_after_s(certs_dir: Path) -> None:

@@ -3,7 +3,6 @@ accepts only the proxy's SUCCESS. Here switch-2 plays the trusted proxy, with fo
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
@@ -11,15 +10,13 @@ from urllib.parse import quote
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from controller.accounts.connections import ConnectionRegistry
 from dialout.config import ControllerConfig
 from dialout.pki import switch_identity
 from dialout.text import Address
-from dialout.tls_files import ca_cert_path, ca_private_key_path
+from tests.certificates import issued_by_our_ca
 from tests.servers import RunningController, run_controller
 from tests.switches import async_switch_client
 
@@ -74,8 +71,10 @@ async def test_only_the_proxys_success_counts(proxied: RunningController, certs_
     assert response.status_code == 403
     assert response.json()["error"] == (
         "no verified client certificate from the switch (the proxy's verification said "
-        "'FAILED:certificate has expired')"
+        "'FAILED:certificate has expired'). Fix: let the proxy forward only certificates it verified itself (nginx: "
+        "ssl_verify_client on)"
     )
+    assert response.json()["refused"] == "proxy_unverified"
 
 
 def test_a_proxied_connection_closes_when_its_carriers_close_or_its_number_is_reused() -> None:
@@ -105,39 +104,6 @@ def test_a_proxied_connection_closes_when_its_carriers_close_or_its_number_is_re
     assert third.closed_at is None
 
 
-def issued_by_our_ca(certs_dir: Path, directory: Path, *, usage: x509.ObjectIdentifier | None, days: int) -> Path:
-    """A certificate for switch-1 from the controller's own CA, signed here with the CA's key: with only the
-    extended key usage ``usage`` (None: a CA certificate of its own), valid ``days`` from now (negative: expired)."""
-    ca = x509.load_pem_x509_certificate(ca_cert_path(certs_dir).read_bytes())
-    ca_key = serialization.load_pem_private_key(ca_private_key_path(certs_dir).read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    start, end = (now - datetime.timedelta(days=2), now + datetime.timedelta(days=days))
-    if days < 0:
-        start = now + datetime.timedelta(days=days - 30)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "switch-1")]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("switch-1")]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-    if usage is None:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    else:
-        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    path = directory / "forwarded.pem"
-    path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-    return path
-
-
 @pytest.mark.parametrize(
     ("usage", "days", "why"),
     [
@@ -158,7 +124,7 @@ async def test_a_forwarded_certificate_must_be_a_valid_client_certificate(
 ) -> None:
     """The chain's signatures are not enough: the forwarded certificate is verified as a client certificate
     (cryptography.x509.verification): a CA's own certificate, a server-only one and an expired one are refused."""
-    cert = issued_by_our_ca(certs_dir, tmp_path, usage=usage, days=days)
+    cert = issued_by_our_ca(certs_dir, tmp_path, usage=usage, days=days).cert
     response = await ping_as_proxy(proxied, certs_dir, forwarding(cert))
     if why is None:
         assert response.status_code == 200, response.text

@@ -145,7 +145,11 @@ async def test_a_valid_certificate_for_an_unknown_switch_gets_403(tmp_path: Path
         listing = await rogue.get(f"{running.url}/connections")
         [record] = running.registry.connections()
     assert ping.status_code == 403
-    assert ping.json() == {"error": "switch 'rogue-1' is not in this controller's fleet (known: switch-1)"}
+    assert ping.json() == {
+        "error": "switch 'rogue-1' is not in this controller's fleet (known: switch-1). Fix: give the client a "
+        "certificate of a switch in controller.switches, or add its name there",
+        "refused": "not_in_fleet",
+    }
     assert listing.status_code == 403
     assert (record.switch, record.streams) == ("rogue-1", 2)  # refused, but seen
 

@@ -17,6 +17,7 @@ import trustme
 from controller.__main__ import main as controller_main
 from dialout.config import ControllerConfig, OneShot, Scenario
 from dialout.pki import PKIError, ca_cert_path, generate_certs, switch_identity
+from dialout.refusals import Refusal, explained
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
@@ -88,7 +89,8 @@ async def test_controller_refuses_a_switch_without_certificate(controller: Runni
     no_cert = context_trusting(certs_dir, None)
     result = await run(controller.url, no_cert)
     assert not any(ping.ok for ping in result.pings)
-    assert only_error(result) == "the controller refused our client certificate: we sent no client certificate"
+    said = explained(Refusal.NO_CERTIFICATE)
+    assert only_error(result) == f"the controller refused our client certificate: {said}"
 
 
 async def test_controller_refuses_a_switch_without_certificate_over_tls12(
@@ -103,9 +105,10 @@ async def test_controller_refuses_a_certificate_from_a_foreign_ca(
     controller: RunningController, certs_dir: Path, foreign_certs_dir: Path
 ) -> None:
     result = await run(controller.url, context_trusting(certs_dir, foreign_certs_dir))
-    assert only_error(result) == (
-        "the controller refused our client certificate: our certificate is from a CA it does not trust"
-    )
+    # in the words the controller keeps and logs for the same refusal (dialout/refusals.py)
+    [kept] = controller.registry.refusals.since()
+    assert (kept.host, kept.refusal) == ("127.0.0.1", Refusal.UNKNOWN_CA)
+    assert only_error(result) == f"the controller refused our client certificate: {explained(kept.refusal)}"
 
 
 async def test_switch_refuses_a_controller_from_a_foreign_ca(

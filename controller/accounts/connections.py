@@ -3,7 +3,6 @@ carried, at most how many at once. Kept in memory and bounded; per-switch totals
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import logging
 import time
@@ -12,7 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from dialout.text import Address, plural, printable
+from controller.accounts.refusals import Refusals
+from dialout.refusals import Refusal
+from dialout.text import Address, plural, printable, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ class StreamSpan:
     query: bytes = b""  # as it came (the live page reads a ping's interval from it)
     stream_id: int | None = None  # HTTP/2: its stream id on the wire (1, 3, 5, ...); None for HTTP/1.1
     answered: float | None = None  # its response's last byte went to the server (monotonic seconds)
+    refused: Refusal | None = None  # answered 403, and why: not the switch's traffic (controller/http/app.py)
 
     def describe(self) -> str:
         """How the log and the page name it: the wire's stream id, its ordinal after it."""
@@ -179,6 +181,7 @@ class ConnectionRegistry:
         self, history: int = DEFAULT_HISTORY, server_cert_pem: str | None = None, stream_history: int = STREAM_HISTORY
     ) -> None:
         self.server_cert_pem = server_cert_pem
+        self.refusals = Refusals()  # the clients refused, by who and why (controller/accounts/refusals.py)
         self._recent: deque[ControllerConnection] = deque(maxlen=history)
         self._spans: deque[StreamSpan] = deque(maxlen=stream_history)
         self._totals: dict[str, SwitchTotals] = {}
@@ -321,10 +324,6 @@ class ConnectionRegistry:
     def opened_total(self) -> int:
         """Every connection recorded since the start, also those the history no longer holds."""
         return self._next_id - 1
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 def stream_name(stream_id: int | None, number: int | None) -> str:

@@ -31,6 +31,7 @@ from controller.diagnosis.findings import (
     Multiplexed,
     NoReuse,
     ReconnectStorm,
+    Refused,
     RunDiagnosis,
     Sequential,
     StreamLimit,
@@ -38,6 +39,7 @@ from controller.diagnosis.findings import (
 )
 from dialout.config import ControllerConfig
 from dialout.loop_lag import PERIOD_S, LoopLag
+from dialout.refusals import Refusal, did_you_mean
 
 # A redial sooner than this after the last connection closed had no backoff worth the name: dialout's own
 # reconnect starts at 0.1 s and doubles (config.yaml switch.reconnect), and so do most clients'.
@@ -63,10 +65,11 @@ class Limits:
 
     max_concurrent_streams: int
     keep_alive_max_requests: int
+    fleet: tuple[str, ...] = ()  # controller.switches: what a refused name may have meant
 
 
 def limits_of(cfg: ControllerConfig) -> Limits:
-    return Limits(cfg.max_concurrent_streams, cfg.keep_alive_max_requests)
+    return Limits(cfg.max_concurrent_streams, cfg.keep_alive_max_requests, cfg.switches)
 
 
 @dataclass(frozen=True)
@@ -155,32 +158,38 @@ def diagnose_stepwise(  # noqa: PLR0913 - as diagnose
     own connections were left out (``Carried``)."""
     now = time.monotonic() if now is None else now
     traffic: dict[int, list[StreamSpan]] = defaultdict(list)
+    refused: dict[int, list[StreamSpan]] = defaultdict(list)  # answered 403: not traffic (a Refused finding)
     known = {connection.id: connection for connection in connections}
     for read, span in enumerate(spans, 1):
         if read % STEP == 0:
             yield None
         if span.path in QUESTIONS or (window.since is not None and span.started < window.since):
             continue
-        traffic[span.connection.id].append(span)
+        (traffic if span.refused is None else refused)[span.connection.id].append(span)
         known.setdefault(span.connection.id, span.connection)  # older than the connection history keeps
     by_switch: dict[str, list[ControllerConnection]] = defaultdict(list)
     carried: Counter[str] = Counter()
     for read, connection in enumerate(known.values(), 1):
         if read % STEP == 0:
             yield None
-        if _in_window(connection, window, connection.id in traffic):
-            _sort(connection, switch, connection.id in traffic, by_switch, carried)
+        requested = connection.id in traffic or connection.id in refused
+        if _in_window(connection, window, requested):
+            _sort(connection, switch, requested, by_switch, carried)
     for proxy in sorted(carried):
         yield Carried(proxy, carried[proxy])
     for name in sorted(by_switch):
         found = by_switch[name]
-        yield _diagnose_switch(name, found, {c.id: traffic.get(c.id, []) for c in found}, limits, _Clock(now, lag))
+        turned_away = {c.id: refused[c.id] for c in found if c.id in refused}
+        served = [c for c in found if c.id in traffic or c.id not in refused]  # not those only refused
+        yield _diagnose_switch(
+            name, served, {c.id: traffic.get(c.id, []) for c in served}, limits, _Clock(now, lag), turned_away
+        )
 
 
 def _sort(
     connection: ControllerConnection,
     switch: str | None,
-    carried_traffic: bool,
+    requested: bool,
     by_switch: dict[str, list[ControllerConnection]],
     carried: Counter[str],
 ) -> None:
@@ -188,14 +197,14 @@ def _sort(
     name = switch_of(connection)
     if connection.from_trusted_proxy:  # carries switches' requests, each diagnosed as its switch's
         carried[name] += 1
-    elif (switch is None or name == switch) and (carried_traffic or connection.streams == 0):
+    elif (switch is None or name == switch) and (requested or connection.streams == 0):
         by_switch[name].append(connection)  # (not one that carried only questions)
 
 
-def _in_window(connection: ControllerConnection, window: Window, carried_traffic: bool) -> bool:
+def _in_window(connection: ControllerConnection, window: Window, requested: bool) -> bool:
     if window.connections is not None:
         return connection.id in window.connections
-    return window.since is None or connection.opened >= window.since or carried_traffic
+    return window.since is None or connection.opened >= window.since or requested
 
 
 @dataclass(frozen=True)
@@ -216,14 +225,32 @@ def _diagnose_switch(
     traffic: dict[int, list[StreamSpan]],
     limits: Limits,
     clock: _Clock,
+    turned_away: dict[int, list[StreamSpan]],
 ) -> SwitchDiagnosis:
+    """``connections`` and their ``traffic`` are judged in runs; ``turned_away``: the requests refused, by
+    connection (those that carried only refused ones are not in ``connections``)."""
     connections = sorted(connections, key=lambda c: (_dialled(c), c.id))
     for spans in traffic.values():
         spans.sort(key=lambda span: span.started)
     runs = tuple(_diagnose_run(run, traffic, limits, clock) for run in _runs(connections))
-    findings = sorted((finding for run in runs for finding in run.findings), key=lambda f: ORDER.index(f.kind))
+    found = [finding for run in runs for finding in run.findings]
+    refused = _refused(name, turned_away, limits.fleet)
+    if refused is not None:
+        found.append(refused)
+    findings = sorted(found, key=lambda f: ORDER.index(f.kind))
     streams = sum(run.streams for run in runs)
-    return SwitchDiagnosis(name, len(connections), streams, tuple(findings), runs)
+    every = {c.id for c in connections} | set(turned_away)
+    return SwitchDiagnosis(name, len(every), streams, tuple(findings), runs)
+
+
+def _refused(name: str, turned_away: dict[int, list[StreamSpan]], fleet: tuple[str, ...]) -> Refused | None:
+    spans = [span for spans in turned_away.values() for span in spans]
+    if not spans:
+        return None
+    reasons = Counter(span.refused for span in spans if span.refused is not None)
+    refusal = reasons.most_common(1)[0][0]
+    mean = did_you_mean(name, fleet) if refusal is Refusal.NOT_IN_FLEET else None
+    return Refused(tuple(sorted(turned_away)), len(spans), refusal, name, mean)
 
 
 def _runs(connections: Sequence[ControllerConnection]) -> list[list[ControllerConnection]]:

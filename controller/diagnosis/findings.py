@@ -10,10 +10,13 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar
 
+from dialout.refusals import Refusal
+
 
 class FindingKind(enum.StrEnum):
     """Stable names: scripts match on them in ``/diagnosis`` JSON."""
 
+    REFUSED = "refused"
     HTTP1_ONLY = "http1_only"
     DIAL_RACE = "dial_race"
     NO_REUSE = "no_reuse"
@@ -36,6 +39,20 @@ class Alpn(enum.StrEnum):
     NONE = "none"  # no ALPN at all (or none of h2, http/1.1): the client never offered HTTP/2
     HTTP11 = "http/1.1"  # offered http/1.1 without h2: the client's HTTP/2 is off
     CLEARTEXT = "cleartext"  # no TLS: HTTP/1.1 without prior-knowledge h2c
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Requests the controller answered 403: the client got in (its certificate verified) but is not one it serves.
+    They are not judged as traffic: a refused client's pattern says nothing of its multiplexing."""
+
+    kind: ClassVar[FindingKind] = FindingKind.REFUSED
+    severity: ClassVar[Severity] = Severity.PROBLEM
+    connections: tuple[int, ...]  # those that carried a refused request
+    requests: int
+    refusal: Refusal  # why, for the most of them
+    name: str  # the certificate's name it was refused under
+    did_you_mean: str | None  # a name in the fleet close to it
 
 
 @dataclass(frozen=True)
@@ -139,7 +156,7 @@ class Sequential:
     streams: int
 
 
-Finding = Http1Only | DialRace | NoReuse | ReconnectStorm | StreamLimit | Idle | Multiplexed | Sequential
+Finding = Refused | Http1Only | DialRace | NoReuse | ReconnectStorm | StreamLimit | Idle | Multiplexed | Sequential
 
 # The order findings are listed in: most telling first. The first is a switch's main finding.
 ORDER = tuple(FindingKind)

@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from controller.accounts.refusals import RefusedClient
 from controller.diagnosis.findings import (
     Alpn,
     DialRace,
@@ -17,12 +18,14 @@ from controller.diagnosis.findings import (
     Multiplexed,
     NoReuse,
     ReconnectStorm,
+    Refused,
     Sequential,
     StreamLimit,
     SwitchDiagnosis,
     holds_through,
     inconclusive,
 )
+from dialout.refusals import explained
 from dialout.text import plural
 
 MAX_LISTED = 8  # connection ids named in a sentence; JSON has them all
@@ -47,6 +50,12 @@ _CAUSES = {
 
 def sentence(finding: Finding) -> str:  # noqa: C901 - one case per kind of finding, each its own sentence
     match finding:
+        case Refused(connections, requests, refusal, name, mean):
+            guess = f" Did you mean {mean}?" if mean else ""
+            return (
+                f"{_conns(connections)}: {plural(requests, 'request')} refused with 403 ({refusal}), as {name}: "
+                f"{explained(refusal)}.{guess} Its requests are not judged as traffic."
+            )
         case Http1Only(connections, offered, most_at_once):
             causes = "; and ".join(_CAUSES[alpn] for alpn in offered)
             return (
@@ -168,6 +177,31 @@ def inconclusive_sentence(finding: Finding) -> str:
         f"inconclusive: the controller's own loop lagged {_ms(finding.lag_s)} over the times this finding compares, "
         f"more than it holds through ({_ms(holds_through(finding))}); it would have said: {sentence(finding)}"
     )
+
+
+def refused_handshake_json(refused: RefusedClient, now: float) -> dict[str, Any]:
+    """``GET /diagnosis``'s ``refused_handshakes``: one client address and reason. Names as ``diagnosis_json``'s."""
+    ago = now - refused.last
+    return {
+        "address": refused.host,
+        "refusal": refused.refusal.value,
+        "count": refused.count,
+        "first_at": refused.first_at,
+        "last_at": refused.last_at,
+        "last_s_ago": round(ago, 3),
+        "detail": refused.detail,
+        "sentence": (
+            f"{plural(refused.count, 'TLS handshake')} refused, the last {_ago(ago)}: {explained(refused.refusal)} "
+            f"(OpenSSL: {refused.detail})."
+        ),
+    }
+
+
+def _ago(seconds: float) -> str:
+    """``just now``, ``5 s ago``, ``3 min ago``."""
+    if seconds < 1:
+        return "just now"
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
 def _plain(value: object) -> object:

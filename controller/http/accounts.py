@@ -25,7 +25,7 @@ from quart import Quart, Response, jsonify, request
 
 from controller.accounts.connections import ConnectionRegistry
 from controller.diagnosis.analysis import Carried, WindowError, diagnose_stepwise, limits_of, parse_window
-from controller.diagnosis.sentences import diagnosis_json
+from controller.diagnosis.sentences import diagnosis_json, refused_handshake_json
 from dialout.config import ControllerConfig
 from dialout.loop_lag import LoopLag
 
@@ -63,10 +63,17 @@ def connections_answer(registry: ConnectionRegistry, switch: str | None, stream_
 
 
 async def diagnosis_answer(
-    cfg: ControllerConfig, registry: ConnectionRegistry, args: Mapping[str, str], switch: str | None, turn: asyncio.Lock
+    cfg: ControllerConfig,
+    registry: ConnectionRegistry,
+    args: Mapping[str, str],
+    switch: str | None,
+    turn: asyncio.Lock,
+    everyone: bool = True,
 ) -> tuple[str, int]:
     """The JSON text of the answer, and its status. ``args``: the query (``since``, ``connections``); a bad window
-    is a 400 with one line. ``switch``: only that switch's diagnosis. ``turn``: held while diagnosing."""
+    is a 400 with one line. ``switch``: only that switch's diagnosis. ``turn``: held while diagnosing.
+    ``everyone``: the asker may read every client's records, and so, when no one switch is asked for, the handshakes
+    refused too (by address: they never got as far as a name)."""
     try:
         window = parse_window(args.get("since"), args.get("connections"))
     except WindowError as exc:
@@ -86,7 +93,11 @@ async def diagnosis_answer(
                 if time.perf_counter() - slice_began >= SLICE_S:
                     await asyncio.sleep(0)
                     slice_began = time.perf_counter()
-    return '{"switches": [' + ", ".join(parts) + '], "carriers": ' + json.dumps(carriers) + "}", 200
+    now = time.monotonic()
+    handshakes = registry.refusals.since(window.since) if everyone and not switch else []
+    refused = [refused_handshake_json(kept, now) for kept in handshakes if kept.name is None]
+    tail = f', "carriers": {json.dumps(carriers)}, "refused_handshakes": {json.dumps(refused)}'
+    return '{"switches": [' + ", ".join(parts) + "]" + tail + "}", 200
 
 
 class _CollectorPause:
@@ -144,5 +155,6 @@ def serve_accounts(
         switch, refused = asked_for()
         if refused is not None:
             return refused
-        text, status = await diagnosis_answer(cfg, registry, request.args, switch, turn)
+        everyone = own_records() is None
+        text, status = await diagnosis_answer(cfg, registry, request.args, switch, turn, everyone)
         return Response(text, status, mimetype="application/json"), status

@@ -14,17 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
 from quart import Quart, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from controller.accounts.connections import ConnectionRegistry, ControllerConnection, stream_name, utc_now
+from controller.accounts.connections import ConnectionRegistry, ControllerConnection, StreamSpan, stream_name
 from controller.accounts.forwarded import ProxyPolicy
 from controller.http.accounts import serve_accounts
 from controller.http.interval import IntervalError, parse_interval
 from controller.http.metrics import Metrics
 from controller.server.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
 from dialout.config import ControllerConfig
-from dialout.text import format_address, printable
+from dialout.errors import DialoutError
+from dialout.refusals import Refusal, did_you_mean, words
+from dialout.text import format_address, printable, utc_now
 from dialout.tls_files import controller_files
 
 logger = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
     proxies = ProxyPolicy(cfg.trusted_proxies, controller_files(cfg).trust)
     app.asgi_app = ConnectionScopeMiddleware(app.asgi_app, registry, proxies)  # type: ignore[method-assign]
     max_interval_s = cfg.max_interval_s
+    own_name = _own_name(cfg)
 
     @app.before_request
     async def identify() -> tuple[Response, int] | None:
@@ -87,17 +91,26 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
                 {"error": f"request line and headers are {size} bytes, over max_header_bytes ({cfg.max_header_bytes})"}
             ), 431
         if arrival.refusal is not None:  # through a trusted proxy, with a certificate we could not verify
-            return jsonify({"error": arrival.refusal}), 403
+            return refuse(arrival, Refusal.PROXY_UNVERIFIED, arrival.refusal)
         if switch is None and (cfg.client_certs_optional or (arrival.connection and arrival.connection.cleartext)):
             return None  # bench mode (h2load) or the cleartext listener: an anonymous switch, on loopback only
         if switch is None:
-            return jsonify({"error": "no verified client certificate on this connection"}), 403
+            return refuse(arrival, Refusal.NO_CERTIFICATE, "no verified client certificate on this connection")
         if not _listed(switch, cfg.switches):
             if request.path in ACCOUNTS and _listed(switch, cfg.operators):
                 return None  # an operator's certificate, asking what the switches did
-            known = ", ".join(cfg.switches)
-            return jsonify({"error": f"switch {switch!r} is not in this controller's fleet (known: {known})"}), 403
+            return refuse(arrival, Refusal.NOT_IN_FLEET, _not_in_fleet(switch, cfg.switches, own_name))
         return None
+
+    def refuse(arrival: Arrival, refusal: Refusal, detail: str) -> tuple[Response, int]:
+        """403, said once a second per client and kind in the log, kept in the account, and marked on the
+        request's stream: the diagnosis does not judge a refused client's requests as its traffic."""
+        if arrival.span is not None:
+            arrival.span.refused = refusal
+        told = f"{detail}. Fix: {words(refusal).fix}"
+        host = arrival.connection.peer.host if arrival.connection is not None else "unknown"
+        registry.refusals.request(host, arrival.switch or "(no certificate)", refusal, told)
+        return jsonify({"error": told, "refused": refusal.value}), 403
 
     @app.after_request
     async def log_request(response: Response) -> Response:
@@ -182,9 +195,32 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
     return app
 
 
+def _not_in_fleet(switch: str, fleet: tuple[str, ...], own_name: str | None) -> str:
+    """Whose certificate it is, as far as the controller can tell, and the names it would have let in."""
+    mean = did_you_mean(switch, fleet)
+    whose = (
+        " (the controller's own certificate, a server's: give the client a switch's)"
+        if switch == own_name
+        else f" (did you mean {mean}?)"
+        if mean
+        else ""
+    )
+    return f"switch {switch!r} is not in this controller's fleet{whose} (known: {', '.join(fleet)})"
+
+
 def _listed(name: str, names: tuple[str, ...]) -> bool:
     """``name`` is one of ``names``, or matches one of them that is a pattern (``fleet-*``)."""
     return name in names or any("*" in entry and fnmatch.fnmatchcase(name, entry) for entry in names)
+
+
+def _own_name(cfg: ControllerConfig) -> str | None:
+    """The CN of the controller's own certificate: a client that presents it is told so."""
+    try:
+        leaf = controller_files(cfg).identity.chain()[0]
+    except DialoutError:  # not made yet (a test app): nothing to tell
+        return None
+    names = leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
 
 
 def _header_bytes(scope: Mapping[str, Any]) -> int:
@@ -205,6 +241,7 @@ class Arrival:
     started: float  # time.perf_counter(), for the request's duration in the log
     refusal: str | None = None  # why a switch behind a trusted proxy is not believed
     stream_id: int | None = None  # HTTP/2: its stream id on the wire
+    span: StreamSpan | None = None  # its stream in the account (the switch's, behind a proxy)
 
 
 def _arrival(scope: Mapping[str, Any]) -> Arrival:
@@ -220,6 +257,7 @@ def _arrival(scope: Mapping[str, Any]) -> Arrival:
         time.perf_counter(),
         entry["refusal"],
         entry["stream_id"],
+        entry["span"],
     )
 
 

@@ -207,6 +207,7 @@ class ConnectionScopeMiddleware:
                 "stream": span.number,
                 "stream_id": span.stream_id,
                 "refusal": None,
+                "span": span,
             }
         else:
             seen_as, identified, number = switch_side
@@ -216,6 +217,7 @@ class ConnectionScopeMiddleware:
                 "stream": number,
                 "stream_id": None,
                 "refusal": identified.refusal,
+                "span": seen_as,
             }
 
         async def send_and_time(message: ASGISendEvent) -> None:

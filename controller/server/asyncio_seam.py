@@ -1,5 +1,5 @@
 """Where dialout reaches inside asyncio: its TLS is made to send the fatal alert when a handshake fails, so a
-refused switch learns why.
+refused switch learns why, and to tell the controller who it refused; and its loop's turns are counted.
 
 asyncio's ``SSLProtocol`` force-closes the transport on a failed handshake without flushing what OpenSSL queued
 for the peer: the fatal alert (``certificate required``, ``unknown ca``, ``bad certificate``). A switch that dials
@@ -13,6 +13,10 @@ buffer, then let asyncio fail the connection as before. Flushing twice is harmle
 that has the fix. Delete this module once the oldest supported Python has gh-98078;
 ``tests/test_tls.py::test_controller_sends_the_alert_for_a_refused_certificate`` fails loudly if the backport stops
 taking effect.
+
+The same wrapper tells whoever asked (``report_failed_handshakes``, per server ``SSLContext``) of each failed
+handshake with the peer's address: OpenSSL knows why, only the protocol knows from where, and asyncio logs neither
+outside debug mode.
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ from collections.abc import Callable
 from typing import Any
 
 _PATCHED_MARK = "_dialout_sends_handshake_alerts"
+# Who hears of a failed handshake, by the SSLContext it was made with (a server's; clients' are not listed).
+FailedHandshake = Callable[[Any, ssl.SSLError], None]  # (the peer's socket address, OpenSSL's error)
+_reporters: weakref.WeakKeyDictionary[ssl.SSLContext, FailedHandshake] = weakref.WeakKeyDictionary()
+
+
+def report_failed_handshakes(context: ssl.SSLContext, reporter: FailedHandshake) -> None:
+    """Call ``reporter`` for every handshake that fails on a connection made with ``context``."""
+    _reporters[context] = reporter
 
 
 def send_handshake_alerts() -> None:
@@ -40,6 +52,9 @@ def send_handshake_alerts() -> None:
             self._process_outgoing()
         except ssl.SSLError as exc:
             self._process_outgoing()  # the fix: send the alert OpenSSL has queued before the transport is dropped
+            reporter = _reporters.get(self._sslobj.context)
+            if reporter is not None:
+                reporter(self._transport.get_extra_info("peername"), exc)
             self._on_handshake_complete(exc)
         else:
             self._on_handshake_complete(None)

@@ -21,6 +21,7 @@ from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
 from controller.accounts.connections import ConnectionRegistry
+from controller.accounts.refusals import Refusals
 from controller.http.admin import create_admin_app
 from controller.http.app import Unavailable, create_app
 from controller.http.metrics import Metrics
@@ -34,13 +35,19 @@ from controller.server.asgi_tls import (
     note_client_hello,
     note_handshake_done,
 )
-from controller.server.asyncio_seam import count_loop_turns, send_handshake_alerts
+from controller.server.asyncio_seam import (
+    FailedHandshake,
+    count_loop_turns,
+    report_failed_handshakes,
+    send_handshake_alerts,
+)
 from controller.server.graceful import refuse_new_streams
 from controller.server.h2_limits import GuardedH2Protocol, PeerLimits
 from controller.server.hypercorn_seam import DialoutConfig
 from dialout.config import ControllerConfig
 from dialout.errors import DialoutError, PKIError
 from dialout.loop_lag import LoopLag
+from dialout.refusals import of_handshake_error, openssl_words
 from dialout.text import plural
 from dialout.tls_files import ca_private_key_path, controller_files
 
@@ -296,7 +303,8 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
         gate.guard(sock)
     quiet_accept_errors()
     metrics = Metrics(registry)
-    ssl_context.sslobject_class = _counting_handshakes(metrics.handshake_failed)
+    ssl_context.sslobject_class = StampedSSLObject
+    report_failed_handshakes(ssl_context, _refused_handshake(metrics, registry.refusals))
     unavailable = Unavailable()
     app = create_app(cfg, registry, metrics, unavailable)
     config = hypercorn_config(cfg, ssl_context, registry)
@@ -388,20 +396,22 @@ async def _awaited(awaitable: Awaitable[object]) -> None:
     await awaitable
 
 
-def _counting_handshakes(failed: Callable[[str | None], None]) -> type[ssl.SSLObject]:
-    """An SSLObject class (asyncio's TLS uses ``context.sslobject_class``) that reports each failed server
-    handshake with OpenSSL's reason (asyncio itself logs those only in debug mode), and notes when each one is
-    done, as the ClientHello's time is noted (``asgi_tls``)."""
+def _refused_handshake(metrics: Metrics, refusals: Refusals) -> FailedHandshake:
+    """Count a failed handshake by OpenSSL's reason (``/metrics``) and record it, by address and kind, in the
+    account (logged once a second at most, with its fix)."""
 
-    class CountingSSLObject(ssl.SSLObject):
-        def do_handshake(self) -> None:
-            try:
-                super().do_handshake()
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                raise
-            except ssl.SSLError as exc:
-                failed(exc.reason)
-                raise
-            note_handshake_done(self)
+    def refused(peername: object, exc: ssl.SSLError) -> None:
+        metrics.handshake_failed(exc.reason)
+        host = str(peername[0]) if isinstance(peername, tuple) else str(peername)
+        refusals.handshake(host, of_handshake_error(exc), openssl_words(exc))
 
-    return CountingSSLObject
+    return refused
+
+
+class StampedSSLObject(ssl.SSLObject):
+    """An SSLObject (asyncio's TLS uses ``context.sslobject_class``) that notes when each server handshake is done,
+    as the ClientHello's time is noted (``asgi_tls``)."""
+
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        note_handshake_done(self)

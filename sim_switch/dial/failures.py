@@ -26,22 +26,11 @@ import httpx
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, StreamReset
 
+from dialout.refusals import explained, of_alert
 from sim_switch.model.failures import Failure, FailureKind
 from sim_switch.wire import errors as wire
 from sim_switch.wire.frames import error_name
 
-# OpenSSL alert reasons a server sends when it refuses the client's certificate.
-_CLIENT_CERT_REFUSALS = {
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "we sent no client certificate",
-    "TLSV1_ALERT_UNKNOWN_CA": "our certificate is from a CA it does not trust",
-    "SSLV3_ALERT_BAD_CERTIFICATE": "it found our certificate bad",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "our certificate has expired (or is not yet valid)",
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "it could not verify our certificate",
-    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "our certificate is not valid for client authentication",
-    "TLSV1_ALERT_ACCESS_DENIED": "access denied",
-    # TLS 1.2 has no "certificate required" alert; a server that wanted one sends this generic one.
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake failure (under TLS 1.2 this usually means we sent no certificate)",
-}
 PROBE_TIMEOUT_S = 5.0
 _NOT_DELIVERED = (
     httpx.ConnectError,
@@ -107,8 +96,8 @@ def _kind_of(  # noqa: C901 - one rule per failure kind, in the order they must 
             reason = cause.verify_message or cause.reason or "verification failed"
             hint = "" if "mismatch" in reason.lower() else " (not issued by the CA in the switch's ca.pem)"
             return FailureKind.CONTROLLER_UNTRUSTED, f"{reason}{hint}"
-        if isinstance(cause, ssl.SSLError) and cause.reason in _CLIENT_CERT_REFUSALS:
-            return FailureKind.CERTIFICATE_REFUSED, _CLIENT_CERT_REFUSALS[cause.reason]
+        if isinstance(cause, ssl.SSLError) and (refusal := of_alert(cause.reason)) is not None:
+            return FailureKind.CERTIFICATE_REFUSED, explained(refusal)  # the words the controller logs for it
         if isinstance(cause, ConnectionRefusedError):
             return FailureKind.DOWN, f"connection refused ({cause.strerror or cause})"
     for cause in chain:
@@ -144,7 +133,7 @@ def _probe(host: str, port: int, context: ssl.SSLContext) -> Failure | None:
         ):
             tls.recv(1)
     except ssl.SSLError as exc:
-        return classify(exc) if exc.reason in _CLIENT_CERT_REFUSALS else None
+        return classify(exc) if of_alert(exc.reason) is not None else None
     except OSError:
         return None
     return None
