@@ -48,6 +48,7 @@ from sim_switch.model.events import EventKind, TraceEvent
 from sim_switch.model.verdict import judge
 from sim_switch.render.fleet import fleet_json, fleet_line, render_fleet
 from sim_switch.render.html import ReportFileError, check_report_path, fleet_html, run_html, write_report
+from sim_switch.render.repeats import RepeatsHeld
 from sim_switch.render.report import render_summary, to_json, verdict_line
 from sim_switch.render.trace import event_json, render_event
 
@@ -121,6 +122,8 @@ def run(args: RunOptions) -> int:
     except KeyboardInterrupt:
         print("sim_switch: interrupted", file=sys.stderr)
         return 1
+    finally:
+        show.finish()
     verdict = judge(result)
     if args.html is not None:
         _write_html(args.html, run_html(result, verdict, show.events))
@@ -189,14 +192,24 @@ class TraceSink:
             scenario.kind, Fleet
         )
         self.events: list[TraceEvent] = []
+        self._held = RepeatsHeld()  # a link that stays down: a line every few seconds, not one per failed dial
 
     def __call__(self, event: TraceEvent) -> None:
         if self._keep:
             self.events.append(event)
         if self._stream is None or event.kind not in self._shown:
             return
+        self._print(self._held.lines(event))
+
+    def finish(self) -> None:
+        """The run is over: say what was held back."""
+        if self._stream is not None:
+            self._print(self._held.flush())
+
+    def _print(self, lines: list[str]) -> None:
         try:
-            print(render_event(event), file=self._stream, flush=True)
+            for line in lines:
+                print(line, file=self._stream, flush=True)
         except BrokenPipeError:
             # The reader went away (`| head`): stop tracing, but let the run finish and account for its pings.
             self._stream = None

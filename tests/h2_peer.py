@@ -95,8 +95,8 @@ async def scripted_peer(
         writers.discard(writer)
         writer.close()
 
-    async with _serving(serve, context, writers, set()) as port:
-        peer.port = port
+    async with _serving(serve, context, writers, set()) as server:
+        peer.port = server.sockets[0].getsockname()[1]
         yield peer
 
 
@@ -106,12 +106,12 @@ async def _serving(
     context: ssl.SSLContext,
     writers: set[asyncio.StreamWriter],
     tasks: set[asyncio.Task[None]],
-) -> AsyncIterator[int]:
-    """``serve`` each connection on an ephemeral loopback port (yielded); at the end, cancel ``tasks`` and close
-    ``writers``, the connections still open."""
+) -> AsyncIterator[asyncio.Server]:
+    """``serve`` each connection on an ephemeral loopback port (the server, yielded); at the end, cancel ``tasks``
+    and close ``writers``, the connections still open."""
     server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
     try:
-        yield server.sockets[0].getsockname()[1]
+        yield server
     finally:
         server.close()
         for task in tasks:
@@ -196,6 +196,12 @@ class DrivenConnection:
         reopen_after_sending_goaway(self.conn)  # and go on answering up to last_stream_id
         self.flush()
 
+    def goaway_and_close(self, last_stream_id: int) -> None:
+        """GOAWAY NO_ERROR, then the connection closed: a controller going away gracefully."""
+        self.conn.close_connection(ErrorCodes.NO_ERROR, last_stream_id=last_stream_id)
+        self.flush()
+        self.writer.close()
+
     def max_streams(self, value: int) -> None:
         self.conn.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: value})
         self.flush()
@@ -218,6 +224,12 @@ class DrivenConnection:
 class DrivenPeer:
     port: int
     connections: list[DrivenConnection] = dataclasses.field(default_factory=list)
+    server: asyncio.Server | None = None
+
+    def stop_listening(self) -> None:
+        """A new connection is refused from now on; the open ones go on (a controller going away)."""
+        assert self.server is not None
+        self.server.close()
 
     @property
     def url(self) -> str:
@@ -256,8 +268,8 @@ async def driven_peer(
                 driven.flush()
         writer.close()
 
-    async with _serving(serve, context, writers, tasks) as port:
-        peer.port = port
+    async with _serving(serve, context, writers, tasks) as server:
+        peer.port, peer.server = server.sockets[0].getsockname()[1], server
         yield peer
 
 

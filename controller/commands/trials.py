@@ -36,6 +36,7 @@ from controller.trials.results import TrialResult, Verdict
 from dialout.config import ControllerConfig
 from dialout.errors import ConfigError
 from dialout.loop_lag import LoopLag
+from dialout.signals import TRIALS_OVER
 
 GENERATOR = trials_page.GENERATOR
 INCONCLUSIVE_EXIT = 3
@@ -123,6 +124,7 @@ async def run_trials(
             try:
                 await _direct(benches[0], plan, results)
             finally:
+                config.goodbye = TRIALS_OVER  # a switch running --scenario trials ends its session on these words
                 stop.set()
 
     stopped = await serve(cfg, ssl_context, listeners, stop.wait, registry, alongside=director)

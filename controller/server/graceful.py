@@ -19,15 +19,17 @@ import logging
 import h2.exceptions
 
 from controller.server.asgi_tls import live_servers
-from controller.server.hypercorn_seam import SeamH2Protocol
+from controller.server.hypercorn_seam import DialoutConfig, SeamH2Protocol
 from dialout.text import plural
 
 logger = logging.getLogger(__name__)
 
 
-async def refuse_new_streams(config: object) -> None:
-    """Make every live HTTP/2 connection of the server with this Hypercorn ``config`` refuse new streams."""
+async def refuse_new_streams(config: DialoutConfig) -> None:
+    """Make every live HTTP/2 connection of the server with this Hypercorn ``config`` refuse new streams; with the
+    config's ``goodbye`` words, a GOAWAY carrying them goes to the busy ones too (``dialout.signals``)."""
     servers = live_servers(config)
+    goodbye = config.goodbye
     idle = 0
     for server in servers:
         protocol = getattr(getattr(server, "protocol", None), "protocol", None)
@@ -35,15 +37,15 @@ async def refuse_new_streams(config: object) -> None:
             continue  # HTTP/1.1: Hypercorn closes idle connections and ends busy ones after their response
         if server.writer.is_closing() or protocol.closed:
             continue  # over already; Hypercorn keeps its task until the idle timer runs out
-        if protocol.idle:
+        if not protocol.idle:
+            protocol.reset_new_streams_as_refused()
+        if protocol.idle or goodbye:
             try:
-                await protocol.goaway_now()
+                await protocol.goaway_now(goodbye)
             except (OSError, RuntimeError, h2.exceptions.ProtocolError) as exc:
                 logger.info("GOAWAY not sent on a closing connection: %s", exc)  # the shutdown goes on
                 continue
-            idle += 1
-        else:
-            protocol.reset_new_streams_as_refused()
+            idle += protocol.idle
     if servers:
         # The worker context is shared by every connection; Hypercorn sets it too, a moment later.
         await servers[0].context.terminated.set()

@@ -94,6 +94,9 @@ class DialoutConfig(HypercornConfig):
         self.limits: PeerLimits | None = None
         self.gate: HandshakeGate | None = None
         self.held: HeldSettings | None = None
+        # The debug data of the GOAWAY every HTTP/2 connection gets at shutdown (empty: only the idle ones get one,
+        # busy ones reset new streams as refused and get Hypercorn's when they go idle): dialout.signals.
+        self.goodbye = b""
 
     def create_ssl_context(self) -> ssl.SSLContext | None:
         return self._ssl_context
@@ -165,10 +168,12 @@ class SeamH2Protocol(H2Protocol):
     """Hypercorn's HTTP/2 protocol, closing its streams' send buffers when the connection closes, and what a
     shutdown needs of it that Hypercorn does not do (``graceful``)."""
 
-    async def goaway_now(self) -> None:
+    async def goaway_now(self, debug: bytes = b"") -> None:
         """GOAWAY naming the highest stream seen, written now (Hypercorn sends one only when a busy connection goes
-        idle, and closes an idle one without any)."""
-        self.connection.close_connection()
+        idle, and closes an idle one without any), with ``debug`` as its debug data. The streams up to it are still
+        answered (h2's state machine is opened again: ``dialout.h2_seam``)."""
+        self.connection.close_connection(additional_data=debug or None)
+        h2_seam.reopen_after_sending_goaway(self.connection)
         await self._flush()
 
     def reset_new_streams_as_refused(self) -> None:

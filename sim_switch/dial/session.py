@@ -22,6 +22,7 @@ import httpx
 
 from dialout.config import ReconnectPolicy, Request, RetryPolicy, Schedule
 from dialout.loop_lag import LoopLag
+from dialout.signals import TRIALS_OVER
 from sim_switch.dial.client import Attempt, LinkHistory, attempt_ping, finish_run, new_pool
 from sim_switch.dial.destinations import Destinations
 from sim_switch.dial.keepalive import SilenceWatch
@@ -29,16 +30,19 @@ from sim_switch.dial.settings import Outgoing, RunSettings
 from sim_switch.dial.streams import StreamPool
 from sim_switch.dial.tracing import Tracer
 from sim_switch.model.events import (
+    EndedByController,
     FailedOver,
     GaveUpOnSilence,
+    GoawayRead,
     KeepaliveAnswered,
     LinkDown,
+    LinkGaveUp,
     LinkUp,
     Reconnecting,
     TraceEvent,
 )
-from sim_switch.model.failures import LinkLoss, WentSilent
-from sim_switch.model.results import Failover, GiveUp, GiveUpReason, RunResult
+from sim_switch.model.failures import Failure, FailureKind, LinkLoss, WentSilent
+from sim_switch.model.results import Failover, GiveUp, GiveUpReason, PingResult, RunResult
 from sim_switch.wire.transport import SwitchTransport
 
 
@@ -61,18 +65,50 @@ class Link:
         self._down_reason: LinkLoss | None = None
         self._down_reported = False
         self._connected_to: str | None = None
+        self._last_failure: Failure | None = None
         self.reconnects = 0
         self.failovers: list[Failover] = []
+        self.given_up = False  # down for give_up_after_s, or the controller said it is over: the session ends
+        self.ended_by_controller = False
 
-    async def wait_turn(self, ping: int) -> str:
-        """Return the controller to try when ``ping`` may: the link is up, or this ping is the one (re)dialling."""
-        while not self._up and self._leader != ping:
+    async def wait_turn(self, ping: int) -> str | None:
+        """Return the controller to try when ``ping`` may: the link is up, or this ping is the one (re)dialling;
+        None once the link has given up."""
+        while not self._up and self._leader != ping and not self.given_up:
             if self._leader is None:  # nobody is dialling: this ping does
                 self._leader = ping
                 self._down_since_s = self._tracer.now_s()
                 break
             await self._changed.wait()
-        return self.destinations.current
+        return None if self.given_up else self.destinations.current
+
+    def down_for_s(self) -> float:
+        return 0.0 if self._up else self._tracer.now_s() - self._down_since_s
+
+    def give_up(self) -> None:
+        """Down for ``give_up_after_s``: every ping waiting, and every one after, fails without dialling."""
+        if self.given_up:
+            return
+        self.given_up = True
+        loss: LinkLoss = self._down_reason or self._last_failure or Failure(FailureKind.OTHER, "down", True)
+        bound_s = self._policy.give_up_after_s
+        self._tracer.emit(
+            LinkGaveUp(at_s=self._tracer.now_s(), down_s=self.down_for_s(), give_up_after_s=bound_s, loss=loss)
+        )
+        self._release()
+
+    def end(self, said: str) -> None:
+        """The controller said the session is over: pings waiting are not sent, and none after them."""
+        if self.given_up:
+            return
+        self.given_up = self.ended_by_controller = True
+        self._tracer.emit(EndedByController(at_s=self._tracer.now_s(), said=said))
+        self._release()
+
+    @property
+    def last_failure(self) -> Failure | None:
+        """The latest failure that took or kept the link down."""
+        return self._last_failure
 
     async def failed(self, ping: int, reason: LinkLoss, url: str) -> None:
         """A ping to ``url`` failed in a way worth retrying. The first to fail leads the redial and sleeps the
@@ -80,6 +116,8 @@ class Link:
         already left says nothing of the one it is on: that ping just goes again."""
         if url != self.destinations.current:
             return
+        if isinstance(reason, Failure):
+            self._last_failure = reason
         was_up = self._up
         if self._leader is None:
             self._leader = ping
@@ -161,9 +199,12 @@ class Link:
         self._release()
 
     def gave_up(self, ping: int) -> None:
-        """The leader stops; another waiting ping takes over the dialling (the link stays down)."""
+        """The leader stops; another waiting ping takes over the dialling (the link stays down), where the backoff
+        had got to: a ping giving up is no reason to redial sooner."""
         if self._leader == ping:
+            attempt = self._attempt
             self._release()
+            self._attempt = attempt
 
     def _report_down(self, reason: LinkLoss) -> None:
         self._down_reported = True
@@ -177,6 +218,20 @@ class Link:
         self._changed = asyncio.Event()
 
 
+class _HearsTheEnd:
+    """Passes every trace event on, and ends the session's link when a GOAWAY of the controller's says the trials
+    are over (``dialout.signals``)."""
+
+    def __init__(self, emit: Callable[[TraceEvent], None]) -> None:
+        self._emit = emit
+        self.link: Link | None = None
+
+    def __call__(self, event: TraceEvent) -> None:
+        self._emit(event)
+        if isinstance(event, GoawayRead) and event.debug.encode() == TRIALS_OVER and self.link is not None:
+            self.link.end(event.debug)
+
+
 async def run_session(
     settings: RunSettings,
     controllers: str | Sequence[str],
@@ -188,10 +243,13 @@ async def run_session(
     schedule = scenario.kind
     if not isinstance(schedule, Schedule):
         raise ValueError(f"scenario {scenario.name!r} is a {schedule.mode} scenario, not a persistent session")
-    tracer = Tracer(emit, frames=settings.trace_frames)
+    listening = _HearsTheEnd(emit)
+    tracer = Tracer(listening, frames=settings.trace_frames)
     urls = (controllers,) if isinstance(controllers, str) else tuple(controllers)
-    link = Link(switch.reconnect, tracer, Destinations(urls, switch.start_with, unit_random), unit_random)
-    tasks: list[asyncio.Task[Attempt]] = []
+    link = listening.link = Link(
+        switch.reconnect, tracer, Destinations(urls, switch.start_with, unit_random), unit_random
+    )
+    tasks: list[asyncio.Task[Attempt | None]] = []
     pool = new_pool(settings, tracer)
 
     probes: httpx.AsyncClient | None = None
@@ -220,25 +278,30 @@ async def run_session(
             for batch in range(schedule.batches()):
                 # Keep the schedule, like a switch's keep-alive timer: a batch does not wait for the last one.
                 await asyncio.sleep(max(0.0, batch * schedule.every_s - tracer.now_s()))
+                if link.given_up:  # the controller has been gone give_up_after_s: no more pings
+                    break
                 for _ in range(min(schedule.batch, schedule.total_pings() - len(tasks))):
                     number = len(tasks) + 1
                     tasks.append(group.create_task(_send(pool, tracer, link, watch, settings, number)))
             await asyncio.wait(tasks)
             watching.cancel()
-        attempts = [task.result() for task in tasks]
+        attempts = [attempt for task in tasks if (attempt := task.result()) is not None]
         # The cross-check asks the controller that answered last: the one the session ended on.
         answered = [attempt.result for attempt in attempts if attempt.answered and attempt.result.controller]
         ended_on = max(answered, key=lambda ping: ping.finished_at_s or 0.0).controller if answered else None
         history = LinkHistory(link.reconnects, tuple(link.failovers))
-        return await finish_run(pool.primary, tracer, settings, ended_on or urls[0], attempts, history)
+        # A controller that is gone, or that ended the session, has nothing to say of it (and might never answer).
+        asking = replace(settings, ask=settings.ask and not link.given_up)
+        return await finish_run(pool.primary, tracer, asking, ended_on or urls[0], attempts, history)
     finally:
         await pool.aclose()
 
 
 async def _send(
     pool: StreamPool, tracer: Tracer, link: Link, watch: SilenceWatch, settings: RunSettings, number: int
-) -> Attempt:
-    """One ping, retried while that is safe and the give-up time has not passed."""
+) -> Attempt | None:
+    """One ping, retried while that is safe and the give-up time has not passed; None: not sent, the controller
+    having ended the session first."""
     switch = settings.switch
     assert isinstance(settings.scenario.kind, Schedule)  # run_session's
     interval_s = settings.scenario.kind.interval_s
@@ -246,6 +309,10 @@ async def _send(
     tries = 0
     while True:
         url = await link.wait_turn(number)
+        if url is None and link.ended_by_controller:
+            return None
+        if url is None:  # the link gave up while this ping waited for it
+            return _not_sent(number, interval_s, tries, first_try_s, tracer, link)
         tries += 1
         asked_at_s = tracer.now_s()
         async with pool.slot() as client:
@@ -257,13 +324,38 @@ async def _send(
             watch.heard(url)
             link.succeeded(number, result.connection, url)
             return replace(attempt, result=result)
+        if link.ended_by_controller and result.failure.retry_safe:
+            return None  # never processed, and not to be sent again: the session is over
         safe = result.failure.retry_safe or switch.retry == RetryPolicy.IDEMPOTENT
         trying_for_s = tracer.now_s() - first_try_s
-        if not safe or trying_for_s >= switch.reconnect.give_up_after_s:
+        if safe and link.down_for_s() >= switch.reconnect.give_up_after_s:
+            link.give_up()  # the controller has been unreachable that long: not this ping's failure alone
+        if not safe or trying_for_s >= switch.reconnect.give_up_after_s or link.given_up:
             link.gave_up(number)
-            reason = GiveUpReason.TIME_UP if safe else GiveUpReason.NOT_RETRY_SAFE
+            reason = (
+                GiveUpReason.NOT_RETRY_SAFE
+                if not safe
+                else GiveUpReason.LINK_DOWN
+                if link.given_up
+                else GiveUpReason.TIME_UP
+            )
             return replace(attempt, result=replace(result, gave_up=GiveUp(reason, tries, trying_for_s)))
         await link.failed(number, result.failure, url)
+
+
+def _not_sent(number: int, interval_s: float, tries: int, first_try_s: float, tracer: Tracer, link: Link) -> Attempt:
+    """A ping the link gave up on before it could try (again): failed with the link's last failure."""
+    waited_s = tracer.now_s() - first_try_s
+    failure = link.last_failure or Failure(FailureKind.OTHER, "the link gave up before this ping could go", True)
+    result = PingResult(
+        number,
+        interval_s,
+        elapsed_s=waited_s,
+        failure=failure,
+        attempts=tries,
+        gave_up=GiveUp(GiveUpReason.LINK_DOWN, tries, waited_s),
+    )
+    return Attempt(result, answered=False)
 
 
 async def _ping(transport: SwitchTransport, tracer: Tracer, url: str, timeout_s: float) -> bool:

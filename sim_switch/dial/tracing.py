@@ -25,6 +25,7 @@ from sim_switch.dial.failures import classify
 from sim_switch.model.events import (
     ConnectionReused,
     ConnectRetry,
+    GoawayRead,
     HeadersWritten,
     OtherStep,
     PrefaceSent,
@@ -39,7 +40,7 @@ from sim_switch.model.events import (
 )
 from sim_switch.model.frames import Direction
 from sim_switch.model.results import ConnectionRecord
-from sim_switch.wire.frames import frame_event, parse, setting_name
+from sim_switch.wire.frames import error_name, frame_event, parse, setting_name
 
 
 class _Where(TypedDict):
@@ -81,6 +82,19 @@ class Tracer:
         self.emit(
             SettingsReceived(
                 at_s=self.since_start_s(at), ping=None, connection=record.number if record else None, settings=named
+            )
+        )
+
+    def goaway(self, network: object, code: int, last_stream_id: int, debug: bytes, at: float) -> None:
+        record = self.connection_of(network)
+        self.emit(
+            GoawayRead(
+                at_s=self.since_start_s(at),
+                ping=None,
+                connection=record.number if record else None,
+                code=error_name(code),
+                last_stream_id=last_stream_id,
+                debug=debug.decode("utf-8", errors="replace"),
             )
         )
 

@@ -82,6 +82,16 @@ class SettingsReceived(TraceEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class GoawayRead(TraceEvent):
+    """The controller's GOAWAY: its error code's name, the last stream it processes, and its debug data."""
+
+    kind: ClassVar[EventKind] = EventKind.CONNECTION
+    code: str
+    last_stream_id: int
+    debug: str  # as text (bytes that are not UTF-8 replaced)
+
+
+@dataclass(frozen=True, kw_only=True)
 class PrefaceSent(TraceEvent):
     kind: ClassVar[EventKind] = EventKind.DETAIL
 
@@ -187,6 +197,24 @@ class NoDiagnosis(TraceEvent):
 class LinkDown(TraceEvent):
     kind: ClassVar[EventKind] = EventKind.SESSION
     loss: LinkLoss
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkGaveUp(TraceEvent):
+    """The link stayed down ``give_up_after_s``: every ping waiting fails, no more are sent, the session ends."""
+
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    down_s: float
+    give_up_after_s: float
+    loss: LinkLoss
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndedByController(TraceEvent):
+    """The controller said, in its GOAWAY's debug data, that the session is over (``dialout.signals``)."""
+
+    kind: ClassVar[EventKind] = EventKind.SESSION
+    said: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,6 +27,7 @@ class GiveUpReason(StrEnum):
 
     NOT_RETRY_SAFE = "not_retry_safe"  # it may have been processed (and switch.retry is safe)
     TIME_UP = "time_up"  # still failing give_up_after_s after its first try
+    LINK_DOWN = "link_down"  # the link had been down give_up_after_s: the session ended
 
 
 @dataclass

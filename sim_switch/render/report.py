@@ -30,6 +30,7 @@ MAX_LISTED = 12
 _GIVE_UP_WORDS = {
     GiveUpReason.NOT_RETRY_SAFE: "not safe to retry: it may have been processed",
     GiveUpReason.TIME_UP: "gave up",
+    GiveUpReason.LINK_DOWN: "the link gave up",
 }
 
 
@@ -80,7 +81,45 @@ def problem_text(problem: Problem) -> str:
 
 
 def problem_lines(verdict: Verdict) -> list[str]:
+    """One line per problem (``--json``'s ``failures``)."""
     return [problem_text(problem) for problem in verdict.problems]
+
+
+def grouped_problem_lines(verdict: Verdict) -> list[str]:
+    """As ``problem_lines``, but pings that failed the same way are one line: a controller that went away is one
+    reason, not 75 lines of it."""
+    lines: list[str] = []
+    failed: dict[str, list[PingResult]] = {}
+    for problem in verdict.problems:
+        if isinstance(problem, PingFailed) and problem.ping.failure is not None:
+            failed.setdefault(sentence(problem.ping.failure), []).append(problem.ping)
+        else:
+            lines.append(problem_text(problem))
+    for reason, pings in failed.items():
+        if len(pings) == 1:
+            lines.append(problem_text(PingFailed(pings[0])))
+            continue
+        numbers = [ping.number for ping in pings]
+        which = (
+            f"pings {numbers[0]}-{numbers[-1]}"
+            if numbers == list(range(numbers[0], numbers[-1] + 1))
+            else "pings " + ", ".join(map(str, numbers[:MAX_LISTED])) + (", ..." if len(numbers) > MAX_LISTED else "")
+        )
+        lines.append(f"{which} ({len(pings)} of them): {reason}{_gave_up_range(pings)}")
+    return lines
+
+
+def _gave_up_range(pings: list[PingResult]) -> str:
+    """`` (gave up; 1-19 tries over 61.2-64.2 s)``: how a group of pings a session gave up on was tried."""
+    given_up = [ping.gave_up for ping in pings if ping.gave_up is not None]
+    if not given_up:
+        return ""
+    tries = sorted({gave_up.tries for gave_up in given_up})
+    over = sorted(gave_up.over_s for gave_up in given_up)
+    tried = f"{tries[0]}" if len(tries) == 1 else f"{tries[0]}-{tries[-1]}"
+    spent = f"{over[0]:.1f}" if over[0] == over[-1] else f"{over[0]:.1f}-{over[-1]:.1f}"
+    words = sorted({_GIVE_UP_WORDS[gave_up.reason] for gave_up in given_up})
+    return f" ({'; '.join(words)}; {tried} {'try' if tries[-1] == 1 else 'tries'} over {spent} s)"
 
 
 def check_text(verdict: Verdict) -> list[str]:
@@ -179,8 +218,15 @@ def shown_line(verdict: Verdict) -> str:
 
 
 def _main_reason(verdict: Verdict) -> str:
-    reasons = Counter(ping_error(problem.ping) for problem in verdict.problems if isinstance(problem, PingFailed))
-    return str(next(iter(reasons))) if len(reasons) == 1 else f"{len(reasons)} different errors, see above"
+    reasons = Counter(
+        sentence(problem.ping.failure)
+        for problem in verdict.problems
+        if isinstance(problem, PingFailed) and problem.ping.failure is not None
+    )
+    if len(reasons) <= 1:
+        return next(iter(reasons), "no reason given")
+    ((most, count),) = reasons.most_common(1)
+    return f"{count} of them: {most}; {len(reasons) - 1} other errors, above"
 
 
 def failure_kinds(pings: Iterable[PingResult]) -> dict[str, int]:
@@ -227,7 +273,8 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
             f"pings: {len(result.pings)} sent, {outcomes[PingOutcome.OK]} ok, {outcomes[PingOutcome.RETRIED_THEN_OK]} "
             f"retried then ok, {outcomes[PingOutcome.FAILED]} failed; {plural(result.reconnects, 'reconnect')}"
         )
-        unusual = [ping for ping in result.pings if ping.outcome is not PingOutcome.OK]
+        # (the failed ones are the failure lines' below, grouped by why)
+        unusual = [ping for ping in result.pings if ping.outcome is PingOutcome.RETRIED_THEN_OK]
         lines += ["  " + _render_ping(ping, result) for ping in unusual[:MAX_LISTED]]
         if len(unusual) > MAX_LISTED:
             lines.append(f"  ... and {len(unusual) - MAX_LISTED} more")
@@ -240,7 +287,7 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
             f"(streams: {result.scenario.streams}; `streams: spill` opens another connection instead)"
         )
     lines += check_text(verdict)
-    failures = problem_lines(verdict)
+    failures = grouped_problem_lines(verdict)
     lines += [f"failure: {failure}" for failure in failures[:MAX_LISTED]]
     lines += [f"inconclusive: {inconclusive_text(late)}" for late in verdict.inconclusive[:MAX_LISTED]]
     if len(failures) > MAX_LISTED:

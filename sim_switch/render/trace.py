@@ -6,21 +6,24 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from dialout.text import plural
+from dialout.text import plural, printable
 from sim_switch.model.events import (
     AskingController,
     ConnectionReused,
     ConnectRetry,
     ControllerAnswered,
     Diagnosed,
+    EndedByController,
     FailedOver,
     FirstByte,
     GaveUpOnSilence,
     GetConnection,
+    GoawayRead,
     HeadersWritten,
     KeepaliveAnswered,
     KeepaliveCheck,
     LinkDown,
+    LinkGaveUp,
     LinkUp,
     NoDiagnosis,
     OtherStep,
@@ -87,6 +90,9 @@ def describe(event: TraceEvent) -> str:  # noqa: C901 - one case per kind of eve
             return f"TLS handshake done: {version}, ALPN {alpn or 'none'}, {cipher}, controller {subject}"
         case SettingsReceived(settings=settings):
             return "controller SETTINGS: " + (" ".join(f"{name}={value}" for name, value in settings) or "none")
+        case GoawayRead(code=code, last_stream_id=last, debug=debug):
+            said = f": {printable(debug)!r}" if debug else ""
+            return f"controller GOAWAY {code}, last stream {last}{said}"
         case PrefaceSent():
             return "HTTP/2 connection preface and SETTINGS sent"
         case ConnectionReused():
@@ -121,6 +127,13 @@ def describe(event: TraceEvent) -> str:  # noqa: C901 - one case per kind of eve
             return f"no diagnosis from the controller: {sentence(failure) if failure else answer}"
         case LinkDown(loss=loss):
             return f"link down: {describe_loss(loss)}"
+        case EndedByController(said=said):
+            return f"the controller said {printable(said)!r}: the session ends (no more pings, none waiting sent)"
+        case LinkGaveUp(down_s=down_s, give_up_after_s=bound_s, loss=loss):
+            return (
+                f"giving up: the link has been down {down_s:.1f} s (switch.reconnect.give_up_after_s: {bound_s:g} s): "
+                f"{describe_loss(loss)}; the session ends"
+            )
         case Reconnecting(attempt=attempt, delay_s=delay_s, to_url=to_url, start_again=again, loss=loss):
             where = "" if to_url is None else f" to {to_url} ({'start_with' if again else 'the next controller'})"
             return f"reconnect #{attempt} in {delay_s:.1f} s{where}: {describe_loss(loss)}"

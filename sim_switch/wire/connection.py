@@ -75,6 +75,8 @@ class WireObserver(Protocol):
 
     def round_trip(self, network: object, rtt_s: float) -> None: ...
 
+    def goaway(self, network: object, code: int, last_stream_id: int, debug: bytes, at: float) -> None: ...
+
 
 @dataclass
 class _Goaway:
@@ -383,7 +385,10 @@ class H2Connection:
                 if sent is not None and not sent[1].done():
                     sent[1].set_result(at - sent[0])
             case h2.events.ConnectionTerminated():
-                self._gone_away(_Goaway(event.error_code or 0, event.last_stream_id or 0, event.additional_data or b""))
+                goaway = _Goaway(event.error_code or 0, event.last_stream_id or 0, event.additional_data or b"")
+                if self._observer is not None:
+                    self._observer.goaway(self.network, goaway.code, goaway.last_stream_id, goaway.debug, at)
+                self._gone_away(goaway)
 
     def _gone_away(self, goaway: _Goaway) -> None:
         self.goaway = goaway

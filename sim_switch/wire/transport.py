@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -224,6 +224,10 @@ class SwitchTransport(httpx.AsyncBaseTransport):
         return [c for c in pool.h2 if c.closed_by is None] if pool is not None else []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        with httpx_errors():
+            return await self._handle(request)
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
         pool = self._pool(request.url)
         trace: TraceCallback | None = request.extensions.get("trace")
         while True:
@@ -279,8 +283,9 @@ class _H2Body(httpx.AsyncByteStream):
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._connection.body(self._stream, self._timeout_s):
-            yield chunk
+        with httpx_errors():
+            async for chunk in self._connection.body(self._stream, self._timeout_s):
+                yield chunk
         await _trace(self._trace, "http2.receive_response_body.complete", {"at": self._stream.ended_at})
 
     async def aclose(self) -> None:
@@ -327,8 +332,9 @@ class _HTTP1Body(httpx.AsyncByteStream):
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._body:
-            yield chunk
+        with httpx_errors():
+            async for chunk in self._body:
+                yield chunk
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -339,6 +345,40 @@ class _HTTP1Body(httpx.AsyncByteStream):
                     await closing()
             finally:
                 self._release()
+
+
+# httpcore's exceptions (our network layer's, and HTTP/1.1's) as httpx's, as httpx's own transport maps them: a
+# caller of httpx's API catches httpx.HTTPError and nothing else. The original stays the cause, for the failure's
+# classification (sim_switch/dial/failures.py walks the chain).
+_AS_HTTPX: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except httpx.HTTPError:
+        raise
+    except Exception as exc:
+        for core, ours in _AS_HTTPX:
+            if isinstance(exc, core):
+                raise ours(str(exc) or type(exc).__name__) from exc
+        raise
 
 
 async def _connect(origin: Origin, options: DialOptions, trace: TraceCallback | None) -> AsyncioStream:
