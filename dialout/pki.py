@@ -15,11 +15,12 @@ Private keys are written 0600 and replaced atomically, so a reader never sees ha
 from __future__ import annotations
 
 import datetime
+import fnmatch
 import ipaddress
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -29,6 +30,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from dialout.errors import PKIError
+from dialout.refusals import did_you_mean
 from dialout.tls_files import (
     Identity,
     Trust,
@@ -91,15 +93,46 @@ def ensure_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterable
     return _issue_what_is_due(certs_dir, leaves)
 
 
-def ensure_switch_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterable[str]) -> list[Path]:
-    """The switch's side: each switch's certificate and key, and ``ca.pem`` to verify the controller with; nothing
-    of the controller's. On the controller's own machine (no CA yet) the whole PKI is made, as the controller
-    would; on a switch's own machine what is there is checked, and what is missing or stale without ``ca.key`` to
-    issue it says which files to copy. A switch certificate that ``ca.pem`` did not sign is refused before a dial:
-    the controller, which trusts that CA, would refuse it on the wire."""
-    if _no_ca(certs_dir):
-        return generate_certs(certs_dir, hostnames, switch_ids)
-    return _issue_what_is_due(certs_dir, [_switch_leaf(certs_dir, sid) for sid in switch_ids], signed_by_ca=True)
+def ensure_switch_certs(
+    certs_dir: Path, switch_ids: Iterable[str], fleet: Sequence[str] | None, where: str = "config.yaml"
+) -> list[Path]:
+    """The switch's side: each switch's certificate and key, checked against ``ca.pem``; nothing else is ever made.
+    A switch never makes a CA (a switch host holds no CA key): with no ``ca.pem`` it stops, saying where the files
+    come from. It issues its own certificate only where the controller's CA key is there already (the
+    controller's own machine), and only for an id in the controller's ``fleet`` (``controller.switches``), which the
+    controller would otherwise refuse with 403. Without ``ca.key``, what is missing or stale says which files to
+    copy. A switch certificate that ``ca.pem`` did not sign is refused before a dial: the controller, which trusts
+    that CA, would refuse it on the wire. ``where``: the config file, for the words. ``fleet`` None: not checked (a
+    fleet scenario's ids are made from its pattern, not typed, and its config may describe no controller)."""
+    ids = list(switch_ids)
+    if certs_dir.exists() and not certs_dir.is_dir():
+        raise PKIError(f"{certs_dir}: cannot hold certificates: it exists and is not a directory (certs_dir)")
+    if not ca_cert_path(certs_dir).exists():
+        files = ", ".join(["ca.pem", *(name for sid in ids[:2] for name in (f"{sid}.pem", f"{sid}.key"))])
+        raise PKIError(
+            f"{certs_dir} (switch.certs_dir in {where}) has no ca.pem, and a switch never makes a CA: the "
+            f"controller makes its PKI when it first starts (`python -m controller --config {where}`); copy "
+            f"{files}{' ...' if len(ids) > 2 else ''} from its certs_dir here (docs: Certificates)"
+        )
+    leaves = [_switch_leaf(certs_dir, sid) for sid in ids]
+    due = [leaf.identity for leaf in leaves if not leaf.identity.cert.exists()]
+    strangers = [sid for sid in ids if fleet is not None and not _in_fleet(sid, fleet)]
+    if due and strangers and fleet is not None and _ca_identity(certs_dir).key.exists():
+        raise PKIError(_not_in_fleet(strangers[0], fleet, where))
+    return _issue_what_is_due(certs_dir, leaves, signed_by_ca=True)
+
+
+def _in_fleet(switch_id: str, fleet: Sequence[str]) -> bool:
+    return any(switch_id == entry or ("*" in entry and fnmatch.fnmatchcase(switch_id, entry)) for entry in fleet)
+
+
+def _not_in_fleet(switch_id: str, fleet: Sequence[str], where: str) -> str:
+    mean = did_you_mean(switch_id, fleet)
+    guess = f"; did you mean {mean}?" if mean else ""
+    return (
+        f"switch {switch_id!r} is not in controller.switches ({', '.join(fleet)}) in {where}{guess}: its controller "
+        "would refuse it (403), so no certificate is issued for it. Fix switch.id, or add it to controller.switches"
+    )
 
 
 def issue_another_controller_certificate(certs_dir: Path, hostnames: Iterable[str], directory: Path) -> Identity:

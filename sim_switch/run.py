@@ -160,7 +160,7 @@ def _plan(args: RunOptions) -> Plan:
         return Plan(cfg, scenario, urls, url, None)
     if cfg.switch.tls is None:  # the user's own PKI is never touched
         # A fleet asks its controllers for their CPU time as the config's own switch, not one of the fleet.
-        _ensure_certs(cfg, [*ids, cfg.switch.switch_id] if fleet else ids, quiet=fleet)
+        _ensure_certs(cfg, args.config, [*ids, cfg.switch.switch_id] if fleet else ids, quiet=fleet)
     # A fleet's switches each get theirs in run_fleet; its first one stands for them in the checks here.
     ssl_context = switch_ssl_context(switch_files(cfg.switch, ids[0]))
     for each in urls:
@@ -224,10 +224,11 @@ def _write_html(path: Path, html: str) -> None:
     print(f"sim_switch: HTML report: {path}", file=sys.stderr)
 
 
-def _ensure_certs(cfg: Config, ids: list[str], quiet: bool) -> None:
+def _ensure_certs(cfg: Config, config_path: Path, ids: list[str], quiet: bool) -> None:
     if quiet:  # one line for the fleet's certificates, not one per switch
         logging.getLogger("dialout.pki").setLevel(logging.WARNING)
-    written = ensure_switch_certs(cfg.switch.certs_dir, cfg.controller.hostnames, ids)
+    fleet = None if quiet else cfg.controller.switches  # (a fleet's ids come from its pattern)
+    written = ensure_switch_certs(cfg.switch.certs_dir, ids, fleet, str(config_path))
     if quiet and written:
         print(f"sim_switch: issued {len(written) // 2} certificates in {cfg.switch.certs_dir}", file=sys.stderr)
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from controller.__main__ import main as controller_main
+from dialout.pki import ensure_certs
 from sim_switch.__main__ import main as switch_main
 from sim_switch.dial.tls import client_ssl_context
 from tests.commands import run_module
@@ -120,6 +121,7 @@ def test_switch_with_the_controller_down_says_so_and_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_config(tmp_path)
+    ensure_certs(tmp_path / "certs", ["127.0.0.1"], ["switch-1"])  # as its controller would have made them
     # A bound socket that is not listening: connecting to it is refused, and no one else can take the port.
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))

@@ -73,7 +73,8 @@ def test_explain_behind_nginx_judges_the_switch_and_leaves_nginx_out(
     assert done.returncode == 0, done.stdout + done.stderr
     explained = run_module("controller", "explain", "--config", str(controller.config), "--url", controller.admin_url)
     assert explained.returncode == 0, explained.stdout + explained.stderr
-    lines = explained.stdout.splitlines()
+    asked, *lines = explained.stdout.splitlines()
+    assert asked == f"the controller at {controller.admin_url} (--url) says:"
     assert lines[0].startswith("switch-1: ")
     assert not any(line.startswith(f"{PROXY}: ") and "request" in line.split(";")[0] for line in lines), lines
     [carried] = [line for line in lines if line.startswith(f"{PROXY}: a trusted proxy")]

@@ -20,6 +20,8 @@ from dialout.pki import (
     generate_certs,
     switch_identity,
 )
+from tests.commands import run_module
+from tests.servers import write_config
 
 
 def mode(path: Path) -> int:
@@ -124,3 +126,40 @@ def test_an_expired_certificate_the_user_placed_is_an_error_not_a_reissue(tmp_pa
     with pytest.raises(PKIError, match=r"switch-1\.pem: the certificate of CN=switch-1,.* expired on "):
         ensure_certs(tmp_path, ["localhost"], ["switch-1"])
     assert switch_identity(tmp_path, "switch-1").cert.read_bytes() == placed
+
+
+def test_a_switch_with_no_ca_makes_none_and_says_where_the_files_come_from(tmp_path: Path) -> None:
+    """config.yaml copied elsewhere: its relative certs_dir is empty there. The switch makes no CA (a switch host
+    never holds a CA key), nothing at all, and says which files to copy from where."""
+    config = write_config(tmp_path)
+    done = run_module("sim_switch", "--config", str(config), "--url", "https://127.0.0.1:9")
+    assert done.returncode == 2, done.stdout + done.stderr
+    certs = tmp_path / "certs"
+    assert done.stderr == (
+        f"sim_switch: {certs} (switch.certs_dir in {config}) has no ca.pem, and a switch never makes a CA: the "
+        f"controller makes its PKI when it first starts (`python -m controller --config {config}`); copy ca.pem, "
+        "switch-1.pem, switch-1.key from its certs_dir here (docs: Certificates)\n"
+    )
+    assert not certs.exists() or not any(certs.iterdir())
+
+
+def test_a_switch_issues_only_its_own_certificate_and_only_for_an_id_in_the_fleet(tmp_path: Path) -> None:
+    """On the controller's own machine (its CA key there): switch-2, in the fleet, gets its certificate and nothing
+    else is touched; switch-01, a typo of switch-1, gets none and is named."""
+    fleet = "  switches: [switch-1, switch-2]\n"
+    certs = tmp_path / "certs"
+    ensure_certs(certs, ["127.0.0.1"], ["switch-1"])
+    before = {path.name: path.read_bytes() for path in certs.iterdir()}
+    config = write_config(tmp_path, controller=fleet, switch_id="switch-01")
+    typo = run_module("sim_switch", "--config", str(config), "--url", "https://127.0.0.1:9")
+    assert typo.returncode == 2, typo.stdout + typo.stderr
+    assert "switch 'switch-01' is not in controller.switches (switch-1, switch-2)" in typo.stderr
+    assert "did you mean switch-1?" in typo.stderr
+    assert {path.name: path.read_bytes() for path in certs.iterdir()} == before
+    config = write_config(tmp_path, controller=fleet, switch_id="switch-2")
+    other = run_module("sim_switch", "--config", str(config), "--url", "https://127.0.0.1:9")
+    assert other.returncode == 1, other.stdout + other.stderr  # its certificate made; nothing listens on port 9
+    after = {path.name: path.read_bytes() for path in certs.iterdir()}
+    assert set(after) - set(before) == {"switch-2.pem", "switch-2.key"}
+    assert {name: after[name] for name in before} == before
+    assert mode(certs / "switch-2.key") == 0o600

@@ -61,7 +61,7 @@ class Link:
         self._changed = asyncio.Event()  # set (and replaced) whenever the link or its leader changes
         self._leader: int | None = None
         self._attempt = 0
-        self._down_since_s = 0.0
+        self._down_since_s: float | None = None  # since it went down (or its first dial); None while up
         self._down_reason: LinkLoss | None = None
         self._down_reported = False
         self._connected_to: str | None = None
@@ -77,13 +77,18 @@ class Link:
         while not self._up and self._leader != ping and not self.given_up:
             if self._leader is None:  # nobody is dialling: this ping does
                 self._leader = ping
-                self._down_since_s = self._tracer.now_s()
+                self._went_down()
                 break
             await self._changed.wait()
         return None if self.given_up else self.destinations.current
 
     def down_for_s(self) -> float:
-        return 0.0 if self._up else self._tracer.now_s() - self._down_since_s
+        return 0.0 if self._up or self._down_since_s is None else self._tracer.now_s() - self._down_since_s
+
+    def _went_down(self) -> None:
+        """Down from now, unless it was already: a new leader for the redial does not restart the count."""
+        if self._down_since_s is None:
+            self._down_since_s = self._tracer.now_s()
 
     def give_up(self) -> None:
         """Down for ``give_up_after_s``: every ping waiting, and every one after, fails without dialling."""
@@ -122,7 +127,7 @@ class Link:
         if self._leader is None:
             self._leader = ping
             self._attempt = 0
-            self._down_since_s = self._tracer.now_s()
+            self._went_down()
             self._up = False
         if not self._down_reported:
             self._report_down(reason)
@@ -156,7 +161,7 @@ class Link:
             return
         self._up = False
         self._report_down(reason)
-        self._down_since_s = self._tracer.now_s()
+        self._went_down()
         if self.destinations.several:
             self.destinations.move_on()
         self._release()
@@ -176,7 +181,7 @@ class Link:
                 url=url if self.destinations.several else None,
                 again=again,
                 redials=max(1, self._attempt),
-                down_s=now_s - self._down_since_s,
+                down_s=self.down_for_s(),
             )
         )
         if self._connected_to is not None and url != self._connected_to and self._down_reason is not None:
@@ -195,6 +200,7 @@ class Link:
         self._connected_to = url
         self.destinations.connected()
         self._up = True
+        self._down_since_s = None
         self._down_reported = False
         self._release()
 
@@ -335,9 +341,9 @@ async def _send(
             reason = (
                 GiveUpReason.NOT_RETRY_SAFE
                 if not safe
-                else GiveUpReason.LINK_DOWN
-                if link.given_up
                 else GiveUpReason.TIME_UP
+                if trying_for_s >= switch.reconnect.give_up_after_s
+                else GiveUpReason.LINK_DOWN
             )
             return replace(attempt, result=replace(result, gave_up=GiveUp(reason, tries, trying_for_s)))
         await link.failed(number, result.failure, url)

@@ -84,7 +84,7 @@ class RepeatsHeld:
                 down.failures += isinstance(event, PingFailed)
                 down.held += isinstance(event, PingFailed)
                 return True
-            case Reconnecting(loss=loss) if describe_loss(loss) == down.reason:
+            case Reconnecting(loss=loss, to_url=None) if describe_loss(loss) == down.reason:  # (a failover is news)
                 down.backoff_s = event.delay_s
                 return True
         return False
