@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -39,7 +40,7 @@ from controller.server.serve import (
     serve,
     server_ssl_context,
 )
-from controller.trials.plan import TrialSpec
+from controller.trials.plan import TRAFFIC, TrialSpec
 from dialout.command_line import OneLineParser, command_first, run_guarded
 from dialout.config import Config, ConfigError, load_config
 from dialout.errors import DialoutError
@@ -195,9 +196,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default: controller.admin in the config)",
     )
     made["explain"].add_argument("--json", action="store_true", help="print GET /diagnosis's JSON")
+    made["trials"].formatter_class = argparse.RawDescriptionHelpFormatter
+    trial_codes = "\n".join(f"  {code}  {said}" for code, said in trials.EXIT_CODES.items())
+    made["trials"].epilog = f"{textwrap.fill('traffic: ' + TRAFFIC, 100)}\n\nexit codes:\n{trial_codes}"
     made["trials"].add_argument("--switch", help="put this switch through the trials (default: the first to dial in)")
     made["trials"].add_argument("--only", help="these trials, by name, separated by commas (see --list)")
-    made["trials"].add_argument("--list", action="store_true", help="list the trials, what each does and how long")
+    made["trials"].add_argument(
+        "--list", action="store_true", help="list the trials: what each does, how long, and what traffic it needs"
+    )
     made["trials"].add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON to FILE")
     made["trials"].add_argument(
         "--html", type=Path, metavar="FILE", help="write the results as a page to FILE: each trial's waterfall"

@@ -9,10 +9,11 @@ import time
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection
 from controller.commands.explain import INCONCLUSIVE_EXIT, exit_code
 from controller.diagnosis.analysis import RUN_GAP_S, Limits, diagnose
-from controller.diagnosis.findings import DialRace, FindingKind, SwitchDiagnosis, inconclusive
-from controller.diagnosis.sentences import diagnosis_json
+from controller.diagnosis.findings import DialRace, FindingKind, Refused, SwitchDiagnosis, inconclusive
+from controller.diagnosis.sentences import diagnosis_json, sentence
 from controller.server.asyncio_seam import count_loop_turns, loop_turn
 from dialout.loop_lag import PERIOD_S, LoopLag
+from dialout.refusals import Refusal
 from dialout.text import Address
 
 LIMITS = Limits(max_concurrent_streams=100, keep_alive_max_requests=1000)
@@ -214,3 +215,28 @@ async def test_the_loops_turns_are_counted() -> None:
     after = loop_turn()
     assert after is not None
     assert after >= before + 3
+
+
+def test_connections_are_named_in_the_order_they_were_numbered() -> None:
+    """A race keeps its connections in the order their handshakes began (#6 before #5): said as #5, #6 and #7, each
+    with its own count of requests."""
+    race = DialRace(connections=(6, 5, 7), streams=(2, 1, 0), within_s=0.004, handshake_s=0.02, races=1)
+    said = sentence(race)
+    assert said.startswith("conns #5, #6 and #7 were dialled within 4 ms of each other")
+    assert "and carried 1, 2, 0 requests" in said
+
+
+def test_a_refused_switch_is_its_own_finding_not_traffic() -> None:
+    """Requests answered 403 (the app marks their spans): a ``refused`` finding naming the fleet's closest name, and
+    no multiplexing verdict drawn from them, however they overlapped."""
+    registry = ConnectionRegistry()
+    typo = registry.open(Address("127.0.0.1", 5000), "switch-01", "h2", "TLSv1.3", {})
+    for _ in range(3):
+        span = typo.begin_stream("/ping", "2")
+        span.refused = Refusal.NOT_IN_FLEET  # all three at once on one connection
+    [found] = diagnose(registry.connections(), registry.spans(), Limits(100, 1000, ("switch-1", "fleet-*")))
+    assert [finding.kind for finding in found.findings] == [FindingKind.REFUSED]
+    assert (found.connections, found.streams, found.ok) == (1, 0, False)
+    [refused] = found.findings
+    assert isinstance(refused, Refused)
+    assert (refused.requests, refused.refusal, refused.did_you_mean) == (3, Refusal.NOT_IN_FLEET, "switch-1")

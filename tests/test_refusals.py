@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -199,3 +200,21 @@ def test_explain_tells_unreachable_from_nothing_seen(tmp_path: Path) -> None:
         quiet = explain(process)
     assert quiet.returncode == NOTHING_SEEN_EXIT
     assert quiet.stderr.endswith("saw no connection from any switch, and refused no handshake\n")
+
+
+def test_the_shipped_switch_refused_says_so_from_both_ends(refusing: ControllerProcess, tmp_path: Path) -> None:
+    """Our switch as switch-01 (a certificate of the controller's CA, the id not in its fleet): every ping is
+    refused, and so is its question of what the controller saw, which it says as the controller's refusal, not as
+    a controller that keeps no account."""
+    config = write_config(tmp_path, switch_id="switch-01")
+    made = issued_by_our_ca(certs(refusing), tmp_path, usage=CLIENT, days=30, name="switch-01")
+    (tmp_path / "certs").mkdir()
+    shutil.copy(ca_cert_path(certs(refusing)), tmp_path / "certs" / "ca.pem")
+    shutil.copy(made.cert, tmp_path / "certs" / "switch-01.pem")
+    shutil.copy(made.key, tmp_path / "certs" / "switch-01.key")
+    done = run_module("sim_switch", "--config", str(config), "--url", refusing.url)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "keeps no account" not in done.stdout
+    refused = "HTTP 403: switch 'switch-01' is not in this controller's fleet (did you mean switch-1?)"
+    assert f"controller view unavailable: GET /connections failed: {refused}" in done.stdout
+    assert done.stdout.splitlines()[-1].startswith(f"FAILED: 3 of 3 pings failed: {refused}")

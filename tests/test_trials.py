@@ -26,8 +26,9 @@ from typing import Any
 
 import pytest
 
+from controller.commands.trials import INCONCLUSIVE_EXIT, NOT_EXERCISED_EXIT
 from controller.trials.dials import backoff_shape
-from controller.trials.plan import PLAN
+from controller.trials.plan import PLAN, TRAFFIC
 from dialout.config import Schedule, load_config
 from tests.browser import Elements, dump_dom
 from tests.commands import run_module
@@ -52,6 +53,12 @@ CURL_LOOP = (
     'i=0; while :; do i=$((i+1)); "$CURL" --silent --http2 --parallel --parallel-max 3 --max-time 5 '
     '--cacert "$CERTS/ca.pem" --cert "$CERTS/switch-1.pem" --key "$CERTS/switch-1.key" '
     '"$URL/ping?interval=1&n=$i-[1-6]"; done'
+)
+
+# curl once: three pings at once on one connection, and done, as a person's first try looks.
+CURL_ONCE = (
+    '"$CURL" --silent --http2 --parallel --max-time 5 --cacert "$CERTS/ca.pem" --cert "$CERTS/switch-1.pem" '
+    '--key "$CERTS/switch-1.key" "$URL/ping?interval=1&n=[1-3]"'
 )
 
 
@@ -89,6 +96,7 @@ RUNS = {
     "shipped": TrialRun("shipped"),
     "shipped-through-nginx": TrialRun("shipped", through_nginx=True),
     "curl": TrialRun("curl"),
+    "one-shot": TrialRun("one-shot", ("ping", "refused-stream")),
     "go": TrialRun("go"),
     "never-retries": TrialRun("never-retries", ("refused-stream", "goaway-unprocessed")),
     "deaf": TrialRun("never-retries", ("silent",)),
@@ -147,6 +155,7 @@ def client_process(client: str, config: Path, url: str, programs: dict[str, str]
             *("-v", "--trace", "frames"),
         ],
         "curl": ["bash", "-c", CURL_LOOP],
+        "one-shot": ["bash", "-c", CURL_ONCE],
         "go": [
             programs["go"],
             *("-url", url, "-cert", str(certs / "switch-1.pem"), "-key", str(certs / "switch-1.key")),
@@ -200,12 +209,12 @@ def test_the_backoffs_shape_in_words(waits: tuple[float, ...], said: str) -> Non
 def test_the_plan_is_listed_with_what_each_trial_does_and_how_long(tmp_path: Path) -> None:
     done = run_module("controller", "trials", "--list", "--config", str(write_config(tmp_path)))
     assert done.returncode == 0, done.stderr
-    names = [line.split()[0] for line in done.stdout.splitlines()[:-1]]
+    *trials, plan, traffic = done.stdout.splitlines()
+    names = [line.split()[0] for line in trials[::2]]
     assert names == [spec.name.value for spec in PLAN]
-    assert (
-        done.stdout.splitlines()[-1]
-        == f"the plan: {len(PLAN)} trials, at most {WHOLE_PLAN_S:.0f} s (each ends by its deadline)"
-    )
+    assert [line.strip() for line in trials[1::2]] == [f"needs: the client to {spec.needs}" for spec in PLAN]
+    assert plan == f"the plan: {len(PLAN)} trials, at most {WHOLE_PLAN_S:.0f} s (each ends by its deadline)"
+    assert traffic == f"traffic: {TRAFFIC}"
 
 
 @pytest.mark.parametrize("output", ["--json", "--html"])
@@ -236,6 +245,7 @@ REPORT_KEYS = {
     "failed": int,
     "noted": int,
     "inconclusive": int,
+    "not_exercised": int,
     "trials": list,
     "connections": list,
     "timeline": dict,
@@ -265,12 +275,18 @@ def test_every_report_validates(outcomes: dict[str, Outcome], run: str) -> None:
     assert [trial["name"] for trial in report["trials"]] == [name for name in names if name in wanted]
     for trial in report["trials"]:
         assert_valid(trial, TRIAL_KEYS, trial["name"])
-        assert trial["verdict"] in {"pass", "fail", "note", "inconclusive"}
+        assert trial["verdict"] in {"pass", "fail", "note", "inconclusive", "not_exercised"}
         assert 0 <= trial["started_s"] <= trial["ended_s"]
         for step in trial["steps"]:
             assert_valid(step, STEP_KEYS, trial["name"])
             assert step["by"] in {"controller", "switch"}
-    counts = (("passed", "pass"), ("failed", "fail"), ("noted", "note"), ("inconclusive", "inconclusive"))
+    counts = (
+        ("passed", "pass"),
+        ("failed", "fail"),
+        ("noted", "note"),
+        ("inconclusive", "inconclusive"),
+        ("not_exercised", "not_exercised"),
+    )
     for counted, verdict in counts:
         assert report[counted] == sum(1 for trial in report["trials"] if trial["verdict"] == verdict)
     assert_valid(report["shutdown"], SHUTDOWN_KEYS, "shutdown")
@@ -283,14 +299,35 @@ def test_the_shipped_switch_passes_every_trial(outcomes: dict[str, Outcome]) -> 
     shipped = outcomes["shipped"]
     verdicts = shipped.verdicts()
     assert list(verdicts) == [spec.name.value for spec in PLAN]
-    failed = {name: sentence for name, (verdict, sentence) in verdicts.items() if verdict == "fail"}
+    failed = {
+        name: sentence for name, (verdict, sentence) in verdicts.items() if verdict != "pass" and verdict != "note"
+    }
     assert not failed, failed
-    assert shipped.code == 0
+    # 0; or, where load made a verdict inconclusive (its would-be verdict a pass, above), 3
+    assert shipped.code == (INCONCLUSIVE_EXIT if shipped.report["inconclusive"] else 0)
     assert shipped.report["switch"] == "switch-1"
     assert verdicts["retry-after"][0] == "note"  # the shipped switch takes a 503 as an answer, and says so
     assert verdicts["h1-only"] == ("pass", verdicts["h1-only"][1])
     for trial in shipped.report["trials"]:
         assert trial["steps"][0]["by"] == "controller"
+
+
+def test_a_one_shot_client_leaves_trials_not_exercised_and_is_told_what_to_send(outcomes: dict[str, Outcome]) -> None:
+    """One curl of three pings, as a first try: the PING finds its connection, but there is no later request to
+    refuse. That trial did not run: "not exercised", with what the client must do, and exit 4, not a fail."""
+    outcome = outcomes["one-shot"]
+    verdicts = outcome.verdicts()
+    assert verdicts["refused-stream"] == (
+        "not_exercised",
+        "not exercised: the switch sent no request to refuse before the deadline; for it to run, the client must "
+        "keep sending requests on an HTTP/2 connection",
+    )
+    assert verdicts["ping"][0] in ("pass", "not_exercised")  # (curl may have finished before the PING)
+    assert outcome.report["not_exercised"] >= 1
+    assert outcome.report["failed"] == 0
+    assert outcome.code == NOT_EXERCISED_EXIT
+    page = outcome.page.read_text(encoding="utf-8")
+    assert '<span class="verdict not_exercised">NOT EXERCISED</span>' in page
 
 
 def test_through_nginx_the_trials_that_cannot_be_done_through_a_proxy_say_so(outcomes: dict[str, Outcome]) -> None:

@@ -4,9 +4,9 @@
 stdout carries each trial as it starts and ends, then the scorecard; the log goes to stderr as ever. ``--json
 FILE`` writes the results, ``--html FILE`` a page of them (``trials_page``), never over a file that is not ours;
 both are written whatever went wrong (a trial that broke, a shutdown that had to cut streams), and say it.
-Exit 0 when every trial passed (or only noted), 1 when one failed or no switch came, 2 for bad input, 3 when none
-failed but one was inconclusive: the controller's own event loop lagged more than its judgment holds through (a
-machine too busy to time what the client did; run it again, on a quieter one).
+Exit codes: ``EXIT_CODES``. A trial whose precondition never happened (no request to refuse, no connection to
+reset) is "not exercised", with what the client must do for it to run (``TrialSpec.needs``; ``--list`` says what
+traffic keeps every trial fed).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from controller.server.serve import ALPN_PROTOCOLS, Listeners, Stopped, log_stop
 from controller.server.tls_actions import TLSActions
 from controller.trials import catalogue
 from controller.trials.bench import Bench, target_of
-from controller.trials.plan import PLAN, TrialSpec
+from controller.trials.plan import PLAN, TRAFFIC, TrialSpec
 from controller.trials.results import TrialResult, Verdict
 from dialout.config import ControllerConfig
 from dialout.errors import ConfigError
@@ -40,7 +40,16 @@ from dialout.signals import TRIALS_OVER
 
 GENERATOR = trials_page.GENERATOR
 INCONCLUSIVE_EXIT = 3
+NOT_EXERCISED_EXIT = 4
 WAIT_FOR_SWITCH_S = 120.0
+EXIT_CODES = {
+    0: "every trial passed (or only noted)",
+    1: "a trial failed, the plan stopped early, or no switch dialled in",
+    2: "usage or config error",
+    INCONCLUSIVE_EXIT: "none failed, but one was inconclusive: the controller's own loop lagged more than its judgment "
+    "holds through (run it again on a quieter machine)",
+    NOT_EXERCISED_EXIT: "none failed, but one was not exercised: the client did not give it what it acts on",
+}
 
 
 def choose(only: str | None) -> tuple[TrialSpec, ...]:
@@ -57,9 +66,19 @@ def choose(only: str | None) -> tuple[TrialSpec, ...]:
 
 
 def listing() -> str:
-    lines = [f"{spec.name.value:<20} up to {spec.deadline_s:>4.0f} s  {spec.does}" for spec in PLAN]
+    """Each trial: how long, what the controller does, and what the client must do for it to run."""
+    lines = []
+    for spec in PLAN:
+        lines.append(f"{spec.name.value:<20} up to {spec.deadline_s:>4.0f} s  {spec.does}")
+        lines.append(f"{'':<33}needs: the client to {spec.needs}")
     total = sum(spec.deadline_s for spec in PLAN)
-    return "\n".join([*lines, f"the plan: {len(PLAN)} trials, at most {total:.0f} s (each ends by its deadline)"])
+    return "\n".join(
+        [
+            *lines,
+            f"the plan: {len(PLAN)} trials, at most {total:.0f} s (each ends by its deadline)",
+            f"traffic: {TRAFFIC}",
+        ]
+    )
 
 
 def check_json_path(path: Path) -> None:
@@ -148,7 +167,9 @@ def exit_code(results: Sequence[TrialResult], planned: int) -> int:
     verdicts = {result.verdict for result in results}
     if len(results) < planned or Verdict.FAIL in verdicts:
         return 1
-    return INCONCLUSIVE_EXIT if Verdict.INCONCLUSIVE in verdicts else 0
+    if Verdict.INCONCLUSIVE in verdicts:
+        return INCONCLUSIVE_EXIT
+    return NOT_EXERCISED_EXIT if Verdict.NOT_EXERCISED in verdicts else 0
 
 
 async def _direct(bench: Bench, plan: Sequence[TrialSpec], results: list[TrialResult]) -> None:
@@ -161,19 +182,25 @@ async def _direct(bench: Bench, plan: Sequence[TrialSpec], results: list[TrialRe
         print(f"  {spec.name.value}: the controller {spec.does}", flush=True)
         result = await catalogue.run(bench, spec)
         results.append(result)
-        print(f"  {spec.name.value}: {result.verdict.value.upper()}: {result.sentence}", flush=True)
+        print(f"  {spec.name.value}: {_shown(result.verdict)}: {result.sentence}", flush=True)
 
 
 def scorecard(switch: str, results: Sequence[TrialResult]) -> str:
     counts = {verdict: sum(1 for r in results if r.verdict is verdict) for verdict in Verdict}
     lines = [f"\nscorecard for {switch}:"]
-    lines += [f"  {r.verdict.value.upper():<5} {r.name:<20} {r.sentence}" for r in results]  # INCONCLUSIVE: longer
+    lines += [f"  {_shown(r.verdict):<5} {r.name:<20} {r.sentence}" for r in results]  # INCONCLUSIVE: longer
     inconclusive = f", {counts[Verdict.INCONCLUSIVE]} inconclusive" if counts[Verdict.INCONCLUSIVE] else ""
+    unexercised = f", {counts[Verdict.NOT_EXERCISED]} not exercised" if counts[Verdict.NOT_EXERCISED] else ""
     lines.append(
-        f"{counts[Verdict.PASS]} passed, {counts[Verdict.FAIL]} failed, {counts[Verdict.NOTE]} noted{inconclusive} "
-        f"of {len(results)} trials"
+        f"{counts[Verdict.PASS]} passed, {counts[Verdict.FAIL]} failed, {counts[Verdict.NOTE]} noted{inconclusive}"
+        f"{unexercised} of {len(results)} trials"
     )
     return "\n".join(lines)
+
+
+def _shown(verdict: Verdict) -> str:
+    """``PASS``, ``NOT EXERCISED``: a verdict as the scorecard prints it."""
+    return verdict.value.replace("_", " ").upper()
 
 
 def report(
@@ -189,6 +216,7 @@ def report(
         "failed": sum(1 for r in results if r.verdict is Verdict.FAIL),
         "noted": sum(1 for r in results if r.verdict is Verdict.NOTE),
         "inconclusive": sum(1 for r in results if r.verdict is Verdict.INCONCLUSIVE),
+        "not_exercised": sum(1 for r in results if r.verdict is Verdict.NOT_EXERCISED),
         "trials": [
             {
                 "name": r.name,

@@ -65,7 +65,7 @@ def sentence(finding: Finding) -> str:  # noqa: C901 - one case per kind of find
         case DialRace(connections, streams, within_s, handshake_s, races):
             handshake = f" (its handshake took {_ms(handshake_s)})" if handshake_s is not None else ""
             times = f" {races} times" if races > 1 else ""
-            carried = ", ".join(str(count) for count in streams)
+            carried = ", ".join(str(count) for _, count in sorted(zip(connections, streams, strict=True)))
             return (
                 f"{_conns(connections)} were dialled within {_ms(within_s)} of each other{times}, while the first "
                 f"was still in its handshake{handshake}, and carried {carried} requests: the client dials a "
@@ -213,6 +213,9 @@ def _plain(value: object) -> object:
 
 
 def _conns(ids: Sequence[int]) -> str:
+    """``conn #5``, ``conns #5, #6 and #7``: in the order they were numbered (opened), whatever order the finding
+    keeps them in (a race's: its handshakes')."""
+    ids = sorted(ids)
     if len(ids) == 1:
         return f"conn #{ids[0]}"
     shown = [f"#{id_}" for id_ in ids[:MAX_LISTED]]

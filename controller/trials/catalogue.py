@@ -49,6 +49,8 @@ async def run(bench: Bench, spec: TrialSpec) -> TrialResult:
     except Exception as exc:  # a bug of ours: the run goes on, and its report is not lost with it
         logger.exception("trial %s: the trial itself broke", spec.name.value)
         verdict, sentence, steps = Verdict.FAIL, f"the trial itself broke (dialout's bug, see the log): {exc!r}", []
+    if verdict is Verdict.NOT_EXERCISED:
+        sentence = f"not exercised: {sentence}; for it to run, the client must {spec.needs}"
     lag = bench.lag.worst(started)
     if _lag_could_have_made(verdict, lag, spec):
         sentence = (
@@ -60,6 +62,6 @@ async def run(bench: Bench, spec: TrialSpec) -> TrialResult:
 
 
 def _lag_could_have_made(verdict: Verdict, lag: Lag, spec: TrialSpec) -> bool:
-    if verdict is Verdict.NOTE or lag.worst_s <= spec.holds_through_lag_s:
+    if verdict in (Verdict.NOTE, Verdict.NOT_EXERCISED) or lag.worst_s <= spec.holds_through_lag_s:
         return False
     return not (verdict is Verdict.FAIL and spec.fail_holds_any_lag)

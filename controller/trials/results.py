@@ -14,6 +14,9 @@ class Verdict(enum.StrEnum):
     NOTE = "note"  # neither: what the client did, for the engineer to judge (or a trial that cannot run here)
     # the controller's own event loop lagged more than the trial's judgment holds through: no verdict (issue 28)
     INCONCLUSIVE = "inconclusive"
+    # what the trial acts on never happened (no request to refuse, no connection to reset): it did not run, and its
+    # sentence says what the client must do for it to (issue 29)
+    NOT_EXERCISED = "not_exercised"
 
 
 @dataclass(frozen=True)

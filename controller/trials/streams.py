@@ -57,7 +57,7 @@ async def refused_stream(bench: Bench, deadline: float) -> Outcome:
         lambda: live.protocol.refused[before] if len(live.protocol.refused) > before else None, deadline
     )
     if refused is None:
-        return Verdict.FAIL, "the switch sent no request to refuse before the deadline", []
+        return Verdict.NOT_EXERCISED, "the switch sent no request to refuse before the deadline", []
     target = refused.target.decode("latin-1")
     read = await read_by(bench, refused.read, live.record, deadline)
     steps = [
@@ -105,7 +105,11 @@ async def _goaway(bench: Bench, deadline: float, drop_in_flight: bool, after_req
                 [],
             )
         if live.record.streams < counted:
-            return Verdict.FAIL, f"the switch did not send {after_requests} more requests before the deadline", []
+            return (
+                Verdict.NOT_EXERCISED,
+                f"the switch did not send {after_requests} more requests before the deadline",
+                [],
+            )
     in_flight = {span.stream_id: span for span in live.record.spans_in_flight() if span.stream_id is not None}
     if not in_flight:
         return no_connection([])
@@ -262,7 +266,7 @@ async def retry_after(bench: Bench, deadline: float) -> Outcome:
         lambda: bench.unavailable.answered[before] if len(bench.unavailable.answered) > before else None, deadline
     )
     if answered is None:
-        return Verdict.FAIL, "the switch sent no request to answer 503 before the deadline", []
+        return Verdict.NOT_EXERCISED, "the switch sent no request to answer 503 before the deadline", []
     at, target, connection_id = answered
     steps = [Step(bench.at(at), "controller", f"503 Retry-After: {RETRY_AFTER_S} to {target}", connection_id)]
     again = await bench.until(

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from sim_switch.dial.failures import classify
+from sim_switch.dial.failures import classify, refused_with
 from sim_switch.dial.tracing import Tracer
 from sim_switch.model.events import AskingController, ControllerAnswered, NoDiagnosis
 from sim_switch.model.results import (
@@ -52,6 +52,11 @@ async def ask_controller(
         response = await client.get(url, params=query)
     except httpx.HTTPError as exc:
         return ControllerView(label, error=classify(exc))
+    refusal = _refusal(response)
+    if refusal is not None:  # dialout's controller, which keeps an account and refused to show it to us
+        view = ControllerView(label, error=refused_with(response.status_code, refusal))
+        tracer.emit(ControllerAnswered(at_s=tracer.now_s(), view=view))
+        return view
     records = _records(response)
     if records is None:  # someone else's controller: it answered, but not with dialout's account
         view = ControllerView(label, no_account=f"GET /connections: {_answer(response)}")
@@ -106,6 +111,19 @@ async def _ask_diagnosis(
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         tracer.emit(NoDiagnosis(at_s=tracer.now_s(), failure=classify(exc)))
         return None
+
+
+def _refusal(response: httpx.Response) -> str | None:
+    """What a dialout controller said when it refused the question (403 with ``refused``: not in its fleet, say)."""
+    if response.status_code != 403:
+        return None
+    try:
+        answer = response.json()
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or "refused" not in answer:
+        return None
+    return str(answer.get("error") or answer["refused"])
 
 
 def _records(response: httpx.Response) -> list[dict[str, Any]] | None:
