@@ -3,8 +3,9 @@
 // with httptrace. -force-h2 sets ForceAttemptHTTP2, the fix Go 1.13 added; without it, a Transport given its own
 // TLSClientConfig does not configure HTTP/2 (golang/go#25761, #14275).
 //
-// -loop sends the batch again and again until the process is killed, each request with a target of its own
-// (&n=N): a Go switch's client under `python -m controller trials` (tests/test_trials.py).
+// -loop sends the batch again and again, each request with a target of its own (&n=N), until the controller is
+// gone (every ping of a batch refused a connection): a Go switch's client under `python -m controller trials`
+// (tests/test_trials.py, docs/your-own-client.md). -quiet logs failures only.
 //
 // Only the standard library: `go build` needs no network. tests/test_go_client.py builds and runs it.
 package main
@@ -12,6 +13,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 var sent int64 // requests sent so far: each one's &n=
@@ -34,7 +37,8 @@ func main() {
 	forceH2 := flag.Bool("force-h2", false, "set Transport.ForceAttemptHTTP2")
 	maxConns := flag.Int("max-conns-per-host", 0, "set Transport.MaxConnsPerHost (0: no limit)")
 	intervals := flag.String("intervals", "5,10,15", "one ping per interval (seconds), all started together")
-	loop := flag.Bool("loop", false, "send the batch again and again, until killed")
+	loop := flag.Bool("loop", false, "send the batch again and again, until the controller is gone")
+	quiet := flag.Bool("quiet", false, "log failed pings only")
 	flag.Parse()
 	log.SetFlags(log.Lmicroseconds)
 
@@ -54,21 +58,31 @@ func main() {
 		MaxConnsPerHost:   *maxConns,
 	}
 	client := &http.Client{Transport: transport}
+	verbose = !*quiet
 
 	for *loop {
-		batch(client, *url, *intervals) // a failed ping is logged; the loop goes on, as a switch's would
+		// a failed ping is logged; the loop goes on, as a switch's would, until nothing listens any more
+		if _, gone := batch(client, *url, *intervals); gone {
+			log.Printf("the controller is gone (every ping refused a connection): stopping")
+			return
+		}
 	}
-	if batch(client, *url, *intervals) {
+	if failed, _ := batch(client, *url, *intervals); failed {
 		os.Exit(1)
 	}
 }
 
-// batch sends one ping per interval, all at once, and waits for them all; it reports whether any failed.
-func batch(client *http.Client, url, intervals string) bool {
+var verbose = true // -quiet: failures only
+
+// batch sends one ping per interval, all at once, and waits for them all; it reports whether any failed, and
+// whether every one found nothing listening (connection refused).
+func batch(client *http.Client, url, intervals string) (bool, bool) {
 	var wg sync.WaitGroup
 	failed := false
+	refused := 0
 	var mu sync.Mutex
-	for _, interval := range strings.Split(intervals, ",") {
+	all := strings.Split(intervals, ",")
+	for _, interval := range all {
 		wg.Add(1)
 		go func(interval string) {
 			defer wg.Done()
@@ -76,23 +90,21 @@ func batch(client *http.Client, url, intervals string) bool {
 				log.Printf("ping %s: %v", interval, err)
 				mu.Lock()
 				failed = true
+				if errors.Is(err, syscall.ECONNREFUSED) {
+					refused++
+				}
 				mu.Unlock()
 			}
 		}(interval)
 	}
 	wg.Wait()
-	return failed
+	return failed, refused == len(all)
 }
 
 func ping(client *http.Client, base, interval string) error {
-	trace := &httptrace.ClientTrace{
-		ConnectStart: func(network, addr string) { log.Printf("ping %s: connectStart %s", interval, addr) },
-		TLSHandshakeDone: func(state tls.ConnectionState, err error) {
-			log.Printf("ping %s: tlsHandshakeDone ALPN %q err %v", interval, state.NegotiatedProtocol, err)
-		},
-		GotConn: func(info httptrace.GotConnInfo) {
-			log.Printf("ping %s: gotConn local %s reused %v", interval, info.Conn.LocalAddr(), info.Reused)
-		},
+	trace := &httptrace.ClientTrace{}
+	if verbose {
+		trace = verboseTrace(interval)
 	}
 	target := fmt.Sprintf("%s/ping?interval=%s&n=%d", base, interval, atomic.AddInt64(&sent, 1))
 	request, err := http.NewRequest(http.MethodGet, target, nil)
@@ -110,6 +122,20 @@ func ping(client *http.Client, base, interval string) error {
 	if response.StatusCode != http.StatusOK {
 		return fmt.Errorf("status %s", response.Status)
 	}
-	fmt.Printf("ping %s: %s %s\n", interval, response.Proto, response.Status)
+	if verbose {
+		fmt.Printf("ping %s: %s %s\n", interval, response.Proto, response.Status)
+	}
 	return nil
+}
+
+func verboseTrace(interval string) *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{
+		ConnectStart: func(network, addr string) { log.Printf("ping %s: connectStart %s", interval, addr) },
+		TLSHandshakeDone: func(state tls.ConnectionState, err error) {
+			log.Printf("ping %s: tlsHandshakeDone ALPN %q err %v", interval, state.NegotiatedProtocol, err)
+		},
+		GotConn: func(info httptrace.GotConnInfo) {
+			log.Printf("ping %s: gotConn local %s reused %v", interval, info.Conn.LocalAddr(), info.Reused)
+		},
+	}
 }
