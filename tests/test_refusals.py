@@ -31,6 +31,8 @@ from tests.tools import require
 PINGS = 20  # refused handshakes in one curl run: a flood, were each one logged
 CLIENT, SERVER = ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH
 
+pytestmark = pytest.mark.timing  # log lines a second, counted against the time taken: run loaded too
+
 
 @pytest.fixture(scope="module")
 def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from controller.server.serve import server_ssl_context
 from dialout.command_line import BUG_EXIT
 from dialout.config import ControllerConfig, OneShot, Scenario
@@ -35,6 +37,8 @@ SESSION = """\
     request: {path: "/ping?interval={interval}&n={n}"}
 """
 QUICK_GIVE_UP = f"  reconnect: {{give_up_after_s: {GIVE_UP_S}, max_s: 0.5}}\n"
+
+pytestmark = pytest.mark.timing  # bounds on how long a run takes: run loaded too
 
 
 def free_port() -> int:
