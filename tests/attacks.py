@@ -60,6 +60,7 @@ class Attack(enum.StrEnum):
     CONTINUATION_FLOOD = "continuation-flood"  # a header block that never ends (CVE-2023-45288)
     SILENT = "silent"  # TCP connections that never start TLS, held until the controller lets go
     SHORT = "short"  # connections of one ping each (TLS, GET /ping?interval=0, close), AT_ONCE at a time
+    NO_CERTIFICATE = "no-certificate"  # TLS handshakes without a client certificate, each refused, AT_ONCE at a time
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,25 @@ async def _short_connection(plan: Plan, port: int, context: ssl.SSLContext, tall
     await peer.close()
 
 
+async def _refused_connection(plan: Plan, port: int, context: ssl.SSLContext, tally: _Tally) -> None:
+    """A handshake with no client certificate: refused, with its alert (read after the handshake under TLS 1.3)."""
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="localhost", local_addr=(plan.source, 0)
+        )
+    except (ConnectionError, ssl.SSLError):
+        tally.connections += 1
+        tally.closed_by_controller += 1
+        return
+    tally.connections += 1
+    try:
+        await reader.read(1)
+        tally.closed_by_controller += 1
+    except (ConnectionError, ssl.SSLError):
+        tally.closed_by_controller += 1
+    writer.transport.abort()
+
+
 async def _one_connection(plan: Plan, port: int, context: ssl.SSLContext, deadline: float, tally: _Tally) -> None:
     if plan.kind is Attack.SILENT:
         await _silent_connection(plan, port, deadline, tally)
@@ -205,13 +225,18 @@ async def attack(plan: Plan, port: int, certs: Path, switch: str) -> AttackRepor
     started = time.monotonic()
     tally = _Tally()
     deadline = started + plan.seconds
-    if plan.kind is Attack.SHORT:
+    if plan.kind in (Attack.SHORT, Attack.NO_CERTIFICATE):
         turns = asyncio.Semaphore(AT_ONCE)
+        anonymous = ssl.create_default_context(cafile=certs / "ca.pem")  # trusts the controller, presents nothing
 
         async def in_turn() -> None:
             async with turns:
-                if time.monotonic() < deadline:
+                if time.monotonic() >= deadline:
+                    return
+                if plan.kind is Attack.SHORT:
                     await _short_connection(plan, port, context, tally)
+                else:
+                    await _refused_connection(plan, port, anonymous, tally)
 
         await asyncio.gather(*(in_turn() for _ in range(plan.connections)))
     else:

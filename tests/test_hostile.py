@@ -392,3 +392,26 @@ async def test_short_connections_give_their_memory_back(guarded: ControllerProce
     assert found.victim.failed == 0, found.victim.describe()
     assert found.rss_growth_kib <= SHORT_RSS_GROWTH_KIB, f"{found.rss_growth_kib} KiB"
     assert not [line for line in found.log_lines if "Traceback" in line]
+
+
+async def test_a_flood_of_refused_handshakes_is_a_line_a_second_and_the_victim_keeps_its_pings(
+    guarded: ControllerProcess, alone: VictimRun
+) -> None:
+    """A client with no certificate, redialling without pause: 500 refused handshakes, 50 at a time, from one
+    address. Each is recorded (the account's count is all of them) and the log says so once a second with a count,
+    not once each (issue 29); a switch's session beside it keeps its latency."""
+    plan = Plan(Attack.NO_CERTIFICATE, connections=500, frames_per_connection=0, seconds=60)
+    found = await attacked(guarded, plan)
+    assert found.report.connections == 500, found.report
+    assert found.report.closed_by_controller == 500, found.report
+    assert found.victim.failed == 0, found.victim.describe()
+    bound = max(VICTIM_SLOWDOWN * alone.p99_s, VICTIM_FLOOR_S)
+    assert found.victim.p99_s <= bound, f"{found.victim.describe()}; alone: {alone.describe()}"
+    said = [line for line in found.log_lines if "TLS handshake" in line and f"from {plan.source}" in line]
+    assert said, found.log_lines
+    assert len(said) <= 2 + found.report.seconds  # the first at once, then at most one a second
+    async with httpx.AsyncClient(trust_env=False) as admin:
+        answer = (await admin.get(f"{guarded.admin_url}/diagnosis")).json()
+    [refused] = [entry for entry in answer["refused_handshakes"] if entry["address"] == plan.source]
+    assert (refused["refusal"], refused["count"]) == ("no_certificate", 500)
+    assert not [line for line in found.log_lines if "Traceback" in line]
