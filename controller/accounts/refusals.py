@@ -70,10 +70,6 @@ class Refusals:
             (kept for kept in self._kept.values() if moment is None or kept.last >= moment), key=lambda r: r.last
         )
 
-    @property
-    def total(self) -> int:
-        return sum(kept.count for kept in self._kept.values())
-
     def _add(self, host: str, name: str | None, refusal: Refusal, detail: str) -> None:
         key = (host, name, refusal)
         now = self._clock()
@@ -92,7 +88,7 @@ class Refusals:
         if wait_s <= 0:
             self._say(kept)
             return
-        with contextlib.suppress(RuntimeError):  # no loop (a test's own records): said on the next one after
+        with contextlib.suppress(RuntimeError):  # no loop running (a test's records): said with the next one
             kept._due = asyncio.get_running_loop().call_later(wait_s, self._say, kept)
 
     def _say(self, kept: RefusedClient) -> None:

@@ -14,6 +14,7 @@ Dialling alone also keeps a controller that is down from seeing a burst of dials
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -70,6 +71,7 @@ class Link:
         self.failovers: list[Failover] = []
         self.given_up = False  # down for give_up_after_s, or the controller said it is over: the session ends
         self.ended_by_controller = False
+        self.over = asyncio.Event()  # set with given_up: the schedule stops at once, not at its next batch
 
     async def wait_turn(self, ping: int) -> str | None:
         """Return the controller to try when ``ping`` may: the link is up, or this ping is the one (re)dialling;
@@ -95,6 +97,7 @@ class Link:
         if self.given_up:
             return
         self.given_up = True
+        self.over.set()
         loss: LinkLoss = self._down_reason or self._last_failure or Failure(FailureKind.OTHER, "down", True)
         bound_s = self._policy.give_up_after_s
         self._tracer.emit(
@@ -107,6 +110,7 @@ class Link:
         if self.given_up:
             return
         self.given_up = self.ended_by_controller = True
+        self.over.set()
         self._tracer.emit(EndedByController(at_s=self._tracer.now_s(), said=said))
         self._release()
 
@@ -283,8 +287,9 @@ async def run_session(
             watching = group.create_task(watch.run())
             for batch in range(schedule.batches()):
                 # Keep the schedule, like a switch's keep-alive timer: a batch does not wait for the last one.
-                await asyncio.sleep(max(0.0, batch * schedule.every_s - tracer.now_s()))
-                if link.given_up:  # the controller has been gone give_up_after_s: no more pings
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(link.over.wait(), max(0.0, batch * schedule.every_s - tracer.now_s()))
+                if link.given_up:  # the controller gone for give_up_after_s, or done with us: no more pings
                     break
                 for _ in range(min(schedule.batch, schedule.total_pings() - len(tasks))):
                     number = len(tasks) + 1
