@@ -15,7 +15,6 @@ Private keys are written 0600 and replaced atomically, so a reader never sees ha
 from __future__ import annotations
 
 import datetime
-import fnmatch
 import ipaddress
 import logging
 import os
@@ -30,7 +29,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from dialout.errors import PKIError
-from dialout.refusals import did_you_mean
+from dialout.refusals import did_you_mean, listed
 from dialout.tls_files import (
     Identity,
     Trust,
@@ -116,14 +115,10 @@ def ensure_switch_certs(
         )
     leaves = [_switch_leaf(certs_dir, sid) for sid in ids]
     due = [leaf.identity for leaf in leaves if not leaf.identity.cert.exists()]
-    strangers = [sid for sid in ids if fleet is not None and not _in_fleet(sid, fleet)]
-    if due and strangers and fleet is not None and _ca_identity(certs_dir).key.exists():
-        raise PKIError(_not_in_fleet(strangers[0], fleet, where))
+    strangers = [sid for sid in ids if not listed(sid, fleet)] if fleet is not None else []
+    if due and strangers and _ca_identity(certs_dir).key.exists():
+        raise PKIError(_not_in_fleet(strangers[0], fleet or (), where))
     return _issue_what_is_due(certs_dir, leaves, signed_by_ca=True)
-
-
-def _in_fleet(switch_id: str, fleet: Sequence[str]) -> bool:
-    return any(switch_id == entry or ("*" in entry and fnmatch.fnmatchcase(switch_id, entry)) for entry in fleet)
 
 
 def _not_in_fleet(switch_id: str, fleet: Sequence[str], where: str) -> str:

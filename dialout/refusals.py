@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import fnmatch
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -196,6 +197,12 @@ def openssl_words(exc: ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
         return str(exc.verify_message)
     return str(exc.reason or exc)
+
+
+def listed(name: str, names: Sequence[str]) -> bool:
+    """``name`` is one of ``names``, or matches one of them that is a pattern (``fleet-*``): who the controller lets
+    in (``controller.switches``, ``controller.operators``)."""
+    return name in names or any("*" in entry and fnmatch.fnmatchcase(name, entry) for entry in names)
 
 
 def did_you_mean(name: str, fleet: Sequence[str]) -> str | None:

@@ -7,7 +7,6 @@ ASGI TLS extension), never anything the request says about itself. A CN that is 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import time
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ from controller.http.metrics import Metrics
 from controller.server.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
 from dialout.config import ControllerConfig
 from dialout.errors import DialoutError
-from dialout.refusals import Refusal, did_you_mean, words
+from dialout.refusals import Refusal, did_you_mean, listed, words
 from dialout.text import format_address, printable, utc_now
 from dialout.tls_files import controller_files
 
@@ -96,8 +95,8 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
             return None  # bench mode (h2load) or the cleartext listener: an anonymous switch, on loopback only
         if switch is None:
             return refuse(arrival, Refusal.NO_CERTIFICATE, "no verified client certificate on this connection")
-        if not _listed(switch, cfg.switches):
-            if request.path in ACCOUNTS and _listed(switch, cfg.operators):
+        if not listed(switch, cfg.switches):
+            if request.path in ACCOUNTS and listed(switch, cfg.operators):
                 return None  # an operator's certificate, asking what the switches did
             return refuse(arrival, Refusal.NOT_IN_FLEET, _not_in_fleet(switch, cfg.switches, own_name))
         return None
@@ -181,7 +180,7 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
         """A switch reads its own records; an operator, every switch's. A request with no certificate got this far
         only on loopback (bench mode, the cleartext listener), where the admin listener answers everything too."""
         switch: str | None = g.arrival.switch
-        if switch is None or _listed(switch, cfg.operators):
+        if switch is None or listed(switch, cfg.operators):
             return None
         return switch
 
@@ -206,11 +205,6 @@ def _not_in_fleet(switch: str, fleet: tuple[str, ...], own_name: str | None) -> 
         else ""
     )
     return f"switch {switch!r} is not in this controller's fleet{whose} (known: {', '.join(fleet)})"
-
-
-def _listed(name: str, names: tuple[str, ...]) -> bool:
-    """``name`` is one of ``names``, or matches one of them that is a pattern (``fleet-*``)."""
-    return name in names or any("*" in entry and fnmatch.fnmatchcase(name, entry) for entry in names)
 
 
 def _own_name(cfg: ControllerConfig) -> str | None:

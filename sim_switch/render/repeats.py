@@ -25,7 +25,7 @@ from sim_switch.model.events import (
     TraceEvent,
 )
 from sim_switch.render.failures import sentence
-from sim_switch.render.trace import describe_loss, render_event
+from sim_switch.render.trace import describe_loss, render_event, trace_line
 
 EVERY_S = 10.0  # of trace time: a link down for a minute is still said to be, six times
 
@@ -97,6 +97,8 @@ class RepeatsHeld:
         over_s = at_s - down.since_s
         backoff = f", redialling every {down.backoff_s:.1f} s" if down.backoff_s else ""
         return [
-            f"{at_s:+9.3f}s  {'switch':<8} {'':<8} link still down: {down.reason} x {down.failures} over "
-            f"{over_s:.0f} s ({down.dials} dials{backoff})"
+            trace_line(
+                at_s,
+                f"link still down: {down.reason} x {down.failures} over {over_s:.0f} s ({down.dials} dials{backoff})",
+            )
         ]

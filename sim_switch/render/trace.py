@@ -63,9 +63,14 @@ _PROBES = {
 
 def render_event(event: TraceEvent) -> str:
     """``   +0.031s  ping 1   conn #1  TLS handshake done: ...``"""
-    ping = f"ping {event.ping}" if event.ping is not None else "switch"
-    connection = f"conn #{event.connection}" if event.connection is not None else ""
-    return f"{event.at_s:+9.3f}s  {ping:<8} {connection:<8} {describe(event)}"
+    return trace_line(event.at_s, describe(event), event.ping, event.connection)
+
+
+def trace_line(at_s: float, text: str, ping: int | None = None, connection: int | None = None) -> str:
+    """One line of the trace, as ``render_event`` lays it out (the switch's own when ``ping`` is None)."""
+    who = f"ping {ping}" if ping is not None else "switch"
+    on = f"conn #{connection}" if connection is not None else ""
+    return f"{at_s:+9.3f}s  {who:<8} {on:<8} {text}"
 
 
 def event_json(event: TraceEvent) -> dict[str, Any]:
