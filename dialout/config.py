@@ -27,6 +27,7 @@ from dialout.errors import ConfigError
 
 __all__ = [
     "HTTP_VERSIONS",
+    "KIND_DOCS",
     "Config",
     "ConfigError",
     "ControllerConfig",
@@ -98,17 +99,27 @@ class ControllerTLS:
     """The controller's own PKI instead of dialout's: any file names, chains with intermediates, RSA or EC keys.
     When set, nothing in ``certs_dir`` is made, reissued or read for the controller."""
 
-    cert: Path = setting(field.file_path, relative=True)  # its certificate, then any intermediates
-    key: Path = setting(field.file_path, relative=True)
-    client_ca: Path = setting(field.file_path, relative=True)  # the CA(s) that issue the switches' certificates
+    cert: Path = setting(
+        field.file_path, relative=True, doc="The controller's certificate, then any intermediates (RSA or EC)."
+    )
+    key: Path = setting(field.file_path, relative=True, doc="The private key of `cert`.")
+    client_ca: Path = setting(
+        field.file_path,
+        relative=True,
+        doc="The CA certificate(s) that issued the switches' certificates: the only ones trusted.",
+    )
 
 
 @dataclass(frozen=True)
 class Listener:
     """A plain-TCP listener (h2c with prior knowledge, or HTTP/1.1), for proxies and the report's own h2c check."""
 
-    port: int = setting(field.port)
-    host: str = setting(field.string, "127.0.0.1")
+    port: int = setting(field.port, doc="The cleartext port (required).")
+    host: str = setting(
+        field.string,
+        "127.0.0.1",
+        doc="The cleartext listen address: loopback, unless `controller.trusted_proxies` names the proxy's address.",
+    )
 
 
 @dataclass(frozen=True)
@@ -117,46 +128,168 @@ class Admin:
     /metrics). Loopback only, unless ``allow_remote`` says otherwise: it shows every switch and takes no
     certificate."""
 
-    enabled: bool = setting(field.boolean, True)
-    host: str = setting(field.string, "127.0.0.1")
-    port: int | None = setting(field.port, None)  # default: controller.port + 1 (8444), or any free one for port 0
-    allow_remote: bool = setting(field.boolean, False)
-    # A file (mode 0600) holding the bearer token every request must carry; required to listen off loopback.
-    token_file: Path | None = setting(field.file_path, None, relative=True)
-    # Live pages (GET /events streams) open at once: each holds a stream and a snapshot a tick.
-    max_event_clients: int = setting(field.int_range(1, 10_000), 16)
+    enabled: bool = setting(
+        field.boolean,
+        True,
+        doc="Serve the admin listener: the live page, `/connections`, `/diagnosis` and `/metrics` over plain HTTP.",
+    )
+    host: str = setting(
+        field.string,
+        "127.0.0.1",
+        doc=(
+            "Its listen address. Loopback, and a request must name a loopback host (a page elsewhere cannot rebind to "
+            "it)."
+        ),
+    )
+    port: int | None = setting(
+        field.port, None, doc="Its port. Default: `controller.port` + 1, or any free one when `controller.port` is 0."
+    )
+    allow_remote: bool = setting(field.boolean, False, doc="Listen off loopback too; needs `token_file`.")
+    token_file: Path | None = setting(
+        field.file_path,
+        None,
+        relative=True,
+        doc="A file (mode 0600) holding a bearer token every request must carry; a browser opens `/?token=...`.",
+    )
+    max_event_clients: int = setting(
+        field.int_range(1, 10_000),
+        16,
+        doc="Live pages open at once: each holds a stream and gets a snapshot five times a second; more get 503.",
+    )
 
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    host: str = setting(field.string, "localhost")
-    port: int = setting(field.port, DEFAULT_PORT)
-    certs_dir: Path = setting(field.file_path, Path("certs"), relative=True)
-    hostnames: tuple[str, ...] = setting(field.string_list, DEFAULT_HOSTNAMES)
-    max_interval_s: float = setting(field.positive_number, DEFAULT_MAX_INTERVAL_S)
+    host: str = setting(
+        field.string,
+        "localhost",
+        doc="The TLS listen address; a name listens on every address it resolves to (`localhost`: 127.0.0.1 and ::1).",
+    )
+    port: int = setting(field.port, DEFAULT_PORT, doc="The TLS port; 0 takes any free port and prints it at start.")
+    certs_dir: Path = setting(
+        field.file_path,
+        Path("certs"),
+        relative=True,
+        doc=(
+            "dialout's own CA, the controller's and the clients' certificates: made on first run when missing, never "
+            "overwritten."
+        ),
+    )
+    hostnames: tuple[str, ...] = setting(
+        field.string_list,
+        DEFAULT_HOSTNAMES,
+        doc="The names in the controller certificate's SAN: the names a switch may dial.",
+    )
+    max_interval_s: float = setting(
+        field.positive_number,
+        DEFAULT_MAX_INTERVAL_S,
+        doc="The longest `/ping?interval=` served; a longer one gets 400.",
+    )
     max_concurrent_streams: int = setting(
-        field.int_range(1, MAX_CONCURRENT_STREAMS_LIMIT), DEFAULT_MAX_CONCURRENT_STREAMS
+        field.int_range(1, MAX_CONCURRENT_STREAMS_LIMIT),
+        DEFAULT_MAX_CONCURRENT_STREAMS,
+        doc=(
+            "SETTINGS_MAX_CONCURRENT_STREAMS: streams one HTTP/2 connection may carry at once, 1 to 999 (Hypercorn "
+            "kills the connection at the 1000th)."
+        ),
     )
-    keep_alive_max_requests: int = setting(field.int_range(1, 2**31 - 1), DEFAULT_KEEP_ALIVE_MAX_REQUESTS)
-    graceful_timeout_s: float = setting(field.number_at_least_0, DEFAULT_GRACEFUL_TIMEOUT_S)
-    handshake_timeout_s: float = setting(field.positive_number, DEFAULT_HANDSHAKE_TIMEOUT_S)
-    idle_timeout_s: float = setting(field.positive_number, DEFAULT_IDLE_TIMEOUT_S)
-    # The fleet: CNs allowed to dial in, or patterns of them (fleet-*). Default: [switch.id].
-    switches: tuple[str, ...] = setting(field.switch_ids, ("switch-1",))
-    max_header_bytes: int = setting(field.int_range(1024, 1024 * 1024), DEFAULT_MAX_HEADER_BYTES)
-    max_resets_per_s: int = setting(field.int_range(1, 1_000_000), DEFAULT_MAX_RESETS_PER_S)
-    max_control_frames_per_s: int = setting(field.int_range(1, 1_000_000), DEFAULT_MAX_CONTROL_FRAMES_PER_S)
-    max_pending_handshakes: int = setting(field.int_range(1, 1_000_000), DEFAULT_MAX_PENDING_HANDSHAKES)
+    keep_alive_max_requests: int = setting(
+        field.int_range(1, 2**31 - 1),
+        DEFAULT_KEEP_ALIVE_MAX_REQUESTS,
+        doc=(
+            "Requests one connection may carry before the controller sends GOAWAY. Hypercorn's own 1000 cut long runs "
+            "mid-flight; lower it only to test GOAWAY handling."
+        ),
+    )
+    graceful_timeout_s: float = setting(
+        field.number_at_least_0,
+        DEFAULT_GRACEFUL_TIMEOUT_S,
+        doc="On SIGINT or SIGTERM, how long pings in flight may take to finish after GOAWAY.",
+    )
+    handshake_timeout_s: float = setting(
+        field.positive_number,
+        DEFAULT_HANDSHAKE_TIMEOUT_S,
+        doc=(
+            "A TLS handshake not done by then is dropped: a peer that opens TCP and never speaks holds a socket and "
+            "about 300 KB."
+        ),
+    )
+    idle_timeout_s: float = setting(
+        field.positive_number,
+        DEFAULT_IDLE_TIMEOUT_S,
+        doc=(
+            "A connection with no request in flight this long is closed. Hypercorn's own 5 s closed call-home sessions"
+            " between their pings; nginx's keepalive_timeout is 75 s."
+        ),
+    )
+    switches: tuple[str, ...] = setting(
+        field.switch_ids,
+        ("switch-1",),
+        doc=(
+            "The fleet: client-certificate CNs let in, or patterns of them (`fleet-*`); any other verified CN gets "
+            "403. Each listed id gets a certificate in `certs_dir`. Default: `switch.id`."
+        ),
+    )
+    max_header_bytes: int = setting(
+        field.int_range(1024, 1024 * 1024),
+        DEFAULT_MAX_HEADER_BYTES,
+        doc=(
+            "The request line and headers of one request: larger ones are refused (HTTP/1.1: 431); an HTTP/2 header "
+            "block larger than this ends the connection."
+        ),
+    )
+    max_resets_per_s: int = setting(
+        field.int_range(1, 1_000_000),
+        DEFAULT_MAX_RESETS_PER_S,
+        doc=(
+            "RST_STREAMs one HTTP/2 connection may send a second (a burst of as many): more is rapid reset "
+            "(CVE-2023-44487) and gets GOAWAY ENHANCE_YOUR_CALM."
+        ),
+    )
+    max_control_frames_per_s: int = setting(
+        field.int_range(1, 1_000_000),
+        DEFAULT_MAX_CONTROL_FRAMES_PER_S,
+        doc=(
+            "PING and SETTINGS frames one HTTP/2 connection may send a second, likewise: each asks for an ACK, and a "
+            "flood gets GOAWAY ENHANCE_YOUR_CALM."
+        ),
+    )
+    max_pending_handshakes: int = setting(
+        field.int_range(1, 1_000_000),
+        DEFAULT_MAX_PENDING_HANDSHAKES,
+        doc="TLS handshakes under way at once; a connection beyond this is reset at accept, before TLS costs anything.",
+    )
     max_pending_handshakes_per_address: int = setting(
-        field.int_range(1, 1_000_000), DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS
+        field.int_range(1, 1_000_000),
+        DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS,
+        doc=(
+            "The same from one address, so that one peer's flood cannot crowd out the fleet's. Addresses in "
+            "`trusted_proxies` carry many switches: only the cap in all holds there."
+        ),
     )
-    # Proxies whose forwarded identity of a switch is believed: client-certificate CNs, or addresses/networks.
-    trusted_proxies: tuple[str, ...] = setting(field.proxy_identities, ())
-    # CNs that may read every switch's records on the TLS port (/connections, /diagnosis); a switch sees its own.
-    operators: tuple[str, ...] = setting(field.names, ())
-    tls: ControllerTLS | None = subsection(ControllerTLS, None)
-    cleartext: Listener | None = subsection(Listener, None)
-    admin: Admin = subsection(Admin, Admin())
+    trusted_proxies: tuple[str, ...] = setting(
+        field.proxy_identities,
+        (),
+        doc=(
+            "Proxies whose forwarded identity of a switch is believed: CNs of their client certificates (each gets one"
+            " in `certs_dir`) or addresses. The controller still verifies the forwarded certificate itself."
+        ),
+    )
+    operators: tuple[str, ...] = setting(
+        field.names,
+        (),
+        doc=(
+            "CNs (or patterns) that may read every switch's records on the TLS port; a switch reads only its own. Each"
+            " listed CN gets a certificate in `certs_dir`."
+        ),
+    )
+    tls: ControllerTLS | None = subsection(
+        ControllerTLS, None, doc="Your own PKI instead of `certs_dir`: nothing there is made or touched."
+    )
+    cleartext: Listener | None = subsection(
+        Listener, None, doc="Also serve h2c (prior knowledge) and HTTP/1.1 without TLS, on loopback."
+    )
+    admin: Admin = subsection(Admin, Admin(), doc="The admin listener: plain HTTP for a browser or Prometheus.")
 
     @property
     def admin_port(self) -> int:
@@ -180,13 +313,17 @@ class ReconnectPolicy:
     """How a switch redials after losing the controller: exponential backoff with jitter (RFC 8071 leaves the
     schedule to the implementation; this is the usual one)."""
 
-    initial_s: float = setting(field.positive_number, 0.1)
-    max_s: float = setting(field.positive_number, 5.0)
-    multiplier: float = setting(field.number_range(1, 100), 2.0)
-    # Each delay is scaled by a random factor in [1 - jitter, 1 + jitter].
-    jitter: float = setting(field.number_range(0, 1), 0.2)
-    # A ping still failing this long after its first try fails for good.
-    give_up_after_s: float = setting(field.number_at_least_0, 60.0)
+    initial_s: float = setting(field.positive_number, 0.1, doc="The first wait before a redial.")
+    max_s: float = setting(field.positive_number, 5.0, doc="The longest wait.")
+    multiplier: float = setting(field.number_range(1, 100), 2.0, doc="Each wait is this times the last.")
+    jitter: float = setting(
+        field.number_range(0, 1),
+        0.2,
+        doc="Each wait is scaled by a random factor within +/- this fraction, so that a fleet does not redial in step.",
+    )
+    give_up_after_s: float = setting(
+        field.number_at_least_0, 60.0, doc="A ping still failing this long after its first try fails for good."
+    )
 
     def delay_s(self, attempt: int, unit_random: float) -> float:
         """The wait before redial ``attempt`` (1, 2, ...); ``unit_random`` is uniform in [0, 1)."""
@@ -208,9 +345,15 @@ class RetryPolicy(StrEnum):
 class SwitchTLS:
     """The switch's own PKI instead of dialout's. ``{id}`` in a path stands for the switch id (fleets)."""
 
-    cert: Path = setting(field.file_path, relative=True)  # its client certificate, then any intermediates
-    key: Path = setting(field.file_path, relative=True)
-    ca: Path = setting(field.file_path, relative=True)  # the CA chain that verifies the controller's certificate
+    cert: Path = setting(
+        field.file_path,
+        relative=True,
+        doc="The switch's client certificate, then any intermediates; `{id}` stands for the switch id.",
+    )
+    key: Path = setting(
+        field.file_path, relative=True, doc="The private key of `cert`; `{id}` stands for the switch id."
+    )
+    ca: Path = setting(field.file_path, relative=True, doc="The CA chain that verifies the controller's certificate.")
 
     def for_switch(self, switch_id: str) -> SwitchTLS:
         return SwitchTLS(*(Path(str(path).replace("{id}", switch_id)) for path in (self.cert, self.key, self.ca)))
@@ -234,9 +377,13 @@ class Keepalive:
     TCP stack still answers but which forwards nothing, e.g. a stalled proxy). Either way a dead controller is
     noticed within ``bound_s``."""
 
-    idle_s: float = setting(field.positive_number, 5.0)  # silence before the first probe
-    interval_s: float = setting(field.positive_number, 1.0)  # between TCP probes
-    count: int = setting(field.int_range(1, 100), 3)  # TCP probes unanswered before the connection is dead
+    idle_s: float = setting(
+        field.positive_number, 5.0, doc="Silence before checking: TCP keepalive probes, and in a session a ping of 0 s."
+    )
+    interval_s: float = setting(field.positive_number, 1.0, doc="Between TCP keepalive probes.")
+    count: int = setting(
+        field.int_range(1, 100), 3, doc="TCP keepalive probes unanswered before the connection is dead."
+    )
 
     @property
     def bound_s(self) -> float:
@@ -245,18 +392,63 @@ class Keepalive:
 
 @dataclass(frozen=True)
 class SwitchConfig:
-    switch_id: str = setting(field.switch_id, "switch-1", key="id")
-    # Default: https://localhost:<controller.port>
-    controller_url: str = setting(field.string, f"https://localhost:{DEFAULT_PORT}")
-    # Several controllers instead of controller_url: a session fails over among them, a fleet spreads over them.
-    controllers: tuple[str, ...] = setting(field.string_list, ())
-    start_with: StartWith = setting(field.choice(StartWith), StartWith.FIRST_LISTED)
-    keepalive: Keepalive = subsection(Keepalive, Keepalive())
-    certs_dir: Path = setting(field.file_path, Path("certs"), relative=True)
-    request_timeout_s: float = setting(field.positive_number, DEFAULT_REQUEST_TIMEOUT_S)
-    reconnect: ReconnectPolicy = subsection(ReconnectPolicy, ReconnectPolicy())
-    retry: RetryPolicy = setting(field.choice(RetryPolicy), RetryPolicy.SAFE)
-    tls: SwitchTLS | None = subsection(SwitchTLS, None)
+    switch_id: str = setting(
+        field.switch_id,
+        "switch-1",
+        key="id",
+        doc="The switch's identity: the CN of its client certificate, files `<certs_dir>/<id>.pem` and `.key`.",
+    )
+    controller_url: str = setting(
+        field.string,
+        f"https://localhost:{DEFAULT_PORT}",
+        doc="Where the switch dials out to. Default: `https://localhost:<controller.port>`.",
+    )
+    controllers: tuple[str, ...] = setting(
+        field.string_list,
+        (),
+        doc=(
+            "Several controllers instead of `controller_url`: a session fails over among them, a fleet spreads its "
+            "switches over them."
+        ),
+    )
+    start_with: StartWith = setting(
+        field.choice(StartWith),
+        StartWith.FIRST_LISTED,
+        doc=(
+            "Where a session begins, and begins again after losing its link (RFC 8071 section 4.1); each failed dial "
+            "moves on to the next in the list."
+        ),
+    )
+    keepalive: Keepalive = subsection(
+        Keepalive,
+        Keepalive(),
+        doc=(
+            "How soon a controller that went silent (no FIN, no RST) is noticed: within `idle_s` + `interval_s` x "
+            "`count`."
+        ),
+    )
+    certs_dir: Path = setting(
+        field.file_path,
+        Path("certs"),
+        relative=True,
+        doc="Where the switch finds `ca.pem` and its own `<id>.pem` and `<id>.key`.",
+    )
+    request_timeout_s: float = setting(
+        field.positive_number, DEFAULT_REQUEST_TIMEOUT_S, doc="A ping with no complete answer after this long fails."
+    )
+    reconnect: ReconnectPolicy = subsection(
+        ReconnectPolicy, ReconnectPolicy(), doc="How a persistent session redials: exponential backoff with jitter."
+    )
+    retry: RetryPolicy = setting(
+        field.choice(RetryPolicy),
+        RetryPolicy.SAFE,
+        doc=(
+            "Which failed pings a persistent session sends again: `safe`, only those known not to have been processed "
+            "(never sent, REFUSED_STREAM, excluded by GOAWAY); `idempotent`, also those whose connection broke in "
+            "flight (GET is idempotent, RFC 9110 section 9.2.2)."
+        ),
+    )
+    tls: SwitchTLS | None = subsection(SwitchTLS, None, doc="Your own PKI instead of `certs_dir`.")
 
     @property
     def controller_urls(self) -> tuple[str, ...]:
@@ -295,9 +487,13 @@ class ScenarioMode(StrEnum):
 class Expectation:
     """What a scenario must show to pass; ``None`` means "not checked"."""
 
-    connections: int | None = setting(field.int_range(1, 1_000_000), None)
-    http_version: str | None = setting(field.one_of(*HTTP_VERSIONS), None)
-    controller_view: ViewPolicy = setting(field.choice(ViewPolicy), ViewPolicy.OPTIONAL)
+    connections: int | None = setting(field.int_range(1, 1_000_000), None, doc="TCP+TLS connections the run must open.")
+    http_version: str | None = setting(field.one_of(*HTTP_VERSIONS), None, doc="The HTTP version every ping must use.")
+    controller_view: ViewPolicy = setting(
+        field.choice(ViewPolicy),
+        ViewPolicy.OPTIONAL,
+        doc="Whether a controller that keeps no account (no `/connections`) fails the run: `required` or `optional`.",
+    )
 
 
 @dataclass(frozen=True)
@@ -305,11 +501,20 @@ class Request:
     """What one ping is on the wire: dialout's ``GET /ping?interval=N`` by default, or a real controller's
     long-poll endpoint. ``{interval}`` in the path is the ping's interval in seconds, ``{n}`` its number."""
 
-    method: str = setting(field.http_method, "GET")
-    path: str = setting(field.request_path, "/ping?interval={interval}")
-    headers: tuple[tuple[str, str], ...] = setting(field.headers, ())
-    body: str | None = setting(field.optional_string, None)
-    statuses: tuple[int, ...] = setting(field.statuses, (200,))  # the statuses that count as an answer
+    method: str = setting(field.http_method, "GET", doc="The ping's method.")
+    path: str = setting(
+        field.request_path,
+        "/ping?interval={interval}",
+        doc=(
+            "The ping's target: `{interval}` is its interval in seconds, `{n}` its number in the run (a target of its "
+            "own per ping, so that a controller can tell a retry from the next ping)."
+        ),
+    )
+    headers: tuple[tuple[str, str], ...] = setting(
+        field.headers, (), doc="Headers every ping carries, a mapping of names to values."
+    )
+    body: str | None = setting(field.optional_string, None, doc="A body every ping carries.")
+    statuses: tuple[int, ...] = setting(field.statuses, (200,), doc="The statuses that count as an answer.")
 
     def target(self, interval: str, number: int = 0) -> str:
         return self.path.format(interval=interval, n=number)
@@ -330,11 +535,15 @@ class Schedule:
 
     mode: ClassVar[ScenarioMode] = ScenarioMode.PERSISTENT
 
-    every_s: float = setting(field.positive_number)
-    interval_s: float = setting(field.number_at_least_0)
-    batch: int = setting(field.int_range(1, 10_000), 1)
-    duration_s: float | None = setting(field.positive_number, None)
-    count: int | None = setting(field.int_range(1, 10_000_000), None)
+    every_s: float = setting(
+        field.positive_number, doc="A batch each period, whether or not the last one has finished (required)."
+    )
+    interval_s: float = setting(field.number_at_least_0, doc="Each ping's interval (required).")
+    batch: int = setting(field.int_range(1, 10_000), 1, doc="Pings per batch, sent at once.")
+    duration_s: float | None = setting(
+        field.positive_number, None, doc="How long the session runs (give this or `count`)."
+    )
+    count: int | None = setting(field.int_range(1, 10_000_000), None, doc="Pings in all (give this or `duration_s`).")
 
     def batches(self) -> int:
         if self.count is not None:
@@ -353,12 +562,23 @@ class Fleet:
 
     mode: ClassVar[ScenarioMode] = ScenarioMode.FLEET
 
-    switches: int = setting(field.int_range(1, 100_000))
-    pings: int = setting(field.int_range(1, 10_000))
-    interval_s: float = setting(field.number_at_least_0)
-    id_pattern: str = setting(field.string, "fleet-{n:04d}")  # str.format with n = 1, 2, ...
-    ramp_up_s: float = setting(field.number_at_least_0, 0.0)
-    spread: Spread = setting(field.choice(Spread), Spread.HASH)
+    switches: int = setting(field.int_range(1, 100_000), doc="How many switches (required).")
+    pings: int = setting(field.int_range(1, 10_000), doc="Concurrent pings per switch (required).")
+    interval_s: float = setting(field.number_at_least_0, doc="Each ping's interval (required).")
+    id_pattern: str = setting(
+        field.string,
+        "fleet-{n:04d}",
+        doc="The switches' ids, `str.format` of n = 1, 2, ...; they must match `controller.switches`.",
+    )
+    ramp_up_s: float = setting(field.number_at_least_0, 0.0, doc="Spread the switches' starts over this long.")
+    spread: Spread = setting(
+        field.choice(Spread),
+        Spread.HASH,
+        doc=(
+            "How switches are spread over `switch.controllers`: `hash` (of the switch id: the same controller whatever"
+            " the fleet's size or shard) or `round-robin`."
+        ),
+    )
 
     def switch_ids(self) -> list[str]:
         return [self.id_pattern.format(n=n) for n in range(1, self.switches + 1)]
@@ -367,17 +587,39 @@ class Fleet:
 # What a scenario runs: exactly one of these, under its own key.
 ScenarioKind = OneShot | Schedule | Fleet
 _KIND_KEYS: dict[str, type[Schedule] | type[Fleet]] = {"persistent": Schedule, "fleet": Fleet}
+# What each kind's key means, for the configuration reference (its own keys are documented on Schedule and Fleet).
+KIND_DOCS = {
+    "pings": (
+        "A one-shot run: one ping per interval in seconds, all sent at once (`[5, 10, 15]`), or many of one "
+        "interval (`{count: 1000, interval_s: 1}`)."
+    ),
+    "persistent": "A persistent session: a batch of pings every period, redialling when its link goes.",
+    "fleet": "Many switches at once, each with its own certificate, client and connection.",
+}
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
     kind: ScenarioKind  # read apart, from whichever of pings, persistent and fleet the scenario has
-    http2: bool = setting(field.boolean, True)
-    streams: StreamPolicy = setting(field.choice(StreamPolicy), StreamPolicy.QUEUE)
-    description: str = setting(field.string, "")
-    expect: Expectation = subsection(Expectation, Expectation())
-    request: Request = subsection(Request, Request())
+    http2: bool = setting(field.boolean, True, doc="Offer h2 in ALPN; `false`: HTTP/1.1 only.")
+    streams: StreamPolicy = setting(
+        field.choice(StreamPolicy),
+        StreamPolicy.QUEUE,
+        doc="A connection at its stream limit: `queue` (wait for a free stream) or `spill` (open another connection).",
+    )
+    description: str = setting(field.string, "", doc="One line, printed with the run.")
+    expect: Expectation = subsection(
+        Expectation, Expectation(), doc="What must hold for exit code 0; a key left out is not checked."
+    )
+    request: Request = subsection(
+        Request,
+        Request(),
+        doc=(
+            "What one ping is on the wire: dialout's `GET /ping?interval=N` by default, or a real controller's "
+            "endpoint."
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import weakref
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +27,23 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 T = TypeVar("T")
 E = TypeVar("E", bound=StrEnum)
+R = TypeVar("R", bound=Callable[[object, str], object])
+
+# What each reader takes, in words: the configuration reference's "type" column (docs/reference/config.md).
+_KINDS: weakref.WeakKeyDictionary[Callable[[object, str], object], str] = weakref.WeakKeyDictionary()
+
+
+def kind_of(read: Callable[[object, str], object]) -> str:
+    """What a value read by ``read`` must be, in a few words; a reader without words is a ``KeyError``."""
+    return _KINDS[read]
+
+
+def _kind(words: str) -> Callable[[R], R]:
+    def mark(read: R) -> R:
+        _KINDS[read] = words
+        return read
+
+    return mark
 
 
 def optional(section: Mapping[str, object], key: str, path: str, read: Callable[[object, str], T], default: T) -> T:
@@ -45,18 +63,21 @@ def mapping(value: object, path: str, allowed: set[str] | None) -> dict[str, Any
     return value
 
 
+@_kind("string")
 def string(value: object, path: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(path, f"must be a non-empty string, got {_describe(value)}")
     return value
 
 
+@_kind("list of strings")
 def string_list(value: object, path: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ConfigError(path, f"must be a list of strings, got {_describe(value)}")
     return tuple(string(item, f"{path}[{index}]") for index, item in enumerate(value))
 
 
+@_kind("switch id (a DNS label or name)")
 def switch_id(value: object, path: str) -> str:
     switch_id = string(value, path)
     if not _SWITCH_ID.fullmatch(switch_id):
@@ -72,12 +93,14 @@ def switch_id_or_pattern(value: object, path: str) -> str:
     return switch_id(text, path)
 
 
+@_kind("list of switch ids or patterns")
 def switch_ids(value: object, path: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(path, f"must be a non-empty list of switch ids, got {_describe(value)}")
     return tuple(dict.fromkeys(switch_id_or_pattern(item, f"{path}[{index}]") for index, item in enumerate(value)))
 
 
+@_kind("list of CNs or patterns")
 def names(value: object, path: str) -> tuple[str, ...]:
     """A list, possibly empty, of certificate CNs or patterns of them (``ops-*``)."""
     if not isinstance(value, list):
@@ -85,6 +108,7 @@ def names(value: object, path: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(switch_id_or_pattern(item, f"{path}[{index}]") for index, item in enumerate(value)))
 
 
+@_kind("true or false")
 def boolean(value: object, path: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(path, f"must be true or false, got {_describe(value)}")
@@ -96,12 +120,14 @@ def _is_finite_number(value: object) -> TypeGuard[int | float]:
     return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
+@_kind("number >= 0")
 def number_at_least_0(value: object, path: str) -> float:
     if not _is_finite_number(value) or value < 0:
         raise ConfigError(path, f"must be a finite number >= 0, got {_describe(value)}")
     return float(value)
 
 
+@_kind("number > 0")
 def positive_number(value: object, path: str) -> float:
     if not _is_finite_number(value) or value <= 0:
         raise ConfigError(path, f"must be a finite number > 0, got {_describe(value)}")
@@ -114,6 +140,7 @@ def int_range(low: int, high: int) -> Callable[[object, str], int]:
             raise ConfigError(path, f"must be a whole number from {low} to {high}, got {_describe(value)}")
         return value
 
+    _KINDS[read] = f"whole number, {low} to {high}"
     return read
 
 
@@ -126,6 +153,7 @@ def number_range(low: float, high: float) -> Callable[[object, str], float]:
             raise ConfigError(path, f"must be a number from {low:g} to {high:g}, got {_describe(value)}")
         return float(value)
 
+    _KINDS[read] = f"number, {low:g} to {high:g}"
     return read
 
 
@@ -138,6 +166,7 @@ def choice(enum: type[E]) -> Callable[[object, str], E]:
         allowed = ", ".join(member.value for member in enum)
         raise ConfigError(path, f"must be one of {allowed}, got {_describe(value)}")
 
+    _KINDS[read] = "one of " + ", ".join(f"`{member.value}`" for member in enum)
     return read
 
 
@@ -147,6 +176,7 @@ def one_of(*choices: str) -> Callable[[object, str], str]:
             raise ConfigError(path, f"must be one of {', '.join(choices)}, got {_describe(value)}")
         return str(value)
 
+    _KINDS[read] = "one of " + ", ".join(f"`{choice}`" for choice in choices)
     return read
 
 
@@ -160,6 +190,7 @@ def check_controller_url(url: str, path: str) -> None:
         raise ConfigError(path, f"has a bad port: {url!r}") from exc
 
 
+@_kind("path")
 def file_path(value: object, path: str) -> Path:
     return Path(string(value, path))
 
@@ -176,12 +207,14 @@ def proxy_identity(value: object, path: str) -> str:
     return str(network)
 
 
+@_kind("list of CNs or addresses")
 def proxy_identities(value: object, path: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ConfigError(path, f"must be a list of certificate CNs or addresses, got {_describe(value)}")
     return tuple(dict.fromkeys(proxy_identity(item, f"{path}[{index}]") for index, item in enumerate(value)))
 
 
+@_kind("HTTP method")
 def http_method(value: object, path: str) -> str:
     method = string(value, path)
     if not _TOKEN.fullmatch(method):
@@ -189,6 +222,7 @@ def http_method(value: object, path: str) -> str:
     return method.upper()
 
 
+@_kind("request target")
 def request_path(value: object, path: str) -> str:
     """A request target with optional placeholders: ``{interval}``, the ping's interval, and ``{n}``, its number
     in the run (``/ping?interval={interval}&n={n}``: each ping a target of its own, so a controller can tell a
@@ -203,6 +237,7 @@ def request_path(value: object, path: str) -> str:
     return text
 
 
+@_kind("mapping of header names to values")
 def headers(value: object, path: str) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict):
         raise ConfigError(path, f"must be a mapping of header names to values, got {_describe(value)}")
@@ -216,6 +251,7 @@ def headers(value: object, path: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+@_kind("list of HTTP statuses")
 def statuses(value: object, path: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(path, f"must be a non-empty list of HTTP statuses, got {_describe(value)}")
@@ -223,6 +259,7 @@ def statuses(value: object, path: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(read(item, f"{path}[{index}]") for index, item in enumerate(value)))
 
 
+@_kind("string")
 def optional_string(value: object, path: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(path, f"must be a string, got {_describe(value)}")

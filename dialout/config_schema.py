@@ -22,24 +22,27 @@ _READ = "dialout.read"
 _KEY = "dialout.key"
 _RELATIVE = "dialout.relative"
 _SECTION = "dialout.section"
+_DOC = "dialout.doc"
 
 
 def setting(
     read: Reader,
     default: Any = dataclasses.MISSING,  # noqa: ANN401 - any field's default
     *,
+    doc: str,
     key: str | None = None,
     relative: bool = False,
 ) -> Any:  # noqa: ANN401 - stands where the field's default would
     """A field config.yaml may set under ``key`` (default: the field's name), read by ``read(value, key_path)``.
+    ``doc``: what it means, for the configuration reference (docs/reference/config.md, made from it).
     ``relative``: the value is a path that resolves against config.yaml's directory. No default: required."""
-    metadata = {_READ: read, _KEY: key, _RELATIVE: relative}
+    metadata = {_READ: read, _KEY: key, _RELATIVE: relative, _DOC: doc}
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def subsection(cls: type[Any], default: Any = dataclasses.MISSING) -> Any:  # noqa: ANN401
+def subsection(cls: type[Any], default: Any = dataclasses.MISSING, *, doc: str) -> Any:  # noqa: ANN401
     """A field that is a nested section under the field's name, itself a dataclass of settings."""
-    return dataclasses.field(default=default, metadata={_SECTION: cls})
+    return dataclasses.field(default=default, metadata={_SECTION: cls, _DOC: doc})
 
 
 def keys_of(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
@@ -49,6 +52,33 @@ def keys_of(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
         for field in dataclasses.fields(cls)
         if _READ in field.metadata or _SECTION in field.metadata
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyDoc:
+    """One key of config.yaml as the reference shows it."""
+
+    path: str  # controller.admin.port
+    reader: Reader | None  # None: a section of its own
+    default: object  # dataclasses.MISSING: required
+    doc: str
+    section: type[Any] | None  # the nested section's class
+
+
+def documented(cls: type[Any], path: str) -> list[KeyDoc]:
+    """Every key of section ``cls`` under ``path``, nested sections' keys after their own, in the fields' order.
+    A key without a meaning is a ``ValueError``: the reference is never built with a hole in it."""
+    keys: list[KeyDoc] = []
+    for key, field in keys_of(cls).items():
+        child = f"{path}.{key}" if path else key
+        doc = field.metadata.get(_DOC, "").strip()
+        if not doc:
+            raise ValueError(f"config key {child} has no meaning (doc=) in {cls.__module__}.{cls.__qualname__}")
+        nested = field.metadata.get(_SECTION)
+        keys.append(KeyDoc(child, field.metadata.get(_READ), field.default, doc, nested))
+        if nested is not None:
+            keys += documented(nested, child)
+    return keys
 
 
 def read_settings(
