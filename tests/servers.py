@@ -101,10 +101,14 @@ class LineReader:
 
     def _read(self) -> None:
         assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
-            self._queue.put(line)
-        self._queue.put(None)
+        try:
+            for line in self.process.stderr:
+                self.lines.append(line.rstrip("\n"))
+                self._queue.put(line)
+        except ValueError:  # closed by stopped_at_exit once the process ended, while this thread was still reading
+            pass
+        finally:
+            self._queue.put(None)
 
     @staticmethod
     @contextlib.contextmanager
