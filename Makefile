@@ -9,7 +9,12 @@ STAMP := $(VENV)/.installed
 PARALLEL := $(VENV)/bin/python -m pytest -n 4 --dist loadfile
 SERIAL := $(VENV)/bin/python -m pytest
 
-.PHONY: demo test test-loaded lint
+# The documentation site: served on http://127.0.0.1:8000 with its references made from the code (docs/hooks/);
+# built strictly by lint, into a directory of its own, so that a broken link or a reference that cannot be made
+# fails it. NO_MKDOCS_2_WARNING: Material's banner about its successor, on every build.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
+
+.PHONY: demo test test-loaded lint docs screenshots
 
 demo: $(STAMP)
 	$(VENV)/bin/python -m controller demo
@@ -28,10 +33,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	site=$$(mktemp -d) && $(MKDOCS) build --strict --quiet --site-dir "$$site"; status=$$?; rm -rf "$$site"; exit $$status
+
+docs: $(STAMP)
+	$(MKDOCS) serve
+
+# The documentation's pictures, taken again from a real run by headless Chromium (tests/screenshots.py).
+screenshots: $(STAMP)
+	$(VENV)/bin/python -m tests.screenshots docs/images
 
 # Reinstall when the dependencies change.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev,docs]'
 	touch $@

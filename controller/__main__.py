@@ -45,6 +45,7 @@ from dialout.command_line import OneLineParser, command_first, run_guarded
 from dialout.config import Config, ConfigError, load_config
 from dialout.errors import DialoutError
 from dialout.loop_lag import LoopLag
+from dialout.pages import Page, read_more
 from dialout.pki import ensure_certs, generate_certs
 from dialout.text import format_address
 from dialout.tls_files import check_other_half
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DialoutError as exc:
         for sock in bound:
             sock.close()
-        print(f"controller: {exc}", file=sys.stderr)
+        print(f"controller: {exc.told()}", file=sys.stderr)
         return exc.code
 
 
@@ -131,9 +132,26 @@ COMMANDS = {
 }
 
 
+# Where each sub-command is explained at length: its --help ends by naming the page.
+COMMAND_PAGES = {
+    "serve": Page.GETTING_STARTED,
+    "certs": Page.PKI,
+    "demo": Page.GETTING_STARTED,
+    "nginx-conf": Page.NGINX,
+    "explain": Page.EXPLAIN,
+    "trials": Page.TRIALS,
+}
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Sub-commands, each with only its own options; ``python -m controller [options]`` still serves, and options
     may still stand before the command."""
+    parser, made = parsers()
+    return parser.parse_args(command_first(list(sys.argv[1:] if argv is None else argv), made, "serve"))
+
+
+def parsers() -> tuple[OneLineParser, dict[str, OneLineParser]]:
+    """The command line: the parser, and each sub-command's own (docs/reference/cli.md is made from them)."""
     common = OneLineParser(add_help=False)
     common.add_argument("--config", type=Path, default=Path("config.yaml"), help="default: %(default)s")
     loudness = common.add_mutually_exclusive_group()
@@ -208,7 +226,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     made["trials"].add_argument(
         "--html", type=Path, metavar="FILE", help="write the results as a page to FILE: each trial's waterfall"
     )
-    return parser.parse_args(command_first(list(sys.argv[1:] if argv is None else argv), made, "serve"))
+    parser.epilog = f"{read_more(Page.GETTING_STARTED)}; every option: {Page.CLI}"
+    for name, command in made.items():
+        command.epilog = "\n\n".join(filter(None, [command.epilog, read_more(COMMAND_PAGES[name])]))
+    return parser, made
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from dialout.command_line import OneLineParser, command_first, run_guarded
 from dialout.config import load_config
 from dialout.errors import DialoutError
+from dialout.pages import Page, read_more
 from sim_switch.fleet.run import Shard, parse_shard
 from sim_switch.run import MergeOptions, RunOptions, merge_shards, run
 
@@ -53,6 +54,13 @@ COMMANDS = {
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     """``run`` and ``merge``, each with its own options; ``python -m sim_switch [options]`` still runs."""
+    parser, made = parsers(argv)
+    return parser.parse_args(command_first(argv, made, "run"))
+
+
+def parsers(argv: Sequence[str] = ()) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The command line: the parser, and each sub-command's own (docs/reference/cli.md is made from them).
+    ``argv``: when it asks for help, ``--scenario``'s help lists the config's scenarios."""
     parser = OneLineParser(
         prog="python -m sim_switch",
         description="The switch end of the dial-out pair: concurrent pings to the controller, traced, with a "
@@ -89,18 +97,19 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument(
         "--trace",
         choices=("frames",),
-        help="frames: also every HTTP/2 frame either way (SETTINGS and ACK, WINDOW_UPDATE, PING with its RTT, GOAWAY, "
-        "RST_STREAM, HEADERS, DATA), as GODEBUG=http2debug=2 prints them; in --json as typed events; in --html as "
-        "marks on each connection",
+        help="frames: also every HTTP/2 frame either way, as Go's GODEBUG=http2debug=2 prints them",
     )
     merge = sub.add_parser("merge", help=COMMANDS["merge"], description=COMMANDS["merge"])
     merge.add_argument("files", nargs="+", type=Path, metavar="SHARD.json")
     merge.add_argument("--json", action="store_true", help="print one JSON object, as one run of the fleet would")
     merge.add_argument("--html", type=Path, metavar="FILE", help="also write the fleet's HTML report")
-    return parser.parse_args(command_first(argv, {"run": run, "merge": merge}, "run"))
+    parser.epilog = f"{read_more(Page.READING_A_RUN)}; every option: {Page.CLI}"
+    run.epilog = read_more(Page.READING_A_RUN)
+    merge.epilog = read_more(Page.FLEETS)
+    return parser, {"run": run, "merge": merge}
 
 
-def _scenarios_help(argv: list[str]) -> str:
+def _scenarios_help(argv: Sequence[str]) -> str:
     """``--scenario``'s help: the config's scenarios by name, when help is asked for and the config can be read
     (``--config``, or config.yaml here); its load is not paid for otherwise."""
     plain = "a scenario in the config (default: %(default)s)"

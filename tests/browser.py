@@ -3,6 +3,7 @@ browser would open a page: no network beyond loopback, a profile of its own, not
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -191,6 +192,15 @@ class Page:
             check();
         }})"""
         return self.evaluate(watch, timeout_s=timeout_s)
+
+    def screenshot(self, width: int, height: int | None = None) -> bytes:
+        """The page as a PNG, ``width`` CSS pixels wide: ``height`` of it, or all of it."""
+        full = self.evaluate("document.documentElement.scrollHeight")
+        height = min(height or full, full)
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+        clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
+        shot = self.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)
+        return base64.b64decode(shot["data"])
 
     def _read(self, deadline: float, waiting_for: str) -> dict[str, Any]:
         while b"\0" not in self._buffer:

@@ -19,7 +19,7 @@ FLEET_CONTROLLER = "  switches: [switch-1, 'fleet-*']\n"
 
 
 def switch_machine(controller_dir: Path, directory: Path, *ids: str) -> Path:
-    """A switch's own config and certs_dir, holding what the README's recipe copies and nothing more."""
+    """A switch's own config and certs_dir, holding what docs/pki.md's recipe copies and nothing more."""
     certs = directory / "certs"
     certs.mkdir(parents=True)
     config = write_config(directory)

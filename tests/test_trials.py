@@ -184,7 +184,7 @@ def client_process(client: str, config: Path, url: str, programs: dict[str, str]
 
 
 def test_the_shipped_trials_scenario_outlasts_the_whole_plan() -> None:
-    """The README's second shell (``python -m sim_switch --scenario trials``) keeps calling home for longer than the
+    """docs/trials.md's second shell (``python -m sim_switch --scenario trials``) keeps calling home for longer than the
     plan may take, each ping with a target of its own."""
     scenario = load_config(REPO / "config.yaml").scenario("trials")
     assert isinstance(scenario.kind, Schedule)
