@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from dialout.pages import Page, read_more
+
 __all__ = ["ConfigError", "DialoutError", "PKIError"]
 
 
@@ -28,11 +30,16 @@ class DialoutError(Exception):
     """An error a person can act on, said in one line (``str(error)``)."""
 
     exit_code: ClassVar[int] = 2
+    page: Page | None = None  # the documentation's page that explains it at length, if one does
 
     @property
     def code(self) -> int:
         """The exit code this error means (an instance may know better than its class)."""
         return self.exit_code
+
+    def told(self) -> str:
+        """The one line a person reads: the error, then where to read more when a page explains it."""
+        return f"{self} ({read_more(self.page)})" if self.page else str(self)
 
 
 class ConfigError(DialoutError):
@@ -45,6 +52,10 @@ class ConfigError(DialoutError):
         self.message = message
         self.location = location
 
+    @property
+    def page(self) -> Page | None:  # type: ignore[override]  # an option's error points to --help, not the file's page
+        return None if self.path.startswith("-") else Page.CONFIG
+
     def __str__(self) -> str:
         prefix = f"{self.location}: " if self.location else ""
         key = f"{self.path}: " if self.path else ""
@@ -53,3 +64,5 @@ class ConfigError(DialoutError):
 
 class PKIError(DialoutError):
     """Certificates are missing, unusable, or cannot be made."""
+
+    page = Page.PKI

@@ -111,7 +111,7 @@ def ensure_switch_certs(
         raise PKIError(
             f"{certs_dir} (switch.certs_dir in {where}) has no ca.pem, and a switch never makes a CA: the "
             f"controller makes its PKI when it first starts (`python -m controller --config {where}`); copy "
-            f"{files}{' ...' if len(ids) > 2 else ''} from its certs_dir here (docs: Certificates)"
+            f"{files}{' ...' if len(ids) > 2 else ''} from its certs_dir here"
         )
     leaves = [_switch_leaf(certs_dir, sid) for sid in ids]
     due = [leaf.identity for leaf in leaves if not leaf.identity.cert.exists()]

@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-PKI_PAGE = "docs: Certificates (README: 'Your own PKI')"  # where the certificate fixes are explained at length
+from dialout.pages import Page, read_more
 
 
 class Refusal(enum.StrEnum):
@@ -41,6 +41,17 @@ class Refusal(enum.StrEnum):
     OTHER = "other"
     NOT_IN_FLEET = "not_in_fleet"  # 403: a verified certificate whose name is not in controller.switches
     PROXY_UNVERIFIED = "proxy_unverified"  # 403: a trusted proxy forwarded a certificate we could not verify
+
+
+# The refusals of a certificate, whose fixes docs/pki.md explains at length.
+_OF_CERTIFICATES = frozenset(Refusal) - {
+    Refusal.PLAIN_HTTP,
+    Refusal.NOT_TLS,
+    Refusal.TLS_VERSION,
+    Refusal.NO_SHARED_CIPHER,
+    Refusal.ALPN_MISMATCH,
+    Refusal.OTHER,
+}
 
 
 @dataclass(frozen=True)
@@ -175,9 +186,10 @@ def words(refusal: Refusal) -> Words:
 
 
 def explained(refusal: Refusal) -> str:
-    """``what. Fix: fix``: one sentence a person can act on."""
+    """``what. Fix: fix``: one sentence a person can act on, and where to read more of certificates."""
     said = _WORDS[refusal]
-    return f"{said.what}. Fix: {said.fix}"
+    more = f"; {read_more(Page.PKI)}" if refusal in _OF_CERTIFICATES else ""
+    return f"{said.what}. Fix: {said.fix}{more}"
 
 
 def of_handshake_error(exc: ssl.SSLError) -> Refusal:

@@ -95,7 +95,7 @@ def run(args: RunOptions) -> int:
     try:
         plan = _plan(args)
     except DialoutError as exc:
-        print(f"sim_switch: {exc}", file=sys.stderr)
+        print(f"sim_switch: {exc.told()}", file=sys.stderr)
         return exc.code
     cfg, scenario = plan.cfg, plan.scenario
     fleet = isinstance(scenario.kind, Fleet)
@@ -276,7 +276,7 @@ def _run_fleet(
         print("sim_switch: interrupted", file=sys.stderr)
         return 1
     except (WorkerError, MergeError) as exc:  # the run's own workers: a failed run, not bad input
-        print(f"sim_switch: {exc}", file=sys.stderr)
+        print(f"sim_switch: {exc.told()}", file=sys.stderr)
         return 1
     progress.finish()
     cpu_after = read_controller_cpu(urls, *asking) if asking else {}
@@ -320,7 +320,7 @@ def merge_shards(args: MergeOptions) -> int:
         parts = [tally_from_json(_read_shard(path).get("tally"), str(path)) for path in args.files]
         merged = merge(parts)
     except DialoutError as exc:
-        print(f"sim_switch: merge: {exc}", file=sys.stderr)
+        print(f"sim_switch: merge: {exc.told()}", file=sys.stderr)
         return exc.code
     return _report_fleet(merged, True, args.json, args.html)
 

@@ -145,7 +145,7 @@ def test_config_errors_exit_2_with_one_line(tmp_path: Path, module: str) -> None
     assert done.returncode == 2
     assert (
         done.stderr == f"{module}: {config}:12: scenarios.seed.pings[1]: must be a finite number >= 0, got True "
-        "(a YAML boolean: yes/no/on/off/true/false)\n"
+        "(a YAML boolean: yes/no/on/off/true/false) (read more: docs/reference/config.md)\n"
     )
 
 

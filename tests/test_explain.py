@@ -220,7 +220,8 @@ def test_explain_errors_are_one_line(explained: ControllerProcess, tmp_path: Pat
     assert nobody.returncode == NOTHING_SEEN_EXIT
     assert nobody.stderr == (
         f"controller: the controller at {explained.admin_url} saw no connection from switch switch-9 in the last "
-        "5 s (a refused handshake has no name yet: explain without --switch lists them by address)\n"
+        "5 s (a refused handshake has no name yet: explain without --switch lists them by address) "
+        "(read more: docs/explain.md)\n"
     )
     bad_since = explain(explained, "--since", "yesterday")
     assert bad_since.returncode == 2
@@ -230,7 +231,7 @@ def test_explain_errors_are_one_line(explained: ControllerProcess, tmp_path: Pat
     assert down.returncode == UNREACHABLE_EXIT
     assert down.stderr == (
         "controller: cannot ask the controller at https://127.0.0.1:9: connection refused "
-        "(is it running? is the port right?)\n"
+        "(is it running? is the port right?) (read more: docs/explain.md)\n"
     )
 
 
@@ -268,7 +269,10 @@ def test_on_the_tls_port_a_switch_reads_only_its_own_records_and_an_operator_eve
     # explain over the TLS port asks as the config's switch (switch-1), which is no operator
     refused = explain(explained, "--switch", "switch-6", url=explained.url)
     assert refused.returncode == 2
-    assert refused.stderr == f"controller: {explained.url}/diagnosis answered 403: {refusal.replace('7', '1', 1)}\n"
+    assert (
+        refused.stderr == f"controller: {explained.url}/diagnosis answered 403: {refusal.replace('7', '1', 1)} "
+        "(read more: docs/explain.md)\n"
+    )
 
 
 def test_separate_runs_of_the_switch_are_not_a_reuse_problem(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def test_a_url_the_controller_certificate_does_not_name_is_refused_before_dialin
     assert switch_main(["--config", str(config), "--url", "https://controller-1.example:8443"]) == 2
     assert capsys.readouterr().err == (
         f"sim_switch: {tenant.controller_cert}: the URL's host 'controller-1.example' is not among the controller "
-        "certificate's names (localhost, 127.0.0.1)\n"
+        "certificate's names (localhost, 127.0.0.1) (read more: docs/pki.md)\n"
     )
 
 
@@ -192,7 +192,8 @@ def test_controller_with_a_key_that_does_not_match_is_one_exit_2_line(
     config = own_pki_config(tmp_path, tenant, controller={"key": tenant.switch_key})
     assert controller_main(["--config", str(config)]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"controller: {tenant.switch_key}: this key does not match the certificate in {tenant.controller_cert}"
+        f"controller: {tenant.switch_key}: this key does not match the certificate in {tenant.controller_cert} "
+        "(read more: docs/pki.md)"
     )
 
 

@@ -138,7 +138,7 @@ def test_a_switch_with_no_ca_makes_none_and_says_where_the_files_come_from(tmp_p
     assert done.stderr == (
         f"sim_switch: {certs} (switch.certs_dir in {config}) has no ca.pem, and a switch never makes a CA: the "
         f"controller makes its PKI when it first starts (`python -m controller --config {config}`); copy ca.pem, "
-        "switch-1.pem, switch-1.key from its certs_dir here (docs: Certificates)\n"
+        "switch-1.pem, switch-1.key from its certs_dir here (read more: docs/pki.md)\n"
     )
     assert not certs.exists() or not any(certs.iterdir())
 

@@ -100,8 +100,8 @@ def test_a_client_without_a_certificate_is_logged_once_a_second_and_explained(re
     assert first.endswith(
         f"refused a TLS handshake from {source}: the client sent no certificate, and the controller requires one "
         "(mutual TLS). Fix: give the client its certificate and key: curl --cert switch-1.pem --key switch-1.key; "
-        "Go: tls.Config.Certificates; dialout's switch: switch.id names <id>.pem and <id>.key in certs_dir "
-        "(OpenSSL: PEER_DID_NOT_RETURN_A_CERTIFICATE)"
+        "Go: tls.Config.Certificates; dialout's switch: switch.id names <id>.pem and <id>.key in certs_dir; "
+        "read more: docs/pki.md (OpenSSL: PEER_DID_NOT_RETURN_A_CERTIFICATE)"
     )
     assert len(lines) <= 2 + took_s / 1.0
     [entry] = refused_from(refusing, source)
@@ -201,7 +201,9 @@ def test_explain_tells_unreachable_from_nothing_seen(tmp_path: Path) -> None:
     with ControllerProcess.start(config) as process:
         quiet = explain(process)
     assert quiet.returncode == NOTHING_SEEN_EXIT
-    assert quiet.stderr.endswith("saw no connection from any switch, and refused no handshake\n")
+    assert quiet.stderr.endswith(
+        "saw no connection from any switch, and refused no handshake (read more: docs/explain.md)\n"
+    )
 
 
 def test_the_shipped_switch_refused_says_so_from_both_ends(refusing: ControllerProcess, tmp_path: Path) -> None:

@@ -127,7 +127,7 @@ async def test_switch_refuses_a_controller_certificate_for_another_hostname(tmp_
         result = await run(running.url, client_ssl_context(tmp_path, "switch-1"))
     # OpenSSL says "IP address mismatch" for an IP SAN and "Hostname mismatch" for a DNS one.
     assert only_error(result).startswith("the controller's certificate is not trusted: ")
-    assert only_error(result).endswith("mismatch, certificate is not valid for '127.0.0.1'.")
+    assert only_error(result).endswith("mismatch, certificate is not valid for '127.0.0.1'. (read more: docs/pki.md)")
 
 
 async def test_tls12_switch_still_gets_http2(controller: RunningController, certs_dir: Path) -> None:
@@ -248,7 +248,7 @@ def test_controller_refuses_to_start_with_a_key_others_can_read(
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (
         f"controller: {tmp_path / 'certs' / key}: private key is readable by others (mode 0644): "
-        f"run `chmod 600 {tmp_path / 'certs' / key}`"
+        f"run `chmod 600 {tmp_path / 'certs' / key}` (read more: docs/pki.md)"
     )
 
 

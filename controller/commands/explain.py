@@ -19,6 +19,7 @@ import httpx
 
 from dialout.config import Config
 from dialout.errors import DialoutError, PKIError
+from dialout.pages import Page
 from dialout.text import format_address, plural
 from dialout.tls_files import switch_files, switch_ssl_context
 
@@ -38,6 +39,8 @@ EXIT_CODES = {
 
 class ExplainError(DialoutError):
     """The controller's answer cannot be read, or it was asked wrongly: exit code 2."""
+
+    page = Page.EXPLAIN
 
 
 class Unreachable(ExplainError):

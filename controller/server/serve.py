@@ -47,6 +47,7 @@ from controller.server.hypercorn_seam import DialoutConfig
 from dialout.config import ControllerConfig
 from dialout.errors import DialoutError, PKIError
 from dialout.loop_lag import LoopLag
+from dialout.pages import Page
 from dialout.refusals import of_handshake_error, openssl_words
 from dialout.text import plural
 from dialout.tls_files import ca_private_key_path, controller_files
@@ -75,6 +76,8 @@ CUT_BOUND_S = 2.0
 class ServerError(DialoutError):
     """The controller cannot start: unusable certificates, or an address it cannot listen on. ``usage``: the
     command line asked for something not allowed (exit 2), rather than the machine refusing it (exit 1)."""
+
+    page = Page.TROUBLESHOOTING
 
     def __init__(self, message: str, usage: bool = False) -> None:
         super().__init__(message)

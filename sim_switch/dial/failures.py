@@ -26,6 +26,7 @@ import httpx
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, StreamReset
 
+from dialout.pages import Page, read_more
 from dialout.refusals import explained, of_alert
 from sim_switch.model.failures import Failure, FailureKind
 from sim_switch.wire import errors as wire
@@ -95,6 +96,7 @@ def _kind_of(  # noqa: C901 - one rule per failure kind, in the order they must 
         if isinstance(cause, ssl.SSLCertVerificationError):
             reason = cause.verify_message or cause.reason or "verification failed"
             hint = "" if "mismatch" in reason.lower() else " (not issued by the CA in the switch's ca.pem)"
+            hint += f" ({read_more(Page.PKI)})"
             return FailureKind.CONTROLLER_UNTRUSTED, f"{reason}{hint}"
         if isinstance(cause, ssl.SSLError) and (refusal := of_alert(cause.reason)) is not None:
             return FailureKind.CERTIFICATE_REFUSED, explained(refusal)  # the words the controller logs for it

@@ -14,6 +14,7 @@ from typing import Any
 
 from dialout.config import Fleet
 from dialout.errors import DialoutError
+from dialout.pages import Page
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.run import FleetResult, Shard, parse_shard
 from sim_switch.model.failures import FailureKind
@@ -27,6 +28,8 @@ ErrorKey = tuple[FailureKind, int | None]
 
 class MergeError(DialoutError):
     """Tallies that are not parts of one fleet run; the message says which field differs, and where."""
+
+    page = Page.FLEETS
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from dialout.config import Fleet
 from dialout.errors import DialoutError
+from dialout.pages import Page
 from sim_switch.dial.settings import RunSettings
 from sim_switch.fleet.run import Shard, run_fleet, switches_of
 from sim_switch.fleet.tally import FleetTally, merge, tally, tally_from_json, tally_json
@@ -30,6 +31,7 @@ class WorkerError(DialoutError):
     """A worker failed or died; the message says which and how. The run failed: exit 1."""
 
     exit_code = 1
+    page = Page.FLEETS
 
 
 def worker_shards(shard: Shard | None, workers: int) -> list[Shard]:

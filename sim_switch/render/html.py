@@ -21,6 +21,7 @@ from markupsafe import Markup
 
 from dialout.config import Schedule
 from dialout.errors import DialoutError
+from dialout.pages import Page
 from dialout.text import plural
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.tally import FleetTally
@@ -54,6 +55,8 @@ _Scale = Callable[[float], float]
 
 class ReportFileError(DialoutError):
     """The report cannot be written there; one line, naming the file."""
+
+    page = Page.READING_A_RUN
 
 
 def check_report_path(path: Path) -> None:
