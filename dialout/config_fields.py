@@ -140,7 +140,7 @@ def int_range(low: int, high: int) -> Callable[[object, str], int]:
             raise ConfigError(path, f"must be a whole number from {low} to {high}, got {_describe(value)}")
         return value
 
-    _KINDS[read] = f"whole number, {low} to {high}"
+    _KINDS[read] = f"whole number, {low:,} to {high:,}"
     return read
 
 

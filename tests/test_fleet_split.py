@@ -125,7 +125,7 @@ def test_shards_in_separate_processes_merge_into_one_run(fleet_controller: Contr
     assert "failure: shard 1/2 missing: 25 of the fleet's 50 switches are here" in partial.stdout
     twice = run_module("sim_switch", "merge", str(files[0]), str(files[0]))
     assert twice.returncode == 2
-    assert twice.stderr.strip() == "sim_switch: merge: shard 0/2 given more than once"
+    assert twice.stderr.strip() == ("sim_switch: merge: shard 0/2 given more than once (read more: docs/fleets.md)")
 
 
 def test_merging_histograms_is_exact_on_known_data() -> None:

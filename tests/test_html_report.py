@@ -133,7 +133,7 @@ def test_a_file_that_is_not_a_report_is_never_overwritten(
     assert done.returncode == 2
     assert (
         done.stderr == f"sim_switch: {mine}: exists and is not a dialout report; not overwriting it (choose "
-        "another name)\n"
+        "another name) (read more: docs/reading-a-run.md)\n"
     )
     assert done.stdout == ""  # refused before any ping went out
     assert mine.read_text(encoding="utf-8") == "<p>my notes</p>"

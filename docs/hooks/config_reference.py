@@ -24,29 +24,44 @@ def config_reference() -> str:
     parts: list[str] = []
     for title, path, cls in SECTIONS:
         parts.append(f"## `{title}`\n")
+        entries = documented(cls, path)
         if cls is Scenario:
             parts.append(
                 "Each scenario is a name under `scenarios:` and gives exactly one of `pings`, `persistent` or "
                 "`fleet`: what it runs.\n"
             )
-            rows = [_kind_row(f"{path}.{key}", key) for key in KINDS]
+            parts.append(_table([_kind_row(key) for key in KINDS] + _rows(entries, path)))
             for key, kind in KINDS.items():
-                rows += [_row(entry) for entry in documented(kind, f"{path}.{key}")] if kind else []
-            rows += [_row(entry) for entry in documented(cls, path)]
+                if kind is not None:
+                    parts.append(f"### `{path}.{key}`\n\n{KIND_DOCS[key]}\n")
+                    parts.append(_table(_rows(documented(kind, f"{path}.{key}"), f"{path}.{key}")))
         else:
-            rows = [_row(entry) for entry in documented(cls, path)]
-        parts.append("| key | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            parts.append(_table(_rows(entries, path)))
+        for section in (entry for entry in entries if entry.section is not None):
+            parts.append(f"### `{section.path}`\n\n{section.doc}\n")
+            parts.append(_table(_rows(entries, section.path)))
     return "\n".join(parts)
 
 
-def _kind_row(path: str, key: str) -> str:
+def _rows(entries: list[KeyDoc], parent: str) -> list[str]:
+    """The rows of the keys directly under ``parent``: a nested section is a row too, its keys under its own
+    heading."""
+    return [_row(entry) for entry in entries if entry.path.rsplit(".", 1)[0] == parent]
+
+
+def _table(rows: list[str]) -> str:
+    return "| key | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+
+
+def _kind_row(key: str) -> str:
     what = "section" if KINDS[key] else "list of numbers, or `{count, interval_s}`"
-    return f"| `{path}` | {what} | one of the three | {KIND_DOCS[key]} |"
+    return f"| `{key}` | {what} | one of the three | {KIND_DOCS[key]} |"
 
 
 def _row(entry: KeyDoc) -> str:
     kind = "section" if entry.reader is None else kind_of(entry.reader)
-    return f"| `{entry.path}` | {kind} | {_default(entry)} | {entry.doc} |"
+    key = entry.path.rsplit(".", 1)[-1]
+    return f"| `{key}` | {kind} | {_default(entry)} | {entry.doc} |"
 
 
 def _default(entry: KeyDoc) -> str:
@@ -56,7 +71,7 @@ def _default(entry: KeyDoc) -> str:
     if default is None:
         return "none"
     if entry.section is not None:
-        return "as below"
+        return "its keys' own"
     if isinstance(default, bool):
         return f"`{str(default).lower()}`"
     if isinstance(default, enum.Enum):

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cli_reference import controller_cli, switch_cli
 from config_reference import config_reference
 from findings_reference import findings_reference
+from refusals_reference import refusals_reference
 from trials_reference import trials_reference
+
+
+def bench_results() -> str:
+    """bench/RESULTS.md, the record of every bench run with its date and command, a level below the page's own
+    headings: kept where bench/run.py's figures are written, shown here."""
+    record = (Path(__file__).parents[2] / "bench" / "RESULTS.md").read_text(encoding="utf-8")
+    lines = record.splitlines()[1:]  # its own title is the page's section
+    return "\n".join(f"#{line}" if line.startswith("#") else line for line in lines) + "\n"
+
 
 RENDERERS: dict[str, Callable[[], str]] = {
     "config": config_reference,
@@ -22,6 +33,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "cli-switch": switch_cli,
     "trials": trials_reference,
     "findings": findings_reference,
+    "refusals": refusals_reference,
+    "bench-results": bench_results,
 }
 
 _MARKER = re.compile(r"^<!-- generated: ([\w-]+) -->$", re.MULTILINE)
