@@ -18,6 +18,8 @@ from findings_reference import findings_reference
 from refusals_reference import refusals_reference
 from trials_reference import trials_reference
 
+from controller.commands import explain, trials
+
 
 def bench_results() -> str:
     """bench/RESULTS.md, the record of every bench run with its date and command, a level below the page's own
@@ -25,6 +27,13 @@ def bench_results() -> str:
     record = (Path(__file__).parents[2] / "bench" / "RESULTS.md").read_text(encoding="utf-8")
     lines = record.splitlines()[1:]  # its own title is the page's section
     return "\n".join(f"#{line}" if line.startswith("#") else line for line in lines) + "\n"
+
+
+def exit_codes(codes: dict[int, str]) -> Callable[[], str]:
+    """A command's exit codes as its --help lists them, from the same table."""
+    return lambda: (
+        "| exit | meaning |\n|---|---|\n" + "\n".join(f"| {code} | {said} |" for code, said in codes.items()) + "\n"
+    )
 
 
 RENDERERS: dict[str, Callable[[], str]] = {
@@ -35,6 +44,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "findings": findings_reference,
     "refusals": refusals_reference,
     "bench-results": bench_results,
+    "explain-exit-codes": exit_codes(explain.EXIT_CODES),
+    "trials-exit-codes": exit_codes(trials.EXIT_CODES),
 }
 
 _MARKER = re.compile(r"^<!-- generated: ([\w-]+) -->$", re.MULTILINE)
