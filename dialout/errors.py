@@ -51,10 +51,8 @@ class ConfigError(DialoutError):
         self.path = path
         self.message = message
         self.location = location
-
-    @property
-    def page(self) -> Page | None:  # type: ignore[override]  # an option's error points to --help, not the file's page
-        return None if self.path.startswith("-") else Page.CONFIG
+        # An option's error (--port) points to --help; config.yaml's, to its reference.
+        self.page = None if path.startswith("-") else Page.CONFIG
 
     def __str__(self) -> str:
         prefix = f"{self.location}: " if self.location else ""
