@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dialout.config import ControllerConfig, OneShot, Scenario, StreamPolicy, parse_config
+from dialout.config import ControllerConfig, OneShot, Request, Scenario, StreamPolicy, parse_config
+from sim_switch.dial.ping_requests import PingRequests
 from sim_switch.dial.streams import StreamPool
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import RunResult
@@ -92,7 +93,9 @@ async def test_the_controllers_limit_is_the_only_one(certs_dir: Path) -> None:
 
 async def test_http1_hands_httpcore_no_more_requests_than_connections() -> None:
     """httpcore's pool rescans every request it holds whenever one comes or goes: HTTP/1.1 holds the rest back."""
-    pool = StreamPool(lambda: httpx.AsyncClient(), limit=3)
+    pool = StreamPool(
+        httpx.AsyncHTTPTransport, lambda t: httpx.AsyncClient(transport=t), PingRequests(Request(), 10.0), limit=3
+    )
     inside = peak = 0
     release = asyncio.Event()
 

@@ -26,12 +26,13 @@ from sim_switch.dial.failures import (
     refused_with,
 )
 from sim_switch.dial.keepalive import socket_options
+from sim_switch.dial.ping_requests import PingRequests
 from sim_switch.dial.settings import Outgoing, RunSettings
 from sim_switch.dial.streams import StreamPool
 from sim_switch.dial.tracing import PingTrace, Tracer
 from sim_switch.model.events import Diagnosed, FirstByte, GetConnection, PingFailed, Probe, Probing, TraceEvent
 from sim_switch.model.failures import Failure, FailureKind
-from sim_switch.model.results import ControllerView, Failover, PingResult, RunResult, format_interval
+from sim_switch.model.results import ControllerView, Failover, PingResult, RunResult
 from sim_switch.wire.transport import DialOptions, SwitchTransport
 
 # A connect that takes longer than this on a network of one machine is not going to succeed.
@@ -52,9 +53,9 @@ async def run_scenario(settings: RunSettings, controller_url: str, emit: Callabl
 
         async def ping(number: int, interval_s: float) -> Attempt:
             asked_at_s = tracer.now_s()
-            async with pool.slot() as client:
+            async with pool.slot():
                 outgoing = Outgoing(number, interval_s, asked_at_s)
-                return await attempt_ping(client, tracer, settings, controller_url, outgoing)
+                return await attempt_ping(pool, tracer, settings, controller_url, outgoing)
 
         async with LoopLag.of_running_loop().running(), asyncio.TaskGroup() as group:
             tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(scenario.kind.pings_s, 1)]
@@ -72,8 +73,14 @@ def new_pool(settings: RunSettings, tracer: Tracer) -> StreamPool:
     timeout = httpx.Timeout(request_timeout_s, connect=min(CONNECT_TIMEOUT_S, request_timeout_s))
     options = socket_options(settings.switch.keepalive)
 
-    def new_http1_client() -> httpx.AsyncClient:
-        transport = httpx.AsyncHTTPTransport(
+    connect_timeout_s = min(CONNECT_TIMEOUT_S, request_timeout_s)
+    requests = PingRequests(settings.request, connect_timeout_s)
+
+    def new_client(transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout)
+
+    def new_http1_transport() -> httpx.AsyncBaseTransport:
+        return httpx.AsyncHTTPTransport(
             http1=True,
             http2=False,
             verify=ssl_context or False,
@@ -82,13 +89,12 @@ def new_pool(settings: RunSettings, tracer: Tracer) -> StreamPool:
             socket_options=options,
             local_address=settings.source_address,
         )
-        return httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout)
 
     if not scenario.http2:
-        return StreamPool(new_http1_client, limit=MAX_CONNECTIONS)
-    dial = DialOptions(ssl_context, min(CONNECT_TIMEOUT_S, request_timeout_s), tuple(options), settings.source_address)
+        return StreamPool(new_http1_transport, new_client, requests, limit=MAX_CONNECTIONS)
+    dial = DialOptions(ssl_context, connect_timeout_s, tuple(options), settings.source_address)
     wire = SwitchTransport(dial, scenario.streams, tracer)
-    return StreamPool(lambda: httpx.AsyncClient(transport=wire, trust_env=False, timeout=timeout), wire)
+    return StreamPool(lambda: wire, new_client, requests)
 
 
 @dataclass(frozen=True)
@@ -148,93 +154,98 @@ async def finish_run(
 
 
 async def attempt_ping(
-    client: httpx.AsyncClient, tracer: Tracer, settings: RunSettings, controller_url: str, outgoing: Outgoing
+    pool: StreamPool, tracer: Tracer, settings: RunSettings, controller_url: str, outgoing: Outgoing
 ) -> Attempt:
-    """One try of one ping, never raising: every outcome is an Attempt. The request timeout counts from now: it
-    is about the controller's answer, not the wait for a free stream (``Outgoing.asked_at_s``). Its result says how
-    late this process's loop ran meanwhile (``loop_lag_s``), when the run samples it (``LoopLag.running``)."""
+    """One try of one ping, on the pool's transport, never raising: every outcome is an Attempt. The request
+    timeout counts from now: it is about the controller's answer, not the wait for a free stream
+    (``Outgoing.asked_at_s``). Its result says how late this process's loop ran meanwhile (``loop_lag_s``), when
+    the run samples it (``LoopLag.running``)."""
     began = time.monotonic()
-    attempt = await _attempt_ping(client, tracer, settings, controller_url, outgoing)
-    lag_s = LoopLag.of_running_loop().worst(began).worst_s
-    return replace(attempt, result=replace(attempt.result, loop_lag_s=lag_s))
-
-
-async def _attempt_ping(
-    client: httpx.AsyncClient, tracer: Tracer, settings: RunSettings, controller_url: str, outgoing: Outgoing
-) -> Attempt:
-    number, interval_s, asked_at_s = outgoing.number, outgoing.interval_s, outgoing.asked_at_s
-    ping, request_timeout_s = settings.request, settings.request_timeout_s
-    started_s = tracer.now_s() if asked_at_s is None else asked_at_s
+    number, interval_s = outgoing.number, outgoing.interval_s
+    started_s = tracer.now_s() if outgoing.asked_at_s is None else outgoing.asked_at_s
     trace = tracer.for_ping(number, started_s, controller_url)
-    url = controller_url.rstrip("/") + ping.target(format_interval(interval_s), number)
-    tracer.emit(GetConnection(at_s=started_s, ping=number, method=ping.method, url=url))
-    result = PingResult(
-        number=number, interval_s=interval_s, elapsed_s=0.0, started_at_s=started_s, controller=controller_url
-    )
+    url = pool.requests.url(controller_url, interval_s, number)
+    tracer.emit(GetConnection(at_s=started_s, ping=number, method=settings.request.method, url=url))
+    answer = _Answer()
+    failure: Failure | None = None
+    answered = False  # the controller answered, whatever it said (a refusing status is an answer)
     try:
-        async with asyncio.timeout(request_timeout_s):
-            request = client.build_request(
-                ping.method,
-                url,
-                headers=ping.headers,
-                extensions={"trace": trace},
-                content=None if ping.body is None else ping.body.encode(),
-            )
-            response = await client.send(request, stream=True)
-            try:
-                record = tracer.connection_of(response.extensions.get("network_stream"))
-                trace.connection = record.number if record else None
-                result = replace(
-                    result,
-                    stream_wait_s=trace.stream_wait_s,
-                    status=response.status_code,
-                    http_version=response.http_version,
-                    connection=record.number if record else None,
-                    local_port=record.local_port if record else None,
-                    stream_id=response.extensions.get("stream_id"),
-                    headers_sent_at_s=trace.headers_sent_at_s,
-                )
-                tracer.emit(
-                    FirstByte(
-                        at_s=trace.first_byte_at_s if trace.first_byte_at_s is not None else tracer.now_s(),
-                        ping=number,
-                        connection=result.connection,
-                        status=response.status_code,
-                        http_version=response.http_version,
-                        stream_id=result.stream_id,
-                    )
-                )
-                body = await response.aread()
-            finally:
-                await response.aclose()
+        async with asyncio.timeout(settings.request_timeout_s):
+            await _send(pool, url, trace, tracer, answer)
     except Exception as exc:  # every failure becomes this ping's result; the run goes on
-        failure = classify(exc, trace.headers_sent_at_s is not None, request_timeout_s)
-        tracer.emit(PingFailed(at_s=tracer.now_s(), ping=number, connection=result.connection, failure=failure))
+        failure = classify(exc, trace.headers_sent_at_s is not None, settings.request_timeout_s)
+        tracer.emit(PingFailed(at_s=tracer.now_s(), ping=number, connection=answer.connection, failure=failure))
         finished_s = tracer.now_s()
-        failed = replace(
-            _timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s, failure=failure
-        )
-        return Attempt(failed, answered=False)
-    # The last byte as read off the wire where the transport knows it (HTTP/2), else now.
-    finished_s = trace.last_byte_at_s if trace.last_byte_at_s is not None else tracer.now_s()
-    refusal = None if response.status_code in ping.statuses else refused_with(response.status_code, _error_text(body))
-    if refusal:
-        tracer.emit(PingFailed(at_s=tracer.now_s(), ping=number, connection=result.connection, failure=refusal))
-    answered = replace(
-        _timed(result, trace), elapsed_s=finished_s - started_s, finished_at_s=finished_s, failure=refusal
-    )
-    return Attempt(answered, answered=True)
-
-
-def _timed(result: PingResult, trace: PingTrace) -> PingResult:
-    """The times the trace learnt, for the waterfall."""
-    return replace(
-        result,
+    else:
+        answered = True
+        # The last byte as read off the wire where the transport knows it (HTTP/2), else now.
+        finished_s = trace.last_byte_at_s if trace.last_byte_at_s is not None else tracer.now_s()
+        if answer.status is not None and answer.status not in settings.request.statuses:
+            failure = refused_with(answer.status, _error_text(answer.body))
+            tracer.emit(PingFailed(at_s=tracer.now_s(), ping=number, connection=answer.connection, failure=failure))
+    result = PingResult(
+        number=number,
+        interval_s=interval_s,
+        elapsed_s=finished_s - started_s,
+        status=answer.status,
+        http_version=answer.http_version,
+        connection=answer.connection,
+        stream_id=answer.stream_id,
+        local_port=answer.local_port,
+        headers_sent_at_s=trace.headers_sent_at_s,
+        finished_at_s=finished_s,
+        started_at_s=started_s,
         tls_started_at_s=trace.tls_started_at_s,
         tls_done_at_s=trace.tls_done_at_s,
         first_byte_at_s=trace.first_byte_at_s,
-        headers_sent_at_s=trace.headers_sent_at_s,
+        failure=failure,
+        stream_wait_s=trace.stream_wait_s if answer.status is not None else None,
+        controller=controller_url,
+        loop_lag_s=LoopLag.of_running_loop().worst(began).worst_s,
     )
+    return Attempt(result, answered=answered)
+
+
+class _Answer:
+    """What came back of one ping, as it comes (a failure half-way keeps what was known by then)."""
+
+    __slots__ = ("body", "connection", "http_version", "local_port", "status", "stream_id")
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.http_version: str | None = None
+        self.connection: int | None = None
+        self.local_port: int | None = None
+        self.stream_id: int | None = None
+        self.body = b""
+
+
+async def _send(pool: StreamPool, url: str, trace: PingTrace, tracer: Tracer, answer: _Answer) -> None:
+    """The ping's request on the pool's transport (httpx's transport seam: ``ping_requests`` says why), its answer
+    read whole as it crossed the wire."""
+    response = await pool.pings.handle_async_request(pool.requests.request(url, trace))
+    try:
+        record = tracer.connection_of(response.extensions.get("network_stream"))
+        trace.connection = answer.connection = record.number if record else None
+        answer.local_port = record.local_port if record else None
+        answer.stream_id = response.extensions.get("stream_id")
+        answer.http_version = response.http_version
+        tracer.emit(
+            FirstByte(
+                at_s=trace.first_byte_at_s if trace.first_byte_at_s is not None else tracer.now_s(),
+                ping=trace.ping,
+                connection=answer.connection,
+                status=response.status_code,
+                http_version=answer.http_version,
+                stream_id=answer.stream_id,
+            )
+        )
+        answer.status = response.status_code
+        body = response.stream
+        assert isinstance(body, httpx.AsyncByteStream)  # an async transport's
+        answer.body = b"".join([chunk async for chunk in body])
+    finally:
+        await response.aclose()
 
 
 def _error_text(body: bytes) -> str:

@@ -326,9 +326,9 @@ async def _send(
             return _not_sent(number, interval_s, tries, first_try_s, tracer, link)
         tries += 1
         asked_at_s = tracer.now_s()
-        async with pool.slot() as client:
+        async with pool.slot():
             with watch.ping_out(url):
-                attempt = await attempt_ping(client, tracer, settings, url, Outgoing(number, interval_s, asked_at_s))
+                attempt = await attempt_ping(pool, tracer, settings, url, Outgoing(number, interval_s, asked_at_s))
         # A retried ping's latency is the whole wait, from its first try.
         result = replace(attempt.result, attempts=tries, elapsed_s=tracer.now_s() - first_try_s)
         if attempt.answered or result.failure is None:  # the controller answered, whatever it said

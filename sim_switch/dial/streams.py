@@ -12,38 +12,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 
+from sim_switch.dial.ping_requests import PingRequests
 from sim_switch.wire.transport import SwitchTransport
+
+_ANY_TIME = contextlib.nullcontext()  # HTTP/2: the transport holds the pings that wait, at no cost here
 
 
 class StreamPool:
-    """One client for the run's pings; ``limit``: at most that many requests handed to it at once (HTTP/1.1)."""
+    """The run's transport for its pings, and a client over it for everything else (the questions to the
+    controller); ``limit``: at most that many pings handed to the transport at once (HTTP/1.1)."""
 
     def __init__(
         self,
-        new_client: Callable[[], httpx.AsyncClient],
-        transport: SwitchTransport | None = None,
+        new_transport: Callable[[], httpx.AsyncBaseTransport],
+        new_client: Callable[[httpx.AsyncBaseTransport], httpx.AsyncClient],
+        requests: PingRequests,
         limit: int | None = None,
     ) -> None:
+        self._new_transport = new_transport
         self._new_client = new_client
-        self.primary = new_client()
-        self.transport = transport  # the HTTP/2 transport under ``primary``, for its PINGs
+        self.requests = requests
+        self.pings = new_transport()
+        self.primary = new_client(self.pings)
         self._free = asyncio.Semaphore(limit) if limit is not None else None
         self._extra: list[httpx.AsyncClient] = []
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[httpx.AsyncClient]:
-        """The client, once it may take one more request."""
-        async with self._free or contextlib.nullcontext():
-            yield self.primary
+    @property
+    def transport(self) -> SwitchTransport | None:
+        """The switch's own HTTP/2 transport under the pings, for its PINGs (None: HTTP/1.1 on httpx's)."""
+        return self.pings if isinstance(self.pings, SwitchTransport) else None
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """Entered once the transport may take one more ping."""
+        return self._free or _ANY_TIME
 
     def extra_client(self) -> httpx.AsyncClient:
         """A client like the primary one on a connection of its own (HTTP/1.1 keepalive probes), closed with the
-        pool."""
-        client = self._new_client()
+        pool: on the same transport for HTTP/2 (a stream of the shared connection), a new one for HTTP/1.1."""
+        client = self._new_client(self.pings if self.transport is not None else self._new_transport())
         self._extra.append(client)
         return client
 

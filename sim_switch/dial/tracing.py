@@ -179,6 +179,10 @@ class PingTrace:
         return max(0.0, self.headers_started_at_s - ready_at_s)
 
     async def __call__(self, name: str, info: dict[str, Any]) -> None:  # noqa: C901 - one case per httpcore event
+        request_step = _REQUEST_STEPS.get(name)
+        if request_step is not None:  # every ping's own steps on the switch's transport, told apart by a lookup
+            request_step(self, info)
+            return
         tracer = self._tracer
         # The switch's own transport says when the step's bytes crossed the wire; httpcore's steps are timed now.
         at = info.get("at")
@@ -238,6 +242,33 @@ class PingTrace:
         if event is not None:
             tracer.emit(event)
 
+    def _at_s(self, info: dict[str, Any]) -> float:
+        at = info.get("at")
+        return self._tracer.since_start_s(at) if isinstance(at, float) else self._tracer.now_s()
+
+    def _headers_started(self, info: dict[str, Any]) -> None:
+        self.headers_started_at_s = self._at_s(info)
+        if self.opened is None:
+            self._tracer.emit(ConnectionReused(at_s=self.headers_started_at_s, ping=self.ping))
+
+    def _headers_sent(self, info: dict[str, Any]) -> None:
+        self.stream_id = info.get("stream_id")
+        self.headers_sent_at_s = at_s = self._at_s(info)
+        self._tracer.emit(
+            HeadersWritten(at_s=at_s, ping=self.ping, connection=self.connection, stream_id=self.stream_id)
+        )
+
+    def _first_byte(self, info: dict[str, Any]) -> None:
+        # Reported by the ping itself once the response says which connection it came on.
+        self.first_byte_at_s = self._at_s(info)
+
+    def _last_byte(self, info: dict[str, Any]) -> None:
+        if info.get("at") is not None:
+            self.last_byte_at_s = self._at_s(info)
+
+    def _closed(self, info: dict[str, Any]) -> None:
+        self._tracer.emit(ResponseClosed(at_s=self._at_s(info), ping=self.ping, connection=self.connection))
+
     def _tls_done(self, tls_stream: AsyncNetworkStream, record: ConnectionRecord) -> ConnectionRecord:
         self._tracer.alias(tls_stream, record)
         ssl_object = tls_stream.get_extra_info("ssl_object")
@@ -248,6 +279,15 @@ class PingTrace:
             record.cipher = cipher[0] if cipher else None
             record.controller_subject = format_subject(ssl_object.getpeercert() or {})
         return record
+
+
+_REQUEST_STEPS: dict[str, Callable[[PingTrace, dict[str, Any]], None]] = {
+    "http2.send_request_headers.started": PingTrace._headers_started,
+    "http2.send_request_headers.complete": PingTrace._headers_sent,
+    "http2.receive_response_headers.complete": PingTrace._first_byte,
+    "http2.receive_response_body.complete": PingTrace._last_byte,
+    "http2.response_closed.complete": PingTrace._closed,
+}
 
 
 def format_subject(peer_cert: dict[str, Any]) -> str:
