@@ -4,7 +4,8 @@ decoded.
 This replaces httpcore's ``AsyncHTTP2Connection`` (1.0.9), whose read lock made a stream whose answer had already
 arrived wait behind others blocked on the socket (a 0.2 s ping reported at 2.03 s when 2 s pings shared its
 connection). As Go's ``clientConnReadLoop`` and nghttp2 do, one task reads the socket and nothing else waits on it;
-a request's task sends its own frames (under a write lock, never behind the reader) and waits on its stream.
+a request's task queues its own frames and waits on its stream. What h2 has for the wire goes out in one write a loop
+turn, for every stream and the reader's acknowledgements alike (``_flush_soon``), not one write a frame.
 
 What it keeps to, from the controller (RFC 9113):
 - SETTINGS_MAX_CONCURRENT_STREAMS as sent, and as changed mid-connection; before the controller's first SETTINGS
@@ -44,7 +45,8 @@ from h2.settings import SettingCodes
 from dialout.h2_seam import reopen_after_reading_goaway
 from sim_switch.model.frames import Direction
 from sim_switch.wire.errors import ConnectionLost, GoneAway, NotSent, StreamReset
-from sim_switch.wire.frames import CLIENT_PREFACE, HEADER_SIZE, FrameSplitter
+from sim_switch.wire.frames import CLIENT_PREFACE, HEADER_SIZE, FrameSplitter, runs
+from sim_switch.wire.network import AsyncioStream
 
 READ_SIZE = 65_536
 PING_TYPE, ACK_FLAG = 0x6, 0x1
@@ -57,6 +59,12 @@ LOCAL_SETTINGS: dict[SettingCodes, int] = {
     SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
     SettingCodes.MAX_HEADER_LIST_SIZE: 65_536,
 }
+# Our requests' headers are made from config.yaml's, checked as it loads (dialout/config_fields.py headers), and
+# httpx's: h2 need not check and normalise them again on the way out (a third of send_headers' time). What the
+# controller sends is checked as h2 reads it.
+H2_CONFIG = h2.config.H2Configuration(
+    client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
+)
 # Headers that are HTTP/1.1's connection plumbing: RFC 9113 section 8.2.2 forbids them in HTTP/2.
 _CONNECTION_SPECIFIC = frozenset(
     {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
@@ -108,18 +116,16 @@ class H2Connection:
     """An HTTP/2 connection over ``network`` (a TLS stream whose ALPN said h2, or TCP for h2c). ``on_change`` is
     called whenever room for a stream may have appeared or gone: the pool's cue to look again."""
 
-    def __init__(
-        self, network: httpcore.AsyncNetworkStream, on_change: Callable[[], None], observer: WireObserver | None
-    ) -> None:
+    def __init__(self, network: AsyncioStream, on_change: Callable[[], None], observer: WireObserver | None) -> None:
         self.network = network
         self._on_change = on_change
         self._observer = observer
         self._frames_wanted = observer is not None and observer.frames_wanted
-        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self._h2 = h2.connection.H2Connection(H2_CONFIG)
         self._streams: dict[int, H2Stream] = {}
         self._reserved = 0  # streams promised to requests, sent or about to be
         self._unsent_headers: list[H2Stream] = []
-        self._write_lock = asyncio.Lock()
+        self._batch: asyncio.Future[None] | None = None  # the write this loop turn will make, once scheduled
         self._window_opened = asyncio.Event()
         self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] = {}
         self._ping_ids = itertools.count(1)
@@ -142,7 +148,9 @@ class H2Connection:
         self._h2.increment_flow_control_window(CONNECTION_WINDOW - 65_535)
         first_ping = self._start_ping()
         self._reader = asyncio.create_task(self._read_loop(), name="h2-reader")
-        await self._flush()
+        # Written with the dialling request's HEADERS, in one write: that request takes stream 1, before those
+        # that the controller's SETTINGS let in.
+        self._flush_soon()
         first_ping.add_done_callback(self._note_rtt)
 
     def _note_rtt(self, done: asyncio.Future[float]) -> None:
@@ -200,7 +208,7 @@ class H2Connection:
         self._h2.send_headers(stream_id, _request_headers(request), end_stream=not body)
         self._unsent_headers.append(stream)
         try:
-            await self._flush()
+            await self._flushed()
             if body:
                 await self._send_body(stream, body)
         except BaseException:  # cancelled or failed half-way: the stream is no one's any more
@@ -238,7 +246,7 @@ class H2Connection:
                 data, flow_controlled = stream.chunks.popleft()
                 if flow_controlled:
                     self._h2.acknowledge_received_data(flow_controlled, stream.stream_id)
-                    await self._flush()
+                    self._flush_soon()
                 if data:
                     yield data
             if stream.ended:
@@ -255,10 +263,11 @@ class H2Connection:
         with contextlib.suppress(h2.exceptions.H2Error):
             if not stream.ended and stream.error is None:
                 self._h2.reset_stream(stream.stream_id, ErrorCodes.CANCEL)
+                self._flush_soon()
             unread = sum(flow_controlled for _, flow_controlled in stream.chunks)
             if unread:  # what it was sent and never read still counts against the connection's window
                 self._h2.acknowledge_received_data(unread, stream.stream_id)
-            await self._flush()
+                self._flush_soon()
 
     # --- PING -------------------------------------------------------------------------------------------------
 
@@ -283,28 +292,50 @@ class H2Connection:
 
     # --- the wire ---------------------------------------------------------------------------------------------
 
+    def _flush_soon(self) -> asyncio.Future[None]:
+        """What h2 has for the wire goes out at the end of this loop turn, in one write with everything else queued
+        in it; the future is done once it has (or the connection is lost)."""
+        if self._batch is None:
+            loop = asyncio.get_running_loop()
+            self._batch = loop.create_future()
+            loop.call_soon(self._write_batch)
+        return self._batch
+
+    async def _flushed(self) -> None:
+        """Until what is queued has been handed to the kernel; ``closed_by`` if the connection is lost."""
+        await self._flush_soon()
+        if self.closed_by is not None:
+            raise self.closed_by
+
     async def _flush(self) -> None:
-        """Write what h2 has for the wire. Under the lock, so that each batch goes out whole and in order."""
-        async with self._write_lock:
-            data = self._h2.data_to_send()
-            if not data:
-                return
-            streams, self._unsent_headers = self._unsent_headers, []
-            if self.closed_by is not None:
-                raise self.closed_by
-            # Stamped as the write starts: the bytes reach the kernel in the write's first, synchronous step
-            # (anyio then yields to the loop, and under load resumes us milliseconds later).
+        """``_flushed``, and until the peer has taken enough for the buffer to be below its high-water mark: for
+        what must not outrun a peer that reads nothing (a body, our PING)."""
+        await self._flushed()
+        try:
+            await self.network.drain()
+        except Exception as exc:
+            self._lost(ConnectionLost(f"writing to the controller failed: {exc}"))
+            raise ConnectionLost(str(exc)) from exc
+
+    def _write_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        streams, self._unsent_headers = self._unsent_headers, []
+        data = self._h2.data_to_send()
+        if data and self.closed_by is None:
+            # Stamped as the write starts: the bytes reach the kernel in this very call.
             at = time.perf_counter()
             try:
-                await self.network.write(data)
+                self.network.write_now(data)
             except Exception as exc:
                 self._lost(ConnectionLost(f"writing to the controller failed: {exc}"))
-                raise ConnectionLost(str(exc)) from exc
-            for stream in streams:
-                stream.headers_sent_at = at
-            if self._frames_wanted and self._observer is not None:
-                for raw in self._splitter_out.feed(data):
-                    self._observer.frame(self.network, raw, Direction.SENT, at, None)
+            else:
+                for stream in streams:
+                    stream.headers_sent_at = at
+                if self._frames_wanted and self._observer is not None:
+                    for raw in self._splitter_out.feed(data):
+                        self._observer.frame(self.network, raw, Direction.SENT, at, None)
+        if batch is not None and not batch.done():
+            batch.set_result(None)
 
     async def _read_loop(self) -> None:
         """Read until the connection ends, then fail what is left on it and close the socket."""
@@ -329,9 +360,15 @@ class H2Connection:
             if not data:
                 self._lost(ConnectionLost("the controller closed the connection"))
                 return
-            for raw in splitter.feed(data):
-                self._receive_frame(raw, at)
-            await self._flush()  # the ACKs and window updates h2 queued, if any
+            frames = splitter.feed(data)
+            if self._frames_wanted:  # each frame to the trace, then what it set off
+                for raw in frames:
+                    self._receive_frame(raw, at)
+            else:  # h2 reads the frames a read brought in one call (a GOAWAY ends one: ``runs``)
+                for run in runs(frames):
+                    for event in self._h2.receive_data(run):
+                        self._handle(event, at)
+            self._flush_soon()  # the ACKs and window updates h2 queued, if any: with this turn's requests
 
     def _receive_frame(self, raw: bytes, at: float) -> None:
         if self._frames_wanted and self._observer is not None:  # the frame first, then what it set off
@@ -436,6 +473,9 @@ class H2Connection:
 
 async def _changed(stream: H2Stream, timeout_s: float | None) -> None:
     stream.changed.clear()
+    if timeout_s is None:  # a ping's own timeout bounds its whole try: no timer a wait
+        await stream.changed.wait()
+        return
     try:
         async with asyncio.timeout(timeout_s):
             await stream.changed.wait()

@@ -60,6 +60,23 @@ class FrameSplitter:
         return frames
 
 
+GOAWAY_TYPE = 0x7
+
+
+def runs(frames: list[bytes]) -> list[bytes]:
+    """Whole frames joined into runs for h2 to read at once, each GOAWAY ending its run: h2 closes its state on
+    reading one, and the frames after it must wait until the connection has reopened it (``H2Connection``)."""
+    joined: list[bytes] = []
+    start = 0
+    for index, raw in enumerate(frames):
+        if raw[3] == GOAWAY_TYPE:
+            joined.append(b"".join(frames[start : index + 1]))
+            start = index + 1
+    if start < len(frames):
+        joined.append(b"".join(frames[start:]))
+    return joined
+
+
 def parse(raw: bytes) -> hf.Frame | None:
     """One whole frame as hyperframe reads it; None if it cannot (h2 will say why, as a protocol error)."""
     try:

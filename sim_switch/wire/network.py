@@ -41,6 +41,21 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         except (OSError, ssl.SSLError, RuntimeError) as exc:
             raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
 
+    def write_now(self, buffer: bytes) -> None:
+        """Hand ``buffer`` to the transport at once (the kernel takes it in this call unless its buffer is full,
+        when asyncio keeps the rest): the HTTP/2 connection's one write a loop turn."""
+        try:
+            self._writer.write(buffer)
+        except (OSError, ssl.SSLError, RuntimeError) as exc:
+            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
+
+    async def drain(self) -> None:
+        """Until the transport's buffer is below its high-water mark (at once, unless the peer reads nothing)."""
+        try:
+            await self._writer.drain()
+        except (OSError, ssl.SSLError, RuntimeError) as exc:
+            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
+
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
