@@ -5,8 +5,9 @@ A pool per controller (scheme, host, port) gives each request a stream on a conn
 controller's SETTINGS_MAX_CONCURRENT_STREAMS allows:
 
 - ``queue``: one connection; a request waits, first come first served, for one of its streams to finish.
-- ``spill``: when every connection is full, one more is dialled (one at a time, each with its SETTINGS heard
-  before it takes more than one stream), with no cap of our own.
+- ``spill``: when every connection is full, as many more are dialled at once as the requests waiting need, at the
+  controller's limit a connection (at most ``MAX_SPILL_DIALS`` at once), each taking one stream until its own
+  SETTINGS are heard; no cap of our own on how many. The first connection dials alone: its SETTINGS say the limit.
 
 A connection whose ALPN said ``http/1.1`` (a controller or proxy without HTTP/2) carries one request at a time on
 httpcore's HTTP/1.1 connection, as before; the pool then opens more of them as needed, up to ``MAX_HTTP1``.
@@ -34,6 +35,10 @@ from sim_switch.wire.errors import NotSent
 from sim_switch.wire.network import AsyncioStream, connect_tcp
 
 MAX_HTTP1 = 100  # httpx's default max_connections: as many HTTP/1.1 pings in flight at once
+# Spill's dials under way at once: enough for 1,600 waiting requests at the usual limit of 100 in one round of
+# handshakes, few enough that the controller sees a burst it handles in milliseconds, not a flood.
+MAX_SPILL_DIALS = 16
+_DIAL = object()  # a waiter's turn to dial (counted in ``_dialling`` when given), rather than a stream
 SocketOption = tuple[int, int, int]
 TraceCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -97,39 +102,46 @@ class _OriginPool:
         self.h2: list[H2Connection] = []
         self.h1: list[_HTTP1] = []
         self._speaks_http1 = False  # its last dial's ALPN chose http/1.1: dial for HTTP/1.1 until one chooses h2
-        self._dialling = 0
-        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
+        self._dialling = 0  # dials under way, each counted from when it was given (a waiter's turn, ``_DIAL``)
+        self._waiters: deque[asyncio.Future[object]] = deque()  # each given a Connection, or _DIAL
 
     async def acquire(self, trace: TraceCallback | None) -> Connection:
         """A connection with a stream reserved for one request: one with room, a new one, or the first to have
         room after waiting in line."""
-        while True:
-            connection = self._with_room()
-            if connection is not None:
-                connection.reserve()
-                return connection
-            if self._may_dial():
-                self._dialling += 1
-                try:
-                    return await self._dial(trace)
-                finally:
-                    self._dialling -= 1
-                    self.wake()
-            waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                given = await waiter
-            except asyncio.CancelledError:  # cancelled once given a stream: give it back
-                handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
-                if handed is not None:
-                    handed.release()
-                raise
-            if given is not None:
-                return given
+        connection = self._with_room()
+        if connection is not None:
+            connection.reserve()
+            return connection
+        if self._may_dial(waiting=len(self._waiters) + 1):
+            self._dialling += 1
+            return await self._dial_counted(trace)
+        waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            given = await waiter
+        except asyncio.CancelledError:  # cancelled once given a stream or a dial: give it back
+            handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
+            if handed is _DIAL:
+                self._dialling -= 1
+                self.wake()
+            elif isinstance(handed, H2Connection | _HTTP1):
+                handed.release()
+            raise
+        if given is _DIAL:
+            return await self._dial_counted(trace)
+        assert isinstance(given, H2Connection | _HTTP1)
+        return given
+
+    async def _dial_counted(self, trace: TraceCallback | None) -> Connection:
+        try:
+            return await self._dial(trace)
+        finally:
+            self._dialling -= 1
+            self.wake()
 
     def wake(self) -> None:
         """Room may have appeared (a stream ended, SETTINGS came, a connection went): hand it to the waiters in
-        order, and let the first dial when a dial is due."""
+        order, and let as many dial as dials are due."""
         self.h2 = [c for c in self.h2 if c.closed_by is None]
         self.h1 = [c for c in self.h1 if c.usable]
         while self._waiters:
@@ -143,9 +155,11 @@ class _OriginPool:
                 connection.reserve()
                 waiter.set_result(connection)
                 continue
-            if self._may_dial():
+            if self._may_dial(waiting=len(self._waiters)):
                 self._waiters.popleft()
-                waiter.set_result(None)
+                self._dialling += 1
+                waiter.set_result(_DIAL)
+                continue
             break
 
     def _with_room(self) -> Connection | None:
@@ -157,15 +171,20 @@ class _OriginPool:
                 return old
         return None
 
-    def _may_dial(self) -> bool:
+    def _may_dial(self, waiting: int) -> bool:
+        """Whether one more dial is due, ``waiting`` requests having no stream: HTTP/1.1, a connection each; the
+        first HTTP/2 connection (or the first again, all gone), alone; spill, when every connection is full and
+        the dials under way cannot carry what waits at the controller's limit."""
         if self._speaks_http1:
             return len(self.h1) + self._dialling < MAX_HTTP1
-        if self._dialling:
-            return False
         usable = [c for c in self.h2 if c.usable]
         if not usable:
-            return True
-        return self._spill and all(c.settings_received and not c.room() for c in usable)
+            return not self._dialling
+        if not self._spill or not all(c.settings_received and not c.room() for c in usable):
+            return False
+        limit = max(c.limit for c in usable)  # the controller's SETTINGS_MAX_CONCURRENT_STREAMS
+        needed = -(-waiting // limit)
+        return self._dialling < min(needed, MAX_SPILL_DIALS)
 
     async def _dial(self, trace: TraceCallback | None) -> Connection:
         network = await _connect(self.origin, self._options, trace)
@@ -224,8 +243,13 @@ class SwitchTransport(httpx.AsyncBaseTransport):
         return [c for c in pool.h2 if c.closed_by is None] if pool is not None else []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        with httpx_errors():
+        try:  # (not ``httpx_errors()``: a context manager a request is a cost a ping need not pay)
             return await self._handle(request)
+        except Exception as exc:
+            mapped = as_httpx(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def _handle(self, request: httpx.Request) -> httpx.Response:
         pool = self._pool(request.url)
@@ -283,9 +307,14 @@ class _H2Body(httpx.AsyncByteStream):
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with httpx_errors():
+        try:
             async for chunk in self._connection.body(self._stream, self._timeout_s):
                 yield chunk
+        except Exception as exc:
+            mapped = as_httpx(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
         await _trace(self._trace, "http2.receive_response_body.complete", {"at": self._stream.ended_at})
 
     async def aclose(self) -> None:
@@ -368,17 +397,25 @@ _AS_HTTPX: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
 )
 
 
+def as_httpx(exc: Exception) -> httpx.HTTPError | None:
+    """httpcore's ``exc`` as httpx's (its cause to be ``exc``); None when it is httpx's already, or not httpcore's."""
+    if isinstance(exc, httpx.HTTPError):
+        return None
+    for core, ours in _AS_HTTPX:
+        if isinstance(exc, core):
+            return ours(str(exc) or type(exc).__name__)
+    return None
+
+
 @contextlib.contextmanager
 def httpx_errors() -> Iterator[None]:
     try:
         yield
-    except httpx.HTTPError:
-        raise
     except Exception as exc:
-        for core, ours in _AS_HTTPX:
-            if isinstance(exc, core):
-                raise ours(str(exc) or type(exc).__name__) from exc
-        raise
+        mapped = as_httpx(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 async def _connect(origin: Origin, options: DialOptions, trace: TraceCallback | None) -> AsyncioStream:
