@@ -39,12 +39,17 @@ def every_switch() -> str | None:
     return None
 
 
-def connections_answer(registry: ConnectionRegistry, switch: str | None, stream_times: bool = False) -> dict[str, Any]:
+def connections_answer(
+    registry: ConnectionRegistry, switch: str | None, stream_times: bool = False, since: float | None = None
+) -> dict[str, Any]:
     """``cpu_s``: this process's CPU time so far, so that a fleet can tell which side of a run was CPU-bound.
     ``stream_times``: each connection's answered streams with their times (``?streams=1``), for one switch's
-    cross-check."""
+    cross-check. ``since`` (monotonic): only the connections open at or after then (a switch asks about its own
+    run, not the controller's whole history of it)."""
     records = []
     for connection in registry.connections(switch):
+        if since is not None and connection.closed is not None and connection.closed < since:
+            continue
         record = connection.to_json()
         if stream_times:
             record["stream_times"] = connection.stream_times()
@@ -148,7 +153,11 @@ def serve_accounts(
         switch, refused = asked_for()
         if refused is not None:
             return refused
-        return jsonify(connections_answer(registry, switch, stream_times=request.args.get("streams") == "1"))
+        try:
+            since = parse_window(request.args.get("since"), None).since
+        except WindowError as exc:
+            return jsonify({"error": str(exc)}), 400
+        return jsonify(connections_answer(registry, switch, request.args.get("streams") == "1", since))
 
     @app.get("/diagnosis")
     async def diagnosis() -> tuple[Response, int]:

@@ -33,6 +33,9 @@ from sim_switch.model.results import (
     peak_in_flight,
 )
 
+# How much further back than the run's start the question reaches: the question's own way to the controller.
+SINCE_MARGIN_S = 1.0
+
 
 async def ask_controller(
     client: httpx.AsyncClient,
@@ -44,7 +47,11 @@ async def ask_controller(
 ) -> ControllerView:
     """``switch_id`` None: an anonymous switch (cleartext), whose connections are found by address alone."""
     url = f"{controller_url.rstrip('/')}/connections"
-    query = {"switch": switch_id, "streams": "1"} if switch_id is not None else {"streams": "1"}
+    # Only the connections open during this run (seconds ago, on the controller's clock: no clocks compared), not
+    # the controller's whole history of this switch, each with up to a thousand streams' times.
+    query = {"streams": "1", "since": f"{tracer.now_s() + SINCE_MARGIN_S:.3f}"}
+    if switch_id is not None:
+        query["switch"] = switch_id
     shown = f"{url}?switch={switch_id}" if switch_id is not None else url
     tracer.emit(AskingController(at_s=tracer.now_s(), url=shown))
     label = switch_id or "an anonymous switch"
@@ -57,7 +64,8 @@ async def ask_controller(
         view = ControllerView(label, error=refused_with(response.status_code, refusal))
         tracer.emit(ControllerAnswered(at_s=tracer.now_s(), view=view))
         return view
-    records = _records(response)
+    answer = _json(response)
+    records = _records(response.status_code, answer)
     if records is None:  # someone else's controller: it answered, but not with dialout's account
         view = ControllerView(label, no_account=f"GET /connections: {_answer(response)}")
         tracer.emit(ControllerAnswered(at_s=tracer.now_s(), view=view))
@@ -65,7 +73,7 @@ async def ask_controller(
     query_on = tracer.connection_of(response.extensions.get("network_stream"))
     # When the controller started, on the run's clock: a connection of ours from before it is one it cannot know
     # of (it restarted), however the switch got over the restart. Its uptime is a duration: no clocks compared.
-    uptime_s = _uptime_s(response)
+    uptime_s = _uptime_s(answer)
     forgets_before_s = math.inf if forgot_earlier else None
     if uptime_s is not None:
         forgets_before_s = tracer.now_s() - uptime_s
@@ -80,12 +88,17 @@ async def ask_controller(
     return view
 
 
-def _uptime_s(response: httpx.Response) -> float | None:
-    """How long the controller had been running when it answered (dialout's ``uptime_s``; None if not said)."""
+def _json(response: httpx.Response) -> object:
+    """The answer's JSON, read once (None if it is not JSON)."""
     try:
-        uptime = response.json().get("uptime_s")
+        return response.json()
     except ValueError:
         return None
+
+
+def _uptime_s(answer: object) -> float | None:
+    """How long the controller had been running when it answered (dialout's ``uptime_s``; None if not said)."""
+    uptime = answer.get("uptime_s") if isinstance(answer, dict) else None
     return float(uptime) if isinstance(uptime, int | float) and not isinstance(uptime, bool) else None
 
 
@@ -126,14 +139,11 @@ def _refusal(response: httpx.Response) -> str | None:
     return str(answer.get("error") or answer["refused"])
 
 
-def _records(response: httpx.Response) -> list[dict[str, Any]] | None:
+def _records(status: int, answer: object) -> list[dict[str, Any]] | None:
     """The controller's connection records, or None when the answer is not dialout's account."""
-    if response.status_code != 200:
+    if status != 200 or not isinstance(answer, dict):
         return None
-    try:
-        records = response.json().get("connections")
-    except (ValueError, AttributeError):
-        return None
+    records = answer.get("connections")
     if not isinstance(records, list) or not all(
         isinstance(r, dict) and {"id", "peer", "streams"} <= r.keys() for r in records
     ):
