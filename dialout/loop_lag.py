@@ -9,11 +9,12 @@ for the worst lag over its own window, and says "inconclusive" where that lag co
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 PERIOD_S = 0.02  # cheap (a wake-up per 20 ms), and fine enough to see a lag that matters to a 100 ms judgment
@@ -39,6 +40,7 @@ class LoopLag:
         self._lags: collections.deque[tuple[float, float]] = collections.deque(maxlen=KEPT)
         self._sampler: asyncio.Task[None] | None = None
         self._users = 0
+        self._next_sample: asyncio.Future[None] | None = None
 
     @classmethod
     def of_running_loop(cls) -> LoopLag:
@@ -60,6 +62,15 @@ class LoopLag:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampler
 
+    async def sampled(self) -> None:
+        """Until the sampler's next wake-up has been taken: a lag that is still going on (a loop turn that has not
+        ended yet) is only known once it is over. At once when nothing samples."""
+        if self._sampler is None:
+            return
+        if self._next_sample is None:
+            self._next_sample = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._next_sample)
+
     async def _sample(self) -> None:
         while True:
             due = time.monotonic() + PERIOD_S
@@ -67,6 +78,13 @@ class LoopLag:
             now = time.monotonic()
             if now - due >= NOISE_S:
                 self._lags.append((now, now - due))
+            waiting, self._next_sample = self._next_sample, None
+            if waiting is not None and not waiting.done():
+                waiting.set_result(None)
+
+    def history(self) -> LagHistory:
+        """The lags kept so far, to ask of many windows at once."""
+        return LagHistory(self._lags)
 
     def worst(self, since: float, until: float | None = None) -> Lag:
         """The worst lag whose wake-up came between ``since`` and ``until`` (now), monotonic."""
@@ -78,6 +96,27 @@ class LoopLag:
             if at <= end and lag > found.worst_s:
                 found = Lag(lag)
         return found
+
+
+class LagHistory:
+    """Lags as kept at one moment, each window's question answered by bisection (a run asks it once a ping)."""
+
+    def __init__(self, lags: Iterable[tuple[float, float]]) -> None:
+        kept = list(lags)
+        self._at = [at for at, _ in kept]
+        self._lags = [lag for _, lag in kept]
+        self._longest = max(self._lags, default=0.0)
+
+    def held_during(self, since: float, until: float) -> float:
+        """The worst lag that held the loop at some moment between ``since`` and ``until`` (monotonic): a sample
+        is the loop blocked from ``at - lag`` to ``at``, so one taken after ``until`` may still have held what
+        happened then (a read made late by the very turn that was running when it was due)."""
+        first = bisect.bisect_left(self._at, since)
+        last = bisect.bisect_right(self._at, until + self._longest)
+        return max(
+            (lag for at, lag in zip(self._at[first:last], self._lags[first:last], strict=True) if at - lag <= until),
+            default=0.0,
+        )
 
 
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLag] = weakref.WeakKeyDictionary()

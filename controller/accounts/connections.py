@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.accounts.refusals import Refusals
+from dialout.loop_lag import PERIOD_S, LagHistory
 from dialout.refusals import Refusal
 from dialout.text import Address, plural, printable, utc_now
 
@@ -102,15 +103,19 @@ class ControllerConnection:
         if span.answered is not None:
             self._answered.append(span)
 
-    def stream_times(self) -> list[dict[str, Any]]:
+    def stream_times(self, lags: LagHistory | None = None) -> list[dict[str, Any]]:
         """Its answered streams (the latest ``ANSWERED_PER_CONNECTION``): each one's id, and the seconds from its
         request's headers arriving to its answer's last byte handed to the wire. Against the switch's own
-        request-to-answer time, this tells whether the answer reached the switch when it was sent."""
+        request-to-answer time, this tells whether the answer reached the switch when it was sent. ``lags``: also
+        how long this process's loop was held meanwhile (``loop_lag_s``): a request read late by a busy loop
+        arrived earlier than its time here says."""
         return [
             {
                 "stream_id": span.stream_id,
                 "number": span.number,
                 "answered_in_s": round(span.answered - span.started, 6),
+                # (from a sampler's period before: a wake-up taken in the same turn as the read, just before it)
+                **({"loop_lag_s": round(lags.held_during(span.started - PERIOD_S, span.answered), 6)} if lags else {}),
             }
             for span in self._answered
             if span.answered is not None

@@ -47,12 +47,13 @@ def connections_answer(
     cross-check. ``since`` (monotonic): only the connections open at or after then (a switch asks about its own
     run, not the controller's whole history of it)."""
     records = []
+    lags = LoopLag.of_running_loop().history() if stream_times else None
     for connection in registry.connections(switch):
         if since is not None and connection.closed is not None and connection.closed < since:
             continue
         record = connection.to_json()
         if stream_times:
-            record["stream_times"] = connection.stream_times()
+            record["stream_times"] = connection.stream_times(lags)
         records.append(record)
     return {
         "cpu_s": round(time.process_time(), 6),

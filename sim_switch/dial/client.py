@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
@@ -57,12 +56,37 @@ async def run_scenario(settings: RunSettings, controller_url: str, emit: Callabl
                 outgoing = Outgoing(number, interval_s, asked_at_s)
                 return await attempt_ping(pool, tracer, settings, controller_url, outgoing)
 
-        async with LoopLag.of_running_loop().running(), asyncio.TaskGroup() as group:
-            tasks = [group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(scenario.kind.pings_s, 1)]
-        attempts = [task.result() for task in tasks]
+        lag = LoopLag.of_running_loop()
+        async with lag.running():
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(scenario.kind.pings_s, 1)
+                ]
+            attempts = await with_loop_lag([task.result() for task in tasks], tracer, lag)
         return await finish_run(pool.primary, tracer, settings, controller_url, attempts)
     finally:
         await pool.aclose()
+
+
+async def with_loop_lag(attempts: list[Attempt], tracer: Tracer, lag: LoopLag) -> list[Attempt]:
+    """Each attempt with the worst lag of this process's loop while its ping was out (``loop_lag_s``): what its
+    times may be late by. Taken once the run is over and the sampler has woken again, so that a loop turn that
+    made the last answers late is counted (it is measured only once it ends), and once a run, not once a ping."""
+    await lag.sampled()
+    history = lag.history()
+    return [
+        replace(
+            attempt,
+            result=replace(
+                attempt.result,
+                loop_lag_s=history.held_during(
+                    tracer.monotonic_of(attempt.result.started_at_s or 0.0),
+                    tracer.monotonic_of(attempt.result.finished_at_s or tracer.now_s()),
+                ),
+            ),
+        )
+        for attempt in attempts
+    ]
 
 
 def new_pool(settings: RunSettings, tracer: Tracer) -> StreamPool:
@@ -158,9 +182,8 @@ async def attempt_ping(
 ) -> Attempt:
     """One try of one ping, on the pool's transport, never raising: every outcome is an Attempt. The request
     timeout counts from now: it is about the controller's answer, not the wait for a free stream
-    (``Outgoing.asked_at_s``). Its result says how late this process's loop ran meanwhile (``loop_lag_s``), when
-    the run samples it (``LoopLag.running``)."""
-    began = time.monotonic()
+    (``Outgoing.asked_at_s``). How late this process's loop ran meanwhile is the run's to say, at its end
+    (``with_loop_lag``)."""
     number, interval_s = outgoing.number, outgoing.interval_s
     started_s = tracer.now_s() if outgoing.asked_at_s is None else outgoing.asked_at_s
     trace = tracer.for_ping(number, started_s, controller_url)
@@ -201,7 +224,6 @@ async def attempt_ping(
         failure=failure,
         stream_wait_s=trace.stream_wait_s if answer.status is not None else None,
         controller=controller_url,
-        loop_lag_s=LoopLag.of_running_loop().worst(began).worst_s,
     )
     return Attempt(result, answered=answered)
 

@@ -159,7 +159,7 @@ def late_answers(connection: ConnectionRecord, pings: Sequence[PingResult], stre
     if not isinstance(stream_times, list):
         return []
     answered_in = {
-        entry["stream_id"]: float(entry["answered_in_s"])
+        entry["stream_id"]: (float(entry["answered_in_s"]), float(entry.get("loop_lag_s", 0.0)))
         for entry in stream_times
         if isinstance(entry, dict) and isinstance(entry.get("stream_id"), int)
     }
@@ -172,7 +172,7 @@ def late_answers(connection: ConnectionRecord, pings: Sequence[PingResult], stre
         if ping.headers_sent_at_s is None or ping.finished_at_s is None:
             continue
         switch_s = ping.finished_at_s - ping.headers_sent_at_s
-        controller_s = answered_in[ping.stream_id]
+        controller_s, controller_lag_s = answered_in[ping.stream_id]
         if switch_s - controller_s > bound_s:
             late.append(
                 LateAnswer(
@@ -184,6 +184,7 @@ def late_answers(connection: ConnectionRecord, pings: Sequence[PingResult], stre
                     controller_s,
                     bound_s,
                     ping.loop_lag_s,
+                    controller_lag_s,
                 )
             )
     return late

@@ -24,7 +24,7 @@ import httpx
 from dialout.config import ReconnectPolicy, Request, RetryPolicy, Schedule
 from dialout.loop_lag import LoopLag
 from dialout.signals import TRIALS_OVER
-from sim_switch.dial.client import Attempt, LinkHistory, attempt_ping, finish_run, new_pool
+from sim_switch.dial.client import Attempt, LinkHistory, attempt_ping, finish_run, new_pool, with_loop_lag
 from sim_switch.dial.destinations import Destinations
 from sim_switch.dial.keepalive import SilenceWatch
 from sim_switch.dial.settings import Outgoing, RunSettings
@@ -283,7 +283,8 @@ async def run_session(
 
     watch = SilenceWatch(switch.keepalive, tracer, probe, silent, http2=pool.transport is not None)
     try:
-        async with LoopLag.of_running_loop().running(), asyncio.TaskGroup() as group:
+        lag = LoopLag.of_running_loop()
+        async with lag.running(), asyncio.TaskGroup() as group:
             watching = group.create_task(watch.run())
             for batch in range(schedule.batches()):
                 # Keep the schedule, like a switch's keep-alive timer: a batch does not wait for the last one.
@@ -296,7 +297,9 @@ async def run_session(
                     tasks.append(group.create_task(_send(pool, tracer, link, watch, settings, number)))
             await asyncio.wait(tasks)
             watching.cancel()
-        attempts = [attempt for task in tasks if (attempt := task.result()) is not None]
+            attempts = await with_loop_lag(
+                [attempt for task in tasks if (attempt := task.result()) is not None], tracer, lag
+            )
         # The cross-check asks the controller that answered last: the one the session ended on.
         answered = [attempt.result for attempt in attempts if attempt.answered and attempt.result.controller]
         ended_on = max(answered, key=lambda ping: ping.finished_at_s or 0.0).controller if answered else None

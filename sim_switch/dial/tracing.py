@@ -31,6 +31,7 @@ from sim_switch.model.events import (
     PrefaceSent,
     ResponseClosed,
     SettingsReceived,
+    SpillDialled,
     StepFailed,
     TcpConnected,
     TcpConnecting,
@@ -62,6 +63,7 @@ class Tracer:
         self.emit = emit
         self.frames_wanted = frames
         self._start = time.perf_counter()
+        self._start_monotonic = time.monotonic()  # the same moment on the loop-lag sampler's clock
         self.connections: list[ConnectionRecord] = []
         # Stream objects are keyed by id() and held in the value, so an id cannot be reused while we look.
         self._by_stream: dict[int, tuple[object, ConnectionRecord]] = {}
@@ -69,6 +71,10 @@ class Tracer:
 
     def now_s(self) -> float:
         return time.perf_counter() - self._start
+
+    def monotonic_of(self, at_s: float) -> float:
+        """A time since the run started as a ``time.monotonic()`` reading (the loop-lag sampler's clock)."""
+        return self._start_monotonic + at_s
 
     def since_start_s(self, at: float) -> float:
         """A ``time.perf_counter()`` reading as seconds since the run started."""
@@ -97,6 +103,9 @@ class Tracer:
                 debug=debug.decode("utf-8", errors="replace"),
             )
         )
+
+    def spilled(self, waiting: int, limit: int, dials: int) -> None:
+        self.emit(SpillDialled(at_s=self.now_s(), waiting=waiting, limit=limit, dials=dials))
 
     def round_trip(self, network: object, rtt_s: float) -> None:
         record = self.connection_of(network)

@@ -92,6 +92,17 @@ class GoawayRead(TraceEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SpillDialled(TraceEvent):
+    """``streams: spill``: requests waited with every connection full, so more connections were dialled at once,
+    as many as the waiting need at the controller's limit a connection."""
+
+    kind: ClassVar[EventKind] = EventKind.CONNECTION
+    waiting: int
+    limit: int  # the controller's SETTINGS_MAX_CONCURRENT_STREAMS
+    dials: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class PrefaceSent(TraceEvent):
     kind: ClassVar[EventKind] = EventKind.DETAIL
 

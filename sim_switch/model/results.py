@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from dialout.config import Scenario
+from dialout.config import Scenario, StreamPolicy
 from sim_switch.model.failures import Failure, LinkLoss
 
 
@@ -164,6 +164,7 @@ class LateAnswer:
     controller_s: float
     bound_s: float  # LATE_ANSWER_S plus the connection's round trip
     switch_lag_s: float = 0.0  # the switch's own loop lag while the ping was out (PingResult.loop_lag_s)
+    controller_lag_s: float = 0.0  # the controller's, while the stream was its (a request read late by it)
 
     @property
     def late_s(self) -> float:
@@ -171,9 +172,10 @@ class LateAnswer:
 
     @property
     def inconclusive(self) -> bool:
-        """The switch's own loop lagged as long as the answer was late beyond the bound: it may have read the
-        answer late itself, so nothing can be said of the way between (issue 28)."""
-        return self.switch_lag_s >= self.late_s - self.bound_s
+        """The two ends' loops lagged, together, as long as the answer was late beyond the bound: the switch may
+        have read the answer late, or the controller the request, so nothing can be said of the way between
+        (issue 28)."""
+        return self.switch_lag_s + self.controller_lag_s >= self.late_s - self.bound_s
 
 
 # Where the two ends' accounts of a connection differ.
@@ -217,6 +219,12 @@ class ControllerView:
 
 
 @dataclass(frozen=True)
+class Spilled:
+    connections: int  # HTTP/2 connections the run's pings took
+    limit: int  # streams the controller lets one carry at once (SETTINGS_MAX_CONCURRENT_STREAMS)
+
+
+@dataclass(frozen=True)
 class RunResult:
     scenario: Scenario
     controller_url: str
@@ -244,6 +252,14 @@ class RunResult:
         if connection is None or self.controller_view is None or not 0 < connection <= len(self.connections):
             return None
         return self.controller_view.connection_id(self.connections[connection - 1].local_address)
+
+    def spilled(self) -> Spilled | None:
+        """What ``streams: spill`` did: the HTTP/2 connections it took, at the controller's limit (None: it needed
+        no second one, or the scenario queues)."""
+        limits = [record.max_streams for record in self.connections if record.max_streams is not None]
+        if self.scenario.streams != StreamPolicy.SPILL or len(limits) < 2:
+            return None
+        return Spilled(len(limits), max(limits))
 
     def queued_for_a_stream(self) -> list[PingResult]:
         """The pings that found their connection carrying as many streams as it takes (the controller's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -141,10 +142,11 @@ def verdict_line(verdict: Verdict) -> str:
 
 
 def inconclusive_text(late: LateAnswer) -> str:
+    theirs = f" and the controller's {late.controller_lag_s * 1000:.0f} ms" if late.controller_lag_s else ""
     return (
         f"ping {late.ping}'s answer was read {late.late_s * 1000:.0f} ms after the controller sent it, while this "
-        f"switch's own event loop lagged {late.switch_lag_s * 1000:.0f} ms: too busy a machine to tell whether the "
-        "answer was late on its way (run again on a quieter one)"
+        f"switch's own event loop lagged {late.switch_lag_s * 1000:.0f} ms{theirs}: too busy a machine to tell "
+        "whether the answer was late on its way (run again on a quieter one)"
     )
 
 
@@ -279,13 +281,7 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
         if len(unusual) > MAX_LISTED:
             lines.append(f"  ... and {len(unusual) - MAX_LISTED} more")
         lines += _render_controllers(result)
-    waited = _waited_for_a_stream(result)
-    if waited:
-        longest_wait = max(ping.stream_wait_s or 0.0 for ping in waited)
-        lines.append(
-            f"stream waits: {plural(len(waited), 'ping')} waited for a free stream, up to {longest_wait:.3f} s "
-            f"(streams: {result.scenario.streams}; `streams: spill` opens another connection instead)"
-        )
+    lines += _stream_lines(result)
     lines += check_text(verdict)
     failures = grouped_problem_lines(verdict)
     lines += [f"failure: {failure}" for failure in failures[:MAX_LISTED]]
@@ -305,6 +301,25 @@ def render_summary(result: RunResult, verdict: Verdict) -> str:
     if verdict_line(verdict) != shown_line(verdict):  # it failed on something else: the last word says what
         lines.append(verdict_line(verdict))
     return "\n".join(lines)
+
+
+def _stream_lines(result: RunResult) -> list[str]:
+    """What the controller's stream limit did to the run: the connections spill took, the pings that queued."""
+    lines = []
+    spilled = result.spilled()
+    if spilled is not None:
+        lines.append(
+            f"spill: {spilled.connections} connections for {plural(len(result.pings), 'ping')}, the controller taking "
+            f"{spilled.limit} streams a connection (its SETTINGS_MAX_CONCURRENT_STREAMS)"
+        )
+    waited = _waited_for_a_stream(result)
+    if waited:
+        longest_wait = max(ping.stream_wait_s or 0.0 for ping in waited)
+        lines.append(
+            f"stream waits: {plural(len(waited), 'ping')} waited for a free stream, up to {longest_wait:.3f} s "
+            f"(streams: {result.scenario.streams}; `streams: spill` opens another connection instead)"
+        )
+    return lines
 
 
 def _render_controllers(result: RunResult) -> list[str]:
@@ -403,6 +418,7 @@ def to_json(result: RunResult, verdict: Verdict) -> dict[str, Any]:
             for failover in result.failovers
         ],
         "streams": result.scenario.streams,
+        "spill": dataclasses.asdict(spilled) if (spilled := result.spilled()) else None,
         "pings_that_waited_for_a_stream": len(_waited_for_a_stream(result)),
         "stream_wait_max_s": round(max((ping.stream_wait_s or 0.0 for ping in result.pings), default=0.0), 6),
         "controller_view": _view_json(result),

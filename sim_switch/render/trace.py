@@ -34,6 +34,7 @@ from sim_switch.model.events import (
     Reconnecting,
     ResponseClosed,
     SettingsReceived,
+    SpillDialled,
     StepFailed,
     TcpConnected,
     TcpConnecting,
@@ -98,6 +99,11 @@ def describe(event: TraceEvent) -> str:  # noqa: C901 - one case per kind of eve
         case GoawayRead(code=code, last_stream_id=last, debug=debug):
             said = f": {printable(debug)!r}" if debug else ""
             return f"controller GOAWAY {code}, last stream {last}{said}"
+        case SpillDialled(waiting=waiting, limit=limit, dials=dials):
+            return (
+                f"spill: {plural(waiting, 'ping')} waiting, every connection at the controller's limit of {limit} "
+                f"streams: dialling {plural(dials, 'more connection')} at once"
+            )
         case PrefaceSent():
             return "HTTP/2 connection preface and SETTINGS sent"
         case ConnectionReused():

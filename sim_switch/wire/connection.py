@@ -85,6 +85,8 @@ class WireObserver(Protocol):
 
     def goaway(self, network: object, code: int, last_stream_id: int, debug: bytes, at: float) -> None: ...
 
+    def spilled(self, waiting: int, limit: int, dials: int) -> None: ...
+
 
 @dataclass
 class _Goaway:

@@ -114,6 +114,7 @@ class _OriginPool:
             return connection
         if self._may_dial(waiting=len(self._waiters) + 1):
             self._dialling += 1
+            self._note_spill(len(self._waiters) + 1, 1)
             return await self._dial_counted(trace)
         waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -144,6 +145,7 @@ class _OriginPool:
         order, and let as many dial as dials are due."""
         self.h2 = [c for c in self.h2 if c.closed_by is None]
         self.h1 = [c for c in self.h1 if c.usable]
+        waiting, dials = len(self._waiters), 0
         while self._waiters:
             waiter = self._waiters[0]
             if waiter.done():
@@ -158,9 +160,17 @@ class _OriginPool:
             if self._may_dial(waiting=len(self._waiters)):
                 self._waiters.popleft()
                 self._dialling += 1
+                dials += 1
                 waiter.set_result(_DIAL)
                 continue
             break
+        self._note_spill(waiting, dials)
+
+    def _note_spill(self, waiting: int, dials: int) -> None:
+        """Tell the observer of dials that spill (not a first connection, nor HTTP/1.1's) set off."""
+        usable = [c for c in self.h2 if c.usable]
+        if dials and usable and not self._speaks_http1 and self._observer is not None:
+            self._observer.spilled(waiting, max(c.limit for c in usable), dials)
 
     def _with_room(self) -> Connection | None:
         for connection in self.h2:
