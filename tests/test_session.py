@@ -91,6 +91,24 @@ async def test_a_quiet_session_is_all_ok_on_one_connection(controller: RunningCo
     assert result.controller_view.agrees
 
 
+async def test_the_link_is_up_when_the_controllers_settings_arrive_not_when_a_ping_is_answered(
+    controller: RunningController, certs_dir: Path
+) -> None:
+    """The first ping dials alone; the others of its batch go as soon as the controller's SETTINGS arrive on its
+    connection, not when it is answered (with pings of a minute, a minute later)."""
+    waiter = Waiter()
+    schedule = Schedule(every_s=30.0, batch=3, interval_s=2.0, count=3)
+    result = await run_session_for(
+        session(schedule), controller.url, client_ssl_context(certs_dir, "switch-1"), switch_config(certs_dir), waiter
+    )
+    assert judge(result).ok, problem_lines(judge(result))
+    first_answer_s = min(ping.first_byte_at_s or 0.0 for ping in result.pings)
+    [up] = waiter.of(LinkUp)
+    assert up.at_s < first_answer_s
+    assert all(ping.headers_sent_at_s is not None and ping.headers_sent_at_s < first_answer_s for ping in result.pings)
+    assert len(result.connections) == 1
+
+
 async def test_a_switch_dials_until_the_controller_comes_up(certs_dir: Path) -> None:
     # A bound socket that does not listen: dialling it is refused, and the port stays ours until we serve on it.
     reserved = socket.socket()

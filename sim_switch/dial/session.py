@@ -5,8 +5,10 @@ Pings go out in batches on a schedule, like a switch's keep-alive. The first pin
 for the link to come up, so that they then share its connection. When a ping fails in a way that is safe to
 repeat (``Failure.retry_safe``, decided where the failure was caught), the ``Link`` goes down: one ping at a time
 redials, after an exponential backoff with jitter, and the others wait for it rather than hammering a controller
-that is down. The first success brings the link up again and everyone waiting goes at once. Each ping ends in
-exactly one of: ok, retried-then-ok, failed (with its reason).
+that is down. The link is up again, and everyone waiting goes at once, when the controller's SETTINGS arrive on
+the new connection (HTTP/2; over HTTP/1.1, at the first answer), not when the dialling ping is answered, which
+with pings of a minute would hold them a minute. Each ping ends in exactly one of: ok, retried-then-ok, failed
+(with its reason).
 
 Dialling alone also keeps a controller that is down from seeing a burst of dials for every ping that waits.
 """
@@ -40,6 +42,7 @@ from sim_switch.model.events import (
     LinkGaveUp,
     LinkUp,
     Reconnecting,
+    SettingsReceived,
     TraceEvent,
 )
 from sim_switch.model.failures import Failure, FailureKind, LinkLoss, WentSilent
@@ -67,6 +70,9 @@ class Link:
         self._down_reported = False
         self._connected_to: str | None = None
         self._last_failure: Failure | None = None
+        # Redials made before the link came up on SETTINGS alone: the backoff goes on from there if it goes down
+        # again before any ping is answered on it (a controller that accepts and then drops every connection).
+        self._unconfirmed_attempts = 0
         self.reconnects = 0
         self.failovers: list[Failover] = []
         self.given_up = False  # down for give_up_after_s, or the controller said it is over: the session ends
@@ -130,7 +136,7 @@ class Link:
         was_up = self._up
         if self._leader is None:
             self._leader = ping
-            self._attempt = 0
+            self._attempt = self._unconfirmed_attempts
             self._went_down()
             self._up = False
         if not self._down_reported:
@@ -170,9 +176,24 @@ class Link:
             self.destinations.move_on()
         self._release()
 
-    def succeeded(self, ping: int, connection: int | None, url: str) -> None:
-        if self._leader != ping:
+    def settings_heard(self, connection: int | None) -> None:
+        """The controller's SETTINGS on ``connection``: if the link is being dialled there, it is up, and every
+        ping waiting goes at once on it. Its backoff starts over only once a ping is answered (``succeeded``)."""
+        records = self._tracer.connections
+        url = records[connection - 1].controller if connection and connection <= len(records) else None
+        if self._up or self._leader is None or url is None or url != self.destinations.current:
             return
+        self._unconfirmed_attempts = self._come_up(self._leader, connection, url)
+
+    def succeeded(self, ping: int, connection: int | None, url: str) -> None:
+        """``ping`` was answered: the link is up (if it was not yet: HTTP/1.1 has no SETTINGS), and confirmed."""
+        self._unconfirmed_attempts = 0
+        if self._leader == ping:
+            self._come_up(ping, connection, url)
+
+    def _come_up(self, ping: int, connection: int | None, url: str) -> int:
+        """Up, led there by ``ping``; the redials it took."""
+        attempts = self._attempt
         again = bool(self._attempt) or self._connected_to is not None
         if again:
             self.reconnects += 1
@@ -207,6 +228,7 @@ class Link:
         self._down_since_s = None
         self._down_reported = False
         self._release()
+        return attempts
 
     def gave_up(self, ping: int) -> None:
         """The leader stops; another waiting ping takes over the dialling (the link stays down), where the backoff
@@ -229,8 +251,8 @@ class Link:
 
 
 class _HearsTheEnd:
-    """Passes every trace event on, and ends the session's link when a GOAWAY of the controller's says the trials
-    are over (``dialout.signals``)."""
+    """Passes every trace event on; brings the session's link up on the controller's SETTINGS, and ends it when a
+    GOAWAY of the controller's says the trials are over (``dialout.signals``)."""
 
     def __init__(self, emit: Callable[[TraceEvent], None]) -> None:
         self._emit = emit
@@ -238,7 +260,11 @@ class _HearsTheEnd:
 
     def __call__(self, event: TraceEvent) -> None:
         self._emit(event)
-        if isinstance(event, GoawayRead) and event.debug.encode() == TRIALS_OVER and self.link is not None:
+        if self.link is None:
+            return
+        if isinstance(event, SettingsReceived):
+            self.link.settings_heard(event.connection)
+        elif isinstance(event, GoawayRead) and event.debug.encode() == TRIALS_OVER:
             self.link.end(event.debug)
 
 
