@@ -4,6 +4,8 @@ the same words."""
 
 from __future__ import annotations
 
+from tables import cell
+
 from dialout.refusals import Refusal, words
 
 
@@ -11,9 +13,5 @@ def refusals_reference() -> str:
     rows = ["| refusal | what the client did | what to change |", "|---|---|---|"]
     for refusal in Refusal:
         said = words(refusal)
-        rows.append(f"| `{refusal.value}` | {_cell(said.what)} | {_cell(said.fix)} |")
+        rows.append(f"| `{refusal.value}` | {cell(said.what)} | {cell(said.fix)} |")
     return "\n".join(rows) + "\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")

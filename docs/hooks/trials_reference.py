@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tables import cell
+
 from controller.trials.plan import PLAN, TRAFFIC
 
 
@@ -15,11 +17,7 @@ def trials_reference() -> str:
     for spec in PLAN:
         proxy = " Also behind a proxy." if spec.through_proxy else ""
         parts.append(
-            f"| `{spec.name}` | {_cell(spec.does)} | {_cell(spec.rule)}{proxy} | {_cell(spec.needs)} "
+            f"| `{spec.name}` | {cell(spec.does)} | {cell(spec.rule)}{proxy} | {cell(spec.needs)} "
             f"| {spec.deadline_s:g} s |"
         )
     return "\n".join(parts) + "\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")

@@ -168,8 +168,10 @@ class _OriginPool:
 
     def _note_spill(self, waiting: int, dials: int) -> None:
         """Tell the observer of dials that spill (not a first connection, nor HTTP/1.1's) set off."""
+        if not dials or self._speaks_http1 or self._observer is None:  # (every stream's end wakes the pool)
+            return
         usable = [c for c in self.h2 if c.usable]
-        if dials and usable and not self._speaks_http1 and self._observer is not None:
+        if usable:
             self._observer.spilled(waiting, max(c.limit for c in usable), dials)
 
     def _with_room(self) -> Connection | None:
