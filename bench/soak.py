@@ -1,11 +1,12 @@
 """Bounded soak: one switch keeps N pings in flight at interval 0 on one HTTP/2 connection for COUNT pings, and the
-controller's memory must stay flat.
+controller's memory must stay flat, and the switch's: the pings go on the switch's own HTTP/2 transport
+(sim_switch.wire), as a ping of the sim-switch goes, with this process's RSS read beside the controller's.
 
     .venv/bin/python bench/soak.py [--count 200000] [--in-flight 100] [--max-seconds 900]
 
 Not part of CI. Loopback only; it stops by itself after --count pings or --max-seconds, whichever comes first.
-Prints pings ok/failed, the rate, the connections used, and the controller's RSS every tenth of the run; the
-end must be within 10% of the figure at the middle of the run.
+Prints pings ok/failed, the rate, the connections used, and both processes' RSS every tenth of the run; each end
+must be within 10% of its figure at the middle of the run.
 
 Why the middle, not the start: h2 remembers the last 2**16 closed streams of each connection
 (H2Connection.MAX_CLOSED_STREAMS), a bounded table that fills during the first 65,536 streams, and the allocator
@@ -29,8 +30,10 @@ sys.path.insert(0, str(REPO))
 
 from processes import rss_kib, server  # noqa: E402
 
+from dialout.config import StreamPolicy  # noqa: E402
 from dialout.pki import generate_certs  # noqa: E402
 from sim_switch.dial.tls import client_ssl_context  # noqa: E402
+from sim_switch.wire.transport import DialOptions, SwitchTransport  # noqa: E402
 
 RSS_FLAT_WITHIN = 0.10
 MIN_COUNT_FOR_A_VERDICT = 140_000  # its first half passes h2's 2**16 remembered closed streams
@@ -41,11 +44,10 @@ async def soak(url: str, certs: Path, count: int, in_flight: int, max_seconds: f
     streams: set[int] = set()
     warm_at = max(1, count // 2)
     checkpoints = {warm_at} | {count * tenth // 10 for tenth in range(1, 11)}
-    rss_at: dict[int, int] = {0: rss_kib(pid)}
+    rss_at: dict[int, tuple[int, int]] = {0: (rss_kib(pid), rss_kib())}
     deadline = time.monotonic() + max_seconds
-    context = client_ssl_context(certs, "switch-1")
-    limits = httpx.Limits(max_connections=1)
-    async with httpx.AsyncClient(http2=True, verify=context, trust_env=False, limits=limits, timeout=30) as client:
+    transport = SwitchTransport(DialOptions(client_ssl_context(certs, "switch-1"), 10.0), StreamPolicy.QUEUE)
+    async with httpx.AsyncClient(transport=transport, trust_env=False, timeout=30) as client:
 
         async def worker() -> None:
             nonlocal ok, failed, sent
@@ -59,24 +61,29 @@ async def soak(url: str, certs: Path, count: int, in_flight: int, max_seconds: f
                 except httpx.HTTPError:
                     failed += 1
                 if ok + failed in checkpoints and ok + failed not in rss_at:
-                    rss_at[ok + failed] = rss_kib(pid)
+                    rss_at[ok + failed] = (rss_kib(pid), rss_kib())
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(in_flight)))
         elapsed = time.perf_counter() - started
-        end_rss = rss_kib(pid)
+        end_rss = (rss_kib(pid), rss_kib())
         view = (await client.get(f"{url}/connections")).json()["switches"]
     warm_rss = rss_at.get(warm_at, end_rss)
-    growth = (end_rss - warm_rss) / warm_rss
-    print("controller RSS by pings answered: " + ", ".join(f"{n}: {kib} KiB" for n, kib in sorted(rss_at.items())))
+    growths = [(end - warm) / warm for end, warm in zip(end_rss, warm_rss, strict=True)]
+    print(
+        "RSS by pings answered, controller / switch: "
+        + ", ".join(f"{n}: {theirs} / {ours} KiB" for n, (theirs, ours) in sorted(rss_at.items()))
+    )
     print(f"pings: {ok + failed} sent, {ok} ok, {failed} failed in {elapsed:.1f} s ({(ok + failed) / elapsed:.0f}/s)")
     print(f"connections used by the switch: {len(streams)}; controller saw: {view}")
-    print(f"controller RSS: {warm_rss} KiB at the middle ({warm_at} pings), {end_rss} KiB at the end ({growth:+.1%})")
+    for who, warm, end, growth in zip(("controller", "switch"), warm_rss, end_rss, growths, strict=True):
+        print(f"{who} RSS: {warm} KiB at the middle ({warm_at} pings), {end} KiB at the end ({growth:+.1%})")
     if count < MIN_COUNT_FOR_A_VERDICT:
         print(f"soak: too short for a verdict on memory (under {MIN_COUNT_FOR_A_VERDICT} pings)")
         return
-    verdict = "FLAT" if abs(growth) <= RSS_FLAT_WITHIN and failed == 0 else "NOT FLAT OR FAILURES"
-    print(f"soak: {verdict} (limit {RSS_FLAT_WITHIN:.0%})")
+    flat = all(abs(growth) <= RSS_FLAT_WITHIN for growth in growths)
+    verdict = "FLAT" if flat and failed == 0 else "NOT FLAT OR FAILURES"
+    print(f"soak: {verdict} (limit {RSS_FLAT_WITHIN:.0%}, both processes)")
 
 
 def main() -> int:

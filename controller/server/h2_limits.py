@@ -9,7 +9,10 @@ What one peer could do to every other switch on this controller before, measured
   connection died with a ``TooManyStreamsError`` traceback. 20 connections of it put the victim's pings 1.2 s
   late at the median. Now a request reset in the same read as its HEADERS is never started, and more than
   ``controller.max_resets_per_s`` resets from one connection (a bucket that holds a second's worth) get GOAWAY
-  ENHANCE_YOUR_CALM.
+  ENHANCE_YOUR_CALM; so does a read that opens and resets more than a twentieth of that at once, before
+  h2 decodes any of it (a client cancels what it opened earlier, never a burst of what it opens now: the bucket's
+  first second of such reads cost 20 connections' worth of HPACK decoding, and a victim's pings up to 0.44 s on a
+  loaded machine).
 - **PING and SETTINGS floods**: each asks for an ACK; 2.98 M PINGs in 20 s kept the controller at 91% CPU. More
   than ``controller.max_control_frames_per_s`` of them from one connection get GOAWAY ENHANCE_YOUR_CALM, and the
   ACKs already queued are dropped rather than sent to a peer that asked for them in bulk.
@@ -45,7 +48,11 @@ from controller.server.hypercorn_seam import dialout_config
 from dialout.text import printable
 
 HEADER_SIZE = 9
-RST_STREAM, SETTINGS, PING = 0x3, 0x4, 0x6  # frame types (RFC 9113 section 6)
+HEADERS, RST_STREAM, SETTINGS, PING = 0x1, 0x3, 0x4, 0x6  # frame types (RFC 9113 section 6)
+# Of max_resets_per_s, the streams one read may open and reset (HEADERS and RST_STREAM for the same stream id)
+# before the connection is calmed with none of the read decoded (10 at the default 200): rapid reset's own shape;
+# a switch that cancels a ping does so in a later read than the one that opened it.
+RESET_ON_ARRIVAL_SHARE = 20
 CLIENT_PREFACE_SIZE = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
 logger = logging.getLogger(__name__)
@@ -94,21 +101,29 @@ class _FrameCounter:
         self._types = types
         self._skip = preface  # bytes to pass over: the client's preface, then the rest of a frame's body
         self._partial = b""  # a frame header cut off by the end of a read
+        self.reset_on_arrival = 0  # streams the last read both opened (HEADERS) and reset (RST_STREAM)
 
     def count(self, data: bytes) -> dict[int, int]:
         """How many frames of each type begin in ``data``."""
         found = dict.fromkeys(self._types, 0)
+        self.reset_on_arrival = 0
         if self._partial:
             data, self._partial = self._partial + data, b""
         if self._skip >= len(data):
             self._skip -= len(data)
             return found
         offset, end, types = self._skip, len(data), self._types
+        opened: set[int] = set()
+        reset: set[int] = set()
         while offset + HEADER_SIZE <= end:
             kind = data[offset + 3]
             if kind in types:
                 found[kind] += 1
+            if kind in (HEADERS, RST_STREAM):
+                stream_id = int.from_bytes(data[offset + 5 : offset + 9], "big") & 0x7FFF_FFFF
+                (opened if kind == HEADERS else reset).add(stream_id)
             offset += HEADER_SIZE + int.from_bytes(data[offset : offset + 3], "big")
+        self.reset_on_arrival = len(opened & reset)
         self._skip = max(0, offset - end)
         if offset < end:
             self._partial = data[offset:]
@@ -175,6 +190,10 @@ class GuardedH2Protocol(ActionableH2Protocol):
         """Spend the buckets on the frames in ``data``; calm the connection (False) once one is overdrawn."""
         assert self._limits is not None
         counts = self._frames.count(data)
+        if self._frames.reset_on_arrival > self._limits.max_resets_per_s // RESET_ON_ARRIVAL_SHARE:
+            arrived = self._frames.reset_on_arrival
+            await self._calm(Calmed.RESETS, f"{arrived} streams opened and reset in one read (rapid reset)")
+            return False
         if not self._resets.spend(counts[RST_STREAM]):
             limit = self._limits.max_resets_per_s
             await self._calm(Calmed.RESETS, f"over max_resets_per_s ({limit}) streams reset in a second")
