@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from dialout.loop_lag import NOISE_S, PERIOD_S, LoopLag
+from dialout.loop_lag import NOISE_S, PERIOD_S, LagHistory, LoopLag
 
 BLOCKED_S = 0.15
 
@@ -21,3 +21,14 @@ async def test_a_loop_held_up_shows_as_lag_in_its_window_only() -> None:
     assert str(held) == f"{held.worst_s * 1000:.0f} ms"
     assert lag.worst(time.monotonic()).worst_s == 0.0  # nothing since
     assert lag.worst(0.0, quiet_until - PERIOD_S).worst_s < NOISE_S + BLOCKED_S / 2  # before the hold: on time
+
+
+def test_a_lag_counts_for_every_moment_it_held_the_loop() -> None:
+    """A sample is the loop blocked from ``at - lag`` to ``at``: one taken after a window's end still held what
+    happened in it (the turn that made the last answers late ends after them), one over before it did not."""
+    history = LagHistory([(10.0, 0.5), (20.3, 0.4), (30.0, 0.05)])
+    assert history.held_during(20.0, 20.1) == 0.4  # taken at 20.3, the loop held since 19.9
+    assert history.held_during(19.0, 19.85) == 0.0  # a window that ended before that hold began
+    assert history.held_during(10.5, 25.0) == 0.4  # the 10.0 sample ended before the window began
+    assert history.held_during(0.0, 40.0) == 0.5
+    assert LagHistory([]).held_during(0.0, 1.0) == 0.0
