@@ -8,23 +8,17 @@ Its "the test suite" block is this very suite, and is not run again from inside 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.page_shells import blocks, environment, free_pair, shell_1, shell_2
 from tests.servers import REPO
-from tests.test_your_own_client import environment, free_pair, shell_1, shell_2
 
 PAGE = REPO / "docs" / "getting-started.md"
-BLOCK = re.compile(r'^```sh title="([^"]+)"\n(.*?)^```$', re.MULTILINE | re.DOTALL)
 SHORT_PINGS = [0.2, 0.4, 0.6]
-
-
-def blocks() -> list[tuple[str, str]]:
-    return [(title, text) for title, text in BLOCK.findall(PAGE.read_text(encoding="utf-8"))]
 
 
 @pytest.fixture
@@ -47,7 +41,7 @@ def test_the_getting_started_page_as_written(checkout_like: tuple[Path, int]) ->
     # make would reinstall the venv from this directory if pyproject.toml were newer than its stamp: not here
     stale = subprocess.run(["make", "-q", ".venv/.installed"], cwd=REPO, check=False)
     assert stale.returncode == 0, "the venv is older than pyproject.toml: run `make .venv/.installed` first"
-    (demo_title, demo), (suite_title, suite), serve, switch, explain = blocks()
+    (demo_title, demo), (suite_title, suite), serve, switch, explain = blocks(PAGE, '[^"]+')
     assert (demo_title, demo.strip(), suite_title, suite.strip()) == (
         "the demo",
         "make demo",

@@ -7,45 +7,17 @@ titled "shell 2" run to their end, and must succeed.
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from controller.commands.trials import NOT_EXERCISED_EXIT
-from tests.servers import REPO, LineReader
+from tests.page_shells import RUN_S, blocks, environment, free_pair, shell_1, shell_2
+from tests.servers import REPO
 from tests.tools import require
 
 PAGE = REPO / "docs" / "your-own-client.md"
-BLOCK = re.compile(r'^```sh title="(shell [12])"\n(.*?)^```$', re.MULTILINE | re.DOTALL)
-RUN_S = 180  # the longest a block may take: a loop that must end when the trials end
-
-
-def blocks() -> list[tuple[str, str]]:
-    """The page's shell blocks, in order: (which shell, its text)."""
-    return [(shell, text) for shell, text in BLOCK.findall(PAGE.read_text(encoding="utf-8"))]
-
-
-def free_pair() -> int:
-    """A loopback port free, with the next one free too (the admin listener's, by default)."""
-    for _ in range(100):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = int(first.getsockname()[1])
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
-    raise AssertionError("no two free loopback ports in a row")
 
 
 @pytest.fixture
@@ -57,57 +29,10 @@ def checkout_like(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def environment(directory: Path, port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PORT": str(port),
-        "GOCACHE": str(directory / "go-cache"),  # Go's own build cache, not the user's
-        "GOPATH": str(directory / "go-path"),
-        "GOFLAGS": "",
-        "CGO_ENABLED": "0",
-    }
-
-
-def shell_2(
-    text: str, directory: Path, env: dict[str, str], codes: tuple[int, ...] = (0,)
-) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        ["bash", "-c", text], cwd=directory, env=env, capture_output=True, text=True, timeout=RUN_S, check=False
-    )
-    assert done.returncode in codes, f"{text}\n{done.stdout}\n{done.stderr}"
-    return done
-
-
-@contextmanager
-def shell_1(text: str, directory: Path, env: dict[str, str], ready: str) -> Iterator[LineReader]:
-    """The controller as the block starts it, once it has said ``ready``; Ctrl-C (SIGINT) at the end, if it still
-    runs. Its stdout (the trials' progress and scorecard) goes with its log, to be read in order."""
-    process = subprocess.Popen(
-        ["bash", "-c", f"exec 1>&2\n{text}"],
-        cwd=directory,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    reader = LineReader(process, "shell 1")
-    try:
-        reader.wait_for(ready)
-        yield reader
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=60)
-        assert process.stderr is not None
-        process.stderr.close()
-
-
 def test_the_page_for_your_own_client_as_written(checkout_like: Path) -> None:
     require("curl")
     require("go")
-    serve, curl_once, go_once, explain, admin, trials, curl_loop, go_loop = blocks()
+    serve, curl_once, go_once, explain, admin, trials, curl_loop, go_loop = blocks(PAGE, "shell [12]")
     assert [serve[0], trials[0]] == ["shell 1", "shell 1"]
     port = free_pair()
     env = environment(checkout_like, port)
