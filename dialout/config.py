@@ -55,6 +55,7 @@ __all__ = [
     "parse_config",
 ]
 
+DEFAULT_ACCOUNT = "account.sqlite3"  # beside config.yaml (git ignores it)
 DEFAULT_PORT = 8443
 DEFAULT_MAX_INTERVAL_S = 60.0
 DEFAULT_MAX_CONCURRENT_STREAMS = 100
@@ -119,6 +120,24 @@ class Listener:
         field.string,
         "127.0.0.1",
         doc="The cleartext listen address: loopback, unless `controller.trusted_proxies` names the proxy's address.",
+    )
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How much of the account its store keeps (``controller.account``): what is older, or beyond either count, is
+    dropped as the controller writes, oldest first, and by ``python -m controller account prune``."""
+
+    max_age_s: float = setting(
+        field.positive_number, 7 * 24 * 3600.0, doc="Connections closed, and streams ended, longer ago are dropped."
+    )
+    max_connections: int = setting(
+        field.int_range(1, 2**62), 100_000, doc="Closed connections kept, the latest; open ones are always kept."
+    )
+    max_streams: int = setting(
+        field.int_range(1, 2**62),
+        1_000_000,
+        doc="Streams kept with their times, the latest (some 100 bytes each); the per-switch totals stay exact.",
     )
 
 
@@ -290,6 +309,18 @@ class ControllerConfig:
         Listener, None, doc="Also serve h2c (prior knowledge) and HTTP/1.1 without TLS, on loopback."
     )
     admin: Admin = subsection(Admin, Admin(), doc="The admin listener: plain HTTP for a browser or Prometheus.")
+    account: Path | None = setting(
+        field.optional_file_path,
+        None,
+        relative=True,
+        in_file=Path(DEFAULT_ACCOUNT),
+        doc=(
+            "The account of every connection and stream: an SQLite file, kept across restarts and read by "
+            "`/connections`, `/diagnosis`, `explain` and the switch's cross-check (`python -m controller account` "
+            "shows it). `null`: kept in memory only, and gone at stop."
+        ),
+    )
+    retention: Retention = subsection(Retention, Retention(), doc="How much of the account is kept.")
 
     @property
     def admin_port(self) -> int:

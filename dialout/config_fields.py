@@ -195,6 +195,11 @@ def file_path(value: object, path: str) -> Path:
     return Path(string(value, path))
 
 
+@_kind("path, or null")
+def optional_file_path(value: object, path: str) -> Path | None:
+    return None if value is None else file_path(value, path)
+
+
 def proxy_identity(value: object, path: str) -> str:
     """A trusted proxy: the CN of its client certificate, or the address (or network) it connects from."""
     text = string(value, path)

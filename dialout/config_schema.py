@@ -23,6 +23,7 @@ _KEY = "dialout.key"
 _RELATIVE = "dialout.relative"
 _SECTION = "dialout.section"
 _DOC = "dialout.doc"
+_IN_FILE = "dialout.in_file"
 
 
 def setting(
@@ -32,11 +33,14 @@ def setting(
     doc: str,
     key: str | None = None,
     relative: bool = False,
+    in_file: Path | None = None,
 ) -> Any:  # noqa: ANN401 - stands where the field's default would
     """A field config.yaml may set under ``key`` (default: the field's name), read by ``read(value, key_path)``.
     ``doc``: what it means, for the configuration reference (docs/reference/config.md, made from it).
-    ``relative``: the value is a path that resolves against config.yaml's directory. No default: required."""
-    metadata = {_READ: read, _KEY: key, _RELATIVE: relative, _DOC: doc}
+    ``relative``: the value is a path that resolves against config.yaml's directory. No default: required.
+    ``in_file``: the default of a config read from a file, a path beside it (``default`` is then a config built in
+    code's: a test's, which has no directory of its own to write in)."""
+    metadata = {_READ: read, _KEY: key, _RELATIVE: relative, _DOC: doc, _IN_FILE: in_file}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -75,7 +79,8 @@ def documented(cls: type[Any], path: str) -> list[KeyDoc]:
         if not doc:
             raise ValueError(f"config key {child} has no meaning (doc=) in {cls.__module__}.{cls.__qualname__}")
         nested = field.metadata.get(_SECTION)
-        keys.append(KeyDoc(child, field.metadata.get(_READ), field.default, doc, nested))
+        default = field.metadata.get(_IN_FILE) or field.default
+        keys.append(KeyDoc(child, field.metadata.get(_READ), default, doc, nested))
         if nested is not None:
             keys += documented(nested, child)
     return keys
@@ -95,16 +100,17 @@ def read_settings(
         if key not in section:
             if field.default is dataclasses.MISSING:
                 raise ConfigError(child, "missing")
-            if field.metadata.get(_RELATIVE) and field.default is not None:
+            default = field.metadata.get(_IN_FILE) or field.default
+            if field.metadata.get(_RELATIVE) and default is not None:
                 # A default path is as relative as a written one: config.yaml's directory, not the working one.
-                values[field.name] = base_dir / field.default
+                values[field.name] = base_dir / default
             continue
         nested = field.metadata.get(_SECTION)
         if nested is not None:
             values[field.name] = build(nested, section[key], child, base_dir)
             continue
         value = field.metadata[_READ](section[key], child)
-        values[field.name] = base_dir / value if field.metadata[_RELATIVE] else value
+        values[field.name] = base_dir / value if field.metadata[_RELATIVE] and value is not None else value
     return values
 
 

@@ -9,12 +9,15 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.accounts.refusals import Refusals
 from dialout.loop_lag import PERIOD_S, LagHistory
 from dialout.refusals import Refusal
 from dialout.text import Address, plural, printable, utc_now
+
+if TYPE_CHECKING:
+    from controller.accounts.ledger import Ledger
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +75,7 @@ class ControllerConnection:
     closed: float | None = None
     _totals: SwitchTotals | None = field(default=None, repr=False)
     _history: deque[StreamSpan] | None = field(default=None, repr=False)
+    _journal: Ledger | None = field(default=None, repr=False)
     _in_flight_spans: dict[int, StreamSpan] = field(default_factory=dict, repr=False)  # by number, for the live page
     _answered: deque[StreamSpan] = field(default_factory=lambda: deque(maxlen=ANSWERED_PER_CONNECTION), repr=False)
 
@@ -94,12 +98,20 @@ class ControllerConnection:
         self._in_flight_spans[span.number] = span
         if self._history is not None:
             self._history.append(span)
+        if self._journal is not None:
+            self._journal.changed(self)
         return span
 
     def end_stream(self, span: StreamSpan) -> None:
         self.in_flight -= 0 if span.path in QUESTIONS else 1
         span.ended = time.monotonic()
         self._in_flight_spans.pop(span.number, None)
+        self.keep_answered(span)
+        if self._journal is not None:
+            self._journal.ended(span)
+
+    def keep_answered(self, span: StreamSpan) -> None:
+        """Keep ``span``'s times for ``stream_times``, if it was answered."""
         if span.answered is not None:
             self._answered.append(span)
 
@@ -114,8 +126,7 @@ class ControllerConnection:
                 "stream_id": span.stream_id,
                 "number": span.number,
                 "answered_in_s": round(span.answered - span.started, 6),
-                # (from a sampler's period before: a wake-up taken in the same turn as the read, just before it)
-                **({"loop_lag_s": round(lags.held_during(span.started - PERIOD_S, span.answered), 6)} if lags else {}),
+                **({"loop_lag_s": round(_lag_of(span, lags), 6)} if lags else {}),
             }
             for span in self._answered
             if span.answered is not None
@@ -162,10 +173,20 @@ class StreamSpan:
     stream_id: int | None = None  # HTTP/2: its stream id on the wire (1, 3, 5, ...); None for HTTP/1.1
     answered: float | None = None  # its response's last byte went to the server (monotonic seconds)
     refused: Refusal | None = None  # answered 403, and why: not the switch's traffic (controller/http/app.py)
+    loop_lag: float | None = None  # read back from the account: how long its process's loop was held meanwhile
 
     def describe(self) -> str:
         """How the log and the page name it: the wire's stream id, its ordinal after it."""
         return stream_name(self.stream_id, self.number)
+
+
+def _lag_of(span: StreamSpan, lags: LagHistory) -> float:
+    """How long the loop was held while ``span`` was answered: as its account recorded it, or from ``lags`` (from
+    a sampler's period before its start: a wake-up taken in the same turn as the read, just before it)."""
+    if span.loop_lag is not None:
+        return span.loop_lag
+    assert span.answered is not None
+    return lags.held_during(span.started - PERIOD_S, span.answered)
 
 
 @dataclass
@@ -183,14 +204,24 @@ class SwitchTotals:
 
 class ConnectionRegistry:
     def __init__(
-        self, history: int = DEFAULT_HISTORY, server_cert_pem: str | None = None, stream_history: int = STREAM_HISTORY
+        self,
+        history: int = DEFAULT_HISTORY,
+        server_cert_pem: str | None = None,
+        stream_history: int = STREAM_HISTORY,
+        ledger: Ledger | None = None,
     ) -> None:
+        """``ledger``: told of every connection and stream, to keep them in the account's store, beyond this
+        process's memory and life."""
         self.server_cert_pem = server_cert_pem
+        self.ledger = ledger
         self.refusals = Refusals()  # the clients refused, by who and why (controller/accounts/refusals.py)
         self._recent: deque[ControllerConnection] = deque(maxlen=history)
         self._spans: deque[StreamSpan] = deque(maxlen=stream_history)
         self._totals: dict[str, SwitchTotals] = {}
+        if ledger is not None:
+            ledger.count_totals_of(self._totals)
         self._next_id = 1
+        self._opened = 0
         self.started = time.monotonic()  # the controller's start, near enough (its uptime in /connections)
         # Connections closed with GOAWAY ENHANCE_YOUR_CALM, by reason (controller/server/h2_limits.py).
         self.calmed: Counter[str] = Counter()
@@ -216,7 +247,7 @@ class ConnectionRegistry:
         totals = self._totals.setdefault(switch or "(no certificate)", SwitchTotals())
         totals.connections += 1
         connection = ControllerConnection(
-            id=self._next_id,
+            id=self._next_id if self.ledger is None else self.ledger.next_id(),
             peer=peer,
             switch=switch,
             alpn=alpn,
@@ -229,9 +260,13 @@ class ConnectionRegistry:
             opened=time.monotonic() if done_at is None else done_at,
             _totals=totals,
             _history=self._spans,
+            _journal=self.ledger,
         )
         self._next_id += 1
+        self._opened += 1
         self._recent.append(connection)
+        if self.ledger is not None:
+            self.ledger.changed(connection)
         through = f" via {via}" if via else " in cleartext" if cleartext else ""
         logger.info(
             "conn #%d opened by %s from %s%s (%s, ALPN %s)",
@@ -273,6 +308,8 @@ class ConnectionRegistry:
             connection.proxy_number = key
             self._proxied[index] = connection
         connection.upstream.add(upstream.id)
+        if self.ledger is not None:
+            self.ledger.changed(connection)
         if upstream.closed_at is None and upstream.id not in connection.upstream_open:
             connection.upstream_open.add(upstream.id)
             self._carried.setdefault(upstream.id, {})[connection.id] = connection
@@ -285,6 +322,8 @@ class ConnectionRegistry:
             return
         connection.closed_at = utc_now()
         connection.closed = time.monotonic()
+        if self.ledger is not None:
+            self.ledger.changed(connection)
         logger.info(
             "conn #%d closed: %s, %s, peak %d at once",
             connection.id,
@@ -301,6 +340,10 @@ class ConnectionRegistry:
 
     def connections(self, switch: str | None = None) -> list[ControllerConnection]:
         return [c for c in self._recent if switch is None or c.switch == switch]
+
+    def in_flight(self) -> list[StreamSpan]:
+        """Every request being answered now, on the connections the history holds."""
+        return [span for c in self._recent if c.in_flight for span in c.spans_in_flight()]
 
     def spans(self) -> list[StreamSpan]:
         """The most recent streams of every connection, oldest first."""
@@ -328,7 +371,7 @@ class ConnectionRegistry:
     @property
     def opened_total(self) -> int:
         """Every connection recorded since the start, also those the history no longer holds."""
-        return self._next_id - 1
+        return self._opened
 
 
 def stream_name(stream_id: int | None, number: int | None) -> str:

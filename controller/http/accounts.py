@@ -24,6 +24,7 @@ from typing import Any
 from quart import Quart, Response, jsonify, request
 
 from controller.accounts.connections import ConnectionRegistry
+from controller.accounts.ledger import Records
 from controller.diagnosis.analysis import Carried, WindowError, diagnose_stepwise, limits_of, parse_window
 from controller.diagnosis.sentences import diagnosis_json, refused_handshake_json
 from dialout.config import ControllerConfig
@@ -39,18 +40,27 @@ def every_switch() -> str | None:
     return None
 
 
-def connections_answer(
+async def account_of(registry: ConnectionRegistry, switch: str | None = None, since: float | None = None) -> Records:
+    """What the account holds (of ``switch``; of connections open at or after ``since``, monotonic): read from its
+    store, so that it spans restarts and processes, or from this process's memory when it has none."""
+    if registry.ledger is not None:
+        return await registry.ledger.read(switch, since, registry.in_flight())
+    connections = [c for c in registry.connections(switch) if since is None or c.closed is None or c.closed >= since]
+    totals = {name: t for name, t in registry.totals().items() if switch is None or name == switch}
+    return Records(connections, registry.spans(), totals)
+
+
+async def connections_answer(
     registry: ConnectionRegistry, switch: str | None, stream_times: bool = False, since: float | None = None
 ) -> dict[str, Any]:
     """``cpu_s``: this process's CPU time so far, so that a fleet can tell which side of a run was CPU-bound.
     ``stream_times``: each connection's answered streams with their times (``?streams=1``), for one switch's
     cross-check. ``since`` (monotonic): only the connections open at or after then (a switch asks about its own
     run, not the controller's whole history of it)."""
-    records = []
+    account = await account_of(registry, switch, since)
     lags = LoopLag.of_running_loop().history() if stream_times else None
-    for connection in registry.connections(switch):
-        if since is not None and connection.closed is not None and connection.closed < since:
-            continue
+    records = []
+    for connection in account.connections:
         record = connection.to_json()
         if stream_times:
             record["stream_times"] = connection.stream_times(lags)
@@ -62,8 +72,7 @@ def connections_answer(
         "connections": records,
         "switches": {
             name: {"connections": t.connections, "streams": t.streams, "peak_in_flight": t.peak_in_flight}
-            for name, t in registry.totals().items()
-            if switch is None or name == switch
+            for name, t in account.totals.items()
         },
     }
 
@@ -86,8 +95,8 @@ async def diagnosis_answer(
         return json.dumps({"error": str(exc)}), 400
     async with turn:
         with _collector.held():
-            connections, spans, lag = registry.connections(), registry.spans(), LoopLag.of_running_loop()
-            steps = diagnose_stepwise(connections, spans, limits_of(cfg), window, switch, lag=lag)
+            account, lag = await account_of(registry), LoopLag.of_running_loop()
+            steps = diagnose_stepwise(account.connections, account.spans, limits_of(cfg), window, switch, lag=lag)
             parts: list[str] = []
             carriers: list[dict[str, Any]] = []  # the trusted proxies' own connections, left out
             slice_began = time.perf_counter()
@@ -158,7 +167,7 @@ def serve_accounts(
             since = parse_window(request.args.get("since"), None).since
         except WindowError as exc:
             return jsonify({"error": str(exc)}), 400
-        return jsonify(connections_answer(registry, switch, request.args.get("streams") == "1", since))
+        return jsonify(await connections_answer(registry, switch, request.args.get("streams") == "1", since))
 
     @app.get("/diagnosis")
     async def diagnosis() -> tuple[Response, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -11,7 +12,7 @@ import resource
 import socket
 import ssl
 import stat
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
 from controller.accounts.connections import ConnectionRegistry
+from controller.accounts.ledger import Ledger
 from controller.accounts.refusals import Refusals
 from controller.http.admin import create_admin_app
 from controller.http.app import Unavailable, create_app
@@ -226,9 +228,13 @@ def hypercorn_config(cfg: ControllerConfig, ssl_context: ssl.SSLContext, registr
 
 def new_registry(cfg: ControllerConfig) -> ConnectionRegistry:
     """A connection registry that knows the certificate this controller presents (the TLS extension's
-    ``server_cert``)."""
+    ``server_cert``), and keeps its account in ``controller.account``'s store, if any (opened here: a store that
+    cannot be used stops the controller before it serves)."""
     leaf = controller_files(cfg).identity.chain()[0]
-    return ConnectionRegistry(server_cert_pem=leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"))
+    ledger = None if cfg.account is None else Ledger(cfg.account, cfg.retention)
+    return ConnectionRegistry(
+        server_cert_pem=leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"), ledger=ledger
+    )
 
 
 @dataclass(frozen=True)
@@ -354,8 +360,24 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
             )
         )
         configs.append(admin_config)
-    async with LoopLag.of_running_loop().running():  # what the diagnosis's times may be late by (dialout/loop_lag)
+    async with LoopLag.of_running_loop().running(), _account_kept(registry.ledger):  # loop lag: dialout/loop_lag
         return await _bounded(servings, configs, shutting_down, cfg.graceful_timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def _account_kept(ledger: Ledger | None) -> AsyncIterator[None]:
+    """The account written to its store while serving, and what is left of it once every connection has closed."""
+    if ledger is None:
+        yield
+        return
+    writing = asyncio.create_task(ledger.run())
+    try:
+        yield
+    finally:
+        writing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writing
+        await ledger.close()
 
 
 async def _bounded(
