@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from controller.accounts.connections import ConnectionRegistry
-from controller.commands import explain, trials
+from controller.commands import account, explain, trials
 from controller.commands.nginx_conf import render, state_dir
 from controller.diagnosis.analysis import WindowError, diagnose, limits_of, parse_window
 from controller.diagnosis.sentences import headline
@@ -42,7 +42,7 @@ from controller.server.serve import (
 )
 from controller.trials.plan import TRAFFIC, TrialSpec
 from dialout.command_line import OneLineParser, command_first, run_guarded
-from dialout.config import Config, ConfigError, load_config
+from dialout.config import Config, ConfigError, ControllerConfig, load_config
 from dialout.errors import DialoutError
 from dialout.loop_lag import LoopLag
 from dialout.pages import Page, read_more
@@ -74,8 +74,8 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
     cfg = _with_overrides(cfg, args.host, args.port, args.admin_port, args.client_certs_optional)
     if args.command == "certs":
         return _regenerate_certs(cfg)
-    if args.command == "explain":  # of a running controller: its certificates are there, none are made
-        return _explain(cfg, args.url, args.switch, args.since, args.json)
+    if args.command in ("explain", "account"):  # of a controller that ran: its certificates are there
+        return _about_a_controller(cfg, args)
     plan = _trial_plan(args) if args.command == "trials" else ()
     if args.command == "trials" and args.list:
         print(trials.listing())
@@ -90,6 +90,9 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
         return _print_nginx_conf(cfg, listen, args.full)
     ssl_context = server_ssl_context(cfg.controller)
     check_other_half(cfg, "controller")
+    # The account's store is opened before anything listens: one it cannot use is said in one line, and nothing
+    # was served that it would not have kept.
+    registry = new_registry(cfg.controller) if args.command != "trials" else None
     cleartext = cfg.controller.cleartext
     sockets = bind_sockets(cfg.controller.host, cfg.controller.port)
     bound += sockets
@@ -103,14 +106,16 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
     gc.collect()
     gc.freeze()
     if args.command == "demo":
-        return asyncio.run(_demo(cfg, ssl_context, listeners, args.config, scenarios))
+        assert registry is not None
+        return asyncio.run(_demo(cfg, ssl_context, listeners, args.config, scenarios, registry))
     if args.command == "trials":
         return asyncio.run(
             trials.run_trials(
                 cfg.controller, ssl_context, listeners, plan, args.switch, trials.Outputs(args.json, args.html)
             )
         )
-    stopped = asyncio.run(_serve_until_signalled(cfg, ssl_context, listeners))
+    assert registry is not None
+    stopped = asyncio.run(_serve_until_signalled(cfg, ssl_context, listeners, registry))
     return 0 if stopped.clean else 1
 
 
@@ -129,6 +134,7 @@ COMMANDS = {
     "nginx-conf": "print an nginx server block that fronts this controller, as in the report",
     "explain": "ask the running controller what each switch's client did, and why it was or was not multiplexed",
     "trials": "serve, and put the first switch that dials in through what real controllers do to it; score it",
+    "account": "show the controller's account (controller.account), export it as JSON, or prune it now",
 }
 
 
@@ -140,6 +146,7 @@ COMMAND_PAGES = {
     "nginx-conf": Page.NGINX,
     "explain": Page.EXPLAIN,
     "trials": Page.TRIALS,
+    "account": Page.ACCOUNT,
 }
 
 
@@ -183,6 +190,7 @@ def parsers() -> tuple[OneLineParser, dict[str, OneLineParser]]:
         "nginx-conf": [common, fronted],
         "explain": [common],
         "trials": [common, listening],
+        "account": [common],
     }
     parser = OneLineParser(
         prog="python -m controller",
@@ -225,6 +233,16 @@ def parsers() -> tuple[OneLineParser, dict[str, OneLineParser]]:
     made["trials"].add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON to FILE")
     made["trials"].add_argument(
         "--html", type=Path, metavar="FILE", help="write the results as a page to FILE: each trial's waterfall"
+    )
+    made["account"].add_argument(
+        "action",
+        nargs="?",
+        choices=account.ACTIONS,
+        default="show",
+        help="; ".join(f"{name}: {said}" for name, said in account.ACTIONS.items()),
+    )
+    made["account"].add_argument(
+        "--output", type=Path, metavar="FILE", help="export: write to FILE, a new one (default: standard output)"
     )
     parser.epilog = f"{read_more(Page.GETTING_STARTED)}; every option: {Page.CLI}"
     for name, command in made.items():
@@ -283,6 +301,23 @@ def _explain(cfg: Config, url: str | None, switch: str | None, since: str | None
     return explain.exit_code(answer)
 
 
+def _about_a_controller(cfg: Config, args: argparse.Namespace) -> int:
+    """``explain`` or ``account``: what a controller did, from what it says or what it kept; nothing is made."""
+    if args.command == "explain":
+        return _explain(cfg, args.url, args.switch, args.since, args.json)
+    return _account(cfg.controller, args.action, args.output)
+
+
+def _account(cfg: ControllerConfig, action: str, output: Path | None) -> int:
+    if action == "export":
+        said = account.export(cfg, output)
+        if said:
+            print(said, file=sys.stderr)
+        return 0
+    print(account.prune(cfg) if action == "prune" else account.show(cfg))
+    return 0
+
+
 def _listen_option(listen: str) -> str:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -315,12 +350,13 @@ def _bind_admin(cfg: Config) -> list[socket.socket]:
     return sockets
 
 
-async def _serve_until_signalled(cfg: Config, ssl_context: ssl.SSLContext, listeners: Listeners) -> Stopped:
+async def _serve_until_signalled(
+    cfg: Config, ssl_context: ssl.SSLContext, listeners: Listeners, registry: ConnectionRegistry
+) -> Stopped:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signum, stop)
-    registry = new_registry(cfg.controller)
     stopped = await serve(cfg.controller, ssl_context, listeners, stop.wait, registry)
     _log_summary(registry, cfg)
     log_stopped(stopped)
@@ -333,14 +369,18 @@ def _on_signal(signum: int, stop: asyncio.Event) -> None:
 
 
 async def _demo(
-    cfg: Config, ssl_context: ssl.SSLContext, listeners: Listeners, config_path: Path, scenarios: list[str]
+    cfg: Config,
+    ssl_context: ssl.SSLContext,
+    listeners: Listeners,
+    config_path: Path,
+    scenarios: list[str],
+    registry: ConnectionRegistry,
 ) -> int:
     """Serve in this process and run ``python -m sim_switch`` once per scenario as a child: the sockets are
     already listening, so the switch can dial at once and the demo needs no waiting or polling."""
     port = listeners.tls[0].getsockname()[1]
     url = urlunsplit(urlsplit(cfg.switch.controller_url)._replace(netloc=f"{_url_host(cfg)}:{port}"))
     stop = asyncio.Event()
-    registry = new_registry(cfg.controller)
     server = asyncio.create_task(serve(cfg.controller, ssl_context, listeners, stop.wait, registry))
     failed: list[str] = []
     reports = config_path.parent / REPORTS_DIR

@@ -21,6 +21,7 @@ class Page(enum.StrEnum):
     SESSIONS = "docs/sessions.md"
     FLEETS = "docs/fleets.md"
     ADMIN = "docs/admin.md"
+    ACCOUNT = "docs/account.md"
     TROUBLESHOOTING = "docs/troubleshooting.md"
     CONFIG = "docs/reference/config.md"
     CLI = "docs/reference/cli.md"

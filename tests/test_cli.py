@@ -255,7 +255,7 @@ def test_the_sub_command_spellings(controller_process: ControllerProcess, tmp_pa
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "certs" / "ca.pem").exists()
     overview = run_module("controller", "--help")
-    assert "{serve,certs,demo,nginx-conf,explain,trials}" in overview.stdout
+    assert "{serve,certs,demo,nginx-conf,explain,trials,account}" in overview.stdout
 
 
 def test_trace_frames_shows_every_frame_either_way(controller_process: ControllerProcess, tmp_path: Path) -> None:

@@ -73,6 +73,7 @@ class ControllerConnection:
     hello_turn: int | None = None
     done_turn: int | None = None
     closed: float | None = None
+    life: int | None = None  # the controller process that served it, as the account's store numbers them
     _totals: SwitchTotals | None = field(default=None, repr=False)
     _history: deque[StreamSpan] | None = field(default=None, repr=False)
     _journal: Ledger | None = field(default=None, repr=False)
@@ -153,6 +154,7 @@ class ControllerConnection:
             "http_version": self.http_version,
             "handshake_s": None if self.hello_at is None else round(self.opened - self.hello_at, 6),
             "closed_for": self.closed_for,
+            "life": self.life,
         }
         if self.via is not None:
             record["upstream_connections"] = sorted(self.upstream)
@@ -261,6 +263,7 @@ class ConnectionRegistry:
             _totals=totals,
             _history=self._spans,
             _journal=self.ledger,
+            life=None if self.ledger is None else self.ledger.life,
         )
         self._next_id += 1
         self._opened += 1

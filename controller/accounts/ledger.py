@@ -78,7 +78,14 @@ class Ledger:
         self.retention = retention
         self.clock = Clock()
         self._db = store.connect(path, create=True)
-        self.life = store.begin_life(self._db)
+        self.life, ended = store.begin_life(self._db)
+        for life in ended:
+            logger.warning(
+                "account: life %d (pid %d) ended without stopping: %s it left open, closed as of its last record",
+                life.life,
+                life.pid,
+                plural(life.connections, "connection"),
+            )
         self._blocks = [store.reserve_ids(self._db)]  # connection ids this process may give, block by block
         self._next_id = self._blocks[0].start
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="account")
@@ -208,7 +215,7 @@ class Ledger:
         wall = self.clock.wall
         return (
             c.id,
-            self.life,
+            c.life or self.life,
             c.switch,
             str(c.peer),
             c.alpn,
@@ -228,6 +235,8 @@ class Ledger:
             c.hello_turn,
             c.done_turn,
             json.dumps(sorted(c.upstream)),
+            c.proxy_number,
+            None if c.from_trusted_proxy is None else int(c.from_trusted_proxy),
         )
 
     def _stream_row(self, span: StreamSpan, lags: LagHistory | None) -> StreamRow:
@@ -306,10 +315,14 @@ class Ledger:
 
     def _connection(self, row: ConnectionRow) -> ControllerConnection:
         mono = self.clock.monotonic
-        (id_, _, switch, peer, alpn, tls_version, via, cleartext, http_version, opened_at, closed_at) = row[:11]
-        (hello, opened, closed, streams, in_flight, peak, closed_for, hello_turn, done_turn, upstream) = row[11:]
+        (id_, life, switch, peer, alpn, tls_version, via, cleartext, http_version, opened_at, closed_at) = row[:11]
+        (hello, opened, closed, streams, in_flight, peak, closed_for, hello_turn, done_turn, upstream) = row[11:21]
+        proxy_number, from_trusted_proxy = row[21:]
         return ControllerConnection(
             id=id_,
+            life=life,
+            proxy_number=proxy_number,
+            from_trusted_proxy=None if from_trusted_proxy is None else bool(from_trusted_proxy),
             peer=Address.parse(peer) or Address(peer, 0),
             switch=switch,
             alpn=alpn,

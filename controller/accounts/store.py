@@ -12,11 +12,13 @@ that the intervals between them stay exact.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,7 @@ _TABLES = (
     " alpn TEXT, tls_version TEXT, via TEXT, cleartext INTEGER NOT NULL, http_version TEXT, opened_at TEXT NOT NULL,"
     " closed_at TEXT, hello REAL, opened REAL NOT NULL, closed REAL, streams INTEGER NOT NULL,"
     " in_flight INTEGER NOT NULL, peak_in_flight INTEGER NOT NULL, closed_for TEXT, hello_turn INTEGER,"
-    " done_turn INTEGER, upstream TEXT NOT NULL)",
+    " done_turn INTEGER, upstream TEXT NOT NULL, proxy_number TEXT, from_trusted_proxy INTEGER)",
     # In the order they ended (rowid): retention drops from the front.
     "CREATE TABLE streams (connection INTEGER NOT NULL, number INTEGER NOT NULL, stream_id INTEGER,"
     " path TEXT NOT NULL, query TEXT NOT NULL, started REAL NOT NULL, ended REAL NOT NULL, answered REAL,"
@@ -54,7 +56,8 @@ _TABLES = (
 
 CONNECTION_COLUMNS = (
     "id, life, switch, peer, alpn, tls_version, via, cleartext, http_version, opened_at, closed_at, hello, opened,"
-    " closed, streams, in_flight, peak_in_flight, closed_for, hello_turn, done_turn, upstream"
+    " closed, streams, in_flight, peak_in_flight, closed_for, hello_turn, done_turn, upstream, proxy_number,"
+    " from_trusted_proxy"
 )
 STREAM_COLUMNS = "connection, number, stream_id, path, query, started, ended, answered, loop_lag, refused"
 
@@ -81,6 +84,8 @@ ConnectionRow = tuple[
     int | None,
     int | None,
     str,
+    str | None,
+    int | None,
 ]
 StreamRow = tuple[int, int, int | None, str, str, float, float, float | None, float | None, str | None]
 
@@ -88,7 +93,7 @@ StreamRow = tuple[int, int, int | None, str, str, float, float, float | None, fl
 class StoreError(DialoutError):
     """The account's store cannot be used: one line, exit 2."""
 
-    page = Page.ADMIN
+    page = Page.ACCOUNT
 
 
 @dataclass(frozen=True)
@@ -180,14 +185,54 @@ class _transaction:
         self._db.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
-def begin_life(db: sqlite3.Connection) -> int:
-    """Record this process's start: its life's number."""
+@dataclass(frozen=True)
+class Ended:
+    """A life that ended without stopping (killed, or its machine lost power): its connections left open were
+    closed in the account as of its last record."""
+
+    life: int
+    pid: int
+    connections: int
+
+
+def begin_life(db: sqlite3.Connection) -> tuple[int, list[Ended]]:
+    """Record this process's start: its life's number, and the lives of this host that ended without stopping
+    (their process is gone), now closed."""
+    host = socket.gethostname()
     with _transaction(db, immediate=True):
-        cursor = db.execute(
-            "INSERT INTO lives (host, pid, started) VALUES (?, ?, ?)", (socket.gethostname(), os.getpid(), time.time())
-        )
+        ended = [_close_life(db, life, pid) for life, pid in _gone(db, host)]
+        cursor = db.execute("INSERT INTO lives (host, pid, started) VALUES (?, ?, ?)", (host, os.getpid(), time.time()))
     assert cursor.lastrowid is not None
-    return cursor.lastrowid
+    return cursor.lastrowid, ended
+
+
+def _gone(db: sqlite3.Connection, host: str) -> list[tuple[int, int]]:
+    """This host's lives not stopped whose process is not running."""
+    found = []
+    for life, pid in db.execute("SELECT id, pid FROM lives WHERE stopped IS NULL AND host = ?", (host,)).fetchall():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            found.append((life, pid))
+        except PermissionError:
+            pass  # someone else's process by that number: running
+    return found
+
+
+def _close_life(db: sqlite3.Connection, life: int, pid: int) -> Ended:
+    """Close what life ``life`` left open, as of the last time it wrote anything."""
+    (last,) = db.execute(
+        "SELECT max(coalesce(max(s.ended), 0), coalesce(max(c.opened), 0), l.started) FROM lives l"
+        " LEFT JOIN connections c ON c.life = l.id LEFT JOIN streams s ON s.connection = c.id WHERE l.id = ?",
+        (life,),
+    ).fetchone()
+    at = datetime.datetime.fromtimestamp(last, datetime.UTC).isoformat(timespec="milliseconds")
+    closed = db.execute(
+        "UPDATE connections SET closed = ?, closed_at = ?, in_flight = 0 WHERE life = ? AND closed IS NULL",
+        (last, at, life),
+    ).rowcount
+    db.execute("UPDATE lives SET stopped = ? WHERE id = ?", (last, life))
+    return Ended(life, pid, closed)
 
 
 def end_life(db: sqlite3.Connection, life: int, unused: range) -> None:
@@ -253,6 +298,28 @@ def size(db: sqlite3.Connection, path: Path) -> Size:
     oldest, newest = db.execute("SELECT min(opened), max(opened) FROM connections").fetchone()
     on_disk = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
     return Size(str(path), schema, on_disk, lives, connections, streams, oldest, newest)
+
+
+def export(db: sqlite3.Connection) -> Iterator[str]:
+    """Every record as one JSON document, in pieces (a store of a million streams is not built in memory):
+    ``schema``, ``lives``, ``switches`` (the exact totals), ``connections`` and ``streams``, each row an object of
+    its columns, times in wall-clock seconds."""
+    (schema,) = db.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema'").fetchone()
+    yield f'{{"schema": {schema}'
+    tables = (
+        ("lives", "SELECT * FROM lives ORDER BY id"),
+        ("switches", "SELECT * FROM switch_totals ORDER BY switch"),
+        ("connections", f"SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY id"),
+        ("streams", f"SELECT {STREAM_COLUMNS} FROM streams ORDER BY rowid"),
+    )
+    for name, query in tables:
+        cursor = db.execute(query)
+        columns = [column[0] for column in cursor.description]
+        yield f', "{name}": ['
+        for index, row in enumerate(cursor):
+            yield ("" if index == 0 else ", ") + json.dumps(dict(zip(columns, row, strict=True)))
+        yield "]"
+    yield "}"
 
 
 def connection_rows(

@@ -69,6 +69,8 @@ async def connections_answer(
         "cpu_s": round(time.process_time(), 6),
         # how long this controller has been running: a switch tells a restart from a lost record by it
         "uptime_s": round(time.monotonic() - registry.started, 6),
+        # this process, as the account numbers the controller processes that wrote to it (each connection's "life")
+        "life": None if registry.ledger is None else registry.ledger.life,
         "connections": records,
         "switches": {
             name: {"connections": t.connections, "streams": t.streams, "peak_in_flight": t.peak_in_flight}

@@ -1,0 +1,198 @@
+"""The controller's account in its store (``controller.account``, SQLite beside config.yaml): it survives a
+restart, keeps what retention says, refuses a store it cannot read in one line, and a store that takes no writes
+delays no ping. Real controllers (child processes, or in this test's loop), real switches, a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controller.accounts.ledger import Ledger
+from dialout.config import ControllerConfig, Retention, load_config
+from tests.commands import run_module
+from tests.servers import ControllerProcess, run_controller, write_config
+from tests.switches import async_switch_client
+
+SWITCH_IDS = ("switch-1",)
+
+
+def test_a_restart_keeps_the_account_and_numbers_on(tmp_path: Path) -> None:
+    """Two lives of one controller: the second's /connections, explain and the switch's cross-check read the
+    first's records too, and its connections take numbers the first never gave."""
+    config = write_config(tmp_path, pings="[0, 0, 0.2]")
+    with ControllerProcess.start(config) as first:
+        done = run_module("sim_switch", "--config", str(config), "--url", first.url, "--json")
+        assert done.returncode == 0, done.stderr
+        first.process.terminate()
+    assert first.process.wait() == 0
+    with ControllerProcess.start(config) as second:
+        before = httpx.get(f"{second.admin_url}/connections", trust_env=False).json()
+        assert [c["switch"] for c in before["connections"]] == ["switch-1"]  # the first life's, read from the store
+        assert before["switches"]["switch-1"]["streams"] >= 3
+        done = run_module("sim_switch", "--config", str(config), "--url", second.url, "--json")
+        assert done.returncode == 0, done.stderr  # the cross-check found its own connection among both lives'
+        after = httpx.get(f"{second.admin_url}/connections", trust_env=False).json()
+        ids = [c["id"] for c in after["connections"]]
+        assert len(ids) == len(set(ids)) == 2
+        assert after["switches"]["switch-1"]["connections"] == 2
+        explained = run_module("controller", "explain", "--config", str(config), "--url", second.admin_url)
+        assert "switch-1: 2 connections, 6 requests" in explained.stdout, explained.stdout
+
+
+def test_account_show_export_and_prune(tmp_path: Path) -> None:
+    config = write_config(tmp_path, pings="[0, 0]")
+    with ControllerProcess.start(config) as running:
+        assert run_module("sim_switch", "--config", str(config), "--url", running.url).returncode == 0
+        shown = run_module("controller", "account", "--config", str(config))  # beside a running controller
+    assert shown.returncode == 0, shown.stderr
+    exported = run_module("controller", "account", "export", "--config", str(config))
+    record = json.loads(exported.stdout)
+    streams = len(record["streams"])  # the pings, and the switch's questions (its cross-check, its diagnosis)
+    assert streams >= 2
+    assert f"account: {tmp_path / 'account.sqlite3'} (schema 1" in shown.stdout
+    assert f"holds 1 connection, {streams} streams of 1 controller life" in shown.stdout
+    (totals,) = record["switches"]
+    assert totals == {"switch": "switch-1", "connections": 1, "streams": streams, "peak_in_flight": 2}
+    assert [c["switch"] for c in record["connections"]] == ["switch-1"]
+    assert record["lives"][0]["stopped"] is not None
+    # a file of the user's is never overwritten
+    mine = tmp_path / "mine.json"
+    mine.write_text("mine")
+    refused = run_module("controller", "account", "export", "--config", str(config), "--output", str(mine))
+    assert refused.returncode == 2
+    assert mine.read_text() == "mine"
+    assert refused.stderr.count("\n") == 1
+    assert "exists" in refused.stderr
+    written = run_module("controller", "account", "export", "--config", str(config), "--output", str(tmp_path / "a"))
+    assert written.returncode == 0
+    assert json.loads((tmp_path / "a").read_text()) == record
+    # prune: what a shorter retention drops, now; the totals stay exact
+    config.write_text(config.read_text().replace("controller:\n", "controller:\n  retention: {max_streams: 1}\n"))
+    pruned = run_module("controller", "account", "prune", "--config", str(config))
+    assert pruned.returncode == 0, pruned.stderr
+    assert f"dropped {streams - 1} row" in pruned.stdout
+    config.write_text(config.read_text().replace("max_streams: 1}", "max_streams: 1, max_age_s: 0.001}"))
+    pruned = run_module("controller", "account", "prune", "--config", str(config))
+    assert "dropped 2 rows" in pruned.stdout  # the closed connection and the one stream left
+    shown = run_module("controller", "account", "--config", str(config))
+    assert "holds 0 connections, 0 streams of 1 controller life" in shown.stdout
+    assert json.loads(run_module("controller", "account", "export", "--config", str(config)).stdout)["switches"] == [
+        totals
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spoil", "said"),
+    [
+        ("UPDATE meta SET value = '99' WHERE key = 'schema'", "holds an account of schema 99, made by a newer dialout"),
+        ("DROP TABLE meta", "is an SQLite database, but not a dialout account"),
+    ],
+)
+def test_a_store_it_cannot_read_is_refused_in_one_line(tmp_path: Path, spoil: str, said: str) -> None:
+    config = write_config(tmp_path)
+    shown = run_module("controller", "account", "--config", str(config))
+    assert shown.returncode == 2
+    assert "no account at" in shown.stderr
+    assert not (tmp_path / "account.sqlite3").exists()
+    with ControllerProcess.start(config) as running:
+        running.process.terminate()
+    db = sqlite3.connect(tmp_path / "account.sqlite3")
+    db.execute(spoil)
+    db.commit()
+    db.close()
+    refused = run_module("controller", "--config", str(config), "--port", "0", "--admin-port", "0")
+    assert refused.returncode == 2
+    assert said in refused.stderr
+    assert refused.stderr.count("\n") == 1, refused.stderr
+
+
+def test_a_config_built_in_code_keeps_its_account_in_memory(tmp_path: Path) -> None:
+    """Only a config read from a file has a directory to keep an account in: a test's, an embedding's, writes
+    nothing where it runs."""
+    assert ControllerConfig().account is None
+    (tmp_path / "config.yaml").write_text("controller: {}\n")
+    assert load_config(tmp_path / "config.yaml").controller.account == tmp_path / "account.sqlite3"
+    (tmp_path / "config.yaml").write_text("controller: {account: null}\n")
+    assert load_config(tmp_path / "config.yaml").controller.account is None
+
+
+@pytest.mark.timing
+async def test_a_locked_store_delays_no_ping_and_is_said_once(
+    certs_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holds the store's write lock: the controller's writes wait (and fail, and wait again) on
+    the ledger's thread, never on the loop; pings are answered all the while; the log says so once, then once
+    that it writes again, and nothing recorded meanwhile is lost."""
+    account = tmp_path / "account.sqlite3"
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, account=account)
+    caplog.set_level(logging.WARNING, logger="controller.accounts.ledger")
+    async with run_controller(cfg) as running, async_switch_client(certs_dir) as client:
+        assert (await client.get(f"{running.url}/ping?interval=0")).status_code == 200
+        holder = sqlite3.connect(account, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # the store takes no write until it is let go
+        try:
+            slowest = 0.0
+            answered = 0
+            while "cannot write" not in caplog.text:  # the first write to fail took BUSY_TIMEOUT_S
+                started = time.monotonic()
+                assert (await client.get(f"{running.url}/ping?interval=0")).status_code == 200
+                slowest = max(slowest, time.monotonic() - started)
+                answered += 1
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert answered >= 10
+        assert slowest < 1.0  # against the writer's 5 s wait on the lock: no ping waited for the store
+        answer = (await client.get(f"{running.url}/connections?switch=switch-1")).json()
+        assert "writing to" in caplog.text
+        assert "again" in caplog.text
+        assert answer["switches"]["switch-1"]["streams"] == answered + 2  # the pings, and this question
+    assert caplog.text.count("cannot write") == 1
+
+
+async def test_retention_keeps_the_latest_streams_and_exact_totals(certs_dir: Path, tmp_path: Path) -> None:
+    cfg = ControllerConfig(
+        certs_dir=certs_dir,
+        switches=SWITCH_IDS,
+        account=tmp_path / "account.sqlite3",
+        retention=dataclasses.replace(Retention(), max_streams=3),
+    )
+    async with run_controller(cfg) as running, async_switch_client(certs_dir) as client:
+        for interval in range(10):
+            assert (await client.get(f"{running.url}/ping?interval=0.00{interval}")).status_code == 200
+        assert isinstance(running.registry.ledger, Ledger)
+        account = await running.registry.ledger.read()
+    assert [span.query for span in account.spans] == [b"interval=0.007", b"interval=0.008", b"interval=0.009"]
+    assert account.totals["switch-1"].streams == 10
+
+
+async def test_a_killed_life_is_closed_by_the_next(tmp_path: Path) -> None:
+    """A controller killed (SIGKILL) with a ping in flight: the next start closes its connection in the account,
+    as of its last record, and says so once."""
+    config = write_config(tmp_path)
+    with ControllerProcess.start(config, "--verbose") as first:
+        async with async_switch_client(tmp_path / "certs") as client:
+            ping = asyncio.create_task(client.get(f"{first.url}/ping?interval=30"))
+            await asyncio.to_thread(first.wait_for, r"GET /ping: received")
+            # a question waits for what was answered before it to be written: the ping in flight is in the store
+            (was,) = httpx.get(f"{first.admin_url}/connections", trust_env=False).json()["connections"]
+            assert was["in_flight"] == 1
+            assert was["closed_at"] is None
+            first.process.kill()
+            with pytest.raises(httpx.HTTPError):
+                await ping
+    with ControllerProcess.start(config) as second:
+        second.seen(rf"account: life 1 \(pid {first.process.pid}\) ended without stopping: 1 connection it left open")
+        answer = httpx.get(f"{second.admin_url}/connections", trust_env=False).json()
+    (record,) = answer["connections"]
+    assert record["life"] == 1
+    assert record["closed_at"] is not None
+    assert record["in_flight"] == 0
