@@ -63,6 +63,8 @@ def test_metrics_count_what_the_switches_did(admin_controller: ControllerProcess
     assert grew("dialout_pings_answered_total", status="200") == 3
     assert grew("dialout_ping_lateness_seconds_count") == 3
     assert grew("dialout_connections_opened_total") >= 1
+    assert grew("dialout_account_rows_written_total") >= 4  # its connection and 3 pings, in the store
+    assert after[("dialout_account_rows_dropped_total", ())] == 0
     assert grew("dialout_tls_handshake_failures_total", reason="PEER_DID_NOT_RETURN_A_CERTIFICATE") == 1
     assert ("dialout_connections_open", (("alpn", "h2"),)) in after
 

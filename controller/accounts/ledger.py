@@ -102,6 +102,11 @@ class Ledger:
         self.late_rows = 0
         self.failures = 0
 
+    @property
+    def waiting_rows(self) -> int:
+        """Rows not yet written: recorded since the last write, and what failed writes left."""
+        return len(self._changed) + len(self._ended) + self._waiting.rows
+
     # -- what the registry tells it, on the serving path: nothing but a note
 
     def next_id(self) -> int:

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from controller.accounts.connections import ConnectionRegistry
+from controller.accounts.ledger import Ledger
 
 # How late an answer was against the interval it was asked for: the controller's own delay, then queueing.
 LATENESS_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -116,3 +117,26 @@ class _Connections(Collector):
             "Switches with an open connection now.",
             value=len({c.switch for c in open_now if c.switch is not None}),
         )
+        yield from _account(self._connections.ledger)
+
+
+def _account(ledger: Ledger | None) -> Iterator[Metric]:
+    """How the account's store keeps up (controller.account): none of these when it has none."""
+    if ledger is None:
+        return
+    yield CounterMetricFamily(
+        "dialout_account_rows_written", "Rows this process wrote to the account's store.", value=ledger.written_rows
+    )
+    yield CounterMetricFamily(
+        "dialout_account_rows_dropped",
+        "Streams' rows dropped unwritten: the store took no writes while more than the ledger holds waited.",
+        value=ledger.dropped_rows,
+    )
+    yield CounterMetricFamily(
+        "dialout_account_write_failures",
+        "Writes to the account's store that failed (and were retried).",
+        value=ledger.failures,
+    )
+    yield GaugeMetricFamily(
+        "dialout_account_rows_waiting", "Rows waiting for the store to take them.", value=ledger.waiting_rows
+    )
