@@ -35,14 +35,17 @@ from controller.server.serve import (
     admin_token,
     bind_sockets,
     check_loopback_only,
+    check_store,
     log_stopped,
     new_registry,
     serve,
     server_ssl_context,
 )
+from controller.server.workers import supervise
 from controller.trials.plan import TRAFFIC, TrialSpec
 from dialout.command_line import OneLineParser, command_first, run_guarded
 from dialout.config import Config, ConfigError, ControllerConfig, load_config
+from dialout.config_fields import MAX_WORKERS
 from dialout.errors import DialoutError
 from dialout.loop_lag import LoopLag
 from dialout.pages import Page, read_more
@@ -72,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
     cfg = load_config(args.config)
     cfg = _with_overrides(cfg, args.host, args.port, args.admin_port, args.client_certs_optional)
+    workers = _workers(args, cfg.controller)
     if args.command == "certs":
         return _regenerate_certs(cfg)
     if args.command in ("explain", "account"):  # of a controller that ran: its certificates are there
@@ -90,19 +94,11 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
         return _print_nginx_conf(cfg, listen, args.full)
     ssl_context = server_ssl_context(cfg.controller)
     check_other_half(cfg, "controller")
-    # The account's store is opened before anything listens: one it cannot use is said in one line, and nothing
-    # was served that it would not have kept.
-    registry = new_registry(cfg.controller) if args.command != "trials" else None
-    cleartext = cfg.controller.cleartext
-    sockets = bind_sockets(cfg.controller.host, cfg.controller.port)
-    bound += sockets
-    if cfg.controller.client_certs_optional:
-        check_loopback_only(sockets)
-    plain = bind_sockets(cleartext.host, cleartext.port, scheme="http") if cleartext else []
-    bound += plain
-    listeners = Listeners(sockets, plain, _bind_admin(cfg))
+    registry = _registry(args.command, cfg.controller, workers)
+    listeners = _listen(cfg, bound)
     # What is here now (modules, the app to be) lives as long as the process: out of the collector's sight, so
-    # that a full collection walks the connections' records, not ~100,000 objects of imported modules.
+    # that a full collection walks the connections' records, not ~100,000 objects of imported modules (and, in
+    # workers, shared with the parent copy-on-write).
     gc.collect()
     gc.freeze()
     if args.command == "demo":
@@ -114,9 +110,67 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
                 cfg.controller, ssl_context, listeners, plan, args.switch, trials.Outputs(args.json, args.html)
             )
         )
-    assert registry is not None
+    if registry is None:
+        worker = _Worker(cfg, listeners, args.verbose, args.quiet)
+        return supervise(workers, worker, cfg.controller.graceful_timeout_s)
     stopped = asyncio.run(_serve_until_signalled(cfg, ssl_context, listeners, registry))
     return 0 if stopped.clean else 1
+
+
+def _registry(command: str, cfg: ControllerConfig, workers: int) -> ConnectionRegistry | None:
+    """The registry ``serve`` in one process and ``demo`` record in, with its account's store opened: before
+    anything listens, so that a store it cannot use is said in one line and nothing is served that it would not
+    have kept. Workers each open their own after the fork (the store is only checked here); trials make theirs."""
+    if workers > 1:
+        check_store(cfg)
+        return None
+    return new_registry(cfg) if command in ("serve", "demo") else None
+
+
+def _listen(cfg: Config, bound: list[socket.socket]) -> Listeners:
+    """Every listener the config asks for, bound and listening (each added to ``bound`` as it is)."""
+    cleartext = cfg.controller.cleartext
+    sockets = bind_sockets(cfg.controller.host, cfg.controller.port)
+    bound += sockets
+    if cfg.controller.client_certs_optional:
+        check_loopback_only(sockets)
+    plain = bind_sockets(cleartext.host, cleartext.port, scheme="http") if cleartext else []
+    bound += plain
+    return Listeners(sockets, plain, _bind_admin(cfg))
+
+
+def _workers(args: argparse.Namespace, cfg: ControllerConfig) -> int:
+    """How many processes serve: ``--workers``, else ``controller.workers``; one for everything but ``serve``."""
+    if args.command != "serve":
+        return 1
+    if args.workers is None:
+        return cfg.worker_count
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ConfigError("--workers", f"must be 1 to {MAX_WORKERS}, got {args.workers}")
+    return int(args.workers)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Worker:
+    """One worker process's serving (controller/server/workers.py): after the fork, its own TLS context, registry
+    and account's life; the admin listener in worker 1 alone."""
+
+    cfg: Config
+    listeners: Listeners
+    verbose: bool
+    quiet: bool
+
+    def __call__(self, number: int) -> int:
+        _configure_logging(self.verbose, self.quiet, f"controller w{number}")
+        listeners = self.listeners if number == 1 else dataclasses.replace(self.listeners, admin=())
+        try:
+            registry = new_registry(self.cfg.controller)
+            ssl_context = server_ssl_context(self.cfg.controller)
+        except DialoutError as exc:
+            print(f"controller w{number}: {exc.told()}", file=sys.stderr)
+            return exc.code
+        stopped = asyncio.run(_serve_until_signalled(self.cfg, ssl_context, listeners, registry))
+        return 0 if stopped.clean else 1
 
 
 def _trial_plan(args: argparse.Namespace) -> tuple[TrialSpec, ...]:
@@ -130,10 +184,11 @@ def _trial_plan(args: argparse.Namespace) -> tuple[TrialSpec, ...]:
 COMMANDS = {
     "serve": "serve until SIGINT or SIGTERM (the default)",
     "certs": "make a new CA and reissue every certificate dialout issued",
-    "demo": "serve, run the switch's scenarios against it, stop",
+    "demo": "serve (in one process), run the switch's scenarios against it, stop",
     "nginx-conf": "print an nginx server block that fronts this controller, as in the report",
     "explain": "ask the running controller what each switch's client did, and why it was or was not multiplexed",
-    "trials": "serve, and put the first switch that dials in through what real controllers do to it; score it",
+    "trials": "serve in one process (a trial acts on a live connection), and put the first switch that dials in "
+    "through what real controllers do to it; score it",
     "account": "show the controller's account (controller.account), export it as JSON, or prune it now",
 }
 
@@ -174,6 +229,12 @@ def parsers() -> tuple[OneLineParser, dict[str, OneLineParser]]:
         type=int,
         help="the admin listener's port, 0 for any free one (default: controller.admin.port, else the listen port + 1)",
     )
+    processes = OneLineParser(add_help=False)
+    processes.add_argument(
+        "--workers",
+        type=int,
+        help=f"processes that serve, 1 to {MAX_WORKERS} (default: controller.workers, auto: one per core)",
+    )
     bench = OneLineParser(add_help=False)
     bench.add_argument(
         "--client-certs-optional",
@@ -184,7 +245,7 @@ def parsers() -> tuple[OneLineParser, dict[str, OneLineParser]]:
     fronted.add_argument("--host", help="the controller's address nginx dials (default: controller.host)")
     fronted.add_argument("--port", type=int, help="the controller's TLS port nginx dials (default: controller.port)")
     takes = {
-        "serve": [common, listening, bench],
+        "serve": [common, listening, processes, bench],
         "certs": [common],
         "demo": [common, listening],
         "nginx-conf": [common, fronted],
@@ -200,7 +261,7 @@ def parsers() -> tuple[OneLineParser, dict[str, OneLineParser]]:
     made = {
         name: sub.add_parser(name, help=text, description=text, parents=takes[name]) for name, text in COMMANDS.items()
     }
-    parser.set_defaults(host=None, port=None, admin_port=None, client_certs_optional=False)
+    parser.set_defaults(host=None, port=None, admin_port=None, client_certs_optional=False, workers=None)
     made["demo"].add_argument(
         "--scenario", action="append", help=f"a scenario to run, repeatable (default: {', '.join(DEMO_SCENARIOS)})"
     )
@@ -250,9 +311,10 @@ def parsers() -> tuple[OneLineParser, dict[str, OneLineParser]]:
     return parser, made
 
 
-def _configure_logging(verbose: bool, quiet: bool) -> None:
+def _configure_logging(verbose: bool, quiet: bool, name: str = "controller") -> None:
+    """``name``: what each line says it is from (a worker's: ``controller w2``)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d controller %(message)s", datefmt="%H:%M:%S"))
+    handler.setFormatter(logging.Formatter(f"%(asctime)s.%(msecs)03d {name} %(message)s", datefmt="%H:%M:%S"))
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

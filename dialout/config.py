@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from dialout import config_fields as field
 from dialout.config_fields import check_controller_url
@@ -321,6 +322,20 @@ class ControllerConfig:
         ),
     )
     retention: Retention = subsection(Retention, Retention(), doc="How much of the account is kept.")
+    workers: int | Literal["auto"] = setting(
+        field.worker_count,
+        "auto",
+        doc=(
+            "Processes that serve (`python -m controller serve`; `--workers` overrides): `auto` is one per core. They "
+            "share the port and the account; the first also serves the admin listener. `demo` and `trials` serve in "
+            "one process."
+        ),
+    )
+
+    @property
+    def worker_count(self) -> int:
+        """How many processes serve: ``workers``, or one per core."""
+        return (os.cpu_count() or 1) if self.workers == "auto" else self.workers
 
     @property
     def admin_port(self) -> int:

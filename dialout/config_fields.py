@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, Literal, TypeGuard, TypeVar
 from urllib.parse import urlsplit
 
 from dialout.errors import ConfigError
@@ -193,6 +193,19 @@ def check_controller_url(url: str, path: str) -> None:
 @_kind("path")
 def file_path(value: object, path: str) -> Path:
     return Path(string(value, path))
+
+
+@_kind("`auto`, or an integer 1 to 256")
+def worker_count(value: object, path: str) -> int | Literal["auto"]:
+    """``auto`` (one per core), or how many."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(path, f"must be auto or an integer from 1 to {MAX_WORKERS}, got {_describe(value)}")
+    return value
+
+
+MAX_WORKERS = 256
 
 
 @_kind("path, or null")

@@ -141,7 +141,11 @@ class ControllerProcess(LineReader):
     def start(
         cls, config: Path, *args: str, preexec_fn: Callable[[], None] | None = None
     ) -> Iterator[ControllerProcess]:
-        """``preexec_fn``: run in the child before Python starts (a resource limit to begin with)."""
+        """``preexec_fn``: run in the child before Python starts (a resource limit to begin with). ``serve`` runs in
+        one process unless ``args`` say ``--workers``: most tests look at one process's doings (its log, its live
+        page, its limits); tests/test_workers.py puts several to work."""
+        if "--workers" not in args and not {"trials", "demo"} & set(args):
+            args = (*args, "--workers", "1")
         process = subprocess.Popen(
             [sys.executable, "-m", "controller", "--config", str(config), "--port", "0", "--admin-port", "0", *args],
             cwd=REPO,

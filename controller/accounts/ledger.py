@@ -43,6 +43,8 @@ from dialout.text import Address, plural
 logger = logging.getLogger(__name__)
 
 FLUSH_S = 0.25  # a question waits at most about this for the latest answers; one transaction per this
+PRUNE_S = 5.0  # retention is applied this often (each pass reads the table's oldest rows)
+ALIVE_WITHIN_S = 2.0  # a process that wrote nothing for this long is not waited for by a question
 MAX_WAITING_ROWS = 200_000  # rows held in memory while the store takes none: some 40 MB
 READ_WAIT_S = 1.0  # a read waits this long for this process's latest rows, then reads what the store has
 ROWS_PER_STEP = 2_000  # rows read between the points where a read lets the loop go (about 1 ms of work)
@@ -80,19 +82,20 @@ class Ledger:
         self._db = store.connect(path, create=True)
         self.life, ended = store.begin_life(self._db)
         for life in ended:
-            logger.warning(
-                "account: life %d (pid %d) ended without stopping: %s it left open, closed as of its last record",
-                life.life,
-                life.pid,
-                plural(life.connections, "connection"),
+            left = (
+                f"{plural(life.connections, 'connection')} it left open, closed as of its last record"
+                if life.connections
+                else "it left no connection open"
             )
+            logger.warning("account: life %d (pid %d) ended without stopping: %s", life.life, life.pid, left)
         self._blocks = [store.reserve_ids(self._db)]  # connection ids this process may give, block by block
         self._next_id = self._blocks[0].start
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="account")
         self._reader = store.connect(path, create=False)  # the loop's: reads never wait for the writer (WAL)
         self._changed: dict[int, ControllerConnection] = {}
         self._ended: list[StreamSpan] = []
-        self._waiting = Batch()  # rows a failed write left, written first next time
+        self._waiting = Batch(self.life, 0.0)  # rows a failed write left, written first next time
+        self._pruned = -PRUNE_S  # when retention was last applied (monotonic): at the first write
         self._totals: dict[str, SwitchTotals] = {}
         self._written_totals: dict[str, tuple[int, int, int]] = {}
         self._writing: asyncio.Future[None] | None = None
@@ -144,9 +147,9 @@ class Ledger:
         """Write what was recorded up to now; a write already under way is waited for first."""
         while self._writing is not None:
             await asyncio.shield(self._writing)
+        # Written even when nothing changed: another process's question waits for this one to have written up
+        # to the moment it was asked (``lives.written``).
         batch, need_ids = self._take(), self._ids_left() <= ID_REFILL
-        if not batch.rows and not batch.totals and not need_ids:
-            return
         # Cleared when the write is done, not when this call is: a read that stops waiting (READ_WAIT_S) must not
         # let a second write begin beside this one.
         self._writing = writing = asyncio.get_running_loop().run_in_executor(self._thread, self._write, batch, need_ids)
@@ -162,9 +165,13 @@ class Ledger:
         connections = [self._connection_row(c) for c in self._changed.values()]
         streams = [self._stream_row(span, lags) for span in self._ended]
         self._changed, self._ended = {}, []
-        waiting, self._waiting = self._waiting, Batch()
+        waiting, self._waiting = self._waiting, Batch(self.life, 0.0)
         return Batch(
-            [*waiting.connections, *connections], [*waiting.streams, *streams], [*waiting.totals, *self._grown()]
+            self.life,
+            self.clock.wall(time.monotonic()),
+            [*waiting.connections, *connections],
+            [*waiting.streams, *streams],
+            [*waiting.totals, *self._grown()],
         )
 
     def _grown(self) -> list[SwitchRow]:
@@ -180,14 +187,16 @@ class Ledger:
 
     def _write(self, batch: Batch, need_ids: bool) -> None:
         """On the ledger's thread: the batch, and a block of ids when this process's runs low."""
+        prune = time.monotonic() - self._pruned >= PRUNE_S
         try:
-            if batch.rows or batch.totals:
-                store.write(self._db, batch, self.retention)
+            store.write(self._db, batch, self.retention if prune else None)
             if need_ids:
                 self._blocks.append(store.reserve_ids(self._db))  # one append: whole, as the loop reads it
         except sqlite3.Error as exc:
             self._failed(batch, exc)
             return
+        if prune:
+            self._pruned = time.monotonic()
         self.written_rows += batch.rows
         if self._failing_since is not None:
             logger.warning(
@@ -214,7 +223,7 @@ class Ledger:
         streams = batch.streams[over:] if over > 0 else batch.streams
         self.dropped_rows += len(batch.streams) - len(streams)
         latest = {row[0]: row for row in batch.connections}  # a connection's last row is all of it
-        self._waiting = Batch(list(latest.values()), streams, _merged(batch.totals))
+        self._waiting = Batch(self.life, batch.taken, list(latest.values()), streams, _merged(batch.totals))
 
     def _connection_row(self, c: ControllerConnection) -> ConnectionRow:
         wall = self.clock.wall
@@ -289,8 +298,9 @@ class Ledger:
         """The latest connections (of ``switch``; open, or closed after ``since``, monotonic) and the latest ended
         streams of them, at most ``limits`` of each, in this process's monotonic seconds; with ``in_flight``, this
         process's requests being answered now, among the streams of their connections."""
+        asked = time.time()
         with contextlib.suppress(TimeoutError):  # the store is slow: what it has is the answer
-            await asyncio.wait_for(self.flush(), READ_WAIT_S)
+            await asyncio.wait_for(self._all_written(asked), READ_WAIT_S)
         since_wall = None if since is None else self.clock.wall(since)
         history, stream_history = limits
         connections: dict[int, ControllerConnection] = {}
@@ -317,6 +327,12 @@ class Ledger:
             if switch is None or row.switch == switch
         }
         return Records(list(connections.values()), spans, totals)
+
+    async def _all_written(self, moment: float) -> None:
+        """This process's records written, and every other running process's up to ``moment`` (wall-clock)."""
+        await self.flush()
+        while store.behind(self._reader, self.life, moment, ALIVE_WITHIN_S):
+            await asyncio.sleep(FLUSH_S / 10)  # another process writes within FLUSH_S: look again soon
 
     def _connection(self, row: ConnectionRow) -> ControllerConnection:
         mono = self.clock.monotonic

@@ -37,8 +37,10 @@ BUSY_TIMEOUT_S = 5.0
 _TABLES = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     # One row per process that served on this store: a restart is a new life.
+    # ``written``: up to when its records are in the store (its last write's snapshot), four times a second while
+    # it runs: another process's question waits for it to pass the moment it was asked.
     "CREATE TABLE lives (id INTEGER PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,"
-    " stopped REAL)",
+    " stopped REAL, written REAL)",
     "CREATE TABLE connections (id INTEGER PRIMARY KEY, life INTEGER NOT NULL, switch TEXT, peer TEXT NOT NULL,"
     " alpn TEXT, tls_version TEXT, via TEXT, cleartext INTEGER NOT NULL, http_version TEXT, opened_at TEXT NOT NULL,"
     " closed_at TEXT, hello REAL, opened REAL NOT NULL, closed REAL, streams INTEGER NOT NULL,"
@@ -107,8 +109,11 @@ class SwitchRow:
 @dataclass(frozen=True)
 class Batch:
     """What one write puts in the store, in one transaction: connections new or changed since the last (the whole
-    row: the last write of a row wins), the streams that ended, and what each switch's totals grew by."""
+    row: the last write of a row wins), the streams that ended, and what each switch's totals grew by; and up to
+    when (wall-clock) the writing life's records are then written."""
 
+    life: int
+    taken: float
     connections: Sequence[ConnectionRow] = ()
     streams: Sequence[StreamRow] = ()
     totals: Sequence[SwitchRow] = ()  # increments, but peak_in_flight: the highest seen
@@ -201,7 +206,10 @@ def begin_life(db: sqlite3.Connection) -> tuple[int, list[Ended]]:
     host = socket.gethostname()
     with _transaction(db, immediate=True):
         ended = [_close_life(db, life, pid) for life, pid in _gone(db, host)]
-        cursor = db.execute("INSERT INTO lives (host, pid, started) VALUES (?, ?, ?)", (host, os.getpid(), time.time()))
+        now = time.time()
+        cursor = db.execute(
+            "INSERT INTO lives (host, pid, started, written) VALUES (?, ?, ?, ?)", (host, os.getpid(), now, now)
+        )
     assert cursor.lastrowid is not None
     return cursor.lastrowid, ended
 
@@ -254,9 +262,10 @@ def reserve_ids(db: sqlite3.Connection) -> range:
     return range(first, first + ID_BLOCK)
 
 
-def write(db: sqlite3.Connection, batch: Batch, retention: Retention) -> None:
-    """One batch in one transaction, then what retention drops."""
+def write(db: sqlite3.Connection, batch: Batch, retention: Retention | None) -> None:
+    """One batch in one transaction, and then what ``retention`` drops, if given."""
     with _transaction(db, immediate=True):
+        db.execute("UPDATE lives SET written = ? WHERE id = ?", (batch.taken, batch.life))
         db.executemany(
             f"INSERT OR REPLACE INTO connections ({CONNECTION_COLUMNS}) VALUES ({_marks(CONNECTION_COLUMNS)})",
             batch.connections,
@@ -268,7 +277,8 @@ def write(db: sqlite3.Connection, batch: Batch, retention: Retention) -> None:
             " peak_in_flight = max(peak_in_flight, excluded.peak_in_flight)",
             [dataclasses.astuple(row) for row in batch.totals],
         )
-        prune(db, retention, time.time())
+        if retention is not None:
+            prune(db, retention, time.time())
 
 
 def prune(db: sqlite3.Connection, retention: Retention, now: float) -> int:
@@ -350,10 +360,14 @@ def switch_rows(db: sqlite3.Connection) -> list[SwitchRow]:
     return [SwitchRow(*row) for row in db.execute("SELECT * FROM switch_totals ORDER BY switch")]
 
 
-def life_of(db: sqlite3.Connection, life: int) -> float | None:
-    """When life ``life`` began (wall-clock seconds)."""
-    row = db.execute("SELECT started FROM lives WHERE id = ?", (life,)).fetchone()
-    return None if row is None else float(row[0])
+def behind(db: sqlite3.Connection, life: int, moment: float, alive_within_s: float) -> int:
+    """How many other running lives have not yet written their records up to ``moment`` (wall-clock); a life
+    that wrote nothing for ``alive_within_s`` is not waited for (it hangs, or died without stopping)."""
+    (count,) = db.execute(
+        "SELECT count(*) FROM lives WHERE id != ? AND stopped IS NULL AND written < ? AND written > ?",
+        (life, moment, moment - alive_within_s),
+    ).fetchone()
+    return int(count)
 
 
 def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:

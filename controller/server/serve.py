@@ -21,6 +21,7 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
+from controller.accounts import store
 from controller.accounts.connections import ConnectionRegistry
 from controller.accounts.ledger import Ledger
 from controller.accounts.refusals import Refusals
@@ -235,6 +236,12 @@ def new_registry(cfg: ControllerConfig) -> ConnectionRegistry:
     return ConnectionRegistry(
         server_cert_pem=leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"), ledger=ledger
     )
+
+
+def check_store(cfg: ControllerConfig) -> None:
+    """The account's store can be used (made, or of a schema this dialout reads): else a ``StoreError``."""
+    if cfg.account is not None:
+        store.connect(cfg.account, create=True).close()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,152 @@
+"""``serve --workers N``: the controller in N processes on the same listening sockets, one account between them.
+
+The parent binds the sockets and forks the workers; each worker serves on them with its own event loop, its own
+Hypercorn, its own registry and its own life in the account's store (``controller/accounts/ledger.py``), so that
+``/connections``, ``/diagnosis`` and ``explain`` read every worker's records. The kernel hands each new
+connection to whichever worker accepts it first: a busy worker accepts less. Worker 1 also serves the admin
+listener (its live page shows worker 1's streams in flight; what it reads after the fact, every worker's).
+
+The parent serves nothing. A worker that dies is started again, and the log says so; one that keeps dying at start
+stops them all. SIGTERM or SIGINT is passed on to every worker: each sends GOAWAY, lets its pings finish for up to
+``graceful_timeout_s`` and cuts what is left, and the parent returns once all have stopped.
+
+Forked, not spawned (as Hypercorn's own workers are): the config, the certificates' checks and the bound sockets
+are already here, and the modules imported once are shared copy-on-write. Nothing that runs a thread or holds the
+store is made before the fork (the ledger is each worker's own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from dialout.text import plural
+
+logger = logging.getLogger(__name__)
+
+# A worker that dies within this long of its start this many times in a row is not started again: something it
+# needs is gone (its certificate, its store), and restarting it would only fill the log.
+EARLY_DEATH_S = 2.0
+EARLY_DEATHS = 3
+# How long the parent waits for a worker's exit once every worker was told to stop, beyond the grace: the
+# workers bound themselves (serve returns within graceful_timeout_s plus its cut bound).
+STOP_MARGIN_S = 10.0
+
+# What a worker runs: serve on the parent's sockets until told to stop; its exit code (0: nothing was cut).
+Worker = Callable[[int], int]
+
+
+@dataclass
+class _Slot:
+    """One worker's place: the process now in it, when that started, how many died young in a row."""
+
+    number: int
+    process: BaseProcess
+    started: float
+    early_deaths: int = 0
+
+
+def supervise(workers: int, worker: Worker, grace_s: float) -> int:
+    """Run ``worker(number)`` in ``workers`` forked processes (numbered from 1), starting each again when it dies,
+    until SIGTERM or SIGINT; then every worker drains, and the exit code is 0 when none cut a stream."""
+    context = multiprocessing.get_context("fork")
+    stopping: list[float] = []  # when the stop began, once it has
+
+    def stop(signum: int, _: FrameType | None) -> None:
+        if not stopping:
+            logger.info("%s: every worker finishes its in-flight requests, then stops", signal.Signals(signum).name)
+            stopping.append(time.monotonic())
+        for slot in slots.values():
+            _signal(slot.process, signal.SIGTERM)
+
+    def start(number: int) -> BaseProcess:
+        process = context.Process(target=_run_worker, args=(worker, number), name=f"controller worker {number}")
+        process.start()
+        return process
+
+    slots: dict[int, _Slot] = {}
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for number in range(1, workers + 1):
+            slots[number] = _Slot(number, start(number), time.monotonic())
+        pids = ", ".join(str(slot.process.pid) for slot in slots.values())
+        logger.info("serving with %s (pids %s)", plural(workers, "worker process"), pids)
+        code = _watch(slots, start, stopping, grace_s)
+        said = "every worker stopped cleanly" if code == 0 else "not every worker stopped cleanly (above: which)"
+        logger.info("stopped: %s", said)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return code
+
+
+def _watch(slots: dict[int, _Slot], start: Callable[[int], BaseProcess], stopping: list[float], grace_s: float) -> int:
+    """Start dead workers again until told to stop; then wait for every worker's end (a worker still there
+    ``STOP_MARGIN_S`` after its grace is killed). The exit code."""
+    code = 0
+    while slots:
+        timeout = None if not stopping else max(0.0, stopping[0] + grace_s + STOP_MARGIN_S - time.monotonic())
+        ended = wait([slot.process.sentinel for slot in slots.values()], timeout)
+        if not ended and stopping:
+            for slot in slots.values():
+                logger.error("worker %d (pid %s) did not stop within its grace: killed", slot.number, slot.process.pid)
+                _signal(slot.process, signal.SIGKILL)
+                slot.process.join(STOP_MARGIN_S)  # at once: SIGKILL is not asked, it is done
+            code = 1
+            continue
+        for slot in [slot for slot in list(slots.values()) if slot.process.sentinel in ended]:
+            slot.process.join()
+            exitcode = slot.process.exitcode
+            if stopping:
+                code = code or (0 if exitcode == 0 else 1)
+                del slots[slot.number]
+                continue
+            young = time.monotonic() - slot.started < EARLY_DEATH_S
+            slot.early_deaths = slot.early_deaths + 1 if young else 0
+            if slot.early_deaths >= EARLY_DEATHS:
+                logger.error(
+                    "worker %d died %d times within %g s of its start (%s): stopping every worker",
+                    slot.number,
+                    slot.early_deaths,
+                    EARLY_DEATH_S,
+                    _how(exitcode),
+                )
+                del slots[slot.number]
+                stopping.append(time.monotonic())
+                for other in slots.values():
+                    _signal(other.process, signal.SIGTERM)
+                code = 1
+                continue
+            logger.warning("worker %d (pid %s) %s; starting it again", slot.number, slot.process.pid, _how(exitcode))
+            slot.process, slot.started = start(slot.number), time.monotonic()
+    return code
+
+
+def _run_worker(worker: Worker, number: int) -> None:
+    """In the forked child: the parent's signal handlers undone (the worker's loop sets its own), then serve."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    code = worker(number)
+    logging.shutdown()
+    os._exit(code)
+
+
+def _signal(process: BaseProcess, signum: signal.Signals) -> None:
+    if process.pid is not None and process.exitcode is None:
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile: its sentinel says so
+            os.kill(process.pid, signum)
+
+
+def _how(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        return f"was killed by {signal.Signals(-exitcode).name}"
+    return f"exited with code {exitcode}"

@@ -1,0 +1,100 @@
+"""``python -m controller serve --workers N``: N processes on one port and one account. Real controller processes,
+real clients with the switch's certificate; which worker took a connection is read from the log each one writes.
+The kernel hands a connection to whichever worker accepts it first, so a test that needs both workers at work
+dials until it has seen both (bounded)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.commands import run_module
+from tests.servers import ControllerProcess, write_config
+from tests.switches import async_switch_client
+
+DIALS = 200  # at most, to see both workers take a connection: each dial goes to either
+WORKER = r"controller (w\d) "
+
+
+async def dial_until_both(controller: ControllerProcess, certs: Path, interval: float = 0) -> list[asyncio.Task[int]]:
+    """New connections, each with one ping of ``interval``, until each worker has received one: their tasks (each
+    the ping's status)."""
+    seen: set[str] = set()
+    pings: list[asyncio.Task[int]] = []
+    for _ in range(DIALS):
+        pings.append(asyncio.create_task(_ping(controller.url, certs, interval)))
+        received = await asyncio.to_thread(controller.wait_for, WORKER + r"switch-1 conn #\d+ .*GET /ping: received")
+        seen.add(received.group(1))
+        if seen == {"w1", "w2"}:
+            return pings
+    raise AssertionError(f"{DIALS} connections, all taken by {seen}")
+
+
+async def _ping(url: str, certs: Path, interval: float) -> int:
+    async with async_switch_client(certs) as client:  # a client of its own: a connection of its own
+        return (await client.get(f"{url}/ping?interval={interval}", timeout=60)).status_code
+
+
+async def test_two_workers_keep_one_account(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with ControllerProcess.start(config, "--workers", "2", "--verbose") as controller:
+        controller.wait_for(r"serving with 2 worker processes")
+        pings = await dial_until_both(controller, tmp_path / "certs")
+        assert {await ping for ping in pings} == {200}
+        answer = httpx.get(f"{controller.admin_url}/connections", trust_env=False).json()
+        records = answer["connections"]
+        ids = [record["id"] for record in records]
+        assert len(records) == len(set(ids)) >= 2, (answer, controller.lines)  # every worker's, each number once
+        assert len({record["life"] for record in records}) == 2  # the two workers' lives of the account
+        explained = run_module("controller", "explain", "--config", str(config), "--url", controller.admin_url)
+        assert f"switch-1: {len(records)} connections" in explained.stdout, explained.stdout
+
+
+async def test_a_worker_that_dies_is_started_again(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with ControllerProcess.start(config, "--workers", "2", "--verbose") as controller:
+        pids = controller.wait_for(r"serving with 2 worker processes \(pids (\d+), (\d+)\)")
+        assert {await ping for ping in await dial_until_both(controller, tmp_path / "certs")} == {200}  # both up
+        os.kill(int(pids.group(2)), signal.SIGKILL)
+        controller.wait_for(rf"worker 2 \(pid {pids.group(2)}\) was killed by SIGKILL; starting it again")
+        controller.wait_for(rf"w2 account: life \d+ \(pid {pids.group(2)}\) ended without stopping")
+        pings = await dial_until_both(controller, tmp_path / "certs")  # the new worker 2 serves
+        assert {await ping for ping in pings} == {200}
+        assert controller.process.poll() is None
+
+
+async def test_sigterm_lets_every_worker_finish_its_pings(tmp_path: Path) -> None:
+    """Pings in flight on both workers when SIGTERM comes: each is answered in full, every worker stops, the
+    parent last, exit code 0."""
+    config = write_config(tmp_path)
+    with ControllerProcess.start(config, "--workers", "2", "--verbose") as controller:
+        pings = await dial_until_both(controller, tmp_path / "certs", interval=2)
+        controller.process.send_signal(signal.SIGTERM)
+        assert [await ping for ping in pings] == [200] * len(pings)
+        controller.wait_for(r"controller stopped: every worker stopped cleanly")
+        assert await asyncio.to_thread(controller.process.wait) == 0
+    for worker in ("w1", "w2"):
+        assert controller.seen(rf"controller {worker} stopped: no stream was cut")
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        (("--workers", "0"), "--workers: must be 1 to 256, got 0"),
+        (("--config-workers", "0"), "controller.workers: must be auto or an integer from 1 to 256, got 0"),
+    ],
+)
+def test_a_bad_number_of_workers_is_one_line(tmp_path: Path, how: tuple[str, str], said: str) -> None:
+    config = write_config(tmp_path, controller=f"  workers: {how[1]}\n" if how[0] == "--config-workers" else "")
+    args = how if how[0] == "--workers" else ()
+    refused = run_module("controller", "serve", "--config", str(config), *args)
+    assert refused.returncode == 2
+    assert said in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert re.search(r"listening", refused.stderr) is None  # said before anything listens
