@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import json
 import logging
+import multiprocessing
 import signal
 import socket
 import ssl
@@ -169,7 +170,9 @@ class _Worker:
         except DialoutError as exc:
             print(f"controller w{number}: {exc.told()}", file=sys.stderr)
             return exc.code
-        stopped = asyncio.run(_serve_until_signalled(self.cfg, ssl_context, listeners, registry))
+        parent = multiprocessing.parent_process()
+        sentinel = parent.sentinel if parent is not None else None
+        stopped = asyncio.run(_serve_until_signalled(self.cfg, ssl_context, listeners, registry, sentinel))
         return 0 if stopped.clean else 1
 
 
@@ -413,16 +416,30 @@ def _bind_admin(cfg: Config) -> list[socket.socket]:
 
 
 async def _serve_until_signalled(
-    cfg: Config, ssl_context: ssl.SSLContext, listeners: Listeners, registry: ConnectionRegistry
+    cfg: Config,
+    ssl_context: ssl.SSLContext,
+    listeners: Listeners,
+    registry: ConnectionRegistry,
+    parent: int | None = None,
 ) -> Stopped:
+    """``parent``: a worker's, the sentinel of the process that started it: readable once that is gone (killed,
+    say), and the worker stops as on SIGTERM rather than serve on alone, unwatched."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signum, stop)
+    if parent is not None:
+        loop.add_reader(parent, _on_parent_gone, loop, parent, stop)
     stopped = await serve(cfg.controller, ssl_context, listeners, stop.wait, registry)
     _log_summary(registry, cfg)
     log_stopped(stopped)
     return stopped
+
+
+def _on_parent_gone(loop: asyncio.AbstractEventLoop, parent: int, stop: asyncio.Event) -> None:
+    loop.remove_reader(parent)
+    logger.warning("the parent process is gone: finishing in-flight requests, then stopping")
+    stop.set()
 
 
 def _on_signal(signum: int, stop: asyncio.Event) -> None:

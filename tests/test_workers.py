@@ -6,8 +6,10 @@ dials until it has seen both (bounded)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import select
 import signal
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from tests.commands import run_module
 from tests.servers import ControllerProcess, write_config
 from tests.switches import async_switch_client
 
+STOP_S = 30.0  # a generous bound on a worker's exit after its last line
 DIALS = 200  # at most, to see both workers take a connection: each dial goes to either
 WORKER = r"controller (w\d) "
 
@@ -98,3 +101,21 @@ def test_a_bad_number_of_workers_is_one_line(tmp_path: Path, how: tuple[str, str
     assert said in refused.stderr
     assert refused.stderr.count("\n") == 1
     assert re.search(r"listening", refused.stderr) is None  # said before anything listens
+
+
+async def test_workers_stop_when_their_parent_is_killed(tmp_path: Path) -> None:
+    """SIGKILL to the parent (an OOM killer, a careless kill -9): the workers stop as on SIGTERM, not serve on
+    unwatched, holding the port."""
+    config = write_config(tmp_path)
+    with ControllerProcess.start(config, "--workers", "2") as controller:
+        pids = controller.wait_for(r"serving with 2 worker processes \(pids (\d+), (\d+)\)")
+        controller.process.kill()
+        stopped = {controller.wait_for(r"controller (w\d) stopped: no stream was cut").group(1) for _ in range(2)}
+        assert stopped == {"w1", "w2"}
+        for pid in pids.groups():  # each worker's process ends (not ours to wait for: a pidfd says when)
+            with contextlib.suppress(ProcessLookupError):  # already gone
+                gone = os.pidfd_open(int(pid))
+                try:
+                    assert select.select([gone], [], [], STOP_S)[0], f"worker {pid} still runs"
+                finally:
+                    os.close(gone)
