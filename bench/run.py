@@ -17,7 +17,9 @@
    handshake per switch, pings/s, errors (must be 0), each side's CPU; in this process, over 2 workers, and over
    2 workers spread over 2 controllers.
 6. failover: a session over 2 controllers, the first SIGKILLed: time to the first ping answered by the second.
-7. hostile peers (bench/hostile.py): a victim switch's p99 under each attack / alone; /diagnosis at 10,000
+7. scaling (bench/scaling.py): h2load -c 10 -m 10 against a controller of 2 workers / of 1; with its account in
+   SQLite / in memory only.
+8. hostile peers (bench/hostile.py): a victim switch's p99 under each attack / alone; /diagnosis at 10,000
    connections / at 1,000; the controller's RSS after 20,000 short connections / before.
 
 Loopback only, bounded counts. Installs h2load (Debian's nghttp2-client) when it is missing.
@@ -48,6 +50,7 @@ import httpx  # noqa: E402
 from floor_client import floor_rate  # noqa: E402
 from hostile import hostile_rows  # noqa: E402
 from processes import rss_kib, server  # noqa: E402
+from scaling import scaling_rows  # noqa: E402
 
 from dialout.config import Fleet, OneShot, Scenario, Schedule, StreamPolicy, SwitchConfig  # noqa: E402
 from dialout.pki import ensure_certs, generate_certs  # noqa: E402
@@ -454,12 +457,17 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny counts, to check that everything runs")
     parser.add_argument("--fleet-only", action="store_true", help="only the fleet rows")
     parser.add_argument("--hostile-only", action="store_true", help="only the hostile peers' rows")
+    parser.add_argument("--scaling-only", action="store_true", help="only the rows of workers and of the account")
     parser.add_argument(
         "--switch-only", action="store_true", help="only the rows of one controller and one switch (1 to 4)"
     )
     args = parser.parse_args()
     counts = SMOKE if args.smoke else FULL
     rows = Table()
+
+    def add(*row: object) -> None:
+        rows.append(Row(*row))  # type: ignore[arg-type]
+
     if args.hostile_only:
         hostile_rows(lambda *row: rows.append(Row(*row)), hostile.SMOKE if args.smoke else hostile.FULL)
         return 0
@@ -473,7 +481,18 @@ def main() -> int:
             "controller: {host: 127.0.0.1, port: 0, certs_dir: certs, switches: [switch-1, 'fleet-*']}\n"
             "switch: {certs_dir: certs}\n"
         )
-        controller = [sys.executable, "-m", "controller", "--config", str(config), "-q", "--client-certs-optional"]
+
+        def h2load_at(port: int, clients: int, streams: int) -> float:
+            return h2load_rate(h2load, port, counts.requests, clients, streams)
+
+        if args.scaling_only:
+            scaling_rows(add, h2load_at, Path(tmp), counts.repeats)
+            return 0
+        # One process each: the memory rows read the serving process's RSS, and the fleet rows its CPU.
+        controller = [
+            *(sys.executable, "-m", "controller", "serve", "--config", str(config)),
+            *("-q", "--client-certs-optional", "--workers", "1"),
+        ]
         bare = [sys.executable, "bench/bare_app.py", "--certs", str(certs)]
         with server(controller) as (pid, port), server(bare) as (_, bare_port), server(controller) as (pid2, port2):
             url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"
@@ -481,11 +500,15 @@ def main() -> int:
             # once would hold 1000 more in memory it has, and show next to nothing per stream.
             if not args.fleet_only:
                 memory_rows(rows, url, certs, pid, counts.depth)
-                h2load_rate = controller_rows(rows, h2load, port, bare_port, counts)
+                reference = controller_rows(rows, h2load, port, bare_port, counts)
                 depth_rows(rows, url, certs, counts.depth)
-                switch_rows(rows, url, certs, counts, h2load_rate)
+                switch_rows(rows, url, certs, counts, reference)
             if args.switch_only:
                 return 0
+        if not args.fleet_only:
+            scaling_rows(add, h2load_at, Path(tmp), counts.repeats)
+        with server(controller) as (pid, port), server(controller) as (pid2, port2):
+            url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"
             fleet_rows(rows, (url, second), certs, counts.fleet)
             failover_row(rows, (url, second), (pid, pid2), certs)  # last: it kills the first controller
     if not args.fleet_only:

@@ -34,6 +34,7 @@ from controller.server.serve import (
     ServerError,
     Stopped,
     admin_token,
+    bind_again,
     bind_sockets,
     check_loopback_only,
     check_store,
@@ -96,7 +97,7 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
     ssl_context = server_ssl_context(cfg.controller)
     check_other_half(cfg, "controller")
     registry = _registry(args.command, cfg.controller, workers)
-    listeners = _listen(cfg, bound)
+    listeners, *others = _listen(cfg, bound, workers)
     # What is here now (modules, the app to be) lives as long as the process: out of the collector's sight, so
     # that a full collection walks the connections' records, not ~100,000 objects of imported modules (and, in
     # workers, shared with the parent copy-on-write).
@@ -112,7 +113,7 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
             )
         )
     if registry is None:
-        worker = _Worker(cfg, listeners, args.verbose, args.quiet)
+        worker = _Worker(cfg, (listeners, *others), args.verbose, args.quiet)
         return supervise(workers, worker, cfg.controller.graceful_timeout_s)
     stopped = asyncio.run(_serve_until_signalled(cfg, ssl_context, listeners, registry))
     return 0 if stopped.clean else 1
@@ -128,16 +129,21 @@ def _registry(command: str, cfg: ControllerConfig, workers: int) -> ConnectionRe
     return new_registry(cfg) if command in ("serve", "demo") else None
 
 
-def _listen(cfg: Config, bound: list[socket.socket]) -> Listeners:
-    """Every listener the config asks for, bound and listening (each added to ``bound`` as it is)."""
+def _listen(cfg: Config, bound: list[socket.socket], workers: int = 1) -> list[Listeners]:
+    """Every listener the config asks for, bound and listening (each added to ``bound`` as it is): for each worker,
+    a set of TLS sockets of its own on the same port; the cleartext ones shared; the admin listener the first's."""
     cleartext = cfg.controller.cleartext
-    sockets = bind_sockets(cfg.controller.host, cfg.controller.port)
+    sockets = bind_sockets(cfg.controller.host, cfg.controller.port, reuse_port=workers > 1)
     bound += sockets
     if cfg.controller.client_certs_optional:
         check_loopback_only(sockets)
     plain = bind_sockets(cleartext.host, cleartext.port, scheme="http") if cleartext else []
     bound += plain
-    return Listeners(sockets, plain, _bind_admin(cfg))
+    first = Listeners(sockets, plain, _bind_admin(cfg))
+    others = [Listeners(bind_again(sockets), plain) for _ in range(workers - 1)]
+    for listeners in others:
+        bound += listeners.tls
+    return [first, *others]
 
 
 def _workers(args: argparse.Namespace, cfg: ControllerConfig) -> int:
@@ -157,13 +163,13 @@ class _Worker:
     and account's life; the admin listener in worker 1 alone."""
 
     cfg: Config
-    listeners: Listeners
+    listeners: tuple[Listeners, ...]  # each worker's, by its number from 1
     verbose: bool
     quiet: bool
 
     def __call__(self, number: int) -> int:
         _configure_logging(self.verbose, self.quiet, f"controller w{number}")
-        listeners = self.listeners if number == 1 else dataclasses.replace(self.listeners, admin=())
+        listeners = self.listeners[number - 1]
         try:
             registry = new_registry(self.cfg.controller)
             ssl_context = server_ssl_context(self.cfg.controller)

@@ -134,9 +134,12 @@ def check_loopback_only(sockets: list[socket.socket]) -> None:
             )
 
 
-def bind_sockets(host: str, port: int, scheme: str = "https", announce: bool = True) -> list[socket.socket]:
+def bind_sockets(
+    host: str, port: int, scheme: str = "https", announce: bool = True, reuse_port: bool = False
+) -> list[socket.socket]:
     """Listening sockets for every address ``host`` resolves to (``localhost`` is both 127.0.0.1 and ::1), all
-    on one port. An address family the machine has switched off is skipped as long as one address binds."""
+    on one port. An address family the machine has switched off is skipped as long as one address binds.
+    ``reuse_port``: with SO_REUSEPORT, so that ``bind_again`` can add more on the same addresses (workers)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -147,7 +150,7 @@ def bind_sockets(host: str, port: int, scheme: str = "https", announce: bool = T
     for family, ip in addresses:
         bind_port = sockets[0].getsockname()[1] if sockets else port
         try:
-            sockets.append(socket.create_server((ip, bind_port), family=family))
+            sockets.append(socket.create_server((ip, bind_port), family=family, reuse_port=reuse_port))
         except OSError as exc:
             if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
                 skipped.append(f"{ip} ({exc.strerror})")
@@ -163,6 +166,15 @@ def bind_sockets(host: str, port: int, scheme: str = "https", announce: bool = T
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         logger.info("listening on %s://%s:%d", scheme, shown, bound_port)
     return sockets
+
+
+def bind_again(sockets: Sequence[socket.socket]) -> list[socket.socket]:
+    """Another set of listening sockets on the addresses and port of ``sockets`` (bound with ``reuse_port``): the
+    kernel spreads new connections over the sets by their addresses, so each worker accepting on a set of its
+    own takes its share. (On one shared socket the first worker to wake accepts every connection waiting, and
+    a burst of ten lands on one worker.) The parent keeps every set open, so connections that arrive while a
+    worker is started again wait in its set's backlog."""
+    return [socket.create_server(sock.getsockname()[:2], family=sock.family, reuse_port=True) for sock in sockets]
 
 
 def admin_token(cfg: ControllerConfig) -> str | None:

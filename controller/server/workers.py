@@ -1,10 +1,11 @@
-"""``serve --workers N``: the controller in N processes on the same listening sockets, one account between them.
+"""``serve --workers N``: the controller in N processes on one port, one account between them.
 
-The parent binds the sockets and forks the workers; each worker serves on them with its own event loop, its own
+The parent binds the sockets and forks the workers; each worker serves with its own event loop, its own
 Hypercorn, its own registry and its own life in the account's store (``controller/accounts/ledger.py``), so that
-``/connections``, ``/diagnosis`` and ``explain`` read every worker's records. The kernel hands each new
-connection to whichever worker accepts it first: a busy worker accepts less. Worker 1 also serves the admin
-listener (its live page shows worker 1's streams in flight; what it reads after the fact, every worker's).
+``/connections``, ``/diagnosis`` and ``explain`` read every worker's records. Each worker accepts on a set of
+TLS sockets of its own, all on the same port (SO_REUSEPORT: ``serve.bind_again``): the kernel spreads new
+connections over them. Worker 1 also serves the admin listener (its live page shows worker 1's streams in
+flight; what it reads after the fact, every worker's).
 
 The parent serves nothing. A worker that dies is started again, and the log says so; one that keeps dying at start
 stops them all. SIGTERM or SIGINT is passed on to every worker: each sends GOAWAY, lets its pings finish for up to
