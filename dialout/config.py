@@ -310,15 +310,16 @@ class ControllerConfig:
         Listener, None, doc="Also serve h2c (prior knowledge) and HTTP/1.1 without TLS, on loopback."
     )
     admin: Admin = subsection(Admin, Admin(), doc="The admin listener: plain HTTP for a browser or Prometheus.")
-    account: Path | None = setting(
-        field.optional_file_path,
+    account: Path | str | None = setting(
+        field.account_store,
         None,
         relative=True,
         in_file=Path(DEFAULT_ACCOUNT),
         doc=(
-            "The account of every connection and stream: an SQLite file, kept across restarts and read by "
-            "`/connections`, `/diagnosis`, `explain` and the switch's cross-check (`python -m controller account` "
-            "shows it). `null`: kept in memory only, and gone at stop."
+            "The account of every connection and stream, kept across restarts and read by `/connections`, "
+            "`/diagnosis`, `explain` and the switch's cross-check (`python -m controller account` shows it): an "
+            "SQLite file, or a PostgreSQL URL (`postgresql://user@host/db`) that controllers on several machines "
+            "share. `null`: kept in memory only, and gone at stop."
         ),
     )
     retention: Retention = subsection(Retention, Retention(), doc="How much of the account is kept.")

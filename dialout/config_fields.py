@@ -208,9 +208,17 @@ def worker_count(value: object, path: str) -> int | Literal["auto"]:
 MAX_WORKERS = 256
 
 
-@_kind("path, or null")
-def optional_file_path(value: object, path: str) -> Path | None:
-    return None if value is None else file_path(value, path)
+@_kind("path, `postgresql://` URL, or null")
+def account_store(value: object, path: str) -> Path | str | None:
+    """An SQLite file (a path), a PostgreSQL server (its URL, kept as it is), or none (null)."""
+    if value is None:
+        return None
+    text = string(value, path)
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    if "://" in text:
+        raise ConfigError(path, f"must be a path or a postgresql:// URL, got {text!r}")
+    return Path(text)
 
 
 def proxy_identity(value: object, path: str) -> str:

@@ -110,7 +110,7 @@ def read_settings(
             values[field.name] = build(nested, section[key], child, base_dir)
             continue
         value = field.metadata[_READ](section[key], child)
-        values[field.name] = base_dir / value if field.metadata[_RELATIVE] and value is not None else value
+        values[field.name] = base_dir / value if field.metadata[_RELATIVE] and isinstance(value, Path) else value
     return values
 
 

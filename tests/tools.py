@@ -1,4 +1,5 @@
-"""The external programs the tests drive as a user would (curl, openssl, nginx, Go, headless Chromium, h2load).
+"""The external programs the tests drive as a user would (curl, openssl, nginx, Go, headless Chromium, h2load,
+PostgreSQL).
 
 On a laptop without one, the tests that need it skip, saying which Debian package brings it, so ``make test``
 works anywhere; in CI (``CI=true``) a missing one fails the test instead, since ``.ci/run`` installs them all and a
@@ -21,6 +22,8 @@ PACKAGES = {
     "go": "golang-go",
     "chromium": "chromium",
     "h2load": "nghttp2-client",
+    "initdb": "postgresql",
+    "pg_ctl": "postgresql",
 }
 
 

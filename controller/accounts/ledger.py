@@ -19,14 +19,12 @@ import contextlib
 import dataclasses
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.accounts import store
 from controller.accounts.connections import (
     DEFAULT_HISTORY,
     STREAM_HISTORY,
@@ -34,7 +32,7 @@ from controller.accounts.connections import (
     StreamSpan,
     SwitchTotals,
 )
-from controller.accounts.store import Batch, ConnectionRow, StreamRow, SwitchRow
+from controller.accounts.store import ID_BLOCK, Batch, ConnectionRow, Store, StreamRow, SwitchRow
 from dialout.config import Retention
 from dialout.loop_lag import PERIOD_S, LagHistory, LoopLag
 from dialout.refusals import Refusal
@@ -75,12 +73,13 @@ class Records:
 
 
 class Ledger:
-    def __init__(self, path: Path, retention: Retention) -> None:
-        self.path = path
+    def __init__(self, location: Path | str, retention: Retention) -> None:
+        """``location``: an SQLite file, or a PostgreSQL URL (``controller.account``)."""
         self.retention = retention
         self.clock = Clock()
-        self._db = store.connect(path, create=True)
-        self.life, ended = store.begin_life(self._db)
+        self._db = Store(location, create=True)
+        self.path = self._db.location  # as the log names it
+        self.life, ended = self._db.begin_life()
         for life in ended:
             left = (
                 f"{plural(life.connections, 'connection')} it left open, closed as of its last record"
@@ -88,10 +87,13 @@ class Ledger:
                 else "it left no connection open"
             )
             logger.warning("account: life %d (pid %d) ended without stopping: %s", life.life, life.pid, left)
-        self._blocks = [store.reserve_ids(self._db)]  # connection ids this process may give, block by block
+        self._blocks = [self._db.reserve_ids()]  # connection ids this process may give, block by block
         self._next_id = self._blocks[0].start
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="account")
-        self._reader = store.connect(path, create=False)  # the loop's: reads never wait for the writer (WAL)
+        # Reads on a thread and a connection of their own: they never wait for a write (SQLite's WAL), nor the
+        # loop for a distant store (PostgreSQL).
+        self._reader = Store(location, create=False)
+        self._reading = ThreadPoolExecutor(1, thread_name_prefix="account-reads")
         self._changed: dict[int, ControllerConnection] = {}
         self._ended: list[StreamSpan] = []
         self._waiting = Batch(self.life, 0.0)  # rows a failed write left, written first next time
@@ -189,10 +191,10 @@ class Ledger:
         """On the ledger's thread: the batch, and a block of ids when this process's runs low."""
         prune = time.monotonic() - self._pruned >= PRUNE_S
         try:
-            store.write(self._db, batch, self.retention if prune else None)
+            self._db.write(batch, self.retention if prune else None)
             if need_ids:
-                self._blocks.append(store.reserve_ids(self._db))  # one append: whole, as the loop reads it
-        except sqlite3.Error as exc:
+                self._blocks.append(self._db.reserve_ids())  # one append: whole, as the loop reads it
+        except self._db.errors as exc:
             self._failed(batch, exc)
             return
         if prune:
@@ -209,7 +211,7 @@ class Ledger:
             self.late_rows += batch.rows
             self._failing_since = None
 
-    def _failed(self, batch: Batch, exc: sqlite3.Error) -> None:
+    def _failed(self, batch: Batch, exc: Exception) -> None:
         self.failures += 1
         if self._failing_since is None:
             self._failing_since = time.monotonic()
@@ -277,12 +279,13 @@ class Ledger:
         await self.flush()
         try:
             unused = range(self._next_id, self._blocks[-1].stop) if len(self._blocks) == 1 else range(0)
-            await asyncio.get_running_loop().run_in_executor(self._thread, store.end_life, self._db, self.life, unused)
-        except sqlite3.Error as exc:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._db.end_life, self.life, unused)
+        except self._db.errors as exc:
             logger.warning("account: cannot record the stop in %s: %s", self.path, exc)
         if self._waiting.rows:
             logger.warning("account: %s never written to %s", plural(self._waiting.rows, "row"), self.path)
         self._thread.shutdown()
+        self._reading.shutdown()
         self._db.close()
         self._reader.close()
 
@@ -304,13 +307,16 @@ class Ledger:
         since_wall = None if since is None else self.clock.wall(since)
         history, stream_history = limits
         connections: dict[int, ControllerConnection] = {}
-        for count, row in enumerate(store.connection_rows(self._reader, switch, history, since_wall)):
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(self._reading, self._reader.connection_rows, switch, history, since_wall)
+        for count, row in enumerate(rows):
             connections[row[0]] = self._connection(row)
             if count % ROWS_PER_STEP == ROWS_PER_STEP - 1:
                 await asyncio.sleep(0)
         ids = None if switch is None and since is None else list(connections)
         spans: list[StreamSpan] = []
-        for count, stream in enumerate(store.stream_rows(self._reader, ids, stream_history)):
+        streams = await loop.run_in_executor(self._reading, self._reader.stream_rows, ids, stream_history)
+        for count, stream in enumerate(streams):
             owner = connections.get(stream[0])
             if owner is not None:
                 spans.append(self._span(owner, stream))
@@ -323,7 +329,7 @@ class Ledger:
         spans.sort(key=_started)  # as the registry holds them: in the order they began
         totals = {
             row.switch: SwitchTotals(row.connections, row.streams, row.peak_in_flight)
-            for row in store.switch_rows(self._reader)
+            for row in await loop.run_in_executor(self._reading, self._reader.switch_rows)
             if switch is None or row.switch == switch
         }
         return Records(list(connections.values()), spans, totals)
@@ -331,7 +337,8 @@ class Ledger:
     async def _all_written(self, moment: float) -> None:
         """This process's records written, and every other running process's up to ``moment`` (wall-clock)."""
         await self.flush()
-        while store.behind(self._reader, self.life, moment, ALIVE_WITHIN_S):
+        loop = asyncio.get_running_loop()
+        while await loop.run_in_executor(self._reading, self._reader.behind, self.life, moment, ALIVE_WITHIN_S):
             await asyncio.sleep(FLUSH_S / 10)  # another process writes within FLUSH_S: look again soon
 
     def _connection(self, row: ConnectionRow) -> ControllerConnection:
@@ -385,7 +392,7 @@ class Ledger:
         return span
 
 
-ID_REFILL = store.ID_BLOCK // 4  # ids left when the next block is reserved
+ID_REFILL = ID_BLOCK // 4  # ids left when the next block is reserved
 
 
 def _started(span: StreamSpan) -> float:

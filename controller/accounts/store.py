@@ -1,12 +1,13 @@
-"""The account on disk: an SQLite file (WAL), its tables and their version, and the reads and writes of them.
+"""The account's store: its tables and their version, and the reads and writes of them, on either engine
+(``engines.py``: an SQLite file by default, or PostgreSQL for controllers on several machines).
 
-Everything here is synchronous DB-API on one ``sqlite3`` connection: the writes run on the ledger's own thread
-(``controller/accounts/ledger.py``), so that a slow or locked store never holds the event loop; the reads run on
-whichever thread opened their own connection (WAL: a reader never waits for the writer, nor the writer for it).
+Everything here is synchronous DB-API on one connection (``Store``): the writes run on the ledger's own thread
+and the reads on another (``controller/accounts/ledger.py``), so that a slow, locked or distant store never
+holds the event loop. (SQLite in WAL mode: a reader never waits for the writer, nor the writer for it.)
 
-Times are stored as wall-clock seconds (Unix time), so that they mean the same in every process and after a
-restart; each process turns its monotonic readings into them with one offset taken at its start (``Clock``), so
-that the intervals between them stay exact.
+Times are stored as wall-clock seconds (Unix time), so that they mean the same in every process, on every
+machine and after a restart; each process turns its monotonic readings into them with one offset taken at its
+start (``Clock``), so that the intervals between them stay exact.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import datetime
 import json
 import os
 import socket
-import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.accounts.engines import Connection, Cursor, Engine, engine_of
 from dialout.config import Retention
 from dialout.errors import DialoutError
 from dialout.pages import Page
@@ -30,31 +31,9 @@ SCHEMA_VERSION = 1
 # Connection ids are handed to each process in blocks, so that processes on one store never give two connections
 # the same number, and no connection waits for the store to get one.
 ID_BLOCK = 1024
-# A write that finds the file locked (another process's transaction) waits this long before it fails and is retried
-# later: the ledger's thread waits, never the event loop.
-BUSY_TIMEOUT_S = 5.0
-
-_TABLES = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    # One row per process that served on this store: a restart is a new life.
-    # ``written``: up to when its records are in the store (its last write's snapshot), four times a second while
-    # it runs: another process's question waits for it to pass the moment it was asked.
-    "CREATE TABLE lives (id INTEGER PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,"
-    " stopped REAL, written REAL)",
-    "CREATE TABLE connections (id INTEGER PRIMARY KEY, life INTEGER NOT NULL, switch TEXT, peer TEXT NOT NULL,"
-    " alpn TEXT, tls_version TEXT, via TEXT, cleartext INTEGER NOT NULL, http_version TEXT, opened_at TEXT NOT NULL,"
-    " closed_at TEXT, hello REAL, opened REAL NOT NULL, closed REAL, streams INTEGER NOT NULL,"
-    " in_flight INTEGER NOT NULL, peak_in_flight INTEGER NOT NULL, closed_for TEXT, hello_turn INTEGER,"
-    " done_turn INTEGER, upstream TEXT NOT NULL, proxy_number TEXT, from_trusted_proxy INTEGER)",
-    # In the order they ended (rowid): retention drops from the front.
-    "CREATE TABLE streams (connection INTEGER NOT NULL, number INTEGER NOT NULL, stream_id INTEGER,"
-    " path TEXT NOT NULL, query TEXT NOT NULL, started REAL NOT NULL, ended REAL NOT NULL, answered REAL,"
-    " loop_lag REAL, refused TEXT)",
-    "CREATE INDEX streams_by_connection ON streams (connection)",
-    # Exact, whatever retention has dropped: added to, never recounted.
-    "CREATE TABLE switch_totals (switch TEXT PRIMARY KEY, connections INTEGER NOT NULL, streams INTEGER NOT NULL,"
-    " peak_in_flight INTEGER NOT NULL)",
-)
+# A life not stopped that wrote nothing for this long ended without stopping (its machine is gone, say): the
+# next life to start closes what it left open. (A life on this machine whose process is gone is closed at once.)
+SILENT_LIFE_S = 60.0
 
 CONNECTION_COLUMNS = (
     "id, life, switch, peer, alpn, tls_version, via, cleartext, http_version, opened_at, closed_at, hello, opened,"
@@ -137,237 +116,263 @@ class Size:
     newest: float | None
 
 
-def connect(path: Path, *, create: bool) -> sqlite3.Connection:
-    """An open connection to the store at ``path``, its schema made (``create``) or checked: a store of a newer
-    dialout, or a file that is not one, is refused in one line."""
-    if not create and not path.exists():
-        raise StoreError(f"no account at {path}: the controller makes it when it first serves (controller.account)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        # WAL with NORMAL: a commit is not synced, a checkpoint is; a power cut loses at most the last commits,
-        # never the file.
-        db.execute("PRAGMA synchronous=NORMAL")
-        _migrate(db, path)
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot use {path} as the account (controller.account): {exc}") from exc
-    return db
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Make the tables of an empty store, or check the version of a made one."""
-    with _transaction(db, immediate=True):
-        (made,) = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'meta'").fetchone()
-        if not made:
-            (anything,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            if anything:
-                raise StoreError(f"{path} is an SQLite database, but not a dialout account: name another file")
-            for statement in _TABLES:
-                db.execute(statement)
-            db.execute("INSERT INTO meta VALUES ('schema', ?), ('next_connection', '1')", (str(SCHEMA_VERSION),))
-            return
-        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        version = int(row[0]) if row else 0
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{path} holds an account of schema {version}, made by a newer dialout (this one reads up to "
-            f"{SCHEMA_VERSION}): run that dialout, or name another file as controller.account"
-        )
-    # Older versions migrate here, one step each, when there are any.
-
-
-class _transaction:
-    """``BEGIN`` ... ``COMMIT`` (``ROLLBACK`` on error) on a connection in autocommit mode."""
-
-    def __init__(self, db: sqlite3.Connection, immediate: bool = False) -> None:
-        self._db, self._begin = db, "BEGIN IMMEDIATE" if immediate else "BEGIN"
-
-    def __enter__(self) -> None:
-        self._db.execute(self._begin)
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-
 @dataclass(frozen=True)
 class Ended:
-    """A life that ended without stopping (killed, or its machine lost power): its connections left open were
-    closed in the account as of its last record."""
+    """A life that ended without stopping (killed, or its machine lost): its connections left open were closed in
+    the account as of its last record."""
 
     life: int
     pid: int
     connections: int
 
 
-def begin_life(db: sqlite3.Connection) -> tuple[int, list[Ended]]:
-    """Record this process's start: its life's number, and the lives of this host that ended without stopping
-    (their process is gone), now closed."""
-    host = socket.gethostname()
-    with _transaction(db, immediate=True):
-        ended = [_close_life(db, life, pid) for life, pid in _gone(db, host)]
-        now = time.time()
-        cursor = db.execute(
-            "INSERT INTO lives (host, pid, started, written) VALUES (?, ?, ?, ?)", (host, os.getpid(), now, now)
-        )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid, ended
+class Store:
+    """One connection to the account's store, its schema made (``create``) or checked: a store of a newer
+    dialout, or an SQLite file that is not an account, is refused in one line."""
 
-
-def _gone(db: sqlite3.Connection, host: str) -> list[tuple[int, int]]:
-    """This host's lives not stopped whose process is not running."""
-    found = []
-    for life, pid in db.execute("SELECT id, pid FROM lives WHERE stopped IS NULL AND host = ?", (host,)).fetchall():
+    def __init__(self, location: Path | str, *, create: bool) -> None:
+        self.engine: Engine = engine_of(location)
+        self.location = self.engine.location
+        self.errors = self.engine.errors
+        if not create and isinstance(location, Path) and not location.exists():
+            raise StoreError(f"no account at {location}: the controller makes it when it first serves")
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            found.append((life, pid))
-        except PermissionError:
-            pass  # someone else's process by that number: running
-    return found
+            self._db: Connection = self.engine.connect()
+            self._migrate()
+        except self.errors as exc:
+            raise StoreError(f"cannot use {self.location} as the account (controller.account): {_said(exc)}") from exc
 
+    def close(self) -> None:
+        self._db.close()
 
-def _close_life(db: sqlite3.Connection, life: int, pid: int) -> Ended:
-    """Close what life ``life`` left open, as of the last time it wrote anything."""
-    (last,) = db.execute(
-        "SELECT max(coalesce(max(s.ended), 0), coalesce(max(c.opened), 0), l.started) FROM lives l"
-        " LEFT JOIN connections c ON c.life = l.id LEFT JOIN streams s ON s.connection = c.id WHERE l.id = ?",
-        (life,),
-    ).fetchone()
-    at = datetime.datetime.fromtimestamp(last, datetime.UTC).isoformat(timespec="milliseconds")
-    closed = db.execute(
-        "UPDATE connections SET closed = ?, closed_at = ?, in_flight = 0 WHERE life = ? AND closed IS NULL",
-        (last, at, life),
-    ).rowcount
-    db.execute("UPDATE lives SET stopped = ? WHERE id = ?", (last, life))
-    return Ended(life, pid, closed)
+    def _run(self, sql: str, args: Sequence[object] = ()) -> Cursor:
+        return self._db.execute(self.engine.sql(sql), args)
 
+    def _transaction(self, write: bool = True) -> _Transaction:
+        return _Transaction(self, self.engine.begin_write if write else "BEGIN")
 
-def end_life(db: sqlite3.Connection, life: int, unused: range) -> None:
-    """Record this process's stop, and give back the ids ``unused`` if no process reserved any after them (a
-    restart then numbers on from the last connection, not from the next block)."""
-    with _transaction(db, immediate=True):
-        db.execute("UPDATE lives SET stopped = ? WHERE id = ?", (time.time(), life))
-        db.execute(
-            "UPDATE meta SET value = ? WHERE key = 'next_connection' AND value = ?",
-            (str(unused.start), str(unused.stop)),
+    def _migrate(self) -> None:
+        """Make the tables of an empty store, or check the version of a made one."""
+        with self._transaction():
+            made, others = self.engine.made(self._db)
+            if not made:
+                if others:
+                    raise StoreError(
+                        f"{self.location} is an SQLite database, but not a dialout account: name another file"
+                    )
+                for statement in self.engine.tables():
+                    self._run(statement)
+                self._run("INSERT INTO meta VALUES ('schema', ?), ('next_connection', '1')", (str(SCHEMA_VERSION),))
+                return
+            row = self._run("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.location} holds an account of schema {version}, made by a newer dialout (this one reads up to "
+                f"{SCHEMA_VERSION}): run that dialout, or name another store as controller.account"
+            )
+        # Older versions migrate here, one step each, when there are any.
+
+    # -- lives
+
+    def begin_life(self) -> tuple[int, list[Ended]]:
+        """Record this process's start: its life's number, and the lives that ended without stopping (of this
+        host, whose process is gone; of any, silent for ``SILENT_LIFE_S``), now closed."""
+        host, now = socket.gethostname(), time.time()
+        with self._transaction():
+            ended = [self._close_life(life, pid) for life, pid in self._gone(host, now)]
+            (life,) = self._run(
+                "INSERT INTO lives (host, pid, started, written) VALUES (?, ?, ?, ?) RETURNING id",
+                (host, os.getpid(), now, now),
+            ).fetchall()[0]  # all of it: a statement still stepping would hold the COMMIT
+        return int(life), ended
+
+    def _gone(self, host: str, now: float) -> list[tuple[int, int]]:
+        found = []
+        for life, pid, where, written in self._run(
+            "SELECT id, pid, host, written FROM lives WHERE stopped IS NULL"
+        ).fetchall():
+            if where != host:
+                if written is not None and written < now - SILENT_LIFE_S:
+                    found.append((life, pid))
+                continue
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                found.append((life, pid))
+            except PermissionError:
+                pass  # someone else's process by that number: running
+        return found
+
+    def _close_life(self, life: int, pid: int) -> Ended:
+        """Close what life ``life`` left open, as of the last time it wrote anything."""
+        greatest = self.engine.greatest
+        (last,) = self._run(
+            f"SELECT {greatest}(coalesce(written, started), coalesce((SELECT max(opened) FROM connections"
+            " WHERE life = ?), 0)) FROM lives WHERE id = ?",
+            (life, life),
+        ).fetchone()
+        at = datetime.datetime.fromtimestamp(last, datetime.UTC).isoformat(timespec="milliseconds")
+        closed = self._run(
+            "UPDATE connections SET closed = ?, closed_at = ?, in_flight = 0 WHERE life = ? AND closed IS NULL",
+            (last, at, life),
+        ).rowcount
+        self._run("UPDATE lives SET stopped = ? WHERE id = ?", (last, life))
+        return Ended(life, pid, closed)
+
+    def end_life(self, life: int, unused: range) -> None:
+        """Record this process's stop, and give back the ids ``unused`` if no process reserved any after them (a
+        restart then numbers on from the last connection, not from the next block)."""
+        with self._transaction():
+            self._run("UPDATE lives SET stopped = ? WHERE id = ?", (time.time(), life))
+            self._run(
+                "UPDATE meta SET value = ? WHERE key = 'next_connection' AND value = ?",
+                (str(unused.start), str(unused.stop)),
+            )
+
+    def reserve_ids(self) -> range:
+        """The next ``ID_BLOCK`` connection ids, this process's alone."""
+        with self._transaction():
+            (end,) = self._run(
+                "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + ? AS TEXT) WHERE key = 'next_connection'"
+                " RETURNING CAST(value AS BIGINT)",
+                (ID_BLOCK,),
+            ).fetchall()[0]
+        return range(int(end) - ID_BLOCK, int(end))
+
+    # -- writes
+
+    def write(self, batch: Batch, retention: Retention | None) -> None:
+        """One batch in one transaction, and then what ``retention`` drops, if given."""
+        updates = ", ".join(f"{name} = excluded.{name}" for name in _names(CONNECTION_COLUMNS)[1:])
+        greatest = self.engine.greatest
+        with self._transaction():
+            self._run("UPDATE lives SET written = ? WHERE id = ?", (batch.taken, batch.life))
+            cursor = self._db.cursor()
+            cursor.executemany(
+                self.engine.sql(
+                    f"INSERT INTO connections ({CONNECTION_COLUMNS}) VALUES ({_marks(CONNECTION_COLUMNS)})"
+                    f" ON CONFLICT (id) DO UPDATE SET {updates}"
+                ),
+                batch.connections,
+            )
+            cursor.executemany(
+                self.engine.sql(f"INSERT INTO streams ({STREAM_COLUMNS}) VALUES ({_marks(STREAM_COLUMNS)})"),
+                batch.streams,
+            )
+            cursor.executemany(
+                self.engine.sql(
+                    "INSERT INTO switch_totals VALUES (?, ?, ?, ?) ON CONFLICT (switch) DO UPDATE SET"
+                    " connections = switch_totals.connections + excluded.connections,"
+                    " streams = switch_totals.streams + excluded.streams,"
+                    f" peak_in_flight = {greatest}(switch_totals.peak_in_flight, excluded.peak_in_flight)"
+                ),
+                [dataclasses.astuple(row) for row in batch.totals],
+            )
+            if retention is not None:
+                self._prune(retention, time.time())
+
+    def _prune(self, retention: Retention, now: float) -> int:
+        """Drop what ``retention`` does not keep, oldest first: the rows dropped. (In the caller's transaction.)"""
+        cutoff, seq = now - retention.max_age_s, self.engine.seq
+        dropped = self._run(
+            "DELETE FROM connections WHERE closed IS NOT NULL AND (closed < ? OR id <= "
+            "(SELECT id FROM connections ORDER BY id DESC LIMIT 1 OFFSET ?))",
+            (cutoff, retention.max_connections),
+        ).rowcount
+        dropped += self._run(
+            f"DELETE FROM streams WHERE ended < ? OR {seq} <= (SELECT max({seq}) FROM streams) - ?",
+            (cutoff, retention.max_streams),
+        ).rowcount
+        return int(dropped)
+
+    def prune(self, retention: Retention) -> int:
+        with self._transaction():
+            return self._prune(retention, time.time())
+
+    # -- reads
+
+    def size(self) -> Size:
+        (schema,) = self._run("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema'").fetchone()
+        tables = ("lives", "connections", "streams")
+        lives, connections, streams = (
+            int(self._run(f"SELECT count(*) FROM {table}").fetchone()[0]) for table in tables
         )
+        oldest, newest = self._run("SELECT min(opened), max(opened) FROM connections").fetchone()
+        on_disk = self.engine.bytes_on_disk(self._db)
+        return Size(self.location, int(schema), on_disk, lives, connections, streams, oldest, newest)
 
-
-def reserve_ids(db: sqlite3.Connection) -> range:
-    """The next ``ID_BLOCK`` connection ids, this process's alone."""
-    with _transaction(db, immediate=True):
-        (first,) = db.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'next_connection'").fetchone()
-        db.execute("UPDATE meta SET value = ? WHERE key = 'next_connection'", (str(first + ID_BLOCK),))
-    return range(first, first + ID_BLOCK)
-
-
-def write(db: sqlite3.Connection, batch: Batch, retention: Retention | None) -> None:
-    """One batch in one transaction, and then what ``retention`` drops, if given."""
-    with _transaction(db, immediate=True):
-        db.execute("UPDATE lives SET written = ? WHERE id = ?", (batch.taken, batch.life))
-        db.executemany(
-            f"INSERT OR REPLACE INTO connections ({CONNECTION_COLUMNS}) VALUES ({_marks(CONNECTION_COLUMNS)})",
-            batch.connections,
+    def export(self) -> Iterator[str]:
+        """Every record as one JSON document, in pieces (a store of a million streams is not built in memory):
+        ``schema``, ``lives``, ``switches`` (the exact totals), ``connections`` and ``streams``, each row an object
+        of its columns, times in wall-clock seconds."""
+        (schema,) = self._run("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema'").fetchone()
+        yield f'{{"schema": {schema}'
+        tables = (
+            ("lives", "SELECT id, host, pid, started, stopped, written FROM lives ORDER BY id"),
+            ("switches", "SELECT * FROM switch_totals ORDER BY switch"),
+            ("connections", f"SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY id"),
+            ("streams", f"SELECT {STREAM_COLUMNS} FROM streams ORDER BY {self.engine.seq}"),
         )
-        db.executemany(f"INSERT INTO streams ({STREAM_COLUMNS}) VALUES ({_marks(STREAM_COLUMNS)})", batch.streams)
-        db.executemany(
-            "INSERT INTO switch_totals VALUES (?, ?, ?, ?) ON CONFLICT (switch) DO UPDATE SET"
-            " connections = connections + excluded.connections, streams = streams + excluded.streams,"
-            " peak_in_flight = max(peak_in_flight, excluded.peak_in_flight)",
-            [dataclasses.astuple(row) for row in batch.totals],
-        )
-        if retention is not None:
-            prune(db, retention, time.time())
+        for name, query in tables:
+            cursor = self._run(query)
+            columns = [column[0] for column in cursor.description]
+            yield f', "{name}": ['
+            for index, row in enumerate(cursor):
+                yield ("" if index == 0 else ", ") + json.dumps(dict(zip(columns, row, strict=True)))
+            yield "]"
+        yield "}"
+
+    def connection_rows(self, switch: str | None, limit: int, closed_since: float | None = None) -> list[ConnectionRow]:
+        """The latest ``limit`` connections (of ``switch``; open, or closed after ``closed_since``), oldest first."""
+        where, args = _where(("switch = ?", switch), ("(closed IS NULL OR closed >= ?)", closed_since))
+        rows: list[ConnectionRow] = self._run(
+            f"SELECT {CONNECTION_COLUMNS} FROM connections{where} ORDER BY id DESC LIMIT ?", (*args, limit)
+        ).fetchall()
+        rows.reverse()
+        return rows
+
+    def stream_rows(self, connections: Sequence[int] | None, limit: int) -> list[StreamRow]:
+        """The latest ``limit`` ended streams (of ``connections``), in the order they ended."""
+        if connections is not None and not connections:
+            return []
+        where = f" WHERE connection IN ({', '.join('?' * len(connections))})" if connections is not None else ""
+        rows: list[StreamRow] = self._run(
+            f"SELECT {STREAM_COLUMNS} FROM streams{where} ORDER BY {self.engine.seq} DESC LIMIT ?",
+            (*(connections or ()), limit),
+        ).fetchall()
+        rows.reverse()
+        return rows
+
+    def switch_rows(self) -> list[SwitchRow]:
+        return [SwitchRow(*row) for row in self._run("SELECT * FROM switch_totals ORDER BY switch").fetchall()]
+
+    def behind(self, life: int, moment: float, alive_within_s: float) -> int:
+        """How many other running lives have not yet written their records up to ``moment`` (wall-clock); a life
+        that wrote nothing for ``alive_within_s`` is not waited for (it hangs, or died without stopping)."""
+        (count,) = self._run(
+            "SELECT count(*) FROM lives WHERE id != ? AND stopped IS NULL AND written < ? AND written > ?",
+            (life, moment, moment - alive_within_s),
+        ).fetchone()
+        return int(count)
 
 
-def prune(db: sqlite3.Connection, retention: Retention, now: float) -> int:
-    """Drop what ``retention`` does not keep, oldest first: the rows dropped. (In the caller's transaction.)"""
-    cutoff = now - retention.max_age_s
-    dropped = db.execute(
-        "DELETE FROM connections WHERE closed IS NOT NULL AND (closed < ? OR id <= "
-        "(SELECT id FROM connections ORDER BY id DESC LIMIT 1 OFFSET ?))",
-        (cutoff, retention.max_connections),
-    ).rowcount
-    dropped += db.execute(
-        "DELETE FROM streams WHERE ended < ? OR rowid <= (SELECT max(rowid) FROM streams) - ?",
-        (cutoff, retention.max_streams),
-    ).rowcount
-    return dropped
+class _Transaction:
+    """``BEGIN`` ... ``COMMIT`` (``ROLLBACK`` on error) on a connection in autocommit mode."""
+
+    def __init__(self, store: Store, begin: str) -> None:
+        self._store, self._begin = store, begin
+
+    def __enter__(self) -> None:
+        self._store._run(self._begin)
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self._store._run("COMMIT" if kind is None else "ROLLBACK")
 
 
-def prune_now(db: sqlite3.Connection, retention: Retention) -> int:
-    with _transaction(db, immediate=True):
-        return prune(db, retention, time.time())
-
-
-def size(db: sqlite3.Connection, path: Path) -> Size:
-    (schema,) = db.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema'").fetchone()
-    tables = ("lives", "connections", "streams")
-    lives, connections, streams = (db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables)
-    oldest, newest = db.execute("SELECT min(opened), max(opened) FROM connections").fetchone()
-    on_disk = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
-    return Size(str(path), schema, on_disk, lives, connections, streams, oldest, newest)
-
-
-def export(db: sqlite3.Connection) -> Iterator[str]:
-    """Every record as one JSON document, in pieces (a store of a million streams is not built in memory):
-    ``schema``, ``lives``, ``switches`` (the exact totals), ``connections`` and ``streams``, each row an object of
-    its columns, times in wall-clock seconds."""
-    (schema,) = db.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema'").fetchone()
-    yield f'{{"schema": {schema}'
-    tables = (
-        ("lives", "SELECT * FROM lives ORDER BY id"),
-        ("switches", "SELECT * FROM switch_totals ORDER BY switch"),
-        ("connections", f"SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY id"),
-        ("streams", f"SELECT {STREAM_COLUMNS} FROM streams ORDER BY rowid"),
-    )
-    for name, query in tables:
-        cursor = db.execute(query)
-        columns = [column[0] for column in cursor.description]
-        yield f', "{name}": ['
-        for index, row in enumerate(cursor):
-            yield ("" if index == 0 else ", ") + json.dumps(dict(zip(columns, row, strict=True)))
-        yield "]"
-    yield "}"
-
-
-def connection_rows(
-    db: sqlite3.Connection, switch: str | None, limit: int, closed_since: float | None = None
-) -> Iterable[ConnectionRow]:
-    """The latest ``limit`` connections (of ``switch``; open, or closed after ``closed_since``), oldest first."""
-    where, args = _where(("switch = ?", switch), ("(closed IS NULL OR closed >= ?)", closed_since))
-    rows: list[ConnectionRow] = db.execute(
-        f"SELECT {CONNECTION_COLUMNS} FROM connections{where} ORDER BY id DESC LIMIT ?", (*args, limit)
-    ).fetchall()
-    rows.reverse()
-    return rows
-
-
-def stream_rows(db: sqlite3.Connection, connections: Sequence[int] | None, limit: int) -> Iterable[StreamRow]:
-    """The latest ``limit`` ended streams (of ``connections``), in the order they ended."""
-    if connections is not None and not connections:
-        return []
-    where = f" WHERE connection IN ({', '.join('?' * len(connections))})" if connections is not None else ""
-    rows: list[StreamRow] = db.execute(
-        f"SELECT {STREAM_COLUMNS} FROM streams{where} ORDER BY rowid DESC LIMIT ?", (*(connections or ()), limit)
-    ).fetchall()
-    rows.reverse()
-    return rows
-
-
-def switch_rows(db: sqlite3.Connection) -> list[SwitchRow]:
-    return [SwitchRow(*row) for row in db.execute("SELECT * FROM switch_totals ORDER BY switch")]
-
-
-def behind(db: sqlite3.Connection, life: int, moment: float, alive_within_s: float) -> int:
-    """How many other running lives have not yet written their records up to ``moment`` (wall-clock); a life
-    that wrote nothing for ``alive_within_s`` is not waited for (it hangs, or died without stopping)."""
-    (count,) = db.execute(
-        "SELECT count(*) FROM lives WHERE id != ? AND stopped IS NULL AND written < ? AND written > ?",
-        (life, moment, moment - alive_within_s),
-    ).fetchone()
-    return int(count)
+def _said(exc: Exception) -> str:
+    """A driver's error in one line (psycopg's may run to several)."""
+    return " ".join(str(exc).split())
 
 
 def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:
@@ -377,5 +382,9 @@ def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:
     return " WHERE " + " AND ".join(clause for clause, _ in used), tuple(value for _, value in used)
 
 
+def _names(columns: str) -> list[str]:
+    return [name.strip() for name in columns.split(",")]
+
+
 def _marks(columns: str) -> str:
-    return ", ".join("?" * len(columns.split(",")))
+    return ", ".join("?" * len(_names(columns)))

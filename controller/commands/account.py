@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from controller.accounts import store
+from controller.accounts.store import Store
 from dialout.config import ControllerConfig, Retention
 from dialout.errors import ConfigError
 from dialout.text import plural
@@ -22,7 +22,7 @@ ACTIONS = {
 }
 
 
-def location(cfg: ControllerConfig) -> Path:
+def location(cfg: ControllerConfig) -> Path | str:
     if cfg.account is None:
         raise ConfigError(
             "controller.account", "is null: the account is kept in the controller's memory only, with nothing to show"
@@ -31,18 +31,17 @@ def location(cfg: ControllerConfig) -> Path:
 
 
 def show(cfg: ControllerConfig) -> str:
-    path = location(cfg)
-    db = store.connect(path, create=False)
+    db = Store(location(cfg), create=False)
     try:
-        size = store.size(db, path)
+        size = db.size()
     finally:
         db.close()
     kept = f"{plural(size.connections, 'connection')}, {plural(size.streams, 'stream')}"
     span = f"; opened {_when(size.oldest)} to {_when(size.newest)}" if size.oldest is not None else ""
     return "\n".join(
         [
-            f"account: {path} (schema {size.schema}, {size.bytes_on_disk / 1e6:.1f} MB on disk)",
-            f"  holds {kept} of {plural(size.lives, 'controller life')}{span}",
+            f"account: {size.location} (schema {size.schema}, {size.bytes_on_disk / 1e6:.1f} MB on disk)",
+            f"  holds {kept} of {size.lives} controller {'life' if size.lives == 1 else 'lives'}{span}",
             f"  keeps {describe(cfg.retention)} (controller.retention)",
         ]
     )
@@ -56,31 +55,29 @@ def describe(retention: Retention) -> str:
 
 
 def prune(cfg: ControllerConfig) -> str:
-    path = location(cfg)
-    db = store.connect(path, create=False)
+    db = Store(location(cfg), create=False)
     try:
-        dropped = store.prune_now(db, cfg.retention)
+        dropped = db.prune(cfg.retention)
     finally:
         db.close()
-    return f"account: {path}: dropped {plural(dropped, 'row')}, keeping {describe(cfg.retention)}"
+    return f"account: {db.location}: dropped {plural(dropped, 'row')}, keeping {describe(cfg.retention)}"
 
 
 def export(cfg: ControllerConfig, output: Path | None) -> str | None:
     """Write every record as one JSON document; the line to say after it (to stderr), if any. ``output``: a new
     file (one that exists is refused: it may be the user's)."""
-    path = location(cfg)
     if output is not None and output.exists():
         raise ConfigError("--output", f"{output} exists; name a new file (dialout never overwrites one)")
-    db = store.connect(path, create=False)
+    db = Store(location(cfg), create=False)
     try:
         if output is None:
-            _write(store.export(db), sys.stdout)
+            _write(db.export(), sys.stdout)
             return None
         with output.open("x", encoding="utf-8") as file:
-            _write(store.export(db), file)
+            _write(db.export(), file)
     finally:
         db.close()
-    return f"account: {path} written to {output}"
+    return f"account: {db.location} written to {output}"
 
 
 def _write(parts: Iterator[str], file: TextIO) -> None:

@@ -21,10 +21,10 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
-from controller.accounts import store
 from controller.accounts.connections import ConnectionRegistry
 from controller.accounts.ledger import Ledger
 from controller.accounts.refusals import Refusals
+from controller.accounts.store import Store
 from controller.http.admin import create_admin_app
 from controller.http.app import Unavailable, create_app
 from controller.http.metrics import Metrics
@@ -253,7 +253,7 @@ def new_registry(cfg: ControllerConfig) -> ConnectionRegistry:
 def check_store(cfg: ControllerConfig) -> None:
     """The account's store can be used (made, or of a schema this dialout reads): else a ``StoreError``."""
     if cfg.account is not None:
-        store.connect(cfg.account, create=True).close()
+        Store(cfg.account, create=True).close()
 
 
 @dataclass(frozen=True)
