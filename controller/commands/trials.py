@@ -132,7 +132,7 @@ async def run_trials(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    registry = new_registry(cfg)
+    registry = new_registry(cfg, keep_account=False)  # the scorecard is the trials' record
     results: list[TrialResult] = []
     benches: list[Bench] = []
     tls = TLSActions(ssl_context, cfg, ALPN_PROTOCOLS)

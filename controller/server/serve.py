@@ -239,12 +239,13 @@ def hypercorn_config(cfg: ControllerConfig, ssl_context: ssl.SSLContext, registr
     return config
 
 
-def new_registry(cfg: ControllerConfig) -> ConnectionRegistry:
+def new_registry(cfg: ControllerConfig, keep_account: bool = True) -> ConnectionRegistry:
     """A connection registry that knows the certificate this controller presents (the TLS extension's
     ``server_cert``), and keeps its account in ``controller.account``'s store, if any (opened here: a store that
-    cannot be used stops the controller before it serves)."""
+    cannot be used stops the controller before it serves). ``keep_account``: False for trials, whose record is
+    their scorecard, and whose timings a writer thread beside them would only disturb."""
     leaf = controller_files(cfg).identity.chain()[0]
-    ledger = None if cfg.account is None else Ledger(cfg.account, cfg.retention)
+    ledger = None if cfg.account is None or not keep_account else Ledger(cfg.account, cfg.retention)
     return ConnectionRegistry(
         server_cert_pem=leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"), ledger=ledger
     )
