@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.accounts.connections import ConnectionRegistry
+from controller.accounts.ledger import Ledger
 from controller.diagnosis.analysis import Limits, diagnose
 from controller.diagnosis.sentences import diagnosis_json
+from dialout.config import Retention
 from tests.attacks import Attack, AttackReport, Plan, fill_history
 from tests.servers import REPO, ControllerProcess, rss_kib, write_config
 from tests.victim import VictimRun, victim
@@ -134,6 +136,30 @@ def _diagnosis_rows(append: Append, counts: HostileCounts) -> None:
         f"~{large // small}x (linear); < 100 ms at 10,000 (was 6 s)",
         took[large] < DIAGNOSIS_GOAL_S if large == 10_000 else None,
     )
+    read = asyncio.run(_read_from_the_account(large))
+    append(
+        f"hostile: the account read back at {large:,} connections (SQLite) / the diagnosis",
+        f"{read * 1000:.0f} / {took[large] * 1000:.0f} ms of CPU (median of 3; on a thread, then in slices)",
+        read / took[large],
+        "(what /diagnosis adds to read a store)",
+        None,
+    )
+
+
+async def _read_from_the_account(size: int) -> float:
+    """CPU seconds of ``Ledger.read`` (what ``/diagnosis`` and ``/connections`` read) over a full account."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Ledger(Path(tmp) / "account.sqlite3", Retention())
+        registry = ConnectionRegistry(history=size, ledger=ledger)
+        fill_history(registry, size)
+        await ledger.flush()
+        runs = []
+        for _ in range(3):
+            started = time.process_time()
+            await ledger.read()
+            runs.append(time.process_time() - started)
+        await ledger.close()
+    return sorted(runs)[1]
 
 
 LIMITS = Limits(max_concurrent_streams=100, keep_alive_max_requests=2**31 - 1)

@@ -363,7 +363,7 @@ class Ledger:
             peak_in_flight=peak,
             via=via,
             cleartext=bool(cleartext),
-            upstream=set(json.loads(upstream)),
+            upstream=set(json.loads(upstream)) if upstream != "[]" else set(),
             http_version=http_version,
             closed_for=closed_for,
             hello_at=None if hello is None else mono(hello),
