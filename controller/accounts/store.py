@@ -28,6 +28,9 @@ from dialout.errors import DialoutError
 from dialout.pages import Page
 
 SCHEMA_VERSION = 1
+# A connection's ``closed_for`` when its process was killed and the next one closed it: its record is as that
+# process last wrote it (the switch's cross-check does not hold it to that).
+CONTROLLER_GONE = "controller_gone"
 # Connection ids are handed to each process in blocks, so that processes on one store never give two connections
 # the same number, and no connection waits for the store to get one.
 ID_BLOCK = 1024
@@ -214,8 +217,9 @@ class Store:
         ).fetchone()
         at = datetime.datetime.fromtimestamp(last, datetime.UTC).isoformat(timespec="milliseconds")
         closed = self._run(
-            "UPDATE connections SET closed = ?, closed_at = ?, in_flight = 0 WHERE life = ? AND closed IS NULL",
-            (last, at, life),
+            "UPDATE connections SET closed = ?, closed_at = ?, in_flight = 0, closed_for = ? WHERE life = ?"
+            " AND closed IS NULL",
+            (last, at, CONTROLLER_GONE, life),
         ).rowcount
         self._run("UPDATE lives SET stopped = ? WHERE id = ?", (last, life))
         return Ended(life, pid, closed)

@@ -88,6 +88,11 @@ async def ask_controller(
     return view
 
 
+# What a controller's account says of a connection that its process left open when it was killed
+# (controller/accounts/store.py): dialout's wire word, not an import (the switch stands on dialout alone).
+CONTROLLER_GONE = "controller_gone"
+
+
 def _json(response: httpx.Response) -> object:
     """The answer's JSON, read once (None if it is not JSON)."""
     try:
@@ -206,7 +211,8 @@ def compare(
     """Match the controller's records to the switch's connections and list every number they disagree on.
     ``forgets_before_s``: when the controller started, on the run's clock (``math.inf``: it restarted, when is
     not known): a connection opened before it that it has no record of is counted as forgotten, not as a
-    disagreement."""
+    disagreement; so is one whose record an earlier life of the controller left when it was killed (its account
+    closed it as ``controller_gone``: as it last wrote it, cut short where the switch's own went on)."""
     latest: dict[str, dict[str, Any]] = {}
     for entry in sorted(records, key=lambda r: int(r["id"])):  # a port can be reused: the newest record wins
         latest[str(entry["peer"])] = entry
@@ -216,7 +222,8 @@ def compare(
     streams = forgotten = 0
     for connection in connections:
         record = latest.get(connection.local_address)
-        if record is None and forgets_before_s is not None and connection.opened_at_s < forgets_before_s:
+        cut_short = record is not None and record.get("closed_for") == CONTROLLER_GONE
+        if (record is None or cut_short) and forgets_before_s is not None and connection.opened_at_s < forgets_before_s:
             forgotten += 1
             continue
         if record is None:
