@@ -9,6 +9,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 # A write that finds the store locked (another process's transaction) waits this long before it fails and is
 # retried later: the ledger's thread waits, never the event loop.
@@ -65,7 +66,6 @@ class Connection(Protocol):
 
 @dataclass(frozen=True)
 class Engine:
-    name: str
     location: str  # as the log and `account show` name it (a URL without its password)
     begin_write: str  # the BEGIN that takes the write lock at once (SQLite: else two writers deadlock)
     greatest: str  # the larger of two values
@@ -151,14 +151,12 @@ def engine_of(location: Path | str) -> Engine:
     if isinstance(location, str):
         import psycopg
 
-        return PostgreSQL("postgresql", _shown(location), "BEGIN", "GREATEST", "seq", (psycopg.Error,), url=location)
-    return SQLite("sqlite", str(location), "BEGIN IMMEDIATE", "max", "rowid", (sqlite3.Error,), path=location)
+        return PostgreSQL(_shown(location), "BEGIN", "GREATEST", "seq", (psycopg.Error,), url=location)
+    return SQLite(str(location), "BEGIN IMMEDIATE", "max", "rowid", (sqlite3.Error,), path=location)
 
 
 def _shown(url: str) -> str:
     """``url`` without its password, for the log."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -151,8 +151,9 @@ class Store:
     def _run(self, sql: str, args: Sequence[object] = ()) -> Cursor:
         return self._db.execute(self.engine.sql(sql), args)
 
-    def _transaction(self, write: bool = True) -> _Transaction:
-        return _Transaction(self, self.engine.begin_write if write else "BEGIN")
+    def _transaction(self) -> _Transaction:
+        """A transaction that takes the write lock at once: every one here writes."""
+        return _Transaction(self, self.engine.begin_write)
 
     def _migrate(self) -> None:
         """Make the tables of an empty store, or check the version of a made one."""
