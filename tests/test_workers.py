@@ -47,16 +47,26 @@ async def _ping(url: str, certs: Path, interval: float) -> int:
 async def test_two_workers_keep_one_account(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     with ControllerProcess.start(config, "--workers", "2", "--verbose") as controller:
-        controller.wait_for(r"serving with 2 worker processes")
+        pids = controller.wait_for(r"serving with 2 worker processes \(pids (\d+), (\d+)\)").groups()
         pings = await dial_until_both(controller, tmp_path / "certs")
         assert {await ping for ping in pings} == {200}
+        before = _cpu_s(pids)
         answer = httpx.get(f"{controller.admin_url}/connections", trust_env=False).json()
+        # the CPU a fleet reads to find its bottleneck is both workers', whichever answered
+        assert (answer["processes"], before <= answer["cpu_s"] <= _cpu_s(pids)) == (2, True), (before, answer)
         records = answer["connections"]
         ids = [record["id"] for record in records]
         assert len(records) == len(set(ids)) >= 2, (answer, controller.lines)  # every worker's, each number once
         assert len({record["life"] for record in records}) == 2  # the two workers' lives of the account
         explained = run_module("controller", "explain", "--config", str(config), "--url", controller.admin_url)
         assert f"switch-1: {len(records)} connections" in explained.stdout, explained.stdout
+
+
+def _cpu_s(pids: tuple[str, ...]) -> float:
+    """The processes' user and system time so far, from /proc (rounded as the controller rounds it)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = [Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() for pid in pids]
+    return round(sum(int(stat[11]) + int(stat[12]) for stat in fields) / ticks, 6)
 
 
 async def test_a_worker_that_dies_is_started_again(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from controller.accounts.connections import ConnectionRegistry
 from controller.accounts.ledger import Records
 from controller.diagnosis.analysis import Carried, WindowError, diagnose_stepwise, limits_of, parse_window
 from controller.diagnosis.sentences import diagnosis_json, refused_handshake_json
+from controller.http.cpu import controller_cpu
 from dialout.config import ControllerConfig
 from dialout.loop_lag import LoopLag
 
@@ -53,7 +54,8 @@ async def account_of(registry: ConnectionRegistry, switch: str | None = None, si
 async def connections_answer(
     registry: ConnectionRegistry, switch: str | None, stream_times: bool = False, since: float | None = None
 ) -> dict[str, Any]:
-    """``cpu_s``: this process's CPU time so far, so that a fleet can tell which side of a run was CPU-bound.
+    """``cpu_s``: the controller's CPU time so far, over ``processes`` worker processes, so that a fleet can tell
+    which side of a run was CPU-bound (``controller/http/cpu.py``).
     ``stream_times``: each connection's answered streams with their times (``?streams=1``), for one switch's
     cross-check. ``since`` (monotonic): only the connections open at or after then (a switch asks about its own
     run, not the controller's whole history of it)."""
@@ -65,8 +67,10 @@ async def connections_answer(
         if stream_times:
             record["stream_times"] = connection.stream_times(lags)
         records.append(record)
+    cpu = controller_cpu()
     return {
-        "cpu_s": round(time.process_time(), 6),
+        "cpu_s": round(cpu.cpu_s, 6),
+        "processes": cpu.processes,
         # how long this controller has been running: a switch tells a restart from a lost record by it
         "uptime_s": round(time.monotonic() - registry.started, 6),
         # this process, as the account numbers the controller processes that wrote to it (each connection's "life")

@@ -30,6 +30,7 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from controller.http.cpu import count_the_workers_together
 from dialout.text import plural
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ def _run_worker(worker: Worker, number: int) -> None:
     """In the forked child: the parent's signal handlers undone (the worker's loop sets its own), then serve."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
+    count_the_workers_together()
     code = worker(number)
     logging.shutdown()
     os._exit(code)

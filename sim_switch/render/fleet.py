@@ -42,10 +42,17 @@ def problem_lines(verdict: FleetVerdict) -> list[str]:
     return [problem_text(problem) for problem in verdict.problems]
 
 
+def _controller_share(shares: CpuShares, url: str) -> str:
+    """'https://c:8443 at 83% of a core', or with workers '... of a core per process (2)'."""
+    processes = shares.controller_processes.get(url, 1)
+    share = f"{url} at {shares.controllers[url]:.0%} of a core"
+    return share + (f" per process ({processes})" if processes > 1 else "")
+
+
 def bottleneck_sentence(shares: CpuShares) -> str | None:
     """Which side was CPU-bound, in words; None when neither was."""
     switch_side = f"the switch side at {shares.switch:.0%} of a core per process ({shares.processes})"
-    controllers = ", ".join(f"{url} at {share:.0%}" for url, share in shares.controllers.items())
+    controllers = ", ".join(_controller_share(shares, url) for url in shares.controllers)
     match bottleneck(shares):
         case Side.BOTH:
             return (
@@ -59,10 +66,10 @@ def bottleneck_sentence(shares: CpuShares) -> str | None:
                 "simulator's own queueing: split it further (--workers, --shard on more machines)"
             )
         case Side.CONTROLLER:
-            busy = {url: share for url, share in shares.controllers.items() if share >= CPU_BOUND}
-            named = ", ".join(f"{url} at {share:.0%}" for url, share in busy.items())
+            busy = [url for url, share in shares.controllers.items() if share >= CPU_BOUND]
+            named = ", ".join(_controller_share(shares, url) for url in busy)
             return (
-                f"the controller was the bottleneck: {named} of a core, {switch_side}; "
+                f"the controller was the bottleneck: {named}, {switch_side}; "
                 f"{plural(len(shares.controllers), 'controller')} served the fleet"
             )
     return None
@@ -105,7 +112,7 @@ def render_fleet(tally: FleetTally, verdict: FleetVerdict, shares: CpuShares | N
             for url, share in tally.by_controller.items()
         ]
     if shares is not None:
-        theirs = "".join(f", controller {url} {share:.0%}" for url, share in shares.controllers.items())
+        theirs = "".join(f", controller {_controller_share(shares, url)}" for url in shares.controllers)
         lines.append(f"CPU (of one core): switch side {shares.switch:.0%} per process ({shares.processes}){theirs}")
         sentence = bottleneck_sentence(shares)
         lines += [f"bottleneck: {sentence}"] if sentence else []
@@ -146,7 +153,8 @@ def _cpu_json(shares: CpuShares) -> dict[str, Any]:
     return {
         "switch_per_process": round(shares.switch, 4),
         "processes": shares.processes,
-        "controllers": {url: round(share, 4) for url, share in shares.controllers.items()},
+        "controllers": {url: round(share, 4) for url, share in shares.controllers.items()},  # per process
+        "controller_processes": {url: shares.controller_processes.get(url, 1) for url in shares.controllers},
         "bottleneck": bottleneck_sentence(shares),
         "bottleneck_side": bottleneck(shares),
     }
