@@ -11,11 +11,12 @@
    the floor of a Python HTTP/2 client's (bench/floor_client.py: asyncio and h2, nothing else), 1 connection x
    100 in flight; its pings/s / h2load's, same controller; the references beneath it, a bare httpx client keeping
    100 requests in flight on one connection on the switch's own transport and on httpcore's HTTP/2.
-3. multiplexing at depth: 1000 pings of 1 s, queue and spill: wall time, overhead p50/p99.
+3. multiplexing at depth: 1000 pings of 1 s, queue and spill: wall time, overhead p50/p99; spill again against a
+   controller of 2 workers.
 4. memory: RSS per in-flight stream (1000 held open against idle), of the controller and of the switch.
 5. fleet: 1000 switches, each its own certificate, client and connection, x 10 pings at 5 s: wall time, TLS
    handshake per switch, pings/s, errors (must be 0), each side's CPU; in this process, over 2 workers, and over
-   2 workers spread over 2 controllers.
+   2 workers spread over 2 controllers; each controller on 2 workers.
 6. failover: a session over 2 controllers, the first SIGKILLed: time to the first ping answered by the second.
 7. scaling (bench/scaling.py): h2load -c 10 -m 10 against a controller of 2 workers / of 1; with its account in
    SQLite / in memory only.
@@ -429,13 +430,15 @@ def switch_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load_rate:
     )
 
 
-def depth_rows(rows: Table, url: str, certs: Path, depth: int) -> None:
+def depth_rows(
+    rows: Table, url: str, certs: Path, depth: int, policies: tuple[StreamPolicy, ...], against: str = ""
+) -> None:
     """Rows 3."""
-    for policy in (StreamPolicy.SPILL, StreamPolicy.QUEUE):
+    for policy in policies:
         wall, over = asyncio.run(switch_run(url, certs, (1.0,) * depth, policy))
         rows.append(
             Row(
-                f"{depth} pings x 1 s, streams: {policy}",
+                f"{depth} pings x 1 s, streams: {policy}{against}",
                 f"{wall:.2f} s wall; overhead p50 {percentile(over, 0.5) * 1000:.0f} ms, "
                 f"p99 {percentile(over, 0.99) * 1000:.0f} ms",
                 wall / 1.0,
@@ -443,6 +446,11 @@ def depth_rows(rows: Table, url: str, certs: Path, depth: int) -> None:
                 wall <= 1.3,
             )
         )
+
+
+def workers_rows(rows: Table, url: str, certs: Path, counts: Counts) -> None:
+    """Row 3's spill again against a controller of 2 workers: its connections spread over both."""
+    depth_rows(rows, url, certs, counts.depth, (StreamPolicy.SPILL,), ", controller --workers 2")
 
 
 def memory_rows(rows: Table, url: str, certs: Path, pid: int, depth: int) -> None:
@@ -464,56 +472,66 @@ def main() -> int:
     args = parser.parse_args()
     counts = SMOKE if args.smoke else FULL
     rows = Table()
+    if not args.hostile_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            served_rows(rows, Path(tmp), args, counts)
+    if not (args.fleet_only or args.scaling_only or args.switch_only):
+        hostile_rows(lambda *row: rows.append(Row(*row)), hostile.SMOKE if args.smoke else hostile.FULL)
+    return 0
+
+
+def served_rows(rows: Table, tmp: Path, args: argparse.Namespace, counts: Counts) -> None:
+    """Every row but the hostile peers': against controller processes of this run's own, in ``tmp``."""
+    h2load = ensure_h2load()
+    certs = tmp / "certs"
+    generate_certs(certs, ["localhost", "127.0.0.1"], ["switch-1"])
+    ensure_certs(certs, ["localhost", "127.0.0.1"], counts.fleet.switch_ids())
+    config = tmp / "config.yaml"
+    config.write_text(
+        "controller: {host: 127.0.0.1, port: 0, certs_dir: certs, switches: [switch-1, 'fleet-*']}\n"
+        "switch: {certs_dir: certs}\n"
+    )
 
     def add(*row: object) -> None:
         rows.append(Row(*row))  # type: ignore[arg-type]
 
-    if args.hostile_only:
-        hostile_rows(lambda *row: rows.append(Row(*row)), hostile.SMOKE if args.smoke else hostile.FULL)
-        return 0
-    h2load = ensure_h2load()
-    with tempfile.TemporaryDirectory() as tmp:
-        certs = Path(tmp) / "certs"
-        generate_certs(certs, ["localhost", "127.0.0.1"], ["switch-1"])
-        ensure_certs(certs, ["localhost", "127.0.0.1"], counts.fleet.switch_ids())
-        config = Path(tmp) / "config.yaml"
-        config.write_text(
-            "controller: {host: 127.0.0.1, port: 0, certs_dir: certs, switches: [switch-1, 'fleet-*']}\n"
-            "switch: {certs_dir: certs}\n"
-        )
+    def h2load_at(port: int, clients: int, streams: int) -> float:
+        return h2load_rate(h2load, port, counts.requests, clients, streams)
 
-        def h2load_at(port: int, clients: int, streams: int) -> float:
-            return h2load_rate(h2load, port, counts.requests, clients, streams)
-
-        if args.scaling_only:
-            scaling_rows(add, h2load_at, Path(tmp), counts.repeats)
-            return 0
-        # One process each: the memory rows read the serving process's RSS, and the fleet rows its CPU.
-        controller = [
+    def controller_of(workers: int) -> list[str]:
+        return [
             *(sys.executable, "-m", "controller", "serve", "--config", str(config)),
-            *("-q", "--client-certs-optional", "--workers", "1"),
+            *("-q", "--client-certs-optional", "--workers", str(workers)),
         ]
+
+    if args.scaling_only:
+        scaling_rows(add, h2load_at, tmp, counts.repeats)
+        return
+    # One process each: the memory rows read the serving process's RSS.
+    controller = controller_of(1)
+    if not args.fleet_only:
         bare = [sys.executable, "bench/bare_app.py", "--certs", str(certs)]
-        with server(controller) as (pid, port), server(bare) as (_, bare_port), server(controller) as (pid2, port2):
-            url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"
+        with server(controller) as (pid, port), server(bare) as (_, bare_port):
+            url = f"https://127.0.0.1:{port}"
             # Memory first: Python keeps the heap it grew, so a process that has already held many requests at
             # once would hold 1000 more in memory it has, and show next to nothing per stream.
-            if not args.fleet_only:
-                memory_rows(rows, url, certs, pid, counts.depth)
-                reference = controller_rows(rows, h2load, port, bare_port, counts)
-                depth_rows(rows, url, certs, counts.depth)
-                switch_rows(rows, url, certs, counts, reference)
-            if args.switch_only:
-                return 0
+            memory_rows(rows, url, certs, pid, counts.depth)
+            reference = controller_rows(rows, h2load, port, bare_port, counts)
+            depth_rows(rows, url, certs, counts.depth, (StreamPolicy.SPILL, StreamPolicy.QUEUE))
+            switch_rows(rows, url, certs, counts, reference)
+        if args.switch_only:
+            return
+        scaling_rows(add, h2load_at, tmp, counts.repeats)
+    # The controllers on 2 workers each: the switch and the fleet as far as the controller lets them go.
+    with server(controller_of(2)) as (_, port), server(controller_of(2)) as (_, port2):
+        url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"
         if not args.fleet_only:
-            scaling_rows(add, h2load_at, Path(tmp), counts.repeats)
-        with server(controller) as (pid, port), server(controller) as (pid2, port2):
-            url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"
-            fleet_rows(rows, (url, second), certs, counts.fleet)
-            failover_row(rows, (url, second), (pid, pid2), certs)  # last: it kills the first controller
-    if not args.fleet_only:
-        hostile_rows(lambda *row: rows.append(Row(*row)), hostile.SMOKE if args.smoke else hostile.FULL)
-    return 0
+            workers_rows(rows, url, certs, counts)
+        fleet_rows(rows, (url, second), certs, counts.fleet)
+    # One process each, so that killing the first ends it at once.
+    with server(controller) as (pid, port), server(controller) as (pid2, port2):
+        url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"
+        failover_row(rows, (url, second), (pid, pid2), certs)
 
 
 if __name__ == "__main__":
