@@ -42,9 +42,7 @@ def cpu_shares(tally: FleetTally, before: dict[str, ControllerCpu], after: dict[
     wall_s = tally.wall_time_s or 1e-9
     read = [url for url in after if url in before]
     # never below 0: a worker restarted during the run took its CPU time with it
-    controllers = {
-        url: max(0.0, after[url].cpu_s - before[url].cpu_s) / wall_s / after[url].processes for url in read
-    }
+    controllers = {url: max(0.0, after[url].cpu_s - before[url].cpu_s) / wall_s / after[url].processes for url in read}
     processes = {url: after[url].processes for url in read if after[url].processes > 1}
     return CpuShares(tally.cpu_s / wall_s / tally.processes, tally.processes, controllers, processes)
 
