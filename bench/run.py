@@ -448,11 +448,6 @@ def depth_rows(
         )
 
 
-def workers_rows(rows: Table, url: str, certs: Path, counts: Counts) -> None:
-    """Row 3's spill again against a controller of 2 workers: its connections spread over both."""
-    depth_rows(rows, url, certs, counts.depth, (StreamPolicy.SPILL,), ", controller --workers 2")
-
-
 def memory_rows(rows: Table, url: str, certs: Path, pid: int, depth: int) -> None:
     """Rows 4."""
     controller_rss, switch_rss = asyncio.run(memory_in_flight(url, certs, pid, depth))
@@ -526,7 +521,7 @@ def served_rows(rows: Table, tmp: Path, args: argparse.Namespace, counts: Counts
     with server(controller_of(2)) as (_, port), server(controller_of(2)) as (_, port2):
         url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"
         if not args.fleet_only:
-            workers_rows(rows, url, certs, counts)
+            depth_rows(rows, url, certs, counts.depth, (StreamPolicy.SPILL,), ", controller --workers 2")
         fleet_rows(rows, (url, second), certs, counts.fleet)
     # One process each, so that killing the first ends it at once.
     with server(controller) as (pid, port), server(controller) as (pid2, port2):
