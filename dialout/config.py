@@ -89,6 +89,9 @@ DEFAULT_MAX_CONTROL_FRAMES_PER_S = 100
 # even a fleet redialling at once after a restart has few pending, and those refused redial after their backoff.
 DEFAULT_MAX_PENDING_HANDSHAKES = 1024
 DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS = 256
+# A server's handshake step costs about 1 ms of CPU here: a few a turn keep a storm's toll on others' pings to a few
+# milliseconds, and still let through hundreds of handshakes a second.
+DEFAULT_HANDSHAKE_SLICE_MS = 4.0
 DEFAULT_REQUEST_TIMEOUT_S = 90.0
 DEFAULT_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -285,6 +288,16 @@ class ControllerConfig:
         doc=(
             "The same from one address, so that one peer's flood cannot crowd out the fleet's. Addresses in "
             "`trusted_proxies` carry many switches: only the cap in all holds there."
+        ),
+    )
+    handshake_slice_ms: float = setting(
+        field.number_range(0, 1000),
+        DEFAULT_HANDSHAKE_SLICE_MS,
+        doc=(
+            "TLS handshake work one turn of a worker's event loop does at most (CPU milliseconds) before it serves"
+            " what else is ready; the rest waits for the next turns, handshakes already begun first. A storm of"
+            " handshakes then delays the pings on connections already up by about this, and a fleet's handshakes"
+            " finish one after another instead of all at the end. 0: no pacing."
         ),
     )
     trusted_proxies: tuple[str, ...] = setting(

@@ -1,5 +1,6 @@
 """Where dialout reaches inside asyncio: its TLS is made to send the fatal alert when a handshake fails, so a
-refused switch learns why, and to tell the controller who it refused; and its loop's turns are counted.
+refused switch learns why, and to tell the controller who it refused; a server's handshakes are paced, so that a
+storm of them cannot hold up the answers on the connections already up; and its loop's turns are counted.
 
 asyncio's ``SSLProtocol`` force-closes the transport on a failed handshake without flushing what OpenSSL queued
 for the peer: the fatal alert (``certificate required``, ``unknown ca``, ``bad certificate``). A switch that dials
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 import weakref
 from asyncio import sslproto
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -46,21 +49,105 @@ def send_handshake_alerts() -> None:
         return
 
     def _do_handshake(self: Any) -> None:  # noqa: ANN401 - asyncio's private SSLProtocol has no type stubs
-        try:
-            self._sslobj.do_handshake()
-        except sslproto.SSLAgainErrors:
-            self._process_outgoing()
-        except ssl.SSLError as exc:
-            self._process_outgoing()  # the fix: send the alert OpenSSL has queued before the transport is dropped
-            reporter = _reporters.get(self._sslobj.context)
-            if reporter is not None:
-                reporter(self._transport.get_extra_info("peername"), exc)
-            self._on_handshake_complete(exc)
+        # The call at connection_made has nothing to read yet, and costs nothing: only a step with bytes is paced.
+        pacer = _pacers.get(self._sslcontext) if self._incoming.pending else None
+        if pacer is None:
+            _handshake_step(self)
         else:
-            self._on_handshake_complete(None)
+            pacer.step(self)
 
     setattr(_do_handshake, _PATCHED_MARK, True)
     sslproto.SSLProtocol._do_handshake = _do_handshake  # type: ignore[attr-defined]
+
+
+def _handshake_step(protocol: Any) -> None:  # noqa: ANN401 - asyncio's private SSLProtocol
+    """asyncio's ``SSLProtocol._do_handshake``, with the alert sent and the failure reported."""
+    try:
+        protocol._sslobj.do_handshake()
+    except sslproto.SSLAgainErrors:
+        protocol._process_outgoing()
+    except ssl.SSLError as exc:
+        protocol._process_outgoing()  # the fix: send the alert OpenSSL has queued before the transport is dropped
+        reporter = _reporters.get(protocol._sslobj.context)
+        if reporter is not None:
+            reporter(protocol._transport.get_extra_info("peername"), exc)
+        protocol._on_handshake_complete(exc)
+    else:
+        protocol._on_handshake_complete(None)
+
+
+# --- pacing a server's handshakes ---------------------------------------------------------------------------------
+# A TLS handshake's steps are the costliest callbacks a controller's loop runs (the server's flight: a key exchange
+# and a signature; the client's: verifying its certificate chain), and asyncio runs every ready one in the same
+# turn: 50 ClientHellos read at once held a victim's answers back 200 ms, and 1,000 switches dialling together all
+# finished their handshakes at once, 3 s in, the first as late as the last. Paced, a turn spends at most
+# ``slice_s`` on handshakes and puts the rest off to the next turns, steps of handshakes already begun before new
+# ones: what else was ready waits at most a slice, and handshakes finish one after another from the start.
+_pacers: weakref.WeakKeyDictionary[ssl.SSLContext, HandshakePacer] = weakref.WeakKeyDictionary()
+
+
+class HandshakePacer:
+    """At most ``slice_s`` of TLS handshake steps in one turn of the loop (at least one step a turn, so every
+    handshake goes on); the steps put off run in the turns after, in order, those of begun handshakes first."""
+
+    def __init__(self, slice_s: float) -> None:
+        self.slice_s = slice_s
+        self.put_off = 0  # steps that waited for a later turn, since the start
+        self._turn: int | None = None
+        self._spent_s = 0.0  # in self._turn
+        self._begun: weakref.WeakSet[Any] = weakref.WeakSet()  # protocols whose ClientHello has been read
+        self._waiting: tuple[deque[Any], deque[Any]] = (deque(), deque())  # begun, new
+        self._queued: set[Any] = set()
+        self._drain: asyncio.Handle | None = None
+
+    def pace(self, context: ssl.SSLContext) -> None:
+        """Pace the handshakes of connections made with ``context`` from now on."""
+        _pacers[context] = self
+
+    def step(self, protocol: Any) -> None:  # noqa: ANN401 - asyncio's private SSLProtocol
+        if protocol in self._queued:
+            return  # the bytes wait in its buffer: the step put off reads them all
+        if self._queued or not self._room():
+            self._put_off(protocol)
+        else:
+            self._run(protocol)
+
+    def _room(self) -> bool:
+        turn = loop_turn()
+        if turn != self._turn or turn is None:  # a new turn (uncounted: each call a turn of its own)
+            self._turn, self._spent_s = turn, 0.0
+        return self._spent_s < self.slice_s
+
+    def _run(self, protocol: Any) -> None:  # noqa: ANN401 - asyncio's private SSLProtocol
+        started = time.perf_counter()
+        try:
+            _handshake_step(protocol)
+        finally:
+            self._spent_s += time.perf_counter() - started
+            self._begun.add(protocol)
+
+    def _put_off(self, protocol: Any) -> None:  # noqa: ANN401 - asyncio's private SSLProtocol
+        self.put_off += 1
+        self._queued.add(protocol)
+        self._waiting[0 if protocol in self._begun else 1].append(protocol)
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().call_soon(self._run_waiting)
+
+    def _run_waiting(self) -> None:
+        """Scheduled for the next turn, ahead of that turn's reads: its slice of the steps put off."""
+        self._drain = None
+        self._room()  # a new turn: the slice is whole
+        ran = False
+        for waiting in self._waiting:
+            while waiting and (not ran or self._room()):
+                protocol = waiting.popleft()
+                self._queued.discard(protocol)
+                # Closed, timed out or failed while it waited: nothing left to do.
+                if protocol._state == sslproto.SSLProtocolState.DO_HANDSHAKE and protocol._transport is not None:
+                    self._run(protocol)
+                    ran = True
+        if self._queued:
+            self._drain = asyncio.get_running_loop().call_soon(self._run_waiting)
 
 
 # --- the loop's turns ---------------------------------------------------------------------------------------------

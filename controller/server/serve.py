@@ -40,6 +40,7 @@ from controller.server.asgi_tls import (
 )
 from controller.server.asyncio_seam import (
     FailedHandshake,
+    HandshakePacer,
     count_loop_turns,
     report_failed_handshakes,
     send_handshake_alerts,
@@ -332,8 +333,7 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
         gate.guard(sock)
     quiet_accept_errors()
     metrics = Metrics(registry)
-    ssl_context.sslobject_class = StampedSSLObject
-    report_failed_handshakes(ssl_context, _refused_handshake(metrics, registry.refusals))
+    _take_charge_of_handshakes(ssl_context, cfg, metrics, registry)
     unavailable = Unavailable()
     app = create_app(cfg, registry, metrics, unavailable)
     config = hypercorn_config(cfg, ssl_context, registry)
@@ -439,6 +439,16 @@ async def _with(serving: Awaitable[None], alongside: Awaitable[object]) -> None:
 
 async def _awaited(awaitable: Awaitable[object]) -> None:
     await awaitable
+
+
+def _take_charge_of_handshakes(
+    ssl_context: ssl.SSLContext, cfg: ControllerConfig, metrics: Metrics, registry: ConnectionRegistry
+) -> None:
+    """Each handshake timed (when done), each failed one counted and recorded, and all of them paced."""
+    ssl_context.sslobject_class = StampedSSLObject
+    report_failed_handshakes(ssl_context, _refused_handshake(metrics, registry.refusals))
+    if cfg.handshake_slice_ms > 0:
+        HandshakePacer(cfg.handshake_slice_ms / 1000).pace(ssl_context)
 
 
 def _refused_handshake(metrics: Metrics, refusals: Refusals) -> FailedHandshake:
