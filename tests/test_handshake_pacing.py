@@ -22,7 +22,7 @@ ONE_STEP_A_TURN_S = 1e-9  # any step spends more: the slice is spent by the firs
 
 
 class _Hello(asyncio.Protocol):
-    """Says one byte once the handshake is done (asyncio calls connection_made only then), and notes the turn."""
+    """Says one byte once the handshake is done (asyncio calls connection_made only then), and counts it in ``done``."""
 
     def __init__(self, done: list[int]) -> None:
         self._done = done
