@@ -411,4 +411,6 @@ def test_a_client_shaped_like_a_real_bug_fails_the_trial_that_catches_it(
     assert sentence in said, said
     [found] = [t for t in outcome.report["trials"] if t["name"] == trial]
     assert found["steps"][0]["by"] == "controller"
-    assert outcome.code == 1
+    # A fail exits 1; one that the loop's lag made inconclusive (it says it would have failed) exits 3 when nothing
+    # else failed: on a loaded machine, as the verdicts above allow.
+    assert outcome.code == 1 or (found["verdict"] == "inconclusive" and outcome.code == INCONCLUSIVE_EXIT)
