@@ -104,7 +104,9 @@ def main() -> int:
         generate_certs(workdir / "certs", ["localhost", "127.0.0.1"], ["switch-1"])
         config = workdir / "config.yaml"
         config.write_text("controller: {host: 127.0.0.1, port: 0, certs_dir: certs}\nswitch: {certs_dir: certs}\n")
-        with server([sys.executable, "-m", "controller", "--config", str(config), "--quiet"]) as (pid, port):
+        with server(
+            [sys.executable, "-m", "controller", "serve", "--config", str(config), "--quiet", "--workers", "1"]
+        ) as (pid, port):
             print(f"controller pid {pid} on 127.0.0.1:{port}; RSS after start-up {rss_kib(pid)} KiB")
             asyncio.run(
                 soak(
