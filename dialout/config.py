@@ -89,8 +89,8 @@ DEFAULT_MAX_CONTROL_FRAMES_PER_S = 100
 # even a fleet redialling at once after a restart has few pending, and those refused redial after their backoff.
 DEFAULT_MAX_PENDING_HANDSHAKES = 1024
 DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS = 256
-# A server's handshake step costs about 1 ms of CPU here: a few a turn keep a storm's toll on others' pings to a few
-# milliseconds, and still let through hundreds of handshakes a second.
+# A server's handshake step costs about 1 ms of CPU here (bench/handshake_cost.py): a few a turn keep handshakes'
+# share of a turn small and still let through hundreds of handshakes a second.
 DEFAULT_HANDSHAKE_SLICE_MS = 4.0
 DEFAULT_REQUEST_TIMEOUT_S = 90.0
 DEFAULT_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
@@ -295,9 +295,10 @@ class ControllerConfig:
         DEFAULT_HANDSHAKE_SLICE_MS,
         doc=(
             "TLS handshake work one turn of a worker's event loop does at most (CPU milliseconds) before it serves"
-            " what else is ready; the rest waits for the next turns, handshakes already begun first. A storm of"
-            " handshakes then delays the pings on connections already up by about this, and a fleet's handshakes"
-            " finish one after another instead of all at the end. 0: no pacing."
+            " what else is ready; the rest waits for the next turns, handshakes already begun first. It bounds what"
+            " handshakes add to a turn that also serves the pings of connections already up (a storm's requests and"
+            " closes are not paced), and a fleet's handshakes finish one after another instead of all at the end."
+            " 0: no pacing."
         ),
     )
     trusted_proxies: tuple[str, ...] = setting(
