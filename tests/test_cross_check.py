@@ -18,10 +18,10 @@ import pytest
 
 from dialout.config import OneShot, Scenario
 from dialout.loop_lag import PERIOD_S
-from sim_switch.dial.controller_view import late_answers
+from sim_switch.dial.controller_view import compare, late_answers
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.events import HeadersWritten, TraceEvent
-from sim_switch.model.results import LATE_ANSWER_S, ConnectionRecord, LateAnswer, PingResult
+from sim_switch.model.results import LATE_ANSWER_S, Concurrency, ConnectionRecord, LateAnswer, PingResult, RunResult
 from sim_switch.model.verdict import INCONCLUSIVE_EXIT, judge
 from sim_switch.render.report import problem_lines, verdict_line
 from sim_switch.render.trace import describe_disagreement
@@ -120,3 +120,46 @@ def test_a_late_answer_the_lag_cannot_explain_still_fails() -> None:
     assert not late.inconclusive
     lagged = dataclasses.replace(late, switch_lag_s=1.8)
     assert lagged.inconclusive
+
+
+def _two_pings(overlap_s: float) -> tuple[ConnectionRecord, list[PingResult]]:
+    """Two pings on one connection of 0.3 ms round trip, the second written ``overlap_s`` before the first's answer
+    was read."""
+    connection = ConnectionRecord(1, 0.0, "127.0.0.1:50000", "127.0.0.1:8443", 50000, rtt_s=0.0003)
+    first = PingResult(1, 0.0, 0.01, 200, "HTTP/2", 1, 1, headers_sent_at_s=0.10, finished_at_s=1.10)
+    second = PingResult(
+        2, 0.0, 0.01, 200, "HTTP/2", 1, 3, headers_sent_at_s=1.10 - overlap_s, finished_at_s=2.10 - overlap_s
+    )
+    return connection, [first, second]
+
+
+def _record(peak: int) -> dict[str, object]:
+    return {"id": 7, "peer": "127.0.0.1:50000", "streams": 2, "peak_in_flight": peak}
+
+
+def test_two_pings_that_crossed_on_the_wire_are_no_disagreement() -> None:
+    """The first answered before the second arrived: at once at the switch for less than the round trip and the
+    scheduling allowance, one at a time at the controller. Neither end is wrong; neither proves multiplexing."""
+    connection, pings = _two_pings(overlap_s=0.002)
+    view = compare("switch-1", [connection], pings, [_record(peak=1)], query_connection=None)
+    assert view.disagreements == ()
+    result = RunResult(Scenario("crossed", OneShot((0.0, 0.0))), "https://c", tuple(pings), (connection,), 2.2, view)
+    verdict = judge(result)
+    assert verdict.peak_in_flight == 2  # the switch's own count stays what it saw
+    assert verdict.ok
+    assert not verdict.multiplexed
+
+
+def test_two_pings_at_once_for_longer_than_a_crossing_disagree_with_a_controller_that_had_one() -> None:
+    """A second of overlap is no crossing: a controller that says one at a time is wrong (or is not the one
+    answering), and the run fails on it."""
+    connection, pings = _two_pings(overlap_s=1.0 - LATE_ANSWER_S)
+    view = compare("switch-1", [connection], pings, [_record(peak=1)], query_connection=None)
+    [disagreement] = view.disagreements
+    assert disagreement == Concurrency(1, "127.0.0.1:50000", switch_peak=2, controller_peak=1)
+    agreeing = compare("switch-1", [connection], pings, [_record(peak=2)], query_connection=None)
+    assert agreeing.agrees
+    result = RunResult(
+        Scenario("at once", OneShot((1.0, 1.0))), "https://c", tuple(pings), (connection,), 2.2, agreeing
+    )
+    assert judge(result).multiplexed

@@ -20,7 +20,6 @@ from sim_switch.dial.failures import classify, refused_with
 from sim_switch.dial.tracing import Tracer
 from sim_switch.model.events import AskingController, ControllerAnswered, NoDiagnosis
 from sim_switch.model.results import (
-    LATE_ANSWER_S,
     Concurrency,
     ConnectionRecord,
     ControllerFinding,
@@ -31,6 +30,7 @@ from sim_switch.model.results import (
     PingResult,
     StreamCount,
     peak_in_flight,
+    surely_in_flight,
 )
 
 # How much further back than the run's start the question reaches: the question's own way to the controller.
@@ -168,8 +168,7 @@ def late_answers(connection: ConnectionRecord, pings: Sequence[PingResult], stre
         for entry in stream_times
         if isinstance(entry, dict) and isinstance(entry.get("stream_id"), int)
     }
-    round_trip_s = connection.rtt_s if connection.rtt_s is not None else (connection.handshake_s or 0.0)
-    bound_s = LATE_ANSWER_S + round_trip_s
+    bound_s = connection.crossing_s
     late = []
     for ping in pings:
         if ping.connection != connection.number or ping.stream_id is None or ping.stream_id not in answered_in:
@@ -236,9 +235,13 @@ def compare(
         streams += seen - query
         if sent != seen:
             disagreements.append(StreamCount(connection.number, connection.local_address, sent, seen))
-        switch_peak = peak_in_flight(ping for ping in pings if ping.connection == connection.number)
+        on_it = [ping for ping in pings if ping.connection == connection.number]
+        switch_peak = peak_in_flight(on_it)
         controller_peak = int(record["peak_in_flight"])
-        if (switch_peak >= 2) != (controller_peak >= 2):
+        # Two pings that crossed on the wire (the first answered before the second arrived) were at once at the
+        # switch only: the controller's one at a time is no disagreement unless the overlap was more than that.
+        switch_sure = surely_in_flight(on_it, connection.crossing_s) >= 2
+        if (switch_sure and controller_peak < 2) or (switch_peak < 2 and controller_peak >= 2):
             disagreements.append(Concurrency(connection.number, connection.local_address, switch_peak, controller_peak))
         for late in late_answers(connection, pings, record.get("stream_times")):
             (inconclusive if late.inconclusive else disagreements).append(late)

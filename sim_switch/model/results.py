@@ -49,6 +49,13 @@ class ConnectionRecord:
     pings: list[int] = field(default_factory=list)  # numbers of the pings answered on it
     controller: str | None = None  # the controller URL it was dialled for
 
+    @property
+    def crossing_s(self) -> float:
+        """How far the two ends' times of one stream may fairly differ: the round trip (the PING's, else the
+        handshake's) and ``LATE_ANSWER_S`` of scheduling on two busy loops."""
+        round_trip_s = self.rtt_s if self.rtt_s is not None else (self.handshake_s or 0.0)
+        return LATE_ANSWER_S + round_trip_s
+
 
 @dataclass(frozen=True)
 class Failover:
@@ -247,6 +254,11 @@ class RunResult:
     def peak_in_flight(self, connection: int) -> int:
         return peak_in_flight(ping for ping in self.pings if ping.connection == connection)
 
+    def surely_in_flight(self, connection: int) -> int:
+        """``peak_in_flight``, less the pings that were at once only as they crossed on the wire."""
+        record = self.connections[connection - 1]
+        return surely_in_flight((ping for ping in self.pings if ping.connection == connection), record.crossing_s)
+
     def controller_connection(self, connection: int | None) -> int | None:
         """The controller's number for our connection ``connection``, where its account names it."""
         if connection is None or self.controller_view is None or not 0 < connection <= len(self.connections):
@@ -299,6 +311,24 @@ def peak_in_flight(pings: Iterable[PingResult]) -> int:
             edges += [(ping.headers_sent_at_s, 1), (ping.finished_at_s, -1)]
     peak = in_flight = 0
     for _, change in sorted(edges):  # at equal times an end (-1) sorts before a start: touching is not overlap
+        in_flight += change
+        peak = max(peak, in_flight)
+    return peak
+
+
+def surely_in_flight(pings: Iterable[PingResult], crossing_s: float) -> int:
+    """The most of ``pings`` that the other end must have had open at once too. A ping's span at the switch
+    (request written to answer read) holds its span at the controller plus both ways on the wire: two pings whose
+    spans overlap by less than ``crossing_s`` may have crossed (the first answered before the second arrived), so
+    each span is taken in by half of it at both ends."""
+    edges: list[tuple[float, int]] = []
+    for ping in pings:
+        if ping.headers_sent_at_s is not None and ping.finished_at_s is not None:
+            start_s, end_s = ping.headers_sent_at_s + crossing_s / 2, ping.finished_at_s - crossing_s / 2
+            if start_s < end_s:
+                edges += [(start_s, 1), (end_s, -1)]
+    peak = in_flight = 0
+    for _, change in sorted(edges):
         in_flight += change
         peak = max(peak, in_flight)
     return peak

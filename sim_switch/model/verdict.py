@@ -138,16 +138,20 @@ def judge(result: RunResult) -> Verdict:
     one_sided = view is not None and view.no_account is not None
     peak = max((result.peak_in_flight(record.number) for record in result.connections), default=0)
     switch_saw_it = peak >= 2
+    # At once beyond what crossing on the wire explains (``surely_in_flight``): what the controller must have seen.
+    switch_sure = any(result.surely_in_flight(record.number) >= 2 for record in result.connections)
     if view is not None:
         problems += [ViewDisagrees(problem) for problem in view.disagreements]
         problems += [ViewUnavailable(view.error)] if view.error else []
         if view.no_account is not None and required:
             problems.append(ViewRequired(view.no_account))
         if view.findings is not None:
-            problems += _diagnosis_disagrees(view.findings, switch_saw_it)
-    # Proven only when both ends agree: the controller counted the same streams, at the same time. A controller
-    # that keeps no account (not dialout's) leaves the switch's view, said as such, unless the scenario requires both.
-    multiplexed = switch_saw_it and view is not None and (view.agrees or (one_sided and not required))
+            problems += _diagnosis_disagrees(view.findings, switch_saw_it, switch_sure)
+    # Proven only when both ends agree: the controller counted the same streams, at the same time (two pings that
+    # crossed on the wire were not). A controller that keeps no account (not dialout's) leaves the switch's view,
+    # said as such, unless the scenario requires both.
+    both_ends = view is not None and view.agrees and (view.peak_in_flight >= 2 or not view.records)
+    multiplexed = switch_saw_it and view is not None and (both_ends or (one_sided and not required))
     failed = sum(not ping.ok for ping in pings)
     outcome = _outcome(result, failed, switch_saw_it if one_sided else multiplexed)
     return Verdict(
@@ -180,10 +184,13 @@ def _outcome(result: RunResult, failed: int, multiplexed: bool) -> Outcome:
     return Outcome.MULTIPLEXED if multiplexed else Outcome.NOT_MULTIPLEXED
 
 
-def _diagnosis_disagrees(findings: Sequence[ControllerFinding], switch_saw_it: bool) -> list[Problem]:
-    """The controller's own conclusion must be the switch's: multiplexed on both ends, or on neither."""
+def _diagnosis_disagrees(
+    findings: Sequence[ControllerFinding], switch_saw_it: bool, switch_sure: bool
+) -> list[Problem]:
+    """The controller's own conclusion must be the switch's: multiplexed on both ends, or on neither. Pings at once
+    at the switch only as they crossed on the wire (``switch_sure`` False) may be either at the controller."""
     controller_saw_it = any(finding.kind == MULTIPLEXED_FINDING for finding in findings)
-    if controller_saw_it == switch_saw_it:
+    if controller_saw_it == switch_saw_it or (switch_saw_it and not switch_sure):
         return []
     return [DiagnosisDisagrees(switch_saw_it, tuple(finding.kind for finding in findings))]
 
