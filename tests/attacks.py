@@ -322,6 +322,11 @@ class RawH2Client:
     def _headers(path: str) -> list[tuple[str, str]]:
         return [(":method", "GET"), (":scheme", "https"), (":authority", "127.0.0.1"), (":path", path)]
 
+    def reset(self, stream_id: int) -> None:
+        """RST_STREAM CANCEL on ``stream_id``: the client no longer wants its answer."""
+        self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+        self._flush()
+
     def request_and_reset(self, path: str, count: int) -> None:
         """``count`` requests, each reset right after its HEADERS, all in one write."""
         for _ in range(count):

@@ -33,17 +33,21 @@ from hypercorn.asyncio.worker_context import AsyncioSingleTask
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
 from hypercorn.protocol.http_stream import HTTPStream
+from quart.asgi import ASGIHTTPConnection
 
+from controller.http.quart_seam import OneTaskHTTPConnection
 from controller.server.asgi_tls import ConnectionAwareTCPServer, StreamIdHTTPStream
 from controller.server.h2_limits import GuardedH2Protocol
 from controller.server.hypercorn_seam import SeamError, check_versions
 from controller.server.serve import CUT_BOUND_S, install_seams
 from controller.trials.plan import PLAN
+from dialout.config import ControllerConfig
 from dialout.h2_seam import H2SeamError, check_h2_version, gone_away, reopen_after_reading_goaway
 from dialout.pki import generate_certs
 from sim_switch.dial.tls import client_ssl_context
 from tests.attacks import RawH2Client
-from tests.servers import REPO, ControllerProcess, write_config
+from tests.conftest import SWITCH_IDS
+from tests.servers import REPO, ControllerProcess, run_controller, write_config
 
 pytestmark = pytest.mark.timing  # verdicts from times, bounds on how long: run loaded too
 
@@ -242,3 +246,29 @@ def test_trials_end_and_write_their_report_though_streams_are_blocked(stuck_conf
     assert written["shutdown"]["cut_streams"] >= BLOCKED_PINGS + 1, controller.lines
     assert controller.lines[-1].endswith("cut when graceful_timeout_s (1 s) ran out")
     assert not any("Traceback" in line for line in controller.lines), "\n".join(controller.lines)
+
+
+def test_quart_still_has_what_the_quart_seam_calls() -> None:
+    """controller/http/quart_seam.py calls these of Quart's ASGIHTTPConnection: fail here if an upgrade moves them."""
+    for name in ("_create_request_from_scope", "handle_messages", "handle_request"):
+        assert callable(getattr(ASGIHTTPConnection, name, None)), name
+    assert issubclass(OneTaskHTTPConnection, ASGIHTTPConnection)
+
+
+async def test_a_ping_whose_stream_the_switch_resets_ends_at_once_and_the_next_is_served(certs_dir: Path) -> None:
+    """The request runs in the server's own task (quart_seam): a reset stream must still end its handler, mid-sleep,
+    as Quart's own wait did, without taking the connection or the next request with it."""
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS)
+    async with run_controller(cfg) as controller:
+        peer = await RawH2Client.connect(controller.port, client_ssl_context(certs_dir, "switch-1"))
+        try:
+            held = peer.request("/ping?interval=60")
+            async with asyncio.timeout(10):
+                while not controller.registry.in_flight():  # until the controller has started it
+                    await peer.ping(b"started?")
+                peer.reset(held)
+                while controller.registry.in_flight():  # ends well before its 60 s
+                    await peer.ping(b"ended?..")
+                assert await peer.answer(peer.request("/ping?interval=0")) == 200
+        finally:
+            await peer.close()
