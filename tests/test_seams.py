@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -33,12 +34,13 @@ from hypercorn.asyncio.worker_context import AsyncioSingleTask
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
 from hypercorn.protocol.http_stream import HTTPStream
+from priority import DeadlockError, DuplicateStreamError, MissingStreamError
 from quart.asgi import ASGIHTTPConnection
 
 from controller.http.quart_seam import OneTaskHTTPConnection
 from controller.server.asgi_tls import ConnectionAwareTCPServer, StreamIdHTTPStream
 from controller.server.h2_limits import GuardedH2Protocol
-from controller.server.hypercorn_seam import SeamError, check_versions
+from controller.server.hypercorn_seam import SeamError, StreamTurns, check_versions
 from controller.server.serve import CUT_BOUND_S, install_seams
 from controller.trials.plan import PLAN
 from dialout.config import ControllerConfig
@@ -84,6 +86,35 @@ def test_hypercorn_still_has_what_the_seam_replaces() -> None:
     assert all(f"self.{name} = " in made for name in ("connection", "config", "task_group", "send")), made
     assert "_update_header_buffer" in vars(h2.frame_buffer.FrameBuffer)
     assert "_headers_buffer" in h2.frame_buffer.FrameBuffer().__dict__
+    # the priority tree whose place the streams' turns take: made once per connection, and asked only this
+    assert "self.priority = priority.PriorityTree()" in made
+    asked = set(re.findall(r"self\.priority\.(\w+)", inspect.getsource(hypercorn_h2)))
+    assert asked == {"block", "unblock", "insert_stream", "remove_stream", "reprioritize"}, asked
+    assert "next(self.priority)" in inspect.getsource(H2Protocol.send_task)
+
+
+def test_streams_with_something_to_send_take_turns() -> None:
+    """``StreamTurns``, as Hypercorn's send task asks it: the ready streams in turn, a blocked one passed over
+    until unblocked (then at the back), none ready a ``DeadlockError``, and a PRIORITY frame for a stream never
+    opened leaves nothing behind."""
+    turns = StreamTurns()
+    for stream_id in (1, 3, 5):
+        turns.insert_stream(stream_id)
+    assert [next(turns) for _ in range(4)] == [1, 3, 5, 1]
+    turns.block(3)
+    assert [next(turns) for _ in range(3)] == [5, 1, 5]
+    turns.unblock(3)
+    assert [next(turns) for _ in range(3)] == [1, 5, 3]
+    for stream_id in (1, 5):
+        turns.remove_stream(stream_id)
+    turns.block(3)
+    with pytest.raises(DeadlockError):
+        next(turns)
+    turns.reprioritize(stream_id=7, depends_on=3, weight=200, exclusive=True)
+    with pytest.raises(MissingStreamError):
+        turns.block(7)
+    with pytest.raises(DuplicateStreamError):
+        turns.insert_stream(3)
 
 
 def test_h2_still_has_the_state_machine_the_h2_seam_reopens() -> None:
