@@ -34,7 +34,7 @@ from hypercorn.asyncio.worker_context import AsyncioSingleTask
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
 from hypercorn.protocol.http_stream import HTTPStream
-from priority import DeadlockError, DuplicateStreamError, MissingStreamError
+from priority.priority import DeadlockError, DuplicateStreamError, MissingStreamError
 from quart.asgi import ASGIHTTPConnection
 
 from controller.http.quart_seam import OneTaskHTTPConnection
