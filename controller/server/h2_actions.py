@@ -85,6 +85,7 @@ class ActionableH2Protocol(SeamH2Protocol):
         self._pings: dict[bytes, tuple[float, asyncio.Future[PingAck]]] = {}
         self.held_until = 0.0  # monotonic: nothing is written before then (a held first flight)
         self.most_open_streams = 0  # the most streams the client had open at once, since count_open_streams()
+        self._counting_open_streams = False  # h2 counts them by walking every stream: only when a trial asks
         self.broke_with: str | None = None  # the h2 error the client's frames raised, which ended the connection
 
     async def initiate(self, headers: Any = None, settings: bytes | None = None) -> None:  # noqa: ANN401 - Hypercorn's
@@ -129,6 +130,7 @@ class ActionableH2Protocol(SeamH2Protocol):
         counts them against our SETTINGS_MAX_CONCURRENT_STREAMS) each time it opened one: those open before a
         lowered limit may finish, it is a new one beside them that breaks it."""
         self.most_open_streams = 0
+        self._counting_open_streams = True
 
     def silence(self) -> None:
         """Stop reading and writing this connection, and leave it open: what a controller that hangs (or a
@@ -166,11 +168,7 @@ class ActionableH2Protocol(SeamH2Protocol):
         for event in events:
             stream_id = getattr(event, "stream_id", None)
             if isinstance(event, h2.events.RequestReceived):
-                # in the order the frames came (h2's own highest id already counts the whole read)
-                self._highest_seen = max(self._highest_seen, event.stream_id)
-                self.most_open_streams = max(self.most_open_streams, self.connection.open_inbound_streams)
-                if self._refused_now(event):
-                    self._refused_ids.add(event.stream_id)
+                if not self._request_kept(event):
                     continue
             elif stream_id in self._refused_ids and not isinstance(event, h2.events.StreamReset):
                 if isinstance(event, h2.events.DataReceived):  # the window it took is given back all the same
@@ -192,6 +190,17 @@ class ActionableH2Protocol(SeamH2Protocol):
         await super().stream_send(event)
         if isinstance(event, StreamClosed) and self.goaway_last_stream_id is not None:
             await self._close_if_done()
+
+    def _request_kept(self, request: h2.events.RequestReceived) -> bool:
+        """Note ``request`` (in the order the frames came: h2's own highest id already counts the whole read);
+        False if it is refused."""
+        self._highest_seen = max(self._highest_seen, request.stream_id)
+        if self._counting_open_streams:
+            self.most_open_streams = max(self.most_open_streams, self.connection.open_inbound_streams)
+        if self._refused_now(request):
+            self._refused_ids.add(request.stream_id)
+            return False
+        return True
 
     def _refused_now(self, request: h2.events.RequestReceived) -> bool:
         """Refuse ``request`` if this connection is to: after our GOAWAY, or when told to refuse the next ones."""
