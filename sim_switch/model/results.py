@@ -305,30 +305,22 @@ class RunResult:
 
 def peak_in_flight(pings: Iterable[PingResult]) -> int:
     """The most of ``pings`` open at once, from request headers written to response end."""
-    edges: list[tuple[float, int]] = []
-    for ping in pings:
-        if ping.headers_sent_at_s is not None and ping.finished_at_s is not None:
-            edges += [(ping.headers_sent_at_s, 1), (ping.finished_at_s, -1)]
-    peak = in_flight = 0
-    for _, change in sorted(edges):  # at equal times an end (-1) sorts before a start: touching is not overlap
-        in_flight += change
-        peak = max(peak, in_flight)
-    return peak
+    return surely_in_flight(pings, crossing_s=0.0)
 
 
 def surely_in_flight(pings: Iterable[PingResult], crossing_s: float) -> int:
     """The most of ``pings`` that the other end must have had open at once too. A ping's span at the switch
     (request written to answer read) holds its span at the controller plus both ways on the wire: two pings whose
     spans overlap by less than ``crossing_s`` may have crossed (the first answered before the second arrived), so
-    each span is taken in by half of it at both ends."""
+    each span is taken in by half of it at both ends (0: the switch's own count)."""
     edges: list[tuple[float, int]] = []
     for ping in pings:
         if ping.headers_sent_at_s is not None and ping.finished_at_s is not None:
             start_s, end_s = ping.headers_sent_at_s + crossing_s / 2, ping.finished_at_s - crossing_s / 2
-            if start_s < end_s:
+            if start_s < end_s:  # (a span of no length was never at once with anything)
                 edges += [(start_s, 1), (end_s, -1)]
     peak = in_flight = 0
-    for _, change in sorted(edges):
+    for _, change in sorted(edges):  # at equal times an end (-1) sorts before a start: touching is not overlap
         in_flight += change
         peak = max(peak, in_flight)
     return peak
