@@ -138,16 +138,27 @@ class HandshakePacer:
         self._drain = None
         self._room()  # a new turn: the slice is whole
         ran = False
-        for waiting in self._waiting:
-            while waiting and (not ran or self._room()):
-                protocol = waiting.popleft()
-                self._queued.discard(protocol)
-                # Closed, timed out or failed while it waited: nothing left to do.
-                if protocol._state == sslproto.SSLProtocolState.DO_HANDSHAKE and protocol._transport is not None:
-                    self._run(protocol)
-                    ran = True
-        if self._queued:
-            self._drain = asyncio.get_running_loop().call_soon(self._run_waiting)
+        try:
+            for waiting in self._waiting:
+                while waiting and (not ran or self._room()):
+                    protocol = waiting.popleft()
+                    self._queued.discard(protocol)
+                    # Closed, timed out or failed while it waited: nothing left to do.
+                    if protocol._state == sslproto.SSLProtocolState.DO_HANDSHAKE and protocol._transport is not None:
+                        self._run_put_off(protocol)
+                        ran = True
+        finally:  # the steps still waiting get their turn whatever one step did
+            if self._queued and self._drain is None:
+                self._drain = asyncio.get_running_loop().call_soon(self._run_waiting)
+
+    def _run_put_off(self, protocol: Any) -> None:  # noqa: ANN401 - asyncio's private SSLProtocol
+        """A step run from our own callback: what it raises ends its connection, as it would have had the step
+        run where asyncio reads (``_SelectorSocketTransport._read_ready`` makes it a fatal error), not the other
+        handshakes waiting behind it."""
+        try:
+            self._run(protocol)
+        except Exception as exc:
+            protocol._fatal_error(exc, "Fatal error in a paced TLS handshake step")
 
 
 # --- the loop's turns ---------------------------------------------------------------------------------------------
