@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import re
 import signal
@@ -67,6 +68,12 @@ def rss_kib(pid: int | str = "self") -> int:
     raise RuntimeError(f"/proc/{pid}/status has no VmRSS")
 
 
+def faulthandler_env() -> dict[str, str]:
+    """This process's environment, with Python's fault handler on: a child that hangs prints its threads' stacks
+    when aborted (``LineReader.stopped_at_exit``)."""
+    return {**os.environ, "PYTHONFAULTHANDLER": "1"}
+
+
 class LineReader:
     """A child process whose stderr is read by a thread, line by line, so a test can wait for a line (the port it
     listens on, a request arriving) instead of sleeping."""
@@ -76,7 +83,13 @@ class LineReader:
         self.name = name
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def said(self) -> list[str]:
+        """Every line, once the process has ended and its stderr is read to the end (waited for, within bounds)."""
+        self._reader.join(STARTUP_TIMEOUT_S)
+        return self.lines
 
     def wait_for(self, pattern: str, timeout_s: float = STARTUP_TIMEOUT_S) -> re.Match[str]:
         """The first line from now on that matches ``pattern``; fails if the process ends first."""
@@ -112,15 +125,26 @@ class LineReader:
 
     @staticmethod
     @contextlib.contextmanager
-    def stopped_at_exit(process: subprocess.Popen[str]) -> Iterator[None]:
+    def stopped_at_exit(process: subprocess.Popen[str], said: Callable[[], list[str]] = list) -> Iterator[None]:
+        """SIGTERM at the end, and the process's end waited for. One that does not end is aborted: started with
+        ``PYTHONFAULTHANDLER`` (``faulthandler_env``), it prints every thread's stack first, and the failure
+        shows them with the rest of what ``said`` (its stderr's lines)."""
         try:
             yield
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-            process.wait(timeout=STARTUP_TIMEOUT_S)
-            assert process.stderr is not None
-            process.stderr.close()
+            try:
+                process.wait(timeout=STARTUP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGABRT)
+                process.wait(timeout=STARTUP_TIMEOUT_S)
+                lines = "\n".join(said()[-200:])
+                raise AssertionError(f"{process.args} did not stop within {STARTUP_TIMEOUT_S} s:\n{lines}") from None
+            finally:
+                assert process.stderr is not None
+                if process.poll() is not None:
+                    process.stderr.close()
 
 
 class ControllerProcess(LineReader):
@@ -154,9 +178,12 @@ class ControllerProcess(LineReader):
             stderr=subprocess.PIPE,
             text=True,
             preexec_fn=preexec_fn,
+            env=faulthandler_env(),
         )
-        with cls.stopped_at_exit(process):
-            yield cls(process, config)
+        started: list[ControllerProcess] = []
+        with cls.stopped_at_exit(process, lambda: started[0].said() if started else []):
+            started.append(cls(process, config))
+            yield started[0]
 
 
 def write_config(
