@@ -140,7 +140,7 @@ class LineReader:
                 process.send_signal(signal.SIGABRT)
                 process.wait(timeout=STARTUP_TIMEOUT_S)
                 lines = "\n".join(said()[-200:])
-                raise AssertionError(f"{process.args} did not stop within {STARTUP_TIMEOUT_S} s:\n{lines}") from None
+                raise AssertionError(f"{process.args!r} did not stop within {STARTUP_TIMEOUT_S} s:\n{lines}") from None
             finally:
                 assert process.stderr is not None
                 if process.poll() is not None:
