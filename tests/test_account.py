@@ -201,3 +201,30 @@ async def test_a_killed_life_is_closed_by_the_next(tmp_path: Path) -> None:
     assert record["life"] == 1
     assert record["closed_at"] is not None
     assert record["in_flight"] == 0
+
+
+@pytest.mark.timeout(30)  # before the mend this spun in the loop: SIGALRM is what ends it
+async def test_a_question_in_the_turn_a_write_ends_is_answered(tmp_path: Path) -> None:
+    """A question (a read waits for the latest records: ``flush``) that runs in the very turn the ledger's write
+    ends, before that write's done-callbacks: the loop goes on. It spun there once, a controller deaf to every
+    request and to SIGTERM (three CI runs). The turn is made exactly: the loop is held in one callback until the
+    ledger's thread has finished the write (which queues its result for the next turn), and only then is the
+    question's task woken, so that it runs after the write's result is in and before its callbacks."""
+    ledger = Ledger(tmp_path / "account.sqlite3", Retention())
+    loop = asyncio.get_running_loop()
+    asked = asyncio.Event()
+
+    async def question() -> None:
+        await asked.wait()
+        await ledger.flush()
+
+    def hold_until_written() -> None:
+        ledger._thread.submit(lambda: None).result()  # its one thread: the write before this is done
+        asked.set()
+
+    asking = asyncio.create_task(question())
+    writing = asyncio.create_task(ledger.flush())
+    await asyncio.sleep(0)  # both have begun: the write on the ledger's thread, the question waiting
+    loop.call_soon(hold_until_written)
+    await asyncio.wait_for(asyncio.gather(asking, writing), 10)
+    await ledger.close()

@@ -147,19 +147,18 @@ class Ledger:
 
     async def flush(self) -> None:
         """Write what was recorded up to now; a write already under way is waited for first."""
-        while self._writing is not None:
+        # Asked of the write itself, not of a flag its done-callback clears: that callback runs a turn after the
+        # write is done, and awaiting a done future does not let the loop turn, so a flush that came in that turn
+        # spun for ever (a controller deaf to everything, SIGTERM too).
+        while self._writing is not None and not self._writing.done():
             await asyncio.shield(self._writing)
         # Written even when nothing changed: another process's question waits for this one to have written up
         # to the moment it was asked (``lives.written``).
         batch, need_ids = self._take(), self._ids_left() <= ID_REFILL
-        # Cleared when the write is done, not when this call is: a read that stops waiting (READ_WAIT_S) must not
+        # Kept until the write is done, not until this call is: a read that stops waiting (READ_WAIT_S) must not
         # let a second write begin beside this one.
         self._writing = writing = asyncio.get_running_loop().run_in_executor(self._thread, self._write, batch, need_ids)
-        writing.add_done_callback(self._written)
         await asyncio.shield(writing)
-
-    def _written(self, _: object) -> None:
-        self._writing = None
 
     def _take(self) -> Batch:
         """Rows of what changed since the last write, after what the last failed write left."""
