@@ -86,6 +86,12 @@ def test_hypercorn_still_has_what_the_seam_replaces() -> None:
     assert all(f"self.{name} = " in made for name in ("connection", "config", "task_group", "send")), made
     assert "_update_header_buffer" in vars(h2.frame_buffer.FrameBuffer)
     assert "_headers_buffer" in h2.frame_buffer.FrameBuffer().__dict__
+    # the writes gathered a turn at a time: Hypercorn's close paths, which write what was gathered first
+    closing = inspect.getsource(TCPServer._initiate_server_close)
+    assert "self.protocol.handle(Closed())" in closing, closing
+    assert "self.writer.close()" in closing, closing
+    assert "self.writer.write(event.data)" in inspect.getsource(TCPServer.protocol_send)
+    assert inspect.iscoroutinefunction(TCPServer._close)
     # the priority tree whose place the streams' turns take: made once per connection, and asked only this
     assert "self.priority = priority.PriorityTree()" in made
     asked = set(re.findall(r"self\.priority\.(\w+)", inspect.getsource(hypercorn_h2)))

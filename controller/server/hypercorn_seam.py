@@ -49,7 +49,7 @@ from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import AsyncioSingleTask
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.events import Closed, Event
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.protocol.h2 import H2Protocol
@@ -133,13 +133,29 @@ class _IdleTimer(AsyncioSingleTask):
 
 
 class SeamTCPServer(TCPServer):
-    """Hypercorn's connection task, with the idle timer mended and a way to end the connection now."""
+    """Hypercorn's connection task, with the idle timer mended, its writes gathered a loop turn at a time, and a
+    way to end the connection now."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - Hypercorn's own signature, passed on
         super().__init__(*args, **kwargs)
         self.idle_task = _IdleTimer()
+        self._unwritten: list[bytes] = []  # this loop turn's writes, written together at its end
 
     async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, RawData):
+            # Hypercorn writes each of its flushes at once: an answer's HEADERS, its DATA, its end, each a TLS
+            # record and a send() of its own. Gathered, a turn's answers on this connection are one of each.
+            if not self._unwritten:
+                asyncio.get_running_loop().call_soon(self.write_now)
+            self._unwritten.append(event.data)
+            try:
+                async with self.send_lock:
+                    await self.writer.drain()  # as Hypercorn: a writer waits while the peer is not reading
+            except (ConnectionError, RuntimeError, ssl.SSLError):
+                await self.protocol.handle(Closed())
+            return
+        if isinstance(event, Closed):
+            self.write_now()
         try:
             await super().protocol_send(event)
         except ssl.SSLError:
@@ -147,6 +163,27 @@ class SeamTCPServer(TCPServer):
             # write raises once asyncio's TLS close has failed (a peer that sent after our close_notify); it reached
             # the handler writing (and Quart's "Task exception was never retrieved"). The connection is over.
             await self.protocol.handle(Closed())
+
+    def write_now(self) -> None:
+        """Write what this turn gathered. A write that fails is the connection's end, which its reader sees."""
+        if not self._unwritten:
+            return
+        data = b"".join(self._unwritten)
+        self._unwritten.clear()
+        if self.writer.transport.is_closing():
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError, ssl.SSLError):
+            self.writer.write(data)
+
+    async def _close(self) -> None:
+        self.write_now()  # what was gathered goes out before the TLS close
+        await super()._close()
+
+    async def _initiate_server_close(self) -> None:
+        # Hypercorn's, with what the protocol's close gathered written before the transport closes.
+        await self.protocol.handle(Closed())
+        self.write_now()
+        self.writer.close()
 
     def in_flight(self) -> int:
         """Streams this connection is serving now (HTTP/1.1: its one request, if any)."""
@@ -161,6 +198,7 @@ class SeamTCPServer(TCPServer):
     async def cut(self) -> None:
         """End the connection now: its transport aborted (no TLS close to wait for), its protocol told, so every
         stream's handler sees the disconnect and nothing waits to write."""
+        self._unwritten.clear()
         self.writer.transport.abort()
         protocol = getattr(self, "protocol", None)
         if protocol is not None:
