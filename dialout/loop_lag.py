@@ -99,24 +99,25 @@ class LoopLag:
 
 
 class LagHistory:
-    """Lags as kept at one moment, each window's question answered by bisection (a run asks it once a ping)."""
+    """Lags as kept at one moment, each window's question answered by bisection (a run asks it once a ping).
+
+    A sample is the loop blocked from ``at - lag`` (when the sampler was due) to ``at``; the sampler is due again
+    only after it has run, so the samples' spans never overlap and their starts are as ordered as their ends: a
+    window's samples are one slice, found by bisecting each."""
 
     def __init__(self, lags: Iterable[tuple[float, float]]) -> None:
         kept = list(lags)
         self._at = [at for at, _ in kept]
+        self._from = [at - lag for at, lag in kept]
         self._lags = [lag for _, lag in kept]
-        self._longest = max(self._lags, default=0.0)
 
     def held_during(self, since: float, until: float) -> float:
-        """The worst lag that held the loop at some moment between ``since`` and ``until`` (monotonic): a sample
-        is the loop blocked from ``at - lag`` to ``at``, so one taken after ``until`` may still have held what
-        happened then (a read made late by the very turn that was running when it was due)."""
-        first = bisect.bisect_left(self._at, since)
-        last = bisect.bisect_right(self._at, until + self._longest)
-        return max(
-            (lag for at, lag in zip(self._at[first:last], self._lags[first:last], strict=True) if at - lag <= until),
-            default=0.0,
-        )
+        """The worst lag that held the loop at some moment between ``since`` and ``until`` (monotonic): one taken
+        after ``until`` may still have held what happened then (a read made late by the very turn that was running
+        when it was due)."""
+        first = bisect.bisect_left(self._at, since)  # the first hold that ended inside the window or after it
+        last = bisect.bisect_right(self._from, until)  # past the last one that began before the window ended
+        return max(self._lags[first:last], default=0.0)
 
 
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLag] = weakref.WeakKeyDictionary()

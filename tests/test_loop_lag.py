@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 from dialout.loop_lag import NOISE_S, PERIOD_S, LagHistory, LoopLag
@@ -32,3 +33,22 @@ def test_a_lag_counts_for_every_moment_it_held_the_loop() -> None:
     assert history.held_during(10.5, 25.0) == 0.4  # the 10.0 sample ended before the window began
     assert history.held_during(0.0, 40.0) == 0.5
     assert LagHistory([]).held_during(0.0, 1.0) == 0.0
+
+
+def test_a_window_sees_every_hold_that_overlaps_it_and_no_other() -> None:
+    """Bisection against the definition, over a sampler's own kind of history (spans that never overlap: the
+    sampler is due again only after it has run) and windows of every size, ends on and between the spans'."""
+    rng = random.Random(31)
+    samples: list[tuple[float, float]] = []
+    due = 0.0
+    for _ in range(400):
+        lag = rng.choice((NOISE_S, 0.01, 0.05, 0.3, 1.2))
+        samples.append((due + lag, lag))
+        due += lag + PERIOD_S + rng.random() * 0.05
+    history = LagHistory(samples)
+    edges = [t for at, lag in samples for t in (at, at - lag)] + [rng.uniform(0.0, due) for _ in range(200)]
+    for _ in range(2000):
+        since = rng.choice(edges)
+        until = since + rng.choice((0.0, 0.001, 0.1, 1.0, 10.0))
+        overlapping = [lag for at, lag in samples if at >= since and at - lag <= until]
+        assert history.held_during(since, until) == max(overlapping, default=0.0)
