@@ -53,6 +53,7 @@ from hostile import hostile_rows  # noqa: E402
 from processes import rss_kib, server  # noqa: E402
 from scaling import scaling_rows  # noqa: E402
 
+from dialout.collector import pace_for_many_objects  # noqa: E402
 from dialout.config import Fleet, OneShot, Scenario, Schedule, StreamPolicy, SwitchConfig  # noqa: E402
 from dialout.pki import ensure_certs, generate_certs  # noqa: E402
 from dialout.text import plural  # noqa: E402
@@ -467,6 +468,8 @@ def main() -> int:
     args = parser.parse_args()
     counts = SMOKE if args.smoke else FULL
     rows = Table()
+    # The switch and the fleet run in this process: at the collector's pace that ``python -m sim_switch`` sets.
+    pace_for_many_objects()
     if not args.hostile_only:
         with tempfile.TemporaryDirectory() as tmp:
             served_rows(rows, Path(tmp), args, counts)

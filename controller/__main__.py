@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import gc
 import json
 import logging
 import multiprocessing
@@ -45,6 +44,7 @@ from controller.server.serve import (
 )
 from controller.server.workers import supervise
 from controller.trials.plan import TRAFFIC, TrialSpec
+from dialout.collector import pace_for_many_objects
 from dialout.command_line import OneLineParser, command_first, run_guarded
 from dialout.config import Config, ConfigError, ControllerConfig, load_config
 from dialout.config_fields import MAX_WORKERS
@@ -98,11 +98,7 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
     check_other_half(cfg, "controller")
     registry = _registry(args.command, cfg.controller, workers)
     listeners, *others = _listen(cfg, bound, workers)
-    # What is here now (modules, the app to be) lives as long as the process: out of the collector's sight, so
-    # that a full collection walks the connections' records, not ~100,000 objects of imported modules (and, in
-    # workers, shared with the parent copy-on-write).
-    gc.collect()
-    gc.freeze()
+    pace_for_many_objects()
     if args.command == "demo":
         assert registry is not None
         return asyncio.run(_demo(cfg, ssl_context, listeners, args.config, scenarios, registry))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from dialout.collector import pace_for_many_objects
 from dialout.config import (
     Config,
     ConfigError,
@@ -110,6 +111,7 @@ def run(args: RunOptions) -> int:
         )
     # A fleet's switches each make their own TLS context.
     settings = RunSettings(scenario, cfg.switch, None if fleet else plan.ssl_context, trace_frames=output.frames)
+    pace_for_many_objects()
     match scenario.kind:
         case Fleet():
             return _run_fleet(cfg, settings, plan.urls, show, Split(args.shard, args.workers), output)

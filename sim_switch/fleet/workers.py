@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from dialout.collector import pace_for_many_objects
 from dialout.config import Fleet
 from dialout.errors import DialoutError
 from dialout.pages import Page
@@ -115,6 +116,7 @@ def _work(
     def report(kind: str, value: Any = None) -> None:  # noqa: ANN401
         results.send((kind, value))
 
+    pace_for_many_objects()  # a spawned process: it starts with the default pace
     try:
         result = asyncio.run(run_fleet(settings, urls, show, lambda done, total: report("done"), shard))
         report("tally", tally_json(tally(result)))
