@@ -10,6 +10,10 @@ may still be answered, and a PING may follow it (Go's server sends one). So afte
   (``reopen_after_reading_goaway``), keeping the connection unusable for new streams by its own bookkeeping.
 
 Both write h2's ``state_machine.state``, which h2 does not document: ``tests/test_seams.py`` pins it.
+
+And h2 finds the streams that have closed by walking every stream it holds, at every new stream, to count the
+open ones against the peer's limit: 100 streams in flight, 100 steps a ping. The switch forgets each stream as it
+is done with it (``PromptH2Connection.forget``), so that what h2 holds is what is open, counted by ``len``.
 """
 
 from __future__ import annotations
@@ -52,3 +56,24 @@ def reopen_after_reading_goaway(connection: H2Connection) -> None:
     """A client read a GOAWAY: read the answers to the streams it let finish (and a PING behind it)."""
     if gone_away(connection):
         connection.state_machine.state = ConnectionState.CLIENT_OPEN
+
+
+class PromptH2Connection(H2Connection):
+    """h2's connection for a client that ``forget``s each stream it is done with, as h2's own walk would: its count
+    of open outbound streams (h2 checks it against the peer's limit at every new stream) is then ``len`` of what it
+    holds, an upper bound, and exact by h2's walk only where the bound reaches the limit."""
+
+    @property
+    def open_outbound_streams(self) -> int:
+        held = len(self.streams)
+        if held < self.remote_settings.max_concurrent_streams:
+            return held  # no more open than held: below the limit, whatever the exact figure
+        return super().open_outbound_streams  # h2's walk, which forgets the closed streams it finds
+
+    def forget(self, stream_id: int) -> None:
+        """A stream its owner is done with: dropped as h2 drops a closed stream it finds (its closing kept, for
+        frames that still come on it), and left for h2's walk if it has not closed yet."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.closed:
+            del self.streams[stream_id]
+            self._closed_streams[stream_id] = stream.closed_by

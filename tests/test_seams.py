@@ -27,6 +27,9 @@ import h2.frame_buffer
 import pytest
 from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
+from h2.exceptions import TooManyStreamsError
+from h2.settings import SettingCodes, Settings
+from h2.stream import StreamClosedBy
 from hypercorn import protocol as hypercorn_protocol
 from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
@@ -44,7 +47,13 @@ from controller.server.hypercorn_seam import SeamError, StreamTurns, check_versi
 from controller.server.serve import CUT_BOUND_S, install_seams
 from controller.trials.plan import PLAN
 from dialout.config import ControllerConfig
-from dialout.h2_seam import H2SeamError, check_h2_version, gone_away, reopen_after_reading_goaway
+from dialout.h2_seam import (
+    H2SeamError,
+    PromptH2Connection,
+    check_h2_version,
+    gone_away,
+    reopen_after_reading_goaway,
+)
 from dialout.pki import generate_certs
 from sim_switch.dial.tls import client_ssl_context
 from tests.attacks import RawH2Client
@@ -136,6 +145,40 @@ def test_h2_still_has_the_state_machine_the_h2_seam_reopens() -> None:
     with pytest.raises(H2SeamError) as raised:
         check_h2_version(lambda package: "5.0.0")
     assert str(raised.value).startswith("h2 5.0.0 is installed; dialout was written for h2 4.x")
+
+
+def test_a_client_that_forgets_its_streams_is_held_to_the_peers_limit_as_h2_holds_it() -> None:
+    """``PromptH2Connection`` counts what it holds instead of walking every stream: the peer's limit still holds,
+    a forgotten stream is one h2 knows closed, and one left unforgotten is found by h2's walk at the limit."""
+    client = PromptH2Connection(H2Configuration(client_side=True, header_encoding=None))
+    server = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+    server.local_settings = Settings(client=False, initial_values={SettingCodes.MAX_CONCURRENT_STREAMS: 3})
+    server.initiate_connection()
+    client.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())  # the limit of 3
+    request = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"x"), (b":path", b"/")]
+
+    def answer(stream_id: int) -> None:
+        server.send_headers(stream_id, [(b":status", b"200")], end_stream=True)
+        client.receive_data(server.data_to_send())
+
+    for stream_id in (1, 3, 5):
+        client.send_headers(stream_id, request, end_stream=True)
+    server.receive_data(client.data_to_send())
+    with pytest.raises(TooManyStreamsError):
+        client.send_headers(7, request, end_stream=True)
+    answer(1)
+    client.forget(1)
+    assert 1 not in client.streams
+    assert client._closed_streams[1] is StreamClosedBy.RECV_END_STREAM  # as h2's own walk leaves it
+    client.send_headers(7, request, end_stream=True)
+    answer(3)  # closed, not forgotten: h2's walk at the limit finds it
+    client.send_headers(9, request, end_stream=True)
+    assert sorted(client.streams) == [5, 7, 9]
+    client.forget(5)  # still open (no answer yet): not forgotten, and still counted
+    with pytest.raises(TooManyStreamsError):
+        client.send_headers(11, request, end_stream=True)
 
 
 def test_a_release_the_seam_was_not_written_for_is_one_line() -> None:

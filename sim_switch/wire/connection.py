@@ -42,7 +42,7 @@ import httpx
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
-from dialout.h2_seam import reopen_after_reading_goaway
+from dialout.h2_seam import PromptH2Connection, reopen_after_reading_goaway
 from sim_switch.model.frames import Direction
 from sim_switch.wire.errors import ConnectionLost, GoneAway, NotSent, StreamReset
 from sim_switch.wire.frames import CLIENT_PREFACE, HEADER_SIZE, FrameSplitter, runs
@@ -123,7 +123,7 @@ class H2Connection:
         self._on_change = on_change
         self._observer = observer
         self._frames_wanted = observer is not None and observer.frames_wanted
-        self._h2 = h2.connection.H2Connection(H2_CONFIG)
+        self._h2 = PromptH2Connection(H2_CONFIG)
         self._streams: dict[int, H2Stream] = {}
         self._reserved = 0  # streams promised to requests, sent or about to be
         self._unsent_headers: list[H2Stream] = []
@@ -270,6 +270,7 @@ class H2Connection:
             if unread:  # what it was sent and never read still counts against the connection's window
                 self._h2.acknowledge_received_data(unread, stream.stream_id)
                 self._flush_soon()
+            self._h2.forget(stream.stream_id)
 
     # --- PING -------------------------------------------------------------------------------------------------
 
