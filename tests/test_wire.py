@@ -5,6 +5,7 @@ REFUSED_STREAM, a small flow-control window under a 1 MB body, the peer's PING, 
 from __future__ import annotations
 
 import asyncio
+import collections
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,8 @@ from sim_switch.dial.tls import client_ssl_context
 from sim_switch.dial.tracing import Tracer
 from sim_switch.model.events import TraceEvent
 from sim_switch.model.failures import FailureKind
-from sim_switch.model.frames import Direction, PingFrame
+from sim_switch.model.frames import Direction, HeadersFrame, PingFrame
+from sim_switch.wire.connection import HEADERS_A_WRITE
 from sim_switch.wire.errors import GoneAway, StreamReset
 from sim_switch.wire.transport import DialOptions, SwitchTransport
 from tests.h2_peer import DrivenConnection, driven_peer
@@ -31,6 +33,7 @@ from tests.switches import one_shot
 GAP_S = 0.1  # between the peer's answers
 # How far apart the switch may see two answers from how far apart the peer sent them: one event loop, one machine.
 SLACK_S = 0.03
+PINGS = 100
 
 
 @pytest.fixture
@@ -241,3 +244,34 @@ async def test_httpxs_read_timeout_holds_on_the_switchs_transport(
     async with driven_peer(server_context, drive) as peer:
         with pytest.raises(httpx.ReadTimeout):
             await http.get(f"{peer.url}/connections", timeout=0.3)
+
+
+async def test_a_turn_that_starts_many_streams_writes_their_headers_a_few_dozen_at_a_time(
+    server_context: ssl.SSLContext, certs_dir: Path
+) -> None:
+    """The pings that wait for the controller's SETTINGS all start in the turn they arrive: their HEADERS go out
+    ``HEADERS_A_WRITE`` a write (each write's frames carry one time), so the peer starts on the first while the
+    switch makes the rest; and not one write each, either."""
+    sent_at: list[float] = []
+
+    def watch(event: TraceEvent) -> None:
+        if isinstance(event, HeadersFrame) and event.direction is Direction.SENT:
+            sent_at.append(event.at_s)
+
+    async def drive(peer: DrivenConnection) -> None:
+        for _ in range(PINGS):
+            peer.answer((await peer.request()).stream_id)
+
+    async with driven_peer(server_context, drive) as peer:
+        result = await one_shot(
+            Scenario("many", OneShot((0.0,) * PINGS)),
+            peer.url,
+            client_ssl_context(certs_dir, "switch-1"),
+            watch,
+            ask=False,
+            frames=True,
+        )
+    assert all(ping.ok for ping in result.pings)
+    writes = sorted(collections.Counter(sent_at).values(), reverse=True)
+    assert sum(writes) == PINGS
+    assert writes[:3] == [HEADERS_A_WRITE] * 3, writes  # the 99 that waited for the SETTINGS: 32, 32, 32 and 3
