@@ -12,8 +12,10 @@ may still be answered, and a PING may follow it (Go's server sends one). So afte
 Both write h2's ``state_machine.state``, which h2 does not document: ``tests/test_seams.py`` pins it.
 
 And h2 finds the streams that have closed by walking every stream it holds, at every new stream, to count the
-open ones against the peer's limit: 100 streams in flight, 100 steps a ping. The switch forgets each stream as it
-is done with it (``PromptH2Connection.forget``), so that what h2 holds is what is open, counted by ``len``.
+open ones against the limit: 100 streams in flight, 100 steps a request, ~50-100 us. Both ends forget each stream
+as they are done with it (``PromptH2Connection.forget``: the switch as it closes a stream, the controller as a
+stream's answer has gone, ``controller/server/hypercorn_seam.py``), so that what h2 holds is what is open, and
+its count is ``len``.
 """
 
 from __future__ import annotations
@@ -59,9 +61,10 @@ def reopen_after_reading_goaway(connection: H2Connection) -> None:
 
 
 class PromptH2Connection(H2Connection):
-    """h2's connection for a client that ``forget``s each stream it is done with, as h2's own walk would: its count
-    of open outbound streams (h2 checks it against the peer's limit at every new stream) is then ``len`` of what it
-    holds, an upper bound, and exact by h2's walk only where the bound reaches the limit."""
+    """h2's connection for an owner that ``forget``s each stream it is done with, as h2's own walk would: its count
+    of open streams (h2 checks it against the limit at every new stream: outbound for a client, inbound for a
+    server) is then ``len`` of what it holds, an upper bound, and exact by h2's walk only where the bound reaches
+    the limit. ``exact_open_inbound_streams`` is h2's walk, for a figure that must be exact."""
 
     @property
     def open_outbound_streams(self) -> int:
@@ -70,6 +73,16 @@ class PromptH2Connection(H2Connection):
             return held  # no more open than held: below the limit, whatever the exact figure
         return super().open_outbound_streams  # h2's walk, which forgets the closed streams it finds
 
+    @property
+    def open_inbound_streams(self) -> int:
+        held = len(self.streams)
+        if held < self.local_settings.max_concurrent_streams:
+            return held
+        return super().open_inbound_streams
+
+    def exact_open_inbound_streams(self) -> int:
+        return super().open_inbound_streams
+
     def forget(self, stream_id: int) -> None:
         """A stream its owner is done with: dropped as h2 drops a closed stream it finds (its closing kept, for
         frames that still come on it), and left for h2's walk if it has not closed yet."""
@@ -77,3 +90,11 @@ class PromptH2Connection(H2Connection):
         if stream is not None and stream.closed:
             del self.streams[stream_id]
             self._closed_streams[stream_id] = stream.closed_by
+
+
+def made_prompt(connection: H2Connection) -> PromptH2Connection:
+    """An h2 connection someone else made (Hypercorn makes its own) as a ``PromptH2Connection``: the same object,
+    whose class only adds methods."""
+    connection.__class__ = PromptH2Connection
+    assert isinstance(connection, PromptH2Connection)
+    return connection

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h2.frame_buffer
@@ -52,6 +52,7 @@ from dialout.h2_seam import (
     PromptH2Connection,
     check_h2_version,
     gone_away,
+    made_prompt,
     reopen_after_reading_goaway,
 )
 from dialout.pki import generate_certs
@@ -179,6 +180,53 @@ def test_a_client_that_forgets_its_streams_is_held_to_the_peers_limit_as_h2_hold
     client.forget(5)  # still open (no answer yet): not forgotten, and still counted
     with pytest.raises(TooManyStreamsError):
         client.send_headers(11, request, end_stream=True)
+
+
+def test_a_server_that_forgets_its_answered_streams_refuses_what_h2_would() -> None:
+    """The controller's side (``made_prompt`` on Hypercorn's connection, ``StreamTurns`` telling it of each stream
+    whose answer has gone): answered streams are forgotten at once, their room is there for the next, and a client
+    over the limit is refused as h2's own server refuses it."""
+    request = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"x"), (b":path", b"/")]
+
+    def served(server: H2Connection, forget: Callable[[int], None]) -> list[str]:
+        client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        server.local_settings = Settings(client=False, initial_values={SettingCodes.MAX_CONCURRENT_STREAMS: 2})
+        server.initiate_connection()
+        client.initiate_connection()
+        server.receive_data(client.data_to_send())  # not the other way: the client does not know the limit
+        turns = StreamTurns(forget)
+        said = []
+
+        def send(stream_id: int) -> None:
+            client.send_headers(stream_id, request, end_stream=True)
+            try:
+                events = server.receive_data(client.data_to_send())
+            except TooManyStreamsError:
+                said.append(f"{stream_id} over the limit")
+            else:
+                said.extend(f"{stream_id} {type(event).__name__}" for event in events)
+
+        send(1)
+        send(3)
+        for stream_id in (1, 3):
+            turns.insert_stream(stream_id)
+            server.send_headers(stream_id, [(b":status", b"200")], end_stream=True)
+            turns.remove_stream(stream_id)
+        said.append(f"answered 1 and 3, holds {sorted(server.streams)}")
+        send(5)
+        send(7)
+        send(9)
+        return said
+
+    h2s_own = served(H2Connection(H2Configuration(client_side=False, header_encoding=None)), lambda stream_id: None)
+    prompt = made_prompt(H2Connection(H2Configuration(client_side=False, header_encoding=None)))
+    ours = served(prompt, prompt.forget)
+    assert "answered 1 and 3, holds []" in ours  # forgotten as their answers went
+    assert "answered 1 and 3, holds [1, 3]" in h2s_own  # h2 finds them at its next walk
+    assert ours[-1] == h2s_own[-1] == "9 over the limit"
+    assert [line for line in ours if not line.startswith("answered")] == [
+        line for line in h2s_own if not line.startswith("answered")
+    ]
 
 
 def test_a_release_the_seam_was_not_written_for_is_one_line() -> None:

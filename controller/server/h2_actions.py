@@ -196,7 +196,7 @@ class ActionableH2Protocol(SeamH2Protocol):
         False if it is refused."""
         self._highest_seen = max(self._highest_seen, request.stream_id)
         if self._counting_open_streams:
-            self.most_open_streams = max(self.most_open_streams, self.connection.open_inbound_streams)
+            self.most_open_streams = max(self.most_open_streams, self.connection.exact_open_inbound_streams())
         if self._refused_now(request):
             self._refused_ids.add(request.stream_id)
             return False

@@ -215,7 +215,8 @@ class StreamTurns:
 
     The tree's interface, as Hypercorn 0.18's ``H2Protocol`` calls it, and its errors."""
 
-    def __init__(self) -> None:
+    def __init__(self, removed: Callable[[int], None] = lambda stream_id: None) -> None:
+        self._removed = removed  # told of each stream removed: its answer has gone (or it was cut short)
         self._ready: dict[int, bool] = {}  # every stream inserted and not removed: ready to send or blocked
         self._turns: collections.deque[int] = collections.deque()  # next first; may hold ids since blocked or gone
         self._queued: set[int] = set()  # the ids in _turns
@@ -245,6 +246,7 @@ class StreamTurns:
     def remove_stream(self, stream_id: int) -> None:
         self._known(stream_id)
         del self._ready[stream_id]
+        self._removed(stream_id)
 
     def __iter__(self) -> StreamTurns:
         return self
@@ -273,13 +275,18 @@ class SeamH2Protocol(H2Protocol):
     taking turns to send (``StreamTurns``), and what a shutdown needs of it that Hypercorn does not do
     (``graceful``)."""
 
+    connection: h2_seam.PromptH2Connection
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - Hypercorn's own signature, passed on
         super().__init__(*args, **kwargs)
         # h2 checks each header block we send for what RFC 9113 forbids (uppercase, connection-specific fields):
         # our answers' headers are the app's own, the same for every ping, checked by the tests rather than by h2
         # once per answer. What a peer sends is still checked (``validate_inbound_headers``).
         self.connection.config.validate_outbound_headers = False
-        self.priority = StreamTurns()  # type: ignore[assignment]  # the tree's interface, as Hypercorn calls it
+        # A stream whose answer has gone is forgotten at once, so that h2 counts the open ones by ``len`` and not
+        # by walking all of them at every new request (``dialout.h2_seam``).
+        self.connection = h2_seam.made_prompt(self.connection)
+        self.priority = StreamTurns(self.connection.forget)  # type: ignore[assignment]  # the tree's interface
 
     async def goaway_now(self, debug: bytes = b"") -> None:
         """GOAWAY naming the highest stream seen, written now (Hypercorn sends one only when a busy connection goes
