@@ -15,7 +15,8 @@ And h2 finds the streams that have closed by walking every stream it holds, at e
 open ones against the limit: 100 streams in flight, 100 steps a request, ~50-100 us. Both ends forget each stream
 as they are done with it (``PromptH2Connection.forget``: the switch as it closes a stream, the controller as a
 stream's answer has gone, ``controller/server/hypercorn_seam.py``), so that what h2 holds is what is open, and
-its count is ``len``.
+its count is ``len``. ``forget`` writes h2's ``_closed_streams`` as its walk does; ``tests/test_seams.py`` pins that
+too.
 """
 
 from __future__ import annotations

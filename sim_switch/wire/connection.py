@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
