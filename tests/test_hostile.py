@@ -211,7 +211,8 @@ VICTIM_BATCHES = 8
 # what the controller's first work on 20 connections, or on 50 handshakes at once, takes on a starved core: 64-68 ms
 # measured in issue 20, 130-180 ms on 2026-12-05 (the refused-handshake flood: 131.8 ms once in CI, its victim's own
 # loop lag a few ms), against 8-11 ms alone: 200 ms. The attacks this guards against cost 0.2 s to 3 s without their
-# defences (issue 20's table); pacing handshakes (issue 32) is what would bring the start of a flood down.
+# defences (issue 20's table). Accepting 16 a turn of the loop (controller/server/accepting.py) took the start of
+# the silent flood from 5-82 ms (205 ms once in CI) to 4-16 ms under make test-loaded; handshakes are not paced yet.
 VICTIM_SLOWDOWN = 5
 VICTIM_FLOOR_S = 0.2
 # Log lines a calmed connection may cost: opened, calmed, closed (and a line of the victim's per ping).

@@ -9,7 +9,9 @@ import errno
 import logging
 import re
 import resource
+import socket
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.server.accepting import ACCEPT_ERROR, EverySecond
+from controller.server.accepting import ACCEPT_ERROR, ACCEPTS_A_TURN, EverySecond, HandshakeGate
 from dialout.config import ControllerConfig
 from sim_switch.dial.tls import client_ssl_context
 from tests.attacks import RawH2Client
@@ -115,6 +117,45 @@ async def _silent_peer(port: int) -> Coroutine[Any, Any, str]:
 
 async def _said(what: str) -> str:
     return what
+
+
+async def test_a_crowd_that_connects_at_once_is_accepted_a_few_a_turn_of_the_loop() -> None:
+    """asyncio accepts as many connections as wait in the backlog in one turn of its loop, and starts them all in
+    the next: whatever else is ready then (a switch's ping) waits for the whole crowd. The gate takes
+    ``ACCEPTS_A_TURN`` a turn, and every connection is still accepted."""
+    crowd = 5 * ACCEPTS_A_TURN  # below asyncio's own 100 a turn (create_server's backlog): one turn without the gate
+    listener = socket.create_server(("127.0.0.1", 0), backlog=2 * crowd)
+    HandshakeGate(max_pending=2 * crowd, max_pending_per_address=2 * crowd).guard(listener)
+    clients = [socket.create_connection(listener.getsockname()[:2]) for _ in range(crowd)]  # all in the backlog
+    loop = asyncio.get_running_loop()
+    turns = 0
+    started_in_turn: list[int] = []
+    all_started = asyncio.Event()
+
+    def next_turn() -> None:
+        nonlocal turns, ticking
+        turns += 1
+        ticking = loop.call_soon(next_turn)
+
+    class Noted(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            started_in_turn.append(turns)
+            transport.close()
+            if len(started_in_turn) == crowd:
+                all_started.set()
+
+    ticking = loop.call_soon(next_turn)
+    server = await loop.create_server(Noted, sock=listener)
+    try:
+        async with asyncio.timeout(GIVE_UP_S):
+            await all_started.wait()
+    finally:
+        ticking.cancel()
+        server.close()
+        for client in clients:
+            client.close()
+    assert max(Counter(started_in_turn).values()) == ACCEPTS_A_TURN
+    assert len(set(started_in_turn)) == crowd // ACCEPTS_A_TURN
 
 
 async def test_an_idle_connection_is_closed_after_the_idle_timeout_not_hypercorns_5_s(certs_dir: Path) -> None:

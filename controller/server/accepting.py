@@ -1,5 +1,11 @@
-"""Between accept() and the end of a connection's TLS handshake: caps on the handshakes pending, and a quiet log
-when accepting fails (issue 20).
+"""Between accept() and the end of a connection's TLS handshake: a pace for accepting, caps on the handshakes
+pending, and a quiet log when accepting fails (issues 20 and 32).
+
+asyncio accepts up to the listen backlog's size at each turn of its loop that finds the listener ready (4,096
+here, ``serve.LISTEN_BACKLOG``), and starts every connection it accepted in the next turn: 1,100 peers that
+connect at once cost one turn ~1,100 TLS objects, and a switch's ping that arrives beside them waited 90-205 ms
+under load (``tests/test_hostile.py``). The gate accepts ``ACCEPTS_A_TURN`` a turn; the rest wait in the kernel's
+backlog, and the listener is ready again at the next turn, after the pings that came meanwhile.
 
 A TCP peer that connects and never speaks holds a socket and, once asyncio has wrapped it for TLS, about 300 KB,
 for up to ``controller.handshake_timeout_s``. 1,100 of them left a controller with 1,024 descriptors none for a
@@ -37,6 +43,9 @@ logger = logging.getLogger(__name__)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 REPORT_EVERY_S = 1.0
+# Connections accepted (or refused) a turn of the event loop: ~1-2 ms of starting them, refused ones cost less. A
+# fleet that redials at once still gets ~1,000 accepts a second on a loop whose turns take tens of milliseconds.
+ACCEPTS_A_TURN = 16
 ACCEPT_ERROR = "socket.accept() out of system resource"  # what asyncio logs when accept() fails (EMFILE, ENFILE)
 SHOWN_ADDRESSES = 3
 # SO_LINGER on, 0 s: close() sends a reset and frees the socket at once, with no TIME_WAIT.
@@ -58,6 +67,7 @@ class HandshakeGate:
         self._reported_at = -REPORT_EVERY_S
         self._report_due: asyncio.TimerHandle | None = None
         self.refused_total = 0
+        self._accepted_this_turn = 0
 
     @property
     def pending(self) -> int:
@@ -67,6 +77,18 @@ class HandshakeGate:
         """Count every connection ``listener`` accepts from now on."""
         listener.__class__ = _GatedListener
         _gates[listener] = self
+
+    def accept_now(self) -> bool:
+        """Whether another connection is accepted in this turn of the loop (False: at the next)."""
+        if self._accepted_this_turn >= ACCEPTS_A_TURN:
+            return False
+        if not self._accepted_this_turn:
+            asyncio.get_running_loop().call_soon(self._next_turn)  # runs after what this turn runs
+        self._accepted_this_turn += 1
+        return True
+
+    def _next_turn(self) -> None:
+        self._accepted_this_turn = 0
 
     def admit(self, sock: socket.socket, address: str) -> bool:
         if self._shut_out(address):
@@ -151,9 +173,12 @@ class _GatedListener(socket.socket):
 
     def accept(self) -> tuple[socket.socket, Any]:
         """The next connection the gate admits; those it does not are reset as they come. Raises what accept()
-        raises (BlockingIOError once the backlog is empty)."""
+        raises (BlockingIOError once the backlog is empty), and BlockingIOError when this turn's accepts are spent:
+        asyncio then stops accepting until the listener is ready again, at its next turn."""
         gate = _gates[self]
         while True:
+            if not gate.accept_now():
+                raise BlockingIOError("this turn's accepts are spent: the rest wait in the backlog")
             sock, address = super().accept()
             host = str(address[0]) if isinstance(address, tuple) else str(address)
             if gate.admit(sock, host):
