@@ -86,7 +86,8 @@ class Outcome:
 
 
 def reached(verdict: str, sentence: str) -> tuple[str, str]:
-    if verdict != "inconclusive":
+    """An inconclusive that names no verdict (what it measured on a busy machine could not tell) stays one."""
+    if verdict != "inconclusive" or "it would have said: " not in sentence:
         return verdict, sentence
     would, _, said = sentence.partition("it would have said: ")[2].partition(": ")
     assert would in {"pass", "fail", "note"}, sentence
@@ -228,6 +229,27 @@ def test_a_storm_of_redials_is_told_from_a_backoff_on_a_busy_machine_too(
     assert judge_redials(list(delays))[0] is verdict
 
 
+@pytest.mark.parametrize(
+    ("delays", "handshakes", "verdict"),
+    [
+        # 3, 6 and 12 ms in a make test run (the handshakes are this session's figures under 40 busy processes)
+        ((0.139, 0.115, 0.120), (0.053, 0.033, 0.036), Verdict.INCONCLUSIVE),
+        ((0.08, 0.107, 0.16), (0.002, 0.002, 0.002), Verdict.PASS),  # the shipped switch on a quiet machine
+        ((0.19, 0.22, 0.28), (0.1, 0.1, 0.1), Verdict.PASS),  # and on one that slows its handshakes to 100 ms
+        ((0.004, 0.009, 0.013), (0.002, 0.002, 0.002), Verdict.FAIL),  # a storm is one, whatever its handshakes
+    ],
+)
+def test_no_storm_holds_only_if_it_holds_less_the_redials_handshakes(
+    delays: tuple[float, ...], handshakes: tuple[float, ...], verdict: Verdict
+) -> None:
+    """A redial's TLS handshake is the client's work at the moment it redialled: a machine that slows one slows the
+    other. A pass must hold with each delay less its handshake; else the trial cannot tell, and says why."""
+    judged, sentence = judge_redials(list(delays), list(handshakes))
+    assert judged is verdict, sentence
+    if verdict is Verdict.INCONCLUSIVE:
+        assert "handshakes took 53, 33, 36 ms" in sentence
+
+
 def test_the_plan_is_listed_with_what_each_trial_does_and_how_long(tmp_path: Path) -> None:
     done = run_module("controller", "trials", "--list", "--config", str(write_config(tmp_path)))
     assert done.returncode == 0, done.stderr
@@ -317,12 +339,19 @@ def test_every_report_validates(outcomes: dict[str, Outcome], run: str) -> None:
     assert all(stream["connection"] in opened for stream in report["timeline"]["streams"])
 
 
+def _too_busy_to_tell(verdict: str, said: str) -> bool:
+    """The reset trial's inconclusive on a busy machine, which says what it measured (``judge_redials``)."""
+    return verdict == "inconclusive" and ("could be a tight loop held back" in said or "shrinking" in said)
+
+
 def test_the_shipped_switch_passes_every_trial(outcomes: dict[str, Outcome]) -> None:
     shipped = outcomes["shipped"]
     verdicts = shipped.verdicts()
     assert list(verdicts) == [spec.name.value for spec in PLAN]
     failed = {
-        name: sentence for name, (verdict, sentence) in verdicts.items() if verdict != "pass" and verdict != "note"
+        name: sentence
+        for name, (verdict, sentence) in verdicts.items()
+        if verdict not in {"pass", "note"} and not _too_busy_to_tell(verdict, sentence)
     }
     assert not failed, failed
     # 0; or, where load made a verdict inconclusive (its would-be verdict a pass, above), 3
@@ -429,8 +458,9 @@ def test_a_client_shaped_like_a_real_bug_fails_the_trial_that_catches_it(
 ) -> None:
     outcome = outcomes[run]
     verdict, said = outcome.verdicts()[trial]
-    assert verdict == "fail", said
-    assert sentence in said, said
+    if not _too_busy_to_tell(verdict, said):  # which a loaded machine may make it say: never a pass
+        assert verdict == "fail", said
+        assert sentence in said, said
     [found] = [t for t in outcome.report["trials"] if t["name"] == trial]
     assert found["steps"][0]["by"] == "controller"
     # A fail exits 1; one that the loop's lag made inconclusive (it says it would have failed) exits 3 when nothing
