@@ -300,6 +300,11 @@ class RawH2Client:
         self._h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
         self._flush()
 
+    def open_window(self) -> None:
+        """SETTINGS_INITIAL_WINDOW_SIZE back to HTTP/2's default: the answers held by ``close_window`` may come."""
+        self._h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 65_535})
+        self._flush()
+
     def alpn(self) -> str | None:
         ssl_object = self._writer.get_extra_info("ssl_object")
         return None if ssl_object is None else ssl_object.selected_alpn_protocol()
@@ -346,6 +351,14 @@ class RawH2Client:
         event = await self._until(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id)
         assert isinstance(event, h2.events.ResponseReceived)
         return int(dict(event.headers)[b":status"])
+
+    async def answer_frames(self, stream_id: int) -> list[h2.events.Event]:
+        """The events of the response on ``stream_id``, up to its end (a DATA frame that ends it gives a
+        ``DataReceived`` whose ``stream_ended`` is set)."""
+        frames: list[h2.events.Event] = []
+        while not isinstance(frames[-1:] and frames[-1], h2.events.StreamEnded):
+            frames.append(await self._until(lambda e: getattr(e, "stream_id", None) == stream_id))
+        return frames
 
     async def keep_reading(
         self,

@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import h2.events
 import h2.frame_buffer
 import pytest
 from h2.config import H2Configuration
@@ -398,5 +399,32 @@ async def test_a_ping_whose_stream_the_switch_resets_ends_at_once_and_the_next_i
                 while controller.registry.in_flight():  # ends well before its 60 s
                     await peer.ping(b"ended?..")
                 assert await peer.answer(peer.request("/ping?interval=0")) == 200
+        finally:
+            await peer.close()
+
+
+async def test_an_answer_ends_in_the_frame_that_carries_its_body(certs_dir: Path) -> None:
+    """A ping's answer is HEADERS and one DATA frame that ends the stream (``SeamH2Protocol._ended_at_once``), not
+    Hypercorn's DATA and an empty DATA to end it; an answer the flow-control window holds back still comes, whole,
+    by Hypercorn's send task, once the window opens."""
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS)
+    async with run_controller(cfg) as controller:
+        peer = await RawH2Client.connect(controller.port, client_ssl_context(certs_dir, "switch-1"))
+        try:
+            async with asyncio.timeout(10):
+                frames = await peer.answer_frames(peer.request("/ping?interval=0"))
+                names = [type(frame).__name__ for frame in frames]
+                assert names == ["ResponseReceived", "DataReceived", "StreamEnded"]
+                assert frames[1].data and frames[1].stream_ended is not None  # type: ignore[attr-defined]
+
+                peer.close_window()
+                await peer.ping(b"settings")
+                held = peer.request("/ping?interval=0")
+                assert await peer.answer(held) == 200  # its headers: flow control holds only the body
+                peer.open_window()
+                frames = await peer.answer_frames(held)
+                body = b"".join(frame.data for frame in frames if isinstance(frame, h2.events.DataReceived))
+                assert json.loads(body)["stream_id"] == held
+                assert await peer.answer(peer.request("/ping?interval=0")) == 200  # and the connection goes on
         finally:
             await peer.close()

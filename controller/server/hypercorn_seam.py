@@ -9,7 +9,9 @@ own in its place, by the module-level names its worker looks them up by:
   abuse limits), on ``SeamH2Protocol`` below;
 - ``hypercorn.protocol.h2.HTTPStream`` and ``hypercorn.protocol.h11.HTTPStream``: streams that know their wire id
   and refuse a target that is not ASCII (``asgi_tls``);
-- an HTTP/2 connection's ``priority`` tree: its streams take turns instead (``StreamTurns``).
+- an HTTP/2 connection's ``priority`` tree: its streams take turns instead (``StreamTurns``);
+- how an answer ends: with its body, in one DATA frame sent from the handler's task when it fits, rather than
+  through Hypercorn's send task and an empty DATA frame after it (``SeamH2Protocol._ended_at_once``).
 
 And three Hypercorn bugs are mended here, since a shutdown hung on them (issue 28):
 
@@ -44,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError, StreamClosedError
 from hypercorn import protocol as hypercorn_protocol
 from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
@@ -52,6 +55,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol import h11 as hypercorn_h11
+from hypercorn.protocol.events import EndBody
+from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 from priority.priority import DeadlockError, DuplicateStreamError, MissingStreamError
@@ -287,6 +292,42 @@ class SeamH2Protocol(H2Protocol):
         # by walking all of them at every new request (``dialout.h2_seam``).
         self.connection = h2_seam.made_prompt(self.connection)
         self.priority = StreamTurns(self.connection.forget)  # type: ignore[assignment]  # the tree's interface
+        self._sending: int | None = None  # the stream Hypercorn's send task is sending from now, if any
+
+    async def stream_send(self, event: StreamEvent) -> None:
+        if isinstance(event, EndBody) and await self._ended_at_once(event.stream_id):
+            return
+        await super().stream_send(event)
+
+    async def _send_data(self, stream_id: int) -> None:
+        self._sending = stream_id
+        try:
+            await super()._send_data(stream_id)
+        finally:
+            self._sending = None
+
+    async def _ended_at_once(self, stream_id: int) -> bool:
+        """An answer's end, with what is left of its body buffered and within its windows and one frame: sent now as
+        one DATA frame with END_STREAM. Hypercorn hands both to its send task, which sends the body, then an empty
+        DATA frame to end the stream, while the handler waits for the buffer to drain: two turns of that task, a
+        wait and a frame more an answer (a ping's answer is one small body). False, for Hypercorn's way, where the
+        body does not fit, the send task is in the middle of this stream, or h2 refuses (a reset stream)."""
+        buffer = self.stream_buffers.get(stream_id)
+        if buffer is None or stream_id == self._sending:
+            return False
+        body = bytes(buffer.buffer)
+        try:
+            room = min(self.connection.local_flow_control_window(stream_id), self.connection.max_outbound_frame_size)
+            if len(body) > room:
+                return False
+            self.connection.send_data(stream_id, body, end_stream=True)
+        except (StreamClosedError, ProtocolError):
+            return False
+        # Nothing waits on the buffer (its one writer is the caller), and the send task skips a stream removed.
+        del self.stream_buffers[stream_id]
+        self.priority.remove_stream(stream_id)
+        await self._flush()
+        return True
 
     async def goaway_now(self, debug: bytes = b"") -> None:
         """GOAWAY naming the highest stream seen, written now (Hypercorn sends one only when a busy connection goes
