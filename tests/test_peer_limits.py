@@ -129,6 +129,7 @@ async def test_a_crowd_that_connects_at_once_is_accepted_a_few_a_turn_of_the_loo
     clients = [socket.create_connection(listener.getsockname()[:2]) for _ in range(crowd)]  # all in the backlog
     loop = asyncio.get_running_loop()
     turns = 0
+    ticking: asyncio.Handle | None = None
     started_in_turn: list[int] = []
     all_started = asyncio.Event()
 
@@ -150,7 +151,8 @@ async def test_a_crowd_that_connects_at_once_is_accepted_a_few_a_turn_of_the_loo
         async with asyncio.timeout(GIVE_UP_S):
             await all_started.wait()
     finally:
-        ticking.cancel()
+        if ticking is not None:
+            ticking.cancel()
         server.close()
         for client in clients:
             client.close()

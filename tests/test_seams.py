@@ -415,7 +415,8 @@ async def test_an_answer_ends_in_the_frame_that_carries_its_body(certs_dir: Path
                 frames = await peer.answer_frames(peer.request("/ping?interval=0"))
                 names = [type(frame).__name__ for frame in frames]
                 assert names == ["ResponseReceived", "DataReceived", "StreamEnded"]
-                assert frames[1].data and frames[1].stream_ended is not None  # type: ignore[attr-defined]
+                assert frames[1].data  # type: ignore[attr-defined]
+                assert frames[1].stream_ended is not None  # type: ignore[attr-defined]
 
                 peer.close_window()
                 await peer.ping(b"settings")
