@@ -33,18 +33,29 @@ from h2.settings import SettingCodes, Settings
 from h2.stream import StreamClosedBy
 from hypercorn import protocol as hypercorn_protocol
 from hypercorn.asyncio import run as hypercorn_run
+from hypercorn.asyncio import tcp_server as hypercorn_tcp_server
+from hypercorn.asyncio.task_group import TaskGroup
+from hypercorn.asyncio.task_group import _handle as run_app
 from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.asyncio.worker_context import AsyncioSingleTask
+from hypercorn.asyncio.worker_context import AsyncioSingleTask, EventWrapper
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
 from hypercorn.protocol.http_stream import HTTPStream
 from priority.priority import DeadlockError, DuplicateStreamError, MissingStreamError
 from quart.asgi import ASGIHTTPConnection
+from quart.wrappers.request import Body
 
-from controller.http.quart_seam import OneTaskHTTPConnection
+from controller.http.quart_seam import LightBody, LightRequest, OneTaskHTTPConnection
 from controller.server.asgi_tls import ConnectionAwareTCPServer, StreamIdHTTPStream
 from controller.server.h2_limits import GuardedH2Protocol
-from controller.server.hypercorn_seam import SeamError, StreamTurns, check_versions
+from controller.server.hypercorn_seam import (
+    AppInbox,
+    SeamError,
+    SeamTaskGroup,
+    SeamWorkerContext,
+    StreamTurns,
+    check_versions,
+)
 from controller.server.serve import CUT_BOUND_S, install_seams
 from controller.trials.plan import PLAN
 from dialout.config import ControllerConfig
@@ -56,6 +67,7 @@ from dialout.h2_seam import (
     made_prompt,
     reopen_after_reading_goaway,
 )
+from dialout.lazy_event import LazyEvent
 from dialout.pki import generate_certs
 from sim_switch.dial.tls import client_ssl_context
 from tests.attacks import RawH2Client
@@ -108,6 +120,51 @@ def test_hypercorn_still_has_what_the_seam_replaces() -> None:
     asked = set(re.findall(r"self\.priority\.(\w+)", inspect.getsource(hypercorn_h2)))
     assert asked == {"block", "unblock", "insert_stream", "remove_stream", "reprioritize"}, asked
     assert "next(self.priority)" in inspect.getsource(H2Protocol.send_task)
+    # the lazy events: the worker's context is made by that name, and gives its event class to a stream's buffer;
+    # a body's end sent at once (_ended_at_once) reads and writes what the send task would
+    assert getattr(hypercorn_run, "WorkerContext") is SeamWorkerContext  # noqa: B009
+    assert getattr(hypercorn_tcp_server, "TaskGroup") is SeamTaskGroup  # noqa: B009
+    spawning = inspect.getsource(TaskGroup.spawn_app)
+    assert "app_queue.get" in spawning, spawning  # the app's receive, which the inbox's get takes the place of
+    assert "return app_queue.put" in spawning, spawning
+    assert list(inspect.signature(run_app).parameters) == [
+        *("app", "config", "scope", "receive", "send", "sync_spawn", "call_soon")
+    ]
+    assert "StreamBuffer(self.context.event_class)" in inspect.getsource(H2Protocol._create_stream)
+    assert "self._event = asyncio.Event()" in inspect.getsource(EventWrapper.__init__)
+    assert "self.buffer = bytearray()" in inspect.getsource(StreamBuffer.__init__)
+    assert "del self.stream_buffers[stream_id]" in inspect.getsource(H2Protocol._send_data)
+    # Quart's request body and the events it makes
+    assert LightRequest.body_class is LightBody
+    assert issubclass(LightBody, Body)
+    assert {"self._complete: asyncio.Event", "self._has_data: asyncio.Event"} <= set(
+        re.findall(r"self\._\w+: asyncio\.Event", inspect.getsource(Body.__init__))
+    )
+
+
+async def test_a_lazy_event_is_an_asyncio_event_that_makes_its_waiters_deque_at_the_first_wait() -> None:
+    """``dialout.lazy_event``: set, clear and wait as asyncio.Event does them; no deque until someone waits; and
+    asyncio.Event still keeps the private state it writes."""
+    assert "self._waiters = collections.deque()" in inspect.getsource(asyncio.Event.__init__)
+    assert "self._value = False" in inspect.getsource(asyncio.Event.__init__)
+    assert "for fut in self._waiters:" in inspect.getsource(asyncio.Event.set)
+    event = LazyEvent()
+    event.set()
+    event.clear()
+    event.set()
+    assert event.is_set()
+    assert await event.wait() is True
+    assert event._waiters == ()  # no one waited for it while it was set
+    event.clear()
+    waiters = [asyncio.ensure_future(event.wait()) for _ in range(3)]
+    await asyncio.sleep(0)  # each is waiting
+    assert len(event._waiters) == 3
+    waiters[0].cancel()
+    event.set()
+    assert await asyncio.gather(*waiters[1:]) == [True, True]
+    assert waiters[0].cancelled()
+    assert not event._waiters
+    assert "set" in repr(event)
 
 
 def test_streams_with_something_to_send_take_turns() -> None:
@@ -429,3 +486,29 @@ async def test_an_answer_ends_in_the_frame_that_carries_its_body(certs_dir: Path
                 assert await peer.answer(peer.request("/ping?interval=0")) == 200  # and the connection goes on
         finally:
             await peer.close()
+
+
+async def test_a_requests_inbox_hands_its_events_over_in_order_and_holds_a_writer_when_full() -> None:
+    """``AppInbox``, Hypercorn's per-request queue as the seam replaces it: ``get`` waits for a ``put``; ``put``
+    waits while ``maxsize`` events are unread; a reader woken and then cancelled passes its turn on."""
+    inbox = AppInbox(2)
+    reading = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)  # waiting for an event
+    await inbox.put({"type": "http.request", "body": b"1", "more_body": True})
+    assert (await reading)["body"] == b"1"  # type: ignore[typeddict-item]
+    await inbox.put({"type": "http.request", "body": b"2", "more_body": True})
+    await inbox.put({"type": "http.request", "body": b"3", "more_body": False})
+    third = asyncio.ensure_future(inbox.put({"type": "http.disconnect"}))
+    await asyncio.sleep(0)
+    assert not third.done()  # two unread: the writer waits
+    assert (await inbox.get())["body"] == b"2"  # type: ignore[typeddict-item]
+    await third  # room again
+    assert [(await inbox.get())["type"] for _ in range(2)] == ["http.request", "http.disconnect"]
+
+    first, second = asyncio.ensure_future(inbox.get()), asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    await inbox.put({"type": "http.disconnect"})  # wakes the first reader...
+    first.cancel()  # ...which is cancelled before it runs: the second reads the event
+    async with asyncio.timeout(5):
+        assert (await second)["type"] == "http.disconnect"
+    assert first.cancelled()

@@ -9,6 +9,10 @@ own in its place, by the module-level names its worker looks them up by:
   abuse limits), on ``SeamH2Protocol`` below;
 - ``hypercorn.protocol.h2.HTTPStream`` and ``hypercorn.protocol.h11.HTTPStream``: streams that know their wire id
   and refuse a target that is not ASCII (``asgi_tls``);
+- ``hypercorn.asyncio.run.WorkerContext``: its events (a stream's buffer has two) are ``dialout.lazy_event``'s,
+  which make their deque of waiters only when someone waits (``SeamWorkerContext``);
+- ``hypercorn.asyncio.tcp_server.TaskGroup``: a request's app receives from an ``AppInbox``, not from an
+  ``asyncio.Queue`` of its own (``SeamTaskGroup``);
 - an HTTP/2 connection's ``priority`` tree: its streams take turns instead (``StreamTurns``);
 - how an answer ends: with its body, in one DATA frame sent from the handler's task when it fits, rather than
   through Hypercorn's send task and an empty DATA frame after it (``SeamH2Protocol._ended_at_once``).
@@ -41,7 +45,7 @@ import contextlib
 import functools
 import importlib.metadata
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from h2.connection import H2Connection
@@ -49,8 +53,11 @@ from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError, StreamClosedError
 from hypercorn import protocol as hypercorn_protocol
 from hypercorn.asyncio import run as hypercorn_run
+from hypercorn.asyncio import tcp_server as hypercorn_tcp_server
+from hypercorn.asyncio.task_group import TaskGroup
+from hypercorn.asyncio.task_group import _handle as run_app
 from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.asyncio.worker_context import AsyncioSingleTask
+from hypercorn.asyncio.worker_context import AsyncioSingleTask, EventWrapper, WorkerContext
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import h2 as hypercorn_h2
@@ -59,10 +66,12 @@ from hypercorn.protocol.events import EndBody
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 from priority.priority import DeadlockError, DuplicateStreamError, MissingStreamError
 
 from dialout import h2_seam
 from dialout.errors import DialoutError
+from dialout.lazy_event import LazyEvent
 
 if TYPE_CHECKING:
     from controller.accounts.connections import ConnectionRegistry
@@ -118,6 +127,91 @@ def dialout_config(config: HypercornConfig) -> DialoutConfig:
     """The config a connection of ours is served with (always ours: ``serve`` builds no other)."""
     assert isinstance(config, DialoutConfig), "served without dialout's config"
     return config
+
+
+class LazyEventWrapper(EventWrapper):
+    """Hypercorn's event, on a ``LazyEvent``."""
+
+    def __init__(self) -> None:  # not EventWrapper's: its asyncio.Event is what this replaces
+        self._event = LazyEvent()
+
+
+class SeamWorkerContext(WorkerContext):
+    """Hypercorn's worker context, whose events (``event_class``: a connection's and each stream's) are lazy."""
+
+    event_class = LazyEventWrapper
+
+
+class AppInbox:
+    """What a request's app receives (ASGI's ``http.request`` with its body, ``http.disconnect``), in place of the
+    ``asyncio.Queue`` Hypercorn makes for each request: three deques and an event, ~3 KiB a request in flight, for
+    the two or three events a ping gets. Bounded as Hypercorn's: ``put`` waits while ``maxsize`` wait unread (and
+    with it h2's acknowledgement of a body's DATA, so a request body is held to its flow-control window)."""
+
+    __slots__ = ("_events", "_getters", "_maxsize", "_putters")
+
+    def __init__(self, maxsize: int) -> None:
+        self._events: list[ASGIReceiveEvent] = []
+        self._maxsize = maxsize  # 0: unbounded, as asyncio.Queue's
+        self._getters: list[asyncio.Future[None]] = []
+        self._putters: list[asyncio.Future[None]] = []
+
+    async def get(self) -> ASGIReceiveEvent:
+        while not self._events:
+            await self._wait(self._getters)
+        event = self._events.pop(0)
+        self._wake(self._putters)
+        return event
+
+    async def put(self, event: ASGIReceiveEvent) -> None:
+        while 0 < self._maxsize <= len(self._events):
+            await self._wait(self._putters)
+        self._events.append(event)
+        self._wake(self._getters)
+
+    @staticmethod
+    async def _wait(waiters: list[asyncio.Future[None]]) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                AppInbox._wake(waiters)  # woken, then cancelled before it ran: the next in line has the turn
+            raise
+        finally:
+            waiters.remove(waiter)
+
+    @staticmethod
+    def _wake(waiters: list[asyncio.Future[None]]) -> None:
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+class SeamTaskGroup(TaskGroup):
+    """Hypercorn's task group of a connection, whose requests' apps receive from an ``AppInbox``. The two callables
+    Hypercorn makes for every request, for apps that run code in threads (ASGI 2 and WSGI wrappers; Quart is
+    neither), are made once a connection."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._in_executor = functools.partial(loop.run_in_executor, None)
+
+    async def spawn_app(
+        self,
+        app: AppWrapper,
+        config: HypercornConfig,
+        scope: Scope,
+        send: Callable[[ASGISendEvent | None], Awaitable[None]],
+    ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
+        inbox = AppInbox(config.max_app_queue_size)
+        self.spawn(run_app, app, config, scope, inbox.get, send, self._in_executor, self._call_soon)
+        return inbox.put
+
+    def _call_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:  # noqa: ANN401 - any app's
+        return asyncio.run_coroutine_threadsafe(func(*args), self._loop).result()
 
 
 class _IdleTimer(AsyncioSingleTask):
@@ -362,6 +456,8 @@ def install(
 ) -> None:
     """Put our classes in Hypercorn's place, once per process (later calls check they are the same)."""
     wanted = [
+        (hypercorn_run, "WorkerContext", SeamWorkerContext),
+        (hypercorn_tcp_server, "TaskGroup", SeamTaskGroup),
         (hypercorn_run, "TCPServer", tcp_server),
         (hypercorn_protocol, "H2Protocol", h2_protocol),
         (hypercorn_h2, "HTTPStream", h2_stream),
