@@ -17,6 +17,9 @@ as they are done with it (``PromptH2Connection.forget``: the switch as it closes
 stream's answer has gone, ``controller/server/hypercorn_seam.py``), so that what h2 holds is what is open, and
 its count is ``len``. ``forget`` writes h2's ``_closed_streams`` as its walk does; ``tests/test_seams.py`` pins that
 too.
+
+And h2's connection refers to itself (its frame dispatch table holds its own bound methods), so a finished one
+waits for the garbage collector, with its HPACK tables: ``release`` empties the table of a connection that is over.
 """
 
 from __future__ import annotations
@@ -99,3 +102,9 @@ def made_prompt(connection: H2Connection) -> PromptH2Connection:
     connection.__class__ = PromptH2Connection
     assert isinstance(connection, PromptH2Connection)
     return connection
+
+
+def release(connection: H2Connection) -> None:
+    """A connection that is over (no frame will be read on it again): its cycle broken, so that reference counting
+    frees it, and what it holds, as its owner lets go, rather than the next garbage collection, all at once."""
+    connection._frame_dispatch_table = {}

@@ -22,7 +22,7 @@ from controller.accounts.forwarded import ProxyPolicy
 from controller.http.accounts import serve_accounts
 from controller.http.interval import IntervalError, parse_interval
 from controller.http.metrics import Metrics
-from controller.http.quart_seam import LightRequest, OneTaskHTTPConnection
+from controller.http.quart_seam import SeamQuart
 from controller.server.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
 from dialout.config import ControllerConfig
 from dialout.errors import DialoutError
@@ -63,9 +63,7 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
     metrics: Metrics | None = None,
     unavailable: Unavailable | None = None,
 ) -> Quart:
-    app = Quart(__name__)
-    app.asgi_http_class = OneTaskHTTPConnection
-    app.request_class = LightRequest
+    app = SeamQuart(__name__)
     proxies = ProxyPolicy(cfg.trusted_proxies, controller_files(cfg).trust)
     app.asgi_app = ConnectionScopeMiddleware(app.asgi_app, registry, proxies)  # type: ignore[method-assign]
     max_interval_s = cfg.max_interval_s

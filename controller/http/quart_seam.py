@@ -7,23 +7,32 @@ answers are late by every turn they wait. ``OneTaskHTTPConnection`` runs the han
 only the reader: when the client goes (``http.disconnect``), it cancels the handler, as Quart's wait did, and the
 request ends quietly; a cancellation from anyone else (the server's shutdown) goes on up.
 
-Set as the app's ``asgi_http_class`` (``controller/http/app.py``). ``tests/test_seams.py`` pins the Quart internals
-it calls (``_create_request_from_scope``, ``handle_messages``, ``handle_request``).
+``tests/test_seams.py`` pins the Quart internals it calls (``_create_request_from_scope``, ``handle_messages``,
+``handle_request``).
 
 And a request's body waits on two ``asyncio.Event``s that a ping's handler never waits on (it reads no body):
-``LightRequest`` (the app's ``request_class``) gives its body ``dialout.lazy_event.LazyEvent``s, whose deques of waiters
-are made at the first wait, not at every request (~1.5 KiB a request in flight).
+``LightRequest`` (the app's ``request_class``) gives its body ``dialout.lazy_event.LazyEvent``s, whose deques of
+waiters are made at the first wait, not at every request (~1.5 KiB a request in flight).
+
+And werkzeug, Quart's router, matches a request's path with a recursive closure: a reference cycle of eight objects
+every request, which only the garbage collector frees. ``RememberingMatcher`` answers a path it has matched before
+from memory. ``SeamQuart`` is Quart with all three: the app that answers pings (``controller/http/app.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from typing import Any
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+from quart import Quart
 from quart.asgi import ASGIHTTPConnection
+from quart.routing import QuartMap
 from quart.wrappers import Request
 from quart.wrappers.request import Body
+from werkzeug.routing import Rule
+from werkzeug.routing.matcher import StateMachineMatcher
 
 from dialout.lazy_event import LazyEvent
 
@@ -61,3 +70,54 @@ class LightBody(Body):
 
 class LightRequest(Request):
     body_class = LightBody
+
+
+# The paths a controller's router remembers: its routes are a dozen, a few of them with an argument; a peer asking
+# for ever new ones costs a forgetting now and then, as it did before (each match as werkzeug makes it).
+REMEMBERED_PATHS = 1_024
+Matched = tuple[Rule, MutableMapping[str, Any]]
+
+
+class RememberingMatcher(StateMachineMatcher):
+    """werkzeug's matcher, which answers a (host, path, method) it has matched before from memory: werkzeug's
+    ``match`` is a recursive closure, made anew at every call, and that references itself. A failed match (404,
+    405, a redirect) is not remembered; a rule added or a remap forgets everything."""
+
+    def __init__(self, merge_slashes: bool) -> None:
+        super().__init__(merge_slashes)
+        self._remembered: dict[tuple[str, str, str, bool], Matched] = {}
+
+    def add(self, rule: Rule) -> None:
+        self._remembered.clear()
+        super().add(rule)
+
+    def update(self) -> None:
+        self._remembered.clear()
+        super().update()
+
+    def match(self, domain: str, path: str, method: str, websocket: bool) -> Matched:
+        key = (domain, path, method, websocket)
+        found = self._remembered.get(key)
+        if found is None:
+            found = super().match(domain, path, method, websocket)
+            if len(self._remembered) >= REMEMBERED_PATHS:
+                self._remembered.clear()
+            self._remembered[key] = found
+        rule, values = found
+        return rule, dict(values)  # the caller's own: Quart's view_args may be changed by a hook
+
+
+class RememberingMap(QuartMap):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - werkzeug's Map's own signature
+        super().__init__(*args, **kwargs)
+        assert not self._rules, "the matcher is replaced before any rule is added"
+        self._matcher = RememberingMatcher(self._matcher.merge_slashes)
+
+
+class SeamQuart(Quart):
+    """Quart, each request in one task (``OneTaskHTTPConnection``), its body's events lazy (``LightRequest``), its
+    routes matched from memory (``RememberingMap``)."""
+
+    asgi_http_class = OneTaskHTTPConnection
+    request_class = LightRequest
+    url_map_class = RememberingMap

@@ -69,6 +69,7 @@ from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 from priority.priority import DeadlockError, DuplicateStreamError, MissingStreamError
 
+from controller.server.asyncio_seam import release_transport, socket_transport
 from dialout import h2_seam
 from dialout.errors import DialoutError
 from dialout.lazy_event import LazyEvent
@@ -283,6 +284,23 @@ class SeamTCPServer(TCPServer):
         await self.protocol.handle(Closed())
         self.write_now()
         self.writer.close()
+
+    async def run(self) -> None:
+        beneath = socket_transport(self.writer.transport)
+        try:
+            await super().run()
+        finally:
+            self._release(beneath)
+
+    def _release(self, transport: asyncio.BaseTransport) -> None:
+        """The connection is over: break the cycles that would leave it (~115 objects, its TLS and HPACK state
+        among them) to the garbage collector. The server and its protocol refer to each other (the protocol sends
+        through the server's ``protocol_send``); h2's connection and asyncio's transport each to itself."""
+        wrapper = self.__dict__.pop("protocol", None)
+        connection = getattr(getattr(wrapper, "protocol", None), "connection", None)
+        if isinstance(connection, H2Connection):
+            h2_seam.release(connection)
+        release_transport(transport)
 
     def in_flight(self) -> int:
         """Streams this connection is serving now (HTTP/1.1: its one request, if any)."""
