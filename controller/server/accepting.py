@@ -43,8 +43,9 @@ logger = logging.getLogger(__name__)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 REPORT_EVERY_S = 1.0
-# Connections accepted (or refused) a turn of the event loop: ~1-2 ms of starting them, refused ones cost less. A
-# fleet that redials at once still gets ~1,000 accepts a second on a loop whose turns take tens of milliseconds.
+# Connections accepted (or refused) a turn of the event loop: ~1-2 ms of starting them, refused ones cost less. The
+# silent flood's victim under load: 4-16 ms at 16 a turn, 22-112 at 32, 11-193 at 64. A fleet of 1,000 dialling at
+# once may pay for it: 10.3-13.7 s against 10.5-11.7 at 4,096 a turn (bench/RESULTS.md, within this machine's noise).
 ACCEPTS_A_TURN = 16
 ACCEPT_ERROR = "socket.accept() out of system resource"  # what asyncio logs when accept() fails (EMFILE, ENFILE)
 SHOWN_ADDRESSES = 3

@@ -55,7 +55,7 @@ async def reset(bench: Bench, deadline: float) -> Outcome:
         if len(delays) == RESETS:
             break
         live = await bench.connection(deadline, in_flight=1)
-    shown = ", ".join(f"{delay * 1000:.0f}" for delay in delays)
+    shown = _ms(delays)
     if not delays:
         return Verdict.FAIL, "never redialled after the reset before the deadline", steps
     if len(delays) < RESETS:
