@@ -355,9 +355,13 @@ class RawH2Client:
     async def answer_frames(self, stream_id: int) -> list[h2.events.Event]:
         """The events of the response on ``stream_id``, up to its end (a DATA frame that ends it gives a
         ``DataReceived`` whose ``stream_ended`` is set)."""
-        frames: list[h2.events.Event] = []
-        while not isinstance(frames[-1:] and frames[-1], h2.events.StreamEnded):
-            frames.append(await self._until(lambda e: getattr(e, "stream_id", None) == stream_id))
+
+        def on_stream(event: h2.events.Event) -> bool:
+            return getattr(event, "stream_id", None) == stream_id
+
+        frames = [await self._until(on_stream)]
+        while not isinstance(frames[-1], h2.events.StreamEnded):
+            frames.append(await self._until(on_stream))
         return frames
 
     async def keep_reading(
