@@ -6,10 +6,12 @@ not a line per failed dial.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,11 +43,13 @@ QUICK_GIVE_UP = f"  reconnect: {{give_up_after_s: {GIVE_UP_S}, max_s: 0.5}}\n"
 pytestmark = pytest.mark.timing  # bounds on how long a run takes: run loaded too
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (it was free a moment ago, and nothing of ours takes it)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections while the block runs: bound, never listening, so that no other
+    process can take it (a port only free a moment before was once taken by another test's controller)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
 
 
 def ends_cleanly(done: subprocess.CompletedProcess[str] | tuple[int, str, str], code: int = 1) -> list[str]:
@@ -61,8 +65,9 @@ def ends_cleanly(done: subprocess.CompletedProcess[str] | tuple[int, str, str], 
 def test_a_session_whose_controller_is_down_from_the_start_ends_in_its_give_up_time(tmp_path: Path) -> None:
     config = write_config(tmp_path, extra=SESSION, switch=QUICK_GIVE_UP)
     ensure_certs(tmp_path / "certs", ["127.0.0.1"], ["switch-1"])  # as the controller would have made them
-    url = f"https://127.0.0.1:{free_port()}"
-    lines = ends_cleanly(run_module("sim_switch", "--config", str(config), "--url", url, "--scenario", "keepalive"))
+    with refused_port() as port:
+        url = f"https://127.0.0.1:{port}"
+        lines = ends_cleanly(run_module("sim_switch", "--config", str(config), "--url", url, "--scenario", "keepalive"))
     assert lines[-1].startswith("SESSION FAILED: ")
     assert lines[-1].endswith(
         f"the controller is down: connection refused (Connect call failed ('127.0.0.1', {url.rsplit(':', 1)[1]}))"
