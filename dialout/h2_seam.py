@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
+from typing import TypeVar
 
 from h2.connection import ConnectionState, H2Connection
 
@@ -96,11 +97,14 @@ class PromptH2Connection(H2Connection):
             self._closed_streams[stream_id] = stream.closed_by
 
 
-def made_prompt(connection: H2Connection) -> PromptH2Connection:
-    """An h2 connection someone else made (Hypercorn makes its own) as a ``PromptH2Connection``: the same object,
-    whose class only adds methods."""
-    connection.__class__ = PromptH2Connection
-    assert isinstance(connection, PromptH2Connection)
+Prompt = TypeVar("Prompt", bound=PromptH2Connection)
+
+
+def made_prompt(connection: H2Connection, kind: type[Prompt] = PromptH2Connection) -> Prompt:  # type: ignore[assignment]
+    """An h2 connection someone else made (Hypercorn makes its own) as a ``PromptH2Connection`` (or ``kind``, one
+    of its subclasses): the same object, whose class only adds methods."""
+    connection.__class__ = kind
+    assert isinstance(connection, kind)
     return connection
 
 

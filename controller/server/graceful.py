@@ -1,13 +1,11 @@
 """A shutdown that an HTTP/2 client can act on: it is told which of its requests were not processed.
 
 On shutdown Hypercorn finishes the streams in flight, resets any new stream, and sends GOAWAY once a busy
-connection goes idle. Two gaps, both closed here when the shutdown begins:
-
-- it resets with h2's default code, NO_ERROR, which tells the client nothing about whether its request was
-  processed; RFC 9113 section 8.7: REFUSED_STREAM says it was not, so the client may send it again elsewhere;
-- a connection that is already idle is closed without any GOAWAY, so a request the client sent at that moment
-  dies with the connection, processed or not for all it knows. A GOAWAY first (RFC 9113 section 6.8) names the
-  last stream processed, and httpcore then retries the later ones on a new connection by itself.
+connection goes idle. Its resets say REFUSED_STREAM (not processed, RFC 9113 section 8.7), not h2's NO_ERROR:
+``hypercorn_seam.ServedH2Connection``. One gap is closed here when the shutdown begins: a connection that is
+already idle is closed without any GOAWAY, so a request the client sent at that moment dies with the connection,
+processed or not for all it knows. A GOAWAY first (RFC 9113 section 6.8) names the last stream processed, and
+httpcore then retries the later ones on a new connection by itself.
 
 Then the shutdown flag is set at once, so that no new stream slips in between.
 """
@@ -37,8 +35,6 @@ async def refuse_new_streams(config: DialoutConfig) -> None:
             continue  # HTTP/1.1: Hypercorn closes idle connections and ends busy ones after their response
         if server.writer.is_closing() or protocol.closed:
             continue  # over already; Hypercorn keeps its task until the idle timer runs out
-        if not protocol.idle:
-            protocol.reset_new_streams_as_refused()
         if protocol.idle or goodbye:
             try:
                 await protocol.goaway_now(goodbye)
