@@ -18,6 +18,7 @@ from h2.settings import SettingCodes
 
 from controller.server.serve import server_ssl_context
 from dialout.config import ControllerConfig, OneShot, Scenario, StreamPolicy
+from dialout.h2_seam import reopen_after_sending_goaway
 from sim_switch.dial.failures import classify
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.dial.tracing import Tracer
@@ -142,6 +143,27 @@ async def test_goaway_finishes_the_streams_it_covers_and_the_rest_are_safe_to_re
     assert failure.retry_safe
     assert after.status_code == 200
     assert [connection.requests for connection in peer.connections] == [3, 1]  # nothing more on the old one
+
+
+async def test_a_reset_after_a_goaway_that_left_the_stream_out_does_not_make_it_processed(
+    server_context: ssl.SSLContext, switch: tuple[httpx.AsyncClient, SwitchTransport]
+) -> None:
+    """A stream above a GOAWAY's last-stream-id was never processed (RFC 9113 section 6.8), whatever reset of it
+    follows: a controller shutting down may reset it with NO_ERROR (Hypercorn's default) in the same write."""
+    http, _ = switch
+
+    async def drive(peer: DrivenConnection) -> None:
+        stream_id = (await peer.request()).stream_id
+        peer.conn.close_connection(ErrorCodes.NO_ERROR, last_stream_id=0)
+        reopen_after_sending_goaway(peer.conn)
+        peer.conn.reset_stream(stream_id, ErrorCodes.NO_ERROR)
+        peer.flush()  # one write: the switch reads both before its ping hears of either
+
+    async with driven_peer(server_context, drive) as peer:
+        with pytest.raises(GoneAway) as gone:
+            await http.get(f"{peer.url}/ping?interval=0")
+    assert not gone.value.processed
+    assert classify(gone.value).retry_safe
 
 
 async def test_a_refused_stream_is_safe_to_retry_and_the_connection_goes_on(

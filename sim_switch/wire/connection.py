@@ -454,8 +454,10 @@ class H2Connection:
             reopen_after_reading_goaway(self._h2)
 
     def _fail(self, stream_id: int, error: Exception) -> None:
+        """The stream's first error stands: a GOAWAY that left the stream out said it was never processed, and a
+        reset that follows (a controller shutting down may send NO_ERROR) does not make it so."""
         stream = self._streams.get(stream_id)
-        if stream is not None and not stream.ended:
+        if stream is not None and not stream.ended and stream.error is None:
             stream.error = error
             stream.wake()
 
