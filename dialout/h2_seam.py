@@ -100,9 +100,9 @@ class PromptH2Connection(H2Connection):
 Prompt = TypeVar("Prompt", bound=PromptH2Connection)
 
 
-def made_prompt(connection: H2Connection, kind: type[Prompt] = PromptH2Connection) -> Prompt:  # type: ignore[assignment]
-    """An h2 connection someone else made (Hypercorn makes its own) as a ``PromptH2Connection`` (or ``kind``, one
-    of its subclasses): the same object, whose class only adds methods."""
+def made_prompt(connection: H2Connection, kind: type[Prompt]) -> Prompt:
+    """An h2 connection someone else made (Hypercorn makes its own) as a ``kind`` of ``PromptH2Connection``: the
+    same object, whose class only adds methods."""
     connection.__class__ = kind
     assert isinstance(connection, kind)
     return connection

@@ -283,7 +283,7 @@ def test_a_server_that_forgets_its_answered_streams_refuses_what_h2_would() -> N
         return said
 
     h2s_own = served(H2Connection(H2Configuration(client_side=False, header_encoding=None)), lambda stream_id: None)
-    prompt = made_prompt(H2Connection(H2Configuration(client_side=False, header_encoding=None)))
+    prompt = made_prompt(H2Connection(H2Configuration(client_side=False, header_encoding=None)), PromptH2Connection)
     ours = served(prompt, prompt.forget)
     assert "answered 1 and 3, holds []" in ours  # forgotten as their answers went
     assert "answered 1 and 3, holds [1, 3]" in h2s_own  # h2 finds them at its next walk
