@@ -20,7 +20,9 @@
 6. failover: a session over 2 controllers, the first SIGKILLed: time to the first ping answered by the second.
 7. scaling (bench/scaling.py): h2load -c 10 -m 10 against a controller of 2 workers / of 1; with its account in
    SQLite / in memory only.
-8. hostile peers (bench/hostile.py): a victim switch's p99 under each attack / alone; /diagnosis at 10,000
+8. restart (bench/restart.py): 1000 persistent switches, the controller (2 workers) stopped with SIGTERM and started
+   again: each switch's way back after it listens / the backoff's cap + 2 s, pings lost, the account's two lives.
+9. hostile peers (bench/hostile.py): a victim switch's p99 under each attack / alone; /diagnosis at 10,000
    connections / at 1,000; the controller's RSS after 20,000 short connections / before.
 
 Loopback only, bounded counts. Installs h2load (Debian's nghttp2-client) when it is missing.
@@ -48,6 +50,7 @@ sys.path.insert(0, str(REPO))
 import app_cost  # noqa: E402
 import hostile  # noqa: E402
 import httpx  # noqa: E402
+import restart  # noqa: E402
 from floor_client import floor_rate  # noqa: E402
 from hostile import hostile_rows  # noqa: E402
 from processes import rss_kib, server  # noqa: E402
@@ -324,10 +327,18 @@ class Counts:
     depth: int
     app_requests: int  # per round of bench/app_cost.py
     fleet: Fleet
+    restart: restart.RestartCounts
 
 
-FULL = Counts(20_000, 3, 1000, 3000, Fleet(switches=1000, id_pattern="fleet-{n:04d}", pings=10, interval_s=5.0))
-SMOKE = Counts(300, 1, 50, 200, Fleet(switches=20, id_pattern="fleet-{n:04d}", pings=2, interval_s=0.1))
+FULL = Counts(
+    20_000,
+    3,
+    1000,
+    3000,
+    Fleet(switches=1000, id_pattern="fleet-{n:04d}", pings=10, interval_s=5.0),
+    restart.FULL,
+)
+SMOKE = Counts(300, 1, 50, 200, Fleet(switches=20, id_pattern="fleet-{n:04d}", pings=2, interval_s=0.1), restart.SMOKE)
 
 
 def controller_rows(rows: Table, h2load: str, port: int, bare_port: int, counts: Counts) -> float:
@@ -462,6 +473,7 @@ def main() -> int:
     parser.add_argument("--fleet-only", action="store_true", help="only the fleet rows")
     parser.add_argument("--hostile-only", action="store_true", help="only the hostile peers' rows")
     parser.add_argument("--scaling-only", action="store_true", help="only the rows of workers and of the account")
+    parser.add_argument("--restart-only", action="store_true", help="only the row of a restart in front of sessions")
     parser.add_argument(
         "--switch-only", action="store_true", help="only the rows of one controller and one switch (1 to 4)"
     )
@@ -473,7 +485,7 @@ def main() -> int:
     if not args.hostile_only:
         with tempfile.TemporaryDirectory() as tmp:
             served_rows(rows, Path(tmp), args, counts)
-    if not (args.fleet_only or args.scaling_only or args.switch_only):
+    if not (args.fleet_only or args.scaling_only or args.switch_only or args.restart_only):
         hostile_rows(lambda *row: rows.append(Row(*row)), hostile.SMOKE if args.smoke else hostile.FULL)
     return 0
 
@@ -505,6 +517,9 @@ def served_rows(rows: Table, tmp: Path, args: argparse.Namespace, counts: Counts
     if args.scaling_only:
         scaling_rows(add, h2load_at, tmp, counts.repeats)
         return
+    if args.restart_only:
+        restart_row(rows, tmp, certs, counts.restart)
+        return
     # One process each: the memory rows read the serving process's RSS.
     controller = controller_of(1)
     if not args.fleet_only:
@@ -530,6 +545,32 @@ def served_rows(rows: Table, tmp: Path, args: argparse.Namespace, counts: Counts
     with server(controller) as (pid, port), server(controller) as (pid2, port2):
         url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"
         failover_row(rows, (url, second), (pid, pid2), certs)
+    restart_row(rows, tmp, certs, counts.restart)
+
+
+def restart_row(rows: Table, tmp: Path, certs: Path, counts: restart.RestartCounts) -> None:
+    """Row 8: against a controller of its own, with an account of its own."""
+    ensure_certs(certs, ["localhost", "127.0.0.1"], counts.switch_ids())
+    config = tmp / "restart.yaml"
+    config.write_text(
+        "controller: {host: 127.0.0.1, port: 0, certs_dir: certs, switches: ['fleet-*'], account: restart.sqlite}\n"
+    )
+    run = asyncio.run(restart.restart_in_front_of(counts, config, certs, tmp / "restart.sqlite"))
+    bound_s = run.cap_s + restart.BACK_WITHIN_S
+    slowest = run.back_s[-1] if run.back_s else float("inf")
+    rows.append(
+        Row(
+            f"restart: SIGTERM, start again, {run.switches} persistent switches (controller --workers 2)",
+            f"{len(run.back_s)} back after it listened: p50 {percentile(list(run.back_s), 0.5) * 1000:,.0f} ms, "
+            f"max {slowest * 1000:,.0f} ms (down {run.down_s:.2f} s, exit {run.stop_code}); {run.lost.total()} of "
+            f"{run.pings} pings lost ({run.retried} retried); {run.both_lives} in both lives",
+            slowest / bound_s,
+            f"<= 1x the cap + {restart.BACK_WITHIN_S:g} s ({bound_s:.1f} s), 0 lost, all in both lives",
+            len(run.back_s) == run.switches and slowest <= bound_s and not run.lost and run.both_lives == run.switches,
+        )
+    )
+    for reason, count in run.lost.most_common():
+        print(f"   lost: {count} x {reason}", flush=True)
 
 
 if __name__ == "__main__":

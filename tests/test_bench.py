@@ -37,6 +37,11 @@ def test_bench_smoke_prints_its_table() -> None:
     assert any("2 controllers / 1" in line for line in fleet)
     [failover] = [line for line in lines[1:] if line.startswith("failover: SIGKILL")]
     assert " ms (backoff waits " in failover
+    # Each of 20 sessions back after the controller's restart, no ping lost, and the account holding both lives.
+    [restart] = [line for line in lines[1:] if line.startswith("restart: SIGTERM, start again, 20 persistent")]
+    assert " 20 back after it listened: " in restart
+    assert " 0 of " in restart
+    assert restart.endswith("all in both lives (met)")
     hostile = [line for line in lines[1:] if line.startswith("hostile: ")]
     floods = [line for line in hostile if "victim p99 / alone" in line]
     assert [line.split(":")[1].split(" x ")[0].strip() for line in floods] == [
