@@ -28,6 +28,7 @@ from controller.commands import account, explain, trials
 from controller.commands.nginx_conf import render, state_dir
 from controller.diagnosis.analysis import WindowError, diagnose, limits_of, parse_window
 from controller.diagnosis.sentences import headline
+from controller.http.metrics import counted_over_workers, worker_gone
 from controller.server.serve import (
     Listeners,
     ServerError,
@@ -110,7 +111,8 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
         )
     if registry is None:
         worker = _Worker(cfg, (listeners, *others), args.verbose, args.quiet)
-        return supervise(workers, worker, cfg.controller.graceful_timeout_s)
+        with counted_over_workers():  # /metrics: every worker's (controller/http/metrics.py)
+            return supervise(workers, worker, cfg.controller.graceful_timeout_s, gone=worker_gone)
     stopped = asyncio.run(_serve_until_signalled(cfg, ssl_context, listeners, registry))
     return 0 if stopped.clean else 1
 

@@ -16,6 +16,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from controller.accounts.connections import ConnectionRegistry
 from controller.server.serve import Listeners, new_registry, serve, server_ssl_context
 from dialout.config import ControllerConfig
@@ -221,3 +224,15 @@ controller:
         encoding="utf-8",
     )
     return path
+
+
+def metrics_of(admin_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``GET /metrics`` of a controller's admin listener: each sample's value by its name and labels."""
+    response = httpx.get(f"{admin_url}/metrics", trust_env=False)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from dialout.config import ConfigError, parse_config
 from dialout.tls_files import ca_cert_path
 from tests.commands import run_module
-from tests.servers import ControllerProcess, write_config
+from tests.servers import ControllerProcess, metrics_of, write_config
 from tests.switches import switch_client
 
 FLEET = """\
@@ -34,27 +33,16 @@ def admin_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contr
         yield process
 
 
-def samples(admin_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = httpx.get(f"{admin_url}/metrics", trust_env=False)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
 def test_metrics_count_what_the_switches_did(admin_controller: ControllerProcess) -> None:
     process = admin_controller
-    before = samples(process.admin_url)
+    before = metrics_of(process.admin_url)
     done = run_module("sim_switch", "--config", str(process.config), "--url", process.url, "--json")
     assert done.returncode == 0, done.stderr
     # a client without a certificate: its handshake fails, and is counted by OpenSSL's reason
     context = ssl.create_default_context(cafile=ca_cert_path(process.config.parent / "certs"))
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{process.url}/ping?interval=0", verify=context, trust_env=False)  # no client certificate
-    after = samples(process.admin_url)
+    after = metrics_of(process.admin_url)
 
     def grew(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
@@ -75,7 +63,7 @@ def test_a_fleet_does_not_make_a_series_per_switch(admin_controller: ControllerP
         "sim_switch", "--config", str(process.config), "--url", process.url, "--scenario", "small-fleet", "--json"
     )
     assert done.returncode == 0, done.stderr
-    scraped = samples(process.admin_url)
+    scraped = metrics_of(process.admin_url)
     assert scraped[("dialout_pings_answered_total", (("status", "200"),))] >= 24
     labels = {value for _, pairs in scraped for _, value in pairs}
     assert not any(value.startswith("fleet-") for value in labels)

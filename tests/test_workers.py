@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.commands import run_module
-from tests.servers import ControllerProcess, write_config
+from tests.servers import ControllerProcess, metrics_of, write_config
 from tests.switches import async_switch_client
 
 STOP_S = 30.0  # a generous bound on a worker's exit after its last line
@@ -60,6 +60,27 @@ async def test_two_workers_keep_one_account(tmp_path: Path) -> None:
         assert len({record["life"] for record in records}) == 2  # the two workers' lives of the account
         explained = run_module("controller", "explain", "--config", str(config), "--url", controller.admin_url)
         assert f"switch-1: {len(records)} connections" in explained.stdout, explained.stdout
+
+
+async def test_metrics_are_every_workers_and_outlive_a_worker(tmp_path: Path) -> None:
+    """``/metrics`` on the admin listener (worker 1's) counts worker 2's pings too; a worker that dies and is
+    started again keeps its counts in the sum; the files they are summed from are gone once the controller stops."""
+    config = write_config(tmp_path)
+    with ControllerProcess.start(config, "--workers", "2", "--verbose") as controller:
+        kept_in = Path(controller.wait_for(r"/metrics sums every worker's, kept in (\S+) until the stop").group(1))
+        pids = controller.wait_for(r"serving with 2 worker processes \(pids (\d+), (\d+)\)")
+        pings = await dial_until_both(controller, tmp_path / "certs")
+        assert {await ping for ping in pings} == {200}
+        both = metrics_of(controller.admin_url)
+        assert both[("dialout_pings_answered_total", (("status", "200"),))] == len(pings)
+        assert both[("dialout_ping_lateness_seconds_count", ())] == len(pings)
+        assert both[("dialout_controller_processes", ())] == 2
+        os.kill(int(pids.group(2)), signal.SIGKILL)
+        controller.wait_for(rf"worker 2 \(pid {pids.group(2)}\) was killed by SIGKILL; starting it again")
+        after = metrics_of(controller.admin_url)
+        assert after[("dialout_pings_answered_total", (("status", "200"),))] == len(pings)
+        assert kept_in.is_dir()
+    assert not kept_in.exists()
 
 
 def _cpu_s(pids: tuple[str, ...]) -> float:

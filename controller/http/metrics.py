@@ -5,20 +5,36 @@ would make 10,000 series per metric); statuses are the handful the app answers w
 and handshake failure reasons a fixed list of OpenSSL's, the rest counted as ``other``. Per-switch numbers are in
 ``/connections`` and ``/diagnosis``.
 
-Connections and streams are read from the ``ConnectionRegistry`` when scraped, so they cost the hot path nothing;
-only an answered ping and a failed handshake are counted as they happen.
+Connections and streams are read from the ``ConnectionRegistry`` (and the account's from its ``Ledger``) when
+scraped, so they cost the hot path nothing; only an answered ping and a failed handshake are counted as they
+happen.
+
+``serve --workers N``: the metrics are every worker's, whichever worker's admin listener is scraped. Each worker
+keeps its metrics in files of a directory the parent makes for the run (prometheus_client's multiprocess mode, as
+for gunicorn's workers), brings what its registry counts into them every ``REFRESH_S``, and the scrape sums the
+files: counters over every worker that ever ran (one started again keeps its predecessor's counts), gauges over
+those running now (a switch connected to two workers counts in each). Process metrics are then the workers' CPU
+summed (``dialout_controller_cpu_seconds``); prometheus_client's own, one process's, are left out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from controller.accounts.connections import ConnectionRegistry
-from controller.accounts.ledger import Ledger
+from controller.http.cpu import controller_cpu
 
 # How late an answer was against the interval it was asked for: the controller's own delay, then queueing.
 LATENESS_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -44,29 +60,98 @@ HANDSHAKE_REASONS = frozenset(
 ALPN_VALUES = ("h2", "http/1.1")
 
 
+logger = logging.getLogger(__name__)
+
+REFRESH_S = 1.0  # how often each worker brings its registry's counts into its files (serve --workers N)
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # where prometheus_client's multiprocess mode keeps its files
+_over_workers: list[Path] = []  # the run's directory, in the parent of serve --workers N and in its workers
+
+
+@contextlib.contextmanager
+def counted_over_workers() -> Iterator[None]:
+    """In the parent of ``serve --workers N``, before the fork: every metric made from now on keeps its value in
+    a file of a directory of this run's, which the scrape sums; the directory is removed at the end."""
+    directory = Path(tempfile.mkdtemp(prefix="dialout-metrics-"))
+    previous = values.ValueClass
+    os.environ[MULTIPROCESS_DIR] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]  # (its multiprocess parts are untyped)
+    _over_workers.append(directory)
+    logger.info("/metrics sums every worker's, kept in %s until the stop", directory)
+    try:
+        yield
+    finally:
+        _over_workers.remove(directory)
+        values.ValueClass = previous
+        del os.environ[MULTIPROCESS_DIR]
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def worker_gone(pid: int) -> None:
+    """A worker process has ended: its gauges leave the sum (its counters stay in it)."""
+    if _over_workers:
+        mark_process_dead(pid, str(_over_workers[-1]))  # type: ignore[no-untyped-call]
+
+
 class Metrics:
     """One controller's metrics, on a registry of its own: two controllers in one process (as the tests run
     them) count apart."""
 
     def __init__(self, connections: ConnectionRegistry) -> None:
+        self._connections = connections
         self.registry = CollectorRegistry()
+        registry = self.registry
         self._pings = Counter(
-            "dialout_pings_answered", "Pings answered, by HTTP status.", ["status"], registry=self.registry
+            "dialout_pings_answered", "Pings answered, by HTTP status.", ["status"], registry=registry
         )
         self._lateness = Histogram(
             "dialout_ping_lateness_seconds",
             "How much later than its interval a ping (status 200) was answered.",
             buckets=LATENESS_BUCKETS_S,
-            registry=self.registry,
+            registry=registry,
         )
         self._handshake_failures = Counter(
             "dialout_tls_handshake_failures",
             "TLS handshakes that failed, by OpenSSL's reason.",
             ["reason"],
-            registry=self.registry,
+            registry=registry,
         )
-        self.registry.register(_Connections(connections))
-        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, resident memory, open fds
+        self._open = Gauge(
+            "dialout_connections_open",
+            "Connections open now, by ALPN.",
+            ["alpn"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._opened = Counter(
+            "dialout_connections_opened", "Connections opened since the controller started.", registry=registry
+        )
+        self._in_flight = Gauge(
+            "dialout_streams_in_flight",
+            "Requests being answered now, on every connection.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._calmed = Counter(
+            "dialout_connections_calmed",
+            "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for what they sent, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self._switches = Gauge(
+            "dialout_switches_connected",
+            "Switches with an open connection now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._account = None if connections.ledger is None else _AccountMetrics(registry)
+        self._counted: dict[object, int] = {}  # what each counter fed from the registry has been told so far
+        if _over_workers:
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed, str(_over_workers[-1]))  # type: ignore[no-untyped-call]
+        else:
+            self._exposed = registry
+            ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory, open fds
+        self._exposed.register(_ControllerCpu())
 
     def answered(self, status: int, late_s: float | None) -> None:
         self._pings.labels(str(status)).inc()
@@ -77,66 +162,90 @@ class Metrics:
         self._handshake_failures.labels(reason if reason in HANDSHAKE_REASONS else "other").inc()
 
     def text(self) -> bytes:
-        return generate_latest(self.registry)
+        self.refresh()
+        return generate_latest(self._exposed)
+
+    def refresh(self) -> None:
+        """Connections and streams as the registry has them now, and the account's store as the ledger does."""
+        connections = self._connections
+        open_now = [c for c in connections.connections() if c.closed_at is None]
+        for alpn in (*ALPN_VALUES, "none"):
+            self._open.labels(alpn).set(
+                sum(1 for c in open_now if (c.alpn if c.alpn in ALPN_VALUES else "none") == alpn)
+            )
+        self._in_flight.set(sum(c.in_flight for c in open_now))
+        self._switches.set(len({c.switch for c in open_now if c.switch is not None}))
+        self._count(self._opened, connections.opened_total)
+        for reason, count in sorted(connections.calmed.items()):  # three reasons at most (h2_limits.Calmed)
+            self._count(self._calmed.labels(reason), count)
+        ledger = connections.ledger
+        if self._account is not None and ledger is not None:
+            account = self._account
+            self._count(account.written, ledger.written_rows)
+            self._count(account.dropped, ledger.dropped_rows)
+            self._count(account.failures, ledger.failures)
+            account.waiting.set(ledger.waiting_rows)
+
+    def _count(self, counter: Counter, total: int) -> None:
+        """``counter`` up to ``total``, a count kept elsewhere that only grows."""
+        grown = total - self._counted.get(counter, 0)
+        if grown > 0:
+            counter.inc(grown)
+            self._counted[counter] = total
+
+    @contextlib.asynccontextmanager
+    async def kept_fresh(self) -> AsyncIterator[None]:
+        """While serving, in a worker of ``serve --workers N``: refreshed every ``REFRESH_S`` (any worker may be
+        scraped for all of them), and once more at the end."""
+        if not _over_workers:
+            yield
+            return
+        task = asyncio.create_task(self._refreshing())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self.refresh()
+
+    async def _refreshing(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            self.refresh()
 
 
-class _Connections(Collector):
-    """Connections and streams as the registry has them at the time of the scrape."""
+class _AccountMetrics:
+    """How the account's store keeps up (controller.account): none of these when it has none."""
 
-    def __init__(self, connections: ConnectionRegistry) -> None:
-        self._connections = connections
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.written = Counter(
+            "dialout_account_rows_written", "Rows written to the account's store.", registry=registry
+        )
+        self.dropped = Counter(
+            "dialout_account_rows_dropped",
+            "Streams' rows dropped unwritten: the store took no writes while more than the ledger holds waited.",
+            registry=registry,
+        )
+        self.failures = Counter(
+            "dialout_account_write_failures",
+            "Writes to the account's store that failed (and were retried).",
+            registry=registry,
+        )
+        self.waiting = Gauge(
+            "dialout_account_rows_waiting",
+            "Rows waiting for the store to take them.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+
+
+class _ControllerCpu(Collector):
+    """The CPU time of every process serving (``controller/http/cpu.py``), and how many they are."""
 
     def collect(self) -> Iterator[Metric]:
-        recorded = self._connections.connections()
-        open_now = [c for c in recorded if c.closed_at is None]
-        by_alpn = GaugeMetricFamily("dialout_connections_open", "Connections open now, by ALPN.", labels=["alpn"])
-        for alpn in (*ALPN_VALUES, "none"):
-            value = sum(1 for c in open_now if (c.alpn if c.alpn in ALPN_VALUES else "none") == alpn)
-            by_alpn.add_metric([alpn], value)
-        yield by_alpn
+        cpu = controller_cpu()
         yield CounterMetricFamily(
-            "dialout_connections_opened",
-            "Connections opened since the controller started.",
-            value=self._connections.opened_total,
+            "dialout_controller_cpu_seconds", "User and system CPU time of every process serving.", value=cpu.cpu_s
         )
-        yield GaugeMetricFamily(
-            "dialout_streams_in_flight",
-            "Requests being answered now, on every connection.",
-            value=sum(c.in_flight for c in open_now),
-        )
-        calmed = CounterMetricFamily(
-            "dialout_connections_calmed",
-            "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for what they sent, by reason.",
-            labels=["reason"],
-        )
-        for reason, count in sorted(self._connections.calmed.items()):  # three reasons at most (h2_limits.Calmed)
-            calmed.add_metric([reason], count)
-        yield calmed
-        yield GaugeMetricFamily(
-            "dialout_switches_connected",
-            "Switches with an open connection now.",
-            value=len({c.switch for c in open_now if c.switch is not None}),
-        )
-        yield from _account(self._connections.ledger)
-
-
-def _account(ledger: Ledger | None) -> Iterator[Metric]:
-    """How the account's store keeps up (controller.account): none of these when it has none."""
-    if ledger is None:
-        return
-    yield CounterMetricFamily(
-        "dialout_account_rows_written", "Rows this process wrote to the account's store.", value=ledger.written_rows
-    )
-    yield CounterMetricFamily(
-        "dialout_account_rows_dropped",
-        "Streams' rows dropped unwritten: the store took no writes while more than the ledger holds waited.",
-        value=ledger.dropped_rows,
-    )
-    yield CounterMetricFamily(
-        "dialout_account_write_failures",
-        "Writes to the account's store that failed (and were retried).",
-        value=ledger.failures,
-    )
-    yield GaugeMetricFamily(
-        "dialout_account_rows_waiting", "Rows waiting for the store to take them.", value=ledger.waiting_rows
-    )
+        yield GaugeMetricFamily("dialout_controller_processes", "Processes serving.", value=cpu.processes)

@@ -380,7 +380,9 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
             )
         )
         configs.append(admin_config)
-    async with LoopLag.of_running_loop().running(), _account_kept(registry.ledger):  # loop lag: dialout/loop_lag
+    # loop lag: dialout/loop_lag; the metrics kept fresh for a scrape of another worker (controller/http/metrics),
+    # the last time once the account's last rows are written
+    async with LoopLag.of_running_loop().running(), metrics.kept_fresh(), _account_kept(registry.ledger):
         return await _bounded(servings, configs, shutting_down, cfg.graceful_timeout_s)
 
 

@@ -57,9 +57,10 @@ class _Slot:
     early_deaths: int = 0
 
 
-def supervise(workers: int, worker: Worker, grace_s: float) -> int:
+def supervise(workers: int, worker: Worker, grace_s: float, gone: Callable[[int], None] = lambda pid: None) -> int:
     """Run ``worker(number)`` in ``workers`` forked processes (numbered from 1), starting each again when it dies,
-    until SIGTERM or SIGINT; then every worker drains, and the exit code is 0 when none cut a stream."""
+    until SIGTERM or SIGINT; then every worker drains, and the exit code is 0 when none cut a stream. ``gone``: told
+    the pid of each worker process that has ended."""
     context = multiprocessing.get_context("fork")
     stopping: list[float] = []  # when the stop began, once it has
 
@@ -82,7 +83,7 @@ def supervise(workers: int, worker: Worker, grace_s: float) -> int:
             slots[number] = _Slot(number, start(number), time.monotonic())
         pids = ", ".join(str(slot.process.pid) for slot in slots.values())
         logger.info("serving with %s (pids %s)", plural(workers, "worker process"), pids)
-        code = _watch(slots, start, stopping, grace_s)
+        code = _watch(slots, start, stopping, grace_s, gone)
         said = "every worker stopped cleanly" if code == 0 else "not every worker stopped cleanly (above: which)"
         logger.info("stopped: %s", said)
     finally:
@@ -91,7 +92,13 @@ def supervise(workers: int, worker: Worker, grace_s: float) -> int:
     return code
 
 
-def _watch(slots: dict[int, _Slot], start: Callable[[int], BaseProcess], stopping: list[float], grace_s: float) -> int:
+def _watch(
+    slots: dict[int, _Slot],
+    start: Callable[[int], BaseProcess],
+    stopping: list[float],
+    grace_s: float,
+    gone: Callable[[int], None],
+) -> int:
     """Start dead workers again until told to stop; then wait for every worker's end (a worker still there
     ``STOP_MARGIN_S`` after its grace is killed). The exit code."""
     code = 0
@@ -108,6 +115,8 @@ def _watch(slots: dict[int, _Slot], start: Callable[[int], BaseProcess], stoppin
         for slot in [slot for slot in list(slots.values()) if slot.process.sentinel in ended]:
             slot.process.join()
             exitcode = slot.process.exitcode
+            if slot.process.pid is not None:
+                gone(slot.process.pid)
             if stopping:
                 code = code or (0 if exitcode == 0 else 1)
                 del slots[slot.number]
