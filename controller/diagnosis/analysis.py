@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from controller.accounts.connections import QUESTIONS, ControllerConnection, StreamSpan
 from controller.diagnosis.findings import (
-    ORDER,
+    RANK,
     Alpn,
     DialRace,
     Finding,
@@ -177,13 +177,13 @@ def diagnose_stepwise(  # noqa: PLR0913 - as diagnose
             _sort(connection, switch, requested, by_switch, carried)
     for proxy in sorted(carried):
         yield Carried(proxy, carried[proxy])
+    clock = _Clock(now, lag)
     for name in sorted(by_switch):
         found = by_switch[name]
-        turned_away = {c.id: refused[c.id] for c in found if c.id in refused}
-        served = [c for c in found if c.id in traffic or c.id not in refused]  # not those only refused
-        yield _diagnose_switch(
-            name, served, {c.id: traffic.get(c.id, []) for c in served}, limits, _Clock(now, lag), turned_away
-        )
+        # Served: not those only refused. Most often nothing was refused at all, and both are plain.
+        turned_away = {c.id: refused[c.id] for c in found if c.id in refused} if refused else {}
+        served = [c for c in found if c.id in traffic or c.id not in refused] if refused else found
+        yield _diagnose_switch(name, served, {c.id: traffic.get(c.id, []) for c in served}, limits, clock, turned_away)
 
 
 def _sort(
@@ -237,7 +237,7 @@ def _diagnose_switch(
     refused = _refused(name, turned_away, limits.fleet)
     if refused is not None:
         found.append(refused)
-    findings = sorted(found, key=lambda f: ORDER.index(f.kind))
+    findings = sorted(found, key=lambda f: RANK[f.kind])
     streams = sum(run.streams for run in runs)
     every = {c.id for c in connections} | set(turned_away)
     return SwitchDiagnosis(name, len(every), streams, tuple(findings), runs)
@@ -287,7 +287,7 @@ def _diagnose_run(
     streams = sum(len(traffic[c.id]) for c in connections)
     if streams and sweep.most_at_once == 1 and not any(isinstance(f, NoReuse) for f in findings):
         findings.append(Sequential(tuple(c.id for c in connections if traffic[c.id]), streams))
-    findings.sort(key=lambda finding: ORDER.index(finding.kind))
+    findings.sort(key=lambda finding: RANK[finding.kind])
     return RunDiagnosis(tuple(c.id for c in connections), streams, tuple(findings))
 
 
@@ -315,16 +315,16 @@ class _Sweep:
         self.queued = 0
         self.most_at_once = 0  # over all the switch's connections
         h2 = {c.id for c in connections if _is_h2(c)}
-        events = sorted(
-            (event for c in connections for span in traffic[c.id] for event in _events(span)),
-            key=lambda event: (event[0], event[1]),
-        )
+        # Every stream's start and, once it has one, its end, by time; an end before a start at the same instant
+        # (False < True), so that back-to-back requests do not count as overlapping.
+        events = [(span.started, True, c.id) for c in connections for span in traffic[c.id]]
+        events += [(span.ended, False, c.id) for c in connections for span in traffic[c.id] if span.ended is not None]
+        events.sort()
         busy: dict[int, int] = {}
         in_flight = 0
         full_now: set[int] = set()
         freed_at: dict[int, float] = {}
-        for at, starts, span in events:
-            id_ = span.connection.id
+        for at, starts, id_ in events:
             if not starts:
                 if id_ in full_now:
                     full_now.discard(id_)
@@ -340,7 +340,7 @@ class _Sweep:
                     self.http1_overlapping.update((*others, id_))
                     at_once = 1 + busy.get(id_, 0) + sum(busy[other] for other in others)
                     self.http1_most_at_once = max(self.http1_most_at_once, at_once)
-            elif any(other != id_ for other in full_now):
+            elif full_now and any(other != id_ for other in full_now):
                 self.spilled_to.add(id_)
             if at - freed_at.get(id_, -math.inf) <= QUEUE_WINDOW_S:  # the client was waiting for that
                 self.queued += 1
@@ -351,13 +351,6 @@ class _Sweep:
             if id_ in h2 and busy[id_] >= limit:
                 full_now.add(id_)
                 self.full.add(id_)
-
-
-def _events(span: StreamSpan) -> tuple[tuple[float, bool, StreamSpan], ...]:
-    """A stream's start and, once it has one, its end; an end sorts before a start at the same instant, so
-    back-to-back requests do not count as overlapping."""
-    start = (span.started, True, span)
-    return (start,) if span.ended is None else (start, (span.ended, False, span))
 
 
 def _http1_only(connections: Sequence[ControllerConnection], sweep: _Sweep) -> Http1Only | None:
@@ -490,27 +483,31 @@ def _reconnect_storm(
     connections: Sequence[ControllerConnection], keep_alive_max_requests: int, clock: _Clock
 ) -> ReconnectStorm | None:
     """The longest run of connections each dialled within STORM_GAP_S of the last one's close."""
-    longest: list[tuple[ControllerConnection, ControllerConnection, float]] = []
-    run: list[tuple[ControllerConnection, ControllerConnection, float]] = []
-    for earlier, later in itertools.pairwise(connections):
+    gaps: list[float] = []  # from each connection's close to the next one's dial
+    longest = (0, 0)  # the longest run so far: its first gap's index, and its length (its redials)
+    start = 0  # the current run's first gap
+    for index, (earlier, later) in enumerate(itertools.pairwise(connections)):
         gap = math.inf if earlier.closed is None else _dialled(later) - earlier.closed
+        gaps.append(gap)
         # A redial right after our GOAWAY (keep_alive_max_requests) is what the client should do.
         if 0 <= gap < STORM_GAP_S and earlier.streams < keep_alive_max_requests:
-            run.append((earlier, later, gap))
-            if len(run) > len(longest):
-                longest = list(run)
+            if index + 1 - start > longest[1]:
+                longest = (start, index + 1 - start)
         else:
-            run = []
-    if len(longest) < STORM_REDIALS:
+            start = index + 1
+    first, redials = longest
+    if redials < STORM_REDIALS:
         return None
-    first_closed = _dialled(longest[0][1]) - longest[0][2]
+    run = connections[first : first + redials + 1]
+    run_gaps = gaps[first : first + redials]
+    first_closed = _dialled(run[1]) - run_gaps[0]
     return ReconnectStorm(
-        connections=(longest[0][0].id, *(later.id for _, later, _ in longest)),
-        redials=len(longest),
-        within_s=_dialled(longest[-1][1]) - first_closed,
-        longest_gap_s=max(gap for *_, gap in longest),
-        margin_s=STORM_GAP_S - max(gap for *_, gap in longest),
-        lag_s=clock.lag_s(first_closed, _dialled(longest[-1][1])),
+        connections=tuple([c.id for c in run]),
+        redials=redials,
+        within_s=_dialled(run[-1]) - first_closed,
+        longest_gap_s=max(run_gaps),
+        margin_s=STORM_GAP_S - max(run_gaps),
+        lag_s=clock.lag_s(first_closed, _dialled(run[-1])),
     )
 
 

@@ -160,19 +160,22 @@ Finding = Refused | Http1Only | DialRace | NoReuse | ReconnectStorm | StreamLimi
 
 # The order findings are listed in: most telling first. The first is a switch's main finding.
 ORDER = tuple(FindingKind)
+RANK = {kind: rank for rank, kind in enumerate(ORDER)}  # a kind's place in ORDER, to sort by
+# The findings judged from times, with a margin the controller's own loop lag may eat; the others, from counts.
+JUDGED_FROM_TIMES = (DialRace, ReconnectStorm, Idle)
 
 
 def holds_through(finding: Finding) -> float:
     """The controller's own loop lag a finding holds through: its time margin for those judged from times (under
     100 ms between dials, a dial during a handshake, no request for a second); those judged from counts hold
     through any."""
-    return finding.margin_s if isinstance(finding, DialRace | ReconnectStorm | Idle) else float("inf")
+    return finding.margin_s if isinstance(finding, JUDGED_FROM_TIMES) else float("inf")
 
 
 def inconclusive(finding: Finding) -> bool:
     """The controller's own loop lagged, over the times the finding compares, more than it holds through: the lag
     could have made it, so it is neither a problem nor fine (issue 28)."""
-    return isinstance(finding, DialRace | ReconnectStorm | Idle) and finding.lag_s > finding.margin_s
+    return isinstance(finding, JUDGED_FROM_TIMES) and finding.lag_s > finding.margin_s
 
 
 class _Judged:

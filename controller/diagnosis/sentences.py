@@ -10,6 +10,7 @@ from typing import Any
 
 from controller.accounts.refusals import RefusedClient
 from controller.diagnosis.findings import (
+    JUDGED_FROM_TIMES,
     Alpn,
     DialRace,
     Finding,
@@ -154,11 +155,7 @@ def diagnosis_json(diagnosis: SwitchDiagnosis) -> dict[str, Any]:
 
 
 def finding_json(finding: Finding) -> dict[str, Any]:
-    evidence = {
-        field.name: _plain(getattr(finding, field.name))
-        for field in dataclasses.fields(finding)
-        if field.name != "connections"
-    }
+    evidence = {name: _plain(getattr(finding, name)) for name in _evidence(finding)}
     return {
         "kind": finding.kind.value,
         "severity": finding.severity.value,
@@ -169,9 +166,20 @@ def finding_json(finding: Finding) -> dict[str, Any]:
     }
 
 
+def _evidence(finding: Finding) -> tuple[str, ...]:
+    """A finding's fields but its connections: its evidence (its kind's fields walked once)."""
+    names = _EVIDENCE.get(type(finding))
+    if names is None:
+        names = _EVIDENCE[type(finding)] = tuple(f.name for f in dataclasses.fields(finding) if f.name != "connections")
+    return names
+
+
+_EVIDENCE: dict[type, tuple[str, ...]] = {}
+
+
 def inconclusive_sentence(finding: Finding) -> str:
     """The finding's sentence, said as inconclusive where the controller's own loop lag could have made it."""
-    if not isinstance(finding, DialRace | ReconnectStorm | Idle) or not inconclusive(finding):
+    if not isinstance(finding, JUDGED_FROM_TIMES) or not inconclusive(finding):
         return sentence(finding)
     return (
         f"inconclusive: the controller's own loop lagged {_ms(finding.lag_s)} over the times this finding compares, "
