@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from controller.accounts.connections import ConnectionRegistry
 from controller.commands import account, explain, trials
-from controller.commands.nginx_conf import render, state_dir
+from controller.commands.nginx_conf import render, render_stream, state_dir, this_controller
 from controller.diagnosis.analysis import WindowError, diagnose, limits_of, parse_window
 from controller.diagnosis.sentences import headline
 from controller.http.metrics import counted_over_workers, worker_gone
@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
     if cfg.controller.tls is None:  # the user's own PKI is never touched
         ensure_certs(cfg.controller.certs_dir, cfg.controller.hostnames, cfg.client_ids)
     if listen is not None:
-        return _print_nginx_conf(cfg, listen, args.full)
+        return _print_nginx_conf(cfg, listen, args.full, args.stream, args.replica)
     ssl_context = server_ssl_context(cfg.controller)
     check_other_half(cfg, "controller")
     registry = _registry(args.command, cfg.controller, workers)
@@ -192,7 +192,8 @@ COMMANDS = {
     "serve": "serve until SIGINT or SIGTERM (the default)",
     "certs": "make a new CA and reissue every certificate dialout issued",
     "demo": "serve (in one process), run the switch's scenarios against it, stop",
-    "nginx-conf": "print an nginx server block that fronts this controller, as in the report",
+    "nginx-conf": "print an nginx server block that fronts this controller, as in the report (--stream: a TCP "
+    "balancer over replicas)",
     "explain": "ask the running controller what each switch's client did, and why it was or was not multiplexed",
     "trials": "serve in one process (a trial acts on a live connection), and put the first switch that dials in "
     "through what real controllers do to it; score it",
@@ -274,6 +275,17 @@ def parsers() -> tuple[OneLineParser, dict[str, OneLineParser]]:
     )
     made["nginx-conf"].add_argument(
         "--listen", default="127.0.0.1:9443", help="where nginx listens for switches (default: %(default)s)"
+    )
+    made["nginx-conf"].add_argument(
+        "--stream",
+        action="store_true",
+        help="nginx as a TCP balancer in front of controller replicas, TLS passed through (its stream module)",
+    )
+    made["nginx-conf"].add_argument(
+        "--replica",
+        action="append",
+        metavar="HOST:PORT",
+        help="with --stream: a controller replica to spread over, once for each (default: this controller)",
     )
     made["nginx-conf"].add_argument(
         "--full", action="store_true", help="a whole file for `nginx -c FILE`, not just the server block"
@@ -387,15 +399,21 @@ def _account(cfg: ControllerConfig, action: str, output: Path | None) -> int:
     return 0
 
 
-def _listen_option(listen: str) -> str:
+def _listen_option(listen: str, option: str = "--listen") -> str:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError("--listen", f"must be HOST:PORT, e.g. 127.0.0.1:9443, got {listen!r}")
+        raise ConfigError(option, f"must be HOST:PORT, e.g. 127.0.0.1:9443, got {listen!r}")
     return listen
 
 
-def _print_nginx_conf(cfg: Config, listen: str, full: bool) -> int:
-    text = render(cfg, listen, full)
+def _print_nginx_conf(cfg: Config, listen: str, full: bool, stream: bool, replicas: list[str] | None) -> int:
+    if replicas and not stream:
+        raise ConfigError("--replica", "is for --stream: nginx in front of one controller dials it (--host, --port)")
+    if stream:
+        replicas = [_listen_option(replica, "--replica") for replica in replicas or [this_controller(cfg)]]
+        text = render_stream(cfg, listen, replicas, full)
+    else:
+        text = render(cfg, listen, full)
     if full:
         state_dir(listen).mkdir(mode=0o755, exist_ok=True)  # nginx's workers (nobody) use what is in it
     print(text, end="")

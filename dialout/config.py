@@ -287,7 +287,7 @@ class ControllerConfig:
         DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS,
         doc=(
             "The same from one address, so that one peer's flood cannot crowd out the fleet's. Addresses in "
-            "`trusted_proxies` carry many switches: only the cap in all holds there."
+            "`trusted_proxies` and `balancers` carry many switches: only the cap in all holds there."
         ),
     )
     handshake_slice_ms: float = setting(
@@ -307,6 +307,16 @@ class ControllerConfig:
         doc=(
             "Proxies whose forwarded identity of a switch is believed: CNs of their client certificates (each gets one"
             " in `certs_dir`) or addresses. The controller still verifies the forwarded certificate itself."
+        ),
+    )
+    balancers: tuple[str, ...] = setting(
+        field.networks,
+        (),
+        doc=(
+            "Addresses of TCP load balancers in front of the controllers (nginx's stream module: `python -m "
+            "controller nginx-conf --stream`), through which many switches' connections come: only "
+            "`max_pending_handshakes` holds for them, not the cap per address. Trusted for nothing else: TLS "
+            "passes through them, and each switch is known by its own certificate."
         ),
     )
     operators: tuple[str, ...] = setting(

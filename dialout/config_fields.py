@@ -240,6 +240,24 @@ def proxy_identities(value: object, path: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(proxy_identity(item, f"{path}[{index}]") for index, item in enumerate(value)))
 
 
+@_kind("list of addresses")
+def networks(value: object, path: str) -> tuple[str, ...]:
+    """Addresses or networks (``10.0.0.7``, ``10.0.0.0/24``), each once; not every address at once."""
+    if not isinstance(value, list):
+        raise ConfigError(path, f"must be a list of addresses or networks, got {_describe(value)}")
+    found: dict[str, None] = {}
+    for index, item in enumerate(value):
+        text = string(item, f"{path}[{index}]")
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ConfigError(f"{path}[{index}]", f"must be an address or a network, got {text!r}") from None
+        if network.prefixlen == 0:
+            raise ConfigError(f"{path}[{index}]", f"{text} is every address; name the balancer's own")
+        found[str(network)] = None
+    return tuple(found)
+
+
 @_kind("HTTP method")
 def http_method(value: object, path: str) -> str:
     method = string(value, path)

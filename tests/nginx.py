@@ -1,16 +1,19 @@
 """Debian's nginx in front of a controller, configured by what ``python -m controller nginx-conf --full`` prints:
-the report's topology (switch -> nginx -> controller)."""
+the report's topology (switch -> nginx -> controller); or, with ``--stream``, as a TCP balancer in front of
+controller replicas."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
+from controller.commands.nginx_conf import STREAM_MODULES
 from tests.commands import run_module
 from tests.servers import ControllerProcess, LineReader
-from tests.tools import require
+from tests.tools import missing, require
 
 PROXY = "nginx-proxy"  # the CN of nginx's client certificate, which a controller behind it trusts
 
@@ -58,3 +61,33 @@ def nginx_in_front_of(controller: ControllerProcess) -> Iterator[Nginx]:
     )
     with LineReader.stopped_at_exit(process):
         yield Nginx(process, port)
+
+
+@contextlib.contextmanager
+def nginx_balancing(config: Path, replicas: Sequence[ControllerProcess]) -> Iterator[Nginx]:
+    """nginx's stream module spreading connections over ``replicas``, as ``nginx-conf --stream --full`` writes it."""
+    binary = require("nginx")
+    if not any(path.exists() for path in STREAM_MODULES) and "--with-stream " not in _built_with(binary):
+        missing("nginx's stream module")
+    port = free_port()
+    printed = run_module(
+        *("controller", "nginx-conf", "--stream", "--full", "--listen", f"127.0.0.1:{port}", "--config", str(config)),
+        *(arg for replica in replicas for arg in ("--replica", f"127.0.0.1:{replica.port}")),
+    )
+    assert printed.returncode == 0, printed.stderr
+    conf = config.parent / f"nginx-stream-{port}.conf"
+    conf.write_text(printed.stdout, encoding="utf-8")
+    process = subprocess.Popen(
+        [binary, "-c", str(conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with LineReader.stopped_at_exit(process):
+        yield Nginx(process, port)
+
+
+def _built_with(binary: str) -> str:
+    """``nginx -V``: how it was built (it says so on stderr), to tell a stream module built in."""
+    return subprocess.run([binary, "-V"], capture_output=True, text=True, check=False).stderr + " "

@@ -92,6 +92,13 @@ def test_bad_ping_interval_names_line_and_key_path(tmp_path: Path) -> None:
         ),
         ("controller:\n  trusted_proxies: ['::/0']\n", 2, "controller.trusted_proxies[0]: ::/0 trusts every address"),
         (
+            "controller:\n  balancers: [nginx]\n",
+            2,
+            "controller.balancers[0]: must be an address or a network, got 'nginx'",
+        ),
+        ("controller:\n  balancers: [10.0.0.7, 0.0.0.0/0]\n", 2, "controller.balancers[1]: 0.0.0.0/0 is every address"),
+        ("controller:\n  balancers: 10.0.0.7\n", 2, "controller.balancers: must be a list of addresses or networks"),
+        (
             "controller:\n  cleartext: {host: 192.0.2.1, port: 8080}\n",
             2,
             "controller.cleartext.host: 192.0.2.1 is not loopback",

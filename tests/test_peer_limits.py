@@ -71,19 +71,24 @@ def test_the_open_files_soft_limit_is_raised_to_the_hard_one(tmp_path: Path) -> 
     assert soft == expected, limits
 
 
-@pytest.mark.parametrize(("trusted", "reset"), [((), SILENT_PEERS - 5), (("127.0.0.2",), 0)], ids=["peer", "proxy"])
+@pytest.mark.parametrize(
+    ("shared", "reset"),
+    [({}, SILENT_PEERS - 5), ({"trusted_proxies": ("127.0.0.2",)}, 0), ({"balancers": ("127.0.0.2",)}, 0)],
+    ids=["peer", "proxy", "balancer"],
+)
 async def test_connections_beyond_the_per_address_cap_are_reset_at_accept(
-    certs_dir: Path, trusted: tuple[str, ...], reset: int
+    certs_dir: Path, shared: dict[str, tuple[str, ...]], reset: int
 ) -> None:
     """Twenty silent peers from one address against a cap of five: fifteen are reset at once (before any TLS),
     five wait out the handshake budget and are closed; a switch from another address is served meanwhile. From a
-    trusted proxy's address, which carries many switches, none is reset: only the cap in all holds there."""
+    trusted proxy's address or a TCP balancer's, which carry many switches, none is reset: only the cap in all
+    holds there."""
     cfg = ControllerConfig(
         certs_dir=certs_dir,
         switches=SWITCH_IDS,
         handshake_timeout_s=BUDGET_S,
         max_pending_handshakes_per_address=5,
-        trusted_proxies=trusted,
+        **shared,  # type: ignore[arg-type]
     )
     async with run_controller(cfg) as controller:
         ends = await asyncio.gather(*(_silent_peer(controller.port) for _ in range(SILENT_PEERS)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -24,6 +25,7 @@ PACKAGES = {
     "h2load": "nghttp2-client",
     "initdb": "postgresql",
     "pg_ctl": "postgresql",
+    "nginx's stream module": "libnginx-mod-stream",
 }
 
 
@@ -32,9 +34,15 @@ def require(program: str) -> str:
     found = shutil.which(program) or next(
         (str(path) for path in (Path("/usr/sbin") / program, Path("/sbin") / program) if path.exists()), None
     )
-    if found is not None:
-        return found
-    message = f"{program} is not installed (Debian's {PACKAGES.get(program, program)}; .ci/run installs it)"
+    if found is None:
+        missing(program)
+    return found
+
+
+def missing(what: str) -> NoReturn:
+    """Skip the test for want of ``what`` (a program, or a part of one), saying which Debian package brings it; in
+    CI, fail it."""
+    message = f"{what} is not installed (Debian's {PACKAGES.get(what, what)}; .ci/run installs it)"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)

@@ -7,6 +7,11 @@ keep-alive HTTP/1.1 + mTLS connections to the controller (nginx speaks HTTP/2 on
 certificate, whose CN is in ``controller.trusted_proxies``, and the ``X-Dialout-*`` headers of
 ``controller.accounts.forwarded``. ``--full`` wraps the server block in a complete file that ``nginx -c FILE`` runs
 in the foreground as any user: pid file and temporary directories in one directory of its own, errors on stderr.
+
+``--stream``: nginx as a TCP (L4) balancer in front of controller replicas (its stream module), each connection
+to the next replica in turn. TLS passes through unopened: the switch and a controller see each other's certificate,
+so the replicas share one account (``controller.account``: PostgreSQL across machines) and list nginx's address in
+``controller.balancers``, many switches coming from it.
 """
 
 from __future__ import annotations
@@ -121,6 +126,68 @@ http {{
 {indented}
 }}
 """
+
+
+# Where Debian's nginx keeps its stream module (libnginx-mod-stream): nginx -c FILE loads only what FILE names.
+STREAM_MODULES = (
+    Path("/usr/lib/nginx/modules/ngx_stream_module.so"),
+    Path("/usr/lib64/nginx/modules/ngx_stream_module.so"),
+)
+
+
+def render_stream(cfg: Config, listen: str, replicas: list[str], full: bool) -> str:
+    """An nginx stream block spreading the switches' connections over ``replicas`` (``HOST:PORT`` each)."""
+    controller = cfg.controller
+    servers = "\n".join(f"    server {replica} max_fails=1 fail_timeout=10s;" for replica in replicas)
+    listen_host = listen.rpartition(":")[0].strip("[]")
+    block = f"""\
+# dialout: nginx as a TCP (L4) balancer in front of controller replicas, each connection to the next in turn.
+# Written by `python -m controller nginx-conf --stream` from config.yaml; the switches dial https://{listen}.
+# TLS passes through unopened: every replica presents a certificate for {listen_host} and verifies the switches'
+# own, and each lists this nginx's address in controller.balancers (many switches come from it). The replicas
+# are one account when they share controller.account (PostgreSQL, across machines).
+upstream dialout_replicas {{
+{servers}
+}}
+
+server {{
+    listen {listen};
+    proxy_pass dialout_replicas;
+    proxy_connect_timeout 5s;  # a replica that does not answer: the next one
+    # No byte either way for this long closes a connection: longer than the longest ping the controller holds.
+    proxy_timeout {int(controller.max_interval_s) + READ_TIMEOUT_MARGIN_S}s;
+}}
+"""
+    if not full:
+        return block
+    module = next((path for path in STREAM_MODULES if path.exists()), None)
+    load = (
+        f"load_module {module};  # the stream module (Debian: libnginx-mod-stream)\n"
+        if module is not None
+        else "# (the stream module is built in: nothing to load)\n"
+    )
+    indented = "\n".join(f"    {line}" if line else "" for line in block.splitlines())
+    return f"""\
+# A complete nginx configuration: run it with `nginx -c THIS_FILE` (foreground; stop with Ctrl-C).
+{load}daemon off;
+worker_processes 1;
+pid {state_dir(listen) / "nginx.pid"};
+error_log stderr notice;
+
+events {{
+    worker_connections 1024;
+}}
+
+stream {{
+{indented}
+}}
+"""
+
+
+def this_controller(cfg: Config) -> str:
+    """Where this config's controller listens, as nginx dials it (``HOST:PORT``; a wildcard address: loopback)."""
+    host = cfg.controller.host if not _is_wildcard(cfg.controller.host) else "127.0.0.1"
+    return f"[{host}]:{cfg.controller.port}" if ":" in host else f"{host}:{cfg.controller.port}"
 
 
 def state_dir(listen: str) -> Path:

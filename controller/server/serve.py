@@ -327,8 +327,13 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
         # written separately) waited ~40 ms for the client's delayed ACK (Nagle).
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    proxies = [ipaddress.ip_network(entry) for entry in cfg.trusted_proxies if entry not in cfg.proxy_names]
-    gate = HandshakeGate(cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_address, proxies)
+    # Addresses that carry many switches, held to the cap in all only: trusted proxies', and TCP balancers'.
+    shared = [entry for entry in cfg.trusted_proxies if entry not in cfg.proxy_names] + list(cfg.balancers)
+    gate = HandshakeGate(
+        cfg.max_pending_handshakes,
+        cfg.max_pending_handshakes_per_address,
+        [ipaddress.ip_network(entry) for entry in shared],
+    )
     for sock in (*sockets, *cleartext_sockets):
         gate.guard(sock)
     quiet_accept_errors()
