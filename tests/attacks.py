@@ -289,6 +289,11 @@ class RawH2Client:
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=context, server_hostname="localhost", local_addr=(source, 0) if source else None
         )
+        return cls.over(reader, writer)
+
+    @classmethod
+    def over(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> RawH2Client:
+        """On a connection already made (its TLS already started): the client's preface and SETTINGS sent."""
         client = cls(reader, writer)
         client._h2.initiate_connection()
         client._flush()

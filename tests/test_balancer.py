@@ -1,17 +1,27 @@
 """Controller replicas behind a TCP balancer: Debian's nginx with its stream module, configured by what `python -m
 controller nginx-conf --stream --full` prints, spreading a fleet over two controllers that share one account. TLS
-passes through nginx unopened: each controller verifies each switch's own certificate."""
+passes through nginx unopened: each controller verifies each switch's own certificate, and learns the switch's
+address from the PROXY protocol's line nginx sends first (``controller/server/proxy_protocol.py``), which a
+scripted balancer sends here too, whole, in pieces, or not at all."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from pathlib import Path
 
 import httpx
+import pytest
 
+from controller.server.proxy_protocol import parse
+from dialout.config import ControllerConfig
+from sim_switch.dial.tls import client_ssl_context
+from tests.attacks import RawH2Client
 from tests.commands import run_module
+from tests.conftest import SWITCH_IDS
 from tests.nginx import nginx_balancing
-from tests.servers import ControllerProcess, write_config
+from tests.servers import ControllerProcess, run_controller, write_config
 
 SWITCHES = 20
 
@@ -35,8 +45,85 @@ def test_a_fleet_through_a_tcp_balancer_is_spread_over_the_replicas_and_one_acco
         # each connection went to the next replica in turn: half the fleet each, known by its own certificate
         own = [record for record in fleet if record["life"] == answer["life"]]
         assert len({record["switch"] for record in own}) == SWITCHES // 2, own
-        assert all(record["peer"].startswith("127.0.0.1:") for record in own)  # nginx's address, a balancer's
+        # known by its own address (a fleet's switch dials from one of 127.1.0.0/16), as nginx's PROXY line said
+        assert all(record["peer"].startswith("127.1.") for record in own), own
         # and every switch in either one's account
         assert len({record["switch"] for record in fleet}) == SWITCHES
     assert explained.returncode == 0, explained.stderr
     assert sum(line.startswith("fleet-") for line in explained.stdout.splitlines()) == SWITCHES, explained.stdout
+
+
+def test_a_switch_behind_the_balancer_is_known_by_its_own_address_and_both_views_agree(tmp_path: Path) -> None:
+    config = write_config(tmp_path, controller="  balancers: [127.0.0.1]\n")
+    with (
+        ControllerProcess.start(config) as first,
+        ControllerProcess.start(config) as second,
+        nginx_balancing(config, (first, second)) as nginx,
+    ):
+        done = run_module("sim_switch", "--config", str(config), "--url", f"https://127.0.0.1:{nginx.port}", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["verdict"].startswith("MULTIPLEXED: 3 pings as 3 streams on 1 connection"), report["verdict"]
+    [connection] = report["connections"]
+    [record] = report["controller_view"]["records"]  # found by the switch's own address: the PROXY line's
+    assert record["peer"] == connection["local_address"]
+
+
+@pytest.mark.parametrize(
+    ("pieces", "peer"),
+    [
+        ((b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 8443\r\n",), "198.51.100.7:40000"),
+        ((b"PROXY TCP6 2001:db8::7 ::1 40000 8443\r\n",), "[2001:db8::7]:40000"),
+        ((b"PRO", b"XY TCP4 198.51.100.7 127.0.", b"0.1 40000 8443\r\n"), "198.51.100.7:40000"),
+        ((b"PROXY UNKNOWN\r\n",), "127.0.0.2:"),  # a balancer's own health check: its own address stays
+    ],
+    ids=["tcp4", "tcp6", "in-pieces", "unknown"],
+)
+async def test_a_balancers_proxy_line_names_the_switch(certs_dir: Path, pieces: tuple[bytes, ...], peer: str) -> None:
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, balancers=("127.0.0.2",))
+    async with run_controller(cfg) as controller:
+        reader, writer = await asyncio.open_connection("127.0.0.1", controller.port, local_addr=("127.0.0.2", 0))
+        for piece in pieces:  # each its own write, read by the controller as it comes
+            writer.write(piece)
+            await writer.drain()
+        await writer.start_tls(client_ssl_context(certs_dir, "switch-1"), server_hostname="localhost")
+        client = RawH2Client.over(reader, writer)
+        assert await client.answer(client.request("/ping?interval=0")) == 200
+        await client.close()
+        [record] = controller.registry.connections()
+    assert str(record.peer).startswith(peer)
+
+
+@pytest.mark.parametrize("first", [b"\x16\x03\x01\x02\x00\x01", b"PROXY TCP4 nonsense\r\n"], ids=["tls", "garbled"])
+async def test_a_balancer_connection_without_a_proxy_line_is_closed_before_tls_and_said_once(
+    certs_dir: Path, caplog: pytest.LogCaptureFixture, first: bytes
+) -> None:
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, balancers=("127.0.0.2",))
+    caplog.set_level(logging.WARNING, logger="controller.server.proxy_protocol")
+    async with run_controller(cfg) as controller:
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", controller.port, local_addr=("127.0.0.2", 0))
+            writer.write(first)
+            assert await reader.read() == b""  # closed, before any TLS of the controller's
+            writer.close()
+        async with httpx.AsyncClient(verify=client_ssl_context(certs_dir, "switch-1"), trust_env=False) as switch:
+            assert (await switch.get(f"{controller.url}/ping?interval=0")).status_code == 200  # not a balancer
+        assert controller.registry.connections()[-1].peer.host == "127.0.0.1"
+    [said] = [record.getMessage() for record in caplog.records]
+    assert said.startswith("closed a connection from 127.0.0.2 (controller.balancers) before TLS: ")
+    assert "`proxy_protocol on;`" in said
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"PROXY TCP4 198.51.100.7 127.0.0.1 40000",
+        b"PROXY TCP4 2001:db8::7 127.0.0.1 40000 8443",
+        b"PROXY TCP4 198.51.100.7 127.0.0.1 0 8443",
+        b"PROXY UDP4 198.51.100.7 127.0.0.1 40000 8443",
+        b"GET / HTTP/1.1",
+    ],
+)
+def test_a_proxy_line_that_does_not_parse_is_refused(line: bytes) -> None:
+    with pytest.raises(ValueError, match="PROXY"):
+        parse(line)

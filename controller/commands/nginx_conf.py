@@ -11,7 +11,8 @@ in the foreground as any user: pid file and temporary directories in one directo
 ``--stream``: nginx as a TCP (L4) balancer in front of controller replicas (its stream module), each connection
 to the next replica in turn. TLS passes through unopened: the switch and a controller see each other's certificate,
 so the replicas share one account (``controller.account``: PostgreSQL across machines) and list nginx's address in
-``controller.balancers``, many switches coming from it.
+``controller.balancers``: many switches come from it, each connection announced by the PROXY protocol's line
+(``controller/server/proxy_protocol.py``).
 """
 
 from __future__ import annotations
@@ -144,8 +145,8 @@ def render_stream(cfg: Config, listen: str, replicas: list[str], full: bool) -> 
 # dialout: nginx as a TCP (L4) balancer in front of controller replicas, each connection to the next in turn.
 # Written by `python -m controller nginx-conf --stream` from config.yaml; the switches dial https://{listen}.
 # TLS passes through unopened: every replica presents a certificate for {listen_host} and verifies the switches'
-# own, and each lists this nginx's address in controller.balancers (many switches come from it). The replicas
-# are one account when they share controller.account (PostgreSQL, across machines).
+# own, and each lists this nginx's address in controller.balancers, from which it reads the PROXY protocol's line
+# (the switch's own address). The replicas are one account when they share controller.account (PostgreSQL).
 upstream dialout_replicas {{
 {servers}
 }}
@@ -153,6 +154,7 @@ upstream dialout_replicas {{
 server {{
     listen {listen};
     proxy_pass dialout_replicas;
+    proxy_protocol on;  # each connection begins with the switch's address (controller.balancers reads it)
     proxy_connect_timeout 5s;  # a replica that does not answer: the next one
     # No byte either way for this long closes a connection: longer than the longest ping the controller holds.
     proxy_timeout {int(controller.max_interval_s) + READ_TIMEOUT_MARGIN_S}s;

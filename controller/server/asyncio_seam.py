@@ -1,7 +1,8 @@
 """Where dialout reaches inside asyncio: its TLS is made to send the fatal alert when a handshake fails, so a
-refused switch learns why, and to tell the controller who it refused; a server's handshakes are paced, so that a
-storm of them cannot hold up the answers on the connections already up; its loop's turns are counted; and a
-finished connection's socket transport lets go of itself (``release_transport``).
+refused switch learns why, and to tell the controller who it refused; what a balancer sends before a connection's
+TLS is read first (``read_before_tls``: its PROXY line); a server's handshakes are paced, so that a storm of them
+cannot hold up the answers on the connections already up; its loop's turns are counted; and a finished
+connection's socket transport lets go of itself (``release_transport``).
 
 asyncio's ``SSLProtocol`` force-closes the transport on a failed handshake without flushing what OpenSSL queued
 for the peer: the fatal alert (``certificate required``, ``unknown ca``, ``bad certificate``). A switch that dials
@@ -30,7 +31,7 @@ import weakref
 from asyncio import sslproto
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 _PATCHED_MARK = "_dialout_sends_handshake_alerts"
 # Who hears of a failed handshake, by the SSLContext it was made with (a server's; clients' are not listed).
@@ -50,6 +51,8 @@ def send_handshake_alerts() -> None:
         return
 
     def _do_handshake(self: Any) -> None:  # noqa: ANN401 - asyncio's private SSLProtocol has no type stubs
+        if self._incoming.pending and self._sslcontext in _before_tls and not _read_before_tls(self):
+            return  # more of what comes before the ClientHello is to come, or the connection is closed
         # The call at connection_made has nothing to read yet, and costs nothing: only a step with bytes is paced.
         pacer = _pacers.get(self._sslcontext) if self._incoming.pending else None
         if pacer is None:
@@ -75,6 +78,55 @@ def _handshake_step(protocol: Any) -> None:  # noqa: ANN401 - asyncio's private 
         protocol._on_handshake_complete(exc)
     else:
         protocol._on_handshake_complete(None)
+
+
+# --- what some peers send before their TLS ------------------------------------------------------------------------
+class BeforeTls(Protocol):
+    """What a server reads before a connection's TLS (``proxy_protocol.ProxyLines``: a balancer's PROXY line)."""
+
+    def applies(self, peername: Any) -> bool:  # noqa: ANN401 - a socket address, whose shape depends on the family
+        """Whether a connection from ``peername`` starts with something to read before its TLS."""
+
+    def read(self, peername: Any, data: bytes) -> tuple[int, Any] | None:  # noqa: ANN401 - as in applies
+        """The bytes it takes of ``data`` (what came so far), and the peer's own address (None: the socket's);
+        None while it is incomplete. ``ConnectionError``: the connection is closed."""
+
+
+_before_tls: weakref.WeakKeyDictionary[ssl.SSLContext, BeforeTls] = weakref.WeakKeyDictionary()
+_read_already: weakref.WeakSet[Any] = weakref.WeakSet()  # asyncio's SSLProtocols that have had theirs read
+
+
+def read_before_tls(context: ssl.SSLContext, reader: BeforeTls) -> None:
+    """On connections made with ``context`` from now on, ``reader`` reads what comes before the TLS ClientHello;
+    the peer's address it gives is the connection's ``peername`` from then on."""
+    _before_tls[context] = reader
+
+
+def _read_before_tls(protocol: Any) -> bool:  # noqa: ANN401 - asyncio's private SSLProtocol
+    """Whether the handshake may go on: what came before TLS is read and taken out of the incoming bytes."""
+    transport = protocol._transport
+    if protocol in _read_already or transport is None:
+        return True
+    reader = _before_tls[protocol._sslcontext]
+    peername = transport.get_extra_info("peername")
+    if not reader.applies(peername):
+        _read_already.add(protocol)
+        return True
+    data = protocol._incoming.read()
+    try:
+        read = reader.read(peername, data)
+    except ConnectionError as exc:
+        protocol._on_handshake_complete(exc)  # asyncio closes the connection, as on a failed handshake
+        return False
+    if read is None:
+        protocol._incoming.write(data)  # kept for when the rest comes
+        return False
+    taken, source = read
+    if source is not None:
+        transport._extra["peername"] = source  # what the transport (TLS above it too) says of its peer
+    _read_already.add(protocol)
+    protocol._incoming.write(data[taken:])
+    return bool(protocol._incoming.pending)
 
 
 # --- pacing a server's handshakes ---------------------------------------------------------------------------------

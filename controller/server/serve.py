@@ -42,12 +42,14 @@ from controller.server.asyncio_seam import (
     FailedHandshake,
     HandshakePacer,
     count_loop_turns,
+    read_before_tls,
     report_failed_handshakes,
     send_handshake_alerts,
 )
 from controller.server.graceful import refuse_new_streams
 from controller.server.h2_limits import GuardedH2Protocol, PeerLimits
 from controller.server.hypercorn_seam import DialoutConfig
+from controller.server.proxy_protocol import ProxyLines
 from dialout.config import ControllerConfig
 from dialout.errors import DialoutError, PKIError
 from dialout.loop_lag import LoopLag
@@ -451,9 +453,12 @@ async def _awaited(awaitable: Awaitable[object]) -> None:
 def _take_charge_of_handshakes(
     ssl_context: ssl.SSLContext, cfg: ControllerConfig, metrics: Metrics, registry: ConnectionRegistry
 ) -> None:
-    """Each handshake timed (when done), each failed one counted and recorded, and all of them paced."""
+    """Each handshake timed (when done), each failed one counted and recorded, and all of them paced; a balancer's
+    PROXY line read before its connection's TLS."""
     ssl_context.sslobject_class = StampedSSLObject
     report_failed_handshakes(ssl_context, _refused_handshake(metrics, registry.refusals))
+    if cfg.balancers:
+        read_before_tls(ssl_context, ProxyLines([ipaddress.ip_network(entry) for entry in cfg.balancers]))
     if cfg.handshake_slice_ms > 0:
         HandshakePacer(cfg.handshake_slice_ms / 1000).pace(ssl_context)
 
