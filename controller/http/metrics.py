@@ -143,6 +143,11 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        # Known label values start at 0, so that a scrape shows them before the first count: over workers,
+        # prometheus_client's files hold only the series that were made.
+        self._pings.labels("200")
+        for reason in (*sorted(HANDSHAKE_REASONS), "other"):
+            self._handshake_failures.labels(reason)
         self._account = None if connections.ledger is None else _AccountMetrics(registry)
         self._counted: dict[object, int] = {}  # what each counter fed from the registry has been told so far
         if _over_workers:
