@@ -160,20 +160,24 @@ def diagnose_stepwise(  # noqa: PLR0913 - as diagnose
     traffic: dict[int, list[StreamSpan]] = defaultdict(list)
     refused: dict[int, list[StreamSpan]] = defaultdict(list)  # answered 403: not traffic (a Refused finding)
     known = {connection.id: connection for connection in connections}
+    since = window.since
     for read, span in enumerate(spans, 1):
         if read % STEP == 0:
             yield None
-        if span.path in QUESTIONS or (window.since is not None and span.started < window.since):
+        if span.path in QUESTIONS or (since is not None and span.started < since):
             continue
-        (traffic if span.refused is None else refused)[span.connection.id].append(span)
-        known.setdefault(span.connection.id, span.connection)  # older than the connection history keeps
+        connection = span.connection
+        (traffic if span.refused is None else refused)[connection.id].append(span)
+        if connection.id not in known:  # older than the connection history keeps
+            known[connection.id] = connection
     by_switch: dict[str, list[ControllerConnection]] = defaultdict(list)
     carried: Counter[str] = Counter()
+    everything = window.connections is None and window.since is None
     for read, connection in enumerate(known.values(), 1):
         if read % STEP == 0:
             yield None
         requested = connection.id in traffic or connection.id in refused
-        if _in_window(connection, window, requested):
+        if everything or _in_window(connection, window, requested):
             _sort(connection, switch, requested, by_switch, carried)
     for proxy in sorted(carried):
         yield Carried(proxy, carried[proxy])
@@ -231,7 +235,8 @@ def _diagnose_switch(
     connection (those that carried only refused ones are not in ``connections``)."""
     connections = sorted(connections, key=lambda c: (_dialled(c), c.id))
     for spans in traffic.values():
-        spans.sort(key=lambda span: span.started)
+        if len(spans) > 1:  # most connections of a storm carry one
+            spans.sort(key=_started)
     runs = tuple(_diagnose_run(run, traffic, limits, clock) for run in _runs(connections))
     found = [finding for run in runs for finding in run.findings]
     refused = _refused(name, turned_away, limits.fleet)
@@ -291,6 +296,10 @@ def _diagnose_run(
     return RunDiagnosis(tuple(c.id for c in connections), streams, tuple(findings))
 
 
+def _started(span: StreamSpan) -> float:
+    return span.started
+
+
 def _dialled(connection: ControllerConnection) -> float:
     """When the client dialled, as near as we know: its ClientHello, or (no TLS, or behind a proxy) when we
     recorded it."""
@@ -321,7 +330,8 @@ class _Sweep:
         events += [(span.ended, False, c.id) for c in connections for span in traffic[c.id] if span.ended is not None]
         events.sort()
         busy: dict[int, int] = {}
-        in_flight = 0
+        peak = self.peak
+        in_flight = most_at_once = 0
         full_now: set[int] = set()
         freed_at: dict[int, float] = {}
         for at, starts, id_ in events:
@@ -342,15 +352,16 @@ class _Sweep:
                     self.http1_most_at_once = max(self.http1_most_at_once, at_once)
             elif full_now and any(other != id_ for other in full_now):
                 self.spilled_to.add(id_)
-            if at - freed_at.get(id_, -math.inf) <= QUEUE_WINDOW_S:  # the client was waiting for that
+            if freed_at and at - freed_at.get(id_, -math.inf) <= QUEUE_WINDOW_S:  # the client was waiting for that
                 self.queued += 1
-            busy[id_] = busy.get(id_, 0) + 1
-            self.peak[id_] = max(self.peak.get(id_, 0), busy[id_])
+            on_it = busy[id_] = busy.get(id_, 0) + 1
+            peak[id_] = max(peak.get(id_, 0), on_it)
             in_flight += 1
-            self.most_at_once = max(self.most_at_once, in_flight)
-            if id_ in h2 and busy[id_] >= limit:
+            most_at_once = max(most_at_once, in_flight)
+            if on_it >= limit and id_ in h2:
                 full_now.add(id_)
                 self.full.add(id_)
+        self.most_at_once = most_at_once
 
 
 def _http1_only(connections: Sequence[ControllerConnection], sweep: _Sweep) -> Http1Only | None:
@@ -375,6 +386,8 @@ def _dial_race(
     n log n, not n squared (issue 20: /diagnosis took 6 s at 10,000 connections)."""
     h2 = [c for c in connections if _is_h2(c)]  # in dial order
     dialled = [_dialled(c) for c in h2]
+    if all(dialled[k + 1] >= _ready(h2[k], traffic) for k in range(len(h2) - 1)):
+        return None  # each dialled once the one before could take requests: no dial began in another's handshake
     busy = [i for i, c in enumerate(h2) if len(traffic[c.id]) > 1]  # not yet in a race; ascending
     ungrouped = _Ungrouped(len(h2))
     races: list[list[ControllerConnection]] = []
