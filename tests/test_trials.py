@@ -376,7 +376,8 @@ def test_a_one_shot_client_leaves_trials_not_exercised_and_is_told_what_to_send(
     assert verdicts["ping"][0] in ("pass", "not_exercised")  # (curl may have finished before the PING)
     assert outcome.report["not_exercised"] >= 1
     assert outcome.report["failed"] == 0
-    assert outcome.code == NOT_EXERCISED_EXIT
+    # 4; or, where the controller's loop lagged more than a verdict holds through (a busy machine), 3 before it
+    assert outcome.code == (INCONCLUSIVE_EXIT if outcome.report["inconclusive"] else NOT_EXERCISED_EXIT)
     page = outcome.page.read_text(encoding="utf-8")
     assert '<span class="verdict not_exercised">NOT EXERCISED</span>' in page
 
