@@ -9,19 +9,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from controller.server.proxy_protocol import parse
-from dialout.config import ControllerConfig
+from dialout.config import ControllerConfig, RetryPolicy, Schedule
 from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.events import LinkUp
+from sim_switch.render.report import ping_error
 from tests.attacks import RawH2Client
 from tests.commands import run_module
 from tests.conftest import SWITCH_IDS
 from tests.nginx import nginx_balancing
 from tests.servers import ControllerProcess, run_controller, write_config
+from tests.switches import session as run_session_for
+from tests.test_session import Waiter, outcomes, session, switch_config
 
 SWITCHES = 20
 
@@ -67,6 +73,57 @@ def test_a_switch_behind_the_balancer_is_known_by_its_own_address_and_both_views
     [connection] = report["connections"]
     [record] = report["controller_view"]["records"]  # found by the switch's own address: the PROXY line's
     assert record["peer"] == connection["local_address"]
+
+
+async def test_a_replica_killed_behind_the_balancer_the_session_goes_on_at_the_other_and_the_account_keeps_both(
+    tmp_path: Path,
+) -> None:
+    """Issue 32's "kill one replica mid-fleet": the switch dials the balancer again, which hands it to the other
+    replica; with idempotent retries no ping is lost, and the survivor's account holds the switch's connections of
+    both lives, the dead one's as it last wrote them."""
+    config = write_config(tmp_path, controller="  balancers: [127.0.0.1]\n")
+    certs = tmp_path / "certs"
+    waiter = Waiter()
+    up = waiter.on(LinkUp)
+    with (
+        ControllerProcess.start(config) as first,
+        ControllerProcess.start(config) as second,
+        nginx_balancing(config, (first, second)) as nginx,
+    ):
+        schedule = Schedule(every_s=0.4, batch=2, interval_s=0.3, count=16)
+        run = asyncio.create_task(
+            run_session_for(
+                session(schedule),
+                f"https://127.0.0.1:{nginx.port}",
+                client_ssl_context(certs, "switch-1"),
+                switch_config(certs, retry=RetryPolicy.IDEMPOTENT),
+                waiter,
+            )
+        )
+        await up.wait()
+        answers = {replica: await _connections(replica) for replica in (first, second)}
+        lives = {replica: answer["life"] for replica, answer in answers.items()}
+        # the replica nginx gave the session to: the life of the switch's one open connection, in either's account
+        [open_now] = [record for record in answers[first]["connections"] if record["closed_at"] is None]
+        serving, survivor = (first, second) if open_now["life"] == lives[first] else (second, first)
+        serving.process.kill()
+        result = await run
+        account = await _connections(survivor)
+    counts = outcomes(result)
+    assert counts["failed"] == 0, [ping_error(ping) for ping in result.pings if ping.failure]
+    assert sum(counts.values()) == 16
+    assert len(result.connections) >= 2  # the dead replica's, then the survivor's: both through the balancer
+    by_life = Counter(record["life"] for record in account["connections"])
+    assert set(by_life) == {lives[first], lives[second]}, account  # the switch's connections of both lives
+    dead = [record for record in account["connections"] if record["life"] == lives[serving]]
+    assert all(record["streams"] >= 1 for record in dead)  # what it recorded before it died is there
+
+
+async def _connections(replica: ControllerProcess) -> dict[str, Any]:
+    """A replica's ``GET /connections?switch=switch-1`` on its admin listener."""
+    async with httpx.AsyncClient(trust_env=False) as admin:
+        answer: dict[str, Any] = (await admin.get(f"{replica.admin_url}/connections?switch=switch-1")).json()
+    return answer
 
 
 @pytest.mark.parametrize(
