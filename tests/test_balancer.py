@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import h2.events
 import httpx
 import pytest
 
@@ -145,10 +146,12 @@ async def test_a_balancers_proxy_line_names_the_switch(certs_dir: Path, pieces: 
             await writer.drain()
         await writer.start_tls(client_ssl_context(certs_dir, "switch-1"), server_hostname="localhost")
         client = RawH2Client.over(reader, writer)
-        assert await client.answer(client.request("/ping?interval=0")) == 200
+        answer = await client.answer_frames(client.request("/ping?interval=0"))
         await client.close()
         [record] = controller.registry.connections()
     assert str(record.peer).startswith(peer)
+    body = b"".join(event.data for event in answer if isinstance(event, h2.events.DataReceived))
+    assert json.loads(body)["client"] == str(record.peer)  # the ping's answer says the same
 
 
 @pytest.mark.parametrize("first", [b"\x16\x03\x01\x02\x00\x01", b"PROXY TCP4 nonsense\r\n"], ids=["tls", "garbled"])

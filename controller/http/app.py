@@ -122,7 +122,7 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
         logger.info(
             "%s %s HTTP/%s %s %s%s -> %d in %.3f s",
             _who(arrival),
-            _peer(request.scope),
+            _peer(arrival, request.scope),
             request.http_version,
             request.method,
             printable(request.path),
@@ -151,7 +151,7 @@ def create_app(  # noqa: C901 - the app's routes and hooks, closures over its st
             {
                 "interval_s": interval_s,
                 "http_version": f"HTTP/{request.http_version}",
-                "client": _peer(request.scope),
+                "client": _peer(arrival, request.scope),
                 "switch": arrival.switch,
                 "connection": arrival.connection.id if arrival.connection else None,
                 "stream": arrival.stream,
@@ -262,6 +262,10 @@ def _who(arrival: Arrival) -> str:
     return f"{printable(arrival.switch) if arrival.switch else '(no certificate)'} {connection}"
 
 
-def _peer(scope: Mapping[str, Any]) -> str:
+def _peer(arrival: Arrival, scope: Mapping[str, Any]) -> str:
+    """The switch's address: as its connection has it in the account (behind a TCP balancer, what its PROXY line
+    said; behind nginx, what nginx saw), else the socket's."""
+    if arrival.connection is not None:
+        return str(arrival.connection.peer)
     client = scope.get("client")
     return format_address(str(client[0]), int(client[1])) if client else "unknown"
