@@ -50,17 +50,8 @@ def nginx_in_front_of(controller: ControllerProcess) -> Iterator[Nginx]:
         str(controller.port),
     )
     assert printed.returncode == 0, printed.stderr
-    conf = controller.config.parent / f"nginx-{port}.conf"
-    conf.write_text(printed.stdout, encoding="utf-8")
-    process = subprocess.Popen(
-        [binary, "-c", str(conf)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    with LineReader.stopped_at_exit(process):
-        yield Nginx(process, port)
+    with _running(binary, controller.config.parent / f"nginx-{port}.conf", printed.stdout, port) as nginx:
+        yield nginx
 
 
 @contextlib.contextmanager
@@ -75,8 +66,14 @@ def nginx_balancing(config: Path, replicas: Sequence[ControllerProcess]) -> Iter
         *(arg for replica in replicas for arg in ("--replica", f"127.0.0.1:{replica.port}")),
     )
     assert printed.returncode == 0, printed.stderr
-    conf = config.parent / f"nginx-stream-{port}.conf"
-    conf.write_text(printed.stdout, encoding="utf-8")
+    with _running(binary, config.parent / f"nginx-stream-{port}.conf", printed.stdout, port) as nginx:
+        yield nginx
+
+
+@contextlib.contextmanager
+def _running(binary: str, conf: Path, text: str, port: int) -> Iterator[Nginx]:
+    """nginx on the configuration ``text`` (written to ``conf``), listening on ``port``, stopped at the end."""
+    conf.write_text(text, encoding="utf-8")
     process = subprocess.Popen(
         [binary, "-c", str(conf)],
         stdin=subprocess.DEVNULL,
