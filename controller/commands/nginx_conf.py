@@ -54,8 +54,6 @@ def render(cfg: Config, listen: str, full: bool) -> str:
         proxy_key = controller.tls.client_ca.parent / f"{proxy}.key.pem"
         proxy_note = f"YOURS TO ISSUE: CN {proxy}, from the CA in {controller.tls.client_ca}"
     names = certificate_names(served.identity.chain()[0])
-    upstream_host = controller.host if not _is_wildcard(controller.host) else "127.0.0.1"
-    upstream = f"[{upstream_host}]" if ":" in upstream_host else upstream_host
     forwarded = "\n".join(
         f"        proxy_set_header {header_name(field)} {_quote(NGINX_VARIABLES[field])};" for field in HEADERS
     )
@@ -63,7 +61,7 @@ def render(cfg: Config, listen: str, full: bool) -> str:
 # dialout: nginx in front of the controller, as in the report (switch -> nginx -> controller).
 # Written by `python -m controller nginx-conf` from config.yaml; the switch dials https://{listen}.
 upstream dialout_controller {{
-    server {upstream}:{controller.port};
+    server {this_controller(cfg)};
     keepalive 32;  # nginx reuses its connections to the controller (HTTP/1.1: one request at a time on each)
 }}
 
