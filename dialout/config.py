@@ -315,7 +315,7 @@ class ControllerConfig:
         doc=(
             "Addresses of TCP load balancers in front of the controllers (nginx's stream module: `python -m "
             "controller nginx-conf --stream`), through which many switches' connections come: each must begin "
-            "with the PROXY protocol's line (version 1), which gives the switch's own address, and one without "
+            "with the PROXY protocol's header (version 1 or 2), which gives the switch's own address, and one without "
             "it is closed; only `max_pending_handshakes` holds for them, not the cap per address. Trusted for "
             "nothing else: TLS passes through them, and each switch is known by its own certificate."
         ),

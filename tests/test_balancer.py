@@ -7,6 +7,7 @@ scripted balancer sends here too, whole, in pieces, or not at all."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections import Counter
@@ -17,7 +18,7 @@ import h2.events
 import httpx
 import pytest
 
-from controller.server.proxy_protocol import parse
+from controller.server.proxy_protocol import V2_SIGNATURE, header, parse
 from dialout.config import ControllerConfig, RetryPolicy, Schedule
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.events import LinkUp
@@ -31,6 +32,22 @@ from tests.switches import session as run_session_for
 from tests.test_session import Waiter, outcomes, session, switch_config
 
 SWITCHES = 20
+
+
+def v2(version_command: int, family_protocol: int, rest: bytes) -> bytes:
+    """A PROXY protocol version 2 header, as HAProxy's send-proxy-v2 writes one."""
+    return V2_SIGNATURE + bytes([version_command, family_protocol]) + len(rest).to_bytes(2, "big") + rest
+
+
+V2_TCP4 = bytes([198, 51, 100, 7, 127, 0, 0, 1]) + (40000).to_bytes(2, "big") + (8443).to_bytes(2, "big")
+V2_TCP6 = (
+    ipaddress.IPv6Address("2001:db8::7").packed
+    + ipaddress.IPv6Address("::1").packed
+    + (40000).to_bytes(2, "big")
+    + (8443).to_bytes(2, "big")
+)
+V2_TLV = b"\x04\x00\x03abc"  # PP2_TYPE_NOOP, 3 bytes
+V2_FROM_TCP4 = v2(0x21, 0x11, V2_TCP4)  # PROXY, TCP over IPv4
 
 
 def test_a_fleet_through_a_tcp_balancer_is_spread_over_the_replicas_and_one_account(tmp_path: Path) -> None:
@@ -134,10 +151,14 @@ async def _connections(replica: ControllerProcess) -> dict[str, Any]:
         ((b"PROXY TCP6 2001:db8::7 ::1 40000 8443\r\n",), "[2001:db8::7]:40000"),
         ((b"PRO", b"XY TCP4 198.51.100.7 127.0.", b"0.1 40000 8443\r\n"), "198.51.100.7:40000"),
         ((b"PROXY UNKNOWN\r\n",), "127.0.0.2:"),  # a balancer's own health check: its own address stays
+        ((V2_FROM_TCP4,), "198.51.100.7:40000"),
+        ((v2(0x21, 0x21, V2_TCP6 + V2_TLV),), "[2001:db8::7]:40000"),  # with a TLV of the balancer's, passed over
+        ((V2_FROM_TCP4[:7], V2_FROM_TCP4[7:19], V2_FROM_TCP4[19:]), "198.51.100.7:40000"),
+        ((v2(0x20, 0x00, b""),), "127.0.0.2:"),  # LOCAL: the balancer's own connection
     ],
-    ids=["tcp4", "tcp6", "in-pieces", "unknown"],
+    ids=["tcp4", "tcp6", "in-pieces", "unknown", "v2-tcp4", "v2-tcp6", "v2-in-pieces", "v2-local"],
 )
-async def test_a_balancers_proxy_line_names_the_switch(certs_dir: Path, pieces: tuple[bytes, ...], peer: str) -> None:
+async def test_a_balancers_proxy_header_names_the_switch(certs_dir: Path, pieces: tuple[bytes, ...], peer: str) -> None:
     cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, balancers=("127.0.0.2",))
     async with run_controller(cfg) as controller:
         reader, writer = await asyncio.open_connection("127.0.0.1", controller.port, local_addr=("127.0.0.2", 0))
@@ -155,7 +176,7 @@ async def test_a_balancers_proxy_line_names_the_switch(certs_dir: Path, pieces: 
 
 
 @pytest.mark.parametrize("first", [b"\x16\x03\x01\x02\x00\x01", b"PROXY TCP4 nonsense\r\n"], ids=["tls", "garbled"])
-async def test_a_balancer_connection_without_a_proxy_line_is_closed_before_tls_and_said_once(
+async def test_a_balancer_connection_without_a_proxy_header_is_closed_before_tls_and_said_once(
     certs_dir: Path, caplog: pytest.LogCaptureFixture, first: bytes
 ) -> None:
     cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, balancers=("127.0.0.2",))
@@ -172,6 +193,24 @@ async def test_a_balancer_connection_without_a_proxy_line_is_closed_before_tls_a
     [said] = [record.getMessage() for record in caplog.records]
     assert said.startswith("closed a connection from 127.0.0.2 (controller.balancers) before TLS: ")
     assert "`proxy_protocol on;`" in said
+
+
+@pytest.mark.parametrize(
+    ("version_command", "family_protocol", "rest"),
+    [
+        (0x11, 0x11, V2_TCP4),
+        (0x23, 0x11, V2_TCP4),
+        (0x21, 0x11, V2_TCP4[:11]),
+        (0x21, 0x11, V2_TCP4[:8] + b"\0\0" + V2_TCP4[10:]),
+        (0x21, 0x11, V2_TCP4 + bytes(3000)),  # beyond what the controller reads before TLS
+    ],
+    ids=["version-1", "command-3", "short", "port-0", "too-long"],
+)
+def test_a_proxy_v2_header_that_does_not_parse_is_refused(
+    version_command: int, family_protocol: int, rest: bytes
+) -> None:
+    with pytest.raises(ValueError, match="PROXY v2"):
+        header(v2(version_command, family_protocol, rest))
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ in the foreground as any user: pid file and temporary directories in one directo
 ``--stream``: nginx as a TCP (L4) balancer in front of controller replicas (its stream module), each connection
 to the next replica in turn. TLS passes through unopened: the switch and a controller see each other's certificate,
 so the replicas share one account (``controller.account``: PostgreSQL across machines) and list nginx's address in
-``controller.balancers``: many switches come from it, each connection announced by the PROXY protocol's line
+``controller.balancers``: many switches come from it, each connection announced by the PROXY protocol's header
 (``controller/server/proxy_protocol.py``).
 """
 
@@ -143,7 +143,7 @@ def render_stream(cfg: Config, listen: str, replicas: list[str], full: bool) -> 
 # dialout: nginx as a TCP (L4) balancer in front of controller replicas, each connection to the next in turn.
 # Written by `python -m controller nginx-conf --stream` from config.yaml; the switches dial https://{listen}.
 # TLS passes through unopened: every replica presents a certificate for {listen_host} and verifies the switches'
-# own, and each lists this nginx's address in controller.balancers, from which it reads the PROXY protocol's line
+# own, and each lists this nginx's address in controller.balancers, from which it reads the PROXY protocol's header
 # (the switch's own address). The replicas are one account when they share controller.account (PostgreSQL).
 upstream dialout_replicas {{
 {servers}

@@ -263,7 +263,7 @@ def _who(arrival: Arrival) -> str:
 
 
 def _peer(arrival: Arrival, scope: Mapping[str, Any]) -> str:
-    """The switch's address: as its connection has it in the account (behind a TCP balancer, what its PROXY line
+    """The switch's address: as its connection has it in the account (behind a TCP balancer, what its PROXY header
     said; behind nginx, what nginx saw), else the socket's."""
     if arrival.connection is not None:
         return str(arrival.connection.peer)

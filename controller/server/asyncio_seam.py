@@ -1,6 +1,6 @@
 """Where dialout reaches inside asyncio: its TLS is made to send the fatal alert when a handshake fails, so a
 refused switch learns why, and to tell the controller who it refused; what a balancer sends before a connection's
-TLS is read first (``read_before_tls``: its PROXY line); a server's handshakes are paced, so that a storm of them
+TLS is read first (``read_before_tls``: its PROXY header); a server's handshakes are paced, so that a storm of them
 cannot hold up the answers on the connections already up; its loop's turns are counted; and a finished
 connection's socket transport lets go of itself (``release_transport``).
 
@@ -82,7 +82,7 @@ def _handshake_step(protocol: Any) -> None:  # noqa: ANN401 - asyncio's private 
 
 # --- what some peers send before their TLS ------------------------------------------------------------------------
 class BeforeTls(Protocol):
-    """What a server reads before a connection's TLS (``proxy_protocol.ProxyLines``: a balancer's PROXY line)."""
+    """What a server reads before a connection's TLS (``proxy_protocol.ProxyHeaders``: a balancer's PROXY header)."""
 
     def applies(self, peername: Any) -> bool:  # noqa: ANN401 - a socket address, whose shape depends on the family
         """Whether a connection from ``peername`` starts with something to read before its TLS."""

@@ -49,7 +49,7 @@ from controller.server.asyncio_seam import (
 from controller.server.graceful import refuse_new_streams
 from controller.server.h2_limits import GuardedH2Protocol, PeerLimits
 from controller.server.hypercorn_seam import DialoutConfig
-from controller.server.proxy_protocol import ProxyLines
+from controller.server.proxy_protocol import ProxyHeaders
 from dialout.config import ControllerConfig
 from dialout.errors import DialoutError, PKIError
 from dialout.loop_lag import LoopLag
@@ -454,11 +454,11 @@ def _take_charge_of_handshakes(
     ssl_context: ssl.SSLContext, cfg: ControllerConfig, metrics: Metrics, registry: ConnectionRegistry
 ) -> None:
     """Each handshake timed (when done), each failed one counted and recorded, and all of them paced; a balancer's
-    PROXY line read before its connection's TLS."""
+    PROXY header read before its connection's TLS."""
     ssl_context.sslobject_class = StampedSSLObject
     report_failed_handshakes(ssl_context, _refused_handshake(metrics, registry.refusals))
     if cfg.balancers:
-        read_before_tls(ssl_context, ProxyLines([ipaddress.ip_network(entry) for entry in cfg.balancers]))
+        read_before_tls(ssl_context, ProxyHeaders([ipaddress.ip_network(entry) for entry in cfg.balancers]))
     if cfg.handshake_slice_ms > 0:
         HandshakePacer(cfg.handshake_slice_ms / 1000).pace(ssl_context)
 
