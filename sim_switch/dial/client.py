@@ -75,15 +75,14 @@ async def with_loop_lag(attempts: list[Attempt], tracer: Tracer, lag: LoopLag) -
     await lag.sampled()
     history = lag.history()
     return [
-        replace(
-            attempt,
-            result=replace(
-                attempt.result,
-                loop_lag_s=history.held_during(
+        Attempt(
+            attempt.result.with_loop_lag(
+                history.held_during(
                     tracer.monotonic_of(attempt.result.started_at_s or 0.0),
                     tracer.monotonic_of(attempt.result.finished_at_s or tracer.now_s()),
-                ),
+                )
             ),
+            attempt.answered,
         )
         for attempt in attempts
     ]

@@ -101,6 +101,16 @@ class PingResult:
     # process being busy or not scheduled (dialout/loop_lag.py).
     loop_lag_s: float = 0.0
 
+    def with_loop_lag(self, lag_s: float) -> PingResult:
+        """This result with ``loop_lag_s`` set: what ``dataclasses.replace`` makes, at a fifth of its cost (a run
+        asks it of every ping at its end, 20,000 in a bench run), its other fields copied as they are."""
+        if lag_s == self.loop_lag_s:
+            return self
+        copy = object.__new__(PingResult)
+        copy.__dict__.update(self.__dict__)
+        object.__setattr__(copy, "loop_lag_s", lag_s)
+        return copy
+
     @property
     def ok(self) -> bool:
         """Answered with one of the scenario's statuses (the client sets ``failure`` for any other)."""
@@ -313,16 +323,25 @@ def surely_in_flight(pings: Iterable[PingResult], crossing_s: float) -> int:
     (request written to answer read) holds its span at the controller plus both ways on the wire: two pings whose
     spans overlap by less than ``crossing_s`` may have crossed (the first answered before the second arrived), so
     each span is taken in by half of it at both ends (0: the switch's own count)."""
-    edges: list[tuple[float, int]] = []
+    starts: list[float] = []
+    ends: list[float] = []
+    half_s = crossing_s / 2
     for ping in pings:
         if ping.headers_sent_at_s is not None and ping.finished_at_s is not None:
-            start_s, end_s = ping.headers_sent_at_s + crossing_s / 2, ping.finished_at_s - crossing_s / 2
+            start_s, end_s = ping.headers_sent_at_s + half_s, ping.finished_at_s - half_s
             if start_s < end_s:  # (a span of no length was never at once with anything)
-                edges += [(start_s, 1), (end_s, -1)]
-    peak = in_flight = 0
-    for _, change in sorted(edges):  # at equal times an end (-1) sorts before a start: touching is not overlap
-        in_flight += change
-        peak = max(peak, in_flight)
+                starts.append(start_s)
+                ends.append(end_s)
+    # The count peaks just after a start: the starts so far less the ends up to it (an end at a start's very time
+    # comes first: touching is not overlap). Two sorted lists of floats, not one of tuples: a run of 20,000 pings
+    # asks this of each connection, twice.
+    starts.sort()
+    ends.sort()
+    peak = ended = 0
+    for started, start_s in enumerate(starts, 1):
+        while ended < len(ends) and ends[ended] <= start_s:
+            ended += 1
+        peak = max(peak, started - ended)
     return peak
 
 

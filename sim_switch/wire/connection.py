@@ -129,6 +129,7 @@ class H2Connection:
         self._frames_wanted = observer is not None and observer.frames_wanted
         self._h2 = PromptH2Connection(H2_CONFIG)
         self._streams: dict[int, H2Stream] = {}
+        self._headers = _RequestHeaders()
         self._reserved = 0  # streams promised to requests, sent or about to be
         self._unsent_headers: list[H2Stream] = []
         self._batch: asyncio.Future[None] | None = None  # the write this loop turn will make, once scheduled
@@ -211,7 +212,7 @@ class H2Connection:
         stream = H2Stream(stream_id)
         self._streams[stream_id] = stream
         body = request.content  # httpx reads a request's body before it sends it (httpx.Request.read)
-        self._h2.send_headers(stream_id, _request_headers(request), end_stream=not body)
+        self._h2.send_headers(stream_id, self._headers.of(request), end_stream=not body)
         self._unsent_headers.append(stream)
         try:
             await self._flushed()
@@ -494,6 +495,28 @@ async def _changed(stream: H2Stream, timeout_s: float | None) -> None:
             await stream.changed.wait()
     except TimeoutError:
         raise httpx.ReadTimeout(f"nothing on stream {stream.stream_id} for {timeout_s:g} s") from None
+
+
+class _RequestHeaders:
+    """Requests' HTTP/2 header lists, each made once for the requests that share its URL and headers objects: the
+    switch's pings are copies of one request a target (``sim_switch/dial/ping_requests.py``), which nothing
+    changes once made. Found by those objects' identities; each entry holds them, so no other object takes an id."""
+
+    LIMIT = 64  # a scenario with a target a ping ({n} in its path) makes a request each: kept few, not all
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[int, int], tuple[httpx.Headers, httpx.URL, str, list[tuple[bytes, bytes]]]] = {}
+
+    def of(self, request: httpx.Request) -> list[tuple[bytes, bytes]]:
+        key = (id(request.headers), id(request.url))
+        made = self._made.get(key)
+        if made is not None and made[0] is request.headers and made[1] is request.url and made[2] == request.method:
+            return made[3]
+        headers = _request_headers(request)
+        if len(self._made) >= self.LIMIT:
+            self._made.clear()
+        self._made[key] = (request.headers, request.url, request.method, headers)
+        return headers
 
 
 def _request_headers(request: httpx.Request) -> list[tuple[bytes, bytes]]:
