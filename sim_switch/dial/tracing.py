@@ -187,7 +187,12 @@ class PingTrace:
         ready_at_s = self.tls_done_at_s if self.tls_done_at_s is not None else self.asked_at_s
         return max(0.0, self.headers_started_at_s - ready_at_s)
 
-    async def __call__(self, name: str, info: dict[str, Any]) -> None:  # noqa: C901 - one case per httpcore event
+    async def __call__(self, name: str, info: dict[str, Any]) -> None:
+        self.step_now(name, info)
+
+    def step_now(self, name: str, info: dict[str, Any]) -> None:  # noqa: C901 - one case per httpcore event
+        """The step, taken at once: nothing here waits (the switch's transport tells some steps from a callback,
+        ``sim_switch/wire/transport.py``)."""
         request_step = _REQUEST_STEPS.get(name)
         if request_step is not None:  # every ping's own steps on the switch's transport, told apart by a lookup
             request_step(self, info)

@@ -113,6 +113,7 @@ class H2Stream:
     headers_sent_at: float | None = None
     first_byte_at: float | None = None  # its response HEADERS were read
     ended_at: float | None = None  # END_STREAM was read
+    written: Callable[[H2Stream], None] | None = None  # told once its HEADERS are written
 
     def wake(self) -> None:
         self.changed.set()
@@ -204,24 +205,29 @@ class H2Connection:
 
     # --- requests ---------------------------------------------------------------------------------------------
 
-    async def send_request(self, request: httpx.Request) -> H2Stream:
-        """HEADERS (and the body's DATA) for ``request`` on a new stream, reserved for it beforehand."""
+    def open_stream(self, request: httpx.Request, written: Callable[[H2Stream], None] | None = None) -> H2Stream:
+        """HEADERS for ``request`` on a new stream, reserved for it beforehand, in this loop turn's write (or the
+        one under way): ``written`` is told once they are in the kernel's hands, ``headers_sent_at`` set. Nothing
+        waits for the write, so a ping's task wakes once, for its answer: a write that fails fails the stream.
+        The body, if any, is ``send_body``'s."""
         if not self.usable:
             raise NotSent
         stream_id = self._h2.get_next_available_stream_id()
-        stream = H2Stream(stream_id)
+        stream = H2Stream(stream_id, written=written)
         self._streams[stream_id] = stream
-        body = request.content  # httpx reads a request's body before it sends it (httpx.Request.read)
-        self._h2.send_headers(stream_id, self._headers.of(request), end_stream=not body)
+        self._h2.send_headers(stream_id, self._headers.of(request), end_stream=not request.content)
         self._unsent_headers.append(stream)
+        self._flush_soon()
+        return stream
+
+    async def send_body(self, stream: H2Stream, body: bytes) -> None:
+        """``body`` as DATA on ``stream`` (opened with ``open_stream``), as flow control lets it go."""
         try:
             await self._flushed()
-            if body:
-                await self._send_body(stream, body)
+            await self._send_body(stream, body)
         except BaseException:  # cancelled or failed half-way: the stream is no one's any more
             await self.close_stream(stream)
             raise
-        return stream
 
     async def _send_body(self, stream: H2Stream, body: bytes) -> None:
         view = memoryview(body)
@@ -343,6 +349,8 @@ class H2Connection:
             else:
                 for stream in streams:
                     stream.headers_sent_at = at
+                    if stream.written is not None:
+                        stream.written(stream)
                 if self._frames_wanted and self._observer is not None:
                     for raw in self._splitter_out.feed(data):
                         self._observer.frame(self.network, raw, Direction.SENT, at, None)

@@ -272,7 +272,9 @@ class SwitchTransport(httpx.AsyncBaseTransport):
                 return await _over_http1(connection, request, pool.wake)
             try:
                 await _trace(trace, "http2.send_request_headers.started", {})
-                stream = await connection.send_request(request)
+                stream = connection.open_stream(request, None if trace is None else _WrittenTrace(trace).told)
+                if request.content:
+                    await connection.send_body(stream, request.content)
             except NotSent:  # it went away before our first frame: another connection will do
                 connection.release()
                 continue
@@ -293,9 +295,6 @@ async def _response(
     """The response once its HEADERS are read, its body to come (``read_timeout_s``: httpx's read timeout, for
     the headers and for each DATA after them)."""
     try:
-        await _trace(
-            trace, "http2.send_request_headers.complete", {"stream_id": stream.stream_id, "at": stream.headers_sent_at}
-        )
         await connection.response_headers(stream, read_timeout_s)
         await _trace(trace, "http2.receive_response_headers.complete", {"at": stream.first_byte_at})
     except BaseException:
@@ -456,6 +455,28 @@ async def _step(trace: TraceCallback | None, name: str, info: dict[str, Any]) ->
         await _trace(trace, f"{name}.failed", {"exception": exc})
         raise
     await _trace(trace, f"{name}.complete", {"return_value": returned[0] if returned else None})
+
+
+_TRACES_RUNNING: set[asyncio.Future[None]] = set()
+
+
+class _WrittenTrace:
+    """A request's ``http2.send_request_headers.complete``, told by the write that sent its HEADERS, where nothing
+    can be awaited: the switch's own trace takes it at once (``step_now``: its steps never wait); any other trace
+    callback runs in a task of its own, kept here while it runs."""
+
+    def __init__(self, trace: TraceCallback) -> None:
+        self._trace = trace
+
+    def told(self, stream: H2Stream) -> None:
+        info = {"stream_id": stream.stream_id, "at": stream.headers_sent_at}
+        step_now = getattr(self._trace, "step_now", None)
+        if step_now is not None:
+            step_now("http2.send_request_headers.complete", info)
+            return
+        task = asyncio.ensure_future(self._trace("http2.send_request_headers.complete", info))
+        _TRACES_RUNNING.add(task)
+        task.add_done_callback(_TRACES_RUNNING.discard)
 
 
 async def _trace(trace: TraceCallback | None, name: str, info: dict[str, Any]) -> None:
