@@ -100,7 +100,7 @@ async def test_the_controllers_limit_is_the_only_one(certs_dir: Path) -> None:
 async def test_http1_hands_httpcore_no_more_requests_than_connections() -> None:
     """httpcore's pool rescans every request it holds whenever one comes or goes: HTTP/1.1 holds the rest back."""
     pool = StreamPool(
-        httpx.AsyncHTTPTransport, lambda t: httpx.AsyncClient(transport=t), PingRequests(Request(), 10.0), limit=3
+        httpx.AsyncHTTPTransport, lambda t: httpx.AsyncClient(transport=t), PingRequests(Request(), 10.0), 10.0, limit=3
     )
     inside = peak = 0
     release = asyncio.Event()

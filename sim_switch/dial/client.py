@@ -114,10 +114,10 @@ def new_pool(settings: RunSettings, tracer: Tracer) -> StreamPool:
         )
 
     if not scenario.http2:
-        return StreamPool(new_http1_transport, new_client, requests, limit=MAX_CONNECTIONS)
+        return StreamPool(new_http1_transport, new_client, requests, request_timeout_s, limit=MAX_CONNECTIONS)
     dial = DialOptions(ssl_context, connect_timeout_s, tuple(options), settings.source_address)
     wire = SwitchTransport(dial, scenario.streams, tracer)
-    return StreamPool(lambda: wire, new_client, requests)
+    return StreamPool(lambda: wire, new_client, requests, request_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ async def attempt_ping(
     failure: Failure | None = None
     answered = False  # the controller answered, whatever it said (a refusing status is an answer)
     try:
-        async with asyncio.timeout(settings.request_timeout_s):
+        async with pool.deadlines.bound():  # the request timeout, as asyncio.timeout(settings.request_timeout_s)
             await _send(pool, url, trace, tracer, answer)
     except Exception as exc:  # every failure becomes this ping's result; the run goes on
         failure = classify(exc, trace.headers_sent_at_s is not None, settings.request_timeout_s)

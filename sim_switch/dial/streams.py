@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import httpx
 
+from sim_switch.dial.deadlines import Deadlines
 from sim_switch.dial.ping_requests import PingRequests
 from sim_switch.wire.transport import SwitchTransport
 
@@ -24,18 +25,21 @@ _ANY_TIME = contextlib.nullcontext()  # HTTP/2: the transport holds the pings th
 
 class StreamPool:
     """The run's transport for its pings, and a client over it for everything else (the questions to the
-    controller); ``limit``: at most that many pings handed to the transport at once (HTTP/1.1)."""
+    controller); ``limit``: at most that many pings handed to the transport at once (HTTP/1.1); ``deadlines``:
+    each ping's try bounded by the request timeout."""
 
     def __init__(
         self,
         new_transport: Callable[[], httpx.AsyncBaseTransport],
         new_client: Callable[[httpx.AsyncBaseTransport], httpx.AsyncClient],
         requests: PingRequests,
+        request_timeout_s: float,
         limit: int | None = None,
     ) -> None:
         self._new_transport = new_transport
         self._new_client = new_client
         self.requests = requests
+        self.deadlines = Deadlines(request_timeout_s)
         self.pings = new_transport()
         self.primary = new_client(self.pings)
         self._free = asyncio.Semaphore(limit) if limit is not None else None
@@ -58,5 +62,6 @@ class StreamPool:
         return client
 
     async def aclose(self) -> None:
+        self.deadlines.close()
         for client in [self.primary, *self._extra]:
             await client.aclose()
