@@ -29,7 +29,7 @@ import contextlib
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -104,7 +104,6 @@ class H2Stream:
     """One request's stream: what the reader has handed it, and when each part crossed the wire."""
 
     stream_id: int
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
     status: int | None = None
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     chunks: deque[tuple[bytes, int]] = field(default_factory=deque)  # (data, flow-controlled length)
@@ -114,9 +113,25 @@ class H2Stream:
     first_byte_at: float | None = None  # its response HEADERS were read
     ended_at: float | None = None  # END_STREAM was read
     written: Callable[[H2Stream], None] | None = None  # told once its HEADERS are written
+    # Its request's task, waiting for what the reader hands it next.
+    _waiting: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
 
     def wake(self) -> None:
-        self.changed.set()
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_result(None)
+
+    async def changed(self, timeout_s: float | None) -> None:
+        """Until the reader hands it something (or fails it); ``httpx.ReadTimeout`` when nothing came for
+        ``timeout_s``. A future a wait, not an ``asyncio.Event``: one waiter, and a stream a ping."""
+        self._waiting = asyncio.get_running_loop().create_future()
+        if timeout_s is None:  # a ping's own timeout bounds its whole try: no timer a wait
+            await self._waiting
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._waiting
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"nothing on stream {self.stream_id} for {timeout_s:g} s") from None
 
 
 class H2Connection:
@@ -249,24 +264,19 @@ class H2Connection:
         while stream.status is None:
             if stream.error is not None:
                 raise stream.error
-            await _changed(stream, timeout_s)
+            await stream.changed(timeout_s)
 
-    async def body(self, stream: H2Stream, timeout_s: float | None) -> AsyncIterator[bytes]:
-        """The response's DATA as the reader handed it over, each chunk acknowledged once it is taken;
-        ``httpx.ReadTimeout`` when nothing came for ``timeout_s``."""
-        while True:
-            while stream.chunks:
-                data, flow_controlled = stream.chunks.popleft()
-                if flow_controlled:
-                    self._h2.acknowledge_received_data(flow_controlled, stream.stream_id)
-                    self._flush_soon()
-                if data:
-                    yield data
-            if stream.ended:
-                return
-            if stream.error is not None:
-                raise stream.error
-            await _changed(stream, timeout_s)
+    def take_body(self, stream: H2Stream) -> bytes:
+        """The response's DATA the reader has handed over since last asked, acknowledged as it is taken (b"": none
+        yet). The caller waits for more with ``stream.changed`` until ``stream.ended``, or ``stream.error``."""
+        taken = []
+        while stream.chunks:
+            data, flow_controlled = stream.chunks.popleft()
+            if flow_controlled:
+                self._h2.acknowledge_received_data(flow_controlled, stream.stream_id)
+                self._flush_soon()
+            taken.append(data)
+        return b"".join(taken)
 
     async def close_stream(self, stream: H2Stream) -> None:
         """The response is done with: reset the stream if its answer is still coming (we no longer want it)."""
@@ -491,18 +501,6 @@ class H2Connection:
             if not done.done():
                 done.cancel()
         self._on_change()
-
-
-async def _changed(stream: H2Stream, timeout_s: float | None) -> None:
-    stream.changed.clear()
-    if timeout_s is None:  # a ping's own timeout bounds its whole try: no timer a wait
-        await stream.changed.wait()
-        return
-    try:
-        async with asyncio.timeout(timeout_s):
-            await stream.changed.wait()
-    except TimeoutError:
-        raise httpx.ReadTimeout(f"nothing on stream {stream.stream_id} for {timeout_s:g} s") from None
 
 
 class _RequestHeaders:

@@ -318,15 +318,23 @@ class _H2Body(httpx.AsyncByteStream):
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        connection, stream = self._connection, self._stream
         try:
-            async for chunk in self._connection.body(self._stream, self._timeout_s):
-                yield chunk
+            while True:
+                data = connection.take_body(stream)
+                if data:
+                    yield data
+                if stream.ended:
+                    break
+                if stream.error is not None:
+                    raise stream.error
+                await stream.changed(self._timeout_s)
         except Exception as exc:
             mapped = as_httpx(exc)
             if mapped is None:
                 raise
             raise mapped from exc
-        await _trace(self._trace, "http2.receive_response_body.complete", {"at": self._stream.ended_at})
+        await _trace(self._trace, "http2.receive_response_body.complete", {"at": stream.ended_at})
 
     async def aclose(self) -> None:
         if self._closed:
