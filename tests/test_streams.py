@@ -13,6 +13,7 @@ from dialout.config import ControllerConfig, OneShot, Request, Scenario, StreamP
 from sim_switch.dial.ping_requests import PingRequests
 from sim_switch.dial.streams import StreamPool
 from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.events import HeadersWritten, TraceEvent
 from sim_switch.model.results import RunResult
 from sim_switch.model.verdict import judge
 from sim_switch.render.report import problem_lines, render_summary, to_json
@@ -131,3 +132,24 @@ def test_many_pings_of_one_interval_and_the_stream_policy_parse() -> None:
     deep = cfg.scenario("deep")
     assert deep.kind == OneShot((1.0,) * 1000)
     assert deep.streams is StreamPolicy.SPILL
+
+
+async def test_a_run_stopped_with_its_pings_out_ends_them_all(five_streams: RunningController, certs_dir: Path) -> None:
+    """A one-shot run cancelled (stopped) with pings on the wire and pings waiting for a stream: none is left."""
+    written = asyncio.Event()
+
+    def emit(event: TraceEvent) -> None:
+        if isinstance(event, HeadersWritten):
+            written.set()
+
+    scenario = Scenario("stopped", OneShot((60.0,) * 8), streams=StreamPolicy.QUEUE)
+    context = client_ssl_context(certs_dir, "switch-1")
+    run_task = asyncio.create_task(one_shot(scenario, five_streams.url, context, emit))
+    await written.wait()
+    others = asyncio.all_tasks() - {run_task, asyncio.current_task()}
+    pings = {task for task in others if "ping" in getattr(task.get_coro(), "__qualname__", "")}
+    assert len(pings) == 8  # five on the wire, three waiting
+    run_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run_task
+    assert all(task.cancelled() for task in pings)  # not left to run out their time
