@@ -541,6 +541,8 @@ def _request_headers(request: httpx.Request) -> list[tuple[bytes, bytes]]:
 
 
 def _status_and_headers(headers: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]]]:
+    if headers and headers[0][0] == b":status":  # what h2 lets through (H2_CONFIG validates what it reads): :status
+        return int(headers[0][1]), headers[1:]  # first, and the only pseudo-header of an answer
     status = 0
     rest = []
     for name, value in headers:
