@@ -120,6 +120,10 @@ class H2Stream:
         if self._waiting is not None and not self._waiting.done():
             self._waiting.set_result(None)
 
+    def wait_on(self, waiting: asyncio.Future[None] | None) -> None:
+        """``waiting`` is done by the next thing the reader hands it (its request's task waits on it)."""
+        self._waiting = waiting
+
     async def changed(self, timeout_s: float | None) -> None:
         """Until the reader hands it something (or fails it); ``httpx.ReadTimeout`` when nothing came for
         ``timeout_s``. A future a wait, not an ``asyncio.Event``: one waiter, and a stream a ping."""
@@ -220,15 +224,21 @@ class H2Connection:
 
     # --- requests ---------------------------------------------------------------------------------------------
 
-    def open_stream(self, request: httpx.Request, written: Callable[[H2Stream], None] | None = None) -> H2Stream:
+    def open_stream(
+        self,
+        request: httpx.Request,
+        written: Callable[[H2Stream], None] | None = None,
+        waiting: asyncio.Future[None] | None = None,
+    ) -> H2Stream:
         """HEADERS for ``request`` on a new stream, reserved for it beforehand, in this loop turn's write (or the
         one under way): ``written`` is told once they are in the kernel's hands, ``headers_sent_at`` set. Nothing
-        waits for the write, so a ping's task wakes once, for its answer: a write that fails fails the stream.
-        The body, if any, is ``send_body``'s."""
+        waits for the write, so a ping's task wakes once, for its answer (``waiting``, if given, is done then): a
+        write that fails fails the stream. The body, if any, is ``send_body``'s."""
         if not self.usable:
             raise NotSent
         stream_id = self._h2.get_next_available_stream_id()
         stream = H2Stream(stream_id, written=written)
+        stream.wait_on(waiting)
         self._streams[stream_id] = stream
         self._h2.send_headers(stream_id, self._headers.of(request), end_stream=not request.content)
         self._unsent_headers.append(stream)

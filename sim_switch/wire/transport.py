@@ -89,6 +89,22 @@ class _HTTP1:
 
 
 Connection = H2Connection | _HTTP1
+# How a waiting request opens its stream on the connection given to it, at once, by whoever freed the room: its
+# HEADERS go in that loop turn's write, and its task wakes once, for its answer (``ready``), not once for the stream
+# and again for the answer. The controller meanwhile has the request a loop turn sooner.
+Opener = Callable[[H2Connection, asyncio.Future[None]], H2Stream]
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A request waiting for room: given a connection, or its turn to dial (``_DIAL``), and ``ready`` then; or, when
+    it has an ``opener`` and is given an HTTP/2 connection, its stream opened, and ``ready`` once that stream has
+    something (its answer's HEADERS, or its failure)."""
+
+    ready: asyncio.Future[None]
+    opener: Opener | None
+    given: object = None  # a Connection, or _DIAL
+    stream: H2Stream | None = None
 
 
 class _OriginPool:
@@ -103,35 +119,38 @@ class _OriginPool:
         self.h1: list[_HTTP1] = []
         self._speaks_http1 = False  # its last dial's ALPN chose http/1.1: dial for HTTP/1.1 until one chooses h2
         self._dialling = 0  # dials under way, each counted from when it was given (a waiter's turn, ``_DIAL``)
-        self._waiters: deque[asyncio.Future[object]] = deque()  # each given a Connection, or _DIAL
+        self._waiters: deque[_Waiter] = deque()
 
-    async def acquire(self, trace: TraceCallback | None) -> Connection:
+    async def acquire(
+        self, trace: TraceCallback | None, opener: Opener | None = None
+    ) -> tuple[Connection, H2Stream | None]:
         """A connection with a stream reserved for one request: one with room, a new one, or the first to have
-        room after waiting in line."""
+        room after waiting in line; and the request's stream, if ``opener`` opened it as the room came."""
         connection = self._with_room()
         if connection is not None:
             connection.reserve()
-            return connection
+            return connection, None
         if self._may_dial(waiting=len(self._waiters) + 1):
             self._dialling += 1
             self._note_spill(len(self._waiters) + 1, 1)
-            return await self._dial_counted(trace)
-        waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            return await self._dial_counted(trace), None
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), opener)
         self._waiters.append(waiter)
         try:
-            given = await waiter
-        except asyncio.CancelledError:  # cancelled once given a stream or a dial: give it back
-            handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
-            if handed is _DIAL:
+            await waiter.ready
+        except BaseException:  # cancelled once given a stream or a dial, or its opening failed: give it back
+            if waiter.given is _DIAL:
                 self._dialling -= 1
                 self.wake()
-            elif isinstance(handed, H2Connection | _HTTP1):
-                handed.release()
+            elif isinstance(waiter.given, H2Connection | _HTTP1):
+                if waiter.stream is not None and isinstance(waiter.given, H2Connection):
+                    await waiter.given.close_stream(waiter.stream)
+                waiter.given.release()
             raise
-        if given is _DIAL:
-            return await self._dial_counted(trace)
-        assert isinstance(given, H2Connection | _HTTP1)
-        return given
+        if waiter.given is _DIAL:
+            return await self._dial_counted(trace), None
+        assert isinstance(waiter.given, H2Connection | _HTTP1)
+        return waiter.given, waiter.stream
 
     async def _dial_counted(self, trace: TraceCallback | None) -> Connection:
         try:
@@ -148,23 +167,36 @@ class _OriginPool:
         waiting, dials = len(self._waiters), 0
         while self._waiters:
             waiter = self._waiters[0]
-            if waiter.done():
+            if waiter.ready.done():  # (cancelled)
                 self._waiters.popleft()
                 continue
             connection = self._with_room()
             if connection is not None:
                 self._waiters.popleft()
                 connection.reserve()
-                waiter.set_result(connection)
+                waiter.given = connection
+                if waiter.opener is not None and isinstance(connection, H2Connection):
+                    self._open(waiter, connection)
+                else:
+                    waiter.ready.set_result(None)
                 continue
             if self._may_dial(waiting=len(self._waiters)):
                 self._waiters.popleft()
                 self._dialling += 1
                 dials += 1
-                waiter.set_result(_DIAL)
+                waiter.given = _DIAL
+                waiter.ready.set_result(None)
                 continue
             break
         self._note_spill(waiting, dials)
+
+    @staticmethod
+    def _open(waiter: _Waiter, connection: H2Connection) -> None:
+        assert waiter.opener is not None
+        try:
+            waiter.stream = waiter.opener(connection, waiter.ready)
+        except Exception as exc:  # its task hears of it, and gives the stream's room back (``_handle``)
+            waiter.ready.set_exception(exc)
 
     def _note_spill(self, waiting: int, dials: int) -> None:
         """Tell the observer of dials that spill (not a first connection, nor HTTP/1.1's) set off."""
@@ -228,7 +260,7 @@ class _OriginPool:
         for old in self.h1:
             await old.connection.aclose()
         for waiter in self._waiters:
-            waiter.cancel()
+            waiter.ready.cancel()
 
 
 class SwitchTransport(httpx.AsyncBaseTransport):
@@ -266,21 +298,26 @@ class SwitchTransport(httpx.AsyncBaseTransport):
     async def _handle(self, request: httpx.Request) -> httpx.Response:
         pool = self._pool(request.url)
         trace: TraceCallback | None = request.extensions.get("trace")
+        opening = _Opening(request, trace)
         while True:
-            connection = await pool.acquire(trace)
+            try:  # (a request with a body sends it itself, as flow control allows: its task opens its stream)
+                connection, stream = await pool.acquire(trace, None if request.content else opening.open)
+            except NotSent:  # given a connection that went away before its HEADERS, and given back: another will do
+                continue
             if isinstance(connection, _HTTP1):
                 return await _over_http1(connection, request, pool.wake)
-            try:
-                await _trace(trace, "http2.send_request_headers.started", {})
-                stream = connection.open_stream(request, None if trace is None else _WrittenTrace(trace).told)
-                if request.content:
-                    await connection.send_body(stream, request.content)
-            except NotSent:  # it went away before our first frame: another connection will do
-                connection.release()
-                continue
-            except BaseException:
-                connection.release()
-                raise
+            if stream is None:
+                try:
+                    await _trace(trace, "http2.send_request_headers.started", {})
+                    stream = connection.open_stream(request, opening.written)
+                    if request.content:
+                        await connection.send_body(stream, request.content)
+                except NotSent:  # it went away before our first frame: another connection will do
+                    connection.release()
+                    continue
+                except BaseException:
+                    connection.release()
+                    raise
             timeouts = request.extensions.get("timeout") or {}
             return await _response(connection, stream, trace, timeouts.get("read"))
 
@@ -468,21 +505,30 @@ async def _step(trace: TraceCallback | None, name: str, info: dict[str, Any]) ->
 _TRACES_RUNNING: set[asyncio.Future[None]] = set()
 
 
-class _WrittenTrace:
-    """A request's ``http2.send_request_headers.complete``, told by the write that sent its HEADERS, where nothing
-    can be awaited: the switch's own trace takes it at once (``step_now``: its steps never wait); any other trace
-    callback runs in a task of its own, kept here while it runs."""
+class _Opening:
+    """A request's stream opened where nothing can be awaited (by the pool, as room comes: ``open``), and its
+    HEADERS told as written (by the write: ``written``). Its steps go to the switch's own trace at once
+    (``step_now``: its steps never wait), or to any other trace callback in a task, kept here while it runs."""
 
-    def __init__(self, trace: TraceCallback) -> None:
+    def __init__(self, request: httpx.Request, trace: TraceCallback | None) -> None:
+        self._request = request
         self._trace = trace
 
-    def told(self, stream: H2Stream) -> None:
-        info = {"stream_id": stream.stream_id, "at": stream.headers_sent_at}
+    def open(self, connection: H2Connection, ready: asyncio.Future[None]) -> H2Stream:
+        self._tell("http2.send_request_headers.started", {})
+        return connection.open_stream(self._request, self.written, waiting=ready)
+
+    def written(self, stream: H2Stream) -> None:
+        self._tell("http2.send_request_headers.complete", {"stream_id": stream.stream_id, "at": stream.headers_sent_at})
+
+    def _tell(self, name: str, info: dict[str, Any]) -> None:
+        if self._trace is None:
+            return
         step_now = getattr(self._trace, "step_now", None)
         if step_now is not None:
-            step_now("http2.send_request_headers.complete", info)
+            step_now(name, info)
             return
-        task = asyncio.ensure_future(self._trace("http2.send_request_headers.complete", info))
+        task = asyncio.ensure_future(self._trace(name, info))
         _TRACES_RUNNING.add(task)
         task.add_done_callback(_TRACES_RUNNING.discard)
 
