@@ -62,6 +62,7 @@ async def run_scenario(settings: RunSettings, controller_url: str, emit: Callabl
                 tasks = [
                     group.create_task(ping(n, interval_s)) for n, interval_s in enumerate(scenario.kind.pings_s, 1)
                 ]
+            tracer.stop_clock()
             attempts = await with_loop_lag([task.result() for task in tasks], tracer, lag)
         return await finish_run(pool.primary, tracer, settings, controller_url, attempts)
     finally:
@@ -145,8 +146,9 @@ async def finish_run(
     attempts: list[Attempt],
     history: LinkHistory = LinkHistory(),
 ) -> RunResult:
-    """Stop the clock, ask the controller what it saw, explain a refused certificate, and account every ping."""
-    wall_time_s = tracer.now_s()
+    """Stop the clock (if the run has not: ``Tracer.stop_clock``), ask the controller what it saw, explain a
+    refused certificate, and account every ping."""
+    wall_time_s = tracer.stop_clock()
     pings = [attempt.result for attempt in attempts]
     ssl_context, reconnects = settings.ssl_context, history.reconnects
     view: ControllerView | None = None

@@ -322,6 +322,7 @@ async def run_session(
                     number = len(tasks) + 1
                     tasks.append(group.create_task(_send(pool, tracer, link, watch, settings, number)))
             await asyncio.wait(tasks)
+            tracer.stop_clock()
             watching.cancel()
             attempts = await with_loop_lag(
                 [attempt for task in tasks if (attempt := task.result()) is not None], tracer, lag

@@ -64,6 +64,7 @@ class Tracer:
         self.frames_wanted = frames
         self._start = time.perf_counter()
         self._start_monotonic = time.monotonic()  # the same moment on the loop-lag sampler's clock
+        self._stopped_at_s: float | None = None
         self.connections: list[ConnectionRecord] = []
         # Stream objects are keyed by id() and held in the value, so an id cannot be reused while we look.
         self._by_stream: dict[int, tuple[object, ConnectionRecord]] = {}
@@ -71,6 +72,13 @@ class Tracer:
 
     def now_s(self) -> float:
         return time.perf_counter() - self._start
+
+    def stop_clock(self) -> float:
+        """The run's wall time, taken the first time this is asked: when its last ping ended, not after what the
+        run does next (the loop-lag sampler's next wake-up, the questions to the controller)."""
+        if self._stopped_at_s is None:
+            self._stopped_at_s = self.now_s()
+        return self._stopped_at_s
 
     def monotonic_of(self, at_s: float) -> float:
         """A time since the run started as a ``time.monotonic()`` reading (the loop-lag sampler's clock)."""
