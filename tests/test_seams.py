@@ -26,6 +26,7 @@ import urllib.request
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import h2.events
 import h2.frame_buffer
@@ -48,7 +49,9 @@ from hypercorn.protocol.http_stream import HTTPStream
 from priority.priority import DeadlockError, DuplicateStreamError, MissingStreamError
 from quart.asgi import ASGIHTTPConnection
 from quart.routing import QuartMap
+from quart.wrappers import Request
 from quart.wrappers.request import Body
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import MapAdapter, Rule
 
@@ -148,6 +151,29 @@ def test_hypercorn_still_has_what_the_seam_replaces() -> None:
     assert {"self._complete: asyncio.Event", "self._has_data: asyncio.Event"} <= set(
         re.findall(r"self\._\w+: asyncio\.Event", inspect.getsource(Body.__init__))
     )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Content-Length": "12"},
+        {"Content-Length": "-3"},
+        {"Content-Length": "twelve"},
+        {"Content-Length": "12", "Transfer-Encoding": "chunked"},
+        {"Transfer-Encoding": "gzip, chunked"},
+        {"Transfer-Encoding": "gzip"},
+    ],
+)
+def test_a_light_requests_content_length_is_werkzeugs(headers: dict[str, str]) -> None:
+    async def no_push(path: str, headers: Headers) -> None:
+        """(a request's push promises: none here)"""
+
+    def made(kind: type[Request]) -> Request:
+        scope: Any = {}
+        return kind(*("POST", "https", "/ping", b"", Headers(headers), "", "2", scope), send_push_promise=no_push)
+
+    assert made(LightRequest).content_length == made(Request).content_length
 
 
 async def test_a_lazy_event_is_an_asyncio_event_that_makes_its_waiters_deque_at_the_first_wait() -> None:

@@ -14,6 +14,9 @@ And a request's body waits on two ``asyncio.Event``s that a ping's handler never
 ``LightRequest`` (the app's ``request_class``) gives its body ``dialout.lazy_event.LazyEvent``s, whose deques of
 waiters are made at the first wait, not at every request (~1.5 KiB a request in flight).
 
+And werkzeug's headers raise (and catch) an exception for each header asked for that is absent, and Quart asks
+for two at every request: ``LightRequest.content_length`` reads them without.
+
 And werkzeug, Quart's router, matches a request's path with a recursive closure: a reference cycle of eight objects
 every request, which only the garbage collector frees. ``RememberingMatcher`` answers a path it has matched before
 from memory. ``SeamQuart`` is Quart with all three: the app that answers pings (``controller/http/app.py``).
@@ -33,6 +36,8 @@ from quart.wrappers import Request
 from quart.wrappers.request import Body
 from werkzeug.routing import Rule
 from werkzeug.routing.matcher import StateMachineMatcher
+from werkzeug.sansio.utils import get_content_length
+from werkzeug.utils import cached_property
 
 from dialout.lazy_event import LazyEvent
 
@@ -70,6 +75,16 @@ class LightBody(Body):
 
 class LightRequest(Request):
     body_class = LightBody
+
+    @cached_property
+    def content_length(self) -> int | None:
+        """werkzeug's (``sansio.request.Request.content_length``), from the same two headers, read with ``getlist``:
+        werkzeug's ``Headers.get`` raises and catches a ``BadRequestKeyError`` (an ``HTTPException``, costly to
+        make) for a header that is absent, and a ping (a GET) has neither: 2% of the controller's serving CPU in a
+        profile of 1,000 pings of 1 s, spilt over 10 connections."""
+        lengths = self.headers.getlist("Content-Length")
+        encodings = self.headers.getlist("Transfer-Encoding")
+        return get_content_length(lengths[0] if lengths else None, encodings[0] if encodings else None)
 
 
 # The paths a controller's router remembers: its routes are a dozen, a few of them with an argument; a peer asking
