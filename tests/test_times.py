@@ -8,12 +8,14 @@ httpcore's HTTP/2 connection (1.0.9), which the switch used before ``sim_switch.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gc
 from pathlib import Path
 
 import httpx
 
 from dialout.config import OneShot, Scenario
+from dialout.text import utc_text
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.results import PingResult
 from tests.servers import ControllerProcess
@@ -137,3 +139,17 @@ def controller_answer_times(admin_url: str) -> dict[tuple[int | None, int | None
         for record in answer["connections"]
         for stream in record.get("stream_times", [])
     }
+
+
+def test_a_stamp_is_datetimes_iso_8601_to_the_millisecond() -> None:
+    """The stamps both halves record (``dialout.text.utc_text``, its second's text made once) read as datetime's."""
+    for timestamp in (
+        0.0,
+        1_796_000_000.0,
+        1_796_000_000.0005,
+        1_796_000_000.9994,
+        1_796_000_000.9999996,
+        1.5e9 + 0.25,
+    ):
+        expected = datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="milliseconds")
+        assert utc_text(timestamp) == expected
