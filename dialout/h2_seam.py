@@ -23,6 +23,11 @@ drops it unless one was configured (neither end does): ~3% of a ping's CPU at ei
 switch. ``PromptH2Connection._receive_frame`` is h2's own less that line; ``tests/test_seams.py`` holds the two
 side by side, so an h2 that changes its own fails there.
 
+And the switch sends the same request again and again, and HPACK encodes each header of it again each time (a
+search of the tables, an integer, a log call apiece) to the same bytes: once the table holds them, encoding them
+changes nothing. ``RepeatingEncoder`` (the switch's connections') gives the last block again for the same headers
+while its table is as it was; ``tests/test_seams.py`` runs it beside hpack's own and compares every block.
+
 And h2's connection refers to itself (its frame dispatch table holds its own bound methods), so a finished one
 waits for the garbage collector, with its HPACK tables: ``release`` empties the table of a connection that is over.
 """
@@ -31,12 +36,15 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import Event
 from h2.exceptions import StreamClosedError, StreamIDTooLowError
+from hpack import Encoder
+from hpack.table import HeaderTable
 from hyperframe.frame import Frame, RstStreamFrame
 
 from dialout.errors import DialoutError
@@ -74,11 +82,57 @@ def reopen_after_reading_goaway(connection: H2Connection) -> None:
         connection.state_machine.state = ConnectionState.CLIENT_OPEN
 
 
+class _CountedTable(HeaderTable):
+    """hpack's table, which counts what is added to it: with its size, what says it has not changed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.added += 1
+        super().add(name, value)
+
+
+class RepeatingEncoder(Encoder):
+    """hpack's encoder, which gives its last block again for the same headers (each of the same kind: a
+    ``NeverIndexedHeaderTuple`` is not a ``HeaderTuple``) while its table is as it was before that block and that
+    block left it so: the same input to the same state, the same bytes, and the same state after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table = _CountedTable()
+        self._last: tuple[list[Any], tuple[type, ...], tuple[int, int, bool, int], bool, bytes] | None = None
+
+    def _state(self) -> tuple[int, int, bool, int]:
+        table = self.header_table
+        assert isinstance(table, _CountedTable)
+        return table.added, table.maxsize, table.resized, len(self.table_size_changes)
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:  # noqa: ANN401 - hpack's own signature
+        if isinstance(headers, dict):
+            return super().encode(headers, huffman)
+        listed = list(headers)
+        kinds = tuple(map(type, listed))
+        state = self._state()
+        if self._last is not None:
+            last_listed, last_kinds, last_state, last_huffman, block = self._last
+            if last_state == state and last_huffman is huffman and last_listed == listed and last_kinds == kinds:
+                return block
+        block = super().encode(listed, huffman)
+        self._last = (listed, kinds, state, huffman, block) if self._state() == state else None
+        return block
+
+
 class PromptH2Connection(H2Connection):
     """h2's connection for an owner that ``forget``s each stream it is done with, as h2's own walk would: its count
     of open streams (h2 checks it against the limit at every new stream: outbound for a client, inbound for a
     server) is then ``len`` of what it holds, an upper bound, and exact by h2's walk only where the bound reaches
     the limit. ``exact_open_inbound_streams`` is h2's walk, for a figure that must be exact."""
+
+    def __init__(self, config: H2Configuration | None = None) -> None:
+        super().__init__(config)
+        self.encoder = RepeatingEncoder()
 
     @property
     def open_outbound_streams(self) -> int:

@@ -15,6 +15,7 @@ import contextlib
 import gc
 import inspect
 import json
+import random
 import re
 import signal
 import socket
@@ -36,6 +37,7 @@ from h2.connection import ConnectionState, H2Connection
 from h2.exceptions import TooManyStreamsError
 from h2.settings import SettingCodes, Settings
 from h2.stream import StreamClosedBy
+from hpack import Encoder, HeaderTuple, NeverIndexedHeaderTuple
 from hypercorn import protocol as hypercorn_protocol
 from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio import tcp_server as hypercorn_tcp_server
@@ -73,6 +75,7 @@ from dialout.config import ControllerConfig
 from dialout.h2_seam import (
     H2SeamError,
     PromptH2Connection,
+    RepeatingEncoder,
     check_h2_version,
     gone_away,
     made_prompt,
@@ -254,6 +257,38 @@ def test_the_seams_frame_reading_is_h2s_own_but_for_the_frames_text() -> None:
     dropped = [statement for statement in theirs if "logger" in statement and "repr" in statement]
     assert len(dropped) == 1
     assert body_of(PromptH2Connection._receive_frame) == [statement for statement in theirs if statement not in dropped]
+
+
+def test_a_repeating_encoder_writes_every_block_as_hpacks_own_does() -> None:
+    """The same header lists again and again, a sensitive header among them now and then, the table resized and
+    Huffman turned off at times: block for block what hpack's encoder writes, and most of them from memory."""
+
+    class Counted(RepeatingEncoder):
+        encoded = 0
+
+        def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
+            self.encoded += 1
+            return super().add(to_add, sensitive, huffman)
+
+    ping = [HeaderTuple(b":method", b"GET"), HeaderTuple(b":path", b"/ping?interval=0"), HeaderTuple(b"x", b"1")]
+    lists = [
+        ping,
+        [*ping[:2], NeverIndexedHeaderTuple(b"x", b"1")],  # the same, but for its kind
+        [HeaderTuple(b":method", b"GET"), HeaderTuple(b":path", b"/connections")],
+        [HeaderTuple(b":method", b"GET"), HeaderTuple(b":path", b"/ping?interval=5"), HeaderTuple(b"y", b"2" * 60)],
+    ]
+    theirs, ours = Encoder(), Counted()
+    chooser = random.Random(7)
+    headers_given = 0
+    for step in range(2_000):
+        if step % 97 == 0:
+            size = chooser.choice([0, 64, 4096])
+            theirs.header_table_size = ours.header_table_size = size
+        headers = lists[0] if chooser.random() < 0.7 else chooser.choice(lists)
+        huffman = step % 211 != 0
+        assert ours.encode(list(headers), huffman) == theirs.encode(list(headers), huffman), step
+        headers_given += len(headers)
+    assert ours.encoded < headers_given * 3 / 4  # a list again after itself: from memory
 
 
 def test_a_client_that_forgets_its_streams_is_held_to_the_peers_limit_as_h2_holds_it() -> None:
