@@ -448,14 +448,17 @@ def depth_rows(
     """Rows 3."""
     for policy in policies:
         wall, over = asyncio.run(switch_run(url, certs, (1.0,) * depth, policy))
+        # Spill dials as many connections as the pings need, so all of them are out at once: about the interval.
+        # Queue keeps one connection, at the controller's limit a round: as many intervals as rounds, by design.
+        spill = policy == StreamPolicy.SPILL
         rows.append(
             Row(
                 f"{depth} pings x 1 s, streams: {policy}{against}",
                 f"{wall:.2f} s wall; overhead p50 {percentile(over, 0.5) * 1000:.0f} ms, "
                 f"p99 {percentile(over, 0.99) * 1000:.0f} ms",
                 wall / 1.0,
-                "<= 1.3x the interval",
-                wall <= 1.3,
+                "<= 1.3x the interval" if spill else "(one connection: the controller's limit a round)",
+                wall <= 1.3 if spill else None,
             )
         )
 
