@@ -26,7 +26,8 @@ side by side, so an h2 that changes its own fails there.
 And the switch sends the same request again and again, and HPACK encodes each header of it again each time (a
 search of the tables, an integer, a log call apiece) to the same bytes: once the table holds them, encoding them
 changes nothing. ``RepeatingEncoder`` (the switch's connections') gives the last block again for the same headers
-while its table is as it was; ``tests/test_seams.py`` runs it beside hpack's own and compares every block.
+while its table is as it was; ``RepeatingDecoder`` (both ends') gives the last header list again for the same
+block. ``tests/test_seams.py`` runs each beside hpack's own and compares what they give.
 
 And h2's connection refers to itself (its frame dispatch table holds its own bound methods), so a finished one
 waits for the garbage collector, with its HPACK tables: ``release`` empties the table of a connection that is over.
@@ -36,14 +37,14 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import Event
 from h2.exceptions import StreamClosedError, StreamIDTooLowError
-from hpack import Encoder
+from hpack import Decoder, Encoder, HeaderTuple
 from hpack.table import HeaderTable
 from hyperframe.frame import Frame, RstStreamFrame
 
@@ -124,6 +125,41 @@ class RepeatingEncoder(Encoder):
         return block
 
 
+class RepeatingDecoder(Decoder):
+    """hpack's decoder, which gives its last header list again (a copy) for the same block while its table is as it
+    was before that block and that block left it so: a switch sends one request again and again, and with
+    ``RepeatingEncoder`` as the same bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table = _CountedTable()
+        self._last: tuple[bytes, tuple[object, ...], list[HeaderTuple]] | None = None
+
+    @classmethod
+    def replacing(cls, decoder: Decoder) -> Self:
+        """In place of a connection's decoder that has decoded nothing yet, with its limits."""
+        assert not decoder.header_table.dynamic_entries, "replaced before the first header block"
+        repeating = cls()
+        repeating.max_header_list_size = decoder.max_header_list_size
+        repeating.max_allowed_table_size = decoder.max_allowed_table_size
+        repeating.header_table_size = decoder.header_table_size
+        return repeating
+
+    def _state(self, raw: bool) -> tuple[object, ...]:
+        table = self.header_table
+        assert isinstance(table, _CountedTable)
+        return table.added, table.maxsize, self.max_allowed_table_size, self.max_header_list_size, raw
+
+    def decode(self, data: bytes, raw: bool = False) -> list[HeaderTuple]:
+        block = bytes(data)
+        state = self._state(raw)
+        if self._last is not None and self._last[0] == block and self._last[1] == state:
+            return list(self._last[2])
+        headers = list(super().decode(block, raw))
+        self._last = (block, state, headers) if self._state(raw) == state else None
+        return list(headers)
+
+
 class PromptH2Connection(H2Connection):
     """h2's connection for an owner that ``forget``s each stream it is done with, as h2's own walk would: its count
     of open streams (h2 checks it against the limit at every new stream: outbound for a client, inbound for a
@@ -133,6 +169,7 @@ class PromptH2Connection(H2Connection):
     def __init__(self, config: H2Configuration | None = None) -> None:
         super().__init__(config)
         self.encoder = RepeatingEncoder()
+        self.decoder = RepeatingDecoder.replacing(self.decoder)
 
     @property
     def open_outbound_streams(self) -> int:

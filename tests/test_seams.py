@@ -37,7 +37,7 @@ from h2.connection import ConnectionState, H2Connection
 from h2.exceptions import TooManyStreamsError
 from h2.settings import SettingCodes, Settings
 from h2.stream import StreamClosedBy
-from hpack import Encoder, HeaderTuple, NeverIndexedHeaderTuple
+from hpack import Decoder, Encoder, HeaderTuple, NeverIndexedHeaderTuple
 from hypercorn import protocol as hypercorn_protocol
 from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio import tcp_server as hypercorn_tcp_server
@@ -75,6 +75,7 @@ from dialout.config import ControllerConfig
 from dialout.h2_seam import (
     H2SeamError,
     PromptH2Connection,
+    RepeatingDecoder,
     RepeatingEncoder,
     check_h2_version,
     gone_away,
@@ -289,6 +290,32 @@ def test_a_repeating_encoder_writes_every_block_as_hpacks_own_does() -> None:
         assert ours.encode(list(headers), huffman) == theirs.encode(list(headers), huffman), step
         headers_given += len(headers)
     assert ours.encoded < headers_given * 3 / 4  # a list again after itself: from memory
+
+
+def test_a_repeating_decoder_reads_every_block_as_hpacks_own_does() -> None:
+    """Blocks from a peer's encoder (the same request again and again, others between, the table resized): header
+    list for header list what hpack's decoder reads, and the repeats from memory."""
+
+    class Counted(RepeatingDecoder):
+        decoded = 0
+
+        def _decode_indexed(self, data: bytes | memoryview) -> tuple[HeaderTuple, int]:
+            self.decoded += 1
+            return super()._decode_indexed(data)
+
+    peer = Encoder()
+    request = [(b":method", b"GET"), (b":path", b"/ping?interval=0"), (b"user-agent", b"dialout-sim-switch")]
+    others = [[(b":method", b"GET"), (b":path", f"/ping?interval={n}".encode())] for n in range(5)]
+    theirs, ours = Decoder(), Counted.replacing(Decoder())
+    chooser = random.Random(11)
+    for step in range(2_000):
+        if step % 89 == 0:
+            size = chooser.choice([0, 256, 4096])
+            peer.header_table_size = theirs.header_table_size = ours.header_table_size = size
+        block = peer.encode(request if chooser.random() < 0.8 else chooser.choice(others))
+        raw = step % 5 != 0
+        assert ours.decode(block, raw) == list(theirs.decode(block, raw)), step
+    assert ours.decoded < 2_000 * 3 / 2  # of ~5,000 indexed fields: the repeats from memory
 
 
 def test_a_client_that_forgets_its_streams_is_held_to_the_peers_limit_as_h2_holds_it() -> None:

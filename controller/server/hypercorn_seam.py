@@ -414,6 +414,8 @@ class SeamH2Protocol(H2Protocol):
         # A stream whose answer has gone is forgotten at once, so that h2 counts the open ones by ``len`` and not
         # by walking all of them at every new request (``dialout.h2_seam``).
         self.connection = h2_seam.made_prompt(self.connection, ServedH2Connection)
+        # A switch's requests come as the same header block again and again: decoded once while HPACK's table holds.
+        self.connection.decoder = h2_seam.RepeatingDecoder.replacing(self.connection.decoder)
         self.priority = StreamTurns(self.connection.forget)  # type: ignore[assignment]  # the tree's interface
         self._sending: int | None = None  # the stream Hypercorn's send task is sending from now, if any
 
