@@ -359,23 +359,28 @@ class H2Connection:
         batch, self._batch = self._batch, None
         streams, self._unsent_headers = self._unsent_headers, []
         data = self._h2.data_to_send()
-        if data and self.closed_by is None:
-            # Stamped as the write starts: the bytes reach the kernel in this very call.
-            at = time.perf_counter()
-            try:
-                self.network.write_now(data)
-            except Exception as exc:
-                self._lost(ConnectionLost(f"writing to the controller failed: {exc}"))
-            else:
-                for stream in streams:
-                    stream.headers_sent_at = at
-                    if stream.written is not None:
-                        stream.written(stream)
-                if self._frames_wanted and self._observer is not None:
-                    for raw in self._splitter_out.feed(data):
-                        self._observer.frame(self.network, raw, Direction.SENT, at, None)
-        if batch is not None and not batch.done():
-            batch.set_result(None)
+        try:
+            if data and self.closed_by is None:
+                self._write(data, streams)
+        finally:  # (whatever those told of it do, what waits on the write goes on)
+            if batch is not None and not batch.done():
+                batch.set_result(None)
+
+    def _write(self, data: bytes, streams: list[H2Stream]) -> None:
+        # Stamped as the write starts: the bytes reach the kernel in this very call.
+        at = time.perf_counter()
+        try:
+            self.network.write_now(data)
+        except Exception as exc:
+            self._lost(ConnectionLost(f"writing to the controller failed: {exc}"))
+            return
+        for stream in streams:
+            stream.headers_sent_at = at
+            if stream.written is not None:
+                stream.written(stream)
+        if self._frames_wanted and self._observer is not None:
+            for raw in self._splitter_out.feed(data):
+                self._observer.frame(self.network, raw, Direction.SENT, at, None)
 
     async def _read_loop(self) -> None:
         """Read until the connection ends, then fail what is left on it and close the socket."""
