@@ -414,8 +414,10 @@ class SeamH2Protocol(H2Protocol):
         # A stream whose answer has gone is forgotten at once, so that h2 counts the open ones by ``len`` and not
         # by walking all of them at every new request (``dialout.h2_seam``).
         self.connection = h2_seam.made_prompt(self.connection, ServedH2Connection)
-        # A switch's requests come as the same header block again and again: decoded once while HPACK's table holds.
+        # A switch's requests come as the same header block again and again: decoded once while HPACK's table holds;
+        # and our answers' headers differ only as the second or the body's length does: encoded once while they hold.
         self.connection.decoder = h2_seam.RepeatingDecoder.replacing(self.connection.decoder)
+        self.connection.encoder = h2_seam.RepeatingEncoder()
         self.priority = StreamTurns(self.connection.forget)  # type: ignore[assignment]  # the tree's interface
         self._sending: int | None = None  # the stream Hypercorn's send task is sending from now, if any
 
