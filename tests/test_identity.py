@@ -4,10 +4,12 @@ verdict that both ends must agree on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 from cryptography import x509
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Sockets
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 from hypercorn.utils import wrap_app
 
 from controller.accounts.connections import ConnectionRegistry
@@ -34,6 +36,8 @@ from tests.conftest import HOSTNAMES
 from tests.servers import ControllerProcess, RunningController, run_controller
 from tests.switches import async_switch_client, one_shot
 from tests.test_curl import curl_pings
+
+HELD_S = 0.1  # long beside a loop turn, short for a test
 
 # --- the adapter, pinned against Hypercorn --------------------------------------------------------------------
 
@@ -54,20 +58,29 @@ async def echo_tls(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCal
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-@pytest.fixture
-async def echo_server(certs_dir: Path) -> AsyncIterator[tuple[str, ConnectionRegistry]]:
+@contextlib.asynccontextmanager
+async def serving(app: ASGIFramework, certs_dir: Path) -> AsyncIterator[tuple[str, ConnectionRegistry]]:
+    """``app`` behind the controller's seams and middleware on a real Hypercorn: its URL and its account."""
     sock = socket.create_server(("127.0.0.1", 0))
     cfg = ControllerConfig(certs_dir=certs_dir)
     registry = new_registry(cfg)
     config = hypercorn_config(cfg, server_ssl_context(cfg), registry)
     install_seams()
     stop = asyncio.Event()
-    app = wrap_app(ConnectionScopeMiddleware(echo_tls), config.wsgi_max_body_size, "asgi")
+    wrapped = wrap_app(ConnectionScopeMiddleware(app), config.wsgi_max_body_size, "asgi")
     sockets = Sockets(secure_sockets=[sock], insecure_sockets=[], quic_sockets=[])
-    task = asyncio.create_task(worker_serve(app, config, sockets=sockets, shutdown_trigger=stop.wait))
-    yield f"https://127.0.0.1:{sock.getsockname()[1]}", registry
-    stop.set()
-    await task
+    task = asyncio.create_task(worker_serve(wrapped, config, sockets=sockets, shutdown_trigger=stop.wait))
+    try:
+        yield f"https://127.0.0.1:{sock.getsockname()[1]}", registry
+    finally:
+        stop.set()
+        await task
+
+
+@pytest.fixture
+async def echo_server(certs_dir: Path) -> AsyncIterator[tuple[str, ConnectionRegistry]]:
+    async with serving(echo_tls, certs_dir) as served:
+        yield served
 
 
 async def test_scope_carries_the_asgi_tls_extension(
@@ -110,6 +123,41 @@ async def test_cipher_suite_under_tls12(echo_server: tuple[str, ConnectionRegist
     assert tls["tls_version"] == 0x0303
     # ECDHE-ECDSA-AES256-GCM-SHA384 or -AES128-: RFC 5289 gives them 0xC02C and 0xC02B.
     assert tls["cipher_suite"] in (0xC02B, 0xC02C, 0xCCA9)
+
+
+async def test_an_answer_is_timed_when_it_is_written(certs_dir: Path) -> None:
+    """The account's answer time is the write's, not the app's last send: the server writes what a loop turn
+    gathered at the turn's end, and a loop held in between (here, by the app itself) delays the answer on the wire.
+    Timed at the send, the held time was in neither the answer's time nor the loop lag counted up to it, and the
+    switch, which read the answer that much later, looked late beside it (a CI run: 80 ms). Another stream is in
+    flight meanwhile, as a short ping's long ones are: the last stream of a connection restarts its idle timer,
+    which takes loop turns (and the write) before the send returns."""
+    held_until: list[float] = []
+    long_started, long_ends = asyncio.Event(), asyncio.Event()
+
+    async def answer_then_hold(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] == "lifespan":
+            await echo_tls(scope, receive, send)
+            return
+        if scope["path"] == "/long":
+            long_started.set()
+            await long_ends.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"pong", "more_body": False})
+        if scope["path"] != "/long":
+            time.sleep(HELD_S)  # the loop held after the answer's last send, before this turn's write
+            held_until.append(time.monotonic())
+
+    async with serving(answer_then_hold, certs_dir) as (url, registry), async_switch_client(certs_dir) as client:
+        long = asyncio.create_task(client.get(f"{url}/long"))
+        await long_started.wait()
+        answer = await client.get(f"{url}/short")
+        long_ends.set()
+        await long
+    assert answer.content == b"pong"
+    [span] = (span for span in registry.latest_spans(2) if span.path == "/short")
+    assert span.answered is not None
+    assert span.answered >= held_until[0]
 
 
 # --- identity in the controller's answers -----------------------------------------------------------------------

@@ -185,6 +185,10 @@ class StreamSpan:
         """How the log and the page name it: the wire's stream id, its ordinal after it."""
         return stream_name(self.stream_id, self.number)
 
+    def answered_at(self, at: float) -> None:
+        """Its answer's last byte was written to the connection's transport at ``at`` (monotonic)."""
+        self.answered = at
+
 
 def _lag_of(span: StreamSpan, lags: LagHistory) -> float:
     """How long the loop was held while ``span`` was answered: as its account recorded it, or from ``lags`` (from

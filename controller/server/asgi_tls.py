@@ -52,6 +52,12 @@ MAX_LOGGED_TARGET = 200  # bytes of a refused request target that its log line s
 _current_connection: contextvars.ContextVar[ControllerConnection | None] = contextvars.ContextVar(
     "dialout_connection", default=None
 )
+# Its server task, whose writes a loop turn gathers (hypercorn_seam.SeamTCPServer): an answer is on the wire when
+# that turn's write is made, not when the app's last send returns. Weakly: the tasks made in its context (its idle
+# timer's) would hold the server in a cycle through their context, left to the garbage collector.
+_current_server: contextvars.ContextVar[weakref.ref[SeamTCPServer] | None] = contextvars.ContextVar(
+    "dialout_server", default=None
+)
 # The HTTP/2 stream id of the request being started (None for HTTP/1.1, which has none on the wire).
 _wire_stream_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("dialout_stream_id", default=None)
 _cipher_codes: dict[str, int] = {}
@@ -104,7 +110,7 @@ class ConnectionAwareTCPServer(SeamTCPServer):
             return
         self._registry = registry
         self._connection = _open(registry, ssl_object, self.writer.get_extra_info("peername"))
-        token = _current_connection.set(self._connection)
+        token, server_token = _current_connection.set(self._connection), _current_server.set(weakref.ref(self))
         try:
             await super().run()
         except (ssl.SSLError, TimeoutError) as exc:
@@ -114,6 +120,7 @@ class ConnectionAwareTCPServer(SeamTCPServer):
             logger.info("conn #%d: TLS close: %s", self._connection.id, getattr(exc, "reason", None) or exc)
         finally:
             _current_connection.reset(token)
+            _current_server.reset(server_token)
             registry.close(self._connection)
 
     async def _read_data(self) -> None:
@@ -220,10 +227,15 @@ class ConnectionScopeMiddleware:
                 "span": seen_as,
             }
 
+        server_ref = _current_server.get()
+
         async def send_and_time(message: ASGISendEvent) -> None:
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                span.answered = time.monotonic()  # its last byte is the server's to write: the answer's end
+                span.answered = time.monotonic()  # its last byte is the server's to write: the answer's end,
+                server = None if server_ref is None else server_ref()
+                if server is not None:  # or, more exactly, the moment the server writes it (often later this turn)
+                    server.when_written(span.answered_at)
 
         try:
             await self.app(cast(Scope, {**scope, "extensions": extensions}), receive, send_and_time)

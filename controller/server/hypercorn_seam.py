@@ -45,6 +45,7 @@ import contextlib
 import functools
 import importlib.metadata
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -240,6 +241,8 @@ class SeamTCPServer(TCPServer):
         super().__init__(*args, **kwargs)
         self.idle_task = _IdleTimer()
         self._unwritten: list[bytes] = []  # this loop turn's writes, written together at its end
+        self._on_written: list[Callable[[float], None]] = []  # told when they are, with the time
+        self._written_at: float | None = None  # the last write's time
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, RawData):
@@ -264,16 +267,30 @@ class SeamTCPServer(TCPServer):
             # the handler writing (and Quart's "Task exception was never retrieved"). The connection is over.
             await self.protocol.handle(Closed())
 
+    def when_written(self, callback: Callable[[float], None]) -> None:
+        """Call ``callback`` with the time (monotonic) at which what was sent up to now is written: the moment an
+        answer just sent reaches the wire, which may be a loop turn and a busy loop's lag later; at once if it has
+        been written already (the last stream of a connection restarts its idle timer, which takes loop turns
+        before the send returns). Never called if the write does not happen (the connection is closing)."""
+        if self._unwritten:
+            self._on_written.append(callback)
+        elif self._written_at is not None:
+            callback(self._written_at)
+
     def write_now(self) -> None:
         """Write what this turn gathered. A write that fails is the connection's end, which its reader sees."""
         if not self._unwritten:
             return
         data = b"".join(self._unwritten)
         self._unwritten.clear()
+        on_written, self._on_written = self._on_written, []
         if self.writer.transport.is_closing():
             return
         with contextlib.suppress(ConnectionError, RuntimeError, ssl.SSLError):
             self.writer.write(data)
+            self._written_at = time.monotonic()
+            for callback in on_written:
+                callback(self._written_at)
 
     async def _close(self) -> None:
         self.write_now()  # what was gathered goes out before the TLS close
