@@ -19,7 +19,7 @@ import socket
 import ssl
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,12 +29,12 @@ from controller.commands.nginx_conf import render, render_stream, state_dir, thi
 from controller.diagnosis.analysis import WindowError, diagnose, limits_of, parse_window
 from controller.diagnosis.sentences import headline
 from controller.http.metrics import counted_over_workers, worker_gone
+from controller.server.balance import Loads
 from controller.server.serve import (
     Listeners,
     ServerError,
     Stopped,
     admin_token,
-    bind_again,
     bind_sockets,
     check_loopback_only,
     check_store,
@@ -98,7 +98,7 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
     ssl_context = server_ssl_context(cfg.controller)
     check_other_half(cfg, "controller")
     registry = _registry(args.command, cfg.controller, workers)
-    listeners, *others = _listen(cfg, bound, workers)
+    (listeners, *others), loads = _listen(cfg, bound, workers)
     pace_for_many_objects()
     if args.command == "demo":
         assert registry is not None
@@ -112,7 +112,7 @@ def _run(args: argparse.Namespace, bound: list[socket.socket]) -> int:
     if registry is None:
         worker = _Worker(cfg, (listeners, *others), args.verbose, args.quiet)
         with counted_over_workers():  # /metrics: every worker's (controller/http/metrics.py)
-            return supervise(workers, worker, cfg.controller.graceful_timeout_s, gone=worker_gone)
+            return supervise(workers, worker, cfg.controller.graceful_timeout_s, gone=_gone(loads))
     stopped = asyncio.run(_serve_until_signalled(cfg, ssl_context, listeners, registry))
     return 0 if stopped.clean else 1
 
@@ -127,21 +127,34 @@ def _registry(command: str, cfg: ControllerConfig, workers: int) -> ConnectionRe
     return new_registry(cfg) if command in ("serve", "demo") else None
 
 
-def _listen(cfg: Config, bound: list[socket.socket], workers: int = 1) -> list[Listeners]:
-    """Every listener the config asks for, bound and listening (each added to ``bound`` as it is): for each worker,
-    a set of TLS sockets of its own on the same port; the cleartext ones shared; the admin listener the first's."""
+def _listen(cfg: Config, bound: list[socket.socket], workers: int = 1) -> tuple[list[Listeners], Loads | None]:
+    """Every listener the config asks for, bound and listening (each added to ``bound`` as it is), for each
+    worker: the TLS and cleartext ones shared by all, each worker taking a connection when it has no more open than
+    the others (the load they share, ``controller/server/balance.py``); the admin listener the first's."""
     cleartext = cfg.controller.cleartext
-    sockets = bind_sockets(cfg.controller.host, cfg.controller.port, reuse_port=workers > 1)
+    sockets = bind_sockets(cfg.controller.host, cfg.controller.port)
     bound += sockets
     if cfg.controller.client_certs_optional:
         check_loopback_only(sockets)
     plain = bind_sockets(cleartext.host, cleartext.port, scheme="http") if cleartext else []
     bound += plain
-    first = Listeners(sockets, plain, _bind_admin(cfg))
-    others = [Listeners(bind_again(sockets), plain) for _ in range(workers - 1)]
-    for listeners in others:
-        bound += listeners.tls
-    return [first, *others]
+    if workers == 1:
+        return [Listeners(sockets, plain, _bind_admin(cfg))], None
+    loads = Loads(workers)
+    first = Listeners(sockets, plain, _bind_admin(cfg), loads.of(1))
+    return [first, *(Listeners(sockets, plain, shared=loads.of(number)) for number in range(2, workers + 1))], loads
+
+
+def _gone(loads: Loads | None) -> Callable[[int, int], None]:
+    """What the parent does when worker ``number`` (process ``pid``) has ended: its metrics' files go, and the
+    others stop leaving connections to it."""
+
+    def gone(number: int, pid: int) -> None:
+        worker_gone(pid)
+        if loads is not None:
+            loads.gone(number)
+
+    return gone
 
 
 def _workers(args: argparse.Namespace, cfg: ControllerConfig) -> int:

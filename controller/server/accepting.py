@@ -39,6 +39,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from controller.server.balance import Share
+
 logger = logging.getLogger(__name__)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -69,6 +71,7 @@ class HandshakeGate:
         self._report_due: asyncio.TimerHandle | None = None
         self.refused_total = 0
         self._accepted_this_turn = 0
+        self.share: Share | None = None  # with other workers on the same listeners: this one's part of their load
 
     @property
     def pending(self) -> int:
@@ -79,9 +82,20 @@ class HandshakeGate:
         listener.__class__ = _GatedListener
         _gates[listener] = self
 
+    def share_with_workers(self, share: Share) -> None:
+        """Accept only what this worker's part of the workers' load says it takes, from now on."""
+        self.share = share
+        share.join()
+
+    def stop_sharing(self) -> None:
+        """This worker accepts no more: the others no longer leave connections to it."""
+        if self.share is not None:
+            self.share.leave()
+
     def accept_now(self) -> bool:
-        """Whether another connection is accepted in this turn of the loop (False: at the next)."""
-        if self._accepted_this_turn >= ACCEPTS_A_TURN:
+        """Whether another connection is accepted in this turn of the loop (False: at the next, or by another
+        worker with fewer open)."""
+        if self._accepted_this_turn >= ACCEPTS_A_TURN or (self.share is not None and not self.share.may_accept()):
             return False
         if not self._accepted_this_turn:
             asyncio.get_running_loop().call_soon(self._next_turn)  # runs after what this turn runs
@@ -100,6 +114,8 @@ class HandshakeGate:
             return False
         self._pending[sock.fileno()] = address
         self._per_address[address] += 1
+        if self.share is not None:
+            self.share.opened()
         return True
 
     def shut_out(self, address: str, seconds: float) -> None:
@@ -125,6 +141,13 @@ class HandshakeGate:
         except ValueError:
             return False
         return any(ip in network for network in self._shared)
+
+    def closed(self, fileno: int) -> None:
+        """The connection admitted on descriptor ``fileno`` is closed."""
+        if fileno >= 0:
+            self.handshake_done(fileno)  # a handshake that failed or timed out ends here
+        if self.share is not None:
+            self.share.closed()
 
     def handshake_done(self, fileno: int) -> None:
         """The connection on descriptor ``fileno`` is through its handshake (or has none): no longer pending."""
@@ -174,8 +197,9 @@ class _GatedListener(socket.socket):
 
     def accept(self) -> tuple[socket.socket, Any]:
         """The next connection the gate admits; those it does not are reset as they come. Raises what accept()
-        raises (BlockingIOError once the backlog is empty), and BlockingIOError when this turn's accepts are spent:
-        asyncio then stops accepting until the listener is ready again, at its next turn."""
+        raises (BlockingIOError once the backlog is empty), and BlockingIOError when this turn's accepts are spent
+        or another worker is to take it: asyncio then stops accepting until the listener is ready again, at its
+        next turn."""
         gate = _gates[self]
         while True:
             if not gate.accept_now():
@@ -195,8 +219,8 @@ class _CountedSocket(socket.socket):
 
     def close(self) -> None:
         gate = _gates.pop(self, None)
-        if gate is not None and self.fileno() >= 0:
-            gate.handshake_done(self.fileno())  # a handshake that failed or timed out ends here
+        if gate is not None:
+            gate.closed(self.fileno())
         super().close()
 
 

@@ -46,6 +46,7 @@ from controller.server.asyncio_seam import (
     report_failed_handshakes,
     send_handshake_alerts,
 )
+from controller.server.balance import Share
 from controller.server.graceful import refuse_new_streams
 from controller.server.h2_limits import GuardedH2Protocol, PeerLimits
 from controller.server.hypercorn_seam import DialoutConfig
@@ -137,12 +138,9 @@ def check_loopback_only(sockets: list[socket.socket]) -> None:
             )
 
 
-def bind_sockets(
-    host: str, port: int, scheme: str = "https", announce: bool = True, reuse_port: bool = False
-) -> list[socket.socket]:
+def bind_sockets(host: str, port: int, scheme: str = "https", announce: bool = True) -> list[socket.socket]:
     """Listening sockets for every address ``host`` resolves to (``localhost`` is both 127.0.0.1 and ::1), all
-    on one port. An address family the machine has switched off is skipped as long as one address binds.
-    ``reuse_port``: with SO_REUSEPORT, so that ``bind_again`` can add more on the same addresses (workers)."""
+    on one port. An address family the machine has switched off is skipped as long as one address binds."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -153,7 +151,7 @@ def bind_sockets(
     for family, ip in addresses:
         bind_port = sockets[0].getsockname()[1] if sockets else port
         try:
-            sockets.append(socket.create_server((ip, bind_port), family=family, reuse_port=reuse_port))
+            sockets.append(socket.create_server((ip, bind_port), family=family))
         except OSError as exc:
             if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
                 skipped.append(f"{ip} ({exc.strerror})")
@@ -169,15 +167,6 @@ def bind_sockets(
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         logger.info("listening on %s://%s:%d", scheme, shown, bound_port)
     return sockets
-
-
-def bind_again(sockets: Sequence[socket.socket]) -> list[socket.socket]:
-    """Another set of listening sockets on the addresses and port of ``sockets`` (bound with ``reuse_port``): the
-    kernel spreads new connections over the sets by their addresses, so each worker accepting on a set of its
-    own takes its share. (On one shared socket the first worker to wake accepts every connection waiting, and
-    a burst of ten lands on one worker.) The parent keeps every set open, so connections that arrive while a
-    worker is started again wait in its set's backlog."""
-    return [socket.create_server(sock.getsockname()[:2], family=sock.family, reuse_port=True) for sock in sockets]
 
 
 def admin_token(cfg: ControllerConfig) -> str | None:
@@ -268,6 +257,7 @@ class Listeners:
     tls: Sequence[socket.socket]
     cleartext: Sequence[socket.socket] = ()
     admin: Sequence[socket.socket] = ()
+    shared: Share | None = None  # TLS and cleartext listeners shared with other workers: this one's part of their load
 
 
 @dataclass(frozen=True)
@@ -329,15 +319,7 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
         # written separately) waited ~40 ms for the client's delayed ACK (Nagle).
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    # Addresses that carry many switches, held to the cap in all only: trusted proxies', and TCP balancers'.
-    shared = [entry for entry in cfg.trusted_proxies if entry not in cfg.proxy_names] + list(cfg.balancers)
-    gate = HandshakeGate(
-        cfg.max_pending_handshakes,
-        cfg.max_pending_handshakes_per_address,
-        [ipaddress.ip_network(entry) for entry in shared],
-    )
-    for sock in (*sockets, *cleartext_sockets):
-        gate.guard(sock)
+    gate = _gate(cfg, listeners)
     quiet_accept_errors()
     metrics = Metrics(registry)
     _take_charge_of_handshakes(ssl_context, cfg, metrics, registry)
@@ -350,6 +332,7 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
     async def begin_shutdown() -> None:
         await shutdown_trigger()
         shutting_down.set()
+        gate.stop_sharing()  # the other workers take what comes now
         await refuse_new_streams(config)
         if stopping is not None:
             stopping.set()
@@ -391,6 +374,23 @@ async def serve(  # noqa: PLR0913 - what is served, where, until when, and what 
     # the last time once the account's last rows are written
     async with LoopLag.of_running_loop().running(), metrics.kept_fresh(), _account_kept(registry.ledger):
         return await _bounded(servings, configs, shutting_down, cfg.graceful_timeout_s)
+
+
+def _gate(cfg: ControllerConfig, listeners: Listeners) -> HandshakeGate:
+    """What every connection to the TLS and cleartext listeners goes through between accept() and its handshake's
+    end, the load shared with other workers on the same listeners counted in it."""
+    # Addresses that carry many switches, held to the cap in all only: trusted proxies', and TCP balancers'.
+    shared = [entry for entry in cfg.trusted_proxies if entry not in cfg.proxy_names] + list(cfg.balancers)
+    gate = HandshakeGate(
+        cfg.max_pending_handshakes,
+        cfg.max_pending_handshakes_per_address,
+        [ipaddress.ip_network(entry) for entry in shared],
+    )
+    for sock in (*listeners.tls, *listeners.cleartext):
+        gate.guard(sock)
+    if listeners.shared is not None:
+        gate.share_with_workers(listeners.shared)
+    return gate
 
 
 @contextlib.asynccontextmanager

@@ -2,10 +2,10 @@
 
 The parent binds the sockets and forks the workers; each worker serves with its own event loop, its own
 Hypercorn, its own registry and its own life in the account's store (``controller/accounts/ledger.py``), so that
-``/connections``, ``/diagnosis`` and ``explain`` read every worker's records. Each worker accepts on a set of
-TLS sockets of its own, all on the same port (SO_REUSEPORT: ``serve.bind_again``): the kernel spreads new
-connections over them. Worker 1 also serves the admin listener (its live page shows worker 1's streams in
-flight; what it reads after the fact, every worker's).
+``/connections``, ``/diagnosis`` and ``explain`` read every worker's records. Every worker accepts on the same
+listening sockets, a new connection going to one with the fewest open (``balance.py``); the parent keeps them
+open, so connections that arrive while a worker is started again wait for the others. Worker 1 also serves the
+admin listener (its live page shows worker 1's streams in flight; what it reads after the fact, every worker's).
 
 The parent serves nothing. A worker that dies is started again, and the log says so; one that keeps dying at start
 stops them all. SIGTERM or SIGINT is passed on to every worker: each sends GOAWAY, lets its pings finish for up to
@@ -57,10 +57,12 @@ class _Slot:
     early_deaths: int = 0
 
 
-def supervise(workers: int, worker: Worker, grace_s: float, gone: Callable[[int], None] = lambda pid: None) -> int:
+def supervise(
+    workers: int, worker: Worker, grace_s: float, gone: Callable[[int, int], None] = lambda number, pid: None
+) -> int:
     """Run ``worker(number)`` in ``workers`` forked processes (numbered from 1), starting each again when it dies,
     until SIGTERM or SIGINT; then every worker drains, and the exit code is 0 when none cut a stream. ``gone``: told
-    the pid of each worker process that has ended."""
+    the number and pid of each worker process that has ended."""
     context = multiprocessing.get_context("fork")
     stopping: list[float] = []  # when the stop began, once it has
 
@@ -97,7 +99,7 @@ def _watch(
     start: Callable[[int], BaseProcess],
     stopping: list[float],
     grace_s: float,
-    gone: Callable[[int], None],
+    gone: Callable[[int, int], None],
 ) -> int:
     """Start dead workers again until told to stop; then wait for every worker's end (a worker still there
     ``STOP_MARGIN_S`` after its grace is killed). The exit code."""
@@ -116,7 +118,7 @@ def _watch(
             slot.process.join()
             exitcode = slot.process.exitcode
             if slot.process.pid is not None:
-                gone(slot.process.pid)
+                gone(slot.number, slot.process.pid)
             if stopping:
                 code = code or (0 if exitcode == 0 else 1)
                 del slots[slot.number]
