@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from controller.accounts.ledger import Ledger
+from controller.accounts.store import Batch, Store, SwitchRow
 from dialout.config import ControllerConfig, Retention, load_config
 from tests.commands import run_module
 from tests.servers import ControllerProcess, run_controller, write_config
@@ -228,3 +229,30 @@ async def test_a_question_in_the_turn_a_write_ends_is_answered(tmp_path: Path) -
     loop.call_soon(hold_until_written)
     await asyncio.wait_for(asyncio.gather(asking, writing), 10)
     await ledger.close()
+
+
+def test_rows_come_back_from_sqlite_as_they_were_written(tmp_path: Path) -> None:
+    """The SQLite store takes a batch's rows as one JSON text (``engines.SQLite.insert``): what it gives back is
+    what was written, type for type, with text that JSON escapes and floats to their last bit."""
+    store = Store(tmp_path / "account.sqlite3", create=True)
+    life, _ = store.begin_life()
+    awkward = 'sw"\\\x01 é ☃ 🚀 \u2028'
+    opened = 1_796_000_000.123456789
+    connection = (
+        7, life, awkward, "[::1]:50443", "h2", "TLSv1.3", None, 0, "2", "2026-12-07T03:16:02.123+00:00", None,
+        opened - 1e-7, opened, None, 3, 1, 2, None, 41, 42, json.dumps(["10.0.0.1:443"]), None, None,
+    )  # fmt: skip
+    later = (*connection[:13], opened + 0.1, 4, 0, 2, "peer_closed", *connection[18:])
+    streams = [
+        (7, number, 2 * number - 1, "/ping", f"interval=0.{number}&x=ÿ%00", opened + number / 3, opened + 0.5,
+         None if number == 2 else opened + 0.4999999, 0.0 if number == 1 else 1e-300, None if number else "forged")
+        for number in range(4)
+    ]  # fmt: skip
+    try:
+        store.write(Batch(life, time.time(), [connection], streams[:2], [SwitchRow(awkward, 1, 2, 2)]), None)
+        store.write(Batch(life, time.time(), [later], streams[2:], [SwitchRow(awkward, 0, 2, 1)]), None)
+        assert store.connection_rows(None, 10) == [later]  # the second write of the row won
+        assert store.stream_rows(None, 10) == streams
+        assert store.switch_rows() == [SwitchRow(awkward, 1, 4, 2)]
+    finally:
+        store.close()

@@ -253,26 +253,24 @@ class Store:
         greatest = self.engine.greatest
         with self._transaction():
             self._run("UPDATE lives SET written = ? WHERE id = ?", (batch.taken, batch.life))
-            cursor = self._db.cursor()
-            cursor.executemany(
-                self.engine.sql(
-                    f"INSERT INTO connections ({CONNECTION_COLUMNS}) VALUES ({_marks(CONNECTION_COLUMNS)})"
-                    f" ON CONFLICT (id) DO UPDATE SET {updates}"
-                ),
+            insert = self.engine.insert
+            insert(
+                self._db,
+                "connections",
+                CONNECTION_COLUMNS,
                 batch.connections,
+                f" ON CONFLICT (id) DO UPDATE SET {updates}",
             )
-            cursor.executemany(
-                self.engine.sql(f"INSERT INTO streams ({STREAM_COLUMNS}) VALUES ({_marks(STREAM_COLUMNS)})"),
-                batch.streams,
-            )
-            cursor.executemany(
-                self.engine.sql(
-                    "INSERT INTO switch_totals VALUES (?, ?, ?, ?) ON CONFLICT (switch) DO UPDATE SET"
-                    " connections = switch_totals.connections + excluded.connections,"
-                    " streams = switch_totals.streams + excluded.streams,"
-                    f" peak_in_flight = {greatest}(switch_totals.peak_in_flight, excluded.peak_in_flight)"
-                ),
+            insert(self._db, "streams", STREAM_COLUMNS, batch.streams)
+            insert(
+                self._db,
+                "switch_totals",
+                "switch, connections, streams, peak_in_flight",
                 [dataclasses.astuple(row) for row in batch.totals],
+                " ON CONFLICT (switch) DO UPDATE SET"
+                " connections = switch_totals.connections + excluded.connections,"
+                " streams = switch_totals.streams + excluded.streams,"
+                f" peak_in_flight = {greatest}(switch_totals.peak_in_flight, excluded.peak_in_flight)",
             )
             if retention is not None:
                 self._prune(retention, time.time())
@@ -389,7 +387,3 @@ def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:
 
 def _names(columns: str) -> list[str]:
     return [name.strip() for name in columns.split(",")]
-
-
-def _marks(columns: str) -> str:
-    return ", ".join("?" * len(_names(columns)))
