@@ -328,6 +328,15 @@ class RawH2Client:
         self._flush()
         return stream_id
 
+    def requests(self, paths: Sequence[str]) -> list[int]:
+        """A request for each of ``paths``, all in one write: read together at the other end."""
+        stream_ids = []
+        for path in paths:
+            stream_ids.append(self._h2.get_next_available_stream_id())
+            self._h2.send_headers(stream_ids[-1], self._headers(path), end_stream=True)
+        self._flush()
+        return stream_ids
+
     @staticmethod
     def _headers(path: str) -> list[tuple[str, str]]:
         return [(":method", "GET"), (":scheme", "https"), (":authority", "127.0.0.1"), (":path", path)]

@@ -217,20 +217,28 @@ class SeamTaskGroup(TaskGroup):
 
 
 class _IdleTimer(AsyncioSingleTask):
-    """Hypercorn's idle timer, which does not start on a task group that is shutting down (pgjones/hypercorn#338)."""
+    """Hypercorn's idle timer, which does not start on a task group that is shutting down (pgjones/hypercorn#338),
+    and is stopped, or started again, without waiting for the old timer's task to end. Cancelled, that task cannot
+    act (it is cancelled at its wait, before the close it would make); waiting for it held the connection's reader
+    for loop turns at every request that came on an idle connection and at every answer that left it idle, the
+    requests read with it waiting meanwhile (``tests/test_identity.py``: five turns between two requests read
+    together)."""
 
     async def restart(self, task_group: Any, action: Callable[[], Coroutine[Any, Any, None]]) -> None:  # noqa: ANN401 - Hypercorn's TaskGroup
-        async with self._lock:
-            if self._handle is not None:
-                self._handle.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._handle
-                self._handle = None
-            timer = action()
-            try:
-                self._handle = task_group._task_group.create_task(timer)
-            except RuntimeError:  # the connection is ending: nothing is left to time out
-                timer.close()
+        self._cancel()
+        timer = action()
+        try:
+            self._handle = task_group._task_group.create_task(timer)
+        except RuntimeError:  # the connection is ending: nothing is left to time out
+            timer.close()
+
+    async def stop(self) -> None:
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class SeamTCPServer(TCPServer):
