@@ -83,6 +83,14 @@ async def _attack_rows(
     started = time.monotonic()
     report, under, _ = await _under(process, certs, Plan(Attack.SHORT, counts.short_connections, 0, 600))
     after = rss_kib(process.process.pid)
+    ratio = under.p99_s / alone.p99_s
+    append(
+        f"hostile: {report.connections} short connections (50 at once): victim p99 / alone",
+        f"p99 {under.p99_s * 1000:.1f} / {alone.p99_s * 1000:.1f} ms, {under.failed} failed",
+        ratio,
+        f"<= {SLOWDOWN_GOAL}x, no ping failed",
+        ratio <= SLOWDOWN_GOAL and under.failed == 0,
+    )
     append(
         f"hostile: {report.connections} short connections (50 at once): controller RSS after / before",
         f"{after // 1024} / {before // 1024} MiB in {time.monotonic() - started:.0f} s; victim p99 "

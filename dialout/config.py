@@ -89,9 +89,11 @@ DEFAULT_MAX_CONTROL_FRAMES_PER_S = 100
 # even a fleet redialling at once after a restart has few pending, and those refused redial after their backoff.
 DEFAULT_MAX_PENDING_HANDSHAKES = 1024
 DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS = 256
-# A server's handshake step costs about 1 ms of CPU here (bench/handshake_cost.py): a few a turn keep handshakes'
-# share of a turn small and still let through hundreds of handshakes a second.
-DEFAULT_HANDSHAKE_SLICE_MS = 4.0
+# A server's handshake step costs about 1 ms of CPU here (bench/handshake_cost.py): about one a turn. In a storm of
+# short connections the rest of a turn is the storm's own requests and closes, and a victim's ping waits a few turns:
+# at 4 ms a turn its worst overhead was 67-77 ms, at 1 ms 19-25 ms (8,000 connections, 50 at once); a fleet of 1,000
+# dialling together was no slower (bench/RESULTS.md, 2026-12-07): a loop with nothing else to do turns at once.
+DEFAULT_HANDSHAKE_SLICE_MS = 1.0
 DEFAULT_REQUEST_TIMEOUT_S = 90.0
 DEFAULT_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 
