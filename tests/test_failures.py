@@ -185,6 +185,18 @@ async def test_a_session_does_not_retry_a_ping_the_goaway_may_have_processed(cer
     assert "not safe to retry: it may have been processed; 1 try over" in str(ping_error(ping))
 
 
+async def test_pings_in_flight_when_keep_alive_max_requests_is_reached_are_answered(certs_dir: Path) -> None:
+    """The GOAWAY Hypercorn sends past keep_alive_max_requests closed h2's state machine: every answer still to
+    come on that connection was dropped, and its ping lost to the switch's timeout."""
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, keep_alive_max_requests=2)
+    async with run_controller(cfg) as running:
+        result = await one_shot(
+            Scenario("four", OneShot((0.3,) * 4)), running.url, client_ssl_context(certs_dir, "switch-1"), timeout_s=5
+        )
+    assert [ping.outcome for ping in result.pings] == [PingOutcome.OK] * 4, result.pings
+    assert len(result.connections) == 1
+
+
 async def test_keep_alive_max_requests_ends_connections_without_losing_a_ping(certs_dir: Path) -> None:
     """Hypercorn sends GOAWAY after that many requests on a connection; the switch opens the next one."""
     cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS, keep_alive_max_requests=2)

@@ -49,6 +49,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+import h2.events
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError, StreamClosedError
@@ -480,6 +481,17 @@ class SeamH2Protocol(H2Protocol):
         self.priority.remove_stream(stream_id)
         await self._flush()
         return True
+
+    async def _handle_events(self, events: list[h2.events.Event]) -> None:
+        await super()._handle_events(events)
+        # Past keep_alive_max_requests Hypercorn sends GOAWAY naming the request just read as the last it will
+        # process, and h2 then closes its state machine: that request's answer, and those of the requests before
+        # it still in flight, could no longer be sent, and each was lost to its client's timeout. Open it again
+        # for them, as after our own GOAWAYs (not after the client's: it said it is done).
+        retired = self.keep_alive_requests > self.config.keep_alive_max_requests
+        told = any(isinstance(event, h2.events.ConnectionTerminated) for event in events)
+        if retired and not told and h2_seam.gone_away(self.connection) and not self.closed:
+            h2_seam.reopen_after_sending_goaway(self.connection)
 
     async def goaway_now(self, debug: bytes = b"") -> None:
         """GOAWAY naming the highest stream seen, written now (Hypercorn sends one only when a busy connection goes
