@@ -50,8 +50,10 @@ def test_bench_smoke_prints_its_table() -> None:
         "settings-flood",
         "continuation-flood",
         "silent",
+        "200 short connections (50 at once)",
     ]
     assert all("GOAWAY ENHANCE_YOUR_CALM" in line for line in floods[:4])
+    assert all(" failed" in line and "<= 5x, no ping failed" in line for line in floods)
     assert any("short connections (50 at once): controller RSS after / before" in line for line in hostile)
     assert any(line.startswith("hostile: /diagnosis at 1,000 connections / at 100") for line in hostile)
     rows = [line for line in lines[1:] if not line.startswith("   ")]  # indented lines are notes, not rows
