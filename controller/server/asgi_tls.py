@@ -38,7 +38,7 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection, StreamSpan
 from controller.accounts.forwarded import Identified, ProxyPolicy, carries_forwarding, read_forwarded
-from controller.server.asyncio_seam import loop_turn
+from controller.server.asyncio_seam import first_read, loop_turn
 from controller.server.hypercorn_seam import SeamTCPServer, dialout_config
 from dialout.text import Address, format_address, printable
 
@@ -77,7 +77,7 @@ def current_connection() -> ControllerConnection | None:
 def note_client_hello(ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
     """``SSLContext.sni_callback``: OpenSSL calls it for every ClientHello, with or without SNI. Keeps the time,
     so a connection's record says how long its handshake took and which connections were dialled together."""
-    _hello_at[ssl_object] = (time.monotonic(), loop_turn())
+    _hello_at[ssl_object] = first_read(ssl_object) or (time.monotonic(), loop_turn())  # read, maybe turns ago
 
 
 def note_handshake_done(ssl_object: ssl.SSLObject) -> None:

@@ -53,6 +53,8 @@ def send_handshake_alerts() -> None:
     def _do_handshake(self: Any) -> None:  # noqa: ANN401 - asyncio's private SSLProtocol has no type stubs
         if self._incoming.pending and self._sslcontext in _before_tls and not _read_before_tls(self):
             return  # more of what comes before the ClientHello is to come, or the connection is closed
+        if self._incoming.pending and self._sslobj not in _first_read:
+            _first_read[self._sslobj] = (time.monotonic(), loop_turn())
         # The call at connection_made has nothing to read yet, and costs nothing: only a step with bytes is paced.
         pacer = _pacers.get(self._sslcontext) if self._incoming.pending else None
         if pacer is None:
@@ -62,6 +64,18 @@ def send_handshake_alerts() -> None:
 
     setattr(_do_handshake, _PATCHED_MARK, True)
     sslproto.SSLProtocol._do_handshake = _do_handshake  # type: ignore[attr-defined]
+
+
+# When each server connection's first TLS bytes (its ClientHello) were read, and in which loop turn: a paced step
+# may run turns later, and a handshake begun goes before a new one, so OpenSSL's own moment for the ClientHello
+# (``SSLContext.sni_callback``) is not when it came. Three dials at once read together were stamped one after
+# another's handshake had ended, and a dial race looked like dials in turn.
+_first_read: weakref.WeakKeyDictionary[ssl.SSLObject, tuple[float, int | None]] = weakref.WeakKeyDictionary()
+
+
+def first_read(ssl_object: ssl.SSLObject) -> tuple[float, int | None] | None:
+    """When (monotonic) and in which loop turn the first bytes of ``ssl_object``'s connection were read, if known."""
+    return _first_read.get(ssl_object)
 
 
 def _handshake_step(protocol: Any) -> None:  # noqa: ANN401 - asyncio's private SSLProtocol
