@@ -132,8 +132,7 @@ async def test_an_answer_is_timed_when_it_is_written(certs_dir: Path) -> None:
     gathered at the turn's end, and a loop held in between (here, by the app itself) delays the answer on the wire.
     Timed at the send, the held time was in neither the answer's time nor the loop lag counted up to it, and the
     switch, which read the answer that much later, looked late beside it (a CI run: 80 ms). Another stream is in
-    flight meanwhile, as a short ping's long ones are: the last stream of a connection restarts its idle timer,
-    which takes loop turns (and the write) before the send returns."""
+    flight meanwhile, as a short ping's long ones are."""
     held_until: list[float] = []
     long_started, long_ends = asyncio.Event(), asyncio.Event()
 

@@ -43,7 +43,7 @@ TABLES = (
 OURS = ("meta", "lives", "connections", "streams", "switch_totals")
 
 
-Rows = Sequence[Sequence[object]]
+Rows = Sequence[Sequence[object]]  # a table's rows, each its columns' values in their order
 
 
 class Cursor(Protocol):
@@ -83,9 +83,7 @@ class Engine:
     def sql(self, text: str) -> str:
         return text
 
-    def insert(
-        self, db: Connection, table: str, columns: str, rows: Sequence[Sequence[object]], then: str = ""
-    ) -> None:
+    def insert(self, db: Connection, table: str, columns: str, rows: Rows, then: str = "") -> None:
         """``rows`` into ``table``'s ``columns`` (in their order), with ``then`` (an ON CONFLICT clause) after."""
         marks = ", ".join("?" for _ in columns.split(","))  # as many as the columns
         db.cursor().executemany(self.sql(f"INSERT INTO {table} ({columns}) VALUES ({marks}){then}"), rows)
@@ -115,9 +113,7 @@ class SQLite(Engine):
         db.execute("PRAGMA synchronous=NORMAL")
         return db  # type: ignore[return-value]
 
-    def insert(
-        self, db: Connection, table: str, columns: str, rows: Sequence[Sequence[object]], then: str = ""
-    ) -> None:
+    def insert(self, db: Connection, table: str, columns: str, rows: Rows, then: str = "") -> None:
         """As one statement over the rows as one JSON array, not ``executemany``: Python's sqlite3 binds each row
         holding the GIL and steps it without, so a batch of 700 rows handed the GIL to and from the serving
         thread 700 times; this binds one text, and SQLite reads the rows from it without the GIL. (JSON holds

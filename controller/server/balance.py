@@ -2,10 +2,10 @@
 
 Every worker's event loop watches the same listening socket, and the kernel wakes them all when a connection
 comes. Left to itself, the first awake takes it: ten connections dialled at once landed 9 to 1 (a busy loop
-turns fastest), and one set of sockets a worker with SO_REUSEPORT only spreads them by a hash of their addresses:
-7 to 3 or 8 to 2 in a third of h2load's runs of ten, and the worker with more held the run to 3,000-3,400 req/s
-where 5 and 5 made 5,200. So each worker counts its open connections in memory the workers share, and one with
-more than another live worker leaves the connection to it (``may_accept``).
+turns fastest). With a set of sockets for each worker (SO_REUSEPORT) the kernel spreads them by a hash of
+their addresses: 7 to 3 or 8 to 2 in a third of h2load's runs of ten, and the worker with more held the run
+to 3,000-3,400 req/s where 5 and 5 made 5,200. So each worker counts its open connections in memory the
+workers share, and one with more than another live worker leaves the connection to it (``may_accept``).
 
 Leaving it costs the worker that declines a loop turn each time it finds the listener still ready, until the
 other has accepted (about one of that worker's turns). A worker stalled longer than ``DECLINE_MAX_S`` (its loop

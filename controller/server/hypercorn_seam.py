@@ -278,9 +278,9 @@ class SeamTCPServer(TCPServer):
 
     def when_written(self, callback: Callable[[float], None]) -> None:
         """Call ``callback`` with the time (monotonic) at which what was sent up to now is written: the moment an
-        answer just sent reaches the wire, which may be a loop turn and a busy loop's lag later; at once if it has
-        been written already (the last stream of a connection restarts its idle timer, which takes loop turns
-        before the send returns). Never called if the write does not happen (the connection is closing)."""
+        answer just sent reaches the wire, which may be a loop turn and a busy loop's lag later; at once, with the last
+        write's time, if it has been written already (a send that waited, for its drain say). Never called if the
+        write does not happen (the connection is closing)."""
         if self._unwritten:
             self._on_written.append(callback)
         elif self._written_at is not None:
@@ -484,7 +484,7 @@ class SeamH2Protocol(H2Protocol):
 
     async def _handle_events(self, events: list[h2.events.Event]) -> None:
         await super()._handle_events(events)
-        # Past keep_alive_max_requests Hypercorn sends GOAWAY naming the request just read as the last it will
+        # Past keep_alive_max_requests Hypercorn sends GOAWAY naming the highest request read as the last it will
         # process, and h2 then closes its state machine: that request's answer, and those of the requests before
         # it still in flight, could no longer be sent, and each was lost to its client's timeout. Open it again
         # for them, as after our own GOAWAYs (not after the client's: it said it is done).
