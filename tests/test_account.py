@@ -11,12 +11,13 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
 
 from controller.accounts.ledger import Ledger
-from controller.accounts.store import Batch, Store, SwitchRow
+from controller.accounts.store import CONNECTION_COLUMNS, Batch, ConnectionRow, Store, SwitchRow
 from dialout.config import ControllerConfig, Retention, load_config
 from tests.commands import run_module
 from tests.servers import ControllerProcess, run_controller, write_config
@@ -238,16 +239,31 @@ def test_rows_come_back_from_sqlite_as_they_were_written(tmp_path: Path) -> None
     life, _ = store.begin_life()
     awkward = 'sw"\\\x01 é ☃ 🚀 \u2028'
     opened = 1_796_000_000.123456789
-    connection = (
-        7, life, awkward, "[::1]:50443", "h2", "TLSv1.3", None, 0, "2", "2026-12-07T03:16:02.123+00:00", None,
-        opened - 1e-7, opened, None, 3, 1, 2, None, 41, 42, json.dumps(["10.0.0.1:443"]), None, None,
-    )  # fmt: skip
-    later = (*connection[:13], opened + 0.1, 4, 0, 2, "peer_closed", *connection[18:])
+    named = {
+        **{"id": 7, "life": life, "switch": awkward, "peer": "[::1]:50443", "alpn": "h2", "tls_version": "TLSv1.3"},
+        **{"via": None, "cleartext": 0, "http_version": "2", "opened_at": "2026-12-07T03:16:02.123+00:00"},
+        **{"closed_at": None, "hello": opened - 1e-7, "opened": opened, "closed": None, "streams": 3, "in_flight": 1},
+        **{"peak_in_flight": 2, "closed_for": None, "hello_turn": 41, "done_turn": 42},
+        **{"upstream": json.dumps(["10.0.0.1:443"]), "proxy_number": None, "from_trusted_proxy": None},
+    }
+    connection = cast(ConnectionRow, tuple(named[column] for column in CONNECTION_COLUMNS.split(", ")))
+    closing = {"closed": opened + 0.1, "streams": 4, "in_flight": 0, "closed_for": "peer_closed"}
+    later = cast(ConnectionRow, tuple({**named, **closing}[column] for column in CONNECTION_COLUMNS.split(", ")))
     streams = [
-        (7, number, 2 * number - 1, "/ping", f"interval=0.{number}&x=ÿ%00", opened + number / 3, opened + 0.5,
-         None if number == 2 else opened + 0.4999999, 0.0 if number == 1 else 1e-300, None if number else "forged")
+        (
+            7,
+            number,
+            2 * number - 1,
+            "/ping",
+            f"interval=0.{number}&x=ÿ%00",
+            opened + number / 3,
+            opened + 0.5,
+            None if number == 2 else opened + 0.4999999,
+            0.0 if number == 1 else 1e-300,
+            None if number else "forged",
+        )
         for number in range(4)
-    ]  # fmt: skip
+    ]
     try:
         store.write(Batch(life, time.time(), [connection], streams[:2], [SwitchRow(awkward, 1, 2, 2)]), None)
         store.write(Batch(life, time.time(), [later], streams[2:], [SwitchRow(awkward, 0, 2, 1)]), None)
