@@ -71,7 +71,7 @@ class HandshakeGate:
         self._report_due: asyncio.TimerHandle | None = None
         self.refused_total = 0
         self._accepted_this_turn = 0
-        self.share: Share | None = None  # with other workers on the same listeners: this one's part of their load
+        self._load_share: Share | None = None  # with other workers on the same listeners: this one's part of their load
 
     @property
     def pending(self) -> int:
@@ -84,18 +84,20 @@ class HandshakeGate:
 
     def share_with_workers(self, share: Share) -> None:
         """Accept only what this worker's part of the workers' load says it takes, from now on."""
-        self.share = share
+        self._load_share = share
         share.join()
 
     def stop_sharing(self) -> None:
         """This worker accepts no more: the others no longer leave connections to it."""
-        if self.share is not None:
-            self.share.leave()
+        if self._load_share is not None:
+            self._load_share.leave()
 
     def accept_now(self) -> bool:
         """Whether another connection is accepted in this turn of the loop (False: at the next, or by another
         worker with fewer open)."""
-        if self._accepted_this_turn >= ACCEPTS_A_TURN or (self.share is not None and not self.share.may_accept()):
+        if self._accepted_this_turn >= ACCEPTS_A_TURN:
+            return False
+        if self._load_share is not None and not self._load_share.may_accept():
             return False
         if not self._accepted_this_turn:
             asyncio.get_running_loop().call_soon(self._next_turn)  # runs after what this turn runs
@@ -114,8 +116,8 @@ class HandshakeGate:
             return False
         self._pending[sock.fileno()] = address
         self._per_address[address] += 1
-        if self.share is not None:
-            self.share.opened()
+        if self._load_share is not None:
+            self._load_share.opened()
         return True
 
     def shut_out(self, address: str, seconds: float) -> None:
@@ -146,8 +148,8 @@ class HandshakeGate:
         """The connection admitted on descriptor ``fileno`` is closed."""
         if fileno >= 0:
             self.handshake_done(fileno)  # a handshake that failed or timed out ends here
-        if self.share is not None:
-            self.share.closed()
+        if self._load_share is not None:
+            self._load_share.closed()
 
     def handshake_done(self, fileno: int) -> None:
         """The connection on descriptor ``fileno`` is through its handshake (or has none): no longer pending."""
