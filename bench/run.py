@@ -11,8 +11,8 @@
    the floor of a Python HTTP/2 client's (bench/floor_client.py: asyncio and h2, nothing else), 1 connection x
    100 in flight; its pings/s / h2load's, same controller; the references beneath it, a bare httpx client keeping
    100 requests in flight on one connection on the switch's own transport and on httpcore's HTTP/2.
-3. multiplexing at depth: 1000 pings of 1 s, queue and spill: wall time, overhead p50/p99; spill again against a
-   controller of 2 workers.
+3. multiplexing at depth: 1000 pings of 1 s, spill and queue: wall time, overhead p50/p99; spill against h2load in
+   the same shape (-c 10 -m 100, taking turns: the controller's bound), and again against a controller of 2 workers.
 4. memory: RSS per in-flight stream (1000 held open against idle), of the controller and of the switch.
 5. fleet: 1000 switches, each its own certificate, client and connection, x 10 pings at 5 s: wall time, TLS
    handshake per switch, pings/s, errors (must be 0), each side's CPU; in this process, over 2 workers, and over
@@ -57,7 +57,15 @@ from processes import rss_kib, server  # noqa: E402
 from scaling import scaling_rows  # noqa: E402
 
 from dialout.collector import pace_for_many_objects  # noqa: E402
-from dialout.config import Fleet, OneShot, Scenario, Schedule, StreamPolicy, SwitchConfig  # noqa: E402
+from dialout.config import (  # noqa: E402
+    DEFAULT_MAX_CONCURRENT_STREAMS,
+    Fleet,
+    OneShot,
+    Scenario,
+    Schedule,
+    StreamPolicy,
+    SwitchConfig,
+)
 from dialout.pki import ensure_certs, generate_certs  # noqa: E402
 from dialout.text import plural  # noqa: E402
 from sim_switch.dial.client import run_scenario  # noqa: E402
@@ -108,28 +116,40 @@ def ensure_h2load() -> str:
     return shutil.which("h2load") or "h2load"
 
 
-def h2load_rate(h2load: str, port: int, requests: int, clients: int, streams: int) -> float:
+def h2load_run(h2load: str, port: int, requests: int, clients: int, streams: int, interval_s: float = 0.0) -> str:
+    """h2load's report of ``requests`` pings of ``interval_s``, every one of them answered 200 (else RuntimeError)."""
     done = subprocess.run(
         [
-            h2load,
-            "-n",
-            str(requests),
-            "-c",
-            str(clients),
-            "-m",
-            str(streams),
-            f"https://127.0.0.1:{port}/ping?interval=0",
+            *(h2load, "-n", str(requests), "-c", str(clients), "-m", str(streams)),
+            f"https://127.0.0.1:{port}/ping?interval={interval_s:g}",
         ],
         capture_output=True,
         text=True,
         timeout=600,
         check=True,
     )
-    match = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", done.stdout)
     succeeded = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", done.stdout)
-    if not match or not succeeded or int(succeeded.group(1)) != requests:
+    if not succeeded or int(succeeded.group(1)) != requests:
         raise RuntimeError(f"h2load did not finish cleanly:\n{done.stdout}")
+    return done.stdout
+
+
+def h2load_rate(h2load: str, port: int, requests: int, clients: int, streams: int) -> float:
+    """Requests a second of pings of 0 s."""
+    report = h2load_run(h2load, port, requests, clients, streams)
+    match = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", report)
+    if not match:
+        raise RuntimeError(f"h2load said no rate:\n{report}")
     return float(match.group(1))
+
+
+def h2load_wall(h2load: str, port: int, requests: int, clients: int, streams: int, interval_s: float) -> float:
+    """Seconds from h2load's first connection to its last answer."""
+    report = h2load_run(h2load, port, requests, clients, streams, interval_s)
+    match = re.search(r"finished in ([\d.]+)(m?s)", report)
+    if not match:
+        raise RuntimeError(f"h2load said no time:\n{report}")
+    return float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
 
 
 def median_rate(h2load: str, port: int, requests: int, clients: int, streams: int, repeats: int) -> float:
@@ -442,25 +462,47 @@ def switch_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load_rate:
     )
 
 
-def depth_rows(
-    rows: Table, url: str, certs: Path, depth: int, policies: tuple[StreamPolicy, ...], against: str = ""
-) -> None:
-    """Rows 3."""
-    for policy in policies:
-        wall, over = asyncio.run(switch_run(url, certs, (1.0,) * depth, policy))
-        # Spill dials as many connections as the pings need, so all of them are out at once: about the interval.
-        # Queue keeps one connection, at the controller's limit a round: as many intervals as rounds, by design.
-        spill = policy == StreamPolicy.SPILL
-        rows.append(
-            Row(
-                f"{depth} pings x 1 s, streams: {policy}{against}",
-                f"{wall:.2f} s wall; overhead p50 {percentile(over, 0.5) * 1000:.0f} ms, "
-                f"p99 {percentile(over, 0.99) * 1000:.0f} ms",
-                wall / 1.0,
-                "<= 1.3x the interval" if spill else "(one connection: the controller's limit a round)",
-                wall <= 1.3 if spill else None,
-            )
+def spill_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load: str, against: str = "") -> None:
+    """Rows 3: spill dials as many connections as the pings need, so all of them are out at once: about the
+    interval. Measured against h2load in the same shape, taking turns: what the controller lets any client do, the
+    reference that says whether a slow figure is the switch's or the controller's."""
+    depth, streams = counts.depth, DEFAULT_MAX_CONCURRENT_STREAMS
+    connections = -(-depth // streams)
+    runs, references = [], []
+    for _ in range(counts.repeats):
+        runs.append(asyncio.run(switch_run(url, certs, (1.0,) * depth, StreamPolicy.SPILL)))
+        references.append(h2load_wall(h2load, port_of(url), depth, connections, streams, 1.0))
+    wall, over = sorted(runs)[len(runs) // 2]
+    reference = statistics.median(references)
+    name = f"{depth} pings x 1 s, streams: spill{against}"
+    rows.append(Row(name, depth_figure(wall, over), wall, "<= 1.3x the interval", wall <= 1.3))
+    rows.append(
+        Row(
+            f"  the same by h2load (-c {connections} -m {streams}): the controller's bound",
+            f"{reference:.2f} s wall (medians of {counts.repeats}, taking turns)",
+            wall / reference,
+            "(the switch / h2load: any client's floor here)",
+            None,
         )
+    )
+
+
+def queue_row(rows: Table, url: str, certs: Path, depth: int) -> None:
+    """Row 3: queue keeps one connection, at the controller's limit a round: as many intervals as rounds."""
+    wall, over = asyncio.run(switch_run(url, certs, (1.0,) * depth, StreamPolicy.QUEUE))
+    name = f"{depth} pings x 1 s, streams: queue"
+    rows.append(Row(name, depth_figure(wall, over), wall, "(one connection: the controller's limit a round)", None))
+
+
+def depth_figure(wall: float, over: list[float]) -> str:
+    p50, p99 = percentile(over, 0.5) * 1000, percentile(over, 0.99) * 1000
+    return f"{wall:.2f} s wall; overhead p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+
+
+def port_of(url: str) -> int:
+    port = httpx.URL(url).port
+    assert port is not None  # (ours: https://127.0.0.1:PORT)
+    return port
 
 
 def memory_rows(rows: Table, url: str, certs: Path, pid: int, depth: int) -> None:
@@ -533,7 +575,8 @@ def served_rows(rows: Table, tmp: Path, args: argparse.Namespace, counts: Counts
             # once would hold 1000 more in memory it has, and show next to nothing per stream.
             memory_rows(rows, url, certs, pid, counts.depth)
             reference = controller_rows(rows, h2load, port, bare_port, counts)
-            depth_rows(rows, url, certs, counts.depth, (StreamPolicy.SPILL, StreamPolicy.QUEUE))
+            spill_rows(rows, url, certs, counts, h2load)
+            queue_row(rows, url, certs, counts.depth)
             switch_rows(rows, url, certs, counts, reference)
         if args.switch_only:
             return
@@ -542,7 +585,7 @@ def served_rows(rows: Table, tmp: Path, args: argparse.Namespace, counts: Counts
     with server(controller_of(2)) as (_, port), server(controller_of(2)) as (_, port2):
         url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"
         if not args.fleet_only:
-            depth_rows(rows, url, certs, counts.depth, (StreamPolicy.SPILL,), ", controller --workers 2")
+            spill_rows(rows, url, certs, counts, h2load, ", controller --workers 2")
         fleet_rows(rows, (url, second), certs, counts.fleet)
     # One process each, so that killing the first ends it at once.
     with server(controller) as (pid, port), server(controller) as (pid2, port2):

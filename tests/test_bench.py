@@ -24,6 +24,7 @@ def test_bench_smoke_prints_its_table() -> None:
     assert any(name.startswith("switch CPU per ping: sim-switch / bare httpx on httpcore") for name in names)
     assert any(line.startswith("  CPU per ping, bare httpx: the switch's transport / httpcore's") for line in lines)
     assert any("streams: spill" in name for name in names)
+    assert any(line.startswith("  the same by h2load (-c 1 -m 100): the controller's bound") for line in lines)
     assert any(name.startswith("app alone in process") for name in names)
     assert any(name.startswith("sim-switch RSS per in-flight stream") for name in names)
     fleet = [line for line in lines[1:] if line.startswith("fleet: 20 switches")]
