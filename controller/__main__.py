@@ -43,7 +43,7 @@ from controller.server.serve import (
     serve,
     server_ssl_context,
 )
-from controller.server.workers import supervise
+from controller.server.workers import stop_signals_handled, supervise
 from controller.trials.plan import TRAFFIC, TrialSpec
 from dialout.collector import pace_for_many_objects
 from dialout.command_line import OneLineParser, command_first, run_guarded
@@ -463,6 +463,7 @@ async def _serve_until_signalled(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signum, stop)
+    stop_signals_handled()  # a worker's, blocked since its fork
     if parent is not None:
         loop.add_reader(parent, _on_parent_gone, loop, parent, stop)
     stopped = await serve(cfg.controller, ssl_context, listeners, stop.wait, registry)

@@ -171,6 +171,17 @@ async def test_sigterm_lets_every_worker_finish_its_pings(tmp_path: Path) -> Non
         assert controller.seen(rf"controller {worker} stopped: no stream was cut")
 
 
+async def test_sigterm_as_the_workers_start_stops_them_all(tmp_path: Path) -> None:
+    """SIGTERM the moment the workers are forked, before their loops handle it: each still stops as told (a
+    worker that caught it with the parent's handler, inherited at the fork, served on, unwatched, until killed)."""
+    config = write_config(tmp_path)
+    with ControllerProcess.start(config, "--workers", "2") as controller:
+        controller.wait_for(r"serving with 2 worker processes")
+        controller.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(asyncio.to_thread(controller.process.wait), STOP_S) == 0
+        assert controller.seen(r"controller stopped: every worker stopped cleanly")
+
+
 @pytest.mark.parametrize(
     ("how", "said"),
     [

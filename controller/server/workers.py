@@ -9,7 +9,10 @@ admin listener (its live page shows worker 1's streams in flight; what it reads 
 
 The parent serves nothing. A worker that dies is started again, and the log says so; one that keeps dying at start
 stops them all. SIGTERM or SIGINT is passed on to every worker: each sends GOAWAY, lets its pings finish for up to
-``graceful_timeout_s`` and cuts what is left, and the parent returns once all have stopped.
+``graceful_timeout_s`` and cuts what is left, and the parent returns once all have stopped. A worker is forked with
+both blocked, and they stay so until its loop handles them (``stop_signals_handled``): one that comes meanwhile
+waits for it, rather than meet the parent's handler (inherited at the fork: it served on, unwatched, until killed)
+or the default (killed at once: "not every worker stopped cleanly").
 
 Forked, not spawned (as Hypercorn's own workers are): the config, the certificates' checks and the bound sockets
 are already here, and the modules imported once are shared copy-on-write. Nothing that runs a thread or holds the
@@ -43,7 +46,10 @@ EARLY_DEATHS = 3
 # workers bound themselves (serve returns within graceful_timeout_s plus its cut bound).
 STOP_MARGIN_S = 10.0
 
-# What a worker runs: serve on the parent's sockets until told to stop; its exit code (0: nothing was cut).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+# What a worker runs: serve on the parent's sockets until told to stop (calling ``stop_signals_handled`` once it
+# handles them); its exit code (0: nothing was cut).
 Worker = Callable[[int], int]
 
 
@@ -73,16 +79,25 @@ def supervise(
         for slot in slots.values():
             _signal(slot.process, signal.SIGTERM)
 
-    def start(number: int) -> BaseProcess:
-        process = context.Process(target=_run_worker, args=(worker, number), name=f"controller worker {number}")
-        process.start()
-        return process
+    def start(number: int) -> None:
+        """Worker ``number`` in its slot, forked with the stop signals blocked: in the parent too, until the slot
+        holds it, so that a stop that comes meanwhile (``stop``, once unblocked) is passed on to it as well."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process = context.Process(target=_run_worker, args=(worker, number), name=f"controller worker {number}")
+            process.start()
+            if number in slots:
+                slots[number].process, slots[number].started = process, time.monotonic()
+            else:
+                slots[number] = _Slot(number, process, time.monotonic())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     slots: dict[int, _Slot] = {}
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
     try:
         for number in range(1, workers + 1):
-            slots[number] = _Slot(number, start(number), time.monotonic())
+            start(number)
         pids = ", ".join(str(slot.process.pid) for slot in slots.values())
         logger.info("serving with %s (pids %s)", plural(workers, "worker process"), pids)
         code = _watch(slots, start, stopping, grace_s, gone)
@@ -96,7 +111,7 @@ def supervise(
 
 def _watch(
     slots: dict[int, _Slot],
-    start: Callable[[int], BaseProcess],
+    start: Callable[[int], None],
     stopping: list[float],
     grace_s: float,
     gone: Callable[[int, int], None],
@@ -121,6 +136,8 @@ def _watch(
                 gone(slot.number, slot.process.pid)
             if stopping:
                 code = code or (0 if exitcode == 0 else 1)
+                if exitcode is not None and exitcode < 0:  # (one that exits says itself what it cut)
+                    logger.error("worker %d (pid %s) %s while stopping", slot.number, slot.process.pid, _how(exitcode))
                 del slots[slot.number]
                 continue
             young = time.monotonic() - slot.started < EARLY_DEATH_S
@@ -140,18 +157,25 @@ def _watch(
                 code = 1
                 continue
             logger.warning("worker %d (pid %s) %s; starting it again", slot.number, slot.process.pid, _how(exitcode))
-            slot.process, slot.started = start(slot.number), time.monotonic()
+            start(slot.number)
     return code
 
 
 def _run_worker(worker: Worker, number: int) -> None:
-    """In the forked child: the parent's signal handlers undone (the worker's loop sets its own), then serve."""
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    """In the forked child: the parent's signal handlers undone (the worker's loop sets its own, and then
+    ``stop_signals_handled``), then serve."""
+    for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     count_the_workers_together()
     code = worker(number)
     logging.shutdown()
     os._exit(code)
+
+
+def stop_signals_handled() -> None:
+    """Called by a worker once its loop handles SIGTERM and SIGINT: what came since the fork is delivered now. (In
+    a process that never blocked them, nothing.)"""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _signal(process: BaseProcess, signum: signal.Signals) -> None:
