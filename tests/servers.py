@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,11 +166,15 @@ class ControllerProcess(LineReader):
     @classmethod
     @contextlib.contextmanager
     def start(
-        cls, config: Path, *args: str, preexec_fn: Callable[[], None] | None = None
+        cls,
+        config: Path,
+        *args: str,
+        preexec_fn: Callable[[], None] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Iterator[ControllerProcess]:
-        """``preexec_fn``: run in the child before Python starts (a resource limit to begin with). ``serve`` runs in
-        one process unless ``args`` say ``--workers``: most tests look at one process's doings (its log, its live
-        page, its limits); tests/test_workers.py puts several to work."""
+        """``preexec_fn``: run in the child before Python starts (a resource limit to begin with); ``env``: set in
+        its environment. ``serve`` runs in one process unless ``args`` say ``--workers``: most tests look at one
+        process's doings (its log, its live page, its limits); tests/test_workers.py puts several to work."""
         if "--workers" not in args and not {"trials", "demo"} & set(args):
             args = (*args, "--workers", "1")
         process = subprocess.Popen(
@@ -181,7 +185,7 @@ class ControllerProcess(LineReader):
             stderr=subprocess.PIPE,
             text=True,
             preexec_fn=preexec_fn,
-            env=faulthandler_env(),
+            env={**faulthandler_env(), **(env or {})},
         )
         started: list[ControllerProcess] = []
         with cls.stopped_at_exit(process, lambda: started[0].said() if started else []):

@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import select
-import shutil
 import signal
 from collections import Counter
 from pathlib import Path
@@ -137,6 +136,21 @@ async def test_metrics_are_every_workers_and_outlive_a_worker(tmp_path: Path) ->
     assert not kept_in.exists()
 
 
+async def test_a_switch_on_two_workers_is_one_switch_connected(tmp_path: Path) -> None:
+    """``dialout_switches_connected`` counts switches, not workers: switch-1 with pings in flight on both workers
+    is one (it was two, each worker's count summed)."""
+    config = write_config(tmp_path)
+    with ControllerProcess.start(config, "--workers", "2", "--verbose") as controller:
+        pings = await dial_until_both(controller, tmp_path / "certs", interval=3)
+        in_flight = ("dialout_streams_in_flight", ())
+        # Each worker brings its counts into the sum every REFRESH_S: until both have, with these pings in flight.
+        async with asyncio.timeout(STOP_S):
+            while (scraped := metrics_of(controller.admin_url))[in_flight] < len(pings):
+                await asyncio.sleep(0.05)
+        assert scraped[("dialout_switches_connected", ())] == 1
+        assert {await ping for ping in pings} == {200}
+
+
 def _cpu_s(pids: tuple[str, ...]) -> float:
     """The processes' user and system time so far, from /proc (rounded as the controller rounds it)."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -201,9 +215,10 @@ def test_a_bad_number_of_workers_is_one_line(tmp_path: Path, how: tuple[str, str
 
 async def test_workers_stop_when_their_parent_is_killed(tmp_path: Path) -> None:
     """SIGKILL to the parent (an OOM killer, a careless kill -9): the workers stop as on SIGTERM, not serve on
-    unwatched, holding the port."""
+    unwatched, holding the port; the next controller to start removes the /metrics files no one was left to."""
     config = write_config(tmp_path)
-    with ControllerProcess.start(config, "--workers", "2") as controller:
+    temporary = {"TMPDIR": str(tmp_path)}  # where the runs' /metrics files go: this test's alone
+    with ControllerProcess.start(config, "--workers", "2", env=temporary) as controller:
         pids = controller.wait_for(r"serving with 2 worker processes \(pids (\d+), (\d+)\)")
         controller.process.kill()
         stopped = {controller.wait_for(r"controller (w\d) stopped: no stream was cut").group(1) for _ in range(2)}
@@ -215,6 +230,8 @@ async def test_workers_stop_when_their_parent_is_killed(tmp_path: Path) -> None:
                     assert select.select([gone], [], [], STOP_S)[0], f"worker {pid} still runs"
                 finally:
                     os.close(gone)
-        # The parent killed, no one is left to remove the workers' /metrics files: the suite leaves no litter.
         [kept] = [found.group(1) for line in controller.lines if (found := re.search(r"kept in (\S+) until", line))]
-        shutil.rmtree(kept)
+    assert Path(kept).is_dir()  # the parent killed, no one removed them
+    with ControllerProcess.start(config, "--workers", "2", env=temporary) as again:
+        again.wait_for(r"serving with 2 worker processes")
+        assert not Path(kept).exists()

@@ -13,16 +13,22 @@ happen.
 keeps its metrics in files of a directory the parent makes for the run (prometheus_client's multiprocess mode, as
 for gunicorn's workers), brings what its registry counts into them every ``REFRESH_S``, and the scrape sums the
 files: counters over every worker that ever ran (one started again keeps its predecessor's counts), gauges over
-those running now (a switch connected to two workers counts in each). Process metrics are then the workers' CPU
-summed (``dialout_controller_cpu_seconds``); prometheus_client's own, one process's, are left out.
+those running now. A switch is a name, not a count: each worker keeps the names of its switches connected now in a
+file of its own beside them, and the scrape counts the names of all, so that a switch with connections to two
+workers is one. Process metrics are then the workers' CPU summed (``dialout_controller_cpu_seconds``);
+prometheus_client's own, one process's, are left out. A run's directory is named after its parent's pid: one whose
+parent was killed (SIGKILL: no one left to remove it) is removed by the next run to start, once none of the
+processes that wrote in it lives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -58,12 +64,15 @@ HANDSHAKE_REASONS = frozenset(
     }
 )
 ALPN_VALUES = ("h2", "http/1.1")
+SWITCHES_NAME, SWITCHES_HELP = "dialout_switches_connected", "Switches with an open connection now."
 
 
 logger = logging.getLogger(__name__)
 
 REFRESH_S = 1.0  # how often each worker brings its registry's counts into its files (serve --workers N)
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # where prometheus_client's multiprocess mode keeps its files
+RUN_PREFIX = "dialout-metrics-"  # a run's directory: RUN_PREFIX, the parent's pid, "-", mkdtemp's letters
+SWITCHES_FILE = "switches_{pid}.json"  # a worker's switches connected now (prometheus_client's are *_{pid}.db)
 _over_workers: list[Path] = []  # the run's directory, in the parent of serve --workers N and in its workers
 
 
@@ -71,7 +80,8 @@ _over_workers: list[Path] = []  # the run's directory, in the parent of serve --
 def counted_over_workers() -> Iterator[None]:
     """In the parent of ``serve --workers N``, before the fork: every metric made from now on keeps its value in
     a file of a directory of this run's, which the scrape sums; the directory is removed at the end."""
-    directory = Path(tempfile.mkdtemp(prefix="dialout-metrics-"))
+    _remove_dead_runs(Path(tempfile.gettempdir()))
+    directory = Path(tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-"))
     previous = values.ValueClass
     os.environ[MULTIPROCESS_DIR] = str(directory)
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]  # (its multiprocess parts are untyped)
@@ -87,9 +97,52 @@ def counted_over_workers() -> Iterator[None]:
 
 
 def worker_gone(pid: int) -> None:
-    """A worker process has ended: its gauges leave the sum (its counters stay in it)."""
+    """A worker process has ended: its gauges leave the sum (its counters stay in it), its switches the count."""
     if _over_workers:
         mark_process_dead(pid, str(_over_workers[-1]))  # type: ignore[no-untyped-call]
+        (_over_workers[-1] / SWITCHES_FILE.format(pid=pid)).unlink(missing_ok=True)
+
+
+def _remove_dead_runs(under: Path) -> None:
+    """The directories of earlier runs whose parent and workers have all ended without removing them."""
+    for run in under.glob(f"{RUN_PREFIX}*-*"):
+        parent = run.name.removeprefix(RUN_PREFIX).split("-", 1)[0]
+        if not parent.isdigit():
+            continue  # (not ours: before runs were named after their parent)
+        writers = {int(parent)} | {
+            int(pid) for pid in re.findall(r"_(\d+)\.(?:db|json)$", "\n".join(_names(run)), re.M)
+        }
+        if not any(_alive(pid) for pid in writers):
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def _names(directory: Path) -> list[str]:
+    try:
+        return [entry.name for entry in directory.iterdir()]
+    except OSError:  # (another user's, or gone meanwhile)
+        return []
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: a zombie (ended, not yet reaped by its parent, as a killed parent's workers
+    stay where nothing reaps orphans) does not. From /proc (Linux), else as a signal 0 finds it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return not Path("/proc/self").exists() and _signalled(pid)
+    except OSError:
+        return True  # (unreadable: taken as running, and its run kept)
+    return state not in ("Z", "X")
+
+
+def _signalled(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class Metrics:
@@ -137,12 +190,9 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
-        self._switches = Gauge(
-            "dialout_switches_connected",
-            "Switches with an open connection now.",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
+        # Over workers, switches are counted by name at the scrape (``_SwitchesOverWorkers``), not summed.
+        self._switches = None if _over_workers else Gauge(SWITCHES_NAME, SWITCHES_HELP, registry=registry)
+        self._published: set[str] | None = None  # the switches this worker's file names
         # Known label values start at 0, so that a scrape shows them before the first count: over workers,
         # prometheus_client's files hold only the series that were made.
         self._pings.labels("200")
@@ -153,6 +203,7 @@ class Metrics:
         if _over_workers:
             self._exposed = CollectorRegistry()
             MultiProcessCollector(self._exposed, str(_over_workers[-1]))  # type: ignore[no-untyped-call]
+            self._exposed.register(_SwitchesOverWorkers(_over_workers[-1]))
         else:
             self._exposed = registry
             ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory, open fds
@@ -179,7 +230,11 @@ class Metrics:
                 sum(1 for c in open_now if (c.alpn if c.alpn in ALPN_VALUES else "none") == alpn)
             )
         self._in_flight.set(sum(c.in_flight for c in open_now))
-        self._switches.set(len({c.switch for c in open_now if c.switch is not None}))
+        switches = {c.switch for c in open_now if c.switch is not None}
+        if self._switches is not None:
+            self._switches.set(len(switches))
+        else:
+            self._publish(switches)
         self._count(self._opened, connections.opened_total)
         for reason, count in sorted(connections.calmed.items()):  # three reasons at most (h2_limits.Calmed)
             self._count(self._calmed.labels(reason), count)
@@ -190,6 +245,16 @@ class Metrics:
             self._count(account.dropped, ledger.dropped_rows)
             self._count(account.failures, ledger.failures)
             account.waiting.set(ledger.waiting_rows)
+
+    def _publish(self, switches: set[str]) -> None:
+        """This worker's switches connected now, in its file, when they changed (written whole, then renamed)."""
+        if switches == self._published:
+            return
+        target = _over_workers[-1] / SWITCHES_FILE.format(pid=os.getpid())
+        written = target.with_suffix(".tmp")
+        written.write_text(json.dumps(sorted(switches)))
+        written.replace(target)
+        self._published = switches
 
     def _count(self, counter: Counter, total: int) -> None:
         """``counter`` up to ``total``, a count kept elsewhere that only grows."""
@@ -243,6 +308,20 @@ class _AccountMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+
+
+class _SwitchesOverWorkers(Collector):
+    """Switches connected now to any worker, each once: the union of the names in the workers' files."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        names: set[str] = set()
+        for kept in self._directory.glob(SWITCHES_FILE.format(pid="*")):
+            with contextlib.suppress(OSError, ValueError):  # (its worker gone meanwhile: worker_gone)
+                names.update(json.loads(kept.read_text()))
+        yield GaugeMetricFamily(SWITCHES_NAME, SWITCHES_HELP, value=len(names))
 
 
 class _ControllerCpu(Collector):
