@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from controller.commands.nginx_conf import STREAM_MODULES
@@ -16,13 +16,24 @@ from tests.servers import ControllerProcess, LineReader
 from tests.tools import missing, require
 
 PROXY = "nginx-proxy"  # the CN of nginx's client certificate, which a controller behind it trusts
+# A port found free may be taken (by another test's listener) before nginx binds it: another port then, this often.
+PORT_TRIES = 3
 
 
 class Nginx(LineReader):
     def __init__(self, process: subprocess.Popen[str], port: int) -> None:
         super().__init__(process, "nginx")
         self.port = port
-        self.wait_for("start worker process")  # listening (the master binds before it starts workers)
+
+    def listening(self) -> bool:
+        """Until it listens (the master binds before it starts workers); False if its port was taken meanwhile."""
+        try:
+            self.wait_for("start worker process")
+        except AssertionError:
+            if any("Address already in use" in line for line in self.said()):
+                return False
+            raise
+        return True
 
     @property
     def url(self) -> str:
@@ -37,20 +48,18 @@ def free_port() -> int:
 @contextlib.contextmanager
 def nginx_in_front_of(controller: ControllerProcess) -> Iterator[Nginx]:
     binary = require("nginx")
-    port = free_port()
-    printed = run_module(
-        "controller",
-        "nginx-conf",
-        "--full",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--config",
-        str(controller.config),
-        "--port",
-        str(controller.port),
-    )
-    assert printed.returncode == 0, printed.stderr
-    with _running(binary, controller.config.parent / f"nginx-{port}.conf", printed.stdout, port) as nginx:
+
+    def configured(port: int) -> Path:
+        printed = run_module(
+            *("controller", "nginx-conf", "--full", "--listen", f"127.0.0.1:{port}"),
+            *("--config", str(controller.config), "--port", str(controller.port)),
+        )
+        assert printed.returncode == 0, printed.stderr
+        conf = controller.config.parent / f"nginx-{port}.conf"
+        conf.write_text(printed.stdout, encoding="utf-8")
+        return conf
+
+    with _running(binary, configured) as nginx:
         yield nginx
 
 
@@ -60,29 +69,48 @@ def nginx_balancing(config: Path, replicas: Sequence[ControllerProcess]) -> Iter
     binary = require("nginx")
     if not any(path.exists() for path in STREAM_MODULES) and "--with-stream " not in _built_with(binary):
         missing("nginx's stream module")
-    port = free_port()
-    printed = run_module(
-        *("controller", "nginx-conf", "--stream", "--full", "--listen", f"127.0.0.1:{port}", "--config", str(config)),
-        *(arg for replica in replicas for arg in ("--replica", f"127.0.0.1:{replica.port}")),
-    )
-    assert printed.returncode == 0, printed.stderr
-    with _running(binary, config.parent / f"nginx-stream-{port}.conf", printed.stdout, port) as nginx:
+
+    def configured(port: int) -> Path:
+        printed = run_module(
+            *(
+                "controller",
+                "nginx-conf",
+                "--stream",
+                "--full",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--config",
+                str(config),
+            ),
+            *(arg for replica in replicas for arg in ("--replica", f"127.0.0.1:{replica.port}")),
+        )
+        assert printed.returncode == 0, printed.stderr
+        conf = config.parent / f"nginx-stream-{port}.conf"
+        conf.write_text(printed.stdout, encoding="utf-8")
+        return conf
+
+    with _running(binary, configured) as nginx:
         yield nginx
 
 
 @contextlib.contextmanager
-def _running(binary: str, conf: Path, text: str, port: int) -> Iterator[Nginx]:
-    """nginx on the configuration ``text`` (written to ``conf``), listening on ``port``, stopped at the end."""
-    conf.write_text(text, encoding="utf-8")
-    process = subprocess.Popen(
-        [binary, "-c", str(conf)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    with LineReader.stopped_at_exit(process):
-        yield Nginx(process, port)
+def _running(binary: str, configured: Callable[[int], Path]) -> Iterator[Nginx]:
+    """nginx on the configuration ``configured`` writes for a free port, listening on it, stopped at the end."""
+    for _ in range(PORT_TRIES):
+        port = free_port()
+        process = subprocess.Popen(
+            [binary, "-c", str(configured(port))],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with LineReader.stopped_at_exit(process):
+            nginx = Nginx(process, port)
+            if nginx.listening():
+                yield nginx
+                return
+    raise AssertionError(f"nginx found each of {PORT_TRIES} free ports taken before it could listen on it")
 
 
 def _built_with(binary: str) -> str:

@@ -12,12 +12,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.tools import require
 
 START_TIMEOUT_S = 60
+# A port found free may be taken (by another test's listener) before the server binds it: another port then.
+PORT_TRIES = 3
 
 
 def _program(name: str) -> str:
@@ -41,18 +43,33 @@ def postgres_cluster() -> Iterator[str]:
         as_user = ["runuser", "-u", "postgres", "--"]
         shutil.chown(directory, "postgres")
     data = directory / "data"
-    port = _free_port()
+    log = directory / "log"
 
     def run(*command: str) -> None:
         subprocess.run([*as_user, *command], check=True, capture_output=True, text=True, timeout=START_TIMEOUT_S)
 
     try:
         run(initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        options = f"-p {port} -k '' -c listen_addresses=127.0.0.1 -c fsync=off"  # no Unix socket; throwaway data
-        run(pg_ctl, "-D", str(data), "-o", options, "-l", str(directory / "log"), "-w", "start")
+        port = _started(run, pg_ctl, data, log)
         try:
             yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
         finally:
             run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _started(run: Callable[..., None], pg_ctl: str, data: Path, log: Path) -> int:
+    """The cluster in ``data`` started on a free port: that port."""
+    for _ in range(PORT_TRIES):
+        port = _free_port()
+        options = f"-p {port} -k '' -c listen_addresses=127.0.0.1 -c fsync=off"  # no Unix socket; throwaway data
+        log.unlink(missing_ok=True)  # (this try's alone)
+        try:
+            run(pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "start")
+        except subprocess.CalledProcessError:
+            if "Address already in use" not in log.read_text(errors="replace"):
+                raise
+            continue
+        return port
+    raise AssertionError(f"PostgreSQL found each of {PORT_TRIES} free ports taken before it could listen on it")
