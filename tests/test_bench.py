@@ -20,6 +20,7 @@ def test_bench_smoke_prints_its_table() -> None:
     names = [line.split("  ")[0] for line in lines[1:]]
     assert any(name.startswith("controller / bare ASGI, h2load -c 1 -m 100") for name in names)
     assert any(name.startswith("sim-switch / h2load") for name in names)
+    assert any(line.startswith("  the floor client / h2load, the same") for line in lines)
     assert any(name.startswith("switch CPU per ping / the floor client's") for name in names)
     assert any(name.startswith("switch CPU per ping: sim-switch / bare httpx on httpcore") for name in names)
     assert any(line.startswith("  CPU per ping, bare httpx: the switch's transport / httpcore's") for line in lines)
