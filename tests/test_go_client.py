@@ -89,6 +89,7 @@ def test_go_with_its_own_tls_config_offers_no_alpn(go_switch: Path, controller_f
     assert "ForceAttemptHTTP2" in text
 
 
+@pytest.mark.timing  # a race judged from when the dials' ClientHellos were read: run loaded too
 def test_go_forcing_http2_races_its_dials(go_switch: Path, controller_for_go: ControllerProcess) -> None:
     """Three requests started together each dial; the first connection up carries them, the rest are waste."""
     out = run_go(go_switch, controller_for_go, "go-h2", "-force-h2")
