@@ -111,6 +111,31 @@ async def test_a_stream_limit_lowered_mid_connection_is_kept(
     assert connection.peak_open == 1  # never more than the lowered limit, once it was acknowledged
 
 
+async def test_a_stream_both_ends_have_ended_gives_its_room_back_before_its_answer_is_read(
+    server_context: ssl.SSLContext, switch: tuple[httpx.AsyncClient, SwitchTransport]
+) -> None:
+    """At a limit of one stream, the next request goes out once the first's END_STREAM is read, while nobody has
+    read or closed the first's answer yet: it held the room until its ping's task closed it, and a connection
+    at its limit waited those turns for its next request."""
+    http, _ = switch
+
+    async def drive(peer: DrivenConnection) -> None:
+        peer.max_streams(1)
+        for _ in range(2):
+            request = await peer.request()
+            peer.answer(request.stream_id)
+
+    async with driven_peer(server_context, drive) as peer, asyncio.timeout(10):
+        first = await http.send(http.build_request("GET", f"{peer.url}/ping?interval=0"), stream=True)
+        second = await http.get(f"{peer.url}/ping?interval=0")  # (the first still unread and open)
+        assert (first.status_code, second.status_code) == (200, 200)
+        assert await first.aread() == b'{"ok": true}'
+        await first.aclose()
+    [connection] = peer.connections
+    assert connection.requests == 2
+    assert connection.peak_open == 1
+
+
 async def test_goaway_finishes_the_streams_it_covers_and_the_rest_are_safe_to_retry_elsewhere(
     server_context: ssl.SSLContext, switch: tuple[httpx.AsyncClient, SwitchTransport]
 ) -> None:

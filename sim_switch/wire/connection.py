@@ -10,7 +10,9 @@ starts many streams writes them ``HEADERS_A_WRITE`` at a time.
 
 What it keeps to, from the controller (RFC 9113):
 - SETTINGS_MAX_CONCURRENT_STREAMS as sent, and as changed mid-connection; before the controller's first SETTINGS
-  one stream may go (the pool holds the rest: ``room``).
+  one stream may go (the pool holds the rest: ``room``). A stream both ends have ended is closed and counts no
+  more: its room is given back once the read that closed it is handled (``_release_closed``), not when its
+  request's task gets round to the answer.
 - flow control both ways: a request body waits for window; received DATA is acknowledged as it is read.
 - GOAWAY: streams above its last-stream-id fail as never processed (safe to retry); those at or below it finish,
   and no new stream starts. h2 closes its state machine on GOAWAY and would refuse their DATA, so the reader puts
@@ -113,6 +115,8 @@ class H2Stream:
     first_byte_at: float | None = None  # its response HEADERS were read
     ended_at: float | None = None  # END_STREAM was read
     written: Callable[[H2Stream], None] | None = None  # told once its HEADERS are written
+    sent_all: bool = False  # its request's END_STREAM is sent: with the answer's, the stream is closed
+    released: bool = False  # its room on the connection given back, as it closed (``release`` then skips it)
     # Its request's task, waiting for what the reader hands it next.
     _waiting: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
 
@@ -152,6 +156,7 @@ class H2Connection:
         self._headers = _RequestHeaders()
         self._reserved = 0  # streams promised to requests, sent or about to be
         self._unsent_headers: list[H2Stream] = []
+        self._closed: list[H2Stream] = []  # streams the read being handled closed, their rooms still reserved
         self._batch: asyncio.Future[None] | None = None  # the write this loop turn will make, once scheduled
         self._window_opened = asyncio.Event()
         self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] = {}
@@ -199,7 +204,10 @@ class H2Connection:
     def reserve(self) -> None:
         self._reserved += 1
 
-    def release(self) -> None:
+    def release(self, stream: H2Stream | None = None) -> None:
+        """A reserved stream's room given back: ``stream``'s, unless it was as it closed (``_closed``)."""
+        if stream is not None and stream.released:
+            return
         self._reserved -= 1
         self._on_change()
         if self.goaway is not None and not self._reserved:
@@ -237,10 +245,10 @@ class H2Connection:
         if not self.usable:
             raise NotSent
         stream_id = self._h2.get_next_available_stream_id()
-        stream = H2Stream(stream_id, written=written)
+        stream = H2Stream(stream_id, written=written, sent_all=not request.content)
         stream.wait_on(waiting)
         self._streams[stream_id] = stream
-        self._h2.send_headers(stream_id, self._headers.of(request), end_stream=not request.content)
+        self._h2.send_headers(stream_id, self._headers.of(request), end_stream=stream.sent_all)
         self._unsent_headers.append(stream)
         self._flush_soon()
         return stream
@@ -265,7 +273,8 @@ class H2Connection:
                 await self._window_opened.wait()
                 continue
             size = min(window, self._h2.max_outbound_frame_size, len(view))
-            self._h2.send_data(stream.stream_id, bytes(view[:size]), end_stream=size == len(view))
+            stream.sent_all = size == len(view)
+            self._h2.send_data(stream.stream_id, bytes(view[:size]), end_stream=stream.sent_all)
             view = view[size:]
             await self._flush()
 
@@ -413,6 +422,7 @@ class H2Connection:
                 for run in runs(frames):
                     for event in self._h2.receive_data(run):
                         self._handle(event, at)
+            self._release_closed()
             self._flush_soon()  # the ACKs and window updates h2 queued, if any: with this turn's requests
 
     def _receive_frame(self, raw: bytes, at: float) -> None:
@@ -451,6 +461,8 @@ class H2Connection:
                 if stream is not None:
                     stream.ended, stream.ended_at = True, at
                     stream.wake()
+                    if stream.sent_all:
+                        self._closed.append(stream)
             case h2.events.StreamReset(stream_id=stream_id, error_code=code):
                 self._fail(stream_id, StreamReset(stream_id, code))
             case h2.events.WindowUpdated():
@@ -486,6 +498,20 @@ class H2Connection:
         GOAWAY and would refuse their frames; open again, and keep ``usable`` false so no new stream starts."""
         if self.closed_by is None:
             reopen_after_reading_goaway(self._h2)
+
+    def _release_closed(self) -> None:
+        """The rooms of the streams a read closed (both ends have ended them), given back once the read is handled,
+        a GOAWAY in it too: a request waiting for one goes out in this turn's write, rather than once its ping's
+        task has read the answer (at 100 in flight, the controller waited those turns for its next requests)."""
+        if not self._closed:
+            return
+        for stream in self._closed:
+            stream.released = True
+        self._reserved -= len(self._closed)
+        self._closed.clear()
+        self._on_change()
+        if self.goaway is not None and not self._reserved:
+            self._close_soon()
 
     def _fail(self, stream_id: int, error: Exception) -> None:
         """The stream's first error stands: a GOAWAY that left the stream out said it was never processed, and a

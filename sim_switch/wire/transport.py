@@ -142,9 +142,11 @@ class _OriginPool:
             if waiter.given is _DIAL:
                 self._dialling -= 1
                 self.wake()
-            elif isinstance(waiter.given, H2Connection | _HTTP1):
-                if waiter.stream is not None and isinstance(waiter.given, H2Connection):
+            elif isinstance(waiter.given, H2Connection):
+                if waiter.stream is not None:
                     await waiter.given.close_stream(waiter.stream)
+                waiter.given.release(waiter.stream)
+            elif isinstance(waiter.given, _HTTP1):
                 waiter.given.release()
             raise
         if waiter.given is _DIAL:
@@ -316,7 +318,7 @@ class SwitchTransport(httpx.AsyncBaseTransport):
                     connection.release()
                     continue
                 except BaseException:
-                    connection.release()
+                    connection.release(stream)  # (None: not opened)
                     raise
             timeouts = request.extensions.get("timeout") or {}
             return await _response(connection, stream, trace, timeouts.get("read"))
@@ -336,7 +338,7 @@ async def _response(
         await _trace(trace, "http2.receive_response_headers.complete", {"at": stream.first_byte_at})
     except BaseException:
         await connection.close_stream(stream)
-        connection.release()
+        connection.release(stream)
         raise
     return httpx.Response(
         status_code=stream.status or 0,
@@ -380,7 +382,7 @@ class _H2Body(httpx.AsyncByteStream):
         try:
             await self._connection.close_stream(self._stream)
         finally:
-            self._connection.release()
+            self._connection.release(self._stream)
             await _trace(self._trace, "http2.response_closed.complete", {})
 
 
