@@ -16,6 +16,7 @@ from typing import cast
 import httpx
 import pytest
 
+from controller.accounts.engines import BUSY_TIMEOUT_S
 from controller.accounts.ledger import Ledger
 from controller.accounts.store import CONNECTION_COLUMNS, Batch, ConnectionRow, Store, SwitchRow
 from dialout.config import ControllerConfig, Retention, load_config
@@ -152,7 +153,9 @@ async def test_a_locked_store_delays_no_ping_and_is_said_once(
             holder.execute("ROLLBACK")
             holder.close()
         assert answered >= 10
-        assert slowest < 1.0  # against the writer's 5 s wait on the lock: no ping waited for the store
+        # A ping that waited for the store would take the writer's whole wait on the lock (BUSY_TIMEOUT_S); half of
+        # it leaves a loaded machine its slow moments (1.19 s once, in CI's loaded run, against a bound of 1 s).
+        assert slowest < BUSY_TIMEOUT_S / 2
         answer = (await client.get(f"{running.url}/connections?switch=switch-1")).json()
         assert "writing to" in caplog.text
         assert "again" in caplog.text
