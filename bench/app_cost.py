@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from bare_app import app as bare_app
 from controller.accounts.connections import ConnectionRegistry
 from controller.http.app import create_app
 from controller.http.interval import parse_interval
+from controller.http.quart_seam import MESSAGES_EXTENSION
 from dialout.config import ControllerConfig
 
 IN_FLIGHT = 100  # as h2load -m 100
@@ -68,9 +70,12 @@ def ping_scope() -> HTTPScope:
 
 
 async def one_request(app: ASGIFramework) -> None:
+    """One ping, its messages offered as the controller's Hypercorn offers them: to ``receive``, or to a callback
+    given through ``MESSAGES_EXTENSION`` (controller/http/quart_seam.py), which only the controller's app takes."""
     status = 0
     request_sent = False
     disconnected = asyncio.Event()
+    listening: list[Callable[[ASGIReceiveEvent], None]] = []
 
     async def receive() -> ASGIReceiveEvent:
         nonlocal request_sent
@@ -80,14 +85,25 @@ async def one_request(app: ASGIFramework) -> None:
         await disconnected.wait()
         return {"type": "http.disconnect"}
 
+    def listen(listener: Callable[[ASGIReceiveEvent], None] | None) -> None:
+        nonlocal request_sent
+        listening[:] = [listener] if listener is not None else []
+        if listener is not None and not request_sent:
+            request_sent = True
+            listener({"type": "http.request", "body": b"", "more_body": False})
+
     async def send(message: ASGISendEvent) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             disconnected.set()
+            for listener in listening:
+                listener({"type": "http.disconnect"})
 
-    await app(ping_scope(), receive, send)
+    scope = ping_scope()
+    scope["extensions"] = {MESSAGES_EXTENSION: listen}  # type: ignore[dict-item]  # (Hypercorn types them as dicts)
+    await app(scope, receive, send)
     if status != 200:
         raise RuntimeError(f"/ping answered {status}")
 

@@ -57,7 +57,14 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import MapAdapter, Rule
 
-from controller.http.quart_seam import LightBody, LightRequest, OneTaskHTTPConnection, RememberingMap
+from controller.http.quart_seam import (
+    LightBody,
+    LightRequest,
+    OneTaskHTTPConnection,
+    RememberingMap,
+    SeamQuart,
+    take_body,
+)
 from controller.server.asgi_tls import ConnectionAwareTCPServer, StreamIdHTTPStream
 from controller.server.asyncio_seam import socket_transport
 from controller.server.h2_limits import GuardedH2Protocol
@@ -546,6 +553,36 @@ def test_trials_end_and_write_their_report_though_streams_are_blocked(stuck_conf
     assert not any("Traceback" in line for line in controller.lines), "\n".join(controller.lines)
 
 
+async def test_the_quart_seams_callback_takes_a_body_as_quarts_reader_does() -> None:
+    """A request whose messages the server hands to a callback (quart_seam's ``take_body``) ends with the body
+    Quart's own ``handle_messages`` makes of the same messages: pinned for an upgrade of Quart."""
+    app = SeamQuart(__name__)
+    scope: dict[str, Any] = {
+        **{"type": "http", "http_version": "2", "method": "POST", "scheme": "https", "path": "/ping"},
+        **{"raw_path": b"/ping", "query_string": b"", "root_path": "", "headers": [], "extensions": {}},
+    }
+    messages: list[Any] = [
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"c", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+    async def send(_: Any) -> None:
+        return None
+
+    quarts, ours = (OneTaskHTTPConnection(app, scope)._create_request_from_scope(send) for _ in range(2))  # type: ignore[arg-type]
+    left = iter(messages)
+
+    async def receive() -> Any:
+        return next(left)
+
+    await ASGIHTTPConnection.handle_messages(OneTaskHTTPConnection(app, scope), quarts, receive)  # type: ignore[arg-type]
+    for message in messages[:2]:
+        take_body(ours, message)
+    async with asyncio.timeout(5):
+        assert await quarts.get_data() == await ours.get_data() == b"abc"
+
+
 def test_quart_still_has_what_the_quart_seam_calls() -> None:
     """controller/http/quart_seam.py calls these of Quart's ASGIHTTPConnection: fail here if an upgrade moves them."""
     for name in ("_create_request_from_scope", "handle_messages", "handle_request"):
@@ -570,6 +607,35 @@ async def test_a_ping_whose_stream_the_switch_resets_ends_at_once_and_the_next_i
                 assert await peer.answer(peer.request("/ping?interval=0")) == 200
         finally:
             await peer.close()
+
+
+async def test_an_answered_pings_task_ends_done_not_cancelled(certs_dir: Path) -> None:
+    """Hypercorn tells the app ``http.disconnect`` from within its own last send, as it closes the stream: taken by
+    quart_seam's callback there, it cancelled the handler still in that send, and every answered ping's task ended
+    cancelled. The client going is acted on a turn later, as Quart's reader task did."""
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS)
+    ended: list[asyncio.Task[Any]] = []
+    loop = asyncio.get_running_loop()
+    create_task = loop.create_task
+
+    def watched(coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task = create_task(coro, **kwargs)
+        if getattr(coro, "__qualname__", "") == run_app.__qualname__:  # an app's, as Hypercorn spawns it
+            task.add_done_callback(ended.append)
+        return task
+
+    async with run_controller(cfg) as controller:
+        peer = await RawH2Client.connect(controller.port, client_ssl_context(certs_dir, "switch-1"))
+        try:
+            loop.create_task = watched  # type: ignore[method-assign]
+            async with asyncio.timeout(10):
+                assert [await peer.answer(stream) for stream in peer.requests(["/ping?interval=0"] * 3)] == [200] * 3
+                while len(ended) < 3:
+                    await peer.ping(b"ended?..")
+        finally:
+            loop.create_task = create_task  # type: ignore[method-assign]
+            await peer.close()
+    assert [task.cancelled() for task in ended] == [False] * 3
 
 
 async def test_an_answer_ends_in_the_frame_that_carries_its_body(certs_dir: Path) -> None:

@@ -47,7 +47,7 @@ import importlib.metadata
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import h2.events
 from h2.connection import H2Connection
@@ -71,6 +71,7 @@ from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 from priority.priority import DeadlockError, DuplicateStreamError, MissingStreamError
 
+from controller.http.quart_seam import MESSAGES_EXTENSION
 from controller.server.asyncio_seam import release_transport, socket_transport
 from dialout import h2_seam
 from dialout.errors import DialoutError
@@ -151,13 +152,28 @@ class AppInbox:
     the two or three events a ping gets. Bounded as Hypercorn's: ``put`` waits while ``maxsize`` wait unread (and
     with it h2's acknowledgement of a body's DATA, so a request body is held to its flow-control window)."""
 
-    __slots__ = ("_events", "_getters", "_maxsize", "_putters")
+    __slots__ = ("_events", "_getters", "_listener", "_maxsize", "_putters")
 
     def __init__(self, maxsize: int) -> None:
         self._events: list[ASGIReceiveEvent] = []
         self._maxsize = maxsize  # 0: unbounded, as asyncio.Queue's
         self._getters: list[asyncio.Future[None]] = []
         self._putters: list[asyncio.Future[None]] = []
+        self._listener: Callable[[ASGIReceiveEvent], None] | None = None
+
+    def listen(self, listener: Callable[[ASGIReceiveEvent], None] | None) -> None:
+        """Every event, those waiting and those to come, handed to ``listener`` as it is put, rather than kept for
+        ``get``: an app that takes its messages so needs no task waiting on them (``MESSAGES_EXTENSION``). Nothing
+        waits for room then: the listener takes each at once. None: kept again (the app is done)."""
+        self._listener = listener
+        if listener is None:
+            return
+        waiting, self._events = self._events, []
+        for event in waiting:
+            listener(event)
+        for putter in self._putters:
+            if not putter.done():
+                putter.set_result(None)
 
     async def get(self) -> ASGIReceiveEvent:
         while not self._events:
@@ -167,6 +183,9 @@ class AppInbox:
         return event
 
     async def put(self, event: ASGIReceiveEvent) -> None:
+        if self._listener is not None:
+            self._listener(event)
+            return
         while 0 < self._maxsize <= len(self._events):
             await self._wait(self._putters)
         self._events.append(event)
@@ -210,6 +229,8 @@ class SeamTaskGroup(TaskGroup):
         send: Callable[[ASGISendEvent | None], Awaitable[None]],
     ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
         inbox = AppInbox(config.max_app_queue_size)
+        if scope["type"] == "http":  # (this request's own scope, made for it by Hypercorn's HTTPStream)
+            cast(dict[str, Any], scope["extensions"])[MESSAGES_EXTENSION] = inbox.listen
         self.spawn(run_app, app, config, scope, inbox.get, send, self._in_executor, self._call_soon)
         return inbox.put
 
