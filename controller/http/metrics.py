@@ -140,8 +140,8 @@ def _signalled(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # another user's process: there, all the same
+        pass
     return True
 
 
