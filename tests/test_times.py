@@ -103,8 +103,11 @@ async def test_a_short_ping_among_long_ones_is_timed_as_curl_times_it(controller
         f"(k, switch s, curl s, reported s, lag s, controller s, controller's lag s): {late}"
     )
     assert min(row[1] for row in rows) >= SHORT_S
-    # What the report says (from the ping's start, its handshake included) is the short interval, not a long one.
-    assert max(row[3] - row[4] for row in rows) < SHORT_S + 0.2
+    # What the report says (from the ping's start, its handshake included) is the short interval, not a long one:
+    # nearer the one than the other. (SHORT_S + 0.2 held the handshake to 0.2 s besides: 0.54 s once, with four
+    # test workers on two cores.)
+    reported = max(row[3] - row[4] for row in rows)
+    assert reported < (SHORT_S + LONG_S) / 2, f"ping 1 reported at {reported:.3f} s: {rows}"
 
 
 async def run_rounds(
