@@ -692,6 +692,27 @@ async def test_a_requests_inbox_hands_its_events_over_in_order_and_holds_a_write
     assert first.cancelled()
 
 
+async def test_a_requests_inbox_hands_what_waits_and_what_comes_to_a_listener_in_order() -> None:
+    """``AppInbox.listen`` (quart_seam's ``MESSAGES_EXTENSION``): the events unread, then the one a writer held for
+    room, then each put, all to the listener in order; given None, the inbox keeps them again."""
+    inbox = AppInbox(2)
+    heard: list[bytes] = []
+    await inbox.put({"type": "http.request", "body": b"1", "more_body": True})
+    await inbox.put({"type": "http.request", "body": b"2", "more_body": True})
+    held = asyncio.ensure_future(inbox.put({"type": "http.request", "body": b"3", "more_body": True}))
+    await asyncio.sleep(0)
+    assert not held.done()  # two unread: the writer waits
+    inbox.listen(lambda event: heard.append(event.get("body", b"gone")))  # type: ignore[arg-type]
+    async with asyncio.timeout(5):
+        await held
+    await inbox.put({"type": "http.request", "body": b"4", "more_body": False})
+    assert heard == [b"1", b"2", b"3", b"4"]
+    inbox.listen(None)
+    await inbox.put({"type": "http.disconnect"})
+    assert heard == [b"1", b"2", b"3", b"4"]
+    assert (await inbox.get())["type"] == "http.disconnect"
+
+
 async def test_a_finished_connection_is_freed_as_it_ends_not_by_the_garbage_collector(certs_dir: Path) -> None:
     """Hypercorn's server and its protocol, h2's connection and asyncio's socket transport each sat in a cycle, so
     every finished connection (~115 objects, its TLS state among them) waited for a collection, which a storm of

@@ -183,11 +183,11 @@ class AppInbox:
         return event
 
     async def put(self, event: ASGIReceiveEvent) -> None:
-        if self._listener is not None:
+        while self._listener is None and 0 < self._maxsize <= len(self._events):
+            await self._wait(self._putters)
+        if self._listener is not None:  # (from the first, or since this put waited for room)
             self._listener(event)
             return
-        while 0 < self._maxsize <= len(self._events):
-            await self._wait(self._putters)
         self._events.append(event)
         self._wake(self._getters)
 
