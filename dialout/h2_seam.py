@@ -29,6 +29,13 @@ changes nothing. ``RepeatingEncoder`` (the switch's connections') gives the last
 while its table is as it was; ``RepeatingDecoder`` (both ends') gives the last header list again for the same
 block. ``tests/test_seams.py`` runs each beside hpack's own and compares what they give.
 
+And h2 remembers how each of the last 65,536 closed streams closed (``MAX_CLOSED_STREAMS``, in an OrderedDict: ~93
+bytes each), to answer a frame that crossed our close on the wire: 6 MB a connection once it has carried that many,
+at both ends; a day of a thousand switches each pinging every few seconds, some gigabytes. What that memory is for
+spans a round trip of the peer's frames, a few streams' closes on any real link: each connection keeps the last
+``CLOSED_STREAMS_KEPT`` (``PromptH2Connection.keep_fewer_closed``). A frame on a stream closed before those is
+treated as one on a stream closed by END_STREAM (a connection error), as h2 does beyond its own 65,536.
+
 And h2's connection refers to itself (its frame dispatch table holds its own bound methods), so a finished one
 waits for the garbage collector, with its HPACK tables: ``release`` empties the table of a connection that is over.
 """
@@ -51,6 +58,9 @@ from hyperframe.frame import Frame, RstStreamFrame
 from dialout.errors import DialoutError
 
 WRITTEN_FOR = "4."  # h2's series whose state machine this was written against
+# Closed streams whose closing a connection remembers (h2: 2**16). A reset stream's late frames come within a round
+# trip: at 2,000 closes a second on one connection, a round trip of half a second.
+CLOSED_STREAMS_KEPT = 1_024
 
 
 class H2SeamError(DialoutError):
@@ -170,6 +180,12 @@ class PromptH2Connection(H2Connection):
         super().__init__(config)
         self.encoder = RepeatingEncoder()
         self.decoder = RepeatingDecoder.replacing(self.decoder)
+        self.keep_fewer_closed()
+
+    def keep_fewer_closed(self) -> None:
+        """Remember the closing of the last ``CLOSED_STREAMS_KEPT`` streams, not h2's 65,536 (h2 trims its
+        ``SizeLimitDict`` to its ``_size_limit`` as each stream is added)."""
+        self._closed_streams._size_limit = CLOSED_STREAMS_KEPT  # type: ignore[attr-defined]
 
     @property
     def open_outbound_streams(self) -> int:
@@ -232,6 +248,7 @@ def made_prompt(connection: H2Connection, kind: type[Prompt]) -> Prompt:
     same object, whose class only adds methods."""
     connection.__class__ = kind
     assert isinstance(connection, kind)
+    connection.keep_fewer_closed()
     return connection
 
 

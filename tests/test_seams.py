@@ -34,6 +34,7 @@ import h2.frame_buffer
 import pytest
 from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
+from h2.errors import ErrorCodes
 from h2.exceptions import TooManyStreamsError
 from h2.settings import SettingCodes, Settings
 from h2.stream import StreamClosedBy
@@ -48,6 +49,7 @@ from hypercorn.asyncio.worker_context import AsyncioSingleTask, EventWrapper
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
 from hypercorn.protocol.http_stream import HTTPStream
+from hyperframe.frame import Frame, RstStreamFrame
 from priority.priority import DeadlockError, DuplicateStreamError, MissingStreamError
 from quart.asgi import ASGIHTTPConnection
 from quart.routing import QuartMap
@@ -80,6 +82,7 @@ from controller.server.serve import CUT_BOUND_S, install_seams
 from controller.trials.plan import PLAN
 from dialout.config import ControllerConfig
 from dialout.h2_seam import (
+    CLOSED_STREAMS_KEPT,
     H2SeamError,
     PromptH2Connection,
     RepeatingDecoder,
@@ -357,6 +360,46 @@ def test_a_client_that_forgets_its_streams_is_held_to_the_peers_limit_as_h2_hold
     client.forget(5)  # still open (no answer yet): not forgotten, and still counted
     with pytest.raises(TooManyStreamsError):
         client.send_headers(11, request, end_stream=True)
+
+
+def test_a_long_lived_connection_remembers_only_its_last_closed_streams() -> None:
+    """h2 keeps how each of the last 65,536 closed streams closed, 6 MB a connection that has carried as many: both
+    ends keep the last ``CLOSED_STREAMS_KEPT``, and an answer that crossed the client's reset on the wire is still
+    only that stream's error (RST_STREAM back), not the connection's."""
+    client = PromptH2Connection(H2Configuration(client_side=True, header_encoding=None))
+    server = made_prompt(H2Connection(H2Configuration(client_side=False, header_encoding=None)), PromptH2Connection)
+    server.initiate_connection()
+    client.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    request = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"x"), (b":path", b"/")]
+
+    def ask() -> int:
+        stream_id = client.get_next_available_stream_id()
+        client.send_headers(stream_id, request, end_stream=True)
+        server.receive_data(client.data_to_send())
+        server.send_headers(stream_id, [(b":status", b"200")])
+        return stream_id
+
+    for _ in range(3 * CLOSED_STREAMS_KEPT):
+        stream_id = ask()
+        server.send_data(stream_id, b"{}", end_stream=True)
+        client.receive_data(server.data_to_send())
+        server.forget(stream_id)
+        client.forget(stream_id)
+    assert len(client._closed_streams) == len(server._closed_streams) == CLOSED_STREAMS_KEPT
+    client.receive_data(server.data_to_send())
+    stream_id = ask()
+    client.reset_stream(stream_id)
+    client.forget(stream_id)
+    client.data_to_send()  # its RST_STREAM, crossing the answer on the wire:
+    server.send_data(stream_id, b"{}", end_stream=True)
+    client.receive_data(server.data_to_send())  # no connection error
+    said = client.data_to_send()
+    frame, length = Frame.parse_frame_header(memoryview(said[:9]))
+    frame.parse_body(memoryview(said[9 : 9 + length]))
+    assert isinstance(frame, RstStreamFrame)
+    assert (frame.stream_id, frame.error_code) == (stream_id, ErrorCodes.STREAM_CLOSED)
 
 
 def test_a_server_that_forgets_its_answered_streams_refuses_what_h2_would() -> None:
