@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 import sqlite3
@@ -16,10 +17,12 @@ from typing import cast
 import httpx
 import pytest
 
+from controller.accounts.connections import ConnectionRegistry, StreamSpan
 from controller.accounts.engines import BUSY_TIMEOUT_S
 from controller.accounts.ledger import Ledger
 from controller.accounts.store import CONNECTION_COLUMNS, Batch, ConnectionRow, Store, SwitchRow
 from dialout.config import ControllerConfig, Retention, load_config
+from dialout.text import Address
 from tests.commands import run_module
 from tests.servers import ControllerProcess, run_controller, write_config
 from tests.switches import async_switch_client
@@ -275,3 +278,23 @@ def test_rows_come_back_from_sqlite_as_they_were_written(tmp_path: Path) -> None
         assert store.switch_rows() == [SwitchRow(awkward, 1, 4, 2)]
     finally:
         store.close()
+
+
+def test_a_connection_keeps_its_answered_streams_times_not_the_streams() -> None:
+    """The switch's cross-check reads a connection's last 1,000 answered streams' times; the streams themselves
+    (path, query, record: 330 bytes each) go once the registry's own history lets them go, so a thousand
+    connections that have carried a thousand pings each hold some megabytes, not hundreds. An answer's write,
+    told after its stream ended, is the time kept."""
+    registry = ConnectionRegistry(stream_history=10)
+    connection = registry.open(peer=Address("127.0.0.1", 40000), switch="switch-1", alpn="h2", tls_version=None, tls={})
+    for number in range(1, 1501):
+        span = connection.begin_stream("/ping", "2", b"interval=0", stream_id=2 * number - 1)
+        span.answered = span.started + 0.001
+        connection.end_stream(span)
+        span.answered_at(span.started + 0.002 if number % 2 else span.answered)  # the turn's write, later
+    gc.collect()
+    assert sum(isinstance(thing, StreamSpan) for thing in gc.get_objects()) <= 10 + 1  # the registry's, this one's
+    kept = connection.stream_times()
+    assert [entry["number"] for entry in kept] == list(range(501, 1501))
+    assert kept[-1] == {"stream_id": 2999, "number": 1500, "answered_in_s": 0.001}
+    assert kept[-2] == {"stream_id": 2997, "number": 1499, "answered_in_s": 0.002}

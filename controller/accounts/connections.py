@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from controller.accounts.answered import AnsweredTime, AnsweredTimes
 from controller.accounts.refusals import Refusals
 from dialout.loop_lag import PERIOD_S, LagHistory
 from dialout.refusals import Refusal
@@ -78,9 +79,8 @@ class ControllerConnection:
     _history: deque[StreamSpan] | None = field(default=None, repr=False)
     _journal: Ledger | None = field(default=None, repr=False)
     _in_flight_spans: dict[int, StreamSpan] = field(default_factory=dict, repr=False)  # by number, for the live page
-    # Made at its first answer: an empty deque of maxlen 1000 costs some 7 us and 600 bytes, and a history of
-    # 10,000 connections read back from the account makes one for each.
-    _answered: deque[StreamSpan] | None = field(default=None, repr=False)
+    # Made at its first answer: a history of 10,000 connections read back from the account makes one for each.
+    _answered: AnsweredTimes | None = field(default=None, repr=False)
 
     def begin_stream(
         self, path: str = "", http_version: str | None = None, query: bytes = b"", stream_id: int | None = None
@@ -117,8 +117,13 @@ class ControllerConnection:
         """Keep ``span``'s times for ``stream_times``, if it was answered."""
         if span.answered is not None:
             if self._answered is None:
-                self._answered = deque(maxlen=ANSWERED_PER_CONNECTION)
-            self._answered.append(span)
+                self._answered = AnsweredTimes(ANSWERED_PER_CONNECTION)
+            span.kept = self._answered.add(span)
+
+    def answer_written(self, span: StreamSpan) -> None:
+        """``span``'s answer reached the wire after its times were kept: keep the later time."""
+        if span.kept is not None and self._answered is not None and span.answered is not None:
+            self._answered.rewrite(span.kept, span.number, span.answered)
 
     def stream_times(self, lags: LagHistory | None = None) -> list[dict[str, Any]]:
         """Its answered streams (the latest ``ANSWERED_PER_CONNECTION``): each one's id, and the seconds from its
@@ -128,13 +133,12 @@ class ControllerConnection:
         arrived earlier than its time here says."""
         return [
             {
-                "stream_id": span.stream_id,
-                "number": span.number,
-                "answered_in_s": round(span.answered - span.started, 6),
-                **({"loop_lag_s": round(_lag_of(span, lags), 6)} if lags else {}),
+                "stream_id": kept.stream_id,
+                "number": kept.number,
+                "answered_in_s": round(kept.answered - kept.started, 6),
+                **({"loop_lag_s": round(_lag_of(kept, lags), 6)} if lags else {}),
             }
-            for span in self._answered or ()
-            if span.answered is not None
+            for kept in self._answered or ()
         ]
 
     def spans_in_flight(self) -> list[StreamSpan]:
@@ -180,6 +184,7 @@ class StreamSpan:
     answered: float | None = None  # its response's last byte went to the server (monotonic seconds)
     refused: Refusal | None = None  # answered 403, and why: not the switch's traffic (controller/http/app.py)
     loop_lag: float | None = None  # read back from the account: how long its process's loop was held meanwhile
+    kept: int | None = None  # its slot among its connection's answered times, once kept there
 
     def describe(self) -> str:
         """How the log and the page name it: the wire's stream id, its ordinal after it."""
@@ -188,15 +193,16 @@ class StreamSpan:
     def answered_at(self, at: float) -> None:
         """Its answer's last byte was written to the connection's transport at ``at`` (monotonic)."""
         self.answered = at
+        if self.kept is not None:
+            self.connection.answer_written(self)
 
 
-def _lag_of(span: StreamSpan, lags: LagHistory) -> float:
-    """How long the loop was held while ``span`` was answered: as its account recorded it, or from ``lags`` (from
+def _lag_of(kept: AnsweredTime, lags: LagHistory) -> float:
+    """How long the loop was held while ``kept`` was answered: as its account recorded it, or from ``lags`` (from
     a sampler's period before its start: a wake-up taken in the same turn as the read, just before it)."""
-    if span.loop_lag is not None:
-        return span.loop_lag
-    assert span.answered is not None
-    return lags.held_during(span.started - PERIOD_S, span.answered)
+    if kept.loop_lag is not None:
+        return kept.loop_lag
+    return lags.held_during(kept.started - PERIOD_S, kept.answered)
 
 
 @dataclass
