@@ -14,12 +14,14 @@ Private keys are written 0600 and replaced atomically, so a reader never sees ha
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import ipaddress
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -86,10 +88,11 @@ def ensure_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterable
     Only a certificate that dialout issued is ever replaced (``_dialout_issued``): one a user placed there is
     used as it is, or refused with a line that says why, never overwritten.
     """
-    if _no_ca(certs_dir):
-        return generate_certs(certs_dir, hostnames, switch_ids)
-    leaves = [_controller_leaf(certs_dir, hostnames)] + [_switch_leaf(certs_dir, sid) for sid in switch_ids]
-    return _issue_what_is_due(certs_dir, leaves)
+    with _issuing(certs_dir):
+        if _no_ca(certs_dir):
+            return _generate_certs(certs_dir, hostnames, switch_ids)
+        leaves = [_controller_leaf(certs_dir, hostnames)] + [_switch_leaf(certs_dir, sid) for sid in switch_ids]
+        return _issue_what_is_due(certs_dir, leaves)
 
 
 def ensure_switch_certs(
@@ -118,7 +121,23 @@ def ensure_switch_certs(
     strangers = [sid for sid in ids if not listed(sid, fleet)] if fleet is not None else []
     if due and strangers and _ca_identity(certs_dir).key.exists():
         raise PKIError(_not_in_fleet(strangers[0], fleet or (), where))
-    return _issue_what_is_due(certs_dir, leaves, signed_by_ca=True)
+    with _issuing(certs_dir):
+        return _issue_what_is_due(certs_dir, leaves, signed_by_ca=True)
+
+
+@contextlib.contextmanager
+def _issuing(certs_dir: Path) -> Iterator[None]:
+    """One process at a time looks for what is due in ``certs_dir`` and makes it: a fleet's two shards started
+    together each found the same certificates missing and wrote them, the key of one beside the certificate of the
+    other (a shard exited 2 on the mismatch). An advisory lock on the directory itself, so nothing is left in it;
+    released when the descriptor closes, with the process if it dies."""
+    _make_directory(certs_dir)
+    directory = os.open(certs_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(directory)
 
 
 def _not_in_fleet(switch_id: str, fleet: Sequence[str], where: str) -> str:
@@ -170,10 +189,14 @@ def generate_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterab
     controller, ``switch_ids``, and every other switch certificate dialout issued in ``certs_dir`` (a fleet's), so
     that none is left signed by the CA this one replaces. A file it did not issue is never replaced (PKIError names
     it)."""
+    with _issuing(certs_dir):
+        return _generate_certs(certs_dir, hostnames, switch_ids)
+
+
+def _generate_certs(certs_dir: Path, hostnames: Iterable[str], switch_ids: Iterable[str]) -> list[Path]:
     switch_ids = list(dict.fromkeys([*switch_ids, *_dialout_switches_in(certs_dir)]))
     leaves = [_controller_leaf(certs_dir, hostnames)] + [_switch_leaf(certs_dir, sid) for sid in switch_ids]
     _refuse_foreign(certs_dir, leaves)
-    _make_directory(certs_dir)
     ca = trustme.CA(organization_name="dialout", organization_unit_name=CA_UNIT)
     ca_files = _ca_identity(certs_dir)
     _write_atomically(ca_files.key, ca.private_key_pem.bytes(), KEY_FILE_MODE)

@@ -93,7 +93,7 @@ def test_the_shard_script_runs_shards_whose_json_merges_into_the_fleet(tmp_path:
                 )
             )
         outputs = [shard.communicate(timeout=120) for shard in shards]
-    assert [shard.returncode for shard in shards] == [0, 0], [err for _, err in outputs]
+    assert [shard.returncode for shard in shards] == [0, 0], "\n".join(err for _, err in outputs)
     files = []
     for index, (out, err) in enumerate(outputs):
         cut = subprocess.run(

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import fcntl
 import logging
+import multiprocessing
+import os
+import shutil
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from dialout.pki import (
     ca_cert_path,
     controller_identity,
     ensure_certs,
+    ensure_switch_certs,
     generate_certs,
     switch_identity,
 )
@@ -163,3 +169,42 @@ def test_a_switch_issues_only_its_own_certificate_and_only_for_an_id_in_the_flee
     assert set(after) - set(before) == {"switch-2.pem", "switch-2.key"}
     assert {name: after[name] for name in before} == before
     assert mode(certs / "switch-2.key") == 0o600
+
+
+def _waits_for_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` is blocked on a file lock: /proc/locks marks each waiter with "->"."""
+    return any(
+        fields[1] == "->" and fields[5] == str(pid)
+        for fields in map(str.split, Path("/proc/locks").read_text().splitlines())
+    )
+
+
+def test_a_switch_issuing_while_another_process_issues_waits_for_it(tmp_path: Path) -> None:
+    """A fleet's shards started together on one machine issue into one certs_dir: one that looked while another
+    had written a key and not yet its certificate took it for an orphan key and exited 2. It waits instead, and
+    then finds nothing to issue: the key stays beside its own certificate."""
+    certs = tmp_path / "certs"
+    generate_certs(certs, ["localhost"], [])
+    elsewhere = tmp_path / "elsewhere"
+    generate_certs(elsewhere, ["localhost"], [])
+    shutil.copy(ca_cert_path(elsewhere), ca_cert_path(certs))  # so that what is issued below is the CA's
+    shutil.copy(elsewhere / "ca.key", certs / "ca.key")
+    ensure_switch_certs(elsewhere, ["fleet-1"], None)
+    # As the other process does it, half-way: the directory locked, the key written, the certificate not yet.
+    directory = os.open(certs, os.O_RDONLY | os.O_DIRECTORY)
+    # Spawned, not forked: a forked child would share this process's lock, and wait on itself.
+    issuer = multiprocessing.get_context("spawn").Process(target=ensure_switch_certs, args=(certs, ["fleet-1"], None))
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        shutil.copy(elsewhere / "fleet-1.key", certs / "fleet-1.key")
+        issuer.start()
+        deadline = time.monotonic() + 30
+        while issuer.is_alive() and not _waits_for_a_lock(issuer.pid or 0) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling for the state, bounded
+        assert issuer.is_alive(), "it did not wait: it took the key without its certificate for an orphan"
+        shutil.copy(elsewhere / "fleet-1.pem", certs / "fleet-1.pem")
+    finally:
+        os.close(directory)  # the other process is done
+        issuer.join(30)
+    assert issuer.exitcode == 0
+    assert (certs / "fleet-1.key").read_bytes() == (elsewhere / "fleet-1.key").read_bytes()  # nothing reissued
