@@ -57,6 +57,7 @@ from hostile import hostile_rows  # noqa: E402
 from processes import rss_kib, server  # noqa: E402
 from scaling import scaling_rows  # noqa: E402
 
+from dialout.asyncio_seam import smaller_tls_read_buffers  # noqa: E402
 from dialout.collector import pace_for_many_objects  # noqa: E402
 from dialout.config import (  # noqa: E402
     DEFAULT_MAX_CONCURRENT_STREAMS,
@@ -534,8 +535,10 @@ def main() -> int:
     args = parser.parse_args()
     counts = SMOKE if args.smoke else FULL
     rows = Table()
-    # The switch and the fleet run in this process: at the collector's pace that ``python -m sim_switch`` sets.
+    # The switch and the fleet run in this process: at the collector's pace and with the TLS read buffers that
+    # ``python -m sim_switch`` sets.
     pace_for_many_objects()
+    smaller_tls_read_buffers()
     if not args.hostile_only:
         with tempfile.TemporaryDirectory() as tmp:
             served_rows(rows, Path(tmp), args, counts)

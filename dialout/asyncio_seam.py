@@ -1,8 +1,17 @@
-"""Where dialout reaches inside asyncio: its TLS is made to send the fatal alert when a handshake fails, so a
-refused switch learns why, and to tell the controller who it refused; what a balancer sends before a connection's
-TLS is read first (``read_before_tls``: its PROXY header); a server's handshakes are paced, so that a storm of them
-cannot hold up the answers on the connections already up; its loop's turns are counted; and a finished
-connection's socket transport lets go of itself (``release_transport``).
+"""Where dialout reaches inside asyncio, for both halves: its TLS is made to send the fatal alert when a handshake
+fails, so a refused switch learns why, and to tell the controller who it refused; what a balancer sends before a
+connection's TLS is read first (``read_before_tls``: its PROXY header); a server's handshakes are paced, so that a
+storm of them cannot hold up the answers on the connections already up; its loop's turns are counted; a finished
+connection's socket transport lets go of itself (``release_transport``); and every TLS connection reads into a
+buffer of ``TLS_READ_BUFFER``, not 256 KiB (``smaller_tls_read_buffers``).
+
+asyncio's ``SSLProtocol`` makes each connection a zero-filled read buffer of ``max_size`` (256 KiB) as it is
+made, and reads into it whatever it is sent: 333 KiB of a controller's RSS an idle connection of a switch, of
+which that buffer is the most; a thousand switches, on either end, 256 MB of buffers that hold a ping's few hundred
+bytes. A TLS record is at most 16 KiB: ``TLS_READ_BUFFER`` holds two. Measured on a controller of one worker
+holding 400 idle connections (each past its SETTINGS): 333 -> 109 KiB a connection; its CPU a request under h2load
+no worse (bench/RESULTS.md). ``SSLProtocol.max_size`` is a class attribute that asyncio reads at each
+connection's making and at each read; ``tests/test_seams.py`` pins both.
 
 asyncio's ``SSLProtocol`` force-closes the transport on a failed handshake without flushing what OpenSSL queued
 for the peer: the fatal alert (``certificate required``, ``unknown ca``, ``bad certificate``). A switch that dials
@@ -34,6 +43,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 _PATCHED_MARK = "_dialout_sends_handshake_alerts"
+TLS_READ_BUFFER = 32 * 1024  # bytes a TLS connection reads at once: two full records (asyncio: 256 KiB)
 # Who hears of a failed handshake, by the SSLContext it was made with (a server's; clients' are not listed).
 FailedHandshake = Callable[[Any, ssl.SSLError], None]  # (the peer's socket address, OpenSSL's error)
 _reporters: weakref.WeakKeyDictionary[ssl.SSLContext, FailedHandshake] = weakref.WeakKeyDictionary()
@@ -42,6 +52,11 @@ _reporters: weakref.WeakKeyDictionary[ssl.SSLContext, FailedHandshake] = weakref
 def report_failed_handshakes(context: ssl.SSLContext, reporter: FailedHandshake) -> None:
     """Call ``reporter`` for every handshake that fails on a connection made with ``context``."""
     _reporters[context] = reporter
+
+
+def smaller_tls_read_buffers() -> None:
+    """Every TLS connection made from now on in this process reads into ``TLS_READ_BUFFER`` bytes."""
+    sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 def send_handshake_alerts() -> None:

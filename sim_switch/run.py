@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from dialout.asyncio_seam import smaller_tls_read_buffers
 from dialout.collector import pace_for_many_objects
 from dialout.config import (
     Config,
@@ -112,6 +113,7 @@ def run(args: RunOptions) -> int:
     # A fleet's switches each make their own TLS context.
     settings = RunSettings(scenario, cfg.switch, None if fleet else plan.ssl_context, trace_frames=output.frames)
     pace_for_many_objects()
+    smaller_tls_read_buffers()
     match scenario.kind:
         case Fleet():
             return _run_fleet(cfg, settings, plan.urls, show, Split(args.shard, args.workers), output)

@@ -11,7 +11,7 @@ from controller.commands.explain import INCONCLUSIVE_EXIT, exit_code
 from controller.diagnosis.analysis import RUN_GAP_S, Limits, diagnose
 from controller.diagnosis.findings import DialRace, FindingKind, Refused, SwitchDiagnosis, inconclusive
 from controller.diagnosis.sentences import diagnosis_json, sentence
-from controller.server.asyncio_seam import count_loop_turns, loop_turn
+from dialout.asyncio_seam import count_loop_turns, loop_turn
 from dialout.loop_lag import PERIOD_S, LoopLag
 from dialout.refusals import Refusal
 from dialout.text import Address

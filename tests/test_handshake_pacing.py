@@ -1,4 +1,4 @@
-"""A server's TLS handshakes paced (``controller/server/asyncio_seam.py``, ``HandshakePacer``): a burst of them is
+"""A server's TLS handshakes paced (``dialout/asyncio_seam.py``, ``HandshakePacer``): a burst of them is
 spread over turns of the loop, none is lost, and a refused one still gets its alert when its step was put off.
 
 A real asyncio TLS server on loopback with the controller's own TLS context, and real TLS clients dialling it at
@@ -12,8 +12,8 @@ import ssl
 from pathlib import Path
 
 from controller.server import asgi_tls
-from controller.server.asyncio_seam import HandshakePacer, count_loop_turns, send_handshake_alerts
 from controller.server.serve import server_ssl_context
+from dialout.asyncio_seam import HandshakePacer, count_loop_turns, send_handshake_alerts
 from dialout.config import ControllerConfig
 from sim_switch.dial.tls import client_ssl_context
 from tests.conftest import SWITCH_IDS

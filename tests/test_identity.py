@@ -24,8 +24,8 @@ from hypercorn.utils import wrap_app
 
 from controller.accounts.connections import ConnectionRegistry
 from controller.server.asgi_tls import CONNECTION_EXTENSION, ConnectionScopeMiddleware
-from controller.server.asyncio_seam import count_loop_turns, loop_turn
 from controller.server.serve import hypercorn_config, install_seams, new_registry, server_ssl_context
+from dialout.asyncio_seam import count_loop_turns, loop_turn
 from dialout.config import ControllerConfig, OneShot, Scenario
 from dialout.pki import ca_cert_path, controller_identity, generate_certs, switch_identity
 from sim_switch.dial.controller_view import compare

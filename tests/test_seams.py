@@ -68,7 +68,6 @@ from controller.http.quart_seam import (
     take_body,
 )
 from controller.server.asgi_tls import ConnectionAwareTCPServer, StreamIdHTTPStream
-from controller.server.asyncio_seam import socket_transport
 from controller.server.h2_limits import GuardedH2Protocol
 from controller.server.hypercorn_seam import (
     AppInbox,
@@ -78,8 +77,9 @@ from controller.server.hypercorn_seam import (
     StreamTurns,
     check_versions,
 )
-from controller.server.serve import CUT_BOUND_S, install_seams
+from controller.server.serve import CUT_BOUND_S, install_seams, server_ssl_context
 from controller.trials.plan import PLAN
+from dialout.asyncio_seam import TLS_READ_BUFFER, smaller_tls_read_buffers, socket_transport
 from dialout.config import ControllerConfig
 from dialout.h2_seam import (
     CLOSED_STREAMS_KEPT,
@@ -360,6 +360,36 @@ def test_a_client_that_forgets_its_streams_is_held_to_the_peers_limit_as_h2_hold
     client.forget(5)  # still open (no answer yet): not forgotten, and still counted
     with pytest.raises(TooManyStreamsError):
         client.send_headers(11, request, end_stream=True)
+
+
+async def test_a_tls_connection_reads_into_a_buffer_of_two_records_not_256_kib(
+    certs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncio gives each TLS connection a zero-filled read buffer of ``SSLProtocol.max_size`` (256 KiB), most of
+    a controller's memory an idle switch: both halves make it ``TLS_READ_BUFFER``, and what is sent in records
+    many times that size still arrives whole."""
+    monkeypatch.setattr(asyncio.sslproto.SSLProtocol, "max_size", asyncio.sslproto.SSLProtocol.max_size)  # undone after
+    smaller_tls_read_buffers()
+    received: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+
+    async def read_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ssl_protocol = writer.transport._ssl_protocol  # type: ignore[attr-defined]
+        received.set_result((len(ssl_protocol._ssl_buffer), await reader.read()))
+        writer.close()
+
+    cfg = ControllerConfig(certs_dir=certs_dir, switches=SWITCH_IDS)
+    server = await asyncio.start_server(read_all, "127.0.0.1", 0, ssl=server_ssl_context(cfg))
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        context = client_ssl_context(certs_dir, "switch-1")
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
+        sent = random.Random(5).randbytes(20 * TLS_READ_BUFFER)
+        writer.write(sent)
+        await writer.drain()
+        writer.close()  # its close_notify: the server's read ends
+        size, got = await asyncio.wait_for(received, 30)
+    assert size == TLS_READ_BUFFER < 256 * 1024
+    assert got == sent
 
 
 def test_a_long_lived_connection_remembers_only_its_last_closed_streams() -> None:

@@ -78,7 +78,7 @@ async def test_controller_sends_the_alert_for_a_refused_certificate(
     max_version: ssl.TLSVersion | None,
     alert: str,
 ) -> None:
-    """Pins controller/server/asyncio_seam.py: without it asyncio drops the alert and the switch sees only an EOF."""
+    """Pins dialout/asyncio_seam.py: without it asyncio drops the alert and the switch sees only an EOF."""
     context = context_trusting(certs_dir, foreign_certs_dir if cert_dir else None, max_version)
     with pytest.raises(ssl.SSLError) as caught:
         await asyncio.to_thread(read_after_handshake, controller.port, context)

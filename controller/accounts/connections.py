@@ -70,7 +70,7 @@ class ControllerConnection:
     hello_at: float | None = None
     opened: float = field(default_factory=time.monotonic)
     # The event loop's turns in which its ClientHello and its handshake's end were read (None: not counted):
-    # which of two connections' came first, whatever the loop's lag (controller/server/asyncio_seam.py).
+    # which of two connections' came first, whatever the loop's lag (dialout/asyncio_seam.py).
     hello_turn: int | None = None
     done_turn: int | None = None
     closed: float | None = None

@@ -3,7 +3,8 @@ bends its libraries, one module each, so that an upgrade re-checks one place:
 
 - ``hypercorn_seam``: every Hypercorn class we put in its place, the Hypercorn bugs mended on the way, our typed
   ``Config``; checked at start against the Hypercorn and h2 series it was written for;
-- ``asyncio_seam``: asyncio's SSL protocol, so a refused client certificate gets its TLS alert (CPython gh-98078);
+- ``dialout.asyncio_seam`` (shared with the switch): asyncio's SSL protocol, so a refused client certificate gets
+  its TLS alert (CPython gh-98078), handshakes are paced, and a connection's read buffer is 32 KiB, not 256;
 - ``dialout.h2_seam`` (shared with the switch): h2's state machine, opened again after a GOAWAY.
 
 ``accepting`` gives the listening sockets (ours) a subclass, so that asyncio's accept() counts pending handshakes:

@@ -38,8 +38,8 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 
 from controller.accounts.connections import ConnectionRegistry, ControllerConnection, StreamSpan
 from controller.accounts.forwarded import Identified, ProxyPolicy, carries_forwarding, read_forwarded
-from controller.server.asyncio_seam import first_read, loop_turn
 from controller.server.hypercorn_seam import SeamTCPServer, dialout_config
+from dialout.asyncio_seam import first_read, loop_turn
 from dialout.text import Address, format_address, printable
 
 CONNECTION_EXTENSION = "dialout.connection"

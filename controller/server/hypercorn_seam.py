@@ -72,8 +72,8 @@ from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 from priority.priority import DeadlockError, DuplicateStreamError, MissingStreamError
 
 from controller.http.quart_seam import MESSAGES_EXTENSION
-from controller.server.asyncio_seam import release_transport, socket_transport
 from dialout import h2_seam
+from dialout.asyncio_seam import release_transport, socket_transport
 from dialout.errors import DialoutError
 from dialout.lazy_event import LazyEvent
 

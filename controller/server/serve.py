@@ -38,19 +38,20 @@ from controller.server.asgi_tls import (
     note_client_hello,
     note_handshake_done,
 )
-from controller.server.asyncio_seam import (
+from controller.server.balance import Share
+from controller.server.graceful import refuse_new_streams
+from controller.server.h2_limits import GuardedH2Protocol, PeerLimits
+from controller.server.hypercorn_seam import DialoutConfig
+from controller.server.proxy_protocol import ProxyHeaders
+from dialout.asyncio_seam import (
     FailedHandshake,
     HandshakePacer,
     count_loop_turns,
     read_before_tls,
     report_failed_handshakes,
     send_handshake_alerts,
+    smaller_tls_read_buffers,
 )
-from controller.server.balance import Share
-from controller.server.graceful import refuse_new_streams
-from controller.server.h2_limits import GuardedH2Protocol, PeerLimits
-from controller.server.hypercorn_seam import DialoutConfig
-from controller.server.proxy_protocol import ProxyHeaders
 from dialout.config import ControllerConfig
 from dialout.errors import DialoutError, PKIError
 from dialout.loop_lag import LoopLag
@@ -209,6 +210,7 @@ def install_seams() -> None:
     """Where serving bends Hypercorn and asyncio, once per process (``hypercorn_seam``, ``asyncio_seam``; h2's
     is ``dialout.h2_seam``)."""
     send_handshake_alerts()
+    smaller_tls_read_buffers()
     hypercorn_seam.install(ConnectionAwareTCPServer, GuardedH2Protocol, StreamIdHTTPStream, CheckedPathStream)
 
 

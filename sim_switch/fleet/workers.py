@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from dialout.asyncio_seam import smaller_tls_read_buffers
 from dialout.collector import pace_for_many_objects
 from dialout.config import Fleet
 from dialout.errors import DialoutError
@@ -116,7 +117,8 @@ def _work(
     def report(kind: str, value: Any = None) -> None:  # noqa: ANN401
         results.send((kind, value))
 
-    pace_for_many_objects()  # a spawned process: it starts with the default pace
+    pace_for_many_objects()  # a spawned process: it starts with the default pace, and asyncio's buffers
+    smaller_tls_read_buffers()
     try:
         result = asyncio.run(run_fleet(settings, urls, show, lambda done, total: report("done"), shard))
         report("tally", tally_json(tally(result)))
