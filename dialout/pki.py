@@ -130,14 +130,18 @@ def _issuing(certs_dir: Path) -> Iterator[None]:
     """One process at a time looks for what is due in ``certs_dir`` and makes it: a fleet's two shards started
     together each found the same certificates missing and wrote them, the key of one beside the certificate of the
     other (a shard exited 2 on the mismatch). An advisory lock on the directory itself, so nothing is left in it;
-    released when the descriptor closes, with the process if it dies."""
+    released when the descriptor closes, with the process if it dies. Where the directory cannot be locked (some
+    network filesystems refuse flock on a descriptor opened to read), it goes on unlocked, as it did before."""
     _make_directory(certs_dir)
-    directory = os.open(certs_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
+    directory: int | None = None
+    with contextlib.suppress(OSError):
+        directory = os.open(certs_dir, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(directory, fcntl.LOCK_EX)
+    try:
         yield
     finally:
-        os.close(directory)
+        if directory is not None:
+            os.close(directory)
 
 
 def _not_in_fleet(switch_id: str, fleet: Sequence[str], where: str) -> str:

@@ -1,9 +1,10 @@
 """The times of a connection's latest answered streams, packed: what the switch's cross-check reads of them.
 
 A connection kept its last 1,000 answered ``StreamSpan``s alive for this, each with its path, its query and its
-record's other fields: 337 bytes a span (tracemalloc), 337 KB a connection that has carried as many, and the
-registry keeps 10,000 connections after they close. A thousand switches a day: gigabytes for four numbers a
-stream. Here those four numbers are five floats in one array, 40 bytes a stream, in a ring of fixed size.
+record's other fields: 330 bytes a span (tracemalloc), 330 KB a connection that has carried as many, and the
+registry keeps 10,000 connections after they close; a thousand switches for a day, gigabytes. What the
+cross-check reads of each (its stream id and number, when it started and was answered, and the loop's lag the
+account recorded) is five floats in one array here, 40 bytes a stream, in a ring of fixed size.
 """
 
 from __future__ import annotations
