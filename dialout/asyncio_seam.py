@@ -11,7 +11,8 @@ which that buffer is the most; a thousand switches, on either end, 256 MB of buf
 bytes. A TLS record is at most 16 KiB: ``TLS_READ_BUFFER`` holds two. Measured on a controller of one worker
 holding 400 idle connections (each past its SETTINGS): 333 -> 109 KiB a connection; its CPU a request under h2load
 no worse (bench/RESULTS.md). ``SSLProtocol.max_size`` is a class attribute that asyncio reads at each
-connection's making and at each read; ``tests/test_seams.py`` pins both.
+connection's making and at each read; ``tests/test_seams.py`` checks the buffer a real connection gets, and that
+what is sent in many times its size arrives whole.
 
 asyncio's ``SSLProtocol`` force-closes the transport on a failed handshake without flushing what OpenSSL queued
 for the peer: the fatal alert (``certificate required``, ``unknown ca``, ``bad certificate``). A switch that dials
