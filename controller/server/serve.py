@@ -207,8 +207,8 @@ def raise_open_files_limit() -> None:
 
 
 def install_seams() -> None:
-    """Where serving bends Hypercorn and asyncio, once per process (``hypercorn_seam``, ``asyncio_seam``; h2's
-    is ``dialout.h2_seam``)."""
+    """Where serving bends Hypercorn and asyncio, once per process (``hypercorn_seam``; asyncio's and h2's,
+    shared with the switch, are ``dialout.asyncio_seam`` and ``dialout.h2_seam``)."""
     send_handshake_alerts()
     smaller_tls_read_buffers()
     hypercorn_seam.install(ConnectionAwareTCPServer, GuardedH2Protocol, StreamIdHTTPStream, CheckedPathStream)
