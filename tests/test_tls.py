@@ -237,6 +237,27 @@ async def test_a_client_without_alpn_gets_http11_and_is_reported_so(
     assert record.to_json()["alpn"] is None
 
 
+async def test_controller_sends_no_session_tickets(controller: RunningController, certs_dir: Path) -> None:
+    """Under TLS 1.3 a server sends its tickets after the handshake, before its first answer: a client that has
+    read an answer has read any ticket it was going to get."""
+    context = client_ssl_context(certs_dir, "switch-1")
+
+    def session_after_an_answer() -> ssl.SSLSession | None:
+        with (
+            socket.create_connection(("127.0.0.1", controller.port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.version() == "TLSv1.3"
+            tls.sendall(b"GET /ping?interval=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            answer = b"".join(iter(lambda: tls.recv(65536), b""))
+            assert answer.startswith(b"HTTP/1.1 200")
+            return tls.session
+
+    session = await asyncio.to_thread(session_after_an_answer)
+    assert session is not None
+    assert not session.has_ticket
+
+
 @pytest.mark.parametrize("key", ["controller.key", "ca.key"])
 def test_controller_refuses_to_start_with_a_key_others_can_read(
     tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]

@@ -110,6 +110,11 @@ def server_ssl_context(cfg: ControllerConfig) -> ssl.SSLContext:
     context.options |= ssl.OP_NO_COMPRESSION  # RFC 9113 section 9.2.1
     context.set_ciphers(TLS12_CIPHERS)
     context.set_alpn_protocols(list(ALPN_PROTOCOLS))
+    # No TLS 1.3 session tickets: OpenSSL sends two after every handshake by default, each the session with the
+    # switch's certificate in it, sealed (0.3 of the server's 1.1 ms a handshake, bench/handshake_cost.py), and
+    # a switch on asyncio cannot offer one back (its connections take no session). A switch that would resume
+    # makes a full handshake, which the trace shows as any other.
+    context.num_tickets = 0
     context.verify_mode = ssl.CERT_OPTIONAL if cfg.client_certs_optional else ssl.CERT_REQUIRED
     context.sni_callback = note_client_hello
     files.identity.configure_cert(context)
