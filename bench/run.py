@@ -9,7 +9,8 @@
    difference goes: the CPU per request of the ASGI app alone, in this process (bench/app_cost.py).
 2. switch as load generator: the sim-switch's CPU per ping (this process, every trace and the cross-check on) /
    the floor of a Python HTTP/2 client's (bench/floor_client.py: asyncio and h2, nothing else), 1 connection x
-   100 in flight; its pings/s / h2load's, same controller, taking turns (the floor client's too); the references
+   100 in flight; its pings/s / h2load's, same controller, taking turns (the floor client's too, and h2load's
+   beside a process as busy as the switch: bench/neighbour.py); the references
    beneath it, a bare httpx client keeping 100 requests in flight on one connection on the switch's own transport
    and on httpcore's HTTP/2.
 3. multiplexing at depth: 1000 pings of 1 s, spill and queue: wall time, overhead p50/p99; spill against h2load in
@@ -54,6 +55,7 @@ import httpx  # noqa: E402
 import restart  # noqa: E402
 from floor_client import floor_rate  # noqa: E402
 from hostile import hostile_rows  # noqa: E402
+from neighbour import busy_neighbour  # noqa: E402
 from processes import rss_kib, server  # noqa: E402
 from scaling import scaling_rows  # noqa: E402
 
@@ -389,6 +391,7 @@ def controller_rows(rows: Table, h2load: str, port: int, bare_port: int, counts:
 def switch_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load: str) -> None:
     """Rows 2, taking turns so that a noisy moment hits all alike (h2load, the switch's reference, too)."""
     references: list[float] = []
+    beside: list[float] = []
     ours: list[Rate] = []
     floor: list[Rate] = []
     wire: list[Rate] = []
@@ -398,6 +401,8 @@ def switch_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load: str)
         cpu = time.process_time()
         wall_s, _ = asyncio.run(switch_run(url, certs, (0.0,) * counts.requests, StreamPolicy.QUEUE))
         ours.append(Rate(counts.requests / wall_s, (time.process_time() - cpu) / counts.requests * 1e6))
+        with busy_neighbour(ours[-1].cpu_us * ours[-1].per_s / 1e6):  # as busy as the switch was
+            beside.append(h2load_rate(h2load, port_of(url), counts.requests, 1, 100))
         floored = asyncio.run(floor_rate(url, client_ssl_context(certs, "switch-1"), counts.requests, 100))
         floor.append(Rate(floored.per_s, floored.cpu_us))
         wire.append(asyncio.run(bare_client_rate(url, certs, counts.requests, 100, wire=True)))
@@ -423,6 +428,16 @@ def switch_rows(rows: Table, url: str, certs: Path, counts: Counts, h2load: str)
             switch.per_s / reference,
             ">= 1.0x",
             switch.per_s >= reference,
+        )
+    )
+    busy = switch.cpu_us * switch.per_s / 1e6
+    rows.append(
+        Row(
+            "  h2load beside a neighbour as busy as the switch / alone",
+            f"{statistics.median(beside):.0f} / {reference:.0f} pings/s (the neighbour at {busy:.0%} of a core)",
+            statistics.median(beside) / reference,
+            "(what any client that busy costs this machine)",
+            None,
         )
     )
     rows.append(
