@@ -1,10 +1,11 @@
 """A neighbour that keeps a share of one core busy and does nothing else: what a client as busy as the sim-switch
 costs this machine's other core, whoever the client is.
 
-On this 2-core machine, a Python client at ~45% of a core beside a one-worker controller slows the controller's
-requests by about a tenth, though it never takes the controller's core: h2load beside such a neighbour got 0.90x of
-h2load alone (four rounds taking turns, 2026-12-07). h2load itself costs next to nothing, so measured beside a
-neighbour as busy as the switch it is the reference that leaves only the switch's own doing in sim-switch / h2load.
+On this 2-core machine a client keeps ~45% of the core beside a one-worker controller's. h2load (which costs next to
+nothing) beside a neighbour that busy, taking turns with h2load alone (2026-12-07): 0.90x over 4 rounds, 0.95x
+over 8, 1.06x in one bench run; the machine's own speed drifted by a third within those minutes. A few percent,
+then, of what separates a Python client from h2load, measured in the same run so that it can be read off beside
+sim-switch / h2load on any machine.
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ Not part of CI. Loopback only; it stops by itself after --count pings or --max-s
 Prints pings ok/failed, the rate, the connections used, and both processes' RSS every tenth of the run; each end
 must be within 10% of its figure at the middle of the run.
 
-Why the middle, not the start: h2 remembers the last 2**16 closed streams of each connection
-(H2Connection.MAX_CLOSED_STREAMS), a bounded table that fills during the first 65,536 streams, and the allocator
-settles after it. A leak keeps growing through the second half; a warm-up does not. So the run must be long
-enough for its first half to pass that table: at least 140,000 pings.
+Why the middle, not the start: what is kept is bounded but fills first (the controller's account: the diagnosis's
+last 50,000 spans, SQLite's page cache; each end's memory of its last 1,024 closed streams, dialout/h2_seam.py),
+and the allocator settles after it. A leak keeps growing through the second half; a warm-up does not. So the run
+must be long enough for its first half to pass those: at least 140,000 pings.
 """
 
 from __future__ import annotations
