@@ -7,12 +7,14 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
+from controller.accounts.store import Store
 from tests.commands import run_module
 from tests.postgres import postgres_cluster
 from tests.servers import ControllerProcess, write_config
@@ -57,11 +59,32 @@ def test_controllers_on_one_postgresql_are_one_account(tmp_path: Path, database:
             answer = httpx.get(f"{third.admin_url}/connections", trust_env=False).json()
     assert len(answer["connections"]) == 2  # nothing of the killed one's is lost
     shown = run_module("controller", "account", "--config", str(config))
-    assert f"account: {database} (schema 1" in shown.stdout, shown.stderr
+    assert f"account: {database} (schema 2" in shown.stdout, shown.stderr
     assert "holds 2 connections" in shown.stdout
     assert "of 3 controller lives" in shown.stdout
     exported = json.loads(run_module("controller", "account", "export", "--config", str(config)).stdout)
     assert [row["switch"] for row in exported["switches"]] == ["switch-1"]
+
+
+def test_a_schema_1_account_gets_its_indexes_once_whoever_starts_first(database: str) -> None:
+    """Schema 2 indexes what retention reads every few seconds (the streams' order and end, the connections'
+    close). Replicas that start together on a store made before them both start, and the indexes are made once."""
+    Store(database, create=True).close()
+    with psycopg.connect(database, autocommit=True) as db:
+        db.execute("DROP INDEX streams_by_end, connections_by_close, streams_by_seq")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    with ThreadPoolExecutor(4) as starting:
+        stores = list(starting.map(lambda _: Store(database, create=False), range(4)))
+    for store in stores:
+        store.close()
+    with psycopg.connect(database, autocommit=True) as db:
+        indexes = {
+            row[0]
+            for row in db.execute("SELECT indexname FROM pg_indexes WHERE tablename IN ('streams', 'connections')")
+        }
+        schema = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchall()
+    assert {"streams_by_end", "connections_by_close", "streams_by_seq"} <= indexes
+    assert schema == [("2",)]
 
 
 def test_a_postgresql_that_cannot_be_reached_is_one_line(tmp_path: Path, cluster: str) -> None:

@@ -27,7 +27,14 @@ from dialout.config import Retention
 from dialout.errors import DialoutError
 from dialout.pages import Page
 
-SCHEMA_VERSION = 1
+# What retention drops, each found by an index (schema 2): closed connections too old or beyond the count, and
+# streams too old or beyond theirs ({seq}: the engine's word for the streams' order).
+PRUNE_CONNECTIONS = (
+    "DELETE FROM connections WHERE closed IS NOT NULL AND (closed < ? OR id <= "
+    "(SELECT id FROM connections ORDER BY id DESC LIMIT 1 OFFSET ?))"
+)
+PRUNE_STREAMS = "DELETE FROM streams WHERE ended < ? OR {seq} <= (SELECT max({seq}) FROM streams) - ?"
+SCHEMA_VERSION = 2  # 2: the indexes retention looks up (engines.INDEXES)
 # A connection's ``closed_for`` when its process was killed and the next one closed it: its record is as that
 # process last wrote it (the switch's cross-check does not hold it to that).
 CONTROLLER_GONE = "controller_gone"
@@ -168,14 +175,20 @@ class Store:
                     self._run(statement)
                 self._run("INSERT INTO meta VALUES ('schema', ?), ('next_connection', '1')", (str(SCHEMA_VERSION),))
                 return
+            self.engine.lock_schema(self._db)
             row = self._run("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.location} holds an account of schema {version}, made by a newer dialout (this one reads up to "
-                f"{SCHEMA_VERSION}): run that dialout, or name another store as controller.account"
-            )
-        # Older versions migrate here, one step each, when there are any.
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.location} holds an account of schema {version}, made by a newer dialout (this one reads "
+                    f"up to {SCHEMA_VERSION}): run that dialout, or name another store as controller.account"
+                )
+            # Older versions migrate here, one step each, in the transaction that read the version.
+            if version < 2:  # 1 -> 2: indexes only (made once, in a second or so for a million streams)
+                for statement in self.engine.indexes():
+                    self._run(statement)
+            if version < SCHEMA_VERSION:
+                self._run("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
     # -- lives
 
@@ -277,16 +290,9 @@ class Store:
 
     def _prune(self, retention: Retention, now: float) -> int:
         """Drop what ``retention`` does not keep, oldest first: the rows dropped. (In the caller's transaction.)"""
-        cutoff, seq = now - retention.max_age_s, self.engine.seq
-        dropped = self._run(
-            "DELETE FROM connections WHERE closed IS NOT NULL AND (closed < ? OR id <= "
-            "(SELECT id FROM connections ORDER BY id DESC LIMIT 1 OFFSET ?))",
-            (cutoff, retention.max_connections),
-        ).rowcount
-        dropped += self._run(
-            f"DELETE FROM streams WHERE ended < ? OR {seq} <= (SELECT max({seq}) FROM streams) - ?",
-            (cutoff, retention.max_streams),
-        ).rowcount
+        cutoff = now - retention.max_age_s
+        dropped = self._run(PRUNE_CONNECTIONS, (cutoff, retention.max_connections)).rowcount
+        dropped += self._run(PRUNE_STREAMS.format(seq=self.engine.seq), (cutoff, retention.max_streams)).rowcount
         return int(dropped)
 
     def prune(self, retention: Retention) -> int:
