@@ -145,8 +145,9 @@ class Ledger:
             await asyncio.sleep(FLUSH_S)
             await self.flush()
 
-    async def flush(self) -> None:
-        """Write what was recorded up to now; a write already under way is waited for first."""
+    async def flush(self, retain: bool = False) -> None:
+        """Write what was recorded up to now; a write already under way is waited for first. ``retain``: apply
+        retention in the same transaction, due or not (it is every ``PRUNE_S``): at the last write of a life."""
         # Asked of the write itself, not of a flag its done-callback clears: that callback runs a turn after the
         # write is done, and awaiting a done future does not let the loop turn, so a flush that came in that turn
         # spun for ever (a controller deaf to everything, SIGTERM too).
@@ -157,7 +158,9 @@ class Ledger:
         batch, need_ids = self._take(), self._ids_left() <= ID_REFILL
         # Kept until the write is done, not until this call is: a read that stops waiting (READ_WAIT_S) must not
         # let a second write begin beside this one.
-        self._writing = writing = asyncio.get_running_loop().run_in_executor(self._thread, self._write, batch, need_ids)
+        self._writing = writing = asyncio.get_running_loop().run_in_executor(
+            self._thread, self._write, batch, need_ids, retain
+        )
         await asyncio.shield(writing)
 
     def _take(self) -> Batch:
@@ -186,9 +189,9 @@ class Ledger:
                 self._written_totals[switch] = (now.connections, now.streams, now.peak_in_flight)
         return grown
 
-    def _write(self, batch: Batch, need_ids: bool) -> None:
+    def _write(self, batch: Batch, need_ids: bool, retain: bool) -> None:
         """On the ledger's thread: the batch, and a block of ids when this process's runs low."""
-        prune = time.monotonic() - self._pruned >= PRUNE_S
+        prune = retain or time.monotonic() - self._pruned >= PRUNE_S
         try:
             self._db.write(batch, self.retention if prune else None)
             if need_ids:
@@ -274,8 +277,8 @@ class Ledger:
         )
 
     async def close(self) -> None:
-        """Write what is left, and record this life's end."""
-        await self.flush()
+        """Write what is left, and record this life's end: the store left as retention says."""
+        await self.flush(retain=True)
         try:
             unused = range(self._next_id, self._blocks[-1].stop) if len(self._blocks) == 1 else range(0)
             await asyncio.get_running_loop().run_in_executor(self._thread, self._db.end_life, self.life, unused)
