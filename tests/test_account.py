@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from controller.accounts.connections import ConnectionRegistry, StreamSpan
-from controller.accounts.engines import BUSY_TIMEOUT_S
+from controller.accounts.engines import BUSY_TIMEOUT_S, engine_of
 from controller.accounts.ledger import Ledger
 from controller.accounts.store import (
     CONNECTION_COLUMNS,
@@ -317,7 +317,7 @@ def test_a_store_of_schema_1_gets_the_indexes_retention_reads(tmp_path: Path) ->
     db = sqlite3.connect(path)
     indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"streams_by_end", "connections_by_close"} <= indexes
-    for prune in (PRUNE_CONNECTIONS, PRUNE_STREAMS.format(seq="rowid")):
+    for prune in (PRUNE_CONNECTIONS, PRUNE_STREAMS.format(seq=engine_of(path).seq)):
         plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {prune}", (now, 10))]
         assert not {"SCAN streams", "SCAN connections"} & set(plan), plan  # a bare SCAN reads every row
     db.close()
