@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.server.balance import DECLINE_MAX_S, Loads
+from controller.server.balance import DECLINE_MAX_S, Loads, Turn
 from tests.commands import run_module
 from tests.servers import ControllerProcess, metrics_of, write_config
 from tests.switches import async_switch_client
@@ -50,11 +50,14 @@ async def _ping(url: str, certs: Path, interval: float) -> int:
 
 async def test_each_new_connection_goes_to_a_worker_with_the_fewest_open(tmp_path: Path) -> None:
     """Connections dialled one after another and kept open take turns over the workers, never two more on one
-    than on the other. On one shared socket left to itself, the worker first awake took 9 of 10; on a socket each
-    (SO_REUSEPORT), the kernel's hash split 10 as 7-3 or worse in a third of runs."""
+    than on the other but where the log says a worker was left waiting on one that did not take it in time (its
+    loop held, or not scheduled: on a busy machine). On one shared socket left to itself, the worker first awake
+    took 9 of 10; on a socket each (SO_REUSEPORT), the kernel's hash split 10 as 7-3 or worse in a third of runs."""
     config = write_config(tmp_path)
     held: Counter[str] = Counter()
     with ControllerProcess.start(config, "--workers", "2", "--verbose") as controller:
+        for _ in range(2):  # both workers accepting: before that, one takes all, rightly
+            controller.wait_for(WORKER + "accepting connections")
         async with contextlib.AsyncExitStack() as clients:
             for _ in range(HELD_CONNECTIONS):
                 client = await clients.enter_async_context(async_switch_client(tmp_path / "certs"))
@@ -63,7 +66,8 @@ async def test_each_new_connection_goes_to_a_worker_with_the_fewest_open(tmp_pat
                     controller.wait_for, WORKER + r"switch-1 conn #\d+ .*GET /ping: received"
                 )
                 held[received.group(1)] += 1
-                assert abs(held["w1"] - held["w2"]) <= 1, held
+                overdue = sum(1 for line in controller.lines if "taken out of balance" in line)
+                assert abs(held["w1"] - held["w2"]) <= 1 + overdue, (held, controller.lines)
 
 
 def test_a_worker_leaves_a_connection_to_one_with_fewer_open_for_a_bounded_time() -> None:
@@ -72,29 +76,29 @@ def test_a_worker_leaves_a_connection_to_one_with_fewer_open_for_a_bounded_time(
     first, second = loads.of(1, lambda: now[0]), loads.of(2, lambda: now[0])
     first.join()
     first.opened()
-    assert first.may_accept()  # the other is not accepting (yet): nobody to leave it to
+    assert first.turn() is Turn.TAKE  # the other is not accepting (yet): nobody to leave it to
     second.join()
-    assert (first.may_accept(), second.may_accept()) == (False, True)
+    assert (first.turn(), second.turn()) == (Turn.LEAVE, Turn.TAKE)
     now[0] += DECLINE_MAX_S / 2
-    assert not first.may_accept()  # the other has not taken it yet, and is still waited for
+    assert first.turn() is Turn.LEAVE  # the other has not taken it yet, and is still waited for
     now[0] += DECLINE_MAX_S / 2
-    assert first.may_accept()  # waited for long enough: taken, out of balance
+    assert first.turn() is Turn.TAKE_OVERDUE  # waited for long enough: taken, out of balance
     now[0] += 10 * DECLINE_MAX_S
-    assert not first.may_accept()  # a new wait, not the end of the old one
+    assert first.turn() is Turn.LEAVE  # a new wait, not the end of the old one
     first.closed()
-    assert (first.may_accept(), second.may_accept()) == (True, True)  # as many open: either
+    assert (first.turn(), second.turn()) == (Turn.TAKE, Turn.TAKE)  # as many open: either
     second.opened()
     second.opened()
-    assert not second.may_accept()
+    assert second.turn() is Turn.LEAVE
     loads.gone(1)  # the parent saw worker 1 end
-    assert second.may_accept()
+    assert second.turn() is Turn.TAKE
     first.join()  # started again
     second.leave()  # stopping
     first.opened()
     first.opened()
-    assert first.may_accept()
+    assert first.turn() is Turn.TAKE
     second.closed()  # a stopping worker's connections close: it stays out
-    assert first.may_accept()
+    assert first.turn() is Turn.TAKE
 
 
 async def test_two_workers_keep_one_account(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from controller.server.balance import Share
+from controller.server.balance import DECLINE_MAX_S, Share, Turn
 
 logger = logging.getLogger(__name__)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -86,23 +86,25 @@ class HandshakeGate:
         """Accept only what this worker's part of the workers' load says it takes, from now on."""
         self._load_share = share
         share.join()
+        logger.debug("accepting connections: each new one goes to a worker with the fewest open")
 
     def stop_sharing(self) -> None:
         """This worker accepts no more: the others no longer leave connections to it."""
         if self._load_share is not None:
             self._load_share.leave()
 
-    def accept_now(self) -> bool:
-        """Whether another connection is accepted in this turn of the loop (False: at the next, or by another
+    def accept_now(self) -> Turn:
+        """Whether another connection is accepted in this turn of the loop (LEAVE: at the next, or by another
         worker with fewer open)."""
         if self._accepted_this_turn >= ACCEPTS_A_TURN:
-            return False
-        if self._load_share is not None and not self._load_share.may_accept():
-            return False
+            return Turn.LEAVE
+        turn = Turn.TAKE if self._load_share is None else self._load_share.turn()
+        if not turn.takes:
+            return turn
         if not self._accepted_this_turn:
             asyncio.get_running_loop().call_soon(self._next_turn)  # runs after what this turn runs
         self._accepted_this_turn += 1
-        return True
+        return turn
 
     def _next_turn(self) -> None:
         self._accepted_this_turn = 0
@@ -204,9 +206,14 @@ class _GatedListener(socket.socket):
         next turn."""
         gate = _gates[self]
         while True:
-            if not gate.accept_now():
+            turn = gate.accept_now()
+            if not turn.takes:
                 raise BlockingIOError("this turn's accepts are spent: the rest wait in the backlog")
             sock, address = super().accept()
+            if turn is Turn.TAKE_OVERDUE:  # (a test tells an imbalance it caused from one that is a fault)
+                logger.debug(
+                    "a connection taken out of balance: a worker with fewer open left it for %g s", DECLINE_MAX_S
+                )
             host = str(address[0]) if isinstance(address, tuple) else str(address)
             if gate.admit(sock, host):
                 sock.__class__ = _CountedSocket

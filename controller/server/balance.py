@@ -5,7 +5,7 @@ comes. Left to itself, the first awake takes it: ten connections dialled at once
 turns fastest). With a set of sockets for each worker (SO_REUSEPORT) the kernel spreads them by a hash of
 their addresses: 7 to 3 or 8 to 2 in a third of h2load's runs of ten, and the worker with more held the run
 to 3,000-3,400 req/s where 5 and 5 made 5,200. So each worker counts its open connections in memory the
-workers share, and one with more than another live worker leaves the connection to it (``may_accept``).
+workers share, and one with more than another live worker leaves the connection to it (``turn``).
 
 Leaving it costs the worker that declines a loop turn each time it finds the listener still ready, until the
 other has accepted (about one of that worker's turns). A worker stalled longer than ``DECLINE_MAX_S`` (its loop
@@ -16,12 +16,25 @@ waiting.
 from __future__ import annotations
 
 import ctypes
+import enum
 import multiprocessing
 import time
 from collections.abc import Callable
 
 GONE = -1  # a worker not accepting: not started yet, stopping, or dead
 DECLINE_MAX_S = 0.05  # the longest a worker leaves a waiting connection to a less loaded one that does not take it
+
+
+class Turn(enum.Enum):
+    """What a worker does with a connection waiting on the listener."""
+
+    TAKE = "take"  # no live worker has fewer open
+    LEAVE = "leave"  # to a worker with fewer open
+    TAKE_OVERDUE = "take overdue"  # left to one with fewer for DECLINE_MAX_S, which did not take it: out of balance
+
+    @property
+    def takes(self) -> bool:
+        return self is not Turn.LEAVE
 
 
 class Loads:
@@ -60,20 +73,20 @@ class Share:
         """This worker accepts no more (it is stopping)."""
         self._loads[self._index] = GONE
 
-    def may_accept(self) -> bool:
+    def turn(self) -> Turn:
         """Whether this worker takes a connection that is waiting now: when no live worker has fewer open."""
         others = [count for index, count in enumerate(self._loads) if index != self._index and count != GONE]
         if not others or self._open <= min(others):
             self._declined_from = None
-            return True
+            return Turn.TAKE
         now = self._clock()
         if self._declined_from is None or now - self._declined_at > DECLINE_MAX_S:
             self._declined_from = now  # a new run of declines: the one before ended with the connection taken
         self._declined_at = now
         if now - self._declined_from < DECLINE_MAX_S:
-            return False
+            return Turn.LEAVE
         self._declined_from = None
-        return True
+        return Turn.TAKE_OVERDUE
 
     def opened(self) -> None:
         self._open += 1
