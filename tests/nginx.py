@@ -5,12 +5,13 @@ controller replicas."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from controller.commands.nginx_conf import STREAM_MODULES
+from controller.commands.nginx_conf import STREAM_MODULES, state_dir
 from tests.commands import run_module
 from tests.servers import ControllerProcess, LineReader
 from tests.tools import missing, require
@@ -95,21 +96,28 @@ def nginx_balancing(config: Path, replicas: Sequence[ControllerProcess]) -> Iter
 
 @contextlib.contextmanager
 def _running(binary: str, configured: Callable[[int], Path]) -> Iterator[Nginx]:
-    """nginx on the configuration ``configured`` writes for a free port, listening on it, stopped at the end."""
+    """nginx on the configuration ``configured`` writes for a free port, listening on it, stopped at the end; the
+    directory ``--full`` made it in the system's temporary directory (one per listen address) removed with it."""
     for _ in range(PORT_TRIES):
         port = free_port()
-        process = subprocess.Popen(
-            [binary, "-c", str(configured(port))],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        with LineReader.stopped_at_exit(process):
-            nginx = Nginx(process, port)
-            if nginx.listening():
-                yield nginx
-                return
+        state = state_dir(f"127.0.0.1:{port}")
+        made = not state.exists()  # (one that was there is somebody's: left as it is)
+        try:
+            process = subprocess.Popen(
+                [binary, "-c", str(configured(port))],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            with LineReader.stopped_at_exit(process):
+                nginx = Nginx(process, port)
+                if nginx.listening():
+                    yield nginx
+                    return
+        finally:
+            if made:
+                shutil.rmtree(state, ignore_errors=True)
     raise AssertionError(f"nginx found each of {PORT_TRIES} free ports taken before it could listen on it")
 
 
