@@ -1,7 +1,9 @@
-"""The bench's server processes: start one and learn where it listens, and read its memory from /proc (Linux)."""
+"""The bench's server processes: start one and learn where it listens, and read its memory and CPU time from /proc
+(Linux)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -10,9 +12,21 @@ from pathlib import Path
 
 from tests.servers import rss_kib
 
-__all__ = ["rss_kib", "server"]
+__all__ = ["cpu_s", "rss_kib", "server", "workers_cpu_s"]
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def cpu_s(pid: int) -> float:
+    """Process ``pid``'s user and system time so far, every thread's (not its children's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def workers_cpu_s(pid: int) -> float:
+    """The user and system time so far of process ``pid``'s children (a controller's workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return sum(cpu_s(int(child)) for child in children)
 
 
 @contextmanager

@@ -352,6 +352,7 @@ class Counts:
     app_requests: int  # per round of bench/app_cost.py
     fleet: Fleet
     restart: restart.RestartCounts
+    scaling_repeats: int  # runs per figure of the scaling rows: throughput here moves ~10% a run, as the goals' margins
 
 
 FULL = Counts(
@@ -361,8 +362,11 @@ FULL = Counts(
     3000,
     Fleet(switches=1000, id_pattern="fleet-{n:04d}", pings=10, interval_s=5.0),
     restart.FULL,
+    5,
 )
-SMOKE = Counts(300, 1, 50, 200, Fleet(switches=20, id_pattern="fleet-{n:04d}", pings=2, interval_s=0.1), restart.SMOKE)
+SMOKE = Counts(
+    300, 1, 50, 200, Fleet(switches=20, id_pattern="fleet-{n:04d}", pings=2, interval_s=0.1), restart.SMOKE, 1
+)
 
 
 def controller_rows(rows: Table, h2load: str, port: int, bare_port: int, counts: Counts) -> None:
@@ -587,7 +591,7 @@ def served_rows(rows: Table, tmp: Path, args: argparse.Namespace, counts: Counts
         ]
 
     if args.scaling_only:
-        scaling_rows(add, h2load_at, tmp, counts.repeats)
+        scaling_rows(add, h2load_at, counts.requests, tmp, counts.scaling_repeats)
         return
     if args.restart_only:
         restart_row(rows, tmp, certs, counts.restart)
@@ -607,7 +611,7 @@ def served_rows(rows: Table, tmp: Path, args: argparse.Namespace, counts: Counts
             switch_rows(rows, url, certs, counts, h2load)
         if args.switch_only:
             return
-        scaling_rows(add, h2load_at, tmp, counts.repeats)
+        scaling_rows(add, h2load_at, counts.requests, tmp, counts.scaling_repeats)
     # The controllers on 2 workers each: the switch and the fleet as far as the controller lets them go.
     with server(controller_of(2)) as (_, port), server(controller_of(2)) as (_, port2):
         url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"
