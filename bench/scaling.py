@@ -67,7 +67,7 @@ def scaling_rows(add: AddRow, rate: Rate, requests: int, directory: Path, repeat
     )
     add(
         "  the same, the controller's CPU a request: 1 worker / 2 workers",
-        f"{one.median_cpu_us:.0f} / {two.median_cpu_us:.0f} us (both workers' together)",
+        f"{one.median_cpu_us:.0f} / {two.median_cpu_us:.0f} us CPU (both workers' together)",
         one.median_cpu_us / two.median_cpu_us,
         "(~1x)",
         None,
@@ -82,7 +82,7 @@ def scaling_rows(add: AddRow, rate: Rate, requests: int, directory: Path, repeat
     )
     add(
         "  the same, the controller's CPU a request: in memory / in SQLite",
-        f"{off.median_cpu_us:.0f} / {one.median_cpu_us:.0f} us (the account's cost, with less of the noise)",
+        f"{off.median_cpu_us:.0f} / {one.median_cpu_us:.0f} us CPU (the account's cost, with less of the noise)",
         off.median_cpu_us / one.median_cpu_us,
         "(>= 0.9x: as above)",
         None,
