@@ -181,13 +181,23 @@ def diagnose_stepwise(  # noqa: PLR0913 - as diagnose
             _sort(connection, switch, requested, by_switch, carried)
     for proxy in sorted(carried):
         yield Carried(proxy, carried[proxy])
+    _in_start_order(traffic)
     clock = _Clock(now, lag)
     for name in sorted(by_switch):
         found = by_switch[name]
         # Served: not those only refused. Most often nothing was refused at all, and both are plain.
         turned_away = {c.id: refused[c.id] for c in found if c.id in refused} if refused else {}
         served = [c for c in found if c.id in traffic or c.id not in refused] if refused else found
-        yield _diagnose_switch(name, served, {c.id: traffic.get(c.id, []) for c in served}, limits, clock, turned_away)
+        # Every switch's traffic in one map, read by each switch's connection ids only: a connection that carried
+        # none reads an empty list (and adds it), and no map is built a switch (10,000 entries at 10,000 connections).
+        yield _diagnose_switch(name, served, traffic, limits, clock, turned_away)
+
+
+def _in_start_order(traffic: dict[int, list[StreamSpan]]) -> None:
+    """Each connection's streams in the order they began (a store gives them in the order they ended)."""
+    for spans in traffic.values():
+        if len(spans) > 1:  # most connections of a storm carry one
+            spans.sort(key=_started)
 
 
 def _sort(
@@ -231,12 +241,10 @@ def _diagnose_switch(
     clock: _Clock,
     turned_away: dict[int, list[StreamSpan]],
 ) -> SwitchDiagnosis:
-    """``connections`` and their ``traffic`` are judged in runs; ``turned_away``: the requests refused, by
-    connection (those that carried only refused ones are not in ``connections``)."""
+    """``connections`` and their ``traffic`` (by connection id, each in the order they began; a connection with none
+    reads an empty list) are judged in runs; ``turned_away``: the requests refused, by connection (those that
+    carried only refused ones are not in ``connections``)."""
     connections = sorted(connections, key=lambda c: (_dialled(c), c.id))
-    for spans in traffic.values():
-        if len(spans) > 1:  # most connections of a storm carry one
-            spans.sort(key=_started)
     runs = tuple(_diagnose_run(run, traffic, limits, clock) for run in _runs(connections))
     found = [finding for run in runs for finding in run.findings]
     refused = _refused(name, turned_away, limits.fleet)
