@@ -21,11 +21,12 @@
    2 workers spread over 2 controllers; each controller on 2 workers.
 6. failover: a session over 2 controllers, the first SIGKILLed: time to the first ping answered by the second.
 7. scaling (bench/scaling.py): h2load -c 10 -m 10 against a controller of 2 workers / of 1; with its account in
-   SQLite / in memory only.
+   SQLite / in memory only; medians of 5 in turns, each with the controller's own CPU a request beside it.
 8. restart (bench/restart.py): 1000 persistent switches, the controller (2 workers) stopped with SIGTERM and started
    again: each switch's way back after it listens / the backoff's cap + 2 s, pings lost, the account's two lives.
-9. hostile peers (bench/hostile.py): a victim switch's p99 under each attack / alone; /diagnosis at 10,000
-   connections / at 1,000; the controller's RSS after 20,000 short connections / before.
+9. hostile peers (bench/hostile.py): a victim switch's p99 under each attack / alone; /diagnosis's answer (the
+   endpoint's own function) at 10,000 connections / at 1,000, in CPU; the controller's RSS after 20,000 short
+   connections / before.
 
 Loopback only, bounded counts. Installs h2load (Debian's nghttp2-client) when it is missing.
 """
