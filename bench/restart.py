@@ -30,7 +30,8 @@ from sim_switch.dial.session import run_session
 from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.tls import switch_ssl_context
 from sim_switch.fleet.run import loopback_source
-from sim_switch.model.events import LinkUp, SettingsReceived, TraceEvent
+from sim_switch.model.events import LinkUp, Reconnecting, SettingsReceived, TraceEvent
+from sim_switch.model.failures import Failure
 from sim_switch.model.results import RunResult
 from sim_switch.render.report import ping_error
 
@@ -107,6 +108,35 @@ async def controller(config: Path, port: int = 0) -> AsyncIterator[Controller]:
 
 
 @dataclass(frozen=True)
+class Redial:
+    """A switch's wait before a redial, as its session said it: when it began (perf_counter), how long, and why."""
+
+    at: float
+    attempt: int
+    delay_s: float
+    loss: str
+
+
+@dataclass(frozen=True)
+class Slowest:
+    """The switch that came back last: its way back, to tell a backoff's wait from a dial that failed after the
+    restarted controller listened."""
+
+    switch: str
+    back_s: float
+    redials: tuple[Redial, ...]  # after the SIGTERM, times from the new controller's listening
+
+    def said(self) -> str:
+        failed_after = [r for r in self.redials if r.at > 0]  # a wait begun after it listened: a dial there failed
+        waits = ", ".join(f"{r.delay_s:.2f} s from {r.at:+.2f}" for r in self.redials)
+        why = "; ".join(f"{r.at:+.2f} s: {r.loss}" for r in failed_after) or "no dial failed after it listened"
+        return (
+            f"the slowest, {self.switch}: back {self.back_s:.2f} s after it listened; its waits (times from the "
+            f"listen): {waits}; {why}"
+        )
+
+
+@dataclass(frozen=True)
 class Restart:
     switches: int
     down_s: float  # from SIGTERM to the new controller listening
@@ -117,6 +147,7 @@ class Restart:
     lost: Counter[str]  # failed for good: how many for each reason
     retried: int  # answered after a retry
     both_lives: int  # switches the account holds connections of on both sides of the restart
+    slowest: Slowest | None
 
 
 async def restart_in_front_of(counts: RestartCounts, config: Path, certs: Path, account: Path) -> Restart:
@@ -128,6 +159,7 @@ async def restart_in_front_of(counts: RestartCounts, config: Path, certs: Path, 
     scenario = Scenario("restart", schedule)
     ids = counts.switch_ids()
     ups: dict[str, list[float]] = defaultdict(list)
+    redials: dict[str, list[Redial]] = defaultdict(list)
     all_up = asyncio.Event()
 
     def watcher(switch_id: str) -> Callable[[TraceEvent], None]:
@@ -139,6 +171,9 @@ async def restart_in_front_of(counts: RestartCounts, config: Path, certs: Path, 
                 ups[switch_id].append(time.perf_counter())
                 if len(ups) == len(ids):
                     all_up.set()
+            elif isinstance(event, Reconnecting):
+                loss = event.loss.detail if isinstance(event.loss, Failure) else "went silent"
+                redials[switch_id].append(Redial(time.perf_counter(), event.attempt, event.delay_s, loss))
 
         return watch
 
@@ -167,22 +202,30 @@ async def restart_in_front_of(counts: RestartCounts, config: Path, certs: Path, 
         async with controller(config, first.port):
             listening = time.perf_counter()
             results = await asyncio.gather(*sessions)
-    back = [
-        min(at for at in ups[switch_id] if at > signalled) - listening
+    back = {
+        switch_id: min(at for at in ups[switch_id] if at > signalled) - listening
         for switch_id in ids
         if ups[switch_id][-1] > signalled
-    ]
+    }
+    last = max(back, key=back.__getitem__, default=None)
+    slowest = None
+    if last is not None:
+        ways = tuple(
+            dataclasses.replace(redial, at=redial.at - listening) for redial in redials[last] if redial.at > signalled
+        )
+        slowest = Slowest(last, back[last], ways)
     pings = [ping for result in results for ping in result.pings]
     return Restart(
         switches=len(ids),
         down_s=listening - signalled,
         stop_code=stop_code,
-        back_s=tuple(sorted(back)),
+        back_s=tuple(sorted(back.values())),
         cap_s=cap_s,
         pings=len(pings),
         lost=Counter(ping_error(ping) or "?" for ping in pings if ping.outcome == "failed"),
         retried=sum(ping.outcome == "retried-then-ok" for ping in pings),
         both_lives=_both_lives(account, signalled_at=time.time() - (time.perf_counter() - signalled)),
+        slowest=slowest,
     )
 
 

@@ -647,6 +647,8 @@ def restart_row(rows: Table, tmp: Path, certs: Path, counts: restart.RestartCoun
             len(run.back_s) == run.switches and slowest <= bound_s and not run.lost and run.both_lives == run.switches,
         )
     )
+    if run.slowest is not None:
+        print(f"   {run.slowest.said()}", flush=True)
     for reason, count in run.lost.most_common():
         print(f"   lost: {count} x {reason}", flush=True)
 
