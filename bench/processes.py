@@ -3,24 +3,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.servers import rss_kib
+from tests.servers import cpu_s, rss_kib
 
 __all__ = ["cpu_s", "rss_kib", "server", "workers_cpu_s"]
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def cpu_s(pid: int) -> float:
-    """Process ``pid``'s user and system time so far, every thread's (not its children's)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def workers_cpu_s(pid: int) -> float:

@@ -63,6 +63,13 @@ async def run_controller(cfg: ControllerConfig, port: int = 0) -> AsyncIterator[
         await task
 
 
+def cpu_s(pid: int) -> float:
+    """Process ``pid``'s user and system time so far, every thread's (not its children's), from /proc (Linux)."""
+    # the fields after the command's ")": state is the first, utime the 12th and stime the 13th
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int | str = "self") -> int:
     """The resident set size of process ``pid`` (default: this one), in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -20,7 +20,7 @@ import pytest
 
 from controller.server.balance import DECLINE_MAX_S, Loads, Turn
 from tests.commands import run_module
-from tests.servers import ControllerProcess, metrics_of, write_config
+from tests.servers import ControllerProcess, cpu_s, metrics_of, write_config
 from tests.switches import async_switch_client
 
 STOP_S = 30.0  # a generous bound on a worker's exit after its last line
@@ -157,10 +157,8 @@ async def test_a_switch_on_two_workers_is_one_switch_connected(tmp_path: Path) -
 
 
 def _cpu_s(pids: tuple[str, ...]) -> float:
-    """The processes' user and system time so far, from /proc (rounded as the controller rounds it)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    fields = [Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() for pid in pids]
-    return round(sum(int(stat[11]) + int(stat[12]) for stat in fields) / ticks, 6)
+    """The processes' user and system time so far (rounded as the controller rounds it)."""
+    return round(sum(cpu_s(int(pid)) for pid in pids), 6)
 
 
 async def test_a_worker_that_dies_is_started_again(tmp_path: Path) -> None:

@@ -210,7 +210,7 @@ class _GatedListener(socket.socket):
             if not turn.takes:
                 raise BlockingIOError("this turn's accepts are spent: the rest wait in the backlog")
             sock, address = super().accept()
-            if turn is Turn.TAKE_OVERDUE:  # (a test tells an imbalance it caused from one that is a fault)
+            if turn is Turn.TAKE_OVERDUE:  # said, so that an imbalance a stalled worker caused is told from a fault
                 logger.debug(
                     "a connection taken out of balance: a worker with fewer open left it for %g s", DECLINE_MAX_S
                 )
