@@ -20,8 +20,10 @@ from controller.__main__ import main as controller_main
 from dialout.pki import ensure_certs
 from sim_switch.__main__ import main as switch_main
 from sim_switch.dial.tls import client_ssl_context
+from sim_switch.model.verdict import INCONCLUSIVE_EXIT
 from tests.commands import run_module
 from tests.servers import REPO, ControllerProcess, write_config
+from tests.switches import as_on_a_quiet_machine
 
 JSON_FIELDS = {
     "scenario",
@@ -232,7 +234,7 @@ def test_a_persistent_session_from_the_command_line(tmp_path: Path) -> None:
             "sim_switch", "--config", str(config), "--url", process.url, "--scenario", "keepalive", "--json"
         )
     report = json.loads(done.stdout)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == (INCONCLUSIVE_EXIT if report["inconclusive"] else 0), done.stderr
     assert (report["mode"], report["sent"], report["answered_ok"], report["retried_then_ok"], report["failed"]) == (
         "persistent",
         6,
@@ -242,7 +244,7 @@ def test_a_persistent_session_from_the_command_line(tmp_path: Path) -> None:
     )
     assert report["reconnects"] == 0
     assert {(ping["attempts"], ping["outcome"]) for ping in report["pings"]} == {(1, "ok")}
-    assert report["verdict"].startswith("SESSION OK: 6 pings")
+    assert as_on_a_quiet_machine(report["verdict"]).startswith("SESSION OK: 6 pings")
 
 
 def test_the_sub_command_spellings(controller_process: ControllerProcess, tmp_path: Path) -> None:

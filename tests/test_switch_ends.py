@@ -22,11 +22,12 @@ from dialout.config import ControllerConfig, OneShot, Scenario
 from dialout.pki import ensure_certs
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.failures import FailureKind
+from sim_switch.model.verdict import INCONCLUSIVE_EXIT
 from sim_switch.render.repeats import EVERY_S
 from tests.commands import run_module
 from tests.h2_peer import DrivenConnection, DrivenPeer, driven_peer
 from tests.servers import REPO, ControllerProcess, LineReader, write_config
-from tests.switches import one_shot
+from tests.switches import INCONCLUSIVE, as_on_a_quiet_machine, one_shot
 
 GIVE_UP_S = 2
 SESSION = """\
@@ -171,9 +172,10 @@ def test_a_trials_session_ends_when_the_controller_says_the_trials_are_over(tmp_
             "sim_switch", "--config", str(config), "--url", f"https://127.0.0.1:{port}", "--scenario", "trials"
         )
         trials.wait(timeout=60)
-    lines = ends_cleanly(done, code=0)
+    inconclusive = done.stdout.splitlines()[-1].startswith(INCONCLUSIVE)  # a loaded machine's (tests/switches.py)
+    lines = ends_cleanly(done, code=INCONCLUSIVE_EXIT if inconclusive else 0)
     [said] = [line for line in lines if "the session ends" in line]
     assert said.endswith(
         "the controller said 'dialout: the trials are over': the session ends (no more pings, none waiting sent)"
     )
-    assert lines[-1].startswith("SESSION OK: ")
+    assert as_on_a_quiet_machine(lines[-1]).startswith("SESSION OK: ")
