@@ -30,7 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import h2.events
+import h2.exceptions
 import h2.frame_buffer
+import h2.stream
+import h2.utilities
 import pytest
 from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
@@ -326,6 +329,65 @@ def test_a_repeating_decoder_reads_every_block_as_hpacks_own_does() -> None:
         raw = step % 5 != 0
         assert ours.decode(block, raw) == list(theirs.decode(block, raw)), step
     assert ours.decoded < 2_000 * 3 / 2  # of ~5,000 indexed fields: the repeats from memory
+
+
+def test_a_stream_checks_a_block_as_h2s_own_does_and_a_good_one_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests (the same again and again, a bad one between), then the same good block as trailers, where it is
+    bad: ours reads what h2's own reads, refuses what it refuses, and checks a good block again only as trailers."""
+    checks: list[int] = []
+    h2s_check = h2.utilities.validate_headers  # as h2.stream calls it
+
+    def counted(headers: Any, flags: Any) -> Any:
+        checks.append(1)
+        return h2s_check(headers, flags)
+
+    monkeypatch.setattr(h2.stream, "validate_headers", counted)
+    request = [(":method", "GET"), (":scheme", "https"), (":authority", "c:1"), (":path", "/ping?interval=0")]
+    bad = [*request, ("Upper", "x")]
+
+    def read(server: H2Connection, blocks: list[tuple[list[tuple[str, str]], bool]]) -> list[object]:
+        """What the server makes of each block, a request of its own (or, ``trailers``, after one)."""
+        client = H2Connection(
+            H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
+        )
+        client.initiate_connection()
+        server.initiate_connection()
+        server.receive_data(client.data_to_send())
+        seen: list[object] = []
+        for headers, trailers in blocks:
+            stream_id = client.get_next_available_stream_id()
+            client.send_headers(stream_id, request if trailers else headers, end_stream=not trailers)
+            if trailers:
+                client.send_headers(stream_id, headers, end_stream=True)
+            try:
+                events = server.receive_data(client.data_to_send())
+            except h2.exceptions.ProtocolError as exc:
+                seen.append(type(exc))
+                return seen
+            read_as = (h2.events.RequestReceived, h2.events.TrailersReceived)
+            seen.append([event.headers for event in events if isinstance(event, read_as)])
+        return seen
+
+    def config() -> H2Configuration:
+        return H2Configuration(client_side=False, header_encoding=None)
+
+    # The good block checked once, then the bad one; then, on another connection, the good block kept from the
+    # first (not checked again) and the same block as trailers, checked as trailers.
+    for blocks, checked in (
+        ([(request, False)] * 50 + [(bad, False)], 2),
+        ([(request, False)] * 3 + [(request, True)], 1),
+    ):
+        checks.clear()
+        ours = read(PromptH2Connection(config()), blocks)
+        ours_checked = len(checks)
+        assert ours == read(H2Connection(config()), blocks)
+        assert ours[-1] is h2.exceptions.ProtocolError  # the bad request; the request's block as trailers
+        assert ours_checked == checked
 
 
 def test_a_client_that_forgets_its_streams_is_held_to_the_peers_limit_as_h2_holds_it() -> None:
