@@ -280,8 +280,8 @@ def fleet_rows(rows: Table, urls: tuple[str, str], certs: Path, fleet: Fleet) ->
             )
         )
         # Shares over the whole wall, the interval every ping waits included: a fleet's intake can hold both sides
-        # near a core each (96% of both cores from the first ClientHello to the last request, bench/RESULTS.md)
-        # and still average below CPU_BOUND.
+        # near a core each (77-97% of both cores from the first ClientHello to the last request in the timelines of
+        # bench/RESULTS.md) and still average below CPU_BOUND.
         said = bottleneck_sentence(shares) or f"no side at {CPU_BOUND:.0%} of a core on average over the whole wall"
         print(f"   bottleneck: {said}", flush=True)
         if report["errors_by_kind"]:
