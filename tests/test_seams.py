@@ -82,6 +82,7 @@ from controller.server.hypercorn_seam import (
 )
 from controller.server.serve import CUT_BOUND_S, install_seams, server_ssl_context
 from controller.trials.plan import PLAN
+from dialout import h2_seam
 from dialout.asyncio_seam import TLS_READ_BUFFER, smaller_tls_read_buffers, socket_transport
 from dialout.config import ControllerConfig
 from dialout.h2_seam import (
@@ -342,6 +343,7 @@ def test_a_stream_checks_a_block_as_h2s_own_does_and_a_good_one_once(monkeypatch
         return h2s_check(headers, flags)
 
     monkeypatch.setattr(h2.stream, "validate_headers", counted)
+    monkeypatch.setattr(h2_seam, "_checked", {})  # none kept by another test of this process
     request = [(":method", "GET"), (":scheme", "https"), (":authority", "c:1"), (":path", "/ping?interval=0")]
     bad = [*request, ("Upper", "x")]
 
