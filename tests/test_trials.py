@@ -27,10 +27,12 @@ from typing import Any
 import pytest
 
 from controller.commands.trials import INCONCLUSIVE_EXIT, NOT_EXERCISED_EXIT
+from controller.trials.catalogue import _lag_could_have_made
 from controller.trials.dials import backoff_shape, judge_redials
 from controller.trials.plan import PLAN, TRAFFIC
 from controller.trials.results import Verdict
 from dialout.config import Schedule, load_config
+from dialout.loop_lag import Lag
 from tests.browser import Elements, dump_dom
 from tests.commands import run_module
 from tests.go_client import build_go_switch
@@ -248,6 +250,21 @@ def test_no_storm_holds_only_if_it_holds_less_the_redials_handshakes(
     assert judged is verdict, sentence
     if verdict is Verdict.INCONCLUSIVE:
         assert "handshakes took 53, 33, 36 ms" in sentence
+
+
+def test_a_loop_lag_is_said_over_a_verdict_it_could_have_made_and_never_over_an_inconclusive_one() -> None:
+    """The reset trial, judged while the controller's loop lagged past what its verdict holds through: a pass (or a
+    fail it times) becomes inconclusive, saying what it would have said; one already inconclusive (its redials' own
+    handshakes slow) says why itself, and is not wrapped in "it would have said: inconclusive"."""
+    reset = next(spec for spec in PLAN if spec.name.value == "reset")
+    lagged = Lag(reset.holds_through_lag_s + 0.1)
+    assert _lag_could_have_made(Verdict.PASS, lagged, reset)
+    assert not _lag_could_have_made(Verdict.PASS, Lag(reset.holds_through_lag_s), reset)
+    assert not _lag_could_have_made(Verdict.INCONCLUSIVE, lagged, reset)
+    assert not _lag_could_have_made(Verdict.NOTE, lagged, reset)
+    assert not _lag_could_have_made(Verdict.FAIL, lagged, reset)  # a storm found holds through any lag
+    timed = next(spec for spec in PLAN if not spec.fail_holds_any_lag)
+    assert _lag_could_have_made(Verdict.FAIL, Lag(timed.holds_through_lag_s + 0.1), timed)
 
 
 def test_the_plan_is_listed_with_what_each_trial_does_and_how_long(tmp_path: Path) -> None:

@@ -62,6 +62,9 @@ async def run(bench: Bench, spec: TrialSpec) -> TrialResult:
 
 
 def _lag_could_have_made(verdict: Verdict, lag: Lag, spec: TrialSpec) -> bool:
-    if verdict in (Verdict.NOTE, Verdict.NOT_EXERCISED) or lag.worst_s <= spec.holds_through_lag_s:
+    # An inconclusive verdict already says what it could not tell, and why (a redial's own slow handshake): the
+    # loop's lag cannot make it less conclusive, and "it would have said: inconclusive" says nothing more.
+    undecided = (Verdict.NOTE, Verdict.NOT_EXERCISED, Verdict.INCONCLUSIVE)
+    if verdict in undecided or lag.worst_s <= spec.holds_through_lag_s:
         return False
     return not (verdict is Verdict.FAIL and spec.fail_holds_any_lag)
