@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.events import TraceEvent
 from sim_switch.model.results import RunResult
+from sim_switch.model.verdict import INCONCLUSIVE_EXIT
 
 INCONCLUSIVE = "INCONCLUSIVE: "
 
@@ -26,6 +28,15 @@ def as_on_a_quiet_machine(line: str) -> str:
     if line.startswith(INCONCLUSIVE):
         assert "lagged" in line, line
     return line.removeprefix(INCONCLUSIVE)
+
+
+def switch_ran_ok(done: subprocess.CompletedProcess[str]) -> None:
+    """A ``python -m sim_switch`` run that found nothing wrong: exit 0, or on a loaded machine exit
+    ``INCONCLUSIVE_EXIT`` with its verdict's ``INCONCLUSIVE:`` naming the lag (``as_on_a_quiet_machine``)."""
+    said = done.stdout + done.stderr
+    if done.returncode == INCONCLUSIVE_EXIT and INCONCLUSIVE in said and "lagged" in said:
+        return
+    assert done.returncode == 0, said
 
 
 def ignore(event: TraceEvent) -> None:

@@ -33,7 +33,7 @@ from dialout.config import ControllerConfig, Retention, load_config
 from dialout.text import Address
 from tests.commands import run_module
 from tests.servers import ControllerProcess, run_controller, write_config
-from tests.switches import async_switch_client
+from tests.switches import async_switch_client, switch_ran_ok
 
 SWITCH_IDS = ("switch-1",)
 
@@ -44,7 +44,7 @@ def test_a_restart_keeps_the_account_and_numbers_on(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     with ControllerProcess.start(config) as first:
         done = run_module("sim_switch", "--config", str(config), "--url", first.url, "--json")
-        assert done.returncode == 0, done.stderr
+        switch_ran_ok(done)
         first.process.terminate()
     assert first.process.wait() == 0
     with ControllerProcess.start(config) as second:
@@ -52,7 +52,7 @@ def test_a_restart_keeps_the_account_and_numbers_on(tmp_path: Path) -> None:
         assert [c["switch"] for c in before["connections"]] == ["switch-1"]  # the first life's, read from the store
         assert before["switches"]["switch-1"]["streams"] >= 3
         done = run_module("sim_switch", "--config", str(config), "--url", second.url, "--json")
-        assert done.returncode == 0, done.stderr  # the cross-check found its own connection among both lives'
+        switch_ran_ok(done)  # the cross-check found its own connection among both lives'
         after = httpx.get(f"{second.admin_url}/connections", trust_env=False).json()
         ids = [c["id"] for c in after["connections"]]
         assert len(ids) == len(set(ids)) == 2
@@ -64,7 +64,7 @@ def test_a_restart_keeps_the_account_and_numbers_on(tmp_path: Path) -> None:
 def test_account_show_export_and_prune(tmp_path: Path) -> None:
     config = write_config(tmp_path)  # pings of 0.3, 0.6 and 0.9 s: in flight at once, whatever the machine's load
     with ControllerProcess.start(config) as running:
-        assert run_module("sim_switch", "--config", str(config), "--url", running.url).returncode == 0
+        switch_ran_ok(run_module("sim_switch", "--config", str(config), "--url", running.url))
         shown = run_module("controller", "account", "--config", str(config))  # beside a running controller
     assert shown.returncode == 0, shown.stderr
     exported = run_module("controller", "account", "export", "--config", str(config))

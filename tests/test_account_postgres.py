@@ -18,6 +18,7 @@ from controller.accounts.store import Store
 from tests.commands import run_module
 from tests.postgres import postgres_cluster
 from tests.servers import ControllerProcess, write_config
+from tests.switches import switch_ran_ok
 
 _databases = itertools.count(1)
 
@@ -45,7 +46,7 @@ def test_controllers_on_one_postgresql_are_one_account(tmp_path: Path, database:
     with ControllerProcess.start(config) as first, ControllerProcess.start(config) as second:
         for controller in (first, second):
             done = run_module("sim_switch", "--config", str(config), "--url", controller.url)
-            assert done.returncode == 0, done.stdout + done.stderr
+            switch_ran_ok(done)
         for controller in (first, second):
             answer = httpx.get(f"{controller.admin_url}/connections", trust_env=False).json()
             assert len({record["life"] for record in answer["connections"]}) == 2

@@ -17,7 +17,7 @@ from dialout.config import ConfigError, parse_config
 from dialout.tls_files import ca_cert_path
 from tests.commands import run_module
 from tests.servers import ControllerProcess, metrics_of, write_config
-from tests.switches import switch_client
+from tests.switches import switch_client, switch_ran_ok
 
 FLEET = """\
   small-fleet:
@@ -37,7 +37,7 @@ def test_metrics_count_what_the_switches_did(admin_controller: ControllerProcess
     process = admin_controller
     before = metrics_of(process.admin_url)
     done = run_module("sim_switch", "--config", str(process.config), "--url", process.url, "--json")
-    assert done.returncode == 0, done.stderr
+    switch_ran_ok(done)
     # a client without a certificate: its handshake fails, and is counted by OpenSSL's reason
     context = ssl.create_default_context(cafile=ca_cert_path(process.config.parent / "certs"))
     with pytest.raises(httpx.HTTPError):

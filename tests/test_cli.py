@@ -23,7 +23,7 @@ from sim_switch.dial.tls import client_ssl_context
 from sim_switch.model.verdict import INCONCLUSIVE_EXIT
 from tests.commands import run_module
 from tests.servers import REPO, ControllerProcess, write_config
-from tests.switches import as_on_a_quiet_machine
+from tests.switches import as_on_a_quiet_machine, switch_ran_ok
 
 JSON_FIELDS = {
     "scenario",
@@ -63,7 +63,7 @@ PING_FIELDS = {
 
 def test_switch_module_proves_multiplexing(controller_process: ControllerProcess) -> None:
     done = run_module("sim_switch", "--config", str(controller_process.config), "--url", controller_process.url)
-    assert done.returncode == 0, done.stdout + done.stderr
+    switch_ran_ok(done)
     assert "TLS handshake done: TLSv1.3, ALPN h2" in done.stdout
     assert "connection reused" in done.stdout
     assert "MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2)" in done.stdout
@@ -250,7 +250,7 @@ def test_a_persistent_session_from_the_command_line(tmp_path: Path) -> None:
 def test_the_sub_command_spellings(controller_process: ControllerProcess, tmp_path: Path) -> None:
     """``run`` is what ``python -m sim_switch`` does without a command; ``certs`` takes its options after it too."""
     done = run_module("sim_switch", "run", "--config", str(controller_process.config), "--url", controller_process.url)
-    assert done.returncode == 0, done.stdout + done.stderr
+    switch_ran_ok(done)
     assert "MULTIPLEXED: 3 pings" in done.stdout
     config = write_config(tmp_path)
     made = run_module("controller", "certs", "--config", str(config))
@@ -265,11 +265,11 @@ def test_trace_frames_shows_every_frame_either_way(controller_process: Controlle
     as marks on the page's connection lanes; without it, no frame at all."""
     config, url = str(controller_process.config), controller_process.url
     plain = run_module("sim_switch", "--config", config, "--url", url)
-    assert plain.returncode == 0, plain.stderr
+    switch_ran_ok(plain)
     assert " wrote " not in plain.stdout
     assert " read " not in plain.stdout
     shown = run_module("sim_switch", "--config", config, "--url", url, "--trace", "frames")
-    assert shown.returncode == 0, shown.stderr
+    switch_ran_ok(shown)
     for line in (
         r"wrote SETTINGS stream=0 len=\d+ HEADER_TABLE_SIZE=4096 ENABLE_PUSH=0 INITIAL_WINDOW_SIZE=1048576",
         r"read SETTINGS stream=0 len=\d+ .*MAX_CONCURRENT_STREAMS=100",

@@ -25,7 +25,7 @@ from dialout.tls_files import ca_cert_path, switch_identity
 from sim_switch.dial.tls import client_ssl_context
 from tests.commands import run_module
 from tests.servers import ControllerProcess, write_config
-from tests.switches import switch_client
+from tests.switches import switch_client, switch_ran_ok
 from tests.test_curl import curl
 
 SWITCHES = [f"switch-{n}" for n in range(1, 10)]
@@ -182,7 +182,7 @@ def test_our_switch_spilling_over_the_stream_limit(explained: ControllerProcess)
     done = run_module(
         "sim_switch", "--config", str(explained.config), "--url", explained.url, "--scenario", "depth", "--json"
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    switch_ran_ok(done)
     view = json.loads(done.stdout)["controller_view"]
     by_kind = {finding["kind"]: finding for finding in view["findings"]}
     assert list(by_kind) == ["stream_limit", "multiplexed"]
@@ -195,7 +195,7 @@ def test_our_switch_queueing_at_the_stream_limit(explained: ControllerProcess) -
     done = run_module(
         "sim_switch", "--config", str(explained.config), "--url", explained.url, "--scenario", "depth-queue"
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    switch_ran_ok(done)
     assert re.search(r"\nthe controller's diagnosis of switch-1 \(its conn #\d+ is our #1\):\n", done.stdout)
     assert f"held {STREAM_LIMIT} streams at once" in done.stdout
     assert "the client queued 2 requests until a stream was free" in done.stdout
@@ -203,14 +203,14 @@ def test_our_switch_queueing_at_the_stream_limit(explained: ControllerProcess) -
 
 def test_our_switch_prints_the_findings_under_its_verdict(explained: ControllerProcess) -> None:
     seed = run_module("sim_switch", "--config", str(explained.config), "--url", explained.url)
-    assert seed.returncode == 0, seed.stdout + seed.stderr
+    switch_ran_ok(seed)
     verdict, diagnosed = seed.stdout.split("\nMULTIPLEXED: ", 1)[1].split("\n", 2)[1:]
     assert re.fullmatch(r"the controller's diagnosis of switch-1 \(its conn #\d+ is our #1\):", verdict)
     assert diagnosed.startswith("  good    multiplexed: conn #")
     contrast = run_module(
         "sim_switch", "--config", str(explained.config), "--url", explained.url, "--scenario", "contrast"
     )
-    assert contrast.returncode == 0, contrast.stdout + contrast.stderr
+    switch_ran_ok(contrast)
     assert "  problem http1_only: conns #" in contrast.stdout
     assert re.search(r"\(its conn #\d+ is our #\d, #\d+ is our #\d, #\d+ is our #\d\):", contrast.stdout)
 
@@ -282,7 +282,7 @@ def test_separate_runs_of_the_switch_are_not_a_reuse_problem(tmp_path: Path) -> 
     with ControllerProcess.start(config) as process:
         for run in range(2):
             done = run_module("sim_switch", "--config", str(config), "--url", process.url)
-            assert done.returncode == 0, done.stdout + done.stderr
+            switch_ran_ok(done)
             if run == 0:
                 process.wait_for(r"conn #\d+ closed: switch-1")
                 time.sleep(RUN_GAP_S)  # the gap between the runs is what this test is about, not a wait for it

@@ -13,6 +13,7 @@ from cryptography.exceptions import InvalidSignature
 from dialout.pki import ca_cert_path, ca_private_key_path, switch_identity
 from tests.commands import run_module
 from tests.servers import ControllerProcess, write_config
+from tests.switches import switch_ran_ok
 
 FLEET = "  fleet:\n    fleet: {switches: 3, pings: 1, interval_s: 0}\n"
 FLEET_CONTROLLER = "  switches: [switch-1, 'fleet-*']\n"
@@ -53,7 +54,7 @@ def test_a_switch_with_only_its_own_files_and_the_ca_runs(tmp_path: Path) -> Non
         switch_config = switch_machine(config.parent, tmp_path / "switch", "switch-1")
         before = sorted(path.name for path in (tmp_path / "switch" / "certs").iterdir())
         done = run_module("sim_switch", "--config", str(switch_config), "--url", process.url)
-    assert done.returncode == 0, done.stdout + done.stderr
+    switch_ran_ok(done)
     assert "MULTIPLEXED" in done.stdout
     assert sorted(path.name for path in (tmp_path / "switch" / "certs").iterdir()) == before  # nothing added
 
