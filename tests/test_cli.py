@@ -190,10 +190,13 @@ def test_importing_the_switch_does_not_import_quart_or_hypercorn() -> None:
 def test_demo_serves_runs_both_scenarios_and_stops(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     done = run_module("controller", "demo", "--config", str(config), "--port", "0")
-    assert done.returncode == 0, done.stdout + done.stderr
+    # On a loaded machine a scenario's cross-check may be inconclusive (its switch names the lag): exit 3, said.
+    undecided = done.returncode == INCONCLUSIVE_EXIT
+    assert done.returncode == 0 or undecided, done.stdout + done.stderr
     assert "MULTIPLEXED: 3 pings as 3 streams on 1 connection (HTTP/2)" in done.stdout
     assert "NOT MULTIPLEXED: 3 pings on 3 connections (HTTP/1.1)" in done.stdout
-    assert "demo: 2 of 2 scenarios passed" in done.stdout
+    assert ("demo: 2 of 2 scenarios passed" in done.stdout) is not undecided
+    assert ("; inconclusive on a busy machine (run again): " in done.stdout) is undecided
     assert "made a new CA" in done.stderr  # certificates appeared by themselves
     assert stat.S_IMODE((tmp_path / "certs" / "controller.key").stat().st_mode) == 0o600
     # one HTML report per scenario, beside the config, their paths printed
