@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from controller.commands.trials import INCONCLUSIVE_EXIT, NOT_EXERCISED_EXIT
+from controller.trials import plan
 from controller.trials.catalogue import _lag_could_have_made
 from controller.trials.dials import backoff_shape, judge_redials
 from controller.trials.plan import PLAN, TRAFFIC
@@ -256,7 +257,7 @@ def test_a_loop_lag_is_said_over_a_verdict_it_could_have_made_and_never_over_an_
     """The reset trial, judged while the controller's loop lagged past what its verdict holds through: a pass (or a
     fail it times) becomes inconclusive, saying what it would have said; one already inconclusive (its redials' own
     handshakes slow) says why itself, and is not wrapped in "it would have said: inconclusive"."""
-    reset = next(spec for spec in PLAN if spec.name.value == "reset")
+    reset = plan.trial("reset")
     lagged = Lag(reset.holds_through_lag_s + 0.1)
     assert _lag_could_have_made(Verdict.PASS, lagged, reset)
     assert not _lag_could_have_made(Verdict.PASS, Lag(reset.holds_through_lag_s), reset)
