@@ -78,7 +78,9 @@ async def test_the_cross_check_catches_an_answer_held_back_by_httpcores_read_loc
     ping = PingResult(1, SHORT_S, short_s, 200, "HTTP/2", 1, stream_id, headers_sent_at_s=0.0, finished_at_s=short_s)
     [late] = late_answers(ours, [ping], record["stream_times"])
     assert isinstance(late, LateAnswer)
-    assert late.controller_s < SHORT_S + LATE_ANSWER_S  # the controller answered on time...
+    # The controller answered on time, but for what its own loop lagged (it runs in this test's loop: CI's loaded
+    # run measured 0.456 s of it and an answer at 0.475 s)...
+    assert late.controller_s < SHORT_S + LATE_ANSWER_S + late.controller_lag_s
     assert late.late_s > LONG_S / 2  # ...and the answer reached httpx with the long ones
     words = describe_disagreement(late)
     assert f"ping 1 (stream {stream_id}) was answered in {late.controller_s:.3f} s by the controller" in words
