@@ -17,8 +17,8 @@
    the same shape (-c 10 -m 100, taking turns: the controller's bound), and again against a controller of 2 workers.
 4. memory: RSS per in-flight stream (1000 held open against idle), of the controller and of the switch.
 5. fleet: 1000 switches, each its own certificate, client and connection, x 10 pings at 5 s: wall time, TLS
-   handshake per switch, pings/s, errors (must be 0), each side's CPU; in this process, over 2 workers, and over
-   2 workers spread over 2 controllers; each controller on 2 workers.
+   handshake per switch, pings/s, errors (must be 0), each side's CPU; in this process and over 2 workers against
+   a controller of 2 workers, then over 2 workers spread over 2 controllers of a worker each (the same cores).
 6. failover: a session over 2 controllers, the first SIGKILLed: time to the first ping answered by the second.
 7. scaling (bench/scaling.py): h2load -c 10 -m 10 against a controller of 2 workers / of 1; with its account in
    SQLite / in memory only; medians of 5 in turns, each with the controller's own CPU a request beside it.
@@ -246,64 +246,81 @@ def memory_row(who: str, count: int, idle_busy: tuple[int, int], goal_kib: float
 FLEET_WALL_X = 2.0
 
 
-def fleet_rows(rows: Table, urls: tuple[str, str], certs: Path, fleet: Fleet) -> None:
-    """The fleet in this process (--workers 1), then over 2 worker processes, and the ratio of the two; then over
-    2 workers spread over 2 controllers, against 2 workers on 1."""
-    settings = RunSettings(Scenario("fleet", fleet), SwitchConfig(certs_dir=certs), None)
-    asking = client_ssl_context(certs, "switch-1")
-    name = f"fleet: {fleet.switches} switches x {fleet.pings} pings at {fleet.interval_s:g} s"
-    walls = {}
-    for workers, controllers in ((1, urls[:1]), (2, urls[:1]), (2, urls)):
-        before = read_controller_cpu(controllers, asking, "switch-1")
-        if workers == 1:
-            fleet_tally = tally(asyncio.run(run_fleet(settings, controllers, lambda event: None)))
-        else:
-            fleet_tally = run_in_workers(settings, controllers, None, workers, lambda done, total: None, None)
-        after = read_controller_cpu(controllers, asking, "switch-1")
-        shares = cpu_shares(fleet_tally, before, after)
-        report = fleet_json(fleet_tally, judge_fleet(fleet_tally), shares)
-        handshake_ms = report["tls_handshake_s"].get("p50", 0.0) * 1000
-        theirs = "/".join(f"{share:.0%}" for share in shares.controllers.values())
-        figure = (
-            f"{fleet_tally.wall_time_s:.2f} s wall, {report['pings_per_s']:.0f} pings/s, TLS p50 "
-            f"{handshake_ms:.1f} ms, {report['failed']} errors, CPU: switch {shares.switch:.0%} per worker, "
-            f"controller {theirs or '?'}"
-        )
-        walls[workers, len(controllers)] = fleet_tally.wall_time_s
-        rows.append(
-            Row(
-                f"{name}, --workers {workers}, {plural(len(controllers), 'controller')}",
-                figure,
-                fleet_tally.wall_time_s / fleet.interval_s,
-                f"<= {FLEET_WALL_X:g}x, error-free",
-                report["failed"] == 0 and fleet_tally.wall_time_s <= FLEET_WALL_X * fleet.interval_s,
-            )
-        )
-        # Shares over the whole wall, the interval every ping waits included: a fleet's intake can hold both sides
-        # near a core each (77-97% of both cores from the first ClientHello to the last request in the timelines of
-        # bench/RESULTS.md) and still average below CPU_BOUND.
-        said = bottleneck_sentence(shares) or f"no side at {CPU_BOUND:.0%} of a core on average over the whole wall"
-        print(f"   bottleneck: {said}", flush=True)
-        if report["errors_by_kind"]:
-            print(f"   errors: {report['errors_by_kind']}", flush=True)
+def fleet_rows(rows: Table, url: str, certs: Path, fleet: Fleet) -> dict[int, float]:
+    """The fleet in this process (--workers 1), then over 2 worker processes, against one controller; and the
+    ratio of the two. Their walls, by the switch's workers."""
+    walls = {workers: fleet_row(rows, (url,), certs, fleet, workers) for workers in (1, 2)}
     rows.append(
         Row(
-            f"{name}: wall, --workers 2 / --workers 1",
-            f"{walls[2, 1]:.2f} / {walls[1, 1]:.2f} s",
-            walls[2, 1] / walls[1, 1],
+            f"{_fleet_name(fleet)}: wall, --workers 2 / --workers 1",
+            f"{walls[2]:.2f} / {walls[1]:.2f} s",
+            walls[2] / walls[1],
             "(what a second core buys)",
             None,
         )
     )
+    return walls
+
+
+def replicas_row(rows: Table, urls: tuple[str, str], certs: Path, fleet: Fleet, one_controller_s: float) -> None:
+    """The fleet over 2 workers spread over 2 controllers of a worker each, against 1 controller of 2 workers: the
+    same processes on the same cores, so that the ratio is what splitting the controller into replicas costs
+    (two replicas of 2 workers each would put 4 controller processes on this machine's 2 cores)."""
+    wall = fleet_row(rows, urls, certs, fleet, 2, "each on 1 worker")
     rows.append(
         Row(
-            f"{name}: wall, 2 controllers / 1 (both --workers 2)",
-            f"{walls[2, 2]:.2f} / {walls[2, 1]:.2f} s",
-            walls[2, 2] / walls[2, 1],
-            "(what a second controller buys on 2 cores)",
+            f"{_fleet_name(fleet)}: wall, 2 controllers of 1 worker / 1 of 2 workers",
+            f"{wall:.2f} / {one_controller_s:.2f} s",
+            wall / one_controller_s,
+            "(what splitting the controller in two costs on the same cores)",
             None,
         )
     )
+
+
+def _fleet_name(fleet: Fleet) -> str:
+    return f"fleet: {fleet.switches} switches x {fleet.pings} pings at {fleet.interval_s:g} s"
+
+
+def fleet_row(
+    rows: Table, controllers: tuple[str, ...], certs: Path, fleet: Fleet, workers: int, how: str = "2 workers"
+) -> float:
+    """One fleet, its row, and its bottleneck line: the fleet in this process (``workers`` 1) or over worker
+    processes. Its wall."""
+    settings = RunSettings(Scenario("fleet", fleet), SwitchConfig(certs_dir=certs), None)
+    asking = client_ssl_context(certs, "switch-1")
+    before = read_controller_cpu(controllers, asking, "switch-1")
+    if workers == 1:
+        fleet_tally = tally(asyncio.run(run_fleet(settings, controllers, lambda event: None)))
+    else:
+        fleet_tally = run_in_workers(settings, controllers, None, workers, lambda done, total: None, None)
+    after = read_controller_cpu(controllers, asking, "switch-1")
+    shares = cpu_shares(fleet_tally, before, after)
+    report = fleet_json(fleet_tally, judge_fleet(fleet_tally), shares)
+    handshake_ms = report["tls_handshake_s"].get("p50", 0.0) * 1000
+    theirs = "/".join(f"{share:.0%}" for share in shares.controllers.values())
+    figure = (
+        f"{fleet_tally.wall_time_s:.2f} s wall, {report['pings_per_s']:.0f} pings/s, TLS p50 "
+        f"{handshake_ms:.1f} ms, {report['failed']} errors, CPU: switch {shares.switch:.0%} per worker, "
+        f"controller {theirs or '?'}"
+    )
+    rows.append(
+        Row(
+            f"{_fleet_name(fleet)}, --workers {workers}, {plural(len(controllers), 'controller')} ({how})",
+            figure,
+            fleet_tally.wall_time_s / fleet.interval_s,
+            f"<= {FLEET_WALL_X:g}x, error-free",
+            report["failed"] == 0 and fleet_tally.wall_time_s <= FLEET_WALL_X * fleet.interval_s,
+        )
+    )
+    # Shares over the whole wall, the interval every ping waits included: a fleet's intake can hold both sides
+    # near a core each (77-97% of both cores from the first ClientHello to the last request in the timelines of
+    # bench/RESULTS.md) and still average below CPU_BOUND.
+    said = bottleneck_sentence(shares) or f"no side at {CPU_BOUND:.0%} of a core on average over the whole wall"
+    print(f"   bottleneck: {said}", flush=True)
+    if report["errors_by_kind"]:
+        print(f"   errors: {report['errors_by_kind']}", flush=True)
+    return fleet_tally.wall_time_s
 
 
 def failover_row(rows: Table, urls: tuple[str, str], pids: tuple[int, int], certs: Path) -> None:
@@ -622,12 +639,16 @@ def served_rows(rows: Table, tmp: Path, args: argparse.Namespace, counts: Counts
         if args.switch_only:
             return
         scaling_rows(add, h2load_at, counts.requests, tmp, counts.scaling_repeats)
-    # The controllers on 2 workers each: the switch and the fleet as far as the controller lets them go.
-    with server(controller_of(2)) as (_, port), server(controller_of(2)) as (_, port2):
-        url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"
+    # The controller on 2 workers: the switch and the fleet as far as the controller lets them go.
+    with server(controller_of(2)) as (_, port):
+        url = f"https://127.0.0.1:{port}"
         if not args.fleet_only:
             spill_rows(rows, url, certs, counts, h2load, ", controller --workers 2")
-        fleet_rows(rows, (url, second), certs, counts.fleet)
+        walls = fleet_rows(rows, url, certs, counts.fleet)
+    # Two replicas sharing those 2 cores, a worker each.
+    with server(controller) as (_, port), server(controller) as (_, port2):
+        urls = (f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}")
+        replicas_row(rows, urls, certs, counts.fleet, walls[2])
     # One process each, so that killing the first ends it at once.
     with server(controller) as (pid, port), server(controller) as (pid2, port2):
         url, second = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port2}"

@@ -33,11 +33,11 @@ def test_bench_smoke_prints_its_table() -> None:
     assert len(runs) == 3
     assert ", --workers 1, 1 controller " in runs[0]
     assert ", --workers 2, 1 controller " in runs[1]
-    assert ", --workers 2, 2 controllers " in runs[2]
+    assert ", --workers 2, 2 controllers (each on 1 worker)" in runs[2]
     # The wall's goal is judged but not asserted: a speed goal is the bench's to measure, not a test's.
     assert all("0 errors" in line and "<= 2x, error-free (" in line for line in runs)
     assert any("--workers 2 / --workers 1" in line for line in fleet)
-    assert any("2 controllers / 1" in line for line in fleet)
+    assert any("2 controllers of 1 worker / 1 of 2 workers" in line for line in fleet)
     [failover] = [line for line in lines[1:] if line.startswith("failover: SIGKILL")]
     assert " ms (backoff waits " in failover
     # Each of 20 sessions back after the controller's restart, no ping lost, and the account holding both lives.
