@@ -77,7 +77,8 @@ from sim_switch.dial.client import run_scenario  # noqa: E402
 from sim_switch.dial.session import run_session  # noqa: E402
 from sim_switch.dial.settings import RunSettings  # noqa: E402
 from sim_switch.dial.tls import client_ssl_context  # noqa: E402
-from sim_switch.fleet.bottleneck import CPU_BOUND, cpu_shares, read_controller_cpu  # noqa: E402
+from sim_switch.fleet.bottleneck import BOUND_FOR_S, CPU_BOUND, cpu_shares  # noqa: E402
+from sim_switch.fleet.cpu_watch import CpuWatch  # noqa: E402
 from sim_switch.fleet.run import run_fleet  # noqa: E402
 from sim_switch.fleet.tally import tally  # noqa: E402
 from sim_switch.fleet.verdict import judge_fleet  # noqa: E402
@@ -288,14 +289,12 @@ def fleet_row(
     """One fleet, its row, and its bottleneck line: the fleet in this process (``workers`` 1) or over worker
     processes. Its wall."""
     settings = RunSettings(Scenario("fleet", fleet), SwitchConfig(certs_dir=certs), None)
-    asking = client_ssl_context(certs, "switch-1")
-    before = read_controller_cpu(controllers, asking, "switch-1")
-    if workers == 1:
-        fleet_tally = tally(asyncio.run(run_fleet(settings, controllers, lambda event: None)))
-    else:
-        fleet_tally = run_in_workers(settings, controllers, None, workers, lambda done, total: None, None)
-    after = read_controller_cpu(controllers, asking, "switch-1")
-    shares = cpu_shares(fleet_tally, before, after)
+    with CpuWatch(controllers, (client_ssl_context(certs, "switch-1"), "switch-1"), workers) as watch:
+        if workers == 1:
+            fleet_tally = tally(asyncio.run(run_fleet(settings, controllers, lambda event: None)))
+        else:
+            fleet_tally = run_in_workers(settings, controllers, None, workers, lambda done, total: None, None)
+    shares = cpu_shares(fleet_tally, watch.samples)
     report = fleet_json(fleet_tally, judge_fleet(fleet_tally), shares)
     handshake_ms = report["tls_handshake_s"].get("p50", 0.0) * 1000
     theirs = "/".join(f"{share:.0%}" for share in shares.controllers.values())
@@ -313,10 +312,10 @@ def fleet_row(
             report["failed"] == 0 and fleet_tally.wall_time_s <= FLEET_WALL_X * fleet.interval_s,
         )
     )
-    # Shares over the whole wall, the interval every ping waits included: a fleet's intake can hold both sides
-    # near a core each (77-97% of both cores from the first ClientHello to the last request in the timelines of
-    # bench/RESULTS.md) and still average below CPU_BOUND.
-    said = bottleneck_sentence(shares) or f"no side at {CPU_BOUND:.0%} of a core on average over the whole wall"
+    said = (
+        bottleneck_sentence(shares)
+        or f"no side at {CPU_BOUND:.0%} of a core, over the run or for {BOUND_FOR_S:g} s of it"
+    )
     print(f"   bottleneck: {said}", flush=True)
     if report["errors_by_kind"]:
         print(f"   errors: {report['errors_by_kind']}", flush=True)

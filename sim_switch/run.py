@@ -41,7 +41,8 @@ from sim_switch.dial.destinations import Destinations
 from sim_switch.dial.session import run_session
 from sim_switch.dial.settings import RunSettings
 from sim_switch.dial.tls import switch_ssl_context
-from sim_switch.fleet.bottleneck import CpuShares, cpu_shares, read_controller_cpu
+from sim_switch.fleet.bottleneck import CpuShares, cpu_shares
+from sim_switch.fleet.cpu_watch import CpuWatch
 from sim_switch.fleet.run import Shard, run_fleet, switches_of
 from sim_switch.fleet.tally import FleetTally, MergeError, merge, tally, tally_from_json
 from sim_switch.fleet.verdict import judge_fleet
@@ -268,14 +269,14 @@ def _run_fleet(
     workers = max(1, min(len(switches_of(scenario.kind, shard)), split.workers or os.cpu_count() or 1))
     asking = _asking(cfg, cleartext=urlsplit(urls[0]).scheme == "http")
     progress = Progress(sys.stderr)
-    cpu_before = read_controller_cpu(urls, *asking) if asking else {}
     try:
-        if workers == 1:
-            result = asyncio.run(run_fleet(settings, urls, show, progress, shard))
-            fleet_tally = tally(result)
-        else:
-            trace = render_event if output.verbose else None
-            fleet_tally = run_in_workers(settings, urls, shard, workers, progress, trace)
+        with CpuWatch(urls, asking, workers) as watch:
+            if workers == 1:
+                result = asyncio.run(run_fleet(settings, urls, show, progress, shard))
+                fleet_tally = tally(result)
+            else:
+                trace = render_event if output.verbose else None
+                fleet_tally = run_in_workers(settings, urls, shard, workers, progress, trace)
     except KeyboardInterrupt:
         print("sim_switch: interrupted", file=sys.stderr)
         return 1
@@ -283,8 +284,7 @@ def _run_fleet(
         print(f"sim_switch: {exc.told()}", file=sys.stderr)
         return 1
     progress.finish()
-    cpu_after = read_controller_cpu(urls, *asking) if asking else {}
-    shares = cpu_shares(fleet_tally, cpu_before, cpu_after)
+    shares = cpu_shares(fleet_tally, watch.samples)
     return _report_fleet(fleet_tally, shard is None, output.json, output.html, shares)
 
 

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from sim_switch.fleet.bottleneck import CpuShares, Side, bottleneck
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.run import Shard
 from sim_switch.fleet.tally import ErrorKey, FleetTally, MergeError, merge, tally_from_json, tally_json
 from sim_switch.fleet.workers import worker_shards
 from sim_switch.model.failures import FailureKind
-from sim_switch.render.fleet import bottleneck_sentence, errors_by_kind
+from sim_switch.render.fleet import errors_by_kind
 from tests.commands import run_module
 from tests.servers import REPO, ControllerProcess, write_config
 
@@ -224,22 +223,3 @@ def test_merge_says_which_file_is_not_a_shard(tmp_path: Path) -> None:
         [line] = done.stderr.splitlines()
         assert line.startswith(f"sim_switch: merge: {tmp_path / name}: ")
         assert message in line
-
-
-def test_the_report_says_which_side_was_cpu_bound() -> None:
-    shares = CpuShares(switch=0.97, processes=1, controllers={"https://c:1": 0.31})
-    assert bottleneck(shares) is Side.SWITCH
-    simulator = bottleneck_sentence(shares)
-    assert simulator is not None
-    assert simulator.startswith("the switch side was the bottleneck: the switch side at 97% of a core per process (1)")
-    assert "https://c:1 at 31%" in simulator
-    controller = bottleneck_sentence(CpuShares(switch=0.4, processes=2, controllers={"https://c:1": 0.95}))
-    assert controller is not None
-    assert controller.startswith("the controller was the bottleneck: https://c:1 at 95% of a core")
-    both = bottleneck_sentence(CpuShares(switch=0.9, processes=2, controllers={"https://c:1": 0.9}))
-    assert both is not None
-    assert both.startswith("both sides were CPU-bound")
-    assert bottleneck_sentence(CpuShares(switch=0.5, processes=1, controllers={"https://c:1": 0.5})) is None
-    unknown = bottleneck_sentence(CpuShares(switch=0.9, processes=1))
-    assert unknown is not None
-    assert "(the controller did not say its own)" in unknown

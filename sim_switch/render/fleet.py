@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 from dialout.text import plural
-from sim_switch.fleet.bottleneck import CPU_BOUND, CpuShares, Side, bottleneck
+from sim_switch.fleet.bottleneck import CPU_BOUND, CpuShares, Side, Stretch, bottleneck, bound_controllers
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.tally import FleetTally, tally_json
 from sim_switch.fleet.verdict import FailedPings, FleetProblem, FleetVerdict, MissingShards, SpreadOverConnections
@@ -43,15 +43,28 @@ def problem_lines(verdict: FleetVerdict) -> list[str]:
 
 
 def _controller_share(shares: CpuShares, url: str) -> str:
-    """'https://c:8443 at 83% of a core', or with workers '... of a core per process (2)'."""
+    """'https://c:8443 at 83% of a core', or with workers '... of a core per process (2)', and its busy stretch."""
     processes = shares.controller_processes.get(url, 1)
     share = f"{url} at {shares.controllers[url]:.0%} of a core"
-    return share + (f" per process ({processes})" if processes > 1 else "")
+    share += f" per process ({processes})" if processes > 1 else ""
+    return share + _stretch_words(shares.controller_stretches.get(url))
+
+
+def _switch_share(shares: CpuShares) -> str:
+    share = f"the switch side at {shares.switch:.0%} of a core per process ({shares.processes})"
+    return share + _stretch_words(shares.switch_stretch)
+
+
+def _stretch_words(stretch: Stretch | None) -> str:
+    """', 96% for 3.2 s (0.4-3.6 s into the run)', after a share over the whole run."""
+    if stretch is None:
+        return ""
+    return f", {stretch.share:.0%} for {stretch.seconds:.1f} s ({stretch.from_s:.1f}-{stretch.to_s:.1f} s into the run)"
 
 
 def bottleneck_sentence(shares: CpuShares) -> str | None:
-    """Which side was CPU-bound, in words; None when neither was."""
-    switch_side = f"the switch side at {shares.switch:.0%} of a core per process ({shares.processes})"
+    """Which side was CPU-bound (over the whole run, or for a stretch of it), in words; None when neither was."""
+    switch_side = _switch_share(shares)
     controllers = ", ".join(_controller_share(shares, url) for url in shares.controllers)
     match bottleneck(shares):
         case Side.BOTH:
@@ -61,13 +74,14 @@ def bottleneck_sentence(shares: CpuShares) -> str | None:
             )
         case Side.SWITCH:
             theirs = f", the controller {controllers}" if controllers else " (the controller did not say its own)"
+            # Bound over the whole run, or for a stretch of it: then only what it sent in that stretch waited.
+            which = "the latencies are mostly" if shares.switch >= CPU_BOUND else "what it sent then waited on"
             return (
-                f"the switch side was the bottleneck: {switch_side}{theirs}; the latencies are mostly the "
-                "simulator's own queueing: split it further (--workers, --shard on more machines)"
+                f"the switch side was the bottleneck: {switch_side}{theirs}; {which} the simulator's own queueing: "
+                "split it further (--workers, --shard on more machines)"
             )
         case Side.CONTROLLER:
-            busy = [url for url, share in shares.controllers.items() if share >= CPU_BOUND]
-            named = ", ".join(_controller_share(shares, url) for url in busy)
+            named = ", ".join(_controller_share(shares, url) for url in bound_controllers(shares))
             return (
                 f"the controller was the bottleneck: {named}, {switch_side}; "
                 f"{plural(len(shares.controllers), 'controller')} served the fleet"
@@ -113,7 +127,8 @@ def render_fleet(tally: FleetTally, verdict: FleetVerdict, shares: CpuShares | N
         ]
     if shares is not None:
         theirs = "".join(f", controller {_controller_share(shares, url)}" for url in shares.controllers)
-        lines.append(f"CPU (of one core): switch side {shares.switch:.0%} per process ({shares.processes}){theirs}")
+        switch_side = f"switch side {shares.switch:.0%} per process ({shares.processes})"
+        lines.append(f"CPU (of one core): {switch_side}{_stretch_words(shares.switch_stretch)}{theirs}")
         sentence = bottleneck_sentence(shares)
         lines += [f"bottleneck: {sentence}"] if sentence else []
     lines += [f"failure: {failure}" for failure in problem_lines(verdict)]
@@ -155,9 +170,18 @@ def _cpu_json(shares: CpuShares) -> dict[str, Any]:
         "processes": shares.processes,
         "controllers": {url: round(share, 4) for url, share in shares.controllers.items()},  # per process
         "controller_processes": {url: shares.controller_processes.get(url, 1) for url in shares.controllers},
+        # the longest stretch at CPU_BOUND or more (None: none lasted BOUND_FOR_S), seconds into the run
+        "switch_busiest": _stretch_json(shares.switch_stretch),
+        "controllers_busiest": {url: _stretch_json(shares.controller_stretches.get(url)) for url in shares.controllers},
         "bottleneck": bottleneck_sentence(shares),
         "bottleneck_side": bottleneck(shares),
     }
+
+
+def _stretch_json(stretch: Stretch | None) -> dict[str, float] | None:
+    if stretch is None:
+        return None
+    return {"from_s": round(stretch.from_s, 3), "to_s": round(stretch.to_s, 3), "share": round(stretch.share, 4)}
 
 
 def _rate(tally: FleetTally) -> float:

@@ -1,0 +1,143 @@
+"""Each side's CPU time read every ``PERIOD_S`` while a fleet runs, on a thread of its own: a fleet's intake can
+hold both sides near a core each for seconds and the run still average well below it over its wall (most of which
+is the interval every ping waits), so the bottleneck is also judged on each side's longest busy stretch
+(``bottleneck.busiest``).
+
+The switch side is this process and the worker processes it starts while watched (their times from /proc: Linux;
+elsewhere a run over workers has no switch series); children it had before, such as a bench's controllers, are not
+the switch side's. Each controller's is its ``GET /connections`` (``cpu_s``), as before and
+after the run, asked on one connection for the whole run.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+PERIOD_S = 0.5  # /proc counts CPU in 10 ms ticks: +/-2% of a core a reading at this period
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True)
+class ControllerCpu:
+    """What a controller says of its CPU: seconds so far, over how many worker processes."""
+
+    cpu_s: float
+    processes: int = 1
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    at: float  # time.monotonic(), when the readings were taken (a controller's: half-way through its answer)
+    switch_cpu_s: float | None  # this process and its workers together; None where the workers cannot be read
+    controllers: dict[str, ControllerCpu]  # those that said
+
+
+class CpuWatch:
+    """``with CpuWatch(urls, asking, workers) as watch:`` around a fleet run in this process (``workers`` 1) or
+    over worker processes it starts; ``watch.samples`` after it, the first taken on entry and the last on exit.
+    ``asking``: how to ask the controllers (a client certificate's context, None for cleartext, and as which
+    switch: not one of the fleet, whose accounts would then count the asking); None not to ask them."""
+
+    def __init__(
+        self,
+        urls: tuple[str, ...],
+        asking: tuple[ssl.SSLContext | None, str] | None,
+        workers: int,
+        period_s: float = PERIOD_S,
+    ) -> None:
+        self.samples: list[CpuSample] = []
+        ssl_context, self._switch_id = asking or (None, "")
+        self._urls = urls if asking else ()
+        self._workers, self._period_s = workers, period_s
+        self._not_workers: frozenset[str] = frozenset()  # children from before: not the fleet's
+        self._reaped_before_s = 0.0  # the CPU time of children ended and waited for before the watch
+        self._client = httpx.Client(verify=ssl_context or False, trust_env=False, timeout=max(1.0, period_s))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="dialout-cpu-watch", daemon=True)
+
+    def __enter__(self) -> CpuWatch:
+        self._not_workers = frozenset(_children() or ())
+        self._reaped_before_s = _reaped_cpu_s()
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        if kind is None:
+            self._sample()
+        self._client.close()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._period_s):
+            self._sample()
+
+    def _sample(self) -> None:
+        asked = time.monotonic()
+        controllers = ask_controller_cpu(self._client, self._urls, self._switch_id)
+        # A controller's reading was taken somewhere in its answer: half-way is the best guess.
+        at = asked + (time.monotonic() - asked) / 2 if controllers else asked
+        self.samples.append(CpuSample(at, self._switch_side_cpu_s(), controllers))
+
+    def _switch_side_cpu_s(self) -> float | None:
+        """This process's CPU time so far, and its workers' if it runs the fleet over worker processes: those
+        running from /proc, those ended and waited for (``join``) from the kernel's count of them. (Read in that
+        order, a worker waited for in between is missed by one reading, never counted twice.)"""
+        own = time.process_time()
+        if self._workers == 1:
+            return own
+        reaped = _reaped_cpu_s() - self._reaped_before_s
+        children = _children()
+        if children is None:
+            return None
+        return own + reaped + sum(_cpu_s(pid) for pid in children if pid not in self._not_workers)
+
+
+def _reaped_cpu_s() -> float:
+    """The CPU time of this process's children that have ended and been waited for."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def _children() -> list[str] | None:
+    """This process's children's pids (None: not Linux, or a kernel without the children file)."""
+    main = os.getpid()  # the main thread, which starts the workers: the children file is a thread's
+    try:
+        return Path(f"/proc/{main}/task/{main}/children").read_text().split()
+    except OSError:
+        return None
+
+
+def _cpu_s(pid: str) -> float:
+    """A process's CPU time so far (0 if it has ended since it was listed: its time is gone with it)."""
+    try:
+        # the fields after the command's ")": state is the first, utime the 12th and stime the 13th
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
+
+def ask_controller_cpu(client: httpx.Client, urls: tuple[str, ...], switch_id: str) -> dict[str, ControllerCpu]:
+    """Each controller's CPU so far, from its ``GET /connections`` (asked as ``switch_id``, for nobody's
+    connections in particular); a controller that does not say (not dialout's, or down) is left out, and one that
+    does not count its processes (before workers) is one process."""
+    said: dict[str, ControllerCpu] = {}
+    for url in urls:
+        try:
+            answer = client.get(f"{url.rstrip('/')}/connections", params={"switch": switch_id}).json()
+            said[url] = ControllerCpu(float(answer["cpu_s"]), max(1, int(answer.get("processes", 1))))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            continue
+    return said
