@@ -124,9 +124,11 @@ def _tally(wall_s: float, cpu_s: float) -> FleetTally:
 
 def test_an_intake_bound_controller_is_the_bottleneck_though_the_run_averages_below() -> None:
     """A fleet at 5 s whose controller (2 workers) spends 3 s at 95% of both cores taking the fleet in, then waits."""
-    at = [float(n) for n in range(11)]
-    controller = [0.0, 1.9, 3.8, 5.7, 5.8, 5.9, 6.0, 6.1, 6.2, 6.3, 6.4]  # two processes' together
-    switch = [0.0, 0.4, 0.8, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9]
+    # The run from 100.0 to 110.0 (its tally's started_at, ended_at); before it, 2 s of the switches' set-up (their
+    # certificates loaded) at a whole core: not the run's.
+    at = [98.0, 99.0, *(100.0 + n for n in range(11))]
+    controller = [0.0, 0.0, 0.0, 1.9, 3.8, 5.7, 5.8, 5.9, 6.0, 6.1, 6.2, 6.3, 6.4]  # two processes' together
+    switch = [0.0, 1.0, *(2.0 + cpu_s for cpu_s in (0.0, 0.4, 0.8, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9))]
     samples = [
         CpuSample(a, s, {"https://c:1": ControllerCpu(c, 2)}) for a, s, c in zip(at, switch, controller, strict=True)
     ]

@@ -49,18 +49,20 @@ class CpuShares:
 
 def cpu_shares(tally: FleetTally, samples: Sequence[CpuSample]) -> CpuShares:
     """``samples``: both sides' CPU through the run (``CpuWatch``); a controller missing from the first or the
-    last is left out."""
+    last is left out. Stretches are looked for in the run itself, from its start (not in the switches' set-up
+    before it: a thousand certificates loaded take a second of CPU)."""
     wall_s = tally.wall_time_s or 1e-9
     before, after = (samples[0].controllers, samples[-1].controllers) if samples else ({}, {})
     read = [url for url in after if url in before]
     # never below 0: a worker restarted during the run took its CPU time with it
     controllers = {url: max(0.0, after[url].cpu_s - before[url].cpu_s) / wall_s / after[url].processes for url in read}
     processes = {url: after[url].processes for url in read if after[url].processes > 1}
-    start = samples[0].at if samples else 0.0
-    switch_series = [(s.at, s.switch_cpu_s) for s in samples if s.switch_cpu_s is not None]
+    start = tally.started_at
+    run = [sample for sample in samples if start <= sample.at <= tally.ended_at]
+    switch_series = [(s.at, s.switch_cpu_s) for s in run if s.switch_cpu_s is not None]
     stretches = {}
     for url in read:
-        series = [(s.at, s.controllers[url].cpu_s) for s in samples if url in s.controllers]
+        series = [(s.at, s.controllers[url].cpu_s) for s in run if url in s.controllers]
         stretch = longest_bound_stretch(series, after[url].processes, start)
         if stretch is not None:
             stretches[url] = stretch

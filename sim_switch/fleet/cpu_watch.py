@@ -35,7 +35,9 @@ class ControllerCpu:
 
 @dataclass(frozen=True)
 class CpuSample:
-    at: float  # time.monotonic(), when the readings were taken (a controller's: half-way through its answer)
+    # when the readings were taken (a controller's: half-way through its answer), in epoch seconds as a fleet's
+    # tally times its run (FleetTally.started_at)
+    at: float
     switch_cpu_s: float | None  # this process and its workers together; None where the workers cannot be read
     controllers: dict[str, ControllerCpu]  # those that said
 
@@ -84,10 +86,10 @@ class CpuWatch:
             self._sample()
 
     def _sample(self) -> None:
-        asked = time.monotonic()
+        asked = time.time()
         controllers = ask_controller_cpu(self._client, self._urls, self._switch_id)
         # A controller's reading was taken somewhere in its answer: half-way is the best guess.
-        at = asked + (time.monotonic() - asked) / 2 if controllers else asked
+        at = asked + (time.time() - asked) / 2 if controllers else asked
         self.samples.append(CpuSample(at, self._switch_side_cpu_s(), controllers))
 
     def _switch_side_cpu_s(self) -> float | None:
