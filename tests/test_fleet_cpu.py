@@ -13,7 +13,7 @@ import pytest
 
 from sim_switch.dial.tls import client_ssl_context
 from sim_switch.fleet.bottleneck import CpuShares, Side, Stretch, bottleneck, cpu_shares, longest_bound_stretch
-from sim_switch.fleet.cpu_watch import ControllerCpu, CpuSample, CpuWatch
+from sim_switch.fleet.cpu_watch import ControllerCpu, CpuSample, CpuWatch, MachineCpu
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.tally import FleetTally
 from sim_switch.fleet.verdict import judge_fleet
@@ -81,6 +81,11 @@ def test_the_watch_reads_the_workers_it_saw_start_and_each_controller_through_th
     assert last.switch_cpu_s is not None
     switch_side_s = last.switch_cpu_s - first.switch_cpu_s
     assert worker_cpu_s >= worker_said_s >= BURN_S
+    # This machine was at least as busy as the worker kept it, on all its cores.
+    assert first.machine is not None
+    assert last.machine is not None
+    assert last.machine.cores == os.cpu_count()
+    assert last.machine.busy_s - first.machine.busy_s >= worker_cpu_s - TICK_S * last.machine.cores
     # The worker's whole time and at most this process's own: not the other child's BURN_S.
     assert worker_cpu_s - TICK_S <= switch_side_s <= worker_cpu_s + own_s + 2 * TICK_S < worker_cpu_s + BURN_S
 
@@ -179,3 +184,52 @@ def test_the_report_says_which_side_was_cpu_bound_over_the_whole_run() -> None:
     unknown = bottleneck_sentence(CpuShares(switch=0.9, processes=1))
     assert unknown is not None
     assert "(the controller did not say its own)" in unknown
+
+
+def test_a_full_machine_is_said_when_neither_side_was_bound_and_who_took_its_cores() -> None:
+    """Two cores 95% busy for 2 s: the switch side 0.6 of a core, the controller's 2 workers 0.5 each, the rest
+    another process's."""
+    at = [100.0 + n / 2 for n in range(11)]
+    busy = [0.0, 0.95, 1.9, 2.85, 3.8, 4.0, 4.2, 4.4, 4.6, 4.8, 5.0]  # both cores' together
+    switch = [0.0, 0.3, 0.6, 0.9, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8]
+    controller = [0.0, 0.5, 1.0, 1.5, 2.0, 2.1, 2.2, 2.3, 2.4, 2.5, 2.6]
+    samples = [
+        CpuSample(a, s, {"https://127.0.0.1:1": ControllerCpu(c, 2)}, MachineCpu(b, 2))
+        for a, s, c, b in zip(at, switch, controller, busy, strict=True)
+    ]
+    shares = cpu_shares(_tally(5.0, 1.8), samples)
+    assert bottleneck(shares) is None
+    assert shares.machine is not None
+    assert _rounded(shares.machine.stretch) == (0.0, 2.0, 0.95)
+    assert bottleneck_sentence(shares) == (
+        "neither side was at 80% of a core, but this machine's 2 cores were 95% busy for 2.0 s (0.0-2.0 s into "
+        "the run): the switch side 0.6 of them, the controller 1.0, other processes 0.3; what waited then waited "
+        "for the machine"
+    )
+    cpu = fleet_json(_tally(5.0, 1.8), judge_fleet(_tally(5.0, 1.8)), shares)["cpu"]
+    assert cpu["bottleneck_side"] is None
+    assert cpu["machine_busiest"] == {
+        "from_s": 0.0,
+        "to_s": 2.0,
+        "share": 0.95,
+        "cores": 2,
+        "switch_cores": 0.6,
+        "controllers_cores": 1.0,
+        "others_cores": 0.3,
+    }
+    # A controller elsewhere is not this machine's: the rest is everything else.
+    elsewhere = [
+        CpuSample(
+            sample.at,
+            sample.switch_cpu_s,
+            {"https://203.0.113.7:1": sample.controllers["https://127.0.0.1:1"]},
+            sample.machine,
+        )
+        for sample in samples
+    ]
+    sentence = bottleneck_sentence(cpu_shares(_tally(5.0, 1.8), elsewhere))
+    assert sentence is not None
+    assert sentence.endswith(
+        "(0.0-2.0 s into the run): the switch side 0.6 of them, everything else 1.3; what waited then waited for "
+        "the machine"
+    )

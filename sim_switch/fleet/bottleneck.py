@@ -11,10 +11,12 @@ and then waits out the interval, and a whole run's average hides that.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from sim_switch.fleet.cpu_watch import CpuSample
 from sim_switch.fleet.tally import FleetTally
@@ -38,6 +40,24 @@ class Stretch:
 
 
 @dataclass(frozen=True)
+class MachineStretch:
+    """This machine's longest stretch with its cores CPU_BOUND busy or more (the stretch's share: of all its cores),
+    and who took them, in cores' worth over it."""
+
+    stretch: Stretch
+    cores: int
+    switch: float | None  # the switch side (None: not read)
+    controllers: float | None  # the controllers on this machine (None: none on it said)
+
+    @property
+    def others(self) -> float | None:
+        """Every other process's (None when the switch side's is not known)."""
+        if self.switch is None:
+            return None
+        return max(0.0, self.stretch.share * self.cores - self.switch - (self.controllers or 0.0))
+
+
+@dataclass(frozen=True)
 class CpuShares:
     switch: float  # per process that ran switches, as a share of one core, over the whole run
     processes: int
@@ -45,6 +65,7 @@ class CpuShares:
     controller_processes: dict[str, int] = field(default_factory=dict)  # URL -> its worker processes, if more than 1
     switch_stretch: Stretch | None = None  # the switch side's longest stretch at CPU_BOUND, if BOUND_FOR_S or more
     controller_stretches: dict[str, Stretch] = field(default_factory=dict)  # the same, by controller
+    machine: MachineStretch | None = None  # this machine's busiest stretch, all its cores CPU_BOUND or more
 
 
 def cpu_shares(tally: FleetTally, samples: Sequence[CpuSample]) -> CpuShares:
@@ -62,7 +83,7 @@ def cpu_shares(tally: FleetTally, samples: Sequence[CpuSample]) -> CpuShares:
     switch_series = [(s.at, s.switch_cpu_s) for s in run if s.switch_cpu_s is not None]
     stretches = {}
     for url in read:
-        series = [(s.at, s.controllers[url].cpu_s) for s in run if url in s.controllers]
+        series = [(_when(s, url), s.controllers[url].cpu_s) for s in run if url in s.controllers]
         stretch = longest_bound_stretch(series, after[url].processes, start)
         if stretch is not None:
             stretches[url] = stretch
@@ -73,23 +94,80 @@ def cpu_shares(tally: FleetTally, samples: Sequence[CpuSample]) -> CpuShares:
         controller_processes=processes,
         switch_stretch=longest_bound_stretch(switch_series, tally.processes, start),
         controller_stretches=stretches,
+        machine=machine_stretch(run, [url for url in read if _on_this_machine(url)], start),
     )
+
+
+def _when(sample: CpuSample, url: str) -> float:
+    """When ``url``'s reading in ``sample`` was taken."""
+    at = sample.controllers[url].at
+    return sample.at if at is None else at
+
+
+def _cores(first: CpuSample, last: CpuSample, url: str) -> float:
+    """The cores' worth ``url`` took between its readings in ``first`` and ``last``."""
+    seconds = _when(last, url) - _when(first, url)
+    return (last.controllers[url].cpu_s - first.controllers[url].cpu_s) / seconds if seconds > 0 else 0.0
+
+
+def _on_this_machine(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def longest_bound_stretch(series: Sequence[tuple[float, float]], processes: int, start: float) -> Stretch | None:
     """The longest run of consecutive readings (when, CPU seconds so far) between which ``processes`` spent
     CPU_BOUND of a core each or more, if it lasted BOUND_FOR_S; times from ``start``."""
-    longest: Stretch | None = None
-    began: tuple[float, float] | None = None  # the current stretch's first reading
-    for (at, cpu_s), (then, then_cpu_s) in itertools.pairwise(series):
+    found = _longest_bound(series, processes)
+    if found is None:
+        return None
+    (began, began_cpu_s), (ended, ended_cpu_s) = series[found[0]], series[found[1]]
+    return Stretch(began - start, ended - start, (ended_cpu_s - began_cpu_s) / (ended - began) / processes)
+
+
+def _longest_bound(series: Sequence[tuple[float, float]], processes: int) -> tuple[int, int] | None:
+    """``longest_bound_stretch``'s first and last readings, by index."""
+    longest: tuple[int, int] | None = None
+    began: int | None = None  # the current stretch's first reading
+    for index, ((at, cpu_s), (then, then_cpu_s)) in enumerate(itertools.pairwise(series)):
         if then <= at or (then_cpu_s - cpu_s) / (then - at) / processes < CPU_BOUND:
             began = None
             continue
-        began = began or (at, cpu_s)
-        stretch = Stretch(began[0] - start, then - start, (then_cpu_s - began[1]) / (then - began[0]) / processes)
-        if longest is None or stretch.seconds > longest.seconds:
-            longest = stretch
-    return longest if longest is not None and longest.seconds >= BOUND_FOR_S else None
+        began = index if began is None else began
+        if longest is None or then - series[began][0] > series[longest[1]][0] - series[longest[0]][0]:
+            longest = (began, index + 1)
+    if longest is None or series[longest[1]][0] - series[longest[0]][0] < BOUND_FOR_S:
+        return None
+    return longest
+
+
+def machine_stretch(run: Sequence[CpuSample], local: Sequence[str], start: float) -> MachineStretch | None:
+    """This machine's longest stretch of the run with its cores CPU_BOUND busy or more (BOUND_FOR_S at least),
+    and who took them: the switch side, the controllers at ``local`` URLs (on this machine), and the rest."""
+    read = [(sample, sample.machine) for sample in run if sample.machine is not None]
+    if not read:
+        return None
+    cores = read[0][1].cores
+    series = [(sample.at, machine.busy_s) for sample, machine in read]
+    found = _longest_bound(series, cores)
+    if found is None:
+        return None
+    first, last = read[found[0]][0], read[found[1]][0]
+    seconds = last.at - first.at
+    busy = (series[found[1]][1] - series[found[0]][1]) / seconds
+    switch = None
+    if first.switch_cpu_s is not None and last.switch_cpu_s is not None:
+        switch = (last.switch_cpu_s - first.switch_cpu_s) / seconds
+    said = [url for url in local if url in first.controllers and url in last.controllers]
+    controllers = sum(_cores(first, last, url) for url in said)
+    # At most every core: a reading's ticks (10 ms) can make a full stretch look a few percent fuller.
+    stretch = Stretch(first.at - start, last.at - start, min(1.0, busy / cores))
+    return MachineStretch(stretch, cores, switch, controllers if said else None)
 
 
 class Side(StrEnum):

@@ -31,15 +31,25 @@ class ControllerCpu:
 
     cpu_s: float
     processes: int = 1
+    at: float | None = None  # when, in epoch seconds (half-way through its answer); None: its sample's
+
+
+@dataclass(frozen=True)
+class MachineCpu:
+    """This machine's CPU: the seconds its cores have been busy, all of them together, and how many there are."""
+
+    busy_s: float
+    cores: int
 
 
 @dataclass(frozen=True)
 class CpuSample:
-    # when the readings were taken (a controller's: half-way through its answer), in epoch seconds as a fleet's
-    # tally times its run (FleetTally.started_at)
+    # when this process's and this machine's readings were taken, in epoch seconds as a fleet's tally times its
+    # run (FleetTally.started_at); each controller's has its own
     at: float
     switch_cpu_s: float | None  # this process and its workers together; None where the workers cannot be read
     controllers: dict[str, ControllerCpu]  # those that said
+    machine: MachineCpu | None = None  # None: not read (not Linux)
 
 
 class CpuWatch:
@@ -86,11 +96,9 @@ class CpuWatch:
             self._sample()
 
     def _sample(self) -> None:
-        asked = time.time()
+        at, switch_cpu_s, machine = time.time(), self._switch_side_cpu_s(), _machine_cpu()  # one instant
         controllers = ask_controller_cpu(self._client, self._urls, self._switch_id)
-        # A controller's reading was taken somewhere in its answer: half-way is the best guess.
-        at = asked + (time.time() - asked) / 2 if controllers else asked
-        self.samples.append(CpuSample(at, self._switch_side_cpu_s(), controllers))
+        self.samples.append(CpuSample(at, switch_cpu_s, controllers, machine))
 
     def _switch_side_cpu_s(self) -> float | None:
         """This process's CPU time so far, and its workers' if it runs the fleet over worker processes: those
@@ -104,6 +112,23 @@ class CpuWatch:
         if children is None:
             return None
         return own + reaped + sum(_cpu_s(pid) for pid in children if pid not in self._not_workers)
+
+
+def _machine_cpu() -> MachineCpu | None:
+    """From /proc/stat's first line: the ticks of all cores in each state since boot; busy is all but idle and
+    waiting on I/O."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(field) for field in fields[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    # guest time is counted in user time already
+    busy = sum(ticks[:8]) - idle
+    return MachineCpu(busy / _TICKS_PER_S, os.cpu_count() or 1)
 
 
 def _reaped_cpu_s() -> float:
@@ -138,8 +163,11 @@ def ask_controller_cpu(client: httpx.Client, urls: tuple[str, ...], switch_id: s
     said: dict[str, ControllerCpu] = {}
     for url in urls:
         try:
+            asked = time.time()
             answer = client.get(f"{url.rstrip('/')}/connections", params={"switch": switch_id}).json()
-            said[url] = ControllerCpu(float(answer["cpu_s"]), max(1, int(answer.get("processes", 1))))
+            # taken somewhere in its answer: half-way is the best guess
+            at = asked + (time.time() - asked) / 2
+            said[url] = ControllerCpu(float(answer["cpu_s"]), max(1, int(answer.get("processes", 1))), at)
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             continue
     return said

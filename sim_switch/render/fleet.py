@@ -8,7 +8,15 @@ from collections import Counter
 from typing import Any
 
 from dialout.text import plural
-from sim_switch.fleet.bottleneck import CPU_BOUND, CpuShares, Side, Stretch, bottleneck, bound_controllers
+from sim_switch.fleet.bottleneck import (
+    CPU_BOUND,
+    CpuShares,
+    MachineStretch,
+    Side,
+    Stretch,
+    bottleneck,
+    bound_controllers,
+)
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.tally import FleetTally, tally_json
 from sim_switch.fleet.verdict import FailedPings, FleetProblem, FleetVerdict, MissingShards, SpreadOverConnections
@@ -63,7 +71,8 @@ def _stretch_words(stretch: Stretch | None) -> str:
 
 
 def bottleneck_sentence(shares: CpuShares) -> str | None:
-    """Which side was CPU-bound (over the whole run, or for a stretch of it), in words; None when neither was."""
+    """Which side was CPU-bound (over the whole run, or for a stretch of it), in words; when neither was, this
+    machine's cores if they were full for a stretch (and who took them); else None."""
     switch_side = _switch_share(shares)
     controllers = ", ".join(_controller_share(shares, url) for url in shares.controllers)
     match bottleneck(shares):
@@ -86,7 +95,27 @@ def bottleneck_sentence(shares: CpuShares) -> str | None:
                 f"the controller was the bottleneck: {named}, {switch_side}; "
                 f"{plural(len(shares.controllers), 'controller')} served the fleet"
             )
-    return None
+    return None if shares.machine is None else _machine_sentence(shares.machine)
+
+
+def _machine_sentence(machine: MachineStretch) -> str:
+    """Neither side bound, the machine's cores full: who took them."""
+    stretch = machine.stretch
+    took = []
+    if machine.switch is not None:
+        took.append(f"the switch side {machine.switch:.1f} of them")
+    if machine.controllers is not None:
+        took.append(f"the controller {machine.controllers:.1f}")
+    if machine.others is not None:
+        took.append(
+            f"{'other processes' if machine.controllers is not None else 'everything else'} {machine.others:.1f}"
+        )
+    who = f": {', '.join(took)}" if took else ""
+    return (
+        f"neither side was at {CPU_BOUND:.0%} of a core, but this machine's {plural(machine.cores, 'core')} were "
+        f"{stretch.share:.0%} busy for {stretch.seconds:.1f} s ({stretch.from_s:.1f}-{stretch.to_s:.1f} s into the "
+        f"run){who}; what waited then waited for the machine"
+    )
 
 
 def errors_by_kind(tally: FleetTally) -> dict[str, int]:
@@ -173,6 +202,7 @@ def _cpu_json(shares: CpuShares) -> dict[str, Any]:
         # the longest stretch at CPU_BOUND or more (None: none lasted BOUND_FOR_S), seconds into the run
         "switch_busiest": _stretch_json(shares.switch_stretch),
         "controllers_busiest": {url: _stretch_json(shares.controller_stretches.get(url)) for url in shares.controllers},
+        "machine_busiest": _machine_json(shares.machine),
         "bottleneck": bottleneck_sentence(shares),
         "bottleneck_side": bottleneck(shares),
     }
@@ -182,6 +212,19 @@ def _stretch_json(stretch: Stretch | None) -> dict[str, float] | None:
     if stretch is None:
         return None
     return {"from_s": round(stretch.from_s, 3), "to_s": round(stretch.to_s, 3), "share": round(stretch.share, 4)}
+
+
+def _machine_json(machine: MachineStretch | None) -> dict[str, Any] | None:
+    """The machine's busiest stretch: its share of all the cores, and who took them in cores' worth (null: not
+    read, or not on this machine)."""
+    if machine is None:
+        return None
+    took = {"switch_cores": machine.switch, "controllers_cores": machine.controllers, "others_cores": machine.others}
+    return {
+        **(_stretch_json(machine.stretch) or {}),
+        "cores": machine.cores,
+        **{name: None if cores is None else round(cores, 3) for name, cores in took.items()},
+    }
 
 
 def _rate(tally: FleetTally) -> float:
