@@ -765,13 +765,13 @@ def _parse_controller(data: object, base_dir: Path) -> ControllerConfig:
     if cleartext is not None:
         _check_cleartext_host(cleartext, controller.trusted_proxies)
     admin = controller.admin
-    if admin.enabled and not admin.allow_remote and not _is_loopback(admin.host):
+    if admin.enabled and not admin.allow_remote and not is_loopback_host(admin.host):
         raise ConfigError(
             "controller.admin.host",
             f"{admin.host} is not loopback: the admin listener shows every "
             "switch and takes no certificate; set allow_remote: true to listen there anyway",
         )
-    if admin.enabled and admin.allow_remote and not _is_loopback(admin.host) and admin.token_file is None:
+    if admin.enabled and admin.allow_remote and not is_loopback_host(admin.host) and admin.token_file is None:
         raise ConfigError(
             "controller.admin.token_file",
             f"a remote admin listener ({admin.host}) needs a credential: name a file (mode 0600) holding a bearer "
@@ -782,7 +782,8 @@ def _parse_controller(data: object, base_dir: Path) -> ControllerConfig:
     return controller
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): this machine."""
     if host == "localhost":
         return True
     try:

@@ -11,13 +11,13 @@ and then waits out the interval, and a whole run's average hides that.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from dialout.config import is_loopback_host
 from sim_switch.fleet.cpu_watch import CpuSample
 from sim_switch.fleet.tally import FleetTally
 
@@ -111,13 +111,7 @@ def _cores(first: CpuSample, last: CpuSample, url: str) -> float:
 
 
 def _on_this_machine(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 def longest_bound_stretch(series: Sequence[tuple[float, float]], processes: int, start: float) -> Stretch | None:
