@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+from dialout.proc_cpu import children_of, cpu_s_of
+
 _supervisor: int | None = None  # the parent's pid, in a worker of serve --workers N
 
 
@@ -31,17 +31,9 @@ def controller_cpu() -> ControllerCpu:
     own = ControllerCpu(time.process_time(), 1)
     if _supervisor is None:
         return own
-    try:
-        pids = Path(f"/proc/{_supervisor}/task/{_supervisor}/children").read_text().split()
-    except OSError:  # not Linux, or a kernel without the children file
+    pids = children_of(_supervisor)
+    if pids is None:
         return own
-    seconds, processes = 0.0, 0
-    for pid in pids:
-        try:
-            # the fields after the command's ")": state is the first, utime the 12th and stime the 13th
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # ended since the list was read: its time is gone with it
-            continue
-        seconds += (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
-        processes += 1
-    return ControllerCpu(seconds, processes) if processes else own
+    # a worker ended since the list was read: its time is gone with it
+    times = [seconds for seconds in map(cpu_s_of, pids) if seconds is not None]
+    return ControllerCpu(sum(times), len(times)) if times else own

@@ -1,12 +1,12 @@
 """Each side's CPU time read every ``PERIOD_S`` while a fleet runs, on a thread of its own: a fleet's intake can
 hold both sides near a core each for seconds and the run still average well below it over its wall (most of which
 is the interval every ping waits), so the bottleneck is also judged on each side's longest busy stretch
-(``bottleneck.busiest``).
+(``bottleneck.longest_bound_stretch``), and on the machine's when neither side was bound.
 
 The switch side is this process and the worker processes it starts while watched (their times from /proc: Linux;
 elsewhere a run over workers has no switch series); children it had before, such as a bench's controllers, are not
-the switch side's. Each controller's is its ``GET /connections`` (``cpu_s``), as before and
-after the run, asked on one connection for the whole run.
+the switch side's. Each controller's is its ``GET /connections`` (``cpu_s``), asked on one connection for the
+whole run. The machine's is all its cores' busy time (/proc/stat). The /proc readers are ``dialout.proc_cpu``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 
 import httpx
 
+from dialout.proc_cpu import children_of, cpu_s_of, machine_busy_s
+
 PERIOD_S = 0.5  # /proc counts CPU in 10 ms ticks: +/-2% of a core a reading at this period
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,14 @@ class CpuWatch:
         ssl_context, self._switch_id = asking or (None, "")
         self._urls = urls if asking else ()
         self._workers, self._period_s = workers, period_s
-        self._not_workers: frozenset[str] = frozenset()  # children from before: not the fleet's
+        self._not_workers: frozenset[int] = frozenset()  # children from before: not the fleet's
         self._reaped_before_s = 0.0  # the CPU time of children ended and waited for before the watch
         self._client = httpx.Client(verify=ssl_context or False, trust_env=False, timeout=max(1.0, period_s))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="dialout-cpu-watch", daemon=True)
 
     def __enter__(self) -> CpuWatch:
-        self._not_workers = frozenset(_children() or ())
+        self._not_workers = frozenset(children_of(os.getpid()) or ())
         self._reaped_before_s = _reaped_cpu_s()
         self._sample()
         self._thread.start()
@@ -108,52 +108,22 @@ class CpuWatch:
         if self._workers == 1:
             return own
         reaped = _reaped_cpu_s() - self._reaped_before_s
-        children = _children()
+        children = children_of(os.getpid())
         if children is None:
             return None
-        return own + reaped + sum(_cpu_s(pid) for pid in children if pid not in self._not_workers)
+        running = (cpu_s_of(pid) for pid in children if pid not in self._not_workers)
+        return own + reaped + sum(seconds for seconds in running if seconds is not None)
 
 
 def _machine_cpu() -> MachineCpu | None:
-    """From /proc/stat's first line: the ticks of all cores in each state since boot; busy is all but idle and
-    waiting on I/O."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = stat.readline().split()
-    except OSError:
-        return None
-    if not fields or fields[0] != "cpu":
-        return None
-    ticks = [int(field) for field in fields[1:]]
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
-    # guest time is counted in user time already
-    busy = sum(ticks[:8]) - idle
-    return MachineCpu(busy / _TICKS_PER_S, os.cpu_count() or 1)
+    busy_s = machine_busy_s()
+    return None if busy_s is None else MachineCpu(busy_s, os.cpu_count() or 1)
 
 
 def _reaped_cpu_s() -> float:
     """The CPU time of this process's children that have ended and been waited for."""
     times = os.times()
     return times.children_user + times.children_system
-
-
-def _children() -> list[str] | None:
-    """This process's children's pids (None: not Linux, or a kernel without the children file)."""
-    main = os.getpid()  # the main thread, which starts the workers: the children file is a thread's
-    try:
-        return Path(f"/proc/{main}/task/{main}/children").read_text().split()
-    except OSError:
-        return None
-
-
-def _cpu_s(pid: str) -> float:
-    """A process's CPU time so far (0 if it has ended since it was listed: its time is gone with it)."""
-    try:
-        # the fields after the command's ")": state is the first, utime the 12th and stime the 13th
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
 
 
 def ask_controller_cpu(client: httpx.Client, urls: tuple[str, ...], switch_id: str) -> dict[str, ControllerCpu]:
