@@ -23,6 +23,9 @@ import httpx
 from dialout.proc_cpu import children_of, cpu_s_of, machine_busy_s
 
 PERIOD_S = 0.5  # /proc counts CPU in 10 ms ticks: +/-2% of a core a reading at this period
+# How long a controller may take to say: at the run's ends, what its whole-run share rests on; between, a reading
+# missed is one gap in the series.
+ENDS_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -71,14 +74,14 @@ class CpuWatch:
         self._workers, self._period_s = workers, period_s
         self._not_workers: frozenset[int] = frozenset()  # children from before: not the fleet's
         self._reaped_before_s = 0.0  # the CPU time of children ended and waited for before the watch
-        self._client = httpx.Client(verify=ssl_context or False, trust_env=False, timeout=max(1.0, period_s))
+        self._client = httpx.Client(verify=ssl_context or False, trust_env=False, timeout=max(1.0, 2 * period_s))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="dialout-cpu-watch", daemon=True)
 
     def __enter__(self) -> CpuWatch:
         self._not_workers = frozenset(children_of(os.getpid()) or ())
         self._reaped_before_s = _reaped_cpu_s()
-        self._sample()
+        self._sample(ENDS_TIMEOUT_S)
         self._thread.start()
         return self
 
@@ -88,16 +91,17 @@ class CpuWatch:
         self._stop.set()
         self._thread.join()
         if kind is None:
-            self._sample()
+            self._sample(ENDS_TIMEOUT_S)
         self._client.close()
 
     def _watch(self) -> None:
         while not self._stop.wait(self._period_s):
             self._sample()
 
-    def _sample(self) -> None:
+    def _sample(self, timeout_s: float | None = None) -> None:
+        """``timeout_s``: for the controllers' answers (None: the client's)."""
         at, switch_cpu_s, machine = time.time(), self._switch_side_cpu_s(), _machine_cpu()  # one instant
-        controllers = ask_controller_cpu(self._client, self._urls, self._switch_id)
+        controllers = ask_controller_cpu(self._client, self._urls, self._switch_id, timeout_s)
         self.samples.append(CpuSample(at, switch_cpu_s, controllers, machine))
 
     def _switch_side_cpu_s(self) -> float | None:
@@ -126,15 +130,18 @@ def _reaped_cpu_s() -> float:
     return times.children_user + times.children_system
 
 
-def ask_controller_cpu(client: httpx.Client, urls: tuple[str, ...], switch_id: str) -> dict[str, ControllerCpu]:
+def ask_controller_cpu(
+    client: httpx.Client, urls: tuple[str, ...], switch_id: str, timeout_s: float | None = None
+) -> dict[str, ControllerCpu]:
     """Each controller's CPU so far, from its ``GET /connections`` (asked as ``switch_id``, for nobody's
     connections in particular); a controller that does not say (not dialout's, or down) is left out, and one that
     does not count its processes (before workers) is one process."""
     said: dict[str, ControllerCpu] = {}
     for url in urls:
         try:
+            timeout = client.timeout if timeout_s is None else httpx.Timeout(timeout_s)
             asked = time.time()
-            answer = client.get(f"{url.rstrip('/')}/connections", params={"switch": switch_id}).json()
+            answer = client.get(f"{url.rstrip('/')}/connections", params={"switch": switch_id}, timeout=timeout).json()
             # taken somewhere in its answer: half-way is the best guess
             at = asked + (time.time() - asked) / 2
             said[url] = ControllerCpu(float(answer["cpu_s"]), max(1, int(answer.get("processes", 1))), at)
