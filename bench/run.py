@@ -314,7 +314,7 @@ def fleet_row(
     )
     said = (
         bottleneck_sentence(shares)
-        or f"no side at {CPU_BOUND:.0%} of a core, over the run or for {BOUND_FOR_S:g} s of it"
+        or f"neither side nor the machine at {CPU_BOUND:.0%}, over the run or for {BOUND_FOR_S:g} s of it"
     )
     print(f"   bottleneck: {said}", flush=True)
     if report["errors_by_kind"]:
