@@ -80,7 +80,7 @@ def test_the_watch_reads_the_workers_it_saw_start_and_each_controller_through_th
     assert first.switch_cpu_s is not None
     assert last.switch_cpu_s is not None
     switch_side_s = last.switch_cpu_s - first.switch_cpu_s
-    assert worker_cpu_s >= worker_said_s >= BURN_S
+    assert worker_cpu_s + TICK_S >= worker_said_s >= BURN_S  # its ending's time too (both in ticks, as floats)
     # This machine was at least as busy as the worker kept it, on all its cores.
     assert first.machine is not None
     assert last.machine is not None
