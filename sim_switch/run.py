@@ -306,7 +306,7 @@ def _report_fleet(
     controllers')."""
     verdict = judge_fleet(fleet_tally, whole)
     if html is not None:
-        _write_html(html, fleet_html(fleet_tally, verdict))
+        _write_html(html, fleet_html(fleet_tally, verdict, shares))
     return _report(
         as_json,
         lambda: fleet_json(fleet_tally, verdict, shares),

@@ -233,3 +233,17 @@ def test_a_full_machine_is_said_when_neither_side_was_bound_and_who_took_its_cor
         "(0.0-2.0 s into the run): the switch side 0.6 of them, everything else 1.3; what waited then waited for "
         "the machine"
     )
+
+
+def test_two_controllers_on_this_machine_are_counted_together_and_said_as_two() -> None:
+    at = [100.0 + n / 2 for n in range(5)]
+    busy = [0.0, 0.95, 1.9, 2.85, 3.8]  # both cores' together, 95%
+    switch = [0.0, 0.3, 0.6, 0.9, 1.2]
+    each = [0.0, 0.25, 0.5, 0.75, 1.0]  # half a core each
+    samples = [
+        CpuSample(a, s, {f"https://127.0.0.1:{port}": ControllerCpu(c) for port in (1, 2)}, MachineCpu(b, 2))
+        for a, s, c, b in zip(at, switch, each, busy, strict=True)
+    ]
+    sentence = bottleneck_sentence(cpu_shares(_tally(2.0, 1.2), samples))
+    assert sentence is not None
+    assert ": the switch side 0.6 of them, the 2 controllers 1.0, other processes 0.3; " in sentence

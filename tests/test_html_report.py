@@ -120,6 +120,10 @@ def test_a_session_and_a_fleet_report(tmp_path: Path) -> None:
     assert {"histogram", "latency"} <= set(fleet.with_class("histogram")[0]["class"].split())
     assert fleet.with_class("per-switch")
     assert "FLEET OK: 3 switches x 2 pings" in "".join(fleet.text)
+    # Each side's CPU as the summary says it, the controller asked as the config's own switch.
+    assert len(fleet.with_class("cpu")) in (1, 2)  # and the bottleneck's line, if a side was bound
+    [cpu] = [text for text in fleet.text if text.startswith("CPU (of one core): switch side ")]
+    assert f", controller {process.url} at " in cpu
 
 
 def test_a_file_that_is_not_a_report_is_never_overwritten(

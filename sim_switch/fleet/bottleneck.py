@@ -48,6 +48,7 @@ class MachineStretch:
     cores: int
     switch: float | None  # the switch side (None: not read)
     controllers: float | None  # the controllers on this machine (None: none on it said)
+    local: int = 0  # how many controllers that is
 
     @property
     def others(self) -> float | None:
@@ -161,7 +162,7 @@ def machine_stretch(run: Sequence[CpuSample], local: Sequence[str], start: float
     controllers = sum(_cores(first, last, url) for url in said)
     # At most every core: a reading's ticks (10 ms) can make a full stretch look a few percent fuller.
     stretch = Stretch(first.at - start, last.at - start, min(1.0, busy / cores))
-    return MachineStretch(stretch, cores, switch, controllers if said else None)
+    return MachineStretch(stretch, cores, switch, controllers if said else None, len(said))
 
 
 class Side(StrEnum):

@@ -70,6 +70,15 @@ def _stretch_words(stretch: Stretch | None) -> str:
     return f", {stretch.share:.0%} for {stretch.seconds:.1f} s ({stretch.from_s:.1f}-{stretch.to_s:.1f} s into the run)"
 
 
+def cpu_lines(shares: CpuShares) -> list[str]:
+    """Each side's CPU, and the bottleneck in words if there was one: the summary's lines and the page's."""
+    theirs = "".join(f", controller {_controller_share(shares, url)}" for url in shares.controllers)
+    switch_side = f"switch side {shares.switch:.0%} per process ({shares.processes})"
+    lines = [f"CPU (of one core): {switch_side}{_stretch_words(shares.switch_stretch)}{theirs}"]
+    sentence = bottleneck_sentence(shares)
+    return lines + ([f"bottleneck: {sentence}"] if sentence else [])
+
+
 def bottleneck_sentence(shares: CpuShares) -> str | None:
     """Which side was CPU-bound (over the whole run, or for a stretch of it), in words; when neither was, this
     machine's cores if they were full for a stretch (and who took them); else None."""
@@ -105,7 +114,10 @@ def _machine_sentence(machine: MachineStretch) -> str:
     if machine.switch is not None:
         took.append(f"the switch side {machine.switch:.1f} of them")
     if machine.controllers is not None:
-        took.append(f"the controller {machine.controllers:.1f}")
+        took.append(
+            f"{'the controller' if machine.local == 1 else f'the {machine.local} controllers'} "
+            f"{machine.controllers:.1f}"
+        )
     if machine.others is not None:
         took.append(
             f"{'other processes' if machine.controllers is not None else 'everything else'} {machine.others:.1f}"
@@ -155,11 +167,7 @@ def render_fleet(tally: FleetTally, verdict: FleetVerdict, shares: CpuShares | N
             for url, share in tally.by_controller.items()
         ]
     if shares is not None:
-        theirs = "".join(f", controller {_controller_share(shares, url)}" for url in shares.controllers)
-        switch_side = f"switch side {shares.switch:.0%} per process ({shares.processes})"
-        lines.append(f"CPU (of one core): {switch_side}{_stretch_words(shares.switch_stretch)}{theirs}")
-        sentence = bottleneck_sentence(shares)
-        lines += [f"bottleneck: {sentence}"] if sentence else []
+        lines += cpu_lines(shares)
     lines += [f"failure: {failure}" for failure in problem_lines(verdict)]
     lines.append(fleet_line(tally, verdict))
     return "\n".join(lines)

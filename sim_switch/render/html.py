@@ -23,6 +23,7 @@ from dialout.config import Schedule
 from dialout.errors import DialoutError
 from dialout.pages import Page
 from dialout.text import plural
+from sim_switch.fleet.bottleneck import CpuShares
 from sim_switch.fleet.histograms import Histogram
 from sim_switch.fleet.tally import FleetTally
 from sim_switch.fleet.verdict import FleetVerdict
@@ -30,7 +31,7 @@ from sim_switch.model.events import EventKind, LinkDown, LinkUp, Reconnecting, T
 from sim_switch.model.frames import Direction, FrameEvent
 from sim_switch.model.results import ConnectionRecord, PingOutcome, PingResult, RunResult, format_interval
 from sim_switch.model.verdict import Outcome, Verdict
-from sim_switch.render.fleet import errors_by_kind, fleet_line
+from sim_switch.render.fleet import cpu_lines, errors_by_kind, fleet_line
 from sim_switch.render.fleet import problem_lines as fleet_problems
 from sim_switch.render.frames import describe_frame, frame_name
 from sim_switch.render.report import ping_error, problem_lines, result_line, shown_line
@@ -113,9 +114,10 @@ def run_html(result: RunResult, verdict: Verdict, events: Sequence[TraceEvent]) 
     )
 
 
-def fleet_html(tally: FleetTally, verdict: FleetVerdict) -> str:
+def fleet_html(tally: FleetTally, verdict: FleetVerdict, shares: CpuShares | None = None) -> str:
     """The report of a fleet: distributions, not lanes (a thousand switches do not fit in lanes). Drawn from its
-    tally, so a fleet run over workers or merged from shards has the same report."""
+    tally, so a fleet run over workers or merged from shards has the same report; ``shares``: each side's CPU and
+    the bottleneck, as the summary says them (None: not known, as in a merge)."""
     return _TEMPLATES.get_template("fleet.html").render(
         generator=GENERATOR,
         title=f"dialout fleet {tally.scenario}",
@@ -131,6 +133,7 @@ def fleet_html(tally: FleetTally, verdict: FleetVerdict) -> str:
         ],
         per_switch=sorted(tally.connections_per_switch.items()),
         errors=[(n, e) for e, n in sorted(errors_by_kind(tally).items(), key=lambda item: -item[1])],
+        cpu=cpu_lines(shares) if shares is not None else [],
     )
 
 
