@@ -4,12 +4,15 @@ in each of its modes."""
 
 from __future__ import annotations
 
+import datetime
+import itertools
 import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from controller.commands.explain import INCONCLUSIVE_EXIT
@@ -96,6 +99,9 @@ def test_go_forcing_http2_races_its_dials(go_switch: Path, controller_for_go: Co
     assert out.count("HTTP/2.0 200") == 3
     code, found, text = explained(controller_for_go, "go-h2")
     kinds = [finding["kind"] for finding in found["findings"]]
+    if kinds[0] == "idle":
+        _dialled_one_after_another(controller_for_go, "go-h2", found, code)
+        return
     assert kinds[0] == "dial_race"
     # A problem; or, where the controller's own loop lagged more than the race's margin while its stamps were
     # taken (a loaded machine), inconclusive, and saying it would have found the race: never fine (issue 28).
@@ -104,6 +110,24 @@ def test_go_forcing_http2_races_its_dials(go_switch: Path, controller_for_go: Co
     assert race["inconclusive"] == race["sentence"].startswith("inconclusive: ")
     assert "multiplexed" in kinds
     assert "MaxConnsPerHost" in text
+
+
+def _dialled_one_after_another(controller: ControllerProcess, switch: str, found: dict[str, Any], code: int) -> None:
+    """Go slowed by a loaded machine (a fresh-clone CI run): its three dials were read one after another, each
+    ClientHello after the handshake before it had ended, as the controller stamped them, so no race by its own
+    records; the first connection up carried the requests and the others none. Idle, then, and never fine."""
+    answer = httpx.get(f"{controller.admin_url}/connections", params={"switch": switch}, trust_env=False).json()
+    records = answer["connections"]
+    assert len(records) == found["connections"] > 1
+    # (when its ClientHello was read, when its handshake ended), in epoch seconds, in the order they were dialled
+    ended = {c["id"]: datetime.datetime.fromisoformat(c["opened_at"]).timestamp() for c in records}
+    dials = sorted((ended[c["id"]] - c["handshake_s"], ended[c["id"]]) for c in records)
+    # (opened_at is said to the millisecond)
+    assert all(later[0] >= earlier[1] - 0.001 for earlier, later in itertools.pairwise(dials)), dials
+    [idle] = [finding for finding in found["findings"] if finding["kind"] == "idle"]
+    assert sorted(idle["connections"]) == sorted(c["id"] for c in records if c["streams"] == 0)
+    assert "multiplexed" in [finding["kind"] for finding in found["findings"]]
+    assert (code, found["ok"]) == (1, False)
 
 
 def test_go_with_one_dial_per_host_is_multiplexed(go_switch: Path, controller_for_go: ControllerProcess) -> None:
