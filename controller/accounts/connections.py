@@ -39,7 +39,7 @@ UNKNOWN_THROUGH_A_PROXY = ("closed_at", "stream_ids", "connections_without_reque
 QUESTIONS = frozenset({"/connections", "/diagnosis"})
 
 
-@dataclass
+@dataclass(slots=True)
 class ControllerConnection:
     """One connection of a switch: accepted by us (TLS), or, with ``via``, the switch's connection to a trusted
     proxy, as the proxy told us of it request by request. ``tls`` is its ASGI TLS extension dict (asgiref
