@@ -47,11 +47,14 @@ async def test_the_switch_and_the_controller_agree_on_every_streams_time(
     assert verdict.ok, problem_lines(verdict)
     assert result.controller_view is not None
     [record] = result.controller_view.records
-    times = {entry["stream_id"]: entry["answered_in_s"] for entry in record["stream_times"]}
+    times = {entry["stream_id"]: (entry["answered_in_s"], entry["loop_lag_s"]) for entry in record["stream_times"]}
     for ping in result.pings:
         assert ping.stream_id is not None
-        assert times[ping.stream_id] >= ping.interval_s  # the controller slept the interval, then answered
-        assert times[ping.stream_id] < ping.interval_s + LATE_ANSWER_S
+        answered_in_s, held_s = times[ping.stream_id]
+        # The controller slept the interval, then answered: at once, but for what its own loop was held meanwhile
+        # (a loaded machine: a CI run's was held 0.28 s, and answered a 0.2 s ping in 0.30 s).
+        assert answered_in_s >= ping.interval_s
+        assert answered_in_s < ping.interval_s + LATE_ANSWER_S + held_s
     # Had an answer been late, the run would have failed, saying with both numbers which one.
     held_back = LateAnswer(1, record["peer"], 1, 1, switch_s=2.03, controller_s=0.201, bound_s=0.101)
     view = dataclasses.replace(result.controller_view, disagreements=(held_back,))
