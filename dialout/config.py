@@ -89,11 +89,13 @@ DEFAULT_MAX_CONTROL_FRAMES_PER_S = 100
 # even a fleet redialling at once after a restart has few pending, and those refused redial after their backoff.
 DEFAULT_MAX_PENDING_HANDSHAKES = 1024
 DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS = 256
-# A server's handshake step costs about 1 ms of CPU here (bench/handshake_cost.py): about one a turn. In a storm of
-# short connections the rest of a turn is the storm's own requests and closes, and a victim's ping waits a few turns:
-# at 4 ms a turn its worst overhead was 67-77 ms, at 1 ms 19-25 ms (8,000 connections, 50 at once); a fleet of 1,000
-# dialling together was no slower (bench/RESULTS.md, 2026-12-07): a loop with nothing else to do turns at once.
-DEFAULT_HANDSHAKE_SLICE_MS = 1.0
+# A server's costliest handshake step (the ClientHello's: a key exchange and a signature) takes up to about 1 ms of
+# CPU here (bench/handshake_cost.py): at 0.5 ms a turn runs one such step, or a few cheap ones. In a storm of short
+# connections the rest of a turn is the storm's own requests and closes, about twice the slice, and a victim's ping
+# waits some seven turns: its median overhead was 21-23 ms at 1 ms, 14-15 ms at 0.5 ms (6,000 connections, 50 at
+# once; at 4 ms its worst was 67-77 ms). Fleets of 1,000 dialling together were no slower at 0.5 ms than at 1, four
+# rounds each taking turns (bench/RESULTS.md, 2026-12-08): a loop with nothing else to do turns at once.
+DEFAULT_HANDSHAKE_SLICE_MS = 0.5
 DEFAULT_REQUEST_TIMEOUT_S = 90.0
 DEFAULT_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 
