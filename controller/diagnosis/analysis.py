@@ -344,7 +344,7 @@ class _Sweep:
         self.spilled_to: set[int] = set()
         self.queued = 0
         self.most_at_once = 0  # over all the switch's connections
-        h2 = {c.id for c in connections if c.alpn == "h2" or c.http_version == "2"}  # _is_h2, without a call each
+        h2 = {c.id for c in connections if _is_h2(c)}
         events = _stream_events(connections, traffic)
         busy: dict[int, int] = {}
         peak = self.peak
